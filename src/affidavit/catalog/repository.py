@@ -1,0 +1,350 @@
+"""Repositories: the catalog's rows in and frozen model values out.
+
+Each repository works inside the session of one unit of work and never commits; the unit of
+work does. Lookups that miss raise :class:`~affidavit.errors.NotFound` with a hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from affidavit.catalog.schema import (
+    CheckpointRow,
+    DatasetRow,
+    LedgerEntryRow,
+    LedgerNodeRow,
+    SourceRow,
+    VaultRow,
+)
+from affidavit.constants import Classification, EngineName
+from affidavit.errors import AlreadyExists, NotFound
+from affidavit.models.inventory import (
+    Dataset,
+    SecretKind,
+    SecretRef,
+    Source,
+    SourceName,
+    Vault,
+    VaultKind,
+    VaultName,
+)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; the catalog stores UTC only
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class SourceRepository:
+    """Registered sources."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def add(self, source: Source) -> None:
+        """Insert ``source``; raise :class:`AlreadyExists` when the name is taken."""
+        if self._row(source.name, missing_ok=True) is not None:
+            raise AlreadyExists(
+                f"a source named {source.name!r} already exists",
+                hint="pick another name, or `affidavit source remove` the old one first",
+            )
+        self._s.add(
+            SourceRow(
+                name=source.name,
+                engine=source.engine.value,
+                uri=source.uri,
+                secret_kind=source.secret.kind.value if source.secret else None,
+                secret_locator=source.secret.locator if source.secret else None,
+                classification=source.classification.value,
+                region=source.region,
+                owner=source.owner,
+                created_at=source.created_at,
+            )
+        )
+        self._s.flush()
+
+    def get(self, name: str) -> Source:
+        """The source called ``name``; raise :class:`NotFound`."""
+        row = self._row(name)
+        assert row is not None
+        return _source(row)
+
+    def list(self) -> list[Source]:
+        """Every source, by name."""
+        return [_source(r) for r in self._s.scalars(select(SourceRow).order_by(SourceRow.name))]
+
+    def remove(self, name: str) -> None:
+        """Delete the source and its datasets; raise :class:`NotFound`."""
+        row = self._row(name)
+        assert row is not None
+        self._s.execute(delete(DatasetRow).where(DatasetRow.source_id == row.id))
+        self._s.delete(row)
+        self._s.flush()
+
+    def _row(self, name: str, *, missing_ok: bool = False) -> SourceRow | None:
+        row = self._s.scalars(select(SourceRow).where(SourceRow.name == name)).one_or_none()
+        if row is None and not missing_ok:
+            raise NotFound(
+                f"no source named {name!r}", hint="`affidavit source list` shows the sources"
+            )
+        return row
+
+
+class DatasetRepository:
+    """Datasets discovered on sources, with their classification."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def list(self, source: str | None = None) -> list[Dataset]:
+        """The datasets of ``source`` (or of every source), by source and name."""
+        stmt = (
+            select(DatasetRow, SourceRow)
+            .join(SourceRow, DatasetRow.source_id == SourceRow.id)
+            .order_by(SourceRow.name, DatasetRow.name)
+        )
+        if source is not None:
+            stmt = stmt.where(SourceRow.name == source)
+        return [_dataset(d, s) for d, s in self._s.execute(stmt).tuples()]
+
+    def get(self, source: str, name: str) -> Dataset | None:
+        """The dataset, or None when it was never discovered nor classified."""
+        found = [d for d in self.list(source) if d.name == name]
+        return found[0] if found else None
+
+    def record_discovery(self, source: str, counts: Sequence[tuple[str, int]]) -> None:
+        """Store the record counts seen now; datasets no longer present keep their rows."""
+        src = self._source_row(source)
+        now = datetime.now(UTC)
+        rows = {
+            r.name: r
+            for r in self._s.scalars(select(DatasetRow).where(DatasetRow.source_id == src.id))
+        }
+        for name, records in counts:
+            row = rows.get(name)
+            if row is None:
+                row = DatasetRow(source_id=src.id, name=name)
+                self._s.add(row)
+            row.records = records
+            row.discovered_at = now
+        self._s.flush()
+
+    def classify(
+        self, source: str, name: str, level: Classification, reason: str
+    ) -> Classification:
+        """Set the dataset's own classification; return the previous effective one."""
+        src = self._source_row(source)
+        row = self._s.scalars(
+            select(DatasetRow).where(DatasetRow.source_id == src.id, DatasetRow.name == name)
+        ).one_or_none()
+        if row is None:
+            row = DatasetRow(source_id=src.id, name=name)
+            self._s.add(row)
+        previous = Classification(row.classification or src.classification)
+        row.classification = level.value
+        row.classification_reason = reason
+        self._s.flush()
+        return previous
+
+    def _source_row(self, source: str) -> SourceRow:
+        row = self._s.scalars(select(SourceRow).where(SourceRow.name == source)).one_or_none()
+        if row is None:
+            raise NotFound(
+                f"no source named {source!r}", hint="`affidavit source list` shows the sources"
+            )
+        return row
+
+
+class VaultRepository:
+    """Registered vaults."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def add(self, vault: Vault) -> None:
+        """Insert ``vault``; raise :class:`AlreadyExists` when the name is taken."""
+        exists = self._s.scalars(select(VaultRow.id).where(VaultRow.name == vault.name)).first()
+        if exists is not None:
+            raise AlreadyExists(
+                f"a vault named {vault.name!r} already exists", hint="pick another name"
+            )
+        self._s.add(
+            VaultRow(
+                name=vault.name,
+                kind=vault.kind.value,
+                url=vault.url,
+                region=vault.region,
+                immutable_days=vault.immutable_days,
+                created_at=vault.created_at,
+            )
+        )
+        self._s.flush()
+
+    def get(self, name: str) -> Vault:
+        """The vault called ``name``; raise :class:`NotFound`."""
+        row = self._s.scalars(select(VaultRow).where(VaultRow.name == name)).one_or_none()
+        if row is None:
+            raise NotFound(
+                f"no vault named {name!r}", hint="`affidavit vault list` shows the vaults"
+            )
+        return _vault(row)
+
+    def list(self) -> list[Vault]:
+        """Every vault, by name."""
+        return [_vault(r) for r in self._s.scalars(select(VaultRow).order_by(VaultRow.name))]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """A ledger entry as stored: its canonical bytes and the leaf hash kept beside them."""
+
+    seq: int
+    entry: bytes
+    leaf_hash: bytes
+
+
+class LedgerRepository:
+    """Raw storage of the ledger: entries, complete-subtree hashes and checkpoints.
+
+    This knows nothing of hashing; :mod:`affidavit.ledger.log` decides what is stored.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def size(self) -> int:
+        """Number of entries (sequence numbers are 0..size-1, dense)."""
+        return int(self._s.scalar(select(func.count()).select_from(LedgerEntryRow)) or 0)
+
+    def last_seq(self) -> int | None:
+        """The highest sequence number, or None for an empty ledger."""
+        value = self._s.scalar(select(func.max(LedgerEntryRow.seq)))
+        return None if value is None else int(value)
+
+    def append(
+        self,
+        *,
+        seq: int,
+        time: str,
+        actor: str,
+        action: str,
+        subject: str,
+        entry: bytes,
+        leaf_hash: bytes,
+    ) -> None:
+        """Insert one entry row."""
+        self._s.add(
+            LedgerEntryRow(
+                seq=seq,
+                time=time,
+                actor=actor,
+                action=action,
+                subject=subject,
+                entry=entry,
+                leaf_hash=leaf_hash,
+            )
+        )
+
+    def put_node(self, level: int, index: int, digest: bytes) -> None:
+        """Store the hash of the complete subtree (level, index)."""
+        self._s.add(LedgerNodeRow(level=level, index=index, hash=digest))
+
+    def get_node(self, level: int, index: int) -> bytes | None:
+        """The stored hash of the complete subtree (level, index), or None."""
+        value = self._s.scalar(
+            select(LedgerNodeRow.hash).where(
+                LedgerNodeRow.level == level, LedgerNodeRow.index == index
+            )
+        )
+        return None if value is None else bytes(value)
+
+    def flush(self) -> None:
+        """Send pending inserts to the database (still inside the transaction)."""
+        self._s.flush()
+
+    def entries(self, start: int = 0, stop: int | None = None) -> Iterator[StoredEntry]:
+        """Entries with ``start <= seq < stop`` in sequence order, streamed."""
+        stmt = select(LedgerEntryRow.seq, LedgerEntryRow.entry, LedgerEntryRow.leaf_hash).where(
+            LedgerEntryRow.seq >= start
+        )
+        if stop is not None:
+            stmt = stmt.where(LedgerEntryRow.seq < stop)
+        for seq, entry, leaf in self._s.execute(
+            stmt.order_by(LedgerEntryRow.seq).execution_options(yield_per=10_000)
+        ):
+            yield StoredEntry(seq=int(seq), entry=bytes(entry), leaf_hash=bytes(leaf))
+
+    def find(
+        self, *, action: str | None = None, since: str | None = None, limit: int | None = None
+    ) -> list[StoredEntry]:
+        """Entries filtered by action and by time (RFC 3339 strings compare in order)."""
+        stmt = select(LedgerEntryRow.seq, LedgerEntryRow.entry, LedgerEntryRow.leaf_hash)
+        if action is not None:
+            stmt = stmt.where(LedgerEntryRow.action == action)
+        if since is not None:
+            stmt = stmt.where(LedgerEntryRow.time >= since)
+        stmt = stmt.order_by(LedgerEntryRow.seq)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [
+            StoredEntry(seq=int(s), entry=bytes(e), leaf_hash=bytes(h))
+            for s, e, h in self._s.execute(stmt)
+        ]
+
+    def add_checkpoint(self, *, size: int, root: bytes, note: str, created_at: str) -> None:
+        """Store a signed checkpoint."""
+        self._s.add(CheckpointRow(size=size, root=root, note=note, created_at=created_at))
+        self._s.flush()
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """Every stored checkpoint as (size, signed note), oldest first."""
+        rows = self._s.execute(
+            select(CheckpointRow.size, CheckpointRow.note).order_by(CheckpointRow.id)
+        )
+        return [(int(size), str(note)) for size, note in rows]
+
+
+def _source(row: SourceRow) -> Source:
+    secret = (
+        SecretRef(kind=SecretKind(row.secret_kind), locator=row.secret_locator or "")
+        if row.secret_kind
+        else None
+    )
+    return Source(
+        name=SourceName(row.name),
+        engine=EngineName(row.engine),
+        uri=row.uri,
+        secret=secret,
+        classification=Classification(row.classification),
+        region=row.region,
+        owner=row.owner,
+        created_at=_aware(row.created_at),
+    )
+
+
+def _dataset(row: DatasetRow, src: SourceRow) -> Dataset:
+    return Dataset(
+        source=SourceName(src.name),
+        name=row.name,
+        classification=Classification(row.classification or src.classification),
+        inherited=row.classification is None,
+        reason=row.classification_reason,
+        records=row.records,
+        discovered_at=_aware(row.discovered_at) if row.discovered_at else None,
+    )
+
+
+def _vault(row: VaultRow) -> Vault:
+    return Vault(
+        name=VaultName(row.name),
+        kind=VaultKind(row.kind),
+        url=row.url,
+        region=row.region,
+        immutable_days=row.immutable_days,
+        created_at=_aware(row.created_at),
+    )

@@ -1,0 +1,116 @@
+"""SQLAlchemy table definitions of the catalog (schema version: see migrations/versions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with deterministic constraint names (for migrations)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class SourceRow(Base):
+    """A registered database endpoint. ``uri`` never holds a password."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    engine: Mapped[str] = mapped_column(String(16))
+    uri: Mapped[str] = mapped_column(Text)
+    secret_kind: Mapped[str | None] = mapped_column(String(8))
+    secret_locator: Mapped[str | None] = mapped_column(Text)
+    classification: Mapped[str] = mapped_column(String(16))
+    region: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DatasetRow(Base):
+    """A dataset of a source; ``classification`` is NULL while it inherits its source's."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("source_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(512))
+    classification: Mapped[str | None] = mapped_column(String(16))
+    classification_reason: Mapped[str | None] = mapped_column(Text)
+    records: Mapped[int | None] = mapped_column(BigInteger)
+    discovered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class VaultRow(Base):
+    """Where backup artifacts live."""
+
+    __tablename__ = "vaults"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    url: Mapped[str] = mapped_column(Text)
+    region: Mapped[str | None] = mapped_column(String(64))
+    immutable_days: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerEntryRow(Base):
+    """One ledger event. ``entry`` is the RFC 8785 canonical JSON that is hashed;
+    the other columns are copies for querying and are never trusted by the verifier."""
+
+    __tablename__ = "ledger_entries"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    time: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    entry: Mapped[bytes] = mapped_column(LargeBinary)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LedgerNodeRow(Base):
+    """The hash of the complete Merkle subtree of ``2**level`` leaves starting at
+    ``index * 2**level``. Stored as leaves arrive so that proofs need O(log n) reads."""
+
+    __tablename__ = "ledger_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class CheckpointRow(Base):
+    """A signed checkpoint (C2SP signed note) of the ledger."""
+
+    __tablename__ = "ledger_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[str] = mapped_column(String(32))

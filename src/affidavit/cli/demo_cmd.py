@@ -1,0 +1,50 @@
+"""``affidavit demo``."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from affidavit.cli.inventory_cmd import render_inventory
+from affidavit.cli.output import print_json, show
+from affidavit.cli.progress import RichReporter
+from affidavit.cli.state import state
+from affidavit.cli.views import inventory_json
+from affidavit.config import load_settings
+from affidavit.services.demo import run_demo
+
+
+def demo(
+    ctx: typer.Context,
+    scale: Annotated[int, typer.Option(min=1, max=100_000, help="Size of the sample.")] = 200,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> int:
+    """Run the story end to end on throwaway servers: start SecantusDB and redis-server on
+    127.0.0.1, seed samples, register them and a folder vault, take the inventory. Uses a
+    fresh temporary home unless --home is given."""
+    st = state(ctx)
+    settings = st.settings
+    if st.home is None:
+        home = Path(tempfile.mkdtemp(prefix="affidavit-demo-"))
+        settings = load_settings(home=home, overrides=st.overrides)
+    if json_out:
+        result = run_demo(settings, scale=scale)
+    else:
+        with RichReporter() as reporter:
+            result = run_demo(settings, scale=scale, reporter=reporter)
+    if json_out:
+        print_json(
+            {
+                "home": str(result.home),
+                "seeded": result.seeded,
+                "inventory": inventory_json(result.inventory),
+            }
+        )
+        return 0
+    render_inventory(result.inventory)
+    show(f"\nDemo home: [bold]{result.home}[/bold] (servers stopped).")
+    show(f"Look around: affidavit --home {result.home} source show orders-db")
+    return 0

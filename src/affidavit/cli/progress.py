@@ -1,0 +1,70 @@
+"""A rich progress reporter for long work (silent under ``--json``)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from affidavit.cli.output import err_console
+
+
+class RichReporter:
+    """Renders :class:`affidavit.models.progress.Reporter` calls as rich progress on stderr."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def stage(self, description: str) -> None:
+        """Show a finished-step line for the previous stage and a spinner for this one."""
+        self.finish()
+        self._task = self._progress.add_task(description, total=1)
+
+    def task(self, description: str, total: int | None) -> None:
+        """Start a bar."""
+        self.finish()
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, units: int = 1) -> None:
+        """Move the bar."""
+        if self._task is not None:
+            self._progress.advance(self._task, units)
+
+    def finish(self) -> None:
+        """Complete the current bar."""
+        if self._task is not None:
+            task = self._progress.tasks[-1]
+            self._progress.update(self._task, completed=task.total or task.completed)
+            self._task = None
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.finish()
+        self._progress.stop()

@@ -1,0 +1,175 @@
+"""``affidavit source add|list|show|test|remove``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from affidavit.cli.output import error, print_json, show, table, when
+from affidavit.cli.state import app_for
+from affidavit.cli.views import dataset_json, description_json, source_json, source_test_json
+from affidavit.models.inventory import Dataset, parse_classification, parse_engine
+from affidavit.services import inventory as inv
+from affidavit.services.secrets import make_secret_ref
+
+app = typer.Typer(help="Register and inspect database sources.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A short unique name, e.g. orders-db.")],
+    engine: Annotated[str, typer.Option(help="Database engine: mongodb|redis.")],
+    uri: Annotated[str, typer.Option(help="Connection URI, without a password.")],
+    classification: Annotated[
+        str, typer.Option(help="Default classification: public|internal|confidential|restricted.")
+    ],
+    secret_env: Annotated[
+        str | None, typer.Option(help="Environment variable that holds the password.")
+    ] = None,
+    secret_file: Annotated[
+        str | None, typer.Option(help="File (mode 0600) that holds the password.")
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="Region the source runs in.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Owner's e-mail address.")] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Register a source. Passwords never go in the URI: reference them with
+    --secret-env or --secret-file; they are read only when affidavit connects."""
+    eng = parse_engine(engine)
+    level = parse_classification(classification)
+    secret = make_secret_ref(env=secret_env, file=secret_file)
+    with app_for(ctx) as application:
+        source = inv.add_source(
+            application,
+            name=name,
+            engine=eng,
+            uri=uri,
+            secret=secret,
+            classification=level,
+            region=region,
+            owner=owner,
+        )
+    if json_out:
+        print_json(source_json(source))
+    else:
+        show(f"Added source [bold]{source.name}[/bold] ({source.engine}, {source.classification}).")
+    return 0
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
+    """List the registered sources."""
+    with app_for(ctx) as application:
+        sources = inv.list_sources(application)
+    if json_out:
+        print_json({"sources": [source_json(s) for s in sources]})
+        return 0
+    if not sources:
+        show("No sources yet: `affidavit source add --help`.")
+        return 0
+    show(
+        table(
+            "Sources",
+            ["name", "engine", "uri", "secret", "classification", "region", "owner"],
+            [
+                [
+                    s.name,
+                    s.engine,
+                    s.uri,
+                    s.secret.describe() if s.secret else None,
+                    s.classification,
+                    s.region,
+                    s.owner,
+                ]
+                for s in sources
+            ],
+        )
+    )
+    return 0
+
+
+@app.command("show")
+def show_(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Source name.")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Show one source and the datasets the catalog knows of it."""
+    with app_for(ctx) as application:
+        source, datasets = inv.get_source(application, name)
+    if json_out:
+        print_json({**source_json(source), "datasets": [dataset_json(d) for d in datasets]})
+        return 0
+    show(
+        table(
+            f"Source {source.name}",
+            ["field", "value"],
+            [[k, v] for k, v in source_json(source).items()],
+        )
+    )
+    show(_dataset_table(datasets))
+    return 0
+
+
+@app.command("test")
+def check_connection(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Source name.")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Connect to a source, describe its server and count its datasets (records nothing).
+    Exit 3 when it cannot be reached."""
+    with app_for(ctx) as application:
+        result = inv.test_source(application, name)
+    if json_out:
+        print_json(source_test_json(result))
+    elif result.reachable:
+        desc = description_json(result.description) or {}
+        show(
+            f"[green]reachable[/green]: {result.source.name} runs {result.source.engine} "
+            f"{desc.get('version')} (tls={desc.get('tls')}, auth={desc.get('auth_required')})"
+        )
+        show(table(None, ["dataset", "records"], result.datasets))
+    if not result.reachable:
+        if not json_out:
+            error(f"{result.source.name} is unreachable: {result.error}", result.hint)
+        return 3
+    return 0
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Source name.")],
+    reason: Annotated[str, typer.Option(help="Why the source is removed (recorded).")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Unregister a source (recorded in the ledger with the reason)."""
+    with app_for(ctx) as application:
+        inv.remove_source(application, name, reason=reason)
+    if json_out:
+        print_json({"removed": name})
+    else:
+        show(f"Removed source {name}.")
+    return 0
+
+
+def _dataset_table(datasets: list[Dataset]) -> Table:
+    return table(
+        "Datasets",
+        ["dataset", "records", "classification", "seen"],
+        [
+            [
+                d.name,
+                d.records,
+                f"{d.classification}" + (" (inherited)" if d.inherited else ""),
+                when(d.discovered_at),
+            ]
+            for d in datasets
+        ],
+    )

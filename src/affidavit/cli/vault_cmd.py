@@ -1,0 +1,82 @@
+"""``affidavit vault add|list|show``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from affidavit.cli.output import print_json, show, table
+from affidavit.cli.state import app_for
+from affidavit.cli.views import vault_json
+from affidavit.services import inventory as inv
+
+app = typer.Typer(
+    help="Register and inspect vaults (where backups are stored).", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A short unique name, e.g. eu-vault.")],
+    url: Annotated[str, typer.Option(help="file:///ABSOLUTE/PATH or s3://BUCKET/PREFIX.")],
+    region: Annotated[str | None, typer.Option(help="Region the vault is in.")] = None,
+    immutable_days: Annotated[
+        int | None,
+        typer.Option(help="Days artifacts stay locked (S3 Object Lock, read-only files)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Register a vault."""
+    with app_for(ctx) as application:
+        vault = inv.add_vault(
+            application, name=name, url=url, region=region, immutable_days=immutable_days
+        )
+    if json_out:
+        print_json(vault_json(vault))
+    else:
+        show(f"Added vault [bold]{vault.name}[/bold] ({vault.url}).")
+    return 0
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
+    """List the registered vaults."""
+    with app_for(ctx) as application:
+        vaults = inv.list_vaults(application)
+    if json_out:
+        print_json({"vaults": [vault_json(v) for v in vaults]})
+        return 0
+    if not vaults:
+        show("No vaults yet: `affidavit vault add --help`.")
+        return 0
+    show(
+        table(
+            "Vaults",
+            ["name", "kind", "url", "region", "immutable days"],
+            [[v.name, v.kind, v.url, v.region, v.immutable_days] for v in vaults],
+        )
+    )
+    return 0
+
+
+@app.command("show")
+def show_(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Vault name.")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Show one vault and probe its storage (reachability, protection)."""
+    with app_for(ctx) as application:
+        vault, probe = inv.get_vault(application, name)
+    data = vault_json(vault, probe)
+    if json_out:
+        print_json(data)
+        return 0
+    rows = [[k, v] for k, v in data.items() if k != "probe"]
+    rows += [[f"probe.{k}", v] for k, v in data["probe"].items()]
+    show(table(f"Vault {vault.name}", ["field", "value"], rows))
+    return 0

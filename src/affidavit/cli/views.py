@@ -1,0 +1,99 @@
+"""JSON views of service results (the stable ``--json`` shapes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from affidavit.models.inventory import Dataset, ServerDescription, Source, Vault
+from affidavit.services.inventory import Inventory, SourceTest
+from affidavit.vaults.base import VaultProbe
+
+
+def source_json(source: Source) -> dict[str, Any]:
+    """A source; never a secret, only its reference."""
+    return {
+        "name": source.name,
+        "engine": source.engine.value,
+        "uri": source.uri,
+        "secret": source.secret.describe() if source.secret else None,
+        "classification": source.classification.value,
+        "region": source.region,
+        "owner": source.owner,
+        "created_at": source.created_at.isoformat(),
+    }
+
+
+def dataset_json(dataset: Dataset) -> dict[str, Any]:
+    """A dataset with its effective classification."""
+    return {
+        "source": dataset.source,
+        "name": dataset.name,
+        "classification": dataset.classification.value,
+        "classification_inherited": dataset.inherited,
+        "classification_reason": dataset.reason,
+        "records": dataset.records,
+        "discovered_at": dataset.discovered_at.isoformat() if dataset.discovered_at else None,
+    }
+
+
+def description_json(desc: ServerDescription | None) -> dict[str, Any] | None:
+    """What the server said about itself."""
+    if desc is None:
+        return None
+    return {
+        "engine": desc.engine.value,
+        "version": desc.version,
+        "tls": desc.tls,
+        "auth_required": desc.auth_required,
+        "settings": dict(desc.settings),
+    }
+
+
+def source_test_json(test: SourceTest) -> dict[str, Any]:
+    """A connection test."""
+    return {
+        "source": test.source.name,
+        "reachable": test.reachable,
+        "error": test.error,
+        "hint": test.hint,
+        "server": description_json(test.description),
+        "datasets": [{"name": n, "records": c} for n, c in test.datasets],
+    }
+
+
+def vault_json(vault: Vault, probe: VaultProbe | None = None) -> dict[str, Any]:
+    """A vault, with its probe when one was taken."""
+    out: dict[str, Any] = {
+        "name": vault.name,
+        "kind": vault.kind.value,
+        "url": vault.url,
+        "region": vault.region,
+        "immutable_days": vault.immutable_days,
+        "created_at": vault.created_at.isoformat(),
+    }
+    if probe is not None:
+        out["probe"] = {
+            "reachable": probe.reachable,
+            "writable": probe.writable,
+            "immutability": probe.immutability,
+            "detail": probe.detail,
+        }
+    return out
+
+
+def inventory_json(inv: Inventory) -> dict[str, Any]:
+    """The inventory."""
+    return {
+        "taken_at": inv.taken_at.isoformat(),
+        "sources": [
+            {
+                **source_json(s.test.source),
+                "reachable": s.test.reachable,
+                "error": s.test.error,
+                "server": description_json(s.test.description),
+                "datasets": [dataset_json(d) for d in s.datasets],
+            }
+            for s in inv.sources
+        ],
+        "vaults": [vault_json(v.vault, v.probe) for v in inv.vaults],
+    }

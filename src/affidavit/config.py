@@ -1,0 +1,147 @@
+"""Typed settings with one precedence chain: defaults < affidavit.toml < AFFIDAVIT_* < flags.
+
+:func:`load_settings` is called once per process (by the CLI or the server) and the frozen
+:class:`Settings` it returns is passed down; nothing below reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from affidavit.constants import (
+    CATALOG_FILENAME,
+    CONFIG_FILENAME,
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_HOME_DIRNAME,
+    ENV_PREFIX,
+    HOME_ENV,
+)
+from affidavit.errors import ConfigError
+
+
+class Settings(BaseModel):
+    """Every setting affidavit reads, parsed to real types."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path
+    catalog_url: str = Field(
+        default="", description="SQLAlchemy URL of the catalog; empty means SQLite in home"
+    )
+    connect_timeout: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        gt=0,
+        le=300,
+        description="seconds to wait for a source to answer",
+    )
+    actor: str = Field(default="", description="who is acting, recorded in the ledger")
+    retention_days: int = Field(default=35, ge=1, le=36500)
+
+    @field_validator("actor")
+    @classmethod
+    def _actor_printable(cls, value: str) -> str:
+        if any(ord(ch) < 0x20 for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @property
+    def config_file(self) -> Path:
+        """Where ``affidavit.toml`` lives."""
+        return self.home / CONFIG_FILENAME
+
+    @property
+    def effective_catalog_url(self) -> str:
+        """The catalog URL, defaulting to the SQLite file in the home."""
+        return self.catalog_url or f"sqlite:///{self.home / CATALOG_FILENAME}"
+
+    @property
+    def effective_actor(self) -> str:
+        """The acting user: the setting, else the login name."""
+        if self.actor:
+            return self.actor
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (containers)
+            return f"uid:{os.getuid()}"
+
+
+# setting name -> environment variable, for everything but home (AFFIDAVIT_HOME)
+_ENV_NAMES = {name: ENV_PREFIX + name.upper() for name in Settings.model_fields if name != "home"}
+
+
+def default_home(environ: Mapping[str, str]) -> Path:
+    """``$AFFIDAVIT_HOME``, else ``~/.affidavit``."""
+    if environ.get(HOME_ENV):
+        return Path(environ[HOME_ENV]).expanduser()
+    return Path.home() / DEFAULT_HOME_DIRNAME
+
+
+def load_settings(
+    *,
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, the home's ``affidavit.toml``, the environment and
+    flag ``overrides`` (later wins). Raise :class:`ConfigError` naming the bad key."""
+    env = os.environ if environ is None else environ
+    resolved_home = (home or default_home(env)).expanduser().absolute()
+    merged: dict[str, Any] = {}
+    config_file = resolved_home / CONFIG_FILENAME
+    if config_file.is_file():
+        merged.update(_read_toml(config_file))
+    for name, var in _ENV_NAMES.items():
+        if var in env:
+            merged[name] = env[var]
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    merged["home"] = resolved_home
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        source = _where_from(where, env, overrides or {}, config_file)
+        raise ConfigError(f"invalid setting {where!r} ({source}): {err['msg']}") from None
+
+
+def _where_from(
+    name: str, env: Mapping[str, str], overrides: Mapping[str, Any], config_file: Path
+) -> str:
+    if overrides.get(name) is not None:
+        return "command-line flag"
+    if _ENV_NAMES.get(name) in env:
+        return f"environment {_ENV_NAMES[name]}"
+    return str(config_file)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if "home" in data:
+        raise ConfigError(f"{path} must not set 'home'", hint=f"set {HOME_ENV} or --home instead")
+    section = data.get("affidavit", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [affidavit] must be a table")
+    return dict(section)
+
+
+DEFAULT_CONFIG_TEXT = """\
+# affidavit settings. Precedence: defaults < this file < AFFIDAVIT_* environment < flags.
+[affidavit]
+# catalog_url = "postgresql+psycopg://affidavit@db.example.com/affidavit"  # default: SQLite here
+# connect_timeout = 5.0      # seconds to wait for a source to answer
+# actor = "alice@example.com" # who is acting (default: your login name)
+# retention_days = 35        # default retention of new backups
+"""

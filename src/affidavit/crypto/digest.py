@@ -1,0 +1,78 @@
+"""SHA-256 digests and constant-time comparison.
+
+This is the only place outside :mod:`affidavit.crypto` that code needs for hashing: the other
+layers call these functions instead of importing :mod:`hashlib` or :mod:`hmac` themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+__all__ = [
+    "SHA256_SIZE",
+    "Sha256Stream",
+    "constant_time_equal",
+    "sha256",
+    "sha256_hex",
+]
+
+SHA256_SIZE = 32
+"""Length in bytes of a SHA-256 digest."""
+
+
+def sha256(data: bytes) -> bytes:
+    """Return the 32-byte SHA-256 digest of ``data``."""
+    return hashlib.sha256(data).digest()
+
+
+def sha256_hex(data: bytes) -> str:
+    """Return the SHA-256 digest of ``data`` as 64 lowercase hex characters."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """Compare two byte strings in time that does not depend on where they differ."""
+    return hmac.compare_digest(a, b)
+
+
+class Sha256Stream:
+    """An incremental SHA-256 hasher for data that arrives in pieces (files, streams).
+
+    >>> h = Sha256Stream()
+    >>> h.update(b"hello ")
+    >>> h.update(b"world")
+    >>> h.hexdigest() == sha256_hex(b"hello world")
+    True
+    """
+
+    __slots__ = ("_hash", "_length")
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._hash = hashlib.sha256(data)
+        self._length = len(data)
+
+    def update(self, data: bytes) -> None:
+        """Feed more bytes into the hash."""
+        self._hash.update(data)
+        self._length += len(data)
+
+    @property
+    def length(self) -> int:
+        """Number of bytes hashed so far."""
+        return self._length
+
+    def digest(self) -> bytes:
+        """Return the 32-byte digest of everything fed so far (the stream stays usable)."""
+        return self._hash.digest()
+
+    def hexdigest(self) -> str:
+        """Return the digest of everything fed so far as 64 lowercase hex characters."""
+        return self._hash.hexdigest()
+
+    def copy(self) -> Sha256Stream:
+        """Return an independent hasher in the same state."""
+        clone = Sha256Stream()
+        clone._hash = self._hash.copy()
+        clone._length = self._length
+        return clone

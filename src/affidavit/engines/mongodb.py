@@ -1,0 +1,267 @@
+"""MongoDB engine (pymongo): the only module of the engines that imports the driver."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from typing import Any, ClassVar, TypeVar
+
+from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp
+from pymongo import MongoClient
+from pymongo.errors import (
+    ConfigurationError,
+    OperationFailure,
+    PyMongoError,
+)
+
+from affidavit.constants import EngineName
+from affidavit.engines.base import Engine
+from affidavit.errors import EngineError, InputError, NotFound
+from affidavit.models.inventory import ServerDescription
+
+_SYSTEM_DBS = frozenset({"admin", "local", "config"})
+_UNAUTHORIZED = 13
+_AUTH_FAILED = 18
+T = TypeVar("T")
+
+
+class MongoEngine(Engine):
+    """A MongoDB deployment reached through pymongo. Datasets are ``db.collection``."""
+
+    name: ClassVar[EngineName] = EngineName.MONGODB
+    _client: MongoClient[dict[str, Any]] | None = None
+
+    @property
+    def client(self) -> MongoClient[dict[str, Any]]:
+        """The pymongo client, created on first use."""
+        if self._client is None:
+            ms = int(self.timeout * 1000)
+            extra: dict[str, Any] = {}
+            if self._password is not None:
+                extra["password"] = self._password
+            try:
+                self._client = MongoClient(
+                    self.uri.text,
+                    serverSelectionTimeoutMS=ms,
+                    connectTimeoutMS=ms,
+                    socketTimeoutMS=ms,
+                    appname="affidavit",
+                    **extra,
+                )
+            except ConfigurationError as exc:
+                raise InputError(
+                    f"pymongo refuses the URI {self.uri.redacted}: {exc}",
+                    hint="check the URI's options against the MongoDB connection-string docs",
+                ) from exc
+        return self._client
+
+    def _call(self, doing: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except OperationFailure as exc:
+            if exc.code in (_UNAUTHORIZED, _AUTH_FAILED):
+                raise EngineError(
+                    f"MongoDB at {self.uri.redacted} refused to {doing}: {_first_line(exc)}",
+                    hint="the user needs read access to every database (role readAnyDatabase)",
+                ) from exc
+            raise EngineError(
+                f"MongoDB at {self.uri.redacted} failed to {doing}: {_first_line(exc)}"
+            ) from exc
+        except PyMongoError as exc:
+            raise EngineError(
+                f"cannot reach MongoDB at {self.uri.redacted} to {doing}: {_first_line(exc)}"
+            ) from exc
+
+    def describe(self) -> ServerDescription:
+        admin = self.client.admin
+        build = self._call("read buildInfo", lambda: admin.command("buildInfo"))
+        hello = self._call("run hello", lambda: admin.command("hello"))
+        settings: dict[str, Any] = {
+            "replica_set": hello.get("setName"),
+            "writable_primary": bool(hello.get("isWritablePrimary", hello.get("ismaster"))),
+            "hosts": sorted(hello.get("hosts", [])),
+        }
+        auth_required: bool | None = None
+        try:
+            opts = admin.command("getCmdLineOpts").get("parsed", {})
+            security = opts.get("security", {})
+            auth_required = security.get("authorization") == "enabled" or None
+            storage = opts.get("storage", {})
+            settings["journal"] = storage.get("journal", {}).get("enabled")
+        except OperationFailure:
+            pass  # not allowed to read the options: leave the settings unknown
+        except PyMongoError as exc:
+            raise EngineError(f"MongoDB at {self.uri.redacted}: {_first_line(exc)}") from exc
+        try:
+            status = admin.command("serverStatus")
+            settings["storage_engine"] = status.get("storageEngine", {}).get("name")
+        except OperationFailure:
+            pass
+        except PyMongoError as exc:
+            raise EngineError(f"MongoDB at {self.uri.redacted}: {_first_line(exc)}") from exc
+        if auth_required is None:
+            auth_required = self._probe_auth_required()
+        return ServerDescription(
+            engine=self.name,
+            version=str(build.get("version", "unknown")),
+            tls=self._tls_enabled(),
+            auth_required=auth_required,
+            settings=settings,
+        )
+
+    def _tls_enabled(self) -> bool:
+        opts = self.client.options
+        return bool(opts.pool_options._ssl_context is not None)  # pymongo has no public accessor
+
+    def _probe_auth_required(self) -> bool | None:
+        if self.uri.username is not None:
+            return None  # we are logged in; cannot tell whether anonymous access works
+        try:
+            self.client.admin.command("listDatabases", nameOnly=True)
+        except OperationFailure as exc:
+            return True if exc.code == _UNAUTHORIZED else None
+        except PyMongoError:
+            return None
+        return False
+
+    def list_datasets(self) -> list[str]:
+        names: list[str] = []
+        for db in self._call("list databases", self.client.list_database_names):
+            if db in _SYSTEM_DBS:
+                continue
+            colls = self._call(
+                f"list collections of {db}",
+                partial(self.client[db].list_collection_names, filter={"type": "collection"}),
+            )
+            names.extend(f"{db}.{c}" for c in colls if not c.startswith("system."))
+        return sorted(names)
+
+    def count_records(self, dataset: str) -> int:
+        db, coll = split_dataset(dataset)
+        database = self.client[db]
+        existing = self._call(
+            f"list collections of {db}",
+            lambda: database.list_collection_names(filter={"name": coll}),
+        )
+        if coll not in existing:
+            raise NotFound(
+                f"no collection {dataset!r} on {self.uri.redacted}",
+                hint="`affidavit inventory` lists the datasets; MongoDB datasets are db.collection",
+            )
+        return int(self._call(f"count {dataset}", lambda: database[coll].count_documents({})))
+
+    def seed_sample(self, *, seed: int, scale: int) -> Mapping[str, int]:
+        rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
+        shop = self.client["shop"]
+        for coll in ("customers", "orders"):
+            if self._call("check the sample target", shop[coll].estimated_document_count):
+                raise InputError(
+                    f"shop.{coll} on {self.uri.redacted} already holds data",
+                    hint="seed an empty server",
+                )
+        customers = [_customer(rng, i) for i in range(scale)]
+        orders = [_order(rng, i, customers) for i in range(scale * 3)]
+        self._call("write customers", lambda: shop.customers.insert_many(customers, ordered=True))
+        self._call("write orders", lambda: shop.orders.insert_many(orders, ordered=True))
+        return {"shop.customers": len(customers), "shop.orders": len(orders)}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def split_dataset(dataset: str) -> tuple[str, str]:
+    """Split ``db.collection`` (the collection part may itself contain dots)."""
+    db, sep, coll = dataset.partition(".")
+    if not sep or not db or not coll:
+        raise InputError(
+            f"a MongoDB dataset is named db.collection, not {dataset!r}",
+            hint="for example shop.orders",
+        )
+    return db, coll
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+_FIRST = (
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Radia",
+    "Leslie",
+)
+_LAST = (
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Perlman",
+    "Lamport",
+)
+_CITIES = ("Lisbon", "Oslo", "Nairobi", "Osaka", "Lima", "Tallinn", "Austin", "Porto")
+_SKUS = ("disk-4tb", "tape-lto9", "nvme-2tb", "ssd-1tb", "hba-32g", "nic-100g")
+
+
+def _customer(rng: random.Random, i: int) -> dict[str, Any]:
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    return {
+        "_id": ObjectId(f"{0x65000000 + i:08x}{_hex(rng, 16)}"),
+        "name": {"first": first, "last": last},
+        "email": f"{first}.{last}.{i}@example.com".lower(),
+        "city": rng.choice(_CITIES),
+        "since": base + timedelta(days=rng.randrange(0, 600), seconds=rng.randrange(86400)),
+        "vip": rng.random() < 0.2,
+        "credit_limit": Decimal128(Decimal(rng.randrange(1000, 500000)) / 100),
+        "lifetime_orders": Int64(rng.randrange(0, 10_000)),
+        "score": rng.random() * 100,
+        "tags": rng.sample(["b2b", "retail", "eu", "us", "apac", "beta"], k=rng.randrange(0, 4)),
+        "external_id": Binary.from_uuid(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "avatar": Binary(rng.randbytes(16)),
+        "phone": None if rng.random() < 0.3 else f"+1-555-{rng.randrange(10**4):04d}",
+        "pattern": Regex(r"^acct-\d+$", "i"),
+        "updated": Timestamp(1_750_000_000 + i, 1),
+    }
+
+
+def _order(rng: random.Random, i: int, customers: list[dict[str, Any]]) -> dict[str, Any]:
+    prices = [(rng.randrange(500, 90000), rng.randrange(1, 20)) for _ in range(rng.randrange(1, 5))]
+    lines = [
+        {
+            "sku": rng.choice(_SKUS),
+            "qty": qty,
+            "unit_price": Decimal128(Decimal(cents) / 100),
+        }
+        for cents, qty in prices
+    ]
+    return {
+        "_id": i + 1,
+        "customer_id": rng.choice(customers)["_id"],
+        "placed_at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randrange(500_000)),
+        "status": rng.choice(["placed", "paid", "shipped", "delivered", "returned"]),
+        "lines": lines,
+        "shipping": {"city": rng.choice(_CITIES), "express": rng.random() < 0.1},
+        "total_cents": Int64(sum(cents * qty for cents, qty in prices)),
+    }
+
+
+def _hex(rng: random.Random, hex_digits: int) -> str:
+    """``hex_digits`` pseudo-random hex digits from ``rng``."""
+    return f"{rng.getrandbits(hex_digits * 4):0{hex_digits}x}"

@@ -1,0 +1,199 @@
+"""Redis engine (redis-py): the only module of the engines that imports the driver.
+
+Datasets are the logical databases ``db0``, ``db1``, ... of one server.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
+
+from affidavit.constants import EngineName
+from affidavit.engines.base import Engine
+from affidavit.errors import EngineError, InputError, NotFound
+from affidavit.models.inventory import ServerDescription
+
+T = TypeVar("T")
+
+
+class RedisEngine(Engine):
+    """A Redis server reached through redis-py."""
+
+    name: ClassVar[EngineName] = EngineName.REDIS
+    _clients: dict[int, redis.Redis]
+
+    def _client(self, db: int | None = None) -> redis.Redis:
+        if not hasattr(self, "_clients"):
+            self._clients = {}
+        db = self._uri_db() if db is None else db
+        if db not in self._clients:
+            try:
+                # the URL's path would override a db= argument: put the wanted db there
+                url = urlunsplit(urlsplit(self.uri.text)._replace(path=f"/{db}"))
+                self._clients[db] = redis.Redis.from_url(
+                    url,
+                    password=self._password,
+                    socket_timeout=self.timeout,
+                    socket_connect_timeout=self.timeout,
+                    client_name="affidavit",
+                )
+            except ValueError as exc:
+                raise InputError(f"redis-py refuses the URI {self.uri.redacted}: {exc}") from exc
+        return self._clients[db]
+
+    def _uri_db(self) -> int:
+        path = urlsplit(self.uri.text).path.strip("/")
+        return int(path) if path else 0
+
+    def _call(self, doing: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (AuthenticationError, AuthorizationError, NoPermissionError) as exc:
+            raise EngineError(
+                f"Redis at {self.uri.redacted} refused to {doing}: {exc}",
+                hint="check the secret reference (--secret-env/--secret-file) and the user's ACL",
+            ) from exc
+        except ResponseError as exc:
+            raise EngineError(f"Redis at {self.uri.redacted} failed to {doing}: {exc}") from exc
+        except RedisError as exc:
+            raise EngineError(
+                f"cannot reach Redis at {self.uri.redacted} to {doing}: {exc}"
+            ) from exc
+
+    def describe(self) -> ServerDescription:
+        client = self._client()
+        server = self._call("read INFO", lambda: client.info("server"))
+        persistence = self._call("read INFO", lambda: client.info("persistence"))
+        replication = self._call("read INFO", lambda: client.info("replication"))
+        settings: dict[str, Any] = {
+            "mode": server.get("redis_mode"),
+            "aof_enabled": bool(persistence.get("aof_enabled")),
+            "rdb_last_bgsave_status": persistence.get("rdb_last_bgsave_status"),
+            "role": replication.get("role"),
+            "connected_replicas": int(replication.get("connected_slaves", 0)),
+        }
+        for key in ("save", "appendfsync", "databases", "protected-mode"):
+            try:
+                value = client.config_get(key).get(key)
+            except ResponseError:
+                continue  # CONFIG disabled or renamed: leave unknown
+            except RedisError as exc:
+                raise EngineError(f"Redis at {self.uri.redacted}: {exc}") from exc
+            if value is not None:
+                settings[key.replace("-", "_")] = value
+        return ServerDescription(
+            engine=self.name,
+            version=str(server.get("redis_version", "unknown")),
+            tls=self.uri.scheme == "rediss",
+            auth_required=self._auth_required(client),
+            settings=settings,
+        )
+
+    def _auth_required(self, client: redis.Redis) -> bool | None:
+        try:
+            user = client.acl_getuser("default")
+        except ResponseError:
+            return None  # not allowed to read ACLs
+        except RedisError as exc:
+            raise EngineError(f"Redis at {self.uri.redacted}: {exc}") from exc
+        if not user:
+            return True
+        raw_flags = user.get("flags", []) if isinstance(user, dict) else []
+        flags = {str(f) for f in raw_flags} if isinstance(raw_flags, list) else set()
+        return not ("on" in flags and "nopass" in flags)
+
+    def _databases(self) -> int:
+        client = self._client()
+        try:
+            return int(client.config_get("databases").get("databases") or 16)
+        except ResponseError:
+            return 16  # CONFIG disabled: Redis' default
+        except RedisError as exc:
+            raise EngineError(f"cannot reach Redis at {self.uri.redacted}: {exc}") from exc
+
+    def list_datasets(self) -> list[str]:
+        client = self._client()
+        keyspace = self._call("read INFO keyspace", lambda: client.info("keyspace"))
+        dbs = sorted(int(k[2:]) for k in keyspace if k.startswith("db") and k[2:].isdigit())
+        return [f"db{n}" for n in dbs]
+
+    def count_records(self, dataset: str) -> int:
+        db = parse_dataset(dataset)
+        if db >= self._databases():
+            raise NotFound(
+                f"Redis at {self.uri.redacted} has no database {dataset!r}",
+                hint="`affidavit inventory` lists the datasets (db0, db1, ...)",
+            )
+        client = self._client(db)
+        return int(self._call(f"count keys of {dataset}", client.dbsize))
+
+    def seed_sample(self, *, seed: int, scale: int) -> Mapping[str, int]:
+        rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
+        written: dict[str, int] = {}
+        for db in (0, 1):
+            client = self._client(db)
+            if self._call("check the sample target", client.dbsize):
+                raise InputError(
+                    f"db{db} on {self.uri.redacted} already holds keys",
+                    hint="seed an empty server",
+                )
+            pipe = client.pipeline(transaction=False)
+            count = _seed_db(pipe, rng, db, scale)
+            self._call(f"write the sample into db{db}", pipe.execute)
+            written[f"db{db}"] = count
+        return written
+
+    def close(self) -> None:
+        for client in getattr(self, "_clients", {}).values():
+            client.close()
+        self._clients = {}
+
+
+def parse_dataset(dataset: str) -> int:
+    """``db7`` -> 7; anything else is an :class:`InputError`."""
+    if not dataset.startswith("db") or not dataset[2:].isdigit():
+        raise InputError(
+            f"a Redis dataset is named db0, db1, ..., not {dataset!r}",
+            hint="the number is the logical database index",
+        )
+    return int(dataset[2:])
+
+
+def _seed_db(pipe: Any, rng: random.Random, db: int, scale: int) -> int:
+    """Keys of every type, some with an expiry, some with binary names and values."""
+    count = 0
+    for i in range(scale):
+        prefix = f"app{db}"
+        pipe.set(f"{prefix}:session:{i}", rng.randbytes(24), ex=3600 * 24 * 30)
+        pipe.set(f"{prefix}:counter:{i}", rng.randrange(10**6))
+        pipe.hset(
+            f"{prefix}:user:{i}",
+            mapping={
+                "name": f"user{i}",
+                "plan": rng.choice(["free", "pro", "team"]),
+                "logins": rng.randrange(500),
+            },
+        )
+        pipe.rpush(
+            f"{prefix}:queue:{i}",
+            *[f"job-{rng.randrange(10**6)}" for _ in range(rng.randrange(1, 6))],
+        )
+        pipe.sadd(f"{prefix}:tags:{i}", *rng.sample(["red", "green", "blue", "cyan", "black"], k=3))
+        pipe.zadd(f"{prefix}:scores:{i}", {f"player{j}": rng.random() * 1000 for j in range(4)})
+        pipe.xadd(
+            f"{prefix}:events:{i}", {"type": "login", "ok": "1"}, id=f"{1_750_000_000_000 + i}-0"
+        )
+        pipe.set(bytes([0xFF, 0x00, db, i % 256]) + f":raw:{i}".encode(), bytes(range(16)))
+        count += 8
+    return count

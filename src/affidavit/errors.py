@@ -1,0 +1,117 @@
+"""The one error tree of affidavit.
+
+Every error a user can cause or meet carries a one-line ``message``, an ``exit_code`` and a
+``hint`` that says what to do next. The CLI catches :class:`Error` in exactly one place and
+renders it without a traceback. Third-party exceptions are wrapped at the boundary with
+``raise ... from exc``. Each layer owns a subtree.
+"""
+
+from __future__ import annotations
+
+from affidavit.constants import ExitCode
+
+
+class Error(Exception):
+    """Base of every error that affidavit reports to a user."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    default_hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- bad input or usage (exit 2): nothing changed -------------------------------------------
+
+
+class InputError(Error):
+    """The user gave something affidavit cannot accept."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class ConfigError(InputError):
+    """The configuration file or environment is malformed."""
+
+    default_hint = "fix the file or variable named above; `affidavit --help` lists the settings"
+
+
+class NotFound(InputError):
+    """A named source, dataset, vault or record does not exist."""
+
+
+class AlreadyExists(InputError):
+    """A name that must be unique is already taken."""
+
+
+class FormatError(InputError):
+    """A file is not in the format it claims to be (truncated, hostile, wrong magic)."""
+
+
+class CatalogVersionError(InputError):
+    """The catalog was written by a newer (or unknown) schema version."""
+
+    default_hint = "upgrade affidavit to a version that knows this catalog, or use another --home"
+
+
+class AccessDenied(InputError):
+    """The actor may not do this (separation of duties, missing permission)."""
+
+
+# --- an operation could not run (exit 3): nothing half-recorded -----------------------------
+
+
+class OperationError(Error):
+    """An operation could not run for reasons outside the input."""
+
+    exit_code = ExitCode.CANNOT_RUN
+
+
+class EngineError(OperationError):
+    """A database engine could not be reached or answered with an error."""
+
+    default_hint = "check that the server runs, the URI is right and the credentials are set"
+
+
+class VaultError(OperationError):
+    """A vault could not be reached, read or written."""
+
+
+class CatalogError(OperationError):
+    """The catalog database could not be opened or written."""
+
+
+class KeystoreError(OperationError):
+    """A key could not be loaded, unwrapped or used."""
+
+
+# --- the tool worked and the subject failed (exit 1) -----------------------------------------
+
+
+class SubjectFailed(Error):
+    """The subject (a backup, a ledger, a policy) failed its check."""
+
+    exit_code = ExitCode.SUBJECT_FAILED
+
+
+class IntegrityError(SubjectFailed):
+    """Data does not match its digest, proof or signature."""
+
+
+class PolicyViolation(SubjectFailed):
+    """An action or state breaks a policy control."""
+
+
+# --- a bug --------------------------------------------------------------------------------
+
+
+class InternalError(Error):
+    """Something happened that affidavit's code did not expect."""
+
+    exit_code = ExitCode.INTERNAL
+    default_hint = "this is a bug in affidavit; please report it with the command you ran"

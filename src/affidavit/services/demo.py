@@ -1,0 +1,125 @@
+"""``affidavit demo``: the whole story on throwaway servers, with embedded defaults.
+
+For now: start a SecantusDB (MongoDB wire protocol) and a redis-server on random loopback
+ports, seed them with a realistic sample, register both as sources and a folder vault in a
+fresh home, and take the inventory. Later stages (backup, verify, drill, evidence) extend it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from affidavit.config import Settings
+from affidavit.constants import Classification, EngineName
+from affidavit.errors import InputError
+from affidavit.models.progress import Reporter, SilentReporter
+from affidavit.models.uri import ConnectionUri
+from affidavit.scratch.redis_server import RedisScratch
+from affidavit.scratch.secantus_server import SecantusScratch
+from affidavit.services import inventory as inv
+from affidavit.services.backends import engine_for_uri
+from affidavit.services.context import open_app
+from affidavit.services.setup import initialise
+
+DEMO_SEED = 20261128
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoServers:
+    """The running demo servers."""
+
+    mongodb_uri: str
+    redis_uri: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoResult:
+    """What the demo built."""
+
+    home: Path
+    servers: DemoServers
+    seeded: dict[str, int]
+    inventory: inv.Inventory
+
+
+@contextmanager
+def demo_servers(reporter: Reporter) -> Iterator[DemoServers]:
+    """Start both demo servers; stop them (by PID) on exit."""
+    with ExitStack() as stack:
+        reporter.stage("starting SecantusDB (MongoDB wire protocol) on 127.0.0.1")
+        mongo = stack.enter_context(SecantusScratch())
+        reporter.stage("starting redis-server on 127.0.0.1")
+        redis = stack.enter_context(RedisScratch())
+        yield DemoServers(mongodb_uri=mongo.uri, redis_uri=redis.uri)
+
+
+def run_demo(
+    settings: Settings, *, scale: int = 200, reporter: Reporter | None = None
+) -> DemoResult:
+    """Run the demo in ``settings.home``, which must not hold a catalog yet."""
+    rep = reporter or SilentReporter()
+    if (settings.home / "catalog.sqlite").exists():
+        raise InputError(
+            f"{settings.home} already holds an affidavit catalog",
+            hint="the demo needs a fresh home; omit --home to use a throwaway one",
+        )
+    with demo_servers(rep) as servers:
+        seeded: dict[str, int] = {}
+        for engine, uri in (
+            (EngineName.MONGODB, servers.mongodb_uri),
+            (EngineName.REDIS, servers.redis_uri),
+        ):
+            rep.stage(f"seeding the {engine} sample")
+            parsed = ConnectionUri.parse(engine, uri)
+            with engine_for_uri(
+                engine, parsed, password=None, timeout=settings.connect_timeout
+            ) as db:
+                seeded.update(
+                    {
+                        f"{engine}:{k}": v
+                        for k, v in db.seed_sample(seed=DEMO_SEED, scale=scale).items()
+                    }
+                )
+        rep.stage(f"initialising {settings.home}")
+        initialise(settings)
+        with open_app(settings) as app:
+            inv.add_source(
+                app,
+                name="orders-db",
+                engine=EngineName.MONGODB,
+                uri=servers.mongodb_uri,
+                secret=None,
+                classification=Classification.CONFIDENTIAL,
+                region="eu-west-1",
+                owner="platform@example.com",
+            )
+            inv.add_source(
+                app,
+                name="session-cache",
+                engine=EngineName.REDIS,
+                uri=servers.redis_uri,
+                secret=None,
+                classification=Classification.INTERNAL,
+                region="eu-west-1",
+                owner="sre@example.com",
+            )
+            inv.add_vault(
+                app,
+                name="local-vault",
+                url=f"file://{settings.home / 'vault'}",
+                region="eu-west-1",
+                immutable_days=35,
+            )
+            rep.stage("taking the inventory")
+            inventory = inv.take_inventory(app)
+            inv.classify_dataset(
+                app,
+                "orders-db/shop.customers",
+                Classification.RESTRICTED,
+                reason="holds personal data (names, e-mail, phone)",
+            )
+            inventory = inv.take_inventory(app)
+    return DemoResult(home=settings.home, servers=servers, seeded=seeded, inventory=inventory)

@@ -1,0 +1,72 @@
+"""Resolving secret references at connect time. Secrets are never stored or logged."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+from affidavit.errors import InputError
+from affidavit.models.inventory import SecretKind, SecretRef
+
+_MAX_SECRET_BYTES = 64 * 1024
+
+
+def make_secret_ref(*, env: str | None, file: str | None) -> SecretRef | None:
+    """Build a reference from ``--secret-env`` / ``--secret-file`` (at most one)."""
+    if env and file:
+        raise InputError(
+            "give either --secret-env or --secret-file, not both",
+            hint="one secret per source",
+        )
+    if env:
+        if not (env[0].isalpha() or env[0] == "_") or not all(
+            ch.isalnum() or ch == "_" for ch in env
+        ):
+            raise InputError(
+                f"{env!r} is not an environment variable name",
+                hint="name the variable, e.g. --secret-env MONGO_PASSWORD (not its value)",
+            )
+        return SecretRef(kind=SecretKind.ENV, locator=env)
+    if file:
+        return SecretRef(kind=SecretKind.FILE, locator=str(Path(file).expanduser().absolute()))
+    return None
+
+
+def resolve_secret(ref: SecretRef | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The secret's value, read now; raise :class:`InputError` naming the reference (never the
+    value) when it cannot be read."""
+    if ref is None:
+        return None
+    if ref.kind is SecretKind.ENV:
+        env = os.environ if environ is None else environ
+        value = env.get(ref.locator)
+        if value is None:
+            raise InputError(
+                f"the environment variable {ref.locator} (this source's secret) is not set",
+                hint=f"export {ref.locator}=... before running affidavit",
+            )
+        return value
+    path = Path(ref.locator)
+    try:
+        info = path.stat()
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise InputError(
+                f"the secret file {path} is readable by other users",
+                hint=f"chmod 600 {path}",
+            )
+        if info.st_size > _MAX_SECRET_BYTES:
+            raise InputError(f"the secret file {path} is too large to be a password")
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError:
+        raise InputError(
+            f"the secret file {path} does not exist", hint="create it or fix --secret-file"
+        ) from None
+    except PermissionError:
+        raise InputError(
+            f"no permission to read the secret file {path}",
+            hint="run affidavit as a user that can read it",
+        ) from None
+    except UnicodeDecodeError:
+        raise InputError(f"the secret file {path} is not UTF-8 text") from None
