@@ -110,7 +110,7 @@ class DatasetRepository:
         )
         if source is not None:
             stmt = stmt.where(SourceRow.name == source)
-        return [_dataset(d, s) for d, s in self._s.execute(stmt).tuples()]
+        return [_dataset(d, s) for d, s in self._s.execute(stmt)]
 
     def get(self, source: str, name: str) -> Dataset | None:
         """The dataset, or None when it was never discovered nor classified."""

@@ -137,8 +137,9 @@ def check_connection(
         show(table(None, ["dataset", "records"], result.datasets))
     if not result.reachable:
         if not json_out:
-            error(f"{result.source.name} is unreachable: {result.error}", result.hint)
-        return 3
+            what = "is unreachable" if result.exit_code == 3 else "cannot be tested"
+            error(f"{result.source.name} {what}: {result.error}", result.hint)
+        return result.exit_code
     return 0
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from affidavit.models.inventory import Dataset, ServerDescription, Source, Vault
+from affidavit.models.inventory import Dataset, ServerDescription, Source, Vault, VaultProbe
 from affidavit.services.inventory import Inventory, SourceTest
-from affidavit.vaults.base import VaultProbe
 
 
 def source_json(source: Source) -> dict[str, Any]:
@@ -54,6 +53,7 @@ def source_test_json(test: SourceTest) -> dict[str, Any]:
     return {
         "source": test.source.name,
         "reachable": test.reachable,
+        "exit_code": test.exit_code,
         "error": test.error,
         "hint": test.hint,
         "server": description_json(test.description),

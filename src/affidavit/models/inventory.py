@@ -121,6 +121,16 @@ class Vault:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VaultProbe:
+    """What a vault looks like right now."""
+
+    reachable: bool
+    writable: bool | None  # None when it cannot be told without writing
+    immutability: str | None  # e.g. "object-lock COMPLIANCE 30d", "read-only files"
+    detail: str  # one line, for people
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerDescription:
     """What an engine reports about its server; feeds drift checks later.
 

@@ -16,13 +16,13 @@ from affidavit.models.inventory import (
     SourceName,
     Vault,
     VaultName,
+    VaultProbe,
     check_name,
     parse_vault_url,
 )
 from affidavit.models.uri import ConnectionUri
 from affidavit.services.backends import engine_for, vault_backend
 from affidavit.services.context import App
-from affidavit.vaults.base import VaultProbe
 
 _MAX_REASON = 2000
 
@@ -103,6 +103,7 @@ class SourceTest:
 
     source: Source
     reachable: bool
+    exit_code: int  # 0 reachable; 2 bad input (e.g. an unreadable secret); 3 unreachable
     error: str | None
     hint: str | None
     description: ServerDescription | None
@@ -125,6 +126,7 @@ def _probe_source(app: App, source: Source) -> SourceTest:
         return SourceTest(
             source=source,
             reachable=False,
+            exit_code=int(exc.exit_code),
             error=exc.message,
             hint=exc.hint or None,
             description=None,
@@ -132,6 +134,7 @@ def _probe_source(app: App, source: Source) -> SourceTest:
     return SourceTest(
         source=source,
         reachable=True,
+        exit_code=0,
         error=None,
         hint=None,
         description=description,

@@ -24,8 +24,8 @@ def make_secret_ref(*, env: str | None, file: str | None) -> SecretRef | None:
         if not (env[0].isalpha() or env[0] == "_") or not all(
             ch.isalnum() or ch == "_" for ch in env
         ):
-            raise InputError(
-                f"{env!r} is not an environment variable name",
+            raise InputError(  # never echo it: it may be the secret itself
+                "--secret-env takes the name of an environment variable, not its value",
                 hint="name the variable, e.g. --secret-env MONGO_PASSWORD (not its value)",
             )
         return SecretRef(kind=SecretKind.ENV, locator=env)

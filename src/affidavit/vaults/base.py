@@ -8,19 +8,8 @@ it with the backup work. Implementations wrap backend exceptions in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
-from affidavit.models.inventory import Vault
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VaultProbe:
-    """What a vault looks like right now."""
-
-    reachable: bool
-    writable: bool | None  # None when it cannot be told without writing
-    immutability: str | None  # e.g. "object-lock COMPLIANCE 30d", "read-only files"
-    detail: str  # one line, for people
+from affidavit.models.inventory import Vault, VaultProbe
 
 
 class VaultBackend(ABC):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from affidavit.vaults.base import VaultBackend, VaultProbe
+from affidavit.models.inventory import VaultProbe
+from affidavit.vaults.base import VaultBackend
 
 
 class FileVault(VaultBackend):

@@ -9,7 +9,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from affidavit.vaults.base import VaultBackend, VaultProbe
+from affidavit.models.inventory import VaultProbe
+from affidavit.vaults.base import VaultBackend
 
 _TIMEOUT_SECONDS = 5
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install the Debian packages affidavit's demo and tests need, when they are missing.
+# As root: apt-get installs them. Otherwise: say exactly what to run, and fail.
+set -euo pipefail
+
+# command -> Debian package
+declare -A NEEDED=(
+  [redis-server]=redis-server
+  [redis-cli]=redis-tools
+)
+
+missing=()
+for cmd in "${!NEEDED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: missing system packages: ${missing[*]}" >&2
+  echo "hint: run as root: apt-get update && apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "error: missing system packages ${missing[*]} and no apt-get to install them" >&2
+  echo "hint: install redis-server with your system's package manager" >&2
+  exit 1
+fi
+echo "installing system packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts a system redis on install; affidavit starts its own servers, so stop it
+if command -v service >/dev/null 2>&1; then service redis-server stop >/dev/null 2>&1 || true; fi

@@ -1,0 +1,106 @@
+"""Shared fixtures: real servers on 127.0.0.1 (started here, stopped by PID), a fresh
+affidavit home, the CLI, and the genuine sample files under ../shared."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from affidavit.cli.main import main
+from affidavit.config import Settings, load_settings
+from affidavit.scratch.redis_server import RedisScratch
+from affidavit.scratch.secantus_server import SecantusScratch
+from affidavit.services.context import App, open_app
+from affidavit.services.setup import initialise
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_formats() -> Path:
+    """``../shared/formats`` (genuine backup files); skips when absent."""
+    path = SHARED / "formats"
+    if not path.is_dir():
+        pytest.skip(f"{path} is not present: genuine sample files come with the shared folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisScratch]:
+    """A real redis-server on a random loopback port for the whole session."""
+    with RedisScratch() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[SecantusScratch]:
+    """A real SecantusDB (MongoDB wire protocol) server on a random loopback port."""
+    with SecantusScratch() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_redis() -> Iterator[RedisScratch]:
+    """A redis-server of this test's own (for tests that write or kill it)."""
+    with RedisScratch() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_mongo() -> Iterator[SecantusScratch]:
+    """A SecantusDB server of this test's own."""
+    with SecantusScratch() as server:
+        yield server
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An initialised affidavit home; AFFIDAVIT_* variables of the caller are cleared."""
+    for var in list(os.environ):
+        if var.startswith("AFFIDAVIT_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("AFFIDAVIT_ACTOR", "tester@example.com")
+    path = tmp_path / "home"
+    initialise(load_settings(home=path))
+    return path
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    """Settings of the ``home`` fixture."""
+    return load_settings(home=home)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[App]:
+    """An opened application on the ``home`` fixture."""
+    with open_app(settings) as application:
+        yield application
+
+
+@dataclass
+class CliResult:
+    """What one CLI run printed and returned."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(home: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run ``affidavit --home HOME ARGS...`` in-process; returns a :class:`CliResult`."""
+
+    def run(*args: str, home_dir: Path | None = home) -> CliResult:
+        capsys.readouterr()
+        argv = (["--home", str(home_dir)] if home_dir is not None else []) + list(args)
+        code = main(argv)
+        captured = capsys.readouterr()
+        return CliResult(code=code, out=captured.out, err=captured.err)
+
+    return run

@@ -1,0 +1,113 @@
+"""One suite over every engine implementation, each against its real server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from affidavit.constants import EngineName
+from affidavit.engines.base import Engine
+from affidavit.errors import EngineError, InputError, NotFound
+from affidavit.models.uri import ConnectionUri
+from affidavit.scratch.base import ScratchServer, free_port
+from affidavit.scratch.redis_server import RedisScratch
+from affidavit.scratch.secantus_server import SecantusScratch
+from affidavit.services.backends import engine_for_uri
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = {EngineName.MONGODB: SecantusScratch, EngineName.REDIS: RedisScratch}
+UNKNOWN = {EngineName.MONGODB: "shop.nope", EngineName.REDIS: "db99"}
+MALFORMED = {EngineName.MONGODB: "nodot", EngineName.REDIS: "keys"}
+DEAD = {
+    EngineName.MONGODB: "mongodb://127.0.0.1:{port}/?directConnection=true",
+    EngineName.REDIS: "redis://127.0.0.1:{port}/0",
+}
+
+
+@pytest.fixture(scope="module", params=list(EngineName), ids=lambda e: e.value)
+def seeded(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[EngineName, ScratchServer, dict[str, int]]]:
+    engine_name: EngineName = request.param
+    with SAMPLE[engine_name]() as server:
+        with connect(engine_name, server.uri) as engine:
+            written = dict(engine.seed_sample(seed=7, scale=25))
+        yield engine_name, server, written
+
+
+def connect(engine: EngineName, uri: str, timeout: float = 5.0) -> Engine:
+    return engine_for_uri(engine, ConnectionUri.parse(engine, uri), password=None, timeout=timeout)
+
+
+def test_describe_reports_version_and_settings(
+    seeded: tuple[EngineName, ScratchServer, dict[str, int]],
+) -> None:
+    name, server, _ = seeded
+    with connect(name, server.uri) as engine:
+        desc = engine.describe()
+    assert desc.engine is name
+    assert desc.version[0].isdigit()
+    assert desc.tls is False
+    assert isinstance(dict(desc.settings), dict) and desc.settings
+
+
+def test_lists_and_counts_exactly_what_was_written(
+    seeded: tuple[EngineName, ScratchServer, dict[str, int]],
+) -> None:
+    name, server, written = seeded
+    with connect(name, server.uri) as engine:
+        assert engine.list_datasets() == sorted(written)
+        counts = {c.name: c.records for c in engine.count_all()}
+    assert counts == written
+
+
+def test_unknown_dataset_is_not_found(
+    seeded: tuple[EngineName, ScratchServer, dict[str, int]],
+) -> None:
+    name, server, _ = seeded
+    with connect(name, server.uri) as engine, pytest.raises(NotFound) as caught:
+        engine.count_records(UNKNOWN[name])
+    assert caught.value.hint
+
+
+def test_malformed_dataset_name_is_bad_input(
+    seeded: tuple[EngineName, ScratchServer, dict[str, int]],
+) -> None:
+    name, server, _ = seeded
+    with connect(name, server.uri) as engine, pytest.raises(InputError):
+        engine.count_records(MALFORMED[name])
+
+
+def test_seeding_refuses_a_non_empty_target(
+    seeded: tuple[EngineName, ScratchServer, dict[str, int]],
+) -> None:
+    name, server, _ = seeded
+    with connect(name, server.uri) as engine, pytest.raises(InputError, match="already holds"):
+        engine.seed_sample(seed=7, scale=1)
+
+
+@pytest.mark.parametrize("engine_name", list(EngineName), ids=lambda e: e.value)
+def test_unreachable_server_fails_fast_with_engine_error(engine_name: EngineName) -> None:
+    uri = DEAD[engine_name].format(port=free_port())
+    started = time.monotonic()
+    with connect(engine_name, uri, timeout=0.5) as engine, pytest.raises(EngineError) as caught:
+        engine.describe()
+    assert int(caught.value.exit_code) == 3
+    assert time.monotonic() - started < 30  # bounded by the timeout, not hanging
+    assert caught.value.hint
+
+
+@pytest.mark.parametrize("engine_name", list(EngineName), ids=lambda e: e.value)
+def test_server_that_dies_mid_session_is_an_engine_error(engine_name: EngineName) -> None:
+    server = SAMPLE[engine_name]().start()
+    try:
+        with connect(engine_name, server.uri, timeout=1.0) as engine:
+            engine.describe()
+            server.stop()
+            with pytest.raises(EngineError):
+                engine.list_datasets()
+    finally:
+        server.stop()
