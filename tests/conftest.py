@@ -4,6 +4,8 @@ affidavit home, the CLI, and the genuine sample files under ../shared."""
 from __future__ import annotations
 
 import os
+import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from affidavit.cli.main import main
 from affidavit.config import Settings, load_settings
+from affidavit.scratch.base import ScratchServer
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
 from affidavit.services.context import App, open_app
@@ -104,3 +107,42 @@ def cli(home: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-unty
         return CliResult(code=code, out=captured.out, err=captured.err)
 
     return run
+
+
+class MotoScratch(ScratchServer):
+    """``moto`` in server mode: the S3 API on 127.0.0.1 (test-only dependency)."""
+
+    kind = "moto"
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self, port: int) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.uri}/moto-api/", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoScratch]:
+    """One moto server for the session."""
+    with MotoScratch() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(moto_server: MotoScratch, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the AWS SDK at the moto server with dummy credentials; returns the endpoint."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.uri)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return moto_server.uri

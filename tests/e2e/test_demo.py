@@ -1,0 +1,60 @@
+"""`affidavit demo` as a user runs it: a real process, real servers, an inventory of both."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+AFFIDAVIT = [sys.executable, "-m", "affidavit"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*AFFIDAVIT, *args], capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+
+
+def test_demo_inventories_two_real_servers(tmp_path: Path) -> None:
+    home = tmp_path / "demo-home"
+    proc = run("--home", str(home), "demo", "--scale", "20", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    sources = {s["name"]: s for s in out["inventory"]["sources"]}
+    assert set(sources) == {"orders-db", "session-cache"}
+    assert all(s["reachable"] for s in sources.values())
+    assert sources["orders-db"]["server"]["engine"] == "mongodb"
+    assert sources["session-cache"]["server"]["engine"] == "redis"
+    records = {d["name"]: d["records"] for s in sources.values() for d in s["datasets"]}
+    assert records == {"shop.customers": 20, "shop.orders": 60, "db0": 160, "db1": 160}
+    # the home is left for a look around, offline
+    shown = run("--home", str(home), "source", "show", "orders-db", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert {d["name"] for d in json.loads(shown.stdout)["datasets"]} == {
+        "shop.customers",
+        "shop.orders",
+    }
+
+
+def test_demo_refuses_a_home_that_has_a_catalog(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert run("--home", str(home), "init").returncode == 0
+    proc = run("--home", str(home), "demo")
+    assert proc.returncode == 2
+    assert "fresh home" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_version_and_help_work_without_a_home(tmp_path: Path) -> None:
+    env = {**os.environ, "AFFIDAVIT_HOME": str(tmp_path / "none")}
+    assert run("--version", env=env).stdout.startswith("affidavit ")
+    helped = run("--help", env=env)
+    assert helped.returncode == 0
+    assert "inventory" in helped.stdout
+    assert not (tmp_path / "none").exists()
