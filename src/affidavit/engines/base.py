@@ -8,12 +8,13 @@ refused) or :class:`~affidavit.errors.NotFound` (unknown dataset), with ``raise 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import ClassVar, Self
 
 from affidavit.constants import EngineName
 from affidavit.models.inventory import DatasetCount, ServerDescription
+from affidavit.models.records import RecordEncoding, RedisRecord
 from affidavit.models.uri import ConnectionUri
 
 
@@ -25,6 +26,8 @@ class Engine(ABC):
     """
 
     name: ClassVar[EngineName]
+    #: how :meth:`iter_records` encodes records (selects the fingerprint codec)
+    record_encoding: ClassVar[RecordEncoding]
 
     def __init__(self, uri: ConnectionUri, *, password: str | None, timeout: float) -> None:
         """``uri`` carries no secret; ``password`` (resolved from a secret reference by the
@@ -52,6 +55,13 @@ class Engine(ABC):
     def count_all(self) -> list[DatasetCount]:
         """Every dataset with its record count."""
         return [DatasetCount(name=d, records=self.count_records(d)) for d in self.list_datasets()]
+
+    @abstractmethod
+    def iter_records(self, dataset: str) -> Iterator[bytes | RedisRecord]:
+        """Stream every record of ``dataset`` in no particular order, with bounded memory:
+        raw BSON documents (``bytes``) for MongoDB, :class:`RedisRecord` for Redis. Raises
+        ``NotFound`` for an unknown dataset and ``EngineError`` when the server fails midway
+        (never a silently short stream)."""
 
     @abstractmethod
     def seed_sample(self, *, seed: int, scale: int) -> Mapping[str, int]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import (
     ConfigurationError,
@@ -22,6 +24,7 @@ from affidavit.constants import EngineName
 from affidavit.engines.base import Engine
 from affidavit.errors import EngineError, InputError, NotFound
 from affidavit.models.inventory import ServerDescription
+from affidavit.models.records import RecordEncoding, RedisRecord
 
 _SYSTEM_DBS = frozenset({"admin", "local", "config"})
 _UNAUTHORIZED = 13
@@ -33,6 +36,7 @@ class MongoEngine(Engine):
     """A MongoDB deployment reached through pymongo. Datasets are ``db.collection``."""
 
     name: ClassVar[EngineName] = EngineName.MONGODB
+    record_encoding: ClassVar[RecordEncoding] = RecordEncoding.BSON
     _client: MongoClient[dict[str, Any]] | None = None
 
     @property
@@ -153,6 +157,27 @@ class MongoEngine(Engine):
                 hint="`affidavit inventory` lists the datasets; MongoDB datasets are db.collection",
             )
         return int(self._call(f"count {dataset}", lambda: database[coll].count_documents({})))
+
+    def iter_records(self, dataset: str) -> Iterator[bytes | RedisRecord]:
+        self.count_records(dataset)  # NotFound for an unknown collection
+        db, coll = split_dataset(dataset)
+        raw = self.client[db].get_collection(
+            coll, codec_options=CodecOptions(document_class=RawBSONDocument)
+        )
+        try:
+            # no sort: natural order streams fastest; the fingerprint is order-independent
+            with raw.find({}, batch_size=2000, no_cursor_timeout=False) as cursor:
+                for doc in cursor:
+                    assert isinstance(doc, RawBSONDocument)
+                    yield bytes(doc.raw)
+        except OperationFailure as exc:
+            raise EngineError(
+                f"MongoDB at {self.uri.redacted} failed while reading {dataset}: {_first_line(exc)}"
+            ) from exc
+        except PyMongoError as exc:
+            raise EngineError(
+                f"lost MongoDB at {self.uri.redacted} while reading {dataset}: {_first_line(exc)}"
+            ) from exc
 
     def seed_sample(self, *, seed: int, scale: int) -> Mapping[str, int]:
         rng = random.Random(seed)  # noqa: S311 - demo data, not secrets

@@ -6,7 +6,8 @@ Datasets are the logical databases ``db0``, ``db1``, ... of one server.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,6 +24,7 @@ from affidavit.constants import EngineName
 from affidavit.engines.base import Engine
 from affidavit.errors import EngineError, InputError, NotFound
 from affidavit.models.inventory import ServerDescription
+from affidavit.models.records import RecordEncoding, RedisRecord, RedisType
 
 T = TypeVar("T")
 
@@ -31,6 +33,7 @@ class RedisEngine(Engine):
     """A Redis server reached through redis-py."""
 
     name: ClassVar[EngineName] = EngineName.REDIS
+    record_encoding: ClassVar[RecordEncoding] = RecordEncoding.REDIS
     _clients: dict[int, redis.Redis]
 
     def _client(self, db: int | None = None) -> redis.Redis:
@@ -138,6 +141,23 @@ class RedisEngine(Engine):
         client = self._client(db)
         return int(self._call(f"count keys of {dataset}", client.dbsize))
 
+    def iter_records(self, dataset: str) -> Iterator[bytes | RedisRecord]:
+        self.count_records(dataset)  # NotFound for an unknown database
+        client = self._client(parse_dataset(dataset))
+        try:
+            has_expiretime = self._has_pexpiretime(client)
+            for batch in _scan_batches(client):
+                yield from _read_batch(client, batch, has_expiretime=has_expiretime)
+        except RedisError as exc:
+            raise EngineError(
+                f"lost Redis at {self.uri.redacted} while reading {dataset}: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _has_pexpiretime(client: redis.Redis) -> bool:
+        version = str(client.info("server").get("redis_version", "0"))
+        return tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) >= (7, 0)
+
     def seed_sample(self, *, seed: int, scale: int) -> Mapping[str, int]:
         rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
         written: dict[str, int] = {}
@@ -197,3 +217,69 @@ def _seed_db(pipe: Any, rng: random.Random, db: int, scale: int) -> int:
         pipe.set(bytes([0xFF, 0x00, db, i % 256]) + f":raw:{i}".encode(), bytes(range(16)))
         count += 8
     return count
+
+
+_SCAN_COUNT = 1000
+
+
+def _scan_batches(client: redis.Redis) -> Iterator[list[bytes]]:
+    """SCAN the whole keyspace in batches. SCAN guarantees every key present for the whole
+    scan is returned at least once; duplicates are dropped here."""
+    seen: set[bytes] = set()  # SCAN may return a key twice (during a rehash)
+    cursor = 0
+    while True:
+        cursor, keys = client.scan(cursor=cursor, count=_SCAN_COUNT)
+        batch = [k for k in keys if isinstance(k, bytes) and k not in seen]
+        seen.update(batch)
+        if batch:
+            yield batch
+        if cursor == 0:
+            return
+
+
+def _read_batch(
+    client: redis.Redis, keys: list[bytes], *, has_expiretime: bool
+) -> Iterator[RedisRecord]:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.type(key)
+        if has_expiretime:
+            pipe.execute_command("PEXPIRETIME", key)  # type: ignore[no-untyped-call]
+        else:
+            pipe.pttl(key)
+    meta = pipe.execute()
+    now_ms = int(time.time() * 1000)
+    reads: list[tuple[bytes, RedisType, int | None]] = []
+    pipe = client.pipeline(transaction=False)
+    for i, key in enumerate(keys):
+        kind = meta[2 * i].decode() if isinstance(meta[2 * i], bytes) else str(meta[2 * i])
+        ttl = int(meta[2 * i + 1])
+        if kind == "none":
+            continue  # deleted since SCAN returned it
+        expire = None if ttl < 0 else (ttl if has_expiretime else now_ms + ttl)
+        if kind not in _READERS:
+            raise EngineError(f"key {key!r} has a type affidavit cannot read: {kind}")
+        _READERS[kind](pipe, key)
+        reads.append((key, kind, expire))  # type: ignore[arg-type]
+    values = pipe.execute()
+    for (key, kind, expire), raw in zip(reads, values, strict=True):
+        yield RedisRecord(key=key, type=kind, value=_SHAPERS[kind](raw), expire_at_ms=expire)
+
+
+_READERS: dict[str, Callable[[Any, bytes], Any]] = {
+    "string": lambda p, k: p.get(k),
+    "list": lambda p, k: p.lrange(k, 0, -1),
+    "set": lambda p, k: p.smembers(k),
+    "zset": lambda p, k: p.zrange(k, 0, -1, withscores=True),
+    "hash": lambda p, k: p.hgetall(k),
+    "stream": lambda p, k: p.xrange(k, "-", "+"),
+}
+
+_SHAPERS: dict[str, Callable[[Any], object]] = {
+    "string": lambda v: bytes(v) if v is not None else b"",
+    "list": tuple,
+    "set": frozenset,
+    "zset": lambda v: tuple((m, float(s)) for m, s in v),
+    "hash": lambda v: tuple(v.items()),
+    "stream": lambda v: tuple((i, tuple(f.items())) for i, f in v),
+}

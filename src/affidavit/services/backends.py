@@ -16,11 +16,19 @@ from affidavit.services.secrets import resolve_secret
 
 if TYPE_CHECKING:
     from affidavit.engines.base import Engine
+    from affidavit.formats.base import RecordReader
     from affidavit.vaults.base import VaultBackend
 
 _ENGINES: dict[EngineName, tuple[str, str, str]] = {
     EngineName.MONGODB: ("affidavit.engines.mongodb", "MongoEngine", "mongodb"),
     EngineName.REDIS: ("affidavit.engines.redis", "RedisEngine", "redis"),
+}
+# --format name -> reader; the order is the order of format detection
+_READERS: dict[str, tuple[str, str, str]] = {
+    "mongodump-archive": ("affidavit.formats.mongodump_archive", "ArchiveReader", "mongodb"),
+    "mongodump": ("affidavit.formats.mongodump", "MongodumpDirReader", "mongodb"),
+    "bson": ("affidavit.formats.mongodump", "BsonFileReader", "mongodb"),
+    "extjson": ("affidavit.formats.extjson", "ExtJsonLinesReader", "mongodb"),
 }
 _VAULTS: dict[VaultKind, tuple[str, str, str]] = {
     VaultKind.FILE: ("affidavit.vaults.file", "FileVault", ""),
@@ -60,3 +68,16 @@ def vault_backend(vault: Vault) -> VaultBackend:
     cls = _load(*_VAULTS[vault.kind])
     instance: VaultBackend = cls(vault)
     return instance
+
+
+def reader_class(fmt: str) -> type[RecordReader]:
+    """The reader registered for ``--format fmt``."""
+    if fmt not in _READERS:
+        raise InputError(f"unknown format {fmt!r}", hint=f"use one of {', '.join(_READERS)}")
+    cls: type[RecordReader] = _load(*_READERS[fmt])
+    return cls
+
+
+def reader_classes() -> list[type[RecordReader]]:
+    """Every reader, in detection order."""
+    return [reader_class(name) for name in _READERS]

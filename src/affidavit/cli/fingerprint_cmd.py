@@ -1,0 +1,134 @@
+"""``affidavit fingerprint`` and ``affidavit diff``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from affidavit.cli.output import print_json, show, table
+from affidavit.cli.progress import RichReporter
+from affidavit.cli.state import app_for
+from affidavit.errors import InputError
+from affidavit.models.records import PROFILES, Profile
+from affidavit.services import fingerprint as fps
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _profile(text: str) -> Profile:
+    if text not in PROFILES:
+        raise InputError(f"unknown profile {text!r}", hint="use exact or logical")
+    return text
+
+
+def fingerprint(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Argument(help="A backup file or folder, or a registered SOURCE[/DATASET].")
+    ],
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    profile: Annotated[str, typer.Option(help="exact (bit for bit) or logical.")] = "exact",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="bson|mongodump|mongodump-archive|extjson (default: detect)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the fingerprint index here (a folder when several datasets)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes; 0 = one per core.")] = 1,
+    json_out: JsonOpt = False,
+) -> int:
+    """Compute the content fingerprint of every dataset in TARGET: independent of record order
+    and (with --profile logical) of storage format. With --out, also write the index that
+    `affidavit diff` compares key by key."""
+    prof = _profile(profile)
+
+    def run(reporter: RichReporter | None) -> list[fps.DatasetFingerprint]:
+        return fps.fingerprint_target(
+            lambda: app_for(ctx),
+            target,
+            dataset=dataset,
+            profile=prof,
+            fmt=fmt,
+            out=out,
+            workers=workers,
+            reporter=reporter,
+        )
+
+    if json_out:
+        results = run(None)
+    else:
+        with RichReporter() as reporter:
+            results = run(reporter)
+    if json_out:
+        print_json(
+            {
+                "target": target,
+                "datasets": [
+                    {
+                        "name": r.name,
+                        "records": r.fingerprint.count,
+                        "profile": r.fingerprint.profile,
+                        "fingerprint": r.fingerprint.text,
+                        "root": r.fingerprint.root.hex(),
+                        "bucket_bits": r.fingerprint.bucket_bits,
+                        "duplicate_keys": r.duplicates,
+                        "index": str(r.index) if r.index else None,
+                    }
+                    for r in results
+                ],
+            }
+        )
+        return 0
+    show(
+        table(
+            f"Fingerprints of {target}",
+            ["dataset", "records", "profile", "fingerprint", "duplicate keys"],
+            [
+                [
+                    r.name,
+                    f"{r.fingerprint.count:,}",
+                    r.fingerprint.profile,
+                    r.fingerprint.root.hex(),
+                    r.duplicates,
+                ]
+                for r in results
+            ],
+        )
+    )
+    return 0
+
+
+def diff(
+    index_a: Annotated[Path, typer.Argument(help="Fingerprint index (expected).")],
+    index_b: Annotated[Path, typer.Argument(help="Fingerprint index (actual).")],
+    limit: Annotated[int, typer.Option(min=0, help="List at most this many keys.")] = 100,
+    json_out: JsonOpt = False,
+) -> int:
+    """Compare two fingerprint indexes without the data: keys missing from B, extra in B, and
+    changed. Exit 1 when they differ."""
+    result = fps.diff_report(index_a, index_b, limit=limit)
+    if json_out:
+        print_json(result)
+    else:
+        counts = result["counts"]
+        show(
+            f"A: {result['left']['records']:,} records, B: {result['right']['records']:,} records; "
+            f"missing {counts['missing']}, extra {counts['extra']}, changed {counts['changed']}, "
+            f"duplicate keys {counts['duplicate']}"
+        )
+        if result["differences"]:
+            show(
+                table(
+                    None,
+                    ["change", "key", "key hash"],
+                    [[d["change"], d["key"], d["key_hash"][:16]] for d in result["differences"]],
+                )
+            )
+        show("[green]identical[/green]" if result["equal"] else "[red]different[/red]")
+    return 0 if result["equal"] else 1

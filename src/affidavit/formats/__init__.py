@@ -1,0 +1,1 @@
+"""Artifact formats: readers of backup files and record codecs (L2)."""

@@ -1,0 +1,320 @@
+"""Fingerprinting use cases: a registered source's datasets or a backup file, and diffs.
+
+The codec that turns a raw record into canonical ``(key, value)`` bytes is picked here by the
+reader's record encoding and the profile; hashing and bucketing happen in
+:mod:`affidavit.fingerprint`. With ``workers > 1`` the records are cut into batches that a
+process pool canonicalises and hashes; the per-worker results merge into one accumulator
+(the fingerprint does not depend on the split).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from affidavit.errors import InputError, NotFound
+from affidavit.fingerprint.accumulator import Accumulator, hash_records
+from affidavit.fingerprint.diff import DiffResult, diff_indexes
+from affidavit.fingerprint.index import IndexReader
+from affidavit.fingerprint.model import Fingerprint
+from affidavit.formats.base import RecordReader
+from affidavit.models.progress import Reporter, SilentReporter
+from affidavit.models.records import PROFILES, Profile, RecordEncoding
+from affidavit.services.backends import engine_for, reader_class, reader_classes
+from affidavit.services.context import App
+
+Codec = Callable[[Any], tuple[bytes, bytes]]
+
+_CODECS: dict[tuple[RecordEncoding, Profile], tuple[str, str]] = {
+    (RecordEncoding.BSON, "exact"): ("affidavit.formats.bson_codec", "exact_record"),
+    (RecordEncoding.BSON, "logical"): ("affidavit.formats.bson_codec", "logical_record_from_bson"),
+    (RecordEncoding.EXTJSON, "logical"): (
+        "affidavit.formats.bson_codec",
+        "logical_record_from_extjson",
+    ),
+    (RecordEncoding.REDIS, "exact"): ("affidavit.formats.redis_codec", "encode_redis_record"),
+    (RecordEncoding.REDIS, "logical"): ("affidavit.formats.redis_codec", "encode_redis_record"),
+}
+_BATCH_RECORDS = 2048
+_BATCH_BYTES = 4 << 20
+
+
+def codec_for(encoding: RecordEncoding, profile: Profile) -> Codec:
+    """The canonicaliser of ``encoding`` records under ``profile``."""
+    if profile not in PROFILES:
+        raise InputError(f"unknown profile {profile!r}", hint="use exact or logical")
+    spec = _CODECS.get((encoding, profile))
+    if spec is None:
+        raise InputError(
+            f"the {profile} profile is not defined for {encoding} records",
+            hint="Extended JSON carries no raw BSON: use --profile logical",
+        )
+    fn: Codec = getattr(importlib.import_module(spec[0]), spec[1])
+    return fn
+
+
+def _hash_batch(
+    encoding: RecordEncoding, profile: Profile, batch: list[Any]
+) -> tuple[bytes, list[bytes]]:
+    """Worker: canonicalise and hash one batch (module-level so that it pickles)."""
+    codec = codec_for(encoding, profile)
+    return hash_records(profile, (codec(raw) for raw in batch))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatasetFingerprint:
+    """One dataset's result."""
+
+    name: str
+    fingerprint: Fingerprint
+    duplicates: int
+    index: Path | None
+
+
+def _batches(records: Iterable[Any]) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    size = 0
+    for raw in records:
+        batch.append(raw)
+        size += len(raw) if isinstance(raw, bytes) else 64
+        if len(batch) >= _BATCH_RECORDS or size >= _BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def fingerprint_records(
+    records: Iterable[Any],
+    *,
+    encoding: RecordEncoding,
+    profile: Profile,
+    workers: int = 1,
+    reporter: Reporter | None = None,
+    index: Path | None = None,
+    dataset: str = "",
+) -> DatasetFingerprint:
+    """Fingerprint a stream of raw records."""
+    rep = reporter or SilentReporter()
+    codec = codec_for(encoding, profile)  # fail early on an undefined combination
+    acc = Accumulator(profile)
+    try:
+        if workers <= 1:
+            for batch in _batches(records):
+                acc.add_records(codec(raw) for raw in batch)
+                rep.advance(len(batch))
+        else:
+            _parallel(
+                acc, records=records, encoding=encoding, profile=profile, workers=workers, rep=rep
+            )
+        fingerprint, duplicates = acc.finish(index, dataset=dataset, encoding=encoding.value)
+    finally:
+        acc.close()
+    return DatasetFingerprint(
+        name=dataset, fingerprint=fingerprint, duplicates=duplicates, index=index
+    )
+
+
+def _parallel(
+    acc: Accumulator,
+    *,
+    records: Iterable[Any],
+    encoding: RecordEncoding,
+    profile: Profile,
+    workers: int,
+    rep: Reporter,
+) -> None:
+    pending: list[tuple[Future[tuple[bytes, list[bytes]]], int]] = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for batch in _batches(records):
+            pending.append((pool.submit(_hash_batch, encoding, profile, batch), len(batch)))
+            while len(pending) > workers * 4:  # bounded in flight: bounded memory
+                future, n = pending.pop(0)
+                acc.add_pairs(*future.result())
+                rep.advance(n)
+        for future, n in pending:
+            acc.add_pairs(*future.result())
+            rep.advance(n)
+
+
+def resolve_workers(workers: int) -> int:
+    """``0`` means one per CPU core."""
+    if workers < 0:
+        raise InputError("--workers must be 0 (one per core) or more")
+    return workers or (os.cpu_count() or 1)
+
+
+def _index_path(out: Path | None, dataset: str, many: bool) -> Path | None:
+    if out is None:
+        return None
+    if many:
+        out.mkdir(parents=True, exist_ok=True)
+        return out / f"{dataset.replace('/', '_')}.afpidx"
+    return out
+
+
+def fingerprint_path(
+    path: Path,
+    *,
+    fmt: str | None,
+    dataset: str | None,
+    profile: Profile,
+    out: Path | None,
+    workers: int = 1,
+    reporter: Reporter | None = None,
+) -> list[DatasetFingerprint]:
+    """Fingerprint a backup file or folder (format detected unless ``fmt`` is given)."""
+    reader = open_reader(path, fmt)
+    names = reader.datasets()
+    if dataset is not None:
+        if dataset not in names:
+            raise NotFound(
+                f"{path} has no dataset {dataset!r}",
+                hint=f"it holds: {', '.join(names) or 'nothing'}",
+            )
+        names = [dataset]
+    rep = reporter or SilentReporter()
+    results = []
+    for name in names:
+        rep.task(f"fingerprinting {name} ({profile})", reader.size_hint(name))
+        results.append(
+            fingerprint_records(
+                reader.records(name),
+                encoding=reader.encoding,
+                profile=profile,
+                workers=resolve_workers(workers),
+                reporter=rep,
+                index=_index_path(out, name, len(names) > 1),
+                dataset=name,
+            )
+        )
+        rep.finish()
+    return results
+
+
+def open_reader(path: Path, fmt: str | None) -> RecordReader:
+    """The reader for ``path``: named by ``fmt`` or detected."""
+    if not path.exists():
+        raise NotFound(f"{path} does not exist")
+    if fmt is not None:
+        return reader_class(fmt)(path)
+    for cls in reader_classes():
+        if cls.sniff(path):
+            return cls(path)
+    names = ", ".join(c.name for c in reader_classes())
+    raise InputError(f"cannot tell the format of {path}", hint=f"pass --format ({names})")
+
+
+def fingerprint_source(
+    app: App,
+    ref: str,
+    *,
+    dataset: str | None,
+    profile: Profile,
+    out: Path | None,
+    workers: int = 1,
+    reporter: Reporter | None = None,
+) -> list[DatasetFingerprint]:
+    """Fingerprint the datasets of a registered source (``SOURCE`` or ``SOURCE/DATASET``)."""
+    source_name, _, inline = ref.partition("/")
+    if inline and dataset and inline != dataset:
+        raise InputError(f"{ref!r} and --dataset {dataset!r} name different datasets")
+    wanted = inline or dataset
+    with app.read() as uow:
+        source = uow.sources.get(source_name)
+    rep = reporter or SilentReporter()
+    results = []
+    with engine_for(source, timeout=app.settings.connect_timeout) as engine:
+        names = [wanted] if wanted else engine.list_datasets()
+        for name in names:
+            total = engine.count_records(name)
+            rep.task(f"fingerprinting {source.name}/{name} ({profile})", total)
+            results.append(
+                fingerprint_records(
+                    engine.iter_records(name),
+                    encoding=engine.record_encoding,
+                    profile=profile,
+                    workers=resolve_workers(workers),
+                    reporter=rep,
+                    index=_index_path(out, name, len(names) > 1),
+                    dataset=name,
+                )
+            )
+            rep.finish()
+    return results
+
+
+def fingerprint_target(
+    app_opener: Callable[[], Any],
+    target: str,
+    *,
+    dataset: str | None,
+    profile: Profile,
+    fmt: str | None,
+    out: Path | None,
+    workers: int,
+    reporter: Reporter | None = None,
+) -> list[DatasetFingerprint]:
+    """A path when it exists (no catalog needed), else a registered ``SOURCE[/DATASET]``."""
+    path = Path(target)
+    if path.exists():
+        return fingerprint_path(
+            path,
+            fmt=fmt,
+            dataset=dataset,
+            profile=profile,
+            out=out,
+            workers=workers,
+            reporter=reporter,
+        )
+    if fmt is not None:
+        raise NotFound(f"{target} does not exist", hint="--format applies to files")
+    with app_opener() as app:
+        return fingerprint_source(
+            app, target, dataset=dataset, profile=profile, out=out, workers=workers,
+            reporter=reporter,
+        )  # fmt: skip
+
+
+def diff(left: Path, right: Path, *, limit: int | None) -> tuple[DiffResult, IndexReader]:
+    """Compare two index files (both checked against their trailers first)."""
+    readers = []
+    for path in (left, right):
+        reader = IndexReader(path)
+        reader.verify_trailer()
+        readers.append(reader)
+    return diff_indexes(readers[0], readers[1], limit=limit), readers[0]
+
+
+def diff_report(left: Path, right: Path, *, limit: int | None) -> dict[str, Any]:
+    """:func:`diff` as a JSON-ready report with keys decoded for people."""
+    from affidavit.formats.keys import describe_key
+
+    result, reader = diff(left, right, limit=limit)
+    header = reader.header
+    return {
+        "equal": result.equal,
+        "left": {"path": str(left), "records": result.left_count},
+        "right": {"path": str(right), "records": result.right_count},
+        "profile": header.fingerprint.profile,
+        "counts": {change.value: n for change, n in result.counts.items()},
+        "differences": [
+            {
+                "change": d.change.value,
+                "key": describe_key(
+                    header.encoding,
+                    header.fingerprint.profile,
+                    d.key,
+                    truncated=d.key_truncated,
+                ),
+                "key_hash": d.key_hash.hex(),
+                "side": d.side or None,
+            }
+            for d in result.differences
+        ],
+    }
