@@ -1,23 +1,26 @@
 """The mergeable fingerprint accumulator.
 
-Records go in as ``(key, value)`` canonical bytes in any order; pairs are buffered, sorted
-and spilled to temporary run files, so memory stays bounded whatever the record count. At the
-end the runs are merged in ``(key_hash, record_hash)`` order, which walks the buckets in order:
-each bucket's hash is SHA-256 over its sorted pairs, and the fingerprint's root is the RFC 9162
-Merkle root over all ``2**bucket_bits`` bucket hashes. Accumulators of disjoint partitions merge
+Records go in as ``(key, value)`` canonical bytes in any order and become 64-byte pairs
+``key_hash || record_hash``. Pairs are buffered and, when the buffer is full, spilled to a
+temporary *run*: the pairs sorted, cut into 256 segments by the top byte of the key hash, and
+the key prefixes in the same order. Memory stays bounded whatever the record count.
+
+At the end each segment is read back from every run, sorted (numpy), and folded: the pairs of a
+bucket (the top ``bucket_bits`` bits of the key hash) are contiguous, the bucket's hash is
+SHA-256 over them, and the fingerprint's root is the RFC 9162 Merkle root over all
+``2**bucket_bits`` bucket hashes. Accumulators of disjoint partitions merge
 (:meth:`Accumulator.merge`) into the accumulator of the whole, whatever the split.
 """
 
 from __future__ import annotations
 
-import heapq
-import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 
 from affidavit.crypto.record_digest import RecordHasher, bucket_hash
 from affidavit.fingerprint.index import IndexHeader, IndexWriter, encode_key_field
@@ -30,8 +33,25 @@ from affidavit.fingerprint.model import (
 from affidavit.ledger import merkle
 from affidavit.models.records import Profile
 
-DEFAULT_BUFFER_RECORDS = 1 << 18  # ~262k pairs (about 20 MB with short keys) per sorted run
-_READ_CHUNK = 1 << 20
+DEFAULT_BUFFER_RECORDS = 1 << 18  # pairs per sorted run (~16 MiB of pairs plus short keys)
+SEGMENT_BITS = 8  # runs are cut into 256 segments by the top byte of the key hash
+
+
+@dataclass(slots=True)
+class _Run:
+    """One sorted run. The arrays are in memory for the last run and memory-mapped files for
+    spilled ones; either way they slice the same.
+
+    ``pairs`` are sorted; ``order[i]`` is the input position of sorted pair ``i``; the keys of
+    input record ``j`` are ``keys[key_offsets[j]:key_offsets[j + 1]]``; segment ``s`` holds
+    sorted pairs ``bounds[s]:bounds[s + 1]``.
+    """
+
+    pairs: npt.NDArray[np.bytes_]
+    order: npt.NDArray[np.int64]
+    keys: npt.NDArray[np.uint8]
+    key_offsets: npt.NDArray[np.int64]
+    bounds: npt.NDArray[np.int64]
 
 
 class Accumulator:
@@ -48,12 +68,12 @@ class Accumulator:
         self.profile = profile
         self.bucket_bits = bucket_bits
         self.hasher = RecordHasher(record_tag(profile))
-        self._buffer_records = buffer_records
+        self._buffer_records = max(1, buffer_records)
         self._spill_dir = spill_dir
         self._pairs = bytearray()
         self._keys: list[bytes] = []
-        self._runs: list[Path] = []
-        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self._runs: list[_Run] = []
+        self._tmpdirs: list[tempfile.TemporaryDirectory[str]] = []
         self.count = 0
 
     # -- input ------------------------------------------------------------------------------
@@ -68,14 +88,10 @@ class Accumulator:
         for record in records:
             batch.append(record)
             if len(batch) >= 4096:
-                self._add_batch(batch)
+                self.add_pairs(b"".join(self.hasher.pairs(batch)), [k for k, _ in batch])
                 batch = []
         if batch:
-            self._add_batch(batch)
-
-    def _add_batch(self, batch: list[tuple[bytes, bytes]]) -> None:
-        pairs = self.hasher.pairs(batch)
-        self.add_pairs(b"".join(pairs), [k for k, _ in batch])
+            self.add_pairs(b"".join(self.hasher.pairs(batch)), [k for k, _ in batch])
 
     def add_pairs(self, pairs: bytes, keys: list[bytes]) -> None:
         """Add precomputed pairs (``key_hash || record_hash`` each, concatenated) with their
@@ -83,7 +99,7 @@ class Accumulator:
         if len(pairs) != PAIR_SIZE * len(keys):
             raise ValueError("pairs and keys disagree in number")
         self._pairs += pairs
-        self._keys.extend(encode_key_field(k) for k in keys)
+        self._keys.extend(keys)
         self.count += len(keys)
         if len(self._keys) >= self._buffer_records:
             self._spill()
@@ -94,45 +110,53 @@ class Accumulator:
             raise ValueError("cannot merge accumulators of different profiles or bucket bits")
         other._spill()
         self._runs.extend(other._runs)
-        other._runs = []
+        self._tmpdirs.extend(other._tmpdirs)
         self.count += other.count
-        if other._tmpdir is not None:  # keep the other's folder alive with ours
-            self._keep = [*getattr(self, "_keep", []), other._tmpdir]
+        other._runs, other._tmpdirs, other.count = [], [], 0
 
-    # -- sorting and spilling ---------------------------------------------------------------
+    # -- spilling ---------------------------------------------------------------------------
 
     def _run_dir(self) -> Path:
-        if self._tmpdir is None:
-            self._tmpdir = tempfile.TemporaryDirectory(prefix="affidavit-fp-", dir=self._spill_dir)
-        return Path(self._tmpdir.name)
+        if not self._tmpdirs:
+            self._tmpdirs.append(
+                tempfile.TemporaryDirectory(prefix="affidavit-fp-", dir=self._spill_dir)
+            )
+        return Path(self._tmpdirs[0].name)
 
-    def _spill(self) -> None:
+    def _sorted_run(self) -> _Run | None:
         if not self._keys:
-            return
-        arr = np.frombuffer(bytes(self._pairs), dtype="S64")
-        order = np.argsort(arr, kind="stable")
-        path = self._run_dir() / f"run-{len(self._runs):05d}"
-        pairs, keys = bytes(self._pairs), self._keys
-        with path.open("wb") as fh:
-            out = bytearray()
-            for i in order.tolist():
-                out += pairs[i * PAIR_SIZE : (i + 1) * PAIR_SIZE]
-                out += keys[i]
-                if len(out) > _READ_CHUNK:
-                    fh.write(out)
-                    out.clear()
-            fh.write(out)
-        self._runs.append(path)
+            return None
+        pairs = np.frombuffer(bytes(self._pairs), dtype="S64")
+        order = np.argsort(pairs, kind="stable").astype(np.int64)
+        sorted_pairs = pairs[order]
+        lengths = np.fromiter(map(len, self._keys), dtype=np.int64, count=len(self._keys))
+        run = _Run(
+            pairs=sorted_pairs,
+            order=order,
+            keys=np.frombuffer(b"".join(self._keys), dtype=np.uint8),
+            key_offsets=np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(lengths))),
+            bounds=np.searchsorted(
+                _top_bytes(sorted_pairs), np.arange((1 << SEGMENT_BITS) + 1), side="left"
+            ).astype(np.int64),
+        )
         self._pairs = bytearray()
         self._keys = []
+        return run
+
+    def _spill(self) -> None:
+        """Sort the buffer and move it to memory-mapped files in the run folder."""
+        run = self._sorted_run()
+        if run is None:
+            return
+        base = self._run_dir() / f"run-{len(self._runs):05d}"
+        mapped = {}
+        for name in ("pairs", "order", "keys", "key_offsets"):
+            path = base.with_suffix(f".{name}.npy")
+            np.save(path, getattr(run, name), allow_pickle=False)
+            mapped[name] = np.load(path, mmap_mode="r", allow_pickle=False)
+        self._runs.append(_Run(bounds=run.bounds, **mapped))
 
     # -- output -----------------------------------------------------------------------------
-
-    def entries(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every ``(pair, key_field)`` in sorted order (consumes the accumulator)."""
-        self._spill()
-        readers = [_read_run(p) for p in self._runs]
-        yield from heapq.merge(*readers)
 
     def finish(
         self, index_path: Path | None = None, *, dataset: str = "", encoding: str = ""
@@ -141,6 +165,9 @@ class Accumulator:
         fingerprint and the number of duplicate keys seen."""
         writer = IndexWriter(index_path) if index_path is not None else None
         try:
+            last = self._sorted_run()  # the last run stays in memory
+            if last is not None:
+                self._runs.append(last)
             fingerprint, duplicates = self._fold(writer)
             if writer is not None:
                 writer.seal(
@@ -161,67 +188,76 @@ class Accumulator:
 
     def _fold(self, writer: IndexWriter | None) -> tuple[Fingerprint, int]:
         bits = self.bucket_bits
-        shift = 32 - bits
-        empty = bucket_hash(b"")
-        leaves: list[bytes] = []
-        current = -1
-        members = bytearray()
+        empty_leaf = merkle.leaf_hash(bucket_hash(b""))
+        leaves = [empty_leaf] * (1 << bits)
         duplicates = 0
-        previous_key_hash = b""
         count = 0
-        for pair, key_field in self.entries():
-            count += 1
+        for segment in range(1 << SEGMENT_BITS):
+            parts = [
+                (run, int(run.bounds[segment]), int(run.bounds[segment + 1]))
+                for run in self._runs
+                if run.bounds[segment + 1] > run.bounds[segment]
+            ]
+            if not parts:
+                continue
+            pairs = np.concatenate([run.pairs[lo:hi] for run, lo, hi in parts])
+            order = np.argsort(pairs, kind="stable")
+            pairs = pairs[order]
+            count += len(pairs)
+            key_hashes = np.frombuffer(pairs.tobytes(), dtype="S32")[::2]
+            duplicates += int(np.count_nonzero(key_hashes[1:] == key_hashes[:-1]))
+            buckets = _top_bits(pairs, bits)
+            first, last = int(buckets[0]), int(buckets[-1])
+            bounds = np.searchsorted(buckets, np.arange(first, last + 2), side="left")
+            raw = pairs.tobytes()
+            for offset, bucket in enumerate(range(first, last + 1)):
+                lo, hi = int(bounds[offset]), int(bounds[offset + 1])
+                if hi > lo:
+                    leaves[bucket] = merkle.leaf_hash(
+                        bucket_hash(raw[lo * PAIR_SIZE : hi * PAIR_SIZE])
+                    )
             if writer is not None:
-                writer.add(pair, key_field)
-            key_hash = pair[:32]
-            if key_hash == previous_key_hash:
-                duplicates += 1
-            previous_key_hash = key_hash
-            bucket = int.from_bytes(key_hash[:4], "big") >> shift if bits else 0
-            if bucket != current:
-                if current >= 0:
-                    leaves.append(merkle.leaf_hash(bucket_hash(bytes(members))))
-                leaves.extend([merkle.leaf_hash(empty)] * (bucket - len(leaves)))
-                current = bucket
-                members = bytearray()
-            members += pair
-        if current >= 0:
-            leaves.append(merkle.leaf_hash(bucket_hash(bytes(members))))
-        leaves.extend([merkle.leaf_hash(empty)] * ((1 << bits) - len(leaves)))
+                keys = _segment_keys(parts)
+                for i, position in enumerate(order.tolist()):
+                    writer.add(
+                        raw[i * PAIR_SIZE : (i + 1) * PAIR_SIZE], encode_key_field(keys[position])
+                    )
         if count != self.count:
             raise RuntimeError(f"fingerprint lost records: {count} of {self.count}")
         root = merkle.root(leaves)
-        return Fingerprint(
-            profile=self.profile, bucket_bits=bits, count=count, root=root
-        ), duplicates
+        fingerprint = Fingerprint(profile=self.profile, bucket_bits=bits, count=count, root=root)
+        return fingerprint, duplicates
 
     def close(self) -> None:
         """Remove temporary run files."""
-        for tmp in [self._tmpdir, *getattr(self, "_keep", [])]:
-            if tmp is not None:
-                tmp.cleanup()
-        self._tmpdir = None
-        self._keep = []
+        for tmp in self._tmpdirs:
+            tmp.cleanup()
+        self._tmpdirs = []
         self._runs = []
 
 
-def _read_run(path: Path) -> Iterator[tuple[bytes, bytes]]:
-    with path.open("rb") as raw:
-        fh: BinaryIO = raw
-        buf = b""
-        pos = 0
-        while True:
-            if len(buf) - pos < PAIR_SIZE + 2 + 1024 + 2:
-                more = fh.read(_READ_CHUNK)
-                buf = buf[pos:] + more
-                pos = 0
-                if not buf:
-                    return
-            (klen,) = struct.unpack_from(">H", buf, pos + PAIR_SIZE)
-            n = klen & 0x7FFF
-            end = pos + PAIR_SIZE + 2 + n
-            yield buf[pos : pos + PAIR_SIZE], buf[pos + PAIR_SIZE : end]
-            pos = end
+def _top_bytes(pairs: npt.NDArray[np.bytes_]) -> npt.NDArray[np.uint8]:
+    """The first byte of each pair (the top byte of its key hash)."""
+    return np.frombuffer(pairs.tobytes(), dtype=np.uint8)[::PAIR_SIZE]
+
+
+def _top_bits(pairs: npt.NDArray[np.bytes_], bits: int) -> npt.NDArray[np.uint32]:
+    """The bucket of each pair: the top ``bits`` bits of its key hash."""
+    if bits == 0:
+        return np.zeros(len(pairs), dtype=np.uint32)
+    words = np.frombuffer(pairs.tobytes(), dtype=">u4")[:: PAIR_SIZE // 4]
+    return (words >> np.uint32(32 - bits)).astype(np.uint32)
+
+
+def _segment_keys(parts: list[tuple[_Run, int, int]]) -> list[bytes]:
+    """The keys of a segment's pairs, in the order the pairs were concatenated."""
+    keys: list[bytes] = []
+    for run, lo, hi in parts:
+        blob = run.keys
+        offsets = run.key_offsets
+        for position in run.order[lo:hi].tolist():
+            keys.append(bytes(blob[offsets[position] : offsets[position + 1]]))
+    return keys
 
 
 def hash_records(
