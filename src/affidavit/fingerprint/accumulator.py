@@ -34,7 +34,7 @@ from affidavit.ledger import merkle
 from affidavit.models.records import Profile
 
 DEFAULT_BUFFER_RECORDS = 1 << 18  # pairs per sorted run (~16 MiB of pairs plus short keys)
-SEGMENT_BITS = 8  # runs are cut into 256 segments by the top byte of the key hash
+SEGMENT_BITS = 8  # runs are cut into (up to) 256 segments by the top bits of the key hash
 
 
 @dataclass(slots=True)
@@ -75,6 +75,8 @@ class Accumulator:
         self._runs: list[_Run] = []
         self._tmpdirs: list[tempfile.TemporaryDirectory[str]] = []
         self.count = 0
+        # a segment must be a union of whole buckets
+        self._segment_bits = min(SEGMENT_BITS, bucket_bits)
 
     # -- input ------------------------------------------------------------------------------
 
@@ -136,7 +138,9 @@ class Accumulator:
             keys=np.frombuffer(b"".join(self._keys), dtype=np.uint8),
             key_offsets=np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(lengths))),
             bounds=np.searchsorted(
-                _top_bytes(sorted_pairs), np.arange((1 << SEGMENT_BITS) + 1), side="left"
+                _top_bits(sorted_pairs, self._segment_bits),
+                np.arange((1 << self._segment_bits) + 1),
+                side="left",
             ).astype(np.int64),
         )
         self._pairs = bytearray()
@@ -192,7 +196,7 @@ class Accumulator:
         leaves = [empty_leaf] * (1 << bits)
         duplicates = 0
         count = 0
-        for segment in range(1 << SEGMENT_BITS):
+        for segment in range(1 << self._segment_bits):
             parts = [
                 (run, int(run.bounds[segment]), int(run.bounds[segment + 1]))
                 for run in self._runs
@@ -234,11 +238,6 @@ class Accumulator:
             tmp.cleanup()
         self._tmpdirs = []
         self._runs = []
-
-
-def _top_bytes(pairs: npt.NDArray[np.bytes_]) -> npt.NDArray[np.uint8]:
-    """The first byte of each pair (the top byte of its key hash)."""
-    return np.frombuffer(pairs.tobytes(), dtype=np.uint8)[::PAIR_SIZE]
 
 
 def _top_bits(pairs: npt.NDArray[np.bytes_], bits: int) -> npt.NDArray[np.uint32]:

@@ -17,7 +17,9 @@ from affidavit.fingerprint.model import Fingerprint
 
 keys = st.binary(min_size=1, max_size=40)
 datasets = st.dictionaries(keys, st.binary(max_size=64), min_size=0, max_size=60)
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def fp(records: list[tuple[bytes, bytes]], *, buffer: int = 1 << 18, bits: int = 4) -> Fingerprint:
@@ -39,7 +41,9 @@ def test_order_does_not_matter(data: dict[bytes, bytes], rnd: random.Random) -> 
 @given(datasets, st.lists(st.integers(min_value=0, max_value=3)))
 def test_partitions_merge_to_the_whole(data: dict[bytes, bytes], splits: list[int]) -> None:
     records = list(data.items())
-    parts: list[Accumulator] = [Accumulator("exact", bucket_bits=4, buffer_records=5) for _ in range(4)]
+    parts: list[Accumulator] = [
+        Accumulator("exact", bucket_bits=4, buffer_records=5) for _ in range(4)
+    ]
     for i, record in enumerate(records):
         parts[splits[i % len(splits)] if splits else 0].add(*record)
     whole = parts[0]
@@ -160,6 +164,11 @@ def test_not_an_index(tmp_path: Path) -> None:
 def test_fingerprint_text_round_trip_and_refusal() -> None:
     good = fp([(b"a", b"b")])
     assert Fingerprint.from_text(good.text) == good
-    for bad in ("", "afp1:exact:b4:n1:zz", "afp2:exact:b4:n1:" + "0" * 64, "afp1:fuzzy:b4:n1:" + "0" * 64):
+    for bad in (
+        "",
+        "afp1:exact:b4:n1:zz",
+        "afp2:exact:b4:n1:" + "0" * 64,
+        "afp1:fuzzy:b4:n1:" + "0" * 64,
+    ):
         with pytest.raises(FormatError):
             Fingerprint.from_text(bad)
