@@ -12,8 +12,9 @@ import typer
 from typer import Abort, Exit
 
 from affidavit import __version__
-from affidavit.cli import dataset_cmd, source_cmd, vault_cmd
+from affidavit.cli import dataset_cmd, ledger_cmd, source_cmd, vault_cmd
 from affidavit.cli.demo_cmd import demo
+from affidavit.cli.fingerprint_cmd import diff, fingerprint
 from affidavit.cli.init_cmd import init
 from affidavit.cli.inventory_cmd import inventory
 from affidavit.cli.output import error, show
@@ -83,9 +84,12 @@ def root(
 app.command("init")(init)
 app.command("inventory")(inventory)
 app.command("demo")(demo)
+app.command("fingerprint")(fingerprint)
+app.command("diff")(diff)
 app.add_typer(source_cmd.app, name="source")
 app.add_typer(vault_cmd.app, name="vault")
 app.add_typer(dataset_cmd.app, name="dataset")
+app.add_typer(ledger_cmd.app, name="ledger")
 
 
 def main(argv: list[str] | None = None) -> int:

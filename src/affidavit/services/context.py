@@ -1,17 +1,108 @@
-"""The application context every use case runs in: settings, catalog, and the one choke point
-through which state changes are made (a catalog write plus its ledger event, one transaction)."""
+"""The application context every use case runs in: settings, catalog, the ledger's signing
+identity, and the one choke point through which state changes are made (a catalog write plus
+its ledger event and the checkpoint that signs it, one transaction).
+
+The ledger identity lives in the home, next to nothing else secret:
+
+- ``HOME/keys/ledger.key``: the Ed25519 signing key (``crypto.signing`` key file, mode 0600);
+- ``HOME/keys/ledger.origin``: one line, the log's origin, e.g.
+  ``affidavit.local/db-host/3f9c01ab``. The origin is also the note key name, so the verifier
+  key ``<origin>+<key id>+<base64>`` names the log it vouches for.
+
+Both are created once by ``affidavit init`` (:func:`affidavit.services.ledger.setup_ledger`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from affidavit.catalog.store import Catalog, UnitOfWork
 from affidavit.config import Settings
+from affidavit.crypto.note import NoteSigner, NoteVerifier
+from affidavit.crypto.signing import load_signing_key
+from affidavit.errors import FormatError, IntegrityError, KeystoreError
+from affidavit.ledger.checkpoint import Checkpoint, sign_checkpoint
 from affidavit.ledger.log import LedgerLog
-from affidavit.models.ledger import ClientInfo, Event
+from affidavit.models.ledger import ClientInfo, Event, rfc3339_utc
+
+KEYS_DIRNAME = "keys"
+LEDGER_KEY_FILENAME = "ledger.key"
+LEDGER_ORIGIN_FILENAME = "ledger.origin"
+_MAX_ORIGIN = 255
+
+
+def ledger_key_path(home: Path) -> Path:
+    """Where the ledger's signing key lives."""
+    return home / KEYS_DIRNAME / LEDGER_KEY_FILENAME
+
+
+def ledger_origin_path(home: Path) -> Path:
+    """Where the ledger's origin line lives."""
+    return home / KEYS_DIRNAME / LEDGER_ORIGIN_FILENAME
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerIdentity:
+    """The log's origin and the key that signs its checkpoints (key name = origin)."""
+
+    origin: str
+    signer: NoteSigner = field(repr=False)
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        """The matching verifier."""
+        return self.signer.verifier()
+
+    @property
+    def vkey(self) -> str:
+        """The verifier key ``<origin>+<8 hex key id>+<base64(0x01 || pubkey)>``."""
+        return self.verifier.vkey()
+
+    @property
+    def keyid(self) -> str:
+        """The 8-hex key ID (also the DSSE ``keyid`` of attestations)."""
+        return f"{self.signer.key_id:08x}"
+
+
+def read_origin(path: Path) -> str:
+    """Read and check an origin file; raise :class:`KeystoreError` or :class:`FormatError`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise KeystoreError(f"cannot read the ledger origin {path}: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{path} is not UTF-8") from exc
+    if not text.endswith("\n") or text.count("\n") != 1 or len(text) > _MAX_ORIGIN + 1:
+        raise FormatError(f"{path} must hold exactly one line: the ledger origin")
+    return text[:-1]
+
+
+def load_ledger_identity(home: Path) -> LedgerIdentity | None:
+    """The identity kept in ``home``, or None when neither file exists (not set up yet).
+
+    Raises :class:`KeystoreError` when only one of the two files exists or the key cannot be
+    read: the ledger must then not go on without its key.
+    """
+    key_path, origin_path = ledger_key_path(home), ledger_origin_path(home)
+    has_key, has_origin = key_path.exists(), origin_path.exists()
+    if not has_key and not has_origin:
+        return None
+    if not (has_key and has_origin):
+        missing = key_path if not has_key else origin_path
+        raise KeystoreError(
+            f"the ledger identity is incomplete: {missing} is missing",
+            hint="restore it from your backup of the home; a new key cannot vouch for old "
+            "checkpoints",
+        )
+    origin = read_origin(origin_path)
+    return LedgerIdentity(origin=origin, signer=NoteSigner(origin, load_signing_key(key_path)))
 
 
 @dataclass
@@ -22,12 +113,16 @@ class Change:
     actor: str
     client: ClientInfo
     log: LedgerLog
+    identity: LedgerIdentity | None = None
+    events: list[Event] = field(default_factory=list)
 
     def record(self, action: str, subject: str, details: Mapping[str, Any] | None = None) -> Event:
         """Append a ledger event in this transaction."""
-        return self.log.append(
+        event = self.log.append(
             actor=self.actor, action=action, subject=subject, details=details, client=self.client
         )
+        self.events.append(event)
+        return event
 
 
 class App:
@@ -37,17 +132,46 @@ class App:
         self.settings = settings
         self.catalog = Catalog(settings.effective_catalog_url)
         self.client = client or ClientInfo(agent="affidavit-cli")
+        self._identity: LedgerIdentity | None = None
 
     @property
     def actor(self) -> str:
         """Who is acting."""
         return self.settings.effective_actor
 
+    def ledger_identity(self) -> LedgerIdentity | None:
+        """The ledger's identity from the home (loaded once), or None before ``init``."""
+        if self._identity is None:
+            self._identity = load_ledger_identity(self.settings.home)
+        return self._identity
+
     @contextmanager
     def change(self) -> Iterator[Change]:
-        """A write transaction whose events commit with it, or not at all."""
+        """A write transaction whose events commit with it, or not at all.
+
+        When the body appended events, a checkpoint of the new tree is signed and stored
+        **in the same transaction**, just before the commit: the root is computable from the
+        stored subtree hashes at that point, a crash can never leave signed-for entries
+        without their checkpoint (or the reverse), and "no change without its event" extends
+        to "no event without its checkpoint". The cost is one signature per write batch.
+
+        Before signing, the newest stored checkpoint must end exactly where this batch
+        begins: the signer refuses to vouch for entries it did not append itself (rows
+        inserted into the catalog behind affidavit's back) and raises
+        :class:`IntegrityError`, rolling the change back.
+        """
+        identity = self.ledger_identity()
         with self.catalog.unit_of_work() as uow:
-            yield Change(uow=uow, actor=self.actor, client=self.client, log=LedgerLog(uow.ledger))
+            change = Change(
+                uow=uow,
+                actor=self.actor,
+                client=self.client,
+                log=LedgerLog(uow.ledger),
+                identity=identity,
+            )
+            yield change
+            if change.events:
+                _checkpoint_batch(change)
 
     @contextmanager
     def read(self) -> Iterator[UnitOfWork]:
@@ -58,6 +182,81 @@ class App:
     def close(self) -> None:
         """Release the catalog."""
         self.catalog.close()
+
+
+# The three ledger reads below belong in catalog.repository.LedgerRepository (which this
+# change could not touch); they run plain SQL through the unit of work's own connection.
+
+
+def latest_checkpoint_row(uow: UnitOfWork) -> tuple[int, str] | None:
+    """The newest stored checkpoint as (size, signed note), or None."""
+    row = (
+        uow.session.connection()
+        .exec_driver_sql("SELECT size, note FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
+        .first()
+    )
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def checkpoint_of_size(uow: UnitOfWork, size: int) -> str | None:
+    """The newest stored signed checkpoint of tree size ``size``, or None."""
+    row = (
+        uow.session.connection()
+        .exec_driver_sql(
+            "SELECT note FROM ledger_checkpoints WHERE size = ? ORDER BY id DESC LIMIT 1"
+            if uow.session.get_bind().dialect.paramstyle == "qmark"
+            else "SELECT note FROM ledger_checkpoints WHERE size = %s ORDER BY id DESC LIMIT 1",
+            (size,),
+        )
+        .first()
+    )
+    return None if row is None else str(row[0])
+
+
+def entry_rows(uow: UnitOfWork) -> Iterator[tuple[int, bytes, bytes | None]]:
+    """``(seq, entry, leaf_hash)`` of every entry in seq order, straight from a DB-API cursor:
+    the ORM costs more per row than hashing the entry, and verify and export read every row."""
+    cursor = uow.session.connection().connection.cursor()
+    try:
+        cursor.execute("SELECT seq, entry, leaf_hash FROM ledger_entries ORDER BY seq")
+        while rows := cursor.fetchmany(10_000):
+            for seq, entry, leaf in rows:
+                yield int(seq), bytes(entry), None if leaf is None else bytes(leaf)
+    finally:
+        cursor.close()
+
+
+def _checkpoint_batch(change: Change) -> None:
+    identity = change.identity
+    first = change.events[0].seq
+    latest = latest_checkpoint_row(change.uow)
+    if identity is None:
+        if latest is not None:
+            raise KeystoreError(
+                "the ledger has checkpoints but its signing key is missing from the home",
+                hint="restore HOME/keys/ledger.key and HOME/keys/ledger.origin from a backup",
+            )
+        return  # before `affidavit init` set the ledger up: setup_ledger signs everything
+    if latest is not None and latest[0] != first:
+        raise IntegrityError(
+            f"refusing to sign: the newest checkpoint covers {latest[0]} entries but this "
+            f"change starts at seq {first}",
+            hint="the catalog was altered outside affidavit; run `affidavit ledger verify`",
+        )
+    store_checkpoint(change.uow, change.log, identity)
+
+
+def store_checkpoint(uow: UnitOfWork, log: LedgerLog, identity: LedgerIdentity) -> str:
+    """Sign a checkpoint of the log as it stands in ``uow`` and store it; return the note."""
+    size = log.size()
+    root = log.root(size)
+    note = sign_checkpoint(
+        Checkpoint(origin=identity.origin, size=size, root=root), identity.signer
+    )
+    uow.ledger.add_checkpoint(
+        size=size, root=root, note=note, created_at=rfc3339_utc(datetime.now(UTC))
+    )
+    return note
 
 
 @contextmanager

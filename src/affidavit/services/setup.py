@@ -10,6 +10,7 @@ from affidavit import __version__
 from affidavit.config import DEFAULT_CONFIG_TEXT, Settings
 from affidavit.errors import InputError
 from affidavit.services.context import App
+from affidavit.services.ledger import setup_ledger
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,7 +31,8 @@ class InitResult:
 
 def initialise(settings: Settings) -> InitResult:
     """Create the home (mode 0700) with a commented ``affidavit.toml``, and create or upgrade
-    the catalog. Idempotent: a second run changes nothing and records nothing."""
+    the catalog and the ledger's signing key (``keys/ledger.key``, 0600) and origin.
+    Idempotent: a second run changes nothing and records nothing."""
     home = settings.home
     created = not home.exists()
     if home.exists() and not home.is_dir():
@@ -48,6 +50,7 @@ def initialise(settings: Settings) -> InitResult:
     app = App(settings)
     try:
         before, after = app.catalog.upgrade()
+        setup_ledger(app)  # the ledger's signing key and origin, once (records ledger.key_created)
         if before != after:
             with app.change() as change:
                 change.record(

@@ -1,0 +1,195 @@
+"""``affidavit ledger key|checkpoint|proof|export|show|verify``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from affidavit.cli.output import error, print_json, show, table
+from affidavit.cli.state import app_for, state
+from affidavit.constants import ExitCode
+from affidavit.services import ledger as svc
+
+app = typer.Typer(
+    help="The tamper-evident ledger: checkpoints, proofs, export and verification.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@app.command("key")
+def key(ctx: typer.Context, json_out: JsonOpt = False) -> int:
+    """Print the verifier key (vkey) that checks this ledger's checkpoints."""
+    vkey = svc.ledger_vkey(state(ctx).settings)
+    if json_out:
+        print_json({"vkey": vkey})
+    else:
+        typer.echo(vkey)
+    return 0
+
+
+@app.command("checkpoint")
+def checkpoint(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option(help="Also save the signed checkpoint to this file.")
+    ] = None,
+    publish: Annotated[
+        str | None,
+        typer.Option(help="Publish to a witness folder (recorded in the ledger)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Print a signed checkpoint (C2SP signed note) of the whole ledger."""
+    with app_for(ctx) as application:
+        result = svc.create_checkpoint(application, out=out, publish=publish)
+    if json_out:
+        print_json(result.to_json())
+        return 0
+    typer.echo(result.note, nl=False)
+    if result.published:
+        show(f"[dim]published to {result.published}[/dim]")
+    if result.out:
+        show(f"[dim]saved to {result.out}[/dim]")
+    return 0
+
+
+@app.command("proof")
+def proof(
+    ctx: typer.Context,
+    seq: Annotated[int, typer.Option("--seq", min=0, help="Sequence number of the entry.")],
+    size: Annotated[
+        int | None,
+        typer.Option(min=0, help="Tree size of a stored checkpoint (default: the newest)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Prove that an entry is in a signed checkpoint (RFC 9162 inclusion proof)."""
+    with app_for(ctx) as application:
+        result = svc.inclusion_proof(application, seq, size=size)
+    data = result.to_json()
+    if json_out:
+        print_json(data)
+        return 0
+    show(
+        table(
+            f"Inclusion of seq {result.seq} in the tree of {result.checkpoint.size}",
+            ["field", "value"],
+            [
+                ["entry", data["entry"]],
+                ["leaf hash", data["leaf_hash"]],
+                ["root", data["root"]],
+                *[[f"proof[{i}]", h] for i, h in enumerate(data["proof"])],
+                ["verified", "yes"],
+            ],
+        )
+    )
+    return 0
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="The JSON Lines file to write (must not exist).")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Export every entry and checkpoint for an auditor (recorded in the ledger)."""
+    with app_for(ctx) as application:
+        result = svc.export_ledger(application, out)
+    if json_out:
+        print_json(result.to_json())
+    else:
+        show(
+            f"Exported {result.entries} entries and {result.checkpoints} checkpoints to "
+            f"{result.path} (sha256 {result.sha256})."
+        )
+    return 0
+
+
+@app.command("show")
+def show_(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option(help="Only entries at or after this RFC 3339 time.")
+    ] = None,
+    action: Annotated[str | None, typer.Option(help="Only entries with this action.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many (the oldest that match).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """List ledger entries in sequence order."""
+    with app_for(ctx) as application:
+        entries = svc.show_events(application, since=since, action=action, limit=limit)
+    if json_out:
+        print_json({"entries": [e.to_json() for e in entries]})
+        return 0
+    rows = []
+    for item in entries:
+        ev = item.event
+        if ev is None:
+            rows.append([item.seq, None, None, "[red]invalid entry[/red]", None, None])
+            continue
+        details = json.dumps(dict(ev.details), ensure_ascii=False, separators=(",", ":"))
+        rows.append([ev.seq, ev.time, ev.actor, ev.action, ev.subject, details])
+    show(table("Ledger", ["seq", "time", "actor", "action", "subject", "details"], rows))
+    return 0
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Verify this export file instead of the catalog."),
+    ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key", help="Verifier key (vkey), or a file holding it. Default: this home's."
+        ),
+    ] = None,
+    old: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="A signed checkpoint saved earlier (detects rewrites)."),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Also parse and re-canonicalise every entry (slower).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """Recompute every leaf and root, check the signatures, and report every discrepancy.
+    Exit 1 when the ledger does not verify."""
+    if file is not None:
+        report = svc.verify_export(
+            file,
+            vkey=public_key,
+            settings=state(ctx).settings,
+            old_checkpoint=old,
+            full=full,
+        )
+    else:
+        with app_for(ctx) as application:
+            report = svc.verify_catalog(application, vkey=public_key, old_checkpoint=old, full=full)
+    if json_out:
+        print_json(report.to_json())
+    elif report.ok:
+        cp = report.checkpoint
+        show(
+            f"[green]ok[/green]: {report.size} entries, root {report.root.hex()}"
+            + (f", signed by {cp.origin}" if cp else "")
+        )
+    else:
+        show(
+            table(
+                "Ledger findings",
+                ["code", "seq", "message"],
+                [[f.code.value, f.seq, f.message] for f in report.findings],
+            )
+        )
+        error(f"the ledger does not verify: {len(report.findings)} finding(s)")
+    return 0 if report.ok else int(ExitCode.SUBJECT_FAILED)

@@ -1,0 +1,180 @@
+"""The record-reader interface: one class per backup file format.
+
+A reader streams the records of one or more datasets out of a file or folder with bounded
+memory. Malformed input (truncated data, lying length prefixes, bad magic, gzip garbage) raises
+:class:`~affidavit.errors.FormatError` naming the file and byte offset; it never hangs and never
+yields a record it could not fully read.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, ClassVar, Final, cast
+
+from affidavit.errors import FormatError
+from affidavit.models.records import RecordEncoding
+
+
+class RecordReader(ABC):
+    """Reads one backup artifact (a file, or a folder in a known layout)."""
+
+    #: the ``--format`` name, e.g. ``bson``, ``mongodump``, ``mongodump-archive``, ``extjson``
+    name: ClassVar[str]
+    #: how :meth:`records` encodes each record
+    encoding: ClassVar[RecordEncoding]
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    @abstractmethod
+    def sniff(cls, path: Path) -> bool:
+        """True when ``path`` looks like this format (cheap: name and first bytes only)."""
+
+    @abstractmethod
+    def datasets(self) -> list[str]:
+        """The dataset names in the artifact (``db.collection`` where the format knows it,
+        else the file's stem), sorted. Raises ``FormatError``."""
+
+    @abstractmethod
+    def records(self, dataset: str) -> Iterator[bytes]:
+        """The raw records of ``dataset`` in file order (for BSON: each document's bytes;
+        for Extended JSON: each line's bytes). Raises ``NotFound`` for an unknown dataset and
+        ``FormatError`` at the first malformed byte."""
+
+    def size_hint(self, dataset: str) -> int | None:
+        """Bytes to be read for ``dataset`` (for progress bars), or None when unknown."""
+        return None
+
+
+# --- shared framing of length-prefixed BSON streams (mongodump files and archives) ----------
+
+#: MongoDB's maximum BSON document size (16 MiB) plus the 16 KiB of headroom that the server
+#: allows for internal documents (oplog entries, command replies) written to dumps
+MAX_BSON_DOCUMENT_SIZE: Final = 16 * 1024 * 1024 + 16 * 1024
+#: the smallest BSON document: an int32 length and the terminating NUL
+MIN_BSON_DOCUMENT_SIZE: Final = 5
+#: the mongodump archive's block terminator (int32 -1)
+TERMINATOR: Final = b"\xff\xff\xff\xff"
+
+_INT32 = struct.Struct("<i")
+_CHUNK = 1 << 20
+_STREAM_ERRORS = (OSError, EOFError, zlib.error)
+
+
+class BsonFramer:
+    """Cuts length-prefixed BSON documents out of a binary stream with bounded memory.
+
+    Each document is checked for framing only: ``5 <= length <= MAX_BSON_DOCUMENT_SIZE``,
+    fully present, last byte NUL. A length prefix is validated *before* anything is read, so a
+    lying prefix (2 GiB, negative) never allocates. Errors raise ``FormatError`` naming
+    ``source`` and the byte offset (uncompressed, for gzip streams) of the offending frame.
+    Exceptions of a gzip stream (bad magic, CRC, truncation) are wrapped the same way.
+    """
+
+    def __init__(self, stream: BinaryIO, *, source: str, chunk_size: int = _CHUNK) -> None:
+        self._stream = stream
+        self._source = source
+        self._chunk = chunk_size
+        self._buf = b""
+        self._pos = 0
+        self._base = 0  # stream offset of self._buf[0]
+
+    @property
+    def offset(self) -> int:
+        """Offset of the next unread byte in the (uncompressed) stream."""
+        return self._base + self._pos
+
+    def error(self, what: str, offset: int | None = None) -> FormatError:
+        """A ``FormatError`` naming the source and ``offset`` (default: the current one)."""
+        at = self.offset if offset is None else offset
+        return FormatError(f"{self._source}: {what} at byte offset {at}")
+
+    def _fill(self, need: int) -> bool:
+        """Make at least ``need`` bytes available from ``_pos``; False if the stream ends."""
+        have = len(self._buf) - self._pos
+        while have < need:
+            try:
+                more = self._stream.read(max(self._chunk, need - have))
+            except _STREAM_ERRORS as exc:
+                raise self.error(f"unreadable or corrupt compressed stream ({exc})") from exc
+            if not more:
+                return False
+            self._base += self._pos
+            self._buf = self._buf[self._pos :] + more
+            self._pos = 0
+            have = len(self._buf)
+        return True
+
+    def read_exact(self, n: int, what: str) -> bytes:
+        """Exactly ``n`` bytes, or ``FormatError`` (truncated ``what``)."""
+        start = self.offset
+        if not self._fill(n):
+            raise self.error(f"truncated {what}: file ends before its {n} bytes", start)
+        data = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return data
+
+    def at_eof(self) -> bool:
+        """True when no byte is left."""
+        return not self._fill(1)
+
+    def next_document(self, *, allow_terminator: bool = False) -> bytes | None:
+        """The next whole document; None at a clean end of stream (before any byte of a
+        frame). With ``allow_terminator``, returns ``TERMINATOR`` for an int32 -1."""
+        start = self.offset
+        if not self._fill(4):
+            if len(self._buf) - self._pos == 0:
+                return None
+            raise self.error("truncated document: file ends inside a length prefix", start)
+        buf, pos = self._buf, self._pos
+        (length,) = _INT32.unpack_from(buf, pos)
+        if length == -1 and allow_terminator:
+            self._pos = pos + 4
+            return TERMINATOR
+        if length < MIN_BSON_DOCUMENT_SIZE or length > MAX_BSON_DOCUMENT_SIZE:
+            raise self.error(
+                f"implausible BSON document length {length} (allowed "
+                f"{MIN_BSON_DOCUMENT_SIZE}..{MAX_BSON_DOCUMENT_SIZE})",
+                start,
+            )
+        if not self._fill(length):
+            raise self.error(
+                f"truncated document: length prefix says {length} bytes, file has only "
+                f"{len(self._buf) - self._pos}",
+                start,
+            )
+        buf, pos = self._buf, self._pos
+        end = pos + length
+        if buf[end - 1] != 0:
+            raise self.error("malformed document: last byte is not NUL", start)
+        self._pos = end
+        return buf[pos:end]
+
+
+GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """Open ``path`` for streaming reads, transparently gunzipping when it starts with the gzip
+    magic (whatever its name). Raises ``FormatError`` when it cannot be opened."""
+    import gzip
+
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot open ({exc.strerror or exc})") from exc
+    try:
+        magic = raw.read(2)
+        raw.seek(0)
+    except OSError as exc:
+        raw.close()
+        raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if magic == GZIP_MAGIC:
+        raw.close()
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return raw
