@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from affidavit.catalog.schema import (
@@ -211,11 +211,16 @@ class StoredEntry:
 class LedgerRepository:
     """Raw storage of the ledger: entries, complete-subtree hashes and checkpoints.
 
-    This knows nothing of hashing; :mod:`affidavit.ledger.log` decides what is stored.
+    This knows nothing of hashing; :mod:`affidavit.ledger.log` decides what is stored. The
+    append path uses Core statements on the unit of work's connection (the ORM's per-object
+    bookkeeping cost more than the hashing and signing of an event).
     """
 
     def __init__(self, session: Session) -> None:
         self._s = session
+
+    def _conn(self) -> Connection:
+        return self._s.connection()
 
     def size(self) -> int:
         """Number of entries (sequence numbers are 0..size-1, dense)."""
@@ -223,7 +228,7 @@ class LedgerRepository:
 
     def last_seq(self) -> int | None:
         """The highest sequence number, or None for an empty ledger."""
-        value = self._s.scalar(select(func.max(LedgerEntryRow.seq)))
+        value = self._conn().execute(select(func.max(LedgerEntryRow.seq))).scalar()
         return None if value is None else int(value)
 
     def append(
@@ -238,33 +243,53 @@ class LedgerRepository:
         leaf_hash: bytes,
     ) -> None:
         """Insert one entry row."""
-        self._s.add(
-            LedgerEntryRow(
-                seq=seq,
-                time=time,
-                actor=actor,
-                action=action,
-                subject=subject,
-                entry=entry,
-                leaf_hash=leaf_hash,
-            )
+        self._conn().execute(
+            _ENTRY_INSERT,
+            {
+                "seq": seq,
+                "time": time,
+                "actor": actor,
+                "action": action,
+                "subject": subject,
+                "entry": entry,
+                "leaf_hash": leaf_hash,
+            },
         )
 
     def put_node(self, level: int, index: int, digest: bytes) -> None:
         """Store the hash of the complete subtree (level, index)."""
-        self._s.add(LedgerNodeRow(level=level, index=index, hash=digest))
+        self.put_nodes([(level, index, digest)])
+
+    def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        """Store several complete-subtree hashes in one statement."""
+        if nodes:
+            self._conn().execute(
+                _NODE_INSERT, [{"level": lv, "index": ix, "hash": h} for lv, ix, h in nodes]
+            )
 
     def get_node(self, level: int, index: int) -> bytes | None:
         """The stored hash of the complete subtree (level, index), or None."""
-        value = self._s.scalar(
-            select(LedgerNodeRow.hash).where(
-                LedgerNodeRow.level == level, LedgerNodeRow.index == index
+        return self.get_nodes([(level, index)]).get((level, index))
+
+    def get_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The stored hashes of the given (level, index) subtrees, in one query per level."""
+        by_level: dict[int, list[int]] = {}
+        for level, index in keys:
+            by_level.setdefault(level, []).append(index)
+        found: dict[tuple[int, int], bytes] = {}
+        conn = self._conn()
+        for level, indexes in by_level.items():
+            rows = conn.execute(
+                select(LedgerNodeRow.index, LedgerNodeRow.hash).where(
+                    LedgerNodeRow.level == level, LedgerNodeRow.index.in_(indexes)
+                )
             )
-        )
-        return None if value is None else bytes(value)
+            for index, digest in rows:
+                found[(level, int(index))] = bytes(digest)
+        return found
 
     def flush(self) -> None:
-        """Send pending inserts to the database (still inside the transaction)."""
+        """Send pending ORM changes to the database (still inside the transaction)."""
         self._s.flush()
 
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[StoredEntry]:
@@ -278,6 +303,18 @@ class LedgerRepository:
             stmt.order_by(LedgerEntryRow.seq).execution_options(yield_per=10_000)
         ):
             yield StoredEntry(seq=int(seq), entry=bytes(entry), leaf_hash=bytes(leaf))
+
+    def entry_rows(self) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """``(seq, entry, leaf_hash)`` of every entry in seq order, straight from a DB-API
+        cursor: verify and export read every row, and the ORM costs more per row than hashing."""
+        cursor = self._conn().connection.cursor()
+        try:
+            cursor.execute("SELECT seq, entry, leaf_hash FROM ledger_entries ORDER BY seq")
+            while rows := cursor.fetchmany(10_000):
+                for seq, entry, leaf in rows:
+                    yield int(seq), bytes(entry), None if leaf is None else bytes(leaf)
+        finally:
+            cursor.close()
 
     def find(
         self, *, action: str | None = None, since: str | None = None, limit: int | None = None
@@ -298,8 +335,10 @@ class LedgerRepository:
 
     def add_checkpoint(self, *, size: int, root: bytes, note: str, created_at: str) -> None:
         """Store a signed checkpoint."""
-        self._s.add(CheckpointRow(size=size, root=root, note=note, created_at=created_at))
-        self._s.flush()
+        self._conn().execute(
+            _CHECKPOINT_INSERT,
+            {"size": size, "root": root, "note": note, "created_at": created_at},
+        )
 
     def checkpoints(self) -> list[tuple[int, str]]:
         """Every stored checkpoint as (size, signed note), oldest first."""
@@ -307,6 +346,38 @@ class LedgerRepository:
             select(CheckpointRow.size, CheckpointRow.note).order_by(CheckpointRow.id)
         )
         return [(int(size), str(note)) for size, note in rows]
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """The newest stored checkpoint as (size, signed note), or None."""
+        row = (
+            self._conn()
+            .execute(
+                select(CheckpointRow.size, CheckpointRow.note)
+                .order_by(CheckpointRow.id.desc())
+                .limit(1)
+            )
+            .first()
+        )
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def checkpoint_of_size(self, size: int) -> str | None:
+        """The newest stored signed checkpoint of tree size ``size``, or None."""
+        row = (
+            self._conn()
+            .execute(
+                select(CheckpointRow.note)
+                .where(CheckpointRow.size == size)
+                .order_by(CheckpointRow.id.desc())
+                .limit(1)
+            )
+            .first()
+        )
+        return None if row is None else str(row[0])
+
+
+_ENTRY_INSERT = insert(LedgerEntryRow)
+_NODE_INSERT = insert(LedgerNodeRow)
+_CHECKPOINT_INSERT = insert(CheckpointRow)
 
 
 def _source(row: SourceRow) -> Source:

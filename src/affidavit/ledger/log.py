@@ -3,11 +3,16 @@
 Each append writes the entry, its leaf hash and every complete Merkle subtree that the new
 leaf closes, inside the caller's unit of work: the catalog change and its event commit together
 or not at all. Roots and proofs then read O(log n) stored subtree hashes, never all leaves.
+
+The log keeps the tree's *frontier* (the complete subtrees, largest first, whose fold is the
+root: one per set bit of the size) in memory once it has read it in one batched query, so an
+append reads nothing more and the root of the current tree costs no reads at all. Proofs
+fetch the subtree hashes they need in one batched query too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -41,9 +46,9 @@ class LedgerStore(Protocol):
         leaf_hash: bytes,
     ) -> None: ...
 
-    def put_node(self, level: int, index: int, digest: bytes) -> None: ...
+    def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None: ...
 
-    def get_node(self, level: int, index: int) -> bytes | None: ...
+    def get_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]: ...
 
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[Any]: ...
 
@@ -58,13 +63,16 @@ class LedgerLog:
     def __init__(self, store: LedgerStore, *, clock: Callable[[], datetime] = _now) -> None:
         self._store = store
         self._clock = clock
-        # subtree hashes written in this unit of work, so that batch appends do not re-read
-        self._pending: dict[tuple[int, int], bytes] = {}
+        self._size: int | None = None
+        # (level, index, hash) of the complete subtrees covering [0, size), largest first
+        self._frontier: list[tuple[int, int, bytes]] | None = None
 
     def size(self) -> int:
         """Number of entries."""
-        last = self._store.last_seq()
-        return 0 if last is None else last + 1
+        if self._size is None:
+            last = self._store.last_seq()
+            self._size = 0 if last is None else last + 1
+        return self._size
 
     def append(
         self,
@@ -77,6 +85,7 @@ class LedgerLog:
     ) -> Event:
         """Append one event and return it (with its sequence number and time)."""
         seq = self.size()
+        frontier = self._load_frontier()
         event = Event(
             seq=seq,
             time=rfc3339_utc(self._clock()),
@@ -97,19 +106,32 @@ class LedgerLog:
             entry=entry,
             leaf_hash=leaf,
         )
-        self._put(0, seq, leaf)
-        level, index, digest = 0, seq, leaf
-        while index % 2 == 1:  # this leaf closes a complete subtree at the next level up
-            digest = merkle.node_hash(self._node(level, index - 1), digest)
-            level, index = level + 1, index // 2
-            self._put(level, index, digest)
+        new_nodes = [(0, seq, leaf)]
+        frontier.append((0, seq, leaf))
+        # the new leaf closes a complete subtree at each level where the frontier's last two
+        # subtrees now have the same size
+        while len(frontier) >= 2 and frontier[-1][0] == frontier[-2][0]:
+            right = frontier.pop()
+            left = frontier.pop()
+            node = (left[0] + 1, left[1] // 2, merkle.node_hash(left[2], right[2]))
+            frontier.append(node)
+            new_nodes.append(node)
+        self._store.put_nodes(new_nodes)
+        self._size = seq + 1
         return event
 
     def root(self, size: int | None = None) -> bytes:
         """The Merkle root of the first ``size`` entries (default: all)."""
-        size = self.size() if size is None else size
+        current = self.size()
+        size = current if size is None else size
         self._check_size(size)
-        return self.range_hash(0, size)
+        if size == current:
+            return (
+                merkle.root_from_subtrees([h for _, _, h in self._load_frontier()])
+                if size
+                else merkle.root([])
+            )
+        return self.range_hashes([(0, size)])[0]
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries."""
@@ -117,7 +139,7 @@ class LedgerLog:
         self._check_size(size)
         if not 0 <= index < size:
             raise IntegrityError(f"entry {index} is not in a ledger of {size} entries")
-        return [self.range_hash(s, e) for s, e in merkle.inclusion_proof_ranges(index, size)]
+        return self.range_hashes(merkle.inclusion_proof_ranges(index, size))
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """RFC 9162 consistency proof between the trees of ``old_size`` and ``new_size``."""
@@ -125,41 +147,55 @@ class LedgerLog:
         self._check_size(new_size)
         if not 0 < old_size <= new_size:
             raise IntegrityError(f"no consistency proof from size {old_size} to size {new_size}")
-        return [
-            self.range_hash(s, e) for s, e in merkle.consistency_proof_ranges(old_size, new_size)
-        ]
+        return self.range_hashes(merkle.consistency_proof_ranges(old_size, new_size))
 
     def leaf(self, index: int) -> bytes:
         """The stored leaf hash of entry ``index``."""
-        return self._node(0, index)
+        return self.range_hashes([(index, index + 1)])[0]
 
     def range_hash(self, start: int, end: int) -> bytes:
-        """MTH of entries ``start..end-1`` from stored complete subtrees (``start`` must be
-        aligned as RFC 9162 splits produce)."""
-        if start == end:
-            return merkle.root([])
-        blocks = []
-        for lo, hi in merkle.range_subtrees(start, end):
-            level = (hi - lo).bit_length() - 1
-            blocks.append(self._node(level, lo >> level))
-        return merkle.root_from_subtrees(blocks)
+        """MTH of entries ``start..end-1`` from stored complete subtrees."""
+        return self.range_hashes([(start, end)])[0]
+
+    def range_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """MTH of each ``[start, end)`` range (as RFC 9162 splits produce them), reading every
+        stored subtree hash they need in one batched query."""
+        plans = [
+            [((hi - lo).bit_length() - 1, lo >> ((hi - lo).bit_length() - 1))
+             for lo, hi in merkle.range_subtrees(start, end)]
+            for start, end in ranges
+        ]  # fmt: skip
+        wanted = sorted({key for plan in plans for key in plan})
+        found = self._store.get_nodes(wanted)
+        missing = [key for key in wanted if key not in found]
+        if missing:
+            level, index = missing[0]
+            raise IntegrityError(
+                f"the ledger store lacks subtree hash (level {level}, index {index})",
+                hint="the catalog was altered; run `affidavit ledger verify`",
+            )
+        return [
+            merkle.root_from_subtrees([found[key] for key in plan]) if plan else merkle.root([])
+            for plan in plans
+        ]
+
+    def _load_frontier(self) -> list[tuple[int, int, bytes]]:
+        if self._frontier is None:
+            keys = [
+                ((hi - lo).bit_length() - 1, lo >> ((hi - lo).bit_length() - 1))
+                for lo, hi in merkle.subtree_ranges(self.size())
+            ]
+            found = self._store.get_nodes(keys)
+            if len(found) != len(keys):
+                level, index = next(k for k in keys if k not in found)
+                raise IntegrityError(
+                    f"the ledger store lacks subtree hash (level {level}, index {index})",
+                    hint="the catalog was altered; run `affidavit ledger verify`",
+                )
+            self._frontier = [(lv, ix, found[(lv, ix)]) for lv, ix in keys]
+        return self._frontier
 
     def _check_size(self, size: int) -> None:
         have = self.size()
         if not 0 <= size <= have:
             raise IntegrityError(f"the ledger has {have} entries, not {size}")
-
-    def _put(self, level: int, index: int, digest: bytes) -> None:
-        self._pending[(level, index)] = digest
-        self._store.put_node(level, index, digest)
-
-    def _node(self, level: int, index: int) -> bytes:
-        digest = self._pending.get((level, index))
-        if digest is None:
-            digest = self._store.get_node(level, index)
-        if digest is None:
-            raise IntegrityError(
-                f"the ledger store lacks subtree hash (level {level}, index {index})",
-                hint="the catalog was altered; run `affidavit ledger verify`",
-            )
-        return digest

@@ -184,52 +184,10 @@ class App:
         self.catalog.close()
 
 
-# The three ledger reads below belong in catalog.repository.LedgerRepository (which this
-# change could not touch); they run plain SQL through the unit of work's own connection.
-
-
-def latest_checkpoint_row(uow: UnitOfWork) -> tuple[int, str] | None:
-    """The newest stored checkpoint as (size, signed note), or None."""
-    row = (
-        uow.session.connection()
-        .exec_driver_sql("SELECT size, note FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
-        .first()
-    )
-    return None if row is None else (int(row[0]), str(row[1]))
-
-
-def checkpoint_of_size(uow: UnitOfWork, size: int) -> str | None:
-    """The newest stored signed checkpoint of tree size ``size``, or None."""
-    row = (
-        uow.session.connection()
-        .exec_driver_sql(
-            "SELECT note FROM ledger_checkpoints WHERE size = ? ORDER BY id DESC LIMIT 1"
-            if uow.session.get_bind().dialect.paramstyle == "qmark"
-            else "SELECT note FROM ledger_checkpoints WHERE size = %s ORDER BY id DESC LIMIT 1",
-            (size,),
-        )
-        .first()
-    )
-    return None if row is None else str(row[0])
-
-
-def entry_rows(uow: UnitOfWork) -> Iterator[tuple[int, bytes, bytes | None]]:
-    """``(seq, entry, leaf_hash)`` of every entry in seq order, straight from a DB-API cursor:
-    the ORM costs more per row than hashing the entry, and verify and export read every row."""
-    cursor = uow.session.connection().connection.cursor()
-    try:
-        cursor.execute("SELECT seq, entry, leaf_hash FROM ledger_entries ORDER BY seq")
-        while rows := cursor.fetchmany(10_000):
-            for seq, entry, leaf in rows:
-                yield int(seq), bytes(entry), None if leaf is None else bytes(leaf)
-    finally:
-        cursor.close()
-
-
 def _checkpoint_batch(change: Change) -> None:
     identity = change.identity
     first = change.events[0].seq
-    latest = latest_checkpoint_row(change.uow)
+    latest = change.uow.ledger.latest_checkpoint()
     if identity is None:
         if latest is not None:
             raise KeystoreError(

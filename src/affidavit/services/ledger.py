@@ -46,9 +46,6 @@ from affidavit.services.context import (
     App,
     Change,
     LedgerIdentity,
-    checkpoint_of_size,
-    entry_rows,
-    latest_checkpoint_row,
     ledger_key_path,
     ledger_origin_path,
     load_ledger_identity,
@@ -211,12 +208,12 @@ class CheckpointResult:
 def _current_checkpoint(app: App, identity: LedgerIdentity) -> str:
     """The newest stored checkpoint when it covers the whole ledger, else a fresh one."""
     with app.read() as uow:
-        latest = latest_checkpoint_row(uow)
+        latest = uow.ledger.latest_checkpoint()
         size = uow.ledger.size()
     if latest is not None and latest[0] == size:
         return latest[1]
     with app.change() as change:  # signs on demand (a ledger that predates its key)
-        latest = latest_checkpoint_row(change.uow)
+        latest = change.uow.ledger.latest_checkpoint()
         if latest is not None and latest[0] == change.log.size():
             return latest[1]
         return store_checkpoint(change.uow, change.log, identity)
@@ -386,11 +383,11 @@ class InclusionResult:
 def _checkpoint_of_size(app: App, size: int | None) -> tuple[int, str]:
     with app.read() as uow:
         if size is None:
-            row = latest_checkpoint_row(uow)
+            row = uow.ledger.latest_checkpoint()
             if row is None:
                 raise NotFound("the ledger has no checkpoint yet", hint="run `affidavit init`")
             return row
-        note = checkpoint_of_size(uow, size)
+        note = uow.ledger.checkpoint_of_size(size)
     if note is None:
         raise NotFound(
             f"no signed checkpoint has size {size}",
@@ -519,7 +516,7 @@ def export_ledger(app: App, out: Path) -> ExportResult:
             )
             try:
                 with tmp.open("xb") as fh:
-                    summary = write_export(fh, header, checkpoints, entry_rows(uow))
+                    summary = write_export(fh, header, checkpoints, uow.ledger.entry_rows())
                     fh.flush()
                     os.fsync(fh.fileno())
             except OSError as exc:
@@ -611,7 +608,7 @@ def verify_catalog(
     with app.read() as uow:
         checkpoints = [note for _size, note in uow.ledger.checkpoints()]
         report = verify_ledger(
-            entry_rows(uow), checkpoints, verifier, old_checkpoint=old, full=full
+            uow.ledger.entry_rows(), checkpoints, verifier, old_checkpoint=old, full=full
         )
         extra = _check_nodes(LedgerLog(uow.ledger), report)
     if extra is None:

@@ -1,0 +1,194 @@
+"""Fingerprint throughput (issue 4).
+
+1. A mongodump ``.bson`` file of N documents of about 1 KiB: ``affidavit fingerprint`` with the
+   exact and the logical profile (1 and 2 workers), as a ratio of throughput against
+   ``sha256sum`` of the same file in the same run (goal for exact: >= 0.5). Peak memory of each
+   run (goal: at most 100 MB + 48 bytes per record).
+2. A Redis database of N keys of mixed types: fingerprint time as a ratio against
+   ``redis-cli --rdb`` of the same database in the same run.
+
+Run: ``.venv/bin/python benchmarks/bench_fingerprint.py [--records N] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import bson
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from affidavit.scratch.redis_server import RedisScratch  # noqa: E402
+
+AFFIDAVIT = [sys.executable, "-m", "affidavit"]
+
+
+def make_bson(path: Path, n: int) -> int:
+    rng = random.Random(42)
+    with path.open("wb") as fh:
+        for i in range(n):
+            doc = {
+                "_id": bson.ObjectId(f"{i:024x}"),
+                "n": i,
+                "name": f"customer-{i}",
+                "tags": ["a", "b", str(i % 7)],
+                "nested": {"x": rng.random(), "y": i * 3, "when": bson.datetime_ms.DatetimeMS(i)},
+                "blob": bson.Binary(rng.randbytes(850)),
+            }
+            fh.write(bson.encode(doc))
+    return path.stat().st_size
+
+
+_WRAPPER = (
+    "import resource, subprocess, sys, time;"
+    "t = time.perf_counter();"
+    "p = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+    "t = time.perf_counter() - t;"
+    "sys.stderr.write(p.stderr);"
+    "print(t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024);"
+    "print(p.stdout, end='');"
+    "sys.exit(p.returncode)"
+)
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """Seconds, peak RSS of the command (bytes), its stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[:4]} failed: {proc.stderr.strip()[:400]}")
+    first, _, rest = proc.stdout.partition("\n")
+    seconds, rss = first.split()
+    return float(seconds), int(rss), rest
+
+
+def bench_file(n: int, work: Path) -> list[dict[str, object]]:
+    path = work / "bench.coll.bson"
+    size = make_bson(path, n)
+    rows: list[dict[str, object]] = []
+    sha, _, _ = timed(["sha256sum", str(path)])
+    sha = min(sha, timed(["sha256sum", str(path)])[0])
+    rows.append({"what": "sha256sum (reference)", "seconds": sha, "MB/s": size / sha / 1e6})
+    for profile in ("exact", "logical"):
+        for workers in (1, 2):
+            secs, rss, out = timed(
+                [
+                    *AFFIDAVIT,
+                    "fingerprint",
+                    str(path),
+                    "--format",
+                    "bson",
+                    "--profile",
+                    profile,
+                    "--workers",
+                    str(workers),
+                    "--json",
+                ]
+            )
+            records = json.loads(out)["datasets"][0]["records"]
+            assert records == n, records
+            rows.append(
+                {
+                    "what": f"fingerprint {profile}, {workers} worker(s)",
+                    "seconds": secs,
+                    "MB/s": size / secs / 1e6,
+                    "ratio vs sha256sum": sha / secs,
+                    "peak RSS MB": rss / 1e6,
+                    "budget MB (100 + 48 B/record)": 100 + 48 * n / 1e6,
+                }
+            )
+    return rows
+
+
+def bench_redis(n: int, work: Path) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    with RedisScratch() as server:
+        client = redis.Redis(port=server.port)
+        pipe = client.pipeline(transaction=False)
+        for i in range(n):
+            kind = i % 6
+            key = f"k:{i}"
+            if kind == 0:
+                pipe.set(key, f"value-{i}" * 4)
+            elif kind == 1:
+                pipe.hset(key, mapping={"a": i, "b": "x" * 20})
+            elif kind == 2:
+                pipe.rpush(key, "a", "b", str(i))
+            elif kind == 3:
+                pipe.sadd(key, "a", "b", str(i))
+            elif kind == 4:
+                pipe.zadd(key, {"a": 1.5, str(i): i})
+            else:
+                pipe.set(key, str(i), ex=86400)
+            if i % 10_000 == 9_999:
+                pipe.execute()
+        pipe.execute()
+        rdb = work / "dump.rdb"
+        ref, _, _ = timed(["redis-cli", "-p", str(server.port), "--rdb", str(rdb)])
+        home = work / "home"
+        env = {**os.environ, "AFFIDAVIT_HOME": str(home)}
+        subprocess.run([*AFFIDAVIT, "init"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [*AFFIDAVIT, "source", "add", "bench", "--engine", "redis", "--uri", server.uri,
+             "--classification", "internal"], env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        secs, _, out = timed([*AFFIDAVIT, "fingerprint", "bench/db0", "--json"], env=env)
+        assert json.loads(out)["datasets"][0]["records"] == n
+    rows.append({"what": "redis-cli --rdb (reference)", "seconds": ref})
+    rows.append(
+        {
+            "what": "fingerprint live Redis db0",
+            "seconds": secs,
+            "time ratio vs redis-cli --rdb": secs / ref,
+        }
+    )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--redis-keys", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="20,000 records: a smoke run")
+    parser.add_argument("--skip-redis", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.records = args.redis_keys = 20_000
+    work = Path(tempfile.mkdtemp(prefix="affidavit-bench-fp-"))
+    try:
+        rows = bench_file(args.records, work)
+        if not args.skip_redis:
+            rows += bench_redis(args.redis_keys, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"fingerprint benchmark: {args.records:,} documents of ~1 KiB; "
+        f"{args.redis_keys:,} Redis keys; {os.cpu_count()} cores"
+    )
+    for row in rows:
+        print(
+            "  "
+            + "; ".join(
+                f"{k}: {v:,.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in row.items()
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
