@@ -19,9 +19,14 @@ from affidavit.cli.output import err_console
 
 
 class RichReporter:
-    """Renders :class:`affidavit.models.progress.Reporter` calls as rich progress on stderr."""
+    """Renders :class:`affidavit.models.progress.Reporter` calls as rich progress on stderr.
+
+    On a terminal: live bars and spinners. Elsewhere (a pipe, a CI log): one plain line per
+    step, and nothing left behind when the work fails, so an error stays a single line.
+    """
 
     def __init__(self) -> None:
+        self._live = err_console.is_terminal
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -35,11 +40,17 @@ class RichReporter:
 
     def stage(self, description: str) -> None:
         """Show a finished-step line for the previous stage and a spinner for this one."""
+        if not self._live:
+            err_console.print(f"- {description}", highlight=False)
+            return
         self.finish()
         self._task = self._progress.add_task(description, total=1)
 
     def task(self, description: str, total: int | None) -> None:
         """Start a bar."""
+        if not self._live:
+            err_console.print(f"- {description}", highlight=False)
+            return
         self.finish()
         self._task = self._progress.add_task(description, total=total)
 
@@ -56,7 +67,8 @@ class RichReporter:
             self._task = None
 
     def __enter__(self) -> Self:
-        self._progress.start()
+        if self._live:
+            self._progress.start()
         return self
 
     def __exit__(
@@ -65,6 +77,8 @@ class RichReporter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if not self._live:
+            return
         if exc is None:
             self.finish()
         self._progress.stop()
