@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.orm import Session
 
 from affidavit.catalog.schema import (
     CheckpointRow,
     DatasetRow,
     LedgerEntryRow,
-    LedgerNodeRow,
     SourceRow,
     VaultRow,
 )
@@ -222,13 +222,27 @@ class LedgerRepository:
     def _conn(self) -> Connection:
         return self._s.connection()
 
+    def _raw(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run ``sql`` (``?`` placeholders) on the transaction's own DB-API connection and
+        return its rows: the append path's statements are fixed, and this skips SQLAlchemy's
+        per-statement work."""
+        conn = self._conn()
+        if conn.dialect.paramstyle != "qmark":
+            sql = sql.replace("?", "%s")
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, tuple(params))
+            return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            cursor.close()
+
     def size(self) -> int:
         """Number of entries (sequence numbers are 0..size-1, dense)."""
         return int(self._s.scalar(select(func.count()).select_from(LedgerEntryRow)) or 0)
 
     def last_seq(self) -> int | None:
         """The highest sequence number, or None for an empty ledger."""
-        value = self._conn().execute(select(func.max(LedgerEntryRow.seq))).scalar()
+        ((value,),) = self._raw("SELECT max(seq) FROM ledger_entries")
         return None if value is None else int(value)
 
     def append(
@@ -243,17 +257,10 @@ class LedgerRepository:
         leaf_hash: bytes,
     ) -> None:
         """Insert one entry row."""
-        self._conn().execute(
-            _ENTRY_INSERT,
-            {
-                "seq": seq,
-                "time": time,
-                "actor": actor,
-                "action": action,
-                "subject": subject,
-                "entry": entry,
-                "leaf_hash": leaf_hash,
-            },
+        self._raw(
+            "INSERT INTO ledger_entries (seq, time, actor, action, subject, entry, leaf_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, time, actor, action, subject, entry, leaf_hash),
         )
 
     def put_node(self, level: int, index: int, digest: bytes) -> None:
@@ -263,29 +270,33 @@ class LedgerRepository:
     def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
         """Store several complete-subtree hashes in one statement."""
         if nodes:
-            self._conn().execute(
-                _NODE_INSERT, [{"level": lv, "index": ix, "hash": h} for lv, ix, h in nodes]
-            )
+            conn = self._conn()
+            sql = 'INSERT INTO ledger_nodes (level, "index", hash) VALUES (?, ?, ?)'
+            if conn.dialect.paramstyle != "qmark":
+                sql = sql.replace("?", "%s")
+            cursor = conn.connection.cursor()
+            try:
+                cursor.executemany(sql, list(nodes))
+            finally:
+                cursor.close()
 
     def get_node(self, level: int, index: int) -> bytes | None:
         """The stored hash of the complete subtree (level, index), or None."""
         return self.get_nodes([(level, index)]).get((level, index))
 
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """The stored hashes of the given (level, index) subtrees, in one query per level."""
-        by_level: dict[int, list[int]] = {}
-        for level, index in keys:
-            by_level.setdefault(level, []).append(index)
+        """The stored hashes of the given (level, index) subtrees, in one query."""
         found: dict[tuple[int, int], bytes] = {}
-        conn = self._conn()
-        for level, indexes in by_level.items():
-            rows = conn.execute(
-                select(LedgerNodeRow.index, LedgerNodeRow.hash).where(
-                    LedgerNodeRow.level == level, LedgerNodeRow.index.in_(indexes)
-                )
-            )
-            for index, digest in rows:
-                found[(level, int(index))] = bytes(digest)
+        if not keys:
+            return found
+        wanted = list(dict.fromkeys(keys))
+        clause = " OR ".join(['(level = ? AND "index" = ?)'] * len(wanted))
+        rows = self._raw(
+            f'SELECT level, "index", hash FROM ledger_nodes WHERE {clause}',  # noqa: S608 - placeholders only
+            [v for key in wanted for v in key],
+        )
+        for level, index, digest in rows:
+            found[(int(level), int(index))] = bytes(digest)
         return found
 
     def flush(self) -> None:
@@ -335,9 +346,9 @@ class LedgerRepository:
 
     def add_checkpoint(self, *, size: int, root: bytes, note: str, created_at: str) -> None:
         """Store a signed checkpoint."""
-        self._conn().execute(
-            _CHECKPOINT_INSERT,
-            {"size": size, "root": root, "note": note, "created_at": created_at},
+        self._raw(
+            "INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?)",
+            (size, root, note, created_at),
         )
 
     def checkpoints(self) -> list[tuple[int, str]]:
@@ -373,11 +384,6 @@ class LedgerRepository:
             .first()
         )
         return None if row is None else str(row[0])
-
-
-_ENTRY_INSERT = insert(LedgerEntryRow)
-_NODE_INSERT = insert(LedgerNodeRow)
-_CHECKPOINT_INSERT = insert(CheckpointRow)
 
 
 def _source(row: SourceRow) -> Source:

@@ -133,11 +133,12 @@ class App:
         self.catalog = Catalog(settings.effective_catalog_url)
         self.client = client or ClientInfo(agent="affidavit-cli")
         self._identity: LedgerIdentity | None = None
+        self._actor = settings.effective_actor  # resolved once (a passwd lookup otherwise)
 
     @property
     def actor(self) -> str:
         """Who is acting."""
-        return self.settings.effective_actor
+        return self._actor
 
     def ledger_identity(self) -> LedgerIdentity | None:
         """The ledger's identity from the home (loaded once), or None before ``init``."""
