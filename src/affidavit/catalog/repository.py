@@ -218,20 +218,28 @@ class LedgerRepository:
 
     def __init__(self, session: Session) -> None:
         self._s = session
+        self._raw_conn: tuple[Any, bool] | None = None
 
     def _conn(self) -> Connection:
         return self._s.connection()
+
+    def _dbapi(self) -> tuple[Any, bool]:
+        """The transaction's DB-API connection and whether it takes ``?`` placeholders
+        (looked up once per unit of work: asking the session each time costs more than the
+        statements of an append)."""
+        if self._raw_conn is None:
+            conn = self._conn()
+            self._raw_conn = (conn.connection, conn.dialect.paramstyle == "qmark")
+        return self._raw_conn
 
     def _raw(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run ``sql`` (``?`` placeholders) on the transaction's own DB-API connection and
         return its rows: the append path's statements are fixed, and this skips SQLAlchemy's
         per-statement work."""
-        conn = self._conn()
-        if conn.dialect.paramstyle != "qmark":
-            sql = sql.replace("?", "%s")
-        cursor = conn.connection.cursor()
+        dbapi, qmark = self._dbapi()
+        cursor = dbapi.cursor()
         try:
-            cursor.execute(sql, tuple(params))
+            cursor.execute(sql if qmark else sql.replace("?", "%s"), tuple(params))
             return list(cursor.fetchall()) if cursor.description else []
         finally:
             cursor.close()
@@ -270,11 +278,11 @@ class LedgerRepository:
     def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
         """Store several complete-subtree hashes in one statement."""
         if nodes:
-            conn = self._conn()
+            dbapi, qmark = self._dbapi()
             sql = 'INSERT INTO ledger_nodes (level, "index", hash) VALUES (?, ?, ?)'
-            if conn.dialect.paramstyle != "qmark":
+            if not qmark:
                 sql = sql.replace("?", "%s")
-            cursor = conn.connection.cursor()
+            cursor = dbapi.cursor()
             try:
                 cursor.executemany(sql, list(nodes))
             finally:

@@ -11,12 +11,8 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,6 +24,9 @@ from affidavit.catalog.repository import (
     VaultRepository,
 )
 from affidavit.errors import CatalogError, CatalogVersionError, InputError
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _BUSY_TIMEOUT_MS = 30_000
@@ -56,6 +55,8 @@ class Catalog:
 
     def schema_state(self) -> tuple[str | None, str]:
         """Return (current revision or None when empty, head revision of this affidavit)."""
+        from alembic.runtime.migration import MigrationContext  # alembic loads slowly: lazily
+
         head = _script().get_current_head()
         assert head is not None
         try:
@@ -70,6 +71,9 @@ class Catalog:
         current, head = self.schema_state()
         self._refuse_unknown(current)
         if current != head:
+            from alembic import command
+            from alembic.config import Config
+
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
             try:
@@ -156,6 +160,9 @@ class Catalog:
 
 
 def _script() -> ScriptDirectory:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return ScriptDirectory.from_config(cfg)

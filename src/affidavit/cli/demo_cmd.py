@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.inventory_cmd import render_inventory
-from affidavit.cli.output import print_json, show
+from affidavit.cli.output import print_json, show, table
 from affidavit.cli.progress import RichReporter
 from affidavit.cli.state import state
 from affidavit.cli.views import inventory_json
@@ -41,10 +41,39 @@ def demo(
                 "home": str(result.home),
                 "seeded": result.seeded,
                 "inventory": inventory_json(result.inventory),
+                "fingerprints": {
+                    source: [
+                        {
+                            "name": r.name,
+                            "records": r.fingerprint.count,
+                            "fingerprint": r.fingerprint.text,
+                        }
+                        for r in results
+                    ]
+                    for source, results in result.fingerprints.items()
+                },
+                "ledger": result.ledger.to_json(),
             }
         )
-        return 0
+        return 0 if result.ledger.ok else 1
     render_inventory(result.inventory)
+    show(
+        table(
+            "Content fingerprints (exact profile, live)",
+            ["source", "dataset", "records", "fingerprint"],
+            [
+                [source, r.name, f"{r.fingerprint.count:,}", r.fingerprint.root.hex()]
+                for source, results in result.fingerprints.items()
+                for r in results
+            ],
+        )
+    )
+    verdict = "[green]verifies[/green]" if result.ledger.ok else "[red]does NOT verify[/red]"
+    show(
+        f"Ledger: {result.ledger.size} events, root {result.ledger.root.hex()[:16]}…, {verdict} "
+        "against its signed checkpoint."
+    )
     show(f"\nDemo home: [bold]{result.home}[/bold] (servers stopped).")
-    show(f"Look around: affidavit --home {result.home} source show orders-db")
-    return 0
+    show(f"Look around: affidavit --home {result.home} ledger show")
+    show(f"Index files (for `affidavit diff`): {result.home / 'fingerprints'}")
+    return 0 if result.ledger.ok else 1

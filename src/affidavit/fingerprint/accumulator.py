@@ -33,25 +33,59 @@ from affidavit.fingerprint.model import (
 from affidavit.ledger import merkle
 from affidavit.models.records import Profile
 
-DEFAULT_BUFFER_RECORDS = 1 << 18  # pairs per sorted run (~16 MiB of pairs plus short keys)
+DEFAULT_BUFFER_RECORDS = 1 << 16  # pairs per sorted run (4 MiB of pairs plus their keys)
 SEGMENT_BITS = 8  # runs are cut into (up to) 256 segments by the top bits of the key hash
 
 
 @dataclass(slots=True)
 class _Run:
-    """One sorted run. The arrays are in memory for the last run and memory-mapped files for
-    spilled ones; either way they slice the same.
+    """One sorted run: pairs in sorted order and their keys in the same order.
 
-    ``pairs`` are sorted; ``order[i]`` is the input position of sorted pair ``i``; the keys of
-    input record ``j`` are ``keys[key_offsets[j]:key_offsets[j + 1]]``; segment ``s`` holds
-    sorted pairs ``bounds[s]:bounds[s + 1]``.
+    The last run stays in memory; spilled runs live in files and only the segment being folded
+    is read back, so memory does not grow with the record count. Segment ``s`` holds sorted
+    pairs ``bounds[s]:bounds[s + 1]`` and key bytes ``key_bounds[s]:key_bounds[s + 1]``;
+    ``key_lengths`` gives each key's length.
     """
 
-    pairs: npt.NDArray[np.bytes_]
-    order: npt.NDArray[np.int64]
-    keys: npt.NDArray[np.uint8]
-    key_offsets: npt.NDArray[np.int64]
     bounds: npt.NDArray[np.int64]
+    key_bounds: npt.NDArray[np.int64]
+    pairs: npt.NDArray[np.bytes_] | None = None  # in memory
+    keys: bytes | None = None
+    key_lengths: npt.NDArray[np.int32] | None = None
+    path: Path | None = None  # spilled: path.pairs, path.keys, path.klen
+
+    def segment(self, s: int, *, with_keys: bool) -> tuple[npt.NDArray[np.bytes_], list[bytes]]:
+        """The sorted pairs of segment ``s`` (and their keys when asked)."""
+        lo, hi = int(self.bounds[s]), int(self.bounds[s + 1])
+        if self.path is None:
+            assert self.pairs is not None
+            assert self.keys is not None
+            assert self.key_lengths is not None
+            pairs = self.pairs[lo:hi]
+            blob, lengths = self.keys, self.key_lengths[lo:hi]
+            base = int(self.key_bounds[s])
+        else:
+            pairs = np.fromfile(
+                self.path.with_suffix(".pairs"), dtype="S64", count=hi - lo, offset=lo * PAIR_SIZE
+            )
+            if not with_keys:
+                return pairs, []
+            lengths = np.fromfile(
+                self.path.with_suffix(".klen"), dtype=np.int32, count=hi - lo, offset=lo * 4
+            )
+            klo, khi = int(self.key_bounds[s]), int(self.key_bounds[s + 1])
+            with self.path.with_suffix(".keys").open("rb") as fh:
+                fh.seek(klo)
+                blob = fh.read(khi - klo)
+            base = 0
+        if not with_keys:
+            return pairs, []
+        keys = []
+        pos = base
+        for length in lengths.tolist():
+            keys.append(blob[pos : pos + length])
+            pos += length
+        return pairs, keys
 
 
 class Accumulator:
@@ -129,36 +163,39 @@ class Accumulator:
         if not self._keys:
             return None
         pairs = np.frombuffer(bytes(self._pairs), dtype="S64")
-        order = np.argsort(pairs, kind="stable").astype(np.int64)
+        order = np.argsort(pairs, kind="stable")
         sorted_pairs = pairs[order]
-        lengths = np.fromiter(map(len, self._keys), dtype=np.int64, count=len(self._keys))
-        run = _Run(
-            pairs=sorted_pairs,
-            order=order,
-            keys=np.frombuffer(b"".join(self._keys), dtype=np.uint8),
-            key_offsets=np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(lengths))),
-            bounds=np.searchsorted(
-                _top_bits(sorted_pairs, self._segment_bits),
-                np.arange((1 << self._segment_bits) + 1),
-                side="left",
-            ).astype(np.int64),
-        )
+        keys = [self._keys[i] for i in order.tolist()]
+        lengths = np.fromiter(map(len, keys), dtype=np.int32, count=len(keys))
+        offsets = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(lengths, dtype=np.int64)))
+        bounds = np.searchsorted(
+            _top_bits(sorted_pairs, self._segment_bits),
+            np.arange((1 << self._segment_bits) + 1),
+            side="left",
+        ).astype(np.int64)
         self._pairs = bytearray()
         self._keys = []
-        return run
+        return _Run(
+            bounds=bounds,
+            key_bounds=offsets[bounds],
+            pairs=sorted_pairs,
+            keys=b"".join(keys),
+            key_lengths=lengths,
+        )
 
     def _spill(self) -> None:
-        """Sort the buffer and move it to memory-mapped files in the run folder."""
+        """Sort the buffer and move it to files in the run folder."""
         run = self._sorted_run()
         if run is None:
             return
-        base = self._run_dir() / f"run-{len(self._runs):05d}"
-        mapped = {}
-        for name in ("pairs", "order", "keys", "key_offsets"):
-            path = base.with_suffix(f".{name}.npy")
-            np.save(path, getattr(run, name), allow_pickle=False)
-            mapped[name] = np.load(path, mmap_mode="r", allow_pickle=False)
-        self._runs.append(_Run(bounds=run.bounds, **mapped))
+        assert run.pairs is not None
+        assert run.keys is not None
+        assert run.key_lengths is not None
+        path = self._run_dir() / f"run-{len(self._runs):05d}"
+        run.pairs.tofile(path.with_suffix(".pairs"))
+        run.key_lengths.tofile(path.with_suffix(".klen"))
+        path.with_suffix(".keys").write_bytes(run.keys)
+        self._runs.append(_Run(bounds=run.bounds, key_bounds=run.key_bounds, path=path))
 
     # -- output -----------------------------------------------------------------------------
 
@@ -196,24 +233,26 @@ class Accumulator:
         leaves = [empty_leaf] * (1 << bits)
         duplicates = 0
         count = 0
+        want_keys = writer is not None
         for segment in range(1 << self._segment_bits):
             parts = [
-                (run, int(run.bounds[segment]), int(run.bounds[segment + 1]))
+                run.segment(segment, with_keys=want_keys)
                 for run in self._runs
                 if run.bounds[segment + 1] > run.bounds[segment]
             ]
             if not parts:
                 continue
-            pairs = np.concatenate([run.pairs[lo:hi] for run, lo, hi in parts])
-            order = np.argsort(pairs, kind="stable")
-            pairs = pairs[order]
+            pairs = np.concatenate([p for p, _ in parts]) if len(parts) > 1 else parts[0][0]
+            order = np.argsort(pairs, kind="stable") if len(parts) > 1 else None
+            if order is not None:
+                pairs = pairs[order]
             count += len(pairs)
-            key_hashes = np.frombuffer(pairs.tobytes(), dtype="S32")[::2]
+            raw = pairs.tobytes()
+            key_hashes = np.frombuffer(raw, dtype="S32")[::2]
             duplicates += int(np.count_nonzero(key_hashes[1:] == key_hashes[:-1]))
             buckets = _top_bits(pairs, bits)
             first, last = int(buckets[0]), int(buckets[-1])
             bounds = np.searchsorted(buckets, np.arange(first, last + 2), side="left")
-            raw = pairs.tobytes()
             for offset, bucket in enumerate(range(first, last + 1)):
                 lo, hi = int(bounds[offset]), int(bounds[offset + 1])
                 if hi > lo:
@@ -221,11 +260,11 @@ class Accumulator:
                         bucket_hash(raw[lo * PAIR_SIZE : hi * PAIR_SIZE])
                     )
             if writer is not None:
-                keys = _segment_keys(parts)
-                for i, position in enumerate(order.tolist()):
-                    writer.add(
-                        raw[i * PAIR_SIZE : (i + 1) * PAIR_SIZE], encode_key_field(keys[position])
-                    )
+                keys = [k for _, ks in parts for k in ks]
+                if order is not None:
+                    keys = [keys[i] for i in order.tolist()]
+                for i, key in enumerate(keys):
+                    writer.add(raw[i * PAIR_SIZE : (i + 1) * PAIR_SIZE], encode_key_field(key))
         if count != self.count:
             raise RuntimeError(f"fingerprint lost records: {count} of {self.count}")
         root = merkle.root(leaves)
@@ -246,17 +285,6 @@ def _top_bits(pairs: npt.NDArray[np.bytes_], bits: int) -> npt.NDArray[np.uint32
         return np.zeros(len(pairs), dtype=np.uint32)
     words = np.frombuffer(pairs.tobytes(), dtype=">u4")[:: PAIR_SIZE // 4]
     return (words >> np.uint32(32 - bits)).astype(np.uint32)
-
-
-def _segment_keys(parts: list[tuple[_Run, int, int]]) -> list[bytes]:
-    """The keys of a segment's pairs, in the order the pairs were concatenated."""
-    keys: list[bytes] = []
-    for run, lo, hi in parts:
-        blob = run.keys
-        offsets = run.key_offsets
-        for position in run.order[lo:hi].tolist():
-            keys.append(bytes(blob[offsets[position] : offsets[position + 1]]))
-    return keys
 
 
 def hash_records(

@@ -51,12 +51,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
+import bson
 import cbor2
 from bson.binary import Binary
 from bson.code import Code
+from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.datetime_ms import DatetimeMS
 from bson.dbref import DBRef
 from bson.decimal128 import Decimal128
+from bson.errors import InvalidBSON
 from bson.max_key import MaxKey
 from bson.min_key import MinKey
 from bson.objectid import ObjectId
@@ -157,6 +160,23 @@ def _value_end(buf: bytes, t: int, pos: int, end: int) -> int:
     if stop > end:
         raise _bad(f"value of type 0x{t:02x} overruns the document", pos)
     return stop
+
+
+#: full-depth decoding that accepts every representable datetime (years < 1 or > 9999 too)
+_CHECK_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
+    datetime_conversion=DatetimeConversion.DATETIME_MS
+)
+
+
+def exact_record_checked(raw_doc: bytes) -> tuple[bytes, bytes]:
+    """:func:`exact_record` after a full BSON decode of the document (the check a reader does
+    with ``validate="full"``). Fingerprinting runs this in its worker processes so that the
+    deep check is spread over the cores while the reader only frames documents."""
+    try:
+        bson.decode(raw_doc, _CHECK_OPTIONS)
+    except (InvalidBSON, ValueError, OverflowError) as exc:
+        raise FormatError(f"malformed BSON document ({exc})") from exc
+    return exact_record(raw_doc)
 
 
 def exact_record(raw_doc: bytes) -> tuple[bytes, bytes]:

@@ -1,8 +1,10 @@
 """``affidavit demo``: the whole story on throwaway servers, with embedded defaults.
 
-For now: start a SecantusDB (MongoDB wire protocol) and a redis-server on random loopback
+So far: start a SecantusDB (MongoDB wire protocol) and a redis-server on random loopback
 ports, seed them with a realistic sample, register both as sources and a folder vault in a
-fresh home, and take the inventory. Later stages (backup, verify, drill, evidence) extend it.
+fresh home, take the inventory, fingerprint every dataset live (exact profile, with index
+files), and verify the ledger that recorded all of it. Later stages (backup, verify, drill,
+evidence) extend it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from pathlib import Path
 from affidavit.config import Settings
 from affidavit.constants import Classification, EngineName
 from affidavit.errors import InputError
+from affidavit.ledger.verify import VerifyReport
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
+from affidavit.services import fingerprint as fps
 from affidavit.services import inventory as inv
+from affidavit.services import ledger as ledger_service
 from affidavit.services.backends import engine_for_uri
 from affidavit.services.context import open_app
 from affidavit.services.setup import initialise
@@ -43,6 +48,8 @@ class DemoResult:
     servers: DemoServers
     seeded: dict[str, int]
     inventory: inv.Inventory
+    fingerprints: dict[str, list[fps.DatasetFingerprint]]
+    ledger: VerifyReport
 
 
 @contextmanager
@@ -122,4 +129,23 @@ def run_demo(
                 reason="holds personal data (names, e-mail, phone)",
             )
             inventory = inv.take_inventory(app)
-    return DemoResult(home=settings.home, servers=servers, seeded=seeded, inventory=inventory)
+            fingerprints = {}
+            for source in ("orders-db", "session-cache"):
+                fingerprints[source] = fps.fingerprint_source(
+                    app,
+                    source,
+                    dataset=None,
+                    profile="exact",
+                    out=settings.home / "fingerprints" / source,
+                    reporter=rep,
+                )
+            rep.stage("verifying the ledger")
+            report = ledger_service.verify_catalog(app)
+    return DemoResult(
+        home=settings.home,
+        servers=servers,
+        seeded=seeded,
+        inventory=inventory,
+        fingerprints=fingerprints,
+        ledger=report,
+    )

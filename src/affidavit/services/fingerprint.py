@@ -31,7 +31,8 @@ from affidavit.services.context import App
 Codec = Callable[[Any], tuple[bytes, bytes]]
 
 _CODECS: dict[tuple[RecordEncoding, Profile], tuple[str, str]] = {
-    (RecordEncoding.BSON, "exact"): ("affidavit.formats.bson_codec", "exact_record"),
+    # readers only frame BSON documents (see open_reader); the codec checks each in full
+    (RecordEncoding.BSON, "exact"): ("affidavit.formats.bson_codec", "exact_record_checked"),
     (RecordEncoding.BSON, "logical"): ("affidavit.formats.bson_codec", "logical_record_from_bson"),
     (RecordEncoding.EXTJSON, "logical"): (
         "affidavit.formats.bson_codec",
@@ -202,12 +203,23 @@ def open_reader(path: Path, fmt: str | None) -> RecordReader:
     if not path.exists():
         raise NotFound(f"{path} does not exist")
     if fmt is not None:
-        return reader_class(fmt)(path)
+        return _frame_only(reader_class(fmt)(path))
     for cls in reader_classes():
         if cls.sniff(path):
-            return cls(path)
+            return _frame_only(cls(path))
     names = ", ".join(c.name for c in reader_classes())
     raise InputError(f"cannot tell the format of {path}", hint=f"pass --format ({names})")
+
+
+def _frame_only(reader: RecordReader) -> RecordReader:
+    """BSON readers only frame documents here: the codecs check every document in full
+    (exact: :func:`exact_record_checked`; logical: by construction), in the worker processes
+    when there are several, so the check is not done twice nor on one core."""
+    if getattr(reader, "validate", None) == "full":
+        reader.validate = "framing"  # type: ignore[attr-defined]
+    if getattr(reader, "validate_documents", None) is True:
+        reader.validate_documents = False  # type: ignore[attr-defined]
+    return reader
 
 
 def fingerprint_source(
