@@ -7,6 +7,7 @@ set -euo pipefail
 declare -A NEEDED=(
   [redis-server]=redis-server
   [redis-cli]=redis-tools
+  [age]=age
 )
 
 missing=()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from affidavit.constants import (
     CATALOG_FILENAME,
@@ -43,6 +43,12 @@ class Settings(BaseModel):
     )
     actor: str = Field(default="", description="who is acting, recorded in the ledger")
     retention_days: int = Field(default=35, ge=1, le=36500)
+    passphrase: SecretStr | None = Field(
+        default=None,
+        description="protects the local key file (scrypt); from AFFIDAVIT_PASSPHRASE only",
+    )
+    kms_key_id: str = Field(default="", description="AWS KMS key that wraps backup keys")
+    kms_region: str = Field(default="", description="region of the KMS key")
 
     @field_validator("actor")
     @classmethod
@@ -134,6 +140,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
     section = data.get("affidavit", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [affidavit] must be a table")
+    if "passphrase" in section:
+        raise ConfigError(
+            f"{path} must not hold the passphrase",
+            hint="secrets are never stored in files affidavit reads: set AFFIDAVIT_PASSPHRASE",
+        )
     return dict(section)
 
 
@@ -144,4 +155,7 @@ DEFAULT_CONFIG_TEXT = """\
 # connect_timeout = 5.0      # seconds to wait for a source to answer
 # actor = "alice@example.com" # who is acting (default: your login name)
 # retention_days = 35        # default retention of new backups
+# kms_key_id = "arn:aws:kms:eu-west-1:111122223333:key/..."  # wrap backup keys with AWS KMS
+# kms_region = "eu-west-1"
+# The local key file's passphrase comes from AFFIDAVIT_PASSPHRASE only, never from this file.
 """

@@ -35,7 +35,11 @@ def test_demo_inventories_two_real_servers(tmp_path: Path) -> None:
     assert records == {"shop.customers": 20, "shop.orders": 60, "db0": 160, "db1": 160}
     fingerprinted = {r["name"]: r["records"] for rs in out["fingerprints"].values() for r in rs}
     assert fingerprinted == records
-    assert all(r["fingerprint"].startswith("afp1:exact:") for rs in out["fingerprints"].values() for r in rs)
+    assert all(
+        r["fingerprint"].startswith("afp1:exact:")
+        for rs in out["fingerprints"].values()
+        for r in rs
+    )
     assert out["ledger"]["ok"] is True
     assert out["ledger"]["findings"] == []
     # the home is left for a look around, offline

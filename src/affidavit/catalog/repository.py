@@ -6,6 +6,8 @@ work does. Lookups that miss raise :class:`~affidavit.errors.NotFound` with a hi
 
 from __future__ import annotations
 
+import builtins
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,14 +17,26 @@ from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.orm import Session
 
 from affidavit.catalog.schema import (
+    BackupArtifactRow,
+    BackupDatasetRow,
+    BackupRow,
     CheckpointRow,
     DatasetRow,
+    HoldRow,
     LedgerEntryRow,
     SourceRow,
     VaultRow,
 )
 from affidavit.constants import Classification, EngineName
 from affidavit.errors import AlreadyExists, NotFound
+from affidavit.models.backup import (
+    ArtifactRole,
+    Backup,
+    BackupArtifact,
+    BackupDataset,
+    BackupStatus,
+    Hold,
+)
 from affidavit.models.inventory import (
     Dataset,
     SecretKind,
@@ -432,4 +446,247 @@ def _vault(row: VaultRow) -> Vault:
         region=row.region,
         immutable_days=row.immutable_days,
         created_at=_aware(row.created_at),
+    )
+
+
+class BackupRepository:
+    """Backups with their artifacts, datasets and holds."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def add(self, backup: Backup) -> None:
+        """Insert a backup row (normally in state ``running``)."""
+        self._s.add(
+            BackupRow(
+                id=backup.id,
+                source=backup.source,
+                vault=backup.vault,
+                kind=backup.kind,
+                format=backup.format,
+                status=backup.status.value,
+                started_at=backup.started_at,
+                finished_at=backup.finished_at,
+                retain_until=backup.retain_until,
+                consistency=json.dumps(backup.consistency) if backup.consistency else None,
+                recipient=backup.recipient,
+                wrapped_identity=backup.wrapped_identity,
+                kek_id=backup.kek_id,
+                kek_version=backup.kek_version,
+            )
+        )
+        self._s.flush()
+
+    def _row(self, backup_id: str) -> BackupRow:
+        row = self._s.get(BackupRow, backup_id)
+        if row is None:
+            raise NotFound(
+                f"no backup {backup_id!r}", hint="`affidavit backup list` shows the backups"
+            )
+        return row
+
+    def get(self, backup_id: str) -> Backup:
+        """The backup with everything recorded about it; raise :class:`NotFound`."""
+        return self._backup(self._row(backup_id))
+
+    def list(self, source: str | None = None) -> list[Backup]:
+        """Backups (of ``source``), newest first."""
+        stmt = select(BackupRow).order_by(BackupRow.started_at.desc(), BackupRow.id.desc())
+        if source is not None:
+            stmt = stmt.where(BackupRow.source == source)
+        return [self._backup(r) for r in self._s.scalars(stmt)]
+
+    def complete(
+        self,
+        backup_id: str,
+        *,
+        finished_at: datetime,
+        consistency: dict[str, Any] | None,
+        manifest: bytes,
+        manifest_sha256: str,
+        envelope: str,
+        artifacts: Sequence[BackupArtifact],
+        datasets: Sequence[BackupDataset],
+    ) -> None:
+        """Record a finished backup: its artifacts, datasets, manifest and envelope."""
+        row = self._row(backup_id)
+        row.status = BackupStatus.COMPLETE.value
+        row.finished_at = finished_at
+        row.consistency = json.dumps(consistency) if consistency else None
+        row.manifest = manifest
+        row.manifest_sha256 = manifest_sha256
+        row.envelope = envelope
+        self._add_artifacts(backup_id, artifacts)
+        for ds in datasets:
+            self._s.add(
+                BackupDatasetRow(
+                    backup_id=backup_id,
+                    name=ds.name,
+                    records=ds.records,
+                    fingerprint=ds.fingerprint,
+                    classification=ds.classification,
+                )
+            )
+        self._s.flush()
+
+    def fail(
+        self,
+        backup_id: str,
+        *,
+        finished_at: datetime,
+        error: str,
+        artifacts: Sequence[BackupArtifact],
+    ) -> None:
+        """Record a failed backup and every artifact it left in the vault."""
+        row = self._row(backup_id)
+        row.status = BackupStatus.FAILED.value
+        row.finished_at = finished_at
+        row.error = error
+        self._add_artifacts(backup_id, artifacts)
+        self._s.flush()
+
+    def mark_deleted(self, backup_id: str, *, at: datetime) -> None:
+        """Mark the backup deleted and its artifacts gone (manifest and fingerprints stay)."""
+        row = self._row(backup_id)
+        row.status = BackupStatus.DELETED.value
+        row.deleted_at = at
+        for art in self._s.scalars(
+            select(BackupArtifactRow).where(BackupArtifactRow.backup_id == backup_id)
+        ):
+            art.deleted = True
+        self._s.flush()
+
+    def rewrap(self, backup_id: str, *, wrapped: bytes, kek_id: str, kek_version: int) -> None:
+        """Replace the backup's wrapped identity (key rotation)."""
+        row = self._row(backup_id)
+        row.wrapped_identity = wrapped
+        row.kek_id = kek_id
+        row.kek_version = kek_version
+        self._s.flush()
+
+    def add_hold(self, backup_id: str, *, case_id: str, reason: str, by: str, at: datetime) -> Hold:
+        """Place a legal hold."""
+        self._row(backup_id)
+        row = HoldRow(
+            backup_id=backup_id, case_id=case_id, reason=reason, created_at=at, created_by=by
+        )
+        self._s.add(row)
+        self._s.flush()
+        return _hold(row)
+
+    def release_hold(
+        self, backup_id: str, case_id: str, *, reason: str, by: str, at: datetime
+    ) -> Hold:
+        """Release the active hold of ``case_id`` on the backup; raise :class:`NotFound`."""
+        row = self._s.scalars(
+            select(HoldRow).where(
+                HoldRow.backup_id == backup_id,
+                HoldRow.case_id == case_id,
+                HoldRow.released_at.is_(None),
+            )
+        ).first()
+        if row is None:
+            raise NotFound(
+                f"no active hold {case_id!r} on backup {backup_id}",
+                hint="`affidavit hold list` shows the holds",
+            )
+        row.released_at, row.released_by, row.release_reason = at, by, reason
+        self._s.flush()
+        return _hold(row)
+
+    def holds(
+        self, backup_id: str | None = None, *, active_only: bool = False
+    ) -> builtins.list[Hold]:
+        """Holds (of one backup), oldest first."""
+        stmt = select(HoldRow).order_by(HoldRow.id)
+        if backup_id is not None:
+            stmt = stmt.where(HoldRow.backup_id == backup_id)
+        if active_only:
+            stmt = stmt.where(HoldRow.released_at.is_(None))
+        return [_hold(r) for r in self._s.scalars(stmt)]
+
+    def _add_artifacts(self, backup_id: str, artifacts: Sequence[BackupArtifact]) -> None:
+        for art in artifacts:
+            self._s.add(
+                BackupArtifactRow(
+                    backup_id=backup_id,
+                    path=art.path,
+                    role=art.role.value,
+                    size=art.size,
+                    sha256=art.sha256,
+                    plain_size=art.plain_size,
+                    plain_sha256=art.plain_sha256,
+                    dataset=art.dataset,
+                    deleted=art.deleted,
+                )
+            )
+
+    def _backup(self, row: BackupRow) -> Backup:
+        arts = self._s.scalars(
+            select(BackupArtifactRow)
+            .where(BackupArtifactRow.backup_id == row.id)
+            .order_by(BackupArtifactRow.path)
+        )
+        dss = self._s.scalars(
+            select(BackupDatasetRow)
+            .where(BackupDatasetRow.backup_id == row.id)
+            .order_by(BackupDatasetRow.name)
+        )
+        return Backup(
+            id=row.id,
+            source=row.source,
+            vault=row.vault,
+            kind=row.kind,
+            format=row.format,
+            status=BackupStatus(row.status),
+            started_at=_aware(row.started_at),
+            finished_at=_aware(row.finished_at) if row.finished_at else None,
+            retain_until=_aware(row.retain_until),
+            consistency=json.loads(row.consistency) if row.consistency else None,
+            manifest=row.manifest,
+            manifest_sha256=row.manifest_sha256,
+            envelope=row.envelope,
+            recipient=row.recipient,
+            wrapped_identity=row.wrapped_identity,
+            kek_id=row.kek_id,
+            kek_version=row.kek_version,
+            error=row.error,
+            deleted_at=_aware(row.deleted_at) if row.deleted_at else None,
+            artifacts=tuple(
+                BackupArtifact(
+                    path=a.path,
+                    role=ArtifactRole(a.role),
+                    size=a.size,
+                    sha256=a.sha256,
+                    plain_size=a.plain_size,
+                    plain_sha256=a.plain_sha256,
+                    dataset=a.dataset,
+                    deleted=a.deleted,
+                )
+                for a in arts
+            ),
+            datasets=tuple(
+                BackupDataset(
+                    name=d.name,
+                    records=d.records,
+                    fingerprint=d.fingerprint,
+                    classification=d.classification,
+                )
+                for d in dss
+            ),
+            holds=tuple(self.holds(row.id)),
+        )
+
+
+def _hold(row: HoldRow) -> Hold:
+    return Hold(
+        id=row.id,
+        backup_id=row.backup_id,
+        case_id=row.case_id,
+        reason=row.reason,
+        created_at=_aware(row.created_at),
+        created_by=row.created_by,
+        released_at=_aware(row.released_at) if row.released_at else None,
+        released_by=row.released_by,
+        release_reason=row.release_reason,
     )

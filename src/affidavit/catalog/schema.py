@@ -114,3 +114,77 @@ class CheckpointRow(Base):
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[str] = mapped_column(String(32))
+
+
+class BackupRow(Base):
+    """One backup (taken or ingested): its state, manifest and wrapped key."""
+
+    __tablename__ = "backups"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str | None] = mapped_column(String(64), index=True)
+    vault: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))  # run | ingest
+    format: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # running | complete | failed | deleted
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retain_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    consistency: Mapped[str | None] = mapped_column(Text)  # JSON
+    manifest: Mapped[bytes | None] = mapped_column(LargeBinary)  # canonical JSON
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    envelope: Mapped[str | None] = mapped_column(Text)  # DSSE JSON
+    recipient: Mapped[str | None] = mapped_column(String(128))
+    wrapped_identity: Mapped[bytes | None] = mapped_column(LargeBinary)
+    kek_id: Mapped[str | None] = mapped_column(String(256))
+    kek_version: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BackupArtifactRow(Base):
+    """One stored file of a backup."""
+
+    __tablename__ = "backup_artifacts"
+    __table_args__ = (UniqueConstraint("backup_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))  # data | metadata | index | manifest
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    plain_size: Mapped[int | None] = mapped_column(BigInteger)
+    plain_sha256: Mapped[str | None] = mapped_column(String(64))
+    dataset: Mapped[str | None] = mapped_column(String(512))
+    deleted: Mapped[bool] = mapped_column(default=False)
+
+
+class BackupDatasetRow(Base):
+    """A dataset captured in a backup, with its fingerprint."""
+
+    __tablename__ = "backup_datasets"
+    __table_args__ = (UniqueConstraint("backup_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(512))
+    records: Mapped[int] = mapped_column(BigInteger)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    classification: Mapped[str] = mapped_column(String(16))
+
+
+class HoldRow(Base):
+    """A legal hold on a backup."""
+
+    __tablename__ = "holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"))
+    case_id: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(Text)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    released_by: Mapped[str | None] = mapped_column(Text)
+    release_reason: Mapped[str | None] = mapped_column(Text)

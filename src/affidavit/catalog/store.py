@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from affidavit.catalog.repository import (
+    BackupRepository,
     DatasetRepository,
     LedgerRepository,
     SourceRepository,
@@ -41,6 +42,7 @@ class UnitOfWork:
         self.datasets = DatasetRepository(session)
         self.vaults = VaultRepository(session)
         self.ledger = LedgerRepository(session)
+        self.backups = BackupRepository(session)
 
 
 class Catalog:

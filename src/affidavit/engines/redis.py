@@ -5,7 +5,10 @@ Datasets are the logical databases ``db0``, ``db1``, ... of one server.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -53,6 +56,7 @@ class RedisEngine(Engine):
                 )
             except ValueError as exc:
                 raise InputError(f"redis-py refuses the URI {self.uri.redacted}: {exc}") from exc
+            self._clients[db].set_response_callback("XRANGE", _raw_xrange)
         return self._clients[db]
 
     def _uri_db(self) -> int:
@@ -174,6 +178,27 @@ class RedisEngine(Engine):
             written[f"db{db}"] = count
         return written
 
+    def stream_rdb(self) -> Iterator[bytes]:
+        """A point-in-time RDB of the whole server, taken over the replication protocol as
+        ``redis-cli --rdb`` does, yielded in chunks (never buffered whole).
+
+        Connects with a raw socket (TLS for ``rediss://``), authenticates when a password is
+        set (``AUTH [user] password``), sends ``REPLCONF capa eof`` and ``REPLCONF rdb-only 1``
+        (an error from an older server is ignored) and ``SYNC``, skips the newline keep-alives
+        the master sends while it forks and saves, then yields exactly the ``$<len>`` bytes of the
+        payload, or, in the diskless ``$EOF:<mark>`` form, everything up to (not including)
+        the 40-byte end mark. Each socket read waits at most ``timeout`` seconds; every
+        keep-alive restarts that wait. Raises ``EngineError`` (redacted URI) on any socket or
+        protocol failure, including a connection that closes before the payload is complete.
+        """
+        stream = _ReplicationStream(self.uri.redacted, self.timeout)
+        try:
+            stream.connect(self.uri.text, tls=self.uri.scheme == "rediss")
+            stream.handshake(username=self.uri.username, password=self._password)
+            yield from stream.payload()
+        finally:
+            stream.close()
+
     def close(self) -> None:
         for client in getattr(self, "_clients", {}).values():
             client.close()
@@ -220,6 +245,11 @@ def _seed_db(pipe: Any, rng: random.Random, db: int, scale: int) -> int:
 
 
 _SCAN_COUNT = 1000
+
+
+def _raw_xrange(response: Any, **_options: Any) -> Any:
+    """Keep XRANGE's reply as the server sent it (entries keep repeated fields)."""
+    return response
 
 
 def _scan_batches(client: redis.Redis) -> Iterator[list[bytes]]:
@@ -281,5 +311,172 @@ _SHAPERS: dict[str, Callable[[Any], object]] = {
     "set": frozenset,
     "zset": lambda v: tuple((m, float(s)) for m, s in v),
     "hash": lambda v: tuple(v.items()),
-    "stream": lambda v: tuple((i, tuple(f.items())) for i, f in v),
+    # raw XRANGE reply (see _raw_xrange): [[id, [field, value, field, value, ...]], ...]; a
+    # field may repeat within one entry, which redis-py's default dict parsing would drop
+    "stream": lambda v: tuple((bytes(i), tuple(zip(f[::2], f[1::2], strict=True))) for i, f in v),
 }
+
+
+_REPL_CHUNK = 1 << 20
+_MAX_LINE = 64 * 1024
+_EOF_MARK_LEN = 40
+
+
+class _ReplicationStream:
+    """The replica side of ``SYNC`` on a raw socket (RESP2), for :meth:`RedisEngine.stream_rdb`."""
+
+    def __init__(self, where: str, timeout: float) -> None:
+        self._where = where
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+
+    def _fail(self, what: str, exc: BaseException | None = None) -> EngineError:
+        detail = f": {exc}" if exc is not None else ""
+        return EngineError(f"RDB capture from Redis at {self._where} failed: {what}{detail}")
+
+    def connect(self, uri: str, *, tls: bool) -> None:
+        parts = urlsplit(uri)
+        host = parts.hostname or "127.0.0.1"
+        try:
+            port = parts.port or 6379
+        except ValueError as exc:
+            raise InputError(f"the URI {self._where} has a malformed port") from exc
+        try:
+            sock = socket.create_connection((host, port), timeout=self._timeout)
+            if tls:
+                context = ssl.create_default_context()
+                sock = context.wrap_socket(sock, server_hostname=host)
+            sock.settimeout(self._timeout)
+        except OSError as exc:
+            raise self._fail("cannot connect", exc) from exc
+        self._sock = sock
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _send(self, *args: str) -> None:
+        assert self._sock is not None
+        out = bytearray(f"*{len(args)}\r\n".encode())
+        for arg in args:
+            raw = arg.encode()
+            out += b"$%d\r\n%s\r\n" % (len(raw), raw)
+        try:
+            self._sock.sendall(out)
+        except OSError as exc:
+            raise self._fail(f"cannot send {args[0]}", exc) from exc
+
+    def _recv(self, size: int = _REPL_CHUNK) -> bytes:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(size)
+        except TimeoutError as exc:
+            raise self._fail(f"no data for {self._timeout:g} s", exc) from exc
+        except OSError as exc:
+            raise self._fail("connection lost", exc) from exc
+        if not data:
+            raise self._fail("the server closed the connection early")
+        return data
+
+    def _line(self) -> bytes:
+        while True:
+            end = self._buf.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 2]
+                return line
+            if len(self._buf) > _MAX_LINE:
+                raise self._fail("protocol error: reply line too long")
+            self._buf += self._recv()
+
+    def handshake(self, *, username: str | None, password: str | None) -> None:
+        if password is not None:
+            self._send(*(["AUTH", username, password] if username else ["AUTH", password]))
+            reply = self._line()
+            if not reply.startswith(b"+"):
+                raise EngineError(
+                    f"Redis at {self._where} refused AUTH: {reply[1:].decode(errors='replace')}",
+                    hint="check the secret reference (--secret-env/--secret-file) and the user",
+                )
+        self._send("REPLCONF", "capa", "eof")
+        self._line()  # as redis-cli: lets a diskless master stream without a temp file
+        self._send("REPLCONF", "rdb-only", "1")
+        self._line()  # "-ERR" from servers older than 7.0: they send the full sync anyway
+        self._send("SYNC")
+
+    def _header(self) -> bytes:
+        while True:  # newline keep-alives while the master forks and saves
+            while self._buf[:1] == b"\n":
+                del self._buf[:1]
+            if self._buf:
+                return self._line()
+            self._buf += self._recv()
+
+    def payload(self) -> Iterator[bytes]:
+        header = self._header()
+        if header.startswith(b"-"):
+            text = header[1:].decode(errors="replace")
+            hint = (
+                "give the password of a user allowed to run SYNC"
+                if "NOAUTH" in text or "NOPERM" in text
+                else None
+            )
+            raise EngineError(f"Redis at {self._where} refused SYNC: {text}", hint=hint)
+        if not header.startswith(b"$"):
+            raise self._fail(f"protocol error: unexpected reply {header[:40]!r} to SYNC")
+        if header.startswith(b"$EOF:"):
+            mark = header[5:]
+            if len(mark) != _EOF_MARK_LEN:
+                raise self._fail("protocol error: malformed $EOF mark")
+            yield from self._until_mark(mark)
+            return
+        try:
+            size = int(header[1:])
+        except ValueError as exc:
+            raise self._fail(f"protocol error: bad payload length {header[:40]!r}") from exc
+        if size < 0:
+            raise self._fail(f"protocol error: negative payload length {size}")
+        yield from self._exactly(size)
+
+    def _exactly(self, size: int) -> Iterator[bytes]:
+        left = size
+        if self._buf:
+            first = bytes(self._buf[:left])
+            del self._buf[: len(first)]
+            left -= len(first)
+            yield first
+        while left:
+            try:
+                chunk = self._recv(min(left, _REPL_CHUNK))
+            except EngineError as exc:
+                raise self._fail(
+                    f"the payload stopped after {size - left} of {size} bytes ({exc.message})"
+                ) from exc
+            left -= len(chunk)
+            yield chunk
+
+    def _until_mark(self, mark: bytes) -> Iterator[bytes]:
+        pending = bytes(self._buf)
+        self._buf.clear()
+        sent = 0
+        while True:
+            at = pending.find(mark)
+            if at >= 0:
+                if at:
+                    yield pending[:at]
+                return
+            if len(pending) > _EOF_MARK_LEN:
+                keep = len(pending) - _EOF_MARK_LEN
+                sent += keep
+                yield pending[:keep]
+                pending = pending[keep:]
+            try:
+                pending += self._recv()
+            except EngineError as exc:
+                raise self._fail(
+                    f"the diskless payload stopped after {sent} bytes, before its end mark "
+                    f"({exc.message})"
+                ) from exc

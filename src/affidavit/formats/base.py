@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, ClassVar, Final, cast
 
 from affidavit.errors import FormatError
-from affidavit.models.records import RecordEncoding
+from affidavit.models.records import RecordEncoding, RedisRecord
 
 
 class RecordReader(ABC):
@@ -41,7 +41,7 @@ class RecordReader(ABC):
         else the file's stem), sorted. Raises ``FormatError``."""
 
     @abstractmethod
-    def records(self, dataset: str) -> Iterator[bytes]:
+    def records(self, dataset: str) -> Iterator[bytes | RedisRecord]:
         """The raw records of ``dataset`` in file order (for BSON: each document's bytes;
         for Extended JSON: each line's bytes). Raises ``NotFound`` for an unknown dataset and
         ``FormatError`` at the first malformed byte."""

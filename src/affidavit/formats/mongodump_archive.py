@@ -24,13 +24,12 @@ archive once per dataset (skipping other namespaces' documents without decoding 
 from __future__ import annotations
 
 import json
-import struct
-import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
+import anycrc
 import bson
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import InvalidBSON
@@ -53,52 +52,13 @@ _DECODE_OPTIONS: Final[CodecOptions[dict[str, Any]]] = CodecOptions(
 
 # --- CRC-64/ECMA as Go's hash/crc64 computes it (reflected, init and xorout all ones) -------
 
-_CRC64_POLY: Final = 0xC96C5795D7870F42  # ECMA-182, reflected
-
-
-def _crc64_tables() -> list[list[int]]:
-    base = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ _CRC64_POLY if crc & 1 else crc >> 1
-        base.append(crc)
-    tables = [base]
-    for k in range(1, 8):  # slicing-by-8
-        prev = tables[k - 1]
-        tables.append([(prev[i] >> 8) ^ base[prev[i] & 0xFF] for i in range(256)])
-    return tables
-
-
-_T = _crc64_tables()
-_LITTLE: Final = sys.byteorder == "little"
+_CRC64_XZ: Final = anycrc.Model("CRC64-XZ")  # Go's hash/crc64 with the ECMA table
 
 
 def crc64_update(crc: int, data: bytes) -> int:
-    """Continue a CRC-64/ECMA (Go ``crc64.Update`` with the ECMA table) over ``data``."""
-    t0, t1, t2, t3, t4, t5, t6, t7 = _T
-    crc ^= 0xFFFFFFFFFFFFFFFF
-    n = len(data) & ~7
-    words: Iterable[int]
-    if _LITTLE:
-        words = memoryview(data)[:n].cast("Q")
-    else:  # pragma: no cover - big-endian hosts
-        words = (w for (w,) in struct.iter_unpack("<Q", data[:n]))
-    for word in words:
-        v = crc ^ word
-        crc = (
-            t7[v & 0xFF]
-            ^ t6[(v >> 8) & 0xFF]
-            ^ t5[(v >> 16) & 0xFF]
-            ^ t4[(v >> 24) & 0xFF]
-            ^ t3[(v >> 32) & 0xFF]
-            ^ t2[(v >> 40) & 0xFF]
-            ^ t1[(v >> 48) & 0xFF]
-            ^ t0[v >> 56]
-        )
-    for b in data[n:]:
-        crc = t0[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFFFFFFFFFF
+    """Continue a CRC-64/ECMA (Go ``crc64.Update`` with the ECMA table) over ``data``, computed
+    by the C library ``anycrc``."""
+    return int(_CRC64_XZ.calc(data, crc))
 
 
 # --- parsing ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ _READERS: dict[str, tuple[str, str, str]] = {
     "mongodump": ("affidavit.formats.mongodump", "MongodumpDirReader", "mongodb"),
     "bson": ("affidavit.formats.mongodump", "BsonFileReader", "mongodb"),
     "extjson": ("affidavit.formats.extjson", "ExtJsonLinesReader", "mongodb"),
+    "rdb": ("affidavit.formats.rdb", "RdbReader", ""),
 }
 _VAULTS: dict[VaultKind, tuple[str, str, str]] = {
     VaultKind.FILE: ("affidavit.vaults.file", "FileVault", ""),

@@ -1,15 +1,65 @@
 """The vault interface: one class per storage backend (folder, S3).
 
-This issue's surface is the probe that inventory shows; writing and reading artifacts joins
-it with the backup work. Implementations wrap backend exceptions in
-:class:`~affidavit.errors.VaultError`.
+A vault stores backup artifacts *write once*: :meth:`VaultBackend.put` refuses to overwrite,
+and an artifact with a retention date cannot be deleted before it (S3 Object Lock in
+COMPLIANCE or GOVERNANCE mode; read-only files plus the catalog's own check for folders).
+Artifacts stream in and out in chunks and never pass through memory whole. Implementations wrap
+backend exceptions in :class:`~affidavit.errors.VaultError` (or ``ArtifactNotFound``).
+
+Artifact paths are relative, ``/``-separated, without ``..``: ``SOURCE/BACKUP_ID/FILE``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
 
+from affidavit.errors import InputError, VaultError
 from affidavit.models.inventory import Vault, VaultProbe
+
+
+class ArtifactNotFound(VaultError):
+    """The vault has no artifact at that path."""
+
+
+class ArtifactLocked(VaultError):
+    """The artifact is under retention (or a legal hold) and cannot be deleted or changed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredArtifact:
+    """What :meth:`VaultBackend.put` wrote: the bytes as stored (ciphertext, if encrypted)."""
+
+    path: str
+    size: int
+    sha256: str  # hex digest of the stored bytes
+    retain_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactInfo:
+    """What the vault says about a stored artifact now."""
+
+    path: str
+    size: int
+    retain_until: datetime | None  # as enforced by the storage (None: not locked)
+    lock_mode: str | None  # "COMPLIANCE", "GOVERNANCE", "read-only" or None
+
+
+def check_artifact_path(path: str) -> str:
+    """Return ``path`` when it is a safe relative artifact path, else raise InputError."""
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or any(ord(ch) < 0x20 or ch == "\\" for ch in path)
+    ):
+        raise InputError(f"invalid artifact path {path!r}")
+    return path
 
 
 class VaultBackend(ABC):
@@ -22,3 +72,31 @@ class VaultBackend(ABC):
     def probe(self) -> VaultProbe:
         """Check reachability and protection settings without writing anything.
         Never raises for an unreachable vault: that is reported in the probe."""
+
+    @abstractmethod
+    def put(
+        self, path: str, chunks: Iterable[bytes], *, retain_until: datetime | None
+    ) -> StoredArtifact:
+        """Store the concatenated ``chunks`` at ``path``, streaming, and lock it until
+        ``retain_until`` where the backend can. Raises ``VaultError`` when ``path`` exists
+        (write once) or the write fails; a failed put leaves no partial artifact behind.
+        ``retain_until`` must be timezone-aware and in the future (``InputError`` otherwise);
+        a backend that cannot enforce it raises ``VaultError`` rather than store the artifact
+        unlocked. An exception raised by ``chunks`` itself propagates unchanged."""
+
+    @abstractmethod
+    def open(self, path: str) -> BinaryIO:
+        """A readable binary stream of the artifact. Raises ``ArtifactNotFound``."""
+
+    @abstractmethod
+    def stat(self, path: str) -> ArtifactInfo:
+        """Size and lock state of the artifact. Raises ``ArtifactNotFound``."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Paths of the artifacts under ``prefix``, sorted."""
+
+    @abstractmethod
+    def delete(self, path: str) -> None:
+        """Remove the artifact. Raises ``ArtifactLocked`` while the storage still enforces its
+        retention, ``ArtifactNotFound`` when it is not there."""

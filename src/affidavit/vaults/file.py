@@ -1,12 +1,78 @@
-"""A vault in a local folder."""
+"""A vault in a local folder.
+
+Layout: an artifact ``SOURCE/BACKUP_ID/FILE`` is the file ``ROOT/SOURCE/BACKUP_ID/FILE``, mode
+``0444``. Its retention date, when it has one, is in a read-only sidecar
+``ROOT/SOURCE/BACKUP_ID/.FILE.retention`` holding ``{"retain_until": "<ISO 8601, UTC>"}``.
+A put in progress writes ``.FILE.<random>.partial`` in the same folder. Names whose last
+component starts with ``.`` are therefore reserved for the vault's own files: :meth:`put`
+refuses them and :meth:`list` never shows them.
+
+A folder cannot enforce retention against its owner or root: the read-only mode and the
+sidecar make :meth:`FileVault.delete` refuse, and the catalog keeps its own record; an auditor
+who needs storage-enforced immutability uses an S3 Object Lock vault.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
+from affidavit.crypto.digest import Sha256Stream
+from affidavit.errors import InputError, VaultError
 from affidavit.models.inventory import VaultProbe
-from affidavit.vaults.base import VaultBackend
+from affidavit.vaults.base import (
+    ArtifactInfo,
+    ArtifactLocked,
+    ArtifactNotFound,
+    StoredArtifact,
+    VaultBackend,
+    check_artifact_path,
+)
+
+_READ_ONLY = 0o444
+_WRITABLE = 0o644
+_RETENTION_SUFFIX = ".retention"
+_PARTIAL_SUFFIX = ".partial"
+_MAX_SIDECAR_SIZE = 4096
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _aware(when: datetime) -> datetime:
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise InputError("retain_until must be a timezone-aware datetime")
+    return when.astimezone(UTC)
+
+
+def _future(when: datetime) -> datetime:
+    until = _aware(when)
+    if until <= datetime.now(UTC):
+        raise InputError(f"retain_until {until.isoformat()} is in the past")
+    return until
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        dfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 class FileVault(VaultBackend):
@@ -41,3 +107,250 @@ class FileVault(VaultBackend):
             immutability="read-only files",
             detail="ok" if writable else f"no write permission on {root}",
         )
+
+    # --- paths ---------------------------------------------------------------------------
+
+    def _locate(self, path: str, *, create: bool = False) -> Path:
+        """The file of artifact ``path``; its folder is inside the root (made if ``create``).
+
+        Raises ``InputError`` for an unsafe or reserved path and ``VaultError`` when a symbolic
+        link would lead outside the vault's folder.
+        """
+        check_artifact_path(path)
+        parts = path.split("/")
+        if parts[-1].startswith("."):
+            raise InputError(
+                f"invalid artifact path {path!r}: names starting with '.' are reserved "
+                "for the folder vault's own files"
+            )
+        try:
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+            root = self.root.resolve()
+            target = root.joinpath(*parts)
+            self._inside(root, target.parent, path)
+            if create:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._inside(root, target.parent, path)  # nothing swapped in meanwhile
+        except OSError as exc:
+            raise VaultError(
+                f"folder vault {self.root}: cannot prepare {path}: {exc.strerror}"
+            ) from exc
+        return target
+
+    def _inside(self, root: Path, folder: Path, path: str) -> None:
+        if not folder.resolve().is_relative_to(root):
+            raise VaultError(
+                f"folder vault {self.root}: {path} leads outside the vault's folder "
+                "through a symbolic link",
+                hint="remove the symbolic link from the vault folder",
+            )
+
+    @staticmethod
+    def _sidecar(target: Path) -> Path:
+        return target.with_name(f".{target.name}{_RETENTION_SUFFIX}")
+
+    # --- write ---------------------------------------------------------------------------
+
+    def put(
+        self, path: str, chunks: Iterable[bytes], *, retain_until: datetime | None
+    ) -> StoredArtifact:
+        """Stream ``chunks`` to a temporary file beside the target, ``fsync`` it, make it
+        read-only and hard-link it into place (``link`` never replaces an existing file).
+        With ``retain_until`` the sidecar is linked first, so the artifact is never visible
+        without its retention. Anything created is removed again on any failure, including
+        ``KeyboardInterrupt`` and an exception raised by ``chunks``."""
+        until = _future(retain_until) if retain_until is not None else None
+        target = self._locate(path, create=True)
+        folder = target.parent
+        if os.path.lexists(target):
+            raise self._exists(path)
+        hasher = Sha256Stream()
+        temps: list[Path] = []
+        sidecar_linked = artifact_linked = False
+        try:
+            fd, tmp = self._temp_file(folder, target.name, temps)
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    hasher.update(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+                os.fchmod(out.fileno(), _READ_ONLY)
+            if until is not None:
+                side_fd, side_tmp = self._temp_file(folder, target.name, temps)
+                body = json.dumps({"retain_until": until.isoformat()}).encode()
+                with os.fdopen(side_fd, "wb") as side:
+                    side.write(body)
+                    side.flush()
+                    os.fsync(side.fileno())
+                    os.fchmod(side.fileno(), _READ_ONLY)
+                os.link(side_tmp, self._sidecar(target))
+                sidecar_linked = True
+            os.link(tmp, target)
+            artifact_linked = True
+        except FileExistsError as exc:
+            raise self._exists(path) from exc
+        except OSError as exc:
+            raise VaultError(
+                f"folder vault {self.root}: cannot write {path}: {exc.strerror or exc}"
+            ) from exc
+        finally:
+            for temp in temps:
+                _unlink_quietly(temp)
+            if sidecar_linked and not artifact_linked:
+                _unlink_quietly(self._sidecar(target))
+        _fsync_folder(folder)
+        return StoredArtifact(
+            path=path, size=hasher.length, sha256=hasher.hexdigest(), retain_until=until
+        )
+
+    @staticmethod
+    def _temp_file(folder: Path, name: str, temps: list[Path]) -> tuple[int, Path]:
+        """A new ``0600`` temporary file beside the target, recorded in ``temps``."""
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=_PARTIAL_SUFFIX)
+        temps.append(Path(tmp))
+        return fd, Path(tmp)
+
+    def _exists(self, path: str) -> VaultError:
+        return VaultError(
+            f"folder vault {self.root}: {path} already exists; artifacts are written once",
+            hint="a backup never reuses an artifact path; if an interrupted write left a "
+            f"'.{path.rsplit('/', 1)[-1]}{_RETENTION_SUFFIX}' file without its artifact, "
+            "check it and remove it by hand",
+        )
+
+    # --- read ----------------------------------------------------------------------------
+
+    def open(self, path: str) -> BinaryIO:
+        target = self._locate(path)
+        try:
+            fd = os.open(target, os.O_RDONLY | _NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ArtifactNotFound(f"folder vault {self.root} has no artifact {path}") from exc
+        except OSError as exc:
+            raise self._read_error(path, exc) from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise VaultError(f"folder vault {self.root}: {path} is not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "rb")
+
+    def _read_error(self, path: str, exc: OSError) -> VaultError:
+        if exc.errno == errno.ELOOP:
+            return VaultError(f"folder vault {self.root}: {path} is a symbolic link")
+        return VaultError(f"folder vault {self.root}: cannot read {path}: {exc.strerror}")
+
+    def _lstat(self, target: Path, path: str) -> os.stat_result:
+        try:
+            info = os.lstat(target)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ArtifactNotFound(f"folder vault {self.root} has no artifact {path}") from exc
+        except OSError as exc:
+            raise self._read_error(path, exc) from exc
+        if stat.S_ISLNK(info.st_mode):
+            raise VaultError(f"folder vault {self.root}: {path} is a symbolic link")
+        if not stat.S_ISREG(info.st_mode):
+            raise ArtifactNotFound(f"folder vault {self.root}: {path} is not an artifact")
+        return info
+
+    def _retention(self, target: Path, path: str) -> datetime | None:
+        """The retention date of the sidecar; raises VaultError when it is unreadable."""
+        sidecar = self._sidecar(target)
+        try:
+            fd = os.open(sidecar, os.O_RDONLY | _NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise VaultError(
+                f"folder vault {self.root}: cannot read the retention of {path}: {exc.strerror}"
+            ) from exc
+        try:
+            data = os.read(fd, _MAX_SIDECAR_SIZE + 1)
+        finally:
+            os.close(fd)
+        try:
+            value = json.loads(data)["retain_until"]
+            return _aware(datetime.fromisoformat(value))
+        except (ValueError, KeyError, TypeError, InputError) as exc:
+            raise VaultError(
+                f"folder vault {self.root}: the retention record of {path} is damaged",
+                hint=f"inspect {sidecar}; the artifact stays locked until it is repaired",
+            ) from exc
+
+    def stat(self, path: str) -> ArtifactInfo:
+        target = self._locate(path)
+        info = self._lstat(target, path)
+        read_only = not stat.S_IMODE(info.st_mode) & 0o222
+        return ArtifactInfo(
+            path=path,
+            size=info.st_size,
+            retain_until=self._retention(target, path),
+            lock_mode="read-only" if read_only else None,
+        )
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        if prefix:
+            check_artifact_path(prefix.rstrip("/") or ".")
+        root = self.root
+        start = root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else root
+        found: list[str] = []
+        for folder, dirs, files in os.walk(start, followlinks=False):
+            dirs.sort()
+            rel = Path(folder).relative_to(root).as_posix()
+            base = "" if rel == "." else rel + "/"
+            for name in sorted(files):
+                if name.startswith("."):
+                    continue
+                full = Path(folder, name)
+                if full.is_symlink() or not full.is_file():
+                    continue
+                candidate = base + name
+                if candidate.startswith(prefix):
+                    found.append(candidate)
+        yield from sorted(found)
+
+    # --- delete --------------------------------------------------------------------------
+
+    def delete(self, path: str) -> None:
+        """Remove the artifact and its retention sidecar once ``retain_until`` has passed;
+        raises ``ArtifactLocked`` before (or when the retention record is unreadable)."""
+        target = self._locate(path)
+        self._lstat(target, path)
+        try:
+            until = self._retention(target, path)
+        except VaultError as exc:
+            raise ArtifactLocked(exc.message, hint=exc.hint) from exc
+        if until is not None and datetime.now(UTC) < until:
+            raise ArtifactLocked(
+                f"{path} is retained until {until.isoformat()} in folder vault {self.root}",
+                hint="an artifact cannot be deleted before its retention date",
+            )
+        sidecar = self._sidecar(target)
+        try:
+            os.chmod(target, _WRITABLE)
+            os.unlink(target)
+            if until is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(sidecar, _WRITABLE)
+                _unlink_quietly(sidecar)
+        except FileNotFoundError as exc:
+            raise ArtifactNotFound(f"folder vault {self.root} has no artifact {path}") from exc
+        except OSError as exc:
+            raise VaultError(
+                f"folder vault {self.root}: cannot delete {path}: {exc.strerror}"
+            ) from exc
+        _fsync_folder(target.parent)
+        self._prune(target.parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Remove folders left empty by a deletion, up to (not including) the root."""
+        root = self.root.resolve()
+        while folder != root and folder.is_relative_to(root):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent

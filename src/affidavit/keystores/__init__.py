@@ -1,0 +1,1 @@
+"""Key-encryption-key (KEK) stores: wrap and unwrap per-backup identities (L2)."""

@@ -1,0 +1,157 @@
+"""Key-encryption keys: which keystore wraps backup identities, status, rotation, and the
+disclosure of one backup's identity for an independent restore.
+
+The keystore is the local file ``HOME/keys/kek.json`` (optionally passphrase-protected through
+``AFFIDAVIT_PASSPHRASE``) unless ``kms_key_id`` names an AWS KMS key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from affidavit.config import Settings
+from affidavit.errors import InputError, KeystoreError
+from affidavit.keystores.base import KekVersion, Keystore, WrappedSecret
+from affidavit.models.backup import Backup, BackupStatus
+from affidavit.services.context import App
+
+KEK_FILENAME = "kek.json"
+ROTATION_PERIOD = timedelta(days=90)
+
+
+def keystore_for(settings: Settings) -> Keystore:
+    """The keystore this home is configured to use."""
+    if settings.kms_key_id:
+        from affidavit.keystores.kms import KmsKeystore
+
+        return KmsKeystore(settings.kms_key_id, region=settings.kms_region or None)
+    from affidavit.keystores.file import FileKeystore
+
+    passphrase = settings.passphrase.get_secret_value() if settings.passphrase else None
+    return FileKeystore(settings.home / "keys" / KEK_FILENAME, passphrase=passphrase)
+
+
+def wrap_identity(keystore: Keystore, backup_id: str, identity: str) -> WrappedSecret:
+    """Wrap a backup's age identity, bound to its backup id."""
+    return keystore.wrap(identity.encode(), context=backup_id.encode())
+
+
+def unwrap_identity(keystore: Keystore, backup: Backup) -> str:
+    """The backup's age identity, unwrapped by the keystore."""
+    if backup.wrapped_identity is None or backup.kek_id is None or backup.kek_version is None:
+        raise KeystoreError(f"backup {backup.id} has no wrapped key")
+    secret = keystore.unwrap(
+        WrappedSecret(
+            kek_id=backup.kek_id, version=backup.kek_version, ciphertext=backup.wrapped_identity
+        ),
+        context=backup.id.encode(),
+    )
+    return secret.decode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyStatus:
+    """The keystore's versions and what depends on them."""
+
+    kek_id: str
+    versions: list[KekVersion]
+    current: KekVersion
+    next_rotation_due: datetime
+    overdue: bool
+    wrapped_per_version: dict[int, int]
+
+
+def key_status(app: App) -> KeyStatus:
+    """Versions, ages, how many backup keys each wraps, and when rotation is due."""
+    keystore = keystore_for(app.settings)
+    current = keystore.current()
+    with app.read() as uow:
+        backups = [b for b in uow.backups.list() if b.wrapped_identity is not None]
+    per_version: dict[int, int] = {}
+    for b in backups:
+        if b.kek_id == current.kek_id and b.kek_version is not None:
+            per_version[b.kek_version] = per_version.get(b.kek_version, 0) + 1
+    due = current.created_at + ROTATION_PERIOD
+    return KeyStatus(
+        kek_id=current.kek_id,
+        versions=keystore.versions(),
+        current=current,
+        next_rotation_due=due,
+        overdue=datetime.now(UTC) > due,
+        wrapped_per_version=per_version,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RotationResult:
+    """What a rotation did."""
+
+    kek_id: str
+    old_version: int
+    new_version: int
+    rewrapped: int
+    retired: list[int]
+
+
+def rotate_keys(app: App) -> RotationResult:
+    """New KEK version; every backup identity re-wrapped under it (no data re-encrypted);
+    the old versions retired once nothing depends on them. One ledger event, committed with
+    the re-wrapped keys."""
+    keystore = keystore_for(app.settings)
+    old = keystore.current()
+    with app.read() as uow:
+        backups = [
+            b
+            for b in uow.backups.list()
+            if b.wrapped_identity is not None and b.status is not BackupStatus.DELETED
+        ]
+    identities = {b.id: unwrap_identity(keystore, b) for b in backups}  # fail before changing
+    new = keystore.rotate()
+    rewrapped = {bid: wrap_identity(keystore, bid, ident) for bid, ident in identities.items()}
+    with app.change() as change:
+        for bid, wrapped in rewrapped.items():
+            change.uow.backups.rewrap(
+                bid, wrapped=wrapped.ciphertext, kek_id=wrapped.kek_id, kek_version=wrapped.version
+            )
+        retired = []
+        for kek in keystore.versions():
+            if kek.version != new.version and kek.retired_at is None:
+                retired.append(kek.version)
+        change.record(
+            "keys.rotated",
+            f"kek:{new.kek_id}",
+            {
+                "old_version": old.version,
+                "new_version": new.version,
+                "rewrapped_backups": sorted(rewrapped),
+                "retired_versions": retired,
+            },
+        )
+    for version in retired:  # only after the re-wrapped keys are committed
+        keystore.retire(version)
+    return RotationResult(
+        kek_id=new.kek_id,
+        old_version=old.version,
+        new_version=new.version,
+        rewrapped=len(rewrapped),
+        retired=retired,
+    )
+
+
+def export_identity(app: App, backup_id: str, *, reason: str) -> str:
+    """The backup's ``AGE-SECRET-KEY-...`` identity, for decrypting its artifacts with stock
+    ``age``. Disclosing a key is recorded in the ledger (who, when, why) before it is shown."""
+    reason = reason.strip()
+    if not reason:
+        raise InputError("a reason is required to disclose a key", hint='--reason "why"')
+    with app.read() as uow:
+        backup = uow.backups.get(backup_id)
+    identity = unwrap_identity(keystore_for(app.settings), backup)
+    with app.change() as change:
+        change.record(
+            "keys.identity_exported",
+            f"backup:{backup.id}",
+            {"reason": reason, "recipient": backup.recipient},
+        )
+    return identity
