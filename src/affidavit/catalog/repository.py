@@ -505,10 +505,10 @@ class BackupRepository:
         manifest: bytes,
         manifest_sha256: str,
         envelope: str,
-        artifacts: Sequence[BackupArtifact],
         datasets: Sequence[BackupDataset],
     ) -> None:
-        """Record a finished backup: its artifacts, datasets, manifest and envelope."""
+        """Record a finished backup: its datasets, manifest and envelope (its artifacts were
+        recorded one by one as the vault took them)."""
         row = self._row(backup_id)
         row.status = BackupStatus.COMPLETE.value
         row.finished_at = finished_at
@@ -516,7 +516,6 @@ class BackupRepository:
         row.manifest = manifest
         row.manifest_sha256 = manifest_sha256
         row.envelope = envelope
-        self._add_artifacts(backup_id, artifacts)
         for ds in datasets:
             self._s.add(
                 BackupDatasetRow(
@@ -529,20 +528,18 @@ class BackupRepository:
             )
         self._s.flush()
 
-    def fail(
-        self,
-        backup_id: str,
-        *,
-        finished_at: datetime,
-        error: str,
-        artifacts: Sequence[BackupArtifact],
-    ) -> None:
-        """Record a failed backup and every artifact it left in the vault."""
+    def fail(self, backup_id: str, *, finished_at: datetime, error: str) -> None:
+        """Record a failed backup (its artifacts are already recorded)."""
         row = self._row(backup_id)
         row.status = BackupStatus.FAILED.value
         row.finished_at = finished_at
         row.error = error
-        self._add_artifacts(backup_id, artifacts)
+        self._s.flush()
+
+    def add_artifact(self, backup_id: str, artifact: BackupArtifact) -> None:
+        """Record one artifact the vault holds."""
+        self._row(backup_id)
+        self._add_artifacts(backup_id, [artifact])
         self._s.flush()
 
     def mark_deleted(self, backup_id: str, *, at: datetime) -> None:

@@ -1,0 +1,764 @@
+"""Backups: take them from a live source, or ingest what another tool made, into a vault,
+encrypted, locked for their retention, fingerprinted and described by a signed manifest.
+
+Failure safety. A backup is first recorded as ``running`` (with a ledger event); every artifact
+is recorded in the catalog right after the vault has it, so nothing in a vault is ever unknown
+to the catalog for longer than one put; the backup turns ``complete`` only in the final unit of
+work that also stores its manifest and attestation. Any failure (source dies, vault error,
+Ctrl-C) is recorded as ``failed`` with the reason and every artifact that was written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from affidavit import __version__
+from affidavit.constants import EngineName
+from affidavit.crypto.age import new_identity
+from affidavit.crypto.digest import sha256_hex
+from affidavit.errors import Error, InputError, NotFound, OperationError, PolicyViolation
+from affidavit.fingerprint.accumulator import Accumulator
+from affidavit.formats.base import BsonFramer
+from affidavit.formats.bson_codec import exact_record_checked
+from affidavit.formats.redis_codec import encode_redis_record
+from affidavit.ledger.attestation import BACKUP_PREDICATE_TYPE, Statement, Subject
+from affidavit.models.backup import (
+    ArtifactRole,
+    Backup,
+    BackupArtifact,
+    BackupDataset,
+    BackupStatus,
+    Hold,
+)
+from affidavit.models.inventory import Source, Vault
+from affidavit.models.progress import Reporter, SilentReporter
+from affidavit.models.uri import ConnectionUri
+from affidavit.services.artifacts import CHUNK, ArtifactSink, TeeReader
+from affidavit.services.backends import engine_for, reader_class, vault_backend
+from affidavit.services.context import App
+from affidavit.services.keys import keystore_for, wrap_identity
+from affidavit.services.ledger import attest_and_record
+from affidavit.vaults.base import ArtifactLocked, ArtifactNotFound, VaultBackend
+
+MANIFEST_TYPE = "https://affidavit.dev/backup-manifest/v1"
+INGEST_FORMATS = ("mongodump", "mongodump-archive", "rdb")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_backup_id(moment: datetime) -> str:
+    """``bk-20261128T074512Z-3f9a1c``: sortable by time, unique by the random suffix."""
+    return f"bk-{moment.strftime('%Y%m%dT%H%M%SZ')}-{os.urandom(3).hex()}"
+
+
+@dataclass
+class _Run:
+    """State of one backup in progress."""
+
+    app: App
+    backup_id: str
+    prefix: str
+    vault: VaultBackend
+    recipient: str
+    retain_until: datetime
+    artifacts: list[BackupArtifact]
+    reporter: Reporter
+
+    def sink(self, name: str, role: ArtifactRole, dataset: str | None = None) -> ArtifactSink:
+        """A sink for the artifact ``PREFIX/name.age``."""
+        return ArtifactSink(
+            self.vault,
+            f"{self.prefix}/{name}.age",
+            recipient=self.recipient,
+            retain_until=self.retain_until,
+            role=role,
+            dataset=dataset,
+        )
+
+    def stored(self, artifact: BackupArtifact) -> None:
+        """Record an artifact the vault now holds (its own small unit of work)."""
+        self.artifacts.append(artifact)
+        with self.app.change() as change:
+            change.uow.backups.add_artifact(self.backup_id, artifact)
+            change.record(
+                "backup.artifact_stored",
+                f"backup:{self.backup_id}",
+                {"path": artifact.path, "sha256": artifact.sha256, "size": artifact.size},
+            )
+
+    def store_bytes(
+        self, name: str, data: bytes, role: ArtifactRole, dataset: str | None = None
+    ) -> BackupArtifact:
+        """Store a small artifact."""
+        with self.sink(name, role, dataset) as sink:
+            for i in range(0, len(data), CHUNK):
+                sink.write(data[i : i + CHUNK])
+            artifact = sink.close()
+        self.stored(artifact)
+        return artifact
+
+    def store_index(self, acc: Accumulator, dataset: str, encoding: str) -> tuple[str, int, int]:
+        """Finish a dataset's fingerprint, store its index; return (text, count, dups)."""
+        with tempfile.TemporaryDirectory(prefix="affidavit-idx-") as tmp:
+            path = Path(tmp) / "index.afpidx"
+            fingerprint, duplicates = acc.finish(path, dataset=dataset, encoding=encoding)
+            with self.sink(f"index/{dataset}.afpidx", ArtifactRole.INDEX, dataset) as sink:
+                with path.open("rb") as fh:
+                    while chunk := fh.read(CHUNK):
+                        sink.write(chunk)
+                artifact = sink.close()
+        self.stored(artifact)
+        return fingerprint.text, fingerprint.count, duplicates
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Captured:
+    datasets: list[tuple[str, int, str]]  # name, records, fingerprint text
+    consistency: dict[str, Any] | None
+    server_version: str | None
+
+
+def _resolve_vault(app: App, name: str | None) -> Vault:
+    with app.read() as uow:
+        if name is not None:
+            return uow.vaults.get(name)
+        vaults = uow.vaults.list()
+    if len(vaults) == 1:
+        return vaults[0]
+    if not vaults:
+        raise InputError("no vault is registered", hint="`affidavit vault add NAME --url ...`")
+    raise InputError(
+        "several vaults are registered: name one with --vault",
+        hint=f"vaults: {', '.join(v.name for v in vaults)}",
+    )
+
+
+def _classification(app: App, source: Source | None, dataset: str) -> str:
+    if source is None:
+        return "unclassified"
+    with app.read() as uow:
+        found = uow.datasets.get(source.name, dataset)
+    return (found.classification if found else source.classification).value
+
+
+def _begin(
+    app: App,
+    *,
+    source: Source | None,
+    source_label: str,
+    vault: Vault,
+    kind: str,
+    fmt: str,
+    retain_days: int | None,
+    reporter: Reporter,
+) -> _Run:
+    started = _now()
+    backup_id = new_backup_id(started)
+    days = retain_days if retain_days is not None else app.settings.retention_days
+    if not 1 <= days <= 36500:
+        raise InputError(f"retention of {days} days is outside 1..36500")
+    retain_until = started + timedelta(days=max(days, vault.immutable_days or 0))
+    keystore = keystore_for(app.settings)
+    identity, recipient = new_identity()
+    wrapped = wrap_identity(keystore, backup_id, identity)
+    del identity  # only the wrapped form is kept
+    backend = vault_backend(vault)
+    with app.change() as change:
+        change.uow.backups.add(
+            Backup(
+                id=backup_id,
+                source=source.name if source else None,
+                vault=vault.name,
+                kind=kind,
+                format=fmt,
+                status=BackupStatus.RUNNING,
+                started_at=started,
+                finished_at=None,
+                retain_until=retain_until,
+                recipient=recipient,
+                wrapped_identity=wrapped.ciphertext,
+                kek_id=wrapped.kek_id,
+                kek_version=wrapped.version,
+            )
+        )
+        change.record(
+            "backup.started",
+            f"backup:{backup_id}",
+            {
+                "source": source_label,
+                "vault": vault.name,
+                "kind": kind,
+                "format": fmt,
+                "retain_until": retain_until.isoformat(),
+                "recipient": recipient,
+                "kek": {"id": wrapped.kek_id, "version": wrapped.version},
+            },
+        )
+    return _Run(
+        app=app,
+        backup_id=backup_id,
+        prefix=f"{source_label}/{backup_id}",
+        vault=backend,
+        recipient=recipient,
+        retain_until=retain_until,
+        artifacts=[],
+        reporter=reporter,
+    )
+
+
+def _finish(
+    run: _Run,
+    *,
+    source: Source | None,
+    source_label: str,
+    vault: Vault,
+    captured: _Captured,
+    kind: str,
+    fmt: str,
+) -> Backup:
+    app = run.app
+    datasets = [
+        BackupDataset(
+            name=name,
+            records=records,
+            fingerprint=text,
+            classification=_classification(app, source, name),
+        )
+        for name, records, text in captured.datasets
+    ]
+    with app.read() as uow:
+        started = uow.backups.get(run.backup_id)
+    manifest_obj = {
+        "type": MANIFEST_TYPE,
+        "backup_id": run.backup_id,
+        "kind": kind,
+        "format": fmt,
+        "source": {
+            "name": source_label,
+            "engine": source.engine.value if source else None,
+            "uri": ConnectionUri.parse(source.engine, source.uri).redacted if source else None,
+            "server_version": captured.server_version,
+        },
+        "tool": {"name": "affidavit", "version": __version__},
+        "started_at": started.started_at.isoformat(),
+        "consistency": captured.consistency,
+        "vault": {"name": vault.name, "url": vault.url, "region": vault.region},
+        "retain_until": run.retain_until.isoformat(),
+        "encryption": {
+            "format": "age",
+            "recipient": run.recipient,
+            "kek_id": started.kek_id,
+            "kek_version": started.kek_version,
+        },
+        "artifacts": [
+            {
+                "path": a.path,
+                "role": a.role.value,
+                "dataset": a.dataset,
+                "size": a.size,
+                "sha256": a.sha256,
+                "plain_size": a.plain_size,
+                "plain_sha256": a.plain_sha256,
+            }
+            for a in sorted(run.artifacts, key=lambda a: a.path)
+        ],
+        "datasets": [
+            {
+                "name": d.name,
+                "records": d.records,
+                "fingerprint": d.fingerprint,
+                "classification": d.classification,
+            }
+            for d in datasets
+        ],
+    }
+    statement = Statement(
+        subjects=tuple(Subject(name=a.path, sha256=a.sha256) for a in run.artifacts)
+        or (Subject(name=f"{run.prefix}/empty", sha256=sha256_hex(b"")),),
+        predicate_type=BACKUP_PREDICATE_TYPE,
+        predicate=manifest_obj,
+    )
+    manifest = statement.to_json()  # RFC 8785: the manifest is the statement's predicate
+    finished = _now()
+    with app.change() as change:
+        envelope = attest_and_record(change, statement)
+        envelope_json = envelope.to_json()
+        change.uow.backups.complete(
+            run.backup_id,
+            finished_at=finished,
+            consistency=captured.consistency,
+            manifest=manifest,
+            manifest_sha256=sha256_hex(manifest),
+            envelope=envelope_json,
+            datasets=datasets,
+        )
+        change.record(
+            "backup.completed",
+            f"backup:{run.backup_id}",
+            {
+                "manifest_sha256": sha256_hex(manifest),
+                "artifacts": len(run.artifacts),
+                "datasets": {d.name: d.fingerprint for d in datasets},
+            },
+        )
+    # the signed envelope also goes to the vault, in the clear, for auditors
+    try:
+        stored = run.vault.put(
+            f"{run.prefix}/manifest.dsse.json",
+            [envelope_json.encode()],
+            retain_until=run.retain_until,
+        )
+        run.stored(
+            BackupArtifact(
+                path=stored.path, role=ArtifactRole.MANIFEST, size=stored.size, sha256=stored.sha256
+            )
+        )
+    except Error as exc:  # the backup is complete and signed in the catalog; say so loudly
+        with app.change() as change:
+            change.record(
+                "backup.manifest_copy_failed", f"backup:{run.backup_id}", {"error": exc.message}
+            )
+    with app.read() as uow:
+        return uow.backups.get(run.backup_id)
+
+
+def _fail(run: _Run, exc: BaseException) -> None:
+    message = exc.message if isinstance(exc, Error) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        message = "interrupted (Ctrl-C)"
+    with run.app.change() as change:
+        change.uow.backups.fail(run.backup_id, finished_at=_now(), error=message)
+        change.record(
+            "backup.failed",
+            f"backup:{run.backup_id}",
+            {
+                "error": message,
+                "artifacts_written": [a.path for a in run.artifacts],
+            },
+        )
+
+
+# -- backup run ------------------------------------------------------------------------------
+
+
+def run_backup(
+    app: App,
+    source_name: str,
+    *,
+    datasets: list[str] | None = None,
+    vault_name: str | None = None,
+    retain_days: int | None = None,
+    reporter: Reporter | None = None,
+) -> Backup:
+    """Take a point-in-time backup of a registered source."""
+    rep = reporter or SilentReporter()
+    with app.read() as uow:
+        source = uow.sources.get(source_name)
+    vault = _resolve_vault(app, vault_name)
+    fmt = "mongodump" if source.engine is EngineName.MONGODB else "rdb"
+    with engine_for(source, timeout=app.settings.connect_timeout) as engine:
+        description = engine.describe()  # fails (exit 3) before anything is recorded
+        names = datasets or engine.list_datasets()
+        for name in names:
+            engine.count_records(name)  # NotFound before anything is recorded
+        run = _begin(
+            app,
+            source=source,
+            source_label=source.name,
+            vault=vault,
+            kind="run",
+            fmt=fmt,
+            retain_days=retain_days,
+            reporter=rep,
+        )
+        try:
+            if source.engine is EngineName.MONGODB:
+                captured = _capture_mongo(run, engine, names, description.version)
+            else:
+                captured = _capture_redis(run, engine, names, description.version)
+        except BaseException as exc:
+            _fail(run, exc)
+            raise
+    return _finish(
+        run,
+        source=source,
+        source_label=source.name,
+        vault=vault,
+        captured=captured,
+        kind="run",
+        fmt=fmt,
+    )
+
+
+def _capture_mongo(run: _Run, engine: Any, names: list[str], version: str) -> _Captured:
+    results = []
+    with engine.snapshot() as snap:
+        for name in names:
+            db, _, coll = name.partition(".")
+            total = engine.count_records(name)
+            run.reporter.task(f"backing up {name}", total)
+            acc = Accumulator("exact")
+            with run.sink(f"dump/{db}/{coll}.bson", ArtifactRole.DATA, name) as sink:
+                batch: list[tuple[bytes, bytes]] = []
+                for raw in snap.iter_raw(name):
+                    sink.write(raw)
+                    batch.append(exact_record_checked(raw))
+                    if len(batch) >= 2048:
+                        acc.add_records(batch)
+                        run.reporter.advance(len(batch))
+                        batch = []
+                acc.add_records(batch)
+                run.reporter.advance(len(batch))
+                artifact = sink.close()
+            run.stored(artifact)
+            run.store_bytes(
+                f"dump/{db}/{coll}.metadata.json",
+                snap.metadata_json(name),
+                ArtifactRole.METADATA,
+                name,
+            )
+            text, count, _ = run.store_index(acc, name, "bson")
+            results.append((name, count, text))
+            run.reporter.finish()
+        consistency = snap.consistency
+    return _Captured(datasets=results, consistency=consistency, server_version=version)
+
+
+def _capture_redis(run: _Run, engine: Any, names: list[str], version: str) -> _Captured:
+    """The RDB streams from the server into the vault (encrypted) and, in the same pass, into
+    a private local spool that is then parsed for the fingerprints (the RDB parser needs the
+    payload's length, which a diskless transfer does not announce)."""
+    from affidavit.formats.rdb import RdbReader
+
+    captured_at = int(_now().timestamp() * 1000)
+    run.reporter.stage("streaming the RDB from the server")
+    with tempfile.TemporaryDirectory(prefix="affidavit-rdb-") as tmp:
+        spool = Path(tmp) / "dump.rdb"
+        with spool.open("wb") as local, run.sink("dump.rdb", ArtifactRole.DATA) as sink:
+            for chunk in engine.stream_rdb():
+                sink.write(chunk)
+                local.write(chunk)
+            artifact = sink.close()
+        run.stored(artifact)
+        reader = RdbReader(spool, as_of_ms=captured_at)
+        present = reader.datasets()
+        results = []
+        for name in names:
+            acc = Accumulator("exact")
+            if name in present:
+                run.reporter.task(f"fingerprinting {name}", None)
+                acc.add_records(encode_redis_record(r) for r in reader.records(name))
+            text, count, _ = run.store_index(acc, name, "redis")
+            results.append((name, count, text))
+    consistency = {"mode": "rdb-snapshot", "captured_at_ms": captured_at}
+    return _Captured(datasets=results, consistency=consistency, server_version=version)
+
+
+# -- ingest ----------------------------------------------------------------------------------
+
+
+def ingest_backup(
+    app: App,
+    path: Path,
+    *,
+    fmt: str,
+    source_name: str | None = None,
+    vault_name: str | None = None,
+    retain_days: int | None = None,
+    reporter: Reporter | None = None,
+) -> Backup:
+    """Register a backup another tool made: copy it into a vault (encrypted) and fingerprint
+    it. The whole input is checked (framing, BSON, CRCs) before the backup is recorded."""
+    rep = reporter or SilentReporter()
+    if fmt not in INGEST_FORMATS:
+        raise InputError(f"cannot ingest format {fmt!r}", hint=f"use {'|'.join(INGEST_FORMATS)}")
+    if not path.exists():
+        raise NotFound(f"{path} does not exist")
+    source = None
+    if source_name is not None:
+        with app.read() as uow:
+            source = uow.sources.get(source_name)
+    label = source.name if source else "ingested"
+    vault = _resolve_vault(app, vault_name)
+    reader = reader_class(fmt)(path)
+    files = _ingest_files(path, fmt)
+    rep.stage(f"checking {path}")
+    names = reader.datasets()  # reads and checks the whole input once before anything is recorded
+    run = _begin(
+        app,
+        source=source,
+        source_label=label,
+        vault=vault,
+        kind="ingest",
+        fmt=fmt,
+        retain_days=retain_days,
+        reporter=rep,
+    )
+    try:
+        results = []
+        for rel, file in files:
+            rep.task(f"storing {rel}", file.stat().st_size)
+            dataset = _dataset_of(rel, fmt)
+            role = (
+                ArtifactRole.DATA
+                if rel.endswith((".bson", ".bson.gz", ".rdb", ".archive")) or fmt != "mongodump"
+                else ArtifactRole.METADATA
+            )
+            acc = (
+                Accumulator("exact")
+                if fmt == "mongodump" and role is ArtifactRole.DATA and dataset in names
+                else None
+            )
+            artifact = _copy_file(run, file, rel=rel, role=role, dataset=dataset, acc=acc, rep=rep)
+            run.stored(artifact)
+            if acc is not None and dataset is not None:
+                text, count, _ = run.store_index(acc, dataset, "bson")
+                results.append((dataset, count, text))
+            rep.finish()
+        if fmt != "mongodump":
+            for name in names:
+                acc = Accumulator("exact")
+                codec = _codec_for(fmt)
+                acc.add_records(codec(r) for r in reader.records(name))
+                text, count, _ = run.store_index(acc, name, "redis" if fmt == "rdb" else "bson")
+                results.append((name, count, text))
+        captured = _Captured(
+            datasets=sorted(results),
+            consistency={"mode": "as-ingested", "source_path": str(path)},
+            server_version=None,
+        )
+    except BaseException as exc:
+        _fail(run, exc)
+        raise
+    return _finish(
+        run, source=source, source_label=label, vault=vault, captured=captured,
+        kind="ingest", fmt=fmt,
+    )  # fmt: skip
+
+
+def _codec_for(fmt: str) -> Callable[[Any], tuple[bytes, bytes]]:
+    if fmt == "rdb":
+        return encode_redis_record
+    return exact_record_checked
+
+
+def _ingest_files(path: Path, fmt: str) -> list[tuple[str, Path]]:
+    """(artifact name, file) pairs to copy, in a stable order."""
+    if path.is_file():
+        return [(path.name, path)]
+    if fmt != "mongodump":
+        raise InputError(f"{path} is a folder; --format {fmt} takes a file")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    if not files:
+        raise InputError(f"{path} holds no files")
+    out = []
+    for file in files:
+        rel = file.relative_to(path).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        out.append((rel, file))
+    _check_metadata(path, [r for r, _ in out])
+    return out
+
+
+def _check_metadata(root: Path, rels: list[str]) -> None:
+    names = set(rels)
+    for rel in rels:
+        for suffix in (".bson", ".bson.gz"):
+            if rel.endswith(suffix) and "/" in rel:
+                stem = rel[: -len(suffix)]
+                if stem.rsplit("/", 1)[-1] in ("oplog",) or stem.rsplit("/", 1)[-1].startswith(
+                    "system."
+                ):
+                    continue
+                meta = stem + ".metadata.json" + (".gz" if suffix.endswith(".gz") else "")
+                if meta not in names and stem + ".metadata.json" not in names:
+                    raise InputError(
+                        f"{root / rel} has no metadata file ({meta})",
+                        hint="mongorestore needs it to recreate the collection; dump again with "
+                        "mongodump",
+                    )
+
+
+def _dataset_of(rel: str, fmt: str) -> str | None:
+    if fmt != "mongodump" or "/" not in rel:
+        return None
+    db, _, name = rel.rpartition("/")
+    for suffix in (".bson.gz", ".bson"):
+        if name.endswith(suffix):
+            return f"{db.split('/')[-1]}.{name[: -len(suffix)]}"
+    return None
+
+
+def _copy_file(
+    run: _Run,
+    file: Path,
+    *,
+    rel: str,
+    role: ArtifactRole,
+    dataset: str | None,
+    acc: Accumulator | None,
+    rep: Reporter,
+) -> BackupArtifact:
+    """Copy ``file`` into the vault; when ``acc`` is given, fingerprint its BSON documents in
+    the same pass (the bytes the vault stores are the bytes that were fingerprinted)."""
+    before = file.stat()
+    with run.sink(rel, role, dataset) as sink, file.open("rb") as raw:
+
+        def tee(data: bytes) -> None:
+            sink.write(data)
+            rep.advance(len(data))
+
+        tee_reader = TeeReader(raw, tee)
+        if acc is not None:
+            stream: Any = tee_reader
+            head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+            if head == b"\x1f\x8b":
+                stream = gzip.GzipFile(fileobj=cast(Any, tee_reader), mode="rb")
+            framer = BsonFramer(stream, source=str(file))
+            batch: list[tuple[bytes, bytes]] = []
+            while (doc := framer.next_document()) is not None:
+                batch.append(exact_record_checked(doc))
+                if len(batch) >= 2048:
+                    acc.add_records(batch)
+                    batch = []
+            acc.add_records(batch)
+        tee_reader.drain()
+        artifact = sink.close()
+    after = file.stat()
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise OperationError(
+            f"{file} changed while it was being ingested",
+            hint="ingest a copy that nothing writes to",
+        )
+    return artifact
+
+
+# -- listing, holds, deletion ----------------------------------------------------------------
+
+
+def list_backups(app: App, source: str | None = None) -> list[Backup]:
+    """Backups (of one source), newest first."""
+    with app.read() as uow:
+        if source is not None:
+            uow.sources.get(source) if source != "ingested" else None
+        return uow.backups.list(source)
+
+
+def get_backup(app: App, backup_id: str) -> Backup:
+    """One backup with its artifacts, datasets and holds."""
+    with app.read() as uow:
+        return uow.backups.get(backup_id)
+
+
+def add_hold(app: App, backup_id: str, *, case_id: str, reason: str) -> Hold:
+    """Place a legal hold: the backup cannot be deleted while it is active."""
+    case_id, reason = case_id.strip(), reason.strip()
+    if not case_id or not reason:
+        raise InputError("a hold needs --case and --reason")
+    with app.change() as change:
+        hold = change.uow.backups.add_hold(
+            backup_id, case_id=case_id, reason=reason, by=app.actor, at=_now()
+        )
+        change.record("hold.added", f"backup:{backup_id}", {"case": case_id, "reason": reason})
+    return hold
+
+
+def release_hold(app: App, backup_id: str, *, case_id: str, reason: str) -> Hold:
+    """Release a legal hold."""
+    if not reason.strip():
+        raise InputError("releasing a hold needs --reason")
+    with app.change() as change:
+        hold = change.uow.backups.release_hold(
+            backup_id, case_id, reason=reason.strip(), by=app.actor, at=_now()
+        )
+        change.record("hold.released", f"backup:{backup_id}", {"case": case_id, "reason": reason})
+    return hold
+
+
+def list_holds(app: App, backup_id: str | None = None, *, active_only: bool = False) -> list[Hold]:
+    """Holds, oldest first."""
+    with app.read() as uow:
+        if backup_id is not None:
+            uow.backups.get(backup_id)
+        return uow.backups.holds(backup_id, active_only=active_only)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeletionReceipt:
+    """What a deletion removed and kept."""
+
+    backup_id: str
+    removed: list[str]
+    kept_manifest_sha256: str | None
+
+
+def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
+    """Delete a backup's artifacts after its retention and with no active hold. The manifest,
+    fingerprints and history stay in the catalog; the receipt goes to the ledger."""
+    if not reason.strip():
+        raise InputError("a deletion needs --reason")
+    with app.read() as uow:
+        backup = uow.backups.get(backup_id)
+        vault = uow.vaults.get(backup.vault)
+    if backup.status is BackupStatus.DELETED:
+        raise InputError(f"backup {backup_id} was already deleted")
+    now = _now()
+    active = [h for h in backup.holds if h.active]
+    refusals = []
+    if now < backup.retain_until:
+        refusals.append(f"it is retained until {backup.retain_until.isoformat()}")
+    if active:
+        refusals.append("it is under legal hold " + ", ".join(h.case_id for h in active))
+    if refusals:
+        with app.change() as change:
+            change.record(
+                "backup.deletion_refused",
+                f"backup:{backup_id}",
+                {"reason": reason, "refused_because": refusals},
+            )
+        raise PolicyViolation(
+            f"backup {backup_id} cannot be deleted: {'; '.join(refusals)}",
+            hint="deletion waits for the retention date and for every hold to be released",
+        )
+    backend = vault_backend(vault)
+    removed = []
+    for artifact in backup.artifacts:
+        if artifact.deleted:
+            continue
+        try:
+            backend.delete(artifact.path)
+        except ArtifactNotFound:
+            pass
+        except ArtifactLocked as exc:
+            raise PolicyViolation(
+                f"the vault still locks {artifact.path}: {exc.message}",
+                hint="the storage's own retention is longer than the catalog's",
+            ) from exc
+        removed.append(artifact.path)
+    with app.change() as change:
+        change.uow.backups.mark_deleted(backup_id, at=now)
+        change.record(
+            "backup.deleted",
+            f"backup:{backup_id}",
+            {
+                "reason": reason.strip(),
+                "removed": removed,
+                "kept": {
+                    "manifest_sha256": backup.manifest_sha256,
+                    "datasets": len(backup.datasets),
+                },
+            },
+        )
+    return DeletionReceipt(
+        backup_id=backup_id, removed=removed, kept_manifest_sha256=backup.manifest_sha256
+    )
