@@ -12,7 +12,15 @@ import typer
 from typer import Abort, Exit
 
 from affidavit import __version__
-from affidavit.cli import dataset_cmd, ledger_cmd, source_cmd, vault_cmd
+from affidavit.cli import (
+    backup_cmd,
+    dataset_cmd,
+    hold_cmd,
+    keys_cmd,
+    ledger_cmd,
+    source_cmd,
+    vault_cmd,
+)
 from affidavit.cli.demo_cmd import demo
 from affidavit.cli.fingerprint_cmd import diff, fingerprint
 from affidavit.cli.init_cmd import init
@@ -89,6 +97,9 @@ app.command("diff")(diff)
 app.add_typer(source_cmd.app, name="source")
 app.add_typer(vault_cmd.app, name="vault")
 app.add_typer(dataset_cmd.app, name="dataset")
+app.add_typer(backup_cmd.app, name="backup")
+app.add_typer(hold_cmd.app, name="hold")
+app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(ledger_cmd.app, name="ledger")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from affidavit.models.backup import Backup, Hold
 from affidavit.models.inventory import Dataset, ServerDescription, Source, Vault, VaultProbe
 from affidavit.services.inventory import Inventory, SourceTest
 
@@ -96,4 +98,68 @@ def inventory_json(inv: Inventory) -> dict[str, Any]:
             for s in inv.sources
         ],
         "vaults": [vault_json(v.vault, v.probe) for v in inv.vaults],
+    }
+
+
+def backup_json(backup: Backup, *, full: bool = False) -> dict[str, Any]:
+    """A backup: ``backup_id``, ``source``, ``datasets`` and ``artifacts`` at least."""
+    out: dict[str, Any] = {
+        "backup_id": backup.id,
+        "source": backup.source,
+        "vault": backup.vault,
+        "kind": backup.kind,
+        "format": backup.format,
+        "status": backup.status.value,
+        "started_at": backup.started_at.isoformat(),
+        "finished_at": backup.finished_at.isoformat() if backup.finished_at else None,
+        "retain_until": backup.retain_until.isoformat(),
+        "consistency": backup.consistency,
+        "error": backup.error,
+        "datasets": [
+            {
+                "name": d.name,
+                "records": d.records,
+                "fingerprint": d.fingerprint,
+                "classification": d.classification,
+            }
+            for d in backup.datasets
+        ],
+        "artifacts": [
+            {
+                "path": a.path,
+                "role": a.role.value,
+                "size": a.size,
+                "sha256": a.sha256,
+                "plain_size": a.plain_size,
+                "plain_sha256": a.plain_sha256,
+                "deleted": a.deleted,
+            }
+            for a in backup.artifacts
+        ],
+        "holds": [hold_json(h) for h in backup.holds],
+        "encryption": {
+            "format": "age",
+            "recipient": backup.recipient,
+            "kek_id": backup.kek_id,
+            "kek_version": backup.kek_version,
+        },
+        "manifest_sha256": backup.manifest_sha256,
+    }
+    if full:
+        out["envelope"] = json.loads(backup.envelope) if backup.envelope else None
+    return out
+
+
+def hold_json(hold: Hold) -> dict[str, Any]:
+    """A legal hold."""
+    return {
+        "backup_id": hold.backup_id,
+        "case": hold.case_id,
+        "reason": hold.reason,
+        "active": hold.active,
+        "created_at": hold.created_at.isoformat(),
+        "created_by": hold.created_by,
+        "released_at": hold.released_at.isoformat() if hold.released_at else None,
+        "released_by": hold.released_by,
+        "release_reason": hold.release_reason,
     }

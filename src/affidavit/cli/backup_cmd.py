@@ -1,0 +1,212 @@
+"""``affidavit backup run|ingest|list|show|delete``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.progress import RichReporter
+from affidavit.cli.state import app_for
+from affidavit.cli.views import backup_json
+from affidavit.models.backup import Backup
+from affidavit.services import backup as backups
+
+app = typer.Typer(help="Take, ingest, list and delete backups.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+VaultOpt = Annotated[
+    str | None, typer.Option("--vault", help="Vault to store into (default: the only one).")
+]
+RetainOpt = Annotated[
+    int | None,
+    typer.Option("--retain-days", help="Retention in days (default: retention_days setting)."),
+]
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="Registered source to back up.")],
+    dataset: Annotated[
+        list[str] | None, typer.Option("--dataset", help="Only this dataset (repeatable).")
+    ] = None,
+    vault: VaultOpt = None,
+    retain_days: RetainOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Take a point-in-time backup: MongoDB in the mongodump layout (snapshot reads), Redis as
+    an RDB over the replication protocol; encrypted with age, locked in the vault until its
+    retention date, fingerprinted while it streams, and signed."""
+    with app_for(ctx) as application:
+        if json_out:
+            result = backups.run_backup(
+                application, source, datasets=dataset, vault_name=vault, retain_days=retain_days
+            )
+        else:
+            with RichReporter() as reporter:
+                result = backups.run_backup(
+                    application,
+                    source,
+                    datasets=dataset,
+                    vault_name=vault,
+                    retain_days=retain_days,
+                    reporter=reporter,
+                )
+    _report(result, json_out)
+    return 0
+
+
+@app.command("ingest")
+def ingest(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A mongodump folder, an --archive file or an RDB.")],
+    fmt: Annotated[str, typer.Option("--format", help="mongodump|mongodump-archive|rdb")],
+    source: Annotated[
+        str | None, typer.Option("--source", help="The registered source it came from.")
+    ] = None,
+    vault: VaultOpt = None,
+    retain_days: RetainOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Register a backup another tool made (mongodump, redis-cli --rdb, BGSAVE): check it,
+    copy it into a vault (encrypted, locked) and fingerprint it."""
+    with app_for(ctx) as application:
+        if json_out:
+            result = backups.ingest_backup(
+                application,
+                path,
+                fmt=fmt,
+                source_name=source,
+                vault_name=vault,
+                retain_days=retain_days,
+            )
+        else:
+            with RichReporter() as reporter:
+                result = backups.ingest_backup(
+                    application,
+                    path,
+                    fmt=fmt,
+                    source_name=source,
+                    vault_name=vault,
+                    retain_days=retain_days,
+                    reporter=reporter,
+                )
+    _report(result, json_out)
+    return 0
+
+
+def _report(result: Backup, json_out: bool) -> None:
+    if json_out:
+        print_json(backup_json(result))
+        return
+    show(
+        f"Backup [bold]{result.id}[/bold] {result.status}: "
+        f"{len(result.artifacts)} artifacts in vault {result.vault}, "
+        f"retained until {when(result.retain_until)}."
+    )
+    show(
+        table(
+            None,
+            ["dataset", "records", "fingerprint"],
+            [[d.name, f"{d.records:,}", d.fingerprint] for d in result.datasets],
+        )
+    )
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Argument(help="Only this source's backups.")] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """The version history of backups, newest first."""
+    with app_for(ctx) as application:
+        found = backups.list_backups(application, source)
+    if json_out:
+        print_json({"backups": [backup_json(b) for b in found]})
+        return 0
+    if not found:
+        show("No backups yet: `affidavit backup run SOURCE`.")
+        return 0
+    show(
+        table(
+            "Backups",
+            ["id", "source", "status", "format", "started", "retain until", "records", "holds"],
+            [
+                [
+                    b.id,
+                    b.source,
+                    b.status,
+                    b.format,
+                    when(b.started_at),
+                    when(b.retain_until),
+                    f"{sum(d.records for d in b.datasets):,}",
+                    sum(1 for h in b.holds if h.active) or None,
+                ]
+                for b in found
+            ],
+        )
+    )
+    return 0
+
+
+@app.command("show")
+def show_(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(metavar="BACKUP", help="Backup id.")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Everything recorded about one backup, including its signed envelope with --json."""
+    with app_for(ctx) as application:
+        found = backups.get_backup(application, backup_id)
+    if json_out:
+        print_json(backup_json(found, full=True))
+        return 0
+    data = backup_json(found)
+    rows = [[k, v] for k, v in data.items() if k not in ("datasets", "artifacts", "holds")]
+    show(table(f"Backup {found.id}", ["field", "value"], rows))
+    show(
+        table(
+            "Artifacts",
+            ["path", "role", "size", "sha256 (stored)", "deleted"],
+            [
+                [a.path, a.role, f"{a.size:,}", a.sha256[:16], a.deleted or None]
+                for a in found.artifacts
+            ],
+        )
+    )
+    show(
+        table(
+            "Datasets",
+            ["dataset", "records", "fingerprint"],
+            [[d.name, f"{d.records:,}", d.fingerprint] for d in found.datasets],
+        )
+    )
+    return 0
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(metavar="BACKUP", help="Backup id.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the deletion receipt).")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Delete a backup's artifacts. Refused (exit 1) before its retention date or while any
+    legal hold is active; the manifest and fingerprints stay on record."""
+    with app_for(ctx) as application:
+        receipt = backups.delete_backup(application, backup_id, reason=reason)
+    if json_out:
+        print_json(
+            {
+                "backup_id": receipt.backup_id,
+                "removed": receipt.removed,
+                "kept_manifest_sha256": receipt.kept_manifest_sha256,
+            }
+        )
+    else:
+        show(f"Deleted {len(receipt.removed)} artifacts of {receipt.backup_id}; manifest kept.")
+    return 0

@@ -1,0 +1,95 @@
+"""``affidavit keys status|rotate|export-identity``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.state import app_for
+from affidavit.services import keys
+
+app = typer.Typer(help="Key-encryption keys that protect backup keys.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@app.command("status")
+def status(ctx: typer.Context, json_out: JsonOpt = False) -> int:
+    """KEK versions, their ages, how many backup keys each wraps, and when rotation is due."""
+    with app_for(ctx) as application:
+        st = keys.key_status(application)
+    versions: list[dict[str, Any]] = [
+        {
+            "version": v.version,
+            "created_at": v.created_at.isoformat(),
+            "retired_at": v.retired_at.isoformat() if v.retired_at else None,
+            "wrapped_backup_keys": st.wrapped_per_version.get(v.version, 0),
+        }
+        for v in st.versions
+    ]
+    data = {
+        "kek_id": st.kek_id,
+        "current_version": st.current.version,
+        "next_rotation_due": st.next_rotation_due.isoformat(),
+        "overdue": st.overdue,
+        "versions": versions,
+    }
+    if json_out:
+        print_json(data)
+        return 0
+    overdue = " [red](overdue)[/red]" if st.overdue else ""
+    show(
+        f"KEK {st.kek_id}: current version {st.current.version}; "
+        f"next rotation due {when(st.next_rotation_due)}{overdue}"
+    )
+    show(
+        table(
+            None,
+            ["version", "created", "retired", "backup keys"],
+            [
+                [v["version"], v["created_at"][:19], v["retired_at"], v["wrapped_backup_keys"]]
+                for v in versions
+            ],
+        )
+    )
+    return 0
+
+
+@app.command("rotate")
+def rotate(ctx: typer.Context, json_out: JsonOpt = False) -> int:
+    """Create a new KEK version and re-wrap every backup key under it (no data is
+    re-encrypted); older versions are retired. Recorded in the ledger."""
+    with app_for(ctx) as application:
+        result = keys.rotate_keys(application)
+    if json_out:
+        print_json(
+            {
+                "kek_id": result.kek_id,
+                "old_version": result.old_version,
+                "new_version": result.new_version,
+                "rewrapped": result.rewrapped,
+                "retired": result.retired,
+            }
+        )
+    else:
+        show(
+            f"Rotated {result.kek_id}: v{result.old_version} -> v{result.new_version}; "
+            f"{result.rewrapped} backup keys re-wrapped; retired {result.retired or 'none'}."
+        )
+    return 0
+
+
+@app.command("export-identity")
+def export_identity(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(metavar="BACKUP", help="Backup id.")],
+    reason: Annotated[str, typer.Option(help="Why the key is disclosed (recorded).")],
+) -> int:
+    """Print the backup's age identity (AGE-SECRET-KEY-...) so that `age -d -i FILE` decrypts
+    its artifacts without affidavit. The disclosure is recorded in the ledger first."""
+    with app_for(ctx) as application:
+        identity = keys.export_identity(application, backup_id, reason=reason)
+    print(identity)  # the one output, for a pipe into a file
+    return 0
