@@ -41,6 +41,10 @@ def test_demo_inventories_two_real_servers(tmp_path: Path) -> None:
         for r in rs
     )
     assert out["ledger"]["ok"] is True
+    assert [b["status"] for b in out["backups"]] == ["complete", "complete"]
+    live = {r["name"]: r["fingerprint"] for rs in out["fingerprints"].values() for r in rs}
+    backed_up = {name: fp for b in out["backups"] for name, fp in b["datasets"].items()}
+    assert backed_up == live
     assert out["ledger"]["findings"] == []
     # the home is left for a look around, offline
     shown = run("--home", str(home), "source", "show", "orders-db", "--json")

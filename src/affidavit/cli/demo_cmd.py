@@ -52,6 +52,16 @@ def demo(
                     ]
                     for source, results in result.fingerprints.items()
                 },
+                "backups": [
+                    {
+                        "backup_id": b.id,
+                        "source": b.source,
+                        "status": b.status.value,
+                        "artifacts": len(b.artifacts),
+                        "datasets": {d.name: d.fingerprint for d in b.datasets},
+                    }
+                    for b in result.backups
+                ],
                 "ledger": result.ledger.to_json(),
             }
         )
@@ -65,6 +75,30 @@ def demo(
                 [source, r.name, f"{r.fingerprint.count:,}", r.fingerprint.root.hex()]
                 for source, results in result.fingerprints.items()
                 for r in results
+            ],
+        )
+    )
+    live = {
+        (source, r.name): r.fingerprint.text
+        for source, results in result.fingerprints.items()
+        for r in results
+    }
+    show(
+        table(
+            "Backups (age-encrypted, read-only in the vault, signed manifest)",
+            ["backup", "source", "status", "artifacts", "datasets", "fingerprints = live"],
+            [
+                [
+                    b.id,
+                    b.source,
+                    b.status,
+                    len(b.artifacts),
+                    len(b.datasets),
+                    "yes"
+                    if all(live.get((b.source or "", d.name)) == d.fingerprint for d in b.datasets)
+                    else "[red]NO[/red]",
+                ]
+                for b in result.backups
             ],
         )
     )

@@ -88,6 +88,15 @@ def iter_bson_file(path: Path, *, validate: Validation = "full") -> Iterator[byt
             yield doc
 
 
+def iter_bson_batches(path: Path) -> Iterator[tuple[bytes, list[int]]]:
+    """The documents of a ``.bson[.gz]`` file in batches ``(buffer, start offsets)``, framing
+    checked only (callers check each document in full, see ``bson_codec.exact_record_checked``)."""
+    with open_binary(path) as stream:
+        framer = BsonFramer(stream, source=str(path))
+        while (batch := framer.next_batch()) is not None:
+            yield batch
+
+
 class BsonFileReader(RecordReader):
     """One mongodump ``.bson`` or ``.bson.gz`` file: a single dataset.
 
@@ -124,6 +133,12 @@ class BsonFileReader(RecordReader):
         if dataset != self._dataset():
             raise NotFound(f"{self.path} holds dataset {self._dataset()!r}, not {dataset!r}")
         return iter_bson_file(self.path, validate=self.validate)
+
+    def record_batches(self, dataset: str) -> Iterator[tuple[bytes, list[int]]]:
+        """:meth:`records` in framed batches (see :func:`iter_bson_batches`)."""
+        if dataset != self._dataset():
+            raise NotFound(f"{self.path} holds dataset {self._dataset()!r}, not {dataset!r}")
+        return iter_bson_batches(self.path)
 
     def size_hint(self, dataset: str) -> int | None:
         return None if self.path.name.endswith(".gz") else self.path.stat().st_size
@@ -196,6 +211,13 @@ class MongodumpDirReader(RecordReader):
         if dataset not in files:
             raise NotFound(f"{self.path} has no dataset {dataset!r}")
         return iter_bson_file(files[dataset], validate=self.validate)
+
+    def record_batches(self, dataset: str) -> Iterator[tuple[bytes, list[int]]]:
+        """:meth:`records` in framed batches (see :func:`iter_bson_batches`)."""
+        files = self._files()
+        if dataset not in files:
+            raise NotFound(f"{self.path} has no dataset {dataset!r}")
+        return iter_bson_batches(files[dataset])
 
     def size_hint(self, dataset: str) -> int | None:
         file = self._files().get(dataset)

@@ -3,8 +3,9 @@
 So far: start a SecantusDB (MongoDB wire protocol) and a redis-server on random loopback
 ports, seed them with a realistic sample, register both as sources and a folder vault in a
 fresh home, take the inventory, fingerprint every dataset live (exact profile, with index
-files), and verify the ledger that recorded all of it. Later stages (backup, verify, drill,
-evidence) extend it.
+files), back both sources up into the folder vault (encrypted, locked, signed) and check that
+each backup's fingerprints equal the live ones, then verify the ledger that recorded all of
+it. Later stages (verify, drill, evidence) extend it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from affidavit.config import Settings
 from affidavit.constants import Classification, EngineName
 from affidavit.errors import InputError
 from affidavit.ledger.verify import VerifyReport
+from affidavit.models.backup import Backup
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
+from affidavit.services import backup as backup_service
 from affidavit.services import fingerprint as fps
 from affidavit.services import inventory as inv
 from affidavit.services import ledger as ledger_service
@@ -49,6 +52,7 @@ class DemoResult:
     seeded: dict[str, int]
     inventory: inv.Inventory
     fingerprints: dict[str, list[fps.DatasetFingerprint]]
+    backups: list[Backup]
     ledger: VerifyReport
 
 
@@ -139,6 +143,10 @@ def run_demo(
                     out=settings.home / "fingerprints" / source,
                     reporter=rep,
                 )
+            backups = [
+                backup_service.run_backup(app, source, reporter=rep)
+                for source in ("orders-db", "session-cache")
+            ]
             rep.stage("verifying the ledger")
             report = ledger_service.verify_catalog(app)
     return DemoResult(
@@ -147,5 +155,6 @@ def run_demo(
         seeded=seeded,
         inventory=inventory,
         fingerprints=fingerprints,
+        backups=backups,
         ledger=report,
     )

@@ -67,6 +67,14 @@ def _hash_batch(
     return hash_records(profile, (codec(raw) for raw in batch))
 
 
+def _hash_framed(
+    encoding: RecordEncoding, profile: Profile, buffer: bytes, starts: list[int]
+) -> tuple[bytes, list[bytes]]:
+    """Worker: the same as :func:`_hash_batch` for a framed batch of BSON documents."""
+    ends = [*starts[1:], len(buffer)]
+    return _hash_batch(encoding, profile, [buffer[a:b] for a, b in zip(starts, ends, strict=True)])
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatasetFingerprint:
     """One dataset's result."""
@@ -93,6 +101,7 @@ def _batches(records: Iterable[Any]) -> Iterator[list[Any]]:
 def fingerprint_records(
     records: Iterable[Any],
     *,
+    framed: Iterable[tuple[bytes, list[int]]] | None = None,
     encoding: RecordEncoding,
     profile: Profile,
     workers: int = 1,
@@ -105,7 +114,9 @@ def fingerprint_records(
     codec = codec_for(encoding, profile)  # fail early on an undefined combination
     acc = Accumulator(profile)
     try:
-        if workers <= 1:
+        if framed is not None:
+            _framed(acc, framed, encoding=encoding, profile=profile, workers=workers, rep=rep)
+        elif workers <= 1:
             for batch in _batches(records):
                 acc.add_records(codec(raw) for raw in batch)
                 rep.advance(len(batch))
@@ -135,6 +146,37 @@ def _parallel(
         for batch in _batches(records):
             pending.append((pool.submit(_hash_batch, encoding, profile, batch), len(batch)))
             while len(pending) > workers * 4:  # bounded in flight: bounded memory
+                future, n = pending.pop(0)
+                acc.add_pairs(*future.result())
+                rep.advance(n)
+        for future, n in pending:
+            acc.add_pairs(*future.result())
+            rep.advance(n)
+
+
+def _framed(
+    acc: Accumulator,
+    batches: Iterable[tuple[bytes, list[int]]],
+    *,
+    encoding: RecordEncoding,
+    profile: Profile,
+    workers: int,
+    rep: Reporter,
+) -> None:
+    """Framed batches of BSON documents: one buffer per batch crosses to a worker instead of
+    one object per document."""
+    if workers <= 1:
+        for buffer, starts in batches:
+            acc.add_pairs(*_hash_framed(encoding, profile, buffer, starts))
+            rep.advance(len(starts))
+        return
+    pending: list[tuple[Future[tuple[bytes, list[bytes]]], int]] = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for buffer, starts in batches:
+            pending.append(
+                (pool.submit(_hash_framed, encoding, profile, buffer, starts), len(starts))
+            )
+            while len(pending) > workers * 2:  # bounded in flight: bounded memory
                 future, n = pending.pop(0)
                 acc.add_pairs(*future.result())
                 rep.advance(n)
@@ -183,9 +225,11 @@ def fingerprint_path(
     results = []
     for name in names:
         rep.task(f"fingerprinting {name} ({profile})", reader.size_hint(name))
+        batches = getattr(reader, "record_batches", None)
         results.append(
             fingerprint_records(
                 reader.records(name),
+                framed=batches(name) if batches is not None else None,
                 encoding=reader.encoding,
                 profile=profile,
                 workers=resolve_workers(workers),
