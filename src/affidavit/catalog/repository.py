@@ -382,16 +382,8 @@ class LedgerRepository:
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
         """The newest stored checkpoint as (size, signed note), or None."""
-        row = (
-            self._conn()
-            .execute(
-                select(CheckpointRow.size, CheckpointRow.note)
-                .order_by(CheckpointRow.id.desc())
-                .limit(1)
-            )
-            .first()
-        )
-        return None if row is None else (int(row[0]), str(row[1]))
+        rows = self._raw("SELECT size, note FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     def checkpoint_of_size(self, size: int) -> str | None:
         """The newest stored signed checkpoint of tree size ``size``, or None."""

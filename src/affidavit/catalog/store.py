@@ -212,7 +212,8 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
 
 
 def _sqlite_begin_immediate(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # straight to the DB-API connection: this runs once per unit of work, on the append path
+    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
 def _wrap(exc: SQLAlchemyError, doing: str) -> CatalogError:
