@@ -17,15 +17,18 @@ from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.orm import Session
 
 from affidavit.catalog.schema import (
+    AlertRow,
     BackupArtifactRow,
     BackupDatasetRow,
     BackupRow,
     CheckpointRow,
     DatasetRow,
+    DrillRow,
     HoldRow,
     LedgerEntryRow,
     SourceRow,
     VaultRow,
+    VerificationRow,
 )
 from affidavit.constants import Classification, EngineName
 from affidavit.errors import AlreadyExists, NotFound
@@ -37,6 +40,7 @@ from affidavit.models.backup import (
     BackupStatus,
     Hold,
 )
+from affidavit.models.checks import Alert, Drill, Finding, Verification
 from affidavit.models.inventory import (
     Dataset,
     SecretKind,
@@ -679,3 +683,131 @@ def _hold(row: HoldRow) -> Hold:
         released_by=row.released_by,
         release_reason=row.release_reason,
     )
+
+
+class CheckRepository:
+    """Verifications, drills and alerts."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def add_verification(self, v: Verification) -> None:
+        """Record a verification (the backup must exist)."""
+        if self._s.get(BackupRow, v.backup_id) is None:
+            raise NotFound(f"no backup {v.backup_id!r}")
+        self._s.add(
+            VerificationRow(
+                id=v.id,
+                backup_id=v.backup_id,
+                kind=v.kind,
+                started_at=v.started_at,
+                finished_at=v.finished_at,
+                ok=v.ok,
+                sample_percent=v.sample_percent,
+                sample_seed=v.sample_seed,
+                coverage=json.dumps(v.coverage) if v.coverage is not None else None,
+                findings=json.dumps([f.to_json() for f in v.findings]),
+                envelope=v.envelope,
+            )
+        )
+        self._s.flush()
+
+    def verifications(self, backup_id: str | None = None) -> builtins.list[Verification]:
+        """Verifications (of one backup), newest first."""
+        stmt = select(VerificationRow).order_by(VerificationRow.started_at.desc())
+        if backup_id is not None:
+            stmt = stmt.where(VerificationRow.backup_id == backup_id)
+        return [
+            Verification(
+                id=r.id,
+                backup_id=r.backup_id,
+                kind=r.kind,
+                started_at=_aware(r.started_at),
+                finished_at=_aware(r.finished_at),
+                ok=r.ok,
+                findings=tuple(Finding.from_json(f) for f in json.loads(r.findings)),
+                sample_percent=r.sample_percent,
+                sample_seed=r.sample_seed,
+                coverage=json.loads(r.coverage) if r.coverage else None,
+                envelope=r.envelope,
+            )
+            for r in self._s.scalars(stmt)
+        ]
+
+    def add_drill(self, d: Drill) -> None:
+        """Record a drill (the backup must exist)."""
+        if self._s.get(BackupRow, d.backup_id) is None:
+            raise NotFound(f"no backup {d.backup_id!r}")
+        self._s.add(
+            DrillRow(
+                id=d.id,
+                backup_id=d.backup_id,
+                target=d.target,
+                started_at=d.started_at,
+                finished_at=d.finished_at,
+                ok=d.ok,
+                rto_seconds=d.rto_seconds,
+                restore_seconds=d.restore_seconds,
+                fingerprint_match=d.fingerprint_match,
+                phases=json.dumps(d.phases),
+                probes=json.dumps(list(d.probes)),
+                findings=json.dumps([f.to_json() for f in d.findings]),
+                envelope=d.envelope,
+            )
+        )
+        self._s.flush()
+
+    def drills(self, backup_id: str | None = None) -> builtins.list[Drill]:
+        """Drills (of one backup), newest first."""
+        stmt = select(DrillRow).order_by(DrillRow.started_at.desc())
+        if backup_id is not None:
+            stmt = stmt.where(DrillRow.backup_id == backup_id)
+        return [
+            Drill(
+                id=r.id,
+                backup_id=r.backup_id,
+                target=r.target,
+                started_at=_aware(r.started_at),
+                finished_at=_aware(r.finished_at),
+                ok=r.ok,
+                rto_seconds=r.rto_seconds,
+                restore_seconds=r.restore_seconds,
+                fingerprint_match=r.fingerprint_match,
+                phases=json.loads(r.phases),
+                probes=tuple(json.loads(r.probes)),
+                findings=tuple(Finding.from_json(f) for f in json.loads(r.findings)),
+                envelope=r.envelope,
+            )
+            for r in self._s.scalars(stmt)
+        ]
+
+    def add_alert(self, *, at: datetime, kind: str, subject: str, payload: dict[str, Any]) -> int:
+        """Record an alert; returns its id."""
+        row = AlertRow(
+            created_at=at, kind=kind, subject=subject, payload=json.dumps(payload), deliveries="[]"
+        )
+        self._s.add(row)
+        self._s.flush()
+        return row.id
+
+    def record_delivery(self, alert_id: int, attempt: dict[str, Any]) -> None:
+        """Append a delivery attempt to an alert."""
+        row = self._s.get(AlertRow, alert_id)
+        if row is None:
+            raise NotFound(f"no alert {alert_id}")
+        row.deliveries = json.dumps([*json.loads(row.deliveries), attempt])
+        self._s.flush()
+
+    def alerts(self) -> builtins.list[Alert]:
+        """Every alert, newest first."""
+        return [
+            Alert(
+                id=r.id,
+                created_at=_aware(r.created_at),
+                kind=r.kind,
+                subject=r.subject,
+                payload=json.loads(r.payload),
+                deliveries=tuple(json.loads(r.deliveries)),
+            )
+            for r in self._s.scalars(select(AlertRow).order_by(AlertRow.id.desc()))
+        ]

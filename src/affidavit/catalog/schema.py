@@ -188,3 +188,54 @@ class HoldRow(Base):
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     released_by: Mapped[str | None] = mapped_column(Text)
     release_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class VerificationRow(Base):
+    """One verification of a backup."""
+
+    __tablename__ = "verifications"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # full | sample | against-source
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column()
+    sample_percent: Mapped[float | None] = mapped_column()
+    sample_seed: Mapped[str | None] = mapped_column(String(64))
+    coverage: Mapped[str | None] = mapped_column(Text)  # JSON: what was checked
+    findings: Mapped[str] = mapped_column(Text)  # JSON list
+    envelope: Mapped[str | None] = mapped_column(Text)
+
+
+class DrillRow(Base):
+    """One restore drill of a backup."""
+
+    __tablename__ = "drills"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"), index=True)
+    target: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column()
+    rto_seconds: Mapped[float | None] = mapped_column()
+    restore_seconds: Mapped[float] = mapped_column()
+    fingerprint_match: Mapped[bool] = mapped_column()
+    phases: Mapped[str] = mapped_column(Text)  # JSON {phase: seconds}
+    probes: Mapped[str] = mapped_column(Text)  # JSON list
+    findings: Mapped[str] = mapped_column(Text)  # JSON list
+    envelope: Mapped[str | None] = mapped_column(Text)
+
+
+class AlertRow(Base):
+    """An alert raised by a failed or overdue check, and its delivery to webhooks."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)  # JSON
+    deliveries: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of attempts

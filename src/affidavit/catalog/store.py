@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from affidavit.catalog.repository import (
     BackupRepository,
+    CheckRepository,
     DatasetRepository,
     LedgerRepository,
     SourceRepository,
@@ -43,6 +44,7 @@ class UnitOfWork:
         self.vaults = VaultRepository(session)
         self.ledger = LedgerRepository(session)
         self.backups = BackupRepository(session)
+        self.checks = CheckRepository(session)
 
 
 class Catalog:
