@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -50,6 +51,44 @@ class Settings(BaseModel):
     kms_key_id: str = Field(default="", description="AWS KMS key that wraps backup keys")
     kms_region: str = Field(default="", description="region of the KMS key")
 
+    verify_sample_every_hours: float = Field(
+        default=24, gt=0, le=8760, description="hours between sample verifications of a backup"
+    )
+    verify_sample_percent: float = Field(
+        default=10, gt=0, le=100, description="percent of a backup a sample verification reads"
+    )
+    verify_full_every_days: float = Field(
+        default=7, gt=0, le=3650, description="days between full verifications of a backup"
+    )
+    drill_every_days: float = Field(
+        default=30, gt=0, le=3650, description="days between restore drills of each source"
+    )
+    rto_seconds: float = Field(
+        default=3600, gt=0, le=30 * 86400, description="recovery-time objective of a drill"
+    )
+    webhooks: tuple[str, ...] = Field(
+        default=(), description="http(s) URLs that receive alerts as JSON POSTs"
+    )
+
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _split_webhooks(cls, value: Any) -> Any:
+        # from the environment: AFFIDAVIT_WEBHOOKS="https://a/x https://b/y" (comma or space)
+        if isinstance(value, str):
+            return tuple(part for part in value.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("webhooks")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{_no_userinfo(url)!r} is not an http(s) URL")
+            if any(ord(ch) <= 0x20 for ch in url):
+                raise ValueError("a webhook URL must not contain spaces or control characters")
+        return value
+
     @field_validator("actor")
     @classmethod
     def _actor_printable(cls, value: str) -> str:
@@ -76,6 +115,16 @@ class Settings(BaseModel):
             return getpass.getuser()
         except (KeyError, OSError):  # no passwd entry (containers)
             return f"uid:{os.getuid()}"
+
+
+def _no_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` (for error messages)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
 
 
 # setting name -> environment variable, for everything but home (AFFIDAVIT_HOME)
@@ -157,5 +206,12 @@ DEFAULT_CONFIG_TEXT = """\
 # retention_days = 35        # default retention of new backups
 # kms_key_id = "arn:aws:kms:eu-west-1:111122223333:key/..."  # wrap backup keys with AWS KMS
 # kms_region = "eu-west-1"
+# Cadence of `affidavit run-due` (see docs/operations.md):
+# verify_sample_every_hours = 24  # sample-verify every backup this often
+# verify_sample_percent = 10      # how much of a backup a sample verification reads
+# verify_full_every_days = 7      # fully verify every backup this often
+# drill_every_days = 30           # restore-drill the newest backup of each source this often
+# rto_seconds = 3600              # recovery-time objective a drill must meet
+# webhooks = ["https://alerts.example.com/affidavit"]  # alerts are POSTed here as JSON
 # The local key file's passphrase comes from AFFIDAVIT_PASSPHRASE only, never from this file.
 """

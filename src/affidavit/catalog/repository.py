@@ -538,6 +538,16 @@ class BackupRepository:
         self._add_artifacts(backup_id, [artifact])
         self._s.flush()
 
+    def artifacts_with_digest(self, sha256: str) -> builtins.list[tuple[str, str]]:
+        """``(backup id, path)`` of every recorded artifact whose stored bytes have this
+        SHA-256 (verification names the backup a swapped-in artifact came from)."""
+        rows = self._s.execute(
+            select(BackupArtifactRow.backup_id, BackupArtifactRow.path)
+            .where(BackupArtifactRow.sha256 == sha256)
+            .order_by(BackupArtifactRow.backup_id, BackupArtifactRow.path)
+        )
+        return [(str(b), str(p)) for b, p in rows]
+
     def mark_deleted(self, backup_id: str, *, at: datetime) -> None:
         """Mark the backup deleted and its artifacts gone (manifest and fingerprints stay)."""
         row = self._row(backup_id)

@@ -15,17 +15,20 @@ from affidavit import __version__
 from affidavit.cli import (
     backup_cmd,
     dataset_cmd,
+    drill_cmd,
     hold_cmd,
     keys_cmd,
     ledger_cmd,
     source_cmd,
     vault_cmd,
+    verify_cmd,
 )
 from affidavit.cli.demo_cmd import demo
 from affidavit.cli.fingerprint_cmd import diff, fingerprint
 from affidavit.cli.init_cmd import init
 from affidavit.cli.inventory_cmd import inventory
 from affidavit.cli.output import error, show
+from affidavit.cli.schedule_cmd import due, run_due
 from affidavit.cli.state import CliState
 from affidavit.constants import ExitCode
 from affidavit.errors import Error
@@ -94,12 +97,16 @@ app.command("inventory")(inventory)
 app.command("demo")(demo)
 app.command("fingerprint")(fingerprint)
 app.command("diff")(diff)
+app.command("due")(due)
+app.command("run-due")(run_due)
 app.add_typer(source_cmd.app, name="source")
 app.add_typer(vault_cmd.app, name="vault")
 app.add_typer(dataset_cmd.app, name="dataset")
 app.add_typer(backup_cmd.app, name="backup")
 app.add_typer(hold_cmd.app, name="hold")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(verify_cmd.app, name="verify")
+app.add_typer(drill_cmd.app, name="drill")
 app.add_typer(ledger_cmd.app, name="ledger")
 
 

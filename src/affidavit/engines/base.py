@@ -8,9 +8,9 @@ refused) or :class:`~affidavit.errors.NotFound` (unknown dataset), with ``raise 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from affidavit.constants import EngineName
 from affidavit.models.inventory import DatasetCount, ServerDescription
@@ -68,6 +68,15 @@ class Engine(ABC):
         """Write affidavit's deterministic demonstration sample (``scale`` sets its size) and
         return the record count per dataset written. Used by ``affidavit demo`` and by tests;
         refuses (``InputError``) when the target datasets already hold data."""
+
+    def keys_changed_since(
+        self, dataset: str, keys: Sequence[bytes], point: Mapping[str, Any] | None
+    ) -> set[bytes] | None:
+        """Which of ``keys`` (exact-profile record keys of ``dataset``) the server changed,
+        inserted or deleted after the consistency point ``point`` (the record a backup of
+        this engine made). None when the engine cannot tell (no change log, or the log no
+        longer reaches back to ``point``): the default. Raises ``EngineError``."""
+        return None
 
     @abstractmethod
     def close(self) -> None:

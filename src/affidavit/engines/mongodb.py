@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import random
+import struct
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
+import bson
 from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp, json_util
 from bson.codec_options import CodecOptions
+from bson.errors import InvalidBSON
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.client_session import ClientSession
@@ -209,6 +213,91 @@ class MongoEngine(Engine):
         finally:
             session.end_session()
 
+    def load_dataset(
+        self, dataset: str, raw_docs: Iterable[bytes], metadata_json: bytes | None
+    ) -> int:
+        """Restore one collection from mongodump data: create it with the options of its
+        ``COLL.metadata.json`` (``metadata_json``, canonical Extended JSON; None for default
+        options), insert the raw BSON documents unchanged in batches (ordered, so the first
+        refused document stops the load), then create its indexes (all but ``_id_``).
+        Returns the number of documents inserted. Refuses (``InputError``) a collection that
+        already holds documents; raises ``EngineError`` when the server refuses a step."""
+        db, coll = split_dataset(dataset)
+        database = self.client[db]
+        meta = _parse_metadata(dataset, metadata_json)
+        existing = self._call(
+            f"list collections of {db}",
+            lambda: database.list_collection_names(filter={"name": coll}),
+        )
+        if coll in existing:
+            if self._call(f"count {dataset}", lambda: database[coll].count_documents({}, limit=1)):
+                raise InputError(
+                    f"{dataset} on {self.uri.redacted} already holds documents",
+                    hint="restore into an empty target",
+                )
+        else:
+            options = dict(meta.get("options") or {})
+            self._call(f"create {dataset}", lambda: database.create_collection(coll, **options))
+        target = database.get_collection(
+            coll, codec_options=CodecOptions(document_class=RawBSONDocument)
+        )
+        loaded = 0
+        batch: list[RawBSONDocument] = []
+        size = 0
+        for number, raw in enumerate(raw_docs, start=1):
+            try:
+                batch.append(RawBSONDocument(raw))
+            except InvalidBSON as exc:
+                raise InputError(f"document {number} for {dataset} is not BSON: {exc}") from exc
+            size += len(raw)
+            if len(batch) >= _LOAD_BATCH_DOCS or size >= _LOAD_BATCH_BYTES:
+                loaded += self._insert(dataset, target, batch)
+                batch, size = [], 0
+        if batch:
+            loaded += self._insert(dataset, target, batch)
+        indexes = [
+            {k: v for k, v in dict(ix).items() if k not in ("v", "ns")}
+            for ix in meta.get("indexes") or []
+            if dict(ix).get("name") != "_id_"
+        ]
+        if indexes:
+            self._call(
+                f"create the indexes of {dataset}",
+                lambda: database.command({"createIndexes": coll, "indexes": indexes}),
+            )
+        return loaded
+
+    def _insert(self, dataset: str, target: Any, batch: list[RawBSONDocument]) -> int:
+        # ordered: any refused document raises, so a return means the whole batch is in
+        # (pymongo reports no inserted_ids for raw documents)
+        self._call(f"insert into {dataset}", lambda: target.insert_many(batch, ordered=True))
+        return len(batch)
+
+    def count_matching(self, dataset: str, query: Mapping[str, Any]) -> int:
+        """The number of documents matching ``query`` (MongoDB Extended JSON, e.g.
+        ``{"_id": {"$oid": "..."}}``). Raises ``NotFound``, ``InputError`` for a query the
+        driver cannot encode, ``EngineError`` when the server refuses it."""
+        self.count_records(dataset)
+        db, coll = split_dataset(dataset)
+        flt = _extjson_query(query)
+        collection = self.client[db][coll]
+        return int(self._call(f"count {dataset}", lambda: collection.count_documents(flt)))
+
+    def find_one_json(self, dataset: str, query: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The first document matching ``query`` (Extended JSON) as relaxed Extended JSON
+        (JSON-ready), or None. Raises like :meth:`count_matching`."""
+        self.count_records(dataset)
+        db, coll = split_dataset(dataset)
+        flt = _extjson_query(query)
+        collection = self.client[db][coll]
+        doc = self._call(f"query {dataset}", lambda: collection.find_one(flt))
+        if doc is None:
+            return None
+        out: dict[str, Any] = json.loads(
+            json_util.dumps(doc, json_options=json_util.RELAXED_JSON_OPTIONS)
+        )
+        return out
+
     def seed_sample(self, *, seed: int, scale: int) -> Mapping[str, int]:
         rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
         shop = self.client["shop"]
@@ -224,10 +313,86 @@ class MongoEngine(Engine):
         self._call("write orders", lambda: shop.orders.insert_many(orders, ordered=True))
         return {"shop.customers": len(customers), "shop.orders": len(orders)}
 
+    def keys_changed_since(
+        self, dataset: str, keys: Sequence[bytes], point: Mapping[str, Any] | None
+    ) -> set[bytes] | None:
+        """Keys with an oplog entry (insert, update, replace, delete) in ``dataset`` after the
+        backup's consistency point: its snapshot ``cluster_time``, or for per-collection reads
+        ``operation_time_before`` (any op after the first read may explain a difference).
+        None when there is no oplog (standalone server) or it no longer reaches back to the
+        point; keys that are not decodable ``_id`` elements are never reported."""
+        since = _consistency_timestamp(point)
+        if since is None:
+            return None
+        oplog = self.client.local.get_collection("oplog.rs")
+        names = self._call(
+            "look for the oplog",
+            lambda: self.client.local.list_collection_names(filter={"name": "oplog.rs"}),
+        )
+        if not names:
+            return None
+        first = self._call(
+            "read the oplog", lambda: oplog.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
+        )
+        if first is None or first["ts"] > since:
+            return None  # empty, or rolled over past the backup: cannot tell
+        by_id: dict[bytes, bytes] = {}
+        for key in keys:
+            value = _id_value(key)
+            if value is not _UNDECODABLE:
+                by_id[_id_element(value)] = key
+        ids = [_id_value(k) for k in by_id.values()]
+        changed: set[bytes] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            query = {
+                "ns": dataset,
+                "ts": {"$gt": since},
+                "$or": [{"o._id": {"$in": chunk}}, {"o2._id": {"$in": chunk}}],
+            }
+            entries = self._call(
+                f"read the oplog of {dataset}",
+                lambda q=query: list(oplog.find(q, {"o._id": 1, "o2._id": 1})),  # type: ignore[misc]
+            )
+            for entry in entries:
+                for part in ("o", "o2"):
+                    sub = entry.get(part)
+                    if isinstance(sub, Mapping) and "_id" in sub:
+                        found = by_id.get(_id_element(sub["_id"]))
+                        if found is not None:
+                            changed.add(found)
+        return changed
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+_UNDECODABLE = object()
+
+
+def _id_value(key: bytes) -> Any:
+    """The ``_id`` value of an exact-profile key (the raw ``_id`` element)."""
+    try:
+        return bson.decode(struct.pack("<i", len(key) + 5) + key + b"\x00").get("_id")
+    except Exception:  # a key that is not a BSON element is not looked up
+        return _UNDECODABLE
+
+
+def _id_element(value: Any) -> bytes:
+    """The raw ``_id`` element of ``value`` as the driver encodes it (a lookup key)."""
+    return bytes(bson.encode({"_id": value})[4:-1])
+
+
+def _consistency_timestamp(point: Mapping[str, Any] | None) -> Timestamp | None:
+    if not point:
+        return None
+    for name in ("cluster_time", "operation_time_before", "operation_time_after"):
+        value = point.get(name)
+        if isinstance(value, Mapping) and "t" in value and "i" in value:
+            return Timestamp(int(value["t"]), int(value["i"]))
+    return None
 
 
 class MongoSnapshot:
@@ -303,6 +468,34 @@ class MongoSnapshot:
             "options": dict(info.get("options", {})),
         }
         return json_util.dumps(doc, json_options=json_util.CANONICAL_JSON_OPTIONS).encode()
+
+
+_LOAD_BATCH_DOCS = 1000
+_LOAD_BATCH_BYTES = 8 << 20
+
+
+def _parse_metadata(dataset: str, metadata_json: bytes | None) -> dict[str, Any]:
+    """A mongodump ``COLL.metadata.json`` as BSON-typed values; ``{}`` for None."""
+    if metadata_json is None:
+        return {}
+    try:
+        meta = json_util.loads(metadata_json.decode("utf-8"))
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InputError(f"the metadata of {dataset} is not mongodump metadata: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise InputError(f"the metadata of {dataset} is not a JSON object")
+    return dict(meta)
+
+
+def _extjson_query(query: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON query with Extended JSON values (``$oid``, ``$date``, ...) as BSON types."""
+    try:
+        flt = json_util.loads(json.dumps(dict(query)))
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"not a MongoDB Extended JSON query: {exc}") from exc
+    if not isinstance(flt, dict):
+        raise InputError("a MongoDB query is a JSON object")
+    return dict(flt)
 
 
 def split_dataset(dataset: str) -> tuple[str, str]:

@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import shutil
 import socket
+from pathlib import Path
 
 from affidavit.errors import OperationError
 from affidavit.scratch.base import ScratchServer
 
+#: seconds to wait for a server that loads an RDB at start-up (about 1 GiB per 10-20 s)
+RDB_START_TIMEOUT = 600.0
+
 
 class RedisScratch(ScratchServer):
-    """``redis-server`` on 127.0.0.1 with persistence off and its data in a temp folder."""
+    """``redis-server`` on 127.0.0.1 with persistence off and its data in a temp folder.
+
+    With ``rdb``, the server starts from that RDB file: it is copied into the work folder
+    (unless it is already there) and named as the server's ``--dbfilename``, so Redis loads
+    it at start-up exactly as after a restart. :meth:`ready` is true only once the load is
+    over (Redis answers ``-LOADING`` until then). Saving stays off, so the server never
+    rewrites the file it loaded.
+    """
 
     kind = "redis"
 
-    def __init__(self, *, executable: str | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *,
+        executable: str | None = None,
+        rdb: Path | None = None,
+        start_timeout: float | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         found = executable or shutil.which("redis-server")
         if found is None:
@@ -23,13 +41,26 @@ class RedisScratch(ScratchServer):
                 hint="install it: apt-get install redis-server (make test does this as root)",
             )
         self.executable = found
+        self.rdb: Path | None = None
+        if rdb is not None:
+            if not rdb.is_file():
+                raise OperationError(f"the RDB {rdb} does not exist")
+            placed = rdb if rdb.resolve().parent == self.workdir.resolve() else None
+            if placed is None:
+                placed = self.workdir / "dump.rdb"
+                shutil.copyfile(rdb, placed)
+            self.rdb = placed
+        if start_timeout is not None:
+            self.start_timeout = start_timeout
+        elif rdb is not None:
+            self.start_timeout = RDB_START_TIMEOUT
 
     @property
     def uri(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self, port: int) -> list[str]:
-        return [
+        argv = [
             self.executable,
             "--port", str(port),
             "--bind", "127.0.0.1",
@@ -39,11 +70,16 @@ class RedisScratch(ScratchServer):
             "--daemonize", "no",
             "--protected-mode", "yes",
         ]  # fmt: skip
+        if self.rdb is not None:
+            argv += ["--dbfilename", self.rdb.name]
+        return argv
 
     def ready(self) -> bool:
+        """True once PING answers ``+PONG``; false while Redis answers ``-LOADING``."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                reply = sock.recv(64)
         except OSError:
             return False
+        return reply.startswith(b"+PONG")  # -LOADING ...: still reading the RDB

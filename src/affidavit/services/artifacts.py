@@ -103,7 +103,11 @@ class ArtifactSink:
     def _wrap(self, exc: BaseException) -> BaseException:
         if isinstance(exc, Error):
             return exc
-        return OperationError(f"storing {self.path} failed: {exc}")
+        return OperationError(
+            f"storing {self.path} failed: {exc}",
+            hint="check that the vault is reachable and writable; the backup is recorded as "
+            "failed with every artifact written so far",
+        )
 
     def close(self) -> BackupArtifact:
         """Flush, wait for the vault, and describe the stored artifact."""

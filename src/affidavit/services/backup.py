@@ -10,14 +10,12 @@ Ctrl-C) is recorded as ``failed`` with the reason and every artifact that was wr
 
 from __future__ import annotations
 
-import gzip
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from affidavit import __version__
 from affidavit.constants import EngineName
@@ -25,8 +23,7 @@ from affidavit.crypto.age import new_identity
 from affidavit.crypto.digest import sha256_hex
 from affidavit.errors import Error, InputError, NotFound, OperationError, PolicyViolation
 from affidavit.fingerprint.accumulator import Accumulator
-from affidavit.formats.base import BsonFramer
-from affidavit.formats.bson_codec import exact_record_checked
+from affidavit.formats.bson_codec import exact_record, exact_record_checked
 from affidavit.formats.redis_codec import encode_redis_record
 from affidavit.ledger.attestation import BACKUP_PREDICATE_TYPE, Statement, Subject
 from affidavit.models.backup import (
@@ -40,7 +37,7 @@ from affidavit.models.backup import (
 from affidavit.models.inventory import Source, Vault
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.uri import ConnectionUri
-from affidavit.services.artifacts import CHUNK, ArtifactSink, TeeReader
+from affidavit.services.artifacts import CHUNK, ArtifactSink
 from affidavit.services.backends import engine_for, reader_class, vault_backend
 from affidavit.services.context import App
 from affidavit.services.keys import keystore_for, wrap_identity
@@ -335,6 +332,14 @@ def _fail(run: _Run, exc: BaseException) -> None:
     message = exc.message if isinstance(exc, Error) else f"{type(exc).__name__}: {exc}"
     if isinstance(exc, KeyboardInterrupt):
         message = "interrupted (Ctrl-C)"
+    with run.app.read() as uow:
+        complete = uow.backups.get(run.backup_id).status is BackupStatus.COMPLETE
+    if complete:  # signed and complete; only the clear-text manifest copy was cut short
+        with run.app.change() as change:
+            change.record(
+                "backup.manifest_copy_failed", f"backup:{run.backup_id}", {"error": message}
+            )
+        return
     with run.app.change() as change:
         change.uow.backups.fail(run.backup_id, finished_at=_now(), error=message)
         change.record(
@@ -368,8 +373,8 @@ def run_backup(
     with engine_for(source, timeout=app.settings.connect_timeout) as engine:
         description = engine.describe()  # fails (exit 3) before anything is recorded
         names = datasets or engine.list_datasets()
-        for name in names:
-            engine.count_records(name)  # NotFound before anything is recorded
+        # NotFound before anything is recorded; the counts size the progress bars
+        totals = {name: engine.count_records(name) for name in names}
         run = _begin(
             app,
             source=source,
@@ -382,29 +387,34 @@ def run_backup(
         )
         try:
             if source.engine is EngineName.MONGODB:
-                captured = _capture_mongo(run, engine, names, description.version)
+                captured = _capture_mongo(run, engine, totals, description.version)
             else:
                 captured = _capture_redis(run, engine, names, description.version)
         except BaseException as exc:
             _fail(run, exc)
             raise
-    return _finish(
-        run,
-        source=source,
-        source_label=source.name,
-        vault=vault,
-        captured=captured,
-        kind="run",
-        fmt=fmt,
-    )
+    try:  # a failure while signing or completing must not leave the row "running"
+        return _finish(
+            run,
+            source=source,
+            source_label=source.name,
+            vault=vault,
+            captured=captured,
+            kind="run",
+            fmt=fmt,
+        )
+    except BaseException as exc:
+        _fail(run, exc)
+        raise
 
 
-def _capture_mongo(run: _Run, engine: Any, names: list[str], version: str) -> _Captured:
+def _capture_mongo(run: _Run, engine: Any, totals: dict[str, int], version: str) -> _Captured:
+    """``totals``: the record count of each dataset before the snapshot (for progress only;
+    counting again would be another full scan on servers without fast counts)."""
     results = []
     with engine.snapshot() as snap:
-        for name in names:
+        for name, total in totals.items():
             db, _, coll = name.partition(".")
-            total = engine.count_records(name)
             run.reporter.task(f"backing up {name}", total)
             acc = Accumulator("exact")
             with run.sink(f"dump/{db}/{coll}.bson", ArtifactRole.DATA, name) as sink:
@@ -433,6 +443,37 @@ def _capture_mongo(run: _Run, engine: Any, names: list[str], version: str) -> _C
     return _Captured(datasets=results, consistency=consistency, server_version=version)
 
 
+def _fingerprint_rdb(reader: Any, names: list[str] | None) -> dict[str, Accumulator]:
+    """The exact fingerprints of ``names`` (``db0``...; None: every dataset the file holds)
+    in ONE pass over the RDB (structure and CRC-64 checked to the end).
+    ``RdbReader.records(name)`` would scan the whole file once for the key counts and once
+    more per dataset, and each pass costs ~20 s per million keys of pure-Python parsing.
+    ``_pass`` is the reader's single pass yielding ``(db, record)``; it has no public name
+    yet (reported against formats/rdb.py)."""
+    accumulators: dict[int, Accumulator] = {}
+    if names is not None:
+        accumulators = {int(name.removeprefix("db")): Accumulator("exact") for name in names}
+    batches: dict[int, list[tuple[bytes, bytes]]] = {db: [] for db in accumulators}
+    for db, record in reader._pass():
+        batch = batches.get(db)
+        if batch is None:
+            if names is not None:
+                continue
+            batch = batches[db] = []
+            accumulators[db] = Accumulator("exact")
+        batch.append(encode_redis_record(record))
+        if len(batch) >= 4096:
+            accumulators[db].add_records(batch)
+            batch.clear()
+    for db, batch in batches.items():
+        accumulators[db].add_records(batch)
+    out = {f"db{db}": acc for db, acc in sorted(accumulators.items())}
+    if names is None:  # datasets() now answers from the pass just made
+        for name in reader.datasets():
+            out.setdefault(name, Accumulator("exact"))
+    return out
+
+
 def _capture_redis(run: _Run, engine: Any, names: list[str], version: str) -> _Captured:
     """The RDB streams from the server into the vault (encrypted) and, in the same pass, into
     a private local spool that is then parsed for the fingerprints (the RDB parser needs the
@@ -449,15 +490,11 @@ def _capture_redis(run: _Run, engine: Any, names: list[str], version: str) -> _C
                 local.write(chunk)
             artifact = sink.close()
         run.stored(artifact)
-        reader = RdbReader(spool, as_of_ms=captured_at)
-        present = reader.datasets()
+        run.reporter.task("fingerprinting the RDB", None)
+        accumulators = _fingerprint_rdb(RdbReader(spool, as_of_ms=captured_at), names)
         results = []
         for name in names:
-            acc = Accumulator("exact")
-            if name in present:
-                run.reporter.task(f"fingerprinting {name}", None)
-                acc.add_records(encode_redis_record(r) for r in reader.records(name))
-            text, count, _ = run.store_index(acc, name, "redis")
+            text, count, _ = run.store_index(accumulators[name], name, "redis")
             results.append((name, count, text))
     consistency = {"mode": "rdb-snapshot", "captured_at_ms": captured_at}
     return _Captured(datasets=results, consistency=consistency, server_version=version)
@@ -491,8 +528,15 @@ def ingest_backup(
     vault = _resolve_vault(app, vault_name)
     reader = reader_class(fmt)(path)
     files = _ingest_files(path, fmt)
+    seen = {file: _stat_key(file) for _, file in files}
     rep.stage(f"checking {path}")
-    names = reader.datasets()  # reads and checks the whole input once before anything is recorded
+    # the whole input is read, checked and fingerprinted before anything is recorded
+    try:
+        accumulators = _check_and_fingerprint(reader, fmt)
+    except InputError as exc:
+        if not exc.hint:
+            exc.hint = f"{path} is not a complete, valid {fmt}; nothing was recorded"
+        raise
     run = _begin(
         app,
         source=source,
@@ -504,51 +548,65 @@ def ingest_backup(
         reporter=rep,
     )
     try:
-        results = []
         for rel, file in files:
             rep.task(f"storing {rel}", file.stat().st_size)
-            dataset = _dataset_of(rel, fmt)
             role = (
                 ArtifactRole.DATA
                 if rel.endswith((".bson", ".bson.gz", ".rdb", ".archive")) or fmt != "mongodump"
                 else ArtifactRole.METADATA
             )
-            acc = (
-                Accumulator("exact")
-                if fmt == "mongodump" and role is ArtifactRole.DATA and dataset in names
-                else None
-            )
-            artifact = _copy_file(run, file, rel=rel, role=role, dataset=dataset, acc=acc, rep=rep)
+            artifact = _copy_file(
+                run, file, rel=rel, role=role, dataset=_dataset_of(rel, fmt), seen=seen[file],
+                rep=rep,
+            )  # fmt: skip
             run.stored(artifact)
-            if acc is not None and dataset is not None:
-                text, count, _ = run.store_index(acc, dataset, "bson")
-                results.append((dataset, count, text))
             rep.finish()
-        if fmt != "mongodump":
-            for name in names:
-                acc = Accumulator("exact")
-                codec = _codec_for(fmt)
-                acc.add_records(codec(r) for r in reader.records(name))
-                text, count, _ = run.store_index(acc, name, "redis" if fmt == "rdb" else "bson")
-                results.append((name, count, text))
+        results = []
+        encoding = "redis" if fmt == "rdb" else "bson"
+        for name, acc in accumulators.items():
+            text, count, _ = run.store_index(acc, name, encoding)
+            results.append((name, count, text))
         captured = _Captured(
             datasets=sorted(results),
             consistency={"mode": "as-ingested", "source_path": str(path)},
             server_version=None,
         )
+        return _finish(
+            run, source=source, source_label=label, vault=vault, captured=captured,
+            kind="ingest", fmt=fmt,
+        )  # fmt: skip
     except BaseException as exc:
         _fail(run, exc)
         raise
-    return _finish(
-        run, source=source, source_label=label, vault=vault, captured=captured,
-        kind="ingest", fmt=fmt,
-    )  # fmt: skip
 
 
-def _codec_for(fmt: str) -> Callable[[Any], tuple[bytes, bytes]]:
+def _check_and_fingerprint(reader: Any, fmt: str) -> dict[str, Accumulator]:
+    """Read the whole input once: framing, a full BSON decode of every document (or the RDB's
+    structure and CRC-64, the archive's CRCs), and the exact fingerprint of every dataset.
+    Raises ``InputError`` (exit 2) for anything malformed."""
     if fmt == "rdb":
-        return encode_redis_record
-    return exact_record_checked
+        return _fingerprint_rdb(reader, None)
+    names: list[str] = reader.datasets()
+    accumulators = {name: Accumulator("exact") for name in names}
+    if fmt == "mongodump-archive":  # one pass over the archive for every namespace
+        batch: dict[str, list[tuple[bytes, bytes]]] = {name: [] for name in names}
+        for name, doc in reader.iter_all():
+            pending = batch[name]
+            pending.append(exact_record(doc))
+            if len(pending) >= 2048:
+                accumulators[name].add_records(pending)
+                pending.clear()
+        for name, pending in batch.items():
+            accumulators[name].add_records(pending)
+        return accumulators
+    for name in names:  # the reader decodes every document in full (validate="full")
+        accumulators[name].add_records(exact_record(doc) for doc in reader.records(name))
+    return accumulators
+
+
+def _stat_key(file: Path) -> tuple[int, int]:
+    info = file.stat()
+    return info.st_size, info.st_mtime_ns
 
 
 def _ingest_files(path: Path, fmt: str) -> list[tuple[str, Path]]:
@@ -606,41 +664,29 @@ def _copy_file(
     rel: str,
     role: ArtifactRole,
     dataset: str | None,
-    acc: Accumulator | None,
+    seen: tuple[int, int],
     rep: Reporter,
 ) -> BackupArtifact:
-    """Copy ``file`` into the vault; when ``acc`` is given, fingerprint its BSON documents in
-    the same pass (the bytes the vault stores are the bytes that were fingerprinted)."""
-    before = file.stat()
+    """Copy ``file`` into the vault, encrypted. ``seen`` is its (size, mtime) when it was
+    checked and fingerprinted: a file that changed since then is refused, so the bytes the
+    vault stores are the bytes that were fingerprinted."""
+    if _stat_key(file) != seen:
+        raise _changed(file)
     with run.sink(rel, role, dataset) as sink, file.open("rb") as raw:
-
-        def tee(data: bytes) -> None:
-            sink.write(data)
-            rep.advance(len(data))
-
-        tee_reader = TeeReader(raw, tee)
-        if acc is not None:
-            stream: Any = tee_reader
-            head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-            if head == b"\x1f\x8b":
-                stream = gzip.GzipFile(fileobj=cast(Any, tee_reader), mode="rb")
-            framer = BsonFramer(stream, source=str(file))
-            batch: list[tuple[bytes, bytes]] = []
-            while (doc := framer.next_document()) is not None:
-                batch.append(exact_record_checked(doc))
-                if len(batch) >= 2048:
-                    acc.add_records(batch)
-                    batch = []
-            acc.add_records(batch)
-        tee_reader.drain()
+        while chunk := raw.read(CHUNK):
+            sink.write(chunk)
+            rep.advance(len(chunk))
         artifact = sink.close()
-    after = file.stat()
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
-        raise OperationError(
-            f"{file} changed while it was being ingested",
-            hint="ingest a copy that nothing writes to",
-        )
+    if _stat_key(file) != seen:
+        raise _changed(file)
     return artifact
+
+
+def _changed(file: Path) -> OperationError:
+    return OperationError(
+        f"{file} changed while it was being ingested",
+        hint="ingest a copy that nothing writes to",
+    )
 
 
 # -- listing, holds, deletion ----------------------------------------------------------------

@@ -1,0 +1,173 @@
+"""``affidavit drill run|list``: restore drills."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.progress import RichReporter
+from affidavit.cli.state import app_for
+from affidavit.models.checks import Drill
+from affidavit.services import drill as drills
+
+app = typer.Typer(
+    help="Restore drills: restore into a scratch target, time it against the RTO.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def drill_json(d: Drill) -> dict[str, Any]:
+    """A drill as ``--json`` prints it."""
+    return {
+        "drill_id": d.id,
+        "backup_id": d.backup_id,
+        "target": d.target,
+        "ok": d.ok,
+        "started_at": d.started_at,
+        "finished_at": d.finished_at,
+        "restore_seconds": round(d.restore_seconds, 6),
+        "total_seconds": round(drills.drill_seconds(d), 6),
+        "rto_seconds": d.rto_seconds,
+        "fingerprint_match": d.fingerprint_match,
+        "phases": d.phases,
+        "probes": list(d.probes),
+        "findings": [f.to_json() for f in d.findings],
+    }
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(metavar="BACKUP", help="Backup id.")],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="`scratch` (a throwaway server on a random port) or the URI of an EMPTY "
+            "MongoDB server.",
+        ),
+    ] = drills.SCRATCH,
+    rto: Annotated[
+        float | None,
+        typer.Option("--rto", help="Recovery-time objective in seconds (default: rto_seconds)."),
+    ] = None,
+    probe: Annotated[
+        Path | None,
+        typer.Option(
+            "--probe", help="Probe file (TOML or .json) of queries with expected results."
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Unsafe: allow a target that is a registered source (it must still be empty).",
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """Restore BACKUP into a scratch target, re-fingerprint it against the manifest, run the
+    probes and time it against the RTO; always tears the scratch down and records a signed
+    result. Exit 1 when the drill fails or exceeds the RTO."""
+    with app_for(ctx) as application:
+        if json_out:
+            result = drills.run_drill(
+                application,
+                backup_id,
+                target=target,
+                rto_seconds=rto,
+                probe_file=probe,
+                force=force,
+            )
+        else:
+            with RichReporter() as reporter:
+                result = drills.run_drill(
+                    application,
+                    backup_id,
+                    target=target,
+                    rto_seconds=rto,
+                    probe_file=probe,
+                    force=force,
+                    reporter=reporter,
+                )
+    if json_out:
+        print_json(drill_json(result))
+    else:
+        _render(result)
+    return 0 if result.ok else 1
+
+
+def _render(d: Drill) -> None:
+    verdict = "[bold green]passed[/bold green]" if d.ok else "[bold red]FAILED[/bold red]"
+    show(
+        f"Drill {d.id} of {d.backup_id} into {d.target}: {verdict}. Restored in "
+        f"{d.restore_seconds:.2f}s, {drills.drill_seconds(d):.2f}s in all "
+        f"(RTO {d.rto_seconds:g}s); fingerprints "
+        + ("match." if d.fingerprint_match else "[bold red]DIFFER[/bold red].")
+    )
+    show(table("Phases", ["phase", "seconds"], [[k, f"{v:.3f}"] for k, v in d.phases.items()]))
+    if d.probes:
+        show(
+            table(
+                "Probes",
+                ["probe", "dataset", "kind", "result"],
+                [
+                    [p["name"], p["dataset"], p["kind"], "ok" if p["ok"] else "FAILED"]
+                    for p in d.probes
+                ],
+            )
+        )
+    if d.findings:
+        show(
+            table(
+                "Findings",
+                ["code", "subject", "message"],
+                [[f.code, f.subject, f.message] for f in d.findings],
+            )
+        )
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    backup_id: Annotated[
+        str | None, typer.Argument(metavar="[BACKUP]", help="Only this backup's drills.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Recorded drills, newest first: time, result, duration and RTO."""
+    with app_for(ctx) as application:
+        found = drills.list_drills(application, backup_id)
+    if json_out:
+        print_json({"drills": [drill_json(d) for d in found]})
+        return 0
+    if not found:
+        show("No drills yet: `affidavit drill run BACKUP`.")
+        return 0
+    show(
+        table(
+            "Drills",
+            ["id", "backup", "time", "result", "restore s", "total s", "RTO s", "target"],
+            [
+                [
+                    d.id,
+                    d.backup_id,
+                    when(d.started_at),
+                    "passed"
+                    if d.ok
+                    else "FAILED: " + ", ".join(sorted({f.code for f in d.findings})),
+                    f"{d.restore_seconds:.2f}",
+                    f"{drills.drill_seconds(d):.2f}",
+                    f"{d.rto_seconds:g}" if d.rto_seconds is not None else None,
+                    d.target,
+                ]
+                for d in found
+            ],
+        )
+    )
+    return 0

@@ -1,0 +1,184 @@
+"""``affidavit verify BACKUP`` and ``affidavit verify list``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.progress import RichReporter
+from affidavit.cli.state import app_for
+from affidavit.models.checks import Verification
+from affidavit.services import verify as verifier
+
+_DEFAULT = "run"
+_HELP = ("--help", "-h")
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A group whose first argument, when it is not a subcommand name, goes to ``run``:
+    ``affidavit verify BACKUP`` is ``affidavit verify run BACKUP``, and ``verify list`` still
+    lists."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in _HELP:
+            args = [_DEFAULT, *args]
+        result: list[str] = super().parse_args(ctx, args)
+        return result
+
+
+app = typer.Typer(
+    cls=DefaultCommandGroup,
+    help=(
+        "Verify backups: integrity, content, and against the live source.\n\n"
+        "Usage: `affidavit verify BACKUP [--against-source] [--sample PERCENT] [--json]` "
+        "checks one backup (the same as `affidavit verify run BACKUP ...`); "
+        "`affidavit verify list [BACKUP] [--json]` lists recorded verifications.\n\n"
+        "Exit codes: 0 the backup verified; 1 findings (listed); 2 bad input; "
+        "3 the vault or source could not be read."
+    ),
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@app.command(_DEFAULT)
+def run(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(metavar="BACKUP", help="Backup id.")],
+    against_source: Annotated[
+        bool,
+        typer.Option(
+            "--against-source",
+            help="Also fingerprint the live source now and name the records that differ "
+            "(MongoDB: changes after the backup seen in the oplog are drift, not failures).",
+        ),
+    ] = False,
+    sample: Annotated[
+        float | None,
+        typer.Option(
+            "--sample",
+            metavar="PERCENT",
+            help="Check a random PERCENT (0 < p <= 100) of the data artifacts; the seed is "
+            "recorded. Signature, manifest, metadata and indexes are always checked.",
+        ),
+    ] = None,
+    seed: Annotated[
+        str | None,
+        typer.Option(
+            "--seed", help="Repeat the sample of an earlier verification (with --sample)."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Verify a backup: signed manifest, every artifact's size, SHA-256, decryption and
+    plaintext SHA-256, and its content re-fingerprinted against the manifest. Every finding is
+    reported, and the result is signed and recorded in the ledger."""
+    with app_for(ctx) as application:
+        if json_out:
+            result = verifier.verify_backup(
+                application,
+                backup_id,
+                against_source=against_source,
+                sample_percent=sample,
+                seed=seed,
+            )
+        else:
+            with RichReporter() as reporter:
+                result = verifier.verify_backup(
+                    application,
+                    backup_id,
+                    against_source=against_source,
+                    sample_percent=sample,
+                    seed=seed,
+                    reporter=reporter,
+                )
+    if json_out:
+        print_json(verification_json(result))
+    else:
+        _show(result)
+    return 0 if result.ok else 1
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    backup_id: Annotated[
+        str | None, typer.Argument(metavar="[BACKUP]", help="Only this backup's verifications.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Recorded verifications, newest first: time, result, duration, kind, findings."""
+    with app_for(ctx) as application:
+        found = verifier.list_verifications(application, backup_id)
+    if json_out:
+        print_json({"verifications": [verification_json(v, brief=True) for v in found]})
+        return 0
+    if not found:
+        show("No verifications yet: `affidavit verify BACKUP`.")
+        return 0
+    show(
+        table(
+            "Verifications",
+            ["id", "backup", "time", "result", "seconds", "kind", "findings"],
+            [
+                [
+                    v.id,
+                    v.backup_id,
+                    when(v.started_at),
+                    "ok" if v.ok else "FAILED",
+                    f"{v.seconds:.1f}",
+                    v.kind,
+                    len(v.findings) or None,
+                ]
+                for v in found
+            ],
+        )
+    )
+    return 0
+
+
+def verification_json(v: Verification, *, brief: bool = False) -> dict[str, Any]:
+    """The JSON form of a verification (``brief`` leaves the findings' details out)."""
+    out: dict[str, Any] = {
+        "id": v.id,
+        "backup_id": v.backup_id,
+        "kind": v.kind,
+        "ok": v.ok,
+        "started_at": v.started_at,
+        "finished_at": v.finished_at,
+        "seconds": round(v.seconds, 3),
+        "sample_percent": v.sample_percent,
+        "sample_seed": v.sample_seed,
+        "coverage": v.coverage,
+        "findings_count": len(v.findings),
+        "findings": [
+            {"code": f.code, "subject": f.subject, "message": f.message} if brief else f.to_json()
+            for f in v.findings
+        ],
+    }
+    return out
+
+
+def _show(v: Verification) -> None:
+    coverage = v.coverage or {}
+    checked = coverage.get("artifacts_checked", 0)
+    total = coverage.get("artifacts_total", 0)
+    verdict = "[bold green]verified[/bold green]" if v.ok else "[bold red]FAILED[/bold red]"
+    show(
+        f"Backup [bold]{v.backup_id}[/bold] {verdict} ({v.kind}, {checked} of {total} "
+        f"artifacts, {v.seconds:.1f}s); recorded as {v.id}."
+    )
+    if v.sample_seed:
+        show(f"Sample seed {v.sample_seed} ({v.sample_percent:g}%): repeat with --seed.")
+    if v.findings:
+        show(
+            table(
+                "Findings",
+                ["code", "subject", "message"],
+                [[f.code, f.subject, f.message] for f in v.findings],
+            )
+        )

@@ -1,0 +1,317 @@
+"""Cadence: which verifications and drills are due, and running them (``affidavit due`` and
+``affidavit run-due``, meant for cron or a systemd timer; see ``docs/operations.md``).
+
+What is scheduled, from the settings:
+
+- every *complete* backup still within its retention gets a **full verification** every
+  ``verify_full_every_days`` and, in between, a **sample verification**
+  (``verify_sample_percent`` percent) every ``verify_sample_every_hours``. A full verification
+  (or one against the source) also counts as a sample one, so only one of the two is due at a
+  time;
+- the **newest complete backup of each source** (backups without a source form one group)
+  gets a **restore drill** every ``drill_every_days``; any drill of any backup of that source
+  counts as the last one.
+
+A check is *due* from ``last done + interval`` (never done: from the backup's completion). It
+is *overdue* when it was never done, or when its due time passed more than
+:data:`OVERDUE_GRACE` ago (an hourly ``run-due`` would have run it: the scheduler is not
+running or the check keeps failing to run). A recorded check counts as done whether it passed
+or failed: a failure raises an alert once instead of at every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from affidavit.config import Settings
+from affidavit.errors import Error, OperationError
+from affidavit.models.backup import Backup, BackupStatus
+from affidavit.models.checks import Drill, Verification
+from affidavit.models.progress import Reporter, SilentReporter
+from affidavit.services import drill as drills
+from affidavit.services.alerts import Poster, post_json, raise_alert
+from affidavit.services.context import App
+
+#: a due check not run within this time after its due time is overdue
+OVERDUE_GRACE = timedelta(hours=1)
+_FULL_KINDS = frozenset({"full", "against-source"})
+_NO_SOURCE = "(no source)"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CheckKind(StrEnum):
+    """What a scheduled check does."""
+
+    VERIFY_SAMPLE = "verify-sample"
+    VERIFY_FULL = "verify-full"
+    DRILL = "drill"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DueItem:
+    """One scheduled check of one backup."""
+
+    kind: CheckKind
+    backup_id: str
+    source: str | None
+    last_done_at: datetime | None
+    due_at: datetime
+    overdue: bool
+    is_due: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "kind": self.kind.value,
+            "backup_id": self.backup_id,
+            "source": self.source,
+            "last_done_at": self.last_done_at.isoformat() if self.last_done_at else None,
+            "due_at": self.due_at.isoformat(),
+            "due": self.is_due,
+            "overdue": self.overdue,
+        }
+
+
+def _item(
+    kind: CheckKind, backup: Backup, last: datetime | None, interval: timedelta, now: datetime
+) -> DueItem:
+    start = backup.finished_at or backup.started_at
+    due_at = last + interval if last is not None else start
+    return DueItem(
+        kind=kind,
+        backup_id=backup.id,
+        source=backup.source,
+        last_done_at=last,
+        due_at=due_at,
+        is_due=due_at <= now,
+        overdue=last is None or now > due_at + OVERDUE_GRACE,
+    )
+
+
+def _latest(times: list[datetime]) -> datetime | None:
+    return max(times) if times else None
+
+
+def scheduled(app: App) -> list[DueItem]:
+    """Every scheduled check (due or not), verifications first, by due time."""
+    settings: Settings = app.settings
+    now = _now()
+    with app.read() as uow:
+        backups = [
+            b
+            for b in uow.backups.list()
+            if b.status is BackupStatus.COMPLETE and b.retain_until > now
+        ]
+        verifications = uow.checks.verifications()
+        drill_rows = uow.checks.drills()
+        every_backup = {b.id: b for b in uow.backups.list()}
+    sample_every = timedelta(hours=settings.verify_sample_every_hours)
+    full_every = timedelta(days=settings.verify_full_every_days)
+    drill_every = timedelta(days=settings.drill_every_days)
+    items: list[DueItem] = []
+    for backup in backups:
+        mine = [v for v in verifications if v.backup_id == backup.id]
+        last_full = _latest([v.finished_at for v in mine if v.kind in _FULL_KINDS])
+        last_any = _latest([v.finished_at for v in mine])
+        full = _item(CheckKind.VERIFY_FULL, backup, last_full, full_every, now)
+        items.append(full)
+        if not full.is_due:
+            items.append(_item(CheckKind.VERIFY_SAMPLE, backup, last_any, sample_every, now))
+    newest: dict[str, Backup] = {}
+    for backup in backups:  # newest first
+        newest.setdefault(backup.source or _NO_SOURCE, backup)
+    for group, backup in newest.items():
+        done = [d.finished_at for d in drill_rows if _group(every_backup, d) == group]
+        items.append(_item(CheckKind.DRILL, backup, _latest(done), drill_every, now))
+    order = {CheckKind.VERIFY_FULL: 0, CheckKind.VERIFY_SAMPLE: 0, CheckKind.DRILL: 1}
+    return sorted(items, key=lambda i: (order[i.kind], i.due_at, i.backup_id))
+
+
+def _group(backups: dict[str, Backup], drill: Drill) -> str | None:
+    backup = backups.get(drill.backup_id)
+    return None if backup is None else backup.source or _NO_SOURCE
+
+
+def due(app: App, *, include_upcoming: bool = False) -> list[DueItem]:
+    """The checks that are due now (with ``include_upcoming``: every scheduled check)."""
+    items = scheduled(app)
+    return items if include_upcoming else [i for i in items if i.is_due]
+
+
+# -- running what is due ----------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    """How one due check went."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # the check ran and the backup failed it
+    ERROR = "error"  # the check could not run
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemResult:
+    """One due check as ``run-due`` ran it."""
+
+    item: DueItem
+    outcome: Outcome
+    check_id: str | None = None
+    message: str = ""
+    findings: tuple[str, ...] = ()
+    alert_id: int | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            **self.item.to_json(),
+            "outcome": self.outcome.value,
+            "check_id": self.check_id,
+            "message": self.message,
+            "findings": list(self.findings),
+            "alert_id": self.alert_id,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunDueResult:
+    """Everything one ``run-due`` did."""
+
+    started_at: datetime
+    finished_at: datetime
+    results: tuple[ItemResult, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """True when every due check ran and passed (also when nothing was due)."""
+        return all(r.outcome is Outcome.PASSED for r in self.results)
+
+    @property
+    def alerts(self) -> int:
+        """How many alerts were raised."""
+        return sum(1 for r in self.results if r.alert_id is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "ok": self.ok,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "ran": len(self.results),
+            "passed": sum(1 for r in self.results if r.outcome is Outcome.PASSED),
+            "failed": sum(1 for r in self.results if r.outcome is Outcome.FAILED),
+            "errors": sum(1 for r in self.results if r.outcome is Outcome.ERROR),
+            "alerts": self.alerts,
+            "results": [r.to_json() for r in self.results],
+        }
+
+
+def _verify_function() -> Callable[..., Verification]:
+    """``affidavit.services.verify.verify_backup``, imported when first needed (a broken or
+    missing verify module then fails only the verifications, not the drills)."""
+    try:
+        from affidavit.services.verify import verify_backup
+    except ImportError as exc:
+        raise OperationError(
+            f"verification is not available in this installation: {exc}",
+            hint="reinstall affidavit",
+        ) from exc
+    return verify_backup
+
+
+def _run_one(app: App, item: DueItem, rep: Reporter) -> tuple[bool, str, tuple[str, ...], str]:
+    """Run one check: (ok, check id, finding codes, summary)."""
+    if item.kind is CheckKind.DRILL:
+        rep.stage(f"drill of {item.backup_id}")
+        result = drills.run_drill(app, item.backup_id, reporter=rep)
+        codes = tuple(sorted({f.code for f in result.findings}))
+        summary = (
+            f"restored in {result.restore_seconds:.1f}s (RTO {result.rto_seconds:g}s)"
+            if result.ok
+            else f"drill failed: {', '.join(codes)}"
+        )
+        return result.ok, result.id, codes, summary
+    verify_backup = _verify_function()
+    sample = item.kind is CheckKind.VERIFY_SAMPLE
+    rep.stage(f"{'sample' if sample else 'full'} verification of {item.backup_id}")
+    verification = verify_backup(
+        app,
+        item.backup_id,
+        against_source=False,
+        sample_percent=app.settings.verify_sample_percent if sample else None,
+        reporter=rep,
+    )
+    codes = tuple(sorted({f.code for f in verification.findings}))
+    ok = bool(verification.ok)
+    summary = "verified" if ok else f"verification failed: {', '.join(codes)}"
+    return ok, verification.id, codes, summary
+
+
+def run_due(
+    app: App, reporter: Reporter | None = None, *, post: Poster = post_json
+) -> RunDueResult:
+    """Run every due check; raise an alert for each one that fails and for each overdue one
+    that could not run. Never stops at the first problem."""
+    rep = reporter or SilentReporter()
+    started = _now()
+    results: list[ItemResult] = []
+    for item in due(app):
+        clock = datetime.now(UTC)
+        subject = f"backup:{item.backup_id}"
+        try:
+            ok, check_id, codes, summary = _run_one(app, item, rep)
+        except Error as exc:
+            alert_id = None
+            if item.overdue:
+                alert = raise_alert(
+                    app,
+                    kind="check.overdue",
+                    subject=subject,
+                    summary=f"overdue {item.kind.value} of {item.backup_id} could not run: "
+                    f"{exc.message}",
+                    details={**item.to_json(), "error": exc.message, "hint": exc.hint},
+                    post=post,
+                )
+                alert_id = alert.id
+            results.append(
+                ItemResult(
+                    item=item,
+                    outcome=Outcome.ERROR,
+                    message=exc.message,
+                    alert_id=alert_id,
+                    seconds=(datetime.now(UTC) - clock).total_seconds(),
+                )
+            )
+            continue
+        alert_id = None
+        if not ok:
+            kind = "drill.failed" if item.kind is CheckKind.DRILL else "verification.failed"
+            alert = raise_alert(
+                app,
+                kind=kind,
+                subject=subject,
+                summary=f"{item.kind.value} of {item.backup_id}: {summary}",
+                details={**item.to_json(), "check_id": check_id, "findings": list(codes)},
+                post=post,
+            )
+            alert_id = alert.id
+        results.append(
+            ItemResult(
+                item=item,
+                outcome=Outcome.PASSED if ok else Outcome.FAILED,
+                check_id=check_id,
+                message=summary,
+                findings=codes,
+                alert_id=alert_id,
+                seconds=(datetime.now(UTC) - clock).total_seconds(),
+            )
+        )
+    return RunDueResult(started_at=started, finished_at=_now(), results=tuple(results))

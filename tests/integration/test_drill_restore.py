@@ -1,0 +1,337 @@
+"""Restore drills against real servers (issue 6): MongoDB into a scratch SecantusDB, Redis into
+a scratch redis-server started on the decrypted RDB; re-fingerprinted, deterministic, torn
+down; lossy restores, probes, RTO and target safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bson
+import pytest
+import redis
+from pymongo import MongoClient
+
+from affidavit.constants import EngineName
+from affidavit.errors import InputError
+from affidavit.models.backup import Backup
+from affidavit.models.uri import ConnectionUri
+from affidavit.scratch.redis_server import RedisScratch
+from affidavit.scratch.secantus_server import SecantusScratch
+from affidavit.services import drill as drill_service
+from affidavit.services.backends import engine_for_uri
+from affidavit.services.backup import run_backup
+from affidavit.services.context import App
+from affidavit.services.ledger import verify_catalog
+
+pytestmark = pytest.mark.integration
+
+
+def seed(engine: EngineName, uri: str, scale: int = 10) -> dict[str, int]:
+    with engine_for_uri(engine, ConnectionUri.parse(engine, uri), password=None, timeout=5) as e:
+        return dict(e.seed_sample(seed=23, scale=scale))
+
+
+@pytest.fixture(scope="module")
+def seeded() -> Iterator[dict[str, Any]]:
+    """One seeded MongoDB and one seeded Redis for the module."""
+    with SecantusScratch() as mongo, RedisScratch() as red:
+        yield {
+            "mongo": mongo.uri,
+            "redis": red.uri,
+            "counts": {**seed(EngineName.MONGODB, mongo.uri), **seed(EngineName.REDIS, red.uri)},
+        }
+
+
+def events(home: Path, action: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(home / "catalog.sqlite") as db:
+        rows = db.execute(
+            "select entry from ledger_entries where action = ? order by seq", (action,)
+        )
+        return [json.loads(e) for (e,) in rows]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def backup_of(app: App, cli: Any, seeded: dict[str, Any], tmp_path: Path, engine: str) -> Backup:
+    name = "orders" if engine == "mongodb" else "cache"
+    uri = seeded["mongo"] if engine == "mongodb" else seeded["redis"]
+    add_cmd = ("source", "add", name, "--engine", engine, "--uri", uri)
+    assert cli(*add_cmd, "--classification", "internal").code == 0
+    if cli("vault", "list").out.find("v1") < 0:
+        assert cli("vault", "add", "v1", "--url", f"file://{tmp_path / 'vault'}").code == 0
+    return run_backup(app, name)
+
+
+@pytest.mark.parametrize("engine", ["mongodb", "redis"])
+def test_drill_restores_matches_and_is_deterministic(
+    app: App, cli: Any, home: Path, seeded: dict[str, Any], tmp_path: Path, engine: str
+) -> None:
+    backup = backup_of(app, cli, seeded, tmp_path, engine)
+    first = drill_service.run_drill(app, backup.id)
+    second = drill_service.run_drill(app, backup.id)
+    for d in (first, second):
+        assert d.ok, d.findings
+        assert d.fingerprint_match
+        assert set(d.phases) == {"fetch", "decrypt", "load", "verify", "probes"}
+        assert d.restore_seconds == pytest.approx(
+            d.phases["fetch"] + d.phases["decrypt"] + d.phases["load"], abs=1e-5
+        )
+        assert d.rto_seconds == 3600
+        assert d.envelope
+    done = events(home, "drill.completed")
+    assert len(done) == 2
+    # deterministic: the same backup restores to the same fingerprints, equal to the manifest
+    restored = [e["details"]["datasets"] for e in done]
+    assert restored[0] == restored[1] == {ds.name: ds.fingerprint for ds in backup.datasets}
+    # every scratch server is gone, by PID
+    for e in done:
+        scratch = e["details"]["scratch"]
+        assert scratch["kind"] == ("redis" if engine == "redis" else "secantus")
+        assert not pid_alive(scratch["pid"])
+    assert [d.id for d in drill_service.list_drills(app, backup.id)] == [second.id, first.id]
+    assert verify_catalog(app).ok
+
+
+def test_lossy_restore_is_a_fingerprint_mismatch_naming_the_key(
+    app: App, cli: Any, seeded: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backup = backup_of(app, cli, seeded, tmp_path, "redis")
+
+    def tamper(uri: str) -> None:
+        client = redis.Redis.from_url(uri)
+        client.set(b"app0:counter:3", b"changed")
+        client.close()
+
+    monkeypatch.setattr(drill_service, "_before_verify", tamper)
+    result = drill_service.run_drill(app, backup.id)
+    assert not result.ok and not result.fingerprint_match
+    codes = [f.code for f in result.findings]
+    assert codes == ["fingerprint-mismatch"]
+    finding = result.findings[0]
+    assert finding.subject == "db0"
+    assert any("app0:counter:3" in k["key"] for k in finding.details["keys"])
+    assert finding.details["counts"] == {"changed": 1}
+
+
+def test_mongo_probes_pass_and_fail(
+    app: App, cli: Any, seeded: dict[str, Any], tmp_path: Path
+) -> None:
+    backup = backup_of(app, cli, seeded, tmp_path, "mongodb")
+    probes = tmp_path / "probes.toml"
+    probes.write_text(
+        """
+[[probe]]
+name = "all customers"
+dataset = "shop.customers"
+kind = "count"
+expect = 10
+
+[[probe]]
+name = "first orders"
+dataset = "shop.orders"
+kind = "count"
+query = { _id = { "$lte" = 5 } }
+expect = 5
+
+[[probe]]
+name = "order one"
+dataset = "shop.orders"
+kind = "get"
+key = 1
+expect = { _id = 1 }
+
+[[probe]]
+name = "a customer"
+dataset = "shop.customers"
+kind = "find_one"
+query = { city = { "$exists" = true } }
+expect = {}
+"""
+    )
+    ok = drill_service.run_drill(app, backup.id, probe_file=probes)
+    assert ok.ok, ok.findings
+    assert [p["ok"] for p in ok.probes] == [True, True, True, True]
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "probes": [
+                    {"name": "too many", "dataset": "shop.orders", "kind": "count", "expect": 999},
+                    {
+                        "name": "no such order",
+                        "dataset": "shop.orders",
+                        "kind": "get",
+                        "key": 10_000,
+                        "expect": {"_id": 10_000},
+                    },
+                ]
+            }
+        )
+    )
+    failed = drill_service.run_drill(app, backup.id, probe_file=bad)
+    assert not failed.ok and failed.fingerprint_match
+    assert [f.code for f in failed.findings] == ["probe-failed", "probe-failed"]
+    assert failed.probes[0]["actual"] == 30
+
+
+def test_redis_probes_read_the_restored_server(
+    app: App, cli: Any, seeded: dict[str, Any], tmp_path: Path
+) -> None:
+    backup = backup_of(app, cli, seeded, tmp_path, "redis")
+    probes = tmp_path / "probes.json"
+    probes.write_text(
+        json.dumps(
+            [
+                {"name": "keys", "dataset": "db0", "kind": "count", "expect": 80},
+                {
+                    "name": "users",
+                    "dataset": "db1",
+                    "kind": "count",
+                    "query": "app1:user:*",
+                    "expect": 10,
+                },
+                {
+                    "name": "user0",
+                    "dataset": "db0",
+                    "kind": "get",
+                    "key": "app0:user:0",
+                    "expect": {"name": "user0"},
+                },
+                {"name": "missing", "dataset": "db0", "kind": "get", "key": "nope", "expect": "x"},
+            ]
+        )
+    )
+    result = drill_service.run_drill(app, backup.id, probe_file=probes)
+    assert [p["ok"] for p in result.probes] == [True, True, True, False]
+    assert [f.code for f in result.findings] == ["probe-failed"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[[probe]]\nname='a'\ndataset='shop.orders'\nkind='sum'\nexpect=1\n", "'kind' must be"),
+        ("[[probe]]\nname='a'\ndataset='shop.nope'\nkind='count'\nexpect=1\n", "no dataset"),
+        ("[[probe]]\nname='a'\ndataset='shop.orders'\nkind='count'\n", "'expect' is missing"),
+        ("[[probe]]\nname='a'\ndataset='shop.orders'\nkind='count'\nexpect=-1\n", ">= 0"),
+        ("[[probe]]\nname='a'\ndataset='shop.orders'\nkind='find_one'\nexpect={}\n", "'query'"),
+        (
+            "[[probe]]\nname='a'\ndataset='shop.orders'\nkind='count'\nexpect=1\ncolour=2\n",
+            "unknown field",
+        ),
+        ("probe = 3\n", "holds no probes"),
+        ("[[probe]\n", "not valid TOML"),
+    ],
+)
+def test_malformed_probe_files_are_refused_precisely(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(InputError, match="probe") as info:
+        drill_service.load_probes(
+            path, engine=EngineName.MONGODB, datasets=["shop.orders", "shop.customers"]
+        )
+    assert fragment in info.value.message
+
+
+def test_rto_exceeded_is_a_finding(
+    app: App, cli: Any, seeded: dict[str, Any], tmp_path: Path
+) -> None:
+    backup = backup_of(app, cli, seeded, tmp_path, "redis")
+    result = drill_service.run_drill(app, backup.id, rto_seconds=0.001)
+    assert not result.ok and result.fingerprint_match
+    assert [f.code for f in result.findings] == ["rto-exceeded"]
+
+
+def test_target_safety_non_empty_and_registered_source(
+    app: App, cli: Any, seeded: dict[str, Any], tmp_path: Path, fresh_mongo: SecantusScratch
+) -> None:
+    backup = backup_of(app, cli, seeded, tmp_path, "mongodb")
+    with pytest.raises(InputError, match="registered source 'orders'"):
+        drill_service.run_drill(app, backup.id, target=seeded["mongo"])
+    with pytest.raises(InputError, match="not empty"):
+        drill_service.run_drill(app, backup.id, target=seeded["mongo"], force=True)
+    # an empty server registered as a source: refused unless forced
+    add_cmd = ("source", "add", "spare", "--engine", "mongodb", "--uri", fresh_mongo.uri)
+    assert cli(*add_cmd, "--classification", "internal").code == 0
+    with pytest.raises(InputError, match="registered source 'spare'"):
+        drill_service.run_drill(app, backup.id, target=fresh_mongo.uri)
+    assert not drill_service.list_drills(app)
+    forced = drill_service.run_drill(app, backup.id, target=fresh_mongo.uri, force=True)
+    assert forced.ok and forced.fingerprint_match
+    assert forced.target.startswith("mongodb://127.0.0.1:")
+    client: MongoClient[Any] = MongoClient(fresh_mongo.uri)
+    try:
+        assert client.shop.orders.count_documents({}) == seeded["counts"]["shop.orders"]
+        names = {ix["name"] for ix in client.shop.orders.list_indexes()}
+        assert "_id_" in names
+    finally:
+        client.close()
+    # now the target holds data: a second drill into it is refused
+    with pytest.raises(InputError, match="not empty"):
+        drill_service.run_drill(app, backup.id, target=fresh_mongo.uri, force=True)
+
+
+def test_redis_uri_target_is_refused(
+    app: App, cli: Any, seeded: dict[str, Any], tmp_path: Path, fresh_redis: RedisScratch
+) -> None:
+    backup = backup_of(app, cli, seeded, tmp_path, "redis")
+    with pytest.raises(InputError, match="scratch redis-server only"):
+        drill_service.run_drill(app, backup.id, target=fresh_redis.uri)
+
+
+def test_load_dataset_refuses_a_non_empty_collection_and_keeps_options(
+    fresh_mongo: SecantusScratch,
+) -> None:
+    uri = ConnectionUri.parse(EngineName.MONGODB, fresh_mongo.uri)
+    with engine_for_uri(EngineName.MONGODB, uri, password=None, timeout=5) as engine:
+        load = engine.load_dataset  # type: ignore[attr-defined]
+        doc = bson.encode({"_id": 1, "a": "b"})
+        meta = json.dumps(
+            {
+                "options": {},
+                "indexes": [
+                    {"v": 2, "key": {"_id": 1}, "name": "_id_"},
+                    {"v": 2, "key": {"a": 1}, "name": "a_1"},
+                ],
+                "collectionName": "c",
+            }
+        ).encode()
+        assert load("t.c", [doc], meta) == 1
+        assert [bytes(r) for r in engine.iter_records("t.c")] == [doc]
+        with pytest.raises(InputError, match="already holds documents"):
+            load("t.c", [doc], meta)
+        with pytest.raises(InputError, match="not BSON"):
+            load("t.d", [b"\x05\x00\x00\x00"], None)
+    client: MongoClient[Any] = MongoClient(fresh_mongo.uri)
+    try:
+        assert {ix["name"] for ix in client.t.c.list_indexes()} == {"_id_", "a_1"}
+    finally:
+        client.close()
+
+
+def test_redis_scratch_starts_from_an_rdb(tmp_path: Path, fresh_redis: RedisScratch) -> None:
+    client = redis.Redis.from_url(fresh_redis.uri)
+    client.set("k", "v")
+    client.save()
+    client.close()
+    rdb = fresh_redis.workdir / "dump.rdb"
+    with RedisScratch(rdb=rdb) as restored:
+        assert restored.start_timeout >= 600
+        assert (restored.workdir / "dump.rdb").is_file()
+        other = redis.Redis.from_url(restored.uri)
+        assert other.get("k") == b"v"
+        other.close()
+        pid = restored.pid
+    assert pid is not None and not pid_alive(pid)
