@@ -45,6 +45,10 @@ def test_demo_inventories_two_real_servers(tmp_path: Path) -> None:
     live = {r["name"]: r["fingerprint"] for rs in out["fingerprints"].values() for r in rs}
     backed_up = {name: fp for b in out["backups"] for name, fp in b["datasets"].items()}
     assert backed_up == live
+    assert [v["ok"] for v in out["verifications"]] == [True, True]
+    assert all(d["ok"] and d["fingerprint_match"] for d in out["drills"])
+    assert out["tampered"]["caught"] is True
+    assert "artifact-hash-mismatch" in out["tampered"]["findings"]
     assert out["ledger"]["findings"] == []
     # the home is left for a look around, offline
     shown = run("--home", str(home), "source", "show", "orders-db", "--json")

@@ -14,7 +14,7 @@ from affidavit.cli.progress import RichReporter
 from affidavit.cli.state import state
 from affidavit.cli.views import inventory_json
 from affidavit.config import load_settings
-from affidavit.services.demo import run_demo
+from affidavit.services.demo import DemoResult, run_demo
 
 
 def demo(
@@ -62,10 +62,28 @@ def demo(
                     }
                     for b in result.backups
                 ],
+                "verifications": [
+                    {"backup_id": v.backup_id, "ok": v.ok, "findings": [f.code for f in v.findings]}
+                    for v in result.verifications
+                ],
+                "drills": [
+                    {
+                        "backup_id": d.backup_id,
+                        "ok": d.ok,
+                        "restore_seconds": d.restore_seconds,
+                        "fingerprint_match": d.fingerprint_match,
+                    }
+                    for d in result.drills
+                ],
+                "tampered": {
+                    "backup_id": result.tampered.backup_id,
+                    "caught": not result.tampered.ok,
+                    "findings": [f.code for f in result.tampered.findings],
+                },
                 "ledger": result.ledger.to_json(),
             }
         )
-        return 0 if result.ledger.ok else 1
+        return 0 if _all_good(result) else 1
     render_inventory(result.inventory)
     show(
         table(
@@ -102,6 +120,25 @@ def demo(
             ],
         )
     )
+    show(
+        table(
+            "Verification and restore drills",
+            ["backup", "verify", "drill", "restore s", "fingerprint after restore"],
+            [
+                [
+                    v.backup_id,
+                    "[green]ok[/green]" if v.ok else f"[red]failed[/red] {len(v.findings)}",
+                    "[green]ok[/green]" if d.ok else "[red]failed[/red]",
+                    f"{d.restore_seconds:.2f}",
+                    "matches manifest" if d.fingerprint_match else "[red]differs[/red]",
+                ]
+                for v, d in zip(result.verifications, result.drills, strict=True)
+            ],
+        )
+    )
+    codes = ", ".join(sorted({f.code for f in result.tampered.findings}))
+    caught = "[green]caught[/green]" if not result.tampered.ok else "[red]NOT caught[/red]"
+    show(f"Tampered copy {result.tampered.backup_id}: one flipped byte {caught} ({codes}).")
     verdict = "[green]verifies[/green]" if result.ledger.ok else "[red]does NOT verify[/red]"
     show(
         f"Ledger: {result.ledger.size} events, root {result.ledger.root.hex()[:16]}…, {verdict} "
@@ -110,4 +147,14 @@ def demo(
     show(f"\nDemo home: [bold]{result.home}[/bold] (servers stopped).")
     show(f"Look around: affidavit --home {result.home} ledger show")
     show(f"Index files (for `affidavit diff`): {result.home / 'fingerprints'}")
-    return 0 if result.ledger.ok else 1
+    return 0 if _all_good(result) else 1
+
+
+def _all_good(result: DemoResult) -> bool:
+    """Everything that should pass passed, and the tampered copy was caught."""
+    return (
+        result.ledger.ok
+        and all(v.ok for v in result.verifications)
+        and all(d.ok for d in result.drills)
+        and not result.tampered.ok
+    )

@@ -3,9 +3,9 @@
 So far: start a SecantusDB (MongoDB wire protocol) and a redis-server on random loopback
 ports, seed them with a realistic sample, register both as sources and a folder vault in a
 fresh home, take the inventory, fingerprint every dataset live (exact profile, with index
-files), back both sources up into the folder vault (encrypted, locked, signed) and check that
-each backup's fingerprints equal the live ones, then verify the ledger that recorded all of
-it. Later stages (verify, drill, evidence) extend it.
+files), back both sources up into the folder vault (encrypted, locked, signed), verify each
+backup and restore it in a timed drill, show a tampered artifact being caught, and verify the
+ledger that recorded all of it. The evidence package (a later issue) extends it.
 """
 
 from __future__ import annotations
@@ -20,16 +20,19 @@ from affidavit.constants import Classification, EngineName
 from affidavit.errors import InputError
 from affidavit.ledger.verify import VerifyReport
 from affidavit.models.backup import Backup
+from affidavit.models.checks import Drill, Verification
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
 from affidavit.services import backup as backup_service
+from affidavit.services import drill as drill_service
 from affidavit.services import fingerprint as fps
 from affidavit.services import inventory as inv
 from affidavit.services import ledger as ledger_service
+from affidavit.services import verify as verify_service
 from affidavit.services.backends import engine_for_uri
-from affidavit.services.context import open_app
+from affidavit.services.context import App, open_app
 from affidavit.services.setup import initialise
 
 DEMO_SEED = 20261128
@@ -53,7 +56,25 @@ class DemoResult:
     inventory: inv.Inventory
     fingerprints: dict[str, list[fps.DatasetFingerprint]]
     backups: list[Backup]
+    verifications: list[Verification]
+    drills: list[Drill]
+    tampered: Verification
     ledger: VerifyReport
+
+
+def _tampered_backup(app: App, vault_root: Path, rep: Reporter) -> Verification:
+    """Back up the Redis sample once more, flip one byte of its RDB artifact in the folder
+    vault (as an attacker with write access to the storage would), and verify it: the
+    verification must fail, naming the artifact."""
+    victim = backup_service.run_backup(app, "session-cache", reporter=rep)
+    data = next(a for a in victim.artifacts if a.path.endswith("dump.rdb.age"))
+    path = vault_root / data.path
+    path.chmod(0o644)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    path.chmod(0o444)
+    return verify_service.verify_backup(app, victim.id, reporter=rep)
 
 
 @contextmanager
@@ -147,6 +168,12 @@ def run_demo(
                 backup_service.run_backup(app, source, reporter=rep)
                 for source in ("orders-db", "session-cache")
             ]
+            verifications = [verify_service.verify_backup(app, b.id, reporter=rep) for b in backups]
+            drills = [
+                drill_service.run_drill(app, b.id, rto_seconds=600, reporter=rep) for b in backups
+            ]
+            rep.stage("tampering with one artifact of an extra backup, then verifying it")
+            tampered = _tampered_backup(app, settings.home / "vault", rep)
             rep.stage("verifying the ledger")
             report = ledger_service.verify_catalog(app)
     return DemoResult(
@@ -156,5 +183,8 @@ def run_demo(
         inventory=inventory,
         fingerprints=fingerprints,
         backups=backups,
+        verifications=verifications,
+        drills=drills,
+        tampered=tampered,
         ledger=report,
     )
