@@ -81,6 +81,8 @@ class EngineError(OperationError):
 class VaultError(OperationError):
     """A vault could not be reached, read or written."""
 
+    default_hint = "check the vault's storage; `affidavit vault show NAME` probes it"
+
 
 class CatalogError(OperationError):
     """The catalog database could not be opened or written."""

@@ -58,7 +58,8 @@ class MongoEngine(Engine):
                     self.uri.text,
                     serverSelectionTimeoutMS=ms,
                     connectTimeoutMS=ms,
-                    socketTimeoutMS=ms,
+                    # reads and counts of big collections take longer than a connect
+                    socketTimeoutMS=max(ms * 12, 60_000),
                     appname="affidavit",
                     **extra,
                 )

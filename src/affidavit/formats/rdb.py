@@ -1028,6 +1028,12 @@ class RdbReader(RecordReader):
             yield from parser.records()
             self._scan = scan
 
+    def iter_all(self) -> Iterator[tuple[str, RedisRecord]]:
+        """Every live key of every database as ``(dataset, record)`` in one pass over the file
+        (CRC-64 checked at the end); what a backup or verification of a whole RDB needs."""
+        for db, record in self._pass():
+            yield f"db{db}", record
+
     def _scanned(self) -> _Scan:
         if self._scan is None:
             for _ in self._pass():

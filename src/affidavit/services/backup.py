@@ -447,14 +447,14 @@ def _fingerprint_rdb(reader: Any, names: list[str] | None) -> dict[str, Accumula
     """The exact fingerprints of ``names`` (``db0``...; None: every dataset the file holds)
     in ONE pass over the RDB (structure and CRC-64 checked to the end).
     ``RdbReader.records(name)`` would scan the whole file once for the key counts and once
-    more per dataset, and each pass costs ~20 s per million keys of pure-Python parsing.
-    ``_pass`` is the reader's single pass yielding ``(db, record)``; it has no public name
-    yet (reported against formats/rdb.py)."""
+    more per dataset, and each pass costs ~20 s per million keys of pure-Python parsing;
+    ``RdbReader.iter_all`` is the single pass."""
     accumulators: dict[int, Accumulator] = {}
     if names is not None:
         accumulators = {int(name.removeprefix("db")): Accumulator("exact") for name in names}
     batches: dict[int, list[tuple[bytes, bytes]]] = {db: [] for db in accumulators}
-    for db, record in reader._pass():
+    for dataset, record in reader.iter_all():
+        db = int(dataset.removeprefix("db"))
         batch = batches.get(db)
         if batch is None:
             if names is not None:

@@ -71,7 +71,9 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Best-effort cleanup: it runs while another error is being raised, which it must not
+    replace (the folder itself may be gone: ``NotADirectoryError``, ``FileNotFoundError``)."""
+    with contextlib.suppress(OSError):
         os.unlink(path)
 
 
