@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.output import print_json, show, table, when
-from affidavit.cli.progress import RichReporter
+from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.cli.views import backup_json
 from affidavit.models.backup import Backup
@@ -40,21 +40,15 @@ def run(
     """Take a point-in-time backup: MongoDB in the mongodump layout (snapshot reads), Redis as
     an RDB over the replication protocol; encrypted with age, locked in the vault until its
     retention date, fingerprinted while it streams, and signed."""
-    with app_for(ctx) as application:
-        if json_out:
-            result = backups.run_backup(
-                application, source, datasets=dataset, vault_name=vault, retain_days=retain_days
-            )
-        else:
-            with RichReporter() as reporter:
-                result = backups.run_backup(
-                    application,
-                    source,
-                    datasets=dataset,
-                    vault_name=vault,
-                    retain_days=retain_days,
-                    reporter=reporter,
-                )
+    with app_for(ctx) as application, reporting(json_out) as reporter:
+        result = backups.run_backup(
+            application,
+            source,
+            datasets=dataset,
+            vault_name=vault,
+            retain_days=retain_days,
+            reporter=reporter,
+        )
     _report(result, json_out)
     return 0
 
@@ -73,27 +67,16 @@ def ingest(
 ) -> int:
     """Register a backup another tool made (mongodump, redis-cli --rdb, BGSAVE): check it,
     copy it into a vault (encrypted, locked) and fingerprint it."""
-    with app_for(ctx) as application:
-        if json_out:
-            result = backups.ingest_backup(
-                application,
-                path,
-                fmt=fmt,
-                source_name=source,
-                vault_name=vault,
-                retain_days=retain_days,
-            )
-        else:
-            with RichReporter() as reporter:
-                result = backups.ingest_backup(
-                    application,
-                    path,
-                    fmt=fmt,
-                    source_name=source,
-                    vault_name=vault,
-                    retain_days=retain_days,
-                    reporter=reporter,
-                )
+    with app_for(ctx) as application, reporting(json_out) as reporter:
+        result = backups.ingest_backup(
+            application,
+            path,
+            fmt=fmt,
+            source_name=source,
+            vault_name=vault,
+            retain_days=retain_days,
+            reporter=reporter,
+        )
     _report(result, json_out)
     return 0
 

@@ -10,7 +10,7 @@ import typer
 
 from affidavit.cli.inventory_cmd import render_inventory
 from affidavit.cli.output import print_json, show, table
-from affidavit.cli.progress import RichReporter
+from affidavit.cli.progress import reporting
 from affidavit.cli.state import state
 from affidavit.cli.views import inventory_json
 from affidavit.config import load_settings
@@ -30,11 +30,8 @@ def demo(
     if st.home is None:
         home = Path(tempfile.mkdtemp(prefix="affidavit-demo-"))
         settings = load_settings(home=home, overrides=st.overrides)
-    if json_out:
-        result = run_demo(settings, scale=scale)
-    else:
-        with RichReporter() as reporter:
-            result = run_demo(settings, scale=scale, reporter=reporter)
+    with reporting(json_out) as reporter:
+        result = run_demo(settings, scale=scale, reporter=reporter)
     if json_out:
         print_json(
             {

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from affidavit.cli.output import print_json, show, table, when
-from affidavit.cli.progress import RichReporter
+from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.models.checks import Drill
 from affidavit.services import drill as drills
@@ -74,27 +74,16 @@ def run(
     """Restore BACKUP into a scratch target, re-fingerprint it against the manifest, run the
     probes and time it against the RTO; always tears the scratch down and records a signed
     result. Exit 1 when the drill fails or exceeds the RTO."""
-    with app_for(ctx) as application:
-        if json_out:
-            result = drills.run_drill(
-                application,
-                backup_id,
-                target=target,
-                rto_seconds=rto,
-                probe_file=probe,
-                force=force,
-            )
-        else:
-            with RichReporter() as reporter:
-                result = drills.run_drill(
-                    application,
-                    backup_id,
-                    target=target,
-                    rto_seconds=rto,
-                    probe_file=probe,
-                    force=force,
-                    reporter=reporter,
-                )
+    with app_for(ctx) as application, reporting(json_out) as reporter:
+        result = drills.run_drill(
+            application,
+            backup_id,
+            target=target,
+            rto_seconds=rto,
+            probe_file=probe,
+            force=force,
+            reporter=reporter,
+        )
     if json_out:
         print_json(drill_json(result))
     else:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.output import print_json, show, table
-from affidavit.cli.progress import RichReporter
+from affidavit.cli.progress import RichReporter, reporting
 from affidavit.cli.state import app_for
 from affidavit.errors import InputError
 from affidavit.models.records import PROFILES, Profile
@@ -60,11 +60,8 @@ def fingerprint(
             reporter=reporter,
         )
 
-    if json_out:
-        results = run(None)
-    else:
-        with RichReporter() as reporter:
-            results = run(reporter)
+    with reporting(json_out) as reporter:
+        results = run(reporter)
     if json_out:
         print_json(
             {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Self
 
@@ -82,3 +84,13 @@ class RichReporter:
         if exc is None:
             self.finish()
         self._progress.stop()
+
+
+@contextmanager
+def reporting(json_out: bool) -> Iterator[RichReporter | None]:
+    """A progress reporter for long work, or none under ``--json`` (stdout stays pure JSON)."""
+    if json_out:
+        yield None
+        return
+    with RichReporter() as reporter:
+        yield reporter

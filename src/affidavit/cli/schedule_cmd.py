@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.output import print_json, show, table, when
-from affidavit.cli.progress import RichReporter
+from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.services import schedule
 
@@ -60,12 +60,8 @@ def due(
 def run_due(ctx: typer.Context, json_out: JsonOpt = False) -> int:
     """Run every due verification and drill (for cron or a systemd timer); alert on failures
     and on overdue checks that could not run. Exit 1 when anything failed."""
-    with app_for(ctx) as application:
-        if json_out:
-            result = schedule.run_due(application)
-        else:
-            with RichReporter() as reporter:
-                result = schedule.run_due(application, reporter)
+    with app_for(ctx) as application, reporting(json_out) as reporter:
+        result = schedule.run_due(application, reporter)
     if json_out:
         print_json(result.to_json())
         return 0 if result.ok else 1

@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from affidavit.cli.output import print_json, show, table, when
-from affidavit.cli.progress import RichReporter
+from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.models.checks import Verification
 from affidavit.services import verify as verifier
@@ -77,25 +77,15 @@ def run(
     """Verify a backup: signed manifest, every artifact's size, SHA-256, decryption and
     plaintext SHA-256, and its content re-fingerprinted against the manifest. Every finding is
     reported, and the result is signed and recorded in the ledger."""
-    with app_for(ctx) as application:
-        if json_out:
-            result = verifier.verify_backup(
-                application,
-                backup_id,
-                against_source=against_source,
-                sample_percent=sample,
-                seed=seed,
-            )
-        else:
-            with RichReporter() as reporter:
-                result = verifier.verify_backup(
-                    application,
-                    backup_id,
-                    against_source=against_source,
-                    sample_percent=sample,
-                    seed=seed,
-                    reporter=reporter,
-                )
+    with app_for(ctx) as application, reporting(json_out) as reporter:
+        result = verifier.verify_backup(
+            application,
+            backup_id,
+            against_source=against_source,
+            sample_percent=sample,
+            seed=seed,
+            reporter=reporter,
+        )
     if json_out:
         print_json(verification_json(result))
     else:
