@@ -158,3 +158,15 @@ def test_genuine_mongodump_samples(cli: Any, shared_formats: Path) -> None:
     r = cli("fingerprint", str(broken))
     assert r.code == 2
     assert "partial_file.bson" in r.err
+
+
+def test_check_bson_decodes_every_document(cli: Any, tmp_path: Path) -> None:
+    doc = bytearray(bson.encode({"_id": 1, "x": 7}))
+    doc[doc.index(b"x\x00") - 1] = 0x7A  # an element type BSON does not define, framing intact
+    path = tmp_path / "odd.bson"
+    path.write_bytes(bytes(doc))
+    plain = cli("fingerprint", str(path), "--format", "bson", "--json")
+    assert plain.code == 0, plain.err  # the bytes are fingerprinted as they are
+    checked = cli("fingerprint", str(path), "--format", "bson", "--check-bson")
+    assert checked.code == 2
+    assert "malformed BSON" in checked.err

@@ -41,6 +41,14 @@ def fingerprint(
         typer.Option(help="Write the fingerprint index here (a folder when several datasets)."),
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes; 0 = one per core.")] = 1,
+    check_bson: Annotated[
+        bool,
+        typer.Option(
+            "--check-bson",
+            help="Also decode every BSON document of a file in full (exact profile; slower). "
+            "Framing and _id are always checked; ingest and verify always check in full.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> int:
     """Compute the content fingerprint of every dataset in TARGET: independent of record order
@@ -58,6 +66,7 @@ def fingerprint(
             out=out,
             workers=workers,
             reporter=reporter,
+            check_bson=check_bson,
         )
 
     with reporting(json_out) as reporter:

@@ -93,7 +93,7 @@ def iter_bson_batches(path: Path) -> Iterator[tuple[bytes, list[int]]]:
     checked only (callers check each document in full, see ``bson_codec.exact_record_checked``)."""
     with open_binary(path) as stream:
         framer = BsonFramer(stream, source=str(path))
-        while (batch := framer.next_batch()) is not None:
+        while (batch := framer.next_batch(1 << 20)) is not None:
             yield batch
 
 

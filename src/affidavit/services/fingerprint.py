@@ -68,11 +68,18 @@ def _hash_batch(
 
 
 def _hash_framed(
-    encoding: RecordEncoding, profile: Profile, buffer: bytes, starts: list[int]
+    encoding: RecordEncoding, profile: Profile, buffer: bytes, starts: list[int], check: bool
 ) -> tuple[bytes, list[bytes]]:
-    """Worker: the same as :func:`_hash_batch` for a framed batch of BSON documents."""
+    """Worker: the same as :func:`_hash_batch` for a framed batch of BSON documents. Without
+    ``check`` the exact profile skips the full BSON decode of each document (its bytes are
+    hashed as they are; the framing and the ``_id`` element are still checked)."""
     ends = [*starts[1:], len(buffer)]
-    return _hash_batch(encoding, profile, [buffer[a:b] for a, b in zip(starts, ends, strict=True)])
+    docs = [buffer[a:b] for a, b in zip(starts, ends, strict=True)]
+    if not check and encoding is RecordEncoding.BSON and profile == "exact":
+        from affidavit.formats.bson_codec import exact_record
+
+        return hash_records(profile, (exact_record(doc) for doc in docs))
+    return _hash_batch(encoding, profile, docs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,14 +115,24 @@ def fingerprint_records(
     reporter: Reporter | None = None,
     index: Path | None = None,
     dataset: str = "",
+    check_bson: bool = True,
 ) -> DatasetFingerprint:
-    """Fingerprint a stream of raw records."""
+    """Fingerprint a stream of raw records (or ``framed`` batches of BSON documents; with
+    ``check_bson`` false those are hashed without a full decode of each document)."""
     rep = reporter or SilentReporter()
     codec = codec_for(encoding, profile)  # fail early on an undefined combination
     acc = Accumulator(profile)
     try:
         if framed is not None:
-            _framed(acc, framed, encoding=encoding, profile=profile, workers=workers, rep=rep)
+            _framed(
+                acc,
+                framed,
+                encoding=encoding,
+                profile=profile,
+                workers=workers,
+                rep=rep,
+                check=check_bson,
+            )
         elif workers <= 1:
             for batch in _batches(records):
                 acc.add_records(codec(raw) for raw in batch)
@@ -162,19 +179,20 @@ def _framed(
     profile: Profile,
     workers: int,
     rep: Reporter,
+    check: bool,
 ) -> None:
     """Framed batches of BSON documents: one buffer per batch crosses to a worker instead of
     one object per document."""
     if workers <= 1:
         for buffer, starts in batches:
-            acc.add_pairs(*_hash_framed(encoding, profile, buffer, starts))
+            acc.add_pairs(*_hash_framed(encoding, profile, buffer, starts, check))
             rep.advance(len(starts))
         return
     pending: list[tuple[Future[tuple[bytes, list[bytes]]], int]] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for buffer, starts in batches:
             pending.append(
-                (pool.submit(_hash_framed, encoding, profile, buffer, starts), len(starts))
+                (pool.submit(_hash_framed, encoding, profile, buffer, starts, check), len(starts))
             )
             while len(pending) > workers * 2:  # bounded in flight: bounded memory
                 future, n = pending.pop(0)
@@ -210,8 +228,11 @@ def fingerprint_path(
     out: Path | None,
     workers: int = 1,
     reporter: Reporter | None = None,
+    check_bson: bool = True,
 ) -> list[DatasetFingerprint]:
-    """Fingerprint a backup file or folder (format detected unless ``fmt`` is given)."""
+    """Fingerprint a backup file or folder (format detected unless ``fmt`` is given).
+    ``check_bson`` decodes every BSON document in full as well (exact profile; the logical
+    profile always does)."""
     reader = open_reader(path, fmt)
     names = reader.datasets()
     if dataset is not None:
@@ -236,6 +257,7 @@ def fingerprint_path(
                 reporter=rep,
                 index=_index_path(out, name, len(names) > 1),
                 dataset=name,
+                check_bson=check_bson,
             )
         )
         rep.finish()
@@ -315,6 +337,7 @@ def fingerprint_target(
     out: Path | None,
     workers: int,
     reporter: Reporter | None = None,
+    check_bson: bool = True,
 ) -> list[DatasetFingerprint]:
     """A path when it exists (no catalog needed), else a registered ``SOURCE[/DATASET]``."""
     path = Path(target)
@@ -327,6 +350,7 @@ def fingerprint_target(
             out=out,
             workers=workers,
             reporter=reporter,
+            check_bson=check_bson,
         )
     if fmt is not None:
         raise NotFound(f"{target} does not exist", hint="--format applies to files")
