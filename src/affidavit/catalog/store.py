@@ -185,7 +185,7 @@ def _make_engine(url: str) -> Engine:
                     )
             # a pooled connection is kept between units of work: reconnecting costs the PRAGMAs
             # and, on closing the last connection, a WAL checkpoint with its own fsync
-            engine = create_engine(url, pool_size=2, max_overflow=8)
+            engine = create_engine(url, pool_size=2, max_overflow=8, pool_reset_on_return=None)
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_begin_immediate)
             return engine
