@@ -559,6 +559,16 @@ class BackupRepository:
             art.deleted = True
         self._s.flush()
 
+    def mark_artifacts_deleted(self, backup_id: str, paths: Sequence[str]) -> None:
+        """Mark some artifacts gone (a deletion that stopped part-way)."""
+        wanted = set(paths)
+        for art in self._s.scalars(
+            select(BackupArtifactRow).where(BackupArtifactRow.backup_id == backup_id)
+        ):
+            if art.path in wanted:
+                art.deleted = True
+        self._s.flush()
+
     def rewrap(self, backup_id: str, *, wrapped: bytes, kek_id: str, kek_version: int) -> None:
         """Replace the backup's wrapped identity (key rotation)."""
         row = self._row(backup_id)

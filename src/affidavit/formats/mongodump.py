@@ -174,6 +174,11 @@ class MongodumpDirReader(RecordReader):
             _stem(p) for p in path.glob("*.bson*")
         )
 
+    def dataset_files(self) -> dict[str, Path]:
+        """Each dataset's ``.bson[.gz]`` file, as the reader names datasets (folder name
+        unescaped, ``collectionName`` from the metadata)."""
+        return dict(self._files())
+
     def _files(self) -> dict[str, Path]:
         if not self.path.is_dir():
             raise FormatError(f"{self.path}: not a folder")

@@ -13,6 +13,7 @@ The payload (``Content-Type: application/json``)::
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -132,7 +133,7 @@ def deliver(
             status = post(url, body, timeout)
         except urllib.error.HTTPError as exc:
             status, error = exc.code, f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             error = f"{type(exc).__name__}: {reason}"[:300]
         ok = status is not None and 200 <= status < 300

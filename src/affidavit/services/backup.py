@@ -319,10 +319,11 @@ def _finish(
                 path=stored.path, role=ArtifactRole.MANIFEST, size=stored.size, sha256=stored.sha256
             )
         )
-    except Error as exc:  # the backup is complete and signed in the catalog; say so loudly
+    except Exception as exc:  # the backup is complete and signed in the catalog; say so loudly
+        message = exc.message if isinstance(exc, Error) else f"{type(exc).__name__}: {exc}"
         with app.change() as change:
             change.record(
-                "backup.manifest_copy_failed", f"backup:{run.backup_id}", {"error": exc.message}
+                "backup.manifest_copy_failed", f"backup:{run.backup_id}", {"error": message}
             )
     with app.read() as uow:
         return uow.backups.get(run.backup_id)
@@ -529,6 +530,7 @@ def ingest_backup(
     reader = reader_class(fmt)(path)
     files = _ingest_files(path, fmt)
     seen = {file: _stat_key(file) for _, file in files}
+    dataset_of = _datasets_by_file(reader, fmt, files)
     rep.stage(f"checking {path}")
     # the whole input is read, checked and fingerprinted before anything is recorded
     try:
@@ -556,7 +558,7 @@ def ingest_backup(
                 else ArtifactRole.METADATA
             )
             artifact = _copy_file(
-                run, file, rel=rel, role=role, dataset=_dataset_of(rel, fmt), seen=seen[file],
+                run, file, rel=rel, role=role, dataset=dataset_of.get(file), seen=seen[file],
                 rep=rep,
             )  # fmt: skip
             run.stored(artifact)
@@ -647,14 +649,22 @@ def _check_metadata(root: Path, rels: list[str]) -> None:
                     )
 
 
-def _dataset_of(rel: str, fmt: str) -> str | None:
-    if fmt != "mongodump" or "/" not in rel:
-        return None
-    db, _, name = rel.rpartition("/")
-    for suffix in (".bson.gz", ".bson"):
-        if name.endswith(suffix):
-            return f"{db.split('/')[-1]}.{name[: -len(suffix)]}"
-    return None
+def _datasets_by_file(reader: Any, fmt: str, files: list[tuple[str, Path]]) -> dict[Path, str]:
+    """Which dataset each copied file holds, named exactly as the reader (and so the manifest)
+    names it; refuses an input where a dataset's file would not be copied (hidden, symlinked)
+    so that no signed dataset lacks its data artifact."""
+    if fmt != "mongodump":
+        return {}
+    by_file = {file.resolve(): name for name, file in reader.dataset_files().items()}
+    copied = {file.resolve(): file for _, file in files}
+    missing = sorted(name for resolved, name in by_file.items() if resolved not in copied)
+    if missing:
+        raise InputError(
+            f"the data of {', '.join(missing)} is in a hidden or linked file that ingest "
+            "does not copy",
+            hint="ingest a plain copy of the dump (no symlinks, no hidden folders)",
+        )
+    return {copied[resolved]: name for resolved, name in by_file.items()}
 
 
 def _copy_file(
@@ -777,20 +787,37 @@ def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
             hint="deletion waits for the retention date and for every hold to be released",
         )
     backend = vault_backend(vault)
-    removed = []
-    for artifact in backup.artifacts:
-        if artifact.deleted:
-            continue
-        try:
-            backend.delete(artifact.path)
-        except ArtifactNotFound:
-            pass
-        except ArtifactLocked as exc:
+    with app.read() as uow:  # a hold placed since the check above still wins
+        if uow.backups.holds(backup_id, active_only=True):
             raise PolicyViolation(
-                f"the vault still locks {artifact.path}: {exc.message}",
-                hint="the storage's own retention is longer than the catalog's",
-            ) from exc
-        removed.append(artifact.path)
+                f"backup {backup_id} was put under legal hold while the deletion started",
+                hint="deletion waits for every hold to be released",
+            )
+    removed: list[str] = []
+    try:
+        for artifact in backup.artifacts:
+            if artifact.deleted:
+                continue
+            try:
+                backend.delete(artifact.path)
+            except ArtifactNotFound:
+                pass
+            except ArtifactLocked as exc:
+                raise PolicyViolation(
+                    f"the vault still locks {artifact.path}: {exc.message}",
+                    hint="the storage's own retention is longer than the catalog's",
+                ) from exc
+            removed.append(artifact.path)
+    except BaseException as exc:
+        if removed:  # the vault changed: that is recorded even though the deletion stopped
+            with app.change() as change:
+                change.uow.backups.mark_artifacts_deleted(backup_id, removed)
+                change.record(
+                    "backup.deletion_partial",
+                    f"backup:{backup_id}",
+                    {"reason": reason.strip(), "removed": removed, "error": str(exc)},
+                )
+        raise
     with app.change() as change:
         change.uow.backups.mark_deleted(backup_id, at=now)
         change.record(

@@ -125,10 +125,19 @@ def rotate_keys(app: App) -> RotationResult:
                 "old_version": old.version,
                 "new_version": new.version,
                 "rewrapped_backups": sorted(rewrapped),
-                "retired_versions": retired,
+                "versions_to_retire": retired,  # those no backup still uses are retired next
             },
         )
-    for version in retired:  # only after the re-wrapped keys are committed
+    # only after the re-wrapped keys are committed, and only versions that no backup still
+    # uses: a backup that started during the rotation may have wrapped under the old version
+    with app.read() as uow:
+        still_used = {
+            b.kek_version
+            for b in uow.backups.list()
+            if b.kek_id == new.kek_id and b.wrapped_identity is not None
+        }
+    retired = [version for version in retired if version not in still_used]
+    for version in retired:
         keystore.retire(version)
     return RotationResult(
         kek_id=new.kek_id,

@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Any
 
 from affidavit.config import Settings
-from affidavit.errors import Error, OperationError
+from affidavit.errors import Error, InternalError, OperationError
 from affidavit.models.backup import Backup, BackupStatus
 from affidavit.models.checks import Drill, Verification
 from affidavit.models.progress import Reporter, SilentReporter
@@ -40,6 +40,8 @@ from affidavit.services.context import App
 OVERDUE_GRACE = timedelta(hours=1)
 _FULL_KINDS = frozenset({"full", "against-source"})
 _NO_SOURCE = "(no source)"
+#: backup formats a restore drill supports (an archive ingest cannot be drilled yet)
+_DRILLABLE_FORMATS = frozenset({"mongodump", "rdb"})
 
 
 def _now() -> datetime:
@@ -125,8 +127,9 @@ def scheduled(app: App) -> list[DueItem]:
         if not full.is_due:
             items.append(_item(CheckKind.VERIFY_SAMPLE, backup, last_any, sample_every, now))
     newest: dict[str, Backup] = {}
-    for backup in backups:  # newest first
-        newest.setdefault(backup.source or _NO_SOURCE, backup)
+    for backup in backups:  # newest first; only formats a drill can restore
+        if backup.format in _DRILLABLE_FORMATS:
+            newest.setdefault(backup.source or _NO_SOURCE, backup)
     for group, backup in newest.items():
         done = [d.finished_at for d in drill_rows if _group(every_backup, d) == group]
         items.append(_item(CheckKind.DRILL, backup, _latest(done), drill_every, now))
@@ -267,7 +270,14 @@ def run_due(
         clock = datetime.now(UTC)
         subject = f"backup:{item.backup_id}"
         try:
-            ok, check_id, codes, summary = _run_one(app, item, rep)
+            try:
+                ok, check_id, codes, summary = _run_one(app, item, rep)
+            except Error:
+                raise
+            except Exception as unexpected:  # one broken check must not stop the others
+                raise InternalError(
+                    f"internal error: {type(unexpected).__name__}: {unexpected}"
+                ) from unexpected
         except Error as exc:
             alert_id = None
             if item.overdue:

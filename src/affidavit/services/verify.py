@@ -535,10 +535,11 @@ class _Run:
             from affidavit.formats.rdb import RdbReader
 
             reader = RdbReader(spool, as_of_ms=self._as_of_ms())
-            present = reader.datasets()
-            for name, acc in accs.items():
-                if name in present:
-                    acc.add_records(encode_redis_record(r) for r in reader.records(name))
+            for name, record in reader.iter_all():  # one pass over the file, CRC checked
+                acc = accs.get(name)
+                if acc is None:
+                    acc = accs[name] = Accumulator("exact")  # a dataset the manifest lacks
+                acc.add(*encode_redis_record(record))
             encoding = "redis"
         else:
             archive: Any = reader_class(fmt)(spool)
@@ -560,9 +561,30 @@ class _Run:
         return int(self.backup.started_at.timestamp() * 1000)
 
     def compare_fingerprints(self) -> None:
+        if self.backup.format == "mongodump":
+            # every signed dataset must have a data artifact: one without must not pass
+            # silently (whether or not this run samples or can decrypt)
+            tagged = {
+                e.dataset for e in self.expected if e.role == ArtifactRole.DATA.value and e.dataset
+            }
+            for name in sorted(set(self.datasets) - tagged):
+                self.find(
+                    Code.FINGERPRINT_MISMATCH,
+                    "no data artifact holds this signed dataset: its content cannot be checked",
+                    name,
+                    expected=self.datasets[name],
+                    actual=None,
+                )
         for name, (text, index) in sorted(self.computed.items()):
             expected = self.datasets.get(name)
             if expected is None:
+                self.find(
+                    Code.FINGERPRINT_MISMATCH,
+                    "a data artifact holds a dataset the signed manifest does not name",
+                    name,
+                    expected=None,
+                    actual=text,
+                )
                 continue
             if text == expected:
                 continue
