@@ -335,3 +335,19 @@ def test_redis_scratch_starts_from_an_rdb(tmp_path: Path, fresh_redis: RedisScra
         other.close()
         pid = restored.pid
     assert pid is not None and not pid_alive(pid)
+
+
+def test_catalog_edited_behind_affidavit_fails_the_drill(
+    app: App, cli: Any, home: Path, seeded: dict[str, Any], tmp_path: Path
+) -> None:
+    backup = backup_of(app, cli, seeded, tmp_path, "redis")
+    with sqlite3.connect(home / "catalog.sqlite") as db:  # an attacker with database access
+        db.execute(
+            "update backup_datasets set fingerprint = ? where backup_id = ? and name = 'db0'",
+            ("afp1:exact:b12:n0:" + "0" * 64, backup.id),
+        )
+    r = cli("drill", "run", backup.id, "--json")
+    assert r.code == 1, r.err
+    out = json.loads(r.out)
+    assert out["ok"] is False
+    assert "manifest-mismatch" in {f["code"] for f in out["findings"]}

@@ -46,12 +46,19 @@ from affidavit import __version__
 from affidavit.constants import EngineName
 from affidavit.crypto.age import decrypt_to
 from affidavit.crypto.digest import Sha256Stream, sha256_hex
+from affidavit.crypto.dsse import Envelope
 from affidavit.engines.base import Engine
-from affidavit.errors import Error, InputError, IntegrityError, OperationError
+from affidavit.errors import Error, FormatError, InputError, IntegrityError, OperationError
 from affidavit.formats.base import open_binary
 from affidavit.formats.keys import describe_key
 from affidavit.formats.mongodump import iter_bson_file
-from affidavit.ledger.attestation import DRILL_PREDICATE_TYPE, Statement, Subject
+from affidavit.ledger.attestation import (
+    BACKUP_PREDICATE_TYPE,
+    DRILL_PREDICATE_TYPE,
+    Statement,
+    Subject,
+    verify_attestation,
+)
 from affidavit.models.backup import ArtifactRole, Backup, BackupArtifact, BackupStatus
 from affidavit.models.checks import Drill, Finding
 from affidavit.models.inventory import Source
@@ -571,6 +578,7 @@ def run_drill(
     timer = _Timer()
     with tempfile.TemporaryDirectory(prefix="affidavit-drill-") as tmp:
         state = _State(backup=backup, engine=engine, workdir=Path(tmp), rep=rep)
+        state.findings.extend(_signed_manifest_findings(app, backup))
         if target_uri is None:  # fail before the clock starts when the server is missing
             state.scratch = _new_scratch(engine, state.workdir)
         try:
@@ -960,6 +968,50 @@ def _record(
             },
         )
     return drill
+
+
+def _signed_manifest_findings(app: App, backup: Backup) -> list[Finding]:
+    """The drill's expectations (artifact digests, dataset fingerprints) come from catalog
+    rows; this checks them against the signed manifest, so that a catalog edited behind
+    affidavit's back cannot make a drill pass."""
+    identity = app.ledger_identity()
+    if identity is None or backup.envelope is None:
+        return [
+            Finding(
+                code="manifest-signature-invalid",
+                message="the backup has no signed manifest to check the drill against",
+                subject=backup.id,
+            )
+        ]
+    try:
+        statement = verify_attestation(
+            Envelope.from_json(backup.envelope),
+            {identity.keyid: identity.signer.key.public_key},
+            predicate_type=BACKUP_PREDICATE_TYPE,
+        )
+    except (IntegrityError, FormatError) as exc:
+        return [
+            Finding(
+                code="manifest-signature-invalid",
+                message=f"the manifest's signature does not verify: {exc.message}",
+                subject=backup.id,
+            )
+        ]
+    predicate = statement.predicate
+    signed_datasets = {str(d["name"]): str(d["fingerprint"]) for d in predicate.get("datasets", [])}
+    signed_artifacts = {(str(a["path"]), str(a["sha256"])) for a in predicate.get("artifacts", [])}
+    recorded = {(a.path, a.sha256) for a in backup.artifacts if a.role is not ArtifactRole.MANIFEST}
+    if signed_datasets != {d.name: d.fingerprint for d in backup.datasets} or (
+        signed_artifacts != recorded
+    ):
+        return [
+            Finding(
+                code="manifest-mismatch",
+                message="the catalog's artifacts or fingerprints differ from the signed manifest",
+                subject=backup.id,
+            )
+        ]
+    return []
 
 
 def list_drills(app: App, backup_id: str | None = None) -> list[Drill]:
