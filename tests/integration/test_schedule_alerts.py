@@ -247,3 +247,17 @@ def test_a_webhook_that_is_down_is_recorded_not_raised(
     assert deliveries[0].webhook == "https://h.example/…"
     rejected = alert_service.deliver("https://h.example/x", {}, post=lambda *_: 404, backoff=0)
     assert [d.status for d in rejected] == [404]  # a 4xx is not retried
+
+
+def test_only_one_run_due_per_home(app: Any) -> None:
+    import fcntl
+
+    from affidavit.errors import OperationError
+    from affidavit.services.schedule import run_due
+
+    lock = app.settings.home / "run-due.lock"
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run-due holds the home
+        with pytest.raises(OperationError, match="another"):
+            run_due(app)
+    assert run_due(app).ok  # once released, a run goes ahead (nothing is due here)

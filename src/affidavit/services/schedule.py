@@ -21,10 +21,13 @@ or failed: a failure raises an alert once instead of at every run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from affidavit.config import Settings
@@ -258,11 +261,34 @@ def _run_one(app: App, item: DueItem, rep: Reporter) -> tuple[bool, str, tuple[s
     return ok, verification.id, codes, summary
 
 
+@contextmanager
+def _single_run(home: Path) -> Iterator[None]:
+    """One ``run-due`` per home at a time (an hourly cron job can overlap a long drill)."""
+    lock = home / "run-due.lock"
+    fh = lock.open("a")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OperationError(
+                "another `affidavit run-due` is running for this home",
+                hint="it will pick up what is due; nothing to do now",
+            ) from None
+        yield
+    finally:
+        fh.close()  # releases the lock
+
+
 def run_due(
     app: App, reporter: Reporter | None = None, *, post: Poster = post_json
 ) -> RunDueResult:
     """Run every due check; raise an alert for each one that fails and for each overdue one
-    that could not run. Never stops at the first problem."""
+    that could not run. Never stops at the first problem. Only one run per home at a time."""
+    with _single_run(app.settings.home):
+        return _run_due(app, reporter, post=post)
+
+
+def _run_due(app: App, reporter: Reporter | None, *, post: Poster) -> RunDueResult:
     rep = reporter or SilentReporter()
     started = _now()
     results: list[ItemResult] = []
