@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import bson
-import redis
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from affidavit.scratch.redis_server import RedisScratch  # noqa: E402
 from affidavit.scratch.secantus_server import SecantusScratch  # noqa: E402
+from redis_sample import seed_redis  # noqa: E402
 
 AFFIDAVIT = [sys.executable, "-m", "affidavit"]
 
@@ -57,30 +57,6 @@ def new_home(work: Path, name: str) -> dict[str, str]:
     run([*AFFIDAVIT, "init"], env)
     run([*AFFIDAVIT, "vault", "add", "v", "--url", f"file://{work / f'vault-{name}'}"], env)
     return env
-
-
-def seed_redis(port: int, n: int) -> None:
-    client = redis.Redis(port=port)
-    pipe = client.pipeline(transaction=False)
-    for i in range(n):
-        kind = i % 6
-        key = f"k:{i}"
-        if kind == 0:
-            pipe.set(key, f"value-{i}" * 4)
-        elif kind == 1:
-            pipe.hset(key, mapping={"a": i, "b": "x" * 20})
-        elif kind == 2:
-            pipe.rpush(key, "a", "b", str(i))
-        elif kind == 3:
-            pipe.sadd(key, "a", "b", str(i))
-        elif kind == 4:
-            pipe.zadd(key, {"a": 1.5, str(i): i})
-        else:
-            pipe.set(key, str(i), ex=86400)
-        if i % 20_000 == 19_999:
-            pipe.execute()
-    pipe.execute()
-    client.close()
 
 
 def bench_redis(n: int, work: Path) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from affidavit.scratch.redis_server import RedisScratch  # noqa: E402
+from redis_sample import seed_redis  # noqa: E402
 
 AFFIDAVIT = [sys.executable, "-m", "affidavit"]
 
@@ -39,30 +40,6 @@ def run(argv: list[str], env: dict[str, str], *, ok_codes: tuple[int, ...] = (0,
     if proc.returncode not in ok_codes:
         raise SystemExit(f"{argv[:5]} failed ({proc.returncode}): {proc.stderr.strip()[:600]}")
     return proc.stdout
-
-
-def seed_redis(port: int, n: int) -> None:
-    client = redis.Redis(port=port)
-    pipe = client.pipeline(transaction=False)
-    for i in range(n):
-        kind = i % 6
-        key = f"k:{i}"
-        if kind == 0:
-            pipe.set(key, f"value-{i}" * 4)
-        elif kind == 1:
-            pipe.hset(key, mapping={"a": i, "b": "x" * 20})
-        elif kind == 2:
-            pipe.rpush(key, "a", "b", str(i))
-        elif kind == 3:
-            pipe.sadd(key, "a", "b", str(i))
-        elif kind == 4:
-            pipe.zadd(key, {"a": 1.5, str(i): i})
-        else:
-            pipe.set(key, str(i), ex=86400 * 30)
-        if i % 20_000 == 19_999:
-            pipe.execute()
-    pipe.execute()
-    client.close()
 
 
 def baseline_start(rdb: Path) -> float:

@@ -23,12 +23,12 @@ import tempfile
 from pathlib import Path
 
 import bson
-import redis
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from affidavit.scratch.redis_server import RedisScratch  # noqa: E402
+from redis_sample import seed_redis  # noqa: E402
 
 AFFIDAVIT = [sys.executable, "-m", "affidavit"]
 
@@ -118,26 +118,7 @@ def bench_file(n: int, work: Path) -> list[dict[str, object]]:
 def bench_redis(n: int, work: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     with RedisScratch() as server:
-        client = redis.Redis(port=server.port)
-        pipe = client.pipeline(transaction=False)
-        for i in range(n):
-            kind = i % 6
-            key = f"k:{i}"
-            if kind == 0:
-                pipe.set(key, f"value-{i}" * 4)
-            elif kind == 1:
-                pipe.hset(key, mapping={"a": i, "b": "x" * 20})
-            elif kind == 2:
-                pipe.rpush(key, "a", "b", str(i))
-            elif kind == 3:
-                pipe.sadd(key, "a", "b", str(i))
-            elif kind == 4:
-                pipe.zadd(key, {"a": 1.5, str(i): i})
-            else:
-                pipe.set(key, str(i), ex=86400)
-            if i % 10_000 == 9_999:
-                pipe.execute()
-        pipe.execute()
+        seed_redis(server.port, n)
         rdb = work / "dump.rdb"
         ref, _, _ = timed(["redis-cli", "-p", str(server.port), "--rdb", str(rdb)])
         home = work / "home"
