@@ -289,10 +289,6 @@ class LedgerRepository:
             (seq, time, actor, action, subject, entry, leaf_hash),
         )
 
-    def put_node(self, level: int, index: int, digest: bytes) -> None:
-        """Store the hash of the complete subtree (level, index)."""
-        self.put_nodes([(level, index, digest)])
-
     def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
         """Store several complete-subtree hashes in one statement."""
         if nodes:
@@ -305,10 +301,6 @@ class LedgerRepository:
                 cursor.executemany(sql, list(nodes))
             finally:
                 cursor.close()
-
-    def get_node(self, level: int, index: int) -> bytes | None:
-        """The stored hash of the complete subtree (level, index), or None."""
-        return self.get_nodes([(level, index)]).get((level, index))
 
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """The stored hashes of the given (level, index) subtrees, in one query."""
@@ -324,10 +316,6 @@ class LedgerRepository:
         for level, index, digest in rows:
             found[(int(level), int(index))] = bytes(digest)
         return found
-
-    def flush(self) -> None:
-        """Send pending ORM changes to the database (still inside the transaction)."""
-        self._s.flush()
 
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[StoredEntry]:
         """Entries with ``start <= seq < stop`` in sequence order, streamed."""

@@ -153,10 +153,6 @@ class LedgerLog:
         """The stored leaf hash of entry ``index``."""
         return self.range_hashes([(index, index + 1)])[0]
 
-    def range_hash(self, start: int, end: int) -> bytes:
-        """MTH of entries ``start..end-1`` from stored complete subtrees."""
-        return self.range_hashes([(start, end)])[0]
-
     def range_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """MTH of each ``[start, end)`` range (as RFC 9162 splits produce them), reading every
         stored subtree hash they need in one batched query."""

@@ -190,31 +190,3 @@ class TeeReader:
     def close(self) -> None:
         """Close the source."""
         self._source.close()
-
-
-class IterReader:
-    """A binary stream over an iterator of chunks (e.g. an RDB arriving over the network)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def read(self, n: int = -1) -> bytes:
-        """Up to ``n`` bytes (all remaining for ``n < 0``); ``b""`` at the end."""
-        while n < 0 or len(self._buffer) < n:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        if n < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:n], self._buffer[n:]
-        return data
-
-    def readable(self) -> bool:
-        """Always."""
-        return True
-
-    def close(self) -> None:
-        """Nothing to release."""
