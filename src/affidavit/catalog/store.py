@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from affidavit.catalog.governance import GovernanceRepository
 from affidavit.catalog.repository import (
     BackupRepository,
     CheckRepository,
@@ -45,6 +46,7 @@ class UnitOfWork:
         self.ledger = LedgerRepository(session)
         self.backups = BackupRepository(session)
         self.checks = CheckRepository(session)
+        self.governance = GovernanceRepository(session)
 
 
 class Catalog:
