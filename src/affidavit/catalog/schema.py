@@ -239,3 +239,97 @@ class AlertRow(Base):
     subject: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)  # JSON
     deliveries: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of attempts
+
+
+class PolicyVersionRow(Base):
+    """One proposed version of the policy file and, once given, its approval."""
+
+    __tablename__ = "policy_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sha256: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    proposed_by: Mapped[str] = mapped_column(Text)
+    proposed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    proposal_seq: Mapped[int | None] = mapped_column(BigInteger)
+    approved_by: Mapped[str | None] = mapped_column(Text)
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    approval_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class FindingRow(Base):
+    """A control that a subject fails (one row per occurrence, kept after resolution)."""
+
+    __tablename__ = "findings"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    control: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    evidence: Mapped[str] = mapped_column(Text)  # JSON list of links
+
+
+class FindingStepRow(Base):
+    """One step of a finding's remediation trail (opened, acknowledged, resolved)."""
+
+    __tablename__ = "finding_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    finding_id: Mapped[str] = mapped_column(
+        ForeignKey("findings.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class PolicyExceptionRow(Base):
+    """A time-limited permission for a subject to fail a control."""
+
+    __tablename__ = "policy_exceptions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    control: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))
+    approved_by: Mapped[str | None] = mapped_column(Text)
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BaselineRow(Base):
+    """An approved configuration baseline (canonical JSON)."""
+
+    __tablename__ = "baselines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    approved_by: Mapped[str] = mapped_column(Text)
+    approved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class CheckRunRow(Base):
+    """The results of one policy check."""
+
+    __tablename__ = "check_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(Text)
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column()
+    results: Mapped[str] = mapped_column(Text)  # JSON list
+    seq: Mapped[int | None] = mapped_column(BigInteger)

@@ -14,11 +14,15 @@ from typer import Abort, Exit
 from affidavit import __version__
 from affidavit.cli import (
     backup_cmd,
+    baseline_cmd,
     dataset_cmd,
     drill_cmd,
+    exception_cmd,
+    finding_cmd,
     hold_cmd,
     keys_cmd,
     ledger_cmd,
+    policy_cmd,
     source_cmd,
     vault_cmd,
     verify_cmd,
@@ -108,6 +112,10 @@ app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(verify_cmd.app, name="verify")
 app.add_typer(drill_cmd.app, name="drill")
 app.add_typer(ledger_cmd.app, name="ledger")
+app.add_typer(policy_cmd.app, name="policy")
+app.add_typer(finding_cmd.app, name="finding")
+app.add_typer(exception_cmd.app, name="exception")
+app.add_typer(baseline_cmd.app, name="baseline")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,115 @@
+"""``affidavit exception add|approve|revoke|list``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from affidavit.cli.governance_views import exception_json
+from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.state import app_for
+from affidavit.models.period import parse_moment
+from affidavit.services import findings as svc
+
+app = typer.Typer(
+    help="Exceptions: a subject may fail a control until a date, approved by a second person.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+IdArg = Annotated[str, typer.Argument(metavar="EXCEPTION", help="Exception id (X-...).")]
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    control: Annotated[str, typer.Argument(help="Control id, e.g. backup.immutable.")],
+    subject: Annotated[
+        str, typer.Argument(help="Subject as `policy check` names it, or '*' for all.")
+    ],
+    reason: Annotated[str, typer.Option(help="Why the exception is acceptable.")],
+    expires: Annotated[str, typer.Option(help="When it ends: YYYY-MM-DD (UTC) or RFC 3339.")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Request an exception; it applies once another person approves it."""
+    until = parse_moment(expires, flag="--expires")
+    with app_for(ctx) as application:
+        exc = svc.request_exception(application, control, subject, reason=reason, expires=until)
+    if json_out:
+        print_json(exception_json(exc))
+    else:
+        show(
+            f"Exception {exc.id} requested for {exc.control} on {exc.subject} until "
+            f"{when(exc.expires_at)}. Another person approves it with "
+            f"`affidavit exception approve {exc.id}`."
+        )
+    return 0
+
+
+@app.command("approve")
+def approve(ctx: typer.Context, exc_id: IdArg, json_out: JsonOpt = False) -> int:
+    """Approve an exception someone else requested."""
+    with app_for(ctx) as application:
+        exc = svc.approve_exception(application, exc_id)
+    if json_out:
+        print_json(exception_json(exc))
+    else:
+        show(f"Exception {exc.id} approved until {when(exc.expires_at)}.")
+    return 0
+
+
+@app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    exc_id: IdArg,
+    reason: Annotated[str, typer.Option(help="Why it ends early.")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Withdraw an exception before it expires."""
+    with app_for(ctx) as application:
+        exc = svc.revoke_exception(application, exc_id, reason=reason)
+    if json_out:
+        print_json(exception_json(exc))
+    else:
+        show(f"Exception {exc.id} revoked.")
+    return 0
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
+    """List exceptions."""
+    with app_for(ctx) as application:
+        found = svc.list_exceptions(application)
+    if json_out:
+        print_json({"exceptions": [exception_json(e) for e in found]})
+        return 0
+    show(
+        table(
+            "Exceptions",
+            [
+                "id",
+                "control",
+                "subject",
+                "status",
+                "requested by",
+                "approved by",
+                "expires",
+                "reason",
+            ],
+            [
+                [
+                    e.id,
+                    e.control,
+                    e.subject,
+                    e.status.value,
+                    e.requested_by,
+                    e.approved_by,
+                    when(e.expires_at),
+                    e.reason,
+                ]
+                for e in found
+            ],
+        )
+    )
+    return 0

@@ -1,0 +1,98 @@
+"""``affidavit finding list|show|ack|resolve``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from affidavit.cli.governance_views import finding_rows
+from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.state import app_for
+from affidavit.models.governance import FindingStatus
+from affidavit.services import findings as svc
+
+app = typer.Typer(
+    help="Findings of policy checks: open -> acknowledged -> resolved, with a trail.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+IdArg = Annotated[str, typer.Argument(metavar="FINDING", help="Finding id (F-...).")]
+NoteOpt = Annotated[str, typer.Option(help="What was done, and why (recorded).")]
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[
+        list[FindingStatus] | None,
+        typer.Option(help="Only these statuses (repeatable). Default: open and acknowledged."),
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Include resolved findings.")] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """List findings, most severe first."""
+    wanted = None if show_all else (status or [FindingStatus.OPEN, FindingStatus.ACKNOWLEDGED])
+    with app_for(ctx) as application:
+        found = svc.list_findings(application, status=wanted)
+    found.sort(key=lambda f: (f.severity.rank, f.due_at, f.id))
+    if json_out:
+        print_json({"findings": [f.to_json() for f in found]})
+        return 0
+    show(
+        table(
+            "Findings",
+            ["id", "status", "severity", "control", "subject", "owner", "due", "detail"],
+            finding_rows(found),
+        )
+    )
+    return 0
+
+
+@app.command("show")
+def show_(ctx: typer.Context, finding_id: IdArg, json_out: JsonOpt = False) -> int:
+    """One finding with its remediation trail."""
+    with app_for(ctx) as application:
+        f = svc.get_finding(application, finding_id)
+    if json_out:
+        print_json(f.to_json())
+        return 0
+    show(table(f"Finding {f.id}", ["", ""], finding_rows([f]) and [
+        ["control", f.control], ["subject", f.subject], ["status", f.status.value],
+        ["severity", f.severity.value], ["owner", f.owner], ["due", when(f.due_at)],
+        ["message", f.message], ["evidence", ", ".join(f.evidence)],
+    ]))  # fmt: skip
+    show(
+        table(
+            "Trail",
+            ["at", "actor", "status", "note", "ledger seq"],
+            [[when(s.at), s.actor, s.status.value, s.note, s.seq] for s in f.trail],
+        )
+    )
+    return 0
+
+
+@app.command("ack")
+def ack(ctx: typer.Context, finding_id: IdArg, note: NoteOpt, json_out: JsonOpt = False) -> int:
+    """Acknowledge an open finding (someone owns the fix)."""
+    with app_for(ctx) as application:
+        f = svc.acknowledge_finding(application, finding_id, note=note)
+    if json_out:
+        print_json(f.to_json())
+    else:
+        show(f"Finding {f.id} acknowledged.")
+    return 0
+
+
+@app.command("resolve")
+def resolve(ctx: typer.Context, finding_id: IdArg, note: NoteOpt, json_out: JsonOpt = False) -> int:
+    """Resolve a finding, recording the corrective action. The next policy check reopens
+    the control (as a new finding) if it still fails."""
+    with app_for(ctx) as application:
+        f = svc.resolve_finding(application, finding_id, note=note)
+    if json_out:
+        print_json(f.to_json())
+    else:
+        show(f"Finding {f.id} resolved.")
+    return 0

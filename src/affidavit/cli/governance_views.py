@@ -1,0 +1,108 @@
+"""JSON and table views of governance records (policy versions, controls, results,
+findings, exceptions, baselines)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from affidavit.cli.output import when
+from affidavit.models.governance import Baseline, ControlFinding, PolicyException, PolicyVersion
+
+
+class _ResultLike(Protocol):
+    @property
+    def control(self) -> str: ...
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def status(self) -> Any: ...
+
+    @property
+    def severity(self) -> Any: ...
+
+
+def policy_version_json(v: PolicyVersion) -> dict[str, Any]:
+    """A policy version without its text."""
+    return {
+        "version": v.version,
+        "sha256": v.sha256,
+        "proposed_by": v.proposed_by,
+        "proposed_at": v.proposed_at.isoformat(),
+        "proposal_seq": v.proposal_seq,
+        "approved_by": v.approved_by,
+        "approved_at": v.approved_at.isoformat() if v.approved_at else None,
+        "approval_seq": v.approval_seq,
+    }
+
+
+_STATUS_STYLE = {
+    "pass": "[green]pass[/green]",
+    "fail": "[bold red]FAIL[/bold red]",
+    "excepted": "[yellow]excepted[/yellow]",
+    "not-applicable": "[dim]n/a[/dim]",
+    "not-evaluated": "[red]not evaluated[/red]",
+}
+
+
+def result_rows(results: Sequence[_ResultLike], *, show_all: bool) -> list[list[Any]]:
+    """Rows of the controls table: failures first; passing ones only with ``show_all``."""
+    chosen = [r for r in results if show_all or r.status.value not in ("pass", "not-applicable")]
+    chosen.sort(key=lambda r: (r.status.value != "fail", r.severity.rank, r.control, r.subject))
+    return [
+        [
+            r.control,
+            _plain(r.subject),
+            _STATUS_STYLE.get(r.status.value, r.status.value),
+            r.severity.value,
+            _plain(r.owner),
+            _plain(r.message),
+        ]
+        for r in chosen
+    ]
+
+
+def _plain(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+def finding_rows(findings: Sequence[ControlFinding]) -> list[list[Any]]:
+    """Rows of the findings table."""
+    return [
+        [
+            f.id,
+            f.status.value,
+            f.severity.value,
+            f.control,
+            _plain(f.subject),
+            _plain(f.owner),
+            when(f.due_at),
+            _plain(f.message),
+        ]
+        for f in findings
+    ]
+
+
+def exception_json(e: PolicyException) -> dict[str, Any]:
+    """An exception."""
+    return e.to_json()
+
+
+def baseline_json(b: Baseline) -> dict[str, Any]:
+    """A baseline with its content."""
+    return {
+        "id": b.id,
+        "approved_by": b.approved_by,
+        "approved_at": b.approved_at.isoformat(),
+        "sha256": b.sha256,
+        "seq": b.seq,
+        "content": b.content,
+    }

@@ -1,0 +1,195 @@
+"""``affidavit policy validate|propose|approve|list|show|controls|check``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from affidavit.cli.governance_views import policy_version_json, result_rows
+from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.state import app_for
+from affidavit.errors import NotFound
+from affidavit.services import policy as policies
+
+app = typer.Typer(
+    help="Policy as code: versions approved by two people, controls, and the policy check.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+FileArg = Annotated[Path, typer.Argument(metavar="FILE", help="A policy.toml file.")]
+
+
+@app.command("validate")
+def validate(file: FileArg, json_out: JsonOpt = False) -> int:
+    """Check a policy file and print its effective requirements; records nothing."""
+    policy = policies.validate_policy(file)
+    if json_out:
+        print_json({"ok": True, "policy": policy.to_json()})
+        return 0
+    levels = policy.to_json()["levels"]
+    keys = list(next(iter(levels.values())))
+    show(
+        table(
+            f"{policy.name} (owner {policy.owner})",
+            ["requirement", *levels],
+            [[k, *(levels[lvl][k] for lvl in levels)] for k in keys],
+        )
+    )
+    return 0
+
+
+@app.command("propose")
+def propose(ctx: typer.Context, file: FileArg, json_out: JsonOpt = False) -> int:
+    """Propose a new policy version; it takes effect when another person approves it."""
+    with app_for(ctx) as application:
+        version = policies.propose_policy(application, file)
+    if json_out:
+        print_json(policy_version_json(version))
+    else:
+        show(
+            f"Proposed policy version {version.version} (sha256 {version.sha256[:16]}...). "
+            f"Another person approves it with `affidavit policy approve {version.version}`."
+        )
+    return 0
+
+
+@app.command("approve")
+def approve(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(metavar="VERSION", help="The version to approve.")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Approve a proposed version (not your own); it takes effect now."""
+    with app_for(ctx) as application:
+        approved = policies.approve_policy(application, version)
+    if json_out:
+        print_json(policy_version_json(approved))
+    else:
+        show(
+            f"Policy version {approved.version} approved by {approved.approved_by} "
+            f"(proposed by {approved.proposed_by}); it is in effect."
+        )
+    return 0
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
+    """List policy versions with who proposed and approved each."""
+    with app_for(ctx) as application:
+        versions = policies.policy_versions(application)
+    if json_out:
+        print_json({"versions": [policy_version_json(v) for v in versions]})
+        return 0
+    effective = max((v.version for v in versions if v.approved), default=None)
+    show(
+        table(
+            "Policy versions",
+            ["version", "sha256", "proposed", "by", "approved", "by", "in effect"],
+            [
+                [
+                    v.version,
+                    v.sha256[:16],
+                    when(v.proposed_at),
+                    v.proposed_by,
+                    when(v.approved_at),
+                    v.approved_by,
+                    "yes" if v.version == effective else "",
+                ]
+                for v in versions
+            ],
+        )
+    )
+    return 0
+
+
+@app.command("show")
+def show_(
+    ctx: typer.Context,
+    version: Annotated[
+        int | None, typer.Argument(metavar="[VERSION]", help="Default: the version in effect.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Print a policy version's file as it was proposed."""
+    with app_for(ctx) as application:
+        versions = policies.policy_versions(application)
+    chosen = [v for v in versions if (v.version == version if version else v.approved)]
+    if not chosen:
+        raise NotFound(
+            "no such policy version" if version else "no policy version is in effect",
+            hint="`affidavit policy list` shows the versions",
+        )
+    item = chosen[-1]
+    if json_out:
+        print_json({**policy_version_json(item), "text": item.text})
+    else:
+        typer.echo(item.text, nl=not item.text.endswith("\n"))
+    return 0
+
+
+@app.command("controls")
+def controls(
+    framework: Annotated[
+        str | None, typer.Option(help="Only controls mapped to this framework.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """List the controls catalog with framework mappings."""
+    chosen = policies.list_controls(framework)
+    if json_out:
+        print_json({"controls": [c.to_json() for c in chosen]})
+        return 0
+    show(
+        table(
+            "Controls",
+            ["id", "title", "severity", "NIST 800-53", "ISO 27001", "SOC 2"],
+            [
+                [
+                    c.id,
+                    c.title,
+                    c.severity.value,
+                    ", ".join(c.maps_to("nist-800-53")),
+                    ", ".join(c.maps_to("iso-27001")),
+                    ", ".join(c.maps_to("soc2")),
+                ]
+                for c in chosen
+            ],
+        )
+    )
+    return 0
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    offline: Annotated[
+        bool,
+        typer.Option(help="Do not connect to sources and vaults (configuration is unread)."),
+    ] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Also list passing results.")] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """Evaluate every control; record the results and open, refresh or resolve findings.
+
+    Exit codes: 0 every control passes (or is excepted); 1 findings (listed); 2 bad input;
+    3 the catalog could not be read.
+    """
+    with app_for(ctx) as application:
+        outcome = policies.check_policy(application, live=not offline)
+    if json_out:
+        print_json(outcome.to_json())
+        return 0 if outcome.ok else 1
+    rows = result_rows(outcome.results, show_all=show_all)
+    show(table("Controls", ["control", "subject", "status", "severity", "owner", "detail"], rows))
+    counts = outcome.to_json()["summary"]
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    show(
+        f"Policy check {outcome.run_id} (policy version {outcome.policy_version or '-'}): "
+        f"{summary}. Findings: {len(outcome.opened)} opened, {len(outcome.still_open)} still "
+        f"open, {len(outcome.resolved)} resolved. "
+        + ("All controls pass." if outcome.ok else "`affidavit finding list` shows them.")
+    )
+    return 0 if outcome.ok else 1

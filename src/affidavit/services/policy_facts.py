@@ -1,0 +1,254 @@
+"""Gather the :class:`~affidavit.policy.facts.Facts` a policy check evaluates: the catalog's
+inventory and history, the ledger's verification, the keystore, and the live security
+configuration of every source and vault (the same snapshot ``baseline approve`` records).
+
+A source or vault that cannot be read does not stop the check: it becomes a fact
+(``config_errors``) that the ``config.baseline`` control reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from affidavit.constants import Classification
+from affidavit.errors import Error
+from affidavit.models.backup import Backup, BackupStatus
+from affidavit.models.inventory import Source, Vault
+from affidavit.models.ledger import Event
+from affidavit.policy.facts import (
+    BackupFacts,
+    CheckFacts,
+    DatasetFacts,
+    Facts,
+    KeyFacts,
+    LedgerFacts,
+    PolicyFacts,
+    SourceFacts,
+    VaultFacts,
+)
+from affidavit.services.backends import engine_for, vault_backend
+from affidavit.services.context import App
+from affidavit.services.keys import keystore_for
+from affidavit.services.ledger import verify_catalog
+
+# describe() settings that change on their own (a replica attaching for a backup, the last
+# BGSAVE's outcome, a failover) and so are not configuration
+VOLATILE_SETTINGS = frozenset(
+    {"rdb_last_bgsave_status", "connected_replicas", "writable_primary", "hosts"}
+)
+
+
+def _rank(c: Classification) -> int:
+    return list(Classification).index(c)
+
+
+def source_config(app: App, source: Source) -> dict[str, Any]:
+    """The security-relevant configuration of a live source (raises :class:`Error`)."""
+    with engine_for(source, timeout=app.settings.connect_timeout) as engine:
+        description = engine.describe()
+    settings = {k: v for k, v in sorted(description.settings.items()) if k not in VOLATILE_SETTINGS}
+    return {
+        "engine": description.engine.value,
+        "uri": source.uri,
+        "tls": description.tls,
+        "auth_required": description.auth_required,
+        "settings": settings,
+        "region": source.region,
+    }
+
+
+def vault_config(vault: Vault) -> dict[str, Any]:
+    """A vault's protection as configured and as its storage reports it (raises)."""
+    probe = vault_backend(vault).probe()
+    if not probe.reachable:
+        raise _Unreadable(probe.detail)
+    return {
+        "kind": vault.kind.value,
+        "url": vault.url,
+        "region": vault.region,
+        "immutable_days": vault.immutable_days,
+        "immutability": probe.immutability,
+        "encryption": "age X25519 per backup, identity wrapped by a KEK",
+    }
+
+
+class _Unreadable(Exception):
+    """A vault probe that did not reach its storage."""
+
+
+def current_config(
+    app: App, sources: list[Source], vaults: list[Vault], policy_version: int | None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``({"sources": {...}, "vaults": {...}, "policy_version": N}, errors)``: the live
+    configuration, and why each unreadable source or vault could not be read."""
+    errors: dict[str, str] = {}
+    out: dict[str, Any] = {"sources": {}, "vaults": {}, "policy_version": policy_version}
+    for source in sources:
+        _read(out["sources"], errors, f"source:{source.name}", source.name,
+              partial(source_config, app, source))  # fmt: skip
+    for vault in vaults:
+        _read(out["vaults"], errors, f"vault:{vault.name}", vault.name,
+              partial(vault_config, vault))  # fmt: skip
+    return out, errors
+
+
+def _read(
+    into: dict[str, Any],
+    errors: dict[str, str],
+    subject: str,
+    name: str,
+    read: Callable[[], dict[str, Any]],
+) -> None:
+    try:
+        into[name] = read()
+    except Error as exc:
+        errors[subject] = exc.message
+    except _Unreadable as exc:
+        errors[subject] = str(exc)
+
+
+def gather_facts(app: App, *, now: datetime | None = None, live: bool = True) -> Facts:
+    """Everything the rules need. ``live=False`` skips connecting to sources and vaults
+    (the configuration then counts as unreadable)."""
+    now = now or datetime.now(UTC)
+    with app.read() as uow:
+        sources = uow.sources.list()
+        datasets = uow.datasets.list()
+        vaults = uow.vaults.list()
+        backups = uow.backups.list()
+        verifications = uow.checks.verifications()
+        drills = uow.checks.drills()
+        effective = uow.governance.effective_policy()
+        baseline = uow.governance.latest_baseline()
+        published = uow.ledger.find(action="ledger.checkpoint_published")
+        completed = {
+            Event.from_canonical(e.entry).subject: e.seq
+            for e in uow.ledger.find(action="backup.completed")
+        }
+    report = verify_catalog(app)
+    last_pub = Event.from_canonical(published[-1].entry) if published else None
+    ledger = LedgerFacts(
+        ok=report.ok,
+        size=report.size,
+        problems=tuple(f"{f.code.value}: {f.message}" for f in report.findings),
+        last_published_at=_parse_time(last_pub.time) if last_pub else None,
+        last_published_seq=last_pub.seq if last_pub else None,
+    )
+    policy = (
+        PolicyFacts(
+            version=effective.version,
+            proposed_by=effective.proposed_by,
+            approved_by=effective.approved_by,
+            seq=effective.approval_seq,
+        )
+        if effective is not None
+        else None
+    )
+    config: dict[str, Any] = {"sources": {}, "vaults": {}, "policy_version": None}
+    errors: dict[str, str] = {}
+    if live:
+        config, errors = current_config(
+            app, sources, vaults, effective.version if effective else None
+        )
+    else:
+        config["policy_version"] = effective.version if effective else None
+        errors = {f"source:{s.name}": "not read (offline check)" for s in sources}
+        errors |= {f"vault:{v.name}": "not read (offline check)" for v in vaults}
+    locks = {name: _object_lock(cfg) for name, cfg in config["vaults"].items()}
+    return Facts(
+        now=now,
+        policy=policy,
+        sources=tuple(
+            SourceFacts(
+                name=s.name,
+                engine=s.engine.value,
+                classification=s.classification,
+                region=s.region,
+                owner=s.owner,
+            )
+            for s in sources
+        ),
+        datasets=tuple(
+            DatasetFacts(
+                source=d.source,
+                name=d.name,
+                classification=d.classification,
+                explicit=not d.inherited,
+            )
+            for d in datasets
+        ),
+        vaults=tuple(
+            VaultFacts(
+                name=v.name,
+                kind=v.kind.value,
+                region=v.region,
+                object_lock=locks.get(v.name, False),
+            )
+            for v in vaults
+        ),
+        backups=tuple(_backup_facts(b, completed) for b in backups),
+        verifications=tuple(
+            CheckFacts(id=v.id, kind=v.kind, backup_id=v.backup_id, at=v.finished_at, ok=v.ok)
+            for v in verifications
+        ),
+        drills=tuple(
+            CheckFacts(
+                id=d.id,
+                kind="drill",
+                backup_id=d.backup_id,
+                at=d.finished_at,
+                ok=d.ok,
+                restore_seconds=d.restore_seconds,
+                fingerprint_match=d.fingerprint_match,
+            )
+            for d in drills
+        ),
+        ledger=ledger,
+        keys=_key_facts(app),
+        default_retention_days=app.settings.retention_days,
+        config=config,
+        config_errors=errors,
+        baseline=baseline.content if baseline else None,
+        baseline_id=baseline.id if baseline else None,
+    )
+
+
+def _object_lock(cfg: Mapping[str, Any]) -> bool:
+    return cfg.get("kind") == "s3" and str(cfg.get("immutability") or "").startswith("object-lock")
+
+
+def _backup_facts(b: Backup, completed: Mapping[str, int]) -> BackupFacts:
+    levels = [Classification(d.classification) for d in b.datasets] or [Classification.INTERNAL]
+    return BackupFacts(
+        id=b.id,
+        source=b.source,
+        vault=b.vault,
+        status=b.status.value,
+        started_at=b.started_at,
+        finished_at=b.finished_at,
+        retain_until=b.retain_until,
+        datasets=tuple(d.name for d in b.datasets),
+        classification=max(levels, key=_rank),
+        encrypted=b.recipient is not None and b.kek_id is not None,
+        deleted_at=b.deleted_at if b.status is BackupStatus.DELETED else None,
+        holds=tuple((h.created_at, h.released_at) for h in b.holds),
+        seq=completed.get(f"backup:{b.id}"),
+    )
+
+
+def _key_facts(app: App) -> KeyFacts:
+    try:
+        versions = keystore_for(app.settings).versions()  # never creates a key
+    except Error as exc:
+        return KeyFacts(kek_id=None, version=None, created_at=None, error=exc.message)
+    current = versions[-1] if versions else None
+    if current is None:
+        return KeyFacts(kek_id=None, version=None, created_at=None, error="no KEK yet")
+    return KeyFacts(kek_id=current.kek_id, version=current.version, created_at=current.created_at)
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
