@@ -17,6 +17,7 @@ from affidavit.cli import (
     baseline_cmd,
     dataset_cmd,
     drill_cmd,
+    evidence_cmd,
     exception_cmd,
     finding_cmd,
     hold_cmd,
@@ -116,6 +117,7 @@ app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(finding_cmd.app, name="finding")
 app.add_typer(exception_cmd.app, name="exception")
 app.add_typer(baseline_cmd.app, name="baseline")
+app.add_typer(evidence_cmd.app, name="evidence")
 
 
 def main(argv: list[str] | None = None) -> int:

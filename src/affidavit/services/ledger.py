@@ -205,6 +205,12 @@ class CheckpointResult:
         }
 
 
+def current_checkpoint(app: App) -> str:
+    """A signed checkpoint covering the whole ledger (the newest stored one when it does,
+    else a fresh one)."""
+    return _current_checkpoint(app, _identity(app))
+
+
 def _current_checkpoint(app: App, identity: LedgerIdentity) -> str:
     """The newest stored checkpoint when it covers the whole ledger, else a fresh one."""
     with app.read() as uow:

@@ -1,0 +1,488 @@
+"""The auditor's evidence package: build it from the catalog for a period, and verify one
+offline with nothing but the ledger's verifier key (docs/formats/evidence.md).
+
+Building reads everything in one read transaction against the newest signed checkpoint, so
+every cited event has an inclusion proof to that checkpoint; the package is written
+atomically and then recorded as ``evidence.built`` (with its SHA-256). If that record cannot
+be written, the package is removed: no evidence file exists without its ledger event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from affidavit import __version__
+from affidavit.catalog.store import UnitOfWork
+from affidavit.crypto.digest import sha256_hex
+from affidavit.crypto.dsse import sign_envelope
+from affidavit.errors import AlreadyExists, InputError, IntegrityError
+from affidavit.evidence.content import EvidenceContent
+from affidavit.evidence.package import (
+    CHECKPOINT,
+    EVENTS,
+    MANIFEST_PAYLOAD_TYPE,
+    OSCAL,
+    REPORT,
+    read_package,
+    write_package,
+)
+from affidavit.evidence.verify import RECORDS, EvidenceReport, verify_package
+from affidavit.ledger.checkpoint import Checkpoint, open_checkpoint
+from affidavit.ledger.log import LedgerLog
+from affidavit.models.backup import Backup
+from affidavit.models.checks import Drill, Verification
+from affidavit.models.governance import ControlFinding, FindingStatus
+from affidavit.models.ledger import Event, rfc3339_utc
+from affidavit.models.period import Period
+from affidavit.models.progress import Reporter
+from affidavit.policy.controls import check_framework
+from affidavit.services.context import App, LedgerIdentity
+from affidavit.services.ledger import current_checkpoint, parse_vkey
+from affidavit.services.policy import list_controls
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvidenceBuild:
+    """A package written and recorded."""
+
+    path: Path
+    sha256: str
+    period: Period
+    framework: str | None
+    files: int
+    events: int
+    backups: int
+    verifications: int
+    drills: int
+    findings: int
+    checkpoint_size: int
+    seq: int
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "period": {"from": self.period.start.isoformat(), "to": self.period.end.isoformat()},
+            "framework": self.framework,
+            "files": self.files,
+            "events": self.events,
+            "backups": self.backups,
+            "verifications": self.verifications,
+            "drills": self.drills,
+            "findings": self.findings,
+            "checkpoint_size": self.checkpoint_size,
+            "seq": self.seq,
+            "warnings": list(self.warnings),
+        }
+
+
+def _identity(app: App) -> LedgerIdentity:
+    identity = app.ledger_identity()
+    if identity is None:
+        raise InputError("this home has no ledger key yet", hint="run `affidavit init`")
+    return identity
+
+
+def build_evidence(
+    app: App,
+    *,
+    period: Period,
+    out: Path,
+    framework: str | None = None,
+    reporter: Reporter | None = None,
+) -> EvidenceBuild:
+    """Build the package for ``period`` at ``out`` (which must not exist)."""
+    if framework is not None:
+        check_framework(framework)
+    out = out.expanduser().absolute()
+    if out.exists():
+        raise AlreadyExists(f"{out} already exists", hint="choose another --out; nothing changed")
+    identity = _identity(app)
+    current_checkpoint(app)  # make sure a signed checkpoint covers the whole ledger
+    now = datetime.now(UTC)
+    with app.read() as uow:
+        latest = uow.ledger.latest_checkpoint()
+        if latest is None:
+            raise IntegrityError("the ledger has no checkpoint", hint="run `affidavit init`")
+        checkpoint = open_checkpoint(latest[1], identity.verifier, identity.origin)
+        gathered = _gather(uow, period, checkpoint.size)
+        cited = gathered.cited_seqs()
+        if reporter is not None:
+            reporter.task("proving cited ledger events", total=len(cited))
+        lines = _proof_lines(uow, cited, checkpoint, reporter)
+    if reporter is not None:
+        reporter.finish()
+        reporter.stage("writing the package")
+    content = gathered.content(
+        now=now, period=period, framework=framework, origin=identity.origin,
+        checkpoint=checkpoint, events=len(lines),
+    )  # fmt: skip
+    files = _files(content, gathered, latest[1], lines)
+    header = {
+        "generated_at": now.isoformat(),
+        "generator": {"name": "affidavit", "version": __version__},
+        "origin": identity.origin,
+        "period": {"from": period.start.isoformat(), "to": period.end.isoformat()},
+        "framework": framework,
+        "checkpoint": {"size": checkpoint.size, "root": checkpoint.root.hex()},
+    }
+
+    def sign(manifest: bytes) -> str:
+        envelope = sign_envelope(
+            manifest, MANIFEST_PAYLOAD_TYPE, identity.signer.key, identity.keyid
+        )
+        return envelope.to_json()
+
+    digest = write_package(out, files, header=header, sign=sign, mtime=now)
+    try:
+        with app.change() as change:
+            event = change.record(
+                "evidence.built",
+                f"evidence:{digest}",
+                {
+                    "path": str(out),
+                    "period": header["period"],
+                    "framework": framework,
+                    "files": len(files) + 2,
+                    "events": len(lines),
+                    "checkpoint_size": checkpoint.size,
+                },
+            )
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    warnings = []
+    if not content.check_runs:
+        warnings.append("no policy check ran in the period: the package has no control results")
+    return EvidenceBuild(
+        path=out, sha256=digest, period=period, framework=framework, files=len(files) + 2,
+        events=len(lines), backups=len(content.backups), verifications=len(content.verifications),
+        drills=len(content.drills), findings=len(content.findings),
+        checkpoint_size=checkpoint.size, seq=event.seq, warnings=tuple(warnings),
+    )  # fmt: skip
+
+
+def verify_evidence(path: Path, public_key: str) -> EvidenceReport:
+    """Verify a package offline (no catalog is opened)."""
+    verifier = parse_vkey(public_key)
+    return verify_package(read_package(path.expanduser()), verifier)
+
+
+# -- gathering --------------------------------------------------------------------------------
+
+
+def _in(period: Period, moment: datetime | None) -> bool:
+    return moment is not None and moment in period
+
+
+@dataclass(slots=True)
+class _Gathered:
+    """What the catalog holds for the period, and the ledger events that prove it."""
+
+    backups: list[Backup]
+    verifications: list[Verification]
+    drills: list[Drill]
+    findings: list[ControlFinding]
+    exceptions: list[dict[str, Any]]
+    policy_versions: list[dict[str, Any]]
+    check_runs: list[dict[str, Any]]
+    results: list[dict[str, Any]]
+    key_rotations: list[dict[str, Any]]
+    period_seqs: list[int]
+    attestation_seq: dict[str, int]  # envelope sha256 -> seq
+    completed_seq: dict[str, int]  # "backup:ID" / "verification:ID" / "drill:ID" -> seq
+    size: int
+
+    def envelope_files(self) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for kind, items in (
+            ("backup", self.backups),
+            ("verification", self.verifications),
+            ("drill", self.drills),
+        ):
+            for item in items:
+                if item.envelope:
+                    out[f"attestations/{kind}/{item.id}.json"] = item.envelope.encode("utf-8")
+        return out
+
+    def cited_seqs(self) -> list[int]:
+        seqs = set(self.period_seqs)
+        for data in self.envelope_files().values():
+            seq = self.attestation_seq.get(sha256_hex(data))
+            if seq is not None:
+                seqs.add(seq)
+        seqs.update(self.completed_seq.values())
+        for f in self.findings:
+            seqs.update(s.seq for s in f.trail if s.seq is not None)
+        for x in self.exceptions:
+            seqs.update(x["seqs"])
+        for p in self.policy_versions:
+            seqs.update(s for s in (p["proposal_seq"], p["approval_seq"]) if s is not None)
+        seqs.update(r["seq"] for r in self.check_runs if r["seq"] is not None)
+        seqs.update(k["seq"] for k in self.key_rotations)
+        return sorted(s for s in seqs if 0 <= s < self.size)
+
+    def content(
+        self,
+        *,
+        now: datetime,
+        period: Period,
+        framework: str | None,
+        origin: str,
+        checkpoint: Checkpoint,
+        events: int,
+    ) -> EvidenceContent:
+        envelopes = self.envelope_files()
+        return EvidenceContent(
+            generated_at=now,
+            period_start=period.start,
+            period_end=period.end,
+            framework=framework,
+            origin=origin,
+            checkpoint_size=checkpoint.size,
+            checkpoint_root=checkpoint.root.hex(),
+            event_count=events,
+            controls=[c.to_json() for c in list_controls(framework)],
+            results=self.results,
+            check_runs=self.check_runs,
+            backups=[_backup_record(b, envelopes, self.completed_seq) for b in self.backups],
+            verifications=[
+                _verification_record(v, envelopes, self.completed_seq) for v in self.verifications
+            ],
+            drills=[_drill_record(d, envelopes, self.completed_seq) for d in self.drills],
+            findings=[f.to_json() for f in self.findings],
+            exceptions=self.exceptions,
+            key_rotations=self.key_rotations,
+            policy_versions=self.policy_versions,
+        )
+
+
+def _gather(uow: UnitOfWork, period: Period, size: int) -> _Gathered:
+    start, end = rfc3339_utc(period.start), rfc3339_utc(period.end)
+    period_events = [
+        e for e in uow.ledger.find(since=start) if e.seq < size and _entry_time(e.entry) < end
+    ]
+    attestation_seq: dict[str, int] = {}
+    completed: dict[str, int] = {}
+    exception_seqs: dict[str, list[int]] = {}
+    for action in (
+        "attestation.created", "backup.completed", "verification.completed", "drill.completed",
+        "exception.requested", "exception.approved", "exception.revoked",
+    ):  # fmt: skip
+        for stored in uow.ledger.find(action=action):
+            if stored.seq >= size:
+                continue
+            event = Event.from_canonical(stored.entry)
+            if action == "attestation.created":
+                attestation_seq[str(event.details.get("envelope_sha256"))] = event.seq
+            elif action == "backup.completed":
+                completed[event.subject] = event.seq
+            elif action == "verification.completed":
+                completed[f"verification:{event.details.get('verification_id')}"] = event.seq
+            elif action == "drill.completed":
+                completed[f"drill:{event.details.get('drill_id')}"] = event.seq
+            else:
+                exception_seqs.setdefault(event.subject.removeprefix("exception:"), []).append(
+                    event.seq
+                )
+    backups = [
+        b for b in uow.backups.list() if _in(period, b.started_at) or _in(period, b.deleted_at)
+    ]
+    backups.sort(key=lambda b: (b.started_at, b.id))
+    verifications = sorted(
+        (v for v in uow.checks.verifications() if _in(period, v.finished_at)),
+        key=lambda v: (v.finished_at, v.id),
+    )
+    drills = sorted(
+        (d for d in uow.checks.drills() if _in(period, d.finished_at)),
+        key=lambda d: (d.finished_at, d.id),
+    )
+    gov = uow.governance
+    findings = [
+        f for f in gov.findings()
+        if f.opened_at < period.end
+        and (f.status is not FindingStatus.RESOLVED or any(s.at >= period.start for s in f.trail))
+    ]  # fmt: skip
+    exceptions = [
+        {**x.to_json(), "seqs": sorted(exception_seqs.get(x.id, []))}
+        for x in gov.exceptions()
+        if x.requested_at < period.end and x.expires_at > period.start
+    ]
+    versions = [
+        {
+            "version": v.version, "sha256": v.sha256, "text": v.text,
+            "proposed_by": v.proposed_by, "proposed_at": v.proposed_at.isoformat(),
+            "proposal_seq": v.proposal_seq, "approved_by": v.approved_by,
+            "approved_at": v.approved_at.isoformat() if v.approved_at else None,
+            "approval_seq": v.approval_seq,
+        }
+        for v in gov.policy_versions()
+        if v.proposed_at < period.end
+    ]  # fmt: skip
+    runs = gov.check_runs(since=period.start, until=period.end)
+    run_records = [
+        {
+            "id": r.id, "at": r.at.isoformat(), "actor": r.actor, "ok": r.ok,
+            "policy_version": r.policy_version, "seq": r.seq,
+            "results_sha256": sha256_hex(rfc8785.dumps(list(r.results))),
+        }
+        for r in runs
+    ]  # fmt: skip
+    rotations = []
+    for stored in period_events:
+        event = Event.from_canonical(stored.entry)
+        if event.action == "keys.rotated":
+            rotations.append(
+                {
+                    "seq": event.seq, "time": event.time, "actor": event.actor,
+                    "kek": event.subject.removeprefix("kek:"),
+                    "old_version": event.details.get("old_version"),
+                    "new_version": event.details.get("new_version"),
+                }
+            )  # fmt: skip
+    return _Gathered(
+        backups=backups,
+        verifications=verifications,
+        drills=drills,
+        findings=findings,
+        exceptions=exceptions,
+        policy_versions=versions,
+        check_runs=run_records,
+        results=list(runs[-1].results) if runs else [],
+        key_rotations=rotations,
+        period_seqs=[e.seq for e in period_events],
+        attestation_seq=attestation_seq,
+        completed_seq=completed,
+        size=size,
+    )
+
+
+def _entry_time(entry: bytes) -> str:
+    return str(json.loads(entry)["time"])
+
+
+def _proof_lines(
+    uow: UnitOfWork, seqs: Sequence[int], checkpoint: Checkpoint, reporter: Reporter | None
+) -> list[bytes]:
+    log = LedgerLog(uow.ledger)
+    wanted = set(seqs)
+    lines = []
+    for run_start, run_stop in _runs(seqs):
+        for stored in uow.ledger.entries(run_start, run_stop):
+            if stored.seq not in wanted:
+                continue
+            proof = log.inclusion_proof(stored.seq, checkpoint.size)
+            line = {
+                "seq": stored.seq,
+                "entry": stored.entry.decode("utf-8"),
+                "proof": [h.hex() for h in proof],
+            }
+            lines.append(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode())
+            if reporter is not None:
+                reporter.advance(1)
+    return lines
+
+
+def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Contiguous ``[start, stop)`` ranges covering ``seqs`` (sorted)."""
+    out: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if out and seq == out[-1][1]:
+            out[-1] = (out[-1][0], seq + 1)
+        else:
+            out.append((seq, seq + 1))
+    return out
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+def _attestation_path(kind: str, item_id: str, envelopes: Mapping[str, bytes]) -> str | None:
+    path = f"attestations/{kind}/{item_id}.json"
+    return path if path in envelopes else None
+
+
+def _backup_record(
+    b: Backup, envelopes: Mapping[str, bytes], completed: Mapping[str, int]
+) -> dict[str, Any]:
+    return {
+        "id": b.id, "source": b.source, "vault": b.vault, "kind": b.kind, "format": b.format,
+        "status": b.status.value, "started_at": b.started_at.isoformat(),
+        "finished_at": b.finished_at.isoformat() if b.finished_at else None,
+        "retain_until": b.retain_until.isoformat(),
+        "deleted_at": b.deleted_at.isoformat() if b.deleted_at else None,
+        "datasets": [
+            {"name": d.name, "records": d.records, "fingerprint": d.fingerprint,
+             "classification": d.classification}
+            for d in b.datasets
+        ],
+        "artifacts": [
+            {"path": a.path, "role": a.role.value, "size": a.size, "sha256": a.sha256}
+            for a in b.artifacts
+        ],
+        "manifest_sha256": b.manifest_sha256,
+        "holds": [{"case": h.case_id, "placed": h.created_at.isoformat(),
+                   "released": h.released_at.isoformat() if h.released_at else None}
+                  for h in b.holds],
+        "error": b.error,
+        "attestation": _attestation_path("backup", b.id, envelopes),
+        "seq": completed.get(f"backup:{b.id}"),
+    }  # fmt: skip
+
+
+def _verification_record(
+    v: Verification, envelopes: Mapping[str, bytes], completed: Mapping[str, int]
+) -> dict[str, Any]:
+    return {
+        "id": v.id, "backup_id": v.backup_id, "kind": v.kind,
+        "started_at": v.started_at.isoformat(), "finished_at": v.finished_at.isoformat(),
+        "ok": v.ok, "sample_percent": v.sample_percent,
+        "findings": [{"code": f.code, "message": f.message, "subject": f.subject}
+                     for f in v.findings],
+        "attestation": _attestation_path("verification", v.id, envelopes),
+        "seq": completed.get(f"verification:{v.id}"),
+    }  # fmt: skip
+
+
+def _drill_record(
+    d: Drill, envelopes: Mapping[str, bytes], completed: Mapping[str, int]
+) -> dict[str, Any]:
+    return {
+        "id": d.id, "backup_id": d.backup_id, "target": d.target,
+        "started_at": d.started_at.isoformat(), "finished_at": d.finished_at.isoformat(),
+        "ok": d.ok, "rto_seconds": d.rto_seconds, "restore_seconds": d.restore_seconds,
+        "fingerprint_match": d.fingerprint_match, "phases": d.phases,
+        "findings": [{"code": f.code, "message": f.message, "subject": f.subject}
+                     for f in d.findings],
+        "attestation": _attestation_path("drill", d.id, envelopes),
+        "seq": completed.get(f"drill:{d.id}"),
+    }  # fmt: skip
+
+
+def _json(value: Any) -> bytes:
+    return (json.dumps(value, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
+
+
+def _files(
+    content: EvidenceContent, gathered: _Gathered, note: str, lines: list[bytes]
+) -> dict[str, bytes]:
+    from affidavit.evidence.oscal import assessment_results  # noqa: PLC0415 (jinja2 on demand)
+    from affidavit.evidence.report import render_report  # noqa: PLC0415
+
+    files = dict(gathered.envelope_files())
+    files[CHECKPOINT] = note.encode("utf-8")
+    files[EVENTS] = b"".join(line + b"\n" for line in lines)
+    for name, path in RECORDS.items():
+        files[path] = _json(getattr(content, name))
+    files[OSCAL] = _json(assessment_results(content))
+    files[REPORT] = render_report(content).encode("utf-8")
+    return files
