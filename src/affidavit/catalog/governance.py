@@ -146,11 +146,18 @@ class GovernanceRepository:
         self._session.flush()
 
     def touch_finding(
-        self, finding_id: str, *, at: datetime, message: str, evidence: Sequence[str]
+        self,
+        finding_id: str,
+        *,
+        at: datetime,
+        message: str,
+        owner: str,
+        evidence: Sequence[str],
     ) -> None:
-        """A check saw an unresolved finding again: refresh what it says."""
+        """A check saw an unresolved finding again: refresh what it says and who owns it
+        (the due date stays)."""
         row = self._finding_row(finding_id)
-        row.last_seen_at, row.message = at, message
+        row.last_seen_at, row.message, row.owner = at, message, owner
         row.evidence = json.dumps(list(evidence))
         self._session.flush()
 

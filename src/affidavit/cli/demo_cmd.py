@@ -78,6 +78,24 @@ def demo(
                     "findings": [f.code for f in result.tampered.findings],
                 },
                 "ledger": result.ledger.to_json(),
+                "policy_check": {
+                    "ok": result.check.ok,
+                    "run_id": result.check.run_id,
+                    "summary": result.check.to_json()["summary"],
+                    "findings": [
+                        {"id": f.id, "control": f.control, "subject": f.subject}
+                        for f in result.check.opened
+                    ],
+                    "excepted": [
+                        {"control": r.control, "subject": r.subject}
+                        for r in result.check.results
+                        if r.status.value == "excepted"
+                    ],
+                },
+                "evidence": result.evidence.to_json(),
+                "evidence_verify": result.evidence_report.to_json(),
+                "report_html": str(result.report_html),
+                "vkey": result.vkey,
             }
         )
         return 0 if _all_good(result) else 1
@@ -141,6 +159,27 @@ def demo(
         f"Ledger: {result.ledger.size} events, root {result.ledger.root.hex()[:16]}…, {verdict} "
         "against its signed checkpoint."
     )
+    check = result.check
+    show(
+        table(
+            f"Policy check {check.run_id}: findings (proposed by alice, approved by bob)",
+            ["finding", "control", "subject", "severity", "owner", "detail"],
+            [
+                [f.id, f.control, f.subject, f.severity.value, f.owner, f.message]
+                for f in sorted(check.opened, key=lambda f: (f.severity.rank, f.control))
+            ],
+        )
+    )
+    counts = check.to_json()["summary"]
+    show("Controls: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    ev, verified = result.evidence, result.evidence_report
+    verdict = "[green]verified[/green]" if verified.ok else "[red]NOT verified[/red]"
+    show(
+        f"Evidence package: {ev.path} ({ev.files} files, {ev.events} events with inclusion "
+        f"proofs) {verdict} offline with the public key alone."
+    )
+    show(f"HTML report: [bold]{result.report_html}[/bold]")
+    show(f"Verify it yourself: affidavit evidence verify {ev.path} --public-key '{result.vkey}'")
     show(f"\nDemo home: [bold]{result.home}[/bold] (servers stopped).")
     show(f"Look around: affidavit --home {result.home} ledger show")
     show(f"Index files (for `affidavit diff`): {result.home / 'fingerprints'}")
@@ -154,4 +193,5 @@ def _all_good(result: DemoResult) -> bool:
         and all(v.ok for v in result.verifications)
         and all(d.ok for d in result.drills)
         and not result.tampered.ok
+        and result.evidence_report.ok
     )

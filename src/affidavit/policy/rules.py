@@ -412,23 +412,23 @@ def _periodic(  # noqa: PLR0917
     ids = {b.id for b in backups}
     relevant = sorted((c for c in checks if c.backup_id in ids), key=lambda c: c.at)
     in_period = [c for c in relevant if ctx.now - c.at <= period]
-    good = [c for c in in_period if c.ok and c.fingerprint_match is not False]
-    if good:
-        last = good[-1]
-        return ctx.ok(
-            cid,
-            subject,
-            f"{what} {last.id} passed {_age(ctx.now, last.at)} ago (period {_days(period_days)})",
-            evidence=[f"{last.kind}:{last.id}"],
-            source=source,
-        )
-    if in_period:
+    if in_period:  # the newest check in the period decides: a later failure is not hidden
         last = in_period[-1]
+        evidence = [f"{last.kind}:{last.id}"]
+        if last.ok and last.fingerprint_match is not False:
+            return ctx.ok(
+                cid,
+                subject,
+                f"{what} {last.id} passed {_age(ctx.now, last.at)} ago "
+                f"(period {_days(period_days)})",
+                evidence=evidence,
+                source=source,
+            )
         return ctx.fail(
             cid,
             subject,
-            f"{what} {last.id} failed {_age(ctx.now, last.at)} ago and none passed since",
-            evidence=[f"{last.kind}:{last.id}"],
+            f"the newest {what}, {last.id} ({_age(ctx.now, last.at)} ago), failed",
+            evidence=evidence,
             source=source,
         )
     first = min(b.finished_at or b.started_at for b in backups)

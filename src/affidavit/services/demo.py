@@ -4,8 +4,11 @@ So far: start a SecantusDB (MongoDB wire protocol) and a redis-server on random 
 ports, seed them with a realistic sample, register both as sources and a folder vault in a
 fresh home, take the inventory, fingerprint every dataset live (exact profile, with index
 files), back both sources up into the folder vault (encrypted, locked, signed), verify each
-backup and restore it in a timed drill, show a tampered artifact being caught, and verify the
-ledger that recorded all of it. The evidence package (a later issue) extends it.
+backup and restore it in a timed drill, show a tampered artifact being caught, verify the
+ledger that recorded all of it, and then certify: a policy proposed by one person and approved
+by another, a published checkpoint, an approved configuration baseline, a policy check whose
+findings persist (one acknowledged, one excepted by a second person), and a signed evidence
+package built for the day and verified offline with nothing but the ledger's public key.
 """
 
 from __future__ import annotations
@@ -13,29 +16,77 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from affidavit.config import Settings
 from affidavit.constants import Classification, EngineName
 from affidavit.errors import InputError
+from affidavit.evidence.verify import EvidenceReport
 from affidavit.ledger.verify import VerifyReport
 from affidavit.models.backup import Backup
 from affidavit.models.checks import Drill, Verification
+from affidavit.models.period import Period
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
 from affidavit.services import backup as backup_service
+from affidavit.services import baseline as baseline_service
 from affidavit.services import drill as drill_service
+from affidavit.services import findings as findings_service
 from affidavit.services import fingerprint as fps
 from affidavit.services import inventory as inv
 from affidavit.services import ledger as ledger_service
+from affidavit.services import policy as policy_service
 from affidavit.services import verify as verify_service
 from affidavit.services.backends import engine_for_uri
 from affidavit.services.context import App, open_app
+from affidavit.services.evidence import (
+    EvidenceBuild,
+    build_evidence,
+    read_evidence_file,
+    verify_evidence,
+)
+from affidavit.services.policy import CheckOutcome
 from affidavit.services.setup import initialise
 
 DEMO_SEED = 20261128
+PROPOSER = "alice@example.com"
+APPROVER = "bob@example.com"
+
+DEMO_POLICY = """\
+# The demo's backup policy (see docs/controls.md for every key).
+[policy]
+name = "Demo Corp backup policy"
+owner = "platform@example.com"
+checkpoint_publish_every_days = 1
+
+[owners]
+"drill.rto" = "sre@example.com"
+"dataset.classified" = "data-protection@example.com"
+
+[defaults]
+rpo_hours = 24
+retention_min_days = 30
+retention_max_days = 400
+encryption_required = true
+immutability_required = false
+cross_region_copy_required = false
+verify_every_days = 7
+drill_every_days = 30
+rto_seconds = 600
+key_rotation_days = 90
+
+[levels.confidential]
+rpo_hours = 12
+
+[levels.restricted]
+rpo_hours = 4
+verify_every_days = 1
+immutability_required = true
+cross_region_copy_required = true
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +111,11 @@ class DemoResult:
     drills: list[Drill]
     tampered: Verification
     ledger: VerifyReport
+    check: CheckOutcome
+    evidence: EvidenceBuild
+    evidence_report: EvidenceReport
+    report_html: Path
+    vkey: str
 
 
 def _tampered_backup(app: App, vault_root: Path, rep: Reporter) -> Verification:
@@ -176,6 +232,7 @@ def run_demo(
             tampered = _tampered_backup(app, settings.home / "vault", rep)
             rep.stage("verifying the ledger")
             report = ledger_service.verify_catalog(app)
+        cert = _certify(settings, rep)
     return DemoResult(
         home=settings.home,
         servers=servers,
@@ -187,4 +244,69 @@ def run_demo(
         drills=drills,
         tampered=tampered,
         ledger=report,
+        check=cert.check,
+        evidence=cert.evidence,
+        evidence_report=cert.verified,
+        report_html=cert.report_html,
+        vkey=cert.vkey,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Certification:
+    check: CheckOutcome
+    evidence: EvidenceBuild
+    verified: EvidenceReport
+    report_html: Path
+    vkey: str
+
+
+def _as(settings: Settings, actor: str) -> Settings:
+    return settings.model_copy(update={"actor": actor})
+
+
+def _certify(settings: Settings, rep: Reporter) -> _Certification:
+    """Policy (two people), witness, baseline, policy check, findings, evidence."""
+    home = settings.home
+    policy_file = home / "policy.toml"
+    policy_file.write_text(DEMO_POLICY, encoding="utf-8")
+    rep.stage(f"policy proposed by {PROPOSER}, approved by {APPROVER}")
+    with open_app(_as(settings, PROPOSER)) as app:
+        version = policy_service.propose_policy(app, policy_file)
+        inv.classify_dataset(
+            app, "orders-db/shop.orders", Classification.CONFIDENTIAL,
+            reason="order history: business confidential",
+        )  # fmt: skip
+        exc = findings_service.request_exception(
+            app, "dataset.classified", "dataset:session-cache/db0",
+            reason="cache of public catalogue pages; classified in the Q1 data review",
+            expires=datetime.now(UTC) + timedelta(days=90),
+        )  # fmt: skip
+    with open_app(_as(settings, APPROVER)) as app:
+        policy_service.approve_policy(app, version.version)
+        findings_service.approve_exception(app, exc.id)
+        rep.stage("publishing a ledger checkpoint to the witness folder")
+        ledger_service.create_checkpoint(app, publish=str(home / "witness"))
+        rep.stage("approving the configuration baseline")
+        baseline_service.approve_baseline(app, note="demo servers as deployed")
+        rep.stage("checking every control of the policy")
+        check = policy_service.check_policy(app)
+        for finding in check.opened:
+            if finding.control == "backup.immutable":
+                findings_service.acknowledge_finding(
+                    app, finding.id,
+                    note="restricted backups move to the S3 Object Lock vault (CHG-1042)",
+                )  # fmt: skip
+        rep.stage("building the evidence package for the day")
+        now = datetime.now(UTC)
+        period = Period(now - timedelta(days=1), now + timedelta(minutes=5))
+        out = home / f"evidence-{now:%Y%m%d}.tar.gz"
+        built = build_evidence(app, period=period, out=out, reporter=rep)
+    vkey = ledger_service.ledger_vkey(settings)
+    rep.stage("verifying the evidence package offline with the public key only")
+    verified = verify_evidence(out, vkey)
+    report_html = home / "evidence-report.html"
+    report_html.write_bytes(read_evidence_file(out, "report/index.html"))
+    return _Certification(
+        check=check, evidence=built, verified=verified, report_html=report_html, vkey=vkey
     )

@@ -873,7 +873,7 @@ def _record(
     forced: bool,
 ) -> Drill:
     backup = state.backup
-    restore_seconds = timer.restore_seconds
+    restore_seconds = round(timer.restore_seconds, 6)  # as signed: catalog = attestation
     total = timer.total_seconds
     completed = not any(
         f.code.endswith("-failed") and f.code != "probe-failed" for f in state.findings

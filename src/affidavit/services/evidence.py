@@ -177,6 +177,14 @@ def verify_evidence(path: Path, public_key: str) -> EvidenceReport:
     return verify_package(read_package(path.expanduser()), verifier)
 
 
+def read_evidence_file(path: Path, member: str) -> bytes:
+    """One file of a package (e.g. ``report/index.html``), read without extracting."""
+    package = read_package(path.expanduser())
+    if member not in package.files:
+        raise InputError(f"{path} has no {member}")
+    return package.files[member]
+
+
 # -- gathering --------------------------------------------------------------------------------
 
 
@@ -475,8 +483,9 @@ def _json(value: Any) -> bytes:
 def _files(
     content: EvidenceContent, gathered: _Gathered, note: str, lines: list[bytes]
 ) -> dict[str, bytes]:
-    from affidavit.evidence.oscal import assessment_results  # noqa: PLC0415 (jinja2 on demand)
-    from affidavit.evidence.report import render_report  # noqa: PLC0415
+    # imported here: jinja2 loads only when a package is built
+    from affidavit.evidence.oscal import assessment_results
+    from affidavit.evidence.report import render_report
 
     files = dict(gathered.envelope_files())
     files[CHECKPOINT] = note.encode("utf-8")

@@ -238,7 +238,9 @@ def check_policy(app: App, *, live: bool = True, now: datetime | None = None) ->
             existing = by_key.pop((r.control, r.subject), None)
             evidence = [*r.evidence, f"ledger:{event.seq}"]
             if existing is not None:
-                gov.touch_finding(existing.id, at=now, message=r.message, evidence=evidence)
+                gov.touch_finding(
+                    existing.id, at=now, message=r.message, owner=r.owner, evidence=evidence
+                )
                 still_open.append(gov.finding(existing.id))
             else:
                 opened.append(_open_finding(change, r, now, sla, evidence))
