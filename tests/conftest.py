@@ -3,12 +3,14 @@ affidavit home, the CLI, and the genuine sample files under ../shared."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +148,60 @@ def s3_env(moto_server: MotoScratch, monkeypatch: pytest.MonkeyPatch) -> str:
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     return moto_server.uri
+
+
+AR_SCHEMA = SHARED / "oscal" / "schemas" / "oscal_assessment-results_schema.json"
+# RFC 3986 characters (unreserved, reserved, percent-encoded); jsonschema checks the `uri` and
+# `uri-reference` formats only with optional packages, so the helper checks them itself
+_URI_CHARS = r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*"
+
+
+def validate_oscal(document: Any, schema_path: Path) -> list[str]:
+    """Every way ``document`` breaks NIST's JSON schema at ``schema_path`` (empty: valid).
+
+    NIST's patterns use ``\\p{L}``/``\\p{N}``, which :mod:`re` rejects, so the ``pattern``
+    keyword runs on the ``regex`` module; ``date-time`` is checked by ``rfc3339-validator``
+    and ``uri``/``uri-reference`` by a strict RFC 3986 character check.
+    """
+    import jsonschema
+    import regex
+    from jsonschema import Draft7Validator, FormatChecker
+    from jsonschema.exceptions import ValidationError
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:
+        if validator.is_type(instance, "string") and not regex.search(patrn, instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    checker = FormatChecker()  # every format jsonschema can check with what is installed
+    if "date-time" not in checker.checkers:
+        raise RuntimeError("rfc3339-validator is missing: date-time would go unchecked")
+
+    @checker.checks("uri")
+    def _uri(instance: object) -> bool:
+        return not isinstance(instance, str) or bool(
+            regex.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*:" + _URI_CHARS, instance)
+        )
+
+    @checker.checks("uri-reference")
+    def _uri_reference(instance: object) -> bool:
+        return not isinstance(instance, str) or bool(regex.fullmatch(_URI_CHARS, instance))
+
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    validator_class = jsonschema.validators.extend(Draft7Validator, {"pattern": pattern})
+    validator = validator_class(schema, format_checker=checker)
+    problems = []
+    for error in validator.iter_errors(document):
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        problems.append(f"{where}: {error.message}")
+        for sub in error.context or ():  # anyOf/oneOf: say why each branch failed
+            inner = "/".join(str(p) for p in sub.absolute_path)
+            problems.append(f"  {inner}: {sub.message}")
+    return sorted(problems)
+
+
+@pytest.fixture(scope="session")
+def oscal_validator() -> Callable[[Any], list[str]]:
+    """``validate_oscal`` bound to NIST's assessment-results schema; skips without it."""
+    if not AR_SCHEMA.is_file():
+        pytest.skip(f"{AR_SCHEMA} is not present: NIST's OSCAL schema comes with ../shared")
+    return lambda document: validate_oscal(document, AR_SCHEMA)

@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "affidavit.fingerprint": 3,
     "affidavit.ledger": 3,
     "affidavit.policy": 3,
+    "affidavit.evidence": 3,
     "affidavit.services": 4,
     "affidavit.cli": 5,
     "affidavit.server": 5,
