@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -201,7 +202,7 @@ class VerificationRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ok: Mapped[bool] = mapped_column()
-    sample_percent: Mapped[float | None] = mapped_column()
+    sample_percent: Mapped[float | None] = mapped_column(Float)
     sample_seed: Mapped[str | None] = mapped_column(String(64))
     coverage: Mapped[str | None] = mapped_column(Text)  # JSON: what was checked
     findings: Mapped[str] = mapped_column(Text)  # JSON list
@@ -219,8 +220,8 @@ class DrillRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ok: Mapped[bool] = mapped_column()
-    rto_seconds: Mapped[float | None] = mapped_column()
-    restore_seconds: Mapped[float] = mapped_column()
+    rto_seconds: Mapped[float | None] = mapped_column(Float)
+    restore_seconds: Mapped[float] = mapped_column(Float)
     fingerprint_match: Mapped[bool] = mapped_column()
     phases: Mapped[str] = mapped_column(Text)  # JSON {phase: seconds}
     probes: Mapped[str] = mapped_column(Text)  # JSON list
