@@ -261,3 +261,20 @@ def test_only_one_run_due_per_home(app: Any) -> None:
         with pytest.raises(OperationError, match="another"):
             run_due(app)
     assert run_due(app).ok  # once released, a run goes ahead (nothing is due here)
+
+
+def test_a_policy_check_that_opens_findings_alerts_once(
+    cli: Any, home: Path, hook: Hook, redis_source: str, tmp_path: Path
+) -> None:
+    configure(home, webhooks=[hook.url])
+    prepare(cli, home, redis_source, tmp_path)
+    r = cli("policy", "check", "--offline", "--json")
+    assert r.code == 1
+    opened = json.loads(r.out)["opened"]
+    assert opened
+    (alert,) = [h["body"] for h in hook.received if h["body"]["kind"] == "policy.findings"]
+    assert {f["id"] for f in alert["details"]["findings"]} == set(opened)
+    # the same failures again: refreshed findings, no second alert
+    assert cli("policy", "check", "--offline", "--json").code == 1
+    assert len([h for h in hook.received if h["body"]["kind"] == "policy.findings"]) == 1
+    assert len(actions(home, "alert.raised")) == 1

@@ -5,6 +5,7 @@ A proposed version takes effect only once someone other than its proposer approv
 steps are ledger events committed with their catalog rows. ``check`` records its results
 (``check_runs``), opens a finding for every new failure, refreshes the ones still failing and
 resolves the ones whose control passes again — each step a ledger event in one transaction.
+A check that opens findings raises one alert (ledger + configured webhooks).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from affidavit.models.governance import (
 from affidavit.policy.controls import CONTROL_IDS, CONTROLS, Control, check_framework
 from affidavit.policy.document import MAX_POLICY_BYTES, Policy, parse_policy
 from affidavit.policy.rules import ControlResult, Status, evaluate, passed
+from affidavit.services.alerts import raise_alert
 from affidavit.services.context import App, Change
 from affidavit.services.policy_facts import gather_facts
 
@@ -245,6 +247,8 @@ def check_policy(app: App, *, live: bool = True, now: datetime | None = None) ->
             else:
                 opened.append(_open_finding(change, r, now, sla, evidence))
         resolved = _resolve_passing(change, by_key, results, now, event.seq)
+    if opened:
+        _alert_new_findings(app, run_id, opened)
     return CheckOutcome(
         run_id=run_id,
         at=now,
@@ -255,6 +259,30 @@ def check_policy(app: App, *, live: bool = True, now: datetime | None = None) ->
         still_open=still_open,
         resolved=resolved,
         seq=event.seq,
+    )
+
+
+def _alert_new_findings(app: App, run_id: str, opened: Sequence[ControlFinding]) -> None:
+    """One alert per check that opened findings (not per run that sees them again)."""
+    worst = min(opened, key=lambda f: f.severity.rank).severity
+    raise_alert(
+        app,
+        kind="policy.findings",
+        subject=f"check:{run_id}",
+        summary=f"{len(opened)} new finding(s), worst {worst.value}",
+        details={
+            "findings": [
+                {
+                    "id": f.id,
+                    "control": f.control,
+                    "subject": f.subject,
+                    "severity": f.severity.value,
+                    "owner": f.owner,
+                    "due": f.due_at.isoformat(),
+                }
+                for f in opened
+            ]
+        },
     )
 
 
