@@ -79,6 +79,7 @@ RESTRICTED: dict[str, tuple[str, ...]] = {
     "typer": ("affidavit.cli",),
     "rich": ("affidavit.cli", "affidavit.server"),
     "fastapi": ("affidavit.server",),
+    "jinja2": ("affidavit.evidence.report", "affidavit.server"),
 }
 
 
