@@ -58,11 +58,18 @@ def show_(ctx: typer.Context, finding_id: IdArg, json_out: JsonOpt = False) -> i
     if json_out:
         print_json(f.to_json())
         return 0
-    show(table(f"Finding {f.id}", ["", ""], finding_rows([f]) and [
-        ["control", f.control], ["subject", f.subject], ["status", f.status.value],
-        ["severity", f.severity.value], ["owner", f.owner], ["due", when(f.due_at)],
-        ["message", f.message], ["evidence", ", ".join(f.evidence)],
-    ]))  # fmt: skip
+    details = [
+        ["control", f.control],
+        ["subject", f.subject],
+        ["status", f.status.value],
+        ["severity", f.severity.value],
+        ["owner", f.owner],
+        ["opened", when(f.opened_at)],
+        ["due", when(f.due_at)],
+        ["message", f.message],
+        ["evidence", ", ".join(f.evidence)],
+    ]
+    show(table(f"Finding {f.id}", ["", ""], details))
     show(
         table(
             "Trail",

@@ -414,7 +414,7 @@ def _periodic(  # noqa: PLR0917
     in_period = [c for c in relevant if ctx.now - c.at <= period]
     if in_period:  # the newest check in the period decides: a later failure is not hidden
         last = in_period[-1]
-        evidence = [f"{last.kind}:{last.id}"]
+        evidence = [_link(last)]
         if last.ok and last.fingerprint_match is not False:
             return ctx.ok(
                 cid,
@@ -446,6 +446,11 @@ def _periodic(  # noqa: PLR0917
         f"no passing {what} in the last {_days(period_days)}{last_text}",
         source=source,
     )
+
+
+def _link(check: CheckFacts) -> str:
+    """``drill:ID`` or ``verification:ID``."""
+    return f"{'drill' if check.kind == 'drill' else 'verification'}:{check.id}"
 
 
 def _verify_recent(ctx: _Context) -> Iterator[ControlResult]:
