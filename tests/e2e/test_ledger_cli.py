@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,8 +142,38 @@ def test_ledger_checkpoint_publish_is_recorded_and_refuses_split_view(
     (witness / "checkpoint-12.note").write_text("someone else's checkpoint\n")
     result = cli("ledger", "checkpoint", "--publish", str(witness))
     assert result.code == 1 and "different checkpoint" in result.err
-    s3 = cli("ledger", "checkpoint", "--publish", "s3://bucket/prefix")
-    assert s3.code == 2 and "s3 publishing arrives with the S3 vault" in s3.err
+    bad = cli("ledger", "checkpoint", "--publish", "ftp://witness/x")
+    assert bad.code == 2 and "cannot publish" in bad.err
+
+
+def test_ledger_checkpoint_publishes_to_an_s3_witness(
+    busy: Path, cli: Cli, s3_env: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    bucket = f"witness-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    url = f"s3://{bucket}/acme/ledger"
+    out = json.loads(cli("ledger", "checkpoint", "--publish", url, "--json").out)
+    key = f"acme/ledger/checkpoint-{out['size']}.note"
+    assert out["published"] == f"{url}/checkpoint-{out['size']}.note"
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    assert body == out["note"]
+    # the next publication proves it extends the newest one there
+    again = json.loads(cli("ledger", "checkpoint", "--publish", url, "--json").out)
+    assert again["size"] == out["size"] + 1
+    # a forged checkpoint of the next size already at the witness: a split view, exit 1
+    s3.put_object(Bucket=bucket, Key=f"acme/ledger/checkpoint-{again['size'] + 1}.note",
+                  Body=b"someone else's checkpoint\n")  # fmt: skip
+    result = cli("ledger", "checkpoint", "--publish", url)
+    assert result.code == 1, result.err
+    events = json.loads(
+        cli("ledger", "show", "--action", "ledger.checkpoint_published", "--json").out
+    )["entries"]
+    assert [e["details"]["destination"] for e in events] == [url, url]
+    missing = cli("ledger", "checkpoint", "--publish", "s3://no-such-bucket-x1/p")
+    assert missing.code == 3, missing.err
 
 
 def test_ledger_attest_and_record_has_inclusion_proof(busy: Path, settings: Settings) -> None:

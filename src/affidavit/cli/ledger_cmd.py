@@ -40,7 +40,9 @@ def checkpoint(
     ] = None,
     publish: Annotated[
         str | None,
-        typer.Option(help="Publish to a witness folder (recorded in the ledger)."),
+        typer.Option(
+            help="Publish to a witness: a folder or s3://BUCKET/PREFIX (recorded in the ledger)."
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> int:

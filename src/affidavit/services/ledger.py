@@ -41,7 +41,9 @@ from affidavit.ledger.verify import (
     VerifyReport,
     verify_ledger,
 )
+from affidavit.models.inventory import Vault, VaultName, parse_vault_url
 from affidavit.models.ledger import Event, rfc3339_utc
+from affidavit.services.backends import vault_backend
 from affidavit.services.context import (
     App,
     Change,
@@ -51,6 +53,7 @@ from affidavit.services.context import (
     load_ledger_identity,
     store_checkpoint,
 )
+from affidavit.vaults.base import VaultBackend
 
 __all__ = [
     "CheckpointResult",
@@ -191,7 +194,7 @@ class CheckpointResult:
     note: str
     checkpoint: Checkpoint
     out: Path | None
-    published: Path | None
+    published: str | None  # a folder path or an s3:// key
 
     def to_json(self) -> dict[str, Any]:
         """``{"origin", "size", "root", "note", "out", "published"}``."""
@@ -201,7 +204,7 @@ class CheckpointResult:
             "root": self.checkpoint.root.hex(),
             "note": self.note,
             "out": str(self.out) if self.out else None,
-            "published": str(self.published) if self.published else None,
+            "published": self.published,
         }
 
 
@@ -230,29 +233,36 @@ def create_checkpoint(
 ) -> CheckpointResult:
     """Return a signed checkpoint of the whole ledger; save it to ``out`` and/or publish it.
 
-    Publishing writes ``DIR/checkpoint-<size>.note`` (never overwritten: a different
-    checkpoint of the same size already there is a split view and raises
+    Publishing to a folder writes ``DIR/checkpoint-<size>.note`` (never overwritten: a
+    different checkpoint of the same size already there is a split view and raises
     :class:`IntegrityError`) and replaces ``DIR/latest.note`` after proving that the
-    previously published latest checkpoint is consistent with this one. It is recorded as
+    previously published latest checkpoint is consistent with this one. Publishing to
+    ``s3://BUCKET[/PREFIX]`` writes the same write-once ``checkpoint-<size>.note`` objects
+    (conditional put, through the S3 vault backend; no ``latest.note``: the newest is the
+    largest size listed) after the same consistency proof. Either is recorded as
     ``ledger.checkpoint_published`` (size, root, destination); the published checkpoint is the
-    one before that event. ``s3://`` destinations are refused until the S3 vault exists.
+    one before that event.
     """
     identity = _identity(app)
     note = _current_checkpoint(app, identity)
     checkpoint = open_checkpoint(note, identity.verifier, identity.origin)
-    target: Path | None = None
+    target: str | None = None
     if publish is not None:
-        folder = _witness_folder(publish)
-        target = _publish(app, identity, folder, checkpoint, note)
+        if publish.startswith(_S3_SCHEMES):
+            destination, target = _publish_s3(app, identity, publish, checkpoint, note)
+        else:
+            folder = _witness_folder(publish)
+            destination = str(folder)
+            target = str(_publish(app, identity, folder, checkpoint, note))
         with app.change() as change:
             change.record(
                 "ledger.checkpoint_published",
                 f"ledger:{identity.origin}",
                 {
-                    "destination": str(folder),
+                    "destination": destination,
                     "size": checkpoint.size,
                     "root": checkpoint.root.hex(),
-                    "file": target.name,
+                    "file": target.rsplit("/", 1)[-1],
                 },
             )
     if out is not None:
@@ -261,14 +271,61 @@ def create_checkpoint(
 
 
 def _witness_folder(publish: str) -> Path:
-    if publish.startswith(_S3_SCHEMES):
-        raise InputError(
-            "s3 publishing arrives with the S3 vault",
-            hint="publish to a folder (e.g. a mounted witness share) for now",
-        )
     if "://" in publish:
-        raise InputError(f"cannot publish to {publish!r}", hint="give a folder path")
+        raise InputError(
+            f"cannot publish to {publish!r}", hint="give a folder path or s3://BUCKET/PREFIX"
+        )
     return Path(publish).expanduser()
+
+
+_PUBLISHED = re.compile(r"checkpoint-([0-9]{1,20})\.note")
+_MAX_NOTE_BYTES = 64 * 1024
+
+
+def _publish_s3(
+    app: App, identity: LedgerIdentity, url: str, checkpoint: Checkpoint, note: str
+) -> tuple[str, str]:
+    """Publish to an S3 witness through the S3 vault backend; return (destination, key)."""
+    kind, normal = parse_vault_url(url)
+    witness = Vault(
+        name=VaultName("witness"),
+        kind=kind,
+        url=normal,
+        region=os.environ.get("AWS_DEFAULT_REGION") or None,
+        immutable_days=None,
+        created_at=datetime.now(UTC),
+    )
+    backend = vault_backend(witness)
+    published = {
+        int(m.group(1)): path
+        for path in backend.list()
+        if (m := _PUBLISHED.fullmatch(path)) is not None
+    }
+    name = f"checkpoint-{checkpoint.size}.note"
+    if checkpoint.size in published:
+        if _read_witness_note(backend, published[checkpoint.size]) == note:
+            return normal, f"{normal}/{name}"  # already published, identical
+        raise IntegrityError(
+            f"{normal}/{name} already holds a different checkpoint of size {checkpoint.size}",
+            hint="two different ledgers claim the same size: a split view or a rewrite",
+        )
+    if published:
+        newest = _read_witness_note(backend, published[max(published)])
+        previous = open_checkpoint(newest, identity.verifier, identity.origin)
+        _check_extends(app, previous, checkpoint)
+    backend.put(name, [note.encode("utf-8")], retain_until=None)
+    return normal, f"{normal}/{name}"
+
+
+def _read_witness_note(backend: VaultBackend, path: str) -> str:
+    with backend.open(path) as fh:
+        raw = fh.read(_MAX_NOTE_BYTES + 1)
+    if len(raw) > _MAX_NOTE_BYTES:
+        raise IntegrityError(f"the witness object {path} is too large to be a checkpoint")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IntegrityError(f"the witness object {path} is not a checkpoint") from exc
 
 
 def _publish(
