@@ -464,3 +464,23 @@ def test_bad_input_export_truncated_mid_line(busy: Path, cli: Cli, tmp_path: Pat
 
 def test_app_fixture_still_works(app: App) -> None:
     assert app.ledger_identity() is not None
+
+
+def test_ledger_consistency_proof_cli(busy: Path, cli: Cli) -> None:
+    from affidavit.ledger.checkpoint import Checkpoint
+
+    out = json.loads(cli("ledger", "consistency", "--old-size", "4", "--json").out)
+    assert out["old_size"] == 4 and out["verified"] is True
+    merkle.verify_consistency(
+        4,
+        out["new_size"],
+        bytes.fromhex(out["old_root"]),
+        bytes.fromhex(out["new_root"]),
+        [bytes.fromhex(h) for h in out["proof"]],
+    )
+    text = out["checkpoint"].split("\n\n")[0] + "\n"
+    assert Checkpoint.from_text(text).size == out["new_size"]
+    human = cli("ledger", "consistency", "--old-size", "4")
+    assert human.code == 0 and "verified" in human.out
+    bad = cli("ledger", "consistency", "--old-size", "999999")
+    assert bad.code == 2 and "old size must be" in bad.err

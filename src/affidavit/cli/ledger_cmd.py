@@ -93,6 +93,37 @@ def proof(
     return 0
 
 
+@app.command("consistency")
+def consistency(
+    ctx: typer.Context,
+    old_size: Annotated[
+        int, typer.Option("--old-size", min=1, help="Tree size of an older checkpoint.")
+    ],
+    json_out: JsonOpt = False,
+) -> int:
+    """Prove that the tree of an older size is a prefix of the newest signed checkpoint
+    (RFC 9162 consistency proof): nothing before it was changed or removed."""
+    with app_for(ctx) as application:
+        result = svc.consistency_proof(application, old_size)
+    data = result.to_json()
+    if json_out:
+        print_json(data)
+        return 0
+    show(
+        table(
+            f"Consistency of the tree of {data['old_size']} with the tree of {data['new_size']}",
+            ["field", "value"],
+            [
+                ["old root", data["old_root"]],
+                ["new root", data["new_root"]],
+                *[[f"proof[{i}]", h] for i, h in enumerate(data["proof"])],
+                ["verified", "yes"],
+            ],
+        )
+    )
+    return 0
+
+
 @app.command("export")
 def export(
     ctx: typer.Context,

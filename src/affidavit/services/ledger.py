@@ -504,15 +504,19 @@ class ConsistencyResult:
     old_root: bytes
     proof: list[bytes]
     checkpoint: Checkpoint
+    note: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """``{"old_size", "old_root", "new_size", "new_root", "proof"}``."""
+        """``{"old_size", "old_root", "new_size", "new_root", "proof", "checkpoint",
+        "verified"}``; ``checkpoint`` is the signed note of the newer tree."""
         return {
             "old_size": self.old_size,
             "old_root": self.old_root.hex(),
             "new_size": self.checkpoint.size,
             "new_root": self.checkpoint.root.hex(),
             "proof": _hex(self.proof),
+            "checkpoint": self.note,
+            "verified": True,
         }
 
 
@@ -529,7 +533,7 @@ def consistency_proof(app: App, old_size: int) -> ConsistencyResult:
         old_root = log.root(old_size)
     merkle.verify_consistency(old_size, checkpoint.size, old_root, checkpoint.root, proof)
     return ConsistencyResult(
-        old_size=old_size, old_root=old_root, proof=proof, checkpoint=checkpoint
+        old_size=old_size, old_root=old_root, proof=proof, checkpoint=checkpoint, note=note
     )
 
 
