@@ -223,3 +223,17 @@ def test_valkey_and_module_rdbs_are_refused(
     assert "error:" in r.err and "hint:" in r.err and "Traceback" not in r.err
     assert catalog_dump(home) == before
     assert not vault.exists() or not any(p.is_file() for p in vault.rglob("*"))
+
+
+@pytest.mark.parametrize("archive", ["test.bar.archive", "dump-w-oplog.archive"])
+def test_a_genuine_archive_backup_restores_in_a_drill(
+    cli: Any, vault: Path, shared_formats: Path, truth: dict[str, Any], archive: str
+) -> None:
+    """mongodump --archive backups drill like folder dumps: every namespace is loaded into a
+    scratch SecantusDB from the one archive and re-fingerprinted to the signed manifest."""
+    out = ingest(cli, shared_formats / MONGODUMP / archive, "mongodump-archive")
+    r = cli("drill", "run", out["backup_id"], "--json")
+    assert r.code == 0, r.err + r.out
+    drill = json.loads(r.out)
+    assert drill["ok"] and drill["fingerprint_match"] and drill["findings"] == []
+    assert drill["phases"]["load"] > 0

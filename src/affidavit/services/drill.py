@@ -52,6 +52,7 @@ from affidavit.errors import Error, FormatError, InputError, IntegrityError, Ope
 from affidavit.formats.base import open_binary
 from affidavit.formats.keys import describe_key
 from affidavit.formats.mongodump import iter_bson_file
+from affidavit.formats.mongodump_archive import ArchiveReader
 from affidavit.ledger.attestation import (
     BACKUP_PREDICATE_TYPE,
     DRILL_PREDICATE_TYPE,
@@ -362,11 +363,11 @@ def engine_of_backup(backup: Backup) -> EngineName:
     """The engine a backup restores into, from its format."""
     if backup.format == "rdb":
         return EngineName.REDIS
-    if backup.format == "mongodump":
+    if backup.format in ("mongodump", "mongodump-archive"):
         return EngineName.MONGODB
     raise InputError(
         f"backup {backup.id} is a {backup.format} backup, which drills cannot restore yet",
-        hint="drills restore mongodump and rdb backups",
+        hint="drills restore mongodump, mongodump-archive and rdb backups",
     )
 
 
@@ -480,12 +481,13 @@ class _State:
 
 
 def _data_artifacts(backup: Backup, engine: EngineName) -> list[BackupArtifact]:
-    """The artifacts a restore reads: the RDB, or every dataset's BSON and metadata."""
+    """The artifacts a restore reads: the RDB or the archive, or every dataset's BSON and
+    metadata."""
     live = [a for a in backup.artifacts if not a.deleted]
-    if engine is EngineName.REDIS:
+    if engine is EngineName.REDIS or backup.format == "mongodump-archive":
         data = [a for a in live if a.role is ArtifactRole.DATA]
         if len(data) != 1:
-            raise InputError(f"backup {backup.id} has {len(data)} RDB artifacts, not one")
+            raise InputError(f"backup {backup.id} has {len(data)} data artifacts, not one")
         return data
     wanted = {d.name for d in backup.datasets}
     out = [a for a in live if a.role is ArtifactRole.DATA and a.dataset in wanted]
@@ -691,6 +693,9 @@ def _load(app: App, state: _State, target: ConnectionUri | None) -> None:
     ) as engine:
         if not isinstance(engine, DatasetLoader):
             raise OperationError(f"the {engine.name} engine cannot load datasets")
+        if state.backup.format == "mongodump-archive":
+            _load_archive(state, engine)
+            return
         by_dataset = {
             a.dataset: a
             for a in state.backup.artifacts
@@ -715,6 +720,28 @@ def _load(app: App, state: _State, target: ConnectionUri | None) -> None:
             )
             engine.load_dataset(dataset.name, docs, metadata)
             state.rep.finish()
+
+
+def _load_archive(state: _State, engine: DatasetLoader) -> None:
+    """Restore every dataset of a ``mongodump --archive`` backup: its one data artifact holds
+    all namespaces, each with its metadata (options, indexes) in the archive's prelude."""
+    data = [
+        a
+        for a in state.backup.artifacts
+        if a.path in state.plain and a.role is ArtifactRole.DATA
+    ]
+    if len(data) != 1:
+        raise IntegrityError(
+            f"backup {state.backup.id} should hold one archive, not {len(data)} data artifacts"
+        )
+    reader = ArchiveReader(state.plain[data[0].path])
+    metadata = reader.prelude().metadata
+    for dataset in state.backup.datasets:
+        state.rep.task(f"loading {dataset.name}", dataset.records)
+        meta = metadata.get(dataset.name)
+        docs = _counted(reader.records(dataset.name), state.rep)
+        engine.load_dataset(dataset.name, docs, meta.encode("utf-8") if meta else None)
+        state.rep.finish()
 
 
 def _counted(docs: Iterator[bytes], rep: Reporter) -> Iterator[bytes]:

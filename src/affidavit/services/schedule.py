@@ -43,8 +43,8 @@ from affidavit.services.context import App
 OVERDUE_GRACE = timedelta(hours=1)
 _FULL_KINDS = frozenset({"full", "against-source"})
 _NO_SOURCE = "(no source)"
-#: backup formats a restore drill supports (an archive ingest cannot be drilled yet)
-_DRILLABLE_FORMATS = frozenset({"mongodump", "rdb"})
+#: backup formats a restore drill supports
+_DRILLABLE_FORMATS = frozenset({"mongodump", "mongodump-archive", "rdb"})
 
 
 def _now() -> datetime:
