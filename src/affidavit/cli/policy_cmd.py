@@ -9,6 +9,7 @@ import typer
 
 from affidavit.cli.governance_views import policy_version_json, result_rows
 from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.errors import NotFound
 from affidavit.services import policy as policies
@@ -177,8 +178,8 @@ def check(
     Exit codes: 0 every control passes (or is excepted); 1 findings (listed); 2 bad input;
     3 the catalog could not be read.
     """
-    with app_for(ctx) as application:
-        outcome = policies.check_policy(application, live=not offline)
+    with app_for(ctx) as application, reporting(json_out) as reporter:
+        outcome = policies.check_policy(application, live=not offline, reporter=reporter)
     if json_out:
         print_json(outcome.to_json())
         return 0 if outcome.ok else 1

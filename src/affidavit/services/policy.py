@@ -29,6 +29,7 @@ from affidavit.models.governance import (
     PolicyVersion,
     Severity,
 )
+from affidavit.models.progress import Reporter
 from affidavit.policy.controls import CONTROL_IDS, CONTROLS, Control, check_framework
 from affidavit.policy.document import MAX_POLICY_BYTES, Policy, parse_policy
 from affidavit.policy.rules import ControlResult, Status, evaluate, passed
@@ -194,10 +195,12 @@ class CheckOutcome:
         }
 
 
-def check_policy(app: App, *, live: bool = True, now: datetime | None = None) -> CheckOutcome:
+def check_policy(
+    app: App, *, live: bool = True, now: datetime | None = None, reporter: Reporter | None = None
+) -> CheckOutcome:
     """Evaluate every control and record the results and findings (one transaction)."""
     now = now or _now()
-    facts = gather_facts(app, now=now, live=live)
+    facts = gather_facts(app, now=now, live=live, reporter=reporter)
     current = effective_policy(app)
     policy = current[1] if current else None
     with app.read() as uow:

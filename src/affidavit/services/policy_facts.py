@@ -18,6 +18,7 @@ from affidavit.errors import Error
 from affidavit.models.backup import Backup, BackupStatus
 from affidavit.models.inventory import Source, Vault
 from affidavit.models.ledger import Event
+from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.policy.facts import (
     BackupFacts,
     CheckFacts,
@@ -80,16 +81,23 @@ class _Unreadable(Exception):
 
 
 def current_config(
-    app: App, sources: list[Source], vaults: list[Vault], policy_version: int | None
+    app: App,
+    sources: list[Source],
+    vaults: list[Vault],
+    policy_version: int | None,
+    reporter: Reporter | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """``({"sources": {...}, "vaults": {...}, "policy_version": N}, errors)``: the live
     configuration, and why each unreadable source or vault could not be read."""
     errors: dict[str, str] = {}
     out: dict[str, Any] = {"sources": {}, "vaults": {}, "policy_version": policy_version}
+    rep = reporter or SilentReporter()
     for source in sources:
+        rep.stage(f"reading the configuration of source {source.name}")
         _read(out["sources"], errors, f"source:{source.name}", source.name,
               partial(source_config, app, source))  # fmt: skip
     for vault in vaults:
+        rep.stage(f"probing vault {vault.name}")
         _read(out["vaults"], errors, f"vault:{vault.name}", vault.name,
               partial(vault_config, vault))  # fmt: skip
     return out, errors
@@ -110,7 +118,13 @@ def _read(
         errors[subject] = str(exc)
 
 
-def gather_facts(app: App, *, now: datetime | None = None, live: bool = True) -> Facts:
+def gather_facts(
+    app: App,
+    *,
+    now: datetime | None = None,
+    live: bool = True,
+    reporter: Reporter | None = None,
+) -> Facts:
     """Everything the rules need. ``live=False`` skips connecting to sources and vaults
     (the configuration then counts as unreadable)."""
     now = now or datetime.now(UTC)
@@ -128,6 +142,8 @@ def gather_facts(app: App, *, now: datetime | None = None, live: bool = True) ->
             Event.from_canonical(e.entry).subject: e.seq
             for e in uow.ledger.find(action="backup.completed")
         }
+    if reporter is not None:
+        reporter.stage("verifying the ledger")
     report = verify_catalog(app)
     last_pub = Event.from_canonical(published[-1].entry) if published else None
     ledger = LedgerFacts(
@@ -151,7 +167,7 @@ def gather_facts(app: App, *, now: datetime | None = None, live: bool = True) ->
     errors: dict[str, str] = {}
     if live:
         config, errors = current_config(
-            app, sources, vaults, effective.version if effective else None
+            app, sources, vaults, effective.version if effective else None, reporter
         )
     else:
         config["policy_version"] = effective.version if effective else None
