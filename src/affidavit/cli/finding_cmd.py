@@ -58,7 +58,7 @@ def show_(ctx: typer.Context, finding_id: IdArg, json_out: JsonOpt = False) -> i
     if json_out:
         print_json(f.to_json())
         return 0
-    details = [
+    details: list[list[str | None]] = [
         ["control", f.control],
         ["subject", f.subject],
         ["status", f.status.value],

@@ -29,6 +29,11 @@ deterministic CBOR array ``["hpexpireat", expire_at_ms, value]`` (see
 :func:`fold_field_expiry`), so that a changed or lost field TTL changes the fingerprint.
 Functions, Lua scripts, AUX fields, LRU/LFU hints and stream consumer groups are not records:
 they are parsed (for framing) and not fingerprinted.
+
+Speed: the common records (strings, sets, hashes, zsets, quicklists and their listpack,
+ziplist and intset encodings) are parsed straight from the input buffer by a fast path that
+hands anything else, and anything damaged, to the general path record by record; see
+:meth:`_Parser.records`. Both give the same records and the same errors.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import BinaryIO, ClassVar, Final
+from typing import Any, BinaryIO, ClassVar, Final
 
 import anycrc
 import cbor2
@@ -101,6 +107,7 @@ T_HASH_LISTPACK_EX: Final = 25
 _CHUNK: Final = 1 << 20
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
+_I16 = struct.Struct("<h")
 _I32 = struct.Struct("<i")
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
@@ -125,42 +132,42 @@ def lzf_decompress(data: bytes, expected: int) -> bytes:
     """Decompress LZF ``data`` into exactly ``expected`` bytes; ``ValueError`` on malformed
     input. Never produces more than ``expected`` bytes (a lying length cannot balloon)."""
     out = bytearray()
+    size = 0  # len(out)
     i, n = 0, len(data)
-    while i < n:
-        ctrl = data[i]
-        i += 1
-        if ctrl < 32:  # literal run of ctrl + 1 bytes
-            run = ctrl + 1
-            if i + run > n:
-                raise ValueError("literal run past the end of the compressed data")
-            if len(out) + run > expected:
-                raise ValueError("output longer than the declared length")
-            out += data[i : i + run]
-            i += run
-            continue
-        run = ctrl >> 5
-        if run == 7:
-            if i >= n:
-                raise ValueError("back reference past the end of the compressed data")
-            run += data[i]
+    try:
+        while i < n:
+            ctrl = data[i]
             i += 1
-        if i >= n:
-            raise ValueError("back reference past the end of the compressed data")
-        ref = len(out) - ((ctrl & 0x1F) << 8) - 1 - data[i]
-        i += 1
-        run += 2
-        if ref < 0:
-            raise ValueError("back reference before the start of the output")
-        if len(out) + run > expected:
-            raise ValueError("output longer than the declared length")
-        distance = len(out) - ref
-        if distance >= run:
-            out += out[ref : ref + run]
-        else:  # overlapping copy: the last `distance` bytes repeat
-            pattern = bytes(out[ref:])
-            out += (pattern * (run // distance + 1))[:run]
-    if len(out) != expected:
-        raise ValueError(f"decompressed to {len(out)} bytes, declared {expected}")
+            if ctrl < 32:  # literal run of ctrl + 1 bytes
+                j = i + ctrl + 1
+                if j > n:
+                    raise ValueError("literal run past the end of the compressed data")
+                size += ctrl + 1
+                if size > expected:
+                    raise ValueError("output longer than the declared length")
+                out += data[i:j]
+                i = j
+                continue
+            run = (ctrl >> 5) + 2  # back reference of run bytes, distance bytes back
+            if run == 9:
+                run += data[i]
+                i += 1
+            distance = ((ctrl & 0x1F) << 8) + 1 + data[i]
+            i += 1
+            if distance > size:
+                raise ValueError("back reference before the start of the output")
+            ref = size - distance
+            size += run
+            if size > expected:
+                raise ValueError("output longer than the declared length")
+            if distance >= run:
+                out += out[ref : ref + run]
+            else:  # overlapping copy: the last `distance` bytes repeat
+                out += (out[ref:] * (run // distance + 1))[:run]
+    except IndexError:  # data[i] past the end: a truncated back reference
+        raise ValueError("back reference past the end of the compressed data") from None
+    if size != expected:
+        raise ValueError(f"decompressed to {size} bytes, declared {expected}")
     return bytes(out)
 
 
@@ -241,6 +248,16 @@ class _Input:
         if start < self.crc_end:
             upto = min(len(chunk), self.crc_end - start)
             self.crc = crc64(chunk if upto == len(chunk) else memoryview(chunk)[:upto], self.crc)
+
+    def extend(self, ahead: int) -> bool:
+        """Make at least ``ahead`` bytes from the offset (or all the file has left) buffered;
+        false when the buffer already reached the end of the file."""
+        left = self.size - self.offset
+        have = len(self._buf) - self._pos
+        if have >= left:
+            return False
+        self._load(min(ahead, left))
+        return True
 
     def read(self, n: int, what: str) -> bytes:
         start = self.offset
@@ -370,72 +387,153 @@ def _backlen_size(length: int) -> int:
     return 5
 
 
-def parse_listpack(blob: bytes) -> list[Element]:  # noqa: PLR0915 - one flat byte switch
+_LP_INT_SIZE: Final = {0xF1: 2, 0xF2: 3, 0xF3: 4, 0xF4: 8}
+
+
+def _listpack_rare(blob: bytes, pos: int, end: int) -> tuple[Element, int]:
+    """The listpack entry at ``pos`` whose encoding byte is 0xC0 or above (13-bit integer,
+    12- and 32-bit strings, 16..64-bit integers) and the offset after its backlen."""
+    enc = blob[pos]
+    start = pos
+    value: Element
+    if enc < 0xE0:
+        if pos + 2 > end:
+            raise ValueError("listpack entry past the end")
+        raw = ((enc & 0x1F) << 8) | blob[pos + 1]
+        value = raw - 8192 if raw >= 4096 else raw
+        pos += 2
+    elif enc < 0xF0:
+        if pos + 2 > end:
+            raise ValueError("listpack entry past the end")
+        size = ((enc & 0x0F) << 8) | blob[pos + 1]
+        pos += 2
+        value = blob[pos : pos + size]
+        pos += size
+    elif enc == 0xF0:
+        if pos + 5 > end:
+            raise ValueError("listpack entry past the end")
+        size = _U32.unpack_from(blob, pos + 1)[0]
+        pos += 5
+        value = blob[pos : pos + size]
+        pos += size
+    elif 0xF1 <= enc <= 0xF4:
+        size = _LP_INT_SIZE[enc]
+        pos += 1
+        value = int.from_bytes(blob[pos : pos + size], "little", signed=True)
+        pos += size
+    else:
+        raise ValueError(f"unknown listpack encoding 0x{enc:02x}")
+    if pos > end:
+        raise ValueError("listpack entry past the end")
+    return value, pos + _backlen_size(pos - start)
+
+
+_LP_HEAD = struct.Struct("<IH")
+
+
+def parse_listpack(blob: bytes) -> list[Element]:
     """The entries of a listpack; ``ValueError`` on any inconsistency (total size, entry
     bounds, count, end byte)."""
     n = len(blob)
     if n < 7:
         raise ValueError("listpack shorter than its header")
-    total = _U32.unpack_from(blob, 0)[0]
-    count = _U16.unpack_from(blob, 4)[0]
+    total, count = _LP_HEAD.unpack_from(blob, 0)
     if total != n:
         raise ValueError(f"listpack header says {total} bytes, blob has {n}")
     out: list[Element] = []
+    append = out.append
     pos = 6
     end = n - 1
-    while True:
-        if pos > end:
-            raise ValueError("listpack entry past the end")
+    while True:  # invariant: pos <= end
         enc = blob[pos]
-        if enc == 0xFF:
+        if enc < 0x80:  # 7-bit unsigned integer; the entry is 1 byte, its backlen 1
+            append(enc)
+            pos += 2
+        elif enc < 0xC0:  # string of up to 63 bytes; backlen 1
+            nxt = pos + 1 + (enc & 0x3F)
+            append(blob[pos + 1 : nxt])
+            pos = nxt + 1
+        elif enc == 0xFF:
             break
-        start = pos
-        value: Element
-        if enc < 0x80:
-            value, pos = enc, pos + 1
-        elif enc < 0xC0:
-            size = enc & 0x3F
-            pos += 1
-            value = blob[pos : pos + size]
-            pos += size
-        elif enc < 0xE0:
-            if pos + 2 > end:
-                raise ValueError("listpack entry past the end")
-            raw = ((enc & 0x1F) << 8) | blob[pos + 1]
-            value = raw - 8192 if raw >= 4096 else raw
-            pos += 2
-        elif enc < 0xF0:
-            if pos + 2 > end:
-                raise ValueError("listpack entry past the end")
-            size = ((enc & 0x0F) << 8) | blob[pos + 1]
-            pos += 2
-            value = blob[pos : pos + size]
-            pos += size
-        elif enc == 0xF0:
-            if pos + 5 > end:
-                raise ValueError("listpack entry past the end")
-            size = _U32.unpack_from(blob, pos + 1)[0]
-            pos += 5
-            value = blob[pos : pos + size]
-            pos += size
-        elif 0xF1 <= enc <= 0xF4:
-            size = {0xF1: 2, 0xF2: 3, 0xF3: 4, 0xF4: 8}[enc]
-            pos += 1
-            value = int.from_bytes(blob[pos : pos + size], "little", signed=True)
-            pos += size
         else:
-            raise ValueError(f"unknown listpack encoding 0x{enc:02x}")
+            value, pos = _listpack_rare(blob, pos, end)
+            append(value)
         if pos > end:
             raise ValueError("listpack entry past the end")
-        pos += _backlen_size(pos - start)
-        if pos > end:
-            raise ValueError("listpack entry past the end")
-        out.append(value)
     if pos != end:
         raise ValueError("listpack end byte is not the last byte")
     if count != 0xFFFF and count != len(out):
         raise ValueError(f"listpack header says {count} entries, found {len(out)}")
     return out
+
+
+#: decimal text of 0..127 (7-bit listpack integers) and of the signed bytes 0..255 (int8)
+_UINT7_TEXT: Final = tuple(b"%d" % i for i in range(128))
+_INT8_TEXT: Final = tuple(b"%d" % (i - 256 if i > 127 else i) for i in range(256))
+
+
+def listpack_texts(blob: bytes) -> list[bytes]:
+    """:func:`parse_listpack` with every integer entry as its decimal text (what ``GET``,
+    ``LRANGE``, ``HGETALL`` ... return); the same checks, faster on the common entries."""
+    n = len(blob)
+    if n < 7:
+        raise ValueError("listpack shorter than its header")
+    total, count = _LP_HEAD.unpack_from(blob, 0)
+    if total != n:
+        raise ValueError(f"listpack header says {total} bytes, blob has {n}")
+    out: list[bytes] = []
+    append = out.append
+    small = _UINT7_TEXT
+    pos = 6
+    end = n - 1
+    while True:  # invariant: pos <= end
+        enc = blob[pos]
+        if enc < 0x80:
+            append(small[enc])
+            pos += 2
+        elif enc < 0xC0:
+            nxt = pos + 1 + (enc & 0x3F)
+            append(blob[pos + 1 : nxt])
+            pos = nxt + 1
+        elif enc < 0xE0:  # 13-bit signed integer: 2 bytes, backlen 1
+            if pos + 2 > end:
+                raise ValueError("listpack entry past the end")
+            raw = ((enc & 0x1F) << 8) | blob[pos + 1]
+            append(b"%d" % (raw - 8192 if raw >= 4096 else raw))
+            pos += 3
+        elif enc == 0xF2:  # 24-bit signed integer: 4 bytes, backlen 1
+            if pos + 5 > end:
+                raise ValueError("listpack entry past the end")
+            raw = blob[pos + 1] | blob[pos + 2] << 8 | blob[pos + 3] << 16
+            append(b"%d" % (raw - 0x1000000 if raw >= 0x800000 else raw))
+            pos += 5
+        elif enc == 0xF1:  # 16-bit signed integer: 3 bytes, backlen 1
+            if pos + 4 > end:
+                raise ValueError("listpack entry past the end")
+            append(b"%d" % _I16.unpack_from(blob, pos + 1)[0])
+            pos += 4
+        elif enc == 0xFF:
+            break
+        else:
+            value, pos = _listpack_rare(blob, pos, end)
+            append(b"%d" % value if type(value) is int else value)  # type: ignore[arg-type]
+        if pos > end:
+            raise ValueError("listpack entry past the end")
+    if pos != end:
+        raise ValueError("listpack end byte is not the last byte")
+    if count != 0xFFFF and count != len(out):
+        raise ValueError(f"listpack header says {count} entries, found {len(out)}")
+    return out
+
+
+def ziplist_texts(blob: bytes) -> list[bytes]:
+    """:func:`parse_ziplist` with every integer entry as its decimal text."""
+    return [v if isinstance(v, bytes) else b"%d" % v for v in parse_ziplist(blob)]
+
+
+def intset_texts(blob: bytes) -> list[bytes]:
+    """:func:`parse_intset` with every member as its decimal text."""
+    return [b"%d" % v for v in parse_intset(blob)]
 
 
 def parse_intset(blob: bytes) -> list[int]:
@@ -513,6 +611,85 @@ def _module_name(module_id: int) -> str:
     return "".join(reversed(chars))
 
 
+# --- the fast path's primitives -------------------------------------------------------------
+
+
+class _Fallback(Exception):
+    """The fast path leaves this record to the general path."""
+
+
+#: what makes the fast path hand a record to the general path (which then reads it or
+#: raises the FormatError that names the damage)
+_FAST_ERRORS: Final = (_Fallback, IndexError, ValueError, struct.error)
+#: the most bytes the fast path buffers ahead of one record before leaving it to the general
+#: path (which reads any size in bounded chunks)
+_FAST_AHEAD: Final = 64 << 20
+_U32BE = struct.Struct(">I")
+_U64BE = struct.Struct(">Q")
+
+
+def _fast_count(buf: bytes, p: int) -> tuple[int, int]:
+    """The length at ``p`` (6, 14, 32 or 64 bits) and the offset after it."""
+    b = buf[p]
+    if b < 0x40:
+        return b, p + 1
+    if b < 0x80:
+        return ((b & 0x3F) << 8) | buf[p + 1], p + 2
+    if b == 0x80:
+        return int(_U32BE.unpack_from(buf, p + 1)[0]), p + 5
+    if b == 0x81:
+        return int(_U64BE.unpack_from(buf, p + 1)[0]), p + 9
+    raise _Fallback
+
+
+def _fast_string(buf: bytes, p: int) -> tuple[bytes, int]:
+    """The string at ``p`` (any encoding) and the offset after it; the caller checks that the
+    offset lies within the data (a slice past the end of ``buf`` is short, not an error)."""
+    b = buf[p]
+    if b < 0xC0:
+        n, p = _fast_count(buf, p)
+        return buf[p : p + n], p + n
+    if b == 0xC0:
+        return _INT8_TEXT[buf[p + 1]], p + 2
+    if b == 0xC1:
+        return b"%d" % _I16.unpack_from(buf, p + 1)[0], p + 3
+    if b == 0xC2:
+        return b"%d" % _I32.unpack_from(buf, p + 1)[0], p + 5
+    if b != 0xC3:
+        raise _Fallback
+    clen = buf[p + 1]
+    if clen < 0x40:
+        p += 2
+    else:
+        clen, p = _fast_count(buf, p + 1)
+    ulen = buf[p]
+    if ulen < 0x40:
+        p += 1
+    else:
+        ulen, p = _fast_count(buf, p)
+    q = p + clen
+    if q > len(buf) or (ulen > 1 << 32 and ulen > 1024 * clen):
+        raise _Fallback
+    return lzf_decompress(buf[p:q], ulen), q
+
+
+def _record_setters() -> tuple[Any, Any, Any, Any] | None:
+    """The slot setters of :class:`RedisRecord` (``key``, ``type``, ``value``,
+    ``expire_at_ms``) when those are exactly its fields: filling a fresh instance through
+    them skips the frozen dataclass' ``__init__`` (~1 µs per key). None otherwise."""
+    names = ("key", "type", "value", "expire_at_ms")
+    if getattr(RedisRecord, "__slots__", None) != names:
+        return None
+    if tuple(f.name for f in dataclass_fields(RedisRecord)) != names:
+        return None
+    key, rtype, value, expire = (vars(RedisRecord)[n].__set__ for n in names)
+    return key, rtype, value, expire
+
+
+_RECORD_SETTERS: Final = _record_setters()
+_NO_SETTERS: Final[tuple[Any, Any, Any, Any]] = (None, None, None, None)
+
+
 # --- the RDB parser -------------------------------------------------------------------------
 
 
@@ -525,13 +702,24 @@ class _Scan:
 
 
 class _Parser:
-    """One pass over an RDB file, yielding ``(db, record)`` for every live key."""
+    """One pass over an RDB file, yielding ``(dataset, record)`` for every live key;
+    ``on_complete`` receives what the pass learned once it reached the end intact."""
 
-    def __init__(self, inp: _Input, *, as_of_ms: int | None, scan: _Scan) -> None:
-        self.inp = inp
+    def __init__(
+        self,
+        path: Path,
+        *,
+        as_of_ms: int | None,
+        on_complete: Callable[[_Scan], None],
+        fast: bool = True,
+    ) -> None:
+        self.path = path
         self.as_of_ms = as_of_ms
-        self.scan = scan
+        self.scan = _Scan()
+        self.on_complete = on_complete
         self.version = 0
+        self.fast = fast
+        self.inp: _Input
 
     # -- primitives --
 
@@ -643,57 +831,309 @@ class _Parser:
         self.version = self.scan.version = version
         inp.cover(inp.size - 8 if version >= CHECKSUM_SINCE else 0)
 
-    def records(self) -> Iterator[tuple[int, RedisRecord]]:
-        inp = self.inp
-        self.header()
-        db = 0
-        expire: int | None = None
-        while True:
-            at = inp.offset
-            op = inp.byte("opcode")
-            if op == OP_EOF:
-                self.trailer()
-                return
-            if op == OP_SELECTDB:
-                db = self.count("database number")
-            elif op == OP_RESIZEDB:
-                self.count("resize hint")
-                self.count("resize hint")
-            elif op == OP_AUX:
-                self.string("aux field name")
-                self.string("aux field value")
-            elif op == OP_EXPIRETIME_MS:
-                expire = self.ms_time("expiry")
-            elif op == OP_EXPIRETIME:
-                expire = int(_I32.unpack(inp.read(4, "expiry"))[0]) * 1000
-            elif op == OP_IDLE:
-                self.count("idle time")
-            elif op == OP_FREQ:
-                inp.byte("LFU frequency")
-            elif op == OP_SLOT_INFO:
-                for _ in range(3):
-                    self.count("slot info")
-            elif op == OP_FUNCTION2:
-                self.string("function library")
-            elif op == OP_FUNCTION_PRE_GA:
-                self.string("function name")
-                self.string("function engine")
-                if self.count("function description flag"):
-                    self.string("function description")
-                self.string("function code")
-            elif op == OP_MODULE_AUX:
-                module_id = self.count("module id")
-                raise inp.error(
-                    f"module auxiliary data of module {_module_name(module_id)!r} cannot be "
-                    "read (affidavit cannot certify module state)",
-                    at,
-                )
-            else:
-                record = self.key_value(op, expire, at)
-                expire = None
-                if record is not None:
-                    self.scan.keys[db] = self.scan.keys.get(db, 0) + 1
-                    yield db, record
+    def records(self) -> Iterator[tuple[str, RedisRecord]]:  # noqa: PLR0915 - one hot loop
+        """``(dataset, record)`` for every live key, in file order.
+
+        Two paths read the same bytes. The fast path parses the common records (strings,
+        plain sets and hashes, zsets with binary scores, listpack/ziplist/intset encodings,
+        quicklists, millisecond expiries) straight from the input buffer with index
+        arithmetic. Whenever it meets anything else (another opcode or encoding, a record
+        that runs past the buffer, or damage of any kind) it leaves the record untouched and
+        the general path below reads it through :class:`_Input`, with its bounds and error
+        messages; a record that ran past the buffer is first retried with a larger buffer (at
+        most ``_FAST_AHEAD`` bytes ahead). The fast path accepts a record only when the
+        general path would accept it with the same result.
+        """
+        try:
+            fh = self.path.open("rb")
+        except OSError as exc:
+            raise FormatError(f"{self.path}: cannot open ({exc.strerror or exc})") from exc
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            inp = self.inp = _Input(fh, source=str(self.path), size=size)
+            self.header()
+            keys = self.scan.keys
+            as_of = self.as_of_ms
+            db = 0
+            label = "db0"
+            live = 0  # live keys of ``db`` not yet counted in ``keys``
+            expire: int | None = None
+            fast = self.fast
+            new = object.__new__
+            record_cls = RedisRecord
+            set_key, set_type, set_value, set_expire = _RECORD_SETTERS or _NO_SETTERS
+            direct = _RECORD_SETTERS is not None
+            lp_texts = listpack_texts
+            zl_texts = ziplist_texts
+            fstring = _fast_string
+            fcount = _fast_count
+            isnan = math.isnan
+            unpack_i64 = _I64.unpack_from
+            unpack_double = _DOUBLE.unpack_from
+            while True:
+                if fast:
+                    buf = inp._buf
+                    pos = inp._pos
+                    end = min(len(buf), inp.size - inp._base)
+                    ran_off = False
+                    try:
+                        while True:
+                            op = buf[pos]
+                            if op > T_SET_LISTPACK:
+                                if op != OP_EXPIRETIME_MS or pos + 9 > end:
+                                    break
+                                expire = unpack_i64(buf, pos + 1)[0]
+                                pos += 9
+                                continue
+                            b = buf[pos + 1]  # the key
+                            if b < 64:
+                                p = pos + 2 + b
+                                key = buf[pos + 2 : p]
+                            else:
+                                key, p = fstring(buf, pos + 1)
+                            rtype: RedisType
+                            value: object
+                            if op == T_STRING:
+                                b = buf[p]
+                                if b < 64:
+                                    q = p + 1 + b
+                                    value = buf[p + 1 : q]
+                                else:
+                                    value, q = fstring(buf, p)
+                                rtype = "string"
+                            elif op in (T_HASH_LISTPACK, T_HASH_ZIPLIST):
+                                b = buf[p]
+                                if b < 64:
+                                    q = p + 1 + b
+                                    blob = buf[p + 1 : q]
+                                else:
+                                    blob, q = fstring(buf, p)
+                                if q > end:
+                                    raise _Fallback
+                                items = lp_texts(blob) if op == T_HASH_LISTPACK else zl_texts(blob)
+                                fields = items[0::2]
+                                if len(items) & 1 or len(set(fields)) != len(fields):
+                                    raise _Fallback
+                                value = tuple(zip(fields, items[1::2]))  # noqa: B905 - even
+                                rtype = "hash"
+                            elif op in (T_LIST_QUICKLIST_2, T_LIST_QUICKLIST):
+                                b = buf[p]
+                                if b < 64:
+                                    nodes, q = b, p + 1
+                                else:
+                                    nodes, q = fcount(buf, p)
+                                elements: list[bytes] = []
+                                for _ in range(nodes):
+                                    container = 2
+                                    if op == T_LIST_QUICKLIST_2:
+                                        container = buf[q]
+                                        q += 1
+                                    if container == 2:  # a listpack (or ziplist) node
+                                        b = buf[q]
+                                        if b < 64:
+                                            r = q + 1 + b
+                                            blob = buf[q + 1 : r]
+                                        else:
+                                            blob, r = fstring(buf, q)
+                                        if r > end:
+                                            raise _Fallback
+                                        q = r
+                                        elements += (
+                                            lp_texts(blob)
+                                            if op == T_LIST_QUICKLIST_2
+                                            else zl_texts(blob)
+                                        )
+                                    elif container == 1:  # PLAIN: one big element
+                                        element, q = fstring(buf, q)
+                                        elements.append(element)
+                                    else:
+                                        raise _Fallback
+                                value = tuple(elements)
+                                rtype = "list"
+                            elif op in (T_ZSET_LISTPACK, T_ZSET_ZIPLIST):
+                                b = buf[p]
+                                if b < 64:
+                                    q = p + 1 + b
+                                    blob = buf[p + 1 : q]
+                                else:
+                                    blob, q = fstring(buf, p)
+                                if q > end:
+                                    raise _Fallback
+                                items = lp_texts(blob) if op == T_ZSET_LISTPACK else zl_texts(blob)
+                                members = items[0::2]
+                                scores = list(map(float, items[1::2]))
+                                if (
+                                    len(items) & 1
+                                    or any(map(isnan, scores))
+                                    or len(set(members)) != len(members)
+                                ):
+                                    raise _Fallback
+                                value = tuple(zip(members, scores))  # noqa: B905 - even
+                                rtype = "zset"
+                            elif op == T_SET:
+                                b = buf[p]
+                                if b < 64:
+                                    n, q = b, p + 1
+                                else:
+                                    n, q = fcount(buf, p)
+                                elements = []
+                                append = elements.append
+                                for _ in range(n):
+                                    b = buf[q]
+                                    if b < 64:
+                                        r = q + 1 + b
+                                        append(buf[q + 1 : r])
+                                        q = r
+                                    else:
+                                        element, q = fstring(buf, q)
+                                        append(element)
+                                value = frozenset(elements)
+                                if len(value) != n:
+                                    raise _Fallback
+                                rtype = "set"
+                            elif op in (T_SET_LISTPACK, T_SET_INTSET):
+                                b = buf[p]
+                                if b < 64:
+                                    q = p + 1 + b
+                                    blob = buf[p + 1 : q]
+                                else:
+                                    blob, q = fstring(buf, p)
+                                if q > end:
+                                    raise _Fallback
+                                parse = lp_texts if op == T_SET_LISTPACK else intset_texts
+                                items = parse(blob)
+                                value = frozenset(items)
+                                if len(value) != len(items):
+                                    raise _Fallback
+                                rtype = "set"
+                            elif op == T_HASH:
+                                b = buf[p]
+                                if b < 64:
+                                    n, q = b, p + 1
+                                else:
+                                    n, q = fcount(buf, p)
+                                elements = []
+                                append = elements.append
+                                for _ in range(2 * n):
+                                    b = buf[q]
+                                    if b < 64:
+                                        r = q + 1 + b
+                                        append(buf[q + 1 : r])
+                                        q = r
+                                    else:
+                                        element, q = fstring(buf, q)
+                                        append(element)
+                                fields = elements[0::2]
+                                if len(set(fields)) != n:
+                                    raise _Fallback
+                                value = tuple(zip(fields, elements[1::2]))  # noqa: B905 - even
+                                rtype = "hash"
+                            elif op == T_ZSET_2:
+                                b = buf[p]
+                                if b < 64:
+                                    n, q = b, p + 1
+                                else:
+                                    n, q = fcount(buf, p)
+                                pairs: list[tuple[bytes, float]] = []
+                                for _ in range(n):
+                                    b = buf[q]
+                                    if b < 64:
+                                        r = q + 1 + b
+                                        element = buf[q + 1 : r]
+                                    else:
+                                        element, r = fstring(buf, q)
+                                    score = unpack_double(buf, r)[0]
+                                    if isnan(score):
+                                        raise _Fallback
+                                    pairs.append((element, score))
+                                    q = r + 8
+                                if len({m for m, _ in pairs}) != n:
+                                    raise _Fallback
+                                value = tuple(pairs)
+                                rtype = "zset"
+                            else:
+                                break
+                            if q > end:
+                                raise _Fallback
+                            pos = q
+                            at_expiry = expire
+                            expire = None
+                            if not value and rtype != "string":
+                                continue  # an empty aggregate: redis-server skips it
+                            if at_expiry is not None and as_of is not None and at_expiry < as_of:
+                                continue  # already expired: redis-server drops it on load
+                            if direct:
+                                record = new(record_cls)
+                                set_key(record, key)
+                                set_type(record, rtype)
+                                set_value(record, value)
+                                set_expire(record, at_expiry)
+                            else:
+                                record = record_cls(
+                                    key=key, type=rtype, value=value, expire_at_ms=at_expiry
+                                )
+                            live += 1
+                            yield label, record
+                    except _FAST_ERRORS:
+                        ran_off = True
+                    inp._pos = pos
+                    if ran_off:
+                        ahead = len(inp._buf) - pos
+                        if ahead < _FAST_AHEAD and inp.extend(max(2 * ahead, _CHUNK)):
+                            continue
+                # the general path: one opcode
+                at = inp.offset
+                op = inp.byte("opcode")
+                if op == OP_EOF:
+                    if live:
+                        keys[db] = keys.get(db, 0) + live
+                    self.trailer()
+                    self.on_complete(self.scan)
+                    return
+                if op == OP_SELECTDB:
+                    if live:
+                        keys[db] = keys.get(db, 0) + live
+                        live = 0
+                    db = self.count("database number")
+                    label = f"db{db}"
+                elif op == OP_RESIZEDB:
+                    self.count("resize hint")
+                    self.count("resize hint")
+                elif op == OP_AUX:
+                    self.string("aux field name")
+                    self.string("aux field value")
+                elif op == OP_EXPIRETIME_MS:
+                    expire = self.ms_time("expiry")
+                elif op == OP_EXPIRETIME:
+                    expire = int(_I32.unpack(inp.read(4, "expiry"))[0]) * 1000
+                elif op == OP_IDLE:
+                    self.count("idle time")
+                elif op == OP_FREQ:
+                    inp.byte("LFU frequency")
+                elif op == OP_SLOT_INFO:
+                    for _ in range(3):
+                        self.count("slot info")
+                elif op == OP_FUNCTION2:
+                    self.string("function library")
+                elif op == OP_FUNCTION_PRE_GA:
+                    self.string("function name")
+                    self.string("function engine")
+                    if self.count("function description flag"):
+                        self.string("function description")
+                    self.string("function code")
+                elif op == OP_MODULE_AUX:
+                    module_id = self.count("module id")
+                    raise inp.error(
+                        f"module auxiliary data of module {_module_name(module_id)!r} cannot be "
+                        "read (affidavit cannot certify module state)",
+                        at,
+                    )
+                else:
+                    made = self.key_value(op, expire, at)
+                    expire = None
+                    if made is not None:
+                        live += 1
+                        yield label, made
 
     def trailer(self) -> None:
         inp = self.inp
@@ -1004,6 +1444,7 @@ class RdbReader(RecordReader):
             None if keep_expired else (as_of_ms if as_of_ms is not None else _now_ms())
         )
         self._scan: _Scan | None = None
+        self._fast = True  # False: every record through the general path (tests compare both)
 
     @classmethod
     def sniff(cls, path: Path) -> bool:
@@ -1014,25 +1455,18 @@ class RdbReader(RecordReader):
             return False
         return head.startswith(MAGIC) or head.startswith(VALKEY_MAGIC)
 
-    def _pass(self) -> Iterator[tuple[int, RedisRecord]]:
-        try:
-            fh = self.path.open("rb")
-        except OSError as exc:
-            raise FormatError(f"{self.path}: cannot open ({exc.strerror or exc})") from exc
-        with fh:
-            size = os.fstat(fh.fileno()).st_size
-            scan = _Scan()
-            parser = _Parser(
-                _Input(fh, source=str(self.path), size=size), as_of_ms=self.as_of_ms, scan=scan
-            )
-            yield from parser.records()
-            self._scan = scan
+    def _pass(self) -> Iterator[tuple[str, RedisRecord]]:
+        return _Parser(
+            self.path, as_of_ms=self.as_of_ms, on_complete=self._completed, fast=self._fast
+        ).records()
+
+    def _completed(self, scan: _Scan) -> None:
+        self._scan = scan
 
     def iter_all(self) -> Iterator[tuple[str, RedisRecord]]:
         """Every live key of every database as ``(dataset, record)`` in one pass over the file
         (CRC-64 checked at the end); what a backup or verification of a whole RDB needs."""
-        for db, record in self._pass():
-            yield f"db{db}", record
+        return self._pass()
 
     def _scanned(self) -> _Scan:
         if self._scan is None:
@@ -1063,9 +1497,8 @@ class RdbReader(RecordReader):
                 f"{self.path} has no dataset {dataset!r}",
                 hint=f"it holds: {', '.join(names) or 'nothing'}",
             )
-        wanted = int(dataset[2:])
-        for db, record in self._pass():
-            if db == wanted:
+        for name, record in self._pass():
+            if name == dataset:
                 yield record
 
     def size_hint(self, dataset: str) -> int | None:
