@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from affidavit.catalog.schema import (
@@ -21,11 +21,9 @@ from affidavit.catalog.schema import (
     BackupArtifactRow,
     BackupDatasetRow,
     BackupRow,
-    CheckpointRow,
     DatasetRow,
     DrillRow,
     HoldRow,
-    LedgerEntryRow,
     SourceRow,
     VaultRow,
     VerificationRow,
@@ -229,47 +227,76 @@ class StoredEntry:
 class LedgerRepository:
     """Raw storage of the ledger: entries, complete-subtree hashes and checkpoints.
 
-    This knows nothing of hashing; :mod:`affidavit.ledger.log` decides what is stored. The
-    append path uses Core statements on the unit of work's connection (the ORM's per-object
-    bookkeeping cost more than the hashing and signing of an event).
+    This knows nothing of hashing; :mod:`affidavit.ledger.log` decides what is stored. Every
+    statement is fixed SQL sent straight to the unit of work's DB-API connection (SQLAlchemy's
+    per-statement work, and the ORM session's per-transaction bookkeeping, cost more than the
+    hashing and signing of an event), so a ledger-only change never needs an ORM session.
     """
 
-    def __init__(self, session: Session) -> None:
-        self._s = session
-        self._raw_conn: tuple[Any, bool] | None = None
+    def __init__(self, connection: Session | Callable[[], Any], *, qmark: bool = True) -> None:
+        """``connection`` gives the transaction's DB-API connection (called once, on first
+        use; it may begin the transaction); a :class:`Session` is asked for its own.
+        ``qmark``: whether the driver takes ``?`` placeholders (else ``%s``)."""
+        if isinstance(connection, Session):
+            session = connection
+            self._connect: Callable[[], Any] = lambda: session.connection().connection
+            qmark = session.get_bind().dialect.paramstyle == "qmark"
+        else:
+            self._connect = connection
+        self._qmark = qmark
+        self._dbapi: Any = None
+        # (size, root) of the newest checkpoint, once read or written in this transaction;
+        # () when the ledger has none
+        self._newest: tuple[int, bytes] | tuple[()] | None = None
 
-    def _conn(self) -> Connection:
-        return self._s.connection()
+    def _cursor(self) -> Any:
+        if self._dbapi is None:
+            self._dbapi = self._connect()
+        return self._dbapi.cursor()
 
-    def _dbapi(self) -> tuple[Any, bool]:
-        """The transaction's DB-API connection and whether it takes ``?`` placeholders
-        (looked up once per unit of work: asking the session each time costs more than the
-        statements of an append)."""
-        if self._raw_conn is None:
-            conn = self._conn()
-            self._raw_conn = (conn.connection, conn.dialect.paramstyle == "qmark")
-        return self._raw_conn
+    def _sql(self, sql: str) -> str:
+        return sql if self._qmark else sql.replace("?", "%s")
 
     def _raw(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Run ``sql`` (``?`` placeholders) on the transaction's own DB-API connection and
-        return its rows: the append path's statements are fixed, and this skips SQLAlchemy's
-        per-statement work."""
-        dbapi, qmark = self._dbapi()
-        cursor = dbapi.cursor()
+        """Run ``sql`` (``?`` placeholders) and return its rows."""
+        cursor = self._cursor()
         try:
-            cursor.execute(sql if qmark else sql.replace("?", "%s"), tuple(params))
+            cursor.execute(self._sql(sql), tuple(params))
             return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            cursor.close()
+
+    def _stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+        """The rows of ``sql``, fetched 10,000 at a time."""
+        cursor = self._cursor()
+        try:
+            cursor.execute(self._sql(sql), tuple(params))
+            while rows := cursor.fetchmany(10_000):
+                yield from rows
         finally:
             cursor.close()
 
     def size(self) -> int:
         """Number of entries (sequence numbers are 0..size-1, dense)."""
-        return int(self._s.scalar(select(func.count()).select_from(LedgerEntryRow)) or 0)
+        ((value,),) = self._raw("SELECT count(*) FROM ledger_entries")
+        return int(value or 0)
 
     def last_seq(self) -> int | None:
         """The highest sequence number, or None for an empty ledger."""
         ((value,),) = self._raw("SELECT max(seq) FROM ledger_entries")
         return None if value is None else int(value)
+
+    def head(self) -> tuple[int | None, tuple[int, bytes] | None]:
+        """The highest sequence number (None for an empty ledger) and the size and root of the
+        newest checkpoint (None when there is none), in one statement."""
+        ((last, size, root),) = self._raw(
+            "SELECT (SELECT max(seq) FROM ledger_entries), "
+            "(SELECT size FROM ledger_checkpoints ORDER BY id DESC LIMIT 1), "
+            "(SELECT root FROM ledger_checkpoints ORDER BY id DESC LIMIT 1)"
+        )
+        newest = None if size is None else (int(size), bytes(root))
+        self._newest = () if newest is None else newest
+        return (None if last is None else int(last)), newest
 
     def append(
         self,
@@ -292,13 +319,12 @@ class LedgerRepository:
     def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
         """Store several complete-subtree hashes in one statement."""
         if nodes:
-            dbapi, qmark = self._dbapi()
-            sql = 'INSERT INTO ledger_nodes (level, "index", hash) VALUES (?, ?, ?)'
-            if not qmark:
-                sql = sql.replace("?", "%s")
-            cursor = dbapi.cursor()
+            cursor = self._cursor()
             try:
-                cursor.executemany(sql, list(nodes))
+                cursor.executemany(
+                    self._sql('INSERT INTO ledger_nodes (level, "index", hash) VALUES (?, ?, ?)'),
+                    list(nodes),
+                )
             finally:
                 cursor.close()
 
@@ -319,21 +345,19 @@ class LedgerRepository:
 
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[StoredEntry]:
         """Entries with ``start <= seq < stop`` in sequence order, streamed."""
-        stmt = select(LedgerEntryRow.seq, LedgerEntryRow.entry, LedgerEntryRow.leaf_hash).where(
-            LedgerEntryRow.seq >= start
-        )
+        sql = "SELECT seq, entry, leaf_hash FROM ledger_entries WHERE seq >= ?"
+        params = [start]
         if stop is not None:
-            stmt = stmt.where(LedgerEntryRow.seq < stop)
-        for seq, entry, leaf in self._s.execute(
-            stmt.order_by(LedgerEntryRow.seq).execution_options(yield_per=10_000)
-        ):
+            sql += " AND seq < ?"
+            params.append(stop)
+        for seq, entry, leaf in self._stream(sql + " ORDER BY seq", params):
             yield StoredEntry(seq=int(seq), entry=bytes(entry), leaf_hash=bytes(leaf))
 
     def entry_rows(self) -> Iterator[tuple[int, bytes, bytes | None]]:
         """``(seq, entry, leaf_hash)`` of every entry in seq order, straight from a DB-API
         cursor: verify and export read every row, and the ORM costs more per row than hashing."""
-        cursor = self._conn().connection.cursor()
-        try:
+        cursor = self._cursor()
+        try:  # not through _stream: one generator less per row, for a million rows
             cursor.execute("SELECT seq, entry, leaf_hash FROM ledger_entries ORDER BY seq")
             while rows := cursor.fetchmany(10_000):
                 for seq, entry, leaf in rows:
@@ -345,17 +369,24 @@ class LedgerRepository:
         self, *, action: str | None = None, since: str | None = None, limit: int | None = None
     ) -> list[StoredEntry]:
         """Entries filtered by action and by time (RFC 3339 strings compare in order)."""
-        stmt = select(LedgerEntryRow.seq, LedgerEntryRow.entry, LedgerEntryRow.leaf_hash)
+        where: list[str] = []
+        params: list[Any] = []
         if action is not None:
-            stmt = stmt.where(LedgerEntryRow.action == action)
+            where.append("action = ?")
+            params.append(action)
         if since is not None:
-            stmt = stmt.where(LedgerEntryRow.time >= since)
-        stmt = stmt.order_by(LedgerEntryRow.seq)
+            where.append("time >= ?")
+            params.append(since)
+        sql = "SELECT seq, entry, leaf_hash FROM ledger_entries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq"
         if limit is not None:
-            stmt = stmt.limit(limit)
+            sql += " LIMIT ?"
+            params.append(limit)
         return [
             StoredEntry(seq=int(s), entry=bytes(e), leaf_hash=bytes(h))
-            for s, e, h in self._s.execute(stmt)
+            for s, e, h in self._raw(sql, params)
         ]
 
     def add_checkpoint(self, *, size: int, root: bytes, note: str, created_at: str) -> None:
@@ -364,12 +395,11 @@ class LedgerRepository:
             "INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?)",
             (size, root, note, created_at),
         )
+        self._newest = (size, root)
 
     def checkpoints(self) -> list[tuple[int, str]]:
         """Every stored checkpoint as (size, signed note), oldest first."""
-        rows = self._s.execute(
-            select(CheckpointRow.size, CheckpointRow.note).order_by(CheckpointRow.id)
-        )
+        rows = self._raw("SELECT size, note FROM ledger_checkpoints ORDER BY id")
         return [(int(size), str(note)) for size, note in rows]
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
@@ -377,19 +407,21 @@ class LedgerRepository:
         rows = self._raw("SELECT size, note FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
+    def latest_checkpoint_size(self) -> int | None:
+        """The tree size of the newest stored checkpoint, or None; once :meth:`head` or
+        :meth:`add_checkpoint` ran in this transaction, without reading again (the
+        transaction holds the write lock, and every checkpoint goes through this class)."""
+        if self._newest is None:
+            rows = self._raw("SELECT size FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
+            return int(rows[0][0]) if rows else None
+        return self._newest[0] if self._newest else None
+
     def checkpoint_of_size(self, size: int) -> str | None:
         """The newest stored signed checkpoint of tree size ``size``, or None."""
-        row = (
-            self._conn()
-            .execute(
-                select(CheckpointRow.note)
-                .where(CheckpointRow.size == size)
-                .order_by(CheckpointRow.id.desc())
-                .limit(1)
-            )
-            .first()
+        rows = self._raw(
+            "SELECT note FROM ledger_checkpoints WHERE size = ? ORDER BY id DESC LIMIT 1", (size,)
         )
-        return None if row is None else str(row[0])
+        return str(rows[0][0]) if rows else None
 
 
 def _source(row: SourceRow) -> Source:

@@ -8,12 +8,14 @@ commits the catalog change and its ledger event together, or neither.
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,23 +32,209 @@ from affidavit.errors import CatalogError, CatalogVersionError, InputError
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
+    from sqlalchemy.pool import PoolProxiedConnection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _BUSY_TIMEOUT_MS = 30_000
 
 
-class UnitOfWork:
-    """One database transaction with the repositories that work inside it."""
+class _Transaction:
+    """The one database transaction of a unit of work, opened on first use.
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.sources = SourceRepository(session)
-        self.datasets = DatasetRepository(session)
-        self.vaults = VaultRepository(session)
-        self.ledger = LedgerRepository(session)
-        self.backups = BackupRepository(session)
-        self.checks = CheckRepository(session)
-        self.governance = GovernanceRepository(session)
+    On SQLite the transaction runs on a pooled DB-API connection (``BEGIN IMMEDIATE``,
+    ``COMMIT``) and an ORM :class:`Session` is bound to it only when something asks for one:
+    a ledger-only change (an event and its checkpoint) then never pays for the session's
+    begin/flush/commit bookkeeping. A session created later joins the same transaction (it
+    never commits it; this object does). Other databases use a session from the start.
+    """
+
+    __slots__ = (
+        "_conn",
+        "_dbapi",
+        "_ended",
+        "_engine",
+        "_fairy",
+        "_lock",
+        "_raw",
+        "_session",
+        "_sessions",
+        "_spare",
+        "_trans",
+        "qmark",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+        *,
+        lock: str | None,
+        spare: list[PoolProxiedConnection] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._sessions = sessions
+        self._lock = lock  # statement that serialises writers on a server database
+        self._raw = engine.dialect.name == "sqlite"
+        self.qmark = engine.dialect.paramstyle == "qmark"
+        # the catalog's connection kept checked out between units of work (SQLite): taking it
+        # costs nothing, where a pool checkout and check-in cost as much as a statement
+        self._spare = spare if spare is not None else []
+        self._fairy: PoolProxiedConnection | None = None  # the pool's handle (SQLite)
+        self._ended = False  # committed or rolled back, cleanly
+        self._dbapi: Any = None  # the DB-API connection, in a transaction once set
+        self._conn: Connection | None = None
+        self._trans: RootTransaction | None = None
+        self._session: Session | None = None
+
+    @classmethod
+    def of_session(cls, session: Session) -> _Transaction:
+        """A transaction that is ``session``'s own (committed by the caller's session)."""
+        bind = session.get_bind()
+        tx = cls(bind if isinstance(bind, Engine) else bind.engine, sessionmaker(), lock=None)
+        tx._raw = False
+        tx._session = session
+        return tx
+
+    def dbapi(self) -> Any:
+        """The DB-API connection, inside the transaction (begun here on first use)."""
+        if self._dbapi is None:
+            if self._raw:
+                try:
+                    fairy = self._spare.pop()
+                except IndexError:
+                    fairy = self._engine.raw_connection()
+                dbapi: Any = fairy.dbapi_connection
+                try:
+                    dbapi.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    fairy.close()
+                    raise
+                self._fairy, self._dbapi = fairy, dbapi
+            else:
+                # the pool's proxy: cursor() and commit() reach the driver's connection
+                self._dbapi = self.session().connection().connection
+        return self._dbapi
+
+    def session(self) -> Session:
+        """The ORM session of this transaction (created and joined on first use)."""
+        if self._session is None:
+            if self._raw:
+                self.dbapi()
+                assert self._fairy is not None
+                conn = Connection(self._engine, connection=self._fairy)
+                # the connection is in BEGIN IMMEDIATE already: the "begin" listener sees it
+                self._trans = conn.begin()
+                self._conn = conn
+                # joins the open transaction; commit() below ends it, the session never does
+                self._session = self._sessions(bind=conn)
+            else:
+                self._session = self._sessions()
+                if self._lock is not None:
+                    self._session.execute(text(self._lock))
+        return self._session
+
+    def commit(self) -> None:
+        """Flush the session (if any) and commit."""
+        if not self._raw:
+            if self._session is not None:
+                self._session.commit()
+            return
+        if self._session is not None:
+            self._session.commit()  # flushes; the transaction itself is ours
+            assert self._trans is not None
+            self._trans.commit()
+        elif self._dbapi is not None:
+            self._dbapi.commit()
+        self._ended = True
+
+    def rollback(self) -> None:
+        """Roll back whatever ran; a connection that cannot roll back is discarded."""
+        if not self._raw:
+            if self._session is not None:
+                self._session.rollback()
+            return
+        try:
+            if self._session is not None:
+                self._session.close()
+            if self._trans is not None and self._trans.is_active:
+                self._trans.rollback()
+            elif self._dbapi is not None and self._dbapi.in_transaction:
+                self._dbapi.rollback()
+        except BaseException:
+            if self._fairy is not None:
+                self._fairy.invalidate()
+            raise
+        self._ended = True
+
+    def close(self) -> None:
+        """Hand the connection back to the pool (after commit or rollback)."""
+        if self._session is not None:
+            self._session.close()
+        if self._conn is not None:
+            self._conn.close()  # also returns the pooled connection
+        elif self._fairy is not None:
+            idle = self._ended and not self._dbapi.in_transaction
+            if idle and not self._spare:
+                self._spare.append(self._fairy)  # kept for the next unit of work
+            else:
+                self._fairy.close()
+        self._session = self._conn = self._trans = self._fairy = self._dbapi = None
+
+
+class UnitOfWork:
+    """One database transaction with the repositories that work inside it.
+
+    The repositories are built on first use; the ORM session (``session``) only when an ORM
+    repository needs it: the ledger's statements run on the transaction's DB-API connection.
+    """
+
+    def __init__(self, session: Session | _Transaction) -> None:
+        self._tx = (
+            session if isinstance(session, _Transaction) else _Transaction.of_session(session)
+        )
+        self._ledger: LedgerRepository | None = None
+
+    @property
+    def session(self) -> Session:
+        """The ORM session, joined to this unit of work's transaction."""
+        return self._tx.session()
+
+    @cached_property
+    def sources(self) -> SourceRepository:
+        """Registered sources."""
+        return SourceRepository(self.session)
+
+    @cached_property
+    def datasets(self) -> DatasetRepository:
+        """Datasets and their classification."""
+        return DatasetRepository(self.session)
+
+    @cached_property
+    def vaults(self) -> VaultRepository:
+        """Registered vaults."""
+        return VaultRepository(self.session)
+
+    @property
+    def ledger(self) -> LedgerRepository:
+        """The ledger's storage (statements on the DB-API connection; no session needed)."""
+        if self._ledger is None:  # by hand: on the append path, cached_property's lock shows
+            self._ledger = LedgerRepository(self._tx.dbapi, qmark=self._tx.qmark)
+        return self._ledger
+
+    @cached_property
+    def backups(self) -> BackupRepository:
+        """Backups, their artifacts and holds."""
+        return BackupRepository(self.session)
+
+    @cached_property
+    def checks(self) -> CheckRepository:
+        """Verifications, drills, alerts."""
+        return CheckRepository(self.session)
+
+    @cached_property
+    def governance(self) -> GovernanceRepository:
+        """Policy versions, baselines, findings, exceptions."""
+        return GovernanceRepository(self.session)
 
 
 class Catalog:
@@ -56,6 +244,16 @@ class Catalog:
         self.url = url
         self._engine = _make_engine(url)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        # what the driver raises (statements on the raw connection are not wrapped by SQLAlchemy)
+        self._dbapi_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
+        # at most one pooled connection kept checked out between units of work; handed back
+        # by close() (or when the catalog is collected)
+        self._spare: list[PoolProxiedConnection] = []
+        weakref.finalize(self, _release, self._spare)
+        self._lock: str | None = None
+        if self._engine.dialect.name == "postgresql":
+            # one writer at a time appends to the ledger (sequence numbers are dense)
+            self._lock = "LOCK TABLE ledger_entries IN SHARE ROW EXCLUSIVE MODE"
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -128,33 +326,38 @@ class Catalog:
     @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:
         """A write transaction: commits on normal exit, rolls back on any exception."""
-        session = self._sessions()
+        tx = self._transaction()
         try:
-            if self._engine.dialect.name == "postgresql":
-                # one writer at a time appends to the ledger (sequence numbers are dense)
-                session.execute(text("LOCK TABLE ledger_entries IN SHARE ROW EXCLUSIVE MODE"))
-            yield UnitOfWork(session)
-            session.commit()
-        except SQLAlchemyError as exc:
-            session.rollback()
+            yield UnitOfWork(tx)
+            tx.commit()
+        except (SQLAlchemyError, self._dbapi_error) as exc:
+            _rollback_quietly(tx)
             raise _wrap(exc, "write the catalog") from exc
         except BaseException:
-            session.rollback()
+            tx.rollback()
             raise
         finally:
-            session.close()
+            tx.close()
 
     @contextmanager
     def reader(self) -> Iterator[UnitOfWork]:
         """A read-only view; never commits."""
-        session = self._sessions()
+        tx = self._transaction()
         try:
-            yield UnitOfWork(session)
-        except SQLAlchemyError as exc:
+            yield UnitOfWork(tx)
+        except (SQLAlchemyError, self._dbapi_error) as exc:
             raise _wrap(exc, "read the catalog") from exc
         finally:
-            session.rollback()
-            session.close()
+            try:
+                tx.rollback()
+            finally:
+                tx.close()
+
+    def _transaction(self) -> _Transaction:
+        tx = _Transaction(self._engine, self._sessions, lock=self._lock, spare=self._spare)
+        if self._lock is not None:
+            tx.session()  # taken up front, as before any read
+        return tx
 
     def describe(self) -> str:
         """The catalog's location without credentials."""
@@ -162,6 +365,7 @@ class Catalog:
 
     def close(self) -> None:
         """Release pooled connections."""
+        _release(self._spare)
         self._engine.dispose()
 
 
@@ -216,16 +420,35 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
 
 
 def _sqlite_begin_immediate(conn: Any) -> None:
-    # straight to the DB-API connection: this runs once per unit of work, on the append path
-    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+    # straight to the DB-API connection; a unit of work that began it itself (see
+    # _Transaction) is already inside BEGIN IMMEDIATE when its session joins
+    dbapi = conn.connection.dbapi_connection
+    if not dbapi.in_transaction:
+        dbapi.execute("BEGIN IMMEDIATE")
 
 
-def _wrap(exc: SQLAlchemyError, doing: str) -> CatalogError:
+def _release(spare: list[PoolProxiedConnection]) -> None:
+    while spare:
+        with suppress(Exception):
+            spare.pop().close()
+
+
+def _rollback_quietly(tx: _Transaction) -> None:
+    # the original error is what the caller needs to see, not a failed rollback after it
+    with suppress(Exception):
+        tx.rollback()
+
+
+def _wrap(exc: Exception, doing: str) -> CatalogError:
+    """A :class:`CatalogError` for an SQLAlchemy error or a DB-API error of the driver."""
     detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     message = str(detail).splitlines()[0] if str(detail) else type(detail).__name__
+    operational = isinstance(exc, OperationalError) or any(
+        kind.__name__ == "OperationalError" for kind in type(detail).__mro__
+    )  # the driver's own class (sqlite3, psycopg), raised by statements on the raw connection
     hint = ""
-    if isinstance(exc, OperationalError) and "locked" in message:
+    if operational and "locked" in message:
         hint = "another affidavit process holds the catalog; retry when it has finished"
-    elif isinstance(exc, OperationalError):
+    elif operational:
         hint = "check that the catalog file or server is reachable and writable"
     return CatalogError(f"could not {doing}: {message}", hint=hint or None)

@@ -27,8 +27,8 @@ from affidavit.crypto.note import NoteSigner, NoteVerifier
 from affidavit.crypto.signing import load_signing_key
 from affidavit.errors import FormatError, IntegrityError, KeystoreError
 from affidavit.ledger.checkpoint import Checkpoint, sign_checkpoint
-from affidavit.ledger.log import LedgerLog
-from affidavit.models.ledger import ClientInfo, Event, rfc3339_utc
+from affidavit.ledger.log import LedgerLog, LogState, utc_text
+from affidavit.models.ledger import ClientInfo, Event
 
 KEYS_DIRNAME = "keys"
 LEDGER_KEY_FILENAME = "ledger.key"
@@ -112,9 +112,31 @@ class Change:
     uow: UnitOfWork
     actor: str
     client: ClientInfo
-    log: LedgerLog
     identity: LedgerIdentity | None = None
     events: list[Event] = field(default_factory=list)
+    # the log as this process last committed it, with the root it signed (see App.change)
+    resume: tuple[LogState, bytes] | None = field(default=None, repr=False)
+    _log: LedgerLog | None = field(default=None, init=False, repr=False)
+
+    @property
+    def log(self) -> LedgerLog:
+        """The ledger log inside this transaction.
+
+        On first use it reads the ledger's head (highest seq, newest checkpoint's size and
+        root) in one statement. When that is exactly the state this process committed last
+        (same size, a newest checkpoint of that size and root), the log resumes from the
+        frontier kept in memory; otherwise it reads the stored subtree hashes it needs.
+        """
+        if self._log is None:
+            last, newest = self.uow.ledger.head()
+            size = 0 if last is None else last + 1
+            if self.resume is not None and newest is not None:
+                state, root = self.resume
+                if state.size == size == newest[0] and root == newest[1]:
+                    self._log = LedgerLog(self.uow.ledger, state=state)
+            if self._log is None:
+                self._log = LedgerLog(self.uow.ledger, size=size)
+        return self._log
 
     def record(self, action: str, subject: str, details: Mapping[str, Any] | None = None) -> Event:
         """Append a ledger event in this transaction."""
@@ -134,6 +156,9 @@ class App:
         self.client = client or ClientInfo(agent="affidavit-cli")
         self._identity: LedgerIdentity | None = None
         self._actor = settings.effective_actor  # resolved once (a passwd lookup otherwise)
+        # the ledger's size and frontier as the last change of this App committed them, with
+        # the root its checkpoint signed: re-checked against the catalog by every change
+        self._ledger_state: tuple[LogState, bytes] | None = None
 
     @property
     def actor(self) -> str:
@@ -160,19 +185,28 @@ class App:
         begins: the signer refuses to vouch for entries it did not append itself (rows
         inserted into the catalog behind affidavit's back) and raises
         :class:`IntegrityError`, rolling the change back.
+
+        A change after one that this App committed resumes the log from the frontier kept in
+        memory once its transaction has checked that the catalog still ends there (no entry
+        beyond it, the newest checkpoint of that size and root); otherwise it reads the
+        stored subtree hashes as a fresh log would. A ledger-only change runs on the pooled
+        DB-API connection, without an ORM session (see :class:`UnitOfWork`).
         """
         identity = self.ledger_identity()
+        signed: tuple[LogState, bytes] | None = None
         with self.catalog.unit_of_work() as uow:
             change = Change(
                 uow=uow,
                 actor=self.actor,
                 client=self.client,
-                log=LedgerLog(uow.ledger),
                 identity=identity,
+                resume=self._ledger_state,
             )
             yield change
             if change.events:
-                _checkpoint_batch(change)
+                signed = _checkpoint_batch(change)
+        if signed is not None:  # committed: the next change may resume from it
+            self._ledger_state = signed
 
     @contextmanager
     def read(self) -> Iterator[UnitOfWork]:
@@ -185,35 +219,43 @@ class App:
         self.catalog.close()
 
 
-def _checkpoint_batch(change: Change) -> None:
+def _checkpoint_batch(change: Change) -> tuple[LogState, bytes] | None:
+    """Sign and store the checkpoint of the batch's tree; return the log's state and the root
+    signed, or None before the ledger has its identity."""
     identity = change.identity
     first = change.events[0].seq
-    latest = change.uow.ledger.latest_checkpoint()
+    latest = change.uow.ledger.latest_checkpoint_size()
     if identity is None:
         if latest is not None:
             raise KeystoreError(
                 "the ledger has checkpoints but its signing key is missing from the home",
                 hint="restore HOME/keys/ledger.key and HOME/keys/ledger.origin from a backup",
             )
-        return  # before `affidavit init` set the ledger up: setup_ledger signs everything
-    if latest is not None and latest[0] != first:
+        return None  # before `affidavit init` set the ledger up: setup_ledger signs everything
+    if latest is not None and latest != first:
         raise IntegrityError(
-            f"refusing to sign: the newest checkpoint covers {latest[0]} entries but this "
+            f"refusing to sign: the newest checkpoint covers {latest} entries but this "
             f"change starts at seq {first}",
             hint="the catalog was altered outside affidavit; run `affidavit ledger verify`",
         )
-    store_checkpoint(change.uow, change.log, identity)
+    state = change.log.state()
+    root = state.root
+    _sign_and_store(change.uow, identity, state.size, root)
+    return state, root
 
 
 def store_checkpoint(uow: UnitOfWork, log: LedgerLog, identity: LedgerIdentity) -> str:
     """Sign a checkpoint of the log as it stands in ``uow`` and store it; return the note."""
     size = log.size()
-    root = log.root(size)
+    return _sign_and_store(uow, identity, size, log.root(size))
+
+
+def _sign_and_store(uow: UnitOfWork, identity: LedgerIdentity, size: int, root: bytes) -> str:
     note = sign_checkpoint(
         Checkpoint(origin=identity.origin, size=size, root=root), identity.signer
     )
     uow.ledger.add_checkpoint(
-        size=size, root=root, note=note, created_at=rfc3339_utc(datetime.now(UTC))
+        size=size, root=root, note=note, created_at=utc_text(datetime.now(UTC))
     )
     return note
 
