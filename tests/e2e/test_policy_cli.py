@@ -235,3 +235,47 @@ def test_baseline_refuses_when_a_source_is_unreachable(
     r = cli("--timeout", "1", "baseline", "approve", "--note", "x")
     assert r.code == 3 and "cannot read" in r.err
     assert _ledger_size(home) == before and _rows(home, "baselines") == 0
+
+
+def test_approvals_forged_in_the_catalog_count_for_nothing(
+    cli: Any, home: Path, servers: dict[str, str], tmp_path: Path
+) -> None:
+    """Someone who can write the catalog but not the ledger cannot approve an exception or a
+    policy by editing rows: approvals are what the ledger records."""
+    _setup(cli, servers, tmp_path)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY, encoding="utf-8")
+    _ok(cli("--actor", "alice", "policy", "propose", str(policy)))
+    _ok(cli("--actor", "bob", "policy", "approve", "1"))
+    expires = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%d")
+    r = _ok(cli("--actor", "mallory", "exception", "add", "dataset.classified", "*",
+                "--reason", "trust me", "--expires", expires, "--json"))  # fmt: skip
+    xid = json.loads(r.out)["id"]
+    with sqlite3.connect(home / "catalog.sqlite") as db:
+        db.execute(
+            "update policy_exceptions set status='approved', approved_by='bob', "
+            "approved_at='2026-11-28 11:00:00' where id=?",
+            (xid,),
+        )
+    code, out = _check(cli, "--offline")
+    statuses = {(r["control"], r["subject"]): r["status"] for r in out["results"]}
+    assert statuses[("dataset.classified", "dataset:orders/shop.orders")] == "fail"
+    # an approval typed into the policy row without its ledger event
+    policy.write_text(POLICY.replace("rpo_hours = 24", "rpo_hours = 48"), encoding="utf-8")
+    _ok(cli("--actor", "mallory", "policy", "propose", str(policy)))
+    with sqlite3.connect(home / "catalog.sqlite") as db:
+        db.execute(
+            "update policy_versions set approved_by='bob', approved_at='2026-11-28 11:00:00' "
+            "where version=2"
+        )
+    code, out = _check(cli, "--offline")
+    assert code == 1 and ("policy.approved", "policy:v2") in _failing(out)
+    assert all(
+        r["status"] == "not-evaluated" for r in out["results"] if r["control"] == "backup.rpo"
+    )
+    # separation of duties ignores case and spacing in names
+    r = _ok(cli("--actor", "mallory", "exception", "add", "backup.rpo", "*",
+                "--reason", "again", "--expires", expires, "--json"))  # fmt: skip
+    other = json.loads(r.out)["id"]
+    r = cli("--actor", " MALLORY ", "exception", "approve", other)
+    assert r.code == 2 and "cannot also approve" in r.err

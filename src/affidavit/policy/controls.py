@@ -327,6 +327,8 @@ CONTROLS: tuple[Control, ...] = (
 )
 
 BY_ID: Mapping[str, Control] = MappingProxyType({c.id: c for c in CONTROLS})
+#: controls no exception can excuse: evidence and the rules themselves must hold
+UNEXCEPTABLE: frozenset[str] = frozenset({"ledger.integrity", "policy.approved"})
 CONTROL_IDS: frozenset[str] = frozenset(BY_ID)
 
 

@@ -44,7 +44,7 @@ class VaultFacts:
     name: str
     kind: str
     region: str | None
-    object_lock: bool  # artifacts get a per-object retention lock (S3 Object Lock)
+    object_lock: bool | None  # the storage enforces retention (S3 Object Lock); None: not read
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,3 +140,4 @@ class Facts:
     config_errors: Mapping[str, str] = field(default_factory=dict)  # "source:x" -> why unread
     baseline: Mapping[str, Any] | None = None
     baseline_id: int | None = None
+    live: bool = True  # False: sources and vaults were not contacted (offline check)

@@ -17,7 +17,7 @@ from typing import Any
 
 from affidavit.constants import Classification
 from affidavit.models.governance import PolicyException, Severity
-from affidavit.policy.controls import BY_ID, CONTROLS
+from affidavit.policy.controls import BY_ID, CONTROLS, UNEXCEPTABLE
 from affidavit.policy.document import LevelRequirements, Policy
 from affidavit.policy.facts import BackupFacts, CheckFacts, DatasetFacts, Facts
 
@@ -92,7 +92,7 @@ def evaluate(
 
 
 def _excepted(result: ControlResult, active: Sequence[PolicyException]) -> ControlResult:
-    if result.status is not Status.FAIL:
+    if result.status is not Status.FAIL or result.control in UNEXCEPTABLE:
         return result
     for exc in active:  # already filtered to those active now
         if exc.control == result.control and exc.subject in ("*", result.subject):
@@ -118,8 +118,21 @@ class _Context:
             (b for b in facts.backups if b.complete and b.finished_at is not None),
             key=lambda b: (b.finished_at, b.id),
         )
+        # a backup whose newest verification failed protects nothing: it does not count for
+        # protection, the RPO or the cadence (verify.recent reports the failure itself)
+        latest: dict[str, CheckFacts] = {}
+        for v in sorted(facts.verifications, key=lambda c: c.at):
+            latest[v.backup_id] = v
+        self.failed_verification = {bid: v for bid, v in latest.items() if not v.ok}
+        self.latest_verification = latest
+        self.usable = [b for b in self.complete if b.id not in self.failed_verification]
         self.by_dataset: dict[tuple[str, str], list[BackupFacts]] = {}
+        self.all_by_dataset: dict[tuple[str, str], list[BackupFacts]] = {}
         for b in self.complete:
+            if b.source is not None:
+                for name in b.datasets:
+                    self.all_by_dataset.setdefault((b.source, name), []).append(b)
+        for b in self.usable:
             if b.source is not None:
                 for name in b.datasets:
                     self.by_dataset.setdefault((b.source, name), []).append(b)
@@ -194,9 +207,14 @@ def _policy_approved(ctx: _Context) -> Iterator[ControlResult]:
     cid = "policy.approved"
     if p is None:
         yield ctx.fail(cid, "policy", "no policy version has been approved")
-    elif p.approved_by is None or p.approved_by == p.proposed_by:
+    elif (
+        p.approved_by is None
+        or p.approved_by.strip().casefold() == p.proposed_by.strip().casefold()
+    ):
         yield ctx.fail(
-            cid, f"policy:v{p.version}", f"version {p.version} lacks a second-person approval"
+            cid,
+            f"policy:v{p.version}",
+            f"version {p.version} has no ledger-backed approval by a second person",
         )
     else:
         yield ctx.ok(
@@ -220,6 +238,9 @@ def _dataset_protected(ctx: _Context) -> Iterator[ControlResult]:
                 evidence=[newest.subject],
                 source=d.source,
             )
+        elif ctx.all_by_dataset.get((d.source, d.name)):
+            yield ctx.fail(cid, d.subject, "every backup holding this dataset failed its newest "
+                           "verification", source=d.source)  # fmt: skip
         else:
             yield ctx.fail(cid, d.subject, "no complete backup holds this dataset", source=d.source)
 
@@ -255,35 +276,32 @@ def _backup_rpo(ctx: _Context) -> Iterator[ControlResult]:
 
 
 def _backup_frequency(ctx: _Context) -> Iterator[ControlResult]:
+    """Per dataset: the gaps between consecutive usable backups over the last 30 days,
+    including the gap from the last backup before the window to the first one in it."""
     cid = "backup.frequency"
-    by_source: dict[str, list[BackupFacts]] = {}
-    for b in ctx.complete:
-        if b.source is not None and b.source in ctx.source_level:
-            by_source.setdefault(b.source, []).append(b)
-    for source, backups in sorted(by_source.items()):
-        level = ctx.source_level[source]
-        rpo = timedelta(hours=ctx.level(level).rpo_hours)
-        recent = sorted(b.started_at for b in backups if ctx.now - b.started_at <= FREQUENCY_WINDOW)
-        subject = f"source:{source}"
-        if len(recent) < 2:
-            yield ctx.ok(
-                cid,
-                subject,
-                f"{len(recent)} backup(s) in the last 30 days: no interval to measure "
-                "(freshness is backup.rpo's)",
-                source=source,
-            )
+    for d in ctx.facts.datasets:
+        backups = ctx.by_dataset.get((d.source, d.name))
+        if not backups:
+            continue  # dataset.protected reports it
+        rpo = timedelta(hours=ctx.level(d.classification).rpo_hours)
+        starts = sorted(b.started_at for b in backups)
+        window = [t for t in starts if ctx.now - t <= FREQUENCY_WINDOW]
+        before = [t for t in starts if ctx.now - t > FREQUENCY_WINDOW]
+        series = ([before[-1]] if before else []) + window
+        if len(series) < 2:
+            yield ctx.ok(cid, d.subject, f"{len(window)} backup(s) in the last 30 days and none "
+                         "before: no interval to measure (freshness is backup.rpo's)",
+                         source=d.source)  # fmt: skip
             continue
-        gaps = [later - earlier for earlier, later in itertools.pairwise(recent)]
-        worst = max(gaps)
+        worst = max(later - earlier for earlier, later in itertools.pairwise(series))
         text = (
-            f"{len(recent)} backups in 30 days; longest gap {worst.total_seconds() / 3600:.1f} h "
-            f"(RPO {rpo.total_seconds() / 3600:g} h for {level.value})"
+            f"{len(window)} backups in 30 days; longest gap {worst.total_seconds() / 3600:.1f} h "
+            f"(RPO {rpo.total_seconds() / 3600:g} h for {d.classification.value})"
         )
         if worst <= rpo:
-            yield ctx.ok(cid, subject, text, source=source)
+            yield ctx.ok(cid, d.subject, text, source=d.source)
         else:
-            yield ctx.fail(cid, subject, text, source=source)
+            yield ctx.fail(cid, d.subject, text, source=d.source)
 
 
 def _backup_retention(ctx: _Context) -> Iterator[ControlResult]:
@@ -347,7 +365,11 @@ def _backup_immutable(ctx: _Context) -> Iterator[ControlResult]:
     cid = "backup.immutable"
     for b in ctx.complete:
         vault = ctx.vaults.get(b.vault)
-        if vault is not None and vault.object_lock:
+        required = ctx.level(b.classification).immutability_required
+        if vault is not None and vault.object_lock is None and required:
+            unread = f"vault {b.vault}'s storage was not read (offline check or unreachable)"
+            yield ctx.result(cid, b.subject, Status.NOT_EVALUATED, unread, source=b.source)
+        elif vault is not None and vault.object_lock:
             yield ctx.ok(
                 cid,
                 b.subject,
@@ -355,7 +377,7 @@ def _backup_immutable(ctx: _Context) -> Iterator[ControlResult]:
                 evidence=[b.subject],
                 source=b.source,
             )
-        elif ctx.level(b.classification).immutability_required:
+        elif required:
             why = "is not registered" if vault is None else f"({vault.kind}) has no retention lock"
             yield ctx.fail(
                 cid,
@@ -454,20 +476,36 @@ def _link(check: CheckFacts) -> str:
 
 
 def _verify_recent(ctx: _Context) -> Iterator[ControlResult]:
+    """The newest complete backup of every dataset: its newest verification must have passed
+    within the period; while that backup is younger than the period, the newest verification
+    of the dataset's backups stands in (and a dataset first backed up less than a period ago
+    is not yet due). A failed newest verification is never hidden by an older pass."""
+    cid = "verify.recent"
     for d in ctx.facts.datasets:
-        backups = ctx.by_dataset.get((d.source, d.name))
-        if backups:
-            period = ctx.level(d.classification).verify_every_days
-            yield _periodic(
-                ctx,
-                "verify.recent",
-                d,
-                d.source,
-                ctx.facts.verifications,
-                backups,
-                period,
-                "verification",
-            )
+        backups = ctx.all_by_dataset.get((d.source, d.name))
+        if not backups:
+            continue
+        days = ctx.level(d.classification).verify_every_days
+        period = timedelta(days=days)
+        newest = backups[-1]
+        own = ctx.latest_verification.get(newest.id)
+        if own is not None and not own.ok:
+            yield ctx.fail(cid, d.subject, f"the newest backup {newest.id} failed its newest "
+                           f"verification {own.id} ({_age(ctx.now, own.at)} ago)",
+                           evidence=[_link(own), newest.subject], source=d.source)  # fmt: skip
+        elif own is not None and ctx.now - own.at <= period:
+            yield ctx.ok(cid, d.subject, f"the newest backup {newest.id} passed verification "
+                         f"{own.id} {_age(ctx.now, own.at)} ago (period {_days(days)})",
+                         evidence=[_link(own), newest.subject], source=d.source)  # fmt: skip
+        else:
+            assert newest.finished_at is not None
+            if ctx.now - newest.finished_at <= period:  # not yet due: the dataset's record
+                yield _periodic(ctx, cid, d, d.source, ctx.facts.verifications, backups,
+                                days, "verification")  # fmt: skip
+            else:
+                yield ctx.fail(cid, d.subject, f"the newest backup {newest.id} has no passing "
+                               f"verification in the last {_days(days)}",
+                               evidence=[newest.subject], source=d.source)  # fmt: skip
 
 
 def _by_source(ctx: _Context) -> dict[str, list[BackupFacts]]:
@@ -653,6 +691,10 @@ def _config_baseline(ctx: _Context) -> Iterator[ControlResult]:
     baseline = ctx.facts.baseline
     if baseline is None:
         yield ctx.fail(cid, "baseline", "no configuration baseline has been approved")
+        return
+    if not ctx.facts.live:
+        yield ctx.result(cid, "baseline", Status.NOT_EVALUATED,
+                         "offline check: the live configuration was not read")  # fmt: skip
         return
     current = ctx.facts.config
     ref = f"baseline:{ctx.facts.baseline_id}"

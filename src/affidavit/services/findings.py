@@ -19,6 +19,7 @@ from affidavit.models.governance import (
     PolicyException,
 )
 from affidavit.policy.controls import control as known_control
+from affidavit.services.approvals import same_person
 from affidavit.services.context import App
 from affidavit.services.policy import resolve_finding_in
 
@@ -140,7 +141,7 @@ def approve_exception(app: App, exc_id: str) -> PolicyException:
         exc = gov.exception(exc_id)
         if exc.status is not ExceptionStatus.REQUESTED:
             raise InputError(f"exception {exc_id} is {exc.status.value}, not requested")
-        if exc.requested_by == change.actor:
+        if same_person(exc.requested_by, change.actor):
             raise AccessDenied(
                 f"{change.actor} requested exception {exc_id} and cannot also approve it",
                 hint="separation of duties: another person approves",

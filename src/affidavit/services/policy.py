@@ -34,6 +34,7 @@ from affidavit.policy.controls import CONTROL_IDS, CONTROLS, Control, check_fram
 from affidavit.policy.document import MAX_POLICY_BYTES, Policy, parse_policy
 from affidavit.policy.rules import ControlResult, Status, evaluate, passed
 from affidavit.services.alerts import raise_alert
+from affidavit.services.approvals import backed_exceptions, same_person
 from affidavit.services.context import App, Change
 from affidavit.services.policy_facts import gather_facts
 
@@ -119,7 +120,7 @@ def approve_policy(app: App, version: int) -> PolicyVersion:
             raise AlreadyExists(
                 f"policy version {version} was already approved by {proposed.approved_by}"
             )
-        if proposed.proposed_by == change.actor:
+        if same_person(proposed.proposed_by, change.actor):
             raise AccessDenied(
                 f"{change.actor} proposed policy version {version} and cannot also approve it",
                 hint="separation of duties: another person approves (AFFIDAVIT_ACTOR names who "
@@ -202,9 +203,11 @@ def check_policy(
     now = now or _now()
     facts = gather_facts(app, now=now, live=live, reporter=reporter)
     current = effective_policy(app)
-    policy = current[1] if current else None
+    # only a ledger-backed approval puts a policy in effect (see services.approvals)
+    backed = facts.policy is not None and facts.policy.approved_by is not None
+    policy = current[1] if current and backed else None
     with app.read() as uow:
-        exceptions = uow.governance.exceptions()
+        exceptions, _rejected = backed_exceptions(uow, uow.governance.exceptions())
     results = evaluate(facts, policy, exceptions)
     ok = passed(results)
     run_id = _new_id("chk")

@@ -30,6 +30,7 @@ from affidavit.policy.facts import (
     SourceFacts,
     VaultFacts,
 )
+from affidavit.services.approvals import policy_is_backed
 from affidavit.services.backends import engine_for, vault_backend
 from affidavit.services.context import App
 from affidavit.services.keys import keystore_for
@@ -136,6 +137,7 @@ def gather_facts(
         verifications = uow.checks.verifications()
         drills = uow.checks.drills()
         effective = uow.governance.effective_policy()
+        backed = effective is not None and policy_is_backed(uow, effective)
         baseline = uow.governance.latest_baseline()
         published = uow.ledger.find(action="ledger.checkpoint_published")
         completed = {
@@ -157,8 +159,8 @@ def gather_facts(
         PolicyFacts(
             version=effective.version,
             proposed_by=effective.proposed_by,
-            approved_by=effective.approved_by,
-            seq=effective.approval_seq,
+            approved_by=effective.approved_by if backed else None,
+            seq=effective.approval_seq if backed else None,
         )
         if effective is not None
         else None
@@ -173,7 +175,9 @@ def gather_facts(
         config["policy_version"] = effective.version if effective else None
         errors = {f"source:{s.name}": "not read (offline check)" for s in sources}
         errors |= {f"vault:{v.name}": "not read (offline check)" for v in vaults}
-    locks = {name: _object_lock(cfg) for name, cfg in config["vaults"].items()}
+    locks: dict[str, bool | None] = {
+        name: _object_lock(cfg) for name, cfg in config["vaults"].items()
+    }
     return Facts(
         now=now,
         policy=policy,
@@ -201,7 +205,7 @@ def gather_facts(
                 name=v.name,
                 kind=v.kind.value,
                 region=v.region,
-                object_lock=locks.get(v.name, False),
+                object_lock=locks.get(v.name),  # None: not read
             )
             for v in vaults
         ),
@@ -229,6 +233,7 @@ def gather_facts(
         config_errors=errors,
         baseline=baseline.content if baseline else None,
         baseline_id=baseline.id if baseline else None,
+        live=live,
     )
 
 

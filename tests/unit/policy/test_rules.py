@@ -142,7 +142,86 @@ def test_stale_backup_breaks_the_rpo_and_sparse_backups_the_frequency() -> None:
     )
     bad = failing(evaluate(facts, POLICY))
     assert ("backup.rpo", "dataset:orders/app.orders") in bad
-    assert ("backup.frequency", "source:orders") in bad
+    assert ("backup.frequency", "dataset:orders/app.orders") in bad
+
+
+def test_frequency_counts_the_gap_across_the_window_start_and_per_dataset() -> None:
+    # 31 days ago, then 2 h and 1 h ago: the 31-day gap crosses the window's start
+    facts = replace(
+        healthy(),
+        backups=(
+            backup("bk-0", hours_ago=31 * 24),
+            backup("bk-1", hours_ago=2),
+            backup("bk-2", hours_ago=1),
+        ),
+    )
+    assert ("backup.frequency", "dataset:orders/app.orders") in failing(evaluate(facts, POLICY))
+    # hourly backups of one dataset do not hide a 20-day gap in another of the same source
+    other = DatasetFacts(source="orders", name="app.other",
+                         classification=Classification.INTERNAL, explicit=True)  # fmt: skip
+    hourly = tuple(backup(f"bk-h{i}", hours_ago=i + 1) for i in range(10))
+    sparse = (
+        backup("bk-s0", hours_ago=24 * 21, datasets=("app.other",)),
+        backup("bk-s1", hours_ago=2, datasets=("app.other",)),
+    )
+    facts = replace(healthy(), datasets=(*healthy().datasets, other), backups=hourly + sparse)
+    bad = failing(evaluate(facts, POLICY))
+    assert ("backup.frequency", "dataset:orders/app.other") in bad
+    assert ("backup.frequency", "dataset:orders/app.orders") not in bad
+
+
+def test_a_failed_newest_verification_is_not_hidden_by_an_older_pass() -> None:
+    facts = replace(
+        healthy(),
+        verifications=(
+            CheckFacts(id="vf-old", kind="sample", backup_id="bk-1", at=NOW, ok=True),
+            CheckFacts(id="vf-new", kind="full", backup_id="bk-2",
+                       at=NOW - timedelta(minutes=5), ok=False),
+        ),
+    )  # fmt: skip
+    results = evaluate(facts, POLICY)
+    bad = failing(results)
+    assert ("verify.recent", "dataset:orders/app.orders") in bad
+    # and the failed backup does not count for the RPO: the older one (20 h) still does
+    assert ("backup.rpo", "dataset:orders/app.orders") not in bad
+    rpo = by_control(results, "backup.rpo")[0]
+    assert "bk-1" in rpo.message
+
+
+def test_the_newest_backup_must_itself_be_verified_once_due() -> None:
+    facts = replace(
+        healthy(),
+        backups=(backup("bk-1", hours_ago=24 * 20), backup("bk-2", hours_ago=24 * 9)),
+        verifications=(
+            CheckFacts(id="vf-1", kind="full", backup_id="bk-1", at=NOW - timedelta(days=1),
+                       ok=True),
+        ),
+    )  # fmt: skip
+    assert ("verify.recent", "dataset:orders/app.orders") in failing(evaluate(facts, POLICY))
+
+
+def test_an_offline_check_does_not_claim_drift_or_missing_locks() -> None:
+    vaults = (VaultFacts(name="eu", kind="s3", region="eu-central-1", object_lock=None),)
+    restricted = tuple(
+        replace(b, classification=Classification.RESTRICTED) for b in healthy().backups
+    )
+    facts = replace(healthy(), live=False, vaults=vaults, backups=restricted)
+    results = evaluate(facts, POLICY)
+    assert by_control(results, "config.baseline")[0].status is Status.NOT_EVALUATED
+    assert {r.status for r in by_control(results, "backup.immutable")} == {Status.NOT_EVALUATED}
+    assert not any(r.failed for r in by_control(results, "config.baseline"))
+
+
+def test_integrity_controls_cannot_be_excepted() -> None:
+    facts = replace(healthy(), ledger=LedgerFacts(ok=False, size=1, problems=("x",)))
+    exc = PolicyException(
+        id="X-1", control="ledger.integrity", subject="*", reason="r", requested_by="a",
+        requested_at=NOW - timedelta(days=1), expires_at=NOW + timedelta(days=1),
+        status=ExceptionStatus.APPROVED, approved_by="b", approved_at=NOW,
+    )  # fmt: skip
+    results = evaluate(facts, POLICY, [exc])
+    assert by_control(results, "ledger.integrity")[0].status is Status.FAIL
+    assert not passed(results)
 
 
 def test_retention_outside_the_levels_limits_fails() -> None:
