@@ -4,6 +4,7 @@ policy check with persistent findings and their trail, exceptions, baselines and
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -279,3 +280,29 @@ def test_approvals_forged_in_the_catalog_count_for_nothing(
     other = json.loads(r.out)["id"]
     r = cli("--actor", " MALLORY ", "exception", "approve", other)
     assert r.code == 2 and "cannot also approve" in r.err
+
+
+def test_hostile_text_and_input_never_crash(cli: Any, home: Path, tmp_path: Path) -> None:
+    # markup in names and notes is shown literally, never parsed (it used to exit 4)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.replace('name = "Example policy"', 'name = "[/x] [red]ok"'))
+    r = cli("policy", "validate", str(policy))
+    assert r.code == 0 and "[/x] [red]ok" in r.out
+    expires = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%d")
+    r = cli("--actor", "[/evil]", "exception", "add", "backup.rpo", "*",
+            "--reason", "[/x] because", "--expires", expires)  # fmt: skip
+    assert r.code == 0, r.err
+    r = cli("exception", "list")
+    assert r.code == 0 and "[/evil]" in r.out and "[/x] because" in r.out
+    # deeply nested TOML, a FIFO, a policy version beyond any integer, integrity exceptions
+    policy.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    r = cli("policy", "validate", str(policy))
+    assert r.code == 2 and "Traceback" not in r.err
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    r = cli("policy", "validate", str(fifo))
+    assert r.code == 2 and "not a regular file" in r.err
+    assert cli("policy", "approve", "99999999999999999999").code == 2
+    assert cli("policy", "show", "0").code == 2
+    r = cli("exception", "add", "ledger.integrity", "*", "--reason", "x", "--expires", expires)
+    assert r.code == 2 and "cannot be excepted" in r.err

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.governance_views import baseline_json
-from affidavit.cli.output import print_json, show, when
+from affidavit.cli.output import plain, print_json, show, when
 from affidavit.cli.state import app_for
 from affidavit.errors import NotFound
 from affidavit.services import baseline as svc
@@ -34,7 +34,7 @@ def approve(
         print_json(baseline_json(b))
     else:
         show(
-            f"Baseline {b.id} approved by {b.approved_by}: {len(b.content['sources'])} "
+            f"Baseline {b.id} approved by {plain(b.approved_by)}: {len(b.content['sources'])} "
             f"source(s), {len(b.content['vaults'])} vault(s), policy version "
             f"{b.content['policy_version'] or '-'} (sha256 {b.sha256[:16]}...)."
         )
@@ -51,6 +51,6 @@ def show_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
     if json_out:
         print_json(baseline_json(b))
     else:
-        show(f"Baseline {b.id}, approved {when(b.approved_at)} by {b.approved_by}:")
+        show(f"Baseline {b.id}, approved {when(b.approved_at)} by {plain(b.approved_by)}:")
         typer.echo(json.dumps(b.content, indent=2, sort_keys=True))
     return 0

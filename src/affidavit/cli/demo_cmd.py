@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.inventory_cmd import render_inventory
-from affidavit.cli.output import print_json, show, table
+from affidavit.cli.output import plain, print_json, show, table
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import state
 from affidavit.cli.views import inventory_json
@@ -165,7 +165,14 @@ def demo(
             f"Policy check {check.run_id}: findings (proposed by alice, approved by bob)",
             ["finding", "control", "subject", "severity", "owner", "detail"],
             [
-                [f.id, f.control, f.subject, f.severity.value, f.owner, f.message]
+                [
+                    f.id,
+                    f.control,
+                    plain(f.subject),
+                    f.severity.value,
+                    plain(f.owner),
+                    plain(f.message),
+                ]
                 for f in sorted(check.opened, key=lambda f: (f.severity.rank, f.control))
             ],
         )

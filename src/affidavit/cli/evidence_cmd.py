@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import print_json, show, table
+from affidavit.cli.output import plain, print_json, show, table
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.models.period import Period
@@ -82,14 +82,15 @@ def verify(
             table(
                 "Problems",
                 ["code", "where", "detail"],
-                [[f.code, f.subject, f.message] for f in report.findings],
+                [[f.code, plain(f.subject), plain(f.message)] for f in report.findings],
             )
         )
     s = report.summary
     if report.ok:
         show(
             f"[green]Verified[/green]: {s.get('files')} files, signature and checkpoint "
-            f"(size {s['checkpoint']['size']}) by {s.get('origin')}, {s.get('events')} inclusion "
+            f"(size {s['checkpoint']['size']}) by {plain(s.get('origin'))}, {s.get('events')} "
+            "inclusion "
             f"proofs, {s.get('attestations')} attestations, all cross-references."
         )
     else:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.governance_views import exception_json
-from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.output import plain, print_json, show, table, when
 from affidavit.cli.state import app_for
 from affidavit.models.period import parse_moment
 from affidavit.services import findings as svc
@@ -29,18 +29,20 @@ def add(
         str, typer.Argument(help="Subject as `policy check` names it, or '*' for all.")
     ],
     reason: Annotated[str, typer.Option(help="Why the exception is acceptable.")],
-    expires: Annotated[str, typer.Option(help="When it ends: YYYY-MM-DD (UTC) or RFC 3339.")],
+    expires: Annotated[
+        str, typer.Option(help="When it ends: YYYY-MM-DD (UTC, through that day) or RFC 3339.")
+    ],
     json_out: JsonOpt = False,
 ) -> int:
     """Request an exception; it applies once another person approves it."""
-    until = parse_moment(expires, flag="--expires")
+    until = parse_moment(expires, flag="--expires", end_of_day=True)  # a date: through that day
     with app_for(ctx) as application:
         exc = svc.request_exception(application, control, subject, reason=reason, expires=until)
     if json_out:
         print_json(exception_json(exc))
     else:
         show(
-            f"Exception {exc.id} requested for {exc.control} on {exc.subject} until "
+            f"Exception {exc.id} requested for {plain(exc.control)} on {plain(exc.subject)} until "
             f"{when(exc.expires_at)}. Another person approves it with "
             f"`affidavit exception approve {exc.id}`."
         )
@@ -100,13 +102,13 @@ def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
             [
                 [
                     e.id,
-                    e.control,
-                    e.subject,
+                    plain(e.control),
+                    plain(e.subject),
                     e.status.value,
-                    e.requested_by,
-                    e.approved_by,
+                    plain(e.requested_by),
+                    plain(e.approved_by),
                     when(e.expires_at),
-                    e.reason,
+                    plain(e.reason),
                 ]
                 for e in found
             ],

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.governance_views import finding_rows
-from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.output import plain, print_json, show, table, when
 from affidavit.cli.state import app_for
 from affidavit.models.governance import FindingStatus
 from affidavit.services import findings as svc
@@ -59,22 +59,22 @@ def show_(ctx: typer.Context, finding_id: IdArg, json_out: JsonOpt = False) -> i
         print_json(f.to_json())
         return 0
     details: list[list[str | None]] = [
-        ["control", f.control],
-        ["subject", f.subject],
+        ["control", plain(f.control)],
+        ["subject", plain(f.subject)],
         ["status", f.status.value],
         ["severity", f.severity.value],
-        ["owner", f.owner],
+        ["owner", plain(f.owner)],
         ["opened", when(f.opened_at)],
         ["due", when(f.due_at)],
-        ["message", f.message],
-        ["evidence", ", ".join(f.evidence)],
+        ["message", plain(f.message)],
+        ["evidence", plain(", ".join(f.evidence))],
     ]
     show(table(f"Finding {f.id}", ["", ""], details))
     show(
         table(
             "Trail",
             ["at", "actor", "status", "note", "ledger seq"],
-            [[when(s.at), s.actor, s.status.value, s.note, s.seq] for s in f.trail],
+            [[when(s.at), plain(s.actor), s.status.value, plain(s.note), s.seq] for s in f.trail],
         )
     )
     return 0

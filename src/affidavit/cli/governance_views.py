@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from affidavit.cli.output import when
+from affidavit.cli.output import plain, when
 from affidavit.models.governance import Baseline, ControlFinding, PolicyException, PolicyVersion
 
 
@@ -71,7 +71,7 @@ def result_rows(results: Sequence[_ResultLike], *, show_all: bool) -> list[list[
 
 
 def _plain(text: str) -> str:
-    return text.replace("[", r"\[")
+    return plain(text) or ""
 
 
 def finding_rows(findings: Sequence[ControlFinding]) -> list[list[Any]]:

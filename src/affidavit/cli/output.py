@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # when stdout is not a terminal (a pipe, a CI log), tables get room instead of 80 columns
@@ -52,6 +53,12 @@ def error(message: str, hint: str | None = None) -> None:
 
 def _escape(text: str) -> str:
     return text.replace("[", r"\[").replace("\n", " ")
+
+
+def plain(value: object) -> str | None:
+    """A value from a user or a database, shown literally (never read as rich markup);
+    ``None`` stays ``None`` (a dim dash in tables)."""
+    return None if value is None else escape(str(value))
 
 
 def when(value: datetime | None) -> str | None:

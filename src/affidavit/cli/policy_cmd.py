@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.governance_views import policy_version_json, result_rows
-from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.output import plain, print_json, show, table, when
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.errors import NotFound
@@ -34,7 +34,7 @@ def validate(file: FileArg, json_out: JsonOpt = False) -> int:
     keys = list(next(iter(levels.values())))
     show(
         table(
-            f"{policy.name} (owner {policy.owner})",
+            plain(f"{policy.name} (owner {policy.owner})"),
             ["requirement", *levels],
             [[k, *(levels[lvl][k] for lvl in levels)] for k in keys],
         )
@@ -60,7 +60,10 @@ def propose(ctx: typer.Context, file: FileArg, json_out: JsonOpt = False) -> int
 @app.command("approve")
 def approve(
     ctx: typer.Context,
-    version: Annotated[int, typer.Argument(metavar="VERSION", help="The version to approve.")],
+    version: Annotated[
+        int,
+        typer.Argument(metavar="VERSION", min=1, max=2**31 - 1, help="The version to approve."),
+    ],
     json_out: JsonOpt = False,
 ) -> int:
     """Approve a proposed version (not your own); it takes effect now."""
@@ -70,8 +73,8 @@ def approve(
         print_json(policy_version_json(approved))
     else:
         show(
-            f"Policy version {approved.version} approved by {approved.approved_by} "
-            f"(proposed by {approved.proposed_by}); it is in effect."
+            f"Policy version {approved.version} approved by {plain(approved.approved_by)} "
+            f"(proposed by {plain(approved.proposed_by)}); it is in effect."
         )
     return 0
 
@@ -94,9 +97,9 @@ def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
                     v.version,
                     v.sha256[:16],
                     when(v.proposed_at),
-                    v.proposed_by,
+                    plain(v.proposed_by),
                     when(v.approved_at),
-                    v.approved_by,
+                    plain(v.approved_by),
                     "yes" if v.version == effective else "",
                 ]
                 for v in versions
@@ -117,10 +120,10 @@ def show_(
     """Print a policy version's file as it was proposed."""
     with app_for(ctx) as application:
         versions = policies.policy_versions(application)
-    chosen = [v for v in versions if (v.version == version if version else v.approved)]
+    chosen = [v for v in versions if (v.version == version if version is not None else v.approved)]
     if not chosen:
         raise NotFound(
-            "no such policy version" if version else "no policy version is in effect",
+            "no such policy version" if version is not None else "no policy version is in effect",
             hint="`affidavit policy list` shows the versions",
         )
     item = chosen[-1]

@@ -143,6 +143,8 @@ def parse_policy(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{name} is not valid TOML: {exc}", hint=_HINT) from None
+    except RecursionError:
+        raise InputError(f"{name} nests too deeply to be a policy", hint=_HINT) from None
     problems: list[str] = []
     allowed = {"policy", "owners", "sla", "defaults", "levels"}
     problems += [f"{key}: unknown table" for key in sorted(set(data) - allowed)]

@@ -18,6 +18,7 @@ from affidavit.models.governance import (
     FindingStep,
     PolicyException,
 )
+from affidavit.policy.controls import UNEXCEPTABLE
 from affidavit.policy.controls import control as known_control
 from affidavit.services.approvals import same_person
 from affidavit.services.context import App
@@ -95,6 +96,12 @@ def request_exception(
 ) -> PolicyException:
     """Request an exception for ``subject`` (or ``*``) failing ``control`` until ``expires``."""
     known_control(control)
+    if control in UNEXCEPTABLE:
+        raise InputError(
+            f"{control} cannot be excepted",
+            hint="the ledger's integrity and an approved policy are preconditions of every "
+            "other control; fix the cause instead",
+        )
     subject = subject.strip()
     if not subject or len(subject) > 600:
         raise InputError("a subject is required", hint="e.g. dataset:orders/app.orders or '*'")

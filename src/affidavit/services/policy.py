@@ -11,6 +11,7 @@ A check that opens findings raises one alert (ledger + configured webhooks).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,17 +59,23 @@ def list_controls(framework: str | None = None) -> list[Control]:
 
 
 def read_policy_file(path: Path) -> str:
-    """The text of a policy file (UTF-8, bounded); raise :class:`InputError`."""
+    """The text of a policy file (a regular file, UTF-8, at most MAX_POLICY_BYTES; never
+    reads more than that); raise :class:`InputError`."""
+    hint = "give the path of a policy.toml"
     try:
-        if path.stat().st_size > MAX_POLICY_BYTES:
-            raise InputError(f"{path} is larger than {MAX_POLICY_BYTES // 1024} KiB")
-        raw = path.read_bytes()
+        # checked before opening: opening a FIFO would block until someone writes to it
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise InputError(f"{path} is not a regular file", hint=hint)
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_POLICY_BYTES + 1)
     except FileNotFoundError:
-        raise InputError(f"{path} does not exist", hint="give the path of a policy.toml") from None
+        raise InputError(f"{path} does not exist", hint=hint) from None
     except IsADirectoryError:
-        raise InputError(f"{path} is a folder", hint="give the path of a policy.toml") from None
+        raise InputError(f"{path} is a folder", hint=hint) from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_POLICY_BYTES:
+        raise InputError(f"{path} is larger than {MAX_POLICY_BYTES // 1024} KiB")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -349,8 +356,10 @@ def _resolve_passing(
     resolved = []
     for (control, subject), finding in unresolved.items():
         r = outcome.get((control, subject))
-        if r is not None and r.status in (Status.PASS, Status.EXCEPTED):
+        if r is not None and r.status is Status.PASS:
             note = f"control passes again (check at ledger seq {check_seq}): {r.message}"
+        elif r is not None and r.status is Status.EXCEPTED:
+            note = f"excepted by {r.exception} (check at ledger seq {check_seq}): {r.message}"
         elif r is None and control in evaluated:
             note = f"subject no longer evaluated by the control (check at ledger seq {check_seq})"
         else:
