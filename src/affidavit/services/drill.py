@@ -726,9 +726,7 @@ def _load_archive(state: _State, engine: DatasetLoader) -> None:
     """Restore every dataset of a ``mongodump --archive`` backup: its one data artifact holds
     all namespaces, each with its metadata (options, indexes) in the archive's prelude."""
     data = [
-        a
-        for a in state.backup.artifacts
-        if a.path in state.plain and a.role is ArtifactRole.DATA
+        a for a in state.backup.artifacts if a.path in state.plain and a.role is ArtifactRole.DATA
     ]
     if len(data) != 1:
         raise IntegrityError(
