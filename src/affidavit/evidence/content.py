@@ -28,7 +28,8 @@ class EvidenceContent:
     - ``check_runs``: ``{"id", "at", "actor", "ok", "policy_version", "seq", "results_sha256"}``;
     - ``backups``: ``{"id", "source", "vault", "kind", "format", "status", "started_at",
       "finished_at", "retain_until", "datasets": [{"name", "records", "fingerprint",
-      "classification"}], "artifacts": [{"path", "role", "size", "sha256"}],
+      "classification"}], "artifacts": [{"path", "role", "dataset", "size", "sha256",
+      "plain_size", "plain_sha256"}],
       "manifest_sha256", "attestation" (path in the package or null), "seq"}``;
     - ``verifications``: ``{"id", "backup_id", "kind", "started_at", "finished_at", "ok",
       "findings": [{"code", "message", "subject"}], "attestation", "seq"}``;

@@ -3,24 +3,35 @@ verifier key (``<origin>+<key id>+<base64>``). No catalog, no network.
 
 It checks, collecting every problem rather than stopping at the first:
 
-1. the archive itself (regular files, safe paths, no duplicates, not truncated);
+1. the archive itself (regular files, safe paths, no duplicates, not truncated, not a bomb);
 2. ``manifest.sig``: a DSSE envelope over exactly ``manifest.json``, signed by the key;
-3. every file listed with its size and SHA-256, and nothing unlisted;
+3. every file listed once with its size and SHA-256, and nothing unlisted;
 4. ``checkpoint.note`` signed by the key for the key's origin, equal to the manifest's;
-5. every cited ledger event's inclusion proof against that checkpoint;
+5. every cited ledger event's inclusion proof against that checkpoint, in ``seq`` order;
 6. every attestation's signature, and that a cited ``attestation.created`` event carries
    its digest (an attestation lifted from another package is not cited here);
-7. cross-references: each record's ledger events exist with the right action and subject,
-   attestations agree with the records they back, policy texts match their approved digests,
-   and the control results match the digest the ``policy.checked`` event committed to;
-8. the OSCAL document and the report are present and well-formed.
+7. cross-references: each record's ledger events exist with the right action and subject and
+   say what the record says (actors, notes, digests, results), attestations agree with the
+   records they back, policy texts match their approved digests, approvals are by someone
+   other than the requester, and the control results match the digest the newest
+   ``policy.checked`` event committed to;
+8. completeness: every cited event that a record stands for has its record, every
+   attestation backs exactly one record, and the package holds control results;
+9. the OSCAL document and the report are present and well-formed.
+
+Record files are written by the catalog, which an attacker may control without holding the
+key: every value is treated as hostile JSON. A malformed record is reported
+(``record-malformed``) and the others are still checked; nothing in a package makes the
+verifier crash.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import reprlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import rfc8785
@@ -65,11 +76,47 @@ RECORDS = {
     "results": "records/control-results.json",
     "controls": "records/controls.json",
 }
+RECORD_ACTIONS = frozenset(
+    {
+        "backup.completed",
+        "verification.completed",
+        "drill.completed",
+        "finding.opened",
+        "finding.acknowledged",
+        "finding.resolved",
+        "exception.requested",
+        "exception.approved",
+        "exception.revoked",
+        "policy.proposed",
+        "policy.approved",
+        "policy.checked",
+        "keys.rotated",
+    }
+)
+"""Ledger actions that stand for a record: each cited one must be referenced by a record."""
+
 _STEP_ACTIONS = {
     "open": "finding.opened",
     "acknowledged": "finding.acknowledged",
     "resolved": "finding.resolved",
 }
+_EXCEPTION_ACTIONS = ("exception.requested", "exception.approved", "exception.revoked")
+_ATTESTATION_KINDS = {
+    BACKUP_PREDICATE_TYPE: "backup",
+    VERIFICATION_PREDICATE_TYPE: "verification",
+    DRILL_PREDICATE_TYPE: "drill",
+}
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlevel = 3
+
+
+class _Malformed(Exception):
+    """A record value of the wrong shape."""
+
+
+# what hostile JSON can make a check raise; each becomes a finding, never a crash
+_BROKEN = (_Malformed, RecursionError, TypeError, AttributeError, ValueError, KeyError)
 
 
 @dataclass(slots=True)
@@ -108,15 +155,17 @@ def verify_package(package: ReadPackage, verifier: NoteVerifier) -> EvidenceRepo
     _files(files, manifest, report)
     checkpoint = _checkpoint(files, manifest, verifier, report)
     events = _events(files, checkpoint, report)
-    statements = _attestations(files, keys, events, report)
+    attestations = _attestations(files, keys, events, report)
     records = _records(files, report)
-    _cross_references(records, events, statements, report)
+    refs = _Refs(events, attestations, report)
+    _cross_references(refs, records)
+    _completeness(refs, files)
     _renderings(files, report)
     report.summary.update(
         {
             "files": len(files),
             "events": len(events),
-            "attestations": len(statements),
+            "attestations": len(attestations),
             "origin": verifier.name,
             **{
                 name: len(records.get(name, []))
@@ -125,6 +174,22 @@ def verify_package(package: ReadPackage, verifier: NoteVerifier) -> EvidenceRepo
         }
     )
     return report
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, Error):
+        return exc.message
+    return _SHOW.repr(str(exc)).strip("'\"")
+
+
+def _loads(raw: bytes) -> Any:
+    """JSON from hostile bytes: ``ValueError`` for anything unparsable, too deep included."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 # -- manifest, files, checkpoint --------------------------------------------------------------
@@ -150,7 +215,7 @@ def _manifest(
             if envelope.payload_type != MANIFEST_PAYLOAD_TYPE:
                 report.add(
                     "signature-invalid",
-                    f"signed payload type is {envelope.payload_type!r}",
+                    f"signed payload type is {_SHOW.repr(envelope.payload_type)}",
                     SIGNATURE,
                 )
             elif payload != raw:
@@ -159,29 +224,35 @@ def _manifest(
                 )
             else:
                 report.summary["signature_verified"] = True
-        except Error as exc:
+        except (Error, RecursionError) as exc:
             report.add(
                 "signature-invalid",
-                f"the manifest signature does not verify: {exc.message}",
+                f"the manifest signature does not verify: {_describe(exc)}",
                 SIGNATURE,
             )
     try:
-        manifest = json.loads(raw)
+        manifest = _loads(raw)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ValueError(f"not an {FORMAT} manifest")
         if not isinstance(manifest.get("files"), list):
             raise ValueError("no file list")
+        if not isinstance(manifest.get("checkpoint"), dict):
+            raise ValueError("no checkpoint object")
     except ValueError as exc:
         report.add("manifest-malformed", f"manifest.json is malformed: {exc}", MANIFEST)
         return {}
     if manifest.get("origin") != verifier.name:
         report.add(
             "origin-mismatch",
-            f"the package is for log {manifest.get('origin')!r}, the key for {verifier.name!r}",
+            f"the package is for log {_SHOW.repr(manifest.get('origin'))}, "
+            f"the key for {verifier.name!r}",
             MANIFEST,
         )
-    report.summary["period"] = manifest.get("period")
-    report.summary["framework"] = manifest.get("framework")
+    period = manifest.get("period")
+    if isinstance(period, dict) and all(isinstance(v, str) for v in period.values()):
+        report.summary["period"] = {str(k): v for k, v in period.items()}
+    framework = manifest.get("framework")
+    report.summary["framework"] = framework if isinstance(framework, str) else None
     return manifest
 
 
@@ -191,7 +262,11 @@ def _files(files: Mapping[str, bytes], manifest: Mapping[str, Any], report: Evid
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
             report.add("manifest-malformed", "a file entry is malformed", MANIFEST)
             continue
-        listed[item["path"]] = item
+        path = item["path"]
+        if path in listed:
+            report.add("manifest-malformed", f"{_SHOW.repr(path)} is listed twice", MANIFEST)
+            continue
+        listed[path] = item
     for path, item in sorted(listed.items()):
         data = files.get(path)
         if data is None:
@@ -218,7 +293,9 @@ def _checkpoint(
         msg = exc.message if isinstance(exc, Error) else "not UTF-8"
         report.add("checkpoint-invalid", f"the checkpoint does not verify: {msg}", CHECKPOINT)
         return None
-    claimed = manifest.get("checkpoint") or {}
+    claimed = manifest.get("checkpoint")
+    if not isinstance(claimed, dict):
+        claimed = {}
     if claimed.get("size") != checkpoint.size or claimed.get("root") != checkpoint.root.hex():
         report.add("checkpoint-mismatch", "the manifest names another checkpoint", CHECKPOINT)
     report.summary["checkpoint_verified"] = True
@@ -237,18 +314,20 @@ def _events(
         report.add("file-missing", "the package has no ledger events", EVENTS)
         return {}
     events: dict[int, Event] = {}
+    last: int | None = None
     for number, line in enumerate(raw.splitlines(), start=1):
         where = f"{EVENTS}:{number}"
         try:
-            obj = json.loads(line)
+            obj = _loads(line)
             seq, entry = obj["seq"], obj["entry"].encode("utf-8")
             proof = [bytes.fromhex(h) for h in obj["proof"]]
             if not isinstance(seq, int) or isinstance(seq, bool):
                 raise TypeError("seq is not an integer")
             event = Event.from_canonical(entry)
-        except (ValueError, KeyError, TypeError, AttributeError, Error) as exc:
-            msg = exc.message if isinstance(exc, Error) else str(exc)
-            report.add("event-malformed", f"line {number} is not a cited event: {msg}", where)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, Error) as exc:
+            report.add(
+                "event-malformed", f"line {number} is not a cited event: {_describe(exc)}", where
+            )
             continue
         if event.seq != seq:
             report.add(
@@ -258,6 +337,9 @@ def _events(
         if seq in events:
             report.add("event-duplicate", f"seq {seq} is cited twice", where)
             continue
+        if last is not None and seq < last:
+            report.add("event-out-of-order", f"seq {seq} comes after seq {last}", where, seq=seq)
+        last = seq if last is None else max(last, seq)
         if checkpoint is not None:
             try:
                 merkle.verify_inclusion(
@@ -275,35 +357,46 @@ def _events(
     return events
 
 
+@dataclass(frozen=True, slots=True)
+class _Attestation:
+    """A verified attestation file: its statement and the digests that name it."""
+
+    statement: Statement
+    file_sha256: str  # of the envelope file (attestation.created's envelope_sha256)
+    payload_sha256: str  # of the signed statement (a backup's manifest_sha256)
+
+
 def _attestations(
     files: Mapping[str, bytes],
     keys: Mapping[str, VerifyingKey],
     events: Mapping[int, Event],
     report: EvidenceReport,
-) -> dict[str, Statement]:
+) -> dict[str, _Attestation]:
     cited = {
         str(e.details.get("envelope_sha256")): e.seq
         for e in events.values()
         if e.action == "attestation.created"
     }
-    statements: dict[str, Statement] = {}
+    found: dict[str, _Attestation] = {}
     for path, data in sorted(files.items()):
         if not path.startswith("attestations/"):
             continue
         try:
-            statement = verify_attestation(Envelope.from_json(data), keys)
-        except Error as exc:
-            report.add("attestation-invalid", f"does not verify: {exc.message}", path)
+            envelope = Envelope.from_json(data)
+            statement = verify_attestation(envelope, keys)
+        except (Error, RecursionError) as exc:
+            report.add("attestation-invalid", f"does not verify: {_describe(exc)}", path)
             continue
-        if sha256_hex(data) not in cited:
+        digest = sha256_hex(data)
+        if digest not in cited:
             report.add(
                 "attestation-uncited",
                 "no cited attestation.created event carries this envelope's digest",
                 path,
             )
             continue
-        statements[path] = statement
-    return statements
+        found[path] = _Attestation(statement, digest, sha256_hex(envelope.payload))
+    return found
 
 
 # -- records and cross-references ---------------------------------------------------------------
@@ -317,7 +410,7 @@ def _records(files: Mapping[str, bytes], report: EvidenceReport) -> dict[str, li
             report.add("file-missing", "a record file is missing", path)
             continue
         try:
-            value = json.loads(raw)
+            value = _loads(raw)
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
                 raise ValueError("not a list of objects")
         except ValueError as exc:
@@ -327,16 +420,74 @@ def _records(files: Mapping[str, bytes], report: EvidenceReport) -> dict[str, li
     return out
 
 
+def _objects(value: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise _Malformed(f"{what} is not a list of objects")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Malformed(f"{what} is not an object")
+    return value
+
+
+def _seq_list(value: Any, what: str) -> list[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise _Malformed(f"{what} is not a list of ledger seqs")
+    return value
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value)[:200]
+    return "?"
+
+
+def _canonical_sort(items: Iterable[Any]) -> list[Any]:
+    """Items in a stable order whatever their types (a multiset comparison)."""
+    return sorted(items, key=lambda item: json.dumps(item, sort_keys=True, default=str))
+
+
+def _same_person(a: Any, b: Any) -> bool:
+    """As the services decide separation of duties: case and surrounding spaces aside."""
+    return (
+        isinstance(a, str) and isinstance(b, str) and a.strip().casefold() == b.strip().casefold()
+    )
+
+
+def _moment(value: Any) -> Any:
+    """A time string as a comparable instant (equal instants compare equal however written);
+    anything else as is."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+        if parsed.tzinfo is not None:
+            return parsed
+    return value
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return isinstance(a, bool) == isinstance(b, bool) and _moment(a) == _moment(b)
+
+
 class _Refs:
-    """Cross-reference checks with the report at hand."""
+    """Cross-reference checks with the report at hand; remembers which events and attestations
+    the records referred to (for the completeness checks)."""
 
     def __init__(
         self,
         events: Mapping[int, Event],
-        statements: Mapping[str, Statement],
+        attestations: Mapping[str, _Attestation],
         report: EvidenceReport,
     ) -> None:
-        self.events, self.statements, self.report = events, statements, report
+        self.events, self.attestations, self.report = events, attestations, report
+        self.referenced: dict[int, str] = {}  # seq -> the record that cites it
+        self.attestation_uses: dict[str, int] = {}
 
     def event(
         self, seq: Any, action: str | Iterable[str], subject: str, where: str
@@ -347,165 +498,449 @@ class _Refs:
                 "reference-missing", f"cites no ledger event ({'/'.join(sorted(actions))})", where
             )
             return None
-        event = self.events.get(seq) if isinstance(seq, int) else None
+        event = self.events.get(seq) if isinstance(seq, int) and not isinstance(seq, bool) else None
         if event is None:
             self.report.add(
-                "reference-missing", f"cites ledger seq {seq}, which is not proven here", where
+                "reference-missing",
+                f"cites ledger seq {_SHOW.repr(seq)}, which is not proven here",
+                where,
             )
             return None
         if event.action not in actions or event.subject != subject:
             self.report.add(
                 "reference-mismatch",
                 f"ledger seq {seq} is {event.action} on {event.subject}, expected "
-                f"{'/'.join(sorted(actions))} on {subject}",
+                f"{'/'.join(sorted(actions))} on {_SHOW.repr(subject)}",
                 where,
             )
             return None
+        other = self.referenced.setdefault(event.seq, where)
+        if other != where:
+            self.report.add(
+                "reference-mismatch", f"ledger seq {seq} is also cited by {other}", where
+            )
         return event
 
-    def statement(self, path: Any, predicate_type: str, where: str) -> dict[str, Any] | None:
+    def attestation(self, path: Any, predicate_type: str, where: str) -> _Attestation | None:
         if path is None:
             self.report.add("reference-missing", "has no attestation", where)
             return None
-        statement = self.statements.get(str(path))
-        if statement is None:
+        key = path if isinstance(path, str) else _SHOW.repr(path)
+        self.attestation_uses[key] = self.attestation_uses.get(key, 0) + 1
+        found = self.attestations.get(key)
+        if found is None:
             self.report.add(
-                "reference-missing", f"its attestation {path} is missing or invalid", where
+                "reference-missing", f"its attestation {key} is missing or invalid", where
             )
             return None
-        if statement.predicate_type != predicate_type:
-            self.report.add("reference-mismatch", f"{path} is a {statement.predicate_type}", where)
+        statement = found.statement
+        kind = _ATTESTATION_KINDS[predicate_type]
+        if statement.predicate_type != predicate_type or not key.startswith(
+            f"attestations/{kind}/"
+        ):
+            self.report.add(
+                "reference-mismatch", f"{key} is a {statement.predicate_type}, not a {kind}", where
+            )
             return None
-        return dict(statement.predicate)
+        return found
 
-    def same(self, where: str, what: str, record: Any, signed: Any) -> None:
-        if record != signed:
+    def same(self, where: str, what: str, record: Any, signed: Any, source: str) -> None:
+        """Report ``record-mismatch`` unless the record's value equals what ``source`` says
+        (times compare as instants; ``true`` is not ``1``)."""
+        if not _equal(record, signed):
             self.report.add(
                 "record-mismatch",
-                f"{what} is {record!r} in the record but {signed!r} in its attestation",
+                f"{what} is {_SHOW.repr(record)} in the record but {_SHOW.repr(signed)} in "
+                f"{source}",
                 where,
             )
 
+    def mismatch(self, where: str, message: str) -> None:
+        self.report.add("record-mismatch", message, where)
 
-def _cross_references(
+
+_Check = Callable[[_Refs, dict[str, Any], str], None]
+
+
+def _each(
+    refs: _Refs,
     records: Mapping[str, list[dict[str, Any]]],
-    events: Mapping[int, Event],
-    statements: Mapping[str, Statement],
-    report: EvidenceReport,
+    name: str,
+    check: _Check,
+    label: Callable[[dict[str, Any]], str],
 ) -> None:
-    refs = _Refs(events, statements, report)
-    _check_backups(refs, records.get("backups", []))
-    _check_verifications(refs, records.get("verifications", []))
-    _check_drills(refs, records.get("drills", []))
-    _check_trails(refs, records)
-    _check_policy(refs, records.get("policy_versions", []))
-    _check_controls(refs, records.get("check_runs", []), records.get("results"))
+    """Run ``check`` on every record of ``name``; a record that breaks it is reported as
+    malformed and the others are still checked."""
+    path = RECORDS[name]
+    seen: set[str] = set()
+    for record in records.get(name, []):
+        where = f"{path}#?"
+        try:
+            where = f"{path}#{label(record)}"
+            if where in seen:
+                refs.report.add("record-duplicate", "appears more than once", where)
+                continue
+            seen.add(where)
+            check(refs, record, where)
+        except _BROKEN as exc:
+            refs.report.add("record-malformed", f"the record is malformed: {_describe(exc)}", where)
 
 
-def _check_backups(refs: _Refs, backups: list[dict[str, Any]]) -> None:
-    for b in backups:
-        where = f"{RECORDS['backups']}#{b.get('id')}"
-        if b.get("status") not in ("complete", "deleted"):
+def _cross_references(refs: _Refs, records: Mapping[str, list[dict[str, Any]]]) -> None:
+    def by_id(r: dict[str, Any]) -> str:
+        return _label(r.get("id"))
+
+    _each(refs, records, "backups", _check_backup, by_id)
+    _each(refs, records, "verifications", _check_verification, by_id)
+    _each(refs, records, "drills", _check_drill, by_id)
+    _each(refs, records, "findings", _check_finding, by_id)
+    _each(refs, records, "exceptions", _check_exception, by_id)
+    _each(refs, records, "key_rotations", _check_rotation, lambda r: _label(r.get("seq")))
+    _each(refs, records, "policy_versions", _check_policy, lambda r: f"v{_label(r.get('version'))}")
+    _check_controls(refs, records)
+
+
+# -- backups, verifications, drills -----------------------------------------------------------
+
+
+def _check_backup(refs: _Refs, b: dict[str, Any], where: str) -> None:
+    backup_id, status = b.get("id"), b.get("status")
+    if status not in ("complete", "deleted"):
+        if b.get("seq") is None and b.get("attestation") is None:
+            return  # running or failed: nothing was signed
+        refs.mismatch(where, f"the backup is {_SHOW.repr(status)} but cites a signed completion")
+    datasets = _objects(b.get("datasets"), "datasets")
+    artifacts = _objects(b.get("artifacts"), "artifacts")
+    event = refs.event(b.get("seq"), "backup.completed", f"backup:{backup_id}", where)
+    if event is not None:
+        source = f"backup.completed (seq {event.seq})"
+        fingerprints = {d.get("name"): d.get("fingerprint") for d in datasets}
+        refs.same(where, "the manifest digest", b.get("manifest_sha256"),
+                  event.details.get("manifest_sha256"), source)  # fmt: skip
+        refs.same(where, "the dataset fingerprints", fingerprints,
+                  event.details.get("datasets"), source)  # fmt: skip
+    found = refs.attestation(b.get("attestation"), BACKUP_PREDICATE_TYPE, where)
+    if found is None:
+        return
+    pred, source = dict(found.statement.predicate), f"its attestation {b.get('attestation')}"
+    signed_source = _object(pred.get("source"), "the signed source")
+    vault = _object(pred.get("vault"), "the signed vault")
+    refs.same(where, "the manifest digest", b.get("manifest_sha256"), found.payload_sha256, source)
+    refs.same(where, "the backup id", backup_id, pred.get("backup_id"), source)
+    for key in ("kind", "format", "retain_until", "started_at"):
+        refs.same(where, key, b.get(key), pred.get(key), source)
+    refs.same(where, "the source", b.get("source"),
+              signed_source.get("name") if signed_source.get("engine") is not None else None,
+              source)  # fmt: skip
+    refs.same(where, "the vault", b.get("vault"), vault.get("name"), source)
+    fields = ("name", "records", "fingerprint", "classification")
+    refs.same(where, "the datasets",
+              _canonical_sort({k: d.get(k) for k in fields} for d in datasets),
+              _canonical_sort({k: d.get(k) for k in fields}
+                              for d in _objects(pred.get("datasets"), "the signed datasets")),
+              source)  # fmt: skip
+    _check_artifacts(refs, where, artifacts, pred=pred, found=found, source=source)
+
+
+def _check_artifacts(
+    refs: _Refs,
+    where: str,
+    artifacts: list[dict[str, Any]],
+    *,
+    pred: Mapping[str, Any],
+    found: _Attestation,
+    source: str,
+) -> None:
+    """Every signed artifact is in the record with the same values; the only unsigned one
+    allowed is the clear-text copy of the signed manifest (its SHA-256 is the envelope's)."""
+    signed: dict[Any, dict[str, Any]] = {}
+    for a in _objects(pred.get("artifacts"), "the signed artifacts"):
+        signed[a.get("path")] = a
+    seen: set[Any] = set()
+    for a in artifacts:
+        path = a.get("path")
+        if not isinstance(path, str) or path in seen:
+            refs.mismatch(where, f"artifact {_SHOW.repr(path)} is listed twice or has no path")
             continue
-        refs.event(b.get("seq"), "backup.completed", f"backup:{b.get('id')}", where)
-        pred = refs.statement(b.get("attestation"), BACKUP_PREDICATE_TYPE, where)
-        if pred is not None:
-            signed = sorted(
-                (d.get("name"), d.get("records"), d.get("fingerprint"))
-                for d in pred.get("datasets", [])
-            )
-            mine = sorted(
-                (d.get("name"), d.get("records"), d.get("fingerprint"))
-                for d in b.get("datasets", [])
-            )
-            refs.same(where, "the datasets", mine, signed)
+        seen.add(path)
+        s = signed.get(path)
+        if s is None:
+            if a.get("role") != "manifest" or a.get("sha256") != found.file_sha256:
+                refs.mismatch(where, f"artifact {_SHOW.repr(path)} is not in {source}")
+            continue
+        for key in ("role", "dataset", "size", "sha256", "plain_size", "plain_sha256"):
+            refs.same(where, f"artifact {path}: {key}", a.get(key), s.get(key), source)
+    for path in signed:
+        if path not in seen:
+            refs.mismatch(where, f"the signed artifact {_SHOW.repr(path)} is not in the record")
 
 
-def _check_verifications(refs: _Refs, verifications: list[dict[str, Any]]) -> None:
-    for v in verifications:
-        where = f"{RECORDS['verifications']}#{v.get('id')}"
-        event = refs.event(
-            v.get("seq"), "verification.completed", f"backup:{v.get('backup_id')}", where
-        )
-        if event is not None:
-            refs.same(
-                where, "the verification id", v.get("id"), event.details.get("verification_id")
-            )
-        pred = refs.statement(v.get("attestation"), VERIFICATION_PREDICATE_TYPE, where)
-        if pred is not None:
-            refs.same(where, "the verification id", v.get("id"), pred.get("verification_id"))
-            refs.same(where, "the backup", v.get("backup_id"), pred.get("backup_id"))
-            refs.same(where, "the result", v.get("ok"), pred.get("ok"))
+def _finding_triples(items: list[dict[str, Any]]) -> list[Any]:
+    return _canonical_sort([f.get("code"), f.get("message"), f.get("subject")] for f in items)
 
 
-def _check_drills(refs: _Refs, drills: list[dict[str, Any]]) -> None:
-    for d in drills:
-        where = f"{RECORDS['drills']}#{d.get('id')}"
-        event = refs.event(d.get("seq"), "drill.completed", f"backup:{d.get('backup_id')}", where)
-        if event is not None:
-            refs.same(where, "the drill id", d.get("id"), event.details.get("drill_id"))
-        pred = refs.statement(d.get("attestation"), DRILL_PREDICATE_TYPE, where)
-        if pred is not None:
-            refs.same(where, "the drill id", d.get("id"), pred.get("drill_id"))
-            refs.same(where, "the result", d.get("ok"), pred.get("ok"))
-            refs.same(
-                where, "the restore time", d.get("restore_seconds"), pred.get("restore_seconds")
-            )
-            refs.same(where, "the RTO", d.get("rto_seconds"), pred.get("rto_seconds"))
+def _codes(items: list[dict[str, Any]]) -> list[Any]:
+    return _canonical_sort({json.dumps(f.get("code")): f.get("code") for f in items}.values())
 
 
-def _check_trails(refs: _Refs, records: Mapping[str, list[dict[str, Any]]]) -> None:
-    for f in records.get("findings", []):
-        where = f"{RECORDS['findings']}#{f.get('id')}"
-        for step in f.get("trail", []):
-            action = _STEP_ACTIONS.get(str(step.get("status")), "finding.?")
-            refs.event(step.get("seq"), action, f"finding:{f.get('id')}", where)
-    for x in records.get("exceptions", []):
-        where = f"{RECORDS['exceptions']}#{x.get('id')}"
-        for seq in x.get("seqs", []):
-            refs.event(seq, ("exception.requested", "exception.approved", "exception.revoked"),
-                       f"exception:{x.get('id')}", where)  # fmt: skip
-    for k in records.get("key_rotations", []):
-        where = f"{RECORDS['key_rotations']}#{k.get('seq')}"
-        refs.event(k.get("seq"), "keys.rotated", f"kek:{k.get('kek')}", where)
+def _check_verification(refs: _Refs, v: dict[str, Any], where: str) -> None:
+    findings = _objects(v.get("findings"), "findings")
+    event = refs.event(
+        v.get("seq"), "verification.completed", f"backup:{v.get('backup_id')}", where
+    )
+    if event is not None:
+        source, d = f"verification.completed (seq {event.seq})", event.details
+        refs.same(where, "the verification id", v.get("id"), d.get("verification_id"), source)
+        refs.same(where, "the kind", v.get("kind"), d.get("kind"), source)
+        refs.same(where, "the result", v.get("ok"), d.get("ok"), source)
+        refs.same(where, "the finding codes", _codes(findings), d.get("findings"), source)
+    found = refs.attestation(v.get("attestation"), VERIFICATION_PREDICATE_TYPE, where)
+    if found is None:
+        return
+    pred, source = dict(found.statement.predicate), f"its attestation {v.get('attestation')}"
+    sample = pred.get("sample")
+    refs.same(where, "the verification id", v.get("id"), pred.get("verification_id"), source)
+    refs.same(where, "the backup", v.get("backup_id"), pred.get("backup_id"), source)
+    for key in ("kind", "ok", "started_at", "finished_at"):
+        refs.same(where, key, v.get(key), pred.get(key), source)
+    refs.same(where, "the sample", v.get("sample_percent"),
+              sample.get("percent") if isinstance(sample, dict) else None, source)  # fmt: skip
+    refs.same(where, "the findings", _finding_triples(findings),
+              _finding_triples(_objects(pred.get("findings"), "the signed findings")),
+              source)  # fmt: skip
 
 
-def _check_policy(refs: _Refs, versions: list[dict[str, Any]]) -> None:
-    for p in versions:
-        where = f"{RECORDS['policy_versions']}#v{p.get('version')}"
-        text = p.get("text")
-        if not isinstance(text, str) or sha256_hex(text.encode("utf-8")) != p.get("sha256"):
-            refs.report.add("record-mismatch", "the policy text does not match its SHA-256", where)
-        subject = f"policy:v{p.get('version')}"
-        steps = [("proposal_seq", "policy.proposed")]
-        if p.get("approved_by") is not None:
-            steps.append(("approval_seq", "policy.approved"))
-        for key, action in steps:
-            event = refs.event(p.get(key), action, subject, where)
-            if event is not None and event.details.get("sha256") != p.get("sha256"):
-                refs.report.add("record-mismatch", f"{action} names another policy text", where)
+def _check_drill(refs: _Refs, d: dict[str, Any], where: str) -> None:
+    findings = _objects(d.get("findings"), "findings")
+    event = refs.event(d.get("seq"), "drill.completed", f"backup:{d.get('backup_id')}", where)
+    if event is not None:
+        source, details = f"drill.completed (seq {event.seq})", event.details
+        refs.same(where, "the drill id", d.get("id"), details.get("drill_id"), source)
+        for key in ("ok", "target", "rto_seconds", "restore_seconds", "phases",
+                    "fingerprint_match"):  # fmt: skip
+            refs.same(where, key, d.get(key), details.get(key), source)
+        refs.same(where, "the finding codes", _codes(findings), details.get("findings"), source)
+    found = refs.attestation(d.get("attestation"), DRILL_PREDICATE_TYPE, where)
+    if found is None:
+        return
+    pred, source = dict(found.statement.predicate), f"its attestation {d.get('attestation')}"
+    refs.same(where, "the drill id", d.get("id"), pred.get("drill_id"), source)
+    refs.same(where, "the backup", d.get("backup_id"), pred.get("backup_id"), source)
+    for key in ("ok", "target", "rto_seconds", "restore_seconds", "phases", "fingerprint_match",
+                "started_at", "finished_at"):  # fmt: skip
+        refs.same(where, key, d.get(key), pred.get(key), source)
+    refs.same(where, "the findings", _finding_triples(findings),
+              _finding_triples(_objects(pred.get("findings"), "the signed findings")),
+              source)  # fmt: skip
 
 
-def _check_controls(
-    refs: _Refs, runs: list[dict[str, Any]], results: list[dict[str, Any]] | None
-) -> None:
-    for run in runs:
-        where = f"{RECORDS['check_runs']}#{run.get('id')}"
-        event = refs.event(run.get("seq"), "policy.checked", f"check:{run.get('id')}", where)
-        if event is not None:
-            refs.same(where, "the results digest", run.get("results_sha256"),
-                      event.details.get("results_sha256"))  # fmt: skip
-    if runs and results is not None:
-        if sha256_hex(rfc8785.dumps(results)) != runs[-1].get("results_sha256"):
-            refs.report.add(
-                "record-mismatch",
-                "the control results differ from what the newest policy check committed to",
-                RECORDS["results"],
-            )
-    elif results:
+# -- findings, exceptions, key rotations, policy versions ---------------------------------------
+
+
+def _check_finding(refs: _Refs, f: dict[str, Any], where: str) -> None:
+    subject = f"finding:{f.get('id')}"
+    trail = _objects(f.get("trail"), "trail")
+    if not trail or trail[0].get("status") != "open":
         refs.report.add(
-            "reference-missing", "control results without a policy check", RECORDS["results"]
+            "reference-missing", "the trail does not begin with its finding.opened", where
         )
+    previous: int | None = None
+    for number, step in enumerate(trail, start=1):
+        status, seq = step.get("status"), step.get("seq")
+        action = _STEP_ACTIONS.get(status) if isinstance(status, str) else None
+        if action is None or (status == "open" and number > 1):
+            refs.mismatch(where, f"trail step {number} has status {_SHOW.repr(status)}")
+            continue
+        if isinstance(seq, int) and previous is not None and seq <= previous:
+            refs.mismatch(where, f"trail step {number} (seq {seq}) is out of order")
+        previous = seq if isinstance(seq, int) else previous
+        event = refs.event(seq, action, subject, where)
+        if event is None:
+            continue
+        source = f"{action} (seq {event.seq})"
+        refs.same(where, f"step {number}'s actor", step.get("actor"), event.actor, source)
+        note = event.details.get("message" if action == "finding.opened" else "note")
+        refs.same(where, f"step {number}'s note", step.get("note"), note, source)
+        if action == "finding.opened":
+            for key in ("control", "subject", "severity"):
+                refs.same(where, key, f.get(key), event.details.get(key), source)
+    if trail:
+        refs.same(where, "the status", f.get("status"), trail[-1].get("status"),
+                  "its trail's last step")  # fmt: skip
+
+
+def _check_exception(refs: _Refs, x: dict[str, Any], where: str) -> None:
+    subject = f"exception:{x.get('id')}"
+    by_action: dict[str, list[Event]] = {action: [] for action in _EXCEPTION_ACTIONS}
+    for seq in _seq_list(x.get("seqs"), "seqs"):
+        event = refs.event(seq, _EXCEPTION_ACTIONS, subject, where)
+        if event is not None:
+            by_action[event.action].append(event)
+    requests = by_action["exception.requested"]
+    approvals = by_action["exception.approved"]
+    revocations = by_action["exception.revoked"]
+    for action, found in by_action.items():
+        if len(found) > 1:
+            refs.mismatch(where, f"cites {action} {len(found)} times")
+    requester = x.get("requested_by")
+    if not requests:
+        refs.report.add("reference-missing", "cites no exception.requested", where)
+    else:
+        request = requests[0]
+        source = f"exception.requested (seq {request.seq})"
+        refs.same(where, "the requester", requester, request.actor, source)
+        requester = request.actor
+        for key in ("control", "subject", "reason"):
+            refs.same(where, key, x.get(key), request.details.get(key), source)
+        refs.same(where, "the expiry", x.get("expires_at"), request.details.get("expires"), source)
+    status = x.get("status")
+    if status == "requested":
+        if approvals or revocations:
+            refs.mismatch(where, "the status is 'requested' but it was approved or revoked")
+    elif status == "approved":
+        if not approvals:
+            refs.report.add("reference-missing", "approved, but cites no exception.approved", where)
+        if revocations:
+            refs.mismatch(where, "the status is 'approved' but it was revoked")
+    elif status == "revoked":
+        if not revocations:
+            refs.report.add("reference-missing", "revoked, but cites no exception.revoked", where)
+    else:
+        refs.mismatch(where, f"the status {_SHOW.repr(status)} is not one an exception has")
+    approver = x.get("approved_by")
+    if approvals:
+        approval = approvals[0]
+        source = f"exception.approved (seq {approval.seq})"
+        refs.same(where, "the approver", approver, approval.actor, source)
+        for key in ("control", "subject"):
+            refs.same(where, key, x.get(key), approval.details.get(key), source)
+        refs.same(where, "the requester", x.get("requested_by"),
+                  approval.details.get("requested_by"), source)  # fmt: skip
+        if _same_person(approval.actor, requester):
+            refs.mismatch(where, f"approved by its requester {approval.actor!r}")
+    elif approver is not None:
+        refs.report.add(
+            "reference-missing", f"names approver {_SHOW.repr(approver)} but cites no approval",
+            where,
+        )  # fmt: skip
+
+
+def _check_rotation(refs: _Refs, k: dict[str, Any], where: str) -> None:
+    event = refs.event(k.get("seq"), "keys.rotated", f"kek:{k.get('kek')}", where)
+    if event is None:
+        return
+    source = f"keys.rotated (seq {event.seq})"
+    refs.same(where, "the time", k.get("time"), event.time, source)
+    refs.same(where, "the actor", k.get("actor"), event.actor, source)
+    for key in ("old_version", "new_version"):
+        refs.same(where, key, k.get(key), event.details.get(key), source)
+
+
+def _check_policy(refs: _Refs, p: dict[str, Any], where: str) -> None:
+    text = p.get("text")
+    if not isinstance(text, str) or sha256_hex(text.encode("utf-8")) != p.get("sha256"):
+        refs.mismatch(where, "the policy text does not match its SHA-256")
+    subject = f"policy:v{p.get('version')}"
+    proposer, approver = p.get("proposed_by"), p.get("approved_by")
+    proposal = refs.event(p.get("proposal_seq"), "policy.proposed", subject, where)
+    if proposal is not None:
+        source = f"policy.proposed (seq {proposal.seq})"
+        refs.same(where, "the proposer", proposer, proposal.actor, source)
+        refs.same(
+            where, "the policy digest", p.get("sha256"), proposal.details.get("sha256"), source
+        )
+        proposer = proposal.actor
+    if approver is None and p.get("approval_seq") is None:
+        return
+    approval = refs.event(p.get("approval_seq"), "policy.approved", subject, where)
+    if approval is not None:
+        source = f"policy.approved (seq {approval.seq})"
+        refs.same(where, "the approver", approver, approval.actor, source)
+        refs.same(
+            where, "the policy digest", p.get("sha256"), approval.details.get("sha256"), source
+        )
+        refs.same(where, "the proposer", p.get("proposed_by"),
+                  approval.details.get("proposed_by"), source)  # fmt: skip
+        approver = approval.actor
+    if _same_person(proposer, approver):
+        refs.mismatch(where, f"approved by its proposer {_SHOW.repr(approver)}")
+
+
+# -- control results --------------------------------------------------------------------------
+
+
+def _check_controls(refs: _Refs, records: Mapping[str, list[dict[str, Any]]]) -> None:
+    """Each check run matches its ``policy.checked`` event; the control results are those the
+    newest run (highest seq) committed to; a package without them fails (an empty rule set
+    proves nothing)."""
+    runs = records.get("check_runs", [])
+    results = records.get("results")
+    newest: list[tuple[int, dict[str, Any]]] = []
+
+    def check(refs: _Refs, run: dict[str, Any], where: str) -> None:
+        event = refs.event(run.get("seq"), "policy.checked", f"check:{run.get('id')}", where)
+        if event is None:
+            return
+        source = f"policy.checked (seq {event.seq})"
+        for key in ("results_sha256", "ok", "policy_version"):
+            refs.same(where, key, run.get(key), event.details.get(key), source)
+        refs.same(where, "the actor", run.get("actor"), event.actor, source)
+        newest.append((event.seq, run))
+
+    _each(refs, records, "check_runs", check, lambda r: _label(r.get("id")))
+    where = RECORDS["results"]
+    if not runs:
+        refs.report.add(
+            "control-results-missing", "no policy check ran in the period", RECORDS["check_runs"]
+        )
+        if results:
+            refs.report.add("reference-missing", "control results without a policy check", where)
+        return
+    if results is None:
+        return  # reported as missing or malformed
+    if not results:
+        refs.report.add(
+            "control-results-missing", "the newest policy check evaluated no control", where
+        )
+    if not newest:
+        return  # each run's broken reference is reported
+    seq, run = max(newest, key=lambda item: item[0])
+    try:
+        digest = sha256_hex(rfc8785.dumps(results))
+    except (rfc8785.CanonicalizationError, *_BROKEN) as exc:
+        refs.report.add("record-malformed", f"not canonical JSON: {_describe(exc)}", where)
+        return
+    if digest != run.get("results_sha256"):
+        refs.report.add(
+            "record-mismatch",
+            f"the control results differ from what the newest policy check (seq {seq}) "
+            "committed to",
+            where,
+        )
+
+
+# -- completeness and renderings --------------------------------------------------------------
+
+
+def _completeness(refs: _Refs, files: Mapping[str, bytes]) -> None:
+    """Every cited event that stands for a record has its record; every attestation backs
+    exactly one record."""
+    for seq, event in sorted(refs.events.items()):
+        if event.action in RECORD_ACTIONS and seq not in refs.referenced:
+            refs.report.add(
+                "record-missing",
+                f"ledger seq {seq} ({event.action} on {event.subject}) has no record",
+                EVENTS,
+                seq=seq,
+            )
+    for path in sorted(p for p in files if p.startswith("attestations/")):
+        uses = refs.attestation_uses.get(path, 0)
+        if uses != 1:
+            refs.report.add(
+                "attestation-unreferenced",
+                "no record refers to it" if uses == 0 else f"{uses} records refer to it",
+                path,
+            )
 
 
 def _renderings(files: Mapping[str, bytes], report: EvidenceReport) -> None:
@@ -514,7 +949,7 @@ def _renderings(files: Mapping[str, bytes], report: EvidenceReport) -> None:
         report.add("file-missing", "the package has no OSCAL document", OSCAL)
     else:
         try:
-            doc = json.loads(raw)
+            doc = _loads(raw)
             if not isinstance(doc, dict) or not isinstance(doc.get("assessment-results"), dict):
                 raise ValueError("no assessment-results object")
         except ValueError as exc:

@@ -7,6 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from affidavit.errors import InputError
 
+MIN_YEAR = 1970
+MAX_YEAR = 9998  # a day can still be added (an inclusive --to), and RFC 3339 strings of years
+# 1000..9999 compare in time order; earlier years would not (strftime does not pad them)
+
 
 def parse_moment(text: str, *, flag: str, end_of_day: bool = False) -> datetime:
     """``YYYY-MM-DD`` (UTC midnight; the next midnight with ``end_of_day``) or an RFC 3339
@@ -17,18 +21,30 @@ def parse_moment(text: str, *, flag: str, end_of_day: bool = False) -> datetime:
             day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
             return day + timedelta(days=1) if end_of_day else day
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except OverflowError:
+        raise InputError(
+            f"{flag} {text!r} is out of range",
+            hint=f"use a time between {MIN_YEAR} and {MAX_YEAR}",
+        ) from None
     except ValueError:
         raise InputError(
             f"{flag} {text!r} is not a date", hint="use YYYY-MM-DD or 2026-01-31T00:00:00Z"
         ) from None
     if moment.tzinfo is None:
         raise InputError(f"{flag} {text!r} has no UTC offset", hint="add Z or +HH:MM")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InputError(
+            f"{flag} {text!r} is out of range",
+            hint=f"use a time between {MIN_YEAR} and {MAX_YEAR}",
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
 class Period:
-    """The half-open interval ``[start, end)``."""
+    """The half-open interval ``[start, end)``, both ends in the years
+    :data:`MIN_YEAR`..:data:`MAX_YEAR` (UTC)."""
 
     start: datetime
     end: datetime
@@ -36,6 +52,17 @@ class Period:
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise InputError("a period needs times with a UTC offset")
+        for moment in (self.start, self.end):
+            try:
+                year = moment.astimezone(UTC).year
+            except OverflowError:
+                year = moment.year
+            if not MIN_YEAR <= year <= MAX_YEAR:
+                raise InputError(
+                    f"the period must lie between the years {MIN_YEAR} and {MAX_YEAR} "
+                    f"(not {moment.isoformat()})",
+                    hint="give --from and --to as YYYY-MM-DD",
+                )
         if self.end <= self.start:
             raise InputError(
                 f"the period ends ({self.end:%Y-%m-%d %H:%M}) before it starts "

@@ -10,9 +10,10 @@ be written, the package is removed: no evidence file exists without its ledger e
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from affidavit.ledger.checkpoint import Checkpoint, open_checkpoint
 from affidavit.ledger.log import LedgerLog
 from affidavit.models.backup import Backup
 from affidavit.models.checks import Drill, Verification
-from affidavit.models.governance import ControlFinding, FindingStatus
+from affidavit.models.governance import CheckRun, ControlFinding, FindingStatus
 from affidavit.models.ledger import Event, rfc3339_utc
 from affidavit.models.period import Period
 from affidavit.models.progress import Reporter
@@ -104,8 +105,12 @@ def build_evidence(
     if framework is not None:
         check_framework(framework)
     out = out.expanduser().absolute()
-    if out.exists():
+    if os.path.lexists(out):
         raise AlreadyExists(f"{out} already exists", hint="choose another --out; nothing changed")
+    if not out.parent.is_dir():
+        raise InputError(
+            f"the folder {out.parent} does not exist", hint="create it first; nothing changed"
+        )
     identity = _identity(app)
     current_checkpoint(app)  # make sure a signed checkpoint covers the whole ledger
     now = datetime.now(UTC)
@@ -162,7 +167,10 @@ def build_evidence(
         raise
     warnings = []
     if not content.check_runs:
-        warnings.append("no policy check ran in the period: the package has no control results")
+        warnings.append(
+            "no policy check ran in the period: the package has no control results and will "
+            "not verify (control-results-missing); run `affidavit policy check` and build again"
+        )
     return EvidenceBuild(
         path=out, sha256=digest, period=period, framework=framework, files=len(files) + 2,
         events=len(lines), backups=len(content.backups), verifications=len(content.verifications),
@@ -223,12 +231,19 @@ class _Gathered:
         return out
 
     def cited_seqs(self) -> list[int]:
+        """The events of the period and those the package's records refer to (only those:
+        a completion of a backup the package does not hold is not cited)."""
         seqs = set(self.period_seqs)
         for data in self.envelope_files().values():
             seq = self.attestation_seq.get(sha256_hex(data))
             if seq is not None:
                 seqs.add(seq)
-        seqs.update(self.completed_seq.values())
+        keys = [
+            *(f"backup:{b.id}" for b in self.backups),
+            *(f"verification:{v.id}" for v in self.verifications),
+            *(f"drill:{d.id}" for d in self.drills),
+        ]
+        seqs.update(self.completed_seq[key] for key in keys if key in self.completed_seq)
         for f in self.findings:
             seqs.update(s.seq for s in f.trail if s.seq is not None)
         for x in self.exceptions:
@@ -275,10 +290,17 @@ class _Gathered:
 
 
 def _gather(uow: UnitOfWork, period: Period, size: int) -> _Gathered:
+    """Everything of the period: the events whose time lies in it (up to the checkpoint's
+    ``size``) and a record for each of those that stands for one (a ``backup.completed`` in the
+    period brings its backup, even one started earlier), plus the records that were active in
+    the period by their own times."""
     start, end = rfc3339_utc(period.start), rfc3339_utc(period.end)
     period_events = [
-        e for e in uow.ledger.find(since=start) if e.seq < size and _entry_time(e.entry) < end
+        event
+        for event in (Event.from_canonical(e.entry) for e in uow.ledger.find(since=start))
+        if event.seq < size and event.time < end
     ]
+    in_period = {e.seq for e in period_events}
     attestation_seq: dict[str, int] = {}
     completed: dict[str, int] = {}
     exception_seqs: dict[str, list[int]] = {}
@@ -302,28 +324,49 @@ def _gather(uow: UnitOfWork, period: Period, size: int) -> _Gathered:
                 exception_seqs.setdefault(event.subject.removeprefix("exception:"), []).append(
                     event.seq
                 )
+
+    def completed_in_period(key: str) -> bool:
+        return completed.get(key) in in_period
+
     backups = [
-        b for b in uow.backups.list() if _in(period, b.started_at) or _in(period, b.deleted_at)
+        b
+        for b in uow.backups.list()
+        if _in(period, b.started_at)
+        or _in(period, b.deleted_at)
+        or completed_in_period(f"backup:{b.id}")
     ]
     backups.sort(key=lambda b: (b.started_at, b.id))
     verifications = sorted(
-        (v for v in uow.checks.verifications() if _in(period, v.finished_at)),
+        (
+            v
+            for v in uow.checks.verifications()
+            if _in(period, v.finished_at) or completed_in_period(f"verification:{v.id}")
+        ),
         key=lambda v: (v.finished_at, v.id),
     )
     drills = sorted(
-        (d for d in uow.checks.drills() if _in(period, d.finished_at)),
+        (
+            d
+            for d in uow.checks.drills()
+            if _in(period, d.finished_at) or completed_in_period(f"drill:{d.id}")
+        ),
         key=lambda d: (d.finished_at, d.id),
     )
     gov = uow.governance
-    findings = [
-        f for f in gov.findings()
-        if f.opened_at < period.end
-        and (f.status is not FindingStatus.RESOLVED or any(s.at >= period.start for s in f.trail))
-    ]  # fmt: skip
+
+    def finding_in_period(f: ControlFinding) -> bool:
+        if any(step.seq in in_period for step in f.trail):
+            return True
+        if f.opened_at >= period.end:
+            return False
+        return f.status is not FindingStatus.RESOLVED or any(s.at >= period.start for s in f.trail)
+
+    findings = [f for f in gov.findings() if finding_in_period(f)]
     exceptions = [
         {**x.to_json(), "seqs": sorted(exception_seqs.get(x.id, []))}
         for x in gov.exceptions()
-        if x.requested_at < period.end and x.expires_at > period.start
+        if (x.requested_at < period.end and x.expires_at > period.start)
+        or any(seq in in_period for seq in exception_seqs.get(x.id, []))
     ]
     versions = [
         {
@@ -336,7 +379,7 @@ def _gather(uow: UnitOfWork, period: Period, size: int) -> _Gathered:
         for v in gov.policy_versions()
         if v.proposed_at < period.end
     ]  # fmt: skip
-    runs = gov.check_runs(since=period.start, until=period.end)
+    runs = _check_runs(uow, period, period_events, size)
     run_records = [
         {
             "id": r.id, "at": r.at.isoformat(), "actor": r.actor, "ok": r.ok,
@@ -345,18 +388,16 @@ def _gather(uow: UnitOfWork, period: Period, size: int) -> _Gathered:
         }
         for r in runs
     ]  # fmt: skip
-    rotations = []
-    for stored in period_events:
-        event = Event.from_canonical(stored.entry)
-        if event.action == "keys.rotated":
-            rotations.append(
-                {
-                    "seq": event.seq, "time": event.time, "actor": event.actor,
-                    "kek": event.subject.removeprefix("kek:"),
-                    "old_version": event.details.get("old_version"),
-                    "new_version": event.details.get("new_version"),
-                }
-            )  # fmt: skip
+    rotations = [
+        {
+            "seq": event.seq, "time": event.time, "actor": event.actor,
+            "kek": event.subject.removeprefix("kek:"),
+            "old_version": event.details.get("old_version"),
+            "new_version": event.details.get("new_version"),
+        }
+        for event in period_events
+        if event.action == "keys.rotated"
+    ]  # fmt: skip
     return _Gathered(
         backups=backups,
         verifications=verifications,
@@ -365,17 +406,34 @@ def _gather(uow: UnitOfWork, period: Period, size: int) -> _Gathered:
         exceptions=exceptions,
         policy_versions=versions,
         check_runs=run_records,
-        results=list(runs[-1].results) if runs else [],
+        # the newest run is the one the ledger recorded last (its time may be back-dated)
+        results=list(max(runs, key=lambda r: r.seq or 0).results) if runs else [],
         key_rotations=rotations,
-        period_seqs=[e.seq for e in period_events],
+        period_seqs=sorted(in_period),
         attestation_seq=attestation_seq,
         completed_seq=completed,
         size=size,
     )
 
 
-def _entry_time(entry: bytes) -> str:
-    return str(json.loads(entry)["time"])
+def _check_runs(
+    uow: UnitOfWork, period: Period, period_events: Sequence[Event], size: int
+) -> list[CheckRun]:
+    """The policy checks recorded (``policy.checked``) in the period, and those whose own time
+    lies in it, in ledger order; only runs proven by the checkpoint."""
+    recorded = {
+        e.subject.removeprefix("check:") for e in period_events if e.action == "policy.checked"
+    }
+    # a run's time is taken before its facts are gathered, so it precedes its event
+    runs = uow.governance.check_runs(since=period.start - timedelta(days=1), until=period.end)
+    if not recorded <= {r.id for r in runs}:
+        runs = uow.governance.check_runs()  # a back-dated run: look at them all
+    chosen = [
+        r
+        for r in runs
+        if r.seq is not None and r.seq < size and (r.id in recorded or r.at in period)
+    ]
+    return sorted(chosen, key=lambda r: r.seq or 0)
 
 
 def _proof_lines(
@@ -434,7 +492,8 @@ def _backup_record(
             for d in b.datasets
         ],
         "artifacts": [
-            {"path": a.path, "role": a.role.value, "size": a.size, "sha256": a.sha256}
+            {"path": a.path, "role": a.role.value, "dataset": a.dataset, "size": a.size,
+             "sha256": a.sha256, "plain_size": a.plain_size, "plain_sha256": a.plain_sha256}
             for a in b.artifacts
         ],
         "manifest_sha256": b.manifest_sha256,
