@@ -131,6 +131,13 @@ class MotoScratch(ScratchServer):
             return False
 
 
+@pytest.fixture
+def moto_scratch_class() -> type[MotoScratch]:
+    """The class, for a test that needs a moto server of its own (to stop it mid-test);
+    importing it from ``conftest`` would pick whichever conftest module loaded first."""
+    return MotoScratch
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoScratch]:
     """One moto server for the session."""

@@ -269,11 +269,9 @@ def test_deleted_backup_is_bad_input_with_a_hint(
 
 
 def test_unreachable_s3_vault_is_exit_3_one_line_and_not_recorded_as_a_verification(
-    cli: Any, home: Path, servers: Any, monkeypatch: pytest.MonkeyPatch
+    cli: Any, home: Path, servers: Any, monkeypatch: pytest.MonkeyPatch, moto_scratch_class: Any
 ) -> None:
-    from conftest import MotoScratch
-
-    with MotoScratch() as moto:
+    with moto_scratch_class() as moto:
         monkeypatch.setenv("AWS_ENDPOINT_URL", moto.uri)
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
