@@ -50,6 +50,20 @@ def test_demo_inventories_two_real_servers(tmp_path: Path) -> None:
     assert out["tampered"]["caught"] is True
     assert "artifact-hash-mismatch" in out["tampered"]["findings"]
     assert out["ledger"]["findings"] == []
+    # certification: a policy check with findings, an exception, a verified evidence package
+    check = out["policy_check"]
+    assert check["ok"] is False and check["findings"]
+    controls = {f["control"] for f in check["findings"]}
+    assert {"backup.immutable", "verify.recent"} <= controls
+    assert check["excepted"] == [
+        {"control": "dataset.classified", "subject": "dataset:session-cache/db0"}
+    ]
+    assert out["evidence_verify"]["ok"] is True and out["evidence_verify"]["findings"] == []
+    assert Path(out["evidence"]["path"]).is_file()
+    report = Path(out["report_html"]).read_text(encoding="utf-8")
+    assert "<svg" in report and "<script" not in report.lower()
+    verified = run("evidence", "verify", out["evidence"]["path"], "--public-key", out["vkey"])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     # the home is left for a look around, offline
     shown = run("--home", str(home), "source", "show", "orders-db", "--json")
     assert shown.returncode == 0, shown.stderr
