@@ -454,15 +454,25 @@ def _fingerprint_rdb(reader: Any, names: list[str] | None) -> dict[str, Accumula
     if names is not None:
         accumulators = {int(name.removeprefix("db")): Accumulator("exact") for name in names}
     batches: dict[int, list[tuple[bytes, bytes]]] = {db: [] for db in accumulators}
+    skip: list[tuple[bytes, bytes]] = []  # records of datasets not asked for
+    by_label: dict[str, tuple[int, list[tuple[bytes, bytes]]]] = {}  # per label, not per key
+    encode = encode_redis_record
     for dataset, record in reader.iter_all():
-        db = int(dataset.removeprefix("db"))
-        batch = batches.get(db)
-        if batch is None:
-            if names is not None:
-                continue
-            batch = batches[db] = []
-            accumulators[db] = Accumulator("exact")
-        batch.append(encode_redis_record(record))
+        known = by_label.get(dataset)
+        if known is None:
+            db = int(dataset.removeprefix("db"))
+            batch = batches.get(db)
+            if batch is None:
+                if names is not None:
+                    batch = skip
+                else:
+                    batch = batches[db] = []
+                    accumulators[db] = Accumulator("exact")
+            known = by_label[dataset] = (db, batch)
+        db, batch = known
+        if batch is skip:
+            continue
+        batch.append(encode(record))
         if len(batch) >= 4096:
             accumulators[db].add_records(batch)
             batch.clear()
