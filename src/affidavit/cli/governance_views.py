@@ -60,18 +60,14 @@ def result_rows(results: Sequence[_ResultLike], *, show_all: bool) -> list[list[
     return [
         [
             r.control,
-            _plain(r.subject),
+            plain(r.subject),
             _STATUS_STYLE.get(r.status.value, r.status.value),
             r.severity.value,
-            _plain(r.owner),
-            _plain(r.message),
+            plain(r.owner),
+            plain(r.message),
         ]
         for r in chosen
     ]
-
-
-def _plain(text: str) -> str:
-    return plain(text) or ""
 
 
 def finding_rows(findings: Sequence[ControlFinding]) -> list[list[Any]]:
@@ -82,10 +78,10 @@ def finding_rows(findings: Sequence[ControlFinding]) -> list[list[Any]]:
             f.status.value,
             f.severity.value,
             f.control,
-            _plain(f.subject),
-            _plain(f.owner),
+            plain(f.subject),
+            plain(f.owner),
             when(f.due_at),
-            _plain(f.message),
+            plain(f.message),
         ]
         for f in findings
     ]

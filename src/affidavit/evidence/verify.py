@@ -62,6 +62,7 @@ from affidavit.ledger.attestation import (
 )
 from affidavit.ledger.checkpoint import Checkpoint, open_checkpoint
 from affidavit.models.checks import Finding
+from affidavit.models.governance import same_person
 from affidavit.models.ledger import Event
 
 RECORDS = {
@@ -451,13 +452,6 @@ def _canonical_sort(items: Iterable[Any]) -> list[Any]:
     return sorted(items, key=lambda item: json.dumps(item, sort_keys=True, default=str))
 
 
-def _same_person(a: Any, b: Any) -> bool:
-    """As the services decide separation of duties: case and surrounding spaces aside."""
-    return (
-        isinstance(a, str) and isinstance(b, str) and a.strip().casefold() == b.strip().casefold()
-    )
-
-
 def _moment(value: Any) -> Any:
     """A time string as a comparable instant (equal instants compare equal however written);
     anything else as is."""
@@ -816,7 +810,7 @@ def _check_exception(refs: _Refs, x: dict[str, Any], where: str) -> None:
             refs.same(where, key, x.get(key), approval.details.get(key), source)
         refs.same(where, "the requester", x.get("requested_by"),
                   approval.details.get("requested_by"), source)  # fmt: skip
-        if _same_person(approval.actor, requester):
+        if same_person(approval.actor, requester):
             refs.mismatch(where, f"approved by its requester {approval.actor!r}")
     elif approver is not None:
         refs.report.add(
@@ -862,7 +856,7 @@ def _check_policy(refs: _Refs, p: dict[str, Any], where: str) -> None:
         refs.same(where, "the proposer", p.get("proposed_by"),
                   approval.details.get("proposed_by"), source)  # fmt: skip
         approver = approval.actor
-    if _same_person(proposer, approver):
+    if same_person(proposer, approver):
         refs.mismatch(where, f"approved by its proposer {_SHOW.repr(approver)}")
 
 

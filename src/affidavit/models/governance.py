@@ -9,6 +9,14 @@ from enum import StrEnum
 from typing import Any
 
 
+def same_person(a: object, b: object) -> bool:
+    """Whether two recorded actors name the same person (case and surrounding spaces aside).
+    Separation of duties compares actors with this, everywhere."""
+    return (
+        isinstance(a, str) and isinstance(b, str) and a.strip().casefold() == b.strip().casefold()
+    )
+
+
 class Severity(StrEnum):
     """How bad a failed control is; sets the default due date of its finding."""
 

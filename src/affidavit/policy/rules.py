@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from affidavit.constants import Classification
-from affidavit.models.governance import PolicyException, Severity
+from affidavit.models.governance import PolicyException, Severity, same_person
 from affidavit.policy.controls import BY_ID, CONTROLS, UNEXCEPTABLE
 from affidavit.policy.document import LevelRequirements, Policy
 from affidavit.policy.facts import BackupFacts, CheckFacts, DatasetFacts, Facts
@@ -207,10 +207,7 @@ def _policy_approved(ctx: _Context) -> Iterator[ControlResult]:
     cid = "policy.approved"
     if p is None:
         yield ctx.fail(cid, "policy", "no policy version has been approved")
-    elif (
-        p.approved_by is None
-        or p.approved_by.strip().casefold() == p.proposed_by.strip().casefold()
-    ):
+    elif p.approved_by is None or same_person(p.approved_by, p.proposed_by):
         yield ctx.fail(
             cid,
             f"policy:v{p.version}",

@@ -12,13 +12,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from affidavit.catalog.store import UnitOfWork
-from affidavit.models.governance import ExceptionStatus, PolicyException, PolicyVersion
+from affidavit.models.governance import (
+    ExceptionStatus,
+    PolicyException,
+    PolicyVersion,
+    same_person,
+)
 from affidavit.models.ledger import Event
-
-
-def same_person(a: str | None, b: str | None) -> bool:
-    """Whether two recorded actors name the same person (case and spacing aside)."""
-    return a is not None and b is not None and a.strip().casefold() == b.strip().casefold()
 
 
 def _events(uow: UnitOfWork, actions: Iterable[str]) -> dict[str, list[Event]]:

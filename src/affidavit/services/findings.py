@@ -17,10 +17,10 @@ from affidavit.models.governance import (
     FindingStatus,
     FindingStep,
     PolicyException,
+    same_person,
 )
 from affidavit.policy.controls import UNEXCEPTABLE
 from affidavit.policy.controls import control as known_control
-from affidavit.services.approvals import same_person
 from affidavit.services.context import App
 from affidavit.services.policy import resolve_finding_in
 

@@ -29,13 +29,14 @@ from affidavit.models.governance import (
     FindingStep,
     PolicyVersion,
     Severity,
+    same_person,
 )
 from affidavit.models.progress import Reporter
 from affidavit.policy.controls import CONTROL_IDS, CONTROLS, Control, check_framework
 from affidavit.policy.document import MAX_POLICY_BYTES, Policy, parse_policy
 from affidavit.policy.rules import ControlResult, Status, evaluate, passed
 from affidavit.services.alerts import raise_alert
-from affidavit.services.approvals import backed_exceptions, same_person
+from affidavit.services.approvals import backed_exceptions
 from affidavit.services.context import App, Change
 from affidavit.services.policy_facts import gather_facts
 
