@@ -117,7 +117,7 @@ def build_big(root: Path, n: int) -> App:
     batch = 50_000
     seq = start
     while seq < n:
-        entries, nodes = [], []
+        entries: list[tuple[object, ...]] = []
         for _ in range(min(batch, n - seq)):
             entry = Event(
                 seq=seq,
@@ -129,21 +129,28 @@ def build_big(root: Path, n: int) -> App:
                 client=ClientInfo(agent="bench"),
             ).canonical()
             leaf = merkle.leaf_hash(entry)
-            entries.append(
-                (seq, "2026-01-01T00:00:00.000000Z", "bench", "bench.bulk", "s", entry, leaf)
-            )
-            nodes.append((0, seq, leaf))
-            level, index, digest, carry = 0, seq, leaf, seq
+            closed = bytearray()  # the subtrees this leaf closes, stored in its row
+            digest, carry = leaf, seq
             while carry & 1:
                 digest = merkle.node_hash(stack.pop(), digest)
                 carry >>= 1
-                level, index = level + 1, index // 2
-                nodes.append((level, index, digest))
+                closed += digest
             stack.append(digest)
+            entries.append(
+                (
+                    seq,
+                    "2026-01-01T00:00:00.000000Z",
+                    "bench",
+                    "bench.bulk",
+                    "s",
+                    entry,
+                    leaf,
+                    bytes(closed),
+                )
+            )
             seq += 1
         db.execute("BEGIN")
-        db.executemany("INSERT INTO ledger_entries VALUES (?, ?, ?, ?, ?, ?, ?)", entries)
-        db.executemany('INSERT INTO ledger_nodes(level, "index", hash) VALUES (?, ?, ?)', nodes)
+        db.executemany("INSERT INTO ledger_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries)
         db.execute("COMMIT")
     db.close()
     app = App(app.settings)

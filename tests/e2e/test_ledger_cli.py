@@ -229,13 +229,17 @@ def _client(event: dict[str, Any]) -> Any:
 def test_tamper_edit_entry_and_its_leaf_hash_and_nodes(busy: Path, cli: Cli) -> None:
     with db(busy) as con:
         forged = _forged(5, i=5)
+        leaves = [bytes(r[0]) for r in con.execute("SELECT leaf_hash FROM ledger_entries")]
+        leaves[5] = merkle.leaf_hash(forged)
+        # the forger also rewrites the subtree hashes stored above leaf 5: (1, 2) in row 5,
+        # (2, 1) in row 7 (after (1, 3)) and (3, 0) in row 7
         con.execute(
-            "UPDATE ledger_entries SET entry=?, leaf_hash=? WHERE seq=5",
-            (forged, merkle.leaf_hash(forged)),
+            "UPDATE ledger_entries SET entry=?, leaf_hash=?, nodes=? WHERE seq=5",
+            (forged, leaves[5], merkle.root(leaves[4:6])),
         )
         con.execute(
-            'UPDATE ledger_nodes SET hash=? WHERE level=0 AND "index"=5',
-            (merkle.leaf_hash(forged),),
+            "UPDATE ledger_entries SET nodes=? WHERE seq=7",
+            (merkle.root(leaves[6:8]) + merkle.root(leaves[4:8]) + merkle.root(leaves[0:8]),),
         )
     code, report = _verify(cli)
     assert code == 1 and "root-mismatch" in _codes(report)
@@ -264,13 +268,9 @@ def test_tamper_insert_a_forged_row(busy: Path, cli: Cli) -> None:
     forged = _forged(10, i=99)
     with db(busy) as con:
         con.execute(
-            "INSERT INTO ledger_entries(seq, time, actor, action, subject, entry, leaf_hash) "
-            "VALUES (10, 't', 'mallory', 'test.event', 'x', ?, ?)",
+            "INSERT INTO ledger_entries(seq, time, actor, action, subject, entry, leaf_hash, "
+            "nodes) VALUES (10, 't', 'mallory', 'test.event', 'x', ?, ?, X'')",
             (forged, merkle.leaf_hash(forged)),
-        )
-        con.execute(
-            'INSERT INTO ledger_nodes(level, "index", hash) VALUES (0, 10, ?)',
-            (merkle.leaf_hash(forged),),
         )
     code, report = _verify(cli)
     assert code == 1 and "unsigned-entries" in _codes(report)
@@ -288,8 +288,8 @@ def test_tamper_truncate_and_re_extend_to_same_size(busy: Path, cli: Cli, tmp_pa
         for seq in range(6, 10):
             forged = _forged(seq, i=seq)
             con.execute(
-                "INSERT INTO ledger_entries(seq, time, actor, action, subject, entry, leaf_hash) "
-                "VALUES (?, 't', 'a', 'test.event', 'x', ?, ?)",
+                "INSERT INTO ledger_entries(seq, time, actor, action, subject, entry, leaf_hash, "
+                "nodes) VALUES (?, 't', 'a', 'test.event', 'x', ?, ?, X'')",
                 (seq, forged, merkle.leaf_hash(forged)),
             )
     code, report = _verify(cli, "--checkpoint", str(old))
@@ -311,11 +311,11 @@ def test_tamper_re_sign_with_a_different_key(busy: Path, cli: Cli) -> None:
             merkle.leaf_hash(bytes(r[0]))
             for r in con.execute("SELECT entry FROM ledger_entries ORDER BY seq")
         ]
-        for cid, size in con.execute("SELECT id, size FROM ledger_checkpoints").fetchall():
+        for (size,) in con.execute("SELECT size FROM ledger_checkpoints").fetchall():
             note = sign_checkpoint(
                 Checkpoint(origin=origin, size=size, root=merkle.root(leaves[:size])), mallory
             )
-            con.execute("UPDATE ledger_checkpoints SET note=? WHERE id=?", (note, cid))
+            con.execute("UPDATE ledger_checkpoints SET note=? WHERE size=?", (note, size))
     code, report = _verify(cli, "--public-key", vkey)
     assert code == 1
     assert {"checkpoint-wrong-key", "no-checkpoint"} <= _codes(report)
@@ -325,11 +325,11 @@ def test_tamper_re_sign_with_a_different_key(busy: Path, cli: Cli) -> None:
 def test_tamper_alter_a_checkpoint_size_or_root(busy: Path, cli: Cli, line: int) -> None:
     with db(busy) as con:
         cid, note = con.execute(
-            "SELECT id, note FROM ledger_checkpoints ORDER BY id DESC"
+            "SELECT size, note FROM ledger_checkpoints ORDER BY size DESC"
         ).fetchone()
         lines = note.split("\n")
         lines[line] = "9" if line == 1 else "A" * 43 + "="
-        con.execute("UPDATE ledger_checkpoints SET note=? WHERE id=?", ("\n".join(lines), cid))
+        con.execute("UPDATE ledger_checkpoints SET note=? WHERE size=?", ("\n".join(lines), cid))
     code, report = _verify(cli)
     assert code == 1 and "checkpoint-bad-signature" in _codes(report)
 
@@ -348,7 +348,8 @@ def test_tamper_checkpoint_from_another_origin(busy: Path, cli: Cli, settings: S
     )
     with db(busy) as con:
         con.execute(
-            "INSERT INTO ledger_checkpoints(size, root, note, created_at) VALUES (?, ?, ?, 't')",
+            "INSERT OR REPLACE INTO ledger_checkpoints(size, root, note, created_at) "
+            "VALUES (?, ?, ?, 't')",
             (size, root, note),
         )
     code, report = _verify(cli)
@@ -389,9 +390,10 @@ def test_tamper_stored_leaf_hash_changed_alone(busy: Path, cli: Cli) -> None:
 
 
 def test_tamper_ledger_nodes_corrupted(busy: Path, cli: Cli) -> None:
-    with db(busy) as con:  # a leaf copy inside the tree and the root-side subtree of 0..7
-        con.execute('UPDATE ledger_nodes SET hash=? WHERE level=0 AND "index"=1', (bytes(32),))
-        con.execute('UPDATE ledger_nodes SET hash=? WHERE level=3 AND "index"=0', (bytes(32),))
+    with db(busy) as con:  # subtree 2..3 (row 3's first hash) and subtree 0..7 (row 7's third)
+        con.execute("UPDATE ledger_entries SET nodes=? WHERE seq=3", (bytes(64),))
+        (row7,) = con.execute("SELECT nodes FROM ledger_entries WHERE seq=7").fetchone()
+        con.execute("UPDATE ledger_entries SET nodes=? WHERE seq=7", (row7[:64] + bytes(32),))
     for seq in ("0", "8"):
         result = cli("ledger", "proof", "--seq", seq)
         assert result.code == 1 and "does not lead to the signed root" in result.err

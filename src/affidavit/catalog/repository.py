@@ -291,8 +291,8 @@ class LedgerRepository:
         newest checkpoint (None when there is none), in one statement."""
         ((last, size, root),) = self._raw(
             "SELECT (SELECT max(seq) FROM ledger_entries), "
-            "(SELECT size FROM ledger_checkpoints ORDER BY id DESC LIMIT 1), "
-            "(SELECT root FROM ledger_checkpoints ORDER BY id DESC LIMIT 1)"
+            "(SELECT max(size) FROM ledger_checkpoints), "
+            "(SELECT root FROM ledger_checkpoints ORDER BY size DESC LIMIT 1)"
         )
         newest = None if size is None else (int(size), bytes(root))
         self._newest = () if newest is None else newest
@@ -308,39 +308,45 @@ class LedgerRepository:
         subject: str,
         entry: bytes,
         leaf_hash: bytes,
+        nodes: bytes = b"",
     ) -> None:
-        """Insert one entry row."""
+        """Insert one entry row with the hashes of the complete subtrees its leaf closes
+        (levels 1, 2, ... concatenated; see :class:`~affidavit.catalog.schema.LedgerEntryRow`)."""
         self._raw(
-            "INSERT INTO ledger_entries (seq, time, actor, action, subject, entry, leaf_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (seq, time, actor, action, subject, entry, leaf_hash),
+            "INSERT INTO ledger_entries "
+            "(seq, time, actor, action, subject, entry, leaf_hash, nodes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, time, actor, action, subject, entry, leaf_hash, nodes),
         )
 
-    def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
-        """Store several complete-subtree hashes in one statement."""
-        if nodes:
-            cursor = self._cursor()
-            try:
-                cursor.executemany(
-                    self._sql('INSERT INTO ledger_nodes (level, "index", hash) VALUES (?, ?, ?)'),
-                    list(nodes),
-                )
-            finally:
-                cursor.close()
-
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """The stored hashes of the given (level, index) subtrees, in one query."""
+        """The stored hashes of the given (level, index) subtrees, in one query: the subtree
+        of ``2**level`` leaves from ``index * 2**level`` is stored in the row of its last leaf
+        (``leaf_hash`` for level 0, else the ``level``-th hash of ``nodes``). A subtree whose
+        hash is not stored is left out."""
         found: dict[tuple[int, int], bytes] = {}
         if not keys:
             return found
-        wanted = list(dict.fromkeys(keys))
-        clause = " OR ".join(['(level = ? AND "index" = ?)'] * len(wanted))
+        by_seq: dict[int, list[tuple[int, int]]] = {}
+        for level, index in dict.fromkeys(keys):
+            if level < 0 or index < 0:
+                continue
+            by_seq.setdefault(((index + 1) << level) - 1, []).append((level, index))
+        if not by_seq:
+            return found
+        marks = ", ".join("?" * len(by_seq))
         rows = self._raw(
-            f'SELECT level, "index", hash FROM ledger_nodes WHERE {clause}',  # noqa: S608 - placeholders only
-            [v for key in wanted for v in key],
+            f"SELECT seq, leaf_hash, nodes FROM ledger_entries WHERE seq IN ({marks})",  # noqa: S608 - placeholders only
+            list(by_seq),
         )
-        for level, index, digest in rows:
-            found[(int(level), int(index))] = bytes(digest)
+        for seq, leaf, nodes in rows:
+            for level, index in by_seq.get(int(seq), ()):
+                if level == 0:
+                    digest = bytes(leaf) if leaf is not None else b""
+                else:
+                    digest = bytes(nodes or b"")[(level - 1) * 32 : level * 32]
+                if len(digest) == 32:
+                    found[(level, index)] = digest
         return found
 
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[StoredEntry]:
@@ -390,21 +396,35 @@ class LedgerRepository:
         ]
 
     def add_checkpoint(self, *, size: int, root: bytes, note: str, created_at: str) -> None:
-        """Store a signed checkpoint."""
-        self._raw(
-            "INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?)",
-            (size, root, note, created_at),
-        )
-        self._newest = (size, root)
+        """Store a signed checkpoint. One is kept per tree size: when that size already has
+        one, the stored one stays (history is never overwritten; had it been altered, the
+        verifier reports it)."""
+        cursor = self._cursor()
+        try:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO ledger_checkpoints (size, root, note, created_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (size) DO NOTHING"
+                ),
+                (size, root, note, created_at),
+            )
+            inserted = cursor.rowcount == 1
+        finally:
+            cursor.close()
+        # the newest is this one when it went in and nothing larger exists (checked on the
+        # next read otherwise)
+        known = self._newest
+        newest = inserted and known is not None and (not known or known[0] < size)
+        self._newest = (size, root) if newest else None
 
     def checkpoints(self) -> list[tuple[int, str]]:
-        """Every stored checkpoint as (size, signed note), oldest first."""
-        rows = self._raw("SELECT size, note FROM ledger_checkpoints ORDER BY id")
+        """Every stored checkpoint as (size, signed note), smallest (oldest) first."""
+        rows = self._raw("SELECT size, note FROM ledger_checkpoints ORDER BY size")
         return [(int(size), str(note)) for size, note in rows]
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
-        """The newest stored checkpoint as (size, signed note), or None."""
-        rows = self._raw("SELECT size, note FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
+        """The newest (largest) stored checkpoint as (size, signed note), or None."""
+        rows = self._raw("SELECT size, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     def latest_checkpoint_size(self) -> int | None:
@@ -412,15 +432,13 @@ class LedgerRepository:
         :meth:`add_checkpoint` ran in this transaction, without reading again (the
         transaction holds the write lock, and every checkpoint goes through this class)."""
         if self._newest is None:
-            rows = self._raw("SELECT size FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
-            return int(rows[0][0]) if rows else None
+            ((size,),) = self._raw("SELECT max(size) FROM ledger_checkpoints")
+            return None if size is None else int(size)
         return self._newest[0] if self._newest else None
 
     def checkpoint_of_size(self, size: int) -> str | None:
         """The newest stored signed checkpoint of tree size ``size``, or None."""
-        rows = self._raw(
-            "SELECT note FROM ledger_checkpoints WHERE size = ? ORDER BY id DESC LIMIT 1", (size,)
-        )
+        rows = self._raw("SELECT note FROM ledger_checkpoints WHERE size = ?", (size,))
         return str(rows[0][0]) if rows else None
 
 

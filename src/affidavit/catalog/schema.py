@@ -79,39 +79,41 @@ class VaultRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+# SQLite makes a column declared exactly ``INTEGER PRIMARY KEY`` the table's rowid: the table
+# is then one B-tree instead of a rowid tree plus a primary-key index (other databases keep
+# BIGINT)
+_ROWID = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class LedgerEntryRow(Base):
     """One ledger event. ``entry`` is the RFC 8785 canonical JSON that is hashed;
-    the other columns are copies for querying and are never trusted by the verifier."""
+    the other columns are copies for querying and are never trusted by the verifier.
+
+    ``nodes`` holds the hashes of the complete Merkle subtrees this leaf closes, smallest
+    first: the subtree of ``2**level`` leaves ending at this entry for ``level`` = 1, 2, ...
+    (as many as ``seq + 1`` has trailing zero bits), 32 bytes each. With ``leaf_hash`` as
+    level 0, every complete subtree's hash lives in the row of its last leaf, so a proof is
+    O(log n) row reads and an append writes one row."""
 
     __tablename__ = "ledger_entries"
 
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(_ROWID, primary_key=True, autoincrement=False)
     time: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(Text)
     action: Mapped[str] = mapped_column(String(64), index=True)
     subject: Mapped[str] = mapped_column(Text)
     entry: Mapped[bytes] = mapped_column(LargeBinary)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-
-
-class LedgerNodeRow(Base):
-    """The hash of the complete Merkle subtree of ``2**level`` leaves starting at
-    ``index * 2**level``. Stored as leaves arrive so that proofs need O(log n) reads."""
-
-    __tablename__ = "ledger_nodes"
-
-    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    nodes: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class CheckpointRow(Base):
-    """A signed checkpoint (C2SP signed note) of the ledger."""
+    """A signed checkpoint (C2SP signed note) of the ledger, one per tree size (a signature
+    over the same origin, size and root is the same note: Ed25519 is deterministic)."""
 
     __tablename__ = "ledger_checkpoints"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    size: Mapped[int] = mapped_column(BigInteger, index=True)
+    size: Mapped[int] = mapped_column(_ROWID, primary_key=True, autoincrement=False)
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[str] = mapped_column(String(32))

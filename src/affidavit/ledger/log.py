@@ -1,8 +1,9 @@
 """The append-only ledger log on top of a catalog store.
 
-Each append writes the entry, its leaf hash and every complete Merkle subtree that the new
-leaf closes, inside the caller's unit of work: the catalog change and its event commit together
-or not at all. Roots and proofs then read O(log n) stored subtree hashes, never all leaves.
+Each append writes the entry, its leaf hash and the hashes of every complete Merkle subtree
+that the new leaf closes (in the same row: one write), inside the caller's unit of work: the
+catalog change and its event commit together or not at all. Roots and proofs then read
+O(log n) stored subtree hashes, never all leaves.
 
 The log keeps the tree's *frontier* (the complete subtrees, largest first, whose fold is the
 root: one per set bit of the size) in memory once it has read it in one batched query, so an
@@ -50,9 +51,8 @@ class LedgerStore(Protocol):
         subject: str,
         entry: bytes,
         leaf_hash: bytes,
+        nodes: bytes = b"",
     ) -> None: ...
-
-    def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None: ...
 
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]: ...
 
@@ -193,6 +193,16 @@ class LedgerLog:
         )
         entry = canonical_entry(event)
         leaf = merkle.leaf_hash(entry)
+        grown = [*frontier, (0, seq, leaf)]
+        closed = bytearray()  # levels 1, 2, ...: stored with the entry
+        # the new leaf closes a complete subtree at each level where the frontier's last two
+        # subtrees now have the same size
+        while len(grown) >= 2 and grown[-1][0] == grown[-2][0]:
+            right = grown.pop()
+            left = grown.pop()
+            node = (left[0] + 1, left[1] // 2, merkle.node_hash(left[2], right[2]))
+            grown.append(node)
+            closed += node[2]
         self._store.append(
             seq=seq,
             time=event.time,
@@ -201,18 +211,9 @@ class LedgerLog:
             subject=subject,
             entry=entry,
             leaf_hash=leaf,
+            nodes=bytes(closed),
         )
-        new_nodes = [(0, seq, leaf)]
-        frontier.append((0, seq, leaf))
-        # the new leaf closes a complete subtree at each level where the frontier's last two
-        # subtrees now have the same size
-        while len(frontier) >= 2 and frontier[-1][0] == frontier[-2][0]:
-            right = frontier.pop()
-            left = frontier.pop()
-            node = (left[0] + 1, left[1] // 2, merkle.node_hash(left[2], right[2]))
-            frontier.append(node)
-            new_nodes.append(node)
-        self._store.put_nodes(new_nodes)
+        frontier[:] = grown  # only once the store took the row
         self._size = seq + 1
         return event
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.config import Config
 
 from affidavit.catalog.store import MIGRATIONS_DIR, Catalog
 from affidavit.config import load_settings
+from affidavit.errors import IntegrityError
 from affidavit.services.setup import initialise
 
 
@@ -61,3 +63,103 @@ def test_the_migrations_build_exactly_the_schema_the_models_declare(tmp_path: Pa
     finally:
         catalog.close()
     assert diff == []
+
+
+def _ledger_rows(path: Path) -> tuple[list[tuple[int, bytes, bytes]], list[tuple[int, str]]]:
+    with sqlite3.connect(path) as db:
+        entries = db.execute("select seq, leaf_hash, nodes from ledger_entries order by seq")
+        checkpoints = db.execute("select size, note from ledger_checkpoints order by size")
+        return list(entries), list(checkpoints)
+
+
+def test_0005_moves_subtree_hashes_into_entry_rows_and_back(tmp_path: Path) -> None:
+    """A ledger written by 0005 goes down to 0004's node table and up again unchanged, and
+    after the upgrade every proof still leads to the signed root."""
+    from affidavit.ledger import merkle
+    from affidavit.services import ledger as svc
+    from affidavit.services.context import App
+
+    home = tmp_path / "h"
+    settings = load_settings(home=home, environ={"AFFIDAVIT_ACTOR": "t@example.com"})
+    initialise(settings)
+    app = App(settings)
+    for i in range(37):
+        with app.change() as change:
+            change.record("test.event", f"s:{i}", {"i": i})
+    app.close()
+    path = home / "catalog.sqlite"
+    before = _ledger_rows(path)
+
+    catalog = Catalog(f"sqlite:///{path}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with catalog._engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    catalog.close()
+    with sqlite3.connect(path) as db:
+        nodes = {
+            (level, index): bytes(h)
+            for level, index, h in db.execute('select level, "index", hash from ledger_nodes')
+        }
+    leaves = [leaf for _, leaf, _ in before[0]]
+    size = len(leaves)
+    # every complete subtree of the tree, and nothing else, is in the old table
+    expected = {
+        (level, index) for level in range(size.bit_length()) for index in range(size >> level)
+    }
+    assert set(nodes) == expected
+    for level, index in expected:
+        lo = index << level
+        assert nodes[(level, index)] == merkle.root(leaves[lo : lo + (1 << level)])
+
+    initialise(settings)  # upgrades 0004 -> head (and records catalog.upgraded)
+    after_entries, after_checkpoints = _ledger_rows(path)
+    assert after_entries[:size] == before[0]
+    assert after_checkpoints[: len(before[1])] == before[1]
+    size = len(after_entries)
+    app = App(settings)
+    try:
+        assert svc.verify_catalog(app).ok
+        for seq in range(size):
+            assert svc.inclusion_proof(app, seq).seq == seq  # verified against the root
+    finally:
+        app.close()
+
+
+def test_0005_keeps_a_gap_in_the_old_node_table_visible(tmp_path: Path) -> None:
+    """An altered 0004 catalog (a subtree hash deleted) stays detectably altered."""
+    from affidavit.services import ledger as svc
+    from affidavit.services.context import App
+
+    home = tmp_path / "h"
+    settings = load_settings(home=home, environ={"AFFIDAVIT_ACTOR": "t@example.com"})
+    initialise(settings)
+    app = App(settings)
+    for i in range(8):
+        with app.change() as change:
+            change.record("test.event", f"s:{i}", {"i": i})
+    app.close()
+    path = home / "catalog.sqlite"
+    catalog = Catalog(f"sqlite:///{path}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with catalog._engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    catalog.close()
+    with sqlite3.connect(path) as db:  # the subtree 4..7 (stored at leaf 7, level 2) goes
+        db.execute('delete from ledger_nodes where level = 2 and "index" = 1')
+    # the layout is upgraded, then affidavit refuses to append to the altered ledger
+    with pytest.raises(IntegrityError, match="lacks subtree hash"):
+        initialise(settings)
+    with sqlite3.connect(path) as db:
+        (nodes,) = db.execute("select nodes from ledger_entries where seq = 7").fetchone()
+    assert len(nodes) == 32  # level 1 kept; level 2 missing ends the list (3 is dropped)
+    app = App(settings)
+    try:
+        report = svc.verify_catalog(app)
+        assert not report.ok
+        assert {f.code.value for f in report.findings} == {"stored-nodes-mismatch"}
+    finally:
+        app.close()

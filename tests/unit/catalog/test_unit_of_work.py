@@ -201,7 +201,7 @@ def test_an_app_does_not_resume_over_a_rewritten_checkpoint(app: App) -> None:
     db = sqlite3.connect(app.settings.home / "catalog.sqlite")
     with db:  # same size, another root: the remembered frontier no longer describes it
         db.execute(
-            "UPDATE ledger_checkpoints SET root = ? WHERE id = (SELECT max(id) FROM "
+            "UPDATE ledger_checkpoints SET root = ? WHERE size = (SELECT max(size) FROM "
             "ledger_checkpoints)",
             (bytes(32),),
         )
