@@ -141,14 +141,17 @@ class NoteSigner:
 
     name: str
     key: SigningKey = field(repr=False)
+    # SHA-256 of the name and public key, computed once (a checkpoint is signed per change)
+    _key_id: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         check_key_name(self.name)
+        object.__setattr__(self, "_key_id", key_id_for(self.name, self.key.public_key))
 
     @property
     def key_id(self) -> int:
         """The key ID of this signer."""
-        return key_id_for(self.name, self.key.public_key)
+        return self._key_id
 
     def verifier(self) -> NoteVerifier:
         """Return the matching :class:`NoteVerifier`."""
