@@ -283,12 +283,100 @@ def test_target_safety_non_empty_and_registered_source(
         drill_service.run_drill(app, backup.id, target=fresh_mongo.uri, force=True)
 
 
-def test_redis_uri_target_is_refused(
+def test_redis_drill_into_a_named_empty_target(
     app: App, cli: Any, seeded: dict[str, Any], tmp_path: Path, fresh_redis: RedisScratch
 ) -> None:
     backup = backup_of(app, cli, seeded, tmp_path, "redis")
-    with pytest.raises(InputError, match="scratch redis-server only"):
+    result = drill_service.run_drill(app, backup.id, target=fresh_redis.uri)
+    assert result.ok, result.findings
+    assert result.fingerprint_match
+    assert result.target.startswith("redis://127.0.0.1:")
+    client = redis.Redis.from_url(fresh_redis.uri)
+    try:
+        for db in (0, 1):
+            client.execute_command("SELECT", db)
+            assert client.dbsize() == seeded["counts"][f"db{db}"]
+        client.execute_command("SELECT", 0)
+        assert client.ttl(b"app0:session:1") > 0  # the absolute expiry came along
+        assert client.xrange(b"app0:events:2")[0][0] == b"1750000000002-0"
+    finally:
+        client.close()
+    # the target now holds data: the next drill into it is refused before anything is fetched
+    with pytest.raises(InputError, match="not empty"):
         drill_service.run_drill(app, backup.id, target=fresh_redis.uri)
+    # and the registered source itself is refused
+    with pytest.raises(InputError, match="registered source 'cache'"):
+        drill_service.run_drill(app, backup.id, target=seeded["redis"])
+
+
+def test_redis_named_target_lossy_restore_is_caught(
+    app: App,
+    cli: Any,
+    seeded: dict[str, Any],
+    tmp_path: Path,
+    fresh_redis: RedisScratch,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backup = backup_of(app, cli, seeded, tmp_path, "redis")
+
+    def tamper(uri: str) -> None:
+        client = redis.Redis.from_url(uri)
+        client.delete(b"app0:tags:4")
+        client.close()
+
+    monkeypatch.setattr(drill_service, "_before_verify", tamper)
+    result = drill_service.run_drill(app, backup.id, target=fresh_redis.uri)
+    assert not result.ok
+    mismatch = next(f for f in result.findings if f.code == "fingerprint-mismatch")
+    assert any("app0:tags:4" in k["key"] for k in mismatch.details["keys"])
+
+
+def test_redis_load_records_writes_every_shape_exactly(fresh_redis: RedisScratch) -> None:
+    """Binary keys and values, long lists (several RPUSH), infinite scores, streams with
+    repeated fields and an empty stream, expiries (a passed one skipped): the server then
+    reads back exactly the records written, by fingerprint."""
+    from affidavit.models.records import RecordEncoding, RedisRecord
+    from affidavit.services.fingerprint import fingerprint_records
+
+    future = 4_102_444_800_000  # 2100-01-01
+    records = [
+        RedisRecord(key=b"\x00\xffbin", type="string", value=bytes(range(256))),
+        RedisRecord(key=b"s:ttl", type="string", value=b"v", expire_at_ms=future),
+        RedisRecord(key=b"s:gone", type="string", value=b"v", expire_at_ms=1_000),
+        RedisRecord(key=b"l", type="list", value=tuple(b"%d" % i for i in range(1234))),
+        RedisRecord(key=b"set", type="set", value=frozenset({b"a", b"\x00", b"c" * 100})),
+        RedisRecord(
+            key=b"z",
+            type="zset",
+            value=((b"lo", float("-inf")), (b"hi", float("inf")), (b"mid", 0.1)),
+        ),
+        RedisRecord(key=b"h", type="hash", value=tuple((b"f%d" % i, b"v") for i in range(700))),
+        RedisRecord(
+            key=b"x",
+            type="stream",
+            value=((b"5-1", ((b"a", b"1"), (b"a", b"2"))), (b"7-0", ((b"b", b""),))),
+        ),
+        RedisRecord(key=b"x:empty", type="stream", value=()),
+    ]
+    uri = ConnectionUri.parse(EngineName.REDIS, fresh_redis.uri)
+    with engine_for_uri(EngineName.REDIS, uri, password=None, timeout=5) as engine:
+        assert engine.load_records("db3", records) == len(records) - 1  # type: ignore[attr-defined]
+        read = list(engine.iter_records("db3"))
+        with pytest.raises(InputError, match="already holds keys"):
+            engine.load_records("db3", records[:1])  # type: ignore[attr-defined]
+    live = {}
+    for r in read:
+        assert isinstance(r, RedisRecord)
+        live[r.key] = r
+    assert set(live) == {r.key for r in records} - {b"s:gone"}
+    assert live[b"s:ttl"].expire_at_ms == future
+
+    def fp(recs: list[Any]) -> str:
+        return fingerprint_records(
+            recs, encoding=RecordEncoding.REDIS, profile="exact"
+        ).fingerprint.text
+
+    assert fp(read) == fp([r for r in records if r.key != b"s:gone"])
 
 
 def test_load_dataset_refuses_a_non_empty_collection_and_keeps_options(

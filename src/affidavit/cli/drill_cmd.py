@@ -49,7 +49,7 @@ def run(
         typer.Option(
             "--target",
             help="`scratch` (a throwaway server on a random port) or the URI of an EMPTY "
-            "MongoDB server.",
+            "MongoDB or Redis server.",
         ),
     ] = drills.SCRATCH,
     rto: Annotated[

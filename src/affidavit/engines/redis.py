@@ -10,7 +10,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -156,6 +156,44 @@ class RedisEngine(Engine):
             raise EngineError(
                 f"lost Redis at {self.uri.redacted} while reading {dataset}: {exc}"
             ) from exc
+
+    def load_records(self, dataset: str, records: Iterable[RedisRecord]) -> int:
+        """Write ``records`` into the logical database ``dataset`` of this server (a drill into
+        a named target) and return how many keys were written.
+
+        Refuses a database that already holds keys. Each key is written with its type's
+        commands (``SET``, ``RPUSH``, ``SADD``, ``ZADD``, ``HSET``, ``XADD`` with the entry's
+        own id; an empty stream via ``XGROUP CREATE ... MKSTREAM``) and its absolute expiry
+        (``PEXPIREAT``), pipelined; a key whose expiry has already passed is skipped, as
+        ``redis-server`` skips it when it loads an RDB. A hash field carrying its own expiry
+        (Redis 7.4) is refused: that cannot be restored this way yet."""
+        db = parse_dataset(dataset)
+        if db >= self._databases():
+            raise EngineError(
+                f"Redis at {self.uri.redacted} has no database {dataset!r}",
+                hint="the target needs at least as many databases as the backup's source",
+            )
+        client = self._client(db)
+        if self._call(f"check that {dataset} is empty", client.dbsize):
+            raise InputError(
+                f"{dataset} on {self.uri.redacted} already holds keys",
+                hint="a drill restores into an empty target only",
+            )
+        written = 0
+        pending = 0
+        pipe = client.pipeline(transaction=False)
+        now_ms = int(time.time() * 1000)
+        for record in records:
+            if record.expire_at_ms is not None and record.expire_at_ms <= now_ms:
+                continue
+            pending += _write_record(pipe, record)
+            written += 1
+            if pending >= _LOAD_BATCH:
+                self._call(f"write keys into {dataset}", pipe.execute)
+                pending = 0
+        if pending:
+            self._call(f"write keys into {dataset}", pipe.execute)
+        return written
 
     @staticmethod
     def _has_pexpiretime(client: redis.Redis) -> bool:
@@ -315,6 +353,68 @@ _SHAPERS: dict[str, Callable[[Any], object]] = {
     # field may repeat within one entry, which redis-py's default dict parsing would drop
     "stream": lambda v: tuple((bytes(i), tuple(zip(f[::2], f[1::2], strict=True))) for i, f in v),
 }
+
+
+_LOAD_BATCH = 2000  # commands per pipeline round when a drill writes keys
+_LOAD_CHUNK = 500  # elements per RPUSH/SADD/ZADD/HSET command
+# how affidavit.formats.rdb folds a hash field's own expiry into its value (canonical CBOR
+# of ["hpexpireat", ms, value]): such a field cannot be written back with HSET
+_FOLDED_FIELD = b"\x83\x6ahpexpireat"
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), _LOAD_CHUNK):
+        yield items[start : start + _LOAD_CHUNK]
+
+
+def _write_record(pipe: Any, record: RedisRecord) -> int:
+    """Queue the commands that recreate ``record``; returns how many were queued."""
+    key, kind = record.key, record.type
+    value: Any = record.value
+    queued = 0
+    if kind == "string":
+        pipe.set(key, value)
+        queued = 1
+    elif kind == "list":
+        for part in _chunks(tuple(value)):
+            pipe.rpush(key, *part)
+            queued += 1
+    elif kind == "set":
+        for part in _chunks(sorted(value)):
+            pipe.sadd(key, *part)
+            queued += 1
+    elif kind == "zset":
+        for part in _chunks(tuple(value)):
+            pipe.zadd(key, dict(part))
+            queued += 1
+    elif kind == "hash":
+        pairs = tuple(value)
+        for name, item in pairs:
+            if bytes(item).startswith(_FOLDED_FIELD):
+                raise EngineError(
+                    f"key {key!r}: hash field {name!r} carries its own expiry (Redis 7.4), "
+                    "which a drill cannot restore into a named target",
+                    hint="drill this backup into --target scratch",
+                )
+        for part in _chunks(pairs):
+            pipe.hset(key, mapping=dict(part))
+            queued += 1
+    elif kind == "stream":
+        entries = tuple(value)
+        if not entries:  # an empty stream exists too: create it through a throwaway group
+            pipe.xgroup_create(key, "affidavit-drill", id="0", mkstream=True)
+            pipe.xgroup_destroy(key, "affidavit-drill")
+            queued = 2
+        for entry_id, fields in entries:
+            flat = [part for pair in fields for part in pair]
+            pipe.execute_command("XADD", key, entry_id, *flat)
+            queued += 1
+    else:
+        raise EngineError(f"key {key!r} has a type affidavit cannot write: {kind}")
+    if record.expire_at_ms is not None:
+        pipe.pexpireat(key, record.expire_at_ms)
+        queued += 1
+    return queued
 
 
 _REPL_CHUNK = 1 << 20

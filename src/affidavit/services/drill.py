@@ -108,6 +108,14 @@ class DatasetLoader(Protocol):
 
 
 @runtime_checkable
+class RecordLoader(Protocol):
+    """An engine that can write typed records into a dataset (Redis, into a named target)."""
+
+    def load_records(self, dataset: str, records: Iterable[RedisRecord]) -> int:
+        """Write ``records`` into ``dataset``; refuse a non-empty target."""
+
+
+@runtime_checkable
 class QueryProbes(Protocol):
     """An engine that answers query probes (MongoDB)."""
 
@@ -420,12 +428,6 @@ def _check_target(
             hint="a drill never restores into a registered source; pass --force only if it "
             "really is a disposable copy",
         )
-    if engine is EngineName.REDIS:
-        raise InputError(
-            "a Redis backup restores into a scratch redis-server only (the RDB is loaded at "
-            "start-up)",
-            hint="use --target scratch",
-        )
     with engine_for_uri(engine, uri, password=None, timeout=app.settings.connect_timeout) as e:
         full = [(c.name, c.records) for c in e.count_all() if c.records]
     if full:
@@ -657,9 +659,8 @@ def _decrypt_all(app: App, state: _State, artifacts: list[BackupArtifact]) -> No
     state.rep.stage("decrypting")
     identity = unwrap_identity(keystore_for(app.settings), state.backup)
     for artifact in artifacts:
-        if state.engine is EngineName.REDIS:
+        if state.engine is EngineName.REDIS and state.scratch is not None:
             # straight into the scratch server's dbfilename: its start-up is the load
-            assert state.scratch is not None
             dest = state.scratch.workdir / "dump.rdb"
         else:
             dest = state.workdir / "plain" / artifact.path.removesuffix(".age")
@@ -669,6 +670,9 @@ def _decrypt_all(app: App, state: _State, artifacts: list[BackupArtifact]) -> No
 
 
 def _load(app: App, state: _State, target: ConnectionUri | None) -> None:
+    if state.engine is EngineName.REDIS and target is not None:
+        _load_redis_target(app, state, target)
+        return
     if state.engine is EngineName.REDIS:
         from affidavit.scratch.redis_server import RedisScratch
 
@@ -720,6 +724,35 @@ def _load(app: App, state: _State, target: ConnectionUri | None) -> None:
             )
             engine.load_dataset(dataset.name, docs, metadata)
             state.rep.finish()
+
+
+def _load_redis_target(app: App, state: _State, target: ConnectionUri) -> None:
+    """Parse the decrypted RDB (structure and CRC-64 checked to the end first) and write every
+    dataset of the manifest into the named, empty Redis target with typed commands."""
+    from affidavit.formats.rdb import RdbReader
+
+    rdb = next(iter(state.plain.values()))
+    reader = RdbReader(rdb)  # load semantics as of now: keys already expired are not written
+    state.rep.stage("checking the RDB")
+    reader.datasets()  # one full pass: a corrupt file fails before anything is written
+    state.uri = target.text
+    with engine_for_uri(
+        EngineName.REDIS, target, password=None, timeout=max(app.settings.connect_timeout, 30)
+    ) as engine:
+        if not isinstance(engine, RecordLoader):
+            raise OperationError(f"the {engine.name} engine cannot write records")
+        for dataset in state.backup.datasets:
+            state.rep.task(f"loading {dataset.name}", dataset.records)
+            records = reader.records(dataset.name)
+            engine.load_records(dataset.name, _counted_records(records, state.rep))
+            state.rep.finish()
+
+
+def _counted_records(records: Iterable[Any], rep: Reporter) -> Iterator[RedisRecord]:
+    for n, record in enumerate(records, start=1):
+        if n % 1000 == 0:
+            rep.advance(1000)
+        yield record
 
 
 def _load_archive(state: _State, engine: DatasetLoader) -> None:
