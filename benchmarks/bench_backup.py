@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -77,8 +78,20 @@ def bench_redis(n: int, work: Path) -> list[dict[str, Any]]:
         size = rdb.stat().st_size
     return [
         {"what": f"redis-cli --rdb, {n:,} keys (reference)", "seconds": ref, "RDB MB": size / 1e6},
-        {"what": "affidavit backup run (Redis)", "seconds": secs, "ratio": secs / ref},
+        {
+            "what": f"affidavit backup run (Redis; RDB fast path: {_rdb_fast_path()})",
+            "seconds": secs,
+            "ratio": secs / ref,
+        },
     ]
+
+
+def _rdb_fast_path() -> str:
+    """Which RDB fingerprint path ``backup run`` takes here: the compiled one when it is built
+    (``pip install -e .``) and not switched off by ``AFFIDAVIT_PURE_PYTHON=1``."""
+    from affidavit.formats import rdb
+
+    return "compiled" if rdb._NATIVE is not None else "pure Python"
 
 
 def write_dump(root: Path, target_bytes: int) -> tuple[int, int]:
@@ -134,13 +147,23 @@ def bench_ingest(mib: int, work: Path) -> list[dict[str, Any]]:
 
     ref = min(reference(), reference())
     env = new_home(work, "ingest")
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     secs, out = run([*AFFIDAVIT, "backup", "ingest", str(dump), "--format", "mongodump",
                      "--json"], env)  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result = json.loads(out)
     assert result["datasets"][0]["records"] == docs, result["datasets"]
     return [
         {"what": f"age -r + sha256sum, {size / 2**20:,.0f} MiB (reference)", "seconds": ref},
-        {"what": "affidavit backup ingest (mongodump)", "seconds": secs, "ratio": secs / ref},
+        {
+            "what": "affidavit backup ingest (mongodump)",
+            "seconds": secs,
+            "ratio": secs / ref,
+            "cpu seconds": cpu,  # user + system, worker and age processes included
+            "load (1 min) before": load,
+        },
     ]
 
 

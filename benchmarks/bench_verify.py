@@ -5,7 +5,9 @@ folder vault; ``affidavit verify BACKUP --json`` (full: ciphertext SHA-256, age 
 plaintext SHA-256 and the exact re-fingerprint of every document) is timed against
 ``restic check --read-data`` over a restic repository holding the same dump (``restic init``
 with a password file, ``restic backup`` of the same folder), in the same run. The figure is the
-ratio of throughputs over the same plaintext bytes (goal >= 1.0).
+ratio of throughputs over the same plaintext bytes (goal >= 1.0). CPU seconds (user + system,
+children included) and the 1-minute load average before the verification and at the end are
+reported too: on a shared machine they say how much of the wall time was waiting for a core.
 
 Run: ``.venv/bin/python benchmarks/bench_verify.py [--records N] [--quick] [--dir DIR]``.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,11 +33,17 @@ from bench_fingerprint import make_bson  # noqa: E402
 AFFIDAVIT = [sys.executable, "-m", "affidavit"]
 
 
+CPU: dict[str, float] = {}  # CPU seconds (user + system) of the last command and its children
+
+
 def run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     """Seconds and stdout of one command (which must succeed)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU["last"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])} failed: {proc.stderr.strip()[:400]}")
     return seconds, proc.stdout
@@ -66,7 +75,9 @@ def main() -> int:
             [*AFFIDAVIT, "backup", "ingest", str(dump), "--format", "mongodump", "--json"], env
         )
         backup_id = json.loads(out)["backup_id"]
+        load_before = os.getloadavg()[0]
         verify_s, out = run([*AFFIDAVIT, "verify", backup_id, "--json"], env)
+        verify_cpu = CPU["last"]
         result = json.loads(out)
         assert result["ok"] is True, result["findings"]
         stored = result["coverage"]["data_bytes_total"]
@@ -82,6 +93,7 @@ def main() -> int:
         run(["restic", "init"], renv)
         backup_restic_s, _ = run(["restic", "backup", "--quiet", str(dump)], renv)
         restic_s, _ = run(["restic", "check", "--read-data"], renv)
+        restic_cpu = CPU["last"]
         restic_bytes = sum(p.stat().st_size for p in (work / "restic").rglob("*") if p.is_file())
 
         mb = size / 1e6
@@ -94,11 +106,14 @@ def main() -> int:
             "restic_backup_seconds": round(backup_restic_s, 2),
             "affidavit_verify_seconds": round(verify_s, 2),
             "affidavit_verify_mb_s": round(mb / verify_s, 1),
+            "affidavit_verify_cpu_seconds": round(verify_cpu, 2),
             "restic_check_read_data_seconds": round(restic_s, 2),
             "restic_check_mb_s": round(mb / restic_s, 1),
+            "restic_check_cpu_seconds": round(restic_cpu, 2),
             "ratio": round(restic_s / verify_s, 3),
             "goal": ">= 1.0",
             "cpus": os.cpu_count(),
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
         print(json.dumps(report, indent=2))
     finally:

@@ -10,6 +10,9 @@ bucket (the top ``bucket_bits`` bits of the key hash) are contiguous, the bucket
 SHA-256 over them, and the fingerprint's root is the RFC 9162 Merkle root over all
 ``2**bucket_bits`` bucket hashes. Accumulators of disjoint partitions merge
 (:meth:`Accumulator.merge`) into the accumulator of the whole, whatever the split.
+
+An accumulator made with ``keep_keys=False`` keeps no keys: it computes the fingerprint only
+(no index file), which is all a verification needs while it matches the signed value.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from affidavit.crypto.record_digest import RecordHasher, bucket_hash
-from affidavit.fingerprint.index import IndexHeader, IndexWriter, encode_key_field
+from affidavit.fingerprint.index import IndexHeader, IndexWriter
 from affidavit.fingerprint.model import (
     DEFAULT_BUCKET_BITS,
     PAIR_SIZE,
@@ -98,14 +101,17 @@ class Accumulator:
         bucket_bits: int = DEFAULT_BUCKET_BITS,
         buffer_records: int = DEFAULT_BUFFER_RECORDS,
         spill_dir: Path | None = None,
+        keep_keys: bool = True,
     ) -> None:
         self.profile = profile
+        self.keep_keys = keep_keys
         self.bucket_bits = bucket_bits
         self.hasher = RecordHasher(record_tag(profile))
         self._buffer_records = max(1, buffer_records)
         self._spill_dir = spill_dir
         self._pairs = bytearray()
         self._keys: list[bytes] = []
+        self._buffered = 0
         self._runs: list[_Run] = []
         self._tmpdirs: list[tempfile.TemporaryDirectory[str]] = []
         self.count = 0
@@ -129,15 +135,21 @@ class Accumulator:
         if batch:
             self.add_pairs(b"".join(self.hasher.pairs(batch)), [k for k, _ in batch])
 
-    def add_pairs(self, pairs: bytes, keys: list[bytes]) -> None:
+    def add_pairs(self, pairs: bytes, keys: list[bytes] | None) -> None:
         """Add precomputed pairs (``key_hash || record_hash`` each, concatenated) with their
-        keys: how worker processes hand in their results."""
-        if len(pairs) != PAIR_SIZE * len(keys):
+        keys: how worker processes hand in their results. ``keys`` may be None for an
+        accumulator that keeps no keys."""
+        n, rest = divmod(len(pairs), PAIR_SIZE)
+        if rest or (keys is not None and len(keys) != n):
             raise ValueError("pairs and keys disagree in number")
+        if self.keep_keys:
+            if keys is None:
+                raise ValueError("this accumulator keeps keys: give them with the pairs")
+            self._keys.extend(keys)
         self._pairs += pairs
-        self._keys.extend(keys)
-        self.count += len(keys)
-        if len(self._keys) >= self._buffer_records:
+        self._buffered += n
+        self.count += n
+        if self._buffered >= self._buffer_records:
             self._spill()
 
     def merge(self, other: Accumulator) -> None:
@@ -147,6 +159,8 @@ class Accumulator:
         other._spill()
         self._runs.extend(other._runs)
         self._tmpdirs.extend(other._tmpdirs)
+        if self.keep_keys and not other.keep_keys:
+            raise ValueError("cannot merge an accumulator without keys into one with keys")
         self.count += other.count
         other._runs, other._tmpdirs, other.count = [], [], 0
 
@@ -160,19 +174,26 @@ class Accumulator:
         return Path(self._tmpdirs[0].name)
 
     def _sorted_run(self) -> _Run | None:
-        if not self._keys:
+        if not self._buffered:
             return None
         pairs = np.frombuffer(bytes(self._pairs), dtype="S64")
         order = np.argsort(pairs, kind="stable")
         sorted_pairs = pairs[order]
+        self._buffered = 0
+        if not self.keep_keys:
+            self._pairs = bytearray()
+            bounds = self._segment_bounds(sorted_pairs)
+            return _Run(
+                bounds=bounds,
+                key_bounds=np.zeros_like(bounds),
+                pairs=sorted_pairs,
+                keys=b"",
+                key_lengths=np.zeros(len(sorted_pairs), dtype=np.int32),
+            )
         keys = [self._keys[i] for i in order.tolist()]
         lengths = np.fromiter(map(len, keys), dtype=np.int32, count=len(keys))
         offsets = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(lengths, dtype=np.int64)))
-        bounds = np.searchsorted(
-            _top_bits(sorted_pairs, self._segment_bits),
-            np.arange((1 << self._segment_bits) + 1),
-            side="left",
-        ).astype(np.int64)
+        bounds = self._segment_bounds(sorted_pairs)
         self._pairs = bytearray()
         self._keys = []
         return _Run(
@@ -182,6 +203,14 @@ class Accumulator:
             keys=b"".join(keys),
             key_lengths=lengths,
         )
+
+    def _segment_bounds(self, sorted_pairs: npt.NDArray[np.bytes_]) -> npt.NDArray[np.int64]:
+        bounds: npt.NDArray[np.int64] = np.searchsorted(
+            _top_bits(sorted_pairs, self._segment_bits),
+            np.arange((1 << self._segment_bits) + 1),
+            side="left",
+        ).astype(np.int64)
+        return bounds
 
     def _spill(self) -> None:
         """Sort the buffer and move it to files in the run folder."""
@@ -193,8 +222,9 @@ class Accumulator:
         assert run.key_lengths is not None
         path = self._run_dir() / f"run-{len(self._runs):05d}"
         run.pairs.tofile(path.with_suffix(".pairs"))
-        run.key_lengths.tofile(path.with_suffix(".klen"))
-        path.with_suffix(".keys").write_bytes(run.keys)
+        if self.keep_keys:
+            run.key_lengths.tofile(path.with_suffix(".klen"))
+            path.with_suffix(".keys").write_bytes(run.keys)
         self._runs.append(_Run(bounds=run.bounds, key_bounds=run.key_bounds, path=path))
 
     # -- output -----------------------------------------------------------------------------
@@ -202,8 +232,10 @@ class Accumulator:
     def finish(
         self, index_path: Path | None = None, *, dataset: str = "", encoding: str = ""
     ) -> tuple[Fingerprint, int]:
-        """Compute the fingerprint (and write the index file when asked). Returns the
-        fingerprint and the number of duplicate keys seen."""
+        """Compute the fingerprint (and write the index file when asked: only an accumulator
+        that keeps keys can). Returns the fingerprint and the number of duplicate keys seen."""
+        if index_path is not None and not self.keep_keys:
+            raise ValueError("an accumulator that keeps no keys cannot write an index")
         writer = IndexWriter(index_path) if index_path is not None else None
         try:
             last = self._sorted_run()  # the last run stays in memory
@@ -263,8 +295,7 @@ class Accumulator:
                 keys = [k for _, ks in parts for k in ks]
                 if order is not None:
                     keys = [keys[i] for i in order.tolist()]
-                for i, key in enumerate(keys):
-                    writer.add(raw[i * PAIR_SIZE : (i + 1) * PAIR_SIZE], encode_key_field(key))
+                writer.add_many(raw, keys)
         if count != self.count:
             raise RuntimeError(f"fingerprint lost records: {count} of {self.count}")
         root = merkle.root(leaves)

@@ -77,6 +77,10 @@ def encode_key_field(key: bytes) -> bytes:
     return struct.pack(">H", len(key)) + key
 
 
+_KEY_FIELDS: dict[int, bytes] = {n: struct.pack(">H", n) for n in range(KEY_PREFIX_MAX + 1)}
+"""The length field of a key that is not truncated, by length."""
+
+
 class IndexWriter:
     """Streams entries (in sorted order) to a new index file, then seals it."""
 
@@ -98,6 +102,24 @@ class IndexWriter:
     def add(self, pair: bytes, key_field: bytes) -> None:
         """Append one entry: ``pair`` is key_hash || record_hash."""
         self._write(pair + key_field)
+
+    def add_many(self, pairs: bytes, keys: list[bytes]) -> None:
+        """Append one entry per key: ``pairs`` holds their pairs back to back (what
+        :meth:`add` does per entry, in one write)."""
+        if len(pairs) != PAIR_SIZE * len(keys):
+            raise ValueError("pairs and keys disagree in number")
+        fields = _KEY_FIELDS
+        parts: list[bytes] = []
+        append = parts.append
+        for i, key in enumerate(keys):
+            append(pairs[i * PAIR_SIZE : (i + 1) * PAIR_SIZE])
+            field = fields.get(len(key))
+            if field is None:
+                append(encode_key_field(key))
+            else:
+                append(field)
+                append(key)
+        self._write(b"".join(parts))
 
     def seal(self, header: IndexHeader) -> None:
         """Write header and trailer, fsync, and move the file into place atomically."""

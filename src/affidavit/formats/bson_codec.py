@@ -41,6 +41,7 @@ Nesting deeper than :data:`MAX_NESTING` levels raises ``FormatError`` (MongoDB's
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -67,6 +68,7 @@ from bson.regex import Regex
 from bson.timestamp import Timestamp
 
 from affidavit.errors import FormatError
+from affidavit.formats.base import MAX_BSON_DOCUMENT_SIZE
 
 #: deepest allowed nesting of documents/arrays below the top-level document (MongoDB's limit)
 MAX_NESTING: Final = 100
@@ -162,9 +164,11 @@ def _value_end(buf: bytes, t: int, pos: int, end: int) -> int:
     return stop
 
 
-#: full-depth decoding that accepts every representable datetime (years < 1 or > 9999 too)
+#: full-depth decoding that accepts every representable datetime (years < 1 or > 9999 too):
+#: DATETIME_AUTO makes ``DatetimeMS`` only outside ``datetime``'s range (it accepts every
+#: int64 as DATETIME_MS does) and decodes faster; the check keeps no value
 _CHECK_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
-    datetime_conversion=DatetimeConversion.DATETIME_MS
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO
 )
 
 
@@ -208,6 +212,116 @@ def exact_record(raw_doc: bytes) -> tuple[bytes, bytes]:
         "document has no top-level _id field",
         hint="the exact profile keys records by _id; every MongoDB collection document has one",
     )
+
+
+# value size by type byte, -1 where it is variable or unknown (for exact_key_spans' fast path)
+_FIXED_BY_TYPE: Final[tuple[int, ...]] = tuple(_FIXED_SIZE.get(t, -1) for t in range(256))
+_STRING = 0x02
+
+
+def exact_keys(buffer: bytes, starts: list[int]) -> list[bytes]:
+    """The :func:`exact_record` key of each document of a framed batch (the documents are
+    ``buffer[starts[i]:starts[i + 1]]``, the last one running to the end of ``buffer``).
+
+    When ``_id`` is the first element (every document mongod writes) with a fixed-size or
+    string value, its bounds are read directly; any other document goes through
+    :func:`exact_record` itself. Raises what :func:`exact_record` raises, for the first
+    document without a usable ``_id``."""
+    fixed = _FIXED_BY_TYPE
+    unpack = _INT32.unpack_from
+    keys: list[bytes] = []
+    add = keys.append
+    ends = starts[1:]
+    ends.append(len(buffer))
+    for a, b in zip(starts, ends, strict=True):
+        last = b - 1  # the document's trailing NUL
+        if a + 9 <= last and buffer[a + 5 : a + 9] == _ID_NAME:
+            t = buffer[a + 4]
+            size = fixed[t]
+            if size >= 0:
+                stop = a + 9 + size
+                if stop <= last:
+                    add(buffer[a + 4 : stop])
+                    continue
+            elif t == _STRING and a + 13 <= last:
+                (n,) = unpack(buffer, a + 9)
+                stop = a + 13 + n
+                if n >= 1 and stop <= last and buffer[stop - 1] == 0:
+                    add(buffer[a + 4 : stop])
+                    continue
+        add(exact_record(buffer[a:b])[0])
+    return keys
+
+
+def frame_exact_keys(buffer: bytes) -> tuple[list[int], list[bytes], int]:
+    """Frame the whole documents at the start of ``buffer`` and take the :func:`exact_record`
+    key of each, in one pass: ``(starts, keys, stop)``, where ``stop`` is the offset after the
+    last whole document (a document that ``buffer`` cuts off is left for the caller to carry
+    over). The framing checks are :class:`~affidavit.formats.base.BsonFramer`'s (length
+    within ``5..MAX_BSON_DOCUMENT_SIZE``, last byte NUL). Raises ``FormatError`` at the first
+    malformed frame or document without a usable ``_id``, without the reader's precise
+    wording: a caller that reports defects re-reads with the reader to word them."""
+    fixed = _FIXED_BY_TYPE
+    unpack = _INT32.unpack_from
+    starts: list[int] = []
+    keys: list[bytes] = []
+    add_start, add_key = starts.append, keys.append
+    end = len(buffer)
+    pos = 0
+    while pos + 4 <= end:
+        (length,) = unpack(buffer, pos)
+        if length < _MIN_DOC or length > MAX_BSON_DOCUMENT_SIZE:
+            raise _bad(f"implausible document length {length}", 0)
+        stop = pos + length
+        if stop > end:
+            break
+        last = stop - 1
+        if buffer[last] != 0:
+            raise _bad("last byte is not NUL", length - 1)
+        add_start(pos)
+        if pos + 9 <= last and buffer[pos + 5 : pos + 9] == _ID_NAME:
+            t = buffer[pos + 4]
+            size = fixed[t]
+            if size >= 0:
+                key_end = pos + 9 + size
+                if key_end <= last:
+                    add_key(buffer[pos + 4 : key_end])
+                    pos = stop
+                    continue
+            elif t == _STRING and pos + 13 <= last:
+                (n,) = unpack(buffer, pos + 9)
+                key_end = pos + 13 + n
+                if n >= 1 and key_end <= last and buffer[key_end - 1] == 0:
+                    add_key(buffer[pos + 4 : key_end])
+                    pos = stop
+                    continue
+        add_key(exact_record(buffer[pos:stop])[0])
+        pos = stop
+    return starts, keys, pos
+
+
+def check_documents(buffer: bytes | memoryview, starts: list[int]) -> None:
+    """Decode every document of a framed batch in full (the check of
+    :func:`exact_record_checked`), in one C call for the whole batch. Raises the
+    ``FormatError`` :func:`exact_record_checked` raises for the first malformed document."""
+    collecting = gc.isenabled()
+    gc.disable()  # thousands of fresh dicts without cycles: a collection would only rescan
+    try:
+        bson.decode_all(buffer, _CHECK_OPTIONS)
+        return
+    except (InvalidBSON, ValueError, OverflowError):
+        pass  # found below, document by document, with the exact message
+    finally:
+        if collecting:
+            gc.enable()
+    ends = starts[1:]
+    ends.append(len(buffer))
+    for a, b in zip(starts, ends, strict=True):
+        try:
+            bson.decode(bytes(buffer[a:b]), _CHECK_OPTIONS)
+        except (InvalidBSON, ValueError, OverflowError) as exc:
+            raise FormatError(f"malformed BSON document ({exc})") from exc
+    raise FormatError("malformed BSON document batch")  # pragma: no cover - decode_all only
 
 
 # --- logical: the value model -----------------------------------------------------------

@@ -14,6 +14,9 @@ with the gzip magic) are streamed through :mod:`gzip`; corrupt or truncated gzip
 from __future__ import annotations
 
 import json
+import mmap
+import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
@@ -24,13 +27,20 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import InvalidBSON
 
 from affidavit.errors import FormatError, NotFound
-from affidavit.formats.base import BsonFramer, RecordReader, open_binary
+from affidavit.formats.base import (
+    MAX_BSON_DOCUMENT_SIZE,
+    MIN_BSON_DOCUMENT_SIZE,
+    BsonFramer,
+    RecordReader,
+    open_binary,
+)
 from affidavit.models.records import RecordEncoding
 
 Validation = Literal["full", "framing"]
 
 _SUFFIXES: Final = (".bson.gz", ".bson")
 _METADATA_SUFFIXES: Final = (".metadata.json", ".metadata.json.gz")
+_LENGTH: Final = struct.Struct("<i")
 _MAX_METADATA_BYTES: Final = 16 * 1024 * 1024
 #: files of a dump folder that are never datasets
 _NOT_DATASETS: Final = frozenset({"oplog", "system.indexes", "system.profile"})
@@ -95,6 +105,33 @@ def iter_bson_batches(path: Path) -> Iterator[tuple[bytes, list[int]]]:
         framer = BsonFramer(stream, source=str(path))
         while (batch := framer.next_batch(1 << 20)) is not None:
             yield batch
+
+
+def bson_file_ranges(path: Path, target: int = 1 << 20) -> Iterator[tuple[int, int]]:
+    """Byte ranges ``(offset, length)`` of about ``target`` bytes of whole documents that,
+    back to back, make up an uncompressed ``.bson`` file, found by walking the documents'
+    length prefixes only (each plausible and within the file; the file is mapped, not read).
+    Whoever reads a range frames and checks its documents. A defect raises ``FormatError``
+    naming the offset, tersely worded (:func:`iter_bson_file` words it precisely)."""
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if not size:
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            unpack = _LENGTH.unpack_from
+            start = pos = 0
+            while pos < size:
+                length = unpack(mapped, pos)[0] if pos + 4 <= size else 0
+                if length < MIN_BSON_DOCUMENT_SIZE or length > MAX_BSON_DOCUMENT_SIZE:
+                    raise FormatError(f"{path}: malformed document at byte offset {pos}")
+                if pos + length > size:
+                    raise FormatError(f"{path}: truncated document at byte offset {pos}")
+                pos += length
+                if pos - start >= target:
+                    yield start, pos - start
+                    start = pos
+            if pos > start:
+                yield start, pos - start
 
 
 class BsonFileReader(RecordReader):

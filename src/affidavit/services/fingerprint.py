@@ -9,19 +9,24 @@ process pool canonicalises and hashes; the per-worker results merge into one acc
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from affidavit.errors import InputError, NotFound
+from affidavit.crypto.record_digest import RecordHasher
+from affidavit.errors import FormatError, InputError, NotFound, OperationError
 from affidavit.fingerprint.accumulator import Accumulator, hash_records
 from affidavit.fingerprint.diff import DiffResult, diff_indexes
 from affidavit.fingerprint.index import IndexReader
-from affidavit.fingerprint.model import Fingerprint
+from affidavit.fingerprint.model import PAIR_SIZE, Fingerprint, record_tag
 from affidavit.formats.base import RecordReader
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import PROFILES, Profile, RecordEncoding
@@ -69,17 +74,43 @@ def _hash_batch(
 
 def _hash_framed(
     encoding: RecordEncoding, profile: Profile, buffer: bytes, starts: list[int], check: bool
-) -> tuple[bytes, list[bytes]]:
+) -> tuple[bytes, list[bytes] | None]:
     """Worker: the same as :func:`_hash_batch` for a framed batch of BSON documents. Without
     ``check`` the exact profile skips the full BSON decode of each document (its bytes are
     hashed as they are; the framing and the ``_id`` element are still checked)."""
+    if encoding is RecordEncoding.BSON and profile == "exact":
+        return hash_exact_batch(buffer, starts, check=check)
     ends = [*starts[1:], len(buffer)]
     docs = [buffer[a:b] for a, b in zip(starts, ends, strict=True)]
-    if not check and encoding is RecordEncoding.BSON and profile == "exact":
-        from affidavit.formats.bson_codec import exact_record
-
-        return hash_records(profile, (exact_record(doc) for doc in docs))
     return _hash_batch(encoding, profile, docs)
+
+
+def hash_exact_batch(
+    buffer: bytes, starts: list[int], *, check: bool, keys: bool = True
+) -> tuple[bytes, list[bytes] | None]:
+    """The exact-profile pairs (and keys, unless ``keys`` is false) of a framed batch of BSON
+    documents, hashed where they lie in ``buffer``; with ``check`` every document is decoded
+    in full first. Raises the ``FormatError`` that :func:`exact_record_checked` (with
+    ``check``) or :func:`exact_record` raises for the first bad document, in order."""
+    from affidavit.formats.bson_codec import (
+        check_documents,
+        exact_keys,
+        exact_record,
+        exact_record_checked,
+    )
+
+    try:
+        if check:
+            check_documents(buffer, starts)
+        found = exact_keys(buffer, starts)
+    except FormatError:  # which document fails first, and how: the per-document path says
+        codec = exact_record_checked if check else exact_record
+        ends = [*starts[1:], len(buffer)]
+        for a, b in zip(starts, ends, strict=True):
+            codec(buffer[a:b])
+        raise
+    pairs = RecordHasher(record_tag("exact")).pairs_framed(buffer, starts, found)
+    return pairs, found if keys else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,10 +152,10 @@ def fingerprint_records(
     ``check_bson`` false those are hashed without a full decode of each document)."""
     rep = reporter or SilentReporter()
     codec = codec_for(encoding, profile)  # fail early on an undefined combination
-    acc = Accumulator(profile)
+    acc = Accumulator(profile, keep_keys=index is not None)  # keys serve the index only
     try:
         if framed is not None:
-            _framed(
+            add_framed(
                 acc,
                 framed,
                 encoding=encoding,
@@ -149,6 +180,61 @@ def fingerprint_records(
     )
 
 
+_STREAM_BATCH = 4 << 20
+
+
+def fingerprint_bson_stream(stream: BinaryIO, *, dataset: str) -> Fingerprint:
+    """The exact fingerprint of a stream of concatenated BSON documents (a mongodump
+    ``.bson``), every document framed and keyed but not decoded in full, and no keys kept (no
+    index): the pass of a verification whose plaintext hash proves the rest
+    (docs/verification.md). Framing, key and hash happen in two loops per batch, with one copy
+    of the bytes. Raises ``FormatError`` at the first defect, tersely worded: re-read with the
+    reader to word it as the reader does."""
+    from affidavit.formats.bson_codec import frame_exact_keys
+
+    acc = Accumulator("exact", keep_keys=False)
+    hasher = RecordHasher(record_tag("exact"))
+    carry = b""
+    try:
+        while more := stream.read(_STREAM_BATCH):
+            data = carry + more if carry else more
+            starts, keys, stop = frame_exact_keys(data)
+            if starts:
+                acc.add_pairs(hasher.pairs_framed(data, starts, keys, stop), None)
+            carry = data[stop:]
+        if carry:
+            raise FormatError(f"{dataset}: the stream ends inside a document")
+        fingerprint, _ = acc.finish(None, dataset=dataset, encoding=RecordEncoding.BSON.value)
+    finally:
+        acc.close()
+    return fingerprint
+
+
+def _ignore_interrupts() -> None:
+    """Worker initialiser: Ctrl-C is the parent's to handle (it cancels and ends the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A process pool whose workers are always ended with it: on any error (a malformed
+    record, Ctrl-C) the queued batches are cancelled and the workers waited for, and a worker
+    that died turns into an ``OperationError`` (exit 3: the run says nothing about the data)."""
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts)
+    try:
+        yield pool
+    except BrokenProcessPool as exc:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise OperationError(
+            "a fingerprint worker process ended unexpectedly",
+            hint="run again; if it keeps failing, check memory limits (dmesg) or use --workers 1",
+        ) from exc
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 def _parallel(
     acc: Accumulator,
     *,
@@ -159,7 +245,7 @@ def _parallel(
     rep: Reporter,
 ) -> None:
     pending: list[tuple[Future[tuple[bytes, list[bytes]]], int]] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with _worker_pool(workers) as pool:
         for batch in _batches(records):
             pending.append((pool.submit(_hash_batch, encoding, profile, batch), len(batch)))
             while len(pending) > workers * 4:  # bounded in flight: bounded memory
@@ -171,36 +257,98 @@ def _parallel(
             rep.advance(n)
 
 
-def _framed(
+def add_framed(
     acc: Accumulator,
     batches: Iterable[tuple[bytes, list[int]]],
     *,
     encoding: RecordEncoding,
     profile: Profile,
     workers: int,
-    rep: Reporter,
+    rep: Reporter | None = None,
     check: bool,
 ) -> None:
-    """Framed batches of BSON documents: one buffer per batch crosses to a worker instead of
-    one object per document."""
+    """Add framed batches of BSON documents to ``acc``, canonicalised and hashed by
+    ``workers`` processes (:func:`_hash_all`); a batch crosses to a pool process as one buffer,
+    not one object per document. ``check`` decodes every document in full. The first bad
+    document in stream order raises its ``FormatError``."""
+    jobs = (
+        (_hash_framed, (encoding, profile, buffer, starts, check)) for buffer, starts in batches
+    )
+    _hash_all(acc, jobs, workers=workers, rep=rep or SilentReporter())
+
+
+def add_bson_file(
+    acc: Accumulator, path: Path, *, workers: int, check: bool, rep: Reporter | None = None
+) -> None:
+    """Add every document of an uncompressed mongodump ``.bson`` file to ``acc`` (exact
+    profile), as :func:`add_framed` does, except that the processes read their ranges of the
+    file themselves: this process only walks the documents' length prefixes
+    (:func:`~affidavit.formats.mongodump.bson_file_ranges`), and no document crosses a pipe.
+    ``check`` decodes every document in full. A defect raises ``FormatError``, tersely worded
+    (re-read with the reader to word it as the reader does)."""
+    from affidavit.formats.mongodump import bson_file_ranges
+
+    jobs = (
+        (_hash_file_range, (str(path), offset, length, check))
+        for offset, length in bson_file_ranges(path)
+    )
+    _hash_all(acc, jobs, workers=workers, rep=rep or SilentReporter())
+
+
+def _hash_file_range(
+    path: str, offset: int, length: int, check: bool
+) -> tuple[bytes, list[bytes] | None]:
+    """Worker: the exact-profile pairs and keys of the whole documents in ``length`` bytes at
+    ``offset`` of a ``.bson`` file, framed and (with ``check``) decoded in full."""
+    from affidavit.formats.bson_codec import check_documents, frame_exact_keys
+
+    with open(path, "rb") as fh:
+        buffer = os.pread(fh.fileno(), length, offset)
+    starts, keys, stop = frame_exact_keys(buffer)
+    if len(buffer) != length or stop != length:
+        raise FormatError(f"{path}: the documents at byte offset {offset} changed or do not frame")
+    if check:
+        check_documents(buffer, starts)
+    return RecordHasher(record_tag("exact")).pairs_framed(buffer, starts, keys), keys
+
+
+_Job = tuple[Callable[..., tuple[bytes, list[bytes] | None]], tuple[Any, ...]]
+
+
+def _hash_all(acc: Accumulator, jobs: Iterable[_Job], *, workers: int, rep: Reporter) -> None:
+    """Run hashing ``jobs`` (a function and its arguments, each giving pairs and keys) in
+    ``workers`` processes: this one and ``workers - 1`` pool processes. This process runs a
+    job itself whenever the pool is busy, so it does not wait idle and, on a machine whose
+    other cores are taken, the work is not all paid for twice in copies. Results go to ``acc``
+    as they come (the fingerprint does not depend on the order); the first defect in job
+    order raises its ``FormatError``."""
+
+    def add(result: tuple[bytes, list[bytes] | None]) -> None:
+        acc.add_pairs(*result)
+        rep.advance(len(result[0]) // PAIR_SIZE)
+
     if workers <= 1:
-        for buffer, starts in batches:
-            acc.add_pairs(*_hash_framed(encoding, profile, buffer, starts, check))
-            rep.advance(len(starts))
+        for fn, args in jobs:
+            add(fn(*args))
         return
-    pending: list[tuple[Future[tuple[bytes, list[bytes]]], int]] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for buffer, starts in batches:
-            pending.append(
-                (pool.submit(_hash_framed, encoding, profile, buffer, starts, check), len(starts))
-            )
-            while len(pending) > workers * 2:  # bounded in flight: bounded memory
-                future, n = pending.pop(0)
-                acc.add_pairs(*future.result())
-                rep.advance(n)
-        for future, n in pending:
-            acc.add_pairs(*future.result())
-            rep.advance(n)
+    helpers = workers - 1
+    pending: deque[Future[tuple[bytes, list[bytes] | None]]] = deque()
+    with _worker_pool(helpers) as pool:
+        for fn, args in jobs:
+            while pending and pending[0].done():
+                add(pending.popleft().result())
+            if len(pending) < helpers * 2:  # bounded in flight: bounded memory
+                pending.append(pool.submit(fn, *args))
+                continue
+            try:  # the pool is busy: run this job here
+                result = fn(*args)
+            except FormatError:
+                while pending:  # a defect in an earlier job comes first
+                    add(pending.popleft().result())
+                raise
+            add(result)
+        while pending:
+            add(pending.popleft().result())
 
 
 def resolve_workers(workers: int) -> int:

@@ -11,8 +11,10 @@ Trust is anchored in the ledger key: the DSSE envelope must verify with it, and 
 artifacts are checked against (sizes, ciphertext and plaintext SHA-256, dataset fingerprints)
 are read from the *signed* statement, not from catalog rows that anyone with write access to
 the database could edit. Every artifact is read once, streaming: its ciphertext is hashed,
-decrypted with the backup's unwrapped age identity, the plaintext hashed and, for data
-artifacts, re-fingerprinted in the same pass (mongodump ``.bson``) or from a private spool
+decrypted with the backup's unwrapped age identity (in a child process from 32 MiB on, so that
+the cipher runs on another core: :mod:`affidavit.crypto.age_process`), the plaintext hashed
+and, for data artifacts, re-fingerprinted in the same pass (mongodump ``.bson``: framing-only
+while the plaintext hash proves the rest, see :meth:`_Run.content`) or from a private spool
 (RDB and archive files, whose parsers need a file).
 
 Sampling (``sample_percent``) checks a random subset of the data artifacts chosen by a
@@ -42,6 +44,7 @@ from typing import Any, BinaryIO, cast
 
 from affidavit import __version__
 from affidavit.crypto.age import decrypt_chunks, recipient_of
+from affidavit.crypto.age_process import AgeProcess
 from affidavit.crypto.digest import Sha256Stream, constant_time_equal, sha256, sha256_hex
 from affidavit.crypto.dsse import Envelope
 from affidavit.errors import (
@@ -73,7 +76,7 @@ from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import RecordEncoding
 from affidavit.services.backends import engine_for, reader_class, vault_backend
 from affidavit.services.context import App
-from affidavit.services.fingerprint import fingerprint_records
+from affidavit.services.fingerprint import fingerprint_bson_stream, fingerprint_records
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.ledger import _identity, attest_and_record
 from affidavit.vaults.base import ArtifactNotFound, VaultBackend
@@ -91,7 +94,8 @@ __all__ = [
 _CHUNK = 1 << 20
 _KEYS_SHOWN = 100  # keys named in one finding
 _KEYS_CLASSIFIED = 10_000  # keys looked up in the source's change log per dataset
-_PARALLEL_FROM = 32 << 20  # plaintext bytes from which a worker pool pays for itself
+_PROCESS_FROM = 32 << 20  # ciphertext bytes from which a decryption process pays for itself
+_IRREGULAR: tuple[str, Path | None] = ("", None)  # a fast content pass that met a defect
 
 
 class Code(StrEnum):
@@ -166,11 +170,13 @@ class _Expected:
 
 
 class _PlainReader:
-    """A file-like view of a plaintext chunk iterator that hashes every byte it pulls."""
+    """A file-like view of a plaintext chunk iterator that hashes every byte it pulls (unless
+    the decryption process hashes them: ``hashing=False``)."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[bytes], *, hashing: bool = True) -> None:
         self._chunks = chunks
         self._buf = memoryview(b"")
+        self._hashing = hashing
         self.hash = Sha256Stream()
         self.size = 0
 
@@ -178,12 +184,15 @@ class _PlainReader:
         chunk = next(self._chunks, None)
         if chunk is None:
             return False
-        self.hash.update(chunk)
+        if self._hashing:
+            self.hash.update(chunk)
         self.size += len(chunk)
         self._buf = memoryview(chunk)
         return True
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (fewer only at the end): a framer asking for a batch gets it in
+        one piece, however small the pieces of the decryption are."""
         if n is None or n < 0:
             parts = [bytes(self._buf)]
             self._buf = memoryview(b"")
@@ -191,11 +200,19 @@ class _PlainReader:
                 parts.append(bytes(self._buf))
             self._buf = memoryview(b"")
             return b"".join(parts)
-        if not self._buf and not self._pull():
-            return b""
-        out = bytes(self._buf[:n])
-        self._buf = self._buf[n:]
-        return out
+        if len(self._buf) >= n:
+            out = bytes(self._buf[:n])
+            self._buf = self._buf[n:]
+            return out
+        parts = [bytes(self._buf)]
+        have = len(parts[0])
+        self._buf = memoryview(b"")
+        while have < n and self._pull():
+            take = self._buf[: n - have]
+            parts.append(bytes(take))
+            have += len(take)
+            self._buf = self._buf[len(take) :]
+        return b"".join(parts)
 
     def readable(self) -> bool:
         return True
@@ -222,9 +239,10 @@ class _Run:
     expected: list[_Expected] = field(default_factory=list)
     datasets: dict[str, str] = field(default_factory=dict)  # name -> signed fingerprint text
     indexes: dict[str, Path] = field(default_factory=dict)  # stored index, decrypted
-    computed: dict[str, tuple[str, Path]] = field(default_factory=dict)  # fp text, index
+    computed: dict[str, tuple[str, Path | None]] = field(default_factory=dict)  # fp, index
     observed: dict[str, str] = field(default_factory=dict)  # path -> ciphertext sha256 read
     checked_paths: list[str] = field(default_factory=list)
+    plain_proven: set[str] = field(default_factory=set)  # plaintext SHA-256 = the signed one
     copy_sha256: str | None = None
     copy_path: str | None = None
     identity: str | None = None
@@ -420,8 +438,10 @@ class _Run:
 
             source = chunks()
             plain: _PlainReader | None = None
+            child: AgeProcess | None = None
             if self.identity is not None:
-                plain = _PlainReader(decrypt_chunks(source, self.identity))
+                child, pieces = self._decryption(info.size, source)
+                plain = _PlainReader(pieces, hashing=child is None)
                 try:
                     try:
                         result = consume(plain) if consume is not None else None
@@ -440,6 +460,8 @@ class _Run:
                         f"the artifact does not decrypt with the backup's identity: {exc.message}",
                         art.path,
                     )
+                finally:
+                    _close(pieces)
             for _ in source:  # hash whatever decryption did not read
                 pass
         self.rep.finish()
@@ -447,21 +469,41 @@ class _Run:
         self.observed[art.path] = actual
         if actual != art.sha256:
             self._hash_mismatch(art, actual)
+        self.plain_proven.discard(art.path)
         if plain is not None and decrypted and art.plain_sha256 is not None:
-            plain_actual = plain.hash.hexdigest()
-            if plain_actual != art.plain_sha256 or (
-                art.plain_size is not None and plain.size != art.plain_size
-            ):
-                self.find(
-                    Code.ARTIFACT_PLAINTEXT_MISMATCH,
-                    "the decrypted artifact differs from what the backup wrote",
-                    art.path,
-                    expected=art.plain_sha256,
-                    actual=plain_actual,
-                    expected_size=art.plain_size,
-                    actual_size=plain.size,
-                )
+            self._check_plaintext(art, plain, child)
         return result if decrypted else None
+
+    def _decryption(
+        self, size: int, source: Iterator[bytes]
+    ) -> tuple[AgeProcess | None, Iterator[bytes]]:
+        """The plaintext pieces of ``source``: decrypted in a child process from
+        :data:`_PROCESS_FROM` bytes on (the cipher then runs on another core), else in this
+        one."""
+        assert self.identity is not None
+        if size >= _PROCESS_FROM:
+            child = AgeProcess("decrypt", self.identity, source)
+            return child, iter(child)
+        return None, decrypt_chunks(source, self.identity)
+
+    def _check_plaintext(
+        self, art: _Expected, plain: _PlainReader, child: AgeProcess | None
+    ) -> None:
+        actual = plain.hash.hexdigest() if child is None else child.plain_sha256
+        if actual != art.plain_sha256 or (
+            art.plain_size is not None and plain.size != art.plain_size
+        ):
+            self.find(
+                Code.ARTIFACT_PLAINTEXT_MISMATCH,
+                "the decrypted artifact differs from what the backup wrote",
+                art.path,
+                expected=art.plain_sha256,
+                actual=actual,
+                expected_size=art.plain_size,
+                actual_size=plain.size,
+            )
+        else:
+            self.plain_proven.add(art.path)
 
     def _hash_mismatch(self, art: _Expected, actual: str) -> None:
         with self.app.read() as uow:
@@ -503,30 +545,107 @@ class _Run:
 
         return consume
 
-    def bson_fingerprint(self, art: _Expected) -> Callable[[_PlainReader], tuple[str, Path]]:
-        """A consumer that frames the mongodump ``.bson`` plaintext and fingerprints it."""
-        dataset = art.dataset or art.path
-        big = (art.plain_size or art.size) >= _PARALLEL_FROM
-        workers = (os.cpu_count() or 1) if big else 1
+    def bson_fingerprint(
+        self, art: _Expected, *, full: bool
+    ) -> Callable[[_PlainReader], tuple[str, Path | None]]:
+        """A consumer that frames the mongodump ``.bson`` plaintext and fingerprints it.
 
-        def consume(plain: _PlainReader) -> tuple[str, Path]:
+        ``full``: every document is decoded in full and the index of the computed fingerprint
+        is written (it names the keys of a mismatch). Otherwise the pass checks the framing
+        only and keeps no keys: enough when the plaintext's SHA-256 matches the signed one
+        (see :meth:`content`).
+
+        The hashing stays in this process: the decryption process takes the other core, and
+        a worker pool sharing the batches measured no faster on two cores while it costs
+        more CPU time in copies (docs/performance.md). No worker process may be forked while
+        a decryption process runs anyway (it would inherit the child's pipes)."""
+        dataset = art.dataset or art.path
+
+        def consume(plain: _PlainReader) -> tuple[str, Path | None]:
             stream: BinaryIO = cast(BinaryIO, plain)
+            if not full and not art.path.endswith(".gz.age"):
+                try:
+                    return fingerprint_bson_stream(stream, dataset=dataset).text, None
+                except FormatError:
+                    return _IRREGULAR  # the full pass finds the defect and words it
             if art.path.endswith(".gz.age"):
                 stream = cast(BinaryIO, gzip.GzipFile(fileobj=stream, mode="rb"))
             framer = BsonFramer(stream, source=art.path)
-            index = self.tmp / f"computed-{len(self.computed)}-{sha256_hex(dataset.encode())[:8]}"
+            index = None
+            if full:
+                name = f"computed-{len(self.computed)}-{sha256_hex(dataset.encode())[:8]}"
+                index = self.tmp / name
             result = fingerprint_records(
                 [],
                 framed=iter(framer.next_batch, None),
                 encoding=RecordEncoding.BSON,
                 profile="exact",
-                workers=workers,
+                workers=1,
                 index=index,
                 dataset=dataset,
+                check_bson=full,
             )
             return result.fingerprint.text, index
 
         return consume
+
+    def content(self, art: _Expected) -> tuple[str, Path | None] | None:
+        """Check one mongodump data artifact and re-fingerprint its content.
+
+        The first pass checks the framing of every document and computes the exact
+        fingerprint without decoding each document in full. When the plaintext's SHA-256
+        matched the signed manifest, the plaintext is byte for byte what the backup wrote
+        after checking every document in full, so a full decode would only re-prove what the
+        hash proved (docs/verification.md). Otherwise, or when the fingerprint differs from
+        the signed one, a second pass decodes every document in full and writes the computed
+        index: its findings (``content-unreadable``, the keys of a ``fingerprint-mismatch``)
+        are those of a full check."""
+        got = self.check_artifact(art, self.bson_fingerprint(art, full=False))
+        if got is None:
+            return None
+        text, _ = got
+        expected = self.datasets.get(art.dataset or "")
+        if art.path in self.plain_proven and text == expected:
+            return cast("tuple[str, Path | None]", got)
+        before = len(self.findings)
+        again = self.reread(art, self.bson_fingerprint(art, full=True))
+        if again is None and got is not _IRREGULAR:
+            unreadable = any(f.code == Code.CONTENT_UNREADABLE for f in self.findings[before:])
+            if not unreadable:  # the second pass could not run: the first pass's result stands
+                return cast("tuple[str, Path | None]", got)
+        return cast("tuple[str, Path | None] | None", again)
+
+    def reread(self, art: _Expected, consume: Callable[[_PlainReader], Any]) -> Any:
+        """Decrypt an artifact once more for a content pass; only content findings are
+        recorded (the artifact's own were recorded by :meth:`check_artifact`)."""
+        assert self.identity is not None
+        try:
+            fh = self.vault.open(art.path)
+        except ArtifactNotFound:
+            return None
+        with fh:
+
+            def chunks() -> Iterator[bytes]:
+                while chunk := fh.read(_CHUNK):
+                    yield chunk
+
+            _, pieces = self._decryption(art.size, chunks())
+            plain = _PlainReader(pieces, hashing=False)
+            try:
+                result = consume(plain)
+                plain.drain()
+            except FormatError as exc:
+                self.find(
+                    Code.CONTENT_UNREADABLE,
+                    f"the decrypted content cannot be parsed: {exc.message}",
+                    art.path,
+                )
+                return None
+            except IntegrityError:
+                return None  # reported by check_artifact
+            finally:
+                _close(pieces)
+        return result
 
     def fingerprint_file(self, spool: Path, fmt: str) -> None:
         """Fingerprint every manifest dataset from a spooled RDB or mongodump archive."""
@@ -591,7 +710,7 @@ class _Run:
             details: dict[str, Any] = {"expected": expected, "actual": text}
             stored = self.indexes.get(name)
             message = "the re-fingerprinted content differs from the manifest"
-            if stored is not None:
+            if stored is not None and index is not None:
                 diff, encoding = self._diff(stored, index)
                 details.update(_diff_details(diff, encoding))
                 keys = details["keys"]
@@ -752,7 +871,7 @@ class _Run:
                     if spooled is not None and self._index_usable(art, spooled):
                         self.indexes[art.dataset] = spooled
                 elif art.role == ArtifactRole.DATA.value and fmt == "mongodump":
-                    got = self.check_artifact(art, self.bson_fingerprint(art))
+                    got = self.content(art)
                     if got is not None and art.dataset:
                         self.computed[art.dataset] = got
                         datasets_checked.add(art.dataset)
@@ -790,6 +909,13 @@ class _Run:
             self.find(Code.INDEX_UNUSABLE, f"the stored index is unusable: {exc.message}", art.path)
             return False
         return not bad
+
+
+def _close(pieces: Iterator[bytes]) -> None:
+    """End a decryption that was not read to its end (a process is stopped and waited for)."""
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        close()
 
 
 def _key_json(diff: Any, encoding: str) -> dict[str, Any]:

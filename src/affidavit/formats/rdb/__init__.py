@@ -34,6 +34,14 @@ Speed: the common records (strings, sets, hashes, zsets, quicklists and their li
 ziplist and intset encodings) are parsed straight from the input buffer by a fast path that
 hands anything else, and anything damaged, to the general path record by record; see
 :meth:`_Parser.records`. Both give the same records and the same errors.
+
+For fingerprints, :meth:`RdbReader.iter_pairs` goes further: the compiled module
+``_native`` (``_native.c``, built by ``pip install -e .``) parses the common records, writes
+their canonical records and hashes them in one step (~1 µs per key against ~5 µs), with the
+same hand-over to the general path; without it, or with ``AFFIDAVIT_PURE_PYTHON=1``, the
+same pairs come from :meth:`RdbReader.iter_all` through the encoder and ``RecordHasher``.
+A reader made with ``feed`` reads a file that is still being written (a spool filling from a
+server), with the same checks and results as for the complete file.
 """
 
 from __future__ import annotations
@@ -44,14 +52,17 @@ import os
 import struct
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
+from types import ModuleType
 from typing import Any, BinaryIO, ClassVar, Final
 
 import anycrc
 import cbor2
 
+from affidavit.crypto.record_digest import RecordHasher
 from affidavit.errors import FormatError, NotFound
 from affidavit.formats.base import RecordReader
 from affidavit.models.records import RecordEncoding, RedisRecord, RedisType
@@ -105,6 +116,26 @@ T_HASH_METADATA: Final = 24
 T_HASH_LISTPACK_EX: Final = 25
 
 _CHUNK: Final = 1 << 20
+
+#: the canonical record encoder of a Redis key (``redis_codec.encode_redis_record``)
+Encoder = Callable[[RedisRecord], tuple[bytes, bytes]]
+
+
+def _load_native() -> ModuleType | None:
+    """The compiled fast path (``_native.c``), or None when it is not built or when the
+    environment sets ``AFFIDAVIT_PURE_PYTHON=1`` (the pure-Python parser gives the same
+    results; the switch exists to compare them and to rule the extension out)."""
+    if os.environ.get("AFFIDAVIT_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from affidavit.formats.rdb import _native
+    except ImportError:
+        return None
+    return _native
+
+
+#: the compiled fast path of :meth:`RdbReader.iter_pairs`, or None (see :func:`_load_native`)
+_NATIVE: ModuleType | None = _load_native()
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I16 = struct.Struct("<h")
@@ -277,6 +308,88 @@ class _Input:
             self._pos += 1
             return b
         return self.read(1, what)[0]
+
+    def settle(self) -> None:
+        """Make :attr:`size` the file's final size (it is, for a file that is not growing)."""
+
+    def checksum(self) -> int:
+        """The CRC-64 of the covered range (see :meth:`cover`)."""
+        return self.crc
+
+
+#: the size a growing file is given until it is complete (past any real offset)
+_UNKNOWN_SIZE: Final = 1 << 62
+
+
+class _GrowingInput(_Input):
+    """:class:`_Input` over a file that is still being written: ``feed()`` appends the next
+    part of it (True) or says that it is complete (False).
+
+    A read waits, feeding, until its bytes are written; whatever needs the file's size (a
+    length larger than what is written, the trailer) feeds to the end first. So every check
+    is made against the final size, as for a complete file, with the same messages, and no
+    more is buffered than for a complete file (a lying length is fed to the spool, not to
+    memory). The CRC-64 is computed over the finished file when the trailer asks for it.
+    """
+
+    def __init__(self, stream: BinaryIO, *, source: str, feed: Callable[[], bool]) -> None:
+        super().__init__(stream, source=source, size=_UNKNOWN_SIZE)
+        self._feed = feed
+        self._complete = False
+        self._written = self._file_size()
+        self._crc_wanted = False
+
+    def _file_size(self) -> int:
+        try:
+            return os.fstat(self._stream.fileno()).st_size
+        except OSError as exc:
+            raise self.error(f"unreadable file ({exc})") from exc
+
+    def _ensure(self, upto: int) -> None:
+        """Feed until ``upto`` bytes are written or the file is complete (size known)."""
+        while not self._complete and self._written < upto:
+            more = self._feed()
+            self._written = self._file_size()
+            if not more:
+                self._complete = True
+                self.size = self._written
+
+    def settle(self) -> None:
+        self._ensure(_UNKNOWN_SIZE)
+
+    def header(self, n: int) -> bytes:
+        self._ensure(n)
+        return super().header(n)
+
+    def cover(self, end: int) -> None:
+        self.crc_end = 0  # nothing is folded while reading: see checksum()
+        self._crc_wanted = end > 0
+
+    def checksum(self) -> int:
+        self.settle()
+        crc = 0
+        if self._crc_wanted:
+            end, done = self.size - 8, 0
+            while done < end:
+                try:
+                    chunk = os.pread(self._stream.fileno(), min(_CHUNK << 3, end - done), done)
+                except OSError as exc:
+                    raise self.error(f"unreadable file ({exc})") from exc
+                if not chunk:
+                    raise self.error("truncated file: it ends early")
+                crc = crc64(chunk, crc)
+                done += len(chunk)
+        return crc
+
+    def extend(self, ahead: int) -> bool:
+        if not self._complete:
+            self._ensure(self.offset + max(ahead, 1))
+        return super().extend(ahead)
+
+    def read(self, n: int, what: str) -> bytes:
+        if not self._complete and n >= 0:
+            self._ensure(self.offset + n)
+        return super().read(n, what)
 
 
 # --- blobs inside strings: ziplist, listpack, intset, zipmap --------------------------------
@@ -694,6 +807,18 @@ _NO_SETTERS: Final[tuple[Any, Any, Any, Any]] = (None, None, None, None)
 
 
 @dataclass(slots=True)
+class _Cursor:
+    """Where a pass stands: the database, its live keys not yet counted in
+    :attr:`_Scan.keys`, the expiry waiting for its key, and whether EOF was read."""
+
+    db: int = 0
+    label: str = "db0"
+    live: int = 0
+    expire: int | None = None
+    done: bool = False
+
+
+@dataclass(slots=True)
 class _Scan:
     """What one pass over the file learned."""
 
@@ -712,6 +837,7 @@ class _Parser:
         as_of_ms: int | None,
         on_complete: Callable[[_Scan], None],
         fast: bool = True,
+        feed: Callable[[], bool] | None = None,
     ) -> None:
         self.path = path
         self.as_of_ms = as_of_ms
@@ -719,7 +845,25 @@ class _Parser:
         self.on_complete = on_complete
         self.version = 0
         self.fast = fast
+        self.feed = feed
         self.inp: _Input
+
+    @contextmanager
+    def opened(self) -> Iterator[_Input]:
+        """The file open as :attr:`inp`, its header read."""
+        try:
+            fh = self.path.open("rb")
+        except OSError as exc:
+            raise FormatError(f"{self.path}: cannot open ({exc.strerror or exc})") from exc
+        with fh:
+            inp: _Input
+            if self.feed is not None:
+                inp = _GrowingInput(fh, source=str(self.path), feed=self.feed)
+            else:
+                inp = _Input(fh, source=str(self.path), size=os.fstat(fh.fileno()).st_size)
+            self.inp = inp
+            self.header()
+            yield inp
 
     # -- primitives --
 
@@ -844,15 +988,8 @@ class _Parser:
         most ``_FAST_AHEAD`` bytes ahead). The fast path accepts a record only when the
         general path would accept it with the same result.
         """
-        try:
-            fh = self.path.open("rb")
-        except OSError as exc:
-            raise FormatError(f"{self.path}: cannot open ({exc.strerror or exc})") from exc
-        with fh:
-            size = os.fstat(fh.fileno()).st_size
-            inp = self.inp = _Input(fh, source=str(self.path), size=size)
-            self.header()
-            keys = self.scan.keys
+        with self.opened() as inp:
+            cur = _Cursor()
             as_of = self.as_of_ms
             db = 0
             label = "db0"
@@ -1082,61 +1219,151 @@ class _Parser:
                         if ahead < _FAST_AHEAD and inp.extend(max(2 * ahead, _CHUNK)):
                             continue
                 # the general path: one opcode
-                at = inp.offset
-                op = inp.byte("opcode")
-                if op == OP_EOF:
-                    if live:
-                        keys[db] = keys.get(db, 0) + live
-                    self.trailer()
-                    self.on_complete(self.scan)
+                cur.db, cur.label, cur.live, cur.expire = db, label, live, expire
+                made = self.step(cur)
+                if cur.done:
                     return
-                if op == OP_SELECTDB:
-                    if live:
-                        keys[db] = keys.get(db, 0) + live
-                        live = 0
-                    db = self.count("database number")
-                    label = f"db{db}"
-                elif op == OP_RESIZEDB:
-                    self.count("resize hint")
-                    self.count("resize hint")
-                elif op == OP_AUX:
-                    self.string("aux field name")
-                    self.string("aux field value")
-                elif op == OP_EXPIRETIME_MS:
-                    expire = self.ms_time("expiry")
-                elif op == OP_EXPIRETIME:
-                    expire = int(_I32.unpack(inp.read(4, "expiry"))[0]) * 1000
-                elif op == OP_IDLE:
-                    self.count("idle time")
-                elif op == OP_FREQ:
-                    inp.byte("LFU frequency")
-                elif op == OP_SLOT_INFO:
-                    for _ in range(3):
-                        self.count("slot info")
-                elif op == OP_FUNCTION2:
-                    self.string("function library")
-                elif op == OP_FUNCTION_PRE_GA:
-                    self.string("function name")
-                    self.string("function engine")
-                    if self.count("function description flag"):
-                        self.string("function description")
-                    self.string("function code")
-                elif op == OP_MODULE_AUX:
-                    module_id = self.count("module id")
-                    raise inp.error(
-                        f"module auxiliary data of module {_module_name(module_id)!r} cannot be "
-                        "read (affidavit cannot certify module state)",
-                        at,
-                    )
-                else:
-                    made = self.key_value(op, expire, at)
-                    expire = None
-                    if made is not None:
-                        live += 1
-                        yield label, made
+                db, label, live, expire = cur.db, cur.label, cur.live, cur.expire
+                if made is not None:
+                    yield label, made
+
+    def step(self, cur: _Cursor) -> RedisRecord | None:
+        """Read one opcode through the general path: the record it makes (None for other
+        opcodes and for keys that are dropped); at EOF, the trailer is checked, the pass
+        completed and ``cur.done`` set."""
+        inp = self.inp
+        keys = self.scan.keys
+        at = inp.offset
+        op = inp.byte("opcode")
+        if op == OP_EOF:
+            if cur.live:
+                keys[cur.db] = keys.get(cur.db, 0) + cur.live
+                cur.live = 0
+            self.trailer()
+            self.on_complete(self.scan)
+            cur.done = True
+        elif op == OP_SELECTDB:
+            if cur.live:
+                keys[cur.db] = keys.get(cur.db, 0) + cur.live
+                cur.live = 0
+            cur.db = self.count("database number")
+            cur.label = f"db{cur.db}"
+        elif op == OP_RESIZEDB:
+            self.count("resize hint")
+            self.count("resize hint")
+        elif op == OP_AUX:
+            self.string("aux field name")
+            self.string("aux field value")
+        elif op == OP_EXPIRETIME_MS:
+            cur.expire = self.ms_time("expiry")
+        elif op == OP_EXPIRETIME:
+            cur.expire = int(_I32.unpack(inp.read(4, "expiry"))[0]) * 1000
+        elif op == OP_IDLE:
+            self.count("idle time")
+        elif op == OP_FREQ:
+            inp.byte("LFU frequency")
+        elif op == OP_SLOT_INFO:
+            for _ in range(3):
+                self.count("slot info")
+        elif op == OP_FUNCTION2:
+            self.string("function library")
+        elif op == OP_FUNCTION_PRE_GA:
+            self.string("function name")
+            self.string("function engine")
+            if self.count("function description flag"):
+                self.string("function description")
+            self.string("function code")
+        elif op == OP_MODULE_AUX:
+            module_id = self.count("module id")
+            raise inp.error(
+                f"module auxiliary data of module {_module_name(module_id)!r} cannot be "
+                "read (affidavit cannot certify module state)",
+                at,
+            )
+        else:
+            made = self.key_value(op, cur.expire, at)
+            cur.expire = None
+            if made is not None:
+                cur.live += 1
+            return made
+        return None
+
+    def pairs(
+        self, hasher: RecordHasher, encode: Encoder, batch: int
+    ) -> Iterator[tuple[str, bytes, list[bytes]]]:
+        """``(dataset, pairs, keys)`` batches of at most ``batch`` live keys of one dataset, in
+        file order: ``pairs`` holds ``hasher``'s ``key_hash || record_hash`` of each key's
+        canonical record ``encode(record)``, concatenated, in the order of ``keys``.
+
+        The compiled fast path (:data:`_NATIVE`) parses, encodes and hashes the common
+        records straight from the input buffer; it stops before anything else (another
+        opcode or encoding, damage, a record that runs past the buffer), which the general
+        path then reads record by record, as in :meth:`records`. Without it (or with
+        ``fast`` off) this is :meth:`records` through ``encode`` and ``hasher``.
+        """
+        native = _NATIVE
+        if native is None or not self.fast:
+            yield from self._python_pairs(hasher, encode, batch)
+            return
+        with self.opened() as inp:
+            cur = _Cursor()
+            as_of = self.as_of_ms
+            tag = hasher.tag
+            scan = native.scan
+            more, full = native.MORE, native.FULL
+            keys: list[bytes] = []
+            chunks: list[bytes] = []
+            while True:
+                buf = inp._buf
+                end = min(len(buf), inp.size - inp._base)
+                pos, cur.expire, status, made_keys, made_pairs = scan(
+                    buf, inp._pos, end, cur.expire, as_of, tag, batch - len(keys)
+                )
+                inp._pos = pos
+                if made_keys:
+                    cur.live += len(made_keys)
+                    keys += made_keys
+                    chunks.append(made_pairs)
+                    if len(keys) >= batch:
+                        yield cur.label, b"".join(chunks), keys
+                        keys, chunks = [], []
+                if status == full:
+                    continue
+                if status == more:
+                    ahead = len(inp._buf) - pos
+                    if ahead < _FAST_AHEAD and inp.extend(max(2 * ahead, _CHUNK)):
+                        continue
+                # the general path: one opcode
+                label = cur.label
+                record = self.step(cur)
+                if record is not None:
+                    key, value = encode(record)
+                    keys.append(key)
+                    chunks.append(hasher.pair(key, value))
+                if keys and (cur.done or cur.label != label or len(keys) >= batch):
+                    yield label, b"".join(chunks), keys
+                    keys, chunks = [], []
+                if cur.done:
+                    return
+
+    def _python_pairs(
+        self, hasher: RecordHasher, encode: Encoder, batch: int
+    ) -> Iterator[tuple[str, bytes, list[bytes]]]:
+        label = ""
+        records: list[tuple[bytes, bytes]] = []
+        for dataset, record in self.records():
+            if dataset != label or len(records) >= batch:
+                if records:
+                    yield label, b"".join(hasher.pairs(records)), [k for k, _ in records]
+                records = []
+                label = dataset
+            records.append(encode(record))
+        if records:
+            yield label, b"".join(hasher.pairs(records)), [k for k, _ in records]
 
     def trailer(self) -> None:
         inp = self.inp
+        inp.settle()
         if self.version >= CHECKSUM_SINCE:
             if inp.offset != inp.size - 8:
                 raise inp.error(
@@ -1144,7 +1371,7 @@ class _Parser:
                     if inp.offset < inp.size - 8
                     else "truncated file: no room for the CRC-64 after the EOF opcode"
                 )
-            computed = inp.crc
+            computed = inp.checksum()
             (stored,) = _U64.unpack(inp.read(8, "CRC-64"))
             if stored not in (0, computed):
                 raise inp.error(
@@ -1431,13 +1658,23 @@ class RdbReader(RecordReader):
     expired before it are dropped, as ``redis-server`` does when it loads the file); default:
     the wall clock when the reader is created. ``None`` cannot be passed to mean "never"; pass
     ``keep_expired=True`` to keep every key whatever its expiry.
+
+    ``feed``: the file is still being written (an RDB streaming from a server into a spool):
+    ``feed()`` appends its next part and returns True, or returns False once it is complete.
+    The first pass reads the file as it grows (feeding when it needs more), so that parsing
+    overlaps the transfer; its checks and results are those of the complete file.
     """
 
     name: ClassVar[str] = "rdb"
     encoding: ClassVar[RecordEncoding] = RecordEncoding.REDIS
 
     def __init__(
-        self, path: Path, *, as_of_ms: int | None = None, keep_expired: bool = False
+        self,
+        path: Path,
+        *,
+        as_of_ms: int | None = None,
+        keep_expired: bool = False,
+        feed: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(path)
         self.as_of_ms: int | None = (
@@ -1445,6 +1682,25 @@ class RdbReader(RecordReader):
         )
         self._scan: _Scan | None = None
         self._fast = True  # False: every record through the general path (tests compare both)
+        self._feed = feed
+
+    def _feed_once(self) -> bool:
+        """``feed`` until it says the file is complete; False from then on."""
+        if self._feed is None:
+            return False
+        if self._feed():
+            return True
+        self._feed = None
+        return False
+
+    def _parser(self) -> _Parser:
+        return _Parser(
+            self.path,
+            as_of_ms=self.as_of_ms,
+            on_complete=self._completed,
+            fast=self._fast,
+            feed=None if self._feed is None else self._feed_once,
+        )
 
     @classmethod
     def sniff(cls, path: Path) -> bool:
@@ -1456,9 +1712,7 @@ class RdbReader(RecordReader):
         return head.startswith(MAGIC) or head.startswith(VALKEY_MAGIC)
 
     def _pass(self) -> Iterator[tuple[str, RedisRecord]]:
-        return _Parser(
-            self.path, as_of_ms=self.as_of_ms, on_complete=self._completed, fast=self._fast
-        ).records()
+        return self._parser().records()
 
     def _completed(self, scan: _Scan) -> None:
         self._scan = scan
@@ -1467,6 +1721,23 @@ class RdbReader(RecordReader):
         """Every live key of every database as ``(dataset, record)`` in one pass over the file
         (CRC-64 checked at the end); what a backup or verification of a whole RDB needs."""
         return self._pass()
+
+    def iter_pairs(
+        self, hasher: RecordHasher, encode: Encoder, *, batch: int = 4096
+    ) -> Iterator[tuple[str, bytes, list[bytes]]]:
+        """Every live key of every database, hashed for a fingerprint, in one pass over the
+        file (CRC-64 checked at the end): ``(dataset, pairs, keys)`` batches of at most
+        ``batch`` keys of one dataset, ``pairs`` being ``hasher``'s 64-byte ``key_hash ||
+        record_hash`` of each key's canonical record, concatenated in the order of ``keys``
+        (what ``Accumulator.add_pairs`` takes).
+
+        ``encode`` must be ``affidavit.formats.redis_codec.encode_redis_record`` (passed in:
+        format modules do not import each other): the compiled fast path writes the same
+        bytes itself, and every record it leaves to the Python parser goes through
+        ``encode``. The result does not depend on which path read a record."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        return self._parser().pairs(hasher, encode, batch)
 
     def _scanned(self) -> _Scan:
         if self._scan is None:
