@@ -9,7 +9,8 @@ ratio of throughputs over the same plaintext bytes (goal >= 1.0). CPU seconds (u
 children included) and the 1-minute load average before the verification and at the end are
 reported too: on a shared machine they say how much of the wall time was waiting for a core.
 
-Run: ``.venv/bin/python benchmarks/bench_verify.py [--records N] [--quick] [--dir DIR]``.
+Run: ``.venv/bin/python benchmarks/bench_verify.py [--records N] [--quick] [--dir DIR]
+[--pure-python]`` (``--pure-python``: affidavit without its compiled fast paths, to compare).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="20,000 records: a smoke run")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp)")
+    parser.add_argument(
+        "--pure-python", action="store_true", help="AFFIDAVIT_PURE_PYTHON=1: no compiled paths"
+    )
     args = parser.parse_args()
     if shutil.which("restic") is None:
         raise SystemExit("restic is not installed: apt-get install -y restic")
@@ -69,6 +73,8 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AFFIDAVIT_")}
         env["AFFIDAVIT_HOME"] = str(work / "home")
         env["AFFIDAVIT_ACTOR"] = "bench@example.com"
+        if args.pure_python:
+            env["AFFIDAVIT_PURE_PYTHON"] = "1"
         run([*AFFIDAVIT, "init"], env)
         run([*AFFIDAVIT, "vault", "add", "v1", "--url", f"file://{work / 'vault'}"], env)
         ingest_s, out = run(
@@ -112,6 +118,7 @@ def main() -> int:
             "restic_check_cpu_seconds": round(restic_cpu, 2),
             "ratio": round(restic_s / verify_s, 3),
             "goal": ">= 1.0",
+            "compiled_fast_paths": not args.pure_python,
             "cpus": os.cpu_count(),
             "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }

@@ -95,13 +95,18 @@ def hash_exact_batch(
     from affidavit.formats.bson_codec import (
         check_documents,
         exact_keys,
+        exact_pairs_framed,
         exact_record,
         exact_record_checked,
     )
 
+    tag = record_tag("exact")
     try:
         if check:
             check_documents(buffer, starts)
+        fast = exact_pairs_framed(buffer, starts, tag)  # the compiled path, when it takes all
+        if fast is not None:
+            return fast[0], fast[1] if keys else None
         found = exact_keys(buffer, starts)
     except FormatError:  # which document fails first, and how: the per-document path says
         codec = exact_record_checked if check else exact_record
@@ -109,7 +114,7 @@ def hash_exact_batch(
         for a, b in zip(starts, ends, strict=True):
             codec(buffer[a:b])
         raise
-    pairs = RecordHasher(record_tag("exact")).pairs_framed(buffer, starts, found)
+    pairs = RecordHasher(tag).pairs_framed(buffer, starts, found)
     return pairs, found if keys else None
 
 
@@ -187,20 +192,21 @@ def fingerprint_bson_stream(stream: BinaryIO, *, dataset: str) -> Fingerprint:
     """The exact fingerprint of a stream of concatenated BSON documents (a mongodump
     ``.bson``), every document framed and keyed but not decoded in full, and no keys kept (no
     index): the pass of a verification whose plaintext hash proves the rest
-    (docs/verification.md). Framing, key and hash happen in two loops per batch, with one copy
-    of the bytes. Raises ``FormatError`` at the first defect, tersely worded: re-read with the
-    reader to word it as the reader does."""
-    from affidavit.formats.bson_codec import frame_exact_keys
+    (docs/verification.md). Framing, key and hash happen in one pass per batch
+    (:func:`~affidavit.formats.bson_codec.frame_exact_pairs`: compiled when built), with one
+    copy of the bytes. Raises ``FormatError`` at the first defect, tersely worded: re-read
+    with the reader to word it as the reader does."""
+    from affidavit.formats.bson_codec import frame_exact_pairs
 
     acc = Accumulator("exact", keep_keys=False)
-    hasher = RecordHasher(record_tag("exact"))
+    tag = record_tag("exact")
     carry = b""
     try:
         while more := stream.read(_STREAM_BATCH):
             data = carry + more if carry else more
-            starts, keys, stop = frame_exact_keys(data)
-            if starts:
-                acc.add_pairs(hasher.pairs_framed(data, starts, keys, stop), None)
+            pairs, _, stop = frame_exact_pairs(data, tag, keys=False)
+            if pairs:
+                acc.add_pairs(pairs, None)
             carry = data[stop:]
         if carry:
             raise FormatError(f"{dataset}: the stream ends inside a document")
@@ -300,16 +306,16 @@ def _hash_file_range(
 ) -> tuple[bytes, list[bytes] | None]:
     """Worker: the exact-profile pairs and keys of the whole documents in ``length`` bytes at
     ``offset`` of a ``.bson`` file, framed and (with ``check``) decoded in full."""
-    from affidavit.formats.bson_codec import check_documents, frame_exact_keys
+    from affidavit.formats.bson_codec import check_documents, frame_exact_pairs
 
     with open(path, "rb") as fh:
         buffer = os.pread(fh.fileno(), length, offset)
-    starts, keys, stop = frame_exact_keys(buffer)
+    pairs, keys, stop = frame_exact_pairs(buffer, record_tag("exact"), keys=True)
     if len(buffer) != length or stop != length:
         raise FormatError(f"{path}: the documents at byte offset {offset} changed or do not frame")
     if check:
-        check_documents(buffer, starts)
-    return RecordHasher(record_tag("exact")).pairs_framed(buffer, starts, keys), keys
+        check_documents(buffer, None)
+    return pairs, keys
 
 
 _Job = tuple[Callable[..., tuple[bytes, list[bytes] | None]], tuple[Any, ...]]

@@ -27,11 +27,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../_sha256_evp.h" /* SHA-256: OpenSSL EVP, else hashlib */
 
 #define RV_OK 0
 #define RV_BAD (-1)   /* damage, or an encoding left to the Python parser */
@@ -80,59 +81,6 @@ typedef struct {
     Ref *refs;
     size_t cap_refs;
 } Ctx;
-
-static PyObject *sha256_ctor = NULL; /* hashlib.sha256 */
-static PyObject *str_digest = NULL;
-
-/* OpenSSL's EVP digest functions (same signatures in OpenSSL 1.1 and 3), resolved at import
- * in the libcrypto already loaded by hashlib (RTLD_NOLOAD: never another copy). SHA-256 is
- * fetched once (EVP_MD_fetch, OpenSSL 3; EVP_sha256 otherwise) and one context is re-used:
- * scan() runs with the GIL held, so no two calls share it at once. */
-typedef void *(*md_fetch_fn)(void *libctx, const char *algorithm, const char *properties);
-typedef const void *(*md_get_fn)(void);
-typedef void *(*ctx_new_fn)(void);
-typedef int (*init_fn)(void *ctx, const void *type, void *impl);
-typedef int (*update_fn)(void *ctx, const void *data, size_t count);
-typedef int (*final_fn)(void *ctx, unsigned char *md, unsigned int *size);
-static init_fn evp_init = NULL;
-static update_fn evp_update = NULL;
-static final_fn evp_final = NULL;
-static const void *evp_sha256 = NULL;
-static void *evp_ctx = NULL;
-static int use_evp = 0;
-
-static void
-find_openssl(void)
-{
-    static const char *const names[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        void *lib = dlopen(names[i], RTLD_NOW | RTLD_NOLOAD);
-        if (lib == NULL)
-            continue;
-        md_fetch_fn fetch = (md_fetch_fn)dlsym(lib, "EVP_MD_fetch");
-        md_get_fn get = (md_get_fn)dlsym(lib, "EVP_sha256");
-        ctx_new_fn ctx_new = (ctx_new_fn)dlsym(lib, "EVP_MD_CTX_new");
-        init_fn init = (init_fn)dlsym(lib, "EVP_DigestInit_ex");
-        update_fn update = (update_fn)dlsym(lib, "EVP_DigestUpdate");
-        final_fn final = (final_fn)dlsym(lib, "EVP_DigestFinal_ex");
-        const void *md = NULL;
-        if (fetch != NULL)
-            md = fetch(NULL, "SHA256", NULL); /* held for the life of the process */
-        else if (get != NULL)
-            md = get();
-        void *ctx = md != NULL && ctx_new != NULL ? ctx_new() : NULL;
-        if (ctx != NULL && init != NULL && update != NULL && final != NULL) {
-            evp_init = init;
-            evp_update = update;
-            evp_final = final;
-            evp_sha256 = md;
-            evp_ctx = ctx;
-            use_evp = 1;
-            return; /* the library stays loaded for the life of the process, as for hashlib */
-        }
-        dlclose(lib);
-    }
-}
 
 /* --- buffers --------------------------------------------------------------------------- */
 
@@ -1071,50 +1019,15 @@ rd_record(Ctx *c, size_t *pos, int has_expire, int64_t expire, int has_as_of, in
     return *key_obj == NULL ? RV_ERR : RV_OK;
 }
 
-/* SHA-256 of `data` (a bytes object or a buffer) appended to c->pairs, through hashlib */
-static int
-hash_into(Ctx *c, PyObject *data)
-{
-    PyObject *h = PyObject_CallOneArg(sha256_ctor, data);
-    if (h == NULL)
-        return RV_ERR;
-    PyObject *digest = PyObject_CallMethodNoArgs(h, str_digest);
-    Py_DECREF(h);
-    if (digest == NULL)
-        return RV_ERR;
-    int r = RV_ERR;
-    if (PyBytes_Check(digest) && PyBytes_GET_SIZE(digest) == 32)
-        r = buf_put(&c->pairs, PyBytes_AS_STRING(digest), 32);
-    else
-        PyErr_SetString(PyExc_RuntimeError, "hashlib.sha256 gave an unexpected digest");
-    Py_DECREF(digest);
-    return r;
-}
-
-/* SHA-256 of p[0:n] appended to c->pairs: OpenSSL's one-shot digest when found, else
- * hashlib (through a bytes object) */
+/* SHA-256 of p[0:n] appended to c->pairs (see _sha256_evp.h) */
 static int
 hash_bytes_into(Ctx *c, const uint8_t *p, size_t n)
 {
-    if (use_evp) {
-        unsigned char md[32];
-        unsigned int size = 0;
-        if (evp_init(evp_ctx, evp_sha256, NULL) == 1 && evp_update(evp_ctx, p, n) == 1 &&
-            evp_final(evp_ctx, md, &size) == 1 && size == 32)
-            return buf_put(&c->pairs, md, 32);
-        PyErr_SetString(PyExc_RuntimeError, "OpenSSL's SHA-256 failed");
+    unsigned char md[32];
+    const void *parts[1] = {p};
+    if (sha256_parts(md, parts, &n, 1) != 0)
         return RV_ERR;
-    }
-    if (n > (size_t)PY_SSIZE_T_MAX) {
-        PyErr_NoMemory();
-        return RV_ERR;
-    }
-    PyObject *data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
-    if (data == NULL)
-        return RV_ERR;
-    int r = hash_into(c, data);
-    Py_DECREF(data);
-    return r;
+    return buf_put(&c->pairs, md, 32);
 }
 
 static int
@@ -1260,26 +1173,9 @@ done:
     return result;
 }
 
-static PyObject *
-hash_backend(PyObject *self, PyObject *args)
-{
-    int hashlib_only = -1;
-    if (!PyArg_ParseTuple(args, "|p", &hashlib_only))
-        return NULL;
-    if (hashlib_only != -1)
-        use_evp = !hashlib_only && evp_ctx != NULL;
-    return PyUnicode_FromString(use_evp ? "openssl" : "hashlib");
-}
-
-PyDoc_STRVAR(hash_backend_doc,
-"hash_backend([hashlib_only]) -> 'openssl' | 'hashlib'\n\n"
-"Which SHA-256 scan() uses: OpenSSL's EVP digest from the libcrypto hashlib loaded,\n"
-"or hashlib.sha256. hashlib_only=True switches to hashlib (tests compare both), False back\n"
-"to OpenSSL when it was found.");
-
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, scan_doc},
-    {"hash_backend", hash_backend, METH_VARARGS, hash_backend_doc},
+    {"hash_backend", sha256_backend, METH_VARARGS, SHA256_BACKEND_DOC},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1298,17 +1194,8 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    PyObject *hashlib = PyImport_ImportModule("hashlib");
-    if (hashlib == NULL)
+    if (sha256_setup() < 0)
         return NULL;
-    sha256_ctor = PyObject_GetAttrString(hashlib, "sha256");
-    Py_DECREF(hashlib);
-    if (sha256_ctor == NULL)
-        return NULL;
-    str_digest = PyUnicode_InternFromString("digest");
-    if (str_digest == NULL)
-        return NULL;
-    find_openssl(); /* after hashlib: its libcrypto is loaded by now */
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
