@@ -14,7 +14,8 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 $(STAMP): pyproject.toml setup.py src/affidavit/formats/rdb/_native.c \
-          src/affidavit/formats/bson_codec/_native.c src/affidavit/formats/_sha256_evp.h
+          src/affidavit/formats/bson_codec/_native.c src/affidavit/formats/_sha256_evp.h \
+          src/affidavit/fingerprint/_native.c
 	@bash scripts/check-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -37,4 +38,5 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
-	rm -f src/affidavit/formats/rdb/_native*.so src/affidavit/formats/bson_codec/_native*.so
+	rm -f src/affidavit/formats/rdb/_native*.so src/affidavit/formats/bson_codec/_native*.so \
+	      src/affidavit/fingerprint/_native*.so

@@ -1,7 +1,8 @@
-"""Build of the compiled modules, the fingerprint fast paths of RDB files and of mongodump
-``.bson`` files (everything else is in pyproject.toml). ``optional=True``: without a C
-compiler the install still succeeds and the pure-Python code, which gives the same results,
-is what runs. Both hash with the SHA-256 of ``formats/_sha256_evp.h``."""
+"""Build of the compiled modules: the fingerprint fast paths of RDB files and of mongodump
+``.bson`` files, and the index-entry assembly (everything else is in pyproject.toml).
+``optional=True``: without a C compiler the install still succeeds and the pure-Python code,
+which gives the same results, is what runs. The two fast paths hash with the SHA-256 of
+``formats/_sha256_evp.h``."""
 
 from setuptools import Extension, setup
 
@@ -14,6 +15,12 @@ setup(
             "affidavit.formats.rdb._native",
             ["src/affidavit/formats/rdb/_native.c"],
             depends=_SHA256,
+            extra_compile_args=_FLAGS,
+            optional=True,
+        ),
+        Extension(
+            "affidavit.fingerprint._native",
+            ["src/affidavit/fingerprint/_native.c"],
             extra_compile_args=_FLAGS,
             optional=True,
         ),

@@ -21,6 +21,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, BinaryIO
 
 import rfc8785
@@ -81,6 +82,21 @@ _KEY_FIELDS: dict[int, bytes] = {n: struct.pack(">H", n) for n in range(KEY_PREF
 """The length field of a key that is not truncated, by length."""
 
 
+def _load_native() -> ModuleType | None:
+    """The compiled entry assembly (``_native.c``), or None when it is not built or the
+    environment sets ``AFFIDAVIT_PURE_PYTHON=1`` (the Python loop writes the same bytes)."""
+    if os.environ.get("AFFIDAVIT_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from affidavit.fingerprint import _native
+    except ImportError:
+        return None
+    return _native
+
+
+_NATIVE: ModuleType | None = _load_native()
+
+
 class IndexWriter:
     """Streams entries (in sorted order) to a new index file, then seals it."""
 
@@ -105,9 +121,17 @@ class IndexWriter:
 
     def add_many(self, pairs: bytes, keys: list[bytes]) -> None:
         """Append one entry per key: ``pairs`` holds their pairs back to back (what
-        :meth:`add` does per entry, in one write)."""
+        :meth:`add` does per entry, in one write; assembled in C when that is built and no key
+        needs truncating)."""
         if len(pairs) != PAIR_SIZE * len(keys):
             raise ValueError("pairs and keys disagree in number")
+        if _NATIVE is not None and type(keys) is list:
+            try:
+                self._write(_NATIVE.index_entries(pairs, keys, KEY_PREFIX_MAX))
+            except ValueError:  # a key to truncate: the general path below flags it
+                pass
+            else:
+                return
         fields = _KEY_FIELDS
         parts: list[bytes] = []
         append = parts.append

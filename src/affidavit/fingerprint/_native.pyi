@@ -1,0 +1,3 @@
+"""Type stubs of the compiled index-entry assembly (``_native.c``)."""
+
+def index_entries(pairs: bytes, keys: list[bytes], prefix_max: int, /) -> bytes: ...
