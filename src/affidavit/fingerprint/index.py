@@ -29,6 +29,7 @@ import rfc8785
 from affidavit.crypto.digest import Sha256Stream, constant_time_equal
 from affidavit.errors import FormatError, InputError
 from affidavit.fingerprint.model import FINGERPRINT_VERSION, PAIR_SIZE, Fingerprint
+from affidavit.native import load_native
 
 MAGIC = b"AFPIDX\x00\x01"
 KEY_PREFIX_MAX = 1024
@@ -85,13 +86,7 @@ _KEY_FIELDS: dict[int, bytes] = {n: struct.pack(">H", n) for n in range(KEY_PREF
 def _load_native() -> ModuleType | None:
     """The compiled entry assembly (``_native.c``), or None when it is not built or the
     environment sets ``AFFIDAVIT_PURE_PYTHON=1`` (the Python loop writes the same bytes)."""
-    if os.environ.get("AFFIDAVIT_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from affidavit.fingerprint import _native
-    except ImportError:
-        return None
-    return _native
+    return load_native("affidavit.fingerprint._native")
 
 
 _NATIVE: ModuleType | None = _load_native()

@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 
 from affidavit.catalog.store import MIGRATIONS_DIR, Catalog
-from affidavit.config import load_settings
+from affidavit.config import Settings, load_settings
 from affidavit.errors import IntegrityError
 from affidavit.services.setup import initialise
 
@@ -65,6 +65,33 @@ def test_the_migrations_build_exactly_the_schema_the_models_declare(tmp_path: Pa
     assert diff == []
 
 
+def _home_with_events(tmp_path: Path, events: int) -> tuple[Settings, Path]:
+    """A new home whose ledger holds ``events`` test events, one change each (with the
+    ledger's own setup events before them); returns its settings and catalog path."""
+    from affidavit.services.context import App
+
+    home = tmp_path / "h"
+    settings = load_settings(home=home, environ={"AFFIDAVIT_ACTOR": "t@example.com"})
+    initialise(settings)
+    app = App(settings)
+    for i in range(events):
+        with app.change() as change:
+            change.record("test.event", f"s:{i}", {"i": i})
+    app.close()
+    return settings, home / "catalog.sqlite"
+
+
+def _downgrade(path: Path, revision: str) -> None:
+    """Take the catalog at ``path`` down to ``revision`` (building an old catalog on purpose)."""
+    catalog = Catalog(f"sqlite:///{path}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with catalog._engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+    catalog.close()
+
+
 def _ledger_rows(path: Path) -> tuple[list[tuple[int, bytes, bytes]], list[tuple[int, str]]]:
     with sqlite3.connect(path) as db:
         entries = db.execute("select seq, leaf_hash, nodes from ledger_entries order by seq")
@@ -79,24 +106,10 @@ def test_0005_moves_subtree_hashes_into_entry_rows_and_back(tmp_path: Path) -> N
     from affidavit.services import ledger as svc
     from affidavit.services.context import App
 
-    home = tmp_path / "h"
-    settings = load_settings(home=home, environ={"AFFIDAVIT_ACTOR": "t@example.com"})
-    initialise(settings)
-    app = App(settings)
-    for i in range(37):
-        with app.change() as change:
-            change.record("test.event", f"s:{i}", {"i": i})
-    app.close()
-    path = home / "catalog.sqlite"
+    settings, path = _home_with_events(tmp_path, 37)
     before = _ledger_rows(path)
 
-    catalog = Catalog(f"sqlite:///{path}")
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with catalog._engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0004")
-    catalog.close()
+    _downgrade(path, "0004")
     with sqlite3.connect(path) as db:
         nodes = {
             (level, index): bytes(h)
@@ -132,22 +145,8 @@ def test_0005_keeps_a_gap_in_the_old_node_table_visible(tmp_path: Path) -> None:
     from affidavit.services import ledger as svc
     from affidavit.services.context import App
 
-    home = tmp_path / "h"
-    settings = load_settings(home=home, environ={"AFFIDAVIT_ACTOR": "t@example.com"})
-    initialise(settings)
-    app = App(settings)
-    for i in range(8):
-        with app.change() as change:
-            change.record("test.event", f"s:{i}", {"i": i})
-    app.close()
-    path = home / "catalog.sqlite"
-    catalog = Catalog(f"sqlite:///{path}")
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with catalog._engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0004")
-    catalog.close()
+    settings, path = _home_with_events(tmp_path, 8)
+    _downgrade(path, "0004")
     with sqlite3.connect(path) as db:  # the subtree 4..7 (stored at leaf 7, level 2) goes
         db.execute('delete from ledger_nodes where level = 2 and "index" = 1')
     # the layout is upgraded, then affidavit refuses to append to the altered ledger

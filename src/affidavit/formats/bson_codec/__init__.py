@@ -49,7 +49,6 @@ from __future__ import annotations
 import gc
 import json
 import math
-import os
 import re
 import struct
 import uuid
@@ -77,6 +76,7 @@ from bson.timestamp import Timestamp
 from affidavit.crypto.record_digest import RecordHasher
 from affidavit.errors import FormatError
 from affidavit.formats.base import MAX_BSON_DOCUMENT_SIZE
+from affidavit.native import load_native
 
 #: deepest allowed nesting of documents/arrays below the top-level document (MongoDB's limit)
 MAX_NESTING: Final = 100
@@ -319,15 +319,10 @@ def _load_native() -> ModuleType | None:
     are not this module's, or when the environment sets ``AFFIDAVIT_PURE_PYTHON=1`` (the
     pure-Python path gives the same results; the switch exists to compare them and to rule
     the extension out)."""
-    if os.environ.get("AFFIDAVIT_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from affidavit.formats.bson_codec import _native
-    except ImportError:
-        return None
-    if _native.MAX_DOCUMENT != MAX_BSON_DOCUMENT_SIZE:  # pragma: no cover - a stale build
-        return None
-    return _native
+    native = load_native("affidavit.formats.bson_codec._native")
+    if native is not None and native.MAX_DOCUMENT != MAX_BSON_DOCUMENT_SIZE:  # pragma: no cover
+        return None  # a stale build
+    return native
 
 
 #: the compiled fast path of :func:`frame_exact_pairs`, or None (see :func:`_load_native`)

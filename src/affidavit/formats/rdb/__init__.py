@@ -66,6 +66,7 @@ from affidavit.crypto.record_digest import RecordHasher
 from affidavit.errors import FormatError, NotFound
 from affidavit.formats.base import RecordReader
 from affidavit.models.records import RecordEncoding, RedisRecord, RedisType
+from affidavit.native import load_native
 
 MAGIC: Final = b"REDIS"
 VALKEY_MAGIC: Final = b"VALKEY"
@@ -125,13 +126,7 @@ def _load_native() -> ModuleType | None:
     """The compiled fast path (``_native.c``), or None when it is not built or when the
     environment sets ``AFFIDAVIT_PURE_PYTHON=1`` (the pure-Python parser gives the same
     results; the switch exists to compare them and to rule the extension out)."""
-    if os.environ.get("AFFIDAVIT_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from affidavit.formats.rdb import _native
-    except ImportError:
-        return None
-    return _native
+    return load_native("affidavit.formats.rdb._native")
 
 
 #: the compiled fast path of :meth:`RdbReader.iter_pairs`, or None (see :func:`_load_native`)
