@@ -734,7 +734,7 @@ def _load_redis_target(app: App, state: _State, target: ConnectionUri) -> None:
     rdb = next(iter(state.plain.values()))
     reader = RdbReader(rdb)  # load semantics as of now: keys already expired are not written
     state.rep.stage("checking the RDB")
-    reader.datasets()  # one full pass: a corrupt file fails before anything is written
+    present = set(reader.datasets())  # one full pass: a corrupt file fails before any write
     state.uri = target.text
     with engine_for_uri(
         EngineName.REDIS, target, password=None, timeout=max(app.settings.connect_timeout, 30)
@@ -742,6 +742,8 @@ def _load_redis_target(app: App, state: _State, target: ConnectionUri) -> None:
         if not isinstance(engine, RecordLoader):
             raise OperationError(f"the {engine.name} engine cannot write records")
         for dataset in state.backup.datasets:
+            if dataset.name not in present:  # no live key in the file: nothing to write
+                continue
             state.rep.task(f"loading {dataset.name}", dataset.records)
             records = reader.records(dataset.name)
             engine.load_records(dataset.name, _counted_records(records, state.rep))
