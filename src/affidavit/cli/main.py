@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from typer import Abort, Exit
@@ -147,12 +147,6 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
         loaded = importlib.import_module(f"affidavit.cli.{_GROUPS[group]}")
         cli.add_typer(loaded.app, name=group)
     return cli
-
-
-def __getattr__(name: str) -> Any:  # ``affidavit.cli.main.app``: the whole CLI, on demand
-    if name == "app":
-        return build_app()
-    raise AttributeError(name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,9 @@ event and the catalog row.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import json
+import operator
 import os
 import tempfile
 import time
@@ -728,25 +730,28 @@ def _load(app: App, state: _State, target: ConnectionUri | None) -> None:
 
 def _load_redis_target(app: App, state: _State, target: ConnectionUri) -> None:
     """Parse the decrypted RDB (structure and CRC-64 checked to the end first) and write every
-    dataset of the manifest into the named, empty Redis target with typed commands."""
+    dataset of the manifest into the named, empty Redis target with typed commands, in one
+    more pass: an RDB holds each database's keys together, after its SELECTDB."""
     from affidavit.formats.rdb import RdbReader
 
     rdb = next(iter(state.plain.values()))
     reader = RdbReader(rdb)  # load semantics as of now: keys already expired are not written
     state.rep.stage("checking the RDB")
-    present = set(reader.datasets())  # one full pass: a corrupt file fails before any write
+    reader.datasets()  # one full pass: a corrupt file fails before anything is written
+    wanted = {dataset.name: dataset.records for dataset in state.backup.datasets}
     state.uri = target.text
     with engine_for_uri(
         EngineName.REDIS, target, password=None, timeout=max(app.settings.connect_timeout, 30)
     ) as engine:
         if not isinstance(engine, RecordLoader):
             raise OperationError(f"the {engine.name} engine cannot write records")
-        for dataset in state.backup.datasets:
-            if dataset.name not in present:  # no live key in the file: nothing to write
-                continue
-            state.rep.task(f"loading {dataset.name}", dataset.records)
-            records = reader.records(dataset.name)
-            engine.load_records(dataset.name, _counted_records(records, state.rep))
+        for name, run in itertools.groupby(reader.iter_all(), key=operator.itemgetter(0)):
+            if name not in wanted:
+                continue  # a database the manifest does not list is not restored
+            state.rep.task(f"loading {name}", wanted[name])
+            records = (record for _, record in run)
+            # a database met twice (a second SELECTDB) is refused: it is no longer empty
+            engine.load_records(name, _counted_records(records, state.rep))
             state.rep.finish()
 
 

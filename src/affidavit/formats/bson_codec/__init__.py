@@ -227,6 +227,26 @@ _FIXED_BY_TYPE: Final[tuple[int, ...]] = tuple(_FIXED_SIZE.get(t, -1) for t in r
 _STRING = 0x02
 
 
+def _document_key(buffer: bytes, a: int, b: int) -> bytes:
+    """The :func:`exact_record` key of the document ``buffer[a:b]``: read directly when
+    ``_id`` is its first element with a fixed-size or string value (every document mongod
+    writes), else through :func:`exact_record` itself (which raises for a bad document)."""
+    last = b - 1  # the document's trailing NUL
+    if a + 9 <= last and buffer[a + 5 : a + 9] == _ID_NAME:
+        t = buffer[a + 4]
+        size = _FIXED_BY_TYPE[t]
+        if size >= 0:
+            stop = a + 9 + size
+            if stop <= last:
+                return buffer[a + 4 : stop]
+        elif t == _STRING and a + 13 <= last:
+            (n,) = _INT32.unpack_from(buffer, a + 9)
+            stop = a + 13 + n
+            if n >= 1 and stop <= last and buffer[stop - 1] == 0:
+                return buffer[a + 4 : stop]
+    return exact_record(buffer[a:b])[0]
+
+
 def exact_keys(buffer: bytes, starts: list[int]) -> list[bytes]:
     """The :func:`exact_record` key of each document of a framed batch (the documents are
     ``buffer[starts[i]:starts[i + 1]]``, the last one running to the end of ``buffer``).
@@ -235,30 +255,9 @@ def exact_keys(buffer: bytes, starts: list[int]) -> list[bytes]:
     string value, its bounds are read directly; any other document goes through
     :func:`exact_record` itself. Raises what :func:`exact_record` raises, for the first
     document without a usable ``_id``."""
-    fixed = _FIXED_BY_TYPE
-    unpack = _INT32.unpack_from
-    keys: list[bytes] = []
-    add = keys.append
     ends = starts[1:]
     ends.append(len(buffer))
-    for a, b in zip(starts, ends, strict=True):
-        last = b - 1  # the document's trailing NUL
-        if a + 9 <= last and buffer[a + 5 : a + 9] == _ID_NAME:
-            t = buffer[a + 4]
-            size = fixed[t]
-            if size >= 0:
-                stop = a + 9 + size
-                if stop <= last:
-                    add(buffer[a + 4 : stop])
-                    continue
-            elif t == _STRING and a + 13 <= last:
-                (n,) = unpack(buffer, a + 9)
-                stop = a + 13 + n
-                if n >= 1 and stop <= last and buffer[stop - 1] == 0:
-                    add(buffer[a + 4 : stop])
-                    continue
-        add(exact_record(buffer[a:b])[0])
-    return keys
+    return [_document_key(buffer, a, b) for a, b in zip(starts, ends, strict=True)]
 
 
 def frame_exact_keys(buffer: bytes) -> tuple[list[int], list[bytes], int]:
@@ -276,7 +275,6 @@ def _frame_exact_keys(
     buffer: bytes, pos: int, limit: int | None
 ) -> tuple[list[int], list[bytes], int]:
     """:func:`frame_exact_keys` from offset ``pos`` on, for at most ``limit`` documents."""
-    fixed = _FIXED_BY_TYPE
     unpack = _INT32.unpack_from
     starts: list[int] = []
     keys: list[bytes] = []
@@ -293,23 +291,7 @@ def _frame_exact_keys(
         if buffer[last] != 0:
             raise _bad("last byte is not NUL", length - 1)
         add_start(pos)
-        if pos + 9 <= last and buffer[pos + 5 : pos + 9] == _ID_NAME:
-            t = buffer[pos + 4]
-            size = fixed[t]
-            if size >= 0:
-                key_end = pos + 9 + size
-                if key_end <= last:
-                    add_key(buffer[pos + 4 : key_end])
-                    pos = stop
-                    continue
-            elif t == _STRING and pos + 13 <= last:
-                (n,) = unpack(buffer, pos + 9)
-                key_end = pos + 13 + n
-                if n >= 1 and key_end <= last and buffer[key_end - 1] == 0:
-                    add_key(buffer[pos + 4 : key_end])
-                    pos = stop
-                    continue
-        add_key(exact_record(buffer[pos:stop])[0])
+        add_key(_document_key(buffer, pos, stop))
         pos = stop
     return starts, keys, pos
 
