@@ -9,7 +9,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -205,6 +205,116 @@ def test_a_put_that_fails_midway_leaves_nothing(case: Case, exc: BaseException) 
         case.vault.stat("src/b1/f")
     # and the path is still free
     case.vault.put("src/b1/f", [b"retry"], retain_until=None)
+
+
+# --- spooled files -------------------------------------------------------------------------
+
+
+def _spooled(case: Case, data: bytes) -> Path:
+    spool = case.vault.spool()
+    assert spool.exists() and spool.stat().st_size == 0
+    assert spool.stat().st_mode & 0o077 == 0  # private
+    spool.write_bytes(data)
+    return spool
+
+
+def test_a_spooled_file_is_stored_and_its_spool_removed(case: Case) -> None:
+    data = pattern(5, 3 * MIB + 11)
+    digest = hashlib.sha256(data).hexdigest()
+    spool = _spooled(case, data)
+    assert list(case.vault.list()) == []  # a spool file is no artifact
+    until = later(days=1)
+    stored = case.vault.put_file(
+        "src/b1/data.age", spool, retain_until=until, sha256=digest, size=len(data)
+    )
+    assert (stored.path, stored.size, stored.sha256) == ("src/b1/data.age", len(data), digest)
+    assert not spool.exists()
+    assert list(case.vault.list()) == ["src/b1/data.age"]
+    with case.vault.open("src/b1/data.age") as stream:
+        assert stream.read() == data
+    assert case.vault.stat("src/b1/data.age").retain_until is not None
+    with pytest.raises(ArtifactLocked):
+        case.vault.delete("src/b1/data.age")
+
+
+def test_put_file_hashes_when_no_digest_is_given(case: Case) -> None:
+    data = b"spooled without a digest"
+    stored = case.vault.put_file("f", _spooled(case, data), retain_until=None)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def _refused(case: Case, spool: Path, **claims: Any) -> None:
+    with pytest.raises(VaultError, match="not what its writer wrote"):
+        case.vault.put_file("src/b1/f", spool, retain_until=later(days=1), **claims)
+    assert spool.exists()  # the caller's to remove
+    spool.unlink()
+    assert list(case.vault.list()) == []
+    assert case.leftovers() == []
+
+
+def test_a_spooled_file_of_another_size_than_written_is_refused(case: Case) -> None:
+    data = pattern(6, MIB + 3)
+    _refused(case, _spooled(case, data), size=len(data) + 1)
+
+
+def test_a_copying_vault_refuses_a_spooled_file_with_another_digest(case: Case) -> None:
+    if case.kind == "file":  # it takes the file over unread, with its writer's digest
+        case = replace(case, vault=_CopyingFileVault(case.vault.vault))
+    data = pattern(7, MIB + 5)
+    _refused(case, _spooled(case, data), sha256=hashlib.sha256(b"other").hexdigest())
+
+
+class _CopyingFileVault(FileVault):
+    """A folder vault that copies spooled files (the base class's way)."""
+
+    def put_file(self, path: str, file: Path, **kwargs: Any) -> Any:
+        return VaultBackend.put_file(self, path, file, **kwargs)
+
+
+def test_put_file_is_write_once(case: Case) -> None:
+    case.vault.put("src/b1/f", [b"original"], retain_until=None)
+    spool = _spooled(case, b"replacement")
+    with pytest.raises(VaultError, match="already exists"):
+        case.vault.put_file("src/b1/f", spool, retain_until=None)
+    with case.vault.open("src/b1/f") as stream:
+        assert stream.read() == b"original"
+    spool.unlink()
+
+
+def test_file_vault_takes_a_spooled_file_over_without_copying(tmp_path: Path) -> None:
+    vault = FileVault(make_vault(f"file://{tmp_path / 'v'}"))
+    spool = vault.spool()
+    assert spool.parent == vault.root and spool.name.startswith(".")
+    spool.write_bytes(b"x" * 1000)
+    inode = spool.stat().st_ino
+    vault.put_file("s/b/f.age", spool, retain_until=later(days=1), size=1000)
+    target = vault.root / "s" / "b" / "f.age"
+    assert target.stat().st_ino == inode  # linked, not copied
+    assert target.stat().st_mode & 0o777 == 0o444
+    assert target.stat().st_nlink == 1  # the spool name is gone
+    assert sorted(p.name for p in vault.root.iterdir()) == ["s"]
+
+
+def test_file_vault_copies_a_file_from_another_file_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault = FileVault(make_vault(f"file://{tmp_path / 'v'}"))
+    spool = vault.spool()
+    spool.write_bytes(b"elsewhere")
+    real_fstat = os.fstat
+
+    def other_device(fd: int) -> Any:
+        info = real_fstat(fd)
+        fields = list(info)
+        fields[2] = info.st_dev + 1  # st_dev
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(os, "fstat", other_device)
+    stored = vault.put_file("f", spool, retain_until=None)
+    monkeypatch.undo()
+    assert stored.sha256 == hashlib.sha256(b"elsewhere").hexdigest()
+    assert (vault.root / "f").read_bytes() == b"elsewhere"
+    assert not spool.exists()
 
 
 # --- retention ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ left behind."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -138,6 +139,41 @@ def test_fingerprints_equal_the_in_process_full_check(
     }
 
 
+def test_spooled_ciphertext_becomes_the_artifact_and_no_spool_is_left(
+    ingested: dict[str, Any], cli: Any, tmp_path: Path
+) -> None:
+    vault: Path = ingested["vault"]
+    files = _files(vault)
+    assert not [p for p in files if p.name.startswith(".spool-") or p.suffix == ".partial"]
+    data = [a for a in ingested["artifacts"] if a["role"] == "data"]
+    assert len(data) == 2
+    for art in data:
+        stored = vault / art["path"]
+        # the child's spool file, linked into place: one name, read-only, the digests the
+        # child took are those of the bytes in the vault and of the file ingested
+        assert stored.stat().st_nlink == 1
+        assert stored.stat().st_mode & 0o777 == 0o444
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == art["sha256"]
+        name = art["path"].rsplit("/", 1)[-1].removesuffix(".age")
+        plain = (tmp_path / "dump" / "shop" / name).read_bytes()
+        assert hashlib.sha256(plain).hexdigest() == art["plain_sha256"]
+    r = cli("verify", ingested["backup_id"], "--json")
+    assert r.code == 0, r.out
+
+
+def test_a_spool_that_fails_falls_back_to_the_ordinary_copy(
+    cli: Any, vault: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("the spool disk is full")
+
+    monkeypatch.setattr(backup_service, "encrypt_file", failing)
+    r = cli("backup", "ingest", str(_dump(tmp_path / "dump")), "--format", "mongodump", "--json")
+    assert r.code == 0, r.err
+    assert not [p for p in _files(vault) if p.name.startswith(".spool-")]
+    assert cli("verify", json.loads(r.out)["backup_id"]).code == 0
+
+
 def _nest(depth: int) -> bytes:
     inner = b"\x05\x00\x00\x00\x00"
     for _ in range(depth):
@@ -214,7 +250,7 @@ def test_an_encryption_process_that_dies_fails_the_backup_and_leaves_no_file(
     cli: Any, home: Path, vault: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        age_process, "_command", lambda mode: [sys.executable, "-c", "raise SystemExit(9)"]
+        age_process, "_command", lambda mode, *args: [sys.executable, "-c", "raise SystemExit(9)"]
     )
     r = cli("backup", "ingest", str(_dump(tmp_path / "dump")), "--format", "mongodump")
     assert r.code == 3, r.err
@@ -338,7 +374,7 @@ def test_a_decryption_process_that_dies_is_could_not_run(
     cli: Any, home: Path, ingested: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        age_process, "_command", lambda mode: [sys.executable, "-c", "raise SystemExit(9)"]
+        age_process, "_command", lambda mode, *args: [sys.executable, "-c", "raise SystemExit(9)"]
     )
     r = cli("verify", ingested["backup_id"], "--json")
     assert r.code == 3, r.err

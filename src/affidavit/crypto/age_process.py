@@ -44,15 +44,27 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO, Final, Literal
 
 from affidavit.errors import IntegrityError, KeystoreError, OperationError
 
-__all__ = ["EXIT_BAD_KEY", "EXIT_UNDECRYPTABLE", "AgeProcess"]
+__all__ = [
+    "EXIT_BAD_KEY",
+    "EXIT_UNDECRYPTABLE",
+    "AgeProcess",
+    "EncryptionStopped",
+    "FileEncryption",
+    "encrypt_file",
+]
 
 EXIT_UNDECRYPTABLE: Final = 3
 EXIT_BAD_KEY: Final = 4
 _EXIT_INPUT_CUT: Final = 5
+_EXIT_IO: Final = 6
+_WRITEBACK: Final = 8 << 20
+"""``encrypt-file`` writes the ciphertext in pieces of this size and starts their writeback."""
 _READ: Final = 1 << 20
 """Output is handed back in pieces of up to this size."""
 _PIPE_SIZE: Final = 1 << 20
@@ -214,9 +226,89 @@ class AgeProcess:
         )
 
 
-def _command(mode: Mode) -> list[str]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileEncryption:
+    """What :func:`encrypt_file` wrote, as its child hashed it while reading and writing."""
+
+    plain_size: int
+    plain_sha256: str
+    cipher_size: int
+    cipher_sha256: str
+
+
+def encrypt_file(
+    recipient: str, source: Path, target: Path, *, stop: threading.Event | None = None
+) -> FileEncryption:
+    """Encrypt the file ``source`` to ``recipient`` into ``target`` (an existing file: it is
+    overwritten) in a child process that reads and writes both files itself, so that no byte
+    crosses a pipe. The child hashes the plaintext it reads and the ciphertext it writes, and
+    fsyncs ``target`` (starting its writeback as it goes) before it reports.
+
+    Raises :class:`~affidavit.errors.KeystoreError` for a malformed recipient and
+    :class:`~affidavit.errors.OperationError` when a file cannot be read or written or the
+    child dies; ``target`` then holds nothing to rely on. Setting ``stop`` (or any exception
+    here, ``KeyboardInterrupt`` included) ends the child: :class:`EncryptionStopped` is raised
+    for ``stop``. The child is always waited for."""
+    proc = subprocess.Popen(
+        _command("encrypt-file", str(source), str(target)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        close_fds=True,
+        env=_environment(),
+    )  # fmt: skip
+    assert proc.stdin is not None
+    assert proc.stderr is not None
+    finished = False
+    try:
+        with contextlib.suppress(BrokenPipeError):  # a child that died says so by its status
+            proc.stdin.write(recipient.strip().encode() + b"\n")
+            proc.stdin.close()
+        while True:
+            try:
+                code = proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                if stop is not None and stop.is_set():
+                    raise EncryptionStopped from None
+        status = proc.stderr.read()
+        finished = True
+    finally:
+        if not finished:
+            with contextlib.suppress(OSError):
+                proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stderr):
+            with contextlib.suppress(OSError):
+                pipe.close()
+    lines = status.decode(errors="replace").strip().splitlines()
+    if code == EXIT_BAD_KEY:
+        raise KeystoreError("not an age X25519 recipient")
+    if code == 0:
+        try:
+            report = json.loads(lines[-1])
+            return FileEncryption(
+                plain_size=int(report["plain_size"]),
+                plain_sha256=str(report["plain_sha256"]),
+                cipher_size=int(report["cipher_size"]),
+                cipher_sha256=str(report["cipher_sha256"]),
+            )
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise OperationError(f"the age encryption process misreported: {exc}") from exc
+    detail = lines[-1][:200] if lines else f"status {code}"
+    raise OperationError(
+        f"encrypting {source} failed ({detail})",
+        hint="check that the file is readable and the vault has room; run again",
+    )
+
+
+class EncryptionStopped(Exception):
+    """:func:`encrypt_file` was told to stop."""
+
+
+def _command(mode: str, *args: str) -> list[str]:
     """The child's command line (the key is not on it)."""
-    return [sys.executable, "-m", "affidavit.crypto.age_process", mode]
+    return [sys.executable, "-m", "affidavit.crypto.age_process", mode, *args]
 
 
 def _environment() -> dict[str, str]:
@@ -227,7 +319,7 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -300,6 +392,74 @@ class _HashingWriter:
         self._inner.flush()
 
 
+def _child_encrypt_file(source: str, target: str) -> int:
+    """``encrypt-file SOURCE TARGET``: the recipient on stdin; the report on stderr."""
+    import signal
+
+    import pyrage
+    from pyrage import x25519
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    key = sys.stdin.buffer.readline().decode(errors="replace").strip()
+    try:
+        recipient = x25519.Recipient.from_str(key)
+    except (pyrage.RecipientError, ValueError, TypeError):
+        sys.stderr.write("malformed key\n")
+        return EXIT_BAD_KEY
+    plain, cipher = hashlib.sha256(), hashlib.sha256()
+    try:
+        with (
+            open(source, "rb", buffering=_READ) as raw,
+            open(target, "wb", buffering=_READ) as out,
+        ):
+            reader = _HashingReader(raw, plain)
+            writer = _WritebackWriter(out, cipher)
+            pyrage.encrypt_io(reader, writer, [recipient])
+            writer.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        sys.stderr.write(f"{exc.strerror or exc}: {exc.filename or target}\n")
+        return _EXIT_IO
+    report = {
+        "plain_sha256": plain.hexdigest(),
+        "plain_size": reader.size,
+        "cipher_sha256": cipher.hexdigest(),
+        "cipher_size": writer.size,
+    }
+    sys.stderr.write(json.dumps(report) + "\n")
+    return 0
+
+
+class _WritebackWriter:
+    """The ciphertext's file, hashed as it is written; after every :data:`_WRITEBACK` bytes
+    the kernel is asked to start writing them to disk (``POSIX_FADV_DONTNEED`` starts the
+    writeback of a range's dirty pages on Linux), so that the final ``fsync`` waits for the
+    last few megabytes instead of the whole file."""
+
+    def __init__(self, out: BinaryIO, hasher: Any) -> None:
+        self._out = out
+        self._hasher = hasher
+        self._started = 0
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._hasher.update(data)
+        self._out.write(data)
+        self.size += len(data)
+        if self.size - self._started >= _WRITEBACK:
+            self._out.flush()
+            with contextlib.suppress(OSError, AttributeError):  # a hint: not everywhere
+                os.posix_fadvise(
+                    self._out.fileno(), self._started, self.size - self._started,
+                    os.POSIX_FADV_DONTNEED,
+                )  # fmt: skip
+            self._started = self.size
+        return len(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
 def _child(mode: str) -> int:
     import signal
 
@@ -347,7 +507,12 @@ def _child(mode: str) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "encrypt-file":
+        raise SystemExit(_child_encrypt_file(sys.argv[2], sys.argv[3]))
     if len(sys.argv) != 2 or sys.argv[1] not in ("encrypt", "decrypt"):
-        sys.stderr.write("usage: python -m affidavit.crypto.age_process encrypt|decrypt\n")
+        sys.stderr.write(
+            "usage: python -m affidavit.crypto.age_process encrypt|decrypt|"
+            "encrypt-file SOURCE TARGET\n"
+        )
         raise SystemExit(2)
     raise SystemExit(_child(sys.argv[1]))

@@ -10,11 +10,12 @@ Ctrl-C) is recorded as ``failed`` with the reason and every artifact that was wr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 from affidavit import __version__
 from affidavit.constants import EngineName
 from affidavit.crypto.age import new_identity
-from affidavit.crypto.age_process import AgeProcess
+from affidavit.crypto.age_process import AgeProcess, FileEncryption, encrypt_file
 from affidavit.crypto.digest import sha256_hex
 from affidavit.errors import (
     Error,
@@ -34,6 +35,7 @@ from affidavit.errors import (
     PolicyViolation,
 )
 from affidavit.fingerprint.accumulator import Accumulator
+from affidavit.fingerprint.model import Fingerprint
 from affidavit.formats.base import GZIP_MAGIC
 from affidavit.formats.bson_codec import exact_record, exact_record_checked
 from affidavit.formats.redis_codec import encode_redis_record
@@ -629,78 +631,91 @@ def ingest_backup(
     dataset_of = _datasets_by_file(reader, fmt, files)
     rep.stage(f"checking {path}")
     keys = new_identity()
-    with tempfile.TemporaryDirectory(prefix="affidavit-spool-") as spool_dir:
-        # the whole input is read, checked and fingerprinted before anything is recorded;
-        # meanwhile the large files are encrypted into private spool files (_Spooler)
-        spooler = _Spooler(keys[1], [(file, seen[file]) for _, file in files], Path(spool_dir))
-        try:
-            spooler.start()
-            accumulators = _check_and_fingerprint(reader, fmt)
-            spooler.join()
-        except BaseException as exc:
-            spooler.abort()
-            if isinstance(exc, InputError) and not exc.hint:
-                exc.hint = f"{path} is not a complete, valid {fmt}; nothing was recorded"
-            raise
-        run = _begin(
-            app,
-            source=source,
-            source_label=label,
-            vault=vault,
-            kind="ingest",
-            fmt=fmt,
-            retain_days=retain_days,
-            reporter=rep,
-            keys=keys,
-        )
-        del keys  # only the wrapped identity is kept
-        try:
-            results = _store_ingested(
-                run, files, accumulators, fmt=fmt, dataset_of=dataset_of, seen=seen,
-                spooled=spooler.spooled,
-            )  # fmt: skip
-            captured = _Captured(
-                datasets=sorted(results),
-                consistency={"mode": "as-ingested", "source_path": str(path)},
-                server_version=None,
+    # the whole input is read, checked and fingerprinted before anything is recorded;
+    # meanwhile the large files are encrypted into spool files of the vault (_Spooler)
+    spooler = _Spooler(keys[1], [(file, seen[file]) for _, file in files], vault_backend(vault))
+    encoding = "redis" if fmt == "rdb" else "bson"
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="affidavit-ingest-") as tmp,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="affidavit-index") as indexer,
+        ):
+            try:
+                spooler.start()
+                accumulators = _check_and_fingerprint(reader, fmt)
+                # each dataset's fingerprint and index are folded (to private temporary
+                # files) while the encryption may still be running
+                indexes = _fold_indexes(indexer, accumulators, Path(tmp), encoding)
+                spooler.join()
+            except BaseException as exc:
+                spooler.abort()
+                if isinstance(exc, InputError) and not exc.hint:
+                    exc.hint = f"{path} is not a complete, valid {fmt}; nothing was recorded"
+                raise
+            run = _begin(
+                app,
+                source=source,
+                source_label=label,
+                vault=vault,
+                kind="ingest",
+                fmt=fmt,
+                retain_days=retain_days,
+                reporter=rep,
+                keys=keys,
             )
-            return _finish(
-                run, source=source, source_label=label, vault=vault, captured=captured,
-                kind="ingest", fmt=fmt,
-            )  # fmt: skip
-        except BaseException as exc:
-            _fail(run, exc)
-            raise
+            del keys  # only the wrapped identity is kept
+            try:
+                results = _store_ingested(
+                    run, files, indexes, fmt=fmt, dataset_of=dataset_of, seen=seen,
+                    spooled=spooler.spooled,
+                )  # fmt: skip
+                captured = _Captured(
+                    datasets=sorted(results),
+                    consistency={"mode": "as-ingested", "source_path": str(path)},
+                    server_version=None,
+                )
+                return _finish(
+                    run, source=source, source_label=label, vault=vault, captured=captured,
+                    kind="ingest", fmt=fmt,
+                )  # fmt: skip
+            except BaseException as exc:
+                _fail(run, exc)
+                raise
+    finally:
+        spooler.discard()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Spooled:
-    """A file's ciphertext in a private spool file, and its plaintext's digest."""
+    """A file's ciphertext in a spool file of the vault, and the digests its writer took."""
 
     cipher: Path
-    plain_size: int
-    plain_sha256: str
+    encryption: FileEncryption
 
 
 class _Spooler:
-    """Encrypts the large files of an ingest into private spool files (a thread driving an
-    :class:`~affidavit.crypto.age_process.AgeProcess` per file) while the input is being
-    checked, so that the cipher runs on another core and the copy into the vault after the
-    check is only a read, a hash and a write.
+    """Encrypts the large files of an ingest into spool files of the vault
+    (:meth:`VaultBackend.spool`) while the input is being checked: a thread runs one
+    :func:`~affidavit.crypto.age_process.encrypt_file` child per file, which reads the file,
+    encrypts, hashes both sides and writes the spool file itself, on another core. After the
+    check a folder vault takes a spool file over as the artifact without copying it
+    (:meth:`VaultBackend.put_file`); other vaults upload it.
 
-    Nothing reaches the vault or the catalog here: the spool folder is private and removed
-    with the ingest. A spool that fails for any reason (or whose file changed meanwhile) is
-    dropped quietly: the file is then copied the ordinary way, which meets the error again
-    where it always was. :meth:`abort` stops the encryption (a refused input)."""
+    A spool file is no artifact: nothing is recorded for it, a folder vault never lists it,
+    and :meth:`discard` removes every one not taken over. A spool that fails for any reason
+    (or whose file changed meanwhile) is dropped quietly: the file is then copied the
+    ordinary way, which meets the error again where it always was. :meth:`abort` stops the
+    encryption (a refused input)."""
 
     def __init__(
-        self, recipient: str, files: list[tuple[Path, tuple[int, int]]], folder: Path
+        self, recipient: str, files: list[tuple[Path, tuple[int, int]]], vault: VaultBackend
     ) -> None:
         self._recipient = recipient
         self._files = [(file, seen) for file, seen in files if seen[0] >= _PROCESS_FROM]
-        self._folder = folder
+        self._vault = vault
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._spools: list[Path] = []
         self.spooled: dict[Path, _Spooled] = {}
 
     def start(self) -> None:
@@ -709,38 +724,25 @@ class _Spooler:
             self._thread.start()
 
     def _run(self) -> None:
-        for n, (file, seen) in enumerate(self._files):
+        for file, seen in self._files:
             if self._stop.is_set():
                 return
-            cipher = self._folder / f"{n}.age"
+            cipher: Path | None = None
             try:
+                cipher = self._vault.spool()
+                self._spools.append(cipher)
                 self.spooled[file] = self._spool(file, seen, cipher)
             except Exception:  # dropped: the ordinary copy meets it again
-                cipher.unlink(missing_ok=True)
+                if cipher is not None:
+                    cipher.unlink(missing_ok=True)
 
     def _spool(self, file: Path, seen: tuple[int, int], cipher: Path) -> _Spooled:
         if _stat_key(file) != seen:
             raise _changed(file)
-        with file.open("rb") as raw, cipher.open("wb") as out:
-
-            def chunks() -> Iterator[bytes]:
-                while chunk := raw.read(CHUNK):
-                    if self._stop.is_set():
-                        raise _SpoolStopped
-                    yield chunk
-
-            child = AgeProcess("encrypt", self._recipient, chunks())
-            pieces = iter(child)
-            try:
-                for piece in pieces:
-                    out.write(piece)
-            finally:
-                pieces.close()  # type: ignore[attr-defined]  # ends the child on any error
-        if _stat_key(file) != seen:
+        done = encrypt_file(self._recipient, file, cipher, stop=self._stop)
+        if _stat_key(file) != seen or done.plain_size != seen[0]:
             raise _changed(file)
-        assert child.plain_size is not None
-        assert child.plain_sha256 is not None
-        return _Spooled(cipher=cipher, plain_size=child.plain_size, plain_sha256=child.plain_sha256)
+        return _Spooled(cipher=cipher, encryption=done)
 
     def join(self) -> None:
         """Wait for the spooling to end."""
@@ -753,63 +755,62 @@ class _Spooler:
         self._stop.set()
         self.join()
 
+    def discard(self) -> None:
+        """Stop, and remove every spool file that was not taken over."""
+        self.abort()
+        for cipher in self._spools:
+            with contextlib.suppress(OSError):
+                cipher.unlink(missing_ok=True)
 
-class _SpoolStopped(Exception):
-    """The spooler was told to stop."""
+
+def _fold_indexes(
+    indexer: ThreadPoolExecutor, accumulators: dict[str, Accumulator], tmp: Path, encoding: str
+) -> dict[str, tuple[Path, Future[tuple[Fingerprint, int]]]]:
+    """Start folding each dataset's fingerprint and index (to a file in ``tmp``)."""
+    indexes = {}
+    for n, (name, acc) in enumerate(accumulators.items()):
+        index = tmp / f"{n}.afpidx"
+        indexes[name] = (index, indexer.submit(acc.finish, index, dataset=name, encoding=encoding))
+    return indexes
 
 
 def _store_ingested(
     run: _Run,
     files: list[tuple[str, Path]],
-    accumulators: dict[str, Accumulator],
+    indexes: dict[str, tuple[Path, Future[tuple[Fingerprint, int]]]],
     *,
     fmt: str,
     dataset_of: dict[Path, str],
     seen: dict[Path, tuple[int, int]],
     spooled: dict[Path, _Spooled],
 ) -> list[tuple[str, int, str]]:
-    """Copy every file into the vault and store each dataset's index; returns (name, records,
-    fingerprint) per dataset. The indexes are written (to private temporary files) by a thread
-    while the files are copied: the copy of a large file mostly waits for its encryption
-    process, so the two overlap."""
+    """Copy every file into the vault and store each dataset's index (``indexes``: a
+    temporary file and the future of its fingerprint per dataset, being folded by a thread
+    meanwhile); returns (name, records, fingerprint) per dataset."""
     rep = run.reporter
-    encoding = "redis" if fmt == "rdb" else "bson"
-    with (
-        tempfile.TemporaryDirectory(prefix="affidavit-ingest-") as tmp,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="affidavit-index") as indexer,
-    ):
-        indexes = {
-            name: (
-                Path(tmp) / f"{n}.afpidx",
-                indexer.submit(
-                    acc.finish, Path(tmp) / f"{n}.afpidx", dataset=name, encoding=encoding
-                ),
-            )
-            for n, (name, acc) in enumerate(accumulators.items())
-        }
-        for rel, file in files:
-            rep.task(f"storing {rel}", seen[file][0])
-            role = (
-                ArtifactRole.DATA
-                if rel.endswith((".bson", ".bson.gz", ".rdb", ".archive")) or fmt != "mongodump"
-                else ArtifactRole.METADATA
-            )
-            artifact = _copy_file(
-                run, file, rel=rel, role=role, dataset=dataset_of.get(file), seen=seen[file],
-                rep=rep, spooled=spooled.get(file),
-            )  # fmt: skip
-            run.stored(artifact)
-            rep.finish()
-        results = []
-        for name, (index, finishing) in indexes.items():
-            fingerprint, _ = finishing.result()
-            with run.sink(f"index/{name}.afpidx", ArtifactRole.INDEX, name) as sink:
-                with index.open("rb") as fh:
-                    while chunk := fh.read(CHUNK):
-                        sink.write(chunk)
-                artifact = sink.close()
-            run.stored(artifact)
-            results.append((name, fingerprint.count, fingerprint.text))
+    for rel, file in files:
+        rep.task(f"storing {rel}", seen[file][0])
+        role = (
+            ArtifactRole.DATA
+            if rel.endswith((".bson", ".bson.gz", ".rdb", ".archive")) or fmt != "mongodump"
+            else ArtifactRole.METADATA
+        )
+        artifact = _copy_file(
+            run, file, rel=rel, role=role, dataset=dataset_of.get(file), seen=seen[file],
+            rep=rep, spooled=spooled.get(file),
+        )  # fmt: skip
+        run.stored(artifact)
+        rep.finish()
+    results = []
+    for name, (index, finishing) in indexes.items():
+        fingerprint, _ = finishing.result()
+        with run.sink(f"index/{name}.afpidx", ArtifactRole.INDEX, name) as sink:
+            with index.open("rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    sink.write(chunk)
+            artifact = sink.close()
+        run.stored(artifact)
+        results.append((name, fingerprint.count, fingerprint.text))
     return results
 
 
@@ -941,21 +942,25 @@ def _copy_file(
     if _stat_key(file) != seen:
         raise _changed(file)
     if spooled is not None:
-        with spooled.cipher.open("rb") as fh:
-
-            def ciphertext() -> Iterator[bytes]:
-                while chunk := fh.read(CHUNK):
-                    rep.advance(len(chunk))
-                    yield chunk
-
-            stored = _put(run, f"{run.prefix}/{rel}.age", ciphertext())
+        done = spooled.encryption
+        target = f"{run.prefix}/{rel}.age"
+        try:
+            stored = run.vault.put_file(
+                target, spooled.cipher, retain_until=run.retain_until,
+                sha256=done.cipher_sha256, size=done.cipher_size,
+            )  # fmt: skip
+        except Error:
+            raise
+        except Exception as exc:
+            raise _store_failed(target, exc) from exc
+        rep.advance(done.plain_size)
         artifact = BackupArtifact(
             path=stored.path,
             role=role,
             size=stored.size,
             sha256=stored.sha256,
-            plain_size=spooled.plain_size,
-            plain_sha256=spooled.plain_sha256,
+            plain_size=done.plain_size,
+            plain_sha256=done.plain_sha256,
             dataset=dataset,
         )
     elif seen[0] >= _PROCESS_FROM:
@@ -1012,11 +1017,15 @@ def _put(run: _Run, path: str, ciphertext: Iterator[bytes]) -> StoredArtifact:
     except Error:
         raise
     except Exception as exc:
-        raise OperationError(
-            f"storing {path} failed: {exc}",
-            hint="check that the vault is reachable and writable; the backup is recorded as "
-            "failed with every artifact written so far",
-        ) from exc
+        raise _store_failed(path, exc) from exc
+
+
+def _store_failed(path: str, exc: Exception) -> OperationError:
+    return OperationError(
+        f"storing {path} failed: {exc}",
+        hint="check that the vault is reachable and writable; the backup is recorded as "
+        "failed with every artifact written so far",
+    )
 
 
 def _changed(file: Path) -> OperationError:

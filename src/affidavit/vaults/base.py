@@ -11,14 +11,32 @@ Artifact paths are relative, ``/``-separated, without ``..``: ``SOURCE/BACKUP_ID
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import BinaryIO
 
 from affidavit.errors import InputError, VaultError
 from affidavit.models.inventory import Vault, VaultProbe
+
+_COPY_CHUNK = 1 << 20
+
+
+def check_written(
+    path: str, digest: str, length: int, *, sha256: str | None, size: int | None
+) -> None:
+    """Refuse a spooled file whose bytes differ from what its writer reported."""
+    if (sha256 is not None and digest != sha256) or (size is not None and length != size):
+        raise VaultError(
+            f"the spooled file for {path} is not what its writer wrote "
+            f"({length} bytes, SHA-256 {digest[:16]}...)",
+            hint="something changed the spool file while it waited; run again",
+        )
 
 
 class ArtifactNotFound(VaultError):
@@ -83,6 +101,48 @@ class VaultBackend(ABC):
         ``retain_until`` must be timezone-aware and in the future (``InputError`` otherwise);
         a backend that cannot enforce it raises ``VaultError`` rather than store the artifact
         unlocked. An exception raised by ``chunks`` itself propagates unchanged."""
+
+    def spool(self) -> Path:
+        """A new, empty, private (``0600``) local file for an artifact that is written in full
+        (by this process or a child) before :meth:`put_file` stores it. The caller removes it
+        when it does not store it. A vault on a local file system puts it on its own file
+        system, so that :meth:`put_file` can take the file over without copying; the default
+        is the system's temporary folder."""
+        fd, name = tempfile.mkstemp(prefix="affidavit-spool-", suffix=".partial")
+        os.close(fd)
+        return Path(name)
+
+    def put_file(
+        self,
+        path: str,
+        file: Path,
+        *,
+        retain_until: datetime | None,
+        sha256: str | None = None,
+        size: int | None = None,
+    ) -> StoredArtifact:
+        """Store the finished local ``file`` (from :meth:`spool`) at ``path`` as :meth:`put`
+        stores a stream, and remove ``file``. ``sha256`` and ``size`` are what its writer
+        computed while writing it: a vault that copies the file hashes what it copies and
+        refuses a difference (``VaultError``, nothing stored); one that takes the file over
+        as it is checks the size and keeps the writer's digest. On any failure ``file`` is
+        left where it is (the caller removes it) and nothing is stored. This default copies."""
+        hasher = hashlib.sha256()
+        seen = 0
+        with file.open("rb") as fh:
+
+            def chunks() -> Iterator[bytes]:
+                nonlocal seen
+                while chunk := fh.read(_COPY_CHUNK):
+                    hasher.update(chunk)
+                    seen += len(chunk)
+                    yield chunk
+                # before the put completes: a difference stores nothing
+                check_written(path, hasher.hexdigest(), seen, sha256=sha256, size=size)
+
+            stored = self.put(path, chunks(), retain_until=retain_until)
+        file.unlink(missing_ok=True)
+        return stored
 
     @abstractmethod
     def open(self, path: str) -> BinaryIO:

@@ -35,6 +35,7 @@ from affidavit.vaults.base import (
     StoredArtifact,
     VaultBackend,
     check_artifact_path,
+    check_written,
 )
 
 _READ_ONLY = 0o444
@@ -68,6 +69,14 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def _hash_fd(fd: int) -> str:
+    hasher = Sha256Stream()
+    while chunk := os.read(fd, 1 << 20):
+        hasher.update(chunk)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return hasher.hexdigest()
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -163,15 +172,11 @@ class FileVault(VaultBackend):
         without its retention. Anything created is removed again on any failure, including
         ``KeyboardInterrupt`` and an exception raised by ``chunks``."""
         until = _future(retain_until) if retain_until is not None else None
-        target = self._locate(path, create=True)
-        folder = target.parent
-        if os.path.lexists(target):
-            raise self._exists(path)
+        target = self._target(path)
         hasher = Sha256Stream()
         temps: list[Path] = []
-        sidecar_linked = artifact_linked = False
         try:
-            fd, tmp = self._temp_file(folder, target.name, temps)
+            fd, tmp = self._temp_file(target.parent, target.name, temps)
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:
                     out.write(chunk)
@@ -179,6 +184,90 @@ class FileVault(VaultBackend):
                 out.flush()
                 os.fsync(out.fileno())
                 os.fchmod(out.fileno(), _READ_ONLY)
+            self._link(tmp, target, path, until, temps)
+        except OSError as exc:
+            raise self._write_error(path, exc) from exc
+        finally:
+            for temp in temps:
+                _unlink_quietly(temp)
+        return StoredArtifact(
+            path=path, size=hasher.length, sha256=hasher.hexdigest(), retain_until=until
+        )
+
+    def spool(self) -> Path:
+        """A private file in the vault's folder (a reserved ``.spool-*.partial`` name, never
+        listed), so that :meth:`put_file` links it into place instead of copying it."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.root, prefix=".spool-", suffix=_PARTIAL_SUFFIX)
+        except OSError as exc:
+            raise VaultError(
+                f"folder vault {self.root}: cannot write: {exc.strerror or exc}",
+                hint="check that the vault folder exists and is writable",
+            ) from exc
+        os.close(fd)
+        return Path(name)
+
+    def put_file(
+        self,
+        path: str,
+        file: Path,
+        *,
+        retain_until: datetime | None,
+        sha256: str | None = None,
+        size: int | None = None,
+    ) -> StoredArtifact:
+        """Take a file of :meth:`spool` over without copying it: ``fsync`` it, make it
+        read-only and hard-link it into place as :meth:`put` does, then remove its spool name.
+        Its size must be ``size``; the digest is ``sha256``, computed by its writer while
+        writing it (hashed here when not given). A file on another file system is copied
+        (the base class's way)."""
+        until = _future(retain_until) if retain_until is not None else None
+        target = self._target(path)
+        temps: list[Path] = []
+        try:
+            fd = os.open(file, os.O_RDONLY | _NOFOLLOW)
+            try:
+                info = os.fstat(fd)
+                if info.st_dev != os.stat(target.parent).st_dev or not stat.S_ISREG(info.st_mode):
+                    os.close(fd)
+                    fd = -1
+                    return super().put_file(
+                        path, file, retain_until=retain_until, sha256=sha256, size=size
+                    )
+                digest = sha256 if sha256 is not None else _hash_fd(fd)
+                check_written(path, digest, info.st_size, sha256=sha256, size=size)
+                os.fsync(fd)
+                os.fchmod(fd, _READ_ONLY)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+            self._link(file, target, path, until, temps)
+        except OSError as exc:
+            raise self._write_error(path, exc) from exc
+        finally:
+            for temp in temps:
+                _unlink_quietly(temp)
+        _unlink_quietly(file)
+        return StoredArtifact(path=path, size=info.st_size, sha256=digest, retain_until=until)
+
+    def _target(self, path: str) -> Path:
+        """The file of a new artifact ``path`` (its folder made); refuses an existing one."""
+        target = self._locate(path, create=True)
+        if os.path.lexists(target):
+            raise self._exists(path)
+        return target
+
+    def _link(
+        self, tmp: Path, target: Path, path: str, until: datetime | None, temps: list[Path]
+    ) -> None:
+        """Hard-link the finished, read-only ``tmp`` into place (``link`` never replaces an
+        existing file); with ``until`` the retention sidecar is linked first, so the artifact
+        is never visible without its retention. The sidecar is removed again when the
+        artifact cannot be linked. The folder is then synced."""
+        folder = target.parent
+        sidecar_linked = artifact_linked = False
+        try:
             if until is not None:
                 side_fd, side_tmp = self._temp_file(folder, target.name, temps)
                 body = json.dumps({"retain_until": until.isoformat()}).encode()
@@ -193,19 +282,13 @@ class FileVault(VaultBackend):
             artifact_linked = True
         except FileExistsError as exc:
             raise self._exists(path) from exc
-        except OSError as exc:
-            raise VaultError(
-                f"folder vault {self.root}: cannot write {path}: {exc.strerror or exc}"
-            ) from exc
         finally:
-            for temp in temps:
-                _unlink_quietly(temp)
             if sidecar_linked and not artifact_linked:
                 _unlink_quietly(self._sidecar(target))
         _fsync_folder(folder)
-        return StoredArtifact(
-            path=path, size=hasher.length, sha256=hasher.hexdigest(), retain_until=until
-        )
+
+    def _write_error(self, path: str, exc: OSError) -> VaultError:
+        return VaultError(f"folder vault {self.root}: cannot write {path}: {exc.strerror or exc}")
 
     @staticmethod
     def _temp_file(folder: Path, name: str, temps: list[Path]) -> tuple[int, Path]:

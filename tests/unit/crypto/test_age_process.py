@@ -176,7 +176,7 @@ def test_a_child_that_cannot_start_is_an_operation_error(
 ) -> None:
     _, recipient = keys
     monkeypatch.setattr(
-        age_process, "_command", lambda mode: [sys.executable, "-c", "raise SystemExit(9)"]
+        age_process, "_command", lambda mode, *args: [sys.executable, "-c", "raise SystemExit(9)"]
     )
     with pytest.raises(OperationError, match="ended unexpectedly"):
         b"".join(AgeProcess("encrypt", recipient, pieces(PLAIN)))
@@ -216,3 +216,84 @@ def test_a_process_forked_meanwhile_does_not_hold_up_the_end(keys: tuple[str, st
         done.set()
         forked.join()
     assert b"".join(out) == PLAIN
+
+
+# -- encrypt_file: the child reads and writes the files itself ---------------------------------
+
+
+def _file_case(tmp_path: Path, data: bytes = PLAIN) -> tuple[Path, Path]:
+    source = tmp_path / "plain.bin"
+    source.write_bytes(data)
+    target = tmp_path / "cipher.age"
+    target.write_bytes(b"stale bytes that must go")
+    return source, target
+
+
+@pytest.mark.parametrize("size", [0, 1, 64 * 1024, 9 * (1 << 20) + 17])
+def test_encrypt_file_round_trips_and_reports_both_digests(
+    keys: tuple[str, str], tmp_path: Path, size: int
+) -> None:
+    identity, recipient = keys
+    data = (PLAIN * 4)[:size]
+    source, target = _file_case(tmp_path, data)
+    done = age_process.encrypt_file(recipient, source, target)
+    ciphertext = target.read_bytes()
+    assert b"".join(decrypt_chunks([ciphertext], identity)) == data
+    assert (done.plain_size, done.plain_sha256) == (size, hashlib.sha256(data).hexdigest())
+    assert (done.cipher_size, done.cipher_sha256) == (
+        len(ciphertext),
+        hashlib.sha256(ciphertext).hexdigest(),
+    )
+
+
+def test_encrypt_file_refuses_a_malformed_recipient(tmp_path: Path) -> None:
+    source, target = _file_case(tmp_path)
+    with pytest.raises(KeystoreError, match="not an age X25519 recipient"):
+        age_process.encrypt_file("age1nope", source, target)
+
+
+def test_encrypt_file_of_a_missing_source_is_an_operation_error(
+    keys: tuple[str, str], tmp_path: Path
+) -> None:
+    _, recipient = keys
+    with pytest.raises(OperationError, match=r"encrypting .*missing.* failed"):
+        age_process.encrypt_file(recipient, tmp_path / "missing", tmp_path / "out.age")
+
+
+def test_encrypt_file_stops_when_told(keys: tuple[str, str], tmp_path: Path) -> None:
+    import threading
+
+    _, recipient = keys
+    source, target = _file_case(tmp_path, PLAIN * 40)  # long enough to be stopped midway
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(age_process.EncryptionStopped):
+        age_process.encrypt_file(recipient, source, target, stop=stop)
+    # no_orphans: the child was ended and waited for
+
+
+def test_encrypt_file_keeps_the_key_off_the_command_line(
+    keys: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, recipient = keys
+    seen: list[list[str]] = []
+    real = age_process._command
+
+    def spy(mode: str, *args: str) -> list[str]:
+        seen.append(real(mode, *args))
+        return seen[-1]
+
+    monkeypatch.setattr(age_process, "_command", spy)
+    age_process.encrypt_file(recipient, *_file_case(tmp_path))
+    assert seen and all(recipient not in part for part in seen[0])
+
+
+def test_encrypt_file_whose_child_dies_is_an_operation_error(
+    keys: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, recipient = keys
+    monkeypatch.setattr(
+        age_process, "_command", lambda mode, *args: [sys.executable, "-c", "raise SystemExit(9)"]
+    )
+    with pytest.raises(OperationError, match=r"failed \(status 9\)"):
+        age_process.encrypt_file(recipient, *_file_case(tmp_path))
