@@ -372,12 +372,35 @@ def exact_pairs_framed(
     return pairs, keys
 
 
+#: pymongo's C decoder: the reference whose acceptance ``_native.validate``'s is a subset of
+_PYMONGO_C: Final = bson.has_c()
+#: ``_native.validate``'s own nesting limit (MongoDB's)
+_VALIDATE_MAX_DEPTH: Final = 100
+#: Python frames kept free for the Python calls pymongo's decoder makes (ObjectId, DBRef,
+#: Decimal128.from_bid, ...) on top of its recursion units (see :func:`_validate_depth`)
+_RECURSION_MARGIN: Final = 64
+
+
 def check_documents(buffer: bytes | memoryview, starts: list[int] | None) -> None:
     """Decode every document of a framed batch in full (the check of
     :func:`exact_record_checked`), in one C call for the whole batch. Raises the
     ``FormatError`` :func:`exact_record_checked` raises for the first malformed document.
     ``starts`` (the documents' offsets) may be None: they are then found by framing the
-    batch again, when a document is malformed."""
+    batch again, when a document is malformed.
+
+    The compiled validator (``_native.validate``, GIL released) walks the documents first
+    and stops at the first one it does not accept. It accepts only documents that pymongo's
+    decoder accepts too (see ``_native.c``), so pymongo decodes only the rest of the batch,
+    from that document on, and its verdict and messages are exactly what they were. Without
+    it (not built, ``AFFIDAVIT_PURE_PYTHON=1``, or pymongo without its C decoder) pymongo
+    decodes the whole batch."""
+    native = _NATIVE
+    if native is not None and _PYMONGO_C:
+        stop = native.validate(buffer, 0, _validate_depth())
+        if stop == len(buffer):
+            return
+        if stop:
+            buffer, starts = _rest_of_batch(buffer, starts, stop)
     collecting = gc.isenabled()
     gc.disable()  # thousands of fresh dicts without cycles: a collection would only rescan
     try:
@@ -398,6 +421,45 @@ def check_documents(buffer: bytes | memoryview, starts: list[int] | None) -> Non
         except (InvalidBSON, ValueError, OverflowError) as exc:
             raise FormatError(f"malformed BSON document ({exc})") from exc
     raise FormatError("malformed BSON document batch")  # pragma: no cover - decode_all only
+
+
+def _rest_of_batch(
+    buffer: bytes | memoryview, starts: list[int] | None, stop: int
+) -> tuple[bytes | memoryview, list[int] | None]:
+    """The part of a batch that :func:`check_documents` leaves to pymongo once the compiled
+    validator has accepted every document before ``stop``: ``(buffer[stop:], its starts)``,
+    or the whole batch unchanged when cutting it could change a word of the outcome (the
+    documents before ``stop`` are not the batch's framing, or ``starts`` disagrees with it).
+    pymongo decodes each document before ``stop`` without an error, so it reports the same
+    first defect, with the same message, from either. Runs only when a batch has a document
+    the validator does not accept."""
+    framed = _frame_starts(buffer)  # the length prefixes, which the validator followed too
+    try:
+        i = framed.index(stop)
+    except ValueError:
+        return buffer, starts
+    if starts is not None and starts[: i + 1] != framed[: i + 1]:
+        return buffer, starts
+    rest_starts = (framed if starts is None else starts)[i:]
+    return memoryview(buffer)[stop:], [a - stop for a in rest_starts]
+
+
+def _validate_depth() -> int:
+    """The nesting depth ``_native.validate`` may accept from here: its own limit, and no
+    more than pymongo could decode from this call stack. pymongo's C decoder spends the
+    interpreter's recursion budget (``Py_EnterRecursiveCall``: one unit per embedded
+    document and one per array element, so at most 2 per level and 1 for the top-level
+    document), which on Python 3.11 the Python frames below this one share: a document that
+    pymongo would refuse with "maximum recursion depth exceeded" is never accepted."""
+    import sys
+
+    frame: Any = sys._getframe()  # a FrameType, then its callers' down to None
+    depth = 0
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    budget = sys.getrecursionlimit() - depth - _RECURSION_MARGIN
+    return max(0, min(_VALIDATE_MAX_DEPTH, (budget - 1) // 2))
 
 
 def _frame_starts(buffer: bytes | memoryview) -> list[int]:

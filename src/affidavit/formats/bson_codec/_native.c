@@ -22,6 +22,34 @@
  * A document that the buffer cuts off (or fewer than 4 bytes left) ends the call with status
  * MORE: the caller carries it over. Every read is bounds-checked against `end`, every length
  * against what is left; nothing is allocated by an unchecked length.
+ *
+ * validate() is the full check of bson_codec.check_documents without building any Python
+ * value: it walks every element of every document (iteratively, explicit stack of at most
+ * 100 + 1 containers, GIL released) and returns the offset of the first document it does not
+ * accept. Soundness: its acceptance is a SUBSET of pymongo's (bson._cbson 4.20, decode_all /
+ * decode with CodecOptions(datetime_conversion=DATETIME_AUTO), strict UTF-8): each check in
+ * valid_doc() is one that get_value / _element_to_dict / elements_to_dict make, or a stricter
+ * one (every value must end before its own container's NUL, where pymongo, inside arrays,
+ * measures against a larger `max`; lengths compared in 64 bits where pymongo guards its
+ * uint32 sums), and every value it lets through builds without an error in pymongo: any
+ * double, int32/int64, ObjectId, decimal128 (from_bid does not look at the bits), timestamp,
+ * datetime (DATETIME_AUTO: a datetime inside its range, DatetimeMS outside, any int64),
+ * binary of any subtype (uuid_representation UNSPECIFIED: no UUID conversion; subtype 2 only
+ * with its inner length == length - 4), regex (any flag letters: unknown ones are ignored),
+ * DBRef-looking documents (the hook never fails: a non-string $ref/$db leaves the dict as
+ * is), duplicate names (the last wins). What it does not accept goes to pymongo, which then
+ * decides and words the error exactly as without this module; so check_documents' outcome
+ * and messages are pymongo's. Not accepted (deferred): unknown type bytes, an element type 0
+ * before the end, bool other than 0/1, invalid UTF-8 (overlong, surrogate, > U+10FFFF,
+ * truncated) in names of documents and scopes, strings, code, symbols, DBPointer namespaces
+ * and regex pattern or flags, any length that does not match, and nesting deeper than
+ * `max_depth` (<= 100; the caller lowers it when the Python stack leaves pymongo less
+ * recursion budget, see bson_codec._validate_depth). Array element names are not checked:
+ * pymongo skips them without decoding.
+ *
+ * ranges() is mongodump.bson_file_ranges' walk over the length prefixes of a mapped file,
+ * with the GIL released: the same ranges, and the same defect (malformed or truncated, at
+ * the same offset) for the caller to word.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -329,8 +357,404 @@ done:
     return result;
 }
 
+/* ---- validate(): a full check whose acceptance is a subset of pymongo's ------------------ */
+
+/* Deepest nesting of documents, arrays and code-with-scope scopes below a top-level document
+ * that validate() walks (MongoDB's own limit is 100); deeper documents are left to pymongo.
+ * The caller may ask for less (see bson_codec.check_documents: pymongo's recursion budget). */
+#define VALIDATE_MAX_DEPTH 100
+
+/* 1 when p[0..n) is UTF-8 exactly as Python's strict decoder (and so PyUnicode_DecodeUTF8
+ * with errors="strict", which pymongo calls) accepts it: the well-formed sequences of Unicode
+ * table 3-7, i.e. no overlong form, no surrogate (ED A0..BF), nothing above U+10FFFF (F4 90..,
+ * F5..FF), no stray continuation byte, no truncated sequence. NUL is a valid character. */
+static int
+utf8_ok(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        /* ASCII runs, 8 bytes at a time */
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w & UINT64_C(0x8080808080808080))
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        uint8_t c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            if (n - i < 2 || (p[i + 1] & 0xC0) != 0x80)
+                return 0;
+            i += 2;
+        }
+        else if (c >= 0xE0 && c <= 0xEF) {
+            if (n - i < 3)
+                return 0;
+            uint8_t c1 = p[i + 1];
+            uint8_t lo = c == 0xE0 ? 0xA0 : 0x80; /* E0 80..9F: overlong */
+            uint8_t hi = c == 0xED ? 0x9F : 0xBF; /* ED A0..BF: surrogates */
+            if (c1 < lo || c1 > hi || (p[i + 2] & 0xC0) != 0x80)
+                return 0;
+            i += 3;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            if (n - i < 4)
+                return 0;
+            uint8_t c1 = p[i + 1];
+            uint8_t lo = c == 0xF0 ? 0x90 : 0x80; /* F0 80..8F: overlong */
+            uint8_t hi = c == 0xF4 ? 0x8F : 0xBF; /* F4 90..: above U+10FFFF */
+            if (c1 < lo || c1 > hi || (p[i + 2] & 0xC0) != 0x80 || (p[i + 3] & 0xC0) != 0x80)
+                return 0;
+            i += 4;
+        }
+        else /* 80..C1 (continuation, overlong 2-byte lead), F5..FF */
+            return 0;
+    }
+    return 1;
+}
+
+static inline uint32_t
+le_u32(const uint8_t *p)
+{
+    return (uint32_t)le_i32(p);
+}
+
+/* A container being walked: its elements run up to `term`, the offset of its trailing NUL. */
+#define K_DOC 0   /* document or code-with-scope scope: names are decoded (strict UTF-8) */
+#define K_ARRAY 1 /* array: pymongo skips the names without decoding them */
+
+typedef struct {
+    size_t term;
+    int kind;
+} Frame;
+
+/* 1 when the whole document at in[pos..pos + n) (n its length prefix, already within the
+ * buffer, 5 <= n <= MAX_DOC) is one this module accepts, else 0. The walk is iterative with
+ * an explicit stack of at most max_depth + 1 frames. Every check below is one pymongo's
+ * get_value / _element_to_dict / elements_to_dict makes, or stricter; no case accepted here
+ * reaches one of its errors (see the module comment). */
+static int
+valid_doc(const uint8_t *in, size_t pos, size_t n, int max_depth)
+{
+    Frame stack[VALIDATE_MAX_DEPTH + 1];
+    int top = 0;
+    if (in[pos + n - 1] != 0) /* pymongo: "bad eoo" */
+        return 0;
+    stack[0].term = pos + n - 1;
+    stack[0].kind = K_DOC;
+    pos += 4;
+    for (;;) {
+        size_t term = stack[top].term;
+        if (pos == term) { /* the container ends exactly at its NUL */
+            pos = term + 1;
+            if (top == 0)
+                return 1;
+            top--;
+            continue;
+        }
+        /* pos < term here: every element must end before the container's NUL */
+        uint8_t t = in[pos];
+        const uint8_t *name = in + pos + 1;
+        size_t room = term - (pos + 1);
+        /* the name's NUL strictly before the container's NUL (pymongo: "field name too
+         * large" otherwise); t == 0 (an early end) is refused below as an unknown type */
+        const uint8_t *nul = memchr(name, 0, room);
+        if (nul == NULL)
+            return 0;
+        size_t name_len = (size_t)(nul - name);
+        if (stack[top].kind == K_DOC && !utf8_ok(name, name_len))
+            return 0;
+        size_t v = pos + 1 + name_len + 1;   /* the value's offset */
+        size_t avail = term - v;             /* bytes left before the container's NUL */
+        size_t size;                         /* the value's size */
+        switch (t) {
+        case 0x01: /* double */
+        case 0x09: /* UTC datetime: every int64 (datetime, or DatetimeMS outside its range) */
+        case 0x11: /* timestamp: two uint32 */
+        case 0x12: /* int64 */
+            size = 8;
+            break;
+        case 0x06: /* undefined */
+        case 0x0A: /* null */
+        case 0x7F: /* MaxKey */
+        case 0xFF: /* MinKey */
+            size = 0;
+            break;
+        case 0x07: /* ObjectId: any 12 bytes */
+            size = 12;
+            break;
+        case 0x10: /* int32 */
+            size = 4;
+            break;
+        case 0x13: /* decimal128: any 16 bytes (Decimal128.from_bid does not check them) */
+            size = 16;
+            break;
+        case 0x08: /* bool: 0 or 1 only ("invalid boolean value") */
+            if (avail < 1 || in[v] > 1)
+                return 0;
+            size = 1;
+            break;
+        case 0x02: /* string */
+        case 0x0D: /* JavaScript code */
+        case 0x0E: /* symbol: uint32 length L >= 1 (with the NUL), L bytes, the last NUL,
+                    * the L - 1 before it strict UTF-8 (NULs inside are characters) */
+        {
+            if (avail < 4)
+                return 0;
+            uint64_t len = le_u32(in + v);
+            if (len < 1 || len > avail - 4 || in[v + 4 + len - 1] != 0 ||
+                !utf8_ok(in + v + 4, (size_t)len - 1))
+                return 0;
+            size = 4 + (size_t)len;
+            break;
+        }
+        case 0x0C: /* DBPointer: a string as above, then a 12-byte ObjectId */
+        {
+            if (avail < 4)
+                return 0;
+            uint64_t len = le_u32(in + v);
+            if (len < 1 || len + 12 > avail - 4 || in[v + 4 + len - 1] != 0 ||
+                !utf8_ok(in + v + 4, (size_t)len - 1))
+                return 0;
+            size = 4 + (size_t)len + 12;
+            break;
+        }
+        case 0x05: /* binary: uint32 length L, subtype, L bytes; subtype 2 (old binary)
+                    * holds an inner uint32 that must be L - 4 */
+        {
+            if (avail < 5)
+                return 0;
+            uint64_t len = le_u32(in + v);
+            if (len > avail - 5)
+                return 0;
+            if (in[v + 4] == 2 && (len < 4 || le_u32(in + v + 5) != len - 4))
+                return 0;
+            size = 5 + (size_t)len;
+            break;
+        }
+        case 0x0B: /* regex: two cstrings (pattern, options), both strict UTF-8, both NULs
+                    * before the container's NUL */
+        {
+            const uint8_t *pat = in + v;
+            const uint8_t *p_nul = memchr(pat, 0, avail);
+            if (p_nul == NULL)
+                return 0;
+            size_t p_len = (size_t)(p_nul - pat);
+            const uint8_t *opt = p_nul + 1;
+            const uint8_t *o_nul = memchr(opt, 0, avail - p_len - 1);
+            if (o_nul == NULL)
+                return 0;
+            size_t o_len = (size_t)(o_nul - opt);
+            if (!utf8_ok(pat, p_len) || !utf8_ok(opt, o_len))
+                return 0;
+            size = p_len + 1 + o_len + 1;
+            break;
+        }
+        case 0x03: /* document */
+        case 0x04: /* array: uint32 size S >= 5, within what is left, last byte NUL */
+        {
+            if (avail < 4)
+                return 0;
+            uint64_t s = le_u32(in + v);
+            if (s < MIN_DOC || s > avail || in[v + s - 1] != 0)
+                return 0;
+            if (top >= max_depth)
+                return 0; /* deeper than this module walks: pymongo decides */
+            /* the parent resumes after the value: written back once the child is done */
+            top++;
+            stack[top].term = v + (size_t)s - 1;
+            stack[top].kind = t == 0x04 ? K_ARRAY : K_DOC;
+            pos = v + 4;
+            continue;
+        }
+        case 0x0F: /* code with scope: uint32 total C, then a string as above (code >= 1),
+                    * then a document (scope, S >= 5, last byte NUL) with 4 + 4 + code +
+                    * S == C exactly, all within what is left */
+        {
+            if (avail < 14)
+                return 0;
+            uint64_t c = le_u32(in + v);
+            if (c < 14 || c > avail)
+                return 0;
+            uint64_t code = le_u32(in + v + 4);
+            if (code < 1 || code > c - 12 || in[v + 8 + code - 1] != 0 ||
+                !utf8_ok(in + v + 8, (size_t)code - 1))
+                return 0;
+            uint64_t s = le_u32(in + v + 8 + code);
+            if (s < MIN_DOC || 8 + code + s != c || in[v + c - 1] != 0)
+                return 0;
+            if (top >= max_depth)
+                return 0;
+            top++;
+            stack[top].term = v + (size_t)c - 1; /* the scope's NUL is the value's last byte */
+            stack[top].kind = K_DOC;
+            pos = v + 8 + (size_t)code + 4;
+            continue;
+        }
+        default: /* 0x00 (an early end), unknown or deprecated-beyond-pymongo types */
+            return 0;
+        }
+        if (size > avail)
+            return 0;
+        pos = v + size;
+    }
+}
+
+/* The offset of the first document from `pos` on that validate() does not accept, or `end`.
+ * Runs without the GIL: reads `in` only. */
+static size_t
+validate_nogil(const uint8_t *in, size_t end, size_t pos, int max_depth)
+{
+    while (pos < end) {
+        if (end - pos < 4)
+            return pos;
+        int32_t length = le_i32(in + pos);
+        if (length < MIN_DOC || length > MAX_DOC || (size_t)length > end - pos)
+            return pos;
+        if (!valid_doc(in, pos, (size_t)length, max_depth))
+            return pos;
+        pos += (size_t)length;
+    }
+    return pos;
+}
+
+PyDoc_STRVAR(validate_doc,
+"validate(buf, pos, max_depth=100) -> int\n\n"
+"Check the whole BSON documents of buf from `pos` on, one after the other, and return the\n"
+"offset of the first one this module does not accept (len(buf) when it accepts them all).\n"
+"Every document accepted is one that bson.decode (pymongo's C decoder, strict UTF-8, any\n"
+"datetime) decodes without an error; a document not accepted may still be fine: the caller\n"
+"hands it to pymongo. Documents nested deeper than `max_depth` (0..100) are not accepted.\n"
+"Runs with the GIL released; never raises for the content of `buf`.");
+
+static PyObject *
+validate(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos_arg;
+    int max_depth = VALIDATE_MAX_DEPTH;
+    if (!PyArg_ParseTuple(args, "y*n|i:validate", &view, &pos_arg, &max_depth))
+        return NULL;
+    if (pos_arg < 0 || pos_arg > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "validate: need 0 <= pos <= len(buf)");
+        return NULL;
+    }
+    if (max_depth < 0)
+        max_depth = 0;
+    if (max_depth > VALIDATE_MAX_DEPTH)
+        max_depth = VALIDATE_MAX_DEPTH;
+    size_t stop;
+    Py_BEGIN_ALLOW_THREADS
+    stop = validate_nogil(view.buf, (size_t)view.len, (size_t)pos_arg, max_depth);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromSize_t(stop);
+}
+
+/* ---- ranges(): mongodump.bson_file_ranges' length-prefix walk --------------------------- */
+
+#define RANGES_OK 0        /* the walk reached the end of the buffer */
+#define RANGES_MALFORMED 1 /* an implausible length prefix (or < 4 bytes left) at `bad` */
+#define RANGES_TRUNCATED 2 /* a document at `bad` runs past the end of the buffer */
+
+/* The walk of ranges(), without the GIL: (offset, length) pairs appended to `out` (int64
+ * each); 0, or -1 when memory runs out. */
+static int
+ranges_nogil(const uint8_t *in, size_t end, uint64_t target, int64_t min_doc, int64_t max_doc,
+             Buf *out, int *status, size_t *bad)
+{
+    size_t start = 0, pos = 0;
+    *status = RANGES_OK;
+    while (pos < end) {
+        int64_t length = end - pos >= 4 ? (int64_t)le_i32(in + pos) : 0;
+        if (length < min_doc || length > max_doc) {
+            *status = RANGES_MALFORMED;
+            *bad = pos;
+            return 0;
+        }
+        if ((uint64_t)length > end - pos) {
+            *status = RANGES_TRUNCATED;
+            *bad = pos;
+            return 0;
+        }
+        pos += (size_t)length;
+        if (pos - start >= target) {
+            int64_t pair[2] = {(int64_t)start, (int64_t)(pos - start)};
+            if (buf_put(out, pair, sizeof pair) != 0)
+                return -1;
+            start = pos;
+        }
+    }
+    if (pos > start) {
+        int64_t pair[2] = {(int64_t)start, (int64_t)(pos - start)};
+        if (buf_put(out, pair, sizeof pair) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(ranges_doc,
+"ranges(buf, target, min_doc, max_doc) -> (ranges, status, bad)\n\n"
+"mongodump.bson_file_ranges' walk over the length prefixes of buf (a mapped .bson file):\n"
+"`ranges` the (offset, length) ranges of whole documents, each closed as soon as it holds\n"
+">= target bytes, the last one at the end of buf; `status` RANGES_OK, or RANGES_MALFORMED\n"
+"(a length prefix outside min_doc..max_doc, or fewer than 4 bytes left) or RANGES_TRUNCATED\n"
+"(a document past the end) at offset `bad`, `ranges` then holding the ranges closed before\n"
+"it (the trailing partial one is not given). Runs with the GIL released (target >= 1).");
+
+static PyObject *
+ranges(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    long long target, min_doc, max_doc;
+    if (!PyArg_ParseTuple(args, "y*LLL:ranges", &view, &target, &min_doc, &max_doc))
+        return NULL;
+    PyObject *result = NULL, *list = NULL;
+    Buf out = {NULL, 0, 0};
+    if (target < 1 || min_doc < 1 || max_doc < min_doc || max_doc > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "ranges: need target >= 1, 1 <= min_doc <= max_doc");
+        goto done;
+    }
+    int status = RANGES_OK, failed;
+    size_t bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    failed = ranges_nogil(view.buf, (size_t)view.len, (uint64_t)target, min_doc, max_doc, &out,
+                          &status, &bad);
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t count = out.n / (2 * sizeof(int64_t));
+    if ((list = PyList_New((Py_ssize_t)count)) == NULL)
+        goto done;
+    for (size_t i = 0; i < count; i++) {
+        int64_t pair[2];
+        memcpy(pair, out.p + i * sizeof pair, sizeof pair);
+        PyObject *item = Py_BuildValue("(LL)", (long long)pair[0], (long long)pair[1]);
+        if (item == NULL)
+            goto done;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    result = Py_BuildValue("(Oin)", list, status, (Py_ssize_t)bad);
+done:
+    Py_XDECREF(list);
+    free(out.p);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"frame", frame, METH_VARARGS, frame_doc},
+    {"validate", validate, METH_VARARGS, validate_doc},
+    {"ranges", ranges, METH_VARARGS, ranges_doc},
     {"hash_backend", sha256_backend, METH_VARARGS, SHA256_BACKEND_DOC},
     {NULL, NULL, 0, NULL},
 };
@@ -357,7 +781,11 @@ PyInit__native(void)
         return NULL;
     if (PyModule_AddIntConstant(m, "STOP", ST_STOP) < 0 ||
         PyModule_AddIntConstant(m, "MORE", ST_MORE) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_DOCUMENT", MAX_DOC) < 0) {
+        PyModule_AddIntConstant(m, "MAX_DOCUMENT", MAX_DOC) < 0 ||
+        PyModule_AddIntConstant(m, "VALIDATE_MAX_DEPTH", VALIDATE_MAX_DEPTH) < 0 ||
+        PyModule_AddIntConstant(m, "RANGES_OK", RANGES_OK) < 0 ||
+        PyModule_AddIntConstant(m, "RANGES_MALFORMED", RANGES_MALFORMED) < 0 ||
+        PyModule_AddIntConstant(m, "RANGES_TRUNCATED", RANGES_TRUNCATED) < 0) {
         Py_DECREF(m);
         return NULL;
     }
