@@ -162,3 +162,22 @@ def test_0005_keeps_a_gap_in_the_old_node_table_visible(tmp_path: Path) -> None:
         assert {f.code.value for f in report.findings} == {"stored-nodes-mismatch"}
     finally:
         app.close()
+
+
+def test_the_schema_head_constant_is_alembics_head(tmp_path: Path) -> None:
+    """check_schema trusts SCHEMA_HEAD to skip alembic: it must be the newest migration."""
+    from affidavit.catalog.store import SCHEMA_HEAD, _script
+
+    assert _script().get_current_head() == SCHEMA_HEAD
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    catalog.upgrade()
+    catalog.check_schema()
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:  # an older catalog takes alembic's way
+        db.execute("UPDATE alembic_version SET version_num = '0004'")
+    with pytest.raises(Exception, match="needs 0005"):
+        catalog.check_schema()
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(Exception, match="newer than this affidavit knows"):
+        catalog.check_schema()
+    catalog.close()
