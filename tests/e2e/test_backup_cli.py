@@ -7,6 +7,7 @@ import json
 import sqlite3
 import stat
 import subprocess
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -499,6 +500,34 @@ def test_backup_of_an_unknown_dataset_is_refused(
     assert "Traceback" not in r.err
     assert catalog_dump(home) == before
     assert vault_files(vault) == []
+
+
+def test_redis_backup_of_an_unknown_dataset_after_sync_is_refused(
+    cli: Any, home: Path, servers: Any, tmp_path: Path
+) -> None:
+    """The RDB transfer is requested before the datasets are counted: a refusal after it
+    records nothing, writes nothing and leaves no replica connection on the server."""
+    import redis
+
+    vault = tmp_path / "vault"
+    register(cli, servers, vault)
+    before = catalog_dump(home)
+    r = cli("backup", "run", "cache", "--dataset", "db99")
+    assert r.code == 2, r.err
+    assert "Traceback" not in r.err
+    assert catalog_dump(home) == before
+    assert vault_files(vault) == []
+    client = redis.Redis.from_url(servers["redis"])
+    try:
+        for _ in range(50):  # the server notices the closed replica socket promptly
+            kinds = [c.get("flags", "") for c in client.client_list()]
+            if not any("S" in flags for flags in kinds):
+                break
+            time.sleep(0.1)
+        assert not any("S" in flags for flags in kinds), kinds
+    finally:
+        client.close()
+    assert run_json(cli, "cache")["status"] == "complete"  # and the server still serves
 
 
 def test_wrong_passphrase_is_refused_and_nothing_recorded(

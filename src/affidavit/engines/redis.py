@@ -229,13 +229,25 @@ class RedisEngine(Engine):
         keep-alive restarts that wait. Raises ``EngineError`` (redacted URI) on any socket or
         protocol failure, including a connection that closes before the payload is complete.
         """
-        stream = _ReplicationStream(self.uri.redacted, self.timeout)
+        stream = self.request_rdb()
         try:
-            stream.connect(self.uri.text, tls=self.uri.scheme == "rediss")
-            stream.handshake(username=self.uri.username, password=self._password)
             yield from stream.payload()
         finally:
             stream.close()
+
+    def request_rdb(self) -> RdbTransfer:
+        """Start the transfer of :meth:`stream_rdb` now (connect, authenticate, ``SYNC``) and
+        return it; iterate :meth:`RdbTransfer.payload` later for the bytes and close it in
+        any case. The server waits its diskless-sync delay and forks meanwhile, so a caller
+        that has other work to do first (catalog, counts) does it during that wait."""
+        stream = RdbTransfer(self.uri.redacted, self.timeout)
+        try:
+            stream.connect(self.uri.text, tls=self.uri.scheme == "rediss")
+            stream.handshake(username=self.uri.username, password=self._password)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
 
     def close(self) -> None:
         for client in getattr(self, "_clients", {}).values():
@@ -422,8 +434,9 @@ _MAX_LINE = 64 * 1024
 _EOF_MARK_LEN = 40
 
 
-class _ReplicationStream:
-    """The replica side of ``SYNC`` on a raw socket (RESP2), for :meth:`RedisEngine.stream_rdb`."""
+class RdbTransfer:
+    """The replica side of ``SYNC`` on a raw socket (RESP2), for :meth:`RedisEngine.stream_rdb`
+    and :meth:`RedisEngine.request_rdb`."""
 
     def __init__(self, where: str, timeout: float) -> None:
         self._where = where

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from affidavit import __version__
 from affidavit.constants import EngineName
@@ -390,8 +390,19 @@ def run_backup(
         source = uow.sources.get(source_name)
     vault = _resolve_vault(app, vault_name)
     fmt = "mongodump" if source.engine is EngineName.MONGODB else "rdb"
-    with engine_for(source, timeout=app.settings.connect_timeout) as engine:
+    with (
+        engine_for(source, timeout=app.settings.connect_timeout) as engine,
+        contextlib.ExitStack() as transfer,
+    ):
         description = engine.describe()  # fails (exit 3) before anything is recorded
+        rdb: Any = None
+        captured_at = 0
+        if source.engine is EngineName.REDIS:
+            # SYNC first: the server's diskless-sync delay and fork run while the counts
+            # and the catalog work below are done (nothing is recorded if they fail)
+            captured_at = int(_now().timestamp() * 1000)
+            rdb = cast(Any, engine).request_rdb()  # RedisEngine's
+            transfer.callback(rdb.close)
         names = datasets or engine.list_datasets()
         # NotFound before anything is recorded; the counts size the progress bars
         totals = {name: engine.count_records(name) for name in names}
@@ -409,7 +420,7 @@ def run_backup(
             if source.engine is EngineName.MONGODB:
                 captured = _capture_mongo(run, engine, totals, description.version)
             else:
-                captured = _capture_redis(run, engine, names, description.version)
+                captured = _capture_redis(run, rdb, captured_at, names, description.version)
         except BaseException as exc:
             _fail(run, exc)
             raise
@@ -544,16 +555,18 @@ class _SpoolFeed:
             return False
 
 
-def _capture_redis(run: _Run, engine: Any, names: list[str], version: str) -> _Captured:
-    """The RDB streams from the server into the vault (encrypted) and into a private local
-    spool, which a second thread fingerprints while it grows (``RdbReader(feed=...)``): the
-    pass overlaps the transfer. A spool, not a pipe: the parser checks lengths against the
-    payload's final size, which a diskless transfer does not announce (a length beyond what
-    arrived makes the parser wait for the end of the transfer). As before the two overlapped,
-    the whole RDB is stored even when the pass then refuses it."""
+def _capture_redis(
+    run: _Run, rdb: Any, captured_at: int, names: list[str], version: str
+) -> _Captured:
+    """The RDB (``rdb``: the transfer requested at ``captured_at``, in ms) streams from the
+    server into the vault (encrypted) and into a private local spool, which a second thread
+    fingerprints while it grows (``RdbReader(feed=...)``): the pass overlaps the transfer. A
+    spool, not a pipe: the parser checks lengths against the payload's final size, which a
+    diskless transfer does not announce (a length beyond what arrived makes the parser wait
+    for the end of the transfer). As before the two overlapped, the whole RDB is stored even
+    when the pass then refuses it."""
     from affidavit.formats.rdb import RdbReader
 
-    captured_at = int(_now().timestamp() * 1000)
     run.reporter.stage("streaming and fingerprinting the RDB")
     outcome: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="affidavit-rdb-") as tmp:
@@ -571,7 +584,7 @@ def _capture_redis(run: _Run, engine: Any, names: list[str], version: str) -> _C
         try:
             with spool.open("wb") as local, run.sink("dump.rdb", ArtifactRole.DATA) as sink:
                 worker.start()
-                for chunk in engine.stream_rdb():
+                for chunk in rdb.payload():
                     sink.write(chunk)
                     local.write(chunk)
                     local.flush()  # the parser reads the spool through its own handle
