@@ -523,3 +523,13 @@ def test_past_retain_until_is_refused(case: Case) -> None:
     with pytest.raises(InputError, match="in the past"):
         case.vault.put("f", [b"x"], retain_until=later(seconds=-1))
     assert case.leftovers() == []
+
+
+def test_file_vault_sweeps_spool_files_left_by_a_dead_process(tmp_path: Path) -> None:
+    vault = FileVault(make_vault(f"file://{tmp_path / 'v'}"))
+    stale, fresh = vault.spool(), vault.spool()
+    day_ago = time.time() - 25 * 3600
+    os.utime(stale, (day_ago, day_ago))
+    newest = vault.spool()
+    assert not stale.exists()
+    assert fresh.exists() and newest.exists()  # an ingest in progress keeps its spool

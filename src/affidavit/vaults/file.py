@@ -3,7 +3,9 @@
 Layout: an artifact ``SOURCE/BACKUP_ID/FILE`` is the file ``ROOT/SOURCE/BACKUP_ID/FILE``, mode
 ``0444``. Its retention date, when it has one, is in a read-only sidecar
 ``ROOT/SOURCE/BACKUP_ID/.FILE.retention`` holding ``{"retain_until": "<ISO 8601, UTC>"}``.
-A put in progress writes ``.FILE.<random>.partial`` in the same folder. Names whose last
+A put in progress writes ``.FILE.<random>.partial`` in the same folder; an ingest spools
+ciphertext to ``ROOT/.spool-<random>.partial`` before it links it into place
+(:meth:`FileVault.put_file`). Names whose last
 component starts with ``.`` are therefore reserved for the vault's own files: :meth:`put`
 refuses them and :meth:`list` never shows them.
 
@@ -20,6 +22,7 @@ import json
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +45,10 @@ _READ_ONLY = 0o444
 _WRITABLE = 0o644
 _RETENTION_SUFFIX = ".retention"
 _PARTIAL_SUFFIX = ".partial"
+_SPOOL_PREFIX = ".spool-"
+_STALE_SPOOL_SECONDS = 24 * 3600
+"""A spool file untouched this long was left by a process that died: an ingest writes its
+spool files within seconds to minutes and takes them over right after its check."""
 _MAX_SIDECAR_SIZE = 4096
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -196,10 +203,13 @@ class FileVault(VaultBackend):
 
     def spool(self) -> Path:
         """A private file in the vault's folder (a reserved ``.spool-*.partial`` name, never
-        listed), so that :meth:`put_file` links it into place instead of copying it."""
+        listed), so that :meth:`put_file` links it into place instead of copying it. Spool
+        files untouched for :data:`_STALE_SPOOL_SECONDS` (left by a process that was killed)
+        are removed first."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=self.root, prefix=".spool-", suffix=_PARTIAL_SUFFIX)
+            self._sweep_spools()
+            fd, name = tempfile.mkstemp(dir=self.root, prefix=_SPOOL_PREFIX, suffix=_PARTIAL_SUFFIX)
         except OSError as exc:
             raise VaultError(
                 f"folder vault {self.root}: cannot write: {exc.strerror or exc}",
@@ -207,6 +217,14 @@ class FileVault(VaultBackend):
             ) from exc
         os.close(fd)
         return Path(name)
+
+    def _sweep_spools(self) -> None:
+        cutoff = time.time() - _STALE_SPOOL_SECONDS
+        for stale in self.root.glob(f"{_SPOOL_PREFIX}*{_PARTIAL_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                info = stale.lstat()
+                if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                    stale.unlink()
 
     def put_file(
         self,
