@@ -1,3 +1,9 @@
 """Type stubs of the compiled index-entry assembly (``_native.c``)."""
 
+from typing import Any
+
 def index_entries(pairs: bytes, keys: list[bytes], prefix_max: int, /) -> bytes: ...
+def packed_entries(
+    pairs: Any, blob: Any, offsets: Any, lengths: Any, prefix_max: int, /
+) -> bytes: ...
+def take_keys(keys: list[bytes], order: Any, /) -> tuple[bytes, bytes]: ...

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO
 
+import numpy as np
+import numpy.typing as npt
 import rfc8785
 
 from affidavit.crypto.digest import Sha256Stream, constant_time_equal
@@ -139,6 +141,36 @@ class IndexWriter:
                 append(field)
                 append(key)
         self._write(b"".join(parts))
+
+    def add_packed(
+        self,
+        pairs: bytes,
+        blob: bytes,
+        offsets: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int32],
+    ) -> None:
+        """:meth:`add_many` for keys given packed: key ``i`` is
+        ``blob[offsets[i] : offsets[i] + lengths[i]]`` (the same bytes; assembled from the blob
+        in C when that is built, never making one bytes object per key)."""
+        if len(pairs) != PAIR_SIZE * len(offsets) or len(offsets) != len(lengths):
+            raise ValueError("pairs and keys disagree in number")
+        if _NATIVE is not None and hasattr(_NATIVE, "packed_entries"):
+            self._write(
+                _NATIVE.packed_entries(
+                    pairs,
+                    blob,
+                    np.ascontiguousarray(offsets, dtype=np.int64),
+                    np.ascontiguousarray(lengths, dtype=np.int32),
+                    KEY_PREFIX_MAX,
+                )
+            )
+            return
+        data = bytes(blob)
+        keys = [
+            data[start : start + n]
+            for start, n in zip(offsets.tolist(), lengths.tolist(), strict=True)
+        ]
+        self.add_many(pairs, keys)
 
     def seal(self, header: IndexHeader) -> None:
         """Write header and trailer, fsync, and move the file into place atomically."""

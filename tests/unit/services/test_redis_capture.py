@@ -19,6 +19,8 @@ from affidavit.formats.rdb import RdbReader, crc64
 from affidavit.models.progress import SilentReporter
 from affidavit.services import backup
 
+NOW_MS = 1_790_000_000_000  # the capture's moment; the keys' expiries are later
+
 
 def _str(s: bytes) -> bytes:
     assert len(s) < 64
@@ -81,12 +83,14 @@ class _FakeRun:
         return fingerprint.text, fingerprint.count, duplicates
 
 
-class _FakeEngine:
+class _Transfer:
+    """An RDB transfer (``RedisEngine.request_rdb``'s) of ``data`` in pieces of odd sizes."""
+
     def __init__(self, data: bytes, *, fail_after: int | None = None) -> None:
         self.data = data
         self.fail_after = fail_after
 
-    def stream_rdb(self) -> Iterator[bytes]:
+    def payload(self) -> Iterator[bytes]:
         rng = random.Random(len(self.data))
         pos = 0
         while pos < len(self.data):
@@ -111,7 +115,7 @@ def _threads() -> set[str]:
 def test_capture_fingerprints_the_stream_as_the_complete_file(tmp_path: Path) -> None:
     data = _rdb(3000)
     run = _FakeRun()
-    captured = backup._capture_redis(run, _FakeEngine(data), ["db0", "db2"], "7.2.4")
+    captured = backup._capture_redis(run, _Transfer(data), NOW_MS, ["db0", "db2"], "7.2.4")
     assert run.store["artifact"] == data
     assert run.fingerprints == _file_fingerprints(tmp_path, data)
     assert [(name, count) for name, count, _ in captured.datasets] == [("db0", 1501), ("db2", 1499)]
@@ -122,7 +126,7 @@ def test_capture_stores_a_damaged_rdb_whole_then_refuses_it() -> None:
     data = _rdb(2000, damaged_at=100)
     run = _FakeRun()
     with pytest.raises(FormatError, match="intset"):
-        backup._capture_redis(run, _FakeEngine(data), ["db0"], "7.2.4")
+        backup._capture_redis(run, _Transfer(data), NOW_MS, ["db0"], "7.2.4")
     assert run.store["artifact"] == data  # stored, as before the pass overlapped the transfer
     assert not _threads()
 
@@ -131,7 +135,7 @@ def test_capture_stops_the_pass_when_the_transfer_fails() -> None:
     data = _rdb(3000)
     run = _FakeRun()
     with pytest.raises(EngineError, match="mid-stream"):
-        backup._capture_redis(run, _FakeEngine(data, fail_after=len(data) // 2), ["db0"], "7")
+        backup._capture_redis(run, _Transfer(data, fail_after=len(data) // 2), NOW_MS, ["db0"], "7")
     assert run.store.get("aborted")
     assert "stored" not in run.store
     assert not _threads()
