@@ -394,7 +394,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_090_000)
     parser.add_argument("--batch", type=int, default=1060)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="100,000 records, one round")
     args = parser.parse_args()
+    if args.quick:
+        args.records, args.rounds = 100_000, 1
     batches = workload(args.records, args.batch)
     best: dict[str, tuple[float, float]] = {}
     results: dict[str, tuple[str, int, str]] = {}

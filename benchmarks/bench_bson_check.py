@@ -13,9 +13,9 @@ Prints µs per document and the ratios. ``python benchmarks/bench_bson_check.py 
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +69,11 @@ def _best(fn: object, rounds: int = 3) -> float:
 
 
 def main() -> None:
-    mib = int(sys.argv[1]) if len(sys.argv) > 1 else 256
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--mib", type=int, default=256, help="size of the documents to check")
+    parser.add_argument("--quick", action="store_true", help="16 MiB: a smoke run")
+    args = parser.parse_args()
+    mib = 16 if args.quick else args.mib
     native = bson_codec._NATIVE
     if native is None:
         print("the compiled module is not built (pip install -e .) or is switched off")
