@@ -124,3 +124,60 @@ def test_disabled_kms_key_is_refused_and_nothing_recorded(
     assert "Traceback" not in r.err
     assert catalog_dump(home) == before
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=bucket)
+
+
+def test_ingest_of_large_files_into_s3_uploads_the_spooled_ciphertext(
+    cli: Any,
+    home: Path,
+    bucket: str,
+    kms_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spool of an S3 vault is a private local file: uploaded after the check (the base
+    ``put_file``, which hashes what it uploads), then removed; every file takes that path
+    here (threshold 0)."""
+    import tempfile
+
+    import bson
+
+    from affidavit.services import backup as backup_service
+
+    monkeypatch.setattr(backup_service, "_PROCESS_FROM", 0)
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
+    from affidavit.vaults.s3 import S3Vault
+
+    taken: list[str] = []
+    real_put_file = S3Vault.put_file
+
+    def counting(self: Any, path: str, file: Path, **kwargs: Any) -> Any:
+        taken.append(path)
+        return real_put_file(self, path, file, **kwargs)
+
+    monkeypatch.setattr(S3Vault, "put_file", counting)
+    dump = tmp_path / "dump" / "shop"
+    dump.mkdir(parents=True)
+    (dump / "orders.bson").write_bytes(
+        b"".join(bson.encode({"_id": i, "total": i * 1.5, "pad": "x" * 200}) for i in range(3000))
+    )
+    (dump / "orders.metadata.json").write_text('{"options": {}, "indexes": []}')
+    r = cli("vault", "add", "s3v", "--url", f"s3://{bucket}/backups", "--region", "us-east-1")
+    assert r.code == 0, r.err
+    r = cli("backup", "ingest", str(tmp_path / "dump"), "--format", "mongodump", "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert [d["records"] for d in out["datasets"]] == [3000]
+    assert sorted(p.rsplit("/", 1)[-1] for p in taken) == [
+        "orders.bson.age",
+        "orders.metadata.json.age",
+    ]
+    assert not list(spools.glob("affidavit-spool-*"))  # uploaded, then removed
+    s3 = boto3.client("s3")
+    for artifact in out["artifacts"]:
+        head = s3.head_object(Bucket=bucket, Key=f"backups/{artifact['path']}")
+        assert head["ContentLength"] == artifact["size"]
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+    r = cli("verify", out["backup_id"], "--json")
+    assert r.code == 0, r.out
