@@ -26,7 +26,7 @@ from bson.objectid import ObjectId
 
 from affidavit.formats import bson_codec
 from affidavit.formats.bson_codec import _CHECK_OPTIONS, check_documents
-from affidavit.formats.mongodump import bson_file_ranges
+from affidavit.formats.bson_codec.file_ranges import bson_file_ranges
 
 BATCH = 4 << 20
 

@@ -147,6 +147,10 @@ def test_spooled_ciphertext_becomes_the_artifact_and_no_spool_is_left(
     assert not [p for p in files if p.name.startswith(".spool-") or p.suffix == ".partial"]
     data = [a for a in ingested["artifacts"] if a["role"] == "data"]
     assert len(data) == 2
+    for art in [a for a in ingested["artifacts"] if a["role"] == "index"]:
+        stored = vault / art["path"]  # spooled right after its fold, then linked
+        assert stored.stat().st_nlink == 1
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == art["sha256"]
     for art in data:
         stored = vault / art["path"]
         # the child's spool file, linked into place: one name, read-only, the digests the

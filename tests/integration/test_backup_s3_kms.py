@@ -172,6 +172,7 @@ def test_ingest_of_large_files_into_s3_uploads_the_spooled_ciphertext(
     assert sorted(p.rsplit("/", 1)[-1] for p in taken) == [
         "orders.bson.age",
         "orders.metadata.json.age",
+        "shop.orders.afpidx.age",  # the index, spooled right after its fold
     ]
     assert not list(spools.glob("affidavit-spool-*"))  # uploaded, then removed
     s3 = boto3.client("s3")

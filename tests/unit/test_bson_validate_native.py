@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 from affidavit.errors import FormatError
 from affidavit.formats import bson_codec
 from affidavit.formats.bson_codec import _CHECK_OPTIONS, check_documents
-from affidavit.formats.mongodump import bson_file_ranges
+from affidavit.formats.bson_codec.file_ranges import bson_file_ranges
 
 NATIVE = bson_codec._load_native()
 needs_native = pytest.mark.skipif(

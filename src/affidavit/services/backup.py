@@ -658,7 +658,7 @@ def ingest_backup(
                 accumulators = _check_and_fingerprint(reader, fmt)
                 # each dataset's fingerprint and index are folded (to private temporary
                 # files) while the encryption may still be running
-                indexes = _fold_indexes(indexer, accumulators, Path(tmp), encoding)
+                indexes = _fold_indexes(indexer, accumulators, Path(tmp), encoding, spooler)
                 spooler.join()
             except BaseException as exc:
                 spooler.abort()
@@ -749,6 +749,23 @@ class _Spooler:
                 if cipher is not None:
                     cipher.unlink(missing_ok=True)
 
+    def spool_now(self, file: Path) -> _Spooled | None:
+        """Encrypt one more file (a private one: an index just folded) into a spool file, in
+        the calling thread; None when that fails (the caller stores it the ordinary way) or
+        the spooler was stopped."""
+        if self._stop.is_set():
+            return None
+        cipher: Path | None = None
+        try:
+            cipher = self._vault.spool()
+            self._spools.append(cipher)
+            done = encrypt_file(self._recipient, file, cipher, stop=self._stop)
+        except Exception:  # dropped, as in _run
+            if cipher is not None:
+                cipher.unlink(missing_ok=True)
+            return None
+        return _Spooled(cipher=cipher, encryption=done)
+
     def _spool(self, file: Path, seen: tuple[int, int], cipher: Path) -> _Spooled:
         if _stat_key(file) != seen:
             raise _changed(file)
@@ -776,30 +793,50 @@ class _Spooler:
                 cipher.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True, slots=True)
+class _Folded:
+    """A dataset's fingerprint, its index file and, for a large index, its spooled
+    ciphertext."""
+
+    fingerprint: Fingerprint
+    index: Path
+    spooled: _Spooled | None
+
+
 def _fold_indexes(
-    indexer: ThreadPoolExecutor, accumulators: dict[str, Accumulator], tmp: Path, encoding: str
-) -> dict[str, tuple[Path, Future[tuple[Fingerprint, int]]]]:
-    """Start folding each dataset's fingerprint and index (to a file in ``tmp``)."""
-    indexes = {}
-    for n, (name, acc) in enumerate(accumulators.items()):
-        index = tmp / f"{n}.afpidx"
-        indexes[name] = (index, indexer.submit(acc.finish, index, dataset=name, encoding=encoding))
-    return indexes
+    indexer: ThreadPoolExecutor,
+    accumulators: dict[str, Accumulator],
+    tmp: Path,
+    encoding: str,
+    spooler: _Spooler,
+) -> dict[str, Future[_Folded]]:
+    """Start folding each dataset's fingerprint and index (to a file in ``tmp``); an index of
+    :data:`_PROCESS_FROM` bytes or more is then encrypted into a spool file too, while the
+    data files may still be encrypting."""
+
+    def fold(acc: Accumulator, index: Path, name: str) -> _Folded:
+        fingerprint, _ = acc.finish(index, dataset=name, encoding=encoding)
+        large = index.stat().st_size >= _PROCESS_FROM
+        return _Folded(fingerprint, index, spooler.spool_now(index) if large else None)
+
+    return {
+        name: indexer.submit(fold, acc, tmp / f"{n}.afpidx", name)
+        for n, (name, acc) in enumerate(accumulators.items())
+    }
 
 
 def _store_ingested(
     run: _Run,
     files: list[tuple[str, Path]],
-    indexes: dict[str, tuple[Path, Future[tuple[Fingerprint, int]]]],
+    indexes: dict[str, Future[_Folded]],
     *,
     fmt: str,
     dataset_of: dict[Path, str],
     seen: dict[Path, tuple[int, int]],
     spooled: dict[Path, _Spooled],
 ) -> list[tuple[str, int, str]]:
-    """Copy every file into the vault and store each dataset's index (``indexes``: a
-    temporary file and the future of its fingerprint per dataset, being folded by a thread
-    meanwhile); returns (name, records, fingerprint) per dataset."""
+    """Copy every file into the vault and store each dataset's index (``indexes``: being
+    folded by a thread meanwhile); returns (name, records, fingerprint) per dataset."""
     rep = run.reporter
     for rel, file in files:
         rep.task(f"storing {rel}", seen[file][0])
@@ -815,15 +852,21 @@ def _store_ingested(
         run.stored(artifact)
         rep.finish()
     results = []
-    for name, (index, finishing) in indexes.items():
-        fingerprint, _ = finishing.result()
-        with run.sink(f"index/{name}.afpidx", ArtifactRole.INDEX, name) as sink:
-            with index.open("rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    sink.write(chunk)
-            artifact = sink.close()
+    for name, folding in indexes.items():
+        folded = folding.result()
+        rel = f"index/{name}.afpidx"
+        if folded.spooled is not None:
+            artifact = _store_spooled(
+                run, folded.spooled, rel, role=ArtifactRole.INDEX, dataset=name
+            )
+        else:
+            with run.sink(rel, ArtifactRole.INDEX, name) as sink:
+                with folded.index.open("rb") as fh:
+                    while chunk := fh.read(CHUNK):
+                        sink.write(chunk)
+                artifact = sink.close()
         run.stored(artifact)
-        results.append((name, fingerprint.count, fingerprint.text))
+        results.append((name, folded.fingerprint.count, folded.fingerprint.text))
     return results
 
 
@@ -955,27 +998,7 @@ def _copy_file(
     if _stat_key(file) != seen:
         raise _changed(file)
     if spooled is not None:
-        done = spooled.encryption
-        target = f"{run.prefix}/{rel}.age"
-        try:
-            stored = run.vault.put_file(
-                target, spooled.cipher, retain_until=run.retain_until,
-                sha256=done.cipher_sha256, size=done.cipher_size,
-            )  # fmt: skip
-        except Error:
-            raise
-        except Exception as exc:
-            raise _store_failed(target, exc) from exc
-        rep.advance(done.plain_size)
-        artifact = BackupArtifact(
-            path=stored.path,
-            role=role,
-            size=stored.size,
-            sha256=stored.sha256,
-            plain_size=done.plain_size,
-            plain_sha256=done.plain_sha256,
-            dataset=dataset,
-        )
+        artifact = _store_spooled(run, spooled, rel, role=role, dataset=dataset)
     elif seen[0] >= _PROCESS_FROM:
         artifact = _put_encrypted(run, file, rel=rel, role=role, dataset=dataset, rep=rep)
     else:
@@ -987,6 +1010,34 @@ def _copy_file(
     if _stat_key(file) != seen:
         raise _changed(file)
     return artifact
+
+
+def _store_spooled(
+    run: _Run, spooled: _Spooled, rel: str, *, role: ArtifactRole, dataset: str | None
+) -> BackupArtifact:
+    """Store a spooled ciphertext as the artifact ``PREFIX/rel.age`` (taken over by a folder
+    vault, uploaded by others), with the digests its writer took."""
+    done = spooled.encryption
+    target = f"{run.prefix}/{rel}.age"
+    try:
+        stored = run.vault.put_file(
+            target, spooled.cipher, retain_until=run.retain_until,
+            sha256=done.cipher_sha256, size=done.cipher_size,
+        )  # fmt: skip
+    except Error:
+        raise
+    except Exception as exc:
+        raise _store_failed(target, exc) from exc
+    run.reporter.advance(done.plain_size)
+    return BackupArtifact(
+        path=stored.path,
+        role=role,
+        size=stored.size,
+        sha256=stored.sha256,
+        plain_size=done.plain_size,
+        plain_sha256=done.plain_sha256,
+        dataset=dataset,
+    )
 
 
 def _put_encrypted(

@@ -289,10 +289,11 @@ def add_bson_file(
     """Add every document of an uncompressed mongodump ``.bson`` file to ``acc`` (exact
     profile), as :func:`add_framed` does, except that the processes read their ranges of the
     file themselves: this process only walks the documents' length prefixes
-    (:func:`~affidavit.formats.mongodump.bson_file_ranges`), and no document crosses a pipe.
+    (:func:`~affidavit.formats.bson_codec.file_ranges.bson_file_ranges`), and no document
+    crosses a pipe.
     ``check`` decodes every document in full. A defect raises ``FormatError``, tersely worded
     (re-read with the reader to word it as the reader does)."""
-    from affidavit.formats.mongodump import bson_file_ranges
+    from affidavit.formats.bson_codec.file_ranges import bson_file_ranges
 
     jobs = (
         (_hash_file_range, (str(path), offset, length, check))

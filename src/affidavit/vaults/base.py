@@ -11,7 +11,6 @@ Artifact paths are relative, ``/``-separated, without ``..``: ``SOURCE/BACKUP_ID
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -21,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from affidavit.crypto.digest import Sha256Stream
 from affidavit.errors import InputError, VaultError
 from affidavit.models.inventory import Vault, VaultProbe
 
@@ -127,18 +127,15 @@ class VaultBackend(ABC):
         refuses a difference (``VaultError``, nothing stored); one that takes the file over
         as it is checks the size and keeps the writer's digest. On any failure ``file`` is
         left where it is (the caller removes it) and nothing is stored. This default copies."""
-        hasher = hashlib.sha256()
-        seen = 0
+        hasher = Sha256Stream()
         with file.open("rb") as fh:
 
             def chunks() -> Iterator[bytes]:
-                nonlocal seen
                 while chunk := fh.read(_COPY_CHUNK):
                     hasher.update(chunk)
-                    seen += len(chunk)
                     yield chunk
                 # before the put completes: a difference stores nothing
-                check_written(path, hasher.hexdigest(), seen, sha256=sha256, size=size)
+                check_written(path, hasher.hexdigest(), hasher.length, sha256=sha256, size=size)
 
             stored = self.put(path, chunks(), retain_until=retain_until)
         file.unlink(missing_ok=True)

@@ -47,7 +47,7 @@
  * recursion budget, see bson_codec._validate_depth). Array element names are not checked:
  * pymongo skips them without decoding.
  *
- * ranges() is mongodump.bson_file_ranges' walk over the length prefixes of a mapped file,
+ * ranges() is file_ranges.bson_file_ranges' walk over the length prefixes of a mapped file,
  * with the GIL released: the same ranges, and the same defect (malformed or truncated, at
  * the same offset) for the caller to word.
  */
@@ -658,7 +658,7 @@ validate(PyObject *module, PyObject *args)
     return PyLong_FromSize_t(stop);
 }
 
-/* ---- ranges(): mongodump.bson_file_ranges' length-prefix walk --------------------------- */
+/* ---- ranges(): file_ranges.bson_file_ranges' length-prefix walk ------------------------ */
 
 #define RANGES_OK 0        /* the walk reached the end of the buffer */
 #define RANGES_MALFORMED 1 /* an implausible length prefix (or < 4 bytes left) at `bad` */
@@ -702,7 +702,7 @@ ranges_nogil(const uint8_t *in, size_t end, uint64_t target, int64_t min_doc, in
 
 PyDoc_STRVAR(ranges_doc,
 "ranges(buf, target, min_doc, max_doc) -> (ranges, status, bad)\n\n"
-"mongodump.bson_file_ranges' walk over the length prefixes of buf (a mapped .bson file):\n"
+"file_ranges.bson_file_ranges' walk over the length prefixes of buf (a mapped .bson file):\n"
 "`ranges` the (offset, length) ranges of whole documents, each closed as soon as it holds\n"
 ">= target bytes, the last one at the end of buf; `status` RANGES_OK, or RANGES_MALFORMED\n"
 "(a length prefix outside min_doc..max_doc, or fewer than 4 bytes left) or RANGES_TRUNCATED\n"
