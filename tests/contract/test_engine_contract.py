@@ -61,24 +61,31 @@ def test_lists_and_counts_exactly_what_was_written(
     with connect(name, server.uri) as engine:
         assert engine.list_datasets() == sorted(written)
         counts = {c.name: c.records for c in engine.count_all()}
+        # a quiet server's estimate (for progress bars) is the count
+        estimates = {d: engine.estimate_records(d) for d in written}
     assert counts == written
+    assert estimates == written
 
 
+@pytest.mark.parametrize("how", ["count_records", "estimate_records", "iter_records"])
 def test_unknown_dataset_is_not_found(
-    seeded: tuple[EngineName, ScratchServer, dict[str, int]],
+    seeded: tuple[EngineName, ScratchServer, dict[str, int]], how: str
 ) -> None:
     name, server, _ = seeded
     with connect(name, server.uri) as engine, pytest.raises(NotFound) as caught:
-        engine.count_records(UNKNOWN[name])
+        result = getattr(engine, how)(UNKNOWN[name])
+        if how == "iter_records":
+            next(iter(result), None)  # a generator raises on its first step
     assert caught.value.hint
 
 
+@pytest.mark.parametrize("how", ["count_records", "estimate_records"])
 def test_malformed_dataset_name_is_bad_input(
-    seeded: tuple[EngineName, ScratchServer, dict[str, int]],
+    seeded: tuple[EngineName, ScratchServer, dict[str, int]], how: str
 ) -> None:
     name, server, _ = seeded
     with connect(name, server.uri) as engine, pytest.raises(InputError):
-        engine.count_records(MALFORMED[name])
+        getattr(engine, how)(MALFORMED[name])
 
 
 def test_seeding_refuses_a_non_empty_target(

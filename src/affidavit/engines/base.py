@@ -52,6 +52,12 @@ class Engine(ABC):
         """The exact number of records in ``dataset``. Raises ``NotFound`` when the dataset
         does not exist, ``EngineError`` when the server fails."""
 
+    def estimate_records(self, dataset: str) -> int:
+        """About the number of records in ``dataset``, for progress bars only: from the
+        server's metadata where it keeps one, so that sizing a bar does not cost a scan.
+        Raises like :meth:`count_records`; this default is the exact count."""
+        return self.count_records(dataset)
+
     def count_all(self) -> list[DatasetCount]:
         """Every dataset with its record count."""
         return [DatasetCount(name=d, records=self.count_records(d)) for d in self.list_datasets()]

@@ -151,7 +151,9 @@ class MongoEngine(Engine):
             names.extend(f"{db}.{c}" for c in colls if not c.startswith("system."))
         return sorted(names)
 
-    def count_records(self, dataset: str) -> int:
+    def _collection(self, dataset: str) -> Any:
+        """The collection of ``dataset``; ``NotFound`` when the server has no such collection
+        (a listing, not a count: some servers count by scanning)."""
         db, coll = split_dataset(dataset)
         database = self.client[db]
         existing = self._call(
@@ -163,10 +165,22 @@ class MongoEngine(Engine):
                 f"no collection {dataset!r} on {self.uri.redacted}",
                 hint="`affidavit inventory` lists the datasets; MongoDB datasets are db.collection",
             )
-        return int(self._call(f"count {dataset}", lambda: database[coll].count_documents({})))
+        return database[coll]
+
+    def count_records(self, dataset: str) -> int:
+        collection = self._collection(dataset)
+        return int(self._call(f"count {dataset}", lambda: collection.count_documents({})))
+
+    def estimate_records(self, dataset: str) -> int:
+        """The collection's count from its metadata (``estimatedDocumentCount``): no scan on
+        mongod; may lag an unclean shutdown, which a progress bar tolerates."""
+        collection = self._collection(dataset)
+        return int(
+            self._call(f"estimate the size of {dataset}", collection.estimated_document_count)
+        )
 
     def iter_records(self, dataset: str) -> Iterator[bytes | RedisRecord]:
-        self.count_records(dataset)  # NotFound for an unknown collection
+        self._collection(dataset)  # NotFound for an unknown collection
         db, coll = split_dataset(dataset)
         raw = self.client[db].get_collection(
             coll, codec_options=CodecOptions(document_class=RawBSONDocument)
@@ -278,7 +292,7 @@ class MongoEngine(Engine):
         """The number of documents matching ``query`` (MongoDB Extended JSON, e.g.
         ``{"_id": {"$oid": "..."}}``). Raises ``NotFound``, ``InputError`` for a query the
         driver cannot encode, ``EngineError`` when the server refuses it."""
-        self.count_records(dataset)
+        self._collection(dataset)
         db, coll = split_dataset(dataset)
         flt = _extjson_query(query)
         collection = self.client[db][coll]
@@ -287,7 +301,7 @@ class MongoEngine(Engine):
     def find_one_json(self, dataset: str, query: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first document matching ``query`` (Extended JSON) as relaxed Extended JSON
         (JSON-ready), or None. Raises like :meth:`count_matching`."""
-        self.count_records(dataset)
+        self._collection(dataset)
         db, coll = split_dataset(dataset)
         flt = _extjson_query(query)
         collection = self.client[db][coll]

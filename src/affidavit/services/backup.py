@@ -404,8 +404,8 @@ def run_backup(
             rdb = cast(Any, engine).request_rdb()  # RedisEngine's
             transfer.callback(rdb.close)
         names = datasets or engine.list_datasets()
-        # NotFound before anything is recorded; the counts size the progress bars
-        totals = {name: engine.count_records(name) for name in names}
+        # NotFound before anything is recorded; the estimates size the progress bars
+        totals = {name: engine.estimate_records(name) for name in names}
         run = _begin(
             app,
             source=source,
@@ -440,8 +440,8 @@ def run_backup(
 
 
 def _capture_mongo(run: _Run, engine: Any, totals: dict[str, int], version: str) -> _Captured:
-    """``totals``: the record count of each dataset before the snapshot (for progress only;
-    counting again would be another full scan on servers without fast counts)."""
+    """``totals``: about the record count of each dataset before the snapshot (for progress
+    only: an exact count is a full scan on servers without fast counts)."""
     results = []
     with engine.snapshot() as snap:
         for name, total in totals.items():

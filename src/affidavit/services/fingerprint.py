@@ -465,7 +465,7 @@ def fingerprint_source(
     with engine_for(source, timeout=app.settings.connect_timeout) as engine:
         names = [wanted] if wanted else engine.list_datasets()
         for name in names:
-            total = engine.count_records(name)
+            total = engine.estimate_records(name)  # sizes the progress bar only
             rep.task(f"fingerprinting {source.name}/{name} ({profile})", total)
             results.append(
                 fingerprint_records(
