@@ -211,3 +211,34 @@ def test_failure_while_signing_is_recorded_not_left_running(
     assert rows(home, f"select count(*) from backup_artifacts where backup_id = '{backup_id}'")[0][
         0
     ] == len(failed_event(home, backup_id)["details"]["artifacts_written"])
+
+
+def test_a_malformed_document_from_the_source_fails_the_backup(
+    home: Path, cli: Any, tmp_path: Path, fresh_mongo: SecantusScratch,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A document the server hands over that does not decode (here a bool of value 2, past
+    thousands of good ones: the batched check names it) fails the backup cleanly."""
+    import bson
+
+    from affidavit.engines.mongodb import MongoSnapshot
+
+    fill_mongo(fresh_mongo.uri, 5_000)
+    vault = tmp_path / "vault"
+    register(cli, "orders", "mongodb", fresh_mongo.uri, vault)
+    real = MongoSnapshot.iter_raw
+
+    def with_a_bad_document(self: Any, dataset: str) -> Any:
+        for n, raw in enumerate(real(self, dataset)):
+            yield raw
+            if n == 3_000:
+                bad = bytearray(bson.encode({"_id": "bad", "flag": True}))
+                bad[-2] = 2  # the bool's byte
+                yield bytes(bad)
+
+    monkeypatch.setattr(MongoSnapshot, "iter_raw", with_a_bad_document)
+    r = cli("backup", "run", "orders", "--json")
+    assert r.code in (2, 3), (r.code, r.err)
+    assert "Traceback" not in r.err and "malformed BSON document" in r.err
+    assert_failed_cleanly(cli, home, [vault], "malformed BSON document")
+    assert not list(vault.rglob("*.partial"))

@@ -37,7 +37,7 @@ from affidavit.errors import (
 from affidavit.fingerprint.accumulator import Accumulator
 from affidavit.fingerprint.model import Fingerprint
 from affidavit.formats.base import GZIP_MAGIC
-from affidavit.formats.bson_codec import exact_record, exact_record_checked
+from affidavit.formats.bson_codec import exact_record
 from affidavit.formats.redis_codec import encode_redis_record
 from affidavit.ledger.attestation import BACKUP_PREDICATE_TYPE, Statement, Subject
 from affidavit.models.backup import (
@@ -55,7 +55,7 @@ from affidavit.models.uri import ConnectionUri
 from affidavit.services.artifacts import CHUNK, ArtifactSink
 from affidavit.services.backends import engine_for, reader_class, vault_backend
 from affidavit.services.context import App
-from affidavit.services.fingerprint import add_bson_file, add_framed
+from affidavit.services.fingerprint import add_bson_file, add_framed, hash_exact_batch
 from affidavit.services.keys import keystore_for, wrap_identity
 from affidavit.services.ledger import attest_and_record
 from affidavit.vaults.base import ArtifactLocked, ArtifactNotFound, StoredArtifact, VaultBackend
@@ -449,16 +449,11 @@ def _capture_mongo(run: _Run, engine: Any, totals: dict[str, int], version: str)
             run.reporter.task(f"backing up {name}", total)
             acc = Accumulator("exact")
             with run.sink(f"dump/{db}/{coll}.bson", ArtifactRole.DATA, name) as sink:
-                batch: list[tuple[bytes, bytes]] = []
+                batch = _DocumentBatch()
                 for raw in snap.iter_raw(name):
-                    sink.write(raw)
-                    batch.append(exact_record_checked(raw))
-                    if len(batch) >= 2048:
-                        acc.add_records(batch)
-                        run.reporter.advance(len(batch))
-                        batch = []
-                acc.add_records(batch)
-                run.reporter.advance(len(batch))
+                    if batch.add(raw):
+                        _check_and_add(batch, sink, acc, run.reporter)
+                _check_and_add(batch, sink, acc, run.reporter)
                 artifact = sink.close()
             run.stored(artifact)
             run.store_bytes(
@@ -472,6 +467,42 @@ def _capture_mongo(run: _Run, engine: Any, totals: dict[str, int], version: str)
             run.reporter.finish()
         consistency = snap.consistency
     return _Captured(datasets=results, consistency=consistency, server_version=version)
+
+
+class _DocumentBatch:
+    """Raw BSON documents of a scan, collected into one buffer for a batched check."""
+
+    RECORDS = 2048
+    BYTES = 4 << 20
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.starts: list[int] = []
+        self.size = 0
+
+    def add(self, raw: bytes) -> bool:
+        """Add a document; true when the batch is full."""
+        self.starts.append(self.size)
+        self.parts.append(raw)
+        self.size += len(raw)
+        return len(self.parts) >= self.RECORDS or self.size >= self.BYTES
+
+
+def _check_and_add(
+    batch: _DocumentBatch, sink: ArtifactSink, acc: Accumulator, rep: Reporter
+) -> None:
+    """Check every document of ``batch`` in full (the check of ``exact_record_checked``, one
+    call per batch: the compiled validator, pymongo for what it leaves), hash them into
+    ``acc`` and write them to ``sink``; then empty the batch. A malformed document raises
+    its ``FormatError`` before any of the batch is written."""
+    if not batch.parts:
+        return
+    buffer = b"".join(batch.parts)
+    pairs, keys = hash_exact_batch(buffer, batch.starts, check=True)
+    sink.write(buffer)
+    acc.add_pairs(pairs, keys)
+    rep.advance(len(batch.parts))
+    batch.parts, batch.starts, batch.size = [], [], 0
 
 
 def _fingerprint_rdb(reader: Any, names: list[str] | None) -> dict[str, Accumulator]:
