@@ -124,6 +124,35 @@ def test_lossy_restore_is_a_fingerprint_mismatch_naming_the_key(
     assert finding.details["counts"] == {"changed": 1}
 
 
+def test_scratch_redis_is_read_back_as_its_own_rdb_and_a_lost_key_is_named(
+    app: App, cli: Any, seeded: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scratch server's keyspace is read back through its own RDB (SYNC), not key by
+    key; a key the restore lost and one it gained are both named."""
+    from affidavit.engines.redis import RedisEngine
+
+    backup = backup_of(app, cli, seeded, tmp_path, "redis")
+
+    def no_key_by_key_reads(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the scratch server is read back through its RDB")
+
+    def tamper(uri: str) -> None:
+        client = redis.Redis.from_url(uri)
+        client.delete(b"app0:counter:3")
+        client.set(b"app0:intruder", b"x")
+        client.close()
+
+    monkeypatch.setattr(RedisEngine, "iter_records", no_key_by_key_reads)
+    monkeypatch.setattr(drill_service, "_before_verify", tamper)
+    result = drill_service.run_drill(app, backup.id)
+    assert not result.ok and not result.fingerprint_match
+    (finding,) = result.findings
+    assert finding.code == "fingerprint-mismatch" and finding.subject == "db0"
+    named = {k["key"] for k in finding.details["keys"]}
+    assert any("app0:counter:3" in k for k in named) and any("app0:intruder" in k for k in named)
+    assert finding.details["counts"] == {"missing": 1, "extra": 1}
+
+
 def test_mongo_probes_pass_and_fail(
     app: App, cli: Any, seeded: dict[str, Any], tmp_path: Path
 ) -> None:

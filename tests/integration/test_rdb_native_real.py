@@ -26,8 +26,7 @@ from affidavit.formats.redis_codec import _encode_general, encode_redis_record
 from affidavit.models.records import RecordEncoding
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
-from affidavit.services.backup import _fingerprint_rdb
-from affidavit.services.fingerprint import fingerprint_records
+from affidavit.services.fingerprint import fingerprint_rdb, fingerprint_records
 
 pytestmark = [
     pytest.mark.integration,
@@ -119,7 +118,7 @@ def test_native_on_a_real_servers_rdb(tmp_path: Path) -> None:
         assert _flat(path, native=False, as_of=as_of) == expected
     assert {d for d, _, _ in expected[1]} == {"db0", "db2"}
     # the backup's pass (compiled) against the live server that wrote the file
-    accumulators = _fingerprint_rdb(RdbReader(path, as_of_ms=now_ms), None)
+    accumulators = fingerprint_rdb(RdbReader(path, as_of_ms=now_ms), None)
     assert {d: acc.finish()[0] for d, acc in accumulators.items()} == live
     # the real file damaged: both paths give the same records or the same error
     data = path.read_bytes()

@@ -20,7 +20,8 @@ class RedisScratch(ScratchServer):
     (unless it is already there) and named as the server's ``--dbfilename``, so Redis loads
     it at start-up exactly as after a restart. :meth:`ready` is true only once the load is
     over (Redis answers ``-LOADING`` until then). Saving stays off, so the server never
-    rewrites the file it loaded.
+    rewrites the file it loaded. ``replica_sync_delay`` (seconds) sets how long it waits
+    before it streams an RDB to a replica that sent ``SYNC`` (Redis' default: 5).
     """
 
     kind = "redis"
@@ -31,9 +32,11 @@ class RedisScratch(ScratchServer):
         executable: str | None = None,
         rdb: Path | None = None,
         start_timeout: float | None = None,
+        replica_sync_delay: int | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.replica_sync_delay = replica_sync_delay
         found = executable or shutil.which("redis-server")
         if found is None:
             raise OperationError(
@@ -72,6 +75,8 @@ class RedisScratch(ScratchServer):
         ]  # fmt: skip
         if self.rdb is not None:
             argv += ["--dbfilename", self.rdb.name]
+        if self.replica_sync_delay is not None:  # Redis' default (5 s) waits for more replicas
+            argv += ["--repl-diskless-sync-delay", str(self.replica_sync_delay)]
         return argv
 
     def ready(self) -> bool:

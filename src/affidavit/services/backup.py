@@ -38,7 +38,6 @@ from affidavit.fingerprint.accumulator import Accumulator
 from affidavit.fingerprint.model import Fingerprint
 from affidavit.formats.base import GZIP_MAGIC
 from affidavit.formats.bson_codec import exact_record
-from affidavit.formats.redis_codec import encode_redis_record
 from affidavit.ledger.attestation import BACKUP_PREDICATE_TYPE, Statement, Subject
 from affidavit.models.backup import (
     ArtifactRole,
@@ -55,7 +54,12 @@ from affidavit.models.uri import ConnectionUri
 from affidavit.services.artifacts import CHUNK, ArtifactSink
 from affidavit.services.backends import engine_for, reader_class, vault_backend
 from affidavit.services.context import App
-from affidavit.services.fingerprint import add_bson_file, add_framed, hash_exact_batch
+from affidavit.services.fingerprint import (
+    add_bson_file,
+    add_framed,
+    fingerprint_rdb,
+    hash_exact_batch,
+)
 from affidavit.services.keys import keystore_for, wrap_identity
 from affidavit.services.ledger import attest_and_record
 from affidavit.vaults.base import ArtifactLocked, ArtifactNotFound, StoredArtifact, VaultBackend
@@ -505,39 +509,6 @@ def _check_and_add(
     batch.parts, batch.starts, batch.size = [], [], 0
 
 
-def _fingerprint_rdb(reader: Any, names: list[str] | None) -> dict[str, Accumulator]:
-    """The exact fingerprints of ``names`` (``db0``...; None: every dataset the file holds)
-    in ONE pass over the RDB (structure and CRC-64 checked to the end).
-    ``RdbReader.iter_pairs`` parses, encodes and hashes the records (through the compiled
-    fast path when it is built: ~1 µs per key, against ~5 µs in pure Python) and hands over
-    batches of one database's ``key_hash || record_hash`` pairs, which go to that
-    database's accumulator as they are; records of datasets not asked for are dropped."""
-    from affidavit.crypto.record_digest import RecordHasher
-    from affidavit.fingerprint.model import record_tag
-
-    accumulators: dict[int, Accumulator] = {}
-    if names is not None:
-        accumulators = {int(name.removeprefix("db")): Accumulator("exact") for name in names}
-    by_label: dict[str, Accumulator | None] = {}  # per label, not per batch
-    hasher = RecordHasher(record_tag("exact"))
-    for dataset, pairs, keys in reader.iter_pairs(hasher, encode_redis_record):
-        if dataset in by_label:
-            acc = by_label[dataset]
-        else:
-            db = int(dataset.removeprefix("db"))
-            acc = accumulators.get(db)
-            if acc is None and names is None:
-                acc = accumulators[db] = Accumulator("exact")
-            by_label[dataset] = acc
-        if acc is not None:
-            acc.add_pairs(pairs, keys)
-    out = {f"db{db}": acc for db, acc in sorted(accumulators.items())}
-    if names is None:  # datasets() now answers from the pass just made
-        for name in reader.datasets():
-            out.setdefault(name, Accumulator("exact"))
-    return out
-
-
 class _Abandoned(Exception):
     """The transfer failed: the fingerprint pass of its spool stops."""
 
@@ -607,7 +578,7 @@ def _capture_redis(
         def fingerprint() -> None:
             try:
                 reader = RdbReader(spool, as_of_ms=captured_at, feed=shared.feed)
-                outcome["accumulators"] = _fingerprint_rdb(reader, names)
+                outcome["accumulators"] = fingerprint_rdb(reader, names)
             except BaseException as exc:  # handed to the streaming thread
                 outcome["error"] = exc
 
@@ -906,7 +877,7 @@ def _check_and_fingerprint(reader: Any, fmt: str) -> dict[str, Accumulator]:
     structure and CRC-64, the archive's CRCs), and the exact fingerprint of every dataset.
     Raises ``InputError`` (exit 2) for anything malformed."""
     if fmt == "rdb":
-        return _fingerprint_rdb(reader, None)
+        return fingerprint_rdb(reader, None)
     names: list[str] = reader.datasets()
     accumulators = {name: Accumulator("exact") for name in names}
     if fmt == "mongodump-archive":  # one pass over the archive for every namespace

@@ -358,6 +358,38 @@ def _hash_all(acc: Accumulator, jobs: Iterable[_Job], *, workers: int, rep: Repo
             add(pending.popleft().result())
 
 
+def fingerprint_rdb(reader: Any, names: list[str] | None) -> dict[str, Accumulator]:
+    """The exact fingerprints of ``names`` (``db0``...; None: every dataset the file holds)
+    in ONE pass over the RDB (structure and CRC-64 checked to the end).
+    ``RdbReader.iter_pairs`` parses, encodes and hashes the records (through the compiled
+    fast path when it is built: ~1 µs per key, against ~5 µs in pure Python) and hands over
+    batches of one database's ``key_hash || record_hash`` pairs, which go to that
+    database's accumulator as they are; records of datasets not asked for are dropped."""
+    from affidavit.formats.redis_codec import encode_redis_record
+
+    accumulators: dict[int, Accumulator] = {}
+    if names is not None:
+        accumulators = {int(name.removeprefix("db")): Accumulator("exact") for name in names}
+    by_label: dict[str, Accumulator | None] = {}  # per label, not per batch
+    hasher = RecordHasher(record_tag("exact"))
+    for dataset, pairs, keys in reader.iter_pairs(hasher, encode_redis_record):
+        if dataset in by_label:
+            acc = by_label[dataset]
+        else:
+            db = int(dataset.removeprefix("db"))
+            acc = accumulators.get(db)
+            if acc is None and names is None:
+                acc = accumulators[db] = Accumulator("exact")
+            by_label[dataset] = acc
+        if acc is not None:
+            acc.add_pairs(pairs, keys)
+    out = {f"db{db}": acc for db, acc in sorted(accumulators.items())}
+    if names is None:  # datasets() now answers from the pass just made
+        for name in reader.datasets():
+            out.setdefault(name, Accumulator("exact"))
+    return out
+
+
 def resolve_workers(workers: int) -> int:
     """``0`` means one per CPU core."""
     if workers < 0:

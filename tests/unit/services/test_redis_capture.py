@@ -18,6 +18,7 @@ from affidavit.errors import EngineError, FormatError
 from affidavit.formats.rdb import RdbReader, crc64
 from affidavit.models.progress import SilentReporter
 from affidavit.services import backup
+from affidavit.services.fingerprint import fingerprint_rdb
 
 NOW_MS = 1_790_000_000_000  # the capture's moment; the keys' expiries are later
 
@@ -104,7 +105,7 @@ class _Transfer:
 def _file_fingerprints(tmp_path: Path, data: bytes) -> dict[str, str]:
     path = tmp_path / "whole.rdb"
     path.write_bytes(data)
-    accs = backup._fingerprint_rdb(RdbReader(path, keep_expired=True), None)
+    accs = fingerprint_rdb(RdbReader(path, keep_expired=True), None)
     return {name: acc.finish()[0].text for name, acc in accs.items()}
 
 
