@@ -76,7 +76,12 @@ from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import RecordEncoding
 from affidavit.services.backends import engine_for, reader_class, vault_backend
 from affidavit.services.context import App
-from affidavit.services.fingerprint import fingerprint_bson_stream, fingerprint_records
+from affidavit.services.fingerprint import (
+    fingerprint_bson_stream,
+    fingerprint_records,
+    prefers_snapshot,
+    redis_snapshot_fingerprints,
+)
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.ledger import _identity, attest_and_record
 from affidavit.vaults.base import ArtifactNotFound, VaultBackend
@@ -728,23 +733,51 @@ class _Run:
 
     # -- (d) against the live source -------------------------------------------------------
 
+    def _live_index(self, name: str) -> Path:
+        return self.tmp / f"live-{sha256_hex(name.encode())[:12]}"
+
+    def _redis_snapshot(self, engine: Any) -> dict[str, str]:
+        """The live fingerprints of a large Redis source's datasets from one RDB snapshot of
+        it (:func:`~affidavit.services.fingerprint.redis_snapshot_fingerprints`); empty when
+        the source is no Redis server, is small (:func:`prefers_snapshot`) or refuses
+        ``SYNC``: each dataset is then read key by key. A dataset the server no longer has is
+        left out (it is reported as gone)."""
+        if engine.record_encoding is not RecordEncoding.REDIS:
+            return {}
+        names = []
+        for name in sorted(self.datasets):
+            try:
+                engine.count_records(name)
+            except NotFound:
+                continue
+            names.append(name)
+        if not prefers_snapshot(engine, names):
+            return {}
+        found = redis_snapshot_fingerprints(
+            engine, names, profile="exact", index_for=self._live_index, rep=self.rep
+        )
+        return {} if found is None else {r.name: r.fingerprint.text for r in found}
+
     def check_source(self, source: Source, engine: Any) -> None:
         summary: dict[str, Any] = {"source": source.name, "datasets": {}}
+        snapshot = self._redis_snapshot(engine)
         for name, expected in sorted(self.datasets.items()):
-            live_index = self.tmp / f"live-{sha256_hex(name.encode())[:12]}"
-            self.rep.task(f"fingerprinting {source.name}/{name} (live)", None)
-            try:
-                live = fingerprint_records(
-                    engine.iter_records(name),
-                    encoding=engine.record_encoding,
-                    profile="exact",
-                    workers=1,
-                    index=live_index,
-                    dataset=name,
-                ).fingerprint.text
-            except NotFound:
-                live = None
-            self.rep.finish()
+            live_index = self._live_index(name)
+            live: str | None = snapshot.get(name)
+            if live is None:
+                self.rep.task(f"fingerprinting {source.name}/{name} (live)", None)
+                try:
+                    live = fingerprint_records(
+                        engine.iter_records(name),
+                        encoding=engine.record_encoding,
+                        profile="exact",
+                        workers=1,
+                        index=live_index,
+                        dataset=name,
+                    ).fingerprint.text
+                except NotFound:
+                    live = None
+                self.rep.finish()
             summary["datasets"][name] = {
                 "live": live,
                 "backup": expected,
