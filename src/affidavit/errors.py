@@ -78,6 +78,11 @@ class EngineError(OperationError):
     default_hint = "check that the server runs, the URI is right and the credentials are set"
 
 
+class SyncRefused(EngineError):
+    """A Redis server refused ``SYNC`` (no permission, or a service that disables it): its
+    keyspace can still be read key by key."""
+
+
 class VaultError(OperationError):
     """A vault could not be reached, read or written."""
 

@@ -360,6 +360,52 @@ def test_redis_named_target_lossy_restore_is_caught(
     assert any("app0:tags:4" in k["key"] for k in mismatch.details["keys"])
 
 
+@pytest.mark.parametrize("sync", ["allowed", "refused"])
+def test_a_large_named_redis_target_is_read_back_as_its_rdb_unless_it_refuses_sync(
+    app: App,
+    cli: Any,
+    seeded: dict[str, Any],
+    tmp_path: Path,
+    fresh_redis: RedisScratch,
+    monkeypatch: pytest.MonkeyPatch,
+    sync: str,
+) -> None:
+    """Threshold forced to 0: the named target is read back through its own RDB; a target
+    that refuses SYNC (its user lacks the permission) is read key by key, and a lost key is
+    named either way."""
+    from affidavit.engines.redis import RedisEngine
+    from affidavit.services import fingerprint as fingerprint_service
+
+    backup = backup_of(app, cli, seeded, tmp_path, "redis")
+    admin = redis.Redis(port=fresh_redis.port)
+    admin.config_set("repl-diskless-sync-delay", 0)
+    if sync == "refused":  # named targets are reached as the default user
+        admin.acl_setuser("default", enabled=True, nopass=True, keys=["*"],
+                          commands=["+@all", "-sync", "-psync"])  # fmt: skip
+    admin.close()
+    target = fresh_redis.uri
+    monkeypatch.setattr(fingerprint_service, "SNAPSHOT_FROM_KEYS", 0)
+    key_by_key = RedisEngine.iter_records
+    reads: list[str] = []
+
+    def counted(self: Any, dataset: str) -> Any:
+        reads.append(dataset)
+        return key_by_key(self, dataset)
+
+    def tamper(uri: str) -> None:
+        client = redis.Redis.from_url(uri)
+        client.delete(b"app0:tags:4")
+        client.close()
+
+    monkeypatch.setattr(RedisEngine, "iter_records", counted)
+    monkeypatch.setattr(drill_service, "_before_verify", tamper)
+    result = drill_service.run_drill(app, backup.id, target=target)
+    assert not result.ok
+    mismatch = next(f for f in result.findings if f.code == "fingerprint-mismatch")
+    assert any("app0:tags:4" in k["key"] for k in mismatch.details["keys"])
+    assert (reads == []) is (sync == "allowed")
+
+
 def test_redis_load_records_writes_every_shape_exactly(fresh_redis: RedisScratch) -> None:
     """Binary keys and values, long lists (several RPUSH), infinite scores, streams with
     repeated fields and an empty stream, expiries (a passed one skipped): the server then

@@ -25,7 +25,7 @@ from redis.exceptions import (
 
 from affidavit.constants import EngineName
 from affidavit.engines.base import Engine
-from affidavit.errors import EngineError, InputError, NotFound
+from affidavit.errors import EngineError, InputError, NotFound, SyncRefused
 from affidavit.models.inventory import ServerDescription
 from affidavit.models.records import RecordEncoding, RedisRecord, RedisType
 
@@ -537,7 +537,7 @@ class RdbTransfer:
                 if "NOAUTH" in text or "NOPERM" in text
                 else None
             )
-            raise EngineError(f"Redis at {self._where} refused SYNC: {text}", hint=hint)
+            raise SyncRefused(f"Redis at {self._where} refused SYNC: {text}", hint=hint)
         if not header.startswith(b"$"):
             raise self._fail(f"protocol error: unexpected reply {header[:40]!r} to SYNC")
         if header.startswith(b"$EOF:"):

@@ -50,7 +50,14 @@ from affidavit.crypto.age import decrypt_to
 from affidavit.crypto.digest import Sha256Stream, sha256_hex
 from affidavit.crypto.dsse import Envelope
 from affidavit.engines.base import Engine
-from affidavit.errors import Error, FormatError, InputError, IntegrityError, OperationError
+from affidavit.errors import (
+    Error,
+    FormatError,
+    InputError,
+    IntegrityError,
+    OperationError,
+    SyncRefused,
+)
 from affidavit.formats.base import open_binary
 from affidavit.formats.keys import describe_key
 from affidavit.formats.mongodump import iter_bson_file
@@ -72,7 +79,12 @@ from affidavit.scratch.base import ScratchServer
 from affidavit.services.artifacts import CHUNK
 from affidavit.services.backends import engine_for_uri, vault_backend
 from affidavit.services.context import App
-from affidavit.services.fingerprint import diff, fingerprint_rdb, fingerprint_records
+from affidavit.services.fingerprint import (
+    diff,
+    fingerprint_rdb,
+    fingerprint_records,
+    prefers_snapshot,
+)
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.ledger import attest_and_record
 from affidavit.vaults.base import VaultBackend
@@ -798,17 +810,22 @@ def _read_small(path: Path) -> bytes:
 
 def _verify(app: App, state: _State, vault: VaultBackend, watch: _RedisProbeWatch | None) -> None:
     """Re-fingerprint what the target holds now and compare it with the manifest, dataset by
-    dataset. A scratch ``redis-server`` is read back as a whole: its own RDB of the keyspace,
-    taken over the replication protocol as ``backup run`` takes one (:func:`_restored_rdb`);
-    every other target is read record by record (MongoDB scans, Redis SCAN and typed reads)."""
+    dataset. A scratch ``redis-server``, and a named Redis target of 100,000 keys or more
+    that allows ``SYNC``, is read back as a whole: its own RDB of the keyspace, taken over
+    the replication protocol as ``backup run`` takes one (:func:`_verify_redis_rdb`); every
+    other target is read record by record (MongoDB scans, Redis SCAN and typed reads)."""
     assert state.uri is not None
     uri = ConnectionUri.parse(state.engine, state.uri)
     with engine_for_uri(
         state.engine, uri, password=None, timeout=max(app.settings.connect_timeout, 30)
     ) as engine:
-        if state.engine is EngineName.REDIS and state.scratch is not None:
-            _verify_redis_rdb(app, state, vault, watch, engine)
-            return
+        names = [d.name for d in state.backup.datasets]
+        if state.engine is EngineName.REDIS and (
+            state.scratch is not None or prefers_snapshot(engine, names)
+        ):
+            if _verify_redis_rdb(app, state, vault, watch, engine):
+                return
+            state.rep.stage("the target refuses SYNC: reading it key by key")
         for dataset in state.backup.datasets:
             state.rep.task(f"re-fingerprinting {dataset.name}", dataset.records)
             index = _restored_index(state, dataset.name)
@@ -835,11 +852,12 @@ def _restored_index(state: _State, dataset: str) -> Path:
 
 def _verify_redis_rdb(
     app: App, state: _State, vault: VaultBackend, watch: _RedisProbeWatch | None, engine: Any
-) -> None:
+) -> bool:
     """The scratch server's keyspace as the server itself serialises it (an RDB streamed over
     ``SYNC``, read as of the moment it was asked for, structure and CRC-64 checked), through
     the RDB fingerprint pass of ``backup run``: about a second per million keys where reading
-    them back key by key takes a minute. Probes see every record of that pass."""
+    them back key by key takes a minute. Probes see every record of that pass. False (nothing
+    compared) when the server refuses ``SYNC``."""
     from affidavit.formats.rdb import RdbReader
 
     names = [d.name for d in state.backup.datasets]
@@ -852,6 +870,8 @@ def _verify_redis_rdb(
         with spool.open("wb") as out:
             for chunk in transfer.payload():
                 out.write(chunk)
+    except SyncRefused:
+        return False
     finally:
         transfer.close()
     reader = RdbReader(spool, as_of_ms=as_of)
@@ -861,7 +881,7 @@ def _verify_redis_rdb(
             index = _restored_index(state, name)
             fingerprint, _ = accumulators[name].finish(index, dataset=name, encoding="redis")
             _compare(app, state, vault, name, restored=fingerprint.text, index=index)
-        return
+        return True
     for dataset in state.backup.datasets:  # the probes need the records themselves
         index = _restored_index(state, dataset.name)
         result = fingerprint_records(
@@ -873,6 +893,7 @@ def _verify_redis_rdb(
             dataset=dataset.name,
         )
         _compare(app, state, vault, dataset.name, restored=result.fingerprint.text, index=index)
+    return True
 
 
 def _compare(

@@ -426,7 +426,7 @@ def redis_snapshot_fingerprints(
     absolute expiries. None when the server refuses ``SYNC`` (a user without the permission,
     a managed service that disables it): the caller reads key by key then. Every other
     failure raises as a read would."""
-    from affidavit.errors import EngineError
+    from affidavit.errors import SyncRefused
     from affidavit.formats.rdb import RdbReader
 
     rep.stage("reading the server's keyspace as one RDB snapshot (SYNC)")
@@ -438,10 +438,8 @@ def redis_snapshot_fingerprints(
             with spool.open("wb") as out:
                 for chunk in transfer.payload():
                     out.write(chunk)
-        except EngineError as exc:
-            if "refused SYNC" in exc.message:
-                return None
-            raise
+        except SyncRefused:
+            return None
         finally:
             transfer.close()
         accumulators = fingerprint_rdb(RdbReader(spool, as_of_ms=as_of), names, profile=profile)
