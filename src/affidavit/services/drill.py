@@ -56,7 +56,6 @@ from affidavit.errors import (
     InputError,
     IntegrityError,
     OperationError,
-    SyncRefused,
 )
 from affidavit.formats.base import open_binary
 from affidavit.formats.keys import describe_key
@@ -84,6 +83,7 @@ from affidavit.services.fingerprint import (
     fingerprint_rdb,
     fingerprint_records,
     prefers_snapshot,
+    spool_redis_snapshot,
 )
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.ledger import attest_and_record
@@ -858,23 +858,13 @@ def _verify_redis_rdb(
     the RDB fingerprint pass of ``backup run``: about a second per million keys where reading
     them back key by key takes a minute. Probes see every record of that pass. False (nothing
     compared) when the server refuses ``SYNC``."""
-    from affidavit.formats.rdb import RdbReader
-
     names = [d.name for d in state.backup.datasets]
     state.rep.stage("reading the restored keyspace back (its RDB, over SYNC)")
-    as_of = int(_now().timestamp() * 1000)
     spool = state.workdir / "restored" / "restored.rdb"
     spool.parent.mkdir(parents=True, exist_ok=True)
-    transfer = engine.request_rdb()
-    try:
-        with spool.open("wb") as out:
-            for chunk in transfer.payload():
-                out.write(chunk)
-    except SyncRefused:
+    reader = spool_redis_snapshot(engine, spool)
+    if reader is None:
         return False
-    finally:
-        transfer.close()
-    reader = RdbReader(spool, as_of_ms=as_of)
     if watch is None:  # the compiled pass: pairs only
         accumulators = fingerprint_rdb(reader, names)
         for name in names:

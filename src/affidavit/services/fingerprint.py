@@ -410,6 +410,28 @@ def prefers_snapshot(engine: Any, names: list[str]) -> bool:
     return keys >= SNAPSHOT_FROM_KEYS
 
 
+def spool_redis_snapshot(engine: Any, spool: Path) -> Any:
+    """Write one point-in-time RDB of a live Redis server to ``spool``, taken over the
+    replication protocol as ``backup run`` takes one, and return an ``RdbReader`` of it that
+    reads as of the moment it was asked for (keys expired by then are not there, as a read
+    would not see them). None when the server refuses ``SYNC``; connection and ``AUTH``
+    errors raise as reads would."""
+    from affidavit.errors import SyncRefused
+    from affidavit.formats.rdb import RdbReader
+
+    as_of = int(time.time() * 1000)
+    transfer = engine.request_rdb()
+    try:
+        with spool.open("wb") as out:
+            for chunk in transfer.payload():
+                out.write(chunk)
+    except SyncRefused:
+        return None
+    finally:
+        transfer.close()
+    return RdbReader(spool, as_of_ms=as_of)
+
+
 def redis_snapshot_fingerprints(
     engine: Any,
     names: list[str],
@@ -426,23 +448,12 @@ def redis_snapshot_fingerprints(
     absolute expiries. None when the server refuses ``SYNC`` (a user without the permission,
     a managed service that disables it): the caller reads key by key then. Every other
     failure raises as a read would."""
-    from affidavit.errors import SyncRefused
-    from affidavit.formats.rdb import RdbReader
-
     rep.stage("reading the server's keyspace as one RDB snapshot (SYNC)")
     with tempfile.TemporaryDirectory(prefix="affidavit-live-rdb-") as tmp:
-        spool = Path(tmp) / "live.rdb"
-        as_of = int(time.time() * 1000)
-        transfer = engine.request_rdb()  # connection and AUTH errors raise as reads would
-        try:
-            with spool.open("wb") as out:
-                for chunk in transfer.payload():
-                    out.write(chunk)
-        except SyncRefused:
+        reader = spool_redis_snapshot(engine, Path(tmp) / "live.rdb")
+        if reader is None:
             return None
-        finally:
-            transfer.close()
-        accumulators = fingerprint_rdb(RdbReader(spool, as_of_ms=as_of), names, profile=profile)
+        accumulators = fingerprint_rdb(reader, names, profile=profile)
     results = []
     for name in names:
         acc = accumulators[name]
