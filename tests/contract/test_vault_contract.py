@@ -287,7 +287,11 @@ def test_file_vault_takes_a_spooled_file_over_without_copying(tmp_path: Path) ->
     assert spool.parent == vault.root and spool.name.startswith(".")
     spool.write_bytes(b"x" * 1000)
     inode = spool.stat().st_ino
-    vault.put_file("s/b/f.age", spool, retain_until=later(days=1), size=1000)
+    digest = hashlib.sha256(b"x" * 1000).hexdigest()
+    stored = vault.put_file(
+        "s/b/f.age", spool, retain_until=later(days=1), sha256=digest, size=1000
+    )
+    assert (stored.size, stored.sha256) == (1000, digest)
     target = vault.root / "s" / "b" / "f.age"
     assert target.stat().st_ino == inode  # linked, not copied
     assert target.stat().st_mode & 0o777 == 0o444
@@ -301,19 +305,24 @@ def test_file_vault_copies_a_file_from_another_file_system(
     vault = FileVault(make_vault(f"file://{tmp_path / 'v'}"))
     spool = vault.spool()
     spool.write_bytes(b"elsewhere")
-    real_fstat = os.fstat
+    inode = spool.stat().st_ino
+    real_lstat = os.lstat
 
-    def other_device(fd: int) -> Any:
-        info = real_fstat(fd)
+    def other_device(path: Any, *args: Any, **kwargs: Any) -> Any:
+        info = real_lstat(path, *args, **kwargs)
+        if Path(path) != spool:
+            return info
         fields = list(info)
         fields[2] = info.st_dev + 1  # st_dev
         return os.stat_result(fields)
 
-    monkeypatch.setattr(os, "fstat", other_device)
-    stored = vault.put_file("f", spool, retain_until=None)
+    monkeypatch.setattr(os, "lstat", other_device)
+    digest = hashlib.sha256(b"elsewhere").hexdigest()
+    stored = vault.put_file("f", spool, retain_until=None, sha256=digest, size=9)
     monkeypatch.undo()
-    assert stored.sha256 == hashlib.sha256(b"elsewhere").hexdigest()
+    assert stored.sha256 == digest
     assert (vault.root / "f").read_bytes() == b"elsewhere"
+    assert (vault.root / "f").stat().st_ino != inode  # copied, not linked
     assert not spool.exists()
 
 

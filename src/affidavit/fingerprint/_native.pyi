@@ -2,7 +2,6 @@
 
 from typing import Any
 
-def index_entries(pairs: bytes, keys: list[bytes], prefix_max: int, /) -> bytes: ...
 def packed_entries(
     pairs: Any, blob: Any, offsets: Any, lengths: Any, prefix_max: int, /
 ) -> bytes: ...

@@ -118,17 +118,10 @@ class IndexWriter:
 
     def add_many(self, pairs: bytes, keys: list[bytes]) -> None:
         """Append one entry per key: ``pairs`` holds their pairs back to back (what
-        :meth:`add` does per entry, in one write; assembled in C when that is built and no key
-        needs truncating)."""
+        :meth:`add` does per entry, in one write). :meth:`add_packed` writes the same bytes
+        from packed keys, in C when that is built."""
         if len(pairs) != PAIR_SIZE * len(keys):
             raise ValueError("pairs and keys disagree in number")
-        if _NATIVE is not None and type(keys) is list:
-            try:
-                self._write(_NATIVE.index_entries(pairs, keys, KEY_PREFIX_MAX))
-            except ValueError:  # a key to truncate: the general path below flags it
-                pass
-            else:
-                return
         fields = _KEY_FIELDS
         parts: list[bytes] = []
         append = parts.append

@@ -14,7 +14,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1021,15 +1021,13 @@ def _store_spooled(
     vault, uploaded by others), with the digests its writer took."""
     done = spooled.encryption
     target = f"{run.prefix}/{rel}.age"
-    try:
-        stored = run.vault.put_file(
+    stored = _stored(
+        target,
+        lambda: run.vault.put_file(
             target, spooled.cipher, retain_until=run.retain_until,
             sha256=done.cipher_sha256, size=done.cipher_size,
-        )  # fmt: skip
-    except Error:
-        raise
-    except Exception as exc:
-        raise _store_failed(target, exc) from exc
+        ),
+    )  # fmt: skip
     run.reporter.advance(done.plain_size)
     return BackupArtifact(
         path=stored.path,
@@ -1078,20 +1076,22 @@ def _put_encrypted(
 
 def _put(run: _Run, path: str, ciphertext: Iterator[bytes]) -> StoredArtifact:
     """``run.vault.put`` with its errors worded as :class:`ArtifactSink` words them."""
+    return _stored(path, lambda: run.vault.put(path, ciphertext, retain_until=run.retain_until))
+
+
+def _stored(path: str, store: Callable[[], StoredArtifact]) -> StoredArtifact:
+    """The result of a vault call storing ``path``; an error that is not affidavit's own is
+    worded as :class:`ArtifactSink` words it."""
     try:
-        return run.vault.put(path, ciphertext, retain_until=run.retain_until)
+        return store()
     except Error:
         raise
     except Exception as exc:
-        raise _store_failed(path, exc) from exc
-
-
-def _store_failed(path: str, exc: Exception) -> OperationError:
-    return OperationError(
-        f"storing {path} failed: {exc}",
-        hint="check that the vault is reachable and writable; the backup is recorded as "
-        "failed with every artifact written so far",
-    )
+        raise OperationError(
+            f"storing {path} failed: {exc}",
+            hint="check that the vault is reachable and writable; the backup is recorded as "
+            "failed with every artifact written so far",
+        ) from exc
 
 
 def _changed(file: Path) -> OperationError:

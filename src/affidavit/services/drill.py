@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from affidavit import __version__
 from affidavit.constants import EngineName
@@ -764,15 +764,8 @@ def _load_redis_target(app: App, state: _State, target: ConnectionUri) -> None:
             state.rep.task(f"loading {name}", wanted[name])
             records = (record for _, record in run)
             # a database met twice (a second SELECTDB) is refused: it is no longer empty
-            engine.load_records(name, _counted_records(records, state.rep))
+            engine.load_records(name, _counted(records, state.rep))
             state.rep.finish()
-
-
-def _counted_records(records: Iterable[Any], rep: Reporter) -> Iterator[RedisRecord]:
-    for n, record in enumerate(records, start=1):
-        if n % 1000 == 0:
-            rep.advance(1000)
-        yield record
 
 
 def _load_archive(state: _State, engine: DatasetLoader) -> None:
@@ -795,11 +788,15 @@ def _load_archive(state: _State, engine: DatasetLoader) -> None:
         state.rep.finish()
 
 
-def _counted(docs: Iterator[bytes], rep: Reporter) -> Iterator[bytes]:
-    for n, doc in enumerate(docs, start=1):
+_T = TypeVar("_T")
+
+
+def _counted(items: Iterable[_T], rep: Reporter) -> Iterator[_T]:
+    """``items`` as they are, counted on the progress bar in steps of 1,000."""
+    for n, item in enumerate(items, start=1):
         if n % 1000 == 0:
             rep.advance(1000)
-        yield doc
+        yield item
 
 
 def _read_small(path: Path) -> bytes:

@@ -78,14 +78,6 @@ def _fsync_folder(folder: Path) -> None:
         os.close(dfd)
 
 
-def _hash_fd(fd: int) -> str:
-    hasher = Sha256Stream()
-    while chunk := os.read(fd, 1 << 20):
-        hasher.update(chunk)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return hasher.hexdigest()
-
-
 def _unlink_quietly(path: Path) -> None:
     """Best-effort cleanup: it runs while another error is being raised, which it must not
     replace (the folder itself may be gone: ``NotADirectoryError``, ``FileNotFoundError``)."""
@@ -238,28 +230,27 @@ class FileVault(VaultBackend):
         """Take a file of :meth:`spool` over without copying it: ``fsync`` it, make it
         read-only and hard-link it into place as :meth:`put` does, then remove its spool name.
         Its size must be ``size``; the digest is ``sha256``, computed by its writer while
-        writing it (hashed here when not given). A file on another file system is copied
-        (the base class's way)."""
+        writing it. Without a digest, or for a file on another file system, the file is
+        copied (the base class's way, which hashes what it copies)."""
         until = _future(retain_until) if retain_until is not None else None
         target = self._target(path)
+        try:
+            info = os.lstat(file)
+            same_device = os.stat(target.parent).st_dev == info.st_dev
+        except OSError as exc:
+            raise self._write_error(path, exc) from exc
+        if sha256 is None or not same_device or not stat.S_ISREG(info.st_mode):
+            return super().put_file(path, file, retain_until=retain_until, sha256=sha256, size=size)
         temps: list[Path] = []
         try:
             fd = os.open(file, os.O_RDONLY | _NOFOLLOW)
             try:
-                info = os.fstat(fd)
-                if info.st_dev != os.stat(target.parent).st_dev or not stat.S_ISREG(info.st_mode):
-                    os.close(fd)
-                    fd = -1
-                    return super().put_file(
-                        path, file, retain_until=retain_until, sha256=sha256, size=size
-                    )
-                digest = sha256 if sha256 is not None else _hash_fd(fd)
-                check_written(path, digest, info.st_size, sha256=sha256, size=size)
+                length = os.fstat(fd).st_size
+                check_written(path, sha256, length, sha256=sha256, size=size)
                 os.fsync(fd)
                 os.fchmod(fd, _READ_ONLY)
             finally:
-                if fd >= 0:
-                    os.close(fd)
+                os.close(fd)
             self._link(file, target, path, until, temps)
         except OSError as exc:
             raise self._write_error(path, exc) from exc
@@ -267,7 +258,7 @@ class FileVault(VaultBackend):
             for temp in temps:
                 _unlink_quietly(temp)
         _unlink_quietly(file)
-        return StoredArtifact(path=path, size=info.st_size, sha256=digest, retain_until=until)
+        return StoredArtifact(path=path, size=length, sha256=sha256, retain_until=until)
 
     def _target(self, path: str) -> Path:
         """The file of a new artifact ``path`` (its folder made); refuses an existing one."""

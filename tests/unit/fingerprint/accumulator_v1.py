@@ -1,7 +1,9 @@
 """The fingerprint accumulator and ``IndexWriter.add_many`` as they were before the fast paths
 (packed keys, integer-prefix sorts, one file per spilled run), kept verbatim as the reference
 that tests/unit/fingerprint/test_accumulator_fast.py and benchmarks/bench_accumulator.py hold
-the current code equal to (fingerprint, duplicates and index file bytes)."""
+the current code equal to (fingerprint, duplicates and index file bytes). One part is left
+out: ``add_many``'s C branch (the since removed ``_native.index_entries``), which wrote the
+same bytes as the Python loop kept here (it was tested to)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from affidavit.crypto.record_digest import RecordHasher, bucket_hash
-from affidavit.fingerprint import index
 from affidavit.fingerprint.index import (
     _KEY_FIELDS,
-    KEY_PREFIX_MAX,
     IndexHeader,
     IndexWriter,
     encode_key_field,
@@ -31,8 +31,6 @@ from affidavit.fingerprint.model import (
 from affidavit.ledger import merkle
 from affidavit.models.records import Profile
 
-_REF_NATIVE = index._load_native()
-
 # -- the reference: the accumulator and IndexWriter.add_many before the fast paths, verbatim ----
 
 DEFAULT_BUFFER_RECORDS = 1 << 16
@@ -42,17 +40,9 @@ SEGMENT_BITS = 8
 class _RefIndexWriter(IndexWriter):
     def add_many(self, pairs: bytes, keys: list[bytes]) -> None:
         """Append one entry per key: ``pairs`` holds their pairs back to back (what
-        :meth:`add` does per entry, in one write; assembled in C when that is built and no key
-        needs truncating)."""
+        :meth:`add` does per entry, in one write)."""
         if len(pairs) != PAIR_SIZE * len(keys):
             raise ValueError("pairs and keys disagree in number")
-        if _REF_NATIVE is not None and type(keys) is list:
-            try:
-                self._write(_REF_NATIVE.index_entries(pairs, keys, KEY_PREFIX_MAX))
-            except ValueError:  # a key to truncate: the general path below flags it
-                pass
-            else:
-                return
         fields = _KEY_FIELDS
         parts: list[bytes] = []
         append = parts.append

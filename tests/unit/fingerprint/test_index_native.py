@@ -1,10 +1,12 @@
-"""The compiled index-entry assembly (``affidavit.fingerprint._native``) writes exactly what
-the Python loop of :meth:`IndexWriter.add_many` writes, and refuses what it cannot take."""
+"""The compiled index-entry assembly (``affidavit.fingerprint._native.packed_entries``)
+writes exactly what the Python loop of :meth:`IndexWriter.add_many` writes, long keys
+truncated and flagged alike."""
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,9 +15,6 @@ from affidavit.fingerprint import index
 from affidavit.fingerprint.index import KEY_PREFIX_MAX, encode_key_field
 
 NATIVE = index._load_native()
-needs_native = pytest.mark.skipif(
-    NATIVE is None, reason="the compiled module is not built (pip install -e . builds it)"
-)
 
 
 def _python(pairs: bytes, keys: list[bytes]) -> bytes:
@@ -24,38 +23,37 @@ def _python(pairs: bytes, keys: list[bytes]) -> bytes:
     )
 
 
-@needs_native
+def _written(keys: list[bytes], pairs: bytes, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """What add_many and add_packed (with and without the compiled module) write."""
+    writer = index.IndexWriter.__new__(index.IndexWriter)
+    chunks: list[bytes] = []
+    monkeypatch.setattr(writer, "_write", chunks.append, raising=False)
+    lengths = np.array([len(k) for k in keys], dtype=np.int32)
+    offsets = np.concatenate(([0], np.cumsum(lengths[:-1], dtype=np.int64))).astype(np.int64)
+    out = []
+    writer.add_many(pairs, keys)
+    out.append(b"".join(chunks))
+    for native in (NATIVE, None):
+        chunks.clear()
+        monkeypatch.setattr(index, "_NATIVE", native)
+        writer.add_packed(pairs, b"".join(keys), offsets[: len(keys)], lengths)
+        out.append(b"".join(chunks))
+    return out
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.binary(max_size=KEY_PREFIX_MAX), max_size=50))
-def test_same_bytes_as_the_python_loop(keys: list[bytes]) -> None:
-    assert NATIVE is not None
+@given(st.lists(st.binary(max_size=KEY_PREFIX_MAX + 20), max_size=50))
+def test_every_path_writes_the_same_bytes(keys: list[bytes]) -> None:
     pairs = os.urandom(64 * len(keys))
-    assert NATIVE.index_entries(pairs, keys, KEY_PREFIX_MAX) == _python(pairs, keys)
+    with pytest.MonkeyPatch.context() as mp:
+        written = _written(keys, pairs, mp)
+    assert written == [_python(pairs, keys)] * 3
 
 
-@needs_native
-def test_refuses_what_it_cannot_take() -> None:
-    assert NATIVE is not None
-    with pytest.raises(ValueError, match="disagree"):
-        NATIVE.index_entries(bytes(63), [b"k"], KEY_PREFIX_MAX)
-    with pytest.raises(ValueError, match="longer"):
-        NATIVE.index_entries(bytes(64), [b"k" * (KEY_PREFIX_MAX + 1)], KEY_PREFIX_MAX)
-    with pytest.raises(TypeError, match="bytes"):
-        NATIVE.index_entries(bytes(64), ["k"], KEY_PREFIX_MAX)
-    with pytest.raises(ValueError, match="prefix_max"):
-        NATIVE.index_entries(b"", [], -1)
-
-
-def test_add_many_truncates_long_keys_on_either_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A key longer than the prefix goes through the Python path (flagged, truncated)."""
+def test_long_keys_are_truncated_and_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
     keys = [b"short", b"x" * (KEY_PREFIX_MAX + 10), b""]
     pairs = os.urandom(64 * len(keys))
-    written: list[bytes] = []
-    for native in (NATIVE, None):
-        monkeypatch.setattr(index, "_NATIVE", native)
-        writer = index.IndexWriter.__new__(index.IndexWriter)
-        chunks: list[bytes] = []
-        monkeypatch.setattr(writer, "_write", chunks.append, raising=False)
-        writer.add_many(pairs, keys)
-        written.append(b"".join(chunks))
-    assert written[0] == written[1] == _python(pairs, keys)
+    written = _written(keys, pairs, monkeypatch)
+    assert written == [_python(pairs, keys)] * 3
+    entry = written[0][64 + 2 + 5 + 64 :]
+    assert int.from_bytes(entry[:2], "big") == KEY_PREFIX_MAX | 0x8000
