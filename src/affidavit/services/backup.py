@@ -740,40 +740,31 @@ class _Spooler:
 
     def _run(self) -> None:
         for file, seen in self._files:
-            if self._stop.is_set():
-                return
-            cipher: Path | None = None
-            try:
-                cipher = self._vault.spool()
-                self._spools.append(cipher)
-                self.spooled[file] = self._spool(file, seen, cipher)
-            except Exception:  # dropped: the ordinary copy meets it again
-                if cipher is not None:
-                    cipher.unlink(missing_ok=True)
+            spooled = self.spool_now(file, seen)
+            if spooled is not None:
+                self.spooled[file] = spooled
 
-    def spool_now(self, file: Path) -> _Spooled | None:
-        """Encrypt one more file (a private one: an index just folded) into a spool file, in
-        the calling thread; None when that fails (the caller stores it the ordinary way) or
-        the spooler was stopped."""
+    def spool_now(self, file: Path, seen: tuple[int, int] | None = None) -> _Spooled | None:
+        """Encrypt ``file`` into a spool file, in the calling thread (the spooler's own for
+        the input files; the indexer's for an index just folded). ``seen``: the file's (size,
+        mtime) when it was listed, which it must still have afterwards. None when the spooler
+        was stopped or anything fails: the spool is dropped, and the caller stores the file
+        the ordinary way, which meets any error again where it always was."""
         if self._stop.is_set():
             return None
         cipher: Path | None = None
         try:
+            if seen is not None and _stat_key(file) != seen:
+                raise _changed(file)
             cipher = self._vault.spool()
             self._spools.append(cipher)
             done = encrypt_file(self._recipient, file, cipher, stop=self._stop)
-        except Exception:  # dropped, as in _run
+            if seen is not None and (_stat_key(file) != seen or done.plain_size != seen[0]):
+                raise _changed(file)
+        except Exception:  # dropped (see above)
             if cipher is not None:
                 cipher.unlink(missing_ok=True)
             return None
-        return _Spooled(cipher=cipher, encryption=done)
-
-    def _spool(self, file: Path, seen: tuple[int, int], cipher: Path) -> _Spooled:
-        if _stat_key(file) != seen:
-            raise _changed(file)
-        done = encrypt_file(self._recipient, file, cipher, stop=self._stop)
-        if _stat_key(file) != seen or done.plain_size != seen[0]:
-            raise _changed(file)
         return _Spooled(cipher=cipher, encryption=done)
 
     def join(self) -> None:
