@@ -97,6 +97,17 @@ class KeystoreError(OperationError):
     """A key could not be loaded, unwrapped or used."""
 
 
+class SigningRefused(OperationError):
+    """The ledger's signer will not sign: the catalog's tree does not provably extend the
+    last tree it signed (entries it never signed, a truncated or rewritten history, a
+    ledger that does not begin with its key's creation)."""
+
+    default_hint = (
+        "the catalog was altered outside affidavit: run `affidavit ledger verify`; "
+        "docs/operations.md says how to recover a genuinely lost catalog"
+    )
+
+
 # --- the tool worked and the subject failed (exit 1) -----------------------------------------
 
 

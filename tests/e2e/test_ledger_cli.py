@@ -276,7 +276,7 @@ def test_tamper_insert_a_forged_row(busy: Path, cli: Cli) -> None:
     assert code == 1 and "unsigned-entries" in _codes(report)
     # and affidavit refuses to sign over it on the next change
     result = cli("ledger", "export", "--out", str(busy / "x.jsonl"))
-    assert result.code == 1 and "refusing to sign" in result.err
+    assert result.code == 3 and "refusing to sign" in result.err
 
 
 def test_tamper_truncate_and_re_extend_to_same_size(busy: Path, cli: Cli, tmp_path: Path) -> None:

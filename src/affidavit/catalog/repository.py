@@ -371,6 +371,17 @@ class LedgerRepository:
         finally:
             cursor.close()
 
+    def entry_rows_with_nodes(self) -> Iterator[tuple[Any, ...]]:
+        """``(seq, entry, leaf_hash, nodes)`` of every entry in seq order (``nodes``: the
+        stored hashes of the complete subtrees the entry's leaf closes), for the verifier."""
+        cursor = self._cursor()
+        try:
+            cursor.execute("SELECT seq, entry, leaf_hash, nodes FROM ledger_entries ORDER BY seq")
+            while rows := cursor.fetchmany(10_000):
+                yield from rows
+        finally:
+            cursor.close()
+
     def find(
         self, *, action: str | None = None, since: str | None = None, limit: int | None = None
     ) -> list[StoredEntry]:

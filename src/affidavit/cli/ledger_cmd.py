@@ -216,6 +216,8 @@ def verify(
             f"[green]ok[/green]: {report.size} entries, root {report.root.hex()}"
             + (f", signed by {cp.origin}" if cp else "")
         )
+        if report.vkey:
+            show(f"[dim]verified with {report.vkey} ({report.key_source})[/dim]")
     else:
         show(
             table(
@@ -226,3 +228,37 @@ def verify(
         )
         error(f"the ledger does not verify: {len(report.findings)} finding(s)")
     return 0 if report.ok else int(ExitCode.SUBJECT_FAILED)
+
+
+@app.command("recover")
+def recover(
+    ctx: typer.Context,
+    reason: Annotated[
+        str, typer.Option("--reason", help="What was lost and why (recorded in the ledger).")
+    ],
+    json_out: JsonOpt = False,
+) -> int:
+    """Go on after the catalog was genuinely lost or restored from an older copy (loudly).
+
+    The signer refuses to sign a catalog whose ledger does not extend the tree it last signed
+    (HOME/keys/ledger.signed). When the entries are intact and only the checkpoints are gone,
+    this stores the remembered checkpoint again; when the catalog is an older copy (or empty),
+    it forks from the catalog's own signed checkpoint, archives the remembered one beside the
+    key and records how many entries were lost. See docs/operations.md before running it.
+    """
+    with app_for(ctx) as application:
+        result = svc.recover_ledger(application, reason=reason)
+    if json_out:
+        print_json(result.to_json())
+        return 0
+    if result.kind == "checkpoint-restored":
+        show(
+            f"restored the checkpoint of {result.signed_size} entries; recorded at seq {result.seq}"
+        )
+    else:
+        show(
+            f"[yellow]forked[/yellow]: the catalog holds {result.catalog_size} entries, the key "
+            f"had signed {result.signed_size}; {result.lost} entries are lost. Recorded as seq "
+            f"{result.seq}; the old checkpoint is kept at {result.archived}"
+        )
+    return 0

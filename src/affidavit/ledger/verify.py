@@ -54,6 +54,7 @@ __all__ = [
     "LedgerRecord",
     "LedgerVerifier",
     "RecordLike",
+    "RecordWithNodes",
     "VerifyReport",
     "decide",
     "verify_ledger",
@@ -101,8 +102,10 @@ class FindingCode(StrEnum):
     """The ledger's root at the saved checkpoint's size differs: history was rewritten."""
     TRUNCATED = "truncated"
     """The ledger is smaller than the saved checkpoint: entries were removed from the end."""
+    KEY_NOT_CREATOR = "key-not-creator"
+    """(catalog only) seq 0 is not the ``ledger.key_created`` event of the key used."""
     STORED_NODES_MISMATCH = "stored-nodes-mismatch"
-    """(catalog only) the stored subtree hashes do not give the recomputed root."""
+    """(catalog only) stored subtree hashes differ from those recomputed from the entries."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +137,10 @@ class LedgerRecord(NamedTuple):
 RecordLike = tuple[int, bytes, bytes | None]
 """What the verifier reads of each entry: ``(seq, entry bytes, stored leaf hash or None)``."""
 
+RecordWithNodes = tuple[int, bytes, bytes | None, bytes | None]
+"""A record followed by the stored hashes of the complete subtrees its leaf closes (levels 1,
+2, ... concatenated, as the catalog keeps them): the verifier then checks those too."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerifyReport:
@@ -144,6 +151,8 @@ class VerifyReport:
     root: bytes
     checkpoint: Checkpoint | None
     findings: tuple[Finding, ...] = field(default=())
+    vkey: str | None = None  # the verifier key used, when the caller names it
+    key_source: str | None = None  # where that key came from
 
     @property
     def ok(self) -> bool:
@@ -163,6 +172,7 @@ class VerifyReport:
                 else {"origin": cp.origin, "size": cp.size, "root": cp.root.hex()}
             ),
             "findings": [f.to_json() for f in self.findings],
+            "key": None if self.vkey is None else {"vkey": self.vkey, "from": self.key_source},
         }
 
 
@@ -180,6 +190,11 @@ class _Signed:
     position: int
     checkpoint: Checkpoint
     recomputed: bytes | None = None
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or f"checkpoint #{self.position + 1}"
 
 
 class LedgerVerifier:
@@ -188,14 +203,20 @@ class LedgerVerifier:
 
     def __init__(
         self,
-        records: Iterable[RecordLike],
+        records: Iterable[RecordLike] | Iterable[RecordWithNodes],
         checkpoints: Iterable[str],
         verifier: NoteVerifier,
         *,
         origin: str | None = None,
         old_checkpoint: str | None = None,
         full: bool = False,
+        remembered: str | None = None,
     ) -> None:
+        """``remembered``: the signer's own memory of the newest checkpoint it signed
+        (``HOME/keys/ledger.signed``), judged like any other signed checkpoint (a ledger
+        that ends before it was truncated, entries after it are unsigned) and named as such;
+        when it does not open with the key, that is a finding too."""
+        self._remembered = remembered
         self._records = records
         self._notes = list(checkpoints)
         self._verifier = verifier
@@ -244,6 +265,13 @@ class LedgerVerifier:
                 yield finding
             if checkpoint is not None:
                 signed.append(_Signed(position, checkpoint))
+        if self._remembered is not None:
+            label = "the signer's own checkpoint (keys/ledger.signed)"
+            checkpoint, finding = self._open(self._remembered, label, old=False)
+            if finding is not None:
+                yield finding
+            if checkpoint is not None:
+                signed.append(_Signed(len(self._notes), checkpoint, label=label))
         old: _Signed | None = None
         if self._old_note is not None:
             checkpoint, finding = self._open(self._old_note, "the saved checkpoint", old=True)
@@ -267,7 +295,8 @@ class LedgerVerifier:
         if 0 in wanted:
             for item in wanted[0]:
                 item.recomputed = merkle.EMPTY_ROOT
-        for seq, entry, stored in self._records:
+        bad_nodes: list[int] = []  # rows whose stored subtree hashes are wrong
+        for seq, entry, stored, *kept in self._records:
             # row sequence numbers: dense from 0, strictly increasing
             expected = count if previous is None else previous + 1
             if seq != expected:
@@ -300,11 +329,21 @@ class LedgerVerifier:
                     seq=seq,
                     message=f"the stored leaf hash of seq {seq} is not the hash of its entry",
                 )
-            # push onto the frontier of complete subtrees (a binary counter)
+            # push onto the frontier of complete subtrees (a binary counter); where the source
+            # keeps the subtree hashes each leaf closes (the catalog), compare them
             carry = count
-            while carry & 1:
-                leaf = node_hash(stack.pop(), leaf)
-                carry >>= 1
+            if kept:
+                closed = b""
+                while carry & 1:
+                    leaf = node_hash(stack.pop(), leaf)
+                    carry >>= 1
+                    closed += leaf
+                if not ct_equal(closed, bytes(kept[0] or b"")):
+                    bad_nodes.append(seq)
+            else:
+                while carry & 1:
+                    leaf = node_hash(stack.pop(), leaf)
+                    carry >>= 1
             stack.append(leaf)
             count += 1
             if count in wanted:
@@ -313,6 +352,16 @@ class LedgerVerifier:
                     item.recomputed = root
         self.size = count
         self.root = _fold(stack)
+        if bad_nodes:
+            rows = f"seq {bad_nodes[0]}" + (
+                f" and {len(bad_nodes) - 1} more row(s)" if len(bad_nodes) > 1 else ""
+            )
+            yield Finding(
+                code=FindingCode.STORED_NODES_MISMATCH,
+                seq=bad_nodes[0],
+                message=f"the stored subtree hashes of {rows} are not the hashes of the "
+                "entries they cover (inclusion and consistency proofs through them are wrong)",
+            )
 
     def _judge(self, signed: list[_Signed], old: _Signed | None) -> Iterator[Finding]:
         size = self.size
@@ -325,7 +374,7 @@ class LedgerVerifier:
                     code=FindingCode.CHECKPOINT_BEYOND_END,
                     seq=size,
                     message=(
-                        f"checkpoint #{item.position + 1} signs {item.checkpoint.size} entries "
+                        f"{item.name} signs {item.checkpoint.size} entries "
                         f"but there are {size}: entries {size}..{item.checkpoint.size - 1} "
                         "are missing (truncated)"
                     ),
@@ -379,13 +428,14 @@ class LedgerVerifier:
 
 
 def verify_ledger(
-    records: Iterable[RecordLike],
+    records: Iterable[RecordLike] | Iterable[RecordWithNodes],
     checkpoints: Iterable[str],
     verifier: NoteVerifier,
     *,
     origin: str | None = None,
     old_checkpoint: str | None = None,
     full: bool = False,
+    remembered: str | None = None,
 ) -> VerifyReport:
     """Run a :class:`LedgerVerifier` to the end and return its report.
 
@@ -400,6 +450,7 @@ def verify_ledger(
         origin=origin,
         old_checkpoint=old_checkpoint,
         full=full,
+        remembered=remembered,
     )
     findings = tuple(run.run())
     return VerifyReport(size=run.size, root=run.root, checkpoint=run.checkpoint, findings=findings)
@@ -488,8 +539,8 @@ def _root_mismatches(in_range: list[_Signed]) -> Iterator[Finding]:
             code=FindingCode.ROOT_MISMATCH,
             seq=last_good,
             message=(
-                f"the root of the first {first.size} entries differs from checkpoint "
-                f"#{run[0].position + 1}: an entry in seq {last_good}..{first.size - 1} was "
+                f"the root of the first {first.size} entries differs from "
+                f"{run[0].name}: an entry in seq {last_good}..{first.size - 1} was "
                 f"altered, removed, inserted or moved{more}"
             ),
         )

@@ -25,10 +25,10 @@ from affidavit.catalog.store import Catalog, UnitOfWork
 from affidavit.config import Settings
 from affidavit.crypto.note import NoteSigner, NoteVerifier
 from affidavit.crypto.signing import load_signing_key
-from affidavit.errors import FormatError, IntegrityError, KeystoreError
-from affidavit.ledger.checkpoint import Checkpoint, sign_checkpoint
+from affidavit.errors import FormatError, KeystoreError
 from affidavit.ledger.log import LedgerLog, LogState, utc_text
 from affidavit.models.ledger import ClientInfo, Event
+from affidavit.services.signer_memory import Signed, SignerMemory, guard, settle
 
 KEYS_DIRNAME = "keys"
 LEDGER_KEY_FILENAME = "ledger.key"
@@ -116,7 +116,11 @@ class Change:
     events: list[Event] = field(default_factory=list)
     # the log as this process last committed it, with the root it signed (see App.change)
     resume: tuple[LogState, bytes] | None = field(default=None, repr=False)
+    # the signer's memory of the newest tree it signed (None before the ledger has a key)
+    memory: SignerMemory | None = field(default=None, repr=False)
+    fork_from: Signed | None = field(default=None, repr=False)
     _log: LedgerLog | None = field(default=None, init=False, repr=False)
+    resumed: bool = field(default=False, init=False, repr=False)
 
     @property
     def log(self) -> LedgerLog:
@@ -134,6 +138,7 @@ class Change:
                 state, root = self.resume
                 if state.size == size == newest[0] and root == newest[1]:
                     self._log = LedgerLog(self.uow.ledger, state=state)
+                    self.resumed = True
             if self._log is None:
                 self._log = LedgerLog(self.uow.ledger, size=size)
         return self._log
@@ -155,6 +160,7 @@ class App:
         self.catalog = Catalog(settings.effective_catalog_url)
         self.client = client or ClientInfo(agent="affidavit-cli")
         self._identity: LedgerIdentity | None = None
+        self._memory: SignerMemory | None = None
         self._actor = settings.effective_actor  # resolved once (a passwd lookup otherwise)
         # the ledger's size and frontier as the last change of this App committed them, with
         # the root its checkpoint signed: re-checked against the catalog by every change
@@ -171,8 +177,17 @@ class App:
             self._identity = load_ledger_identity(self.settings.home)
         return self._identity
 
+    def signer_memory(self) -> SignerMemory | None:
+        """The signer's memory of the newest tree it signed (``HOME/keys/ledger.signed``),
+        or None before the ledger has its key."""
+        if self._memory is None:
+            identity = self.ledger_identity()
+            if identity is not None:
+                self._memory = SignerMemory(self.settings.home, identity)
+        return self._memory
+
     @contextmanager
-    def change(self) -> Iterator[Change]:
+    def change(self, *, fork_from: Signed | None = None) -> Iterator[Change]:
         """A write transaction whose events commit with it, or not at all.
 
         When the body appended events, a checkpoint of the new tree is signed and stored
@@ -181,10 +196,17 @@ class App:
         without their checkpoint (or the reverse), and "no change without its event" extends
         to "no event without its checkpoint". The cost is one signature per write batch.
 
-        Before signing, the newest stored checkpoint must end exactly where this batch
-        begins: the signer refuses to vouch for entries it did not append itself (rows
-        inserted into the catalog behind affidavit's back) and raises
-        :class:`IntegrityError`, rolling the change back.
+        Before signing, the signer checks the catalog against its own memory of the newest
+        tree it signed (``HOME/keys/ledger.signed``, see :mod:`.signer_memory`): the entries
+        before this batch must be exactly that tree, the catalog's newest checkpoint must be
+        that tree's, and the new tree must provably extend it. Otherwise (entries written
+        behind affidavit's back, checkpoints removed, a truncated, rewritten or replaced
+        ledger) it raises :class:`SigningRefused` and the change rolls back. After the commit
+        the memory is moved forward to the new checkpoint. The same check, short of the new
+        entries, runs before the body, so a refused change fails before it acts. ``fork_from``
+        is for ``ledger recover`` only: that checkpoint of the catalog stands in for the memory
+        in this transaction (checked at its end only), and the memory is replaced (not moved
+        forward) after the commit.
 
         A change after one that this App committed resumes the log from the frontier kept in
         memory once its transaction has checked that the catalog still ends there (no entry
@@ -193,7 +215,7 @@ class App:
         DB-API connection, without an ORM session (see :class:`UnitOfWork`).
         """
         identity = self.ledger_identity()
-        signed: tuple[LogState, bytes] | None = None
+        signed: tuple[LogState, bytes, Signed] | None = None
         with self.catalog.unit_of_work() as uow:
             change = Change(
                 uow=uow,
@@ -201,12 +223,20 @@ class App:
                 client=self.client,
                 identity=identity,
                 resume=self._ledger_state,
+                memory=self.signer_memory(),
+                fork_from=fork_from,
             )
+            if change.memory is not None and fork_from is None:  # refuse before the body acts
+                settle(uow, change.log, change.memory, first=change.log.size(), fork_from=fork_from)
             yield change
             if change.events:
                 signed = _checkpoint_batch(change)
         if signed is not None:  # committed: the next change may resume from it
-            self._ledger_state = signed
+            state, root, note = signed
+            self._ledger_state = (state, root)
+            memory = self.signer_memory()
+            if memory is not None:
+                memory.save(note, fork=fork_from is not None)
 
     @contextmanager
     def read(self) -> Iterator[UnitOfWork]:
@@ -219,45 +249,55 @@ class App:
         self.catalog.close()
 
 
-def _checkpoint_batch(change: Change) -> tuple[LogState, bytes] | None:
-    """Sign and store the checkpoint of the batch's tree; return the log's state and the root
-    signed, or None before the ledger has its identity."""
-    identity = change.identity
-    first = change.events[0].seq
-    latest = change.uow.ledger.latest_checkpoint_size()
-    if identity is None:
-        if latest is not None:
+def _checkpoint_batch(change: Change) -> tuple[LogState, bytes, Signed] | None:
+    """Sign and store the checkpoint of the batch's tree once the signer's guard agrees;
+    return the log's state, the root signed and the signed checkpoint, or None before the
+    ledger has its identity."""
+    memory = change.memory
+    if memory is None:
+        if change.uow.ledger.latest_checkpoint_size() is not None:
             raise KeystoreError(
                 "the ledger has checkpoints but its signing key is missing from the home",
                 hint="restore HOME/keys/ledger.key and HOME/keys/ledger.origin from a backup",
             )
         return None  # before `affidavit init` set the ledger up: setup_ledger signs everything
-    if latest is not None and latest != first:
-        raise IntegrityError(
-            f"refusing to sign: the newest checkpoint covers {latest} entries but this "
-            f"change starts at seq {first}",
-            hint="the catalog was altered outside affidavit; run `affidavit ledger verify`",
-        )
     state = change.log.state()
     root = state.root
-    _sign_and_store(change.uow, identity, state.size, root)
-    return state, root
+    guard(
+        change.uow,
+        change.log,
+        memory,
+        first=change.events[0].seq,
+        first_event=change.events[0],
+        size=state.size,
+        root=root,
+        trusted_resume=change.resumed,
+        fork_from=change.fork_from,
+    )
+    signed = memory.sign(state.size, root)
+    _store(change.uow, signed)
+    return state, root, signed
 
 
-def store_checkpoint(uow: UnitOfWork, log: LedgerLog, identity: LedgerIdentity) -> str:
-    """Sign a checkpoint of the log as it stands in ``uow`` and store it; return the note."""
+def store_checkpoint(uow: UnitOfWork, log: LedgerLog, memory: SignerMemory) -> Signed:
+    """Sign a checkpoint of the log as it stands in ``uow`` and store it, once the signer's
+    guard agrees (nothing new is appended: the catalog must be the tree the key last signed);
+    the caller saves it to the memory after the commit."""
     size = log.size()
-    return _sign_and_store(uow, identity, size, log.root(size))
+    root = log.root(size)
+    guard(uow, log, memory, first=size, first_event=None, size=size, root=root)
+    signed = memory.sign(size, root)
+    _store(uow, signed)
+    return signed
 
 
-def _sign_and_store(uow: UnitOfWork, identity: LedgerIdentity, size: int, root: bytes) -> str:
-    note = sign_checkpoint(
-        Checkpoint(origin=identity.origin, size=size, root=root), identity.signer
-    )
+def _store(uow: UnitOfWork, signed: Signed) -> None:
     uow.ledger.add_checkpoint(
-        size=size, root=root, note=note, created_at=utc_text(datetime.now(UTC))
+        size=signed.size,
+        root=signed.root,
+        note=signed.note,
+        created_at=utc_text(datetime.now(UTC)),
     )
-    return note
 
 
 @contextmanager

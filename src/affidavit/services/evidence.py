@@ -35,6 +35,7 @@ from affidavit.evidence.package import (
     write_package,
 )
 from affidavit.evidence.verify import RECORDS, EvidenceReport, verify_package
+from affidavit.ledger import merkle
 from affidavit.ledger.checkpoint import Checkpoint, open_checkpoint
 from affidavit.ledger.log import LedgerLog
 from affidavit.models.backup import Backup
@@ -447,6 +448,18 @@ def _proof_lines(
             if stored.seq not in wanted:
                 continue
             proof = log.inclusion_proof(stored.seq, checkpoint.size)
+            try:  # never sign a package whose proofs do not verify
+                merkle.verify_inclusion(
+                    merkle.leaf_hash(stored.entry), stored.seq, checkpoint.size, proof,
+                    checkpoint.root,
+                )  # fmt: skip
+            except IntegrityError as exc:
+                raise IntegrityError(
+                    f"refusing to sign the package: the inclusion proof of seq {stored.seq} "
+                    f"does not lead to the signed root ({exc.message})",
+                    hint="the catalog's entries or stored subtree hashes were altered; run "
+                    "`affidavit ledger verify`; nothing was written",
+                ) from exc
             line = {
                 "seq": stored.seq,
                 "entry": stored.entry.decode("utf-8"),

@@ -28,6 +28,7 @@ from affidavit.errors import (
     InputError,
     IntegrityError,
     NotFound,
+    SigningRefused,
     VaultError,
 )
 from affidavit.ledger import merkle
@@ -53,6 +54,7 @@ from affidavit.services.context import (
     load_ledger_identity,
     store_checkpoint,
 )
+from affidavit.services.signer_memory import Signed, SignerMemory, signed_path
 from affidavit.vaults.base import VaultBackend
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "ledger_vkey",
     "parse_vkey",
     "read_saved_checkpoint",
+    "recover_ledger",
     "setup_ledger",
     "show_events",
     "verify_catalog",
@@ -116,15 +119,34 @@ def new_origin() -> str:
 def setup_ledger(app: App) -> SetupResult:
     """Create the ledger's signing key and origin once (idempotent).
 
-    Writes ``HOME/keys/ledger.key`` (mode 0600) and ``HOME/keys/ledger.origin`` and records
-    ``ledger.key_created`` with the verifier key; the checkpoint signed with that change
-    covers every entry before it (entries made before the ledger had a key). Raises
-    :class:`KeystoreError` when only one of the two files exists.
+    Writes ``HOME/keys/ledger.key`` (mode 0600), ``HOME/keys/ledger.origin`` and the signer's
+    memory ``HOME/keys/ledger.signed`` (the empty tree), then records ``ledger.key_created``
+    with the verifier key as the ledger's seq 0. Raises :class:`KeystoreError` when only one
+    of the two key files exists, and :class:`SigningRefused` when the catalog already holds
+    ledger entries but the home has no key (a new key must not adopt a history it never
+    signed: restore the keys instead). A key whose creation event never committed (a crash
+    during ``init``) gets it recorded now.
     """
     home = app.settings.home
     existing = load_ledger_identity(home)
     if existing is not None:
+        memory = app.signer_memory()
+        assert memory is not None
+        with app.read() as uow:
+            empty = uow.ledger.last_seq() is None
+        last = memory.load()
+        if empty and last is not None and last.size == 0:  # init was cut short: finish it
+            _record_key_created(app, existing)
+            return SetupResult(origin=existing.origin, vkey=existing.vkey, created=True)
         return SetupResult(origin=existing.origin, vkey=existing.vkey, created=False)
+    with app.read() as uow:
+        entries = uow.ledger.size()
+    if entries:
+        raise SigningRefused(
+            f"the catalog holds {entries} ledger entries but {ledger_key_path(home)} is missing",
+            hint="restore HOME/keys from your backup of the home: a new key cannot vouch for "
+            "a history it never signed (docs/operations.md, lost keys)",
+        )
     keys = ledger_key_path(home).parent
     keys.mkdir(mode=0o700, parents=True, exist_ok=True)
     origin = new_origin()
@@ -140,13 +162,24 @@ def setup_ledger(app: App) -> SetupResult:
             ledger_key_path(home).unlink()
         raise
     identity = LedgerIdentity(origin=origin, signer=NoteSigner(origin, key))
+    memory = app.signer_memory()
+    assert memory is not None
+    memory.save(memory.sign(0, merkle.EMPTY_ROOT))  # nothing signed yet: the empty tree
+    _record_key_created(app, identity)
+    return SetupResult(origin=origin, vkey=identity.vkey, created=True)
+
+
+def _record_key_created(app: App, identity: LedgerIdentity) -> None:
     with app.change() as change:
         change.record(
             "ledger.key_created",
-            f"ledger:{origin}",
-            {"origin": origin, "vkey": identity.vkey, "key_file": str(ledger_key_path(home))},
+            f"ledger:{identity.origin}",
+            {
+                "origin": identity.origin,
+                "vkey": identity.vkey,
+                "key_file": str(ledger_key_path(app.settings.home)),
+            },
         )
-    return SetupResult(origin=origin, vkey=identity.vkey, created=True)
 
 
 def _identity(app: App) -> LedgerIdentity:
@@ -182,6 +215,168 @@ def parse_vkey(value: str) -> NoteVerifier:
             hint="give the verifier key printed by `affidavit ledger key` "
             "(<origin>+<8 hex>+<base64>)",
         ) from exc
+
+
+# -- recovery ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoverResult:
+    """What ``ledger recover`` found and recorded."""
+
+    kind: str  # "checkpoint-restored" | "forked"
+    catalog_size: int
+    signed_size: int
+    lost: int
+    seq: int
+    archived: Path | None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"kind", "catalog_size", "signed_size", "lost", "seq", "archived"}``."""
+        return {
+            "kind": self.kind,
+            "catalog_size": self.catalog_size,
+            "signed_size": self.signed_size,
+            "lost": self.lost,
+            "seq": self.seq,
+            "archived": str(self.archived) if self.archived else None,
+        }
+
+
+def recover_ledger(app: App, *, reason: str) -> RecoverResult:
+    """Let the signer go on after its catalog was genuinely lost or damaged, loudly.
+
+    Two cases, each recorded as a ``ledger.recovered`` event (a ledger that is empty again
+    records its ``ledger.key_created`` anew, with the same ``recovered`` details):
+
+    - *checkpoints lost, entries intact*: the catalog's tree is exactly the one the key last
+      signed (same size, the stored subtree hashes give the signed root) but its checkpoint
+      rows are gone: the remembered checkpoint is stored again. Nothing forks.
+    - *catalog restored from an older copy, or empty*: the catalog's ledger ends at a
+      checkpoint this key signed (its stored hashes give that root; seq 0 is this key's
+      creation) but is smaller than what the key last signed. The signer goes on from the
+      catalog's checkpoint: the remembered checkpoint is archived beside the key
+      (``ledger.signed.superseded-<size>-<time>``) and the event names how many entries were
+      lost. Anyone holding a checkpoint of the lost history (a witness, an auditor) sees the
+      fork with ``ledger verify --checkpoint``; that is intended.
+
+    Entries the key never signed (beyond the catalog's newest checkpoint) are not history
+    this key vouches for: recovery refuses them (restore the catalog from a backup instead).
+    """
+    if not reason.strip():
+        raise InputError("a recovery needs --reason", hint="say what was lost and why")
+    identity = _identity(app)
+    memory = app.signer_memory()
+    assert memory is not None
+    last = memory.load()
+    with app.read() as uow:
+        log = LedgerLog(uow.ledger)
+        size = log.size()
+        newest = uow.ledger.latest_checkpoint()
+        try:
+            root = log.root(size)
+        except IntegrityError as exc:
+            raise SigningRefused(
+                f"cannot recover: the catalog's stored subtree hashes are damaged ({exc.message})",
+                hint="restore the catalog from a backup, then run `affidavit ledger recover`",
+            ) from exc
+        first = list(uow.ledger.entries(0, 1))
+    details: dict[str, Any] = {"reason": reason, "catalog_size": size}
+    if last is not None and last.size == size and last.root == root and size > 0:
+        if newest is not None and newest[0] == size:
+            raise InputError(
+                "nothing to recover: the catalog's ledger is the tree this key last signed",
+                hint="`affidavit ledger verify` checks it in full",
+            )
+        with app.change(fork_from=last) as change:
+            change.uow.ledger.add_checkpoint(
+                size=last.size, root=last.root, note=last.note, created_at=_now()
+            )
+            event = change.record(
+                "ledger.recovered",
+                f"ledger:{identity.origin}",
+                {**details, "kind": "checkpoint-restored", "signed_size": last.size},
+            )
+        return RecoverResult(
+            kind="checkpoint-restored", catalog_size=size, signed_size=last.size, lost=0,
+            seq=event.seq, archived=None,
+        )  # fmt: skip
+    base = _recovery_base(identity, memory, size, root, newest, first)
+    if last is not None and size >= last.size:
+        raise SigningRefused(
+            f"cannot recover: the catalog's ledger ({size} entries) is not a smaller copy of "
+            f"the one this key last signed ({last.size} entries)",
+            hint="run `affidavit ledger verify`; if the catalog ends at a checkpoint this key "
+            "signed, a normal command rolls the signer forward",
+        )
+    signed_size = last.size if last is not None else 0
+    lost = signed_size - size
+    details.update(
+        kind="forked",
+        signed_size=signed_size,
+        signed_root=last.root.hex() if last is not None else None,
+        lost_entries=lost,
+    )
+    archived = memory.archive(last) if last is not None else None
+    with app.change(fork_from=base) as change:
+        if size == 0:
+            event = change.record(
+                "ledger.key_created",
+                f"ledger:{identity.origin}",
+                {
+                    "origin": identity.origin,
+                    "vkey": identity.vkey,
+                    "key_file": str(ledger_key_path(app.settings.home)),
+                    "recovered": details,
+                },
+            )
+        else:
+            event = change.record("ledger.recovered", f"ledger:{identity.origin}", details)
+    return RecoverResult(
+        kind="forked", catalog_size=size, signed_size=signed_size, lost=lost, seq=event.seq,
+        archived=archived,
+    )  # fmt: skip
+
+
+def _recovery_base(  # noqa: PLR0917 - one private call site
+    identity: LedgerIdentity,
+    memory: SignerMemory,
+    size: int,
+    root: bytes,
+    newest: tuple[int, str] | None,
+    first: list[Any],
+) -> Signed:
+    """The catalog checkpoint a fork goes on from: the empty tree, or the catalog's newest
+    checkpoint when it opens with the key, ends the ledger, matches the stored hashes and the
+    ledger begins with this key's creation."""
+    if size == 0:
+        return memory.sign(0, merkle.EMPTY_ROOT)
+    if newest is None or newest[0] != size:
+        raise SigningRefused(
+            "cannot recover: the catalog's ledger does not end at a checkpoint "
+            f"({size} entries, newest checkpoint {newest[0] if newest else 'none'}): "
+            "its last entries were never signed by this key",
+            hint="restore the catalog from a backup (it ends at a checkpoint), then recover",
+        )
+    try:
+        checkpoint = open_checkpoint(newest[1], identity.verifier, identity.origin)
+    except (FormatError, IntegrityError) as exc:
+        raise SigningRefused(
+            f"cannot recover: the catalog's newest checkpoint is not this key's ({exc})"
+        ) from exc
+    if checkpoint.size != size or checkpoint.root != root:
+        raise SigningRefused(
+            "cannot recover: the catalog's stored hashes do not give its newest checkpoint's root",
+            hint="restore the catalog from a backup, then recover",
+        )
+    genesis = Event.from_canonical(first[0].entry) if first else None
+    if (
+        genesis is None
+        or genesis.action != "ledger.key_created"
+        or genesis.details.get("vkey") != identity.vkey
+    ):
+        raise SigningRefused("cannot recover: the catalog's ledger was not begun by this key")
+    return Signed(newest[1], checkpoint)
 
 
 # -- checkpoints ------------------------------------------------------------------------------
@@ -221,11 +416,15 @@ def _current_checkpoint(app: App, identity: LedgerIdentity) -> str:
         size = uow.ledger.size()
     if latest is not None and latest[0] == size:
         return latest[1]
-    with app.change() as change:  # signs on demand (a ledger that predates its key)
+    memory = app.signer_memory()
+    assert memory is not None  # an identity has a memory
+    with app.change() as change:  # the guard refuses entries the key never signed
         latest = change.uow.ledger.latest_checkpoint()
         if latest is not None and latest[0] == change.log.size():
             return latest[1]
-        return store_checkpoint(change.uow, change.log, identity)
+        signed = store_checkpoint(change.uow, change.log, memory)
+    memory.save(signed)
+    return signed.note
 
 
 def create_checkpoint(
@@ -588,18 +787,23 @@ def export_ledger(app: App, out: Path) -> ExportResult:
                     os.fsync(fh.fileno())
             except OSError as exc:
                 raise InputError(f"cannot write {out}: {exc.strerror}") from exc
-        with app.change() as change:
-            change.record(
-                "ledger.exported",
-                f"ledger:{identity.origin}",
-                {
-                    "file": str(out),
-                    "sha256": summary.sha256,
-                    "entries": summary.entries,
-                    "checkpoints": summary.checkpoints,
-                },
-            )
-            tmp.replace(out)
+        try:
+            with app.change() as change:
+                change.record(
+                    "ledger.exported",
+                    f"ledger:{identity.origin}",
+                    {
+                        "file": str(out),
+                        "sha256": summary.sha256,
+                        "entries": summary.entries,
+                        "checkpoints": summary.checkpoints,
+                    },
+                )
+                tmp.replace(out)
+        except BaseException:  # not recorded (e.g. refused at commit): no export either
+            with contextlib.suppress(OSError):
+                out.unlink()
+            raise
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -668,39 +872,71 @@ def verify_catalog(
     full: bool = False,
 ) -> VerifyReport:
     """Verify the catalog's ledger with the home's key (or ``vkey``); never raises for a
-    discrepancy. Adds ``stored-nodes-mismatch`` when the stored subtree hashes (used by
-    proofs) do not give the root recomputed from the entries."""
+    discrepancy.
+
+    Beyond what :func:`verify_ledger` checks, from the catalog: every stored subtree hash
+    (the ones proofs are built from) against the entries (``stored-nodes-mismatch``); the
+    signer's own memory of the newest checkpoint it signed (``HOME/keys/ledger.signed``) as
+    one more signed checkpoint, so a ledger cut short or extended behind its back fails even
+    when every checkpoint row was removed; and that the key used is the one whose creation
+    the ledger's seq 0 records (``key-not-creator``): a key file swapped for another, with
+    every checkpoint re-signed, is caught here, not only by an auditor's copy of the key.
+    The report names the key it used.
+    """
+    identity = _identity(app) if vkey is None else None
     verifier = parse_vkey(vkey) if vkey is not None else _identity(app).verifier
     old = read_saved_checkpoint(old_checkpoint) if old_checkpoint is not None else None
+    remembered = None
+    if identity is not None:
+        path = signed_path(app.settings.home)
+        if path.exists():
+            remembered = _read_note(path)
     with app.read() as uow:
         checkpoints = [note for _size, note in uow.ledger.checkpoints()]
         report = verify_ledger(
-            uow.ledger.entry_rows(), checkpoints, verifier, old_checkpoint=old, full=full
+            uow.ledger.entry_rows_with_nodes(),
+            checkpoints,
+            verifier,
+            old_checkpoint=old,
+            full=full,
+            remembered=remembered,
         )
-        extra = _check_nodes(LedgerLog(uow.ledger), report)
-    if extra is None:
-        return report
+        first = list(uow.ledger.entries(0, 1))
+    extra = _creator_finding(first[0].entry if first else None, verifier)
     return VerifyReport(
         size=report.size,
         root=report.root,
         checkpoint=report.checkpoint,
-        findings=(*report.findings, extra),
+        findings=(*report.findings, *([extra] if extra else [])),
+        vkey=verifier.vkey(),
+        key_source="the home's key file" if vkey is None else "--public-key",
     )
 
 
-def _check_nodes(log: LedgerLog, report: VerifyReport) -> Finding | None:
+def _creator_finding(entry: bytes | None, verifier: NoteVerifier) -> Finding | None:
+    """A finding unless seq 0 is the ``ledger.key_created`` event of the verifier's key."""
+    if entry is None:
+        return None  # an empty ledger: judged by the verifier (no-checkpoint)
     try:
-        stored = log.root(report.size) if report.size == log.size() else None
-    except IntegrityError as exc:
-        return Finding(code=FindingCode.STORED_NODES_MISMATCH, seq=None, message=exc.message)
-    if stored is not None and stored == report.root:
-        return None
-    return Finding(
-        code=FindingCode.STORED_NODES_MISMATCH,
-        seq=None,
-        message="the stored subtree hashes do not give the root recomputed from the entries "
-        "(proofs from this catalog will fail)",
-    )
+        event: Event | None = Event.from_canonical(entry)
+    except FormatError:
+        event = None
+    if event is None or event.action != "ledger.key_created":
+        what = "not an event" if event is None else repr(event.action)
+        return Finding(
+            code=FindingCode.KEY_NOT_CREATOR,
+            seq=0,
+            message=f"seq 0 is {what}, not the ledger.key_created event of the key used",
+        )
+    created = event.details.get("vkey")
+    if created != verifier.vkey():
+        return Finding(
+            code=FindingCode.KEY_NOT_CREATOR,
+            seq=0,
+            message=f"the ledger was created with key {created!r} (seq 0), but is verified "
+            f"with {verifier.vkey()!r}: the key was swapped",
+        )
+    return None
 
 
 def verify_export(

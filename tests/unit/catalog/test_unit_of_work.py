@@ -15,7 +15,7 @@ from affidavit.catalog import store
 from affidavit.catalog.repository import LedgerRepository
 from affidavit.catalog.store import Catalog, UnitOfWork
 from affidavit.constants import Classification, EngineName
-from affidavit.errors import CatalogError, IntegrityError
+from affidavit.errors import CatalogError, SigningRefused
 from affidavit.ledger import merkle
 from affidavit.ledger.log import LedgerLog
 from affidavit.models.inventory import Source, SourceName
@@ -190,7 +190,7 @@ def test_an_app_with_a_remembered_state_still_refuses_foreign_rows(app: App) -> 
         change.record("test.one", "s:1")
     size = _state(app)[0]
     _append_behind_its_back(app)
-    with pytest.raises(IntegrityError, match="refusing to sign"), app.change() as change:
+    with pytest.raises(SigningRefused, match="refusing to sign"), app.change() as change:
         change.record("test.one", "s:2")
     assert _state(app)[0] == size + 1
 

@@ -1,0 +1,369 @@
+"""The signer's own memory of the last tree it signed, and the rule it signs by.
+
+A checkpoint says "this key vouches for these entries". The catalog that holds the entries
+and the checkpoints can be written by people who do not hold the key, so the signer cannot
+take the catalog's word for what it signed before: deleting every checkpoint row and
+appending a well-formed entry would otherwise be signed over by the next ordinary command.
+Like a witness that keeps the latest checkpoint it saw of each log, the signer keeps the
+newest checkpoint it signed next to its key, outside the catalog:
+
+``HOME/keys/ledger.signed``: the signed note (C2SP ``tlog-checkpoint``) of the newest tree the
+ledger key signed. It is self-authenticating (only the key can produce it), so a copy that
+was swapped for another note fails to open; one rolled back to an older note of the same key
+is still consistent history and can only make the signer refuse more, never sign more.
+
+The rule (:func:`guard`): the signer signs a new tree only when
+
+- the catalog's entries before the new batch are exactly the tree it last signed (same size;
+  no entry it never signed; not fewer: nothing was deleted), and the catalog's newest
+  checkpoint is that very checkpoint (a ledger whose checkpoints were removed is refused);
+- the new tree provably extends that tree (an RFC 9162 consistency proof from the stored
+  subtree hashes, checked against both roots), and
+- a ledger that starts from nothing begins with the key's own ``ledger.key_created`` event,
+  naming this key.
+
+Otherwise it raises :class:`SigningRefused` (exit 3) and the transaction rolls back: nothing
+is written. The memory is updated after the transaction commits and is never moved backwards;
+a crash between the commit and that update leaves it behind the catalog, which the next signer
+repairs by *rolling forward*: a newer catalog checkpoint that opens with this key and is
+consistent with the memory was signed by the key holder, so it is adopted. A memory that is
+behind can therefore make the signer refuse, never sign something it could not prove.
+
+Writing the memory is a rename of a freshly written file, without ``fsync``: after a power
+loss it may be missing the newest update (rolled forward as above) but never torn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from affidavit.errors import FormatError, IntegrityError, KeystoreError, SigningRefused
+from affidavit.ledger import merkle
+from affidavit.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from affidavit.ledger.log import LedgerLog
+from affidavit.models.ledger import Event
+
+if TYPE_CHECKING:
+    from affidavit.catalog.store import UnitOfWork
+    from affidavit.services.context import LedgerIdentity
+
+SIGNED_FILENAME = "ledger.signed"
+_MAX_NOTE = 64 * 1024
+GENESIS_ACTION = "ledger.key_created"
+
+
+def signed_path(home: Path) -> Path:
+    """Where the signer keeps the newest checkpoint it signed."""
+    return home / "keys" / SIGNED_FILENAME
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """A checkpoint this key signed, with its note text."""
+
+    note: str
+    checkpoint: Checkpoint
+
+    @property
+    def size(self) -> int:
+        """The tree size it signs."""
+        return self.checkpoint.size
+
+    @property
+    def root(self) -> bytes:
+        """The root it signs."""
+        return self.checkpoint.root
+
+
+class SignerMemory:
+    """``HOME/keys/ledger.signed`` of one ledger identity: read, checked and written."""
+
+    def __init__(self, home: Path, identity: LedgerIdentity) -> None:
+        self.path = signed_path(home)
+        self.identity = identity
+        self._cached: Signed | None = None  # the last note read or written, already opened
+
+    def load(self) -> Signed | None:
+        """The newest checkpoint the key signed, or None when the file does not exist.
+
+        Raises :class:`KeystoreError` when the file cannot be read or does not open with the
+        ledger key (swapped, corrupted): the signer must then not go on.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise KeystoreError(f"cannot read {self.path}: {exc.strerror}") from exc
+        try:
+            raw = os.read(fd, _MAX_NOTE + 1)
+        except OSError as exc:
+            raise KeystoreError(f"cannot read {self.path}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+        cached = self._cached
+        if cached is not None and raw == cached.note.encode("utf-8"):
+            return cached
+        try:
+            if len(raw) > _MAX_NOTE:
+                raise FormatError("too large")
+            note = raw.decode("utf-8")
+            checkpoint = open_checkpoint(note, self.identity.verifier, self.identity.origin)
+        except (FormatError, IntegrityError, UnicodeDecodeError) as exc:
+            raise KeystoreError(
+                f"{self.path} is not a checkpoint signed by this ledger's key ({exc})",
+                hint="restore it from your backup of HOME/keys; without it the signer cannot "
+                "tell which history it vouched for (docs/operations.md, lost catalog)",
+            ) from exc
+        self._cached = Signed(note, checkpoint)
+        return self._cached
+
+    def save(self, signed: Signed, *, fork: bool = False) -> None:
+        """Remember ``signed`` unless a larger tree is remembered already (never backwards;
+        ``fork``: a recovery replaces the memory, having archived it)."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise KeystoreError(f"cannot write {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with contextlib.suppress(KeystoreError):
+                current = self.load()
+                if current is not None and current.size > signed.size and not fork:
+                    return
+            _replace(self.path, signed.note)
+            self._cached = signed
+        finally:
+            os.close(lock)  # releases the lock
+
+    def sign(self, size: int, root: bytes) -> Signed:
+        """Sign the tree of ``size``/``root`` with the ledger key (nothing is stored)."""
+        identity = self.identity
+        checkpoint = Checkpoint(origin=identity.origin, size=size, root=root)
+        return Signed(sign_checkpoint(checkpoint, identity.signer), checkpoint)
+
+    def archive(self, current: Signed) -> Path:
+        """Keep ``current`` beside the memory as ``ledger.signed.superseded-<size>-<time>``
+        (used when a recovery forks the history); return its path."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{self.path.name}.superseded-{current.size}-{stamp}")
+        _replace(target, current.note)
+        return target
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise KeystoreError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+# -- the rule -------------------------------------------------------------------------------
+
+
+def _open(identity: LedgerIdentity, note: str, what: str) -> Checkpoint:
+    try:
+        return open_checkpoint(note, identity.verifier, identity.origin)
+    except (FormatError, IntegrityError) as exc:
+        raise SigningRefused(
+            f"refusing to sign: {what} is not signed by this ledger's key ({exc})"
+        ) from exc
+
+
+def _extends(log: LedgerLog, old: Checkpoint, size: int, root: bytes, what: str) -> None:
+    """Prove from the stored subtree hashes that ``size``/``root`` extends ``old``."""
+    if old.size == 0:
+        return
+    try:
+        proof = log.consistency_proof(old.size, size) if old.size < size else []
+        merkle.verify_consistency(old.size, size, old.root, root, proof)
+    except IntegrityError as exc:
+        raise SigningRefused(
+            f"refusing to sign: {what} does not extend the tree of {old.size} entries this "
+            f"key last signed ({exc.message})"
+        ) from exc
+
+
+def roll_forward(
+    uow: UnitOfWork, log: LedgerLog, memory: SignerMemory, last: Signed
+) -> tuple[Signed, tuple[int, str] | None]:
+    """Adopt the catalog's newest checkpoint when it is newer than ``last``, opens with the
+    key and is consistent with it (a crash between a commit and the memory's update, or
+    another process of this home); return the newest signed tree and the catalog's newest
+    checkpoint row."""
+    newest = uow.ledger.latest_checkpoint()
+    if newest is None or newest[0] <= last.size:
+        return last, newest
+    checkpoint = _open(memory.identity, newest[1], f"the catalog's checkpoint of {newest[0]}")
+    if checkpoint.size != newest[0]:
+        raise SigningRefused(
+            f"refusing to sign: the catalog's checkpoint row of size {newest[0]} holds a "
+            f"checkpoint of size {checkpoint.size}"
+        )
+    _extends(log, last.checkpoint, checkpoint.size, checkpoint.root, "the catalog's ledger")
+    adopted = Signed(newest[1], checkpoint)
+    memory.save(adopted)
+    return adopted, newest
+
+
+def bootstrap(uow: UnitOfWork, log: LedgerLog, identity: LedgerIdentity) -> Signed:
+    """The memory of a home set up before the signer kept one: the catalog's newest
+    checkpoint, when it opens with the key and the ledger begins with the key's creation.
+    A catalog without any checkpoint, or one that does not start with this key, is refused
+    (nothing says what this key signed)."""
+    newest = uow.ledger.latest_checkpoint()
+    if newest is None:
+        raise SigningRefused(
+            f"refusing to sign: {signed_path_hint()} is missing and the catalog holds no "
+            "checkpoint: nothing says which history this key signed",
+            hint="restore HOME/keys/ledger.signed from your backup of the keys, or follow "
+            "the lost-catalog recovery in docs/operations.md",
+        )
+    checkpoint = _open(identity, newest[1], f"the catalog's checkpoint of {newest[0]}")
+    _check_genesis(uow, identity)
+    return Signed(newest[1], checkpoint)
+
+
+def signed_path_hint() -> str:
+    """How error messages name the memory file."""
+    return f"HOME/keys/{SIGNED_FILENAME}"
+
+
+def _check_genesis(uow: UnitOfWork, identity: LedgerIdentity) -> None:
+    rows = list(uow.ledger.entries(0, 1))
+    event = _event(rows[0].entry) if rows else None
+    _require_genesis(event, identity)
+
+
+def _event(entry: bytes) -> Event | None:
+    try:
+        return Event.from_canonical(entry)
+    except FormatError:
+        return None
+
+
+def _require_genesis(event: Event | None, identity: LedgerIdentity) -> None:
+    if event is None or event.action != GENESIS_ACTION or event.seq != 0:
+        what = "nothing" if event is None else f"{event.action!r}"
+        raise SigningRefused(
+            f"refusing to sign: the ledger's seq 0 is {what}, not this key's "
+            f"{GENESIS_ACTION} event",
+            hint="the catalog's ledger was replaced or started anew outside affidavit; run "
+            "`affidavit ledger verify` and see docs/operations.md (lost catalog)",
+        )
+    if event.details.get("vkey") != identity.vkey:
+        raise SigningRefused(
+            f"refusing to sign: the ledger was created by another key "
+            f"({event.details.get('vkey')!r}), not {identity.vkey}",
+            hint="the home's key or the catalog was swapped; restore the matching pair",
+        )
+
+
+def _span(start: int, stop: int) -> str:
+    if stop == start + 1:
+        return f"ledger entry {start} was"
+    return f"ledger entries {start}..{stop - 1} were"
+
+
+def guard(
+    uow: UnitOfWork,
+    log: LedgerLog,
+    memory: SignerMemory,
+    *,
+    first: int,
+    first_event: Event | None,
+    size: int,
+    root: bytes,
+    trusted_resume: bool = False,
+    fork_from: Signed | None = None,
+) -> Signed:
+    """Check, inside the signing transaction, that the tree of ``size``/``root`` may be
+    signed: the entries before ``first`` (the batch's first seq; ``size`` when nothing was
+    appended) are exactly the tree this key last signed, the catalog's newest checkpoint is
+    that tree's, and the new tree extends it. ``trusted_resume``: the log was resumed from
+    this process's own committed state, which it re-checked against the catalog's head; the
+    consistency proof is then implied by construction. ``fork_from``: a recovery (``ledger
+    recover``) stands in this checkpoint of the catalog for the memory, for this one
+    transaction. Returns the tree last signed; raises :class:`SigningRefused`."""
+    last = settle(uow, log, memory, first=first, fork_from=fork_from)
+    if last.size == 0:
+        if first_event is None:
+            raise SigningRefused(
+                "refusing to sign an empty ledger: it must begin with the key's creation"
+            )
+        _require_genesis(first_event, memory.identity)
+    elif not trusted_resume:
+        _extends(log, last.checkpoint, size, root, "the catalog's ledger")
+    return last
+
+
+def settle(
+    uow: UnitOfWork,
+    log: LedgerLog,
+    memory: SignerMemory,
+    *,
+    first: int,
+    fork_from: Signed | None = None,
+) -> Signed:
+    """The part of :func:`guard` that needs no new entry: the catalog's ledger up to
+    ``first`` is the tree the key last signed (rolling the memory forward over the key's own
+    newer checkpoints) and its newest checkpoint is that tree's. A change runs it before its
+    body too, so a refused change fails before it touches anything outside the catalog."""
+    identity = memory.identity
+    last = memory.load() if fork_from is None else fork_from
+    if last is None:
+        last = bootstrap(uow, log, identity)
+        memory.save(last)
+    last, newest = roll_forward(uow, log, memory, last)
+    if first < last.size:
+        raise SigningRefused(
+            f"refusing to sign: the catalog's ledger has {first} entries, fewer than the "
+            f"{last.size} this key last signed: entries were deleted, or the catalog was "
+            "restored from an older copy",
+            hint="find out what happened (`affidavit ledger verify`); to go on from a restored "
+            "catalog, follow the lost-catalog recovery in docs/operations.md "
+            "(`affidavit ledger recover`)",
+        )
+    if first > last.size:
+        raise SigningRefused(
+            f"refusing to sign: {_span(last.size, first)} never signed by this key (it last "
+            f"signed {last.size} entries): written into the catalog outside affidavit",
+            hint="run `affidavit ledger verify`; the unsigned entries are not history this "
+            "key vouches for (docs/operations.md, lost catalog)",
+        )
+    if last.size == 0:
+        if newest is not None and newest[0] > 0:
+            raise SigningRefused("refusing to sign: the catalog's checkpoints are beyond its end")
+        return last
+    if newest is None or newest[0] != last.size:
+        where = "no checkpoint" if newest is None else f"a newest checkpoint of {newest[0]}"
+        raise SigningRefused(
+            f"refusing to sign: the catalog has {where}, but this key last signed "
+            f"{last.size} entries: its checkpoints were removed",
+            hint="run `affidavit ledger verify`; `affidavit ledger recover` restores the "
+            "checkpoint when the entries are intact (docs/operations.md)",
+        )
+    if newest[1] != last.note:
+        stored = _open(identity, newest[1], f"the catalog's checkpoint of {newest[0]}")
+        if stored.root != last.root:
+            raise SigningRefused(
+                f"refusing to sign: the catalog's checkpoint of {last.size} entries has "
+                "another root than the one this key signed"
+            )
+    return last
