@@ -245,7 +245,9 @@ class App:
             yield uow
 
     def close(self) -> None:
-        """Release the catalog."""
+        """Release the catalog and the signer's memory file."""
+        if self._memory is not None:
+            self._memory.close()
         self.catalog.close()
 
 
