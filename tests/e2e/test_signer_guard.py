@@ -432,3 +432,18 @@ def test_recover_from_an_empty_catalog_begins_with_the_key(
     assert shown[0]["action"] == "ledger.key_created"
     assert shown[0]["details"]["recovered"]["lost_entries"] == 8
     assert cli("ledger", "verify").code == 0
+
+
+def test_a_corrupted_interior_subtree_hash_fails_the_integrity_control(
+    busy: Path, cli: Cli
+) -> None:
+    with db(busy) as con:
+        (nodes,) = con.execute("SELECT nodes FROM ledger_entries WHERE seq = 3").fetchone()
+        con.execute("UPDATE ledger_entries SET nodes=? WHERE seq = 3", (bytes(64),))
+        assert len(nodes) == 64  # seq 3 closes levels 1 and 2
+    result = cli("policy", "check", "--json")
+    out = json.loads(result.out)
+    integrity = [r for r in out["results"] if r["control"] == "ledger.integrity"]
+    assert any(r["status"] == "fail" and "stored subtree hashes" in r["message"]
+               for r in integrity), integrity  # fmt: skip
+    assert result.code == 1
