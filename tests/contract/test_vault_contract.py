@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import random
 import time
@@ -19,7 +20,13 @@ import pytest
 
 from affidavit.errors import InputError, VaultError
 from affidavit.models.inventory import Vault, VaultName, parse_vault_url
-from affidavit.vaults.base import ArtifactLocked, ArtifactNotFound, VaultBackend
+from affidavit.vaults.base import (
+    ArtifactLocked,
+    ArtifactNotFound,
+    ArtifactReplaced,
+    EntryKind,
+    VaultBackend,
+)
 from affidavit.vaults.file import FileVault
 from affidavit.vaults.s3 import PART_SIZE, S3Vault
 
@@ -542,3 +549,83 @@ def test_file_vault_sweeps_spool_files_left_by_a_dead_process(tmp_path: Path) ->
     newest = vault.spool()
     assert not stale.exists()
     assert fresh.exists() and newest.exists()  # an ingest in progress keeps its spool
+
+
+# --- what verify relies on: the lock as written, and nothing foreign beside it ------------
+
+
+def test_a_fresh_lock_has_no_shortfalls_and_a_later_promise_has_one(case: Case) -> None:
+    until = later(days=2)
+    case.vault.put("src/b1/f", [b"x"], retain_until=until)
+    assert case.vault.lock_shortfalls("src/b1/f", until) == ()
+    (shortfall,) = case.vault.lock_shortfalls("src/b1/f", until + timedelta(days=1))
+    assert "earlier than the signed" in shortfall
+    with pytest.raises(ArtifactNotFound):
+        case.vault.lock_shortfalls("src/b1/absent", until)
+
+
+def test_nothing_foreign_beside_what_the_vault_wrote(case: Case) -> None:
+    case.vault.put("src/b1/f", [b"x"], retain_until=later(days=1))
+    case.vault.put("src/b1/sub/g", [b"y"], retain_until=None)
+    assert list(case.vault.foreign("src/b1/")) == []
+    assert list(case.vault.foreign("src/absent/")) == []
+
+
+def test_file_vault_reports_what_it_did_not_write_without_opening_it(tmp_path: Path) -> None:
+    root = tmp_path / "vault"
+    vault = FileVault(make_vault(f"file://{root}"))
+    vault.put("src/b1/f", [b"x"], retain_until=later(days=1))
+    folder = root / "src" / "b1"
+    os.mkfifo(folder / ".pipe")
+    (folder / ".f.abcd1234.partial").write_bytes(b"half")
+    (folder / ".gone.retention").write_bytes(b"{}")
+    (folder / "link").symlink_to("f")
+    (folder / "empty" / "deeper").mkdir(parents=True)
+    got = [(e.path, e.kind, e.artifact) for e in vault.foreign("src/b1/")]
+    assert got == [
+        ("src/b1/.f.abcd1234.partial", EntryKind.UNFINISHED_WRITE, "src/b1/f"),
+        ("src/b1/.gone.retention", EntryKind.ORPHANED_RETENTION, "src/b1/gone"),
+        ("src/b1/.pipe", EntryKind.SPECIAL_FILE, None),
+        ("src/b1/empty", EntryKind.FOLDER, None),
+        ("src/b1/link", EntryKind.SYMLINK, None),
+    ]
+    assert list(vault.list("src/b1/")) == ["src/b1/f"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "symlink"])
+def test_file_vault_never_opens_what_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """A FIFO at an artifact's path must not block open (no writer ever comes)."""
+    root = tmp_path / "vault"
+    vault = FileVault(make_vault(f"file://{root}"))
+    vault.put("src/b1/f", [b"x"], retain_until=later(days=1))
+    path = root / "src" / "b1" / "f"
+    path.unlink()
+    {"fifo": os.mkfifo, "folder": os.mkdir, "symlink": lambda p: p.symlink_to("/etc/hostname")}[
+        kind
+    ](path)
+    for call in (vault.open, vault.stat, vault.delete):
+        with pytest.raises(ArtifactReplaced) as replaced:
+            call("src/b1/f")
+        assert replaced.value.kind == {"fifo": "FIFO", "folder": "folder"}.get(
+            kind, "symbolic link"
+        )
+
+
+def test_file_vault_lock_shortfalls_name_every_weakening(tmp_path: Path) -> None:
+    root = tmp_path / "vault"
+    vault = FileVault(make_vault(f"file://{root}"))
+    until = later(days=30)
+    vault.put("f", [b"x"], retain_until=until)
+    (root / "f").chmod(0o644)
+    sidecar = root / ".f.retention"
+    sidecar.chmod(0o644)
+    sidecar.write_text(json.dumps({"retain_until": later(days=1).isoformat()}))
+    shortfalls = vault.lock_shortfalls("f", until)
+    assert len(shortfalls) == 3
+    assert "0644 allows writing" in shortfalls[0]
+    assert "can be rewritten" in shortfalls[1]
+    assert "earlier than the signed" in shortfalls[2]
+    sidecar.write_text(json.dumps({"retain_until": until.isoformat(), "pad": "x"}))
+    assert "not one the vault wrote" in vault.lock_shortfalls("f", until)[-1]
+    sidecar.unlink()
+    assert "is gone" in vault.lock_shortfalls("f", until)[-1]

@@ -551,3 +551,23 @@ def test_wrong_passphrase_is_refused_and_nothing_recorded(
     assert_refused(r, 3, "passphrase")
     assert catalog_dump(home) == before
     assert vault_files(vault) == files
+
+
+def test_deletion_takes_retention_and_holds_from_the_ledger_not_the_catalog(
+    cli: Any, home: Path, servers: Any, tmp_path: Path
+) -> None:
+    """An attacker who can write the catalog shortens the retention and deletes the hold row:
+    `backup delete` still refuses, because the signed events say otherwise."""
+    vault = tmp_path / "vault"
+    register(cli, servers, vault)
+    out = run_json(cli, "cache", "--retain-days", "30")
+    bid = out["backup_id"]
+    assert cli("hold", "add", bid, "--case", "CASE-9", "--reason", "litigation").code == 0
+    with sqlite3.connect(home / "catalog.sqlite") as db:
+        db.execute("UPDATE backups SET retain_until='2000-01-01 00:00:00' WHERE id=?", (bid,))
+        db.execute("DELETE FROM holds")
+    r = cli("backup", "delete", bid, "--reason", "cleanup")
+    assert r.code == 1, r.out + r.err
+    assert "retained until" in r.err and "CASE-9" in r.err
+    assert all((vault / a["path"]).exists() for a in out["artifacts"])
+    assert events(home, "backup.deleted") == []

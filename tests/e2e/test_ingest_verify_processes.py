@@ -324,7 +324,8 @@ def test_corrupt_ciphertext_mid_file(
     raw[len(raw) // 2] ^= 0x01
     path.write_bytes(bytes(raw))
     codes, _ = _codes_both_ways(cli, ingested["backup_id"], monkeypatch)
-    assert codes == {"artifact-hash-mismatch", "artifact-undecryptable"}
+    # _data_file left the artifact writable (0600): a weakened lock is a finding of its own
+    assert codes == {"artifact-hash-mismatch", "artifact-undecryptable", "artifact-lock-weakened"}
 
 
 def test_truncated_ciphertext(

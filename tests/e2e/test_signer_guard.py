@@ -447,3 +447,31 @@ def test_a_corrupted_interior_subtree_hash_fails_the_integrity_control(
     assert any(r["status"] == "fail" and "stored subtree hashes" in r["message"]
                for r in integrity), integrity  # fmt: skip
     assert result.code == 1
+
+
+def test_a_rewritten_action_column_is_found(busy: Path, cli: Cli) -> None:
+    """The action column is what policy check looks events up by: hiding an event by
+    renaming its copy is a finding of ledger verify (and so of ledger.integrity)."""
+    with db(busy) as con:
+        con.execute("UPDATE ledger_entries SET action='test.renamed' WHERE seq = 4")
+    code, report = _verify(cli)
+    assert code == 1 and "column-mismatch" in _codes(report)
+    assert [f["seq"] for f in report["findings"] if f["code"] == "column-mismatch"] == [4]
+
+
+def test_a_recovery_stays_visible_in_the_integrity_control(busy: Path, cli: Cli) -> None:
+    with db(busy) as con:
+        con.execute("DELETE FROM ledger_checkpoints")
+    assert cli("ledger", "recover", "--reason", "rows lost in migration 42").code == 0
+    out = json.loads(cli("policy", "check", "--json").out)
+    recovered = [
+        r for r in out["results"]
+        if r["control"] == "ledger.integrity" and r["subject"].startswith("ledger:")
+    ]  # fmt: skip
+    assert len(recovered) == 1 and recovered[0]["status"] == "fail"
+    assert "rows lost in migration 42" in recovered[0]["message"]
+    # publishing the recovered ledger to a witness is the acknowledgement
+    assert cli("ledger", "checkpoint", "--publish", str(busy / "witness")).code == 0
+    out = json.loads(cli("policy", "check", "--json").out)
+    again = [r for r in out["results"] if r["subject"] == recovered[0]["subject"]]
+    assert [r["status"] for r in again] == ["pass"]

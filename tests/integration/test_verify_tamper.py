@@ -177,6 +177,7 @@ def test_vault_copy_of_the_manifest_edited(cli: Any, backup: dict[str, Any]) -> 
     envelope = json.loads(path.read_text())
     envelope["payloadType"] = "application/json"
     path.write_text(json.dumps(envelope))
+    path.chmod(0o444)  # and covers the tracks (left writable, it is artifact-lock-weakened too)
     out = failed_with(cli, backup["backup_id"], "manifest-copy-mismatch")
     assert codes(out) == {"manifest-copy-mismatch"}
 

@@ -20,6 +20,7 @@ from affidavit.catalog.schema import (
     AlertRow,
     BackupArtifactRow,
     BackupDatasetRow,
+    BackupLeaseRow,
     BackupRow,
     DatasetRow,
     DrillRow,
@@ -37,6 +38,7 @@ from affidavit.models.backup import (
     BackupDataset,
     BackupStatus,
     Hold,
+    Lease,
 )
 from affidavit.models.checks import Alert, Drill, Finding, Verification
 from affidavit.models.inventory import (
@@ -372,11 +374,14 @@ class LedgerRepository:
             cursor.close()
 
     def entry_rows_with_nodes(self) -> Iterator[tuple[Any, ...]]:
-        """``(seq, entry, leaf_hash, nodes)`` of every entry in seq order (``nodes``: the
-        stored hashes of the complete subtrees the entry's leaf closes), for the verifier."""
+        """``(seq, entry, leaf_hash, nodes, action)`` of every entry in seq order (``nodes``:
+        the stored hashes of the complete subtrees the entry's leaf closes; ``action``: the
+        query copy of the entry's action), for the verifier."""
         cursor = self._cursor()
         try:
-            cursor.execute("SELECT seq, entry, leaf_hash, nodes FROM ledger_entries ORDER BY seq")
+            cursor.execute(
+                "SELECT seq, entry, leaf_hash, nodes, action FROM ledger_entries ORDER BY seq"
+            )
             while rows := cursor.fetchmany(10_000):
                 yield from rows
         finally:
@@ -581,6 +586,60 @@ class BackupRepository:
         row.error = error
         self._s.flush()
 
+    def status(self, backup_id: str) -> BackupStatus:
+        """The backup's status alone (cheap: no artifacts, datasets or holds read)."""
+        value = self._s.scalar(select(BackupRow.status).where(BackupRow.id == backup_id))
+        if value is None:
+            raise NotFound(
+                f"no backup {backup_id!r}", hint="`affidavit backup list` shows the backups"
+            )
+        return BackupStatus(value)
+
+    def add_lease(self, lease: Lease) -> None:
+        """Record who holds a new running backup (with its ``running`` row)."""
+        self._row(lease.backup_id)
+        self._s.add(
+            BackupLeaseRow(
+                backup_id=lease.backup_id,
+                host=lease.host,
+                boot_id=lease.boot_id,
+                pid_namespace=lease.pid_namespace,
+                pid=lease.pid,
+                process_start=lease.process_start,
+                started_at=lease.started_at,
+                heartbeat_at=lease.heartbeat_at,
+            )
+        )
+        self._s.flush()
+
+    def lease(self, backup_id: str) -> Lease | None:
+        """The backup's lease, or None (a run recorded before leases existed)."""
+        row = self._s.get(BackupLeaseRow, backup_id)
+        return _lease(row) if row is not None else None
+
+    def heartbeat(self, backup_id: str, *, at: datetime) -> bool:
+        """Refresh the lease of a running backup; False (nothing changed) once the backup is
+        no longer running or has no lease."""
+        row = self._s.get(BackupLeaseRow, backup_id)
+        if row is None or self.status(backup_id) is not BackupStatus.RUNNING:
+            return False
+        row.heartbeat_at = at
+        self._s.flush()
+        return True
+
+    def running(self) -> builtins.list[tuple[str, datetime, Lease | None]]:
+        """``(backup id, started_at, lease)`` of every running backup, oldest first."""
+        rows = self._s.execute(
+            select(BackupRow.id, BackupRow.started_at, BackupLeaseRow)
+            .outerjoin(BackupLeaseRow, BackupLeaseRow.backup_id == BackupRow.id)
+            .where(BackupRow.status == BackupStatus.RUNNING.value)
+            .order_by(BackupRow.started_at, BackupRow.id)
+        )
+        return [
+            (str(bid), _aware(started), _lease(lease) if lease is not None else None)
+            for bid, started, lease in rows
+        ]
+
     def add_artifact(self, backup_id: str, artifact: BackupArtifact) -> None:
         """Record one artifact the vault holds."""
         self._row(backup_id)
@@ -738,6 +797,19 @@ class BackupRepository:
             ),
             holds=tuple(self.holds(row.id)),
         )
+
+
+def _lease(row: BackupLeaseRow) -> Lease:
+    return Lease(
+        backup_id=row.backup_id,
+        host=row.host,
+        boot_id=row.boot_id,
+        pid_namespace=row.pid_namespace,
+        pid=row.pid,
+        process_start=row.process_start,
+        started_at=_aware(row.started_at),
+        heartbeat_at=_aware(row.heartbeat_at),
+    )
 
 
 def _hold(row: HoldRow) -> Hold:

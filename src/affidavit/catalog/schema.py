@@ -145,6 +145,26 @@ class BackupRow(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class BackupLeaseRow(Base):
+    """The lease of a backup run: which process holds it and when it last said so. Written
+    with the backup's ``running`` row; ``heartbeat_at`` is refreshed while the run goes on,
+    without a ledger event (a heartbeat changes no state; the abandonment it may lead to
+    does)."""
+
+    __tablename__ = "backup_leases"
+
+    backup_id: Mapped[str] = mapped_column(
+        ForeignKey("backups.id", ondelete="CASCADE"), primary_key=True
+    )
+    host: Mapped[str] = mapped_column(String(255))
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    pid_namespace: Mapped[str | None] = mapped_column(String(64))
+    pid: Mapped[int] = mapped_column(Integer)
+    process_start: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class BackupArtifactRow(Base):
     """One stored file of a backup."""
 

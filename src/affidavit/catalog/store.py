@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 """The newest migration's revision (a test holds it equal to alembic's head): the schema check
 of every command compares the catalog's version with it and loads alembic, which is slow to
 import, only when they differ."""

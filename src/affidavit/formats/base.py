@@ -8,6 +8,7 @@ yields a record it could not fully read.
 
 from __future__ import annotations
 
+import stat
 import struct
 import zlib
 from abc import ABC, abstractmethod
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Final, cast
 
-from affidavit.errors import FormatError
+from affidavit.errors import FormatError, InputError, NotFound
 from affidavit.models.records import RecordEncoding, RedisRecord
 
 
@@ -190,6 +191,35 @@ class BsonFramer:
 
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
+
+_SPECIAL_KINDS: Final = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def check_input_path(path: Path) -> None:
+    """Refuse an input that is neither a regular file nor a folder (a FIFO, a socket, a
+    device), following symbolic links, without opening it: a reader (or a format sniffer)
+    would block for ever on a pipe nobody writes to. Raises ``NotFound`` when nothing is
+    there and ``InputError`` otherwise. Every command that reads a backup file or folder
+    named by the user checks it here first."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise NotFound(f"{path} does not exist") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "a special file")
+    raise InputError(
+        f"{path} is {kind}, not a regular file or a folder",
+        hint="affidavit reads backups from regular files and folders; copy the data into a "
+        "file first",
+    )
 
 
 def open_binary(path: Path) -> BinaryIO:

@@ -102,6 +102,8 @@ class FindingCode(StrEnum):
     """The ledger's root at the saved checkpoint's size differs: history was rewritten."""
     TRUNCATED = "truncated"
     """The ledger is smaller than the saved checkpoint: entries were removed from the end."""
+    COLUMN_MISMATCH = "column-mismatch"
+    """(catalog only) a row's ``action`` column (a query copy) differs from its entry's."""
     KEY_NOT_CREATOR = "key-not-creator"
     """(catalog only) seq 0 is not the ``ledger.key_created`` event of the key used."""
     STORED_NODES_MISMATCH = "stored-nodes-mismatch"
@@ -137,9 +139,10 @@ class LedgerRecord(NamedTuple):
 RecordLike = tuple[int, bytes, bytes | None]
 """What the verifier reads of each entry: ``(seq, entry bytes, stored leaf hash or None)``."""
 
-RecordWithNodes = tuple[int, bytes, bytes | None, bytes | None]
+RecordWithNodes = tuple[int, bytes, bytes | None, bytes | None, str]
 """A record followed by the stored hashes of the complete subtrees its leaf closes (levels 1,
-2, ... concatenated, as the catalog keeps them): the verifier then checks those too."""
+2, ... concatenated, as the catalog keeps them) and the row's ``action`` column: the verifier
+then checks those too."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -296,6 +299,7 @@ class LedgerVerifier:
             for item in wanted[0]:
                 item.recomputed = merkle.EMPTY_ROOT
         bad_nodes: list[int] = []  # rows whose stored subtree hashes are wrong
+        bad_columns: list[int] = []  # rows whose action column is not the entry's
         for seq, entry, stored, *kept in self._records:
             # row sequence numbers: dense from 0, strictly increasing
             expected = count if previous is None else previous + 1
@@ -338,8 +342,15 @@ class LedgerVerifier:
                     leaf = node_hash(stack.pop(), leaf)
                     carry >>= 1
                     closed += leaf
-                if not ct_equal(closed, bytes(kept[0] or b"")):
+                nodes = kept[0]
+                if not isinstance(nodes, bytes) or not ct_equal(closed, nodes):
                     bad_nodes.append(seq)
+                # the action column is a copy used to find events by kind: it must be the
+                # entry's own (RFC 8785 puts "action" first); a rewritten copy hides an event
+                if len(kept) > 1 and not entry.startswith(
+                    b'{"action":"' + str(kept[1]).encode("utf-8") + b'",'
+                ):
+                    bad_columns.append(seq)
             else:
                 while carry & 1:
                     leaf = node_hash(stack.pop(), leaf)
@@ -352,16 +363,18 @@ class LedgerVerifier:
                     item.recomputed = root
         self.size = count
         self.root = _fold(stack)
-        if bad_nodes:
-            rows = f"seq {bad_nodes[0]}" + (
-                f" and {len(bad_nodes) - 1} more row(s)" if len(bad_nodes) > 1 else ""
-            )
-            yield Finding(
-                code=FindingCode.STORED_NODES_MISMATCH,
-                seq=bad_nodes[0],
-                message=f"the stored subtree hashes of {rows} are not the hashes of the "
-                "entries they cover (inclusion and consistency proofs through them are wrong)",
-            )
+        yield from _row_findings(
+            FindingCode.STORED_NODES_MISMATCH,
+            bad_nodes,
+            "the stored subtree hashes of {rows} are not the hashes of the entries they cover "
+            "(inclusion and consistency proofs through them are wrong)",
+        )
+        yield from _row_findings(
+            FindingCode.COLUMN_MISMATCH,
+            bad_columns,
+            "the action column of {rows} is not the action in the signed entry (events "
+            "looked up by kind would be missed or mistaken)",
+        )
 
     def _judge(self, signed: list[_Signed], old: _Signed | None) -> Iterator[Finding]:
         size = self.size
@@ -457,6 +470,13 @@ def verify_ledger(
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _row_findings(code: FindingCode, seqs: list[int], template: str) -> Iterator[Finding]:
+    """One finding for rows that share a defect: the first seq and how many more."""
+    if seqs:
+        more = f" and {len(seqs) - 1} more row(s)" if len(seqs) > 1 else ""
+        yield Finding(code=code, seq=seqs[0], message=template.format(rows=f"seq {seqs[0]}{more}"))
 
 
 def _fold(stack: list[bytes]) -> bytes:

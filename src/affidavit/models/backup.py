@@ -72,6 +72,27 @@ class Hold:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """Who holds a running backup: the process that records it, so that a later command can
+    tell a run that is still going from one whose process died (SIGKILL, OOM, a lost host).
+
+    ``boot_id`` and ``pid_namespace`` say which process table ``pid`` belongs to: only a
+    process that sees the same host, boot and PID namespace may look the pid up (and then
+    ``process_start``, the kernel's start time of the process in clock ticks after boot,
+    tells the run's process from a later one that reuses its pid); anyone else judges the
+    run by the age of ``heartbeat_at``."""
+
+    backup_id: str
+    host: str
+    boot_id: str | None
+    pid_namespace: str | None
+    pid: int
+    process_start: int | None
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Backup:
     """A backup as the catalog records it."""
 

@@ -147,6 +147,21 @@ CONTROLS: tuple[Control, ...] = (
         dora=("Art. 12(1)",),
     ),
     _c(
+        "backup.abandoned",
+        "Every abandoned backup run was followed by a complete backup and left no partial files",
+        Severity.MEDIUM,
+        "A backup whose process was killed (SIGKILL, out of memory, a lost host) protects "
+        "nothing and may leave partial files in the vault; it is recorded failed as abandoned, "
+        "and stays a finding until a later backup of the same source completes and no partial "
+        "file is left.",
+        (),
+        nist=("CP-9", "CP-10"),
+        iso=("A.8.13",),
+        soc2=("A1.2",),
+        hipaa=(_HIPAA_BACKUP,),
+        dora=("Art. 12(1)",),
+    ),
+    _c(
         "backup.retention",
         "Backup retention and the configured default retention are within policy limits",
         Severity.MEDIUM,

@@ -49,7 +49,8 @@ class VaultFacts:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BackupFacts:
-    """A backup as the catalog records it."""
+    """A backup as the ledger vouches for it, with the catalog row's values where they agree
+    (services.policy_vouch)."""
 
     id: str
     source: str | None
@@ -77,6 +78,23 @@ class BackupFacts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AbandonedRunFacts:
+    """A backup run recorded abandoned (its process died mid-run), as the ledger says."""
+
+    backup_id: str
+    source: str | None
+    at: datetime  # when it was found dead and recorded failed
+    why: str
+    seq: int  # its ``backup.abandoned`` event
+    leftovers: tuple[str, ...] = ()  # unfinished writes the vault still holds
+
+    @property
+    def subject(self) -> str:
+        """``backup:ID``."""
+        return f"backup:{self.backup_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckFacts:
     """A verification or a drill of a backup."""
 
@@ -90,6 +108,17 @@ class CheckFacts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CatalogMismatch:
+    """A catalog row that disagrees with the ledger event that vouches for it, a row no event
+    vouches for, or an event whose row is gone: the rules used the ledger's version (or
+    nothing), and ``ledger.integrity`` reports the row."""
+
+    subject: str  # backup:ID, verification:ID, drill:ID
+    message: str  # every difference, "; "-separated
+    seq: int | None = None  # the ledger event, when there is one
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LedgerFacts:
     """The ledger's verification and checkpoint publication."""
 
@@ -98,6 +127,19 @@ class LedgerFacts:
     problems: tuple[str, ...] = ()
     last_published_at: datetime | None = None
     last_published_seq: int | None = None
+    mismatches: tuple[CatalogMismatch, ...] = ()  # catalog rows the ledger does not vouch for
+    recoveries: tuple[LedgerRecovery, ...] = ()  # `ledger recover` runs: forks and repairs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerRecovery:
+    """A recorded ``ledger recover``: where, what kind, how many entries were lost, why."""
+
+    seq: int
+    kind: str
+    lost: int
+    reason: str
+    published_since: bool  # a checkpoint covering it was published to a witness since
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,3 +183,4 @@ class Facts:
     baseline: Mapping[str, Any] | None = None
     baseline_id: int | None = None
     live: bool = True  # False: sources and vaults were not contacted (offline check)
+    abandoned_runs: tuple[AbandonedRunFacts, ...] = ()  # from the ledger's backup.abandoned

@@ -301,6 +301,36 @@ def _backup_frequency(ctx: _Context) -> Iterator[ControlResult]:
             yield ctx.fail(cid, d.subject, text, source=d.source)
 
 
+def _backup_abandoned(ctx: _Context) -> Iterator[ControlResult]:
+    """Every abandoned run: a complete backup of the same source (or of no source, for an
+    ingest that named none) finished after it was recorded, and no partial file is left."""
+    cid = "backup.abandoned"
+    for run in ctx.facts.abandoned_runs:
+        text = f"abandoned {_age(ctx.now, run.at)} ago: {run.why}"
+        evidence = [f"ledger:{run.seq}", run.subject]
+        later = [
+            b
+            for b in ctx.complete
+            if b.source == run.source and b.finished_at is not None and b.finished_at >= run.at
+        ]
+        problems = []
+        if run.leftovers:
+            shown = ", ".join(run.leftovers[:3]) + (" ..." if len(run.leftovers) > 3 else "")
+            problems.append(
+                f"{len(run.leftovers)} partial file(s) of it could not be removed from the "
+                f"vault ({shown})"
+            )
+        if not later:
+            problems.append(f"no backup of {run.source or 'its input'} has completed since")
+        if problems:
+            yield ctx.fail(cid, run.subject, f"{text}; {'; '.join(problems)}",
+                           evidence=evidence, source=run.source)  # fmt: skip
+        else:
+            yield ctx.ok(cid, run.subject, f"{text}; backup {later[0].id} completed since and "
+                         "no partial file is left", evidence=[*evidence, later[0].subject],
+                         source=run.source)  # fmt: skip
+
+
 def _backup_retention(ctx: _Context) -> Iterator[ControlResult]:
     cid = "backup.retention"
     levels = {b.classification for b in ctx.complete} | {
@@ -560,6 +590,9 @@ def _drill_rto(ctx: _Context) -> Iterator[ControlResult]:
 
 
 def _ledger_integrity(ctx: _Context) -> Iterator[ControlResult]:
+    """The ledger verifies; and every catalog row the other controls would have trusted
+    agrees with the event that vouches for it (each one that does not is a failure of its own,
+    named by the row: the other controls used the ledger's version, or left the row out)."""
     ledger = ctx.facts.ledger
     subject = "ledger"
     if ledger.ok:
@@ -568,6 +601,24 @@ def _ledger_integrity(ctx: _Context) -> Iterator[ControlResult]:
         shown = "; ".join(ledger.problems[:5]) or "verification failed"
         more = f" (+{len(ledger.problems) - 5} more)" if len(ledger.problems) > 5 else ""
         yield ctx.fail("ledger.integrity", subject, f"{shown}{more}")
+    for r in ledger.recoveries:  # fails until the recovered ledger was published to a witness
+        lost = f"{r.lost} entries of signed history were lost" if r.lost else "nothing was lost"
+        said = (f"the ledger was recovered at seq {r.seq} ({r.kind}): {lost}; "
+                f"reason given: {r.reason}")  # fmt: skip
+        if r.published_since:
+            yield ctx.ok("ledger.integrity", f"ledger:{r.seq}",
+                         f"{said}; a checkpoint covering it was published since",
+                         evidence=[f"ledger:{r.seq}"])  # fmt: skip
+        else:
+            yield ctx.fail("ledger.integrity", f"ledger:{r.seq}",
+                           f"{said}; publish a checkpoint to a witness "
+                           "(`affidavit ledger checkpoint --publish`) to acknowledge it",
+                           evidence=[f"ledger:{r.seq}"])  # fmt: skip
+    for m in ledger.mismatches:
+        evidence = [m.subject, *([f"ledger:{m.seq}"] if m.seq is not None else [])]
+        yield ctx.fail("ledger.integrity", m.subject,
+                       f"the catalog disagrees with the ledger: {m.message}",
+                       evidence=evidence)  # fmt: skip
 
 
 def _ledger_published(ctx: _Context) -> Iterator[ControlResult]:
@@ -761,6 +812,7 @@ _RULES: dict[str, Callable[[_Context], Iterable[ControlResult]]] = {
     "dataset.protected": _dataset_protected,
     "backup.rpo": _backup_rpo,
     "backup.frequency": _backup_frequency,
+    "backup.abandoned": _backup_abandoned,
     "backup.retention": _backup_retention,
     "backup.encrypted": _backup_encrypted,
     "backup.immutable": _backup_immutable,
@@ -783,6 +835,7 @@ _POLICY_FREE = frozenset(
         "dataset.protected",
         "ledger.integrity",
         "deletion.lawful",
+        "backup.abandoned",
         "dataset.classified",
         "inventory.known_targets",
         "config.baseline",

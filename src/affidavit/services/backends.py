@@ -31,6 +31,15 @@ _READERS: dict[str, tuple[str, str, str]] = {
     "extjson": ("affidavit.formats.extjson", "ExtJsonLinesReader", "mongodb"),
     "rdb": ("affidavit.formats.rdb", "RdbReader", ""),
 }
+# --format name -> the engine whose data it holds (an ingest files it under such a source)
+_FORMAT_ENGINES: dict[str, EngineName] = {
+    "mongodump-archive": EngineName.MONGODB,
+    "mongodump": EngineName.MONGODB,
+    "bson": EngineName.MONGODB,
+    "extjson": EngineName.MONGODB,
+    "rdb": EngineName.REDIS,
+}
+assert set(_FORMAT_ENGINES) == set(_READERS), "every format holds one engine's data"
 _VAULTS: dict[VaultKind, tuple[str, str, str]] = {
     VaultKind.FILE: ("affidavit.vaults.file", "FileVault", ""),
     VaultKind.S3: ("affidavit.vaults.s3", "S3Vault", "s3"),
@@ -77,6 +86,13 @@ def reader_class(fmt: str) -> type[RecordReader]:
         raise InputError(f"unknown format {fmt!r}", hint=f"use one of {', '.join(_READERS)}")
     cls: type[RecordReader] = _load(*_READERS[fmt])
     return cls
+
+
+def format_engine(fmt: str) -> EngineName:
+    """The engine whose data a file of ``--format fmt`` holds."""
+    if fmt not in _FORMAT_ENGINES:
+        raise InputError(f"unknown format {fmt!r}", hint=f"use one of {', '.join(_READERS)}")
+    return _FORMAT_ENGINES[fmt]
 
 
 def reader_classes() -> list[type[RecordReader]]:

@@ -5,7 +5,11 @@ Failure safety. A backup is first recorded as ``running`` (with a ledger event);
 is recorded in the catalog right after the vault has it, so nothing in a vault is ever unknown
 to the catalog for longer than one put; the backup turns ``complete`` only in the final unit of
 work that also stores its manifest and attestation. Any failure (source dies, vault error,
-Ctrl-C) is recorded as ``failed`` with the reason and every artifact that was written.
+Ctrl-C) is recorded as ``failed`` with the reason and every artifact that was written. A run
+that dies without a word (SIGKILL, OOM, a lost host) is found by its lease, which it holds
+and refreshes while it runs, and recorded ``failed`` as abandoned by a later command
+(:mod:`affidavit.services.leases`); a run so recorded while it was in fact alive stops at its
+next catalog write, before anything is signed.
 """
 
 from __future__ import annotations
@@ -30,13 +34,12 @@ from affidavit.errors import (
     Error,
     FormatError,
     InputError,
-    NotFound,
     OperationError,
     PolicyViolation,
 )
 from affidavit.fingerprint.accumulator import Accumulator
 from affidavit.fingerprint.model import Fingerprint
-from affidavit.formats.base import GZIP_MAGIC
+from affidavit.formats.base import GZIP_MAGIC, check_input_path
 from affidavit.formats.bson_codec import exact_record
 from affidavit.ledger.attestation import BACKUP_PREDICATE_TYPE, Statement, Subject
 from affidavit.models.backup import (
@@ -52,7 +55,7 @@ from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import RecordEncoding
 from affidavit.models.uri import ConnectionUri
 from affidavit.services.artifacts import CHUNK, ArtifactSink
-from affidavit.services.backends import engine_for, reader_class, vault_backend
+from affidavit.services.backends import engine_for, format_engine, reader_class, vault_backend
 from affidavit.services.context import App
 from affidavit.services.fingerprint import (
     add_bson_file,
@@ -61,7 +64,15 @@ from affidavit.services.fingerprint import (
     hash_exact_batch,
 )
 from affidavit.services.keys import keystore_for, wrap_identity
+from affidavit.services.leases import (
+    INGESTED_LABEL,
+    LEASE_TIMEOUT,
+    Heartbeat,
+    new_lease,
+    reclaim_abandoned,
+)
 from affidavit.services.ledger import attest_and_record
+from affidavit.services.policy_vouch import protection
 from affidavit.vaults.base import ArtifactLocked, ArtifactNotFound, StoredArtifact, VaultBackend
 
 MANIFEST_TYPE = "https://affidavit.dev/backup-manifest/v1"
@@ -89,6 +100,12 @@ class _Run:
     retain_until: datetime
     artifacts: list[BackupArtifact]
     reporter: Reporter
+    heartbeat: Heartbeat | None = None  # refreshes the run's lease until it ends
+
+    def end(self) -> None:
+        """The run is over (complete or failed): stop refreshing its lease."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
     def sink(self, name: str, role: ArtifactRole, dataset: str | None = None) -> ArtifactSink:
         """A sink for the artifact ``PREFIX/name.age``."""
@@ -102,7 +119,9 @@ class _Run:
         )
 
     def stored(self, artifact: BackupArtifact) -> None:
-        """Record an artifact the vault now holds (its own small unit of work)."""
+        """Record an artifact the vault now holds (its own small unit of work). Raises
+        :class:`OperationError` after recording it when another process has meanwhile
+        recorded the backup abandoned (its lease lapsed): this run then stops."""
         self.artifacts.append(artifact)
         with self.app.change() as change:
             change.uow.backups.add_artifact(self.backup_id, artifact)
@@ -111,6 +130,9 @@ class _Run:
                 f"backup:{self.backup_id}",
                 {"path": artifact.path, "sha256": artifact.sha256, "size": artifact.size},
             )
+            status = change.uow.backups.status(self.backup_id)
+        if status not in (BackupStatus.RUNNING, BackupStatus.COMPLETE):  # complete: its manifest
+            raise _lost(self.backup_id)
 
     def store_bytes(
         self, name: str, data: bytes, role: ArtifactRole, dataset: str | None = None
@@ -142,6 +164,16 @@ class _Captured:
     datasets: list[tuple[str, int, str]]  # name, records, fingerprint text
     consistency: dict[str, Any] | None
     server_version: str | None
+
+
+def _lost(backup_id: str) -> OperationError:
+    return OperationError(
+        f"backup {backup_id} was recorded abandoned by another affidavit process while this "
+        "run was going on; it stops here",
+        hint="its lease's heartbeat could not reach the catalog for longer than "
+        f"{LEASE_TIMEOUT.total_seconds() / 60:g} minutes; `affidavit backup show "
+        f"{backup_id}` says why; run the backup again",
+    )
 
 
 def _resolve_vault(app: App, name: str | None) -> Vault:
@@ -179,13 +211,16 @@ def _begin(
     reporter: Reporter,
     keys: tuple[str, str] | None = None,
 ) -> _Run:
-    """Record a new backup as ``running``. ``keys``: its age ``(identity, recipient)`` when
-    the caller made them earlier (an ingest encrypts while it checks), else new ones."""
+    """Record a new backup as ``running``, with the lease this process holds on it (see
+    :mod:`affidavit.services.leases`), and start refreshing the lease. ``keys``: its age
+    ``(identity, recipient)`` when the caller made them earlier (an ingest encrypts while it
+    checks), else new ones. Runs found dead are recorded abandoned first."""
     started = _now()
     backup_id = new_backup_id(started)
     days = retain_days if retain_days is not None else app.settings.retention_days
     if not 1 <= days <= 36500:
         raise InputError(f"retention of {days} days is outside 1..36500")
+    reclaim_abandoned(app)
     retain_until = started + timedelta(days=max(days, vault.immutable_days or 0))
     keystore = keystore_for(app.settings)
     identity, recipient = keys if keys is not None else new_identity()
@@ -210,6 +245,7 @@ def _begin(
                 kek_version=wrapped.version,
             )
         )
+        change.uow.backups.add_lease(new_lease(backup_id, started))
         change.record(
             "backup.started",
             f"backup:{backup_id}",
@@ -223,6 +259,8 @@ def _begin(
                 "kek": {"id": wrapped.kek_id, "version": wrapped.version},
             },
         )
+    heartbeat = Heartbeat(app, backup_id)
+    heartbeat.start()
     return _Run(
         app=app,
         backup_id=backup_id,
@@ -232,6 +270,7 @@ def _begin(
         retain_until=retain_until,
         artifacts=[],
         reporter=reporter,
+        heartbeat=heartbeat,
     )
 
 
@@ -310,6 +349,8 @@ def _finish(
     manifest = statement.to_json()  # RFC 8785: the manifest is the statement's predicate
     finished = _now()
     with app.change() as change:
+        if change.uow.backups.status(run.backup_id) is not BackupStatus.RUNNING:
+            raise _lost(run.backup_id)  # nothing signed: the change rolls back
         envelope = attest_and_record(change, statement)
         envelope_json = envelope.to_json()
         change.uow.backups.complete(
@@ -348,17 +389,21 @@ def _finish(
             change.record(
                 "backup.manifest_copy_failed", f"backup:{run.backup_id}", {"error": message}
             )
+    run.end()
     with app.read() as uow:
         return uow.backups.get(run.backup_id)
 
 
 def _fail(run: _Run, exc: BaseException) -> None:
+    run.end()
     message = exc.message if isinstance(exc, Error) else f"{type(exc).__name__}: {exc}"
     if isinstance(exc, KeyboardInterrupt):
         message = "interrupted (Ctrl-C)"
     with run.app.read() as uow:
-        complete = uow.backups.get(run.backup_id).status is BackupStatus.COMPLETE
-    if complete:  # signed and complete; only the clear-text manifest copy was cut short
+        status = uow.backups.status(run.backup_id)
+    if status is BackupStatus.FAILED:  # recorded abandoned by another process meanwhile
+        return
+    if status is BackupStatus.COMPLETE:  # signed; only the clear-text manifest copy was cut short
         with run.app.change() as change:
             change.record(
                 "backup.manifest_copy_failed", f"backup:{run.backup_id}", {"error": message}
@@ -632,13 +677,13 @@ def ingest_backup(
     rep = reporter or SilentReporter()
     if fmt not in INGEST_FORMATS:
         raise InputError(f"cannot ingest format {fmt!r}", hint=f"use {'|'.join(INGEST_FORMATS)}")
-    if not path.exists():
-        raise NotFound(f"{path} does not exist")
+    check_input_path(path)  # a FIFO, socket or device is refused before anything opens it
     source = None
     if source_name is not None:
         with app.read() as uow:
             source = uow.sources.get(source_name)
-    label = source.name if source else "ingested"
+        _check_engine(fmt, source)
+    label = source.name if source else INGESTED_LABEL
     vault = _resolve_vault(app, vault_name)
     reader = reader_class(fmt)(path)
     files = _ingest_files(path, fmt)
@@ -907,6 +952,20 @@ def _check_and_fingerprint(reader: Any, fmt: str) -> dict[str, Accumulator]:
     return accumulators
 
 
+def _check_engine(fmt: str, source: Source) -> None:
+    """Refuse to file a backup under a source of another engine (an RDB under a MongoDB
+    source): its manifest, drills and policy results would speak of the wrong database."""
+    engine = format_engine(fmt)
+    if source.engine is not engine:
+        fitting = "|".join(f for f in INGEST_FORMATS if format_engine(f) is source.engine)
+        raise InputError(
+            f"--format {fmt} holds {engine.value} data, but source {source.name} is a "
+            f"{source.engine.value} source",
+            hint=f"name a {engine.value} source with --source (or none); a {source.engine.value} "
+            f"source takes --format {fitting}",
+        )
+
+
 def _gzipped(file: Path) -> bool:
     with file.open("rb") as fh:
         return fh.read(2) == GZIP_MAGIC
@@ -1096,15 +1155,19 @@ def _changed(file: Path) -> OperationError:
 
 
 def list_backups(app: App, source: str | None = None) -> list[Backup]:
-    """Backups (of one source), newest first."""
+    """Backups (of one source), newest first; runs found dead are recorded abandoned first."""
     with app.read() as uow:
         if source is not None:
-            uow.sources.get(source) if source != "ingested" else None
+            uow.sources.get(source) if source != INGESTED_LABEL else None
+    reclaim_abandoned(app)
+    with app.read() as uow:
         return uow.backups.list(source)
 
 
 def get_backup(app: App, backup_id: str) -> Backup:
-    """One backup with its artifacts, datasets and holds."""
+    """One backup with its artifacts, datasets and holds (a dead run recorded abandoned
+    first)."""
+    reclaim_abandoned(app)
     with app.read() as uow:
         return uow.backups.get(backup_id)
 
@@ -1159,15 +1222,17 @@ def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
     with app.read() as uow:
         backup = uow.backups.get(backup_id)
         vault = uow.vaults.get(backup.vault)
+        signed = protection(uow.ledger, backup_id)  # the catalog's copies may have been edited
     if backup.status is BackupStatus.DELETED:
         raise InputError(f"backup {backup_id} was already deleted")
     now = _now()
-    active = [h for h in backup.holds if h.active]
+    held = sorted({h.case_id for h in backup.holds if h.active} | set(signed.held))
+    retained = max(backup.retain_until, signed.retain_until or backup.retain_until)
     refusals = []
-    if now < backup.retain_until:
-        refusals.append(f"it is retained until {backup.retain_until.isoformat()}")
-    if active:
-        refusals.append("it is under legal hold " + ", ".join(h.case_id for h in active))
+    if now < retained:
+        refusals.append(f"it is retained until {retained.isoformat()}")
+    if held:
+        refusals.append("it is under legal hold " + ", ".join(held))
     if refusals:
         with app.change() as change:
             change.record(

@@ -5,8 +5,11 @@ the target down and record a signed result.
 Phases, each timed on its own (seconds, monotonic clock):
 
 ``fetch``
-    read every needed artifact's ciphertext from the vault into a private temporary folder,
-    checking its size and SHA-256 against the catalog;
+    check the vault's copy of the signed manifest as ``verify`` does
+    (:func:`~affidavit.services.verify.check_manifest_copy`: a missing, replaced or differing
+    copy is a finding, and the drill goes on), then read every needed artifact's ciphertext
+    from the vault into a private temporary folder, checking its size and SHA-256 against the
+    catalog;
 ``decrypt``
     unwrap the backup's age identity and decrypt the artifacts (a Redis RDB is decrypted
     straight into the scratch server's ``dbfilename``);
@@ -87,6 +90,7 @@ from affidavit.services.fingerprint import (
 )
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.ledger import attest_and_record
+from affidavit.services.verify import check_manifest_copy
 from affidavit.vaults.base import VaultBackend
 
 SCRATCH = "scratch"
@@ -660,6 +664,8 @@ def _new_scratch(engine: EngineName, workdir: Path) -> ScratchServer:
 
 
 def _fetch_all(state: _State, vault: VaultBackend, artifacts: list[BackupArtifact]) -> None:
+    state.rep.stage("checking the vault's copy of the signed manifest")
+    state.findings.extend(check_manifest_copy(vault, state.backup).findings)
     state.rep.task("fetching artifacts", len(artifacts))
     for artifact in artifacts:
         dest = state.workdir / "cipher" / artifact.path

@@ -29,7 +29,7 @@ from affidavit.fingerprint.accumulator import Accumulator, hash_records
 from affidavit.fingerprint.diff import DiffResult, diff_indexes
 from affidavit.fingerprint.index import IndexReader
 from affidavit.fingerprint.model import PAIR_SIZE, Fingerprint, record_tag
-from affidavit.formats.base import RecordReader
+from affidavit.formats.base import RecordReader, check_input_path
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import PROFILES, Profile, RecordEncoding
 from affidavit.services.backends import engine_for, reader_class, reader_classes
@@ -535,8 +535,7 @@ def fingerprint_path(
 
 def open_reader(path: Path, fmt: str | None) -> RecordReader:
     """The reader for ``path``: named by ``fmt`` or detected."""
-    if not path.exists():
-        raise NotFound(f"{path} does not exist")
+    check_input_path(path)  # a FIFO would block the sniffers for ever
     if fmt is not None:
         return _frame_only(reader_class(fmt)(path))
     for cls in reader_classes():

@@ -38,6 +38,7 @@ from affidavit.policy.rules import ControlResult, Status, evaluate, passed
 from affidavit.services.alerts import raise_alert
 from affidavit.services.approvals import backed_exceptions
 from affidavit.services.context import App, Change
+from affidavit.services.leases import reclaim_abandoned
 from affidavit.services.policy_facts import gather_facts
 
 DEFAULT_SLA_DAYS = {Severity.CRITICAL: 1, Severity.HIGH: 7, Severity.MEDIUM: 30, Severity.LOW: 90}
@@ -207,7 +208,9 @@ class CheckOutcome:
 def check_policy(
     app: App, *, live: bool = True, now: datetime | None = None, reporter: Reporter | None = None
 ) -> CheckOutcome:
-    """Evaluate every control and record the results and findings (one transaction)."""
+    """Evaluate every control and record the results and findings (one transaction). Backup
+    runs found dead are recorded abandoned first, so the check sees them as such."""
+    reclaim_abandoned(app)
     now = now or _now()
     facts = gather_facts(app, now=now, live=live, reporter=reporter)
     current = effective_policy(app)

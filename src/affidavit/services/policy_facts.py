@@ -8,7 +8,7 @@ A source or vault that cannot be read does not stop the check: it becomes a fact
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -21,11 +21,11 @@ from affidavit.models.ledger import Event
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.policy.facts import (
     BackupFacts,
-    CheckFacts,
     DatasetFacts,
     Facts,
     KeyFacts,
     LedgerFacts,
+    LedgerRecovery,
     PolicyFacts,
     SourceFacts,
     VaultFacts,
@@ -34,7 +34,9 @@ from affidavit.services.approvals import policy_is_backed
 from affidavit.services.backends import engine_for, vault_backend
 from affidavit.services.context import App
 from affidavit.services.keys import keystore_for
+from affidavit.services.leases import abandoned_run_facts
 from affidavit.services.ledger import verify_catalog
+from affidavit.services.policy_vouch import LedgerRecords, vouch
 
 # describe() settings that change on their own (a replica attaching for a backup, the last
 # BGSAVE's outcome, a failover) and so are not configuration
@@ -140,10 +142,24 @@ def gather_facts(
         backed = effective is not None and policy_is_backed(uow, effective)
         baseline = uow.governance.latest_baseline()
         published = uow.ledger.find(action="ledger.checkpoint_published")
-        completed = {
-            Event.from_canonical(e.entry).subject: e.seq
-            for e in uow.ledger.find(action="backup.completed")
-        }
+        recoveries = _recoveries(
+            [
+                *uow.ledger.find(action="ledger.recovered"),
+                *uow.ledger.find(action="ledger.key_created"),
+            ],
+            published,
+        )
+        # the rows are copies anyone who can write the catalog can edit: each fact a control
+        # uses is taken from the ledger event that vouches for it (services.policy_vouch)
+        records = LedgerRecords.read(uow.ledger)
+    completed = {f"backup:{bid}": e.seq for bid, e in records.completed.items()}
+    vouched = vouch(
+        records,
+        backups=[(b, _backup_facts(b, completed)) for b in backups],
+        verifications=verifications,
+        drills=drills,
+        levels={(d.source, d.name): d.classification for d in datasets},
+    )
     if reporter is not None:
         reporter.stage("verifying the ledger")
     report = verify_catalog(app)
@@ -154,6 +170,8 @@ def gather_facts(
         problems=tuple(f"{f.code.value}: {f.message}" for f in report.findings),
         last_published_at=_parse_time(last_pub.time) if last_pub else None,
         last_published_seq=last_pub.seq if last_pub else None,
+        mismatches=vouched.mismatches,
+        recoveries=recoveries,
     )
     policy = (
         PolicyFacts(
@@ -209,23 +227,9 @@ def gather_facts(
             )
             for v in vaults
         ),
-        backups=tuple(_backup_facts(b, completed) for b in backups),
-        verifications=tuple(
-            CheckFacts(id=v.id, kind=v.kind, backup_id=v.backup_id, at=v.finished_at, ok=v.ok)
-            for v in verifications
-        ),
-        drills=tuple(
-            CheckFacts(
-                id=d.id,
-                kind="drill",
-                backup_id=d.backup_id,
-                at=d.finished_at,
-                ok=d.ok,
-                restore_seconds=d.restore_seconds,
-                fingerprint_match=d.fingerprint_match,
-            )
-            for d in drills
-        ),
+        backups=vouched.backups,
+        verifications=vouched.verifications,
+        drills=vouched.drills,
         ledger=ledger,
         keys=_key_facts(app),
         default_retention_days=app.settings.retention_days,
@@ -234,6 +238,7 @@ def gather_facts(
         baseline=baseline.content if baseline else None,
         baseline_id=baseline.id if baseline else None,
         live=live,
+        abandoned_runs=abandoned_run_facts(app),  # issue 13: services.leases gathers them
     )
 
 
@@ -269,6 +274,35 @@ def _key_facts(app: App) -> KeyFacts:
     if current is None:
         return KeyFacts(kek_id=None, version=None, created_at=None, error="no KEK yet")
     return KeyFacts(kek_id=current.kek_id, version=current.version, created_at=current.created_at)
+
+
+def _recoveries(rows: Sequence[Any], published: Sequence[Any]) -> tuple[LedgerRecovery, ...]:
+    """Each ``ledger recover`` recorded: a ``ledger.recovered`` event, or a ledger begun again
+    whose ``ledger.key_created`` carries ``recovered`` details; and whether a checkpoint that
+    covers it was published to a witness since."""
+    largest = max(
+        (int(Event.from_canonical(p.entry).details.get("size") or 0) for p in published),
+        default=0,
+    )
+    found = []
+    for row in rows:
+        event = Event.from_canonical(row.entry)
+        details = event.details if event.action == "ledger.recovered" else None
+        if details is None:
+            recovered = event.details.get("recovered")
+            details = recovered if isinstance(recovered, dict) else None
+        if details is None:
+            continue
+        found.append(
+            LedgerRecovery(
+                seq=event.seq,
+                kind=str(details.get("kind", "")),
+                lost=int(details.get("lost_entries") or 0),
+                reason=str(details.get("reason", "")),
+                published_since=largest > event.seq,
+            )
+        )
+    return tuple(sorted(found, key=lambda r: r.seq))
 
 
 def _parse_time(text: str) -> datetime:

@@ -38,6 +38,7 @@ from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.services import drill as drills
 from affidavit.services.alerts import Poster, post_json, raise_alert
 from affidavit.services.context import App
+from affidavit.services.leases import reclaim_abandoned
 
 #: a due check not run within this time after its due time is overdue
 OVERDUE_GRACE = timedelta(hours=1)
@@ -285,6 +286,7 @@ def run_due(
     """Run every due check; raise an alert for each one that fails and for each overdue one
     that could not run. Never stops at the first problem. Only one run per home at a time."""
     with _single_run(app.settings.home):
+        reclaim_abandoned(app)  # a backup killed since the last run is recorded abandoned
         return _run_due(app, reporter, post=post)
 
 

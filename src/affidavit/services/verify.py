@@ -26,7 +26,12 @@ Could-not-run. An unreadable vault or unreachable source raises
 verification row is a statement about the backup, and an outage says nothing about it. The
 attempt is recorded honestly as a ``verification.could_not_run`` ledger event with the error,
 so cadence and auditors see it. A key that cannot be unwrapped is different: it is a finding
-(``key-unwrap-failed``), because a backup whose key cannot be unwrapped cannot be restored.
+(``key-unwrap-failed``), because a backup whose key cannot be unwrapped cannot be restored. So
+is a vault that answers with something wrong: a link, folder or FIFO where an artifact should
+be (``artifact-not-a-file``), anything in the backup's folder it never recorded, hidden or not
+(``artifact-unexpected``, :meth:`~affidavit.vaults.base.VaultBackend.foreign`), and a lock
+weaker than the one the backup wrote and signed (``artifact-lock-weakened``,
+:meth:`~affidavit.vaults.base.VaultBackend.lock_shortfalls`).
 """
 
 from __future__ import annotations
@@ -84,11 +89,20 @@ from affidavit.services.fingerprint import (
 )
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.ledger import _identity, attest_and_record
-from affidavit.vaults.base import ArtifactNotFound, VaultBackend
+from affidavit.vaults.base import (
+    ArtifactNotFound,
+    ArtifactReplaced,
+    EntryKind,
+    ForeignEntry,
+    RetentionDamaged,
+    VaultBackend,
+)
 
 __all__ = [
     "NON_FAILING",
     "Code",
+    "ManifestCopy",
+    "check_manifest_copy",
     "decide",
     "list_verifications",
     "new_seed",
@@ -115,7 +129,9 @@ class Code(StrEnum):
     MANIFEST_COPY_MISSING = "manifest-copy-missing"
     MANIFEST_COPY_MISMATCH = "manifest-copy-mismatch"
     ARTIFACT_MISSING = "artifact-missing"
+    ARTIFACT_NOT_A_FILE = "artifact-not-a-file"
     ARTIFACT_UNEXPECTED = "artifact-unexpected"
+    ARTIFACT_LOCK_WEAKENED = "artifact-lock-weakened"
     ARTIFACT_SIZE_MISMATCH = "artifact-size-mismatch"
     ARTIFACT_HASH_MISMATCH = "artifact-hash-mismatch"
     ARTIFACT_FROM_OTHER_BACKUP = "artifact-from-other-backup"
@@ -159,6 +175,78 @@ def sample_paths(paths: Sequence[str], percent: float, seed: str) -> list[str]:
 def decide(findings: Sequence[Finding], *, checked: int) -> bool:
     """Pass/fail: ok only when something was checked and every finding is non-failing."""
     return checked > 0 and all(f.code in NON_FAILING for f in findings)
+
+
+_MANIFEST_COPY_MAX = 16 << 20  # bytes of a manifest copy read (a genuine one is far smaller)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManifestCopy:
+    """What the vault holds as the copy of a backup's signed manifest."""
+
+    path: str | None  # where the backup recorded it (None: no copy was recorded)
+    sha256: str | None  # of the bytes read (None: nothing could be read)
+    findings: tuple[Finding, ...]
+
+
+def check_manifest_copy(vault: VaultBackend, backup: Backup) -> ManifestCopy:
+    """The vault's copy of the signed envelope (``SOURCE/BACKUP/manifest.dsse.json``) must be
+    there, a regular file, and byte-identical to the catalog's envelope (which the caller
+    checks against the ledger key). Verifications and drills check it alike. Raises
+    ``VaultError`` when the vault cannot be read."""
+    copies = [a for a in backup.artifacts if a.role is ArtifactRole.MANIFEST]
+    if not copies:
+        missing = Finding(
+            code=Code.MANIFEST_COPY_MISSING.value,
+            message="no copy of the signed manifest was recorded in the vault",
+            subject=backup.id,
+        )
+        return ManifestCopy(path=None, sha256=None, findings=(missing,))
+    copy = copies[0]
+    try:
+        with vault.open(copy.path) as fh:
+            data = fh.read(_MANIFEST_COPY_MAX)
+    except ArtifactReplaced as exc:
+        replaced = _not_a_file(copy.path, exc.kind, exc.message)
+        return ManifestCopy(path=copy.path, sha256=None, findings=(replaced,))
+    except ArtifactNotFound:
+        gone = Finding(
+            code=Code.MANIFEST_COPY_MISSING.value,
+            message="the vault's manifest copy is gone",
+            subject=copy.path,
+        )
+        return ManifestCopy(path=copy.path, sha256=None, findings=(gone,))
+    digest = sha256_hex(data)
+    if backup.envelope is not None and constant_time_equal(data, backup.envelope.encode()):
+        return ManifestCopy(path=copy.path, sha256=digest, findings=())
+    differs = Finding(
+        code=Code.MANIFEST_COPY_MISMATCH.value,
+        message="the vault's copy of the signed manifest differs from the catalog's",
+        subject=copy.path,
+        details={"vault_sha256": digest, "recorded_sha256": copy.sha256},
+    )
+    return ManifestCopy(path=copy.path, sha256=digest, findings=(differs,))
+
+
+def _not_a_file(path: str, kind: str, error: str) -> Finding:
+    article = "an" if kind[:1] in "aeiouAEIOU" else "a"
+    return Finding(
+        code=Code.ARTIFACT_NOT_A_FILE.value,
+        message=f"{article} {kind} stands where the artifact should be",
+        subject=path,
+        details={"kind": kind, "error": error},
+    )
+
+
+_ENTRY_WORDS = {
+    EntryKind.HIDDEN_FILE: "a hidden file",
+    EntryKind.UNFINISHED_WRITE: "an unfinished write (the temporary file of a put that never "
+    "completed)",
+    EntryKind.ORPHANED_RETENTION: "a retention record without its artifact",
+    EntryKind.SYMLINK: "a symbolic link",
+    EntryKind.FOLDER: "a folder without artifacts",
+    EntryKind.SPECIAL_FILE: "a special file",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,6 +340,8 @@ class _Run:
     copy_path: str | None = None
     identity: str | None = None
     against: dict[str, Any] | None = None
+    retain_until: datetime | None = None  # as signed: what every artifact's lock must hold
+    not_files: set[str] = field(default_factory=set)  # artifact-not-a-file already reported
 
     def find(self, code: Code, message: str, subject: str = "", **details: Any) -> None:
         self.findings.append(
@@ -326,6 +416,7 @@ class _Run:
             self.datasets = {
                 str(d["name"]): str(d["fingerprint"]) for d in pred.get("datasets", [])
             }
+            self.retain_until = _signed_date(pred.get("retain_until")) or backup.retain_until
         else:  # unsigned: the catalog rows, already reported as untrustworthy
             self.expected = [
                 _Expected(
@@ -340,54 +431,92 @@ class _Run:
                 for a in catalog_rows
             ]
             self.datasets = {d.name: d.fingerprint for d in backup.datasets}
+            self.retain_until = backup.retain_until
         if not self.expected:
             self.find(Code.NO_ARTIFACTS, "the backup has no artifacts to verify", backup.id)
         self.check_copy()
 
     def check_copy(self) -> None:
-        """The envelope's copy in the vault must be byte-identical to the catalog's."""
-        backup = self.backup
-        copies = [a for a in backup.artifacts if a.role is ArtifactRole.MANIFEST]
-        if not copies:
-            self.find(
-                Code.MANIFEST_COPY_MISSING,
-                "no copy of the signed manifest was recorded in the vault",
-                backup.id,
-            )
-            return
-        copy = copies[0]
-        self.copy_path = copy.path
-        try:
-            with self.vault.open(copy.path) as fh:
-                data = fh.read(16 << 20)
-        except ArtifactNotFound:
-            self.find(Code.MANIFEST_COPY_MISSING, "the vault's manifest copy is gone", copy.path)
-            return
-        self.copy_sha256 = sha256_hex(data)
-        self.checked_paths.append(copy.path)
-        if backup.envelope is None or not constant_time_equal(data, backup.envelope.encode()):
-            self.find(
-                Code.MANIFEST_COPY_MISMATCH,
-                "the vault's copy of the signed manifest differs from the catalog's",
-                copy.path,
-                vault_sha256=self.copy_sha256,
-                recorded_sha256=copy.sha256,
-            )
+        """The envelope's copy in the vault must be byte-identical to the catalog's, and
+        locked as it was written."""
+        copy = check_manifest_copy(self.vault, self.backup)
+        self.findings.extend(copy.findings)
+        self.copy_path, self.copy_sha256 = copy.path, copy.sha256
+        if copy.path is not None and copy.sha256 is not None:
+            self.checked_paths.append(copy.path)
+            self.check_lock(copy.path)
+        elif copy.path is not None and any(
+            f.code == Code.ARTIFACT_NOT_A_FILE for f in copy.findings
+        ):
+            self.not_files.add(copy.path)
 
     def check_unexpected(self) -> None:
-        """Files in the backup's vault folder that no manifest names."""
+        """Everything in the backup's vault folder that no manifest names: files the vault
+        lists, and what it does not list (:meth:`VaultBackend.foreign`: hidden files that are
+        none of the vault's own, unfinished writes, symbolic links, special files, folders
+        without artifacts). A recorded artifact whose path holds something else than a file is
+        ``artifact-not-a-file``, whether or not this run reads it."""
         marker = f"/{self.backup.id}/"
-        prefixes = {a.path[: a.path.find(marker) + len(marker)] for a in self.backup.artifacts}
-        prefixes.discard("")
-        known = {a.path for a in self.backup.artifacts} | {e.path for e in self.expected}
-        for prefix in sorted(p for p in prefixes if p.endswith(marker)):
+        paths = {a.path for a in self.backup.artifacts} | {e.path for e in self.expected}
+        prefixes = {p[: p.find(marker) + len(marker)] for p in paths if marker in p}
+        known = paths | ({self.copy_path} if self.copy_path else set())
+        for prefix in sorted(prefixes):
             for path in self.vault.list(prefix):
                 if path not in known:
                     self.find(
                         Code.ARTIFACT_UNEXPECTED,
                         "the vault holds a file this backup never recorded",
                         path,
+                        kind="file",
                     )
+            for entry in self.vault.foreign(prefix):
+                self._foreign(entry, known)
+
+    def _foreign(self, entry: ForeignEntry, known: set[str]) -> None:
+        if entry.path in known:
+            if entry.path not in self.not_files:
+                self.not_files.add(entry.path)
+                kind = {EntryKind.SYMLINK: "symbolic link", EntryKind.FOLDER: "folder"}.get(
+                    entry.kind, entry.detail or "special file"
+                )
+                what = f"{entry.kind.value} {entry.detail}".strip()
+                self.findings.append(_not_a_file(entry.path, kind, what))
+            return
+        if entry.kind is EntryKind.ORPHANED_RETENTION and entry.artifact in known:
+            return  # the record of a recorded artifact: its absence is that artifact's finding
+        words = _ENTRY_WORDS[entry.kind]
+        if entry.kind is EntryKind.SPECIAL_FILE and entry.detail:
+            words = f"a {entry.detail}"
+        self.find(
+            Code.ARTIFACT_UNEXPECTED,
+            f"the backup's folder holds {words} that the backup never recorded",
+            entry.path,
+            kind=entry.kind.value,
+            detail=entry.detail,
+            artifact=entry.artifact,
+        )
+
+    def check_lock(self, path: str) -> None:
+        """The storage's lock on ``path`` must still hold as the backup wrote it, until the
+        signed ``retain_until`` (:meth:`VaultBackend.lock_shortfalls`); once that date has
+        passed the lock owes nothing more."""
+        until = self.retain_until
+        if until is None or until <= _now():
+            return
+        try:
+            shortfalls = self.vault.lock_shortfalls(path, until)
+        except (ArtifactNotFound, ArtifactReplaced):
+            return  # reported where the artifact is read
+        if shortfalls:
+            self.find(
+                Code.ARTIFACT_LOCK_WEAKENED,
+                "the storage no longer locks the artifact as it was written: "
+                + "; ".join(shortfalls),
+                path,
+                shortfalls=list(shortfalls),
+                retain_until=until.isoformat(),
+                lock_mode=self.vault.lock_mode,
+            )
 
     # -- (b) keys and artifacts ------------------------------------------------------------
 
@@ -411,28 +540,13 @@ class _Run:
         """Read one artifact once: size, ciphertext hash, decryption, plaintext hash, and the
         content consumer; returns what ``consume`` returned when the artifact decrypted."""
         self.checked_paths.append(art.path)
-        try:
-            info = self.vault.stat(art.path)
-        except ArtifactNotFound:
-            self.find(Code.ARTIFACT_MISSING, "the artifact is not in the vault", art.path)
+        opened = self._open(art)
+        if opened is None:
             return None
-        if info.size != art.size:
-            self.find(
-                Code.ARTIFACT_SIZE_MISMATCH,
-                f"the artifact has {info.size} bytes, the manifest says {art.size}",
-                art.path,
-                expected=art.size,
-                actual=info.size,
-            )
+        fh, size = opened
         cipher = Sha256Stream()
-        self.rep.task(f"verifying {art.path}", info.size)
         result: Any = None
         decrypted = False
-        try:
-            fh = self.vault.open(art.path)
-        except ArtifactNotFound:
-            self.find(Code.ARTIFACT_MISSING, "the artifact vanished while verifying", art.path)
-            return None
         with fh:
 
             def chunks() -> Iterator[bytes]:
@@ -445,7 +559,7 @@ class _Run:
             plain: _PlainReader | None = None
             child: AgeProcess | None = None
             if self.identity is not None:
-                child, pieces = self._decryption(info.size, source)
+                child, pieces = self._decryption(art.size if size is None else size, source)
                 plain = _PlainReader(pieces, hashing=child is None)
                 try:
                     try:
@@ -470,6 +584,8 @@ class _Run:
             for _ in source:  # hash whatever decryption did not read
                 pass
         self.rep.finish()
+        if size is None:
+            self._check_size(art, cipher.length)
         actual = cipher.hexdigest()
         self.observed[art.path] = actual
         if actual != art.sha256:
@@ -478,6 +594,49 @@ class _Run:
         if plain is not None and decrypted and art.plain_sha256 is not None:
             self._check_plaintext(art, plain, child)
         return result if decrypted else None
+
+    def _open(self, art: _Expected) -> tuple[BinaryIO, int | None] | None:
+        """The artifact opened for reading and its stored size (None: the vault could not
+        say, checked on the bytes read), after its lock and size are checked; None (with its
+        finding) when it is missing or something else stands at its path."""
+        size: int | None
+        try:
+            size = self.vault.stat(art.path).size
+        except ArtifactReplaced as exc:
+            self._not_a_file(art.path, exc)
+            return None
+        except ArtifactNotFound:
+            self.find(Code.ARTIFACT_MISSING, "the artifact is not in the vault", art.path)
+            return None
+        except RetentionDamaged:
+            size = None  # check_lock reports it
+        self.check_lock(art.path)
+        if size is not None:
+            self._check_size(art, size)
+        self.rep.task(f"verifying {art.path}", size)
+        try:
+            return self.vault.open(art.path), size
+        except ArtifactReplaced as exc:
+            self._not_a_file(art.path, exc)
+        except ArtifactNotFound:
+            self.find(Code.ARTIFACT_MISSING, "the artifact vanished while verifying", art.path)
+        self.rep.finish()
+        return None
+
+    def _check_size(self, art: _Expected, size: int) -> None:
+        if size != art.size:
+            self.find(
+                Code.ARTIFACT_SIZE_MISMATCH,
+                f"the artifact has {size} bytes, the manifest says {art.size}",
+                art.path,
+                expected=art.size,
+                actual=size,
+            )
+
+    def _not_a_file(self, path: str, exc: ArtifactReplaced) -> None:
+        if path not in self.not_files:
+            self.not_files.add(path)
+            self.findings.append(_not_a_file(path, exc.kind, exc.message))
 
     def _decryption(
         self, size: int, source: Iterator[bytes]
@@ -949,6 +1108,15 @@ def _close(pieces: Iterator[bytes]) -> None:
     close = getattr(pieces, "close", None)
     if close is not None:
         close()
+
+
+def _signed_date(value: Any) -> datetime | None:
+    """A timezone-aware date of the signed manifest (None: absent or not one)."""
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.utcoffset() is not None else None
 
 
 def _key_json(diff: Any, encoding: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,6 +48,45 @@ class ArtifactLocked(VaultError):
     """The artifact is under retention (or a legal hold) and cannot be deleted or changed."""
 
 
+class ArtifactReplaced(VaultError):
+    """Something the vault never stores is at the artifact's path, or the path leads through
+    it: a symbolic link, a folder, a FIFO, a socket or a device. ``kind`` names it in a few
+    words ("symbolic link", "folder", ...). Nothing at that path is opened for reading before
+    it is known to be a regular file, so a FIFO never blocks a reader."""
+
+    def __init__(self, message: str, *, kind: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.kind = kind
+
+
+class RetentionDamaged(VaultError):
+    """The storage's own record of an artifact's retention cannot be read as the vault wrote
+    it (a folder vault's sidecar that is not valid): the artifact stays locked, and
+    :meth:`VaultBackend.lock_shortfalls` reports it."""
+
+
+class EntryKind(StrEnum):
+    """What a :class:`ForeignEntry` is."""
+
+    HIDDEN_FILE = "hidden-file"  # a file named like the vault's own, but not one of them
+    UNFINISHED_WRITE = "unfinished-write"  # a put's temporary file, left by a killed process
+    ORPHANED_RETENTION = "orphaned-retention-record"  # a retention record without its artifact
+    SYMLINK = "symbolic-link"
+    FOLDER = "folder"  # a folder that holds no artifact, or an object named like one
+    SPECIAL_FILE = "special-file"  # a FIFO, socket or device
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForeignEntry:
+    """Something stored under a prefix that :meth:`VaultBackend.list` does not show and that is
+    not one of the vault's own files serving a listed artifact."""
+
+    path: str  # relative, ``/``-separated, as under the vault (not always a valid artifact path)
+    kind: EntryKind
+    artifact: str | None = None  # the artifact path it belongs to by its name, if any
+    detail: str = ""  # in words: a link's target, the kind of special file, ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredArtifact:
     """What :meth:`VaultBackend.put` wrote: the bytes as stored (ciphertext, if encrypted)."""
@@ -67,6 +107,32 @@ class ArtifactInfo:
     lock_mode: str | None  # "COMPLIANCE", "GOVERNANCE", "read-only" or None
 
 
+def compare_lock(
+    info: ArtifactInfo,
+    retain_until: datetime,
+    *,
+    expected_mode: str | None,
+    stronger: tuple[str, ...] = (),
+) -> tuple[str, ...]:
+    """How the lock :meth:`VaultBackend.stat` reported (``info``) falls short of
+    ``expected_mode`` until ``retain_until``, one sentence each; ``stronger`` lists the modes
+    that hold at least as well as ``expected_mode``."""
+    if info.lock_mode is None or info.retain_until is None:
+        return (
+            f"it is not locked any more (it was locked {expected_mode} until "
+            f"{retain_until.isoformat()})",
+        )
+    out = []
+    if info.lock_mode != expected_mode and info.lock_mode not in stronger:
+        out.append(f"its lock mode is {info.lock_mode}, not {expected_mode}")
+    if info.retain_until < retain_until:
+        out.append(
+            f"it is retained until {info.retain_until.isoformat()}, earlier than the signed "
+            f"{retain_until.isoformat()}"
+        )
+    return tuple(out)
+
+
 def check_artifact_path(path: str) -> str:
     """Return ``path`` when it is a safe relative artifact path, else raise InputError."""
     parts = path.split("/")
@@ -82,6 +148,10 @@ def check_artifact_path(path: str) -> str:
 
 class VaultBackend(ABC):
     """Storage of backup artifacts for one registered vault."""
+
+    lock_mode: str | None = None
+    """The ``lock_mode`` :meth:`stat` reports for an artifact this vault stored with a
+    retention date (None: the backend cannot lock)."""
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
@@ -152,6 +222,29 @@ class VaultBackend(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
         """Paths of the artifacts under ``prefix``, sorted."""
+
+    def foreign(self, prefix: str) -> Iterator[ForeignEntry]:
+        """Everything stored under ``prefix`` that :meth:`list` does not show and that is not
+        one of the vault's own files serving an artifact there (hidden files, symbolic links,
+        special files, folders without artifacts, unfinished writes), sorted by path. Nothing
+        found is opened. The default finds nothing: a backend whose :meth:`list` shows every
+        stored object."""
+        return iter(())
+
+    def remove_unfinished(self, entry: ForeignEntry) -> None:
+        """Remove an unfinished write that :meth:`foreign` reported (kind
+        ``UNFINISHED_WRITE``, left by a killed writer). Raises ``ArtifactNotFound`` when it is
+        gone already and ``VaultError`` when the storage refuses; the default has none to
+        remove (a backend whose unfinished writes are invisible)."""
+        raise ArtifactNotFound(f"this vault keeps no unfinished write at {entry.path}")
+
+    def lock_shortfalls(self, path: str, retain_until: datetime) -> tuple[str, ...]:
+        """How the storage's protection of artifact ``path`` now falls short of what a
+        :meth:`put` with ``retain_until`` established, one sentence each; empty while it holds
+        (a later date is no shortfall). Raises like :meth:`stat`. The default compares what
+        :meth:`stat` reports with :attr:`lock_mode` and ``retain_until``."""
+        info = self.stat(path)
+        return compare_lock(info, retain_until, expected_mode=self.lock_mode)
 
     @abstractmethod
     def delete(self, path: str) -> None:

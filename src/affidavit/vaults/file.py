@@ -7,7 +7,11 @@ A put in progress writes ``.FILE.<random>.partial`` in the same folder; an inges
 ciphertext to ``ROOT/.spool-<random>.partial`` before it links it into place
 (:meth:`FileVault.put_file`). Names whose last
 component starts with ``.`` are therefore reserved for the vault's own files: :meth:`put`
-refuses them and :meth:`list` never shows them.
+refuses them and :meth:`list` never shows them. Anything else that is stored there — a hidden
+file that is none of those, a sidecar without its artifact, an unfinished write, a symbolic
+link, a FIFO, socket or device, a folder without artifacts — is what :meth:`FileVault.foreign`
+reports. Nothing at an artifact's path is opened before :func:`os.lstat` shows a regular file
+(and it is opened with ``O_NOFOLLOW | O_NONBLOCK``), so a FIFO there never blocks a reader.
 
 A folder cannot enforce retention against its owner or root: the read-only mode and the
 sidecar make :meth:`FileVault.delete` refuse, and the catalog keeps its own record; an auditor
@@ -20,6 +24,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import stat
 import tempfile
 import time
@@ -35,6 +40,10 @@ from affidavit.vaults.base import (
     ArtifactInfo,
     ArtifactLocked,
     ArtifactNotFound,
+    ArtifactReplaced,
+    EntryKind,
+    ForeignEntry,
+    RetentionDamaged,
     StoredArtifact,
     VaultBackend,
     check_artifact_path,
@@ -51,6 +60,27 @@ _STALE_SPOOL_SECONDS = 24 * 3600
 spool files within seconds to minutes and takes them over right after its check."""
 _MAX_SIDECAR_SIZE = 4096
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+" + re.escape(_PARTIAL_SUFFIX))
+"""A put's temporary file: ``.FILE.<random>.partial`` (8 characters from
+:func:`tempfile.mkstemp`)."""
+
+
+def _kind_of(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "special file"
 
 
 def _aware(when: datetime) -> datetime:
@@ -64,6 +94,21 @@ def _future(when: datetime) -> datetime:
     if until <= datetime.now(UTC):
         raise InputError(f"retain_until {until.isoformat()} is in the past")
     return until
+
+
+def _strict_retention(data: bytes) -> datetime | None:
+    """The date of a sidecar exactly as :meth:`FileVault.put` writes it, ``{"retain_until":
+    "<ISO 8601>"}`` and nothing else; None for anything else."""
+    if len(data) > _MAX_SIDECAR_SIZE:
+        return None
+    try:
+        record = json.loads(data)
+        if not isinstance(record, dict) or set(record) != {"retain_until"}:
+            return None
+        value = record["retain_until"]
+        return _aware(datetime.fromisoformat(value)) if isinstance(value, str) else None
+    except (ValueError, InputError):
+        return None
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -87,6 +132,8 @@ def _unlink_quietly(path: Path) -> None:
 
 class FileVault(VaultBackend):
     """Artifacts under a folder; each is written once and then made read-only."""
+
+    lock_mode = "read-only"
 
     @property
     def root(self) -> Path:
@@ -150,9 +197,10 @@ class FileVault(VaultBackend):
 
     def _inside(self, root: Path, folder: Path, path: str) -> None:
         if not folder.resolve().is_relative_to(root):
-            raise VaultError(
+            raise ArtifactReplaced(
                 f"folder vault {self.root}: {path} leads outside the vault's folder "
                 "through a symbolic link",
+                kind="symbolic link",
                 hint="remove the symbolic link from the vault folder",
             )
 
@@ -317,24 +365,43 @@ class FileVault(VaultBackend):
     # --- read ----------------------------------------------------------------------------
 
     def open(self, path: str) -> BinaryIO:
+        """Only a regular file is opened: :func:`os.lstat` first, then ``O_NOFOLLOW |
+        O_NONBLOCK`` (a FIFO swapped in meanwhile does not block the open) and a check that
+        the file opened is the one inspected."""
         target = self._locate(path)
+        seen = self._lstat(target, path)
         try:
-            fd = os.open(target, os.O_RDONLY | _NOFOLLOW)
+            fd = os.open(target, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise ArtifactNotFound(f"folder vault {self.root} has no artifact {path}") from exc
         except OSError as exc:
             raise self._read_error(path, exc) from exc
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise VaultError(f"folder vault {self.root}: {path} is not a regular file")
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise self._replaced(path, _kind_of(info.st_mode), swapped=True)
+            if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino):
+                raise self._replaced(path, "another file", swapped=True)
+            os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
             raise
         return os.fdopen(fd, "rb")
 
+    def _replaced(self, path: str, kind: str, *, swapped: bool = False) -> ArtifactReplaced:
+        article = "" if kind.startswith("another") else "an " if kind[0] in "aeiou" else "a "
+        return ArtifactReplaced(
+            f"folder vault {self.root}: {path} is {article}{kind}, not a stored artifact"
+            + (" (swapped in while it was opened)" if swapped else ""),
+            kind=kind,
+            hint="something other than affidavit changed the vault folder: inspect it",
+        )
+
     def _read_error(self, path: str, exc: OSError) -> VaultError:
         if exc.errno == errno.ELOOP:
-            return VaultError(f"folder vault {self.root}: {path} is a symbolic link")
+            return self._replaced(path, "symbolic link", swapped=True)
+        if exc.errno == errno.ENXIO:  # a socket (or a FIFO without a reader) swapped in
+            return self._replaced(path, "special file", swapped=True)
         return VaultError(f"folder vault {self.root}: cannot read {path}: {exc.strerror}")
 
     def _lstat(self, target: Path, path: str) -> os.stat_result:
@@ -344,35 +411,56 @@ class FileVault(VaultBackend):
             raise ArtifactNotFound(f"folder vault {self.root} has no artifact {path}") from exc
         except OSError as exc:
             raise self._read_error(path, exc) from exc
-        if stat.S_ISLNK(info.st_mode):
-            raise VaultError(f"folder vault {self.root}: {path} is a symbolic link")
         if not stat.S_ISREG(info.st_mode):
-            raise ArtifactNotFound(f"folder vault {self.root}: {path} is not an artifact")
+            raise self._replaced(path, _kind_of(info.st_mode))
         return info
 
-    def _retention(self, target: Path, path: str) -> datetime | None:
-        """The retention date of the sidecar; raises VaultError when it is unreadable."""
+    def _read_sidecar(self, target: Path, path: str) -> tuple[bytes, os.stat_result] | None:
+        """The bytes (at most one more than a sidecar may hold) and the status of the
+        retention sidecar of ``target``; None when there is none. Raises
+        :class:`RetentionDamaged` when it is no regular file (a symbolic link, a FIFO: never
+        opened in a way that blocks) and ``VaultError`` when it cannot be read."""
         sidecar = self._sidecar(target)
         try:
-            fd = os.open(sidecar, os.O_RDONLY | _NOFOLLOW)
+            fd = os.open(sidecar, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO):
+                raise self._damaged(path, sidecar) from exc
             raise VaultError(
                 f"folder vault {self.root}: cannot read the retention of {path}: {exc.strerror}"
             ) from exc
         try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise self._damaged(path, sidecar)
             data = os.read(fd, _MAX_SIDECAR_SIZE + 1)
+        except OSError as exc:
+            raise VaultError(
+                f"folder vault {self.root}: cannot read the retention of {path}: {exc.strerror}"
+            ) from exc
         finally:
             os.close(fd)
+        return data, info
+
+    def _damaged(self, path: str, sidecar: Path) -> RetentionDamaged:
+        return RetentionDamaged(
+            f"folder vault {self.root}: the retention record of {path} is damaged",
+            hint=f"inspect {sidecar}; the artifact stays locked until it is repaired",
+        )
+
+    def _retention(self, target: Path, path: str) -> datetime | None:
+        """The retention date of the sidecar; raises VaultError when it is unreadable
+        (:class:`RetentionDamaged` when it is not a retention record)."""
+        read = self._read_sidecar(target, path)
+        if read is None:
+            return None
         try:
-            value = json.loads(data)["retain_until"]
+            value = json.loads(read[0])["retain_until"]
             return _aware(datetime.fromisoformat(value))
         except (ValueError, KeyError, TypeError, InputError) as exc:
-            raise VaultError(
-                f"folder vault {self.root}: the retention record of {path} is damaged",
-                hint=f"inspect {sidecar}; the artifact stays locked until it is repaired",
-            ) from exc
+            raise self._damaged(path, self._sidecar(target)) from exc
 
     def stat(self, path: str) -> ArtifactInfo:
         target = self._locate(path)
@@ -383,6 +471,164 @@ class FileVault(VaultBackend):
             size=info.st_size,
             retain_until=self._retention(target, path),
             lock_mode="read-only" if read_only else None,
+        )
+
+    def lock_shortfalls(self, path: str, retain_until: datetime) -> tuple[str, ...]:
+        """The folder's own lock as :meth:`put` left it: the artifact read-only, and its
+        retention sidecar a read-only regular file holding exactly ``{"retain_until": ...}``
+        with a date no earlier than ``retain_until``. Raises like :meth:`stat`."""
+        until = _aware(retain_until)
+        target = self._locate(path)
+        info = self._lstat(target, path)
+        out: list[str] = []
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o222:
+            out.append(f"its mode {mode:04o} allows writing it again (the vault leaves 0444)")
+        name = self._sidecar(target).name
+        try:
+            read = self._read_sidecar(target, path)
+        except RetentionDamaged:
+            return (*out, f"its retention record {name} is not a regular file")
+        if read is None:
+            return (*out, f"its retention record {name} is gone (signed: {until.isoformat()})")
+        data, side = read
+        side_mode = stat.S_IMODE(side.st_mode)
+        if side_mode & 0o222:
+            out.append(
+                f"its retention record {name} has mode {side_mode:04o}: it can be rewritten "
+                "(the vault leaves 0444)"
+            )
+        recorded = _strict_retention(data)
+        if recorded is None:
+            out.append(f"its retention record {name} is not one the vault wrote")
+        elif recorded < until:
+            out.append(
+                f"its retention record {name} says {recorded.isoformat()}, earlier than the "
+                f"signed {until.isoformat()}"
+            )
+        return tuple(out)
+
+    def foreign(self, prefix: str) -> Iterator[ForeignEntry]:
+        """Reserved names serve an artifact only as the vault writes them: ``.FILE.retention``
+        beside an entry ``FILE`` (spool files only at the root, for the prefix ``""``).
+        Everything else that is not a listed artifact is reported: other hidden files,
+        sidecars without their artifact, unfinished writes (``.FILE.*.partial``), symbolic
+        links (also a folder of ``prefix`` replaced by one), FIFOs, sockets, devices, and
+        folders that hold no artifact. Raises ``VaultError`` when a folder cannot be read (an
+        unreadable folder is never taken for an empty one)."""
+        if prefix:
+            check_artifact_path(prefix.rstrip("/") or ".")
+        root = self.root
+        parts = prefix.split("/")[:-1]
+        found: list[ForeignEntry] = []
+        start = root
+        for n, part in enumerate(parts):  # the folders of the prefix itself
+            start = start / part
+            try:
+                info = os.lstat(start)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as exc:
+                raise self._list_error(start, exc) from exc
+            if stat.S_ISLNK(info.st_mode) or not (
+                stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)
+            ):
+                yield self._entry(start, "/".join(parts[: n + 1]), info, None)
+                return
+            if not stat.S_ISDIR(info.st_mode):
+                return  # a file where a folder should be: nothing is under it
+        if not parts and not root.is_dir():
+            return
+        artifacts: list[str] = []
+        folders: list[str] = []
+
+        def failed(exc: OSError) -> None:
+            raise self._list_error(Path(exc.filename or start), exc) from exc
+
+        for folder, dirs, files in os.walk(start, onerror=failed, followlinks=False):
+            rel = Path(folder).relative_to(root).as_posix()
+            base = "" if rel == "." else rel + "/"
+            for name in sorted(dirs + files):
+                candidate = base + name
+                if not candidate.startswith(prefix):
+                    continue
+                full = Path(folder, name)
+                try:
+                    info = os.lstat(full)
+                except FileNotFoundError:
+                    continue  # gone since the folder was read
+                except OSError as exc:
+                    raise self._list_error(full, exc) from exc
+                if stat.S_ISDIR(info.st_mode):
+                    folders.append(candidate)
+                elif stat.S_ISREG(info.st_mode) and not name.startswith("."):
+                    artifacts.append(candidate)
+                elif not (
+                    stat.S_ISREG(info.st_mode)
+                    and self._reserved(Path(folder), name, at_root=rel == ".")
+                ):
+                    found.append(self._entry(full, candidate, info, base))
+        holding = {a.rsplit("/", n)[0] for a in artifacts for n in range(1, a.count("/") + 1)}
+        listed = set(folders)
+        for folder in folders:  # the topmost folders without any artifact below them
+            parent = folder.rpartition("/")[0]
+            if folder not in holding and (parent not in listed or parent in holding):
+                found.append(ForeignEntry(path=folder, kind=EntryKind.FOLDER, detail="no artifact"))
+        yield from sorted(found, key=lambda e: e.path)
+
+    @staticmethod
+    def _sidecar_of(name: str) -> str | None:
+        """The artifact name whose retention sidecar ``name`` would be (None: no sidecar)."""
+        if not (name.startswith(".") and name.endswith(_RETENTION_SUFFIX)):
+            return None
+        artifact = name[1 : -len(_RETENTION_SUFFIX)]
+        return artifact if artifact and not artifact.startswith(".") else None
+
+    @classmethod
+    def _reserved(cls, folder: Path, name: str, *, at_root: bool) -> bool:
+        """The regular file ``name`` is one of the vault's own files serving an artifact in
+        ``folder``: a sidecar beside its artifact (whatever now stands at the artifact's path
+        is judged on its own), or a spool file at the root."""
+        if at_root and name.startswith(_SPOOL_PREFIX) and name.endswith(_PARTIAL_SUFFIX):
+            return True
+        artifact = cls._sidecar_of(name)
+        return artifact is not None and os.path.lexists(folder / artifact)
+
+    @classmethod
+    def _entry(cls, full: Path, path: str, info: os.stat_result, base: str | None) -> ForeignEntry:
+        """What a foreign entry at ``path`` is (``base``: its folder's prefix, for names)."""
+        name = path.rpartition("/")[2]
+        if stat.S_ISLNK(info.st_mode):
+            try:
+                target = os.readlink(full)
+            except OSError:
+                target = "?"
+            return ForeignEntry(path=path, kind=EntryKind.SYMLINK, detail=f"-> {target}")
+        if not stat.S_ISREG(info.st_mode):
+            kind = _kind_of(info.st_mode)
+            return ForeignEntry(path=path, kind=EntryKind.SPECIAL_FILE, detail=kind)
+        served = cls._sidecar_of(name)
+        if base is not None and served is not None:
+            return ForeignEntry(
+                path=path,
+                kind=EntryKind.ORPHANED_RETENTION,
+                artifact=base + served,
+                detail=f"{info.st_size} bytes",
+            )
+        temp = _TEMP_NAME.fullmatch(name)
+        if base is not None and temp is not None:
+            return ForeignEntry(
+                path=path,
+                kind=EntryKind.UNFINISHED_WRITE,
+                artifact=base + temp["name"],
+                detail=f"{info.st_size} bytes",
+            )
+        return ForeignEntry(path=path, kind=EntryKind.HIDDEN_FILE, detail=f"{info.st_size} bytes")
+
+    def _list_error(self, where: Path, exc: OSError) -> VaultError:
+        return VaultError(
+            f"folder vault {self.root}: cannot list {where}: {exc.strerror or exc}",
+            hint="check the permissions of the vault folder",
         )
 
     def list(self, prefix: str = "") -> Iterator[str]:
@@ -407,6 +653,28 @@ class FileVault(VaultBackend):
         yield from sorted(found)
 
     # --- delete --------------------------------------------------------------------------
+
+    def remove_unfinished(self, entry: ForeignEntry) -> None:
+        """Unlink the ``.NAME.<random>.partial`` file of ``entry``: only a regular file of that
+        name inside the vault's folder, never through a symbolic link."""
+        if entry.kind is not EntryKind.UNFINISHED_WRITE or entry.artifact is None:
+            raise InputError(f"{entry.path} is not an unfinished write of this vault")
+        folder = self._locate(entry.artifact).parent
+        name = entry.path.rpartition("/")[2]
+        if _TEMP_NAME.fullmatch(name) is None:
+            raise InputError(f"{entry.path} is not an unfinished write of this vault")
+        target = folder / name
+        try:
+            info = target.lstat()
+            if not stat.S_ISREG(info.st_mode):
+                raise VaultError(f"folder vault {self.root}: {entry.path} is not a regular file")
+            target.unlink()
+        except FileNotFoundError as exc:
+            raise ArtifactNotFound(f"folder vault {self.root} has no {entry.path}") from exc
+        except OSError as exc:
+            raise VaultError(
+                f"folder vault {self.root}: cannot remove {entry.path}: {exc.strerror}"
+            ) from exc
 
     def delete(self, path: str) -> None:
         """Remove the artifact and its retention sidecar once ``retain_until`` has passed;

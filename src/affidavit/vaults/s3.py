@@ -18,6 +18,11 @@ Object Lock is refused: the vault never silently stores an unlocked artifact.
 
 Deletion removes the artifact's *version* (a plain DELETE on a versioned bucket would only
 add a delete marker and leave the locked bytes in place), so S3 itself enforces retention.
+
+:meth:`S3Vault.lock_shortfalls` reads the current version's lock back: a retain-until date
+earlier than the one written, or a mode weaker than the vault's (GOVERNANCE where COMPLIANCE
+was written, none at all), is a shortfall. :meth:`S3Vault.foreign` reports the one kind of
+object :meth:`S3Vault.list` hides: keys ending in ``/`` (folder markers), which may hold bytes.
 """
 
 from __future__ import annotations
@@ -40,9 +45,12 @@ from affidavit.vaults.base import (
     ArtifactInfo,
     ArtifactLocked,
     ArtifactNotFound,
+    EntryKind,
+    ForeignEntry,
     StoredArtifact,
     VaultBackend,
     check_artifact_path,
+    compare_lock,
 )
 
 _TIMEOUT_SECONDS = 5
@@ -374,7 +382,15 @@ class S3Vault(VaultBackend):
             lock_mode=str(mode) if mode and until else None,
         )
 
-    def list(self, prefix: str = "") -> Iterator[str]:
+    def lock_shortfalls(self, path: str, retain_until: datetime) -> tuple[str, ...]:
+        """The current version's Object Lock: at least this vault's mode (COMPLIANCE holds
+        where GOVERNANCE was written) until no earlier than ``retain_until``."""
+        stronger = ("COMPLIANCE",) if self.lock_mode == "GOVERNANCE" else ()
+        return compare_lock(
+            self.stat(path), retain_until, expected_mode=self.lock_mode, stronger=stronger
+        )
+
+    def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:
         if prefix:
             check_artifact_path(prefix.rstrip("/") or ".")
         base = f"{self.prefix}/" if self.prefix else ""
@@ -384,11 +400,22 @@ class S3Vault(VaultBackend):
             )
             for page in pages:
                 for item in page.get("Contents", []):
-                    path = str(item["Key"])[len(base) :]
-                    if path and not path.endswith("/"):
-                        yield path
+                    yield {**item, "Path": str(item["Key"])[len(base) :]}
         except (ClientError, BotoCoreError) as exc:
             raise self._error("list", prefix or "the artifacts", exc) from exc
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        for item in self._objects(prefix):
+            path = item["Path"]
+            if path and not path.endswith("/"):
+                yield path
+
+    def foreign(self, prefix: str) -> Iterator[ForeignEntry]:
+        for item in self._objects(prefix):
+            path = item["Path"]
+            if path.endswith("/"):  # never written by the vault, and it may hold bytes
+                size = int(item.get("Size", 0))
+                yield ForeignEntry(path=path, kind=EntryKind.FOLDER, detail=f"{size} bytes")
 
     # --- delete --------------------------------------------------------------------------
 

@@ -174,10 +174,47 @@ def test_the_schema_head_constant_is_alembics_head(tmp_path: Path) -> None:
     catalog.check_schema()
     with sqlite3.connect(tmp_path / "c.sqlite") as db:  # an older catalog takes alembic's way
         db.execute("UPDATE alembic_version SET version_num = '0004'")
-    with pytest.raises(Exception, match="needs 0005"):
+    with pytest.raises(Exception, match=f"needs {SCHEMA_HEAD}"):
         catalog.check_schema()
     with sqlite3.connect(tmp_path / "c.sqlite") as db:
         db.execute("UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(Exception, match="newer than this affidavit knows"):
         catalog.check_schema()
     catalog.close()
+
+
+def test_0006_adds_the_lease_table_and_a_run_from_before_it_is_judged_by_its_age(
+    tmp_path: Path,
+) -> None:
+    """A catalog at 0005 with a backup left ``running`` upgrades to the lease table; that run
+    has no lease, so the next reclaim records it abandoned (it started long ago). Down again,
+    the table goes."""
+    from affidavit.services import leases
+    from affidavit.services.context import App
+
+    settings, path = _home_with_events(tmp_path, 0)
+    _downgrade(path, "0005")
+    with sqlite3.connect(path) as db:
+        tables = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+        assert "backup_leases" not in tables
+        db.execute(
+            "insert into backups (id, source, vault, kind, format, status, started_at, "
+            "retain_until) values ('bk-old', 'cache', 'v1', 'run', 'rdb', 'running', "
+            "'2026-01-01 00:00:00', '2099-01-01 00:00:00')"
+        )
+    result = initialise(settings)
+    assert (result.schema_before, result.schema_after) == ("0005", "0006")
+    app = App(settings)
+    try:
+        (abandoned,) = leases.reclaim_abandoned(app)
+        assert abandoned.backup_id == "bk-old"
+        assert abandoned.why.startswith("it has no lease (recorded before leases existed)")
+        with app.read() as uow:
+            assert uow.backups.lease("bk-old") is None
+            assert uow.backups.status("bk-old").value == "failed"
+    finally:
+        app.close()
+    _downgrade(path, "0005")
+    with sqlite3.connect(path) as db:
+        tables = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+    assert "backup_leases" not in tables
