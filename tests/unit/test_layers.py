@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "affidavit.__main__": 5,  # `python -m affidavit` is the CLI
     "affidavit.errors": 0,
     "affidavit.constants": 0,
+    "affidavit.durable": 0,
     "affidavit.models": 1,
     "affidavit.crypto": 1,
     "affidavit.config": 1,

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
-import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from affidavit.durable import write_atomic
 from affidavit.errors import AlreadyExists, FormatError, KeystoreError
 
 __all__ = [
@@ -164,49 +163,14 @@ def save_signing_key(
     :class:`KeystoreError` when the file cannot be written.
     """
     target = Path(path)
-    folder = target.parent
-    tmp = folder / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600
-        )
-    except OSError as exc:
-        raise KeystoreError(f"cannot create a key file in {folder}: {exc.strerror}") from exc
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, _encode_key_file(key))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            # link() fails if the target exists, so no existing key is ever clobbered.
-            os.link(tmp, target)
-            os.unlink(tmp)
+        write_atomic(target, _encode_key_file(key), mode=0o600, exclusive=not overwrite)
     except FileExistsError as exc:
         raise AlreadyExists(
             f"key file {target} already exists", hint="choose another path or remove the old key"
         ) from exc
     except OSError as exc:
         raise KeystoreError(f"cannot write key file {target}: {exc.strerror}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        dfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:

@@ -40,7 +40,6 @@ import json
 import os
 import stat
 import struct
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -49,6 +48,7 @@ from typing import Any, Final
 
 from affidavit.crypto import kek
 from affidavit.crypto.digest import constant_time_equal, sha256_hex
+from affidavit.durable import write_atomic
 from affidavit.errors import KeystoreError
 from affidavit.keystores.base import KekVersion, Keystore, WrappedSecret
 
@@ -410,27 +410,8 @@ class FileKeystore(Keystore):
 
     def _save(self, state: _State) -> None:
         data = self._serialise(state)
-        folder = self.path.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomic(self.path, data, mode=0o600)
         except OSError as exc:
             raise KeystoreError(f"cannot write key file {self.path}: {exc.strerror}") from exc
-        try:
-            with os.fdopen(fd, "wb") as out:
-                os.fchmod(out.fileno(), 0o600)
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise KeystoreError(f"cannot write key file {self.path}: {exc.strerror}") from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        with contextlib.suppress(OSError):
-            dfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)

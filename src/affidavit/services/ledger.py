@@ -22,6 +22,7 @@ from affidavit.crypto.digest import sha256_hex
 from affidavit.crypto.dsse import Envelope
 from affidavit.crypto.note import NoteSigner, NoteVerifier
 from affidavit.crypto.signing import SigningKey, save_signing_key
+from affidavit.durable import write_atomic
 from affidavit.errors import (
     AlreadyExists,
     FormatError,
@@ -572,16 +573,9 @@ def _check_extends(app: App, previous: Checkpoint, current: Checkpoint) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{_random_hex()}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
+        write_atomic(path, text.encode("utf-8"), mode=0o644)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise InputError(f"cannot write {path}: {exc.strerror}") from exc
 
 

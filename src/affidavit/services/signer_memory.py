@@ -41,12 +41,12 @@ import contextlib
 import fcntl
 import os
 import stat
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from affidavit.durable import write_atomic
 from affidavit.errors import FormatError, IntegrityError, KeystoreError, SigningRefused
 from affidavit.ledger import merkle
 from affidavit.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -209,17 +209,9 @@ class SignerMemory:
 
 
 def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, text.encode("utf-8"))
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(path, text.encode("utf-8"), mode=0o600)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise KeystoreError(f"cannot write {path}: {exc.strerror}") from exc
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from affidavit.crypto.digest import Sha256Stream
+from affidavit.durable import fsync_folder
 from affidavit.errors import InputError, VaultError
 from affidavit.models.inventory import VaultProbe
 from affidavit.vaults.base import (
@@ -109,18 +110,6 @@ def _strict_retention(data: bytes) -> datetime | None:
         return _aware(datetime.fromisoformat(value)) if isinstance(value, str) else None
     except (ValueError, InputError):
         return None
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        dfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -342,7 +331,7 @@ class FileVault(VaultBackend):
         finally:
             if sidecar_linked and not artifact_linked:
                 _unlink_quietly(self._sidecar(target))
-        _fsync_folder(folder)
+        fsync_folder(folder)
 
     def _write_error(self, path: str, exc: OSError) -> VaultError:
         return VaultError(f"folder vault {self.root}: cannot write {path}: {exc.strerror or exc}")
@@ -704,7 +693,7 @@ class FileVault(VaultBackend):
             raise VaultError(
                 f"folder vault {self.root}: cannot delete {path}: {exc.strerror}"
             ) from exc
-        _fsync_folder(target.parent)
+        fsync_folder(target.parent)
         self._prune(target.parent)
 
     def _prune(self, folder: Path) -> None:
