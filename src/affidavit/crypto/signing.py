@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from affidavit.crypto.key_file import read_key_file
 from affidavit.durable import write_atomic
 from affidavit.errors import AlreadyExists, FormatError, KeystoreError
 
@@ -180,25 +180,7 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
     any permission on it, and :class:`FormatError` when its content is malformed.
     """
     source = Path(path)
-    try:
-        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise KeystoreError(f"cannot read key file {source}: {exc.strerror}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise KeystoreError(f"key file {source} is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise KeystoreError(
-                f"key file {source} is accessible by group or others (mode {mode:04o})",
-                hint=f"chmod 600 {source}",
-            )
-        data = os.read(fd, _MAX_KEY_FILE_SIZE + 1)
-    except OSError as exc:
-        raise KeystoreError(f"cannot read key file {source}: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    if len(data) > _MAX_KEY_FILE_SIZE:
-        raise FormatError(f"{source} is too large to be an affidavit private-key file")
+    data = read_key_file(source, limit=_MAX_KEY_FILE_SIZE)
+    if data is None:
+        raise KeystoreError(f"cannot read key file {source}: No such file or directory")
     return _decode_key_file(data, source)

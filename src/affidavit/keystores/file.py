@@ -38,7 +38,6 @@ import contextlib
 import fcntl
 import json
 import os
-import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -48,6 +47,7 @@ from typing import Any, Final
 
 from affidavit.crypto import kek
 from affidavit.crypto.digest import constant_time_equal, sha256_hex
+from affidavit.crypto.key_file import read_key_file
 from affidavit.durable import write_atomic
 from affidavit.errors import KeystoreError
 from affidavit.keystores.base import KekVersion, Keystore, WrappedSecret
@@ -260,34 +260,10 @@ class FileKeystore(Keystore):
         return self._derived[1]
 
     def _read(self) -> bytes | None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise KeystoreError(f"cannot read key file {self.path}: {exc.strerror}") from exc
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise KeystoreError(f"key file {self.path} is not a regular file")
-            mode = stat.S_IMODE(info.st_mode)
-            if mode & 0o077:
-                raise KeystoreError(
-                    f"key file {self.path} is accessible by group or others (mode {mode:04o})",
-                    hint=f"chmod 600 {self.path}",
-                )
-            chunks = []
-            size = 0
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > _MAX_FILE_SIZE:
-                    raise KeystoreError(f"key file {self.path} is too large")
-            return b"".join(chunks)
-        except OSError as exc:
-            raise KeystoreError(f"cannot read key file {self.path}: {exc.strerror}") from exc
-        finally:
-            os.close(fd)
+        data = read_key_file(self.path, limit=_MAX_FILE_SIZE)
+        if data is not None and len(data) > _MAX_FILE_SIZE:
+            raise KeystoreError(f"key file {self.path} is too large")
+        return data
 
     def _load(self, *, missing_ok: bool) -> _State | None:
         data = self._read()
