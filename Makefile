@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.affidavit-installed
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps sanitizer-deps demo test test-pure test-sanitize lint bench clean
 
 setup: system-deps $(STAMP)
 
@@ -27,6 +27,18 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# the format, fingerprint and verify tests on the pure-Python twins (AFFIDAVIT_PURE_PYTHON=1)
+test-pure: setup
+	PY=$(BIN)/python bash scripts/test-pure-python.sh
+
+# the C modules built with ASan + UBSan (into build/sanitize), their tests and the sample files
+test-sanitize: setup sanitizer-deps
+	PY=$(BIN)/python bash scripts/test-sanitizers.sh
+
+# gcc and its sanitizer runtimes, installed like system-deps
+sanitizer-deps:
+	@bash scripts/system-deps.sh sanitizers
 
 lint: setup
 	$(BIN)/ruff format --check src tests benchmarks

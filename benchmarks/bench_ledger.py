@@ -137,12 +137,12 @@ def build_big(root: Path, n: int) -> App:
                 closed += digest
             stack.append(digest)
             entries.append(
-                (
+                (  # the query columns are the entry's own, as LedgerLog writes them
                     seq,
                     "2026-01-01T00:00:00.000000Z",
-                    "bench",
+                    "bench@example.com",
                     "bench.bulk",
-                    "s",
+                    f"subject:{seq}",
                     entry,
                     leaf,
                     bytes(closed),

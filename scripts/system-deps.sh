@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages affidavit's demo and tests need, when they are missing.
 # As root: apt-get installs them. Otherwise: say exactly what to run, and fail.
+# `system-deps.sh sanitizers` also checks what scripts/test-sanitizers.sh needs: gcc with its
+# AddressSanitizer and UndefinedBehaviorSanitizer runtimes (libasan, libubsan; on Debian they
+# come with gcc, through libgcc-N-dev).
 set -euo pipefail
 
 # command -> Debian package
@@ -10,10 +13,22 @@ declare -A NEEDED=(
   [age]=age
 )
 
+if [ "${1:-}" = sanitizers ]; then
+  NEEDED[gcc]=gcc
+fi
+
 missing=()
 for cmd in "${!NEEDED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
 done
+if [ "${1:-}" = sanitizers ] && command -v gcc >/dev/null 2>&1; then
+  for lib in libasan.so libubsan.so; do
+    path="$(gcc -print-file-name="$lib")"
+    if [ "$path" = "$lib" ] || [ ! -e "$path" ]; then
+      missing+=("libgcc-$(gcc -dumpversion | cut -d. -f1)-dev")
+    fi
+  done
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -24,7 +39,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "error: missing system packages ${missing[*]} and no apt-get to install them" >&2
-  echo "hint: install redis-server with your system's package manager" >&2
+  echo "hint: install them with your system's package manager" >&2
   exit 1
 fi
 echo "installing system packages: ${missing[*]}"

@@ -93,6 +93,28 @@ class CatalogError(OperationError):
     """The catalog database could not be opened or written."""
 
 
+class CatalogRowDamaged(CatalogError):
+    """A catalog row holds a value affidavit never writes (an unknown status or engine, a date
+    or JSON document that does not parse): the catalog was altered outside affidavit."""
+
+    default_hint = (
+        "the catalog was altered outside affidavit; "
+        "run `affidavit ledger verify` / `affidavit policy check`"
+    )
+
+    table: str = ""
+    row: str = ""
+    column: str = ""
+
+    @classmethod
+    def at(cls, *, table: str, row: str, column: str, value: str) -> CatalogRowDamaged:
+        """The error for column ``column`` of the row with primary key ``row`` in ``table``,
+        which holds ``value`` (shown as given: a short ``repr``)."""
+        error = cls(f"damaged catalog row: {table} row {row}, column {column} holds {value}")
+        error.table, error.row, error.column = table, row, column
+        return error
+
+
 class KeystoreError(OperationError):
     """A key could not be loaded, unwrapped or used."""
 

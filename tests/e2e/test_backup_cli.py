@@ -571,3 +571,39 @@ def test_deletion_takes_retention_and_holds_from_the_ledger_not_the_catalog(
     assert "retained until" in r.err and "CASE-9" in r.err
     assert all((vault / a["path"]).exists() for a in out["artifacts"])
     assert events(home, "backup.deleted") == []
+
+
+def test_deletion_refuses_a_ledger_whose_events_were_edited(
+    cli: Any, home: Path, servers: Any, tmp_path: Path
+) -> None:
+    """The signed backup.started is rewritten to an expired retention (leaf and subtree
+    hashes left alone, or recomputed), the hold event hidden by renaming its action column,
+    the hold row deleted and the vault's retention records moved earlier: the deletion
+    refuses before it touches the vault, because the ledger does not verify."""
+    vault = tmp_path / "vault"
+    register(cli, servers, vault)
+    out = run_json(cli, "cache", "--retain-days", "30")
+    bid = out["backup_id"]
+    assert cli("hold", "add", bid, "--case", "CASE-3", "--reason", "litigation").code == 0
+    past = "2026-01-01T00:00:00+00:00"
+    with sqlite3.connect(home / "catalog.sqlite") as db:
+        seq, entry = db.execute(
+            "SELECT seq, entry FROM ledger_entries WHERE action='backup.started' AND subject=?",
+            (f"backup:{bid}",),
+        ).fetchone()
+        forged = json.loads(entry)
+        forged["details"]["retain_until"] = past
+        db.execute(
+            "UPDATE ledger_entries SET entry=? WHERE seq=?",
+            (json.dumps(forged, sort_keys=True, separators=(",", ":")).encode(), seq),
+        )
+        db.execute("UPDATE ledger_entries SET action='hold.note' WHERE action='hold.added'")
+        db.execute("UPDATE backups SET retain_until='2026-01-01 00:00:00' WHERE id=?", (bid,))
+        db.execute("DELETE FROM holds")
+    for sidecar in vault.rglob(".*.retention"):
+        sidecar.chmod(0o644)
+        sidecar.write_text(json.dumps({"retain_until": past}))
+    r = cli("backup", "delete", bid, "--reason", "cleanup")
+    assert r.code == 1, r.out + r.err
+    assert "the ledger does not verify" in r.err and "nothing was deleted" in r.err
+    assert all((vault / a["path"]).exists() for a in out["artifacts"])

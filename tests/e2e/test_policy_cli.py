@@ -269,11 +269,13 @@ def test_approvals_forged_in_the_catalog_count_for_nothing(
             "update policy_versions set approved_by='bob', approved_at='2026-11-28 11:00:00' "
             "where version=2"
         )
+    # the check runs under version 1, the newest the ledger records approved, and names the row
     code, out = _check(cli, "--offline")
-    assert code == 1 and ("policy.approved", "policy:v2") in _failing(out)
-    assert all(
-        r["status"] == "not-evaluated" for r in out["results"] if r["control"] == "backup.rpo"
-    )
+    assert code == 1 and out["policy_version"] == 1
+    assert ("ledger.integrity", "policy:v2") in _failing(out)
+    assert ("policy.approved", "policy:v1") not in _failing(out)
+    rpo = [r for r in out["results"] if r["control"] == "backup.rpo"]
+    assert rpo and all(r["status"] != "not-evaluated" for r in rpo)
     # separation of duties ignores case and spacing in names
     r = _ok(cli("--actor", "mallory", "exception", "add", "backup.rpo", "*",
                 "--reason", "again", "--expires", expires, "--json"))  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from affidavit.catalog.rows import aware, column, json_list, optional
 from affidavit.catalog.schema import (
     BaselineRow,
     CheckRunRow,
@@ -40,10 +41,6 @@ from affidavit.models.governance import (
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _opt(value: datetime | None) -> datetime | None:
-    return _aware(value) if value is not None else None
 
 
 class GovernanceRepository:
@@ -89,7 +86,9 @@ class GovernanceRepository:
         return [_policy(row) for row in rows]
 
     def effective_policy(self) -> PolicyVersion | None:
-        """The newest approved version (the one in effect), if any."""
+        """The newest version whose row says it is approved, if any. This is the catalog's
+        claim: the version in force is the one the ledger records approved
+        (``services.approvals.policy_standing``)."""
         row = self._session.scalars(
             select(PolicyVersionRow)
             .where(PolicyVersionRow.approved_at.is_not(None))
@@ -203,14 +202,14 @@ class GovernanceRepository:
             id=row.id,
             control=row.control,
             subject=row.subject,
-            severity=Severity(row.severity),
+            severity=column(row, "severity", Severity),
             owner=row.owner,
             message=row.message,
-            status=FindingStatus(row.status),
-            opened_at=_aware(row.opened_at),
-            last_seen_at=_aware(row.last_seen_at),
-            due_at=_aware(row.due_at),
-            evidence=tuple(json.loads(row.evidence)),
+            status=column(row, "status", FindingStatus),
+            opened_at=column(row, "opened_at", aware),
+            last_seen_at=column(row, "last_seen_at", aware),
+            due_at=column(row, "due_at", aware),
+            evidence=tuple(column(row, "evidence", json_list)),
             trail=tuple(steps),
         )
 
@@ -269,7 +268,8 @@ class GovernanceRepository:
         return row.id
 
     def latest_baseline(self) -> Baseline | None:
-        """The newest approved baseline."""
+        """The newest baseline row. This is the catalog's claim: the baseline in force is the
+        one the ledger records approved (``services.approvals.baseline_standing``)."""
         row = self._session.scalars(
             select(BaselineRow).order_by(BaselineRow.id.desc()).limit(1)
         ).first()
@@ -314,19 +314,19 @@ def _policy(row: PolicyVersionRow) -> PolicyVersion:
         sha256=row.sha256,
         text=row.text,
         proposed_by=row.proposed_by,
-        proposed_at=_aware(row.proposed_at),
+        proposed_at=column(row, "proposed_at", aware),
         proposal_seq=row.proposal_seq,
         approved_by=row.approved_by,
-        approved_at=_opt(row.approved_at),
+        approved_at=column(row, "approved_at", optional(aware)),
         approval_seq=row.approval_seq,
     )
 
 
 def _step(row: FindingStepRow) -> FindingStep:
     return FindingStep(
-        at=_aware(row.at),
+        at=column(row, "at", aware),
         actor=row.actor,
-        status=FindingStatus(row.status),
+        status=column(row, "status", FindingStatus),
         note=row.note,
         seq=row.seq,
     )
@@ -339,16 +339,22 @@ def _exception(row: PolicyExceptionRow) -> PolicyException:
         subject=row.subject,
         reason=row.reason,
         requested_by=row.requested_by,
-        requested_at=_aware(row.requested_at),
-        expires_at=_aware(row.expires_at),
-        status=ExceptionStatus(row.status),
+        requested_at=column(row, "requested_at", aware),
+        expires_at=column(row, "expires_at", aware),
+        status=column(row, "status", ExceptionStatus),
         approved_by=row.approved_by,
-        approved_at=_opt(row.approved_at),
+        approved_at=column(row, "approved_at", optional(aware)),
     )
 
 
 def _baseline(row: BaselineRow) -> Baseline:
-    content: dict[str, Any] = json.loads(row.content)
+    # what `baseline approve` wrote is canonical JSON; content that is not (edited in the
+    # catalog) reads as empty, whose SHA-256 is not the one its ledger event recorded
+    try:
+        loaded: Any = json.loads(row.content)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        loaded = {}
+    content: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
     return Baseline(
         id=row.id,
         approved_by=row.approved_by,
@@ -362,10 +368,10 @@ def _baseline(row: BaselineRow) -> Baseline:
 def _check_run(row: CheckRunRow) -> CheckRun:
     return CheckRun(
         id=row.id,
-        at=_aware(row.at),
+        at=column(row, "at", aware),
         actor=row.actor,
         policy_version=row.policy_version,
         ok=row.ok,
-        results=tuple(json.loads(row.results)),
+        results=tuple(column(row, "results", json_list)),
         seq=row.seq,
     )

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from affidavit.catalog.rows import aware, checked, column, json_list, json_object, optional
 from affidavit.catalog.schema import (
     AlertRow,
     BackupArtifactRow,
@@ -163,7 +164,7 @@ class DatasetRepository:
         if row is None:
             row = DatasetRow(source_id=src.id, name=name)
             self._s.add(row)
-        previous = Classification(row.classification or src.classification)
+        previous = _classification(row, src)
         row.classification = level.value
         row.classification_reason = reason
         self._s.flush()
@@ -374,13 +375,14 @@ class LedgerRepository:
             cursor.close()
 
     def entry_rows_with_nodes(self) -> Iterator[tuple[Any, ...]]:
-        """``(seq, entry, leaf_hash, nodes, action)`` of every entry in seq order (``nodes``:
-        the stored hashes of the complete subtrees the entry's leaf closes; ``action``: the
-        query copy of the entry's action), for the verifier."""
+        """``(seq, entry, leaf_hash, nodes, action, actor, subject, time)`` of every entry in
+        seq order (``nodes``: the stored hashes of the complete subtrees the entry's leaf
+        closes; the rest: the query copies of the entry's members), for the verifier."""
         cursor = self._cursor()
         try:
             cursor.execute(
-                "SELECT seq, entry, leaf_hash, nodes, action FROM ledger_entries ORDER BY seq"
+                "SELECT seq, entry, leaf_hash, nodes, action, actor, subject, time "
+                "FROM ledger_entries ORDER BY seq"
             )
             while rows := cursor.fetchmany(10_000):
                 yield from rows
@@ -457,45 +459,58 @@ class LedgerRepository:
         rows = self._raw("SELECT note FROM ledger_checkpoints WHERE size = ?", (size,))
         return str(rows[0][0]) if rows else None
 
+    def remove_checkpoint(self, size: int) -> None:
+        """Remove the checkpoint row of ``size`` (only ``ledger recover`` does, for a row that
+        does not hold the checkpoint the key signed for that size)."""
+        self._raw("DELETE FROM ledger_checkpoints WHERE size = ?", (size,))
+        self._newest = None
+
 
 def _source(row: SourceRow) -> Source:
     secret = (
-        SecretRef(kind=SecretKind(row.secret_kind), locator=row.secret_locator or "")
+        SecretRef(kind=column(row, "secret_kind", SecretKind), locator=row.secret_locator or "")
         if row.secret_kind
         else None
     )
     return Source(
         name=SourceName(row.name),
-        engine=EngineName(row.engine),
+        engine=column(row, "engine", EngineName),
         uri=row.uri,
         secret=secret,
-        classification=Classification(row.classification),
+        classification=column(row, "classification", Classification),
         region=row.region,
         owner=row.owner,
-        created_at=_aware(row.created_at),
+        created_at=column(row, "created_at", aware),
     )
+
+
+def _classification(row: DatasetRow, src: SourceRow) -> Classification:
+    """The dataset's own classification, else its source's."""
+    if row.classification is None:
+        return column(src, "classification", Classification)
+    return column(row, "classification", Classification)
 
 
 def _dataset(row: DatasetRow, src: SourceRow) -> Dataset:
     return Dataset(
         source=SourceName(src.name),
         name=row.name,
-        classification=Classification(row.classification or src.classification),
+        classification=_classification(row, src),
         inherited=row.classification is None,
         reason=row.classification_reason,
         records=row.records,
-        discovered_at=_aware(row.discovered_at) if row.discovered_at else None,
+        discovered_at=column(row, "discovered_at", optional(aware)),
     )
 
 
 def _vault(row: VaultRow) -> Vault:
     return Vault(
         name=VaultName(row.name),
-        kind=VaultKind(row.kind),
+        kind=column(row, "kind", VaultKind),
         url=row.url,
         region=row.region,
         immutable_days=row.immutable_days,
-        created_at=_aware(row.created_at),
+        created_at=column(row, "created_at", aware),
     )
 
 
@@ -593,7 +608,9 @@ class BackupRepository:
             raise NotFound(
                 f"no backup {backup_id!r}", hint="`affidavit backup list` shows the backups"
             )
-        return BackupStatus(value)
+        return checked(
+            BackupStatus, value, table=BackupRow.__tablename__, row=backup_id, name="status"
+        )
 
     def add_lease(self, lease: Lease) -> None:
         """Record who holds a new running backup (with its ``running`` row)."""
@@ -759,11 +776,11 @@ class BackupRepository:
             vault=row.vault,
             kind=row.kind,
             format=row.format,
-            status=BackupStatus(row.status),
-            started_at=_aware(row.started_at),
-            finished_at=_aware(row.finished_at) if row.finished_at else None,
-            retain_until=_aware(row.retain_until),
-            consistency=json.loads(row.consistency) if row.consistency else None,
+            status=column(row, "status", BackupStatus),
+            started_at=column(row, "started_at", aware),
+            finished_at=column(row, "finished_at", optional(aware)),
+            retain_until=column(row, "retain_until", aware),
+            consistency=column(row, "consistency", optional(json_object)),
             manifest=row.manifest,
             manifest_sha256=row.manifest_sha256,
             envelope=row.envelope,
@@ -772,11 +789,11 @@ class BackupRepository:
             kek_id=row.kek_id,
             kek_version=row.kek_version,
             error=row.error,
-            deleted_at=_aware(row.deleted_at) if row.deleted_at else None,
+            deleted_at=column(row, "deleted_at", optional(aware)),
             artifacts=tuple(
                 BackupArtifact(
                     path=a.path,
-                    role=ArtifactRole(a.role),
+                    role=column(a, "role", ArtifactRole),
                     size=a.size,
                     sha256=a.sha256,
                     plain_size=a.plain_size,
@@ -799,6 +816,11 @@ class BackupRepository:
         )
 
 
+def _findings(text: str) -> tuple[Finding, ...]:
+    """The findings of a verification or drill, stored as a JSON array."""
+    return tuple(Finding.from_json(f) for f in json_list(text))
+
+
 def _lease(row: BackupLeaseRow) -> Lease:
     return Lease(
         backup_id=row.backup_id,
@@ -807,8 +829,8 @@ def _lease(row: BackupLeaseRow) -> Lease:
         pid_namespace=row.pid_namespace,
         pid=row.pid,
         process_start=row.process_start,
-        started_at=_aware(row.started_at),
-        heartbeat_at=_aware(row.heartbeat_at),
+        started_at=column(row, "started_at", aware),
+        heartbeat_at=column(row, "heartbeat_at", aware),
     )
 
 
@@ -818,9 +840,9 @@ def _hold(row: HoldRow) -> Hold:
         backup_id=row.backup_id,
         case_id=row.case_id,
         reason=row.reason,
-        created_at=_aware(row.created_at),
+        created_at=column(row, "created_at", aware),
         created_by=row.created_by,
-        released_at=_aware(row.released_at) if row.released_at else None,
+        released_at=column(row, "released_at", optional(aware)),
         released_by=row.released_by,
         release_reason=row.release_reason,
     )
@@ -863,13 +885,13 @@ class CheckRepository:
                 id=r.id,
                 backup_id=r.backup_id,
                 kind=r.kind,
-                started_at=_aware(r.started_at),
-                finished_at=_aware(r.finished_at),
+                started_at=column(r, "started_at", aware),
+                finished_at=column(r, "finished_at", aware),
                 ok=r.ok,
-                findings=tuple(Finding.from_json(f) for f in json.loads(r.findings)),
+                findings=column(r, "findings", _findings),
                 sample_percent=r.sample_percent,
                 sample_seed=r.sample_seed,
-                coverage=json.loads(r.coverage) if r.coverage else None,
+                coverage=column(r, "coverage", optional(json_object)),
                 envelope=r.envelope,
             )
             for r in self._s.scalars(stmt)
@@ -908,15 +930,15 @@ class CheckRepository:
                 id=r.id,
                 backup_id=r.backup_id,
                 target=r.target,
-                started_at=_aware(r.started_at),
-                finished_at=_aware(r.finished_at),
+                started_at=column(r, "started_at", aware),
+                finished_at=column(r, "finished_at", aware),
                 ok=r.ok,
                 rto_seconds=r.rto_seconds,
                 restore_seconds=r.restore_seconds,
                 fingerprint_match=r.fingerprint_match,
-                phases=json.loads(r.phases),
-                probes=tuple(json.loads(r.probes)),
-                findings=tuple(Finding.from_json(f) for f in json.loads(r.findings)),
+                phases=column(r, "phases", json_object),
+                probes=tuple(column(r, "probes", json_list)),
+                findings=column(r, "findings", _findings),
                 envelope=r.envelope,
             )
             for r in self._s.scalars(stmt)
@@ -936,7 +958,7 @@ class CheckRepository:
         row = self._s.get(AlertRow, alert_id)
         if row is None:
             raise NotFound(f"no alert {alert_id}")
-        row.deliveries = json.dumps([*json.loads(row.deliveries), attempt])
+        row.deliveries = json.dumps([*column(row, "deliveries", json_list), attempt])
         self._s.flush()
 
     def alerts(self) -> builtins.list[Alert]:
@@ -944,11 +966,11 @@ class CheckRepository:
         return [
             Alert(
                 id=r.id,
-                created_at=_aware(r.created_at),
+                created_at=column(r, "created_at", aware),
                 kind=r.kind,
                 subject=r.subject,
-                payload=json.loads(r.payload),
-                deliveries=tuple(json.loads(r.deliveries)),
+                payload=column(r, "payload", json_object),
+                deliveries=tuple(column(r, "deliveries", json_list)),
             )
             for r in self._s.scalars(select(AlertRow).order_by(AlertRow.id.desc()))
         ]

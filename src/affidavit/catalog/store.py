@@ -28,6 +28,7 @@ from affidavit.catalog.repository import (
     SourceRepository,
     VaultRepository,
 )
+from affidavit.catalog.rows import guard_loading
 from affidavit.errors import CatalogError, CatalogVersionError, InputError
 
 if TYPE_CHECKING:
@@ -248,6 +249,7 @@ class Catalog:
         self.url = url
         self._engine = _make_engine(url)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        guard_loading(self._sessions)  # a value stored behind our back: CatalogRowDamaged
         # what the driver raises (statements on the raw connection are not wrapped by SQLAlchemy)
         self._dbapi_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         # at most one pooled connection kept checked out between units of work; handed back

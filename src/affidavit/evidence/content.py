@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-FORMAT = "affidavit-evidence/1"
+FORMAT = "affidavit-evidence/2"
+"""The format the builder writes: a backup record's status, deletion and holds are the
+ledger's and cite their events (``deleted_seq``; each hold's ``seq`` and ``released_seq``)."""
+FORMAT_1 = "affidavit-evidence/1"
+"""The first format (still verified): a backup record's deletion and holds were the catalog
+row's and cited nothing, so a package of this format does not prove them."""
+FORMATS = (FORMAT_1, FORMAT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,9 +33,10 @@ class EvidenceContent:
       "message", "severity", "owner", "evidence", "exception"}``;
     - ``check_runs``: ``{"id", "at", "actor", "ok", "policy_version", "seq", "results_sha256"}``;
     - ``backups``: ``{"id", "source", "vault", "kind", "format", "status", "started_at",
-      "finished_at", "retain_until", "datasets": [{"name", "records", "fingerprint",
-      "classification"}], "artifacts": [{"path", "role", "dataset", "size", "sha256",
-      "plain_size", "plain_sha256"}],
+      "finished_at", "retain_until", "deleted_at", "deleted_seq", "datasets": [{"name",
+      "records", "fingerprint", "classification"}], "artifacts": [{"path", "role", "dataset",
+      "size", "sha256", "plain_size", "plain_sha256"}], "holds": [{"case", "placed",
+      "released", "seq", "released_seq"}], "error",
       "manifest_sha256", "attestation" (path in the package or null), "seq"}``;
     - ``verifications``: ``{"id", "backup_id", "kind", "started_at", "finished_at", "ok",
       "findings": [{"code", "message", "subject"}], "attestation", "seq"}``;

@@ -45,6 +45,7 @@ import rfc8785
 from affidavit.crypto.digest import Sha256Stream, sha256_hex
 from affidavit.errors import AlreadyExists, FormatError, VaultError
 from affidavit.evidence.content import FORMAT
+from affidavit.input_files import open_regular
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -63,6 +64,7 @@ _REGULAR = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE})
 _LONG_HEADERS = frozenset(
     {tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
 )
+_PACKAGE_HINT = "give the .tar.gz file `affidavit evidence build` wrote"
 
 
 def check_member_path(path: str) -> bool:
@@ -271,18 +273,18 @@ def _shorten(name: str) -> str:
 def read_package(path: Path) -> ReadPackage:
     """Read every regular file of a package into memory, defensively.
 
-    Raises :class:`FormatError` (exit 2) when ``path`` is not a gzip file at all; damage
-    inside the archive is returned as problems (the verifier reports them). Memory stays
-    bounded by about :data:`MAX_TOTAL_BYTES`, whatever the archive holds.
+    Raises :class:`FormatError` (exit 2) when ``path`` is not a gzip file at all, and
+    :class:`~affidavit.errors.InputError` (exit 2) when it is no regular file (a folder, a
+    symbolic link, a named pipe: never opened in a way that blocks); damage inside the
+    archive is returned as problems (the verifier reports them). Memory stays bounded by
+    about :data:`MAX_TOTAL_BYTES`, whatever the archive holds.
     """
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed below, also on every error
+        raw = open_regular(path, what="the evidence package", hint=_PACKAGE_HINT)
     except FileNotFoundError:
         raise FormatError(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path} is a folder, not an evidence package") from None
     except OSError as exc:
-        raise FormatError(f"cannot read {path}: {exc.strerror}") from None
+        raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from None
     with raw:
         try:
             magic = raw.read(2)
@@ -291,8 +293,7 @@ def read_package(path: Path) -> ReadPackage:
             raise FormatError(f"cannot read {path}: {exc.strerror}") from None
         if magic != b"\x1f\x8b":
             raise FormatError(
-                f"{path} is not an evidence package (not gzip-compressed)",
-                hint="give the .tar.gz file `affidavit evidence build` wrote",
+                f"{path} is not an evidence package (not gzip-compressed)", hint=_PACKAGE_HINT
             )
         result = ReadPackage()
         try:

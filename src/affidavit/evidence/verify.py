@@ -14,7 +14,10 @@ It checks, collecting every problem rather than stopping at the first:
    say what the record says (actors, notes, digests, results), attestations agree with the
    records they back, policy texts match their approved digests, approvals are by someone
    other than the requester, and the control results match the digest the newest
-   ``policy.checked`` event committed to;
+   ``policy.checked`` event committed to; a backup is ``deleted`` exactly when its record
+   cites its ``backup.deleted``, and its holds are exactly the ``hold.added`` /
+   ``hold.released`` events cited on it (``affidavit-evidence/2``; a package of the first
+   format is held to that format's rules, which do not cover deletion and holds);
 8. completeness: every cited event that a record stands for has its record, every
    attestation backs exactly one record, and the package holds control results;
 9. the OSCAL document and the report are present and well-formed.
@@ -41,7 +44,7 @@ from affidavit.crypto.dsse import Envelope, verify_envelope
 from affidavit.crypto.note import NoteVerifier
 from affidavit.crypto.signing import VerifyingKey
 from affidavit.errors import Error
-from affidavit.evidence.content import FORMAT
+from affidavit.evidence.content import FORMAT_1, FORMATS
 from affidavit.evidence.package import (
     CHECKPOINT,
     EVENTS,
@@ -92,9 +95,16 @@ RECORD_ACTIONS = frozenset(
         "policy.approved",
         "policy.checked",
         "keys.rotated",
+        "backup.deleted",
+        "hold.added",
+        "hold.released",
     }
 )
 """Ledger actions that stand for a record: each cited one must be referenced by a record."""
+_LIFECYCLE_ACTIONS = frozenset({"backup.deleted", "hold.added", "hold.released"})
+"""What a backup record cites beyond its completion since ``affidavit-evidence/2``."""
+RECORD_ACTIONS_1 = RECORD_ACTIONS - _LIFECYCLE_ACTIONS
+"""The actions that stand for a record in an ``affidavit-evidence/1`` package."""
 
 _STEP_ACTIONS = {
     "open": "finding.opened",
@@ -158,7 +168,8 @@ def verify_package(package: ReadPackage, verifier: NoteVerifier) -> EvidenceRepo
     events = _events(files, checkpoint, report)
     attestations = _attestations(files, keys, events, report)
     records = _records(files, report)
-    refs = _Refs(events, attestations, report)
+    # an unreadable manifest is already a failure: its records are held to the newest rules
+    refs = _Refs(events, attestations, report, legacy=manifest.get("format") == FORMAT_1)
     _cross_references(refs, records)
     _completeness(refs, files)
     _renderings(files, report)
@@ -233,8 +244,8 @@ def _manifest(
             )
     try:
         manifest = _loads(raw)
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ValueError(f"not an {FORMAT} manifest")
+        if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
+            raise ValueError(f"not an {' or '.join(FORMATS)} manifest")
         if not isinstance(manifest.get("files"), list):
             raise ValueError("no file list")
         if not isinstance(manifest.get("checkpoint"), dict):
@@ -254,6 +265,7 @@ def _manifest(
         report.summary["period"] = {str(k): v for k, v in period.items()}
     framework = manifest.get("framework")
     report.summary["framework"] = framework if isinstance(framework, str) else None
+    report.summary["format"] = manifest["format"]
     return manifest
 
 
@@ -478,10 +490,30 @@ class _Refs:
         events: Mapping[int, Event],
         attestations: Mapping[str, _Attestation],
         report: EvidenceReport,
+        *,
+        legacy: bool = False,
     ) -> None:
         self.events, self.attestations, self.report = events, attestations, report
         self.referenced: dict[int, str] = {}  # seq -> the record that cites it
         self.attestation_uses: dict[str, int] = {}
+        # an affidavit-evidence/1 package: its backup records neither prove nor cite their
+        # deletion and holds, and are held to that format's rules
+        self.legacy = legacy
+        self._by_subject: dict[str, list[Event]] | None = None
+
+    @property
+    def record_actions(self) -> frozenset[str]:
+        """The actions whose cited events must each be referenced by a record."""
+        return RECORD_ACTIONS_1 if self.legacy else RECORD_ACTIONS
+
+    def on_subject(self, subject: str) -> list[Event]:
+        """The cited events on ``subject``, in ``seq`` order."""
+        if self._by_subject is None:
+            self._by_subject = {}
+            for seq in sorted(self.events):
+                event = self.events[seq]
+                self._by_subject.setdefault(event.subject, []).append(event)
+        return self._by_subject.get(subject, [])
 
     def event(
         self, seq: Any, action: str | Iterable[str], subject: str, where: str
@@ -599,8 +631,17 @@ def _cross_references(refs: _Refs, records: Mapping[str, list[dict[str, Any]]]) 
 
 def _check_backup(refs: _Refs, b: dict[str, Any], where: str) -> None:
     backup_id, status = b.get("id"), b.get("status")
+    unsigned = b.get("seq") is None and b.get("attestation") is None
+    if not refs.legacy:
+        if status not in ("running", "failed", "complete", "deleted"):
+            refs.mismatch(where, f"the status {_SHOW.repr(status)} is not one a backup has")
+        _check_deletion(refs, b, where)
+        _check_holds(refs, b, where)
+        _check_lifecycle_cited(refs, b, where)
+        if status == "deleted" and unsigned:
+            return  # deleted without ever completing: its deletion is all that was signed
     if status not in ("complete", "deleted"):
-        if b.get("seq") is None and b.get("attestation") is None:
+        if unsigned:
             return  # running or failed: nothing was signed
         refs.mismatch(where, f"the backup is {_SHOW.repr(status)} but cites a signed completion")
     datasets = _objects(b.get("datasets"), "datasets")
@@ -634,6 +675,72 @@ def _check_backup(refs: _Refs, b: dict[str, Any], where: str) -> None:
                               for d in _objects(pred.get("datasets"), "the signed datasets")),
               source)  # fmt: skip
     _check_artifacts(refs, where, artifacts, pred=pred, found=found, source=source)
+
+
+def _check_deletion(refs: _Refs, b: dict[str, Any], where: str) -> None:
+    """(Format 2) The status is ``deleted`` exactly when the record cites its backup's
+    ``backup.deleted``, and ``deleted_at`` is that event's time."""
+    status, seq, deleted_at = b.get("status"), b.get("deleted_seq"), b.get("deleted_at")
+    if status == "deleted":
+        event = refs.event(seq, "backup.deleted", f"backup:{b.get('id')}", where)
+        if event is not None:
+            refs.same(where, "deleted_at", deleted_at, event.time,
+                      f"backup.deleted (seq {event.seq})")  # fmt: skip
+    elif seq is not None or deleted_at is not None:
+        named = f"deleted_at {_SHOW.repr(deleted_at)}, deleted_seq {_SHOW.repr(seq)}"
+        refs.mismatch(where, f"the backup is {_SHOW.repr(status)} but names a deletion ({named})")
+
+
+def _check_holds(refs: _Refs, b: dict[str, Any], where: str) -> None:
+    """(Format 2) Each hold cites its ``hold.added`` (case, placement time) and, when it is
+    released, the ``hold.released`` of the same case that came after it (release time)."""
+    subject = f"backup:{b.get('id')}"
+    cited: set[int] = set()
+    for number, hold in enumerate(_objects(b.get("holds"), "holds"), start=1):
+        what, case = f"hold {number}", hold.get("case")
+        for key in ("seq", "released_seq"):
+            seq = hold.get(key)
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                if seq in cited:
+                    refs.mismatch(where, f"{what} cites ledger seq {seq} a second time")
+                cited.add(seq)
+        added = refs.event(hold.get("seq"), "hold.added", subject, where)
+        if added is not None:
+            source = f"hold.added (seq {added.seq})"
+            refs.same(where, f"{what}'s case", case, added.details.get("case"), source)
+            refs.same(where, f"{what}'s placement", hold.get("placed"), added.time, source)
+        if hold.get("released_seq") is None:
+            if hold.get("released") is not None:
+                refs.report.add(
+                    "reference-missing", f"{what} is released, but cites no hold.released", where
+                )
+            continue
+        released = refs.event(hold.get("released_seq"), "hold.released", subject, where)
+        if released is None:
+            continue
+        source = f"hold.released (seq {released.seq})"
+        refs.same(where, f"{what}'s case", case, released.details.get("case"), source)
+        refs.same(where, f"{what}'s release", hold.get("released"), released.time, source)
+        if added is not None and released.seq < added.seq:
+            refs.mismatch(where, f"{what} is released (seq {released.seq}) before it was "
+                          f"placed (seq {added.seq})")  # fmt: skip
+
+
+def _check_lifecycle_cited(refs: _Refs, b: dict[str, Any], where: str) -> None:
+    """(Format 2) Every cited deletion or hold event of the backup is one its record cites:
+    a record that leaves out a deletion or a hold the package proves says something else."""
+    for event in refs.on_subject(f"backup:{b.get('id')}"):
+        if event.action not in _LIFECYCLE_ACTIONS or event.seq in refs.referenced:
+            continue
+        refs.referenced[event.seq] = where  # reported here, not again as record-missing
+        if event.action == "backup.deleted":
+            status = _SHOW.repr(b.get("status"))
+            refs.mismatch(where, f"the status is {status} in the record but backup.deleted "
+                          f"(seq {event.seq}) deleted it at {event.time}")  # fmt: skip
+        else:
+            case = _SHOW.repr(event.details.get("case"))
+            refs.mismatch(where, f"the holds leave out {event.action} (seq {event.seq}, case "
+                          f"{case} at {event.time})")  # fmt: skip
 
 
 def _check_artifacts(
@@ -920,7 +1027,7 @@ def _completeness(refs: _Refs, files: Mapping[str, bytes]) -> None:
     """Every cited event that stands for a record has its record; every attestation backs
     exactly one record."""
     for seq, event in sorted(refs.events.items()):
-        if event.action in RECORD_ACTIONS and seq not in refs.referenced:
+        if event.action in refs.record_actions and seq not in refs.referenced:
             refs.report.add(
                 "record-missing",
                 f"ledger seq {seq} ({event.action} on {event.subject}) has no record",

@@ -18,7 +18,6 @@ An accumulator made with ``keep_keys=False`` keeps no keys: it computes the fing
 from __future__ import annotations
 
 import io
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from affidavit.fingerprint.model import (
 from affidavit.ledger import merkle
 from affidavit.models.records import Profile
 from affidavit.native import load_native
+from affidavit.private_temp import PrivateFolder, open_private
 
 DEFAULT_BUFFER_RECORDS = 1 << 16  # pairs per sorted run (4 MiB of pairs plus their keys)
 SEGMENT_BITS = 8  # runs are cut into (up to) 256 segments by the top bits of the key hash
@@ -129,7 +129,7 @@ class Accumulator:
         self._keys: list[bytes] = []
         self._buffered = 0
         self._runs: list[_Run] = []
-        self._tmpdirs: list[tempfile.TemporaryDirectory[str]] = []
+        self._tmpdirs: list[PrivateFolder] = []  # owner-named, swept when the owner died
         self.count = 0
         # a segment must be a union of whole buckets
         self._segment_bits = min(SEGMENT_BITS, bucket_bits)
@@ -184,9 +184,7 @@ class Accumulator:
 
     def _run_dir(self) -> Path:
         if not self._tmpdirs:
-            self._tmpdirs.append(
-                tempfile.TemporaryDirectory(prefix="affidavit-fp-", dir=self._spill_dir)
-            )
+            self._tmpdirs.append(PrivateFolder("fp", parent=self._spill_dir))
         return Path(self._tmpdirs[0].name)
 
     def _sorted_run(self) -> _Run | None:
@@ -237,7 +235,7 @@ class Accumulator:
         assert run.keys is not None
         assert run.key_lengths is not None
         path = self._run_dir() / f"run-{len(self._runs):05d}.run"
-        with path.open("wb") as fh:
+        with open_private(path) as fh:  # keys are plaintext: 0600 in a 0700 folder
             fh.write(run.pairs.tobytes())
             if run.has_keys:
                 fh.write(run.key_lengths.tobytes())

@@ -14,6 +14,7 @@ with the gzip magic) are streamed through :mod:`gzip`; corrupt or truncated gzip
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
@@ -29,6 +30,7 @@ from affidavit.formats.base import (
     RecordReader,
     open_binary,
 )
+from affidavit.input_files import describe_mode
 from affidavit.models.records import RecordEncoding
 
 Validation = Literal["full", "framing"]
@@ -52,10 +54,32 @@ def _stem(path: Path) -> str | None:
     return None
 
 
+def _is_regular(path: Path) -> bool:
+    """Whether a regular file is at ``path`` (through a symbolic link too); False when nothing
+    is there. Raises ``FormatError`` naming the entry for anything else (a named pipe, socket,
+    device or folder, a link to nothing): a dump's collection is never silently left out, and
+    no pipe is ever opened."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if not path.is_symlink():
+            return False
+        mode = stat.S_IFLNK
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    if stat.S_ISREG(mode):
+        return True
+    what = "a symbolic link to nothing" if stat.S_ISLNK(mode) else describe_mode(mode)
+    raise FormatError(
+        f"{path} is {what}, not a regular file",
+        hint="a mongodump folder holds regular files only; copy the dump into plain files",
+    )
+
+
 def _metadata_path(bson_path: Path, stem: str) -> Path | None:
     for suffix in _METADATA_SUFFIXES:
         candidate = bson_path.with_name(stem + suffix)
-        if candidate.is_file():
+        if _is_regular(candidate):
             return candidate
     return None
 
@@ -68,7 +92,7 @@ def _collection_name(metadata: Path | None, stem: str) -> str:
             with open_binary(metadata) as stream:
                 text = stream.read(_MAX_METADATA_BYTES + 1)
             doc = json.loads(text) if len(text) <= _MAX_METADATA_BYTES else None
-        except (FormatError, ValueError, OSError, EOFError):
+        except (FormatError, ValueError, OSError, EOFError, RecursionError):
             doc = None  # metadata is advisory here; a broken one does not hide the data
         if isinstance(doc, dict) and isinstance(doc.get("collectionName"), str):
             return str(doc["collectionName"])
@@ -158,6 +182,8 @@ class MongodumpDirReader(RecordReader):
     and the bucket collections of time-series, ``system.buckets.*``, are read). When the
     folder holds ``.bson`` files itself and no database sub-folders, it is read as a single
     database folder named after itself (``mongodump --db D --out X`` then pointing at X/D).
+    A collection's file or metadata that is no regular file (a named pipe, a device, a link
+    to nothing) raises ``FormatError`` naming it: no collection is ever left out silently.
     """
 
     name: ClassVar[str] = "mongodump"
@@ -196,7 +222,7 @@ class MongodumpDirReader(RecordReader):
             db = unquote(db_dir.resolve().name)
             for file in sorted(db_dir.iterdir()):
                 stem = _stem(file)
-                if stem is None or not file.is_file():
+                if stem is None or not _is_regular(file):
                     continue
                 coll = _collection_name(_metadata_path(file, stem), stem)
                 if coll in _NOT_DATASETS:

@@ -30,6 +30,7 @@ from typing import IO, Any, Self
 
 from affidavit.crypto.digest import Sha256Stream
 from affidavit.errors import FormatError, InputError
+from affidavit.input_files import open_regular
 from affidavit.ledger.verify import LedgerRecord, RecordLike
 
 __all__ = [
@@ -45,6 +46,7 @@ EXPORT_FORMAT = "affidavit-ledger-export"
 EXPORT_VERSION = 1
 MAX_LINE = 16 * 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
+_READ_HINT = "give the file written by `affidavit ledger export --out FILE`"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,18 +129,19 @@ class ExportReader:
     """Reads an export file: the header and checkpoints at once, the entries as a stream.
 
     Raises :class:`FormatError` (exit 2) for anything that is not the format: a bad header,
-    an unknown line type, a checkpoint after the entries, a line cut short (truncated file).
-    Use as a context manager.
+    an unknown line type, a checkpoint after the entries, a line cut short (truncated file),
+    a line nested too deeply to parse. Raises :class:`InputError` (exit 2) when the file
+    cannot be opened or is no regular file (a named pipe is never opened in a way that
+    blocks, a symbolic link is not followed). Use as a context manager.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self._fh: IO[bytes] = path.open("rb")
+            self._fh: IO[bytes] = open_regular(path, what="the export file", hint=_READ_HINT)
         except OSError as exc:
             raise InputError(
-                f"cannot read the export file {path}: {exc.strerror}",
-                hint="give the file written by `affidavit ledger export --out FILE`",
+                f"cannot read the export file {path}: {exc.strerror or exc}", hint=_READ_HINT
             ) from exc
         self._line_no = 0
         self._pending: dict[str, Any] | None = None
@@ -183,6 +186,8 @@ class ExportReader:
             obj = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
             raise self._error("not a JSON line (the file is damaged or truncated)") from exc
+        except RecursionError as exc:
+            raise self._error("the line is nested too deeply to be an export line") from exc
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             raise self._error("each line must be a JSON object with a 'type'")
         return obj

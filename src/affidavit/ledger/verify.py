@@ -103,7 +103,8 @@ class FindingCode(StrEnum):
     TRUNCATED = "truncated"
     """The ledger is smaller than the saved checkpoint: entries were removed from the end."""
     COLUMN_MISMATCH = "column-mismatch"
-    """(catalog only) a row's ``action`` column (a query copy) differs from its entry's."""
+    """(catalog only) a row's action, actor, subject or time column (query copies) differs
+    from its entry's."""
     KEY_NOT_CREATOR = "key-not-creator"
     """(catalog only) seq 0 is not the ``ledger.key_created`` event of the key used."""
     STORED_NODES_MISMATCH = "stored-nodes-mismatch"
@@ -139,10 +140,10 @@ class LedgerRecord(NamedTuple):
 RecordLike = tuple[int, bytes, bytes | None]
 """What the verifier reads of each entry: ``(seq, entry bytes, stored leaf hash or None)``."""
 
-RecordWithNodes = tuple[int, bytes, bytes | None, bytes | None, str]
+RecordWithNodes = tuple[int, bytes, bytes | None, bytes | None, str, str, str, str]
 """A record followed by the stored hashes of the complete subtrees its leaf closes (levels 1,
-2, ... concatenated, as the catalog keeps them) and the row's ``action`` column: the verifier
-then checks those too."""
+2, ... concatenated, as the catalog keeps them) and the row's ``action``, ``actor``,
+``subject`` and ``time`` columns: the verifier then checks those too."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -345,11 +346,9 @@ class LedgerVerifier:
                 nodes = kept[0]
                 if not isinstance(nodes, bytes) or not ct_equal(closed, nodes):
                     bad_nodes.append(seq)
-                # the action column is a copy used to find events by kind: it must be the
-                # entry's own (RFC 8785 puts "action" first); a rewritten copy hides an event
-                if len(kept) > 1 and not entry.startswith(
-                    b'{"action":"' + str(kept[1]).encode("utf-8") + b'",'
-                ):
+                # the query columns are copies used to find events by kind, time, actor and
+                # subject: each must be the entry's own; a rewritten copy hides an event
+                if len(kept) > 1 and not _columns_match(entry, *kept[1:5]):
                     bad_columns.append(seq)
             else:
                 while carry & 1:
@@ -372,8 +371,8 @@ class LedgerVerifier:
         yield from _row_findings(
             FindingCode.COLUMN_MISMATCH,
             bad_columns,
-            "the action column of {rows} is not the action in the signed entry (events "
-            "looked up by kind would be missed or mistaken)",
+            "the action, actor, subject or time column of {rows} is not the signed entry's "
+            "(events looked up by them would be missed or mistaken)",
         )
 
     def _judge(self, signed: list[_Signed], old: _Signed | None) -> Iterator[Finding]:
@@ -472,6 +471,24 @@ def verify_ledger(
 # -- helpers ---------------------------------------------------------------------------------
 
 
+def _columns_match(entry: bytes, action: Any, actor: Any, subject: Any, time: Any) -> bool:
+    """Whether the row's copied columns are the entry's own: RFC 8785 sorts an event's
+    members as action, actor, client, details, seq, subject, time, so the first two open the
+    entry and the last two close it. Values that need no escaping (the usual case: checked
+    once over all four) are compared as they are; others as RFC 8785 prints strings."""
+    every = f"{action}{actor}{subject}{time}"
+    if '"' in every or "\\" in every or not every.isprintable():
+        action, actor, subject, time = (
+            json.dumps(str(v), ensure_ascii=False)[1:-1] for v in (action, actor, subject, time)
+        )
+    try:
+        return entry.startswith(
+            f'{{"action":"{action}","actor":"{actor}",'.encode()
+        ) and entry.endswith(f',"subject":"{subject}","time":"{time}"}}'.encode())
+    except UnicodeEncodeError:  # a lone surrogate: not what any signed entry holds
+        return False
+
+
 def _row_findings(code: FindingCode, seqs: list[int], template: str) -> Iterator[Finding]:
     """One finding for rows that share a defect: the first seq and how many more."""
     if seqs:
@@ -504,6 +521,12 @@ def _full_check(entry: bytes, seq: int) -> Finding | None:
     except (UnicodeDecodeError, ValueError):
         return Finding(
             code=FindingCode.ENTRY_UNPARSEABLE, seq=seq, message=f"entry at seq {seq} is not JSON"
+        )
+    except RecursionError:  # hostile nesting (a JSON parser gives up: no event is that deep)
+        return Finding(
+            code=FindingCode.ENTRY_UNPARSEABLE,
+            seq=seq,
+            message=f"entry at seq {seq} is nested too deeply to be parsed",
         )
     try:
         Event.from_canonical(entry)

@@ -74,7 +74,15 @@ class Event:
     @classmethod
     def from_canonical(cls, entry: bytes) -> Event:
         """Parse stored entry bytes; raise :class:`FormatError` when they are not a valid,
-        canonical event."""
+        canonical event (also when they nest too deeply to be parsed or re-encoded: the
+        entries are untrusted, and a hostile one may hold 100,000 nested arrays)."""
+        try:
+            return cls._from_canonical(entry)
+        except RecursionError:
+            raise FormatError("ledger entry is nested too deeply to be an event") from None
+
+    @classmethod
+    def _from_canonical(cls, entry: bytes) -> Event:
         try:
             obj = json.loads(entry)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -113,7 +113,7 @@ class CatalogMismatch:
     vouches for, or an event whose row is gone: the rules used the ledger's version (or
     nothing), and ``ledger.integrity`` reports the row."""
 
-    subject: str  # backup:ID, verification:ID, drill:ID
+    subject: str  # backup:ID, verification:ID, drill:ID, policy:vN, baseline:ID (or baseline)
     message: str  # every difference, "; "-separated
     seq: int | None = None  # the ledger event, when there is one
 
@@ -154,12 +154,15 @@ class KeyFacts:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyFacts:
-    """The policy version in effect."""
+    """The policy version in effect: the newest one the ledger records approved (by its
+    events' actors), with the text those events' SHA-256 vouches for."""
 
     version: int
     proposed_by: str
     approved_by: str | None
     seq: int | None
+    text: str | None = None  # the approved text (its SHA-256 checked); None: not usable
+    problem: str | None = None  # why it cannot be applied: text altered, gone or not a policy
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,5 +185,9 @@ class Facts:
     config_errors: Mapping[str, str] = field(default_factory=dict)  # "source:x" -> why unread
     baseline: Mapping[str, Any] | None = None
     baseline_id: int | None = None
+    # the newest approved baseline cannot be used (its row gone, its content not the one its
+    # baseline.approved event recorded): config.baseline fails with this
+    baseline_problem: str | None = None
+    baseline_seq: int | None = None  # the newest baseline.approved
     live: bool = True  # False: sources and vaults were not contacted (offline check)
     abandoned_runs: tuple[AbandonedRunFacts, ...] = ()  # from the ledger's backup.abandoned

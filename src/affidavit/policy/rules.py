@@ -213,6 +213,15 @@ def _policy_approved(ctx: _Context) -> Iterator[ControlResult]:
             f"policy:v{p.version}",
             f"version {p.version} has no ledger-backed approval by a second person",
         )
+    elif p.problem is not None:
+        yield ctx.fail(
+            cid,
+            f"policy:v{p.version}",
+            f"version {p.version} is in effect (proposed by {p.proposed_by}, approved by "
+            f"{p.approved_by}) but cannot be applied: {p.problem}; "
+            "no control that needs the policy was evaluated",
+            evidence=[f"ledger:{p.seq}"] if p.seq is not None else [],
+        )
     else:
         yield ctx.ok(
             cid,
@@ -737,6 +746,13 @@ def _known_targets(ctx: _Context) -> Iterator[ControlResult]:
 def _config_baseline(ctx: _Context) -> Iterator[ControlResult]:
     cid = "config.baseline"
     baseline = ctx.facts.baseline
+    if ctx.facts.baseline_problem is not None:  # approved, but the catalog's copy is not it
+        evidence = [f"baseline:{ctx.facts.baseline_id}"] if ctx.facts.baseline_id else []
+        if ctx.facts.baseline_seq is not None:
+            evidence.append(f"ledger:{ctx.facts.baseline_seq}")
+        yield ctx.fail(cid, "baseline", f"{ctx.facts.baseline_problem}; nothing can be compared "
+                       "with it: approve a new baseline", evidence=evidence)  # fmt: skip
+        return
     if baseline is None:
         yield ctx.fail(cid, "baseline", "no configuration baseline has been approved")
         return

@@ -1,22 +1,61 @@
-"""A database server process started on a random loopback port and stopped by PID."""
+"""A database server process started on a random loopback port and stopped by PID.
+
+A scratch server must not outlive the process that started it, even one killed with SIGKILL:
+on Linux the child is started with ``PR_SET_PDEATHSIG`` = SIGKILL (:func:`die_with_parent`),
+so the kernel kills it when its parent dies; its folder is private (0700), named after its
+owner and records the server's pid and start time, so that a later command's
+:func:`affidavit.private_temp.sweep` removes it (killing the server first, should it still
+run) once the owner is provably dead. Elsewhere the server is stopped by :meth:`stop` only.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
-import tempfile
+import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from affidavit.errors import OperationError
+from affidavit.private_temp import make_private_folder, open_private, record_process
 
 _STOP_GRACE_SECONDS = 10.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGKILL when this process dies
+    (``prctl(PR_SET_PDEATHSIG, SIGKILL)``, Linux), or None where there is no such call.
+
+    The C function is looked up here, in the parent, so the child only calls it. Should the
+    parent die between ``fork`` and the call, the child notices that it was reparented and
+    kills itself. The kernel ties the signal to the parent *thread*: a server must be started
+    by a thread that outlives it (a drill starts and stops its server in the same call)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def preexec() -> None:  # runs in the child, between fork and exec
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return  # refused: the server is then stopped by PID only, as elsewhere
+        if os.getppid() != parent:  # the parent died before the call took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -29,8 +68,12 @@ def free_port() -> int:
 class ScratchServer(ABC):
     """One server process in its own temporary folder.
 
-    :meth:`start` picks a free port, launches the process and waits until it accepts
-    connections; :meth:`stop` signals the PID, waits, and removes the folder.
+    :meth:`start` picks a free port, launches the process (which dies with this one, see
+    :func:`die_with_parent`) and waits until it accepts connections; :meth:`stop` signals the
+    PID, waits, and removes the folder. Without ``workdir`` the folder is a private one of
+    its own (:func:`~affidavit.private_temp.make_private_folder`); a given ``workdir`` should
+    lie in one (a drill's). Either way the server's pid and start time are recorded in it
+    (:func:`~affidavit.private_temp.record_process`).
     """
 
     kind: str = "server"
@@ -38,7 +81,7 @@ class ScratchServer(ABC):
 
     def __init__(self, *, workdir: Path | None = None) -> None:
         self._own_dir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"affidavit-{self.kind}-"))
+        self.workdir = workdir or make_private_folder(self.kind)
         self.port = 0
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -70,7 +113,7 @@ class ScratchServer(ABC):
         """Start the server; raise :class:`OperationError` when it does not come up."""
         for _attempt in range(3):  # a port picked as free can be taken before we bind it
             self.port = free_port()
-            with self.log_path.open("ab") as log:
+            with open_private(self.log_path, "ab") as log:
                 self._proc = subprocess.Popen(
                     self.command(self.port),
                     cwd=self.workdir,
@@ -78,8 +121,13 @@ class ScratchServer(ABC):
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    # only system calls run in the child (prctl, getppid, kill): no lock
+                    # another thread may hold is taken between fork and exec
+                    preexec_fn=die_with_parent(),  # noqa: PLW1509
                 )
             self.pid = self._proc.pid
+            with contextlib.suppress(OSError):
+                record_process(self.workdir, self.pid)
             if self._wait_ready():
                 return self
             self.stop(remove=False)

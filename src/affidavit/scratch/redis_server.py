@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 from affidavit.errors import OperationError
+from affidavit.private_temp import open_private
 from affidavit.scratch.base import ScratchServer
 
 #: seconds to wait for a server that loads an RDB at start-up (about 1 GiB per 10-20 s)
@@ -51,7 +52,8 @@ class RedisScratch(ScratchServer):
             placed = rdb if rdb.resolve().parent == self.workdir.resolve() else None
             if placed is None:
                 placed = self.workdir / "dump.rdb"
-                shutil.copyfile(rdb, placed)
+                with rdb.open("rb") as src, open_private(placed) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
             self.rdb = placed
         if start_timeout is not None:
             self.start_timeout = start_timeout

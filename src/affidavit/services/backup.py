@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,6 +53,7 @@ from affidavit.models.inventory import Source, Vault
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import RecordEncoding
 from affidavit.models.uri import ConnectionUri
+from affidavit.private_temp import private_folder, unlinked_spool
 from affidavit.services.artifacts import CHUNK, ArtifactSink
 from affidavit.services.backends import engine_for, format_engine, reader_class, vault_backend
 from affidavit.services.context import App
@@ -71,7 +71,7 @@ from affidavit.services.leases import (
     new_lease,
     reclaim_abandoned,
 )
-from affidavit.services.ledger import attest_and_record
+from affidavit.services.ledger import attest_and_record, require_verified_ledger
 from affidavit.services.policy_vouch import protection
 from affidavit.vaults.base import ArtifactLocked, ArtifactNotFound, StoredArtifact, VaultBackend
 
@@ -147,8 +147,8 @@ class _Run:
 
     def store_index(self, acc: Accumulator, dataset: str, encoding: str) -> tuple[str, int, int]:
         """Finish a dataset's fingerprint, store its index; return (text, count, dups)."""
-        with tempfile.TemporaryDirectory(prefix="affidavit-idx-") as tmp:
-            path = Path(tmp) / "index.afpidx"
+        with private_folder("idx") as tmp:  # keys in the clear: swept if the run is killed
+            path = tmp / "index.afpidx"
             fingerprint, duplicates = acc.finish(path, dataset=dataset, encoding=encoding)
             with self.sink(f"index/{dataset}.afpidx", ArtifactRole.INDEX, dataset) as sink:
                 with path.open("rb") as fh:
@@ -170,9 +170,9 @@ def _lost(backup_id: str) -> OperationError:
     return OperationError(
         f"backup {backup_id} was recorded abandoned by another affidavit process while this "
         "run was going on; it stops here",
-        hint="its lease's heartbeat could not reach the catalog for longer than "
-        f"{LEASE_TIMEOUT.total_seconds() / 60:g} minutes; `affidavit backup show "
-        f"{backup_id}` says why; run the backup again",
+        hint=f"`affidavit backup show {backup_id}` says why (a lease whose process looked "
+        "gone, or whose heartbeat could not reach the catalog for longer than "
+        f"{LEASE_TIMEOUT.total_seconds() / 60:g} minutes); run the backup again",
     )
 
 
@@ -402,7 +402,10 @@ def _fail(run: _Run, exc: BaseException) -> None:
     with run.app.read() as uow:
         status = uow.backups.status(run.backup_id)
     if status is BackupStatus.FAILED:  # recorded abandoned by another process meanwhile
-        return
+        lost = _lost(run.backup_id)
+        if isinstance(exc, OperationError) and exc.message == lost.message:
+            return
+        raise lost from exc  # say why it really stopped, not what failed as a consequence
     if status is BackupStatus.COMPLETE:  # signed; only the clear-text manifest copy was cut short
         with run.app.change() as change:
             change.record(
@@ -611,40 +614,46 @@ def _capture_redis(
     spool, not a pipe: the parser checks lengths against the payload's final size, which a
     diskless transfer does not announce (a length beyond what arrived makes the parser wait
     for the end of the transfer). As before the two overlapped, the whole RDB is stored even
-    when the pass then refuses it."""
+    when the pass then refuses it.
+
+    The spool is the source's data in the clear, so it has no name while it is used
+    (:func:`~affidavit.private_temp.unlinked_spool`: unlinked right after it is opened, read
+    back through ``/proc/self/fd``) in a private folder named after this process: a run
+    killed with SIGKILL leaves no plaintext behind, at most an empty folder that a later
+    command sweeps (:func:`~affidavit.private_temp.sweep`)."""
     from affidavit.formats.rdb import RdbReader
 
     run.reporter.stage("streaming and fingerprinting the RDB")
     outcome: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="affidavit-rdb-") as tmp:
-        spool = Path(tmp) / "dump.rdb"
+    with private_folder("rdb") as tmp:
         shared = _SpoolFeed()
+        with unlinked_spool(tmp, "dump.rdb") as (local, spool):
 
-        def fingerprint() -> None:
+            def fingerprint() -> None:
+                try:
+                    reader = RdbReader(spool, as_of_ms=captured_at, feed=shared.feed)
+                    outcome["accumulators"] = fingerprint_rdb(reader, names)
+                except BaseException as exc:  # handed to the streaming thread
+                    outcome["error"] = exc
+
+            worker = threading.Thread(target=fingerprint, name="affidavit-rdb-fingerprint")
             try:
-                reader = RdbReader(spool, as_of_ms=captured_at, feed=shared.feed)
-                outcome["accumulators"] = fingerprint_rdb(reader, names)
-            except BaseException as exc:  # handed to the streaming thread
-                outcome["error"] = exc
-
-        worker = threading.Thread(target=fingerprint, name="affidavit-rdb-fingerprint")
-        try:
-            with spool.open("wb") as local, run.sink("dump.rdb", ArtifactRole.DATA) as sink:
-                worker.start()
-                for chunk in rdb.payload():
-                    sink.write(chunk)
-                    local.write(chunk)
-                    local.flush()  # the parser reads the spool through its own handle
-                    shared.appended()
-                shared.complete()
-                artifact = sink.close()
-            run.stored(artifact)
-            worker.join()
-        except BaseException:
-            shared.abandon()  # the pass stops at its next wait for bytes
-            if worker.is_alive():
-                worker.join(timeout=2.0)
-            raise
+                with run.sink("dump.rdb", ArtifactRole.DATA) as sink:
+                    worker.start()
+                    for chunk in rdb.payload():
+                        sink.write(chunk)
+                        local.write(chunk)
+                        local.flush()  # the parser reads the spool through its own handle
+                        shared.appended()
+                    shared.complete()
+                    artifact = sink.close()
+                run.stored(artifact)
+                worker.join()
+            except BaseException:
+                shared.abandon()  # the pass stops at its next wait for bytes
+                if worker.is_alive():
+                    worker.join(timeout=2.0)
+                raise
         error = outcome.get("error")
         if error is not None:
             raise error
@@ -697,7 +706,7 @@ def ingest_backup(
     encoding = "redis" if fmt == "rdb" else "bson"
     try:
         with (
-            tempfile.TemporaryDirectory(prefix="affidavit-ingest-") as tmp,
+            private_folder("ingest") as tmp,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="affidavit-index") as indexer,
         ):
             try:
@@ -1219,6 +1228,12 @@ def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
     fingerprints and history stay in the catalog; the receipt goes to the ledger."""
     if not reason.strip():
         raise InputError("a deletion needs --reason")
+    with app.read() as uow:
+        backup = uow.backups.get(backup_id)
+    # a deletion cannot be undone: it acts only on a ledger that verifies in full, so the
+    # retention and holds read from it below are the signed ones
+    require_verified_ledger(app, refusing=f"to delete backup {backup_id}", nothing="deleted")
+    app.check_signer()  # the receipt must be recordable before anything is removed
     with app.read() as uow:
         backup = uow.backups.get(backup_id)
         vault = uow.vaults.get(backup.vault)

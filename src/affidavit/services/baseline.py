@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import rfc8785
 
 from affidavit.crypto.digest import sha256_hex
-from affidavit.errors import InputError, OperationError
+from affidavit.errors import InputError, IntegrityError, OperationError
 from affidavit.models.governance import Baseline
+from affidavit.services.approvals import baseline_standing, policy_standing
 from affidavit.services.context import App
 from affidavit.services.policy_facts import current_config
 
@@ -23,8 +24,8 @@ def approve_baseline(app: App, *, note: str) -> Baseline:
         raise InputError("a note is required", hint='--note "why this configuration is right"')
     with app.read() as uow:
         sources, vaults = uow.sources.list(), uow.vaults.list()
-        effective = uow.governance.effective_policy()
-    config, errors = current_config(app, sources, vaults, effective.version if effective else None)
+        in_force = policy_standing(uow).in_force  # the ledger's, as `policy check` compares
+    config, errors = current_config(app, sources, vaults, in_force.version if in_force else None)
     if errors:
         first = next(iter(sorted(errors.items())))
         raise OperationError(
@@ -56,6 +57,15 @@ def approve_baseline(app: App, *, note: str) -> Baseline:
 
 
 def latest_baseline(app: App) -> Baseline | None:
-    """The baseline in force."""
+    """The baseline in force: the newest one a ``baseline.approved`` event records, whose
+    canonical content has the SHA-256 that event recorded. Raises :class:`IntegrityError`
+    when the catalog no longer holds that content (altered or deleted)."""
     with app.read() as uow:
-        return uow.governance.latest_baseline()
+        standing = baseline_standing(uow)
+    if standing.problem is not None:
+        raise IntegrityError(
+            standing.problem,
+            hint="`affidavit policy check` reports it (ledger.integrity, config.baseline); "
+            "approve the configuration again with `affidavit baseline approve`",
+        )
+    return standing.baseline

@@ -238,6 +238,18 @@ class App:
             if memory is not None:
                 memory.save(note, fork=fork_from is not None)
 
+    def check_signer(self) -> None:
+        """Raise :class:`SigningRefused` now when the next change would be refused (the same
+        check a change makes before its body): for work that changes something outside the
+        catalog first (a new KEK version, a deletion from a vault), so that it does not
+        happen when its event could never be recorded."""
+        memory = self.signer_memory()
+        if memory is None:
+            return
+        with self.catalog.reader() as uow:
+            log = LedgerLog(uow.ledger)
+            settle(uow, log, memory, first=log.size())
+
     @contextmanager
     def read(self) -> Iterator[UnitOfWork]:
         """A read-only view of the catalog."""

@@ -38,7 +38,7 @@ import itertools
 import json
 import operator
 import os
-import tempfile
+import stat
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -77,6 +77,7 @@ from affidavit.models.inventory import Source
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import RecordEncoding, RedisRecord
 from affidavit.models.uri import ConnectionUri
+from affidavit.private_temp import open_private, private_folder, sweep
 from affidavit.scratch.base import ScratchServer
 from affidavit.services.artifacts import CHUNK
 from affidavit.services.backends import engine_for_uri, vault_backend
@@ -99,6 +100,7 @@ PHASES = ("fetch", "decrypt", "load", "verify", "probes")
 _DEFAULT_PORTS = {EngineName.MONGODB: 27017, EngineName.REDIS: 6379}
 _KEYS_NAMED = 20  # differing keys named in a fingerprint-mismatch finding
 _PROBE_FIELDS = {"name", "dataset", "kind", "query", "key", "expect"}
+_PROBE_FILE_MAX = 4 << 20  # bytes: a probe file is a short list of queries
 
 
 def _now() -> datetime:
@@ -174,11 +176,9 @@ def load_probes(path: Path, *, engine: EngineName, datasets: Iterable[str]) -> l
     ``{"probes": [...]}``) for a backup of ``engine`` holding ``datasets``.
 
     Raises :class:`InputError` naming the file, the probe and the field for anything wrong."""
-    if not path.is_file():
-        raise InputError(f"probe file {path} does not exist")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = _read_probe_file(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise InputError(f"cannot read probe file {path}: {exc}") from exc
     data: Any
     try:
@@ -211,6 +211,40 @@ def load_probes(path: Path, *, engine: EngineName, datasets: Iterable[str]) -> l
         names.add(probe.name)
         probes.append(probe)
     return probes
+
+
+def _read_probe_file(path: Path) -> bytes:
+    """The bytes of a probe file, which must be a regular file (a symbolic link to one is
+    fine). It is opened non-blocking and checked through the open descriptor, so a named
+    pipe, a socket or a device (also one put there after a check) is refused at once and
+    never read: nothing blocks."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as exc:
+        raise InputError(f"probe file {path} does not exist") from exc
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO)
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise InputError(f"probe file {path} is not a regular file") from exc
+        raise InputError(f"cannot read probe file {path}: {exc.strerror or exc}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = "a folder" if stat.S_ISDIR(mode) else "a named pipe, socket or device"
+            raise InputError(
+                f"probe file {path} is not a regular file (it is {what})",
+                hint="give the path of a TOML or JSON file",
+            )
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(_PROBE_FILE_MAX + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read probe file {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    if len(data) > _PROBE_FILE_MAX:
+        raise InputError(f"probe file {path} is larger than {_PROBE_FILE_MAX >> 20} MiB")
+    return data
 
 
 def _check_probe(
@@ -544,7 +578,7 @@ def _fetch(vault: VaultBackend, artifact: BackupArtifact, dest: Path) -> None:
     """Copy one artifact's ciphertext out of the vault, checking size and SHA-256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = Sha256Stream()
-    with vault.open(artifact.path) as src, dest.open("wb") as out:
+    with vault.open(artifact.path) as src, open_private(dest) as out:
         while chunk := src.read(CHUNK):
             digest.update(chunk)
             out.write(chunk)
@@ -558,7 +592,7 @@ def _fetch(vault: VaultBackend, artifact: BackupArtifact, dest: Path) -> None:
 
 def _decrypt(src: Path, dest: Path, identity: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with src.open("rb") as fin, dest.open("wb") as fout:
+    with src.open("rb") as fin, open_private(dest) as fout:
         decrypt_to(fin, fout, identity)
 
 
@@ -598,8 +632,9 @@ def run_drill(
     backend = vault_backend(vault)
     started = _now()
     timer = _Timer()
-    with tempfile.TemporaryDirectory(prefix="affidavit-drill-") as tmp:
-        state = _State(backup=backup, engine=engine, workdir=Path(tmp), rep=rep)
+    sweep()  # what killed drills left (their scratch servers first), before making more
+    with private_folder("drill") as tmp:
+        state = _State(backup=backup, engine=engine, workdir=tmp, rep=rep)
         state.findings.extend(_signed_manifest_findings(app, backup))
         if target_uri is None:  # fail before the clock starts when the server is missing
             state.scratch = _new_scratch(engine, state.workdir)
@@ -1151,7 +1186,9 @@ def _signed_manifest_findings(app: App, backup: Backup) -> list[Finding]:
 
 
 def list_drills(app: App, backup_id: str | None = None) -> list[Drill]:
-    """Recorded drills (of one backup), newest first."""
+    """Recorded drills (of one backup), newest first. What killed drills left behind (their
+    private folders, a scratch server still running) is swept first."""
+    sweep()
     with app.read() as uow:
         if backup_id is not None:
             uow.backups.get(backup_id)  # NotFound for an unknown backup

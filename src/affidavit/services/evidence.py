@@ -1,8 +1,11 @@
 """The auditor's evidence package: build it from the catalog for a period, and verify one
 offline with nothing but the ledger's verifier key (docs/formats/evidence.md).
 
-Building reads everything in one read transaction against the newest signed checkpoint, so
-every cited event has an inclusion proof to that checkpoint; the package is written
+Building first verifies the catalog's ledger (as ``affidavit ledger verify`` does) and refuses
+to sign anything over a ledger that does not verify. It then reads everything in one read
+transaction against the newest signed checkpoint, so every cited event has an inclusion proof
+to that checkpoint; events are read from their signed entries (never from the catalog's query
+columns), and a backup's status, deletion and holds from its ledger events; the package is written
 atomically and then recorded as ``evidence.built`` (with its SHA-256). If that record cannot
 be written, the package is removed: no evidence file exists without its ledger event.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,13 +44,15 @@ from affidavit.ledger.log import LedgerLog
 from affidavit.models.backup import Backup
 from affidavit.models.checks import Drill, Verification
 from affidavit.models.governance import CheckRun, ControlFinding, FindingStatus
-from affidavit.models.ledger import Event, rfc3339_utc
+from affidavit.models.ledger import Event
 from affidavit.models.period import Period
 from affidavit.models.progress import Reporter
 from affidavit.policy.controls import check_framework
 from affidavit.services.context import App, LedgerIdentity
-from affidavit.services.ledger import current_checkpoint, parse_vkey
+from affidavit.services.ledger import current_checkpoint, parse_vkey, require_verified_ledger
 from affidavit.services.policy import list_controls
+from affidavit.services.policy_vouch import ACTIONS as VOUCHED_ACTIONS
+from affidavit.services.policy_vouch import LedgerRecords, parse_entry
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +118,10 @@ def build_evidence(
             f"the folder {out.parent} does not exist", hint="create it first; nothing changed"
         )
     identity = _identity(app)
+    # a package is only as good as the ledger it cites, and the builder reads the entries
+    # themselves: replaced, unparseable or back-dated (through the query columns) entries are
+    # refused here (IntegrityError, exit 1) before anything is written
+    require_verified_ledger(app, refusing="to sign the package", nothing="written")
     current_checkpoint(app)  # make sure a signed checkpoint covers the whole ledger
     now = datetime.now(UTC)
     with app.read() as uow:
@@ -172,6 +181,14 @@ def build_evidence(
             "no policy check ran in the period: the package has no control results and will "
             "not verify (control-results-missing); run `affidavit policy check` and build again"
         )
+    if gathered.disagreeing:
+        shown = ", ".join(gathered.disagreeing[:5])
+        more = len(gathered.disagreeing) - 5
+        warnings.append(
+            f"the catalog's rows of backup(s) {shown}{f' and {more} more' if more > 0 else ''} "
+            "say another status, deletion or holds than the ledger: the package states the "
+            "ledger's; `affidavit policy check` names each row (ledger.integrity)"
+        )
     return EvidenceBuild(
         path=out, sha256=digest, period=period, framework=framework, files=len(files) + 2,
         events=len(lines), backups=len(content.backups), verifications=len(content.verifications),
@@ -217,7 +234,9 @@ class _Gathered:
     period_seqs: list[int]
     attestation_seq: dict[str, int]  # envelope sha256 -> seq
     completed_seq: dict[str, int]  # "backup:ID" / "verification:ID" / "drill:ID" -> seq
+    ledger: LedgerRecords  # the backups' lifecycle and holds as the ledger records them
     size: int
+    disagreeing: list[str] = field(default_factory=list)  # backups whose rows say otherwise
 
     def envelope_files(self) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
@@ -245,6 +264,9 @@ class _Gathered:
             *(f"drill:{d.id}" for d in self.drills),
         ]
         seqs.update(self.completed_seq[key] for key in keys if key in self.completed_seq)
+        for b in self.backups:  # its deletion and holds, whenever they happened
+            deleted = self.ledger.deleted.get(b.id)
+            seqs.update(e.seq for e in (deleted, *self.ledger.holds.get(b.id, ())) if e)
         for f in self.findings:
             seqs.update(s.seq for s in f.trail if s.seq is not None)
         for x in self.exceptions:
@@ -278,7 +300,7 @@ class _Gathered:
             controls=[c.to_json() for c in list_controls(framework)],
             results=self.results,
             check_runs=self.check_runs,
-            backups=[_backup_record(b, envelopes, self.completed_seq) for b in self.backups],
+            backups=[_backup_record(b, envelopes, self.ledger) for b in self.backups],
             verifications=[
                 _verification_record(v, envelopes, self.completed_seq) for v in self.verifications
             ],
@@ -294,48 +316,32 @@ def _gather(uow: UnitOfWork, period: Period, size: int) -> _Gathered:
     """Everything of the period: the events whose time lies in it (up to the checkpoint's
     ``size``) and a record for each of those that stands for one (a ``backup.completed`` in the
     period brings its backup, even one started earlier), plus the records that were active in
-    the period by their own times."""
-    start, end = rfc3339_utc(period.start), rfc3339_utc(period.end)
-    period_events = [
-        event
-        for event in (Event.from_canonical(e.entry) for e in uow.ledger.find(since=start))
-        if event.seq < size and event.time < end
-    ]
+    the period by their own times.
+
+    Every event is read from its entry, never from the catalog's query columns (``time``,
+    ``action``: copies that someone without the key can edit to move an event out of the
+    period); a backup's status, deletion and holds are the ledger's (``backup.completed``,
+    ``backup.deleted``, ``hold.added`` / ``hold.released``), not its row's."""
+    scan = _scan_ledger(uow, period, size)
+    period_events, records = scan.period_events, scan.records
     in_period = {e.seq for e in period_events}
-    attestation_seq: dict[str, int] = {}
-    completed: dict[str, int] = {}
-    exception_seqs: dict[str, list[int]] = {}
-    for action in (
-        "attestation.created", "backup.completed", "verification.completed", "drill.completed",
-        "exception.requested", "exception.approved", "exception.revoked",
-    ):  # fmt: skip
-        for stored in uow.ledger.find(action=action):
-            if stored.seq >= size:
-                continue
-            event = Event.from_canonical(stored.entry)
-            if action == "attestation.created":
-                attestation_seq[str(event.details.get("envelope_sha256"))] = event.seq
-            elif action == "backup.completed":
-                completed[event.subject] = event.seq
-            elif action == "verification.completed":
-                completed[f"verification:{event.details.get('verification_id')}"] = event.seq
-            elif action == "drill.completed":
-                completed[f"drill:{event.details.get('drill_id')}"] = event.seq
-            else:
-                exception_seqs.setdefault(event.subject.removeprefix("exception:"), []).append(
-                    event.seq
-                )
+    completed = {
+        **{f"backup:{key}": e.seq for key, e in records.completed.items()},
+        **{f"verification:{key}": e.seq for key, e in records.verifications.items()},
+        **{f"drill:{key}": e.seq for key, e in records.drills.items()},
+    }
+    exception_seqs = scan.exception_seqs
 
     def completed_in_period(key: str) -> bool:
         return completed.get(key) in in_period
 
-    backups = [
-        b
-        for b in uow.backups.list()
-        if _in(period, b.started_at)
-        or _in(period, b.deleted_at)
-        or completed_in_period(f"backup:{b.id}")
-    ]
+    def backup_in_period(b: Backup) -> bool:
+        # started (by its row or its event), completed, failed, deleted or held in the period
+        return _in(period, b.started_at) or any(
+            e.seq in in_period for e in _lifecycle(records, b.id)
+        )
+
+    backups = [b for b in uow.backups.list() if backup_in_period(b)]
     backups.sort(key=lambda b: (b.started_at, b.id))
     verifications = sorted(
         (
@@ -411,10 +417,112 @@ def _gather(uow: UnitOfWork, period: Period, size: int) -> _Gathered:
         results=list(max(runs, key=lambda r: r.seq or 0).results) if runs else [],
         key_rotations=rotations,
         period_seqs=sorted(in_period),
-        attestation_seq=attestation_seq,
+        attestation_seq=scan.attestation_seq,
         completed_seq=completed,
+        ledger=records,
         size=size,
+        disagreeing=[b.id for b in backups if _row_disagrees(b, records)],
     )
+
+
+@dataclass(slots=True)
+class _Scan:
+    """What one pass over the ledger's entries (up to the checkpoint) gives the builder."""
+
+    period_events: list[Event] = field(default_factory=list)  # by the entry's own time
+    records: LedgerRecords = field(default_factory=LedgerRecords)
+    attestation_seq: dict[str, int] = field(default_factory=dict)  # envelope sha256 -> seq
+    exception_seqs: dict[str, list[int]] = field(default_factory=dict)  # exception id ->
+
+
+_EXCEPTION_ACTIONS = frozenset({"exception.requested", "exception.approved", "exception.revoked"})
+
+
+def _scan_ledger(uow: UnitOfWork, period: Period, size: int) -> _Scan:
+    """Every entry below ``size``, parsed: the events whose own time lies in the period, and
+    the ones records refer to. The query columns are not used: they are copies. An entry that
+    holds no event is skipped (the build has verified the ledger before, which names it)."""
+    scan = _Scan()
+    for stored in uow.ledger.entries(0, size):
+        event = parse_entry(stored.entry)
+        if event is None or event.seq != stored.seq:
+            continue
+        at = _moment(event.time)
+        if at is not None and at in period:
+            scan.period_events.append(event)
+        action = event.action
+        if action in VOUCHED_ACTIONS:
+            scan.records.add(event)
+        elif action == "attestation.created":
+            scan.attestation_seq[str(event.details.get("envelope_sha256"))] = event.seq
+        elif action in _EXCEPTION_ACTIONS:
+            exception_id = event.subject.removeprefix("exception:")
+            scan.exception_seqs.setdefault(exception_id, []).append(event.seq)
+    return scan
+
+
+def _moment(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _lifecycle(records: LedgerRecords, backup_id: str) -> list[Event]:
+    """The events of a backup's lifecycle and holds that the ledger holds."""
+    single = (records.started, records.completed, records.failed, records.deleted)
+    found = [events[backup_id] for events in single if backup_id in events]
+    return [*found, *records.holds.get(backup_id, ())]
+
+
+def _ledger_status(b: Backup, records: LedgerRecords) -> str:
+    """The status the ledger gives: deleted or complete only by their events; a backup
+    without either is failed by its ``backup.failed``, else running or failed as its row says
+    (a run found dead is failed without one: neither state is signed)."""
+    if b.id in records.deleted:
+        return "deleted"
+    if b.id in records.completed:
+        return "complete"
+    if b.id in records.failed:
+        return "failed"
+    row = b.status.value
+    return row if row in ("running", "failed") else "running"
+
+
+def _row_disagrees(b: Backup, records: LedgerRecords) -> bool:
+    """Whether the row's status, deletion or holds differ from the ledger's."""
+    if b.status.value != _ledger_status(b, records):
+        return True
+    if (b.deleted_at is None) != (b.id not in records.deleted):
+        return True
+    signed = sorted((h["case"], h["released"] is None) for h in _holds(records, b.id))
+    return signed != sorted((h.case_id, h.released_at is None) for h in b.holds)
+
+
+def _holds(records: LedgerRecords, backup_id: str) -> list[dict[str, Any]]:
+    """Each hold the ledger records on the backup, oldest first: its ``hold.added`` and the
+    ``hold.released`` of the same case that ended it (the first release after it)."""
+    out: list[dict[str, Any]] = []
+    open_: dict[str, list[dict[str, Any]]] = {}  # case -> holds not yet released
+    for event in sorted(records.holds.get(backup_id, ()), key=lambda e: e.seq):
+        case = event.details.get("case")
+        key = json.dumps(case)
+        if event.action == "hold.added":
+            hold = {"case": case, "placed": _iso(event.time), "released": None,
+                    "seq": event.seq, "released_seq": None}  # fmt: skip
+            out.append(hold)
+            open_.setdefault(key, []).append(hold)
+        elif open_.get(key):
+            hold = open_[key].pop(0)
+            hold["released"], hold["released_seq"] = _iso(event.time), event.seq
+    return out
+
+
+def _iso(text: str) -> str:
+    """An event's time with a UTC offset, as record times are written."""
+    moment = _moment(text)
+    return moment.isoformat() if moment is not None else text
 
 
 def _check_runs(
@@ -460,11 +568,14 @@ def _proof_lines(
                     hint="the catalog's entries or stored subtree hashes were altered; run "
                     "`affidavit ledger verify`; nothing was written",
                 ) from exc
-            line = {
-                "seq": stored.seq,
-                "entry": stored.entry.decode("utf-8"),
-                "proof": [h.hex() for h in proof],
-            }
+            try:
+                text = stored.entry.decode("utf-8")
+            except UnicodeDecodeError as exc:  # proven, yet not an event: never signed
+                raise IntegrityError(
+                    f"refusing to sign the package: ledger seq {stored.seq} is not UTF-8",
+                    hint="run `affidavit ledger verify`; nothing was written",
+                ) from exc
+            line = {"seq": stored.seq, "entry": text, "proof": [h.hex() for h in proof]}
             lines.append(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode())
             if reporter is not None:
                 reporter.advance(1)
@@ -491,14 +602,19 @@ def _attestation_path(kind: str, item_id: str, envelopes: Mapping[str, bytes]) -
 
 
 def _backup_record(
-    b: Backup, envelopes: Mapping[str, bytes], completed: Mapping[str, int]
+    b: Backup, envelopes: Mapping[str, bytes], records: LedgerRecords
 ) -> dict[str, Any]:
+    """The backup's record: its status, deletion and holds as the ledger records them (the
+    row's copies may have been edited), each citing its event; the rest from the row, checked
+    by the verifier against ``backup.completed`` and the signed manifest."""
+    completed, deleted = records.completed.get(b.id), records.deleted.get(b.id)
     return {
         "id": b.id, "source": b.source, "vault": b.vault, "kind": b.kind, "format": b.format,
-        "status": b.status.value, "started_at": b.started_at.isoformat(),
+        "status": _ledger_status(b, records), "started_at": b.started_at.isoformat(),
         "finished_at": b.finished_at.isoformat() if b.finished_at else None,
         "retain_until": b.retain_until.isoformat(),
-        "deleted_at": b.deleted_at.isoformat() if b.deleted_at else None,
+        "deleted_at": _iso(deleted.time) if deleted else None,
+        "deleted_seq": deleted.seq if deleted else None,
         "datasets": [
             {"name": d.name, "records": d.records, "fingerprint": d.fingerprint,
              "classification": d.classification}
@@ -510,12 +626,10 @@ def _backup_record(
             for a in b.artifacts
         ],
         "manifest_sha256": b.manifest_sha256,
-        "holds": [{"case": h.case_id, "placed": h.created_at.isoformat(),
-                   "released": h.released_at.isoformat() if h.released_at else None}
-                  for h in b.holds],
+        "holds": _holds(records, b.id),
         "error": b.error,
         "attestation": _attestation_path("backup", b.id, envelopes),
-        "seq": completed.get(f"backup:{b.id}"),
+        "seq": completed.seq if completed else None,
     }  # fmt: skip
 
 

@@ -13,7 +13,6 @@ import contextlib
 import importlib
 import os
 import signal
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +31,7 @@ from affidavit.fingerprint.model import PAIR_SIZE, Fingerprint, record_tag
 from affidavit.formats.base import RecordReader, check_input_path
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import PROFILES, Profile, RecordEncoding
+from affidavit.private_temp import open_private, private_folder
 from affidavit.services.backends import engine_for, reader_class, reader_classes
 from affidavit.services.context import App
 
@@ -422,7 +422,7 @@ def spool_redis_snapshot(engine: Any, spool: Path) -> Any:
     as_of = int(time.time() * 1000)
     transfer = engine.request_rdb()
     try:
-        with spool.open("wb") as out:
+        with open_private(spool) as out:  # the keyspace in the clear: 0600
             for chunk in transfer.payload():
                 out.write(chunk)
     except SyncRefused:
@@ -449,8 +449,8 @@ def redis_snapshot_fingerprints(
     a managed service that disables it): the caller reads key by key then. Every other
     failure raises as a read would."""
     rep.stage("reading the server's keyspace as one RDB snapshot (SYNC)")
-    with tempfile.TemporaryDirectory(prefix="affidavit-live-rdb-") as tmp:
-        reader = spool_redis_snapshot(engine, Path(tmp) / "live.rdb")
+    with private_folder("live-rdb") as tmp:  # swept by a later command if this one is killed
+        reader = spool_redis_snapshot(engine, tmp / "live.rdb")
         if reader is None:
             return None
         accumulators = fingerprint_rdb(reader, names, profile=profile)

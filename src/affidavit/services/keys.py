@@ -107,6 +107,7 @@ def rotate_keys(app: App) -> RotationResult:
             if b.wrapped_identity is not None and b.status is not BackupStatus.DELETED
         ]
     identities = {b.id: unwrap_identity(keystore, b) for b in backups}  # fail before changing
+    app.check_signer()  # a new KEK version whose event could not be recorded is not made
     new = keystore.rotate()
     rewrapped = {bid: wrap_identity(keystore, bid, ident) for bid, ident in identities.items()}
     with app.change() as change:

@@ -16,7 +16,11 @@ or starts backups calls :func:`reclaim_abandoned`, which judges every running ba
   :data:`LEASE_TIMEOUT` ago.
 
 A dead run is recorded ``failed`` with the reason ``abandoned`` and its artifacts, in one
-transaction with its ``backup.abandoned`` event. Before that, the unfinished writes it left
+transaction with its ``backup.abandoned`` event, but only when the ledger records that run
+started (``backup.started``) and not ended (``backup.completed``, ``backup.failed``,
+``backup.abandoned``): a ``running`` row is a copy anyone who can write the catalog can make,
+so a completed backup marked running again, or a run typed in, gets nothing signed (``policy
+check`` names such a row under ``ledger.integrity``). Before that, the unfinished writes it left
 in a folder vault (``.NAME.<random>.partial``) are removed; those the vault refuses to give
 up are named in the event and retried by later commands (``backup.partials_removed`` once
 something changed). The ``backup.abandoned`` control reports abandoned runs from these
@@ -25,24 +29,25 @@ events (:func:`abandoned_run_facts`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from affidavit.catalog.store import UnitOfWork
-from affidavit.errors import Error, FormatError, VaultError
+from affidavit.errors import Error, VaultError
 from affidavit.models.backup import Backup, BackupStatus, Lease
 from affidavit.models.inventory import Vault
 from affidavit.models.ledger import Event
 from affidavit.policy.facts import AbandonedRunFacts
+from affidavit.private_temp import sweep
+from affidavit.processes import boot_id, pid_namespace, proc_stat
 from affidavit.services.backends import vault_backend
 from affidavit.services.context import App
+from affidavit.services.policy_vouch import event_time, read_events
 from affidavit.vaults.base import ArtifactNotFound, EntryKind
 
 HEARTBEAT_SECONDS = 30.0
@@ -53,7 +58,6 @@ PID namespace, no ``/proc``) counts as dead: thirty missed heartbeats."""
 INGESTED_LABEL = "ingested"
 """The first folder of the artifacts of an ingested backup that names no source."""
 
-_PROC = Path("/proc")
 _ABANDONED = "backup.abandoned"
 _PARTIALS_REMOVED = "backup.partials_removed"
 
@@ -87,15 +91,7 @@ class HostIdentity:
 def this_host() -> HostIdentity:
     """This process's host name, boot id and PID namespace (None where the system does not
     say: then no lease is judged by its pid)."""
-    boot_id: str | None = None
-    pid_namespace: str | None = None
-    with contextlib.suppress(OSError):
-        boot_id = (_PROC / "sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
-    with contextlib.suppress(OSError):
-        pid_namespace = os.readlink(_PROC / "self/ns/pid")
-    return HostIdentity(
-        host=socket.gethostname(), boot_id=boot_id or None, pid_namespace=pid_namespace or None
-    )
+    return HostIdentity(host=socket.gethostname(), boot_id=boot_id(), pid_namespace=pid_namespace())
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +109,9 @@ def process_state(pid: int) -> ProcessState | None:
     that hides other users' processes), only whether the pid exists (``kill(pid, 0)``)."""
     if not 0 < pid < 1 << 31:  # 0 and negatives name process groups in kill(); none is a pid
         return None
-    try:
-        raw = (_PROC / str(pid) / "stat").read_bytes()
-    except OSError:
-        raw = b""
-    # "PID (COMM) STATE ... STARTTIME ...": COMM may hold spaces and parentheses
-    fields = raw[raw.rfind(b")") + 2 :].split() if b")" in raw else []
-    if len(fields) >= 20 and fields[19].isdigit():
-        return ProcessState(start=int(fields[19]), exited=fields[0] in (b"Z", b"X"))
+    stat = proc_stat(pid)
+    if stat is not None:
+        return ProcessState(start=stat[1], exited=stat[0] in (b"Z", b"X"))
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -306,20 +297,43 @@ def reclaim_abandoned(
     """Record every running backup whose run is dead as failed (abandoned), and retry the
     removal of unfinished writes that earlier abandonments could not remove. Cheap when
     nothing is running: one query (and one for past abandonments)."""
+    sweep()  # private temporary folders (plaintext spools) of dead processes
     when = now or _now()
     with app.read() as uow:
         running = uow.backups.running()
     out = []
     local = here if here is not None or not running else this_host()
+    dead = []
     for backup_id, started_at, lease in running:
         assert local is not None
         why = dead_because(lease, started_at=started_at, now=when, here=local, probe=probe)
         if why is not None:
-            done = _abandon(app, backup_id, lease, why, when)
-            if done is not None:
-                out.append(done)
+            dead.append((backup_id, lease, why))
+    if dead:
+        # a `running` row is a copy anyone who can write the catalog can make: only a run the
+        # ledger records started and not yet ended is recorded abandoned; any other row is
+        # left alone, unsigned (`policy check` reports it under ledger.integrity)
+        with app.read() as uow:
+            unfinished = _unfinished_runs(uow, {backup_id for backup_id, _, _ in dead})
+        for backup_id, lease, why in dead:
+            if backup_id in unfinished:
+                done = _abandon(app, backup_id, lease, why, when)
+                if done is not None:
+                    out.append(done)
     _retry_partials(app)
     return out
+
+
+def _unfinished_runs(uow: UnitOfWork, backup_ids: set[str]) -> set[str]:
+    """Those of ``backup_ids`` whose run the ledger records started (``backup.started``) and
+    not ended (no ``backup.completed``, ``backup.failed`` or ``backup.abandoned``). One query
+    per action; an entry that does not parse is skipped (``ledger verify`` reports it)."""
+    subjects = {f"backup:{backup_id}": backup_id for backup_id in backup_ids}
+    started = {e.subject for e in read_events(uow.ledger, "backup.started")}
+    ended: set[str] = set()
+    for action in ("backup.completed", "backup.failed", _ABANDONED):
+        ended.update(e.subject for e in read_events(uow.ledger, action))
+    return {subjects[s] for s in subjects if s in started and s not in ended}
 
 
 def _abandon(
@@ -373,16 +387,15 @@ def _records(uow: UnitOfWork) -> dict[str, _Record]:
     newest ``backup.partials_removed`` event of it. An entry that does not parse is left to
     ``ledger verify`` to report."""
     out: dict[str, _Record] = {}
-    stored = [*uow.ledger.find(action=_ABANDONED), *uow.ledger.find(action=_PARTIALS_REMOVED)]
-    for entry in sorted(stored, key=lambda e: e.seq):
-        try:
-            event = Event.from_canonical(entry.entry)
-        except FormatError:
-            continue
+    found = [*read_events(uow.ledger, _ABANDONED), *read_events(uow.ledger, _PARTIALS_REMOVED)]
+    for event in sorted(found, key=lambda e: e.seq):
         backup_id = event.subject.removeprefix("backup:")
         key = "partials_left" if event.action == _ABANDONED else "left"
+        items = event.details.get(key)
         left = tuple(
-            str(item.get("path")) for item in event.details.get(key) or () if isinstance(item, dict)
+            str(item.get("path"))
+            for item in (items if isinstance(items, list) else ())
+            if isinstance(item, dict)
         )
         if event.action == _ABANDONED:
             out[backup_id] = _Record(event=event, left=left)
@@ -443,7 +456,7 @@ def abandoned_run_facts(app: App) -> tuple[AbandonedRunFacts, ...]:
             AbandonedRunFacts(
                 backup_id=backup_id,
                 source=source if isinstance(source, str) else None,
-                at=datetime.fromisoformat(record.event.time.replace("Z", "+00:00")),
+                at=event_time(record.event),
                 why=str(details.get("why") or "its process died"),
                 seq=record.event.seq,
                 leftovers=record.left,

@@ -32,6 +32,7 @@ from affidavit.errors import (
     SigningRefused,
     VaultError,
 )
+from affidavit.input_files import open_regular
 from affidavit.ledger import merkle
 from affidavit.ledger.attestation import Statement, attest
 from affidavit.ledger.checkpoint import Checkpoint, open_checkpoint
@@ -75,6 +76,7 @@ __all__ = [
     "parse_vkey",
     "read_saved_checkpoint",
     "recover_ledger",
+    "require_verified_ledger",
     "setup_ledger",
     "show_events",
     "verify_catalog",
@@ -282,21 +284,29 @@ def recover_ledger(app: App, *, reason: str) -> RecoverResult:
                 hint="restore the catalog from a backup, then run `affidavit ledger recover`",
             ) from exc
         first = list(uow.ledger.entries(0, 1))
+        invalid = _invalid_checkpoint_rows(uow.ledger.checkpoints(), identity, size)
     details: dict[str, Any] = {"reason": reason, "catalog_size": size}
     if last is not None and last.size == size and last.root == root and size > 0:
-        if newest is not None and newest[0] == size:
+        if newest is not None and newest == (size, last.note) and not invalid:
             raise InputError(
                 "nothing to recover: the catalog's ledger is the tree this key last signed",
                 hint="`affidavit ledger verify` checks it in full",
             )
         with app.change(fork_from=last) as change:
+            for bad in sorted({*invalid, last.size}):  # rows not holding what the key signed
+                change.uow.ledger.remove_checkpoint(bad)
             change.uow.ledger.add_checkpoint(
                 size=last.size, root=last.root, note=last.note, created_at=_now()
             )
             event = change.record(
                 "ledger.recovered",
                 f"ledger:{identity.origin}",
-                {**details, "kind": "checkpoint-restored", "signed_size": last.size},
+                {
+                    **details,
+                    "kind": "checkpoint-restored",
+                    "signed_size": last.size,
+                    "invalid_rows_removed": sorted(invalid),
+                },
             )
         return RecoverResult(
             kind="checkpoint-restored", catalog_size=size, signed_size=last.size, lost=0,
@@ -337,6 +347,23 @@ def recover_ledger(app: App, *, reason: str) -> RecoverResult:
         kind="forked", catalog_size=size, signed_size=signed_size, lost=lost, seq=event.seq,
         archived=archived,
     )  # fmt: skip
+
+
+def _invalid_checkpoint_rows(
+    rows: list[tuple[int, str]], identity: LedgerIdentity, size: int
+) -> list[int]:
+    """The sizes of checkpoint rows that do not hold a checkpoint of this key for their own
+    size within the ledger (another size's note, a foreign or broken note, beyond the end)."""
+    bad = []
+    for row_size, note in rows:
+        try:
+            checkpoint = open_checkpoint(note, identity.verifier, identity.origin)
+        except (FormatError, IntegrityError):
+            bad.append(row_size)
+            continue
+        if checkpoint.size != row_size or row_size > size:
+            bad.append(row_size)
+    return bad
 
 
 def _recovery_base(  # noqa: PLR0917 - one private call site
@@ -580,8 +607,11 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _read_note(path: Path) -> str:
+    """A signed note from a file: a regular file (never a pipe that would block, never
+    through a link), of at most 64 KiB (only that much is read)."""
     try:
-        data = path.read_bytes()[: _MAX_CHECKPOINT_FILE + 1]
+        with open_regular(path, what="the checkpoint file") as fh:
+            data = fh.read(_MAX_CHECKPOINT_FILE + 1)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
     if len(data) > _MAX_CHECKPOINT_FILE:
@@ -896,14 +926,58 @@ def verify_catalog(
             remembered=remembered,
         )
         first = list(uow.ledger.entries(0, 1))
-    extra = _creator_finding(first[0].entry if first else None, verifier)
+        rows = uow.ledger.checkpoints()
+    extra = [
+        f
+        for f in (
+            _creator_finding(first[0].entry if first else None, verifier),
+            _checkpoint_row_finding(rows),
+        )
+        if f is not None
+    ]
     return VerifyReport(
         size=report.size,
         root=report.root,
         checkpoint=report.checkpoint,
-        findings=(*report.findings, *([extra] if extra else [])),
+        findings=(*report.findings, *extra),
         vkey=verifier.vkey(),
         key_source="the home's key file" if vkey is None else "--public-key",
+    )
+
+
+def require_verified_ledger(app: App, *, refusing: str, nothing: str) -> VerifyReport:
+    """Verify the catalog's ledger in full (:func:`verify_catalog`) before an act that cannot
+    be undone or that vouches for the ledger (a deletion, an evidence package); raise
+    :class:`IntegrityError` (exit 1) naming the first finding when it does not verify.
+    ``refusing``: what is refused ("to delete backup X"); ``nothing``: what was not done."""
+    report = verify_catalog(app)
+    if not report.ok:
+        first = report.findings[0]
+        raise IntegrityError(
+            f"refusing {refusing}: the ledger does not verify ({len(report.findings)} "
+            f"finding(s); first: {first.code.value}: {first.message})",
+            hint=f"run `affidavit ledger verify`; nothing was {nothing}",
+        )
+    return report
+
+
+def _checkpoint_row_finding(rows: list[tuple[int, str]]) -> Finding | None:
+    """A finding when a checkpoint row's ``size`` column (what the signer looks up) is not
+    the size its note signs (judged for signatures by the verifier itself)."""
+    wrong = []
+    for size, note in rows:
+        try:
+            signed = Checkpoint.from_text(note[: note.rfind("\n\n") + 1]).size
+        except FormatError:
+            continue  # malformed notes are the verifier's checkpoint-malformed
+        if signed != size:
+            wrong.append(f"row {size} holds a checkpoint of {signed}")
+    if not wrong:
+        return None
+    return Finding(
+        code=FindingCode.COLUMN_MISMATCH,
+        seq=None,
+        message="checkpoint rows hold checkpoints of other sizes: " + "; ".join(wrong[:5]),
     )
 
 

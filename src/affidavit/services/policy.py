@@ -36,10 +36,10 @@ from affidavit.policy.controls import CONTROL_IDS, CONTROLS, Control, check_fram
 from affidavit.policy.document import MAX_POLICY_BYTES, Policy, parse_policy
 from affidavit.policy.rules import ControlResult, Status, evaluate, passed
 from affidavit.services.alerts import raise_alert
-from affidavit.services.approvals import backed_exceptions
+from affidavit.services.approvals import backed_exceptions, policy_standing
 from affidavit.services.context import App, Change
 from affidavit.services.leases import reclaim_abandoned
-from affidavit.services.policy_facts import gather_facts
+from affidavit.services.policy_facts import gather_facts, policy_in_force
 
 DEFAULT_SLA_DAYS = {Severity.CRITICAL: 1, Severity.HIGH: 7, Severity.MEDIUM: 30, Severity.LOW: 90}
 
@@ -159,11 +159,14 @@ def policy_versions(app: App) -> list[PolicyVersion]:
 
 
 def effective_policy(app: App) -> tuple[PolicyVersion, Policy] | None:
-    """The version in effect and its parsed policy, if any version is approved."""
+    """The version in effect and its parsed policy: the newest version the ledger records
+    approved by a second person, when the catalog still holds its approved text (else None;
+    ``policy check`` says why)."""
     with app.read() as uow:
-        version = uow.governance.effective_policy()
-    if version is None:
-        return None
+        in_force = policy_standing(uow).in_force
+        if in_force is None or in_force.text is None:
+            return None
+        version = uow.governance.policy_version(in_force.version)
     return version, parse_policy(
         version.text, name=f"policy v{version.version}", controls=CONTROL_IDS
     )
@@ -213,10 +216,9 @@ def check_policy(
     reclaim_abandoned(app)
     now = now or _now()
     facts = gather_facts(app, now=now, live=live, reporter=reporter)
-    current = effective_policy(app)
-    # only a ledger-backed approval puts a policy in effect (see services.approvals)
-    backed = facts.policy is not None and facts.policy.approved_by is not None
-    policy = current[1] if current and backed else None
+    # the version the ledger records approved, with its approved text (services.approvals);
+    # the catalog's rows do not choose it
+    policy = policy_in_force(facts)
     with app.read() as uow:
         exceptions, _rejected = backed_exceptions(uow, uow.governance.exceptions())
     results = evaluate(facts, policy, exceptions)

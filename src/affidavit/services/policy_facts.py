@@ -19,6 +19,8 @@ from affidavit.models.backup import Backup, BackupStatus
 from affidavit.models.inventory import Source, Vault
 from affidavit.models.ledger import Event
 from affidavit.models.progress import Reporter, SilentReporter
+from affidavit.policy.controls import CONTROL_IDS
+from affidavit.policy.document import Policy, parse_policy
 from affidavit.policy.facts import (
     BackupFacts,
     DatasetFacts,
@@ -30,13 +32,13 @@ from affidavit.policy.facts import (
     SourceFacts,
     VaultFacts,
 )
-from affidavit.services.approvals import policy_is_backed
+from affidavit.services.approvals import PolicyInForce, baseline_standing, policy_standing
 from affidavit.services.backends import engine_for, vault_backend
 from affidavit.services.context import App
 from affidavit.services.keys import keystore_for
 from affidavit.services.leases import abandoned_run_facts
 from affidavit.services.ledger import verify_catalog
-from affidavit.services.policy_vouch import LedgerRecords, vouch
+from affidavit.services.policy_vouch import LedgerRecords, read_events, vouch
 
 # describe() settings that change on their own (a replica attaching for a backup, the last
 # BGSAVE's outcome, a failover) and so are not configuration
@@ -138,14 +140,15 @@ def gather_facts(
         backups = uow.backups.list()
         verifications = uow.checks.verifications()
         drills = uow.checks.drills()
-        effective = uow.governance.effective_policy()
-        backed = effective is not None and policy_is_backed(uow, effective)
-        baseline = uow.governance.latest_baseline()
-        published = uow.ledger.find(action="ledger.checkpoint_published")
+        # the policy and the baseline in force are the ones the ledger records approved, with
+        # the text and content whose SHA-256 their events recorded (services.approvals)
+        standing = policy_standing(uow)
+        baselines = baseline_standing(uow)
+        published = read_events(uow.ledger, "ledger.checkpoint_published")
         recoveries = _recoveries(
             [
-                *uow.ledger.find(action="ledger.recovered"),
-                *uow.ledger.find(action="ledger.key_created"),
+                *read_events(uow.ledger, "ledger.recovered"),
+                *read_events(uow.ledger, "ledger.key_created"),
             ],
             published,
         )
@@ -163,34 +166,25 @@ def gather_facts(
     if reporter is not None:
         reporter.stage("verifying the ledger")
     report = verify_catalog(app)
-    last_pub = Event.from_canonical(published[-1].entry) if published else None
+    last_pub = published[-1] if published else None
     ledger = LedgerFacts(
         ok=report.ok,
         size=report.size,
         problems=tuple(f"{f.code.value}: {f.message}" for f in report.findings),
         last_published_at=_parse_time(last_pub.time) if last_pub else None,
         last_published_seq=last_pub.seq if last_pub else None,
-        mismatches=vouched.mismatches,
+        mismatches=(*vouched.mismatches, *standing.mismatches, *baselines.mismatches),
         recoveries=recoveries,
     )
-    policy = (
-        PolicyFacts(
-            version=effective.version,
-            proposed_by=effective.proposed_by,
-            approved_by=effective.approved_by if backed else None,
-            seq=effective.approval_seq if backed else None,
-        )
-        if effective is not None
-        else None
-    )
+    in_force = standing.in_force
+    policy = _policy_facts(in_force) if in_force is not None else None
+    policy_version = in_force.version if in_force is not None else None
     config: dict[str, Any] = {"sources": {}, "vaults": {}, "policy_version": None}
     errors: dict[str, str] = {}
     if live:
-        config, errors = current_config(
-            app, sources, vaults, effective.version if effective else None, reporter
-        )
+        config, errors = current_config(app, sources, vaults, policy_version, reporter)
     else:
-        config["policy_version"] = effective.version if effective else None
+        config["policy_version"] = policy_version
         errors = {f"source:{s.name}": "not read (offline check)" for s in sources}
         errors |= {f"vault:{v.name}": "not read (offline check)" for v in vaults}
     locks: dict[str, bool | None] = {
@@ -235,8 +229,10 @@ def gather_facts(
         default_retention_days=app.settings.retention_days,
         config=config,
         config_errors=errors,
-        baseline=baseline.content if baseline else None,
-        baseline_id=baseline.id if baseline else None,
+        baseline=baselines.baseline.content if baselines.baseline else None,
+        baseline_id=baselines.baseline_id,
+        baseline_problem=baselines.problem,
+        baseline_seq=baselines.seq,
         live=live,
         abandoned_runs=abandoned_run_facts(app),  # issue 13: services.leases gathers them
     )
@@ -276,17 +272,14 @@ def _key_facts(app: App) -> KeyFacts:
     return KeyFacts(kek_id=current.kek_id, version=current.version, created_at=current.created_at)
 
 
-def _recoveries(rows: Sequence[Any], published: Sequence[Any]) -> tuple[LedgerRecovery, ...]:
+def _recoveries(events: Sequence[Event], published: Sequence[Event]) -> tuple[LedgerRecovery, ...]:
     """Each ``ledger recover`` recorded: a ``ledger.recovered`` event, or a ledger begun again
     whose ``ledger.key_created`` carries ``recovered`` details; and whether a checkpoint that
-    covers it was published to a witness since."""
-    largest = max(
-        (int(Event.from_canonical(p.entry).details.get("size") or 0) for p in published),
-        default=0,
-    )
+    covers it was published to a witness since. (Entries that do not parse were left out by
+    :func:`read_events`: ``ledger verify`` reports them.)"""
+    largest = max((_count(p.details.get("size")) for p in published), default=0)
     found = []
-    for row in rows:
-        event = Event.from_canonical(row.entry)
+    for event in events:
         details = event.details if event.action == "ledger.recovered" else None
         if details is None:
             recovered = event.details.get("recovered")
@@ -297,7 +290,7 @@ def _recoveries(rows: Sequence[Any], published: Sequence[Any]) -> tuple[LedgerRe
             LedgerRecovery(
                 seq=event.seq,
                 kind=str(details.get("kind", "")),
-                lost=int(details.get("lost_entries") or 0),
+                lost=_count(details.get("lost_entries")),
                 reason=str(details.get("reason", "")),
                 published_since=largest > event.seq,
             )
@@ -305,5 +298,41 @@ def _recoveries(rows: Sequence[Any], published: Sequence[Any]) -> tuple[LedgerRe
     return tuple(sorted(found, key=lambda r: r.seq))
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None  # a verified ledger has only valid times: `ledger verify` reports it
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _policy_facts(in_force: PolicyInForce) -> PolicyFacts:
+    """The version in force, with its text when the text is the approved one and a policy."""
+    problem, text = in_force.problem, in_force.text
+    if text is not None:
+        try:
+            parse_policy(text, name=f"policy v{in_force.version}", controls=CONTROL_IDS)
+        except Error as exc:  # stored by `policy propose`, so edited: fail, never stop the check
+            problem, text = f"its text is not a valid policy: {exc.message}", None
+    return PolicyFacts(
+        version=in_force.version,
+        proposed_by=in_force.proposed_by,
+        approved_by=in_force.approved_by,
+        seq=in_force.seq,
+        text=text,
+        problem=problem,
+    )
+
+
+def policy_in_force(facts: Facts) -> Policy | None:
+    """The policy the controls are evaluated under: the version the ledger records approved
+    by a second person, with its approved text (None when there is none or it cannot be
+    applied: ``policy.approved`` fails then)."""
+    p = facts.policy
+    if p is None or p.text is None or p.problem is not None or p.approved_by is None:
+        return None
+    return parse_policy(p.text, name=f"policy v{p.version}", controls=CONTROL_IDS)

@@ -65,14 +65,11 @@ class LedgerRecords:
 
     @classmethod
     def read(cls, ledger: LedgerRepository) -> LedgerRecords:
-        """One query per action. Entries are parsed (the ``action`` column is only a copy);
-        one that does not parse is skipped: ``ledger verify`` reports it."""
+        """One query per action (:func:`read_events`)."""
         records = cls()
         for action in ACTIONS:
-            for stored in ledger.find(action=action):
-                event = _parse(stored.entry)
-                if event is not None and event.action == action:
-                    records.add(event)
+            for event in read_events(ledger, action):
+                records.add(event)
         for events in records.holds.values():
             events.sort(key=lambda e: e.seq)  # placed and released came by separate queries
         return records
@@ -169,14 +166,43 @@ class _Notes:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _parse(entry: bytes) -> Event | None:
+def read_events(ledger: LedgerRepository, action: str) -> list[Event]:
+    """The events of ``action``, in seq order, with one query. Entries are parsed (the
+    ``action`` column is only a copy): one that does not parse (not JSON, not an event, nested
+    too deeply) or whose signed action is another is skipped, never raised: ``ledger verify``
+    reports it, and so ``ledger.integrity`` fails in the same check."""
+    found = []
+    for stored in ledger.find(action=action):
+        event = parse_entry(stored.entry)
+        if event is not None and event.action == action:
+            found.append(event)
+    return found
+
+
+def event_time(event: Event) -> datetime:
+    """When the event was recorded (its signed time; a time it does not give: never)."""
+    return _event_time(event)
+
+
+def signed_time(value: Any) -> datetime | None:
+    """A time an event's details give (RFC 3339 with an offset), or None."""
+    return _time(value)
+
+
+def signed_source(started: Event) -> str | None:
+    """The source ``backup.started`` names (None: an ingest that named none)."""
+    label = _str(started.details.get("source"))
+    return None if label in (None, _INGESTED) else label
+
+
+def parse_entry(entry: bytes) -> Event | None:
     """The event an entry holds, or None. Unlike :meth:`Event.from_canonical` this does not
     re-encode the entry to prove it canonical (two thirds of the time): an entry the signed
     checkpoints cover is byte for byte what affidavit wrote, and ``ledger verify``, which
     ``ledger.integrity`` runs in the same check, proves that coverage."""
     try:
         obj = json.loads(entry)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # 100,000 nested '['
         return None
     if not isinstance(obj, dict):
         return None
@@ -491,7 +517,7 @@ def protection(ledger: LedgerRepository, backup_id: str) -> Protection:
     subject = f"backup:{backup_id}"
     for action in ("backup.started", *_HOLD_ACTIONS):
         for stored in ledger.find(action=action):
-            event = _parse(stored.entry)
+            event = parse_entry(stored.entry)
             if event is not None and event.action == action and event.subject == subject:
                 records.add(event)
     started = records.started.get(backup_id)

@@ -12,6 +12,14 @@ What is scheduled, from the settings:
   gets a **restore drill** every ``drill_every_days``; any drill of any backup of that source
   counts as the last one.
 
+All of it is read from the ledger's events, not from the catalog's rows (which anyone who can
+write the database can edit): which backups are complete and not deleted, their source,
+format, completion and retention (``backup.started``, ``backup.completed``,
+``backup.deleted``), and when each was last verified or drilled (``verification.completed``,
+``drill.completed``), by :class:`~affidavit.services.policy_vouch.LedgerRecords`. A forged
+fresh verification row therefore removes nothing that is due, and a backup hidden as failed
+in the catalog is still scheduled.
+
 A check is *due* from ``last done + interval`` (never done: from the backup's completion). It
 is *overdue* when it was never done, or when its due time passed more than
 :data:`OVERDUE_GRACE` ago (an hourly ``run-due`` would have run it: the scheduler is not
@@ -32,13 +40,18 @@ from typing import Any
 
 from affidavit.config import Settings
 from affidavit.errors import Error, InternalError, OperationError
-from affidavit.models.backup import Backup, BackupStatus
-from affidavit.models.checks import Drill, Verification
+from affidavit.models.checks import Verification
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.services import drill as drills
 from affidavit.services.alerts import Poster, post_json, raise_alert
 from affidavit.services.context import App
 from affidavit.services.leases import reclaim_abandoned
+from affidavit.services.policy_vouch import (
+    LedgerRecords,
+    event_time,
+    signed_source,
+    signed_time,
+)
 
 #: a due check not run within this time after its due time is overdue
 OVERDUE_GRACE = timedelta(hours=1)
@@ -85,11 +98,21 @@ class DueItem:
         }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Signed:
+    """A complete backup as its ledger events record it."""
+
+    id: str
+    source: str | None
+    format: str | None
+    finished_at: datetime  # backup.completed
+    seq: int  # backup.completed
+
+
 def _item(
-    kind: CheckKind, backup: Backup, last: datetime | None, interval: timedelta, now: datetime
+    kind: CheckKind, backup: _Signed, last: datetime | None, interval: timedelta, now: datetime
 ) -> DueItem:
-    start = backup.finished_at or backup.started_at
-    due_at = last + interval if last is not None else start
+    due_at = last + interval if last is not None else backup.finished_at
     return DueItem(
         kind=kind,
         backup_id=backup.id,
@@ -106,44 +129,74 @@ def _latest(times: list[datetime]) -> datetime | None:
 
 
 def scheduled(app: App) -> list[DueItem]:
-    """Every scheduled check (due or not), verifications first, by due time."""
+    """Every scheduled check (due or not), verifications first, by due time. Read from the
+    ledger's events (one query per action), not from the catalog's rows."""
     settings: Settings = app.settings
     now = _now()
     with app.read() as uow:
-        backups = [
-            b
-            for b in uow.backups.list()
-            if b.status is BackupStatus.COMPLETE and b.retain_until > now
-        ]
-        verifications = uow.checks.verifications()
-        drill_rows = uow.checks.drills()
-        every_backup = {b.id: b for b in uow.backups.list()}
+        records = LedgerRecords.read(uow.ledger)
+    backups = _complete(records, now)  # newest first
+    verified: dict[str, list[tuple[datetime, bool]]] = {}  # backup id -> (when, full)
+    for event in records.verifications.values():
+        backup_id = event.subject.removeprefix("backup:")
+        full = event.details.get("kind") in _FULL_KINDS
+        verified.setdefault(backup_id, []).append((event_time(event), full))
     sample_every = timedelta(hours=settings.verify_sample_every_hours)
     full_every = timedelta(days=settings.verify_full_every_days)
     drill_every = timedelta(days=settings.drill_every_days)
     items: list[DueItem] = []
     for backup in backups:
-        mine = [v for v in verifications if v.backup_id == backup.id]
-        last_full = _latest([v.finished_at for v in mine if v.kind in _FULL_KINDS])
-        last_any = _latest([v.finished_at for v in mine])
-        full = _item(CheckKind.VERIFY_FULL, backup, last_full, full_every, now)
-        items.append(full)
-        if not full.is_due:
+        mine = verified.get(backup.id, [])
+        last_full = _latest([at for at, full in mine if full])
+        last_any = _latest([at for at, _ in mine])
+        full_item = _item(CheckKind.VERIFY_FULL, backup, last_full, full_every, now)
+        items.append(full_item)
+        if not full_item.is_due:
             items.append(_item(CheckKind.VERIFY_SAMPLE, backup, last_any, sample_every, now))
-    newest: dict[str, Backup] = {}
+    newest: dict[str, _Signed] = {}
     for backup in backups:  # newest first; only formats a drill can restore
         if backup.format in _DRILLABLE_FORMATS:
             newest.setdefault(backup.source or _NO_SOURCE, backup)
+    drilled: dict[str, list[datetime]] = {}  # group -> when
+    for event in records.drills.values():
+        group = _group(records, event.subject.removeprefix("backup:"))
+        if group is not None:
+            drilled.setdefault(group, []).append(event_time(event))
     for group, backup in newest.items():
-        done = [d.finished_at for d in drill_rows if _group(every_backup, d) == group]
-        items.append(_item(CheckKind.DRILL, backup, _latest(done), drill_every, now))
+        last = _latest(drilled.get(group, []))
+        items.append(_item(CheckKind.DRILL, backup, last, drill_every, now))
     order = {CheckKind.VERIFY_FULL: 0, CheckKind.VERIFY_SAMPLE: 0, CheckKind.DRILL: 1}
     return sorted(items, key=lambda i: (order[i.kind], i.due_at, i.backup_id))
 
 
-def _group(backups: dict[str, Backup], drill: Drill) -> str | None:
-    backup = backups.get(drill.backup_id)
-    return None if backup is None else backup.source or _NO_SOURCE
+def _complete(records: LedgerRecords, now: datetime) -> list[_Signed]:
+    """The backups the ledger records complete, not deleted and still within the retention
+    their ``backup.started`` recorded; newest completion first."""
+    out = []
+    for backup_id, completed in records.completed.items():
+        started = records.started.get(backup_id)
+        if started is None or backup_id in records.deleted:
+            continue
+        retain_until = signed_time(started.details.get("retain_until"))
+        if retain_until is None or retain_until <= now:
+            continue
+        fmt = started.details.get("format")
+        out.append(
+            _Signed(
+                id=backup_id,
+                source=signed_source(started),
+                format=fmt if isinstance(fmt, str) else None,
+                finished_at=event_time(completed),
+                seq=completed.seq,
+            )
+        )
+    return sorted(out, key=lambda b: b.seq, reverse=True)
+
+
+def _group(records: LedgerRecords, backup_id: str) -> str | None:
+    """The drill group (source) of a backup, as its ``backup.started`` records it."""
+    started = records.started.get(backup_id)
+    return None if started is None else signed_source(started) or _NO_SOURCE
 
 
 def due(app: App, *, include_upcoming: bool = False) -> list[DueItem]:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from affidavit.errors import InputError
+from affidavit.input_files import open_regular
 from affidavit.models.inventory import SecretKind, SecretRef
 
 _MAX_SECRET_BYTES = 64 * 1024
@@ -36,7 +37,9 @@ def make_secret_ref(*, env: str | None, file: str | None) -> SecretRef | None:
 
 def resolve_secret(ref: SecretRef | None, environ: Mapping[str, str] | None = None) -> str | None:
     """The secret's value, read now; raise :class:`InputError` naming the reference (never the
-    value) when it cannot be read."""
+    value) when it cannot be read. A secret file may be a symbolic link (mounted secrets are),
+    but what it leads to must be a regular file (a named pipe never blocks), private to its
+    owner and small."""
     if ref is None:
         return None
     if ref.kind is SecretKind.ENV:
@@ -50,15 +53,20 @@ def resolve_secret(ref: SecretRef | None, environ: Mapping[str, str] | None = No
         return value
     path = Path(ref.locator)
     try:
-        info = path.stat()
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise InputError(
-                f"the secret file {path} is readable by other users",
-                hint=f"chmod 600 {path}",
-            )
-        if info.st_size > _MAX_SECRET_BYTES:
+        hint = f"make {path} a regular file (chmod 600) that holds only the secret"
+        # a link is followed (mounted secrets, e.g. Kubernetes', are links to the file);
+        # what it leads to must be a regular file only its owner can read
+        with open_regular(path.resolve(strict=True), what="the secret file", hint=hint) as fh:
+            info = os.fstat(fh.fileno())
+            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise InputError(
+                    f"the secret file {path} is readable by other users",
+                    hint=f"chmod 600 {path}",
+                )
+            data = fh.read(_MAX_SECRET_BYTES + 1)
+        if len(data) > _MAX_SECRET_BYTES:
             raise InputError(f"the secret file {path} is too large to be a password")
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return data.decode("utf-8").rstrip("\r\n")
     except FileNotFoundError:
         raise InputError(
             f"the secret file {path} does not exist", hint="create it or fix --secret-file"
@@ -70,3 +78,8 @@ def resolve_secret(ref: SecretRef | None, environ: Mapping[str, str] | None = No
         ) from None
     except UnicodeDecodeError:
         raise InputError(f"the secret file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(
+            f"cannot read the secret file {path}: {exc.strerror or exc}",
+            hint="check the file and the folders above it",
+        ) from None

@@ -10,12 +10,14 @@ backup) does not fail a verification.
 Trust is anchored in the ledger key: the DSSE envelope must verify with it, and the values the
 artifacts are checked against (sizes, ciphertext and plaintext SHA-256, dataset fingerprints)
 are read from the *signed* statement, not from catalog rows that anyone with write access to
-the database could edit. Every artifact is read once, streaming: its ciphertext is hashed,
-decrypted with the backup's unwrapped age identity (in a child process from 32 MiB on, so that
-the cipher runs on another core: :mod:`affidavit.crypto.age_process`), the plaintext hashed
-and, for data artifacts, re-fingerprinted in the same pass (mongodump ``.bson``: framing-only
-while the plaintext hash proves the rest, see :meth:`_Run.content`) or from a private spool
-(RDB and archive files, whose parsers need a file).
+the database could edit; so is the source that ``--against-source`` may read (name, engine and
+URI without secrets: :meth:`_Run.check_source_identity`, ``source-mismatch``). Every artifact
+is read once, streaming: its ciphertext is hashed, decrypted with the backup's unwrapped age
+identity (in a child process from 32 MiB on, so that the cipher runs on another core:
+:mod:`affidavit.crypto.age_process`), the plaintext hashed and, for data artifacts,
+re-fingerprinted in the same pass (mongodump ``.bson``: framing-only while the plaintext hash
+proves the rest, see :meth:`_Run.content`) or from a private spool (RDB and archive files, whose
+parsers need a file; :mod:`affidavit.private_temp`).
 
 Sampling (``sample_percent``) checks a random subset of the data artifacts chosen by a
 recorded seed (:func:`sample_paths`); the manifest, its signature, its vault copy and every
@@ -39,7 +41,6 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,6 +80,8 @@ from affidavit.models.checks import Finding, Verification
 from affidavit.models.inventory import Source
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import RecordEncoding
+from affidavit.models.uri import ConnectionUri
+from affidavit.private_temp import open_private, private_folder, sweep
 from affidavit.services.backends import engine_for, reader_class, vault_backend
 from affidavit.services.context import App
 from affidavit.services.fingerprint import (
@@ -143,6 +146,7 @@ class Code(StrEnum):
     INDEX_UNUSABLE = "index-unusable"
     DRIFT = "drift"
     SOURCE_DIFFERS = "source-differs"
+    SOURCE_MISMATCH = "source-mismatch"
 
 
 NON_FAILING = frozenset({Code.DRIFT})
@@ -340,6 +344,7 @@ class _Run:
     copy_path: str | None = None
     identity: str | None = None
     against: dict[str, Any] | None = None
+    signed_source: dict[str, Any] | None = None  # the source the signed manifest names
     retain_until: datetime | None = None  # as signed: what every artifact's lock must hold
     not_files: set[str] = field(default_factory=set)  # artifact-not-a-file already reported
 
@@ -417,6 +422,8 @@ class _Run:
                 str(d["name"]): str(d["fingerprint"]) for d in pred.get("datasets", [])
             }
             self.retain_until = _signed_date(pred.get("retain_until")) or backup.retain_until
+            named = pred.get("source")
+            self.signed_source = named if isinstance(named, dict) else {}
         else:  # unsigned: the catalog rows, already reported as untrustworthy
             self.expected = [
                 _Expected(
@@ -702,7 +709,7 @@ class _Run:
 
         def consume(plain: _PlainReader) -> Path:
             path = self.tmp / name
-            with path.open("wb") as out:
+            with open_private(path) as out:
                 while chunk := plain.read(_CHUNK):
                     out.write(chunk)
             return path
@@ -892,6 +899,39 @@ class _Run:
 
     # -- (d) against the live source -------------------------------------------------------
 
+    def check_source_identity(self, source: Source) -> bool:
+        """Whether the registered source (catalog row) is the one the signed manifest names:
+        same name, engine and URI as recorded without secrets (the user name redacted, as
+        :attr:`ConnectionUri.redacted` gives it; host list, port, database and options
+        compared as text). Anything that differs is one ``source-mismatch`` finding naming
+        each field, and False: the live server is then not read at all (nor sent the
+        source's secret), for a look-alike server holding the backup's data would pass.
+        True when no signed manifest could be read: there is nothing signed to compare with,
+        and the verification fails on that already."""
+        signed = self.signed_source
+        if signed is None:
+            return True
+        try:
+            uri = ConnectionUri.parse(source.engine, source.uri).redacted
+        except InputError:
+            uri = "(not a valid URI)"
+        registered = {"name": source.name, "engine": source.engine.value, "uri": uri}
+        differ = {
+            key: {"signed": signed.get(key), "registered": value}
+            for key, value in registered.items()
+            if signed.get(key) != value
+        }
+        if not differ:
+            return True
+        self.find(
+            Code.SOURCE_MISMATCH,
+            f"the registered source {source.name!r} is not the source the signed manifest "
+            f"names ({', '.join(differ)} differ): the live data was not compared",
+            source.name,
+            fields=differ,
+        )
+        return False
+
     def _live_index(self, name: str) -> Path:
         return self.tmp / f"live-{sha256_hex(name.encode())[:12]}"
 
@@ -1044,14 +1084,16 @@ class _Run:
 
     def run(self, source: Source | None) -> dict[str, Any]:
         engine = None
-        if source is not None:  # reach the source first: fail before reading a GiB
+        self.rep.stage(f"checking the signed manifest of {self.backup.id}")
+        self.check_manifest()
+        # the source must be the one the signed manifest names (a look-alike server holding
+        # the backup's data is never read); then reach it: fail before reading a GiB
+        if source is not None and self.check_source_identity(source):
             engine = engine_for(source, timeout=self.app.settings.connect_timeout)
             engine.__enter__()
         try:
             if engine is not None:
                 engine.describe()
-            self.rep.stage(f"checking the signed manifest of {self.backup.id}")
-            self.check_manifest()
             self.check_unexpected()
             self.unwrap()
             artifacts, coverage = self.select()
@@ -1088,6 +1130,9 @@ class _Run:
             if source is not None and engine is not None:
                 self.check_source(source, engine)
                 coverage["against_source"] = True
+            elif source is not None:  # source-mismatch: the live server was not read
+                self.against = {"source": source.name, "compared": False, "datasets": {}}
+                coverage["against_source"] = False
             return coverage
         finally:
             if engine is not None:
@@ -1195,15 +1240,16 @@ def verify_backup(
     )  # fmt: skip
     if sample_percent is not None and seed is None:
         seed = new_seed()
+    sweep()  # plaintext spools of killed commands (affidavit.private_temp)
     started = _now()
     try:
-        with tempfile.TemporaryDirectory(prefix="affidavit-verify-") as tmp:
+        with private_folder("verify") as tmp:  # plaintext: swept if this process is killed
             run = _Run(
                 app=app,
                 backup=backup,
                 vault=vault_backend(vault),
                 rep=rep,
-                tmp=Path(tmp),
+                tmp=tmp,
                 sample_percent=sample_percent,
                 seed=seed,
             )

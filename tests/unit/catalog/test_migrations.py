@@ -206,6 +206,8 @@ def test_0006_adds_the_lease_table_and_a_run_from_before_it_is_judged_by_its_age
     assert (result.schema_before, result.schema_after) == ("0005", "0006")
     app = App(settings)
     try:
+        with app.change() as change:  # its start, as the ledger recorded it before 0006
+            change.record("backup.started", "backup:bk-old", {"source": "cache", "vault": "v1"})
         (abandoned,) = leases.reclaim_abandoned(app)
         assert abandoned.backup_id == "bk-old"
         assert abandoned.why.startswith("it has no lease (recorded before leases existed)")

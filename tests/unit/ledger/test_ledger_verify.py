@@ -217,3 +217,22 @@ def test_verify_decide_is_false_for_any_finding(
     report = _verify(records[:19], notes)
     assert not decide(report.findings)
     assert report.to_json()["findings"][0].keys() == {"code", "seq", "message"}
+
+
+@pytest.mark.parametrize(
+    "actor",
+    ["alice@example.com", 'o"brien', "back\\slash", "tab\there", "zoë ✓", "bell\x07"],
+)
+def test_query_columns_match_their_entry_whatever_they_hold(actor: str) -> None:
+    from affidavit.ledger.verify import _columns_match
+    from affidavit.models.ledger import Event
+
+    event = Event(
+        seq=3, time="2026-12-01T00:00:00.000000Z", actor=actor, action="test.event",
+        subject=f"thing:{actor}", details={"note": actor},
+    )  # fmt: skip
+    entry = event.canonical()
+    assert _columns_match(entry, event.action, actor, event.subject, event.time)
+    assert not _columns_match(entry, event.action, actor + "x", event.subject, event.time)
+    assert not _columns_match(entry, "other.action", actor, event.subject, event.time)
+    assert not _columns_match(entry, event.action, actor, event.subject, "2025-01-01T00:00:00Z")

@@ -148,6 +148,8 @@ def _running(app: App, backup_id: str, lease: Lease | None, vault: Path) -> None
         )  # fmt: skip
         if lease is not None:
             change.uow.backups.add_lease(lease)
+        # as services.backup starts a run: only a run the ledger records started is abandoned
+        change.record("backup.started", f"backup:{backup_id}", {"source": "cache", "vault": "v1"})
 
 
 def _ledger_size(app: App) -> int:

@@ -1,0 +1,49 @@
+"""What the system says about processes: a pid's state and start time, this boot's id and
+this PID namespace, read from ``/proc`` (Linux). Where ``/proc`` does not say, each answer is
+None, and callers must then not conclude that a process is dead.
+
+Both the backup leases (is the process that holds a run alive?) and the private temporary
+folders (is the process that made this folder gone?) judge processes with these answers; a
+pid alone is not enough, because pids are reused: a process is the same one only with the
+same start time, in the same boot and PID namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+__all__ = ["boot_id", "pid_namespace", "proc_stat"]
+
+_PROC = Path("/proc")
+
+
+def proc_stat(pid: int) -> tuple[bytes, int] | None:
+    """(state, start time in clock ticks after boot) of ``pid`` from ``/proc/PID/stat``
+    (fields 3 and 22), or None when there is no such process or it cannot be read."""
+    if not 0 < pid < 1 << 31:  # 0 and negatives name process groups, not processes
+        return None
+    try:
+        raw = (_PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    # "PID (COMM) STATE ... STARTTIME ...": COMM may hold spaces and parentheses
+    fields = raw[raw.rfind(b")") + 2 :].split() if b")" in raw else []
+    if len(fields) >= 20 and fields[19].isdigit():
+        return fields[0], int(fields[19])
+    return None
+
+
+def boot_id() -> str | None:
+    """This boot's id (``/proc/sys/kernel/random/boot_id``), or None."""
+    with contextlib.suppress(OSError):
+        return (_PROC / "sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
+    return None
+
+
+def pid_namespace() -> str | None:
+    """This process's PID namespace (``pid:[INODE]``), or None."""
+    with contextlib.suppress(OSError):
+        return os.readlink(_PROC / "self/ns/pid") or None
+    return None
