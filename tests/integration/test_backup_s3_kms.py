@@ -143,7 +143,7 @@ def test_ingest_of_large_files_into_s3_uploads_the_spooled_ciphertext(
 
     from affidavit.services import backup as backup_service
 
-    monkeypatch.setattr(backup_service, "_PROCESS_FROM", 0)
+    monkeypatch.setattr(backup_service, "PROCESS_FROM", 0)
     spools = tmp_path / "spools"
     spools.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spools))

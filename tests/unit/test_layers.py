@@ -144,11 +144,7 @@ def violations() -> list[str]:
                 found.append(
                     f"{where}: the CLI/server may only use services, models, errors, config"
                 )
-            if (
-                mine == 3
-                and theirs == 2
-                and not within(target, (*L2_INTERFACES, "affidavit.catalog.repository"))
-            ):
+            if mine == 3 and theirs == 2 and not within(target, L2_INTERFACES):
                 found.append(f"{where}: layer 3 uses only layer-2 interfaces (base modules)")
             if mine == 2 and theirs == 2 and within(mod, PLUGGABLE):
                 sibling = ".".join(target.split(".")[:3])

@@ -23,6 +23,10 @@ from affidavit.models.backup import ArtifactRole, BackupArtifact
 from affidavit.vaults.base import StoredArtifact, VaultBackend
 
 CHUNK = 1 << 20
+PROCESS_FROM = 32 << 20
+"""Artifact size from which a separate process (encryption, decryption, a worker reading a
+file) pays for its start-up: below it, work stays in this process. One threshold for backup,
+ingest and verify."""
 _QUEUE_DEPTH = 8
 _DONE = object()
 

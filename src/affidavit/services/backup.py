@@ -54,7 +54,7 @@ from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import RecordEncoding
 from affidavit.models.uri import ConnectionUri
 from affidavit.private_temp import private_folder, unlinked_spool
-from affidavit.services.artifacts import CHUNK, ArtifactSink
+from affidavit.services.artifacts import CHUNK, PROCESS_FROM, ArtifactSink
 from affidavit.services.backends import engine_for, format_engine, reader_class, vault_backend
 from affidavit.services.context import App
 from affidavit.services.fingerprint import (
@@ -668,8 +668,6 @@ def _capture_redis(
 
 # -- ingest ----------------------------------------------------------------------------------
 
-_PROCESS_FROM = 32 << 20  # file size from which worker and encryption processes pay for themselves
-
 
 def ingest_backup(
     app: App,
@@ -780,7 +778,7 @@ class _Spooler:
         self, recipient: str, files: list[tuple[Path, tuple[int, int]]], vault: VaultBackend
     ) -> None:
         self._recipient = recipient
-        self._files = [(file, seen) for file, seen in files if seen[0] >= _PROCESS_FROM]
+        self._files = [(file, seen) for file, seen in files if seen[0] >= PROCESS_FROM]
         self._vault = vault
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -858,12 +856,12 @@ def _fold_indexes(
     spooler: _Spooler,
 ) -> dict[str, Future[_Folded]]:
     """Start folding each dataset's fingerprint and index (to a file in ``tmp``); an index of
-    :data:`_PROCESS_FROM` bytes or more is then encrypted into a spool file too, while the
+    :data:`.PROCESS_FROM` bytes or more is then encrypted into a spool file too, while the
     data files may still be encrypting."""
 
     def fold(acc: Accumulator, index: Path, name: str) -> _Folded:
         fingerprint, _ = acc.finish(index, dataset=name, encoding=encoding)
-        large = index.stat().st_size >= _PROCESS_FROM
+        large = index.stat().st_size >= PROCESS_FROM
         return _Folded(fingerprint, index, spooler.spool_now(index) if large else None)
 
     return {
@@ -937,7 +935,7 @@ def _check_and_fingerprint(reader: Any, fmt: str) -> dict[str, Accumulator]:
             accumulators[name].add_records(pending)
         return accumulators
     files: dict[str, Path] = reader.dataset_files()
-    big = any(file.stat().st_size >= _PROCESS_FROM for file in files.values())
+    big = any(file.stat().st_size >= PROCESS_FROM for file in files.values())
     workers = (os.cpu_count() or 1) if big else 1
     for name in names:  # every document framed and decoded in full, by worker processes
         try:
@@ -1060,7 +1058,7 @@ def _copy_file(
         raise _changed(file)
     if spooled is not None:
         artifact = _store_spooled(run, spooled, rel, role=role, dataset=dataset)
-    elif seen[0] >= _PROCESS_FROM:
+    elif seen[0] >= PROCESS_FROM:
         artifact = _put_encrypted(run, file, rel=rel, role=role, dataset=dataset, rep=rep)
     else:
         with run.sink(rel, role, dataset) as sink, file.open("rb") as raw:

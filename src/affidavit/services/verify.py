@@ -82,6 +82,7 @@ from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import RecordEncoding
 from affidavit.models.uri import ConnectionUri
 from affidavit.private_temp import open_private, private_folder, sweep
+from affidavit.services.artifacts import PROCESS_FROM
 from affidavit.services.backends import engine_for, reader_class, vault_backend
 from affidavit.services.context import App
 from affidavit.services.fingerprint import (
@@ -116,7 +117,6 @@ __all__ = [
 _CHUNK = 1 << 20
 _KEYS_SHOWN = 100  # keys named in one finding
 _KEYS_CLASSIFIED = 10_000  # keys looked up in the source's change log per dataset
-_PROCESS_FROM = 32 << 20  # ciphertext bytes from which a decryption process pays for itself
 _IRREGULAR: tuple[str, Path | None] = ("", None)  # a fast content pass that met a defect
 
 
@@ -649,10 +649,10 @@ class _Run:
         self, size: int, source: Iterator[bytes]
     ) -> tuple[AgeProcess | None, Iterator[bytes]]:
         """The plaintext pieces of ``source``: decrypted in a child process from
-        :data:`_PROCESS_FROM` bytes on (the cipher then runs on another core), else in this
+        :data:`.PROCESS_FROM` bytes on (the cipher then runs on another core), else in this
         one."""
         assert self.identity is not None
-        if size >= _PROCESS_FROM:
+        if size >= PROCESS_FROM:
             child = AgeProcess("decrypt", self.identity, source)
             return child, iter(child)
         return None, decrypt_chunks(source, self.identity)
