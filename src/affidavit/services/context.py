@@ -123,6 +123,15 @@ class Change:
     resumed: bool = field(default=False, init=False, repr=False)
 
     @property
+    def resumed_tree(self) -> tuple[int, bytes] | None:
+        """The (size, root) the log was resumed from (this process's last commit, re-checked
+        against the catalog's head), or None when it was read from the store."""
+        if not self.resumed or self.resume is None:
+            return None
+        state, root = self.resume
+        return state.size, root
+
+    @property
     def log(self) -> LedgerLog:
         """The ledger log inside this transaction.
 
@@ -227,7 +236,9 @@ class App:
                 fork_from=fork_from,
             )
             if change.memory is not None and fork_from is None:  # refuse before the body acts
-                settle(uow, change.log, change.memory, first=change.log.size(), fork_from=fork_from)
+                size = change.log.size()
+                settle(uow, change.log, change.memory, first=size, fork_from=fork_from,
+                       resumed=change.resumed_tree)  # fmt: skip
             yield change
             if change.events:
                 signed = _checkpoint_batch(change)
@@ -285,7 +296,7 @@ def _checkpoint_batch(change: Change) -> tuple[LogState, bytes, Signed] | None:
         first_event=change.events[0],
         size=state.size,
         root=root,
-        trusted_resume=change.resumed,
+        resumed=change.resumed_tree,
         fork_from=change.fork_from,
     )
     signed = memory.sign(state.size, root)

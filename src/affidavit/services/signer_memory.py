@@ -331,25 +331,26 @@ def guard(
     first_event: Event | None,
     size: int,
     root: bytes,
-    trusted_resume: bool = False,
+    resumed: tuple[int, bytes] | None = None,
     fork_from: Signed | None = None,
 ) -> Signed:
     """Check, inside the signing transaction, that the tree of ``size``/``root`` may be
     signed: the entries before ``first`` (the batch's first seq; ``size`` when nothing was
     appended) are exactly the tree this key last signed, the catalog's newest checkpoint is
-    that tree's, and the new tree extends it. ``trusted_resume``: the log was resumed from
-    this process's own committed state, which it re-checked against the catalog's head; the
-    consistency proof is then implied by construction. ``fork_from``: a recovery (``ledger
+    that tree's, and the new tree extends it. ``resumed``: the (size, root) this process
+    committed last, when the log was resumed from it after re-checking the catalog's head;
+    the new tree then extends it by construction, and when the memory holds the same tree
+    no consistency proof is read. ``fork_from``: a recovery (``ledger
     recover``) stands in this checkpoint of the catalog for the memory, for this one
     transaction. Returns the tree last signed; raises :class:`SigningRefused`."""
-    last = settle(uow, log, memory, first=first, fork_from=fork_from)
+    last = settle(uow, log, memory, first=first, fork_from=fork_from, resumed=resumed)
     if last.size == 0:
         if first_event is None:
             raise SigningRefused(
                 "refusing to sign an empty ledger: it must begin with the key's creation"
             )
         _require_genesis(first_event, memory.identity)
-    elif not trusted_resume:
+    elif resumed is None or resumed != (last.size, last.root):
         _extends(log, last.checkpoint, size, root, "the catalog's ledger")
     return last
 
@@ -361,13 +362,25 @@ def settle(
     *,
     first: int,
     fork_from: Signed | None = None,
+    resumed: tuple[int, bytes] | None = None,
 ) -> Signed:
     """The part of :func:`guard` that needs no new entry: the catalog's ledger up to
     ``first`` is the tree the key last signed (rolling the memory forward over the key's own
     newer checkpoints) and its newest checkpoint is that tree's. A change runs it before its
-    body too, so a refused change fails before it touches anything outside the catalog."""
+    body too, so a refused change fails before it touches anything outside the catalog.
+
+    ``resumed``: the (size, root) this process committed last, when the log was resumed from
+    it after checking that the catalog's head is exactly that (its last entry and its newest
+    checkpoint's size and root); when the memory holds that same tree nothing more is read."""
     identity = memory.identity
     last = memory.load() if fork_from is None else fork_from
+    if (
+        last is not None
+        and resumed is not None
+        and first == resumed[0] == last.size
+        and resumed[1] == last.root
+    ):
+        return last
     if last is None:
         last = bootstrap(uow, log, identity)
         memory.save(last)
