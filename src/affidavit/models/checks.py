@@ -4,7 +4,55 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
+
+
+class CheckCode(StrEnum):
+    """Stable finding codes of verifications and drills (tests, policies and alerts match on
+    them; docs/verification.md and docs/drills.md say what each means)."""
+
+    NO_ARTIFACTS = "no-artifacts"
+    BACKUP_INCOMPLETE = "backup-incomplete"
+    MANIFEST_MISSING = "manifest-missing"
+    MANIFEST_SIGNATURE_INVALID = "manifest-signature-invalid"
+    MANIFEST_MISMATCH = "manifest-mismatch"
+    SUBJECTS_MISMATCH = "subjects-mismatch"
+    MANIFEST_COPY_MISSING = "manifest-copy-missing"
+    MANIFEST_COPY_MISMATCH = "manifest-copy-mismatch"
+    ARTIFACT_MISSING = "artifact-missing"
+    ARTIFACT_NOT_A_FILE = "artifact-not-a-file"
+    ARTIFACT_UNEXPECTED = "artifact-unexpected"
+    ARTIFACT_LOCK_WEAKENED = "artifact-lock-weakened"
+    ARTIFACT_SIZE_MISMATCH = "artifact-size-mismatch"
+    ARTIFACT_HASH_MISMATCH = "artifact-hash-mismatch"
+    ARTIFACT_FROM_OTHER_BACKUP = "artifact-from-other-backup"
+    KEY_UNWRAP_FAILED = "key-unwrap-failed"
+    ARTIFACT_UNDECRYPTABLE = "artifact-undecryptable"
+    ARTIFACT_PLAINTEXT_MISMATCH = "artifact-plaintext-mismatch"
+    CONTENT_UNREADABLE = "content-unreadable"
+    FINGERPRINT_MISMATCH = "fingerprint-mismatch"
+    INDEX_UNUSABLE = "index-unusable"
+    DRIFT = "drift"
+    SOURCE_DIFFERS = "source-differs"
+    SOURCE_MISMATCH = "source-mismatch"
+    # drills: a phase that could not complete, a probe that failed, the time against the RTO
+    FETCH_FAILED = "fetch-failed"
+    DECRYPT_FAILED = "decrypt-failed"
+    LOAD_FAILED = "load-failed"
+    VERIFY_FAILED = "verify-failed"
+    PROBES_FAILED = "probes-failed"
+    PROBE_FAILED = "probe-failed"
+    RTO_EXCEEDED = "rto-exceeded"
+
+    @classmethod
+    def phase_failed(cls, phase: str) -> CheckCode:
+        """The code of a drill phase (fetch, decrypt, load, verify, probes) that failed."""
+        return cls(f"{phase}-failed")
+
+
+NON_FAILING = frozenset({CheckCode.DRIFT})
+"""Codes that are reported but do not fail a verification (expected change at the source)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

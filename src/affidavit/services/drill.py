@@ -72,7 +72,7 @@ from affidavit.ledger.attestation import (
     verify_attestation,
 )
 from affidavit.models.backup import ArtifactRole, Backup, BackupArtifact, BackupStatus
-from affidavit.models.checks import Drill, Finding
+from affidavit.models.checks import CheckCode, Drill, Finding
 from affidavit.models.inventory import Source
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import RecordEncoding, RedisRecord
@@ -651,7 +651,7 @@ def run_drill(
         except Error as exc:
             state.findings.append(
                 Finding(
-                    code=f"{timer.current}-failed",
+                    code=CheckCode.phase_failed(timer.current).value,
                     message=f"the {timer.current} phase failed: {exc.message}",
                     subject=backup_id,
                     details={"error": exc.message, "hint": exc.hint},
@@ -998,7 +998,7 @@ def _mismatch(
     details["keys"] = keys
     named = ", ".join(f"{k['key']} ({k['change']})" for k in keys[:5])
     return Finding(
-        code="fingerprint-mismatch",
+        code=CheckCode.FINGERPRINT_MISMATCH.value,
         message=f"{dataset}: the restored data differs from the backup"
         + (f": {named}" if named else ""),
         subject=dataset,
@@ -1021,7 +1021,7 @@ def _probes(app: App, state: _State, probes: list[Probe], watch: _RedisProbeWatc
         if not result["ok"]:
             state.findings.append(
                 Finding(
-                    code="probe-failed",
+                    code=CheckCode.PROBE_FAILED.value,
                     message=f"probe {result['name']!r} expected "
                     f"{json.dumps(result['expect'], default=str)}, "
                     f"got {json.dumps(result['actual'], default=str)[:200]}",
@@ -1047,12 +1047,12 @@ def _record(
     restore_seconds = round(timer.restore_seconds, 6)  # as signed: catalog = attestation
     total = timer.total_seconds
     completed = not any(
-        f.code.endswith("-failed") and f.code != "probe-failed" for f in state.findings
+        f.code.endswith("-failed") and f.code != CheckCode.PROBE_FAILED for f in state.findings
     )
     if completed and total > rto:
         state.findings.append(
             Finding(
-                code="rto-exceeded",
+                code=CheckCode.RTO_EXCEEDED.value,
                 message=f"the drill took {total:.3f}s (restore {restore_seconds:.3f}s), "
                 f"more than the RTO of {rto:g}s",
                 subject=backup.id,
@@ -1149,7 +1149,7 @@ def _signed_manifest_findings(app: App, backup: Backup) -> list[Finding]:
     if identity is None or backup.envelope is None:
         return [
             Finding(
-                code="manifest-signature-invalid",
+                code=CheckCode.MANIFEST_SIGNATURE_INVALID.value,
                 message="the backup has no signed manifest to check the drill against",
                 subject=backup.id,
             )
@@ -1163,7 +1163,7 @@ def _signed_manifest_findings(app: App, backup: Backup) -> list[Finding]:
     except (IntegrityError, FormatError) as exc:
         return [
             Finding(
-                code="manifest-signature-invalid",
+                code=CheckCode.MANIFEST_SIGNATURE_INVALID.value,
                 message=f"the manifest's signature does not verify: {exc.message}",
                 subject=backup.id,
             )
@@ -1177,7 +1177,7 @@ def _signed_manifest_findings(app: App, backup: Backup) -> list[Finding]:
     ):
         return [
             Finding(
-                code="manifest-mismatch",
+                code=CheckCode.MANIFEST_MISMATCH.value,
                 message="the catalog's artifacts or fingerprints differ from the signed manifest",
                 subject=backup.id,
             )

@@ -2,10 +2,10 @@
 compare with its live source now.
 
 A verifier collects every discrepancy as a :class:`~affidavit.models.checks.Finding` with a
-stable code (:class:`Code`) and never stops at the first; a separate decision step
-(:func:`decide`) turns the list into pass/fail, failing closed: a backup with no artifacts or
-no signed manifest is not ok, and only ``drift`` (expected change at the source after the
-backup) does not fail a verification.
+stable code (:class:`~affidavit.models.checks.CheckCode`, shared with drills) and never stops
+at the first; a separate decision step (:func:`decide`) turns the list into pass/fail,
+failing closed: a backup with no artifacts or no signed manifest is not ok, and only
+``drift`` (expected change at the source after the backup) does not fail a verification.
 
 Trust is anchored in the ledger key: the DSSE envelope must verify with it, and the values the
 artifacts are checked against (sizes, ciphertext and plaintext SHA-256, dataset fingerprints)
@@ -44,7 +44,6 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -76,7 +75,7 @@ from affidavit.ledger.attestation import (
     verify_attestation,
 )
 from affidavit.models.backup import ArtifactRole, Backup, BackupStatus
-from affidavit.models.checks import Finding, Verification
+from affidavit.models.checks import NON_FAILING, CheckCode, Finding, Verification
 from affidavit.models.inventory import Source
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import RecordEncoding
@@ -104,7 +103,7 @@ from affidavit.vaults.base import (
 
 __all__ = [
     "NON_FAILING",
-    "Code",
+    "CheckCode",
     "ManifestCopy",
     "check_manifest_copy",
     "decide",
@@ -118,39 +117,6 @@ _CHUNK = 1 << 20
 _KEYS_SHOWN = 100  # keys named in one finding
 _KEYS_CLASSIFIED = 10_000  # keys looked up in the source's change log per dataset
 _IRREGULAR: tuple[str, Path | None] = ("", None)  # a fast content pass that met a defect
-
-
-class Code(StrEnum):
-    """Stable finding codes (tests, policies and alerts match on them)."""
-
-    NO_ARTIFACTS = "no-artifacts"
-    BACKUP_INCOMPLETE = "backup-incomplete"
-    MANIFEST_MISSING = "manifest-missing"
-    MANIFEST_SIGNATURE_INVALID = "manifest-signature-invalid"
-    MANIFEST_MISMATCH = "manifest-mismatch"
-    SUBJECTS_MISMATCH = "subjects-mismatch"
-    MANIFEST_COPY_MISSING = "manifest-copy-missing"
-    MANIFEST_COPY_MISMATCH = "manifest-copy-mismatch"
-    ARTIFACT_MISSING = "artifact-missing"
-    ARTIFACT_NOT_A_FILE = "artifact-not-a-file"
-    ARTIFACT_UNEXPECTED = "artifact-unexpected"
-    ARTIFACT_LOCK_WEAKENED = "artifact-lock-weakened"
-    ARTIFACT_SIZE_MISMATCH = "artifact-size-mismatch"
-    ARTIFACT_HASH_MISMATCH = "artifact-hash-mismatch"
-    ARTIFACT_FROM_OTHER_BACKUP = "artifact-from-other-backup"
-    KEY_UNWRAP_FAILED = "key-unwrap-failed"
-    ARTIFACT_UNDECRYPTABLE = "artifact-undecryptable"
-    ARTIFACT_PLAINTEXT_MISMATCH = "artifact-plaintext-mismatch"
-    CONTENT_UNREADABLE = "content-unreadable"
-    FINGERPRINT_MISMATCH = "fingerprint-mismatch"
-    INDEX_UNUSABLE = "index-unusable"
-    DRIFT = "drift"
-    SOURCE_DIFFERS = "source-differs"
-    SOURCE_MISMATCH = "source-mismatch"
-
-
-NON_FAILING = frozenset({Code.DRIFT})
-"""Codes that are reported but do not fail a verification (expected change at the source)."""
 
 
 def _now() -> datetime:
@@ -201,7 +167,7 @@ def check_manifest_copy(vault: VaultBackend, backup: Backup) -> ManifestCopy:
     copies = [a for a in backup.artifacts if a.role is ArtifactRole.MANIFEST]
     if not copies:
         missing = Finding(
-            code=Code.MANIFEST_COPY_MISSING.value,
+            code=CheckCode.MANIFEST_COPY_MISSING.value,
             message="no copy of the signed manifest was recorded in the vault",
             subject=backup.id,
         )
@@ -215,7 +181,7 @@ def check_manifest_copy(vault: VaultBackend, backup: Backup) -> ManifestCopy:
         return ManifestCopy(path=copy.path, sha256=None, findings=(replaced,))
     except ArtifactNotFound:
         gone = Finding(
-            code=Code.MANIFEST_COPY_MISSING.value,
+            code=CheckCode.MANIFEST_COPY_MISSING.value,
             message="the vault's manifest copy is gone",
             subject=copy.path,
         )
@@ -224,7 +190,7 @@ def check_manifest_copy(vault: VaultBackend, backup: Backup) -> ManifestCopy:
     if backup.envelope is not None and constant_time_equal(data, backup.envelope.encode()):
         return ManifestCopy(path=copy.path, sha256=digest, findings=())
     differs = Finding(
-        code=Code.MANIFEST_COPY_MISMATCH.value,
+        code=CheckCode.MANIFEST_COPY_MISMATCH.value,
         message="the vault's copy of the signed manifest differs from the catalog's",
         subject=copy.path,
         details={"vault_sha256": digest, "recorded_sha256": copy.sha256},
@@ -235,7 +201,7 @@ def check_manifest_copy(vault: VaultBackend, backup: Backup) -> ManifestCopy:
 def _not_a_file(path: str, kind: str, error: str) -> Finding:
     article = "an" if kind[:1] in "aeiouAEIOU" else "a"
     return Finding(
-        code=Code.ARTIFACT_NOT_A_FILE.value,
+        code=CheckCode.ARTIFACT_NOT_A_FILE.value,
         message=f"{article} {kind} stands where the artifact should be",
         subject=path,
         details={"kind": kind, "error": error},
@@ -348,7 +314,7 @@ class _Run:
     retain_until: datetime | None = None  # as signed: what every artifact's lock must hold
     not_files: set[str] = field(default_factory=set)  # artifact-not-a-file already reported
 
-    def find(self, code: Code, message: str, subject: str = "", **details: Any) -> None:
+    def find(self, code: CheckCode, message: str, subject: str = "", **details: Any) -> None:
         self.findings.append(
             Finding(code=code.value, message=message, subject=subject, details=details)
         )
@@ -363,21 +329,21 @@ class _Run:
         statement: Statement | None = None
         if backup.status is not BackupStatus.COMPLETE:
             self.find(
-                Code.BACKUP_INCOMPLETE,
+                CheckCode.BACKUP_INCOMPLETE,
                 f"backup {backup.id} is {backup.status.value}, not complete",
                 backup.id,
                 status=backup.status.value,
                 error=backup.error,
             )
         if backup.envelope is None or backup.manifest is None:
-            self.find(Code.MANIFEST_MISSING, "the catalog holds no signed manifest", backup.id)
+            self.find(CheckCode.MANIFEST_MISSING, "the catalog holds no signed manifest", backup.id)
         else:
             try:
                 envelope = Envelope.from_json(backup.envelope)
                 statement = verify_attestation(envelope, keys, predicate_type=BACKUP_PREDICATE_TYPE)
             except (IntegrityError, FormatError) as exc:
                 self.find(
-                    Code.MANIFEST_SIGNATURE_INVALID,
+                    CheckCode.MANIFEST_SIGNATURE_INVALID,
                     f"the manifest's signature does not verify with the ledger key: {exc.message}",
                     backup.id,
                     keyid=identity.keyid,
@@ -388,7 +354,7 @@ class _Run:
                 )
                 if not manifest_ok:
                     self.find(
-                        Code.MANIFEST_MISMATCH,
+                        CheckCode.MANIFEST_MISMATCH,
                         "the catalog's manifest differs from the signed statement",
                         backup.id,
                         signed_sha256=sha256_hex(envelope.payload),
@@ -398,7 +364,7 @@ class _Run:
                 recorded = {(a.path, a.sha256) for a in catalog_rows}
                 if catalog_rows and signed != recorded:
                     self.find(
-                        Code.SUBJECTS_MISMATCH,
+                        CheckCode.SUBJECTS_MISMATCH,
                         "the signed subjects differ from the catalog's artifact list",
                         backup.id,
                         only_signed=sorted(n for n, _ in signed - recorded),
@@ -440,7 +406,7 @@ class _Run:
             self.datasets = {d.name: d.fingerprint for d in backup.datasets}
             self.retain_until = backup.retain_until
         if not self.expected:
-            self.find(Code.NO_ARTIFACTS, "the backup has no artifacts to verify", backup.id)
+            self.find(CheckCode.NO_ARTIFACTS, "the backup has no artifacts to verify", backup.id)
         self.check_copy()
 
     def check_copy(self) -> None:
@@ -453,7 +419,7 @@ class _Run:
             self.checked_paths.append(copy.path)
             self.check_lock(copy.path)
         elif copy.path is not None and any(
-            f.code == Code.ARTIFACT_NOT_A_FILE for f in copy.findings
+            f.code == CheckCode.ARTIFACT_NOT_A_FILE for f in copy.findings
         ):
             self.not_files.add(copy.path)
 
@@ -471,7 +437,7 @@ class _Run:
             for path in self.vault.list(prefix):
                 if path not in known:
                     self.find(
-                        Code.ARTIFACT_UNEXPECTED,
+                        CheckCode.ARTIFACT_UNEXPECTED,
                         "the vault holds a file this backup never recorded",
                         path,
                         kind="file",
@@ -495,7 +461,7 @@ class _Run:
         if entry.kind is EntryKind.SPECIAL_FILE and entry.detail:
             words = f"a {entry.detail}"
         self.find(
-            Code.ARTIFACT_UNEXPECTED,
+            CheckCode.ARTIFACT_UNEXPECTED,
             f"the backup's folder holds {words} that the backup never recorded",
             entry.path,
             kind=entry.kind.value,
@@ -516,7 +482,7 @@ class _Run:
             return  # reported where the artifact is read
         if shortfalls:
             self.find(
-                Code.ARTIFACT_LOCK_WEAKENED,
+                CheckCode.ARTIFACT_LOCK_WEAKENED,
                 "the storage no longer locks the artifact as it was written: "
                 + "; ".join(shortfalls),
                 path,
@@ -534,7 +500,7 @@ class _Run:
                 raise KeystoreError("the unwrapped identity is not the backup's recipient")
         except (KeystoreError, IntegrityError, FormatError) as exc:
             self.find(
-                Code.KEY_UNWRAP_FAILED,
+                CheckCode.KEY_UNWRAP_FAILED,
                 f"the backup's age identity cannot be unwrapped: {exc.message}",
                 self.backup.id,
                 kek_id=self.backup.kek_id,
@@ -573,7 +539,7 @@ class _Run:
                         result = consume(plain) if consume is not None else None
                     except FormatError as exc:
                         self.find(
-                            Code.CONTENT_UNREADABLE,
+                            CheckCode.CONTENT_UNREADABLE,
                             f"the decrypted content cannot be parsed: {exc.message}",
                             art.path,
                         )
@@ -582,7 +548,7 @@ class _Run:
                     decrypted = True
                 except IntegrityError as exc:
                     self.find(
-                        Code.ARTIFACT_UNDECRYPTABLE,
+                        CheckCode.ARTIFACT_UNDECRYPTABLE,
                         f"the artifact does not decrypt with the backup's identity: {exc.message}",
                         art.path,
                     )
@@ -613,7 +579,7 @@ class _Run:
             self._not_a_file(art.path, exc)
             return None
         except ArtifactNotFound:
-            self.find(Code.ARTIFACT_MISSING, "the artifact is not in the vault", art.path)
+            self.find(CheckCode.ARTIFACT_MISSING, "the artifact is not in the vault", art.path)
             return None
         except RetentionDamaged:
             size = None  # check_lock reports it
@@ -626,14 +592,14 @@ class _Run:
         except ArtifactReplaced as exc:
             self._not_a_file(art.path, exc)
         except ArtifactNotFound:
-            self.find(Code.ARTIFACT_MISSING, "the artifact vanished while verifying", art.path)
+            self.find(CheckCode.ARTIFACT_MISSING, "the artifact vanished while verifying", art.path)
         self.rep.finish()
         return None
 
     def _check_size(self, art: _Expected, size: int) -> None:
         if size != art.size:
             self.find(
-                Code.ARTIFACT_SIZE_MISMATCH,
+                CheckCode.ARTIFACT_SIZE_MISMATCH,
                 f"the artifact has {size} bytes, the manifest says {art.size}",
                 art.path,
                 expected=art.size,
@@ -665,7 +631,7 @@ class _Run:
             art.plain_size is not None and plain.size != art.plain_size
         ):
             self.find(
-                Code.ARTIFACT_PLAINTEXT_MISMATCH,
+                CheckCode.ARTIFACT_PLAINTEXT_MISMATCH,
                 "the decrypted artifact differs from what the backup wrote",
                 art.path,
                 expected=art.plain_sha256,
@@ -686,7 +652,7 @@ class _Run:
         if owners:
             other, path = owners[0]
             self.find(
-                Code.ARTIFACT_FROM_OTHER_BACKUP,
+                CheckCode.ARTIFACT_FROM_OTHER_BACKUP,
                 f"the artifact is a file of backup {other} swapped in",
                 art.path,
                 other_backup=other,
@@ -695,7 +661,7 @@ class _Run:
             )
             return
         self.find(
-            Code.ARTIFACT_HASH_MISMATCH,
+            CheckCode.ARTIFACT_HASH_MISMATCH,
             "the artifact's SHA-256 differs from the manifest",
             art.path,
             expected=art.sha256,
@@ -781,7 +747,7 @@ class _Run:
         before = len(self.findings)
         again = self.reread(art, self.bson_fingerprint(art, full=True))
         if again is None and got is not _IRREGULAR:
-            unreadable = any(f.code == Code.CONTENT_UNREADABLE for f in self.findings[before:])
+            unreadable = any(f.code == CheckCode.CONTENT_UNREADABLE for f in self.findings[before:])
             if not unreadable:  # the second pass could not run: the first pass's result stands
                 return cast("tuple[str, Path | None]", got)
         return cast("tuple[str, Path | None] | None", again)
@@ -807,7 +773,7 @@ class _Run:
                 plain.drain()
             except FormatError as exc:
                 self.find(
-                    Code.CONTENT_UNREADABLE,
+                    CheckCode.CONTENT_UNREADABLE,
                     f"the decrypted content cannot be parsed: {exc.message}",
                     art.path,
                 )
@@ -859,7 +825,7 @@ class _Run:
             }
             for name in sorted(set(self.datasets) - tagged):
                 self.find(
-                    Code.FINGERPRINT_MISMATCH,
+                    CheckCode.FINGERPRINT_MISMATCH,
                     "no data artifact holds this signed dataset: its content cannot be checked",
                     name,
                     expected=self.datasets[name],
@@ -869,7 +835,7 @@ class _Run:
             expected = self.datasets.get(name)
             if expected is None:
                 self.find(
-                    Code.FINGERPRINT_MISMATCH,
+                    CheckCode.FINGERPRINT_MISMATCH,
                     "a data artifact holds a dataset the signed manifest does not name",
                     name,
                     expected=None,
@@ -891,7 +857,7 @@ class _Run:
             else:
                 details["keys"] = []
                 details["note"] = "the stored index is unusable: keys cannot be named"
-            self.find(Code.FINGERPRINT_MISMATCH, message, name, **details)
+            self.find(CheckCode.FINGERPRINT_MISMATCH, message, name, **details)
 
     def _diff(self, left: Path, right: Path, limit: int | None = 200) -> tuple[DiffResult, str]:
         stored = IndexReader(left)
@@ -924,7 +890,7 @@ class _Run:
         if not differ:
             return True
         self.find(
-            Code.SOURCE_MISMATCH,
+            CheckCode.SOURCE_MISMATCH,
             f"the registered source {source.name!r} is not the source the signed manifest "
             f"names ({', '.join(differ)} differ): the live data was not compared",
             source.name,
@@ -987,7 +953,7 @@ class _Run:
             stored = self.indexes.get(name)
             if live is None:
                 self.find(
-                    Code.SOURCE_DIFFERS,
+                    CheckCode.SOURCE_DIFFERS,
                     f"the dataset no longer exists on source {source.name}",
                     name,
                     keys=[],
@@ -995,7 +961,7 @@ class _Run:
                 continue
             if stored is None:
                 self.find(
-                    Code.SOURCE_DIFFERS,
+                    CheckCode.SOURCE_DIFFERS,
                     "the live dataset differs from the backup; the stored index is unusable, "
                     "so the keys cannot be named",
                     name,
@@ -1032,7 +998,7 @@ class _Run:
         if drift:
             keys = [_key_json(d, encoding) for d in drift]
             self.find(
-                Code.DRIFT,
+                CheckCode.DRIFT,
                 f"{len(drift)} record(s) changed at the source after the backup "
                 f"(oplog): {', '.join(k['key'] for k in keys[:5])}",
                 name,
@@ -1043,7 +1009,7 @@ class _Run:
             keys = [_key_json(d, encoding) for d in other]
             shown = ", ".join(k["key"] for k in keys[:5])
             self.find(
-                Code.SOURCE_DIFFERS,
+                CheckCode.SOURCE_DIFFERS,
                 f"{len(other) + unclassified} record(s) differ from the live source"
                 + (f": {shown}" if shown else ""),
                 name,
@@ -1117,7 +1083,7 @@ class _Run:
                             datasets_checked.update(self.datasets)
                         except FormatError as exc:
                             self.find(
-                                Code.CONTENT_UNREADABLE,
+                                CheckCode.CONTENT_UNREADABLE,
                                 f"the decrypted content cannot be parsed: {exc.message}",
                                 art.path,
                             )
@@ -1143,7 +1109,9 @@ class _Run:
         try:
             IndexReader(path).verify_trailer()
         except (FormatError, InputError) as exc:
-            self.find(Code.INDEX_UNUSABLE, f"the stored index is unusable: {exc.message}", art.path)
+            self.find(
+                CheckCode.INDEX_UNUSABLE, f"the stored index is unusable: {exc.message}", art.path
+            )
             return False
         return not bad
 
