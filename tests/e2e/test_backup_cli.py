@@ -607,3 +607,39 @@ def test_deletion_refuses_a_ledger_whose_events_were_edited(
     assert r.code == 1, r.out + r.err
     assert "the ledger does not verify" in r.err and "nothing was deleted" in r.err
     assert all((vault / a["path"]).exists() for a in out["artifacts"])
+
+
+def test_deletion_refuses_a_backup_no_signed_event_started(
+    cli: Any, home: Path, servers: Any, tmp_path: Path
+) -> None:
+    """A phantom row (a copy of a real backup under a new id, with an expired retention and
+    its artifacts pointing at the real ones) verifies as a ledger (nothing in the ledger was
+    touched), but nothing signed vouches for it: the deletion refuses."""
+    vault = tmp_path / "vault"
+    register(cli, servers, vault)
+    out = run_json(cli, "cache", "--retain-days", "30")
+    bid, phantom = out["backup_id"], "bk-20200101T000000Z-000000"
+    with sqlite3.connect(home / "catalog.sqlite") as db:
+        cols = [r[1] for r in db.execute("PRAGMA table_info(backups)")]
+        db.execute(
+            f"INSERT INTO backups ({', '.join(cols)}) SELECT "
+            + ", ".join("?" if c == "id" else c for c in cols)
+            + " FROM backups WHERE id=?",
+            (phantom, bid),
+        )
+        db.execute(
+            "UPDATE backups SET retain_until='2020-01-01 00:00:00', status='complete' WHERE id=?",
+            (phantom,),
+        )
+        acols = [r[1] for r in db.execute("PRAGMA table_info(backup_artifacts)")]
+        keep = [c for c in acols if c != "id"]
+        db.execute(
+            f"INSERT INTO backup_artifacts ({', '.join(keep)}) SELECT "
+            + ", ".join("?" if c == "backup_id" else c for c in keep)
+            + " FROM backup_artifacts WHERE backup_id=?",
+            (phantom, bid),
+        )
+    r = cli("backup", "delete", phantom, "--reason", "cleanup")
+    assert r.code == 1, r.out + r.err
+    assert "no signed backup.started" in r.err
+    assert all((vault / a["path"]).exists() for a in out["artifacts"])

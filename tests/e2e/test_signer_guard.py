@@ -551,3 +551,44 @@ def test_checkpoint_files_that_are_fifos_or_huge_do_not_hang(
         )
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def test_an_entry_rewritten_as_text_is_read_as_its_bytes(busy: Path, cli: Cli) -> None:
+    """SQLite keeps whatever storage class a value was written with: an entry stored back as
+    TEXT (what a plain UPDATE ... SET entry='{...}' does) is read as the same bytes, so it
+    verifies when unchanged and is a finding, never a crash, when changed."""
+    with db(busy) as con:
+        con.execute("UPDATE ledger_entries SET entry=CAST(entry AS TEXT) WHERE seq=3")
+        con.execute("UPDATE ledger_entries SET nodes=CAST(nodes AS TEXT) WHERE seq=5")
+    assert cli("ledger", "verify").code == 0
+    assert cli("ledger", "show", "--json").code == 0
+    with db(busy) as con:
+        con.execute("UPDATE ledger_entries SET entry='{\"seq\":4}' WHERE seq=4")
+    code, report = _verify(cli)
+    assert code == 1 and report["findings"]
+
+
+def test_a_policy_text_stored_as_bytes_fails_the_check_without_a_crash(
+    home: Path, cli: Cli
+) -> None:
+    policy = Path(__file__).resolve().parents[1] / "unit" / "policy" / "policy.toml"
+    assert cli("--actor", "alice", "policy", "propose", str(policy)).code == 0
+    assert cli("--actor", "bob", "policy", "approve", "1").code == 0
+    with db(home) as con:
+        con.execute("UPDATE policy_versions SET text=x'ff00ff' WHERE version=1")
+    result = cli("policy", "check", "--json")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert cli("policy", "show", "1").code == 0
+
+
+def test_recover_refuses_a_wiped_ledger_while_the_catalog_holds_rows(
+    busy: Path, cli: Cli, tmp_path: Path
+) -> None:
+    assert _vault_add(cli, tmp_path).code == 0
+    assert cli("source", "add", "cache", "--engine", "redis", "--uri", "redis://127.0.0.1:1/0",
+               "--classification", "internal").code == 0  # fmt: skip
+    with db(busy) as con:
+        con.execute("DELETE FROM ledger_entries")
+        con.execute("DELETE FROM ledger_checkpoints")
+    result = cli("ledger", "recover", "--reason", "launder a wipe")
+    assert result.code == 3 and "the ledger was wiped" in result.err

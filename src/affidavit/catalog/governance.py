@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from affidavit.catalog.rows import aware, column, json_list, optional
+from affidavit.catalog.rows import aware, column, json_list, optional, text
 from affidavit.catalog.schema import (
     BaselineRow,
     CheckRunRow,
@@ -311,9 +311,9 @@ class GovernanceRepository:
 def _policy(row: PolicyVersionRow) -> PolicyVersion:
     return PolicyVersion(
         version=row.version,
-        sha256=row.sha256,
-        text=row.text,
-        proposed_by=row.proposed_by,
+        sha256=column(row, "sha256", text),
+        text=column(row, "text", text),
+        proposed_by=column(row, "proposed_by", text),
         proposed_at=column(row, "proposed_at", aware),
         proposal_seq=row.proposal_seq,
         approved_by=row.approved_by,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -227,6 +228,9 @@ class StoredEntry:
     leaf_hash: bytes
 
 
+_AS_BLOB = re.compile(r"CAST\((\w+) AS BLOB\)")
+
+
 class LedgerRepository:
     """Raw storage of the ledger: entries, complete-subtree hashes and checkpoints.
 
@@ -258,7 +262,12 @@ class LedgerRepository:
         return self._dbapi.cursor()
 
     def _sql(self, sql: str) -> str:
-        return sql if self._qmark else sql.replace("?", "%s")
+        # SQLite keeps whatever storage class a value was written with, so the hashed columns
+        # are read as CAST(... AS BLOB): an entry rewritten as TEXT reads as the same bytes
+        # instead of a str the verifier cannot hash (PostgreSQL's bytea holds only bytes)
+        if self._qmark:
+            return sql
+        return _AS_BLOB.sub(r"\1", sql).replace("?", "%s")
 
     def _raw(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run ``sql`` (``?`` placeholders) and return its rows."""
@@ -339,7 +348,8 @@ class LedgerRepository:
             return found
         marks = ", ".join("?" * len(by_seq))
         rows = self._raw(
-            f"SELECT seq, leaf_hash, nodes FROM ledger_entries WHERE seq IN ({marks})",  # noqa: S608 - placeholders only
+            "SELECT seq, CAST(leaf_hash AS BLOB), CAST(nodes AS BLOB) FROM ledger_entries "  # noqa: S608 - placeholders only
+            f"WHERE seq IN ({marks})",
             list(by_seq),
         )
         for seq, leaf, nodes in rows:
@@ -354,7 +364,10 @@ class LedgerRepository:
 
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[StoredEntry]:
         """Entries with ``start <= seq < stop`` in sequence order, streamed."""
-        sql = "SELECT seq, entry, leaf_hash FROM ledger_entries WHERE seq >= ?"
+        sql = (
+            "SELECT seq, CAST(entry AS BLOB), CAST(leaf_hash AS BLOB) FROM ledger_entries "
+            "WHERE seq >= ?"
+        )
         params = [start]
         if stop is not None:
             sql += " AND seq < ?"
@@ -367,7 +380,12 @@ class LedgerRepository:
         cursor: verify and export read every row, and the ORM costs more per row than hashing."""
         cursor = self._cursor()
         try:  # not through _stream: one generator less per row, for a million rows
-            cursor.execute("SELECT seq, entry, leaf_hash FROM ledger_entries ORDER BY seq")
+            cursor.execute(
+                self._sql(
+                    "SELECT seq, CAST(entry AS BLOB), CAST(leaf_hash AS BLOB) FROM ledger_entries "
+                    "ORDER BY seq"
+                )
+            )
             while rows := cursor.fetchmany(10_000):
                 for seq, entry, leaf in rows:
                     yield int(seq), bytes(entry), None if leaf is None else bytes(leaf)
@@ -381,8 +399,11 @@ class LedgerRepository:
         cursor = self._cursor()
         try:
             cursor.execute(
-                "SELECT seq, entry, leaf_hash, nodes, action, actor, subject, time "
-                "FROM ledger_entries ORDER BY seq"
+                self._sql(
+                    "SELECT seq, CAST(entry AS BLOB), CAST(leaf_hash AS BLOB), "
+                    "CAST(nodes AS BLOB), action, actor, subject, time "
+                    "FROM ledger_entries ORDER BY seq"
+                )
             )
             while rows := cursor.fetchmany(10_000):
                 yield from rows
@@ -401,7 +422,7 @@ class LedgerRepository:
         if since is not None:
             where.append("time >= ?")
             params.append(since)
-        sql = "SELECT seq, entry, leaf_hash FROM ledger_entries"
+        sql = "SELECT seq, CAST(entry AS BLOB), CAST(leaf_hash AS BLOB) FROM ledger_entries"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import rfc8785
 from affidavit.crypto.digest import Sha256Stream, constant_time_equal
 from affidavit.errors import FormatError, InputError
 from affidavit.fingerprint.model import FINGERPRINT_VERSION, PAIR_SIZE, Fingerprint
+from affidavit.input_files import describe_mode
 from affidavit.native import load_native
 
 MAGIC = b"AFPIDX\x00\x01"
@@ -189,9 +191,15 @@ class IndexReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            size = path.stat().st_size
+            info = path.stat()
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror}") from None
+        if not stat.S_ISREG(info.st_mode):  # a pipe would block; say what it is
+            raise InputError(
+                f"{path} is {describe_mode(info.st_mode)}, not a fingerprint index file",
+                hint="give an index file written by `affidavit fingerprint --out`",
+            )
+        size = info.st_size
         if size < len(MAGIC) + 4 + _TRAILER:
             raise FormatError(f"{path} is too short to be a fingerprint index")
         with path.open("rb") as fh:

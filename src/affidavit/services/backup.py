@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,7 @@ from affidavit.errors import (
     Error,
     FormatError,
     InputError,
+    IntegrityError,
     OperationError,
     PolicyViolation,
 )
@@ -40,6 +42,7 @@ from affidavit.fingerprint.accumulator import Accumulator
 from affidavit.fingerprint.model import Fingerprint
 from affidavit.formats.base import GZIP_MAGIC, check_input_path
 from affidavit.formats.bson_codec import exact_record
+from affidavit.input_files import describe_mode
 from affidavit.ledger.attestation import BACKUP_PREDICATE_TYPE, Statement, Subject
 from affidavit.models.backup import (
     ArtifactRole,
@@ -989,7 +992,16 @@ def _ingest_files(path: Path, fmt: str) -> list[tuple[str, Path]]:
         return [(path.name, path)]
     if fmt != "mongodump":
         raise InputError(f"{path} is a folder; --format {fmt} takes a file")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    entries = sorted(p for p in path.rglob("*") if not p.is_dir() or p.is_symlink())
+    for entry in entries:  # a pipe, socket, device or link in a dump is refused, not skipped
+        mode = entry.lstat().st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(
+                f"{entry} is {describe_mode(mode)}, not a regular file: refusing to ingest "
+                f"{path} without it",
+                hint="a mongodump folder holds regular files only; copy the data into one",
+            )
+    files = [p for p in entries if p.is_file()]
     if not files:
         raise InputError(f"{path} holds no files")
     out = []
@@ -1221,31 +1233,44 @@ class DeletionReceipt:
     kept_manifest_sha256: str | None
 
 
-def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
-    """Delete a backup's artifacts after its retention and with no active hold. The manifest,
-    fingerprints and history stay in the catalog; the receipt goes to the ledger."""
-    if not reason.strip():
-        raise InputError("a deletion needs --reason")
+def _deletion_refusals(app: App, backup_id: str) -> tuple[Backup, Vault, list[str]]:
+    """The backup, its vault and why it may not be deleted now. A deletion cannot be undone:
+    it acts only on a ledger that verifies in full and whose receipt can be recorded, and
+    takes the retention and holds from the signed events (the later and the more of them and
+    the catalog's rows)."""
     with app.read() as uow:
-        backup = uow.backups.get(backup_id)
-    # a deletion cannot be undone: it acts only on a ledger that verifies in full, so the
-    # retention and holds read from it below are the signed ones
+        uow.backups.get(backup_id)  # NotFound first
     require_verified_ledger(app, refusing=f"to delete backup {backup_id}", nothing="deleted")
     app.check_signer()  # the receipt must be recordable before anything is removed
     with app.read() as uow:
         backup = uow.backups.get(backup_id)
         vault = uow.vaults.get(backup.vault)
         signed = protection(uow.ledger, backup_id)  # the catalog's copies may have been edited
+    if signed.retain_until is None:
+        raise IntegrityError(
+            f"refusing to delete backup {backup_id}: the ledger holds no signed backup.started "
+            "for it, so nothing vouches for its retention or its holds",
+            hint="the catalog's row was not written by affidavit, or the ledger was started "
+            "again after a lost catalog; nothing was deleted",
+        )
     if backup.status is BackupStatus.DELETED:
         raise InputError(f"backup {backup_id} was already deleted")
-    now = _now()
     held = sorted({h.case_id for h in backup.holds if h.active} | set(signed.held))
-    retained = max(backup.retain_until, signed.retain_until or backup.retain_until)
+    retained = max(backup.retain_until, signed.retain_until)
     refusals = []
-    if now < retained:
+    if _now() < retained:
         refusals.append(f"it is retained until {retained.isoformat()}")
     if held:
         refusals.append("it is under legal hold " + ", ".join(held))
+    return backup, vault, refusals
+
+
+def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
+    """Delete a backup's artifacts after its retention and with no active hold. The manifest,
+    fingerprints and history stay in the catalog; the receipt goes to the ledger."""
+    if not reason.strip():
+        raise InputError("a deletion needs --reason")
+    backup, vault, refusals = _deletion_refusals(app, backup_id)
     if refusals:
         with app.change() as change:
             change.record(
@@ -1290,7 +1315,7 @@ def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
                 )
         raise
     with app.change() as change:
-        change.uow.backups.mark_deleted(backup_id, at=now)
+        change.uow.backups.mark_deleted(backup_id, at=_now())
         change.record(
             "backup.deleted",
             f"backup:{backup_id}",

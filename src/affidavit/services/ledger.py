@@ -312,6 +312,16 @@ def recover_ledger(app: App, *, reason: str) -> RecoverResult:
             kind="checkpoint-restored", catalog_size=size, signed_size=last.size, lost=0,
             seq=event.seq, archived=None,
         )  # fmt: skip
+    if size == 0:
+        with app.read() as uow:
+            held = len(uow.backups.list()) + len(uow.sources.list())
+        if held:
+            raise SigningRefused(
+                f"cannot recover: the catalog's ledger is empty but the catalog still holds "
+                f"{held} backups and sources: the ledger was wiped, the catalog was not lost",
+                hint="restore the whole catalog from a backup (docs/operations.md); a new "
+                "ledger must not vouch for rows it never recorded",
+            )
     base = _recovery_base(identity, memory, size, root, newest, first)
     if last is not None and size >= last.size:
         raise SigningRefused(
