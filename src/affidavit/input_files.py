@@ -17,9 +17,9 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from affidavit.errors import InputError
+from affidavit.errors import FormatError, InputError
 
-__all__ = ["describe_mode", "open_regular"]
+__all__ = ["describe_mode", "is_regular_entry", "open_regular"]
 
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
@@ -77,3 +77,25 @@ def open_regular(path: Path, *, what: str = "", hint: str = _DEFAULT_HINT) -> Bi
     except BaseException:
         os.close(fd)
         raise
+
+
+def is_regular_entry(path: Path) -> bool:
+    """Whether a regular file is at ``path`` (through a symbolic link too); False when nothing
+    is there. Raises ``FormatError`` naming the entry for anything else (a named pipe, socket,
+    device or folder, a link to nothing): what a folder holds is never silently left out, and no
+    pipe is ever opened."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if not path.is_symlink():
+            return False
+        mode = stat.S_IFLNK
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    if stat.S_ISREG(mode):
+        return True
+    what = "a symbolic link to nothing" if stat.S_ISLNK(mode) else describe_mode(mode)
+    raise FormatError(
+        f"{path} is {what}, not a regular file",
+        hint="a mongodump folder holds regular files only; copy the dump into plain files",
+    )

@@ -14,7 +14,6 @@ with the gzip magic) are streamed through :mod:`gzip`; corrupt or truncated gzip
 from __future__ import annotations
 
 import json
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
@@ -30,7 +29,7 @@ from affidavit.formats.base import (
     RecordReader,
     open_binary,
 )
-from affidavit.input_files import describe_mode
+from affidavit.input_files import is_regular_entry
 from affidavit.models.records import RecordEncoding
 
 Validation = Literal["full", "framing"]
@@ -54,32 +53,10 @@ def _stem(path: Path) -> str | None:
     return None
 
 
-def _is_regular(path: Path) -> bool:
-    """Whether a regular file is at ``path`` (through a symbolic link too); False when nothing
-    is there. Raises ``FormatError`` naming the entry for anything else (a named pipe, socket,
-    device or folder, a link to nothing): a dump's collection is never silently left out, and
-    no pipe is ever opened."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        if not path.is_symlink():
-            return False
-        mode = stat.S_IFLNK
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
-    if stat.S_ISREG(mode):
-        return True
-    what = "a symbolic link to nothing" if stat.S_ISLNK(mode) else describe_mode(mode)
-    raise FormatError(
-        f"{path} is {what}, not a regular file",
-        hint="a mongodump folder holds regular files only; copy the dump into plain files",
-    )
-
-
 def _metadata_path(bson_path: Path, stem: str) -> Path | None:
     for suffix in _METADATA_SUFFIXES:
         candidate = bson_path.with_name(stem + suffix)
-        if _is_regular(candidate):
+        if is_regular_entry(candidate):
             return candidate
     return None
 
@@ -222,7 +199,7 @@ class MongodumpDirReader(RecordReader):
             db = unquote(db_dir.resolve().name)
             for file in sorted(db_dir.iterdir()):
                 stem = _stem(file)
-                if stem is None or not _is_regular(file):
+                if stem is None or not is_regular_entry(file):
                     continue
                 coll = _collection_name(_metadata_path(file, stem), stem)
                 if coll in _NOT_DATASETS:

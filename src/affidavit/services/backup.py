@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,7 +41,7 @@ from affidavit.fingerprint.accumulator import Accumulator
 from affidavit.fingerprint.model import Fingerprint
 from affidavit.formats.base import GZIP_MAGIC, check_input_path
 from affidavit.formats.bson_codec import exact_record
-from affidavit.input_files import describe_mode
+from affidavit.input_files import is_regular_entry
 from affidavit.ledger.attestation import BACKUP_PREDICATE_TYPE, Statement, Subject
 from affidavit.models.backup import (
     ArtifactRole,
@@ -992,16 +991,10 @@ def _ingest_files(path: Path, fmt: str) -> list[tuple[str, Path]]:
         return [(path.name, path)]
     if fmt != "mongodump":
         raise InputError(f"{path} is a folder; --format {fmt} takes a file")
+    # a pipe, socket, device or dangling link in a dump is refused (named), never skipped
+    # and never opened
     entries = sorted(p for p in path.rglob("*") if not p.is_dir() or p.is_symlink())
-    for entry in entries:  # a pipe, socket, device or link in a dump is refused, not skipped
-        mode = entry.lstat().st_mode
-        if not stat.S_ISREG(mode):
-            raise InputError(
-                f"{entry} is {describe_mode(mode)}, not a regular file: refusing to ingest "
-                f"{path} without it",
-                hint="a mongodump folder holds regular files only; copy the data into one",
-            )
-    files = [p for p in entries if p.is_file()]
+    files = [p for p in entries if is_regular_entry(p)]
     if not files:
         raise InputError(f"{path} holds no files")
     out = []

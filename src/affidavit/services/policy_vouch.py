@@ -25,7 +25,7 @@ kept, outside it the event's time is used. Events are read with one query per ac
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -535,36 +535,53 @@ def protection(ledger: LedgerRepository, backup_id: str) -> Protection:
 # -- verifications and drills ----------------------------------------------------------------
 
 
+def _checks(  # noqa: PLR0917 - two call sites, each names every argument's role
+    kind: str,
+    events: Mapping[str, Event],
+    rows: Sequence[Verification] | Sequence[Drill],
+    notes: _Notes,
+    differences: Callable[[Any, Event], list[str]],
+    facts: Callable[[str, Event, datetime], CheckFacts],
+) -> Iterable[CheckFacts]:
+    """The facts of verifications or drills (``kind``) from their ``KIND.completed`` events:
+    a row agreeing with its event keeps its own time, a row without an event is not counted,
+    an event without a row counts; each difference (the backup, the result, and what
+    ``differences`` adds) is noted against the row."""
+    seen = set()
+    for row in rows:
+        subject = f"{kind}:{row.id}"
+        event = events.get(row.id)
+        if event is None:
+            notes.add(subject, f"the catalog holds this {kind} ({_outcome(row.ok)}), but no "
+                      f"{kind}.completed event records it: not counted")  # fmt: skip
+            continue
+        seen.add(row.id)
+        backup_id, ok = event.subject.removeprefix("backup:"), event.details.get("ok")
+        diffs = []
+        if row.backup_id != backup_id:
+            diffs.append(_differs("the backup", row.backup_id, backup_id, event))
+        if row.ok is not ok:
+            diffs.append(_differs("the result", _outcome(row.ok), _outcome(ok), event))
+        for diff in [*diffs, *differences(row, event)]:
+            notes.add(subject, diff, event.seq)
+        yield facts(row.id, event, notes.time(subject, "the finish time", row.finished_at, event))
+    for item_id, event in events.items():
+        if item_id not in seen:
+            notes.add(f"{kind}:{item_id}", "missing from the catalog: the ledger records it "
+                      f"({_at(event)}, {_outcome(event.details.get('ok'))}, on "
+                      f"{event.subject})", event.seq)  # fmt: skip
+            yield facts(item_id, event, _event_time(event))
+
+
 def _verifications(
     records: LedgerRecords, rows: Sequence[Verification], notes: _Notes
 ) -> Iterable[CheckFacts]:
-    seen = set()
-    for v in rows:
-        subject = f"verification:{v.id}"
-        event = records.verifications.get(v.id)
-        if event is None:
-            notes.add(subject, f"the catalog holds this verification ({_outcome(v.ok)}), but no "
-                      "verification.completed event records it: not counted")  # fmt: skip
-            continue
-        seen.add(v.id)
-        d, backup_id = event.details, event.subject.removeprefix("backup:")
-        diffs = []
-        if v.backup_id != backup_id:
-            diffs.append(_differs("the backup", v.backup_id, backup_id, event))
-        if v.kind != d.get("kind"):
-            diffs.append(_differs("the kind", v.kind, d.get("kind"), event))
-        if v.ok is not d.get("ok"):
-            diffs.append(_differs("the result", _outcome(v.ok), _outcome(d.get("ok")), event))
-        for diff in diffs:
-            notes.add(subject, diff, event.seq)
-        at = notes.time(subject, "the finish time", v.finished_at, event)
-        yield _verification_facts(v.id, event, at)
-    for verification_id, event in records.verifications.items():
-        if verification_id not in seen:
-            notes.add(f"verification:{verification_id}", "missing from the catalog: the ledger "
-                      f"records it ({_at(event)}, {_outcome(event.details.get('ok'))}, on "
-                      f"{event.subject})", event.seq)  # fmt: skip
-            yield _verification_facts(verification_id, event, _event_time(event))
+    def differences(row: Verification, event: Event) -> list[str]:
+        kind = event.details.get("kind")
+        return [] if row.kind == kind else [_differs("the kind", row.kind, kind, event)]
+
+    return _checks("verification", records.verifications, rows, notes, differences,
+                   _verification_facts)  # fmt: skip
 
 
 def _outcome(ok: Any) -> str:
@@ -582,21 +599,8 @@ def _verification_facts(verification_id: str, event: Event, at: datetime) -> Che
 
 
 def _drills(records: LedgerRecords, rows: Sequence[Drill], notes: _Notes) -> Iterable[CheckFacts]:
-    seen = set()
-    for r in rows:
-        subject = f"drill:{r.id}"
-        event = records.drills.get(r.id)
-        if event is None:
-            notes.add(subject, f"the catalog holds this drill ({_outcome(r.ok)}), but no "
-                      "drill.completed event records it: not counted")  # fmt: skip
-            continue
-        seen.add(r.id)
-        d, backup_id = event.details, event.subject.removeprefix("backup:")
-        diffs = []
-        if r.backup_id != backup_id:
-            diffs.append(_differs("the backup", r.backup_id, backup_id, event))
-        if r.ok is not d.get("ok"):
-            diffs.append(_differs("the result", _outcome(r.ok), _outcome(d.get("ok")), event))
+    def differences(r: Drill, event: Event) -> list[str]:
+        d, diffs = event.details, []
         signed = _number(d.get("restore_seconds"))
         if signed is None or abs(r.restore_seconds - signed) > 1e-5:  # recorded to 6 places
             diffs.append(_differs("the restore time", r.restore_seconds, signed, event))
@@ -608,16 +612,9 @@ def _drills(records: LedgerRecords, rows: Sequence[Drill], notes: _Notes) -> Ite
             r.rto_seconds is not None and rto is not None and abs(r.rto_seconds - rto) > 1e-5
         ):
             diffs.append(_differs("the RTO", r.rto_seconds, d.get("rto_seconds"), event))
-        for diff in diffs:
-            notes.add(subject, diff, event.seq)
-        at = notes.time(subject, "the finish time", r.finished_at, event)
-        yield _drill_facts(r.id, event, at)
-    for drill_id, event in records.drills.items():
-        if drill_id not in seen:
-            notes.add(f"drill:{drill_id}", "missing from the catalog: the ledger records it "
-                      f"({_at(event)}, {_outcome(event.details.get('ok'))}, on "
-                      f"{event.subject})", event.seq)  # fmt: skip
-            yield _drill_facts(drill_id, event, _event_time(event))
+        return diffs
+
+    return _checks("drill", records.drills, rows, notes, differences, _drill_facts)
 
 
 def _drill_facts(drill_id: str, event: Event, at: datetime) -> CheckFacts:
