@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, ClassVar, Final, cast
 
 from affidavit.errors import FormatError, InputError, NotFound
+from affidavit.input_files import describe_mode
 from affidavit.models.records import RecordEncoding, RedisRecord
 
 
@@ -192,13 +193,6 @@ class BsonFramer:
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 
-_SPECIAL_KINDS: Final = (
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
 
 def check_input_path(path: Path) -> None:
     """Refuse an input that is neither a regular file nor a folder (a FIFO, a socket, a
@@ -214,9 +208,8 @@ def check_input_path(path: Path) -> None:
         raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return
-    kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "a special file")
     raise InputError(
-        f"{path} is {kind}, not a regular file or a folder",
+        f"{path} is {describe_mode(mode)}, not a regular file or a folder",
         hint="affidavit reads backups from regular files and folders; copy the data into a "
         "file first",
     )

@@ -292,7 +292,6 @@ def _checkpoint_batch(change: Change) -> tuple[LogState, bytes, Signed] | None:
         change.uow,
         change.log,
         memory,
-        first=change.events[0].seq,
         first_event=change.events[0],
         size=state.size,
         root=root,
@@ -302,18 +301,6 @@ def _checkpoint_batch(change: Change) -> tuple[LogState, bytes, Signed] | None:
     signed = memory.sign(state.size, root)
     _store(change.uow, signed)
     return state, root, signed
-
-
-def store_checkpoint(uow: UnitOfWork, log: LedgerLog, memory: SignerMemory) -> Signed:
-    """Sign a checkpoint of the log as it stands in ``uow`` and store it, once the signer's
-    guard agrees (nothing new is appended: the catalog must be the tree the key last signed);
-    the caller saves it to the memory after the commit."""
-    size = log.size()
-    root = log.root(size)
-    guard(uow, log, memory, first=size, first_event=None, size=size, root=root)
-    signed = memory.sign(size, root)
-    _store(uow, signed)
-    return signed
 
 
 def _store(uow: UnitOfWork, signed: Signed) -> None:

@@ -54,7 +54,6 @@ from affidavit.services.context import (
     ledger_key_path,
     ledger_origin_path,
     load_ledger_identity,
-    store_checkpoint,
 )
 from affidavit.services.signer_memory import Signed, SignerMemory, signed_path
 from affidavit.vaults.base import VaultBackend
@@ -442,27 +441,17 @@ class CheckpointResult:
 
 
 def current_checkpoint(app: App) -> str:
-    """A signed checkpoint covering the whole ledger (the newest stored one when it does,
-    else a fresh one)."""
-    return _current_checkpoint(app, _identity(app))
-
-
-def _current_checkpoint(app: App, identity: LedgerIdentity) -> str:
-    """The newest stored checkpoint when it covers the whole ledger, else a fresh one."""
+    """The signed checkpoint that covers the whole ledger: the newest stored one, once the
+    signer has confirmed it is the one it signed last and that no entry follows it (every
+    change signs its checkpoint in its own transaction, so there is nothing to sign here);
+    raises :class:`SigningRefused` otherwise."""
+    _identity(app)
+    app.check_signer()
     with app.read() as uow:
         latest = uow.ledger.latest_checkpoint()
-        size = uow.ledger.size()
-    if latest is not None and latest[0] == size:
-        return latest[1]
-    memory = app.signer_memory()
-    assert memory is not None  # an identity has a memory
-    with app.change() as change:  # the guard refuses entries the key never signed
-        latest = change.uow.ledger.latest_checkpoint()
-        if latest is not None and latest[0] == change.log.size():
-            return latest[1]
-        signed = store_checkpoint(change.uow, change.log, memory)
-    memory.save(signed)
-    return signed.note
+    if latest is None:
+        raise IntegrityError("the ledger has no checkpoint", hint="run `affidavit init`")
+    return latest[1]
 
 
 def create_checkpoint(
@@ -481,7 +470,7 @@ def create_checkpoint(
     one before that event.
     """
     identity = _identity(app)
-    note = _current_checkpoint(app, identity)
+    note = current_checkpoint(app)
     checkpoint = open_checkpoint(note, identity.verifier, identity.origin)
     target: str | None = None
     if publish is not None:

@@ -271,7 +271,7 @@ def bootstrap(uow: UnitOfWork, log: LedgerLog, identity: LedgerIdentity) -> Sign
     newest = uow.ledger.latest_checkpoint()
     if newest is None:
         raise SigningRefused(
-            f"refusing to sign: {signed_path_hint()} is missing and the catalog holds no "
+            f"refusing to sign: HOME/keys/{SIGNED_FILENAME} is missing and the catalog holds no "
             "checkpoint: nothing says which history this key signed",
             hint="restore HOME/keys/ledger.signed from your backup of the keys, or follow "
             "the lost-catalog recovery in docs/operations.md",
@@ -279,11 +279,6 @@ def bootstrap(uow: UnitOfWork, log: LedgerLog, identity: LedgerIdentity) -> Sign
     checkpoint = _open(identity, newest[1], f"the catalog's checkpoint of {newest[0]}")
     _check_genesis(uow, identity)
     return Signed(newest[1], checkpoint)
-
-
-def signed_path_hint() -> str:
-    """How error messages name the memory file."""
-    return f"HOME/keys/{SIGNED_FILENAME}"
 
 
 def _check_genesis(uow: UnitOfWork, identity: LedgerIdentity) -> None:
@@ -327,28 +322,23 @@ def guard(
     log: LedgerLog,
     memory: SignerMemory,
     *,
-    first: int,
-    first_event: Event | None,
+    first_event: Event,
     size: int,
     root: bytes,
     resumed: tuple[int, bytes] | None = None,
     fork_from: Signed | None = None,
 ) -> Signed:
     """Check, inside the signing transaction, that the tree of ``size``/``root`` may be
-    signed: the entries before ``first`` (the batch's first seq; ``size`` when nothing was
-    appended) are exactly the tree this key last signed, the catalog's newest checkpoint is
+    signed: the entries before ``first_event`` (the batch's first) are exactly the tree this
+    key last signed, the catalog's newest checkpoint is
     that tree's, and the new tree extends it. ``resumed``: the (size, root) this process
     committed last, when the log was resumed from it after re-checking the catalog's head;
     the new tree then extends it by construction, and when the memory holds the same tree
     no consistency proof is read. ``fork_from``: a recovery (``ledger
     recover``) stands in this checkpoint of the catalog for the memory, for this one
     transaction. Returns the tree last signed; raises :class:`SigningRefused`."""
-    last = settle(uow, log, memory, first=first, fork_from=fork_from, resumed=resumed)
+    last = settle(uow, log, memory, first=first_event.seq, fork_from=fork_from, resumed=resumed)
     if last.size == 0:
-        if first_event is None:
-            raise SigningRefused(
-                "refusing to sign an empty ledger: it must begin with the key's creation"
-            )
         _require_genesis(first_event, memory.identity)
     elif resumed is None or resumed != (last.size, last.root):
         _extends(log, last.checkpoint, size, root, "the catalog's ledger")

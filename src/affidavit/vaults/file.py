@@ -68,7 +68,8 @@ _TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+" + re.escape(_PARTIAL_SU
 
 
 def _kind_of(mode: int) -> str:
-    """What a non-regular file is, in words."""
+    """What a non-regular file is, in words: stable values (a verification records them in
+    its signed details), hence not :func:`affidavit.input_files.describe_mode`'s phrasing."""
     if stat.S_ISLNK(mode):
         return "symbolic link"
     if stat.S_ISDIR(mode):
