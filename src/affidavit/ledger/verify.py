@@ -337,23 +337,19 @@ class LedgerVerifier:
             # push onto the frontier of complete subtrees (a binary counter); where the source
             # keeps the subtree hashes each leaf closes (the catalog), compare them
             carry = count
+            closed = b""
+            while carry & 1:
+                leaf = node_hash(stack.pop(), leaf)
+                carry >>= 1
+                closed += leaf
             if kept:
-                closed = b""
-                while carry & 1:
-                    leaf = node_hash(stack.pop(), leaf)
-                    carry >>= 1
-                    closed += leaf
                 nodes = kept[0]
                 if not isinstance(nodes, bytes) or not ct_equal(closed, nodes):
                     bad_nodes.append(seq)
                 # the query columns are copies used to find events by kind, time, actor and
                 # subject: each must be the entry's own; a rewritten copy hides an event
-                if len(kept) > 1 and not _columns_match(entry, *kept[1:5]):
+                if not _columns_match(entry, *kept[1:5]):
                     bad_columns.append(seq)
-            else:
-                while carry & 1:
-                    leaf = node_hash(stack.pop(), leaf)
-                    carry >>= 1
             stack.append(leaf)
             count += 1
             if count in wanted:

@@ -32,7 +32,7 @@ from affidavit.models.governance import (
 )
 from affidavit.models.ledger import Event
 from affidavit.policy.facts import CatalogMismatch
-from affidavit.services.policy_vouch import read_events
+from affidavit.services.policy_vouch import at_seq, read_events
 
 
 def _events(uow: UnitOfWork, actions: Iterable[str]) -> dict[str, list[Event]]:
@@ -47,10 +47,6 @@ def _events(uow: UnitOfWork, actions: Iterable[str]) -> dict[str, list[Event]]:
 
 def _first(events: list[Event], action: str) -> Event | None:
     return next((e for e in events if e.action == action), None)
-
-
-def _at(event: Event) -> str:
-    return f"{event.action} (ledger seq {event.seq})"
 
 
 def _short(digest: object) -> str:
@@ -121,8 +117,8 @@ def policy_standing(uow: UnitOfWork) -> PolicyStanding:
     elif _text_sha256(row.text) != digest:
         problem = (
             f"the catalog's text of version {number} was altered: its SHA-256 is "
-            f"{_short(_text_sha256(row.text))}, not the {_short(digest)} that {_at(proposed)} "
-            f"and {_at(approved)} recorded"
+            f"{_short(_text_sha256(row.text))}, not the {_short(digest)} that {at_seq(proposed)} "
+            f"and {at_seq(approved)} recorded"
         )
     else:
         text = row.text
@@ -172,22 +168,22 @@ def _policy_differences(
             yield (f"the catalog holds this version{approval}, but no policy.proposed event "
                    "records it: not counted")  # fmt: skip
         if approved is not None:
-            yield f"{_at(approved)} approves a version no policy.proposed event records"
+            yield f"{at_seq(approved)} approves a version no policy.proposed event records"
         return
     digest = proposed.details.get("sha256")
     if row is None:
-        approval = f", approved by {approved.actor!r} ({_at(approved)})" if approved else ""
-        yield f"missing from the catalog: the ledger records it ({_at(proposed)}{approval})"
+        approval = f", approved by {approved.actor!r} ({at_seq(approved)})" if approved else ""
+        yield f"missing from the catalog: the ledger records it ({at_seq(proposed)}{approval})"
         return
     if row.sha256 != digest:
         yield (f"the SHA-256 is {_short(row.sha256)} in the catalog but {_short(digest)} in "
-               f"{_at(proposed)}")  # fmt: skip
+               f"{at_seq(proposed)}")  # fmt: skip
     if _text_sha256(row.text) != digest:
         yield (f"the text was altered: its SHA-256 is {_short(_text_sha256(row.text))}, not "
-               f"the {_short(digest)} {_at(proposed)} recorded")  # fmt: skip
+               f"the {_short(digest)} {at_seq(proposed)} recorded")  # fmt: skip
     if not same_person(row.proposed_by, proposed.actor):
         yield (f"the proposer is {row.proposed_by!r} in the catalog but {proposed.actor!r} in "
-               f"{_at(proposed)}")  # fmt: skip
+               f"{at_seq(proposed)}")  # fmt: skip
     if not _two_person(proposed, approved):
         if row.approved:
             yield (f"approved by {row.approved_by!r} in the catalog, but the ledger holds no "
@@ -196,11 +192,11 @@ def _policy_differences(
         return
     assert approved is not None  # _two_person
     if not row.approved:
-        yield (f"the approval was cleared in the catalog, but {_at(approved)} records it by "
+        yield (f"the approval was cleared in the catalog, but {at_seq(approved)} records it by "
                f"{approved.actor!r}: the ledger's approval counts")  # fmt: skip
     elif not same_person(row.approved_by, approved.actor):
         yield (f"the approver is {row.approved_by!r} in the catalog but {approved.actor!r} in "
-               f"{_at(approved)}")  # fmt: skip
+               f"{at_seq(approved)}")  # fmt: skip
     elif row.approval_seq != approved.seq:
         yield (f"the approval's ledger seq is {row.approval_seq} in the catalog but "
                f"{approved.seq}")  # fmt: skip
@@ -287,7 +283,7 @@ def baseline_standing(uow: UnitOfWork) -> BaselineStanding:
                             "baseline.approved event records it: not counted")  # fmt: skip
         elif event.seq in claimed:
             messages.append(f"baseline {claimed[event.seq].id} already holds what "
-                            f"{_at(event)} approved: not counted")  # fmt: skip
+                            f"{at_seq(event)} approved: not counted")  # fmt: skip
         else:
             claimed[event.seq] = row
             messages.extend(_baseline_differences(row, event))
@@ -297,7 +293,7 @@ def baseline_standing(uow: UnitOfWork) -> BaselineStanding:
                                               seq=event.seq if event else None))  # fmt: skip
     lost = [e for e in events if e.seq not in claimed]
     if lost:
-        said = ", ".join(f"the baseline {_at(e)} approved (by {e.actor!r})" for e in lost)
+        said = ", ".join(f"the baseline {at_seq(e)} approved (by {e.actor!r})" for e in lost)
         mismatches.append(CatalogMismatch(subject="baseline",
                                           message=f"missing from the catalog: {said}",
                                           seq=lost[-1].seq))  # fmt: skip
@@ -307,12 +303,13 @@ def baseline_standing(uow: UnitOfWork) -> BaselineStanding:
     current = claimed.get(newest.seq)
     problem = None
     if current is None:
-        problem = f"the baseline {_at(newest)} approved is missing from the catalog"
+        problem = f"the baseline {at_seq(newest)} approved is missing from the catalog"
     elif (digest := baseline_content_sha256(current.content)) != newest.details.get("sha256"):
         problem = (
-            f"baseline {current.id} is not the configuration {_at(newest)} approved: its content's "
-            f"SHA-256 is {_short(digest)}, not the {_short(newest.details.get('sha256'))} "
-            "recorded (its content was altered in the catalog)"
+            f"baseline {current.id} is not the configuration {at_seq(newest)} approved: its "
+            f"content's SHA-256 is {_short(digest)}, not the "
+            f"{_short(newest.details.get('sha256'))} recorded (its content was altered in the "
+            "catalog)"
         )
     return BaselineStanding(
         baseline=current if problem is None else None,
@@ -330,11 +327,12 @@ def _baseline_differences(row: Baseline, event: Event) -> Sequence[str]:
     digest = baseline_content_sha256(row.content)
     if digest != signed:
         out.append(f"its content was altered: the SHA-256 of its canonical JSON is "
-                   f"{_short(digest)}, not the {_short(signed)} {_at(event)} recorded")  # fmt: skip
+                   f"{_short(digest)}, not the {_short(signed)} {at_seq(event)} "
+                   "recorded")  # fmt: skip
     if row.sha256 != signed:
         out.append(f"the SHA-256 is {_short(row.sha256)} in the catalog but {_short(signed)} "
-                   f"in {_at(event)}")  # fmt: skip
+                   f"in {at_seq(event)}")  # fmt: skip
     if not same_person(row.approved_by, event.actor):
         out.append(f"the approver is {row.approved_by!r} in the catalog but {event.actor!r} "
-                   f"in {_at(event)}")  # fmt: skip
+                   f"in {at_seq(event)}")  # fmt: skip
     return out

@@ -237,17 +237,15 @@ class App:
             )
             if change.memory is not None and fork_from is None:  # refuse before the body acts
                 size = change.log.size()
-                settle(uow, change.log, change.memory, first=size, fork_from=fork_from,
-                       resumed=change.resumed_tree)  # fmt: skip
+                settle(uow, change.log, change.memory, first=size, resumed=change.resumed_tree)
             yield change
             if change.events:
                 signed = _checkpoint_batch(change)
         if signed is not None:  # committed: the next change may resume from it
             state, root, note = signed
             self._ledger_state = (state, root)
-            memory = self.signer_memory()
-            if memory is not None:
-                memory.save(note, fork=fork_from is not None)
+            if change.memory is not None:
+                change.memory.save(note, fork=fork_from is not None)
 
     def check_signer(self) -> None:
         """Raise :class:`SigningRefused` now when the next change would be refused (the same

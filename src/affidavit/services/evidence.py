@@ -52,7 +52,7 @@ from affidavit.services.context import App, LedgerIdentity
 from affidavit.services.ledger import current_checkpoint, parse_vkey, require_verified_ledger
 from affidavit.services.policy import list_controls
 from affidavit.services.policy_vouch import ACTIONS as VOUCHED_ACTIONS
-from affidavit.services.policy_vouch import LedgerRecords, parse_entry
+from affidavit.services.policy_vouch import LedgerRecords, parse_entry, signed_time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -447,7 +447,7 @@ def _scan_ledger(uow: UnitOfWork, period: Period, size: int) -> _Scan:
         event = parse_entry(stored.entry)
         if event is None or event.seq != stored.seq:
             continue
-        at = _moment(event.time)
+        at = signed_time(event.time)
         if at is not None and at in period:
             scan.period_events.append(event)
         action = event.action
@@ -459,14 +459,6 @@ def _scan_ledger(uow: UnitOfWork, period: Period, size: int) -> _Scan:
             exception_id = event.subject.removeprefix("exception:")
             scan.exception_seqs.setdefault(exception_id, []).append(event.seq)
     return scan
-
-
-def _moment(text: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
 
 
 def _lifecycle(records: LedgerRecords, backup_id: str) -> list[Event]:
@@ -521,7 +513,7 @@ def _holds(records: LedgerRecords, backup_id: str) -> list[dict[str, Any]]:
 
 def _iso(text: str) -> str:
     """An event's time with a UTC offset, as record times are written."""
-    moment = _moment(text)
+    moment = signed_time(text)
     return moment.isoformat() if moment is not None else text
 
 

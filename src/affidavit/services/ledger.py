@@ -505,7 +505,6 @@ def _witness_folder(publish: str) -> Path:
 
 
 _PUBLISHED = re.compile(r"checkpoint-([0-9]{1,20})\.note")
-_MAX_NOTE_BYTES = 64 * 1024
 
 
 def _publish_s3(
@@ -545,8 +544,8 @@ def _publish_s3(
 
 def _read_witness_note(backend: VaultBackend, path: str) -> str:
     with backend.open(path) as fh:
-        raw = fh.read(_MAX_NOTE_BYTES + 1)
-    if len(raw) > _MAX_NOTE_BYTES:
+        raw = fh.read(_MAX_CHECKPOINT_FILE + 1)
+    if len(raw) > _MAX_CHECKPOINT_FILE:
         raise IntegrityError(f"the witness object {path} is too large to be a checkpoint")
     try:
         return raw.decode("utf-8")
@@ -907,7 +906,7 @@ def verify_catalog(
     The report names the key it used.
     """
     identity = _identity(app) if vkey is None else None
-    verifier = parse_vkey(vkey) if vkey is not None else _identity(app).verifier
+    verifier = identity.verifier if identity is not None else parse_vkey(str(vkey))
     old = read_saved_checkpoint(old_checkpoint) if old_checkpoint is not None else None
     remembered = None
     if identity is not None:
@@ -915,7 +914,8 @@ def verify_catalog(
         if path.exists():
             remembered = _read_note(path)
     with app.read() as uow:
-        checkpoints = [note for _size, note in uow.ledger.checkpoints()]
+        rows = uow.ledger.checkpoints()
+        checkpoints = [note for _size, note in rows]
         report = verify_ledger(
             uow.ledger.entry_rows_with_nodes(),
             checkpoints,
@@ -925,7 +925,6 @@ def verify_catalog(
             remembered=remembered,
         )
         first = list(uow.ledger.entries(0, 1))
-        rows = uow.ledger.checkpoints()
     extra = [
         f
         for f in (

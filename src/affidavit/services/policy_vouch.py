@@ -230,7 +230,8 @@ def _event_time(event: Event) -> datetime:
     return _time(event.time) or _NEVER  # a verified ledger has only valid times
 
 
-def _at(event: Event) -> str:
+def at_seq(event: Event) -> str:
+    """How a message names an event: ``ACTION (ledger seq N)``."""
     return f"{event.action} (ledger seq {event.seq})"
 
 
@@ -243,7 +244,7 @@ def _show(value: Any) -> str:
 
 
 def _differs(what: str, row: Any, signed: Any, event: Event) -> str:
-    return f"{what} is {_show(row)} in the catalog but {_show(signed)} in {_at(event)}"
+    return f"{what} is {_show(row)} in the catalog but {_show(signed)} in {at_seq(event)}"
 
 
 def _number(value: Any) -> float | None:
@@ -371,13 +372,13 @@ def _completion(
     signed = signed if isinstance(signed, dict) else {}
     mine = {ds.name: ds.fingerprint for ds in row.datasets}
     if mine != signed:
-        note(f"the datasets and their fingerprints differ from {_at(completed)}")
+        note(f"the datasets and their fingerprints differ from {at_seq(completed)}")
         facts = replace(facts, datasets=tuple(str(name) for name in signed))
     digest = completed.details.get("manifest_sha256")
     predicate = _manifest(row, digest)
     inventory = _inventory(levels, facts.source, facts.datasets)
     if predicate is None:
-        note(f"the manifest is not the one whose SHA-256 {_at(completed)} recorded")
+        note(f"the manifest is not the one whose SHA-256 {at_seq(completed)} recorded")
         # the classification cannot be trusted: the strictest of the row's and the inventory's
         row_levels = _levels(ds.classification for ds in row.datasets)
         strictest = _highest([*row_levels, *inventory, facts.classification])
@@ -386,13 +387,13 @@ def _completion(
     entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
     signed_levels = {e.get("name"): e.get("classification") for e in entries}
     if signed_levels != {ds.name: ds.classification for ds in row.datasets}:
-        note(f"the datasets' classification differs from the manifest {_at(completed)} signed")
+        note(f"the datasets' classification differs from the manifest {at_seq(completed)} signed")
     level = _highest(_levels(signed_levels.values())) or _highest(inventory)
     facts = replace(facts, classification=level or Classification.INTERNAL)
     started_at = _time(predicate.get("started_at"))
     if started_at is not None and started_at != row.started_at:
         note(f"the start is {row.started_at.isoformat()} in the catalog but "
-             f"{started_at.isoformat()} in the manifest {_at(completed)} signed")  # fmt: skip
+             f"{started_at.isoformat()} in the manifest {at_seq(completed)} signed")  # fmt: skip
         facts = replace(facts, started_at=started_at)
     return facts
 
@@ -421,11 +422,10 @@ def _lost_backup(
     """A backup the ledger records and the catalog no longer holds, rebuilt from its events."""
     status, by = _status(records, backup_id)
     subject = f"backup:{backup_id}"
-    notes.add(subject, f"missing from the catalog: the ledger records it ({_at(started)}; "
-              f"{status} by {_at(by)})", started.seq)  # fmt: skip
+    notes.add(subject, f"missing from the catalog: the ledger records it ({at_seq(started)}; "
+              f"{status} by {at_seq(by)})", started.seq)  # fmt: skip
     d = started.details
-    label = _str(d.get("source"))
-    source = None if label in (None, _INGESTED) else label
+    source = signed_source(started)
     completed = records.completed.get(backup_id)
     names = completed.details.get("datasets") if completed is not None else None
     datasets = tuple(str(n) for n in names) if isinstance(names, dict) else ()
@@ -516,9 +516,8 @@ def protection(ledger: LedgerRepository, backup_id: str) -> Protection:
     records = LedgerRecords()
     subject = f"backup:{backup_id}"
     for action in ("backup.started", *_HOLD_ACTIONS):
-        for stored in ledger.find(action=action):
-            event = parse_entry(stored.entry)
-            if event is not None and event.action == action and event.subject == subject:
+        for event in read_events(ledger, action):
+            if event.subject == subject:
                 records.add(event)
     started = records.started.get(backup_id)
     retain = _time(started.details.get("retain_until")) if started is not None else None
@@ -568,7 +567,7 @@ def _checks(  # noqa: PLR0917 - two call sites, each names every argument's role
     for item_id, event in events.items():
         if item_id not in seen:
             notes.add(f"{kind}:{item_id}", "missing from the catalog: the ledger records it "
-                      f"({_at(event)}, {_outcome(event.details.get('ok'))}, on "
+                      f"({at_seq(event)}, {_outcome(event.details.get('ok'))}, on "
                       f"{event.subject})", event.seq)  # fmt: skip
             yield facts(item_id, event, _event_time(event))
 

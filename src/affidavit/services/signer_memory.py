@@ -263,7 +263,7 @@ def roll_forward(
     return adopted, newest
 
 
-def bootstrap(uow: UnitOfWork, log: LedgerLog, identity: LedgerIdentity) -> Signed:
+def bootstrap(uow: UnitOfWork, identity: LedgerIdentity) -> Signed:
     """The memory of a home set up before the signer kept one: the catalog's newest
     checkpoint, when it opens with the key and the ledger begins with the key's creation.
     A catalog without any checkpoint, or one that does not start with this key, is refused
@@ -340,7 +340,7 @@ def guard(
     last = settle(uow, log, memory, first=first_event.seq, fork_from=fork_from, resumed=resumed)
     if last.size == 0:
         _require_genesis(first_event, memory.identity)
-    elif resumed is None or resumed != (last.size, last.root):
+    elif resumed != (last.size, last.root):
         _extends(log, last.checkpoint, size, root, "the catalog's ledger")
     return last
 
@@ -372,7 +372,7 @@ def settle(
     ):
         return last
     if last is None:
-        last = bootstrap(uow, log, identity)
+        last = bootstrap(uow, identity)
         memory.save(last)
     last, newest = roll_forward(uow, log, memory, last)
     if first < last.size:
