@@ -592,3 +592,36 @@ def test_recover_refuses_a_wiped_ledger_while_the_catalog_holds_rows(
         con.execute("DELETE FROM ledger_checkpoints")
     result = cli("ledger", "recover", "--reason", "launder a wipe")
     assert result.code == 3 and "the ledger was wiped" in result.err
+
+
+def test_storage_classes_of_seq_and_root_do_not_crash_or_stop_the_tool(
+    busy: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """A checkpoint root stored as TEXT is still its bytes; a seq stored as TEXT or REAL is
+    still its number: no exit 4, no misleading 'cannot write the catalog'."""
+    with db(busy) as con:
+        con.execute("UPDATE ledger_checkpoints SET root=CAST(root AS TEXT)")
+    assert cli("ledger", "verify").code == 0
+    assert _vault_add(cli, tmp_path, "v1").code == 0
+    with db(busy) as con:  # a table without column types keeps what it is given
+        con.executescript(
+            "CREATE TABLE le2 AS SELECT * FROM ledger_entries; DROP TABLE ledger_entries; "
+            "CREATE TABLE ledger_entries (seq, time, actor, action, subject, entry, leaf_hash, "
+            "nodes); INSERT INTO ledger_entries SELECT * FROM le2; DROP TABLE le2;"
+        )
+        con.execute("UPDATE ledger_entries SET seq=CAST(seq AS TEXT) WHERE seq=4")
+        con.execute("UPDATE ledger_entries SET seq=3.0 WHERE seq=3")
+    result = cli("ledger", "verify")
+    assert result.code in (0, 1) and "Traceback" not in result.err
+
+
+def test_recover_removes_a_checkpoint_row_of_an_impossible_size(busy: Path, cli: Cli) -> None:
+    with db(busy) as con:
+        con.execute(
+            "INSERT INTO ledger_checkpoints SELECT 4611686018427387904, root, note, created_at "
+            "FROM ledger_checkpoints WHERE size=(SELECT max(size) FROM ledger_checkpoints)"
+        )
+    assert cli("ledger", "verify").code == 1
+    result = cli("ledger", "recover", "--reason", "a forged row", "--json")
+    assert result.code == 0, result.err
+    assert cli("ledger", "verify").code == 0

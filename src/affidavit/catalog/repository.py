@@ -263,8 +263,9 @@ class LedgerRepository:
 
     def _sql(self, sql: str) -> str:
         # SQLite keeps whatever storage class a value was written with, so the hashed columns
-        # are read as CAST(... AS BLOB): an entry rewritten as TEXT reads as the same bytes
-        # instead of a str the verifier cannot hash (PostgreSQL's bytea holds only bytes)
+        # are read as CAST(... AS BLOB) and seq as CAST(seq AS BIGINT): an entry rewritten as
+        # TEXT reads as the same bytes instead of a str the verifier cannot hash, a seq stored
+        # as text or real as the number (PostgreSQL's typed columns hold only those)
         if self._qmark:
             return sql
         return _AS_BLOB.sub(r"\1", sql).replace("?", "%s")
@@ -304,7 +305,7 @@ class LedgerRepository:
         ((last, size, root),) = self._raw(
             "SELECT (SELECT max(seq) FROM ledger_entries), "
             "(SELECT max(size) FROM ledger_checkpoints), "
-            "(SELECT root FROM ledger_checkpoints ORDER BY size DESC LIMIT 1)"
+            "(SELECT CAST(root AS BLOB) FROM ledger_checkpoints ORDER BY size DESC LIMIT 1)"
         )
         newest = None if size is None else (int(size), bytes(root))
         self._newest = () if newest is None else newest
@@ -365,8 +366,8 @@ class LedgerRepository:
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[StoredEntry]:
         """Entries with ``start <= seq < stop`` in sequence order, streamed."""
         sql = (
-            "SELECT seq, CAST(entry AS BLOB), CAST(leaf_hash AS BLOB) FROM ledger_entries "
-            "WHERE seq >= ?"
+            "SELECT CAST(seq AS BIGINT), CAST(entry AS BLOB), CAST(leaf_hash AS BLOB) "
+            "FROM ledger_entries WHERE seq >= ?"
         )
         params = [start]
         if stop is not None:
@@ -382,8 +383,8 @@ class LedgerRepository:
         try:  # not through _stream: one generator less per row, for a million rows
             cursor.execute(
                 self._sql(
-                    "SELECT seq, CAST(entry AS BLOB), CAST(leaf_hash AS BLOB) FROM ledger_entries "
-                    "ORDER BY seq"
+                    "SELECT CAST(seq AS BIGINT), CAST(entry AS BLOB), CAST(leaf_hash AS BLOB) "
+                    "FROM ledger_entries ORDER BY seq"
                 )
             )
             while rows := cursor.fetchmany(10_000):
@@ -400,7 +401,7 @@ class LedgerRepository:
         try:
             cursor.execute(
                 self._sql(
-                    "SELECT seq, CAST(entry AS BLOB), CAST(leaf_hash AS BLOB), "
+                    "SELECT CAST(seq AS BIGINT), CAST(entry AS BLOB), CAST(leaf_hash AS BLOB), "
                     "CAST(nodes AS BLOB), action, actor, subject, time "
                     "FROM ledger_entries ORDER BY seq"
                 )
@@ -422,7 +423,10 @@ class LedgerRepository:
         if since is not None:
             where.append("time >= ?")
             params.append(since)
-        sql = "SELECT seq, CAST(entry AS BLOB), CAST(leaf_hash AS BLOB) FROM ledger_entries"
+        sql = (
+            "SELECT CAST(seq AS BIGINT), CAST(entry AS BLOB), CAST(leaf_hash AS BLOB) "
+            "FROM ledger_entries"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq"

@@ -304,7 +304,8 @@ def recover_ledger(app: App, *, reason: str) -> RecoverResult:
                     **details,
                     "kind": "checkpoint-restored",
                     "signed_size": last.size,
-                    "invalid_rows_removed": sorted(invalid),
+                    # as text: a forged row's size need not fit a JSON number
+                    "invalid_rows_removed": [str(size) for size in sorted(invalid)],
                 },
             )
         return RecoverResult(
