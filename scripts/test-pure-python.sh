@@ -39,6 +39,7 @@ EOF
 exec "$py" -m pytest -p no:cacheprovider \
   tests/unit/formats \
   tests/unit/fingerprint \
+  tests/unit/pinned \
   tests/e2e/test_fingerprint_cli.py \
   tests/e2e/test_backup_ingest_genuine.py \
   tests/e2e/test_ingest_verify_processes.py \
