@@ -43,3 +43,17 @@ def test_the_first_format_is_still_bound_to_its_signature(tmp_path: Path) -> Non
     damaged = tmp_path / "damaged.tar.gz"
     damaged.write_bytes(bytes(raw))
     assert not verify_evidence(damaged, VKEY).ok
+
+
+ASSET_2 = Path(__file__).parent / "assets" / "evidence-format-2.tar.gz"
+VKEY_2 = "affidavit.local/vm/4a9d31ec+deee635f+AR1Z6723Y9P1RVWevNih2WlheYcHggU58OycZC/8VwPQ"
+
+
+def test_a_format_2_package_built_before_the_renovation_verifies() -> None:
+    """``assets/evidence-format-2.tar.gz`` was built by commit eb24042 (before issue 14's
+    renovation) from ``affidavit demo --scale 20`` plus three ingests (an RDB, a mongodump
+    archive, a mongodump folder), two verifications and two drills."""
+    report = verify_evidence(ASSET_2, VKEY_2)
+    assert report.ok, [f.to_json() for f in report.findings]
+    assert report.summary["format"] == "affidavit-evidence/2"
+    assert report.summary["backups"] == 6
