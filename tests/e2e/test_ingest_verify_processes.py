@@ -29,6 +29,7 @@ from affidavit.config import load_settings
 from affidavit.crypto import age_process
 from affidavit.crypto.age import decrypt_chunks, encrypt_chunks
 from affidavit.models.records import RecordEncoding
+from affidavit.services import artifacts
 from affidavit.services import backup as backup_service
 from affidavit.services import fingerprint as fingerprint_service
 from affidavit.services import verify as verify_service
@@ -40,7 +41,7 @@ DOCS = 3000
 
 @pytest.fixture(autouse=True)
 def in_other_processes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    monkeypatch.setattr(backup_service, "PROCESS_FROM", 0)
+    monkeypatch.setattr(artifacts, "PROCESS_FROM", 0)
     monkeypatch.setattr(verify_service, "PROCESS_FROM", 0)
     scratch = tmp_path / "scratch"  # every temporary file and folder of the commands
     scratch.mkdir()
@@ -171,7 +172,7 @@ def test_a_spool_that_fails_falls_back_to_the_ordinary_copy(
     def failing(*args: Any, **kwargs: Any) -> Any:
         raise OSError("the spool disk is full")
 
-    monkeypatch.setattr(backup_service, "encrypt_file", failing)
+    monkeypatch.setattr(artifacts, "encrypt_file", failing)
     r = cli("backup", "ingest", str(_dump(tmp_path / "dump")), "--format", "mongodump", "--json")
     assert r.code == 0, r.err
     assert not [p for p in _files(vault) if p.name.startswith(".spool-")]

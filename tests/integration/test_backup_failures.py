@@ -25,6 +25,7 @@ from affidavit.models.progress import SilentReporter
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
 from affidavit.services import backup as backup_service
+from affidavit.services.backup import recording
 from affidavit.services.context import open_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -204,7 +205,7 @@ def test_failure_while_signing_is_recorded_not_left_running(
     def broken_signer(*_args: Any, **_kwargs: Any) -> Any:
         raise KeystoreError("the ledger signing key cannot be read")
 
-    monkeypatch.setattr(backup_service, "attest_and_record", broken_signer)
+    monkeypatch.setattr(recording, "attest_and_record", broken_signer)
     r = cli("backup", "run", "orders", "--json")
     assert r.code == 3, (r.code, r.err)
     backup_id = assert_failed_cleanly(cli, home, [vault], "signing key")

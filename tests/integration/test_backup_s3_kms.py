@@ -141,9 +141,9 @@ def test_ingest_of_large_files_into_s3_uploads_the_spooled_ciphertext(
 
     import bson
 
-    from affidavit.services import backup as backup_service
+    from affidavit.services import artifacts
 
-    monkeypatch.setattr(backup_service, "PROCESS_FROM", 0)
+    monkeypatch.setattr(artifacts, "PROCESS_FROM", 0)
     spools = tmp_path / "spools"
     spools.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spools))

@@ -1,8 +1,22 @@
-"""Streaming an artifact into a vault: plaintext in, age ciphertext stored, both digested.
+"""The one road from plaintext into a vault: plaintext in, age ciphertext stored, both
+digested, described as a :class:`~affidavit.models.backup.BackupArtifact`.
 
-:class:`ArtifactSink` is written to (push) while a background thread feeds the vault's
-``put`` (pull) through age encryption, so records can be fingerprinted in the same pass that
-stores them. :class:`TeeReader` is the pull-side twin: a file-like object over a stream that
+:class:`ArtifactWriter` is that road for one backup. How the bytes travel is chosen here and
+nowhere else:
+
+- a stream the caller pushes (:meth:`ArtifactWriter.sink`, :class:`ArtifactSink`) is
+  encrypted in this process by a background thread that feeds the vault's ``put``, so records
+  are fingerprinted in the same pass that stores them;
+- a local file (:meth:`ArtifactWriter.store_file`) under :data:`PROCESS_FROM` bytes goes the
+  same way; a larger one is encrypted by a child process
+  (:class:`~affidavit.crypto.age_process.AgeProcess`, another core) whose ciphertext streams
+  into ``put``;
+- a file encrypted ahead of time (:func:`stage_file`: a child encrypts it into a staging file
+  of the vault while the caller does other work) is stored with the vault's ``put_file``,
+  which a folder vault takes over without copying.
+
+Vaults store bytes and never see a key; the crypto package never sees a vault.
+:class:`TeeReader` is the pull-side twin of a sink: a file-like object over a stream that
 hands every byte it reads to a sink, for parsers that read files.
 """
 
@@ -12,11 +26,14 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
 
 from affidavit.crypto.age import encrypt_chunks
+from affidavit.crypto.age_process import AgeProcess, FileEncryption, encrypt_file
 from affidavit.crypto.digest import Sha256Stream
 from affidavit.errors import Error, OperationError
 from affidavit.models.backup import ArtifactRole, BackupArtifact
@@ -26,7 +43,7 @@ CHUNK = 1 << 20
 PROCESS_FROM = 32 << 20
 """Artifact size from which a separate process (encryption, decryption, a worker reading a
 file) pays for its start-up: below it, work stays in this process. One threshold for backup,
-ingest and verify."""
+ingest and verify: ask :func:`worth_a_process`."""
 _QUEUE_DEPTH = 8
 _DONE = object()
 
@@ -105,13 +122,7 @@ class ArtifactSink:
                 continue
 
     def _wrap(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, Error):
-            return exc
-        return OperationError(
-            f"storing {self.path} failed: {exc}",
-            hint="check that the vault is reachable and writable; the backup is recorded as "
-            "failed with every artifact written so far",
-        )
+        return exc if isinstance(exc, Error) else _store_failed(self.path, exc)
 
     def close(self) -> BackupArtifact:
         """Flush, wait for the vault, and describe the stored artifact."""
@@ -123,14 +134,8 @@ class ArtifactSink:
         if self._error is not None:
             raise self._wrap(self._error) from self._error
         assert self._result is not None
-        return BackupArtifact(
-            path=self._result.path,
-            role=self.role,
-            size=self._result.size,
-            sha256=self._result.sha256,
-            plain_size=self._hash.length,
-            plain_sha256=self._hash.hexdigest(),
-            dataset=self.dataset,
+        return _described(
+            self._result, self.role, self.dataset, self._hash.length, self._hash.hexdigest()
         )
 
     def _push_done(self) -> None:
@@ -194,3 +199,195 @@ class TeeReader:
     def close(self) -> None:
         """Close the source."""
         self._source.close()
+
+
+def worth_a_process(size: int) -> bool:
+    """True when work on ``size`` bytes pays for a separate process (:data:`PROCESS_FROM`)."""
+    return size >= PROCESS_FROM
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Staged:
+    """A file's ciphertext written in full into a staging file of the vault
+    (:meth:`VaultBackend.spool`), with the digests its writer took."""
+
+    cipher: Path
+    encryption: FileEncryption
+
+
+def stage_file(
+    vault: VaultBackend, recipient: str, file: Path, *, stop: threading.Event | None = None
+) -> Staged:
+    """Encrypt ``file`` to ``recipient`` into a new staging file of ``vault``, in a child
+    process that reads, encrypts, hashes both sides and writes the staging file itself (see
+    :func:`~affidavit.crypto.age_process.encrypt_file`). Setting ``stop`` ends the child. On
+    any failure the staging file is removed and the error raised; the caller removes a
+    returned one that it does not store."""
+    cipher = vault.spool()
+    try:
+        done = encrypt_file(recipient, file, cipher, stop=stop)
+    except BaseException:
+        cipher.unlink(missing_ok=True)
+        raise
+    return Staged(cipher=cipher, encryption=done)
+
+
+class ArtifactWriter:
+    """Stores the artifacts of one backup under ``PREFIX/``, encrypted to ``recipient`` and
+    locked until ``retain_until``; every method returns (or its sink's ``close`` returns) the
+    artifact with both digests. A vault error not of affidavit's own is worded as one
+    :class:`~affidavit.errors.OperationError`; a failed store leaves nothing in the vault
+    (the vault's ``put`` contract)."""
+
+    def __init__(
+        self, vault: VaultBackend, *, prefix: str, recipient: str, retain_until: datetime
+    ) -> None:
+        self.vault = vault
+        self.prefix = prefix
+        self.recipient = recipient
+        self.retain_until = retain_until
+
+    def target(self, rel: str) -> str:
+        """The vault path of the encrypted artifact ``rel``."""
+        return f"{self.prefix}/{rel}.age"
+
+    def sink(self, rel: str, role: ArtifactRole, dataset: str | None = None) -> ArtifactSink:
+        """A sink for the artifact ``PREFIX/rel.age``: write plaintext, ``close`` for it."""
+        return ArtifactSink(
+            self.vault,
+            self.target(rel),
+            recipient=self.recipient,
+            retain_until=self.retain_until,
+            role=role,
+            dataset=dataset,
+        )
+
+    def store_bytes(
+        self, rel: str, data: bytes, role: ArtifactRole, dataset: str | None = None
+    ) -> BackupArtifact:
+        """Store a small artifact held in memory."""
+        with self.sink(rel, role, dataset) as sink:
+            for i in range(0, len(data), CHUNK):
+                sink.write(data[i : i + CHUNK])
+            return sink.close()
+
+    def store_file(
+        self,
+        rel: str,
+        file: Path,
+        *,
+        role: ArtifactRole,
+        dataset: str | None = None,
+        staged: Staged | None = None,
+        advance: Callable[[int], None] | None = None,
+    ) -> BackupArtifact:
+        """Store the local ``file`` as ``PREFIX/rel.age``: from its ``staged`` ciphertext when
+        :func:`stage_file` made one (which is then gone), else encrypted here (in a child
+        process from :data:`PROCESS_FROM` bytes on). ``advance`` is told the plaintext bytes
+        as they are stored."""
+        tick = advance or (lambda n: None)
+        if staged is not None:
+            return self._store_staged(rel, staged, role=role, dataset=dataset, advance=tick)
+        if worth_a_process(file.stat().st_size):
+            return self._store_by_child(rel, file, role=role, dataset=dataset, advance=tick)
+        with self.sink(rel, role, dataset) as sink, file.open("rb") as raw:
+            while chunk := raw.read(CHUNK):
+                sink.write(chunk)
+                tick(len(chunk))
+            return sink.close()
+
+    def store_clear(self, name: str, data: bytes) -> StoredArtifact:
+        """Store ``PREFIX/name`` unencrypted (the signed manifest's copy for auditors)."""
+        path = f"{self.prefix}/{name}"
+        return self._stored(
+            path, lambda: self.vault.put(path, [data], retain_until=self.retain_until)
+        )
+
+    def _store_staged(
+        self,
+        rel: str,
+        staged: Staged,
+        *,
+        role: ArtifactRole,
+        dataset: str | None,
+        advance: Callable[[int], None],
+    ) -> BackupArtifact:
+        done = staged.encryption
+        target = self.target(rel)
+        stored = self._stored(
+            target,
+            lambda: self.vault.put_file(
+                target, staged.cipher, retain_until=self.retain_until,
+                sha256=done.cipher_sha256, size=done.cipher_size,
+            ),
+        )  # fmt: skip
+        advance(done.plain_size)
+        return _described(stored, role, dataset, done.plain_size, done.plain_sha256)
+
+    def _store_by_child(
+        self,
+        rel: str,
+        file: Path,
+        *,
+        role: ArtifactRole,
+        dataset: str | None,
+        advance: Callable[[int], None],
+    ) -> BackupArtifact:
+        """The cipher runs in a child on another core while this one reads the file and the
+        vault hashes and writes the ciphertext; the child hashes the plaintext it encrypts.
+        Any failure leaves no process behind."""
+        target = self.target(rel)
+        with file.open("rb") as raw:
+
+            def chunks() -> Iterator[bytes]:
+                while chunk := raw.read(CHUNK):
+                    advance(len(chunk))
+                    yield chunk
+
+            child = AgeProcess("encrypt", self.recipient, chunks())
+            pieces = iter(child)
+            try:
+                stored = self._stored(
+                    target,
+                    lambda: self.vault.put(target, pieces, retain_until=self.retain_until),
+                )
+            finally:
+                pieces.close()  # type: ignore[attr-defined]
+        assert child.plain_sha256 is not None
+        assert child.plain_size is not None
+        return _described(stored, role, dataset, child.plain_size, child.plain_sha256)
+
+    @staticmethod
+    def _stored(path: str, store: Callable[[], StoredArtifact]) -> StoredArtifact:
+        try:
+            return store()
+        except Error:
+            raise
+        except Exception as exc:
+            raise _store_failed(path, exc) from exc
+
+
+def _store_failed(path: str, exc: BaseException) -> OperationError:
+    return OperationError(
+        f"storing {path} failed: {exc}",
+        hint="check that the vault is reachable and writable; the backup is recorded as "
+        "failed with every artifact written so far",
+    )
+
+
+def _described(
+    stored: StoredArtifact,
+    role: ArtifactRole,
+    dataset: str | None,
+    plain_size: int,
+    plain_sha256: str,
+) -> BackupArtifact:
+    return BackupArtifact(
+        path=stored.path,
+        role=role,
+        size=stored.size,
+        sha256=stored.sha256,
+        plain_size=plain_size,
+        plain_sha256=plain_sha256,
+        dataset=dataset,
+    )

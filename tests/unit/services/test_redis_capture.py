@@ -1,4 +1,4 @@
-"""``services.backup._capture_redis``: the fingerprint pass runs in a second thread over the
+"""``services.capture._capture_redis``: the fingerprint pass runs in a second thread over the
 spool while the RDB streams in, and gives the fingerprints of the complete file; a damaged
 RDB is still stored whole and then refused, a transfer that fails stops the pass, and no
 thread is left behind either way."""
@@ -17,7 +17,7 @@ import pytest
 from affidavit.errors import EngineError, FormatError
 from affidavit.formats.rdb import RdbReader, crc64
 from affidavit.models.progress import SilentReporter
-from affidavit.services import backup
+from affidavit.services.backup import capture
 from affidavit.services.fingerprint import fingerprint_rdb
 
 NOW_MS = 1_790_000_000_000  # the capture's moment; the keys' expiries are later
@@ -116,7 +116,7 @@ def _threads() -> set[str]:
 def test_capture_fingerprints_the_stream_as_the_complete_file(tmp_path: Path) -> None:
     data = _rdb(3000)
     run = _FakeRun()
-    captured = backup._capture_redis(run, _Transfer(data), NOW_MS, ["db0", "db2"], "7.2.4")
+    captured = capture._capture_redis(run, _Transfer(data), NOW_MS, ["db0", "db2"], "7.2.4")
     assert run.store["artifact"] == data
     assert run.fingerprints == _file_fingerprints(tmp_path, data)
     assert [(name, count) for name, count, _ in captured.datasets] == [("db0", 1501), ("db2", 1499)]
@@ -127,7 +127,7 @@ def test_capture_stores_a_damaged_rdb_whole_then_refuses_it() -> None:
     data = _rdb(2000, damaged_at=100)
     run = _FakeRun()
     with pytest.raises(FormatError, match="intset"):
-        backup._capture_redis(run, _Transfer(data), NOW_MS, ["db0"], "7.2.4")
+        capture._capture_redis(run, _Transfer(data), NOW_MS, ["db0"], "7.2.4")
     assert run.store["artifact"] == data  # stored, as before the pass overlapped the transfer
     assert not _threads()
 
@@ -136,7 +136,9 @@ def test_capture_stops_the_pass_when_the_transfer_fails() -> None:
     data = _rdb(3000)
     run = _FakeRun()
     with pytest.raises(EngineError, match="mid-stream"):
-        backup._capture_redis(run, _Transfer(data, fail_after=len(data) // 2), NOW_MS, ["db0"], "7")
+        capture._capture_redis(
+            run, _Transfer(data, fail_after=len(data) // 2), NOW_MS, ["db0"], "7"
+        )
     assert run.store.get("aborted")
     assert "stored" not in run.store
     assert not _threads()

@@ -1,0 +1,178 @@
+"""What happens to a backup after it is taken: listing it, legal holds, and deletion after
+its retention (never while held, and only on a ledger that verifies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from affidavit.errors import InputError, IntegrityError, PolicyViolation
+from affidavit.models.backup import Backup, BackupStatus, Hold
+from affidavit.models.inventory import Vault
+from affidavit.services.backends import vault_backend
+from affidavit.services.backup.recording import now
+from affidavit.services.context import App
+from affidavit.services.leases import INGESTED_LABEL, reclaim_abandoned
+from affidavit.services.ledger import require_verified_ledger
+from affidavit.services.policy_vouch import protection
+from affidavit.vaults.base import ArtifactLocked, ArtifactNotFound
+
+
+def list_backups(app: App, source: str | None = None) -> list[Backup]:
+    """Backups (of one source), newest first; runs found dead are recorded abandoned first."""
+    with app.read() as uow:
+        if source is not None:
+            uow.sources.get(source) if source != INGESTED_LABEL else None
+    reclaim_abandoned(app)
+    with app.read() as uow:
+        return uow.backups.list(source)
+
+
+def get_backup(app: App, backup_id: str) -> Backup:
+    """One backup with its artifacts, datasets and holds (a dead run recorded abandoned
+    first)."""
+    reclaim_abandoned(app)
+    with app.read() as uow:
+        return uow.backups.get(backup_id)
+
+
+def add_hold(app: App, backup_id: str, *, case_id: str, reason: str) -> Hold:
+    """Place a legal hold: the backup cannot be deleted while it is active."""
+    case_id, reason = case_id.strip(), reason.strip()
+    if not case_id or not reason:
+        raise InputError("a hold needs --case and --reason")
+    with app.change() as change:
+        hold = change.uow.backups.add_hold(
+            backup_id, case_id=case_id, reason=reason, by=app.actor, at=now()
+        )
+        change.record("hold.added", f"backup:{backup_id}", {"case": case_id, "reason": reason})
+    return hold
+
+
+def release_hold(app: App, backup_id: str, *, case_id: str, reason: str) -> Hold:
+    """Release a legal hold."""
+    if not reason.strip():
+        raise InputError("releasing a hold needs --reason")
+    with app.change() as change:
+        hold = change.uow.backups.release_hold(
+            backup_id, case_id, reason=reason.strip(), by=app.actor, at=now()
+        )
+        change.record("hold.released", f"backup:{backup_id}", {"case": case_id, "reason": reason})
+    return hold
+
+
+def list_holds(app: App, backup_id: str | None = None, *, active_only: bool = False) -> list[Hold]:
+    """Holds, oldest first."""
+    with app.read() as uow:
+        if backup_id is not None:
+            uow.backups.get(backup_id)
+        return uow.backups.holds(backup_id, active_only=active_only)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeletionReceipt:
+    """What a deletion removed and kept."""
+
+    backup_id: str
+    removed: list[str]
+    kept_manifest_sha256: str | None
+
+
+def _deletion_refusals(app: App, backup_id: str) -> tuple[Backup, Vault, list[str]]:
+    """The backup, its vault and why it may not be deleted now. A deletion cannot be undone:
+    it acts only on a ledger that verifies in full and whose receipt can be recorded, and
+    takes the retention and holds from the signed events (the later and the more of them and
+    the catalog's rows)."""
+    with app.read() as uow:
+        uow.backups.get(backup_id)  # NotFound first
+    require_verified_ledger(app, refusing=f"to delete backup {backup_id}", nothing="deleted")
+    app.check_signer()  # the receipt must be recordable before anything is removed
+    with app.read() as uow:
+        backup = uow.backups.get(backup_id)
+        vault = uow.vaults.get(backup.vault)
+        signed = protection(uow.ledger, backup_id)  # the catalog's copies may have been edited
+    if signed.retain_until is None:
+        raise IntegrityError(
+            f"refusing to delete backup {backup_id}: the ledger holds no signed backup.started "
+            "for it, so nothing vouches for its retention or its holds",
+            hint="the catalog's row was not written by affidavit, or the ledger was started "
+            "again after a lost catalog; nothing was deleted",
+        )
+    if backup.status is BackupStatus.DELETED:
+        raise InputError(f"backup {backup_id} was already deleted")
+    held = sorted({h.case_id for h in backup.holds if h.active} | set(signed.held))
+    retained = max(backup.retain_until, signed.retain_until)
+    refusals = []
+    if now() < retained:
+        refusals.append(f"it is retained until {retained.isoformat()}")
+    if held:
+        refusals.append("it is under legal hold " + ", ".join(held))
+    return backup, vault, refusals
+
+
+def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
+    """Delete a backup's artifacts after its retention and with no active hold. The manifest,
+    fingerprints and history stay in the catalog; the receipt goes to the ledger."""
+    if not reason.strip():
+        raise InputError("a deletion needs --reason")
+    backup, vault, refusals = _deletion_refusals(app, backup_id)
+    if refusals:
+        with app.change() as change:
+            change.record(
+                "backup.deletion_refused",
+                f"backup:{backup_id}",
+                {"reason": reason, "refused_because": refusals},
+            )
+        raise PolicyViolation(
+            f"backup {backup_id} cannot be deleted: {'; '.join(refusals)}",
+            hint="deletion waits for the retention date and for every hold to be released",
+        )
+    backend = vault_backend(vault)
+    with app.read() as uow:  # a hold placed since the check above still wins
+        if uow.backups.holds(backup_id, active_only=True):
+            raise PolicyViolation(
+                f"backup {backup_id} was put under legal hold while the deletion started",
+                hint="deletion waits for every hold to be released",
+            )
+    removed: list[str] = []
+    try:
+        for artifact in backup.artifacts:
+            if artifact.deleted:
+                continue
+            try:
+                backend.delete(artifact.path)
+            except ArtifactNotFound:
+                pass
+            except ArtifactLocked as exc:
+                raise PolicyViolation(
+                    f"the vault still locks {artifact.path}: {exc.message}",
+                    hint="the storage's own retention is longer than the catalog's",
+                ) from exc
+            removed.append(artifact.path)
+    except BaseException as exc:
+        if removed:  # the vault changed: that is recorded even though the deletion stopped
+            with app.change() as change:
+                change.uow.backups.mark_artifacts_deleted(backup_id, removed)
+                change.record(
+                    "backup.deletion_partial",
+                    f"backup:{backup_id}",
+                    {"reason": reason.strip(), "removed": removed, "error": str(exc)},
+                )
+        raise
+    with app.change() as change:
+        change.uow.backups.mark_deleted(backup_id, at=now())
+        change.record(
+            "backup.deleted",
+            f"backup:{backup_id}",
+            {
+                "reason": reason.strip(),
+                "removed": removed,
+                "kept": {
+                    "manifest_sha256": backup.manifest_sha256,
+                    "datasets": len(backup.datasets),
+                },
+            },
+        )
+    return DeletionReceipt(
+        backup_id=backup_id, removed=removed, kept_manifest_sha256=backup.manifest_sha256
+    )
