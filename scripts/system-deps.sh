@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages affidavit's demo and tests need, when they are missing.
+# Install the Debian packages affidavit's demo and tests need (redis-server, redis-tools, age,
+# postgresql), when they are missing.
 # As root: apt-get installs them. Otherwise: say exactly what to run, and fail.
 # `system-deps.sh sanitizers` also checks what scripts/test-sanitizers.sh needs: gcc with its
 # AddressSanitizer and UndefinedBehaviorSanitizer runtimes (libasan, libubsan; on Debian they
@@ -21,6 +22,11 @@ missing=()
 for cmd in "${!NEEDED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
 done
+# PostgreSQL (the catalog tests' server): Debian keeps initdb and postgres off PATH, in
+# /usr/lib/postgresql/N/bin, where affidavit.scratch.postgres_server finds them
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  missing+=(postgresql)
+fi
 if [ "${1:-}" = sanitizers ] && command -v gcc >/dev/null 2>&1; then
   for lib in libasan.so libubsan.so; do
     path="$(gcc -print-file-name="$lib")"
@@ -46,5 +52,9 @@ echo "installing system packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts a system redis on install; affidavit starts its own servers, so stop it
-if command -v service >/dev/null 2>&1; then service redis-server stop >/dev/null 2>&1 || true; fi
+# Debian starts a system redis and PostgreSQL on install; affidavit starts its own servers,
+# so stop them
+if command -v service >/dev/null 2>&1; then
+  service redis-server stop >/dev/null 2>&1 || true
+  service postgresql stop >/dev/null 2>&1 || true
+fi

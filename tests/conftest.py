@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from affidavit.cli.main import main
 from affidavit.config import Settings, load_settings
 from affidavit.scratch.base import ScratchServer
+from affidavit.scratch.postgres_server import PostgresScratch, find_binaries
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
 from affidavit.services.context import App, open_app
@@ -47,6 +49,27 @@ def mongo_server() -> Iterator[SecantusScratch]:
     """A real SecantusDB (MongoDB wire protocol) server on a random loopback port."""
     with SecantusScratch() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresScratch]:
+    """A real PostgreSQL server (initdb into a temp folder, as an unprivileged user when the
+    tests run as root) on a random loopback port for the whole session; skips only when the
+    PostgreSQL binaries are not installed."""
+    if find_binaries() is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql; make setup adds it)")
+    with PostgresScratch() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresScratch) -> Iterator[str]:
+    """The catalog URL of a new, empty database of ``postgres_server``, dropped after the
+    test."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture

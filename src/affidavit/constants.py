@@ -38,3 +38,6 @@ DEFAULT_HOME_DIRNAME: Final = ".affidavit"
 CONFIG_FILENAME: Final = "affidavit.toml"
 CATALOG_FILENAME: Final = "catalog.sqlite"
 DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 5.0
+INGESTED_LABEL: Final = "ingested"
+"""The source label (and first folder of the artifacts) of an ingested backup that names no
+source."""

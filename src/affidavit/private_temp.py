@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from affidavit.processes import boot_id, pid_namespace, proc_stat
+from affidavit.processes import boot_id, pid_namespace, proc_stat, process_state
 
 __all__ = [
     "PREFIX",
@@ -120,17 +120,12 @@ def _dead(owner: Owner, here: Owner) -> bool:
         return owner.start != here.start
     if not 0 < owner.pid < 1 << 31:
         return False
-    stat = proc_stat(owner.pid)
-    if stat is not None:
-        state, start = stat
-        return state in (b"Z", b"X") or start != owner.start
-    try:
-        os.kill(owner.pid, 0)
-    except ProcessLookupError:
+    state = process_state(owner.pid)
+    if state is None:
         return True
-    except OSError:
-        return False  # it exists (another user's), or we cannot tell
-    return False  # it exists but its start time cannot be read: not provably dead
+    if state.start is None:
+        return False  # it exists but its start time cannot be read: not provably dead
+    return state.exited or state.start != owner.start
 
 
 def _random() -> str:

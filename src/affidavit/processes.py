@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["boot_id", "pid_namespace", "proc_stat"]
+__all__ = ["ProcessState", "boot_id", "pid_namespace", "proc_stat", "process_state"]
 
 _PROC = Path("/proc")
 
@@ -47,3 +48,30 @@ def pid_namespace() -> str | None:
     with contextlib.suppress(OSError):
         return os.readlink(_PROC / "self/ns/pid") or None
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessState:
+    """A process that has a pid: its start time (clock ticks after boot; None where the
+    system does not say) and whether it has exited and waits to be reaped (a zombie)."""
+
+    start: int | None
+    exited: bool = False
+
+
+def process_state(pid: int) -> ProcessState | None:
+    """The process with this pid, or None when there is none. Reads ``/proc/PID/stat``
+    (state, field 3; start time, field 22); where that cannot be read (no ``/proc``, or one
+    that hides other users' processes), only whether the pid exists (``kill(pid, 0)``)."""
+    if not 0 < pid < 1 << 31:  # 0 and negatives name process groups in kill(); none is a pid
+        return None
+    stat = proc_stat(pid)
+    if stat is not None:
+        return ProcessState(start=stat[1], exited=stat[0] in (b"Z", b"X"))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it exists, under another user
+    return ProcessState(start=None)

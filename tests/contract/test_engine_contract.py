@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -10,11 +11,19 @@ import pytest
 from affidavit.constants import EngineName
 from affidavit.engines.base import Engine
 from affidavit.errors import EngineError, InputError, NotFound
+from affidavit.models.records import RecordEncoding
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.base import ScratchServer, free_port
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
-from affidavit.services.backends import engine_for_uri
+from affidavit.services.backends import (
+    engine_class,
+    engine_for_uri,
+    format_engine,
+    restore_layout,
+    scratch_class,
+)
+from affidavit.services.fingerprint import fingerprint_records
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +127,63 @@ def test_server_that_dies_mid_session_is_an_engine_error(engine_name: EngineName
                 engine.list_datasets()
     finally:
         server.stop()
+
+
+# -- the typed capabilities (engines/base.py) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("engine_name", list(EngineName), ids=lambda e: e.value)
+def test_capabilities_are_declared_and_registered(engine_name: EngineName) -> None:
+    cls = engine_class(engine_name)
+    assert cls.name is engine_name
+    assert isinstance(cls.record_encoding, RecordEncoding)
+    assert format_engine(cls.backup_format) is engine_name  # a registered format of its data
+    if cls.snapshot_format is not None:
+        assert format_engine(cls.snapshot_format) is engine_name
+    assert 0 < cls.default_port < 65536
+    scratch = scratch_class(engine_name)
+    assert scratch.label.startswith("scratch:")
+    if scratch.preload_format is not None:  # it starts from a backup file of this engine's
+        assert format_engine(scratch.preload_format) is engine_name
+        assert restore_layout(scratch.preload_format) is not None
+
+
+def _fingerprint(engine: Engine, dataset: str) -> str:
+    records = engine.iter_records(dataset)
+    result = fingerprint_records(records, encoding=engine.record_encoding, profile="exact")
+    return result.fingerprint.text
+
+
+def test_restore_writes_exactly_the_records_read_and_refuses_a_non_empty_dataset(
+    seeded: tuple[EngineName, ScratchServer, dict[str, int]],
+) -> None:
+    name, server, written = seeded
+    dataset = sorted(written)[0]
+    with (
+        SAMPLE[name]() as empty,
+        connect(name, server.uri) as source,
+        connect(name, empty.uri) as target,
+    ):
+        restored = target.restore(dataset, source.iter_records(dataset), metadata=None)
+        assert restored == written[dataset]
+        assert target.count_records(dataset) == written[dataset]
+        assert _fingerprint(target, dataset) == _fingerprint(source, dataset)
+        with pytest.raises(InputError, match="already holds"):
+            target.restore(dataset, source.iter_records(dataset))
+
+
+def test_query_probes_answer_like_the_records_or_are_absent(
+    seeded: tuple[EngineName, ScratchServer, dict[str, int]],
+) -> None:
+    name, server, written = seeded
+    with connect(name, server.uri) as engine:
+        queries = engine.query_probes()
+        if queries is None:  # probes are answered from the records a drill reads back
+            return
+        for dataset, count in written.items():
+            assert queries.count_matching(dataset, {}) == count
+            first = queries.find_one_json(dataset, {})
+            assert isinstance(first, dict) and first  # JSON-ready
+            json.dumps(first)
+        with pytest.raises(NotFound):
+            queries.count_matching(UNKNOWN[name], {})

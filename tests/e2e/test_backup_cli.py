@@ -25,7 +25,7 @@ from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
 from affidavit.services import backup as backup_service
 from affidavit.services.backends import engine_for_uri
-from affidavit.services.backup import retention
+from affidavit.services.backup import recording
 from affidavit.services.context import load_ledger_identity, open_app
 
 pytestmark = pytest.mark.e2e
@@ -207,7 +207,7 @@ def test_holds_and_deletion_refused_then_allowed(
     with open_app(load_settings(home=home)) as app:
         retain_until = backup_service.get_backup(app, bid).retain_until
     later = retain_until + timedelta(minutes=1)
-    monkeypatch.setattr(retention, "now", lambda: later)
+    monkeypatch.setattr(recording, "now", lambda: later)
     _move_vault_clock(monkeypatch, later)
     with (
         open_app(load_settings(home=home)) as app,

@@ -32,7 +32,6 @@ from affidavit.models.records import RecordEncoding
 from affidavit.services import artifacts
 from affidavit.services import backup as backup_service
 from affidavit.services import fingerprint as fingerprint_service
-from affidavit.services import verify as verify_service
 from affidavit.services.context import open_app
 from affidavit.services.keys import keystore_for, unwrap_identity
 
@@ -42,7 +41,6 @@ DOCS = 3000
 @pytest.fixture(autouse=True)
 def in_other_processes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setattr(artifacts, "PROCESS_FROM", 0)
-    monkeypatch.setattr(verify_service, "PROCESS_FROM", 0)
     scratch = tmp_path / "scratch"  # every temporary file and folder of the commands
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -286,9 +284,9 @@ def _codes_both_ways(
     """The finding codes through the processes and in-process (they must be the same)."""
     code, out = _verify(cli, backup_id)
     assert code == 1, out
-    monkeypatch.setattr(verify_service, "PROCESS_FROM", 1 << 62)
+    monkeypatch.setattr(artifacts, "PROCESS_FROM", 1 << 62)
     code_in, out_in = _verify(cli, backup_id)
-    monkeypatch.setattr(verify_service, "PROCESS_FROM", 0)
+    monkeypatch.setattr(artifacts, "PROCESS_FROM", 0)
     assert code_in == 1
     assert _codes(out) == _codes(out_in)
     return _codes(out), out

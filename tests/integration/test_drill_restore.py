@@ -19,6 +19,7 @@ from pymongo import MongoClient
 from affidavit.constants import EngineName
 from affidavit.errors import InputError
 from affidavit.models.backup import Backup
+from affidavit.models.records import RecordEncoding
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
@@ -27,6 +28,7 @@ from affidavit.services.backends import engine_for_uri
 from affidavit.services.backup import run_backup
 from affidavit.services.context import App
 from affidavit.services.ledger import verify_catalog
+from affidavit.services.probes import load_probes
 
 pytestmark = pytest.mark.integration
 
@@ -268,9 +270,7 @@ def test_malformed_probe_files_are_refused_precisely(
     path = tmp_path / "p.toml"
     path.write_text(text)
     with pytest.raises(InputError, match="probe") as info:
-        drill_service.load_probes(
-            path, engine=EngineName.MONGODB, datasets=["shop.orders", "shop.customers"]
-        )
+        load_probes(path, encoding=RecordEncoding.BSON, datasets=["shop.orders", "shop.customers"])
     assert fragment in info.value.message
 
 
@@ -406,11 +406,11 @@ def test_a_large_named_redis_target_is_read_back_as_its_rdb_unless_it_refuses_sy
     assert (reads == []) is (sync == "allowed")
 
 
-def test_redis_load_records_writes_every_shape_exactly(fresh_redis: RedisScratch) -> None:
+def test_redis_restore_writes_every_shape_exactly(fresh_redis: RedisScratch) -> None:
     """Binary keys and values, long lists (several RPUSH), infinite scores, streams with
     repeated fields and an empty stream, expiries (a passed one skipped): the server then
     reads back exactly the records written, by fingerprint."""
-    from affidavit.models.records import RecordEncoding, RedisRecord
+    from affidavit.models.records import RedisRecord
     from affidavit.services.fingerprint import fingerprint_records
 
     future = 4_102_444_800_000  # 2100-01-01
@@ -435,10 +435,10 @@ def test_redis_load_records_writes_every_shape_exactly(fresh_redis: RedisScratch
     ]
     uri = ConnectionUri.parse(EngineName.REDIS, fresh_redis.uri)
     with engine_for_uri(EngineName.REDIS, uri, password=None, timeout=5) as engine:
-        assert engine.load_records("db3", records) == len(records) - 1  # type: ignore[attr-defined]
+        assert engine.restore("db3", records) == len(records) - 1
         read = list(engine.iter_records("db3"))
         with pytest.raises(InputError, match="already holds keys"):
-            engine.load_records("db3", records[:1])  # type: ignore[attr-defined]
+            engine.restore("db3", records[:1])
     live = {}
     for r in read:
         assert isinstance(r, RedisRecord)
@@ -454,12 +454,11 @@ def test_redis_load_records_writes_every_shape_exactly(fresh_redis: RedisScratch
     assert fp(read) == fp([r for r in records if r.key != b"s:gone"])
 
 
-def test_load_dataset_refuses_a_non_empty_collection_and_keeps_options(
+def test_mongo_restore_refuses_a_non_empty_collection_and_keeps_options(
     fresh_mongo: SecantusScratch,
 ) -> None:
     uri = ConnectionUri.parse(EngineName.MONGODB, fresh_mongo.uri)
     with engine_for_uri(EngineName.MONGODB, uri, password=None, timeout=5) as engine:
-        load = engine.load_dataset  # type: ignore[attr-defined]
         doc = bson.encode({"_id": 1, "a": "b"})
         meta = json.dumps(
             {
@@ -471,12 +470,12 @@ def test_load_dataset_refuses_a_non_empty_collection_and_keeps_options(
                 "collectionName": "c",
             }
         ).encode()
-        assert load("t.c", [doc], meta) == 1
+        assert engine.restore("t.c", [doc], metadata=meta) == 1
         assert [bytes(r) for r in engine.iter_records("t.c")] == [doc]
         with pytest.raises(InputError, match="already holds documents"):
-            load("t.c", [doc], meta)
+            engine.restore("t.c", [doc], metadata=meta)
         with pytest.raises(InputError, match="not BSON"):
-            load("t.d", [b"\x05\x00\x00\x00"], None)
+            engine.restore("t.d", [b"\x05\x00\x00\x00"])
     client: MongoClient[Any] = MongoClient(fresh_mongo.uri)
     try:
         assert {ix["name"] for ix in client.t.c.list_indexes()} == {"_id_", "a_1"}

@@ -50,6 +50,7 @@ from affidavit.services import inventory as inv
 from affidavit.services import policy as policy_service
 from affidavit.services import verify as verify_service
 from affidavit.services.backends import engine_for_uri
+from affidavit.services.backup import recording
 from affidavit.services.context import load_ledger_identity, open_app
 from affidavit.services.evidence import build_evidence, verify_evidence
 from affidavit.services.setup import initialise
@@ -90,7 +91,7 @@ def _clock_at(moment: datetime) -> Iterator[None]:
             return moment
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backups, "_now", lambda: moment)
+        mp.setattr(recording, "now", lambda: moment)
         mp.setattr(file_vault, "datetime", _Clock)
         yield
 

@@ -26,7 +26,7 @@ from affidavit.formats.redis_codec import _encode_general, encode_redis_record
 from affidavit.models.records import RecordEncoding
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
-from affidavit.services.fingerprint import fingerprint_rdb, fingerprint_records
+from affidavit.services.fingerprint import fingerprint_datasets, fingerprint_records
 
 pytestmark = [
     pytest.mark.integration,
@@ -85,7 +85,7 @@ def _flat(path: Path, *, native: bool, as_of: int | None) -> Any:
 
 def _reference(path: Path, as_of: int | None) -> Any:
     reader = RdbReader(path, as_of_ms=as_of, keep_expired=as_of is None)
-    reader._fast = False
+
     out = []
     for dataset, record in reader.iter_all():
         key, value = _encode_general(record)
@@ -118,7 +118,7 @@ def test_native_on_a_real_servers_rdb(tmp_path: Path) -> None:
         assert _flat(path, native=False, as_of=as_of) == expected
     assert {d for d, _, _ in expected[1]} == {"db0", "db2"}
     # the backup's pass (compiled) against the live server that wrote the file
-    accumulators = fingerprint_rdb(RdbReader(path, as_of_ms=now_ms), None)
+    accumulators = fingerprint_datasets(RdbReader(path, as_of_ms=now_ms), None)
     assert {d: acc.finish()[0] for d, acc in accumulators.items()} == live
     # the real file damaged: both paths give the same records or the same error
     data = path.read_bytes()

@@ -1,5 +1,5 @@
 """A large live Redis server is read as one RDB snapshot over ``SYNC``
-(``services.fingerprint.redis_snapshot_fingerprints``) by ``affidavit fingerprint SOURCE``
+(``services.fingerprint.snapshot_fingerprints``) by ``affidavit fingerprint SOURCE``
 and ``verify --against-source``. The snapshot path must give exactly what the key-by-key
 path (SCAN and typed reads, which share no code with the RDB parser) gives on the same
 server: the two read paths check each other. A server that refuses ``SYNC`` is read key by
@@ -86,7 +86,7 @@ def test_a_server_that_refuses_sync_is_read_key_by_key(
     client.close()
     uri = ConnectionUri.parse(EngineName.REDIS, f"redis://reader@127.0.0.1:{cache.port}/0")
     with engine_for_uri(EngineName.REDIS, uri, password="s3cret", timeout=5) as engine:
-        refused = fingerprint_service.redis_snapshot_fingerprints(
+        refused = fingerprint_service.snapshot_fingerprints(
             engine, ["db0"], profile="exact", index_for=lambda _: None, rep=SilentReporter()
         )
         assert refused is None

@@ -2,11 +2,12 @@
 prefix walk ``_native.ranges`` against their references.
 
 ``validate`` must be SOUND: every document it accepts is one pymongo's C decoder
-(``bson.decode`` with ``_CHECK_OPTIONS``) decodes without any exception; whatever it refuses
-goes to pymongo, which decides as before. Differential fuzzing (a seeded mutation loop over
-documents of every type, hypothesis, exhaustive UTF-8 sequences, deep nesting) checks that;
-the genuine mongodump samples and documents of every type check that ordinary data is
-accepted. ``check_documents`` must raise what the pymongo-only path raises, and
+(``bson.decode`` with ``CHECK_OPTIONS``) decodes without any exception; whatever it refuses
+goes to pymongo, which decides as before. Differential fuzzing (seeded mutation loops over
+documents of every type and over the genuine mongodump samples, hypothesis, exhaustive UTF-8
+sequences, deep nesting) checks that against the installed pymongo, so that a pymongo that
+refuses more fails here whatever its version (``pyproject.toml`` pins the series it passed
+on); the genuine samples and documents of every type check that ordinary data is accepted. ``check_documents`` must raise what the pymongo-only path raises, and
 ``bson_file_ranges`` must give what its Python walk gives, ranges and errors alike.
 """
 
@@ -42,7 +43,8 @@ from hypothesis import strategies as st
 
 from affidavit.errors import FormatError
 from affidavit.formats import bson_codec
-from affidavit.formats.bson_codec import _CHECK_OPTIONS, check_documents
+from affidavit.formats.bson_codec import check_documents
+from affidavit.formats.bson_codec.check import CHECK_OPTIONS
 from affidavit.formats.bson_codec.file_ranges import bson_file_ranges
 
 NATIVE = bson_codec._load_native()
@@ -59,7 +61,7 @@ SHARED_MONGODUMP = Path(__file__).resolve().parents[2].parent / "shared" / "form
 def _pymongo_ok(doc: bytes) -> bool:
     """Whether pymongo's decoder takes the document without any exception at all."""
     try:
-        bson.decode(doc, _CHECK_OPTIONS)
+        bson.decode(doc, CHECK_OPTIONS)
     except Exception:
         return False
     return True
@@ -80,7 +82,7 @@ def _assert_sound(doc: bytes) -> bool:
     stop: int = NATIVE.validate(doc, 0)
     assert 0 <= stop <= len(doc)
     if stop:
-        bson.decode_all(doc[:stop], _CHECK_OPTIONS)
+        bson.decode_all(doc[:stop], CHECK_OPTIONS)
         pos = 0
         while pos < stop:
             (length,) = struct.unpack_from("<i", doc, pos)
@@ -242,7 +244,7 @@ CORPUS = _corpus()
 def test_every_type_is_accepted() -> None:
     for doc in CORPUS:
         assert _pymongo_ok(doc), doc.hex()
-        assert _accepts(doc), bson.decode(doc, _CHECK_OPTIONS)
+        assert _accepts(doc), bson.decode(doc, CHECK_OPTIONS)
 
 
 @needs_native
@@ -503,7 +505,7 @@ def test_mutation_loop_is_sound() -> None:
     batch = b"".join(ok_docs)  # a batch of accepted documents decodes as a whole
     assert NATIVE is not None
     assert NATIVE.validate(batch, 0) == len(batch)
-    assert len(bson.decode_all(batch, _CHECK_OPTIONS)) == len(ok_docs)
+    assert len(bson.decode_all(batch, CHECK_OPTIONS)) == len(ok_docs)
 
 
 @needs_native
@@ -636,7 +638,7 @@ def test_genuine_samples_are_accepted() -> None:
         for doc in _framed(raw):
             if not _pymongo_ok(doc):
                 assert not _accepts(doc)
-            elif _depth(bson.decode(doc, _CHECK_OPTIONS)) > 100:
+            elif _depth(bson.decode(doc, CHECK_OPTIONS)) > 100:
                 assert not _accepts(doc)  # deeper than MongoDB allows: left to pymongo
                 deep += 1
             else:
@@ -644,6 +646,58 @@ def test_genuine_samples_are_accepted() -> None:
                 seen += 1
     assert seen > 100
     assert deep <= 2  # bsondump's deep_nested.bson
+
+
+def _sample_bytes() -> list[bytes]:
+    """The whole contents of the genuine sample files (gzip ones decompressed)."""
+    out = []
+    for path in _sample_files():
+        raw = path.read_bytes()
+        if path.name.endswith(".gz"):
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError):
+                continue
+        out.append(raw)
+    return out
+
+
+def _splice(doc: bytes, other: bytes, rng: random.Random) -> bytes:
+    """``doc`` with a slice of ``other`` put in at a random place or over a random part: real
+    elements, names and lengths where they do not belong."""
+    a = rng.randrange(len(other))
+    piece = other[a : a + rng.randrange(1, 80)]
+    at = rng.randrange(len(doc))
+    cut = at + rng.choice((0, 0, len(piece), rng.randrange(1, 16)))
+    return doc[:at] + piece + doc[cut:]
+
+
+@needs_native
+def test_mutated_genuine_documents_are_sound() -> None:
+    """The soundness argument on what real data looks like, broken: every genuine sample
+    file whole (bsondump's hostile ones among them), then 100,000 seeded mutations and
+    splices of their ~1,300 distinct documents (oplog entries, users, indexes, time-series
+    buckets, every type). The installed pymongo is the reference: a pymongo that refuses
+    more than the validator assumes fails here, whatever its version."""
+    samples = _sample_bytes()
+    if not samples:
+        pytest.skip(
+            f"{SHARED_MONGODUMP} is absent: genuine sample files come with the shared folder"
+        )
+    for raw in samples:
+        _assert_sound(raw)
+    docs = sorted({doc for raw in samples for doc in _framed(raw)})
+    rng = random.Random(20250614)
+    accepted = refused = 0
+    for i in range(100_000):
+        doc = rng.choice(docs)
+        if i % 3 == 0:
+            doc = _splice(doc, rng.choice(docs), rng)
+        if _assert_sound(_mutate(doc, rng)):
+            accepted += 1
+        else:
+            refused += 1
+    assert accepted > 1000 and refused > 1000, (accepted, refused)
 
 
 # --- check_documents ---------------------------------------------------------------------
@@ -693,7 +747,7 @@ def test_check_documents_names_the_same_document(where: int) -> None:
             # the message names the inserted document: pymongo's verdict on it alone
             assert expected[0] == "FormatError"
             with pytest.raises(Exception) as info:  # noqa: PT011 - pymongo's own types
-                bson.decode(bad, _CHECK_OPTIONS)
+                bson.decode(bad, CHECK_OPTIONS)
             assert expected[1] == f"malformed BSON document ({info.value})"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +187,77 @@ def test_the_checker_catches_a_breach(
     finally:
         globals_["SRC"], globals_["PKG"] = old_src, old_pkg
     assert any(expected in p for p in problems), problems
+
+
+# --- digests computed in C -------------------------------------------------------------------
+#
+# RESTRICTED keeps hashlib (and every other crypto library) to affidavit.crypto, but it walks
+# Python imports: a C module computes a digest without importing anything. These C files do,
+# and are allowed to, because
+#
+# - the digest is the same SHA-256, computed through the very libcrypto that Python's hashlib
+#   loaded (OpenSSL's EVP interface, found with dlsym in the process, never another copy) or
+#   through hashlib.sha256 itself, called from C, when that is not there
+#   (formats/_sha256_evp.h): no other implementation and no other primitive;
+# - the crypto layer's rule is about Python modules, the one place that chooses and wires
+#   primitives (keys, signatures, encryption); these files choose nothing: they compute the
+#   record digests that affidavit.crypto.record_digest.RecordHasher defines, faster;
+# - their bytes are pinned by tests: the compiled fingerprint passes equal RecordHasher's
+#   pairs on every input (tests/unit/formats/test_rdb_native.py, test_bson_native.py, on
+#   hostile input too), and the fingerprints and index files of fixed inputs are pinned
+#   (tests/unit/pinned), with the compiled modules and without (AFFIDAVIT_PURE_PYTHON=1).
+#
+# Any other C or header file that computes a digest fails test_c_digests_stay_in_the_allow_list.
+
+#: C and header files (relative to src/) allowed to compute a digest, and what they compute
+C_DIGEST_ALLOWED: dict[str, str] = {
+    "affidavit/formats/_sha256_evp.h": "SHA-256 through OpenSSL EVP in hashlib's libcrypto, "
+    "else hashlib.sha256: the one helper the compiled passes share",
+    "affidavit/formats/rdb/_native.c": "the RDB fingerprint pass: key_hash || record_hash",
+    "affidavit/formats/bson_codec/_native.c": "the BSON exact pass: key_hash || record_hash",
+}
+#: what computing a digest looks like in C (outside comments): OpenSSL's EVP interface or
+#: libcrypto, a SHA, MD5 or BLAKE2 name (the shared helper's functions included), hashlib
+C_DIGEST_USE = re.compile(
+    r"EVP_|libcrypto|openssl|SHA-?(?:1|224|256|384|512)|MD5|BLAKE2|hashlib", re.IGNORECASE
+)
+# a C string or character literal (kept: dlsym names are strings), or a comment (dropped)
+_C_TOKENS = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|/\*.*?\*/|//[^\n]*', re.DOTALL)
+
+
+def c_digest_users(src: Path) -> dict[str, list[str]]:
+    """Every ``*.c`` and ``*.h`` file under ``src/affidavit`` that computes a digest: its path
+    relative to ``src`` and the digest names it uses, comments left out."""
+    found: dict[str, list[str]] = {}
+    for path in sorted([*(src / "affidavit").rglob("*.c"), *(src / "affidavit").rglob("*.h")]):
+        code = _C_TOKENS.sub(
+            lambda m: " " if m.group().startswith("/") else m.group(), path.read_text()
+        )
+        names = sorted({m.group() for m in C_DIGEST_USE.finditer(code)})
+        if names:
+            found[path.relative_to(src).as_posix()] = names
+    return found
+
+
+def test_c_digests_stay_in_the_allow_list() -> None:
+    users = c_digest_users(SRC)
+    outside = {path: names for path, names in users.items() if path not in C_DIGEST_ALLOWED}
+    assert not outside, (
+        "C code outside C_DIGEST_ALLOWED computes a digest (crypto belongs to "
+        f"affidavit.crypto; see the comment above C_DIGEST_ALLOWED): {outside}"
+    )
+    stale = sorted(set(C_DIGEST_ALLOWED) - set(users))
+    assert not stale, f"allowed but computing no digest (or gone): drop them from the list: {stale}"
+
+
+def test_the_c_digest_scan_catches_a_breach(tmp_path: Path) -> None:
+    pkg = tmp_path / "affidavit" / "engines"
+    pkg.mkdir(parents=True)
+    (pkg / "fast.c").write_text(
+        "#include <Python.h>\n/* SHA-256 is computed elsewhere; EVP_ is not used here */\n"
+        "// nor hashlib\nstatic int f(void) { return 0; }\n"
+    )
+    (pkg / "hash.h").write_text('void *md = dlsym(lib, "EVP_sha256");\n')
+    (pkg / "sha.c").write_text("static void g(void) { SHA256_Update(&ctx, p, n); }\n")
+    found = c_digest_users(tmp_path)
+    assert set(found) == {"affidavit/engines/hash.h", "affidavit/engines/sha.c"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -37,10 +37,6 @@ from affidavit.models.governance import (
     PolicyVersion,
     Severity,
 )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class GovernanceRepository:
@@ -358,7 +354,7 @@ def _baseline(row: BaselineRow) -> Baseline:
     return Baseline(
         id=row.id,
         approved_by=row.approved_by,
-        approved_at=_aware(row.approved_at),
+        approved_at=aware(row.approved_at),
         sha256=row.sha256,
         content=content,
         seq=row.seq,

@@ -55,11 +55,6 @@ from affidavit.models.inventory import (
 )
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; the catalog stores UTC only
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class SourceRepository:
     """Registered sources."""
 
@@ -678,7 +673,7 @@ class BackupRepository:
             .order_by(BackupRow.started_at, BackupRow.id)
         )
         return [
-            (str(bid), _aware(started), _lease(lease) if lease is not None else None)
+            (str(bid), aware(started), _lease(lease) if lease is not None else None)
             for bid, started, lease in rows
         ]
 

@@ -3,6 +3,13 @@
 SQLite runs in WAL mode and every unit of work starts with ``BEGIN IMMEDIATE`` so that writers
 are serialised (the ledger's sequence numbers depend on it) while readers go on. A unit of work
 commits the catalog change and its ledger event together, or neither.
+
+On PostgreSQL every unit of work first takes ``LOCK TABLE ledger_entries IN SHARE ROW
+EXCLUSIVE MODE`` (held to its commit or rollback; it conflicts with itself, not with plain
+reads), the equivalent of ``BEGIN IMMEDIATE``: units of work of any number of processes and
+hosts take their turn, and each reads the ledger's head after the one before it committed.
+Sessions run in UTC (timestamps come back with a zero offset whatever the server's
+``TimeZone``) and wait for the lock as long as SQLite waits for a busy database.
 """
 
 from __future__ import annotations
@@ -344,7 +351,7 @@ class Catalog:
     @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:
         """A write transaction: commits on normal exit, rolls back on any exception."""
-        tx = self._transaction()
+        tx = self._transaction("write the catalog")
         try:
             yield UnitOfWork(tx)
             tx.commit()
@@ -360,7 +367,7 @@ class Catalog:
     @contextmanager
     def reader(self) -> Iterator[UnitOfWork]:
         """A read-only view; never commits."""
-        tx = self._transaction()
+        tx = self._transaction("read the catalog")
         try:
             yield UnitOfWork(tx)
         except (SQLAlchemyError, self._dbapi_error) as exc:
@@ -371,10 +378,15 @@ class Catalog:
             finally:
                 tx.close()
 
-    def _transaction(self) -> _Transaction:
+    def _transaction(self, doing: str) -> _Transaction:
         tx = _Transaction(self._engine, self._sessions, lock=self._lock, spare=self._spare)
         if self._lock is not None:
-            tx.session()  # taken up front, as before any read
+            try:
+                tx.session()  # taken up front, as before any read
+            except (SQLAlchemyError, self._dbapi_error) as exc:  # unreachable, or a lock timeout
+                _rollback_quietly(tx)
+                tx.close()
+                raise _wrap(exc, doing) from exc
         return tx
 
     def describe(self) -> str:
@@ -413,7 +425,10 @@ def _make_engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_begin_immediate)
             return engine
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "connect", _postgresql_on_connect)
+        return engine
     except (SQLAlchemyError, ValueError) as exc:
         raise InputError(
             f"invalid catalog URL: {exc}",
@@ -435,6 +450,19 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA synchronous = FULL")
     cur.execute("PRAGMA foreign_keys = ON")
     cur.close()
+
+
+def _postgresql_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # the catalog holds UTC only: a session in the server's own TimeZone would hand back
+    # timestamps with that zone's offset (the same instants, shown and serialised otherwise);
+    # a writer waits for the ledger's lock as long as SQLite's busy timeout, then fails
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("SET TIME ZONE 'UTC'")
+        cur.execute(f"SET lock_timeout = {int(_BUSY_TIMEOUT_MS)}")
+    finally:
+        cur.close()
+    dbapi_conn.commit()
 
 
 def _sqlite_begin_immediate(conn: Any) -> None:
@@ -465,7 +493,7 @@ def _wrap(exc: Exception, doing: str) -> CatalogError:
         kind.__name__ == "OperationalError" for kind in type(detail).__mro__
     )  # the driver's own class (sqlite3, psycopg), raised by statements on the raw connection
     hint = ""
-    if operational and "locked" in message:
+    if operational and ("locked" in message or "lock timeout" in message):
         hint = "another affidavit process holds the catalog; retry when it has finished"
     elif operational:
         hint = "check that the catalog file or server is reachable and writable"

@@ -3,19 +3,77 @@
 An engine talks to one live server. Implementations wrap every driver exception in
 :class:`~affidavit.errors.EngineError` (server unreachable, authentication failed, command
 refused) or :class:`~affidavit.errors.NotFound` (unknown dataset), with ``raise ... from exc``.
+
+Capabilities. Every engine reads (:meth:`Engine.iter_records`), counts and describes. What
+differs between engines is declared here, typed, so that services ask the interface and never
+the engine's name:
+
+- **point-in-time capture**, in one of two shapes: a whole-server snapshot streamed in the
+  server's own file format (:attr:`Engine.snapshot_format`, :meth:`Engine.request_snapshot`,
+  a :class:`SnapshotTransfer`; Redis: an RDB over ``SYNC``), or a consistent view read dataset
+  by dataset (:meth:`Engine.dataset_snapshot`, a :class:`DatasetSnapshot`; MongoDB: a
+  snapshot session). :attr:`Engine.backup_format` names the format ``backup run`` writes;
+- **restore into an empty target**: :meth:`Engine.restore`;
+- **query probes** for drills: :meth:`Engine.query_probes` (a :class:`QueryProbes`, or None);
+- **changes since a consistency point**: :meth:`Engine.keys_changed_since` (None: cannot tell);
+- **record estimates** for progress bars: :meth:`Engine.estimate_records`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 from affidavit.constants import EngineName
+from affidavit.errors import OperationError
 from affidavit.models.inventory import DatasetCount, ServerDescription
 from affidavit.models.records import RecordEncoding, RedisRecord
 from affidavit.models.uri import ConnectionUri
+
+
+class SnapshotTransfer(Protocol):
+    """A whole-server snapshot being streamed, in the engine's :attr:`Engine.snapshot_format`."""
+
+    def payload(self) -> Iterator[bytes]:
+        """The snapshot's bytes in chunks, exactly once. Raises ``EngineError`` when the
+        transfer fails midway (never a silently short stream)."""
+        ...
+
+    def close(self) -> None:
+        """End the transfer (safe to call twice, and before :meth:`payload` is used)."""
+        ...
+
+
+class DatasetSnapshot(Protocol):
+    """Reads of one backup, dataset by dataset, at one consistency point."""
+
+    @property
+    def consistency(self) -> dict[str, Any]:
+        """What the backup can claim about its point in time (JSON-ready)."""
+        ...
+
+    def iter_raw(self, dataset: str) -> Iterator[bytes]:
+        """The dataset's records, raw, at the snapshot."""
+        ...
+
+    def metadata_json(self, dataset: str) -> bytes:
+        """The dataset's metadata as the engine's native dump tool writes it."""
+        ...
+
+
+class QueryProbes(Protocol):
+    """Queries a drill's probes run against a restored server (Extended JSON queries)."""
+
+    def count_matching(self, dataset: str, query: Mapping[str, Any]) -> int:
+        """The number of records matching ``query``."""
+        ...
+
+    def find_one_json(self, dataset: str, query: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The first record matching ``query``, JSON-ready, or None."""
+        ...
 
 
 class Engine(ABC):
@@ -28,6 +86,14 @@ class Engine(ABC):
     name: ClassVar[EngineName]
     #: how :meth:`iter_records` encodes records (selects the fingerprint codec)
     record_encoding: ClassVar[RecordEncoding]
+    #: the format ``backup run`` writes for this engine (a registered format name)
+    backup_format: ClassVar[str]
+    #: the format of the whole-server snapshot :meth:`request_snapshot` streams; None when the
+    #: engine captures a point in time dataset by dataset (:meth:`dataset_snapshot`)
+    snapshot_format: ClassVar[str | None] = None
+    #: the TCP port a connection URI means when it names none (to tell two URIs of one
+    #: server apart from two servers)
+    default_port: ClassVar[int]
 
     def __init__(self, uri: ConnectionUri, *, password: str | None, timeout: float) -> None:
         """``uri`` carries no secret; ``password`` (resolved from a secret reference by the
@@ -82,6 +148,45 @@ class Engine(ABC):
         inserted or deleted after the consistency point ``point`` (the record a backup of
         this engine made). None when the engine cannot tell (no change log, or the log no
         longer reaches back to ``point``): the default. Raises ``EngineError``."""
+        return None
+
+    def change_log_gap(self) -> str:
+        """Why :meth:`keys_changed_since` could not tell (it returned None), for a finding:
+        by default, that the engine keeps no change log affidavit can read."""
+        return (
+            f"{self.name.value} keeps no change log affidavit can read: drift since the backup "
+            "cannot be told apart from corruption"
+        )
+
+    def request_snapshot(self) -> SnapshotTransfer:
+        """Start streaming a point-in-time snapshot of the whole server, in
+        :attr:`snapshot_format` (connect, authenticate, ask) and return the transfer; the
+        caller iterates its ``payload`` later and closes it in any case. Raises
+        ``SyncRefused`` when the server refuses to give one, ``EngineError`` when it cannot be
+        reached. The default (an engine with no :attr:`snapshot_format`) refuses."""
+        raise OperationError(f"the {self.name} engine streams no whole-server snapshot")
+
+    def dataset_snapshot(self) -> AbstractContextManager[DatasetSnapshot]:
+        """A consistent view for a backup read dataset by dataset (an engine without a
+        :attr:`snapshot_format`). The default refuses."""
+        raise OperationError(f"the {self.name} engine has no dataset snapshot")
+
+    def restore(
+        self,
+        dataset: str,
+        records: Iterable[bytes | RedisRecord],
+        *,
+        metadata: bytes | None = None,
+    ) -> int:
+        """Write ``records`` (as :meth:`iter_records` yields them) into ``dataset``, which must
+        be empty (``InputError`` otherwise), recreating it from ``metadata`` (the dataset's
+        metadata from the backup, where the engine keeps any); return how many records were
+        written. Raises ``EngineError`` when the server refuses a step. The default refuses."""
+        raise OperationError(f"the {self.name} engine cannot restore datasets")
+
+    def query_probes(self) -> QueryProbes | None:
+        """The query interface a drill's probes use, or None when probes are answered from the
+        records read back (the default)."""
         return None
 
     @abstractmethod

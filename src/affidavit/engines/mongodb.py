@@ -27,7 +27,7 @@ from pymongo.errors import (
 )
 
 from affidavit.constants import EngineName
-from affidavit.engines.base import Engine
+from affidavit.engines.base import Engine, QueryProbes
 from affidavit.errors import EngineError, InputError, NotFound
 from affidavit.models.inventory import ServerDescription
 from affidavit.models.records import RecordEncoding, RedisRecord
@@ -43,6 +43,8 @@ class MongoEngine(Engine):
 
     name: ClassVar[EngineName] = EngineName.MONGODB
     record_encoding: ClassVar[RecordEncoding] = RecordEncoding.BSON
+    backup_format: ClassVar[str] = "mongodump"
+    default_port: ClassVar[int] = 27017
     _client: MongoClient[dict[str, Any]] | None = None
 
     @property
@@ -201,7 +203,7 @@ class MongoEngine(Engine):
             ) from exc
 
     @contextmanager
-    def snapshot(self) -> Iterator[MongoSnapshot]:
+    def dataset_snapshot(self) -> Iterator[MongoSnapshot]:
         """A point-in-time view for a backup: a snapshot session (MongoDB 5.0+ replica sets)
         whose reads all see one cluster time, recorded as the consistency point. Where the
         server refuses snapshot reads (standalone, older versions), reads fall back to plain
@@ -228,18 +230,22 @@ class MongoEngine(Engine):
         finally:
             session.end_session()
 
-    def load_dataset(
-        self, dataset: str, raw_docs: Iterable[bytes], metadata_json: bytes | None
+    def restore(
+        self,
+        dataset: str,
+        records: Iterable[bytes | RedisRecord],
+        *,
+        metadata: bytes | None = None,
     ) -> int:
         """Restore one collection from mongodump data: create it with the options of its
-        ``COLL.metadata.json`` (``metadata_json``, canonical Extended JSON; None for default
+        ``COLL.metadata.json`` (``metadata``, canonical Extended JSON; None for default
         options), insert the raw BSON documents unchanged in batches (ordered, so the first
         refused document stops the load), then create its indexes (all but ``_id_``).
         Returns the number of documents inserted. Refuses (``InputError``) a collection that
         already holds documents; raises ``EngineError`` when the server refuses a step."""
         db, coll = split_dataset(dataset)
         database = self.client[db]
-        meta = _parse_metadata(dataset, metadata_json)
+        meta = _parse_metadata(dataset, metadata)
         existing = self._call(
             f"list collections of {db}",
             lambda: database.list_collection_names(filter={"name": coll}),
@@ -259,7 +265,9 @@ class MongoEngine(Engine):
         loaded = 0
         batch: list[RawBSONDocument] = []
         size = 0
-        for number, raw in enumerate(raw_docs, start=1):
+        for number, raw in enumerate(records, start=1):
+            if not isinstance(raw, bytes):
+                raise InputError(f"record {number} for {dataset} is not a BSON document")
             try:
                 batch.append(RawBSONDocument(raw))
             except InvalidBSON as exc:
@@ -287,6 +295,16 @@ class MongoEngine(Engine):
         # (pymongo reports no inserted_ids for raw documents)
         self._call(f"insert into {dataset}", lambda: target.insert_many(batch, ordered=True))
         return len(batch)
+
+    def change_log_gap(self) -> str:
+        return (
+            "the oplog is unavailable (standalone server, or rolled over past the backup): "
+            "drift cannot be told apart from corruption"
+        )
+
+    def query_probes(self) -> QueryProbes:
+        """This engine answers probes with queries."""
+        return self
 
     def count_matching(self, dataset: str, query: Mapping[str, Any]) -> int:
         """The number of documents matching ``query`` (MongoDB Extended JSON, e.g.

@@ -37,6 +37,9 @@ class RedisEngine(Engine):
 
     name: ClassVar[EngineName] = EngineName.REDIS
     record_encoding: ClassVar[RecordEncoding] = RecordEncoding.REDIS
+    backup_format: ClassVar[str] = "rdb"
+    snapshot_format: ClassVar[str | None] = "rdb"
+    default_port: ClassVar[int] = 6379
     _clients: dict[int, redis.Redis]
 
     def _client(self, db: int | None = None) -> redis.Redis:
@@ -157,9 +160,15 @@ class RedisEngine(Engine):
                 f"lost Redis at {self.uri.redacted} while reading {dataset}: {exc}"
             ) from exc
 
-    def load_records(self, dataset: str, records: Iterable[RedisRecord]) -> int:
+    def restore(
+        self,
+        dataset: str,
+        records: Iterable[bytes | RedisRecord],
+        *,
+        metadata: bytes | None = None,
+    ) -> int:
         """Write ``records`` into the logical database ``dataset`` of this server (a drill into
-        a named target) and return how many keys were written.
+        a named target) and return how many keys were written (``metadata``: none in Redis).
 
         Refuses a database that already holds keys. Each key is written with its type's
         commands (``SET``, ``RPUSH``, ``SADD``, ``ZADD``, ``HSET``, ``XADD`` with the entry's
@@ -184,6 +193,8 @@ class RedisEngine(Engine):
         pipe = client.pipeline(transaction=False)
         now_ms = int(time.time() * 1000)
         for record in records:
+            if not isinstance(record, RedisRecord):
+                raise InputError(f"a record for {dataset} is not a Redis key")
             if record.expire_at_ms is not None and record.expire_at_ms <= now_ms:
                 continue
             pending += _write_record(pipe, record)
@@ -229,13 +240,13 @@ class RedisEngine(Engine):
         keep-alive restarts that wait. Raises ``EngineError`` (redacted URI) on any socket or
         protocol failure, including a connection that closes before the payload is complete.
         """
-        stream = self.request_rdb()
+        stream = self.request_snapshot()
         try:
             yield from stream.payload()
         finally:
             stream.close()
 
-    def request_rdb(self) -> RdbTransfer:
+    def request_snapshot(self) -> RdbTransfer:
         """Start the transfer of :meth:`stream_rdb` now (connect, authenticate, ``SYNC``) and
         return it; iterate :meth:`RdbTransfer.payload` later for the bytes and close it in
         any case. The server waits its diskless-sync delay and forks meanwhile, so a caller

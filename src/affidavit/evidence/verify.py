@@ -8,8 +8,11 @@ It checks, collecting every problem rather than stopping at the first:
 3. every file listed once with its size and SHA-256, and nothing unlisted;
 4. ``checkpoint.note`` signed by the key for the key's origin, equal to the manifest's;
 5. every cited ledger event's inclusion proof against that checkpoint, in ``seq`` order;
-6. every attestation's signature, and that a cited ``attestation.created`` event carries
-   its digest (an attestation lifted from another package is not cited here);
+6. every attestation's signature, that its predicate is one of its type (a backup's through
+   the one signed-manifest check, :mod:`affidavit.ledger.manifest_check`; a verification's
+   and a drill's by :mod:`affidavit.models.predicates`), and that a cited
+   ``attestation.created`` event carries its digest (an attestation lifted from another
+   package is not cited here);
 7. cross-references: each record's ledger events exist with the right action and subject and
    say what the record says (actors, notes, digests, results), attestations agree with the
    records they back, policy texts match their approved digests, approvals are by someone
@@ -64,9 +67,12 @@ from affidavit.ledger.attestation import (
     verify_attestation,
 )
 from affidavit.ledger.checkpoint import Checkpoint, open_checkpoint
+from affidavit.ledger.manifest_check import check_signed_manifest
 from affidavit.models.checks import Finding
 from affidavit.models.governance import same_person
 from affidavit.models.ledger import Event
+from affidavit.models.manifest import BackupManifest, PredicateError
+from affidavit.models.predicates import DrillPredicate, VerificationPredicate
 
 RECORDS = {
     "backups": "records/backups.json",
@@ -370,13 +376,44 @@ def _events(
     return events
 
 
+_Predicate = BackupManifest | VerificationPredicate | DrillPredicate
+_PREDICATE_TYPES: dict[str, type[VerificationPredicate] | type[DrillPredicate]] = {
+    VERIFICATION_PREDICATE_TYPE: VerificationPredicate,
+    DRILL_PREDICATE_TYPE: DrillPredicate,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class _Attestation:
-    """A verified attestation file: its statement and the digests that name it."""
+    """A verified attestation file: its statement, the digests that name it, and its
+    predicate as its type (None for a predicate type the package does not back records
+    with)."""
 
     statement: Statement
     file_sha256: str  # of the envelope file (attestation.created's envelope_sha256)
     payload_sha256: str  # of the signed statement (a backup's manifest_sha256)
+    predicate: _Predicate | None = None
+
+
+def _typed_predicate(
+    data: bytes, statement: Statement, keys: Mapping[str, VerifyingKey]
+) -> tuple[_Predicate | None, list[str]]:
+    """A verified attestation's predicate as its type, or what is wrong with it. A backup's
+    goes through the one signed-manifest check
+    (:func:`~affidavit.ledger.manifest_check.check_signed_manifest`: its predicate is a
+    manifest of this version and its subjects are the manifest's artifacts); the record
+    citing it is compared with it in :func:`_check_backup`, its backup id included."""
+    kind = statement.predicate_type
+    if kind == BACKUP_PREDICATE_TYPE:
+        checked = check_signed_manifest(data, keys, backup_id=None)
+        return checked.manifest, [issue.message for issue in checked.issues]
+    reader = _PREDICATE_TYPES.get(kind)
+    if reader is None:
+        return None, []
+    try:
+        return reader.from_predicate(statement.predicate), []
+    except PredicateError as exc:
+        return None, [f"the signed {_ATTESTATION_KINDS[kind]} is malformed: {exc.message}"]
 
 
 def _attestations(
@@ -400,6 +437,11 @@ def _attestations(
         except (Error, RecursionError) as exc:
             report.add("attestation-invalid", f"does not verify: {_describe(exc)}", path)
             continue
+        predicate, problems = _typed_predicate(data, statement, keys)
+        for problem in problems:
+            report.add("attestation-invalid", problem, path)
+        if problems:
+            continue
         digest = sha256_hex(data)
         if digest not in cited:
             report.add(
@@ -408,7 +450,7 @@ def _attestations(
                 path,
             )
             continue
-        found[path] = _Attestation(statement, digest, sha256_hex(envelope.payload))
+        found[path] = _Attestation(statement, digest, sha256_hex(envelope.payload), predicate)
     return found
 
 
@@ -436,12 +478,6 @@ def _records(files: Mapping[str, bytes], report: EvidenceReport) -> dict[str, li
 def _objects(value: Any, what: str) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise _Malformed(f"{what} is not a list of objects")
-    return value
-
-
-def _object(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Malformed(f"{what} is not an object")
     return value
 
 
@@ -655,26 +691,25 @@ def _check_backup(refs: _Refs, b: dict[str, Any], where: str) -> None:
         refs.same(where, "the dataset fingerprints", fingerprints,
                   event.details.get("datasets"), source)  # fmt: skip
     found = refs.attestation(b.get("attestation"), BACKUP_PREDICATE_TYPE, where)
-    if found is None:
+    if found is None or not isinstance(found.predicate, BackupManifest):
         return
-    pred, source = dict(found.statement.predicate), f"its attestation {b.get('attestation')}"
-    signed_source = _object(pred.get("source"), "the signed source")
-    vault = _object(pred.get("vault"), "the signed vault")
+    signed, source = found.predicate, f"its attestation {b.get('attestation')}"
     refs.same(where, "the manifest digest", b.get("manifest_sha256"), found.payload_sha256, source)
-    refs.same(where, "the backup id", backup_id, pred.get("backup_id"), source)
-    for key in ("kind", "format", "retain_until", "started_at"):
-        refs.same(where, key, b.get(key), pred.get(key), source)
+    refs.same(where, "the backup id", backup_id, signed.backup_id, source)
+    for key, value in (("kind", signed.kind), ("format", signed.format),
+                       ("retain_until", signed.retain_until.isoformat()),
+                       ("started_at", signed.started_at.isoformat())):  # fmt: skip
+        refs.same(where, key, b.get(key), value, source)
     refs.same(where, "the source", b.get("source"),
-              signed_source.get("name") if signed_source.get("engine") is not None else None,
+              signed.source.name if signed.source.engine is not None else None,
               source)  # fmt: skip
-    refs.same(where, "the vault", b.get("vault"), vault.get("name"), source)
+    refs.same(where, "the vault", b.get("vault"), signed.vault.name, source)
     fields = ("name", "records", "fingerprint", "classification")
     refs.same(where, "the datasets",
               _canonical_sort({k: d.get(k) for k in fields} for d in datasets),
-              _canonical_sort({k: d.get(k) for k in fields}
-                              for d in _objects(pred.get("datasets"), "the signed datasets")),
+              _canonical_sort(d.to_predicate() for d in signed.datasets),
               source)  # fmt: skip
-    _check_artifacts(refs, where, artifacts, pred=pred, found=found, source=source)
+    _check_artifacts(refs, where, artifacts, signed=signed, found=found, source=source)
 
 
 def _check_deletion(refs: _Refs, b: dict[str, Any], where: str) -> None:
@@ -748,15 +783,13 @@ def _check_artifacts(
     where: str,
     artifacts: list[dict[str, Any]],
     *,
-    pred: Mapping[str, Any],
+    signed: BackupManifest,
     found: _Attestation,
     source: str,
 ) -> None:
     """Every signed artifact is in the record with the same values; the only unsigned one
     allowed is the clear-text copy of the signed manifest (its SHA-256 is the envelope's)."""
-    signed: dict[Any, dict[str, Any]] = {}
-    for a in _objects(pred.get("artifacts"), "the signed artifacts"):
-        signed[a.get("path")] = a
+    by_path = {a.path: a.to_predicate() for a in signed.artifacts}
     seen: set[Any] = set()
     for a in artifacts:
         path = a.get("path")
@@ -764,20 +797,24 @@ def _check_artifacts(
             refs.mismatch(where, f"artifact {_SHOW.repr(path)} is listed twice or has no path")
             continue
         seen.add(path)
-        s = signed.get(path)
+        s = by_path.get(path)
         if s is None:
             if a.get("role") != "manifest" or a.get("sha256") != found.file_sha256:
                 refs.mismatch(where, f"artifact {_SHOW.repr(path)} is not in {source}")
             continue
         for key in ("role", "dataset", "size", "sha256", "plain_size", "plain_sha256"):
-            refs.same(where, f"artifact {path}: {key}", a.get(key), s.get(key), source)
-    for path in signed:
+            refs.same(where, f"artifact {path}: {key}", a.get(key), s[key], source)
+    for path in by_path:
         if path not in seen:
             refs.mismatch(where, f"the signed artifact {_SHOW.repr(path)} is not in the record")
 
 
 def _finding_triples(items: list[dict[str, Any]]) -> list[Any]:
     return _canonical_sort([f.get("code"), f.get("message"), f.get("subject")] for f in items)
+
+
+def _signed_triples(findings: Iterable[Finding]) -> list[Any]:
+    return _canonical_sort([f.code, f.message, f.subject] for f in findings)
 
 
 def _codes(items: list[dict[str, Any]]) -> list[Any]:
@@ -796,19 +833,19 @@ def _check_verification(refs: _Refs, v: dict[str, Any], where: str) -> None:
         refs.same(where, "the result", v.get("ok"), d.get("ok"), source)
         refs.same(where, "the finding codes", _codes(findings), d.get("findings"), source)
     found = refs.attestation(v.get("attestation"), VERIFICATION_PREDICATE_TYPE, where)
-    if found is None:
+    if found is None or not isinstance(found.predicate, VerificationPredicate):
         return
-    pred, source = dict(found.statement.predicate), f"its attestation {v.get('attestation')}"
-    sample = pred.get("sample")
-    refs.same(where, "the verification id", v.get("id"), pred.get("verification_id"), source)
-    refs.same(where, "the backup", v.get("backup_id"), pred.get("backup_id"), source)
-    for key in ("kind", "ok", "started_at", "finished_at"):
-        refs.same(where, key, v.get(key), pred.get(key), source)
+    signed, source = found.predicate, f"its attestation {v.get('attestation')}"
+    refs.same(where, "the verification id", v.get("id"), signed.verification_id, source)
+    refs.same(where, "the backup", v.get("backup_id"), signed.backup_id, source)
+    for key, value in (("kind", signed.kind), ("ok", signed.ok),
+                       ("started_at", signed.started_at.isoformat()),
+                       ("finished_at", signed.finished_at.isoformat())):  # fmt: skip
+        refs.same(where, key, v.get(key), value, source)
     refs.same(where, "the sample", v.get("sample_percent"),
-              sample.get("percent") if isinstance(sample, dict) else None, source)  # fmt: skip
+              None if signed.sample is None else signed.sample.percent, source)  # fmt: skip
     refs.same(where, "the findings", _finding_triples(findings),
-              _finding_triples(_objects(pred.get("findings"), "the signed findings")),
-              source)  # fmt: skip
+              _signed_triples(signed.findings), source)  # fmt: skip
 
 
 def _check_drill(refs: _Refs, d: dict[str, Any], where: str) -> None:
@@ -822,17 +859,21 @@ def _check_drill(refs: _Refs, d: dict[str, Any], where: str) -> None:
             refs.same(where, key, d.get(key), details.get(key), source)
         refs.same(where, "the finding codes", _codes(findings), details.get("findings"), source)
     found = refs.attestation(d.get("attestation"), DRILL_PREDICATE_TYPE, where)
-    if found is None:
+    if found is None or not isinstance(found.predicate, DrillPredicate):
         return
-    pred, source = dict(found.statement.predicate), f"its attestation {d.get('attestation')}"
-    refs.same(where, "the drill id", d.get("id"), pred.get("drill_id"), source)
-    refs.same(where, "the backup", d.get("backup_id"), pred.get("backup_id"), source)
-    for key in ("ok", "target", "rto_seconds", "restore_seconds", "phases", "fingerprint_match",
-                "started_at", "finished_at"):  # fmt: skip
-        refs.same(where, key, d.get(key), pred.get(key), source)
+    signed, source = found.predicate, f"its attestation {d.get('attestation')}"
+    refs.same(where, "the drill id", d.get("id"), signed.drill_id, source)
+    refs.same(where, "the backup", d.get("backup_id"), signed.backup_id, source)
+    for key, value in (("ok", signed.ok), ("target", signed.target),
+                       ("rto_seconds", signed.rto_seconds),
+                       ("restore_seconds", signed.restore_seconds),
+                       ("phases", dict(signed.phases)),
+                       ("fingerprint_match", signed.fingerprint_match),
+                       ("started_at", signed.started_at.isoformat()),
+                       ("finished_at", signed.finished_at.isoformat())):  # fmt: skip
+        refs.same(where, key, d.get(key), value, source)
     refs.same(where, "the findings", _finding_triples(findings),
-              _finding_triples(_objects(pred.get("findings"), "the signed findings")),
-              source)  # fmt: skip
+              _signed_triples(signed.findings), source)  # fmt: skip
 
 
 # -- findings, exceptions, key rotations, policy versions ---------------------------------------

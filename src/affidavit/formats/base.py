@@ -12,25 +12,55 @@ import stat
 import struct
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, ClassVar, Final, cast
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, Final, Self, cast
 
 from affidavit.errors import FormatError, InputError, NotFound
 from affidavit.input_files import describe_mode
 from affidavit.models.records import RecordEncoding, RedisRecord
 
+if TYPE_CHECKING:
+    from affidavit.crypto.record_digest import RecordHasher
+
 
 class RecordReader(ABC):
-    """Reads one backup artifact (a file, or a folder in a known layout)."""
+    """Reads one backup artifact (a file, or a folder in a known layout).
+
+    Every reader yields each dataset's raw records (:meth:`records`) and every dataset's
+    records in one pass (:meth:`iter_all`); it decodes nothing beyond the framing of its
+    format. Record encodings are the codecs' business (``formats.codecs``). What lets a
+    reader be read faster is declared, typed, and asked by the one fingerprint pass
+    (``services.fingerprint.fingerprint_datasets``):
+
+    - :attr:`one_pass`: the datasets share one stream (an RDB, an archive), so they are read
+      together, never one by one;
+    - :attr:`fused_pairs`: :meth:`iter_pairs` parses, encodes and hashes in one fused pass
+      (compiled where built);
+    - :meth:`record_batches`: framed batches of BSON documents, one buffer per batch;
+    - :meth:`dataset_file`: an uncompressed file holding exactly one dataset's documents,
+      which worker processes read in ranges themselves.
+    """
 
     #: the ``--format`` name, e.g. ``bson``, ``mongodump``, ``mongodump-archive``, ``extjson``
     name: ClassVar[str]
     #: how :meth:`records` encodes each record
     encoding: ClassVar[RecordEncoding]
+    #: the datasets share one stream: :meth:`iter_all` reads them all in one pass, while
+    #: reading one dataset alone costs a pass over the whole input
+    one_pass: ClassVar[bool] = False
+    #: :meth:`iter_pairs` is available
+    fused_pairs: ClassVar[bool] = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @classmethod
+    def as_of(cls, path: Path, *, captured_at_ms: int) -> Self:
+        """A reader of ``path`` that reads it as the backup captured at ``captured_at_ms``
+        (ms since the epoch) held it: a format with record expiries keeps what had not
+        expired by then. The default ignores the moment (a format without expiries)."""
+        return cls(path)
 
     @classmethod
     @abstractmethod
@@ -47,6 +77,48 @@ class RecordReader(ABC):
         """The raw records of ``dataset`` in file order (for BSON: each document's bytes;
         for Extended JSON: each line's bytes). Raises ``NotFound`` for an unknown dataset and
         ``FormatError`` at the first malformed byte."""
+
+    def iter_all(self) -> Iterator[tuple[str, bytes | RedisRecord]]:
+        """``(dataset, record)`` for every record of every dataset, in file order, in one
+        pass where the format allows (:attr:`one_pass`); this default reads the datasets one
+        after another."""
+        for name in self.datasets():
+            for record in self.records(name):
+                yield name, record
+
+    def iter_pairs(
+        self, hasher: RecordHasher, encode: Callable[[RedisRecord], tuple[bytes, bytes]]
+    ) -> Iterator[tuple[str, bytes, list[bytes] | None]]:
+        """The fused pass (:attr:`fused_pairs`): ``(dataset, pairs, keys)`` batches of
+        ``key_hash || record_hash`` pairs of every dataset, records encoded by ``encode``
+        and hashed by ``hasher``. The default has none."""
+        raise NotImplementedError(f"the {self.name} reader has no fused pass")
+
+    def record_batches(self, dataset: str) -> Iterator[tuple[bytes, list[int]]] | None:
+        """:meth:`records` of a BSON format as framed batches ``(buffer, start offsets)``,
+        framing checked only; None when the reader has no such form (the default)."""
+        return None
+
+    def dataset_file(self, dataset: str) -> Path | None:
+        """The uncompressed file that holds exactly ``dataset``'s BSON documents, one after
+        another, or None (the default: no such file)."""
+        return None
+
+    def check_framing_only(self) -> None:
+        """From now on check records for framing only, because the caller's codec checks
+        every record in full (the fingerprint pass does, in worker processes where there are
+        several): the same check is then not done twice. The default has nothing to
+        relax."""
+        return
+
+    def find_defect(self, dataset: str | None) -> None:
+        """Read ``dataset`` (None: every dataset) once more, checking every record in full
+        even after :meth:`check_framing_only`, to raise the ``FormatError`` that names the
+        file and byte offset of the first defect (a faster pass found one and worded it
+        tersely); returns when it finds none. The default reads :meth:`records` (a reader
+        whose check never relaxes)."""
+        for _ in self.records(dataset) if dataset is not None else self.iter_all():
+            pass
 
     def size_hint(self, dataset: str) -> int | None:
         """Bytes to be read for ``dataset`` (for progress bars), or None when unknown."""
@@ -234,3 +306,9 @@ def open_binary(path: Path) -> BinaryIO:
         raw.close()
         return cast(BinaryIO, gzip.open(path, "rb"))
     return raw
+
+
+def gzipped(path: Path) -> bool:
+    """True when the file starts with the gzip magic."""
+    with path.open("rb") as fh:
+        return fh.read(2) == GZIP_MAGIC

@@ -27,6 +27,7 @@ from affidavit.errors import FormatError, NotFound
 from affidavit.formats.base import (
     BsonFramer,
     RecordReader,
+    gzipped,
     open_binary,
 )
 from affidavit.input_files import is_regular_entry
@@ -145,6 +146,19 @@ class BsonFileReader(RecordReader):
             raise NotFound(f"{self.path} holds dataset {self._dataset()!r}, not {dataset!r}")
         return iter_bson_batches(self.path)
 
+    def dataset_file(self, dataset: str) -> Path | None:
+        if dataset != self._dataset():
+            raise NotFound(f"{self.path} holds dataset {self._dataset()!r}, not {dataset!r}")
+        return None if gzipped(self.path) else self.path
+
+    def find_defect(self, dataset: str | None) -> None:
+        for _ in iter_bson_file(self.path, validate="full"):
+            pass
+
+    def check_framing_only(self) -> None:
+        if self.validate == "full":
+            self.validate = "framing"
+
     def size_hint(self, dataset: str) -> int | None:
         return None if self.path.name.endswith(".gz") else self.path.stat().st_size
 
@@ -230,6 +244,22 @@ class MongodumpDirReader(RecordReader):
         if dataset not in files:
             raise NotFound(f"{self.path} has no dataset {dataset!r}")
         return iter_bson_batches(files[dataset])
+
+    def dataset_file(self, dataset: str) -> Path | None:
+        files = self._files()
+        if dataset not in files:
+            raise NotFound(f"{self.path} has no dataset {dataset!r}")
+        return None if gzipped(files[dataset]) else files[dataset]
+
+    def find_defect(self, dataset: str | None) -> None:
+        files = self._files()
+        for name in [dataset] if dataset is not None else sorted(files):
+            for _ in iter_bson_file(files[name], validate="full"):
+                pass
+
+    def check_framing_only(self) -> None:
+        if self.validate == "full":
+            self.validate = "framing"
 
     def size_hint(self, dataset: str) -> int | None:
         file = self._files().get(dataset)

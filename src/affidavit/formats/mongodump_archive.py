@@ -173,6 +173,7 @@ class ArchiveReader(RecordReader):
 
     name: ClassVar[str] = "mongodump-archive"
     encoding: ClassVar[RecordEncoding] = RecordEncoding.BSON
+    one_pass: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -227,6 +228,17 @@ class ArchiveReader(RecordReader):
     def iter_all(self) -> Iterator[tuple[str, bytes]]:
         """``(dataset, raw document)`` for every dataset, in one pass, in archive order."""
         return self._scan(None)
+
+    def check_framing_only(self) -> None:
+        self.validate_documents = False
+
+    def find_defect(self, dataset: str | None) -> None:
+        relaxed, self.validate_documents = self.validate_documents, True
+        try:
+            for _ in self._scan(None if dataset is None else frozenset({dataset})):
+                pass
+        finally:
+            self.validate_documents = relaxed
 
     def counts(self) -> dict[str, int]:
         """Document count per namespace (all of them, oplog and ``system.*`` included)."""

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, Literal
 
 import rfc8785
 
@@ -112,3 +112,32 @@ class Event:
         if event.canonical() != entry:
             raise FormatError("ledger entry is not in RFC 8785 canonical form")
         return event
+
+
+KEY_CREATED: Final = "ledger.key_created"
+"""The action of seq 0 of every ledger: the creation of the key that signs it."""
+
+
+def creation_problem(
+    first: Event | bytes | None, vkey: str
+) -> tuple[Literal["not-created", "other-key"], str] | None:
+    """Why a ledger whose seq 0 is ``first`` (the event, its canonical entry, or None for an
+    empty ledger) was not begun by the key ``vkey``: ``("not-created", what seq 0 is instead)``
+    (``nothing``, ``not an event`` or its action quoted) or ``("other-key", the key that
+    created it, quoted)``; None when it was. The one check behind the signer's refusal, the
+    recovery's and ``ledger verify``'s ``key-not-creator`` finding."""
+    event = first
+    if isinstance(first, bytes):
+        try:
+            event = Event.from_canonical(first)
+        except FormatError:
+            return "not-created", "not an event"
+    if event is None:
+        return "not-created", "nothing"
+    assert isinstance(event, Event)
+    if event.action != KEY_CREATED or event.seq != 0:
+        return "not-created", repr(event.action)
+    created = event.details.get("vkey")
+    if created != vkey:
+        return "other-key", repr(created)
+    return None

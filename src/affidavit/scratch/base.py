@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import ClassVar, Self
 
 from affidavit.errors import OperationError
 from affidavit.private_temp import make_private_folder, open_private, record_process
@@ -74,10 +74,20 @@ class ScratchServer(ABC):
     its own (:func:`~affidavit.private_temp.make_private_folder`); a given ``workdir`` should
     lie in one (a drill's). Either way the server's pid and start time are recorded in it
     (:func:`~affidavit.private_temp.record_process`).
+
+    What drills need to know of a server is declared on its class: :attr:`label` (how a
+    drill names it as its target) and :attr:`preload_format` (the backup file format it can
+    start from, :meth:`start_preloaded`, its start-up then being the restore).
     """
 
     kind: str = "server"
     start_timeout: float = 30.0
+    #: how a drill names this server as its target, e.g. ``scratch:redis-server``
+    label: ClassVar[str] = "scratch:server"
+    #: the backup file format (a registered ``--format`` name) this server can start from,
+    #: loading it as it starts (:meth:`start_preloaded`); None: it starts empty, and a drill
+    #: restores into it through the engine (:meth:`~affidavit.engines.base.Engine.restore`)
+    preload_format: ClassVar[str | None] = None
 
     def __init__(self, *, workdir: Path | None = None) -> None:
         self._own_dir = workdir is None
@@ -108,6 +118,22 @@ class ScratchServer(ABC):
     def log_path(self) -> Path:
         """Where the server's output goes."""
         return self.workdir / f"{self.kind}.log"
+
+    def preloads(self, fmt: str) -> bool:
+        """Whether :meth:`start_preloaded` can start this server from a file of ``fmt``."""
+        return self.preload_format is not None and fmt == self.preload_format
+
+    @property
+    def preload_path(self) -> Path:
+        """Where a file for :meth:`start_preloaded` goes to be used in place (not copied): in
+        the server's folder."""
+        return self.workdir / f"preload.{self.preload_format}"
+
+    def start_preloaded(self, file: Path) -> Self:
+        """Start the server on ``file``, a backup file of :attr:`preload_format`, and wait
+        until it has loaded it; raise :class:`OperationError` when it does not come up. The
+        default (a server with no :attr:`preload_format`) refuses."""
+        raise OperationError(f"the scratch {self.kind} cannot start from a backup file")
 
     def start(self) -> Self:
         """Start the server; raise :class:`OperationError` when it does not come up."""

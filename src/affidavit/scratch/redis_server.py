@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 from pathlib import Path
+from typing import ClassVar, Self
 
 from affidavit.errors import OperationError
 from affidavit.private_temp import open_private
@@ -23,9 +24,12 @@ class RedisScratch(ScratchServer):
     over (Redis answers ``-LOADING`` until then). Saving stays off, so the server never
     rewrites the file it loaded. ``replica_sync_delay`` (seconds) sets how long it waits
     before it streams an RDB to a replica that sent ``SYNC`` (Redis' default: 5).
+    :meth:`start_preloaded` starts an unstarted server from an RDB the same way.
     """
 
     kind = "redis"
+    label: ClassVar[str] = "scratch:redis-server"
+    preload_format: ClassVar[str | None] = "rdb"
 
     def __init__(
         self,
@@ -46,19 +50,39 @@ class RedisScratch(ScratchServer):
             )
         self.executable = found
         self.rdb: Path | None = None
-        if rdb is not None:
-            if not rdb.is_file():
-                raise OperationError(f"the RDB {rdb} does not exist")
-            placed = rdb if rdb.resolve().parent == self.workdir.resolve() else None
-            if placed is None:
-                placed = self.workdir / "dump.rdb"
-                with rdb.open("rb") as src, open_private(placed) as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            self.rdb = placed
+        self._timeout_given = start_timeout is not None
         if start_timeout is not None:
             self.start_timeout = start_timeout
-        elif rdb is not None:
+        if rdb is not None:
+            self._place(rdb)
+
+    def _place(self, rdb: Path) -> None:
+        """Make ``rdb`` the server's ``--dbfilename``: used in place when it lies in the work
+        folder, else copied there as ``dump.rdb``."""
+        if not rdb.is_file():
+            raise OperationError(f"the RDB {rdb} does not exist")
+        placed = rdb if rdb.resolve().parent == self.workdir.resolve() else None
+        if placed is None:
+            placed = self.workdir / "dump.rdb"
+            with rdb.open("rb") as src, open_private(placed) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        self.rdb = placed
+        if not self._timeout_given:
             self.start_timeout = RDB_START_TIMEOUT
+
+    @property
+    def preload_path(self) -> Path:
+        """``dump.rdb`` in the work folder (Redis' own default name)."""
+        return self.workdir / "dump.rdb"
+
+    def start_preloaded(self, file: Path) -> Self:
+        """Start from the RDB ``file`` (see the class), ready once Redis has loaded it. A
+        server started on a backup is read back by one replica, the drill's (``SYNC``): unless
+        ``replica_sync_delay`` was given, it streams its RDB at once (no wait for more)."""
+        self._place(file)
+        if self.replica_sync_delay is None:
+            self.replica_sync_delay = 0
+        return self.start()
 
     @property
     def uri(self) -> str:

@@ -6,6 +6,7 @@ import importlib.util
 import socket
 import struct
 import sys
+from typing import ClassVar
 
 from affidavit.errors import OperationError
 from affidavit.scratch.base import ScratchServer
@@ -17,6 +18,7 @@ class SecantusScratch(ScratchServer):
     """``python -m secantus`` on 127.0.0.1, storage in a temp folder, single-node replica set."""
 
     kind = "secantus"
+    label: ClassVar[str] = "scratch:secantus"
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]

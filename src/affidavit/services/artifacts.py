@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
 
-from affidavit.crypto.age import encrypt_chunks
+from affidavit.crypto.age import decrypt_chunks, encrypt_chunks
 from affidavit.crypto.age_process import AgeProcess, FileEncryption, encrypt_file
 from affidavit.crypto.digest import Sha256Stream
 from affidavit.errors import Error, OperationError
@@ -391,3 +391,20 @@ def _described(
         plain_sha256=plain_sha256,
         dataset=dataset,
     )
+
+
+def decryption(
+    identity: str, size: int, source: Iterator[bytes]
+) -> tuple[AgeProcess | None, Iterator[bytes]]:
+    """The road out of a vault: the plaintext pieces of the age ciphertext ``source`` (an
+    artifact of ``size`` bytes) decrypted with ``identity``, by a child process when that
+    pays (:func:`worth_a_process`: the cipher then runs on another core, and the child, which
+    is returned, hashes the plaintext: read its ``plain_sha256`` once the pieces are
+    consumed), else in this process (no child: the caller hashes). A decryption that is not
+    read to its end is ended by closing the pieces (a child is then stopped and waited for).
+    Raises :class:`~affidavit.errors.IntegrityError` while the pieces are read when the
+    ciphertext does not decrypt."""
+    if worth_a_process(size):
+        child = AgeProcess("decrypt", identity, source)
+        return child, iter(child)
+    return None, decrypt_chunks(source, identity)

@@ -2,6 +2,14 @@
 backup's manifest, run probe queries, time everything against the recovery-time objective, tear
 the target down and record a signed result.
 
+This module holds the drill: its phases, its clock, the checks of a named target and the signed
+record. The probe language (file format, validation, evaluation) is
+:mod:`affidavit.services.probes`. A drill asks the interfaces, never an engine's or a format's
+name: the engine class (``record_encoding``, ``default_port``, ``snapshot_format``,
+``restore``, ``query_probes``), the engine's scratch server class
+(:func:`~affidavit.services.backends.scratch_class`: ``label``, ``preload_format``) and the
+backup format's :class:`~affidavit.services.backends.RestoreLayout`.
+
 Phases, each timed on its own (seconds, monotonic clock):
 
 ``fetch``
@@ -11,17 +19,20 @@ Phases, each timed on its own (seconds, monotonic clock):
     from the vault into a private temporary folder, checking its size and SHA-256 against the
     catalog;
 ``decrypt``
-    unwrap the backup's age identity and decrypt the artifacts (a Redis RDB is decrypted
-    straight into the scratch server's ``dbfilename``);
+    unwrap the backup's age identity and decrypt the artifacts (a file the scratch server
+    can start from, a Redis RDB, is decrypted straight into the server's folder);
 ``load``
-    Redis: start a scratch ``redis-server`` on that RDB, until it answers PING (not
-    ``-LOADING``); MongoDB: start a scratch SecantusDB server (or connect to the user-named
-    empty target) and insert the mongodump data with its collection options and indexes;
+    start the scratch server on that file, its start-up being the load (``redis-server``:
+    until it answers PING, not ``-LOADING``); else start the scratch server empty
+    (SecantusDB) or connect to the user-named empty target, and write every dataset through
+    the engine's ``restore`` (MongoDB: documents with their collection options and indexes;
+    Redis: typed commands);
 ``verify``
     re-fingerprint every dataset of the manifest from the restored server (the engine's
     ``iter_records`` and the ``exact`` codec) and require equality with the manifest;
 ``probes``
-    run the probe queries of ``--probe FILE`` (see :func:`load_probes`).
+    run the probe queries of ``--probe FILE`` (see
+    :func:`~affidavit.services.probes.load_probes`).
 
 ``restore_seconds`` is fetch + decrypt + load; the drill passes the RTO when the total (all five
 phases) is within it. A failure in any phase is a finding (the drill is recorded as failed);
@@ -33,74 +44,71 @@ event and the catalog row.
 
 from __future__ import annotations
 
-import fnmatch
-import itertools
-import json
-import operator
 import os
-import stat
 import time
-import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 from affidavit import __version__
 from affidavit.constants import EngineName
 from affidavit.crypto.age import decrypt_to
 from affidavit.crypto.digest import Sha256Stream, sha256_hex
-from affidavit.crypto.dsse import Envelope
 from affidavit.engines.base import Engine
-from affidavit.errors import (
-    Error,
-    FormatError,
-    InputError,
-    IntegrityError,
-    OperationError,
-)
-from affidavit.formats.base import open_binary
+from affidavit.errors import Error, InputError, IntegrityError, OperationError
 from affidavit.formats.keys import describe_key
-from affidavit.formats.mongodump import iter_bson_file
-from affidavit.formats.mongodump_archive import ArchiveReader
-from affidavit.ledger.attestation import (
-    BACKUP_PREDICATE_TYPE,
-    DRILL_PREDICATE_TYPE,
-    Statement,
-    Subject,
-    verify_attestation,
-)
+from affidavit.ledger.attestation import DRILL_PREDICATE_TYPE, Statement, Subject
+from affidavit.ledger.manifest_check import ManifestDefect, check_backup_manifest
 from affidavit.models.backup import ArtifactRole, Backup, BackupArtifact, BackupStatus
 from affidavit.models.checks import CheckCode, Drill, Finding
 from affidavit.models.inventory import Source
+from affidavit.models.predicates import DrillPredicate
 from affidavit.models.progress import Reporter, SilentReporter
-from affidavit.models.records import RecordEncoding, RedisRecord
 from affidavit.models.uri import ConnectionUri
 from affidavit.private_temp import open_private, private_folder, sweep
 from affidavit.scratch.base import ScratchServer
 from affidavit.services.artifacts import CHUNK
-from affidavit.services.backends import engine_for_uri, vault_backend
+from affidavit.services.backends import (
+    RestoreLayout,
+    engine_class,
+    engine_for_uri,
+    format_engine,
+    restorable_formats,
+    restore_layout,
+    scratch_class,
+    vault_backend,
+)
 from affidavit.services.context import App
 from affidavit.services.fingerprint import (
     diff,
-    fingerprint_rdb,
+    fingerprint_datasets,
     fingerprint_records,
+    finished,
     prefers_snapshot,
-    spool_redis_snapshot,
+    spool_snapshot,
 )
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.ledger import attest_and_record
+from affidavit.services.probes import (
+    Probe,
+    ReadBackProbes,
+    failed_probe_findings,
+    load_probes,
+    run_query_probes,
+)
 from affidavit.services.verify import check_manifest_copy
 from affidavit.vaults.base import VaultBackend
 
 SCRATCH = "scratch"
-PROBE_KINDS = ("count", "find_one", "get")
 PHASES = ("fetch", "decrypt", "load", "verify", "probes")
-_DEFAULT_PORTS = {EngineName.MONGODB: 27017, EngineName.REDIS: 6379}
 _KEYS_NAMED = 20  # differing keys named in a fingerprint-mismatch finding
-_PROBE_FIELDS = {"name", "dataset", "kind", "query", "key", "expect"}
-_PROBE_FILE_MAX = 4 << 20  # bytes: a probe file is a short list of queries
+# what the drill.completed event repeats of the signed predicate (then datasets, findings)
+_EVENT_FIELDS = (
+    "drill_id", "ok", "target", "forced", "scratch", "rto_seconds", "restore_seconds",
+    "total_seconds", "phases", "fingerprint_match",
+)  # fmt: skip
 
 
 def _now() -> datetime:
@@ -117,325 +125,27 @@ def new_drill_id(moment: datetime) -> str:
     return f"dr-{moment.strftime('%Y%m%dT%H%M%SZ')}-{os.urandom(3).hex()}"
 
 
-@runtime_checkable
-class DatasetLoader(Protocol):
-    """An engine that can restore a dataset from its backup form (MongoDB)."""
-
-    def load_dataset(
-        self, dataset: str, raw_docs: Iterable[bytes], metadata_json: bytes | None
-    ) -> int:
-        """Create the dataset and insert the documents; refuse a non-empty target."""
-
-
-@runtime_checkable
-class RecordLoader(Protocol):
-    """An engine that can write typed records into a dataset (Redis, into a named target)."""
-
-    def load_records(self, dataset: str, records: Iterable[RedisRecord]) -> int:
-        """Write ``records`` into ``dataset``; refuse a non-empty target."""
-
-
-@runtime_checkable
-class QueryProbes(Protocol):
-    """An engine that answers query probes (MongoDB)."""
-
-    def count_matching(self, dataset: str, query: Mapping[str, Any]) -> int:
-        """Documents matching ``query``."""
-
-    def find_one_json(self, dataset: str, query: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The first document matching ``query`` as relaxed Extended JSON."""
-
-
-# -- probes -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Probe:
-    """One probe query with its expected result (see ``docs/drills.md``)."""
-
-    name: str
-    dataset: str
-    kind: str  # count | find_one | get
-    query: Any = None  # count: MongoDB filter (object) or Redis key pattern (string); find_one
-    key: Any = None  # get: MongoDB _id value or Redis key (string)
-    expect: Any = None
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready."""
-        out: dict[str, Any] = {"name": self.name, "dataset": self.dataset, "kind": self.kind}
-        if self.query is not None:
-            out["query"] = self.query
-        if self.key is not None:
-            out["key"] = self.key
-        out["expect"] = self.expect
-        return out
-
-
-def load_probes(path: Path, *, engine: EngineName, datasets: Iterable[str]) -> list[Probe]:
-    """Read and check a probe file (TOML ``[[probe]]`` tables, or JSON: a list or
-    ``{"probes": [...]}``) for a backup of ``engine`` holding ``datasets``.
-
-    Raises :class:`InputError` naming the file, the probe and the field for anything wrong."""
-    try:
-        text = _read_probe_file(path).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"cannot read probe file {path}: {exc}") from exc
-    data: Any
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
-        raise InputError(f"probe file {path} is not valid {kind}: {exc}") from exc
-    if isinstance(data, dict):
-        extra = set(data) - {"probe", "probes"}
-        if extra:
-            raise InputError(
-                f"probe file {path}: unknown top-level key(s) {', '.join(sorted(extra))}",
-                hint="the file holds [[probe]] tables (TOML) or a 'probes' list (JSON)",
-            )
-        data = data.get("probe", data.get("probes"))
-    if not isinstance(data, list) or not data:
-        raise InputError(
-            f"probe file {path} holds no probes",
-            hint="define at least one [[probe]] table (TOML) or a 'probes' list (JSON)",
-        )
-    known = set(datasets)
-    probes: list[Probe] = []
-    names: set[str] = set()
-    for number, item in enumerate(data, start=1):
-        probe = _check_probe(path, number, item, engine=engine, datasets=known)
-        if probe.name in names:
-            raise InputError(
-                f"probe file {path}: probe {number}: the name {probe.name!r} is used twice"
-            )
-        names.add(probe.name)
-        probes.append(probe)
-    return probes
-
-
-def _read_probe_file(path: Path) -> bytes:
-    """The bytes of a probe file, which must be a regular file (a symbolic link to one is
-    fine). It is opened non-blocking and checked through the open descriptor, so a named
-    pipe, a socket or a device (also one put there after a check) is refused at once and
-    never read: nothing blocks."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError as exc:
-        raise InputError(f"probe file {path} does not exist") from exc
-    except OSError as exc:  # a socket cannot be opened at all (ENXIO)
-        if os.path.exists(path) and not os.path.isfile(path):
-            raise InputError(f"probe file {path} is not a regular file") from exc
-        raise InputError(f"cannot read probe file {path}: {exc.strerror or exc}") from exc
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            what = "a folder" if stat.S_ISDIR(mode) else "a named pipe, socket or device"
-            raise InputError(
-                f"probe file {path} is not a regular file (it is {what})",
-                hint="give the path of a TOML or JSON file",
-            )
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(_PROBE_FILE_MAX + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read probe file {path}: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
-    if len(data) > _PROBE_FILE_MAX:
-        raise InputError(f"probe file {path} is larger than {_PROBE_FILE_MAX >> 20} MiB")
-    return data
-
-
-def _check_probe(
-    path: Path, number: int, item: Any, *, engine: EngineName, datasets: set[str]
-) -> Probe:
-    where = f"probe file {path}: probe {number}"
-    if not isinstance(item, dict):
-        raise InputError(f"{where} is not a table/object")
-    name = item.get("name")
-    if isinstance(name, str) and name.strip():
-        where += f" ({name!r})"
-
-    def bad(message: str, hint: str | None = None) -> InputError:
-        return InputError(f"{where}: {message}", hint=hint)
-
-    unknown = set(item) - _PROBE_FIELDS
-    if unknown:
-        raise bad(
-            f"unknown field(s) {', '.join(sorted(unknown))}",
-            f"fields: {', '.join(sorted(_PROBE_FIELDS))}",
-        )
-    if not isinstance(name, str) or not name.strip():
-        raise bad("'name' must be a non-empty string")
-    dataset = item.get("dataset")
-    if not isinstance(dataset, str) or not dataset:
-        raise bad("'dataset' must be a string")
-    if dataset not in datasets:
-        raise bad(
-            f"the backup holds no dataset {dataset!r}",
-            f"it holds: {', '.join(sorted(datasets)) or 'nothing'}",
-        )
-    kind = item.get("kind")
-    if kind not in PROBE_KINDS:
-        raise bad(f"'kind' must be one of {'|'.join(PROBE_KINDS)}, not {kind!r}")
-    if "expect" not in item:
-        raise bad("'expect' is missing")
-    query, key, expect = item.get("query"), item.get("key"), item["expect"]
-    if kind == "count":
-        if key is not None:
-            raise bad("a count probe takes 'query', not 'key'")
-        if not isinstance(expect, int) or isinstance(expect, bool) or expect < 0:
-            raise bad("a count probe expects a whole number >= 0")
-        if engine is EngineName.MONGODB and query is not None and not isinstance(query, dict):
-            raise bad("a MongoDB count 'query' is a filter object, e.g. {status = \"paid\"}")
-        if engine is EngineName.REDIS and query is not None and not isinstance(query, str):
-            raise bad("a Redis count 'query' is a key pattern string, e.g. \"app0:user:*\"")
-    elif kind == "find_one":
-        if engine is not EngineName.MONGODB:
-            raise bad("find_one probes are for MongoDB backups", 'use kind = "get" for Redis keys')
-        if not isinstance(query, dict):
-            raise bad("a find_one probe needs a 'query' filter object")
-        if key is not None:
-            raise bad("a find_one probe takes 'query', not 'key'")
-        if not isinstance(expect, dict):
-            raise bad("a find_one probe expects an object (fields the document must have)")
-    else:  # get
-        if query is not None:
-            raise bad("a get probe takes 'key', not 'query'")
-        if key is None:
-            raise bad("a get probe needs a 'key'")
-        if engine is EngineName.REDIS and not isinstance(key, str):
-            raise bad("a Redis 'key' is a string")
-        if engine is EngineName.MONGODB and not isinstance(expect, dict):
-            raise bad("a MongoDB get probe expects an object (fields the document must have)")
-    return Probe(name=name.strip(), dataset=dataset, kind=kind, query=query, key=key, expect=expect)
-
-
-def _probe_result(probe: Probe, actual: Any, ok: bool, error: str | None = None) -> dict[str, Any]:
-    out = {**probe.to_json(), "ok": ok, "actual": actual}
-    if error is not None:
-        out["error"] = error
-    return out
-
-
-def _subset(expected: Mapping[str, Any], actual: Mapping[str, Any] | None) -> bool:
-    """Every expected field has the expected value in ``actual``."""
-    return actual is not None and all(k in actual and actual[k] == v for k, v in expected.items())
-
-
-def _redis_json(record: RedisRecord) -> Any:
-    """A Redis value as JSON-ready data, to compare with a probe's ``expect``."""
-
-    def s(b: bytes) -> str:
-        return b.decode("utf-8", errors="backslashreplace")
-
-    value: Any = record.value
-    if record.type == "string":
-        return s(value)
-    if record.type == "list":
-        return [s(v) for v in value]
-    if record.type == "set":
-        return sorted(s(v) for v in value)
-    if record.type == "zset":
-        return {s(m): score for m, score in value}
-    if record.type == "hash":
-        return {s(f): s(v) for f, v in value}
-    return [[s(i), {s(f): s(v) for f, v in fields}] for i, fields in value]  # stream
-
-
-def _redis_expect_equal(expect: Any, actual: Any) -> bool:
-    """Strings and lists compare whole (a set's members in any order); an object (hash
-    fields, sorted-set scores) names the fields the value must have."""
-    if isinstance(expect, dict):
-        return isinstance(actual, dict) and _subset(expect, actual)
-    if (
-        isinstance(expect, list)
-        and isinstance(actual, list)
-        and all(isinstance(x, str) for x in expect)
-    ):
-        return expect == actual or sorted(expect) == actual  # sets come sorted
-    return bool(expect == actual)
-
-
-class _RedisProbeWatch:
-    """Answers Redis probes from the records the verify phase streams anyway (one pass)."""
-
-    def __init__(self, probes: list[Probe]) -> None:
-        self.probes = probes
-        self.counts = {p.name: 0 for p in probes if p.kind == "count"}
-        self.values: dict[str, Any] = {}
-        self._keys = {
-            str(p.key).encode("utf-8", errors="surrogateescape"): p
-            for p in probes
-            if p.kind == "get"
-        }
-
-    def watch(self, dataset: str, records: Iterable[Any]) -> Iterator[Any]:
-        mine = [p for p in self.probes if p.dataset == dataset and p.kind == "count"]
-        keys = {k: p for k, p in self._keys.items() if p.dataset == dataset}
-        for record in records:
-            assert isinstance(record, RedisRecord)
-            for probe in mine:
-                if probe.query is None or fnmatch.fnmatchcase(
-                    record.key.decode("utf-8", errors="surrogateescape"), probe.query
-                ):
-                    self.counts[probe.name] += 1
-            wanted = keys.get(record.key)
-            if wanted is not None:
-                self.values[wanted.name] = _redis_json(record)
-            yield record
-
-    def results(self) -> list[dict[str, Any]]:
-        out = []
-        for probe in self.probes:
-            if probe.kind == "count":
-                got: Any = self.counts[probe.name]
-                out.append(_probe_result(probe, got, got == probe.expect))
-            else:
-                got = self.values.get(probe.name)
-                out.append(_probe_result(probe, got, _redis_expect_equal(probe.expect, got)))
-        return out
-
-
-def _mongo_probes(engine: Engine, probes: list[Probe]) -> list[dict[str, Any]]:
-    if not isinstance(engine, QueryProbes):
-        raise OperationError(f"the {engine.name} engine cannot run query probes")
-    out = []
-    for probe in probes:
-        try:
-            if probe.kind == "count":
-                got: Any = engine.count_matching(probe.dataset, probe.query or {})
-                out.append(_probe_result(probe, got, got == probe.expect))
-            else:
-                query = probe.query if probe.kind == "find_one" else {"_id": probe.key}
-                doc = engine.find_one_json(probe.dataset, query)
-                out.append(_probe_result(probe, doc, _subset(probe.expect, doc)))
-        except Error as exc:
-            out.append(_probe_result(probe, None, False, exc.message))
-    return out
-
-
 # -- targets ----------------------------------------------------------------------------------
 
 
-def engine_of_backup(backup: Backup) -> EngineName:
-    """The engine a backup restores into, from its format."""
-    if backup.format == "rdb":
-        return EngineName.REDIS
-    if backup.format in ("mongodump", "mongodump-archive"):
-        return EngineName.MONGODB
-    raise InputError(
-        f"backup {backup.id} is a {backup.format} backup, which drills cannot restore yet",
-        hint="drills restore mongodump, mongodump-archive and rdb backups",
-    )
+def _restore_plan(backup: Backup) -> tuple[EngineName, RestoreLayout]:
+    """The engine a backup restores into and how its format is restored; ``InputError`` for
+    a format drills cannot restore."""
+    layout = restore_layout(backup.format)
+    if layout is None:
+        *first, last = restorable_formats()
+        raise InputError(
+            f"backup {backup.id} is a {backup.format} backup, which drills cannot restore yet",
+            hint=f"drills restore {', '.join(first)} and {last} backups",
+        )
+    return format_engine(backup.format), layout
 
 
 def _endpoints(uri: ConnectionUri) -> set[str]:
     """``host:port`` of every host, normalised (lower case, default port, loopback names)."""
     out = set()
     for host in uri.hosts:
-        name, port = host, str(_DEFAULT_PORTS[uri.engine])
+        name, port = host, str(engine_class(uri.engine).default_port)
         if host.startswith("["):
             name, _, rest = host[1:].partition("]")
             port = rest.lstrip(":") or port
@@ -522,6 +232,7 @@ class _State:
 
     backup: Backup
     engine: EngineName
+    layout: RestoreLayout
     workdir: Path
     rep: Reporter
     findings: list[Finding] = field(default_factory=list)
@@ -532,46 +243,7 @@ class _State:
     scratch: ScratchServer | None = None
     scratch_info: dict[str, Any] | None = None
     uri: str | None = None
-
-
-def _data_artifacts(backup: Backup, engine: EngineName) -> list[BackupArtifact]:
-    """The artifacts a restore reads: the RDB or the archive, or every dataset's BSON and
-    metadata."""
-    live = [a for a in backup.artifacts if not a.deleted]
-    if engine is EngineName.REDIS or backup.format == "mongodump-archive":
-        data = [a for a in live if a.role is ArtifactRole.DATA]
-        if len(data) != 1:
-            raise InputError(f"backup {backup.id} has {len(data)} data artifacts, not one")
-        return data
-    wanted = {d.name for d in backup.datasets}
-    out = [a for a in live if a.role is ArtifactRole.DATA and a.dataset in wanted]
-    stems = {_stem(a.path) for a in out}
-    out += [
-        a
-        for a in live
-        if a.role is ArtifactRole.METADATA
-        and a.path.endswith(_META_SUFFIXES)
-        and _meta_stem(a.path) in stems
-    ]
-    return out
-
-
-_DATA_SUFFIXES = (".bson.gz.age", ".bson.age")
-_META_SUFFIXES = (".metadata.json.gz.age", ".metadata.json.age")
-
-
-def _stem(path: str) -> str:
-    for suffix in _DATA_SUFFIXES:
-        if path.endswith(suffix):
-            return path[: -len(suffix)]
-    return path
-
-
-def _meta_stem(path: str) -> str:
-    for suffix in _META_SUFFIXES:
-        if path.endswith(suffix):
-            return path[: -len(suffix)]
-    return path
+    watch: ReadBackProbes | None = None  # probes answered from the records read back
 
 
 def _fetch(vault: VaultBackend, artifact: BackupArtifact, dest: Path) -> None:
@@ -616,16 +288,17 @@ def run_drill(
         vault = uow.vaults.get(backup.vault)
     if backup.status is not BackupStatus.COMPLETE:
         raise InputError(f"backup {backup_id} is {backup.status}, not complete")
-    engine = engine_of_backup(backup)
+    engine, layout = _restore_plan(backup)
     rto = app.settings.rto_seconds if rto_seconds is None else rto_seconds
     if not rto > 0:
         raise InputError(f"the RTO must be more than 0 seconds, not {rto}")
+    encoding = engine_class(engine).record_encoding
     probes = (
-        load_probes(probe_file, engine=engine, datasets=[d.name for d in backup.datasets])
+        load_probes(probe_file, encoding=encoding, datasets=[d.name for d in backup.datasets])
         if probe_file is not None
         else []
     )
-    artifacts = _data_artifacts(backup, engine)
+    artifacts = layout.artifacts(backup)
     target_uri = _check_target(app, engine, target, force=force)
     if force and target_uri is not None:
         rep.stage(f"unsafe: --force restores into {target_uri.redacted}")
@@ -634,7 +307,7 @@ def run_drill(
     timer = _Timer()
     sweep()  # what killed drills left (their scratch servers first), before making more
     with private_folder("drill") as tmp:
-        state = _State(backup=backup, engine=engine, workdir=tmp, rep=rep)
+        state = _State(backup=backup, engine=engine, layout=layout, workdir=tmp, rep=rep)
         state.findings.extend(_signed_manifest_findings(app, backup))
         if target_uri is None:  # fail before the clock starts when the server is missing
             state.scratch = _new_scratch(engine, state.workdir)
@@ -644,10 +317,9 @@ def run_drill(
             timer.run("load", lambda: _load(app, state, target_uri))
             assert state.uri is not None
             _before_verify(state.uri)
-            watch = _RedisProbeWatch(probes) if engine is EngineName.REDIS and probes else None
-            timer.run("verify", lambda: _verify(app, state, backend, watch))
+            timer.run("verify", lambda: _verify(app, state, backend, probes))
             if probes:
-                timer.run("probes", lambda: _probes(app, state, probes, watch))
+                timer.run("probes", lambda: _probes(app, state, probes))
         except Error as exc:
             state.findings.append(
                 Finding(
@@ -673,29 +345,34 @@ def run_drill(
         started=started,
         finished=finished,
         rto=rto,
-        target=_target_label(engine, target_uri),
+        target=_target_label(state, target_uri),
         forced=force and target_uri is not None,
     )
 
 
-def _target_label(engine: EngineName, uri: ConnectionUri | None) -> str:
+def _target_label(state: _State, uri: ConnectionUri | None) -> str:
     if uri is None:
-        return f"scratch:{'redis-server' if engine is EngineName.REDIS else 'secantus'}"
+        assert state.scratch is not None
+        return state.scratch.label
     return uri.redacted
 
 
 def _new_scratch(engine: EngineName, workdir: Path) -> ScratchServer:
-    if engine is EngineName.REDIS:
-        from affidavit.scratch.redis_server import RedisScratch
-
-        folder = workdir / "redis"
-        folder.mkdir()
-        return RedisScratch(workdir=folder)
-    from affidavit.scratch.secantus_server import SecantusScratch
-
-    folder = workdir / "secantus"
+    """The engine's scratch server, not started, in a folder of the drill's own."""
+    cls = scratch_class(engine)
+    folder = workdir / cls.kind
     folder.mkdir()
-    return SecantusScratch(workdir=folder)
+    return cls(workdir=folder)
+
+
+def _preloading(state: _State) -> bool:
+    """Whether the scratch server starts from the backup's one data file (its start-up is
+    the load) rather than empty."""
+    return (
+        state.scratch is not None
+        and not state.layout.per_dataset
+        and state.scratch.preloads(state.backup.format)
+    )
 
 
 def _fetch_all(state: _State, vault: VaultBackend, artifacts: list[BackupArtifact]) -> None:
@@ -714,9 +391,10 @@ def _decrypt_all(app: App, state: _State, artifacts: list[BackupArtifact]) -> No
     state.rep.stage("decrypting")
     identity = unwrap_identity(keystore_for(app.settings), state.backup)
     for artifact in artifacts:
-        if state.engine is EngineName.REDIS and state.scratch is not None:
-            # straight into the scratch server's dbfilename: its start-up is the load
-            dest = state.scratch.workdir / "dump.rdb"
+        if _preloading(state):
+            # straight into the scratch server's folder: its start-up is the load
+            assert state.scratch is not None
+            dest = state.scratch.preload_path
         else:
             dest = state.workdir / "plain" / artifact.path.removesuffix(".age")
         _decrypt(state.fetched[artifact.path], dest, identity)
@@ -725,108 +403,32 @@ def _decrypt_all(app: App, state: _State, artifacts: list[BackupArtifact]) -> No
 
 
 def _load(app: App, state: _State, target: ConnectionUri | None) -> None:
-    if state.engine is EngineName.REDIS and target is not None:
-        _load_redis_target(app, state, target)
-        return
-    if state.engine is EngineName.REDIS:
-        from affidavit.scratch.redis_server import RedisScratch
-
-        assert state.scratch is not None
-        rdb = next(iter(state.plain.values()))
-        state.rep.stage("loading the RDB into a scratch redis-server")
-        # streams its RDB to the verify phase at once (no wait for more replicas)
-        scratch = RedisScratch(workdir=state.scratch.workdir, rdb=rdb, replica_sync_delay=0)
-        state.scratch = scratch
-        scratch.start()
+    """Start the scratch server on the backup's data file (the load itself), or start it
+    empty or take the named target and write every dataset through the engine's
+    ``restore``, as the backup format's layout reads them (:meth:`RestoreLayout.items`)."""
+    scratch = state.scratch
+    if scratch is not None and _preloading(state):
+        state.rep.stage(f"loading the {state.backup.format} backup into {scratch.label}")
+        scratch.start_preloaded(next(iter(state.plain.values())))
         state.uri = scratch.uri
         return
-    if target is None:
-        assert state.scratch is not None
-        state.rep.stage("starting a scratch SecantusDB server")
-        state.scratch.start()
-        uri = ConnectionUri.parse(EngineName.MONGODB, state.scratch.uri)
+    if scratch is not None:
+        state.rep.stage(f"starting {scratch.label}")
+        scratch.start()
+        uri = ConnectionUri.parse(state.engine, scratch.uri)
     else:
+        assert target is not None
         uri = target
     state.uri = uri.text
+    counts = {d.name: d.records for d in state.backup.datasets}
+    state.rep.stage(f"reading the {state.backup.format} backup")
     with engine_for_uri(
-        EngineName.MONGODB, uri, password=None, timeout=max(app.settings.connect_timeout, 30)
+        state.engine, uri, password=None, timeout=max(app.settings.connect_timeout, 30)
     ) as engine:
-        if not isinstance(engine, DatasetLoader):
-            raise OperationError(f"the {engine.name} engine cannot load datasets")
-        if state.backup.format == "mongodump-archive":
-            _load_archive(state, engine)
-            return
-        by_dataset = {
-            a.dataset: a
-            for a in state.backup.artifacts
-            if a.path in state.plain and a.role is ArtifactRole.DATA
-        }
-        metas = {
-            _meta_stem(a.path): state.plain[a.path]
-            for a in state.backup.artifacts
-            if a.path in state.plain and a.role is ArtifactRole.METADATA
-        }
-        for dataset in state.backup.datasets:
-            artifact = by_dataset.get(dataset.name)
-            if artifact is None:
-                raise IntegrityError(
-                    f"backup {state.backup.id} has no data artifact for {dataset.name}"
-                )
-            meta = metas.get(_stem(artifact.path))
-            metadata = _read_small(meta) if meta is not None else None
-            state.rep.task(f"loading {dataset.name}", dataset.records)
-            docs = _counted(
-                iter_bson_file(state.plain[artifact.path], validate="framing"), state.rep
-            )
-            engine.load_dataset(dataset.name, docs, metadata)
+        for name, records, metadata in state.layout.items(state.backup, state.plain):
+            state.rep.task(f"loading {name}", counts.get(name))
+            engine.restore(name, _counted(records, state.rep), metadata=metadata)
             state.rep.finish()
-
-
-def _load_redis_target(app: App, state: _State, target: ConnectionUri) -> None:
-    """Parse the decrypted RDB (structure and CRC-64 checked to the end first) and write every
-    dataset of the manifest into the named, empty Redis target with typed commands, in one
-    more pass: an RDB holds each database's keys together, after its SELECTDB."""
-    from affidavit.formats.rdb import RdbReader
-
-    rdb = next(iter(state.plain.values()))
-    reader = RdbReader(rdb)  # load semantics as of now: keys already expired are not written
-    state.rep.stage("checking the RDB")
-    reader.datasets()  # one full pass: a corrupt file fails before anything is written
-    wanted = {dataset.name: dataset.records for dataset in state.backup.datasets}
-    state.uri = target.text
-    with engine_for_uri(
-        EngineName.REDIS, target, password=None, timeout=max(app.settings.connect_timeout, 30)
-    ) as engine:
-        if not isinstance(engine, RecordLoader):
-            raise OperationError(f"the {engine.name} engine cannot write records")
-        for name, run in itertools.groupby(reader.iter_all(), key=operator.itemgetter(0)):
-            if name not in wanted:
-                continue  # a database the manifest does not list is not restored
-            state.rep.task(f"loading {name}", wanted[name])
-            records = (record for _, record in run)
-            # a database met twice (a second SELECTDB) is refused: it is no longer empty
-            engine.load_records(name, _counted(records, state.rep))
-            state.rep.finish()
-
-
-def _load_archive(state: _State, engine: DatasetLoader) -> None:
-    """Restore every dataset of a ``mongodump --archive`` backup: its one data artifact holds
-    all namespaces, each with its metadata (options, indexes) in the archive's prelude."""
-    data = [
-        a for a in state.backup.artifacts if a.path in state.plain and a.role is ArtifactRole.DATA
-    ]
-    if len(data) != 1:
-        raise IntegrityError(
-            f"backup {state.backup.id} should hold one archive, not {len(data)} data artifacts"
-        )
-    reader = ArchiveReader(state.plain[data[0].path])
-    metadata = reader.prelude().metadata
-    for dataset in state.backup.datasets:
-        state.rep.task(f"loading {dataset.name}", dataset.records)
-        meta = metadata.get(dataset.name)
-        docs = _counted(reader.records(dataset.name), state.rep)
-        engine.load_dataset(dataset.name, docs, meta.encode("utf-8") if meta else None)
-        state.rep.finish()
 
 
 _T = TypeVar("_T")
@@ -840,30 +442,29 @@ def _counted(items: Iterable[_T], rep: Reporter) -> Iterator[_T]:
         yield item
 
 
-def _read_small(path: Path) -> bytes:
-    with open_binary(path) as stream:  # .gz metadata of ingested dumps is inflated here
-        data: bytes = stream.read()
-    return data
-
-
-def _verify(app: App, state: _State, vault: VaultBackend, watch: _RedisProbeWatch | None) -> None:
+def _verify(app: App, state: _State, vault: VaultBackend, probes: list[Probe]) -> None:
     """Re-fingerprint what the target holds now and compare it with the manifest, dataset by
-    dataset. A scratch ``redis-server``, and a named Redis target of 100,000 keys or more
-    that allows ``SYNC``, is read back as a whole: its own RDB of the keyspace, taken over
-    the replication protocol as ``backup run`` takes one (:func:`_verify_redis_rdb`); every
-    other target is read record by record (MongoDB scans, Redis SCAN and typed reads)."""
+    dataset. A target whose engine streams whole-server snapshots (a scratch server; a named
+    target of 100,000 keys or more that allows it, such as Redis' ``SYNC``) is read back as a
+    whole, in one snapshot taken as ``backup run`` takes one (:func:`_verify_snapshot`);
+    every other target is read record by record (MongoDB scans, Redis SCAN and typed reads).
+    Probes that the engine cannot answer with queries are answered from the records read
+    back here (:class:`~affidavit.services.probes.ReadBackProbes`)."""
     assert state.uri is not None
     uri = ConnectionUri.parse(state.engine, state.uri)
     with engine_for_uri(
         state.engine, uri, password=None, timeout=max(app.settings.connect_timeout, 30)
     ) as engine:
+        if probes and engine.query_probes() is None:
+            state.watch = ReadBackProbes(probes)
+        watch = state.watch
         names = [d.name for d in state.backup.datasets]
-        if state.engine is EngineName.REDIS and (
+        if engine.snapshot_format is not None and (
             state.scratch is not None or prefers_snapshot(engine, names)
         ):
-            if _verify_redis_rdb(app, state, vault, watch, engine):
+            if _verify_snapshot(app, state, vault, watch, engine):
                 return
-            state.rep.stage("the target refuses SYNC: reading it key by key")
+            state.rep.stage("the target refuses a snapshot: reading it record by record")
         for dataset in state.backup.datasets:
             state.rep.task(f"re-fingerprinting {dataset.name}", dataset.records)
             index = _restored_index(state, dataset.name)
@@ -888,39 +489,33 @@ def _restored_index(state: _State, dataset: str) -> Path:
     return index
 
 
-def _verify_redis_rdb(
-    app: App, state: _State, vault: VaultBackend, watch: _RedisProbeWatch | None, engine: Any
+def _verify_snapshot(
+    app: App, state: _State, vault: VaultBackend, watch: ReadBackProbes | None, engine: Engine
 ) -> bool:
-    """The scratch server's keyspace as the server itself serialises it (an RDB streamed over
-    ``SYNC``, read as of the moment it was asked for, structure and CRC-64 checked), through
-    the RDB fingerprint pass of ``backup run``: about a second per million keys where reading
-    them back key by key takes a minute. Probes see every record of that pass. False (nothing
-    compared) when the server refuses ``SYNC``."""
+    """The target's keyspace as the server itself serialises it (for Redis an RDB streamed
+    over ``SYNC``, read as of the moment it was asked for, structure and CRC-64 checked),
+    through the one fingerprint pass of ``backup run`` (:func:`fingerprint_datasets`): about
+    a second per million keys where reading them back key by key takes a minute. Probes see
+    every record of that pass. False (nothing compared) when the server refuses."""
     names = [d.name for d in state.backup.datasets]
-    state.rep.stage("reading the restored keyspace back (its RDB, over SYNC)")
-    spool = state.workdir / "restored" / "restored.rdb"
+    state.rep.stage("reading the restored keyspace back (one snapshot of it)")
+    spool = state.workdir / "restored" / "restored.snapshot"
     spool.parent.mkdir(parents=True, exist_ok=True)
-    reader = spool_redis_snapshot(engine, spool)
+    reader = spool_snapshot(engine, spool)
     if reader is None:
         return False
-    if watch is None:  # the compiled pass: pairs only
-        accumulators = fingerprint_rdb(reader, names)
-        for name in names:
-            index = _restored_index(state, name)
-            fingerprint, _ = accumulators[name].finish(index, dataset=name, encoding="redis")
-            _compare(app, state, vault, name, restored=fingerprint.text, index=index)
-        return True
-    for dataset in state.backup.datasets:  # the probes need the records themselves
-        index = _restored_index(state, dataset.name)
-        result = fingerprint_records(
-            watch.watch(dataset.name, reader.records(dataset.name)),
-            encoding=RecordEncoding.REDIS,
-            profile="exact",
-            reporter=state.rep,
-            index=index,
-            dataset=dataset.name,
+    accumulators = fingerprint_datasets(
+        reader, names, profile="exact", observe=watch.see if watch is not None else None
+    )
+    for result in finished(
+        accumulators,
+        index_for=lambda name: _restored_index(state, name),
+        encoding=engine.record_encoding,
+    ):
+        assert result.index is not None
+        _compare(
+            app, state, vault, result.name, restored=result.fingerprint.text, index=result.index
         )
-        _compare(app, state, vault, dataset.name, restored=result.fingerprint.text, index=index)
     return True
 
 
@@ -1006,30 +601,22 @@ def _mismatch(
     )
 
 
-def _probes(app: App, state: _State, probes: list[Probe], watch: _RedisProbeWatch | None) -> None:
+def _probes(app: App, state: _State, probes: list[Probe]) -> None:
+    """Each probe's result: from the records the verify phase read back, or queried."""
     state.rep.stage("running probes")
-    if watch is not None:
-        state.probes = watch.results()
+    if state.watch is not None:
+        state.probes = state.watch.results()
     else:
         assert state.uri is not None
         uri = ConnectionUri.parse(state.engine, state.uri)
         with engine_for_uri(
             state.engine, uri, password=None, timeout=app.settings.connect_timeout
         ) as engine:
-            state.probes = _mongo_probes(engine, probes)
-    for result in state.probes:
-        if not result["ok"]:
-            state.findings.append(
-                Finding(
-                    code=CheckCode.PROBE_FAILED.value,
-                    message=f"probe {result['name']!r} expected "
-                    f"{json.dumps(result['expect'], default=str)}, "
-                    f"got {json.dumps(result['actual'], default=str)[:200]}",
-                    subject=result["name"],
-                    details={k: result[k] for k in ("dataset", "kind", "expect", "actual")}
-                    | ({"error": result["error"]} if "error" in result else {}),
-                )
-            )
+            queries = engine.query_probes()
+            if queries is None:
+                raise OperationError(f"the {engine.name} engine cannot run query probes")
+            state.probes = run_query_probes(queries, probes)
+    state.findings.extend(failed_probe_findings(state.probes))
 
 
 def _record(
@@ -1090,6 +677,8 @@ def _record(
         "findings": [f.to_json() for f in state.findings],
         "tool": {"name": "affidavit", "version": __version__},
     }
+    # what is signed is a valid drill result (models/predicates.py), byte for byte as built
+    predicate = DrillPredicate.from_predicate(predicate).to_predicate()
     subjects = tuple(
         Subject(name=a.path, sha256=a.sha256)
         for a in backup.artifacts
@@ -1123,17 +712,8 @@ def _record(
         change.record(
             "drill.completed",
             f"backup:{backup.id}",
-            {
-                "drill_id": drill_id,
-                "ok": ok,
-                "target": target,
-                "forced": forced,
-                "scratch": state.scratch_info,
-                "rto_seconds": rto,
-                "restore_seconds": round(restore_seconds, 6),
-                "total_seconds": round(total, 6),
-                "phases": phases,
-                "fingerprint_match": fingerprint_match,
+            {k: predicate[k] for k in _EVENT_FIELDS}
+            | {
                 "datasets": {d["name"]: d["restored"] for d in state.datasets},
                 "findings": sorted({f.code for f in state.findings}),
             },
@@ -1143,8 +723,11 @@ def _record(
 
 def _signed_manifest_findings(app: App, backup: Backup) -> list[Finding]:
     """The drill's expectations (artifact digests, dataset fingerprints) come from catalog
-    rows; this checks them against the signed manifest, so that a catalog edited behind
-    affidavit's back cannot make a drill pass."""
+    rows; this checks them against the signed manifest
+    (:func:`~affidavit.ledger.manifest_check.check_backup_manifest`, as ``verify`` does), so
+    that a catalog edited behind affidavit's back cannot make a drill pass. A drill reports
+    what the check finds as ``manifest-signature-invalid`` (nothing signed can be read) or
+    ``manifest-mismatch`` (the catalog or the statement disagrees with the signed manifest)."""
     identity = app.ledger_identity()
     if identity is None or backup.envelope is None:
         return [
@@ -1154,35 +737,29 @@ def _signed_manifest_findings(app: App, backup: Backup) -> list[Finding]:
                 subject=backup.id,
             )
         ]
-    try:
-        statement = verify_attestation(
-            Envelope.from_json(backup.envelope),
-            {identity.keyid: identity.signer.key.public_key},
-            predicate_type=BACKUP_PREDICATE_TYPE,
-        )
-    except (IntegrityError, FormatError) as exc:
-        return [
-            Finding(
-                code=CheckCode.MANIFEST_SIGNATURE_INVALID.value,
-                message=f"the manifest's signature does not verify: {exc.message}",
-                subject=backup.id,
-            )
-        ]
-    predicate = statement.predicate
-    signed_datasets = {str(d["name"]): str(d["fingerprint"]) for d in predicate.get("datasets", [])}
-    signed_artifacts = {(str(a["path"]), str(a["sha256"])) for a in predicate.get("artifacts", [])}
-    recorded = {(a.path, a.sha256) for a in backup.artifacts if a.role is not ArtifactRole.MANIFEST}
-    if signed_datasets != {d.name: d.fingerprint for d in backup.datasets} or (
-        signed_artifacts != recorded
-    ):
-        return [
+    checked = check_backup_manifest(backup, {identity.keyid: identity.signer.key.public_key})
+    findings: list[Finding] = []
+    rows_differ = False
+    for issue in checked.issues:
+        if issue.defect in (ManifestDefect.ARTIFACTS, ManifestDefect.DATASETS):
+            rows_differ = True
+            continue
+        code = CheckCode.MANIFEST_MISMATCH  # the catalog or the statement disagrees
+        if issue.code is CheckCode.MANIFEST_SIGNATURE_INVALID:  # nothing signed to go by
+            code = CheckCode.MANIFEST_SIGNATURE_INVALID
+        message = issue.message
+        if issue.defect is ManifestDefect.SIGNATURE:
+            message = f"the manifest's signature does not verify: {issue.reason}"
+        findings.append(Finding(code=code.value, message=message, subject=backup.id))
+    if rows_differ:
+        findings.append(
             Finding(
                 code=CheckCode.MANIFEST_MISMATCH.value,
                 message="the catalog's artifacts or fingerprints differ from the signed manifest",
                 subject=backup.id,
             )
-        ]
-    return []
+        )
+    return findings
 
 
 def list_drills(app: App, backup_id: str | None = None) -> list[Drill]:

@@ -1,7 +1,8 @@
 """Fingerprinting use cases: a registered source's datasets or a backup file, and diffs.
 
-The codec that turns a raw record into canonical ``(key, value)`` bytes is picked here by the
-reader's record encoding and the profile; hashing and bucketing happen in
+The codec that turns a raw record into canonical ``(key, value)`` bytes comes from the codec
+registry (:mod:`affidavit.formats.codecs`) by the reader's record encoding and the profile;
+hashing and bucketing happen in
 :mod:`affidavit.fingerprint`. With ``workers > 1`` the records are cut into batches that a
 process pool canonicalises and hashes; the per-worker results merge into one accumulator
 (the fingerprint does not depend on the split).
@@ -10,12 +11,11 @@ process pool canonicalises and hashes; the per-worker results merge into one acc
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -23,47 +23,22 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from affidavit.crypto.record_digest import RecordHasher
-from affidavit.errors import FormatError, InputError, NotFound, OperationError
+from affidavit.engines.base import Engine
+from affidavit.errors import FormatError, InputError, NotFound, OperationError, SyncRefused
 from affidavit.fingerprint.accumulator import Accumulator, hash_records
 from affidavit.fingerprint.diff import DiffResult, diff_indexes
 from affidavit.fingerprint.index import IndexReader
 from affidavit.fingerprint.model import PAIR_SIZE, Fingerprint, record_tag
 from affidavit.formats.base import RecordReader, check_input_path
+from affidavit.formats.codecs import Codec, codec_for
 from affidavit.models.progress import Reporter, SilentReporter
-from affidavit.models.records import PROFILES, Profile, RecordEncoding
+from affidavit.models.records import Profile, RecordEncoding
 from affidavit.private_temp import open_private, private_folder
 from affidavit.services.backends import engine_for, reader_class, reader_classes
 from affidavit.services.context import App
 
-Codec = Callable[[Any], tuple[bytes, bytes]]
-
-_CODECS: dict[tuple[RecordEncoding, Profile], tuple[str, str]] = {
-    # readers only frame BSON documents (see open_reader); the codec checks each in full
-    (RecordEncoding.BSON, "exact"): ("affidavit.formats.bson_codec", "exact_record_checked"),
-    (RecordEncoding.BSON, "logical"): ("affidavit.formats.bson_codec", "logical_record_from_bson"),
-    (RecordEncoding.EXTJSON, "logical"): (
-        "affidavit.formats.bson_codec",
-        "logical_record_from_extjson",
-    ),
-    (RecordEncoding.REDIS, "exact"): ("affidavit.formats.redis_codec", "encode_redis_record"),
-    (RecordEncoding.REDIS, "logical"): ("affidavit.formats.redis_codec", "encode_redis_record"),
-}
 _BATCH_RECORDS = 2048
 _BATCH_BYTES = 4 << 20
-
-
-def codec_for(encoding: RecordEncoding, profile: Profile) -> Codec:
-    """The canonicaliser of ``encoding`` records under ``profile``."""
-    if profile not in PROFILES:
-        raise InputError(f"unknown profile {profile!r}", hint="use exact or logical")
-    spec = _CODECS.get((encoding, profile))
-    if spec is None:
-        raise InputError(
-            f"the {profile} profile is not defined for {encoding} records",
-            hint="Extended JSON carries no raw BSON: use --profile logical",
-        )
-    fn: Codec = getattr(importlib.import_module(spec[0]), spec[1])
-    return fn
 
 
 def _hash_batch(
@@ -360,108 +335,151 @@ def _hash_all(acc: Accumulator, jobs: Iterable[_Job], *, workers: int, rep: Repo
             add(pending.popleft().result())
 
 
-def fingerprint_rdb(
-    reader: Any, names: list[str] | None, *, profile: Profile = "exact"
+def fingerprint_datasets(
+    reader: RecordReader,
+    names: Sequence[str] | None = None,
+    *,
+    profile: Profile = "exact",
+    workers: int = 1,
+    check: bool = True,
+    keep_keys: bool = True,
+    reporter: Reporter | None = None,
+    observe: Callable[[str, Any], None] | None = None,
 ) -> dict[str, Accumulator]:
-    """The fingerprints of ``names`` (``db0``...; None: every dataset the file holds) in ONE
-    pass over the RDB (structure and CRC-64 checked to the end). Redis records have one
-    canonical form, so ``profile`` only tags the record hashes.
-    ``RdbReader.iter_pairs`` parses, encodes and hashes the records (through the compiled
-    fast path when it is built: ~1 µs per key, against ~5 µs in pure Python) and hands over
-    batches of one database's ``key_hash || record_hash`` pairs, which go to that
-    database's accumulator as they are; records of datasets not asked for are dropped."""
-    from affidavit.formats.redis_codec import encode_redis_record
+    """THE fingerprint pass over a reader: every dataset's accumulator (of ``names``; None:
+    every dataset the input holds, in the reader's order), for backup, ingest, verify, drills
+    and ``affidavit fingerprint`` alike, in the fewest passes the reader allows (what it
+    declares, see :class:`~affidavit.formats.base.RecordReader`):
 
-    accumulators: dict[int, Accumulator] = {}
-    if names is not None:
-        accumulators = {int(name.removeprefix("db")): Accumulator(profile) for name in names}
-    by_label: dict[str, Accumulator | None] = {}  # per label, not per batch
-    hasher = RecordHasher(record_tag(profile))
-    for dataset, pairs, keys in reader.iter_pairs(hasher, encode_redis_record):
-        if dataset in by_label:
-            acc = by_label[dataset]
-        else:
-            db = int(dataset.removeprefix("db"))
-            acc = accumulators.get(db)
-            if acc is None and names is None:
-                acc = accumulators[db] = Accumulator(profile)
-            by_label[dataset] = acc
-        if acc is not None:
-            acc.add_pairs(pairs, keys)
-    out = {f"db{db}": acc for db, acc in sorted(accumulators.items())}
-    if names is None:  # datasets() now answers from the pass just made
-        for name in reader.datasets():
-            out.setdefault(name, Accumulator(profile))
-    return out
+    - a reader with a fused pass (an RDB): one pass that parses, encodes and hashes
+      (:func:`_fused`);
+    - a reader whose datasets share one stream (an archive): one pass over
+      :meth:`~RecordReader.iter_all`, each record through the codec;
+    - otherwise dataset by dataset: an uncompressed BSON file is read in ranges by
+      ``workers`` processes (:func:`add_bson_file`; exact profile), framed batches cross to
+      the workers as one buffer each (:func:`add_framed`), other records go through the
+      codec (in a process pool when ``workers > 1``).
 
-
-SNAPSHOT_FROM_KEYS = 100_000
-"""A live Redis server with at least this many keys (in the datasets asked for) is read as one
-RDB snapshot (:func:`redis_snapshot_fingerprints`); a smaller one key by key, which is then
-faster than the server's diskless-sync delay (5 s by default)."""
-
-
-def prefers_snapshot(engine: Any, names: list[str]) -> bool:
-    """Whether to read ``names`` of a live server as one RDB snapshot: a Redis server with at
-    least :data:`SNAPSHOT_FROM_KEYS` keys in them. Raises ``NotFound`` for an unknown one."""
-    if engine.record_encoding is not RecordEncoding.REDIS:
-        return False
-    keys: int = sum(engine.count_records(name) for name in names)
-    return keys >= SNAPSHOT_FROM_KEYS
-
-
-def spool_redis_snapshot(engine: Any, spool: Path) -> Any:
-    """Write one point-in-time RDB of a live Redis server to ``spool``, taken over the
-    replication protocol as ``backup run`` takes one, and return an ``RdbReader`` of it that
-    reads as of the moment it was asked for (keys expired by then are not there, as a read
-    would not see them). None when the server refuses ``SYNC``; connection and ``AUTH``
-    errors raise as reads would."""
-    from affidavit.errors import SyncRefused
-    from affidavit.formats.rdb import RdbReader
-
-    as_of = int(time.time() * 1000)
-    transfer = engine.request_rdb()
-    try:
-        with open_private(spool) as out:  # the keyspace in the clear: 0600
-            for chunk in transfer.payload():
-                out.write(chunk)
-    except SyncRefused:
-        return None
-    finally:
-        transfer.close()
-    return RdbReader(spool, as_of_ms=as_of)
+    ``check``: every BSON document is decoded in full, by the codec (the reader is told to
+    frame only, :meth:`~RecordReader.check_framing_only`; else framed and keyed only, exact
+    profile). ``keep_keys``: the accumulators keep the keys an index file needs.
+    ``observe(dataset, record)`` is shown every record of the datasets asked for as it passes
+    (a drill's probes read back), in one pass over :meth:`~RecordReader.iter_all`. Raises
+    ``FormatError`` at the first defect, worded as the reader words it. The caller finishes
+    (and closes) each accumulator."""
+    rep = reporter or SilentReporter()
+    codec = codec_for(reader.encoding, profile)  # fails early on an undefined combination
+    if reader.fused_pairs and observe is None:
+        return _fused(reader, names, profile, keep_keys=keep_keys)
+    wanted = list(names) if names is not None else reader.datasets()
+    accumulators = {name: Accumulator(profile, keep_keys=keep_keys) for name in wanted}
+    if check:
+        reader.check_framing_only()  # the codec checks every record in full
+    if reader.one_pass or observe is not None:
+        records = reader.iter_all()
+        if observe is not None:
+            records = _observed(records, observe, accumulators.keys())
+        try:
+            _add_all(accumulators, records, codec, rep)
+        except FormatError:
+            reader.find_defect(None)  # the defect, named by offset as the reader does
+            raise
+        return accumulators
+    for name in wanted:
+        _add_dataset(
+            accumulators[name], reader, name, profile=profile, workers=workers, check=check,
+            rep=rep,
+        )  # fmt: skip
+    return accumulators
 
 
-def redis_snapshot_fingerprints(
-    engine: Any,
-    names: list[str],
+def _observed(
+    records: Iterator[tuple[str, Any]],
+    observe: Callable[[str, Any], None],
+    names: Collection[str],
+) -> Iterator[tuple[str, Any]]:
+    for name, record in records:
+        if name in names:
+            observe(name, record)
+        yield name, record
+
+
+def _add_all(
+    accumulators: dict[str, Accumulator],
+    records: Iterable[tuple[str, Any]],
+    codec: Codec,
+    rep: Reporter,
+) -> None:
+    """``(dataset, record)`` pairs of one pass, each through ``codec`` into its dataset's
+    accumulator, in batches; records of datasets not asked for are skipped."""
+    pending: dict[str, list[tuple[bytes, bytes]]] = {name: [] for name in accumulators}
+    for name, record in records:
+        batch = pending.get(name)
+        if batch is None:
+            continue
+        batch.append(codec(record))
+        if len(batch) >= _BATCH_RECORDS:
+            accumulators[name].add_records(batch)
+            rep.advance(len(batch))
+            batch.clear()
+    for name, batch in pending.items():
+        accumulators[name].add_records(batch)
+        rep.advance(len(batch))
+
+
+def _add_dataset(
+    acc: Accumulator,
+    reader: RecordReader,
+    name: str,
     *,
     profile: Profile,
-    index_for: Callable[[str], Path | None],
+    workers: int,
+    check: bool,
     rep: Reporter,
-) -> list[DatasetFingerprint] | None:
-    """The fingerprints of a live Redis server's ``names`` from ONE point-in-time RDB of it,
-    taken over the replication protocol exactly as ``backup run`` takes one
-    (:meth:`~affidavit.engines.redis.RedisEngine.request_rdb`), spooled to a private file and
-    read as of the moment it was asked for: about a second per million keys plus the
-    server's diskless-sync delay, against about a minute for SCAN and typed reads, and exact
-    absolute expiries. None when the server refuses ``SYNC`` (a user without the permission,
-    a managed service that disables it): the caller reads key by key then. Every other
-    failure raises as a read would."""
-    rep.stage("reading the server's keyspace as one RDB snapshot (SYNC)")
-    with private_folder("live-rdb") as tmp:  # swept by a later command if this one is killed
-        reader = spool_redis_snapshot(engine, tmp / "live.rdb")
-        if reader is None:
-            return None
-        accumulators = fingerprint_rdb(reader, names, profile=profile)
+) -> None:
+    """One dataset of a reader whose datasets lie apart, by the fastest road it offers."""
+    bson = reader.encoding is RecordEncoding.BSON
+    file = reader.dataset_file(name) if bson and profile == "exact" else None
+    batches = reader.record_batches(name) if bson and file is None else None
+    try:
+        if file is not None:
+            add_bson_file(acc, file, workers=workers, check=check, rep=rep)
+            return
+        if batches is not None:
+            add_framed(
+                acc, batches, encoding=reader.encoding, profile=profile, workers=workers,
+                rep=rep, check=check,
+            )  # fmt: skip
+            return
+    except FormatError:
+        if check:  # the defect, named by file and offset as the reader names it
+            reader.find_defect(name)
+        raise
+    if workers <= 1:
+        codec = codec_for(reader.encoding, profile)
+        for batch in _batches(reader.records(name)):
+            acc.add_records(codec(raw) for raw in batch)
+            rep.advance(len(batch))
+    else:
+        _parallel(
+            acc, records=reader.records(name), encoding=reader.encoding, profile=profile,
+            workers=workers, rep=rep,
+        )  # fmt: skip
+
+
+def finished(
+    accumulators: dict[str, Accumulator],
+    *,
+    index_for: Callable[[str], Path | None],
+    encoding: RecordEncoding,
+) -> list[DatasetFingerprint]:
+    """Finish (and close) every accumulator of :func:`fingerprint_datasets`, each with its
+    index file where ``index_for`` names one, in the accumulators' order."""
     results = []
-    for name in names:
-        acc = accumulators[name]
+    for name, acc in accumulators.items():
         index = index_for(name)
         try:
-            fingerprint, duplicates = acc.finish(
-                index, dataset=name, encoding=RecordEncoding.REDIS.value
-            )
+            fingerprint, duplicates = acc.finish(index, dataset=name, encoding=encoding.value)
         finally:
             acc.close()
         results.append(
@@ -470,6 +488,97 @@ def redis_snapshot_fingerprints(
             )
         )
     return results
+
+
+def _fused(
+    reader: RecordReader, names: Sequence[str] | None, profile: Profile, *, keep_keys: bool
+) -> dict[str, Accumulator]:
+    """The fingerprints of ``names`` (None: every dataset the input holds) in ONE fused pass
+    (:meth:`~RecordReader.iter_pairs`: an RDB parsed, encoded and hashed, through the
+    compiled path when it is built, structure and CRC-64 checked to the end). Redis records
+    have one canonical form, so ``profile`` only tags the record hashes. Batches of one
+    dataset's ``key_hash || record_hash`` pairs go to its accumulator as they are; records of
+    datasets not asked for are dropped."""
+    accumulators: dict[str, Accumulator] = {}
+    if names is not None:
+        accumulators = {name: Accumulator(profile, keep_keys=keep_keys) for name in names}
+    hasher = RecordHasher(record_tag(profile))
+    encode = codec_for(reader.encoding, profile)
+    for dataset, pairs, keys in reader.iter_pairs(hasher, encode):
+        acc = accumulators.get(dataset)
+        if acc is None:
+            if names is not None:
+                continue
+            acc = accumulators[dataset] = Accumulator(profile, keep_keys=keep_keys)
+        acc.add_pairs(pairs, keys)
+    if names is not None:
+        return accumulators
+    # every dataset the input holds (datasets() answers from the pass just made), in its order
+    return {
+        name: accumulators.get(name) or Accumulator(profile, keep_keys=keep_keys)
+        for name in reader.datasets()
+    }
+
+
+SNAPSHOT_FROM_KEYS = 100_000
+"""A live server that streams whole-server snapshots (Redis) with at least this many records in
+the datasets asked for is read as one snapshot (:func:`snapshot_fingerprints`); a smaller one
+record by record, which is then faster than the server's delay before a snapshot (Redis's
+diskless-sync delay, 5 s by default)."""
+
+
+def prefers_snapshot(engine: Engine, names: list[str]) -> bool:
+    """Whether to read ``names`` of a live server as one whole-server snapshot: an engine
+    that streams them, with at least :data:`SNAPSHOT_FROM_KEYS` records in ``names``. Raises
+    ``NotFound`` for an unknown dataset."""
+    if engine.snapshot_format is None:
+        return False
+    records: int = sum(engine.count_records(name) for name in names)
+    return records >= SNAPSHOT_FROM_KEYS
+
+
+def spool_snapshot(engine: Engine, spool: Path) -> RecordReader | None:
+    """Write one point-in-time whole-server snapshot of a live server to ``spool`` (for Redis
+    an RDB taken over the replication protocol, as ``backup run`` takes one) and return a
+    reader of it that reads as of the moment it was asked for (records expired by then are
+    not there, as a read would not see them). None when the server refuses to give one;
+    connection and authentication errors raise as reads would."""
+    assert engine.snapshot_format is not None
+    as_of = int(time.time() * 1000)
+    transfer = engine.request_snapshot()
+    try:
+        with open_private(spool) as out:  # the keyspace in the clear: 0600
+            for chunk in transfer.payload():
+                out.write(chunk)
+    except SyncRefused:
+        return None
+    finally:
+        transfer.close()
+    return reader_class(engine.snapshot_format).as_of(spool, captured_at_ms=as_of)
+
+
+def snapshot_fingerprints(
+    engine: Engine,
+    names: list[str],
+    *,
+    profile: Profile,
+    index_for: Callable[[str], Path | None],
+    rep: Reporter,
+) -> list[DatasetFingerprint] | None:
+    """The fingerprints of a live server's ``names`` from ONE whole-server snapshot of it,
+    taken exactly as ``backup run`` takes one (:meth:`Engine.request_snapshot`), spooled to
+    a private file and read as of the moment it was asked for: for Redis about a second per
+    million keys plus the server's diskless-sync delay, against about a minute for SCAN and
+    typed reads, and exact absolute expiries. None when the server refuses (a user without
+    the permission, a managed service that disables SYNC): the caller reads record by record
+    then. Every other failure raises as a read would."""
+    rep.stage("reading the server's keyspace as one snapshot")
+    with private_folder("live-snapshot") as tmp:  # swept by a later command if this one dies
+        reader = spool_snapshot(engine, tmp / "live.snapshot")
+        if reader is None:
+            return None
+        accumulators = fingerprint_datasets(reader, names, profile=profile)
+    return finished(accumulators, index_for=index_for, encoding=engine.record_encoding)
 
 
 def resolve_workers(workers: int) -> int:
@@ -512,25 +621,27 @@ def fingerprint_path(
             )
         names = [dataset]
     rep = reporter or SilentReporter()
-    results = []
-    for name in names:
-        rep.task(f"fingerprinting {name} ({profile})", reader.size_hint(name))
-        batches = getattr(reader, "record_batches", None)
-        results.append(
-            fingerprint_records(
-                reader.records(name),
-                framed=batches(name) if batches is not None else None,
-                encoding=reader.encoding,
-                profile=profile,
-                workers=resolve_workers(workers),
-                reporter=rep,
-                index=_index_path(out, name, len(names) > 1),
-                dataset=name,
-                check_bson=check_bson,
-            )
-        )
+    if reader.fused_pairs or reader.one_pass:
+        rep.task(f"fingerprinting {path.name} ({profile})", None)
+        accumulators = fingerprint_datasets(
+            reader, names, profile=profile, workers=resolve_workers(workers), check=check_bson,
+            keep_keys=out is not None, reporter=rep,
+        )  # fmt: skip
         rep.finish()
-    return results
+    else:
+        accumulators = {}
+        for name in names:
+            rep.task(f"fingerprinting {name} ({profile})", reader.size_hint(name))
+            one = fingerprint_datasets(
+                reader, [name], profile=profile, workers=resolve_workers(workers),
+                check=check_bson, keep_keys=out is not None, reporter=rep,
+            )  # fmt: skip
+            accumulators.update(one)
+            rep.finish()
+    many = len(names) > 1
+    return finished(
+        accumulators, index_for=lambda name: _index_path(out, name, many), encoding=reader.encoding
+    )
 
 
 def open_reader(path: Path, fmt: str | None) -> RecordReader:
@@ -549,10 +660,7 @@ def _frame_only(reader: RecordReader) -> RecordReader:
     """BSON readers only frame documents here: the codecs check every document in full
     (exact: :func:`exact_record_checked`; logical: by construction), in the worker processes
     when there are several, so the check is not done twice nor on one core."""
-    if getattr(reader, "validate", None) == "full":
-        reader.validate = "framing"  # type: ignore[attr-defined]
-    if getattr(reader, "validate_documents", None) is True:
-        reader.validate_documents = False  # type: ignore[attr-defined]
+    reader.check_framing_only()
     return reader
 
 
@@ -578,13 +686,13 @@ def fingerprint_source(
     with engine_for(source, timeout=app.settings.connect_timeout) as engine:
         names = [wanted] if wanted else engine.list_datasets()
         if prefers_snapshot(engine, names):  # NotFound before anything else
-            snapshot = redis_snapshot_fingerprints(
+            snapshot = snapshot_fingerprints(
                 engine, names, profile=profile, rep=rep,
                 index_for=lambda name: _index_path(out, name, len(names) > 1),
             )  # fmt: skip
             if snapshot is not None:
                 return snapshot
-            rep.stage("the server refuses SYNC: reading it key by key")
+            rep.stage("the server refuses a snapshot: reading it record by record")
         for name in names:
             total = engine.estimate_records(name)  # sizes the progress bar only
             rep.task(f"fingerprinting {source.name}/{name} ({profile})", total)

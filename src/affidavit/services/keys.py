@@ -2,13 +2,16 @@
 disclosure of one backup's identity for an independent restore.
 
 The keystore is the local file ``HOME/keys/kek.json`` (optionally passphrase-protected through
-``AFFIDAVIT_PASSPHRASE``) unless ``kms_key_id`` names an AWS KMS key.
+``AFFIDAVIT_PASSPHRASE``) unless ``kms_key_id`` names an AWS KMS key; ``_KEYSTORES`` is the
+registry by :class:`KeystoreKind`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from affidavit.config import Settings
 from affidavit.errors import InputError, KeystoreError
@@ -20,16 +23,50 @@ KEK_FILENAME = "kek.json"
 ROTATION_PERIOD = timedelta(days=90)
 
 
-def keystore_for(settings: Settings) -> Keystore:
-    """The keystore this home is configured to use."""
-    if settings.kms_key_id:
-        from affidavit.keystores.kms import KmsKeystore
+class KeystoreKind(StrEnum):
+    """Where the key-encryption key is kept."""
 
-        return KmsKeystore(settings.kms_key_id, region=settings.kms_region or None)
+    FILE = "file"  # HOME/keys/kek.json, optionally passphrase-protected
+    KMS = "kms"  # an AWS KMS key (kms_key_id)
+
+
+def _file_keystore(settings: Settings) -> Keystore:
     from affidavit.keystores.file import FileKeystore
 
     passphrase = settings.passphrase.get_secret_value() if settings.passphrase else None
     return FileKeystore(settings.home / "keys" / KEK_FILENAME, passphrase=passphrase)
+
+
+def _kms_keystore(settings: Settings) -> Keystore:
+    from affidavit.keystores.kms import KmsKeystore
+
+    return KmsKeystore(settings.kms_key_id, region=settings.kms_region or None)
+
+
+# keystore kind -> the keystore made from the settings (its module imported only then)
+_KEYSTORES: dict[KeystoreKind, Callable[[Settings], Keystore]] = {
+    KeystoreKind.FILE: _file_keystore,
+    KeystoreKind.KMS: _kms_keystore,
+}
+
+
+def keystore_kind(settings: Settings) -> KeystoreKind:
+    """The kind of keystore this home is configured to use: AWS KMS when ``kms_key_id``
+    names a key, else the local key file."""
+    return KeystoreKind.KMS if settings.kms_key_id else KeystoreKind.FILE
+
+
+def keystore_for(settings: Settings) -> Keystore:
+    """The keystore this home is configured to use. Raises ``InputError`` when its Python
+    package is not installed."""
+    kind = keystore_kind(settings)
+    try:
+        return _KEYSTORES[kind](settings)
+    except ModuleNotFoundError as exc:
+        raise InputError(
+            f"the {kind} keystore needs the Python package {exc.name!r}, which is not installed",
+            hint="pip install 'affidavit[all]'",
+        ) from exc
 
 
 def wrap_identity(keystore: Keystore, backup_id: str, identity: str) -> WrappedSecret:

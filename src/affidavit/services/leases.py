@@ -38,13 +38,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from affidavit.catalog.store import UnitOfWork
+from affidavit.constants import INGESTED_LABEL
 from affidavit.errors import Error, VaultError
 from affidavit.models.backup import Backup, BackupStatus, Lease
 from affidavit.models.inventory import Vault
 from affidavit.models.ledger import Event
 from affidavit.policy.facts import AbandonedRunFacts
 from affidavit.private_temp import sweep
-from affidavit.processes import boot_id, pid_namespace, proc_stat
+from affidavit.processes import ProcessState, boot_id, pid_namespace, process_state
 from affidavit.services.backends import vault_backend
 from affidavit.services.context import App
 from affidavit.services.policy_vouch import event_time, read_events
@@ -55,8 +56,6 @@ HEARTBEAT_SECONDS = 30.0
 LEASE_TIMEOUT = timedelta(minutes=15)
 """How old a heartbeat must be before a run that cannot be looked up (another host, another
 PID namespace, no ``/proc``) counts as dead: thirty missed heartbeats."""
-INGESTED_LABEL = "ingested"
-"""The first folder of the artifacts of an ingested backup that names no source."""
 
 _ABANDONED = "backup.abandoned"
 _PARTIALS_REMOVED = "backup.partials_removed"
@@ -92,33 +91,6 @@ def this_host() -> HostIdentity:
     """This process's host name, boot id and PID namespace (None where the system does not
     say: then no lease is judged by its pid)."""
     return HostIdentity(host=socket.gethostname(), boot_id=boot_id(), pid_namespace=pid_namespace())
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessState:
-    """A process that has a pid: its start time (clock ticks after boot; None where the
-    system does not say) and whether it has exited and waits to be reaped (a zombie)."""
-
-    start: int | None
-    exited: bool = False
-
-
-def process_state(pid: int) -> ProcessState | None:
-    """The process with this pid, or None when there is none. Reads ``/proc/PID/stat``
-    (state, field 3; start time, field 22); where that cannot be read (no ``/proc``, or one
-    that hides other users' processes), only whether the pid exists (``kill(pid, 0)``)."""
-    if not 0 < pid < 1 << 31:  # 0 and negatives name process groups in kill(); none is a pid
-        return None
-    stat = proc_stat(pid)
-    if stat is not None:
-        return ProcessState(start=stat[1], exited=stat[0] in (b"Z", b"X"))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # it exists, under another user
-    return ProcessState(start=None)
 
 
 def new_lease(backup_id: str, at: datetime) -> Lease:

@@ -45,7 +45,7 @@ from affidavit.ledger.verify import (
     verify_ledger,
 )
 from affidavit.models.inventory import Vault, VaultName, parse_vault_url
-from affidavit.models.ledger import Event, rfc3339_utc
+from affidavit.models.ledger import KEY_CREATED, Event, creation_problem, rfc3339_utc
 from affidavit.services.backends import vault_backend
 from affidavit.services.context import (
     App,
@@ -174,7 +174,7 @@ def setup_ledger(app: App) -> SetupResult:
 def _record_key_created(app: App, identity: LedgerIdentity) -> None:
     with app.change() as change:
         change.record(
-            "ledger.key_created",
+            KEY_CREATED,
             f"ledger:{identity.origin}",
             {
                 "origin": identity.origin,
@@ -342,7 +342,7 @@ def recover_ledger(app: App, *, reason: str) -> RecoverResult:
     with app.change(fork_from=base) as change:
         if size == 0:
             event = change.record(
-                "ledger.key_created",
+                KEY_CREATED,
                 f"ledger:{identity.origin}",
                 {
                     "origin": identity.origin,
@@ -407,12 +407,7 @@ def _recovery_base(  # noqa: PLR0917 - one private call site
             "cannot recover: the catalog's stored hashes do not give its newest checkpoint's root",
             hint="restore the catalog from a backup, then recover",
         )
-    genesis = Event.from_canonical(first[0].entry) if first else None
-    if (
-        genesis is None
-        or genesis.action != "ledger.key_created"
-        or genesis.details.get("vkey") != identity.vkey
-    ):
+    if creation_problem(first[0].entry if first else None, identity.vkey) is not None:
         raise SigningRefused("cannot recover: the catalog's ledger was not begun by this key")
     return Signed(newest[1], checkpoint)
 
@@ -984,26 +979,17 @@ def _creator_finding(entry: bytes | None, verifier: NoteVerifier) -> Finding | N
     """A finding unless seq 0 is the ``ledger.key_created`` event of the verifier's key."""
     if entry is None:
         return None  # an empty ledger: judged by the verifier (no-checkpoint)
-    try:
-        event: Event | None = Event.from_canonical(entry)
-    except FormatError:
-        event = None
-    if event is None or event.action != "ledger.key_created":
-        what = "not an event" if event is None else repr(event.action)
-        return Finding(
-            code=FindingCode.KEY_NOT_CREATOR,
-            seq=0,
-            message=f"seq 0 is {what}, not the ledger.key_created event of the key used",
-        )
-    created = event.details.get("vkey")
-    if created != verifier.vkey():
-        return Finding(
-            code=FindingCode.KEY_NOT_CREATOR,
-            seq=0,
-            message=f"the ledger was created with key {created!r} (seq 0), but is verified "
-            f"with {verifier.vkey()!r}: the key was swapped",
-        )
-    return None
+    problem = creation_problem(entry, verifier.vkey())
+    if problem is None:
+        return None
+    kind, found = problem
+    message = (
+        f"seq 0 is {found}, not the {KEY_CREATED} event of the key used"
+        if kind == "not-created"
+        else f"the ledger was created with key {found} (seq 0), but is verified with "
+        f"{verifier.vkey()!r}: the key was swapped"
+    )
+    return Finding(code=FindingCode.KEY_NOT_CREATOR, seq=0, message=message)
 
 
 def verify_export(

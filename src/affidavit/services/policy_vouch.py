@@ -31,11 +31,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from affidavit.catalog.repository import LedgerRepository
-from affidavit.constants import Classification
+from affidavit.constants import INGESTED_LABEL, Classification
 from affidavit.crypto.digest import sha256_hex
+from affidavit.errors import FormatError
+from affidavit.ledger.attestation import Statement
 from affidavit.models.backup import Backup, Hold
 from affidavit.models.checks import Drill, Verification
 from affidavit.models.ledger import Event
+from affidavit.models.manifest import BackupManifest
 from affidavit.policy.facts import BackupFacts, CatalogMismatch, CheckFacts
 
 #: how long before its event a row's time may have been taken (signing, lock waits, a KMS call)
@@ -47,7 +50,6 @@ _BACKUP_ACTIONS = ("backup.started", "backup.completed", "backup.failed", "backu
 _HOLD_ACTIONS = ("hold.added", "hold.released")
 _CHECK_ACTIONS = ("verification.completed", "drill.completed")
 ACTIONS = (*_BACKUP_ACTIONS, *_HOLD_ACTIONS, *_CHECK_ACTIONS)
-_INGESTED = "ingested"  # the source label of an ingest without a source
 _NEVER = datetime.min.replace(tzinfo=UTC)  # a time the ledger does not give: never recent
 
 
@@ -192,7 +194,7 @@ def signed_time(value: Any) -> datetime | None:
 def signed_source(started: Event) -> str | None:
     """The source ``backup.started`` names (None: an ingest that named none)."""
     label = _str(started.details.get("source"))
-    return None if label in (None, _INGESTED) else label
+    return None if label in (None, INGESTED_LABEL) else label
 
 
 def parse_entry(entry: bytes) -> Event | None:
@@ -327,9 +329,9 @@ def _backup(
         facts = replace(facts, status=status, deleted_at=None)
     d = started.details
     label = d.get("source")
-    if label != (row.source if row.source is not None else _INGESTED):
+    if label != (row.source if row.source is not None else INGESTED_LABEL):
         note(_differs("the source", row.source, label, started), started)
-        facts = replace(facts, source=None if label == _INGESTED else _str(label))
+        facts = replace(facts, source=None if label == INGESTED_LABEL else _str(label))
     if d.get("vault") != row.vault:
         note(_differs("the vault", row.vault, d.get("vault"), started), started)
         facts = replace(facts, vault=_str(d.get("vault")) or "?")
@@ -375,22 +377,19 @@ def _completion(
         note(f"the datasets and their fingerprints differ from {at_seq(completed)}")
         facts = replace(facts, datasets=tuple(str(name) for name in signed))
     digest = completed.details.get("manifest_sha256")
-    predicate = _manifest(row, digest)
+    signed = _manifest(row, digest)
     inventory = _inventory(levels, facts.source, facts.datasets)
-    if predicate is None:
+    if signed is None:
         note(f"the manifest is not the one whose SHA-256 {at_seq(completed)} recorded")
         # the classification cannot be trusted: the strictest of the row's and the inventory's
         row_levels = _levels(ds.classification for ds in row.datasets)
         strictest = _highest([*row_levels, *inventory, facts.classification])
         return replace(facts, classification=strictest or facts.classification)
-    entries = predicate.get("datasets")
-    entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-    signed_levels = {e.get("name"): e.get("classification") for e in entries}
-    if signed_levels != {ds.name: ds.classification for ds in row.datasets}:
+    if signed.levels != {ds.name: ds.classification for ds in row.datasets}:
         note(f"the datasets' classification differs from the manifest {at_seq(completed)} signed")
-    level = _highest(_levels(signed_levels.values())) or _highest(inventory)
+    level = _highest(_levels(signed.levels.values())) or _highest(inventory)
     facts = replace(facts, classification=level or Classification.INTERNAL)
-    started_at = _time(predicate.get("started_at"))
+    started_at = signed.started_at
     if started_at is not None and started_at != row.started_at:
         note(f"the start is {row.started_at.isoformat()} in the catalog but "
              f"{started_at.isoformat()} in the manifest {at_seq(completed)} signed")  # fmt: skip
@@ -398,18 +397,44 @@ def _completion(
     return facts
 
 
-def _manifest(row: Backup, digest: Any) -> dict[str, Any] | None:
-    """The signed manifest's predicate when the row's manifest is the one with ``digest``."""
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    """What the facts take from a backup's manifest: each dataset's classification and the
+    start."""
+
+    levels: dict[Any, Any]  # dataset name -> classification
+    started_at: datetime | None
+
+
+def _manifest(row: Backup, digest: Any) -> _Signed | None:
+    """The signed manifest's facts when the row's manifest is the one with ``digest`` (the
+    SHA-256 that ``backup.completed`` recorded: these are the bytes the key signed)."""
     if not isinstance(digest, str) or row.manifest is None or row.manifest_sha256 != digest:
         return None
     if sha256_hex(row.manifest) != digest:
         return None
     try:
-        statement = json.loads(row.manifest)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        manifest = BackupManifest.from_predicate(Statement.from_json(row.manifest).predicate)
+    except (FormatError, RecursionError):  # PredicateError is a FormatError
+        return _partial_manifest(row.manifest)
+    return _Signed({d.name: d.classification for d in manifest.datasets}, manifest.started_at)
+
+
+def _partial_manifest(data: bytes) -> _Signed | None:
+    """The facts of a statement whose digest the ledger recorded but that is no manifest of
+    this version, read member by member as far as it goes. affidavit never signs one; the
+    hand-made statements of tests/unit/services/test_policy_vouch.py are such."""
+    try:
+        statement = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     predicate = statement.get("predicate") if isinstance(statement, dict) else None
-    return predicate if isinstance(predicate, dict) else None
+    if not isinstance(predicate, dict):
+        return None
+    entries = predicate.get("datasets")
+    entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    levels = {e.get("name"): e.get("classification") for e in entries}
+    return _Signed(levels, _time(predicate.get("started_at")))
 
 
 def _lost_backup(

@@ -51,7 +51,7 @@ from affidavit.errors import FormatError, IntegrityError, KeystoreError, Signing
 from affidavit.ledger import merkle
 from affidavit.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from affidavit.ledger.log import LedgerLog
-from affidavit.models.ledger import Event
+from affidavit.models.ledger import KEY_CREATED, Event, creation_problem
 
 if TYPE_CHECKING:
     from affidavit.catalog.store import UnitOfWork
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 SIGNED_FILENAME = "ledger.signed"
 _MAX_NOTE = 64 * 1024
-GENESIS_ACTION = "ledger.key_created"
 
 
 def signed_path(home: Path) -> Path:
@@ -295,20 +294,20 @@ def _event(entry: bytes) -> Event | None:
 
 
 def _require_genesis(event: Event | None, identity: LedgerIdentity) -> None:
-    if event is None or event.action != GENESIS_ACTION or event.seq != 0:
-        what = "nothing" if event is None else f"{event.action!r}"
+    problem = creation_problem(event, identity.vkey)
+    if problem is None:
+        return
+    kind, found = problem
+    if kind == "not-created":
         raise SigningRefused(
-            f"refusing to sign: the ledger's seq 0 is {what}, not this key's "
-            f"{GENESIS_ACTION} event",
+            f"refusing to sign: the ledger's seq 0 is {found}, not this key's {KEY_CREATED} event",
             hint="the catalog's ledger was replaced or started anew outside affidavit; run "
             "`affidavit ledger verify` and see docs/operations.md (lost catalog)",
         )
-    if event.details.get("vkey") != identity.vkey:
-        raise SigningRefused(
-            f"refusing to sign: the ledger was created by another key "
-            f"({event.details.get('vkey')!r}), not {identity.vkey}",
-            hint="the home's key or the catalog was swapped; restore the matching pair",
-        )
+    raise SigningRefused(
+        f"refusing to sign: the ledger was created by another key ({found}), not {identity.vkey}",
+        hint="the home's key or the catalog was swapped; restore the matching pair",
+    )
 
 
 def _span(start: int, stop: int) -> str:

@@ -26,7 +26,7 @@ from bson.timestamp import Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from affidavit.errors import FormatError
+from affidavit.errors import FormatError, InputError
 from affidavit.formats.bson_codec import (
     exact_record,
     logical_encode,
@@ -34,7 +34,7 @@ from affidavit.formats.bson_codec import (
     logical_record_from_extjson,
 )
 from affidavit.formats.redis_codec import encode_redis_record
-from affidavit.models.records import RedisRecord
+from affidavit.models.records import RecordEncoding, RedisRecord
 
 CANONICAL = JSONOptions(
     json_mode=JSONMode.CANONICAL,
@@ -349,3 +349,33 @@ def test_redis_scores_and_validation() -> None:
     ]:
         with pytest.raises(FormatError):
             encode_redis_record(bad)
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+def test_registry_loads_the_exported_codecs() -> None:
+    from affidavit.formats import bson_codec, redis_codec
+    from affidavit.formats.codecs import CODECS, codec_for
+
+    expected = {
+        (RecordEncoding.BSON, "exact"): bson_codec.exact_record_checked,
+        (RecordEncoding.BSON, "logical"): bson_codec.logical_record_from_bson,
+        (RecordEncoding.EXTJSON, "logical"): bson_codec.logical_record_from_extjson,
+        (RecordEncoding.REDIS, "exact"): redis_codec.encode_redis_record,
+        (RecordEncoding.REDIS, "logical"): redis_codec.encode_redis_record,
+    }
+    assert set(CODECS) == set(expected)
+    for (encoding, profile), fn in expected.items():
+        assert CODECS[encoding, profile].load() is fn
+        assert codec_for(encoding, profile) is fn
+
+
+def test_registry_refuses_what_it_does_not_define() -> None:
+    from affidavit.formats.codecs import codec_for
+
+    with pytest.raises(InputError, match="not defined for extjson") as info:
+        codec_for(RecordEncoding.EXTJSON, "exact")
+    assert "--profile logical" in info.value.hint
+    with pytest.raises(InputError, match="unknown profile"):
+        codec_for(RecordEncoding.BSON, "fuzzy")  # type: ignore[arg-type]

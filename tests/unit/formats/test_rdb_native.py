@@ -1,6 +1,6 @@
-"""The compiled fast path of the RDB fingerprint pass (``affidavit.formats.rdb._native``)
-against the pure-Python reference: ``RdbReader.iter_pairs`` gives the same keys and the same
-``key_hash || record_hash`` pairs, in the same order, with the same key counts, or fails
+"""The compiled path of the RDB fingerprint pass (``affidavit.formats.rdb._native``) against
+the general path (the Python parser): ``RdbReader.iter_pairs`` gives the same keys and the
+same ``key_hash || record_hash`` pairs, in the same order, with the same key counts, or fails
 with the same error, whatever the encodings, the buffer boundaries or the damage; and the
 pairs equal those of the reference chain (general parser, ``cbor2`` encoding, ``RecordHasher``).
 
@@ -20,13 +20,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_rdb_fast_path import (  # the encoders of the fast-path tests
+from test_rdb_parser import (  # the writers of the encodings, and generated files
     AS_OF,
     SHARED_RDB,
     _len,
     _lzf_str,
     _rdb,
     _str,
+    big_body,
+    damaged,
     intset,
     listpack,
     rich_body,
@@ -38,6 +40,9 @@ from affidavit.errors import FormatError
 from affidavit.fingerprint.model import record_tag
 from affidavit.formats import rdb
 from affidavit.formats.rdb import RdbReader
+from affidavit.formats.rdb import input as rdb_input
+from affidavit.formats.rdb import reader as rdb_reader
+from affidavit.formats.rdb.parser import _Parser
 from affidavit.formats.redis_codec import _encode_general, encode_redis_record
 
 NATIVE = rdb._load_native()
@@ -108,7 +113,6 @@ def _flat(
 def _reference(path: Path, as_of: int | None = AS_OF) -> Any:
     """The reference chain: the general parser, cbor2, one RecordHasher.pair per record."""
     reader = RdbReader(path, as_of_ms=as_of, keep_expired=as_of is None)
-    reader._fast = False
     try:
         out = []
         for dataset, record in reader.iter_all():
@@ -169,9 +173,9 @@ def test_native_across_buffer_boundaries(
     path = tmp_path / "rich.rdb"
     path.write_bytes(_rdb(rich_body(random.Random(seed), n=80)))
     expected = _reference(path)
-    monkeypatch.setattr(rdb, "_CHUNK", chunk)
+    monkeypatch.setattr(rdb_input, "_CHUNK", chunk)
     assert _flat(path, native=True, batch=5) == expected
-    monkeypatch.setattr(rdb, "_FAST_AHEAD", 3 * chunk)  # big records go the general way
+    monkeypatch.setattr(rdb_reader, "_NATIVE_AHEAD", 3 * chunk)  # big records go the general way
     assert _flat(path, native=True, batch=1) == expected
 
 
@@ -186,7 +190,7 @@ def test_growing_file_reads_as_the_complete_file(
     path = tmp_path / "rich.rdb"
     path.write_bytes(_rdb(rich_body(random.Random(grow), n=120)))
     expected = _reference(path)
-    monkeypatch.setattr(rdb, "_CHUNK", 512)
+    monkeypatch.setattr(rdb_input, "_CHUNK", 512)
     assert _flat(path, native=native, grow=grow) == expected
     reader = RdbReader(path, as_of_ms=AS_OF, feed=_growing(path, 100)[1])
     assert reader.key_counts() == expected[2]  # a second pass reads the complete file
@@ -214,13 +218,13 @@ def test_native_takes_the_common_encodings(tmp_path: Path, monkeypatch: pytest.M
     """Of the generated records, only zsets with text scores (type 3) reach the general
     path: every other encoding is taken by the compiled path."""
     calls: list[int] = []
-    original = rdb._Parser.key_value
+    original = _Parser.key_value
 
     def counting(self: Any, kind: int, expire: int | None, at: int) -> Any:
         calls.append(kind)
         return original(self, kind, expire, at)
 
-    monkeypatch.setattr(rdb._Parser, "key_value", counting)
+    monkeypatch.setattr(_Parser, "key_value", counting)
     path = tmp_path / "rich.rdb"
     path.write_bytes(_rdb(rich_body(random.Random(3), n=300)))
     expected = _reference(path)
@@ -256,6 +260,90 @@ def test_native_big_values_and_integer_encodings(tmp_path: Path) -> None:
         result = _same(path, as_of=as_of)
         assert result[0] == "ok", result
         assert result == _reference(path, as_of=as_of)
+
+
+@needs_native
+def test_native_values_larger_than_the_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records larger than the buffer: the compiled path widens the buffer for them, and
+    leaves those past its limit to the general path; the pairs are the reference's."""
+    path = tmp_path / "big.rdb"
+    path.write_bytes(_rdb(big_body()))
+    expected = _reference(path)
+    assert expected[0] == "ok", expected
+    monkeypatch.setattr(rdb_input, "_CHUNK", 4096)
+    assert _same(path) == expected
+    calls: list[int] = []
+    original = _Parser.key_value
+
+    def counting(self: Any, kind: int, expire: int | None, at: int) -> Any:
+        calls.append(kind)
+        return original(self, kind, expire, at)
+
+    monkeypatch.setattr(_Parser, "key_value", counting)
+    monkeypatch.setattr(rdb_reader, "_NATIVE_AHEAD", 8192)
+    assert _flat(path, native=True) == expected
+    assert calls == [2, 18]  # the set and the list exceed the limit
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(40))
+def test_native_damage_gives_the_general_paths_error(tmp_path: Path, seed: int) -> None:
+    """Random damage (with and without a matching CRC-64): both paths give the same pairs
+    or refuse with the same message, the reference's."""
+    for attempt, data in enumerate(damaged(seed)):
+        path = tmp_path / f"damaged-{attempt}.rdb"
+        path.write_bytes(data)
+        assert _same(path) == _reference(path)
+
+
+def _counts(path: Path, *, native: bool, as_of: int | None = AS_OF) -> Any:
+    """What a fresh reader's key counts pass gives (the compiled path counts when it is
+    there): ``("ok", counts, version, datasets)`` or ``("error", message)``."""
+    saved = rdb._NATIVE
+    rdb._NATIVE = NATIVE if native else None
+    try:
+        reader = RdbReader(path, as_of_ms=as_of, keep_expired=as_of is None)
+        try:
+            return ("ok", reader.key_counts(), reader.version, reader.datasets())
+        except FormatError as exc:
+            return ("error", str(exc))
+    finally:
+        rdb._NATIVE = saved
+
+
+@needs_native
+def test_native_key_counts_equal_the_general_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``key_counts``, ``version`` and ``datasets`` of a fresh reader count through the
+    compiled path: the same counts, or the same error, as the general path's."""
+    calls: list[int] = []
+    original = _Parser.key_value
+
+    def counting(self: Any, kind: int, expire: int | None, at: int) -> Any:
+        calls.append(kind)
+        return original(self, kind, expire, at)
+
+    rich = tmp_path / "rich.rdb"
+    rich.write_bytes(_rdb(rich_body(random.Random(3), n=300)))
+    with monkeypatch.context() as patch:
+        patch.setattr(_Parser, "key_value", counting)
+        assert _counts(rich, native=True)[0] == "ok"
+    assert set(calls) == {3}  # the compiled path counted all but the zsets with text scores
+    files = [_rdb(rich_body(random.Random(seed), n=200)) for seed in range(3)]
+    files += damaged(7) + damaged(8) + [_rdb(big_body())]
+    for i, data in enumerate(files):
+        path = tmp_path / f"{i}.rdb"
+        path.write_bytes(data)
+        for as_of in (AS_OF, None):
+            assert _counts(path, native=True, as_of=as_of) == _counts(
+                path, native=False, as_of=as_of
+            )
+    if SHARED_RDB.is_dir():
+        for path in sorted(p for p in SHARED_RDB.rglob("*") if p.is_file()):
+            assert _counts(path, native=True) == _counts(path, native=False), path
 
 
 @needs_native
@@ -392,7 +480,7 @@ def test_native_on_mutated_files(
         data = data[:-8] + struct.pack("<Q", rdb.crc64(data[:-8]))
     path = tmp_path / "mutated.rdb"
     path.write_bytes(data)
-    monkeypatch.setattr(rdb, "_CHUNK", chunk)
+    monkeypatch.setattr(rdb_input, "_CHUNK", chunk)
     result = _same(path, batch=3)
     assert _flat(path, native=True, batch=3, grow=-(chunk * 3)) == result
 

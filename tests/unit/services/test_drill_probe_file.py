@@ -1,4 +1,4 @@
-"""``services.drill.load_probes``: a probe file must be a regular file; a named pipe, a socket
+"""``services.probes.load_probes``: a probe file must be a regular file; a named pipe, a socket
 or a folder is refused as "not a regular file" (not "does not exist"), at once: a FIFO that
 nobody writes to never blocks the drill (B3)."""
 
@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from affidavit.constants import EngineName
 from affidavit.errors import InputError
-from affidavit.services.drill import load_probes
+from affidavit.models.records import RecordEncoding
+from affidavit.services.probes import load_probes
 
 GOOD = '[[probe]]\nname = "n"\ndataset = "db0"\nkind = "count"\nexpect = 1\n'
 
 
 def _load(path: Path) -> object:
-    return load_probes(path, engine=EngineName.REDIS, datasets=["db0"])
+    return load_probes(path, encoding=RecordEncoding.REDIS, datasets=["db0"])
 
 
 def _load_within(path: Path, seconds: float = 5.0) -> BaseException | None:

@@ -15,15 +15,10 @@ import pytest
 
 from affidavit.models.backup import Backup, BackupStatus, Lease
 from affidavit.models.inventory import Vault, VaultKind, VaultName
+from affidavit.processes import ProcessState, process_state
 from affidavit.services import leases
 from affidavit.services.context import App
-from affidavit.services.leases import (
-    LEASE_TIMEOUT,
-    HostIdentity,
-    ProcessState,
-    dead_because,
-    process_state,
-)
+from affidavit.services.leases import LEASE_TIMEOUT, HostIdentity, dead_because
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 HERE = HostIdentity(host="db-host", boot_id="boot-1", pid_namespace="pid:[1]")

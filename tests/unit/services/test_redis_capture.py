@@ -1,4 +1,4 @@
-"""``services.capture._capture_redis``: the fingerprint pass runs in a second thread over the
+"""``services.capture._capture_stream``: the fingerprint pass runs in a second thread over the
 spool while the RDB streams in, and gives the fingerprints of the complete file; a damaged
 RDB is still stored whole and then refused, a transfer that fails stops the pass, and no
 thread is left behind either way."""
@@ -18,7 +18,7 @@ from affidavit.errors import EngineError, FormatError
 from affidavit.formats.rdb import RdbReader, crc64
 from affidavit.models.progress import SilentReporter
 from affidavit.services.backup import capture
-from affidavit.services.fingerprint import fingerprint_rdb
+from affidavit.services.fingerprint import fingerprint_datasets
 
 NOW_MS = 1_790_000_000_000  # the capture's moment; the keys' expiries are later
 
@@ -65,7 +65,7 @@ class _Sink:
 
 
 class _FakeRun:
-    """What ``_capture_redis`` uses of a backup run."""
+    """What ``_capture_stream`` uses of a backup run."""
 
     def __init__(self) -> None:
         self.reporter = SilentReporter()
@@ -105,7 +105,7 @@ class _Transfer:
 def _file_fingerprints(tmp_path: Path, data: bytes) -> dict[str, str]:
     path = tmp_path / "whole.rdb"
     path.write_bytes(data)
-    accs = fingerprint_rdb(RdbReader(path, keep_expired=True), None)
+    accs = fingerprint_datasets(RdbReader(path, keep_expired=True), None)
     return {name: acc.finish()[0].text for name, acc in accs.items()}
 
 
@@ -116,7 +116,7 @@ def _threads() -> set[str]:
 def test_capture_fingerprints_the_stream_as_the_complete_file(tmp_path: Path) -> None:
     data = _rdb(3000)
     run = _FakeRun()
-    captured = capture._capture_redis(run, _Transfer(data), NOW_MS, ["db0", "db2"], "7.2.4")
+    captured = capture._capture_stream(run, _Transfer(data), NOW_MS, ["db0", "db2"], "7.2.4")
     assert run.store["artifact"] == data
     assert run.fingerprints == _file_fingerprints(tmp_path, data)
     assert [(name, count) for name, count, _ in captured.datasets] == [("db0", 1501), ("db2", 1499)]
@@ -127,7 +127,7 @@ def test_capture_stores_a_damaged_rdb_whole_then_refuses_it() -> None:
     data = _rdb(2000, damaged_at=100)
     run = _FakeRun()
     with pytest.raises(FormatError, match="intset"):
-        capture._capture_redis(run, _Transfer(data), NOW_MS, ["db0"], "7.2.4")
+        capture._capture_stream(run, _Transfer(data), NOW_MS, ["db0"], "7.2.4")
     assert run.store["artifact"] == data  # stored, as before the pass overlapped the transfer
     assert not _threads()
 
@@ -136,7 +136,7 @@ def test_capture_stops_the_pass_when_the_transfer_fails() -> None:
     data = _rdb(3000)
     run = _FakeRun()
     with pytest.raises(EngineError, match="mid-stream"):
-        capture._capture_redis(
+        capture._capture_stream(
             run, _Transfer(data, fail_after=len(data) // 2), NOW_MS, ["db0"], "7"
         )
     assert run.store.get("aborted")

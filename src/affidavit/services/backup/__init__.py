@@ -6,9 +6,10 @@ recorded life of one backup); then list, hold and delete them (:mod:`.retention`
 
 from __future__ import annotations
 
+from affidavit.models.manifest import MANIFEST_TYPE
 from affidavit.services.backup.capture import run_backup
 from affidavit.services.backup.ingest import INGEST_FORMATS, ingest_backup
-from affidavit.services.backup.recording import MANIFEST_TYPE, new_backup_id
+from affidavit.services.backup.recording import new_backup_id
 from affidavit.services.backup.retention import (
     DeletionReceipt,
     add_hold,

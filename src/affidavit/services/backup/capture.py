@@ -7,26 +7,26 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, cast
+from typing import Any
 
-from affidavit.constants import EngineName
+from affidavit.engines.base import Engine, SnapshotTransfer
 from affidavit.fingerprint.accumulator import Accumulator
 from affidavit.models.backup import ArtifactRole, Backup
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.private_temp import private_folder, unlinked_spool
 from affidavit.services.artifacts import ArtifactSink
-from affidavit.services.backends import engine_for
+from affidavit.services.backends import engine_class, engine_for
+from affidavit.services.backup import recording
 from affidavit.services.backup.recording import (
     Captured,
     Run,
     begin,
     fail,
     finish,
-    now,
     resolve_vault,
 )
 from affidavit.services.context import App
-from affidavit.services.fingerprint import fingerprint_rdb, hash_exact_batch
+from affidavit.services.fingerprint import fingerprint_datasets, hash_exact_batch
 
 
 def run_backup(
@@ -43,20 +43,20 @@ def run_backup(
     with app.read() as uow:
         source = uow.sources.get(source_name)
     vault = resolve_vault(app, vault_name)
-    fmt = "mongodump" if source.engine is EngineName.MONGODB else "rdb"
+    fmt = engine_class(source.engine).backup_format
     with (
         engine_for(source, timeout=app.settings.connect_timeout) as engine,
         contextlib.ExitStack() as transfer,
     ):
         description = engine.describe()  # fails (exit 3) before anything is recorded
-        rdb: Any = None
+        stream: SnapshotTransfer | None = None
         captured_at = 0
-        if source.engine is EngineName.REDIS:
+        if engine.snapshot_format is not None:
             # SYNC first: the server's diskless-sync delay and fork run while the counts
             # and the catalog work below are done (nothing is recorded if they fail)
-            captured_at = int(now().timestamp() * 1000)
-            rdb = cast(Any, engine).request_rdb()  # RedisEngine's
-            transfer.callback(rdb.close)
+            captured_at = int(recording.now().timestamp() * 1000)
+            stream = engine.request_snapshot()
+            transfer.callback(stream.close)
         names = datasets or engine.list_datasets()
         # NotFound before anything is recorded; the estimates size the progress bars
         totals = {name: engine.estimate_records(name) for name in names}
@@ -71,10 +71,10 @@ def run_backup(
             reporter=rep,
         )
         try:
-            if source.engine is EngineName.MONGODB:
-                captured = _capture_mongo(run, engine, totals, description.version)
+            if stream is None:
+                captured = _capture_datasets(run, engine, totals, description.version)
             else:
-                captured = _capture_redis(run, rdb, captured_at, names, description.version)
+                captured = _capture_stream(run, stream, captured_at, names, description.version)
         except BaseException as exc:
             fail(run, exc)
             raise
@@ -93,11 +93,13 @@ def run_backup(
         raise
 
 
-def _capture_mongo(run: Run, engine: Any, totals: dict[str, int], version: str) -> Captured:
-    """``totals``: about the record count of each dataset before the snapshot (for progress
-    only: an exact count is a full scan on servers without fast counts)."""
+def _capture_datasets(run: Run, engine: Engine, totals: dict[str, int], version: str) -> Captured:
+    """A mongodump-layout backup read through the engine's dataset snapshot, dataset by
+    dataset: each one's documents checked, hashed and stored in one pass, then its metadata
+    and index. ``totals``: about the record count of each dataset before the snapshot (for
+    progress only: an exact count is a full scan on servers without fast counts)."""
     results = []
-    with engine.snapshot() as snap:
+    with engine.dataset_snapshot() as snap:
         for name, total in totals.items():
             db, _, coll = name.partition(".")
             run.reporter.task(f"backing up {name}", total)
@@ -207,10 +209,11 @@ class _SpoolFeed:
             return False
 
 
-def _capture_redis(
-    run: Run, rdb: Any, captured_at: int, names: list[str], version: str
+def _capture_stream(
+    run: Run, rdb: SnapshotTransfer, captured_at: int, names: list[str], version: str
 ) -> Captured:
-    """The RDB (``rdb``: the transfer requested at ``captured_at``, in ms) streams from the
+    """The RDB (``rdb``: the engine's whole-server snapshot, requested at ``captured_at``, in
+    ms) streams from the
     server into the vault (encrypted) and into a private local spool, which a second thread
     fingerprints while it grows (``RdbReader(feed=...)``): the pass overlaps the transfer. A
     spool, not a pipe: the parser checks lengths against the payload's final size, which a
@@ -234,7 +237,7 @@ def _capture_redis(
             def fingerprint() -> None:
                 try:
                     reader = RdbReader(spool, as_of_ms=captured_at, feed=shared.feed)
-                    outcome["accumulators"] = fingerprint_rdb(reader, names)
+                    outcome["accumulators"] = fingerprint_datasets(reader, names)
                 except BaseException as exc:  # handed to the streaming thread
                     outcome["error"] = exc
 

@@ -12,25 +12,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from affidavit.constants import INGESTED_LABEL
 from affidavit.crypto.age import new_identity
-from affidavit.errors import FormatError, InputError
+from affidavit.errors import InputError
 from affidavit.fingerprint.accumulator import Accumulator
 from affidavit.fingerprint.model import Fingerprint
-from affidavit.formats.base import GZIP_MAGIC, check_input_path
-from affidavit.formats.bson_codec import exact_record
+from affidavit.formats.base import RecordReader, check_input_path
 from affidavit.input_files import is_regular_entry
 from affidavit.models.backup import ArtifactRole, Backup
 from affidavit.models.inventory import Source
 from affidavit.models.progress import Reporter, SilentReporter
-from affidavit.models.records import RecordEncoding
 from affidavit.private_temp import private_folder
 from affidavit.services.artifacts import Staged, worth_a_process
 from affidavit.services.backends import format_engine, reader_class, vault_backend
 from affidavit.services.backup.recording import Captured, Run, begin, fail, finish, resolve_vault
 from affidavit.services.backup.spool import Spooler, changed, stat_key
 from affidavit.services.context import App
-from affidavit.services.fingerprint import add_bson_file, add_framed, fingerprint_rdb
-from affidavit.services.leases import INGESTED_LABEL
+from affidavit.services.fingerprint import fingerprint_datasets
 
 INGEST_FORMATS = ("mongodump", "mongodump-archive", "rdb")
 
@@ -67,7 +65,7 @@ def ingest_backup(
     # the whole input is read, checked and fingerprinted before anything is recorded;
     # meanwhile the large files are encrypted into spool files of the vault (Spooler)
     spooler = Spooler(keys[1], [(file, seen[file]) for _, file in files], vault_backend(vault))
-    encoding = "redis" if fmt == "rdb" else "bson"
+    encoding = reader.encoding.value
     try:
         with (
             private_folder("ingest") as tmp,
@@ -75,7 +73,8 @@ def ingest_backup(
         ):
             try:
                 spooler.start()
-                accumulators = _check_and_fingerprint(reader, fmt)
+                big = any(worth_a_process(size) for size, _ in seen.values())
+                accumulators = _check_and_fingerprint(reader, big=big)
                 # each dataset's fingerprint and index are folded (to private temporary
                 # files) while the encryption may still be running
                 indexes = _fold_indexes(indexer, accumulators, Path(tmp), encoding, spooler)
@@ -186,48 +185,13 @@ def _store_ingested(
     return results
 
 
-def _check_and_fingerprint(reader: Any, fmt: str) -> dict[str, Accumulator]:
+def _check_and_fingerprint(reader: RecordReader, *, big: bool) -> dict[str, Accumulator]:
     """Read the whole input once: framing, a full BSON decode of every document (or the RDB's
-    structure and CRC-64, the archive's CRCs), and the exact fingerprint of every dataset.
-    Raises ``InputError`` (exit 2) for anything malformed."""
-    if fmt == "rdb":
-        return fingerprint_rdb(reader, None)
-    names: list[str] = reader.datasets()
-    accumulators = {name: Accumulator("exact") for name in names}
-    if fmt == "mongodump-archive":  # one pass over the archive for every namespace
-        batch: dict[str, list[tuple[bytes, bytes]]] = {name: [] for name in names}
-        for name, doc in reader.iter_all():
-            pending = batch[name]
-            pending.append(exact_record(doc))
-            if len(pending) >= 2048:
-                accumulators[name].add_records(pending)
-                pending.clear()
-        for name, pending in batch.items():
-            accumulators[name].add_records(pending)
-        return accumulators
-    files: dict[str, Path] = reader.dataset_files()
-    big = any(worth_a_process(file.stat().st_size) for file in files.values())
+    structure and CRC-64, the archive's CRCs), and the exact fingerprint of every dataset
+    (:func:`~affidavit.services.fingerprint.fingerprint_datasets`; with every core when the
+    input is ``big``). Raises ``InputError`` (exit 2) for anything malformed."""
     workers = (os.cpu_count() or 1) if big else 1
-    for name in names:  # every document framed and decoded in full, by worker processes
-        try:
-            if _gzipped(files[name]):
-                add_framed(
-                    accumulators[name],
-                    reader.record_batches(name),
-                    encoding=RecordEncoding.BSON,
-                    profile="exact",
-                    workers=workers,
-                    check=True,
-                )
-            else:  # the processes read their parts of the file themselves
-                add_bson_file(accumulators[name], files[name], workers=workers, check=True)
-        except FormatError:
-            # the first defect, named by file and byte offset as the reader names it: the
-            # reader's own document-by-document check finds it again
-            for doc in reader.records(name):  # validate="full"
-                exact_record(doc)
-            raise
-    return accumulators
+    return fingerprint_datasets(reader, None, profile="exact", workers=workers, check=True)
 
 
 def _check_engine(fmt: str, source: Source) -> None:
@@ -242,11 +206,6 @@ def _check_engine(fmt: str, source: Source) -> None:
             hint=f"name a {engine.value} source with --source (or none); a {source.engine.value} "
             f"source takes --format {fitting}",
         )
-
-
-def _gzipped(file: Path) -> bool:
-    with file.open("rb") as fh:
-        return fh.read(2) == GZIP_MAGIC
 
 
 def _ingest_files(path: Path, fmt: str) -> list[tuple[str, Path]]:

@@ -36,6 +36,18 @@ from affidavit.models.backup import (
     BackupStatus,
 )
 from affidavit.models.inventory import Source, Vault
+from affidavit.models.manifest import (
+    BACKUP_KINDS,
+    BackupKind,
+    BackupManifest,
+    Consistency,
+    ManifestArtifact,
+    ManifestDataset,
+    ManifestEncryption,
+    ManifestSource,
+    ManifestVault,
+    ToolInfo,
+)
 from affidavit.models.progress import Reporter
 from affidavit.models.uri import ConnectionUri
 from affidavit.private_temp import private_folder
@@ -46,10 +58,9 @@ from affidavit.services.keys import keystore_for, wrap_identity
 from affidavit.services.leases import LEASE_TIMEOUT, Heartbeat, new_lease, reclaim_abandoned
 from affidavit.services.ledger import attest_and_record
 
-MANIFEST_TYPE = "https://affidavit.dev/backup-manifest/v1"
-
 
 def now() -> datetime:
+    """The clock of every backup service (one place, for tests that move it)."""
     return datetime.now(UTC)
 
 
@@ -276,50 +287,50 @@ def finish(
     ]
     with app.read() as uow:
         started = uow.backups.get(run.backup_id)
-    manifest_obj = {
-        "type": MANIFEST_TYPE,
-        "backup_id": run.backup_id,
-        "kind": kind,
-        "format": fmt,
-        "source": {
-            "name": source_label,
-            "engine": source.engine.value if source else None,
-            "uri": ConnectionUri.parse(source.engine, source.uri).redacted if source else None,
-            "server_version": captured.server_version,
-        },
-        "tool": {"name": "affidavit", "version": __version__},
-        "started_at": started.started_at.isoformat(),
-        "consistency": captured.consistency,
-        "vault": {"name": vault.name, "url": vault.url, "region": vault.region},
-        "retain_until": run.retain_until.isoformat(),
-        "encryption": {
-            "format": "age",
-            "recipient": run.writer.recipient,
-            "kek_id": started.kek_id,
-            "kek_version": started.kek_version,
-        },
-        "artifacts": [
-            {
-                "path": a.path,
-                "role": a.role.value,
-                "dataset": a.dataset,
-                "size": a.size,
-                "sha256": a.sha256,
-                "plain_size": a.plain_size,
-                "plain_sha256": a.plain_sha256,
-            }
+    assert started.kek_id is not None
+    assert started.kek_version is not None
+    manifest_obj = BackupManifest(
+        backup_id=run.backup_id,
+        kind=_kind(kind),
+        format=fmt,
+        source=ManifestSource(
+            name=source_label,
+            engine=source.engine if source else None,
+            uri=ConnectionUri.parse(source.engine, source.uri).redacted if source else None,
+            server_version=captured.server_version,
+        ),
+        tool=ToolInfo(name="affidavit", version=__version__),
+        started_at=started.started_at,
+        consistency=Consistency.from_predicate(captured.consistency),
+        vault=ManifestVault(name=vault.name, url=vault.url, region=vault.region),
+        retain_until=run.retain_until,
+        encryption=ManifestEncryption(
+            recipient=run.writer.recipient,
+            kek_id=started.kek_id,
+            kek_version=started.kek_version,
+        ),
+        artifacts=tuple(
+            ManifestArtifact(
+                path=a.path,
+                role=a.role,
+                dataset=a.dataset,
+                size=a.size,
+                sha256=a.sha256,
+                plain_size=a.plain_size,
+                plain_sha256=a.plain_sha256,
+            )
             for a in sorted(run.artifacts, key=lambda a: a.path)
-        ],
-        "datasets": [
-            {
-                "name": d.name,
-                "records": d.records,
-                "fingerprint": d.fingerprint,
-                "classification": d.classification,
-            }
+        ),
+        datasets=tuple(
+            ManifestDataset(
+                name=d.name,
+                records=d.records,
+                fingerprint=d.fingerprint,
+                classification=d.classification,
+            )
             for d in datasets
-        ],
-    }
+        ),
+    ).to_predicate()
     statement = Statement(
         subjects=tuple(Subject(name=a.path, sha256=a.sha256) for a in run.artifacts)
         or (Subject(name=f"{run.prefix}/empty", sha256=sha256_hex(b"")),),
@@ -368,6 +379,13 @@ def finish(
     run.end()
     with app.read() as uow:
         return uow.backups.get(run.backup_id)
+
+
+def _kind(kind: str) -> BackupKind:
+    for known in BACKUP_KINDS:
+        if kind == known:
+            return known
+    raise ValueError(f"not a backup kind: {kind!r}")
 
 
 def fail(run: Run, exc: BaseException) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from affidavit.constants import INGESTED_LABEL
 from affidavit.errors import InputError, IntegrityError, PolicyViolation
 from affidavit.models.backup import Backup, BackupStatus, Hold
 from affidavit.models.inventory import Vault
 from affidavit.services.backends import vault_backend
-from affidavit.services.backup.recording import now
+from affidavit.services.backup import recording
 from affidavit.services.context import App
-from affidavit.services.leases import INGESTED_LABEL, reclaim_abandoned
+from affidavit.services.leases import reclaim_abandoned
 from affidavit.services.ledger import require_verified_ledger
 from affidavit.services.policy_vouch import protection
 from affidavit.vaults.base import ArtifactLocked, ArtifactNotFound
@@ -43,7 +44,7 @@ def add_hold(app: App, backup_id: str, *, case_id: str, reason: str) -> Hold:
         raise InputError("a hold needs --case and --reason")
     with app.change() as change:
         hold = change.uow.backups.add_hold(
-            backup_id, case_id=case_id, reason=reason, by=app.actor, at=now()
+            backup_id, case_id=case_id, reason=reason, by=app.actor, at=recording.now()
         )
         change.record("hold.added", f"backup:{backup_id}", {"case": case_id, "reason": reason})
     return hold
@@ -55,7 +56,7 @@ def release_hold(app: App, backup_id: str, *, case_id: str, reason: str) -> Hold
         raise InputError("releasing a hold needs --reason")
     with app.change() as change:
         hold = change.uow.backups.release_hold(
-            backup_id, case_id, reason=reason.strip(), by=app.actor, at=now()
+            backup_id, case_id, reason=reason.strip(), by=app.actor, at=recording.now()
         )
         change.record("hold.released", f"backup:{backup_id}", {"case": case_id, "reason": reason})
     return hold
@@ -103,7 +104,7 @@ def _deletion_refusals(app: App, backup_id: str) -> tuple[Backup, Vault, list[st
     held = sorted({h.case_id for h in backup.holds if h.active} | set(signed.held))
     retained = max(backup.retain_until, signed.retain_until)
     refusals = []
-    if now() < retained:
+    if recording.now() < retained:
         refusals.append(f"it is retained until {retained.isoformat()}")
     if held:
         refusals.append("it is under legal hold " + ", ".join(held))
@@ -160,7 +161,7 @@ def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
                 )
         raise
     with app.change() as change:
-        change.uow.backups.mark_deleted(backup_id, at=now())
+        change.uow.backups.mark_deleted(backup_id, at=recording.now())
         change.record(
             "backup.deleted",
             f"backup:{backup_id}",

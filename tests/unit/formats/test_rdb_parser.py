@@ -1,6 +1,9 @@
-"""The RDB reader's fast path (records parsed straight from the input buffer) against its
-general path (every record through ``_Input``): same records, same key counts, same errors,
-whatever the encodings, the chunk boundaries or the damage."""
+"""The RDB record parser (the general path: every record read through ``_Input``) on
+generated files: every encoding, whatever the buffer boundaries, the expiries or the damage
+(records or a ``FormatError``, nothing else); the blob parsers and LZF against references.
+
+The writers of the encodings here are shared with ``test_rdb_native.py``, which holds the
+compiled path to this one."""
 
 from __future__ import annotations
 
@@ -15,14 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from affidavit.errors import FormatError
-from affidavit.formats import rdb
 from affidavit.formats.rdb import (
     RdbReader,
     crc64,
-    listpack_texts,
     lzf_decompress,
     parse_listpack,
 )
+from affidavit.formats.rdb import input as rdb_input
+from affidavit.formats.rdb.parser import _Parser
+from affidavit.models.records import RedisRecord
 
 AS_OF = 1_700_000_000_000
 SHARED_RDB = Path(__file__).resolve().parents[3].parent / "shared" / "formats" / "redis-rdb"
@@ -185,8 +189,9 @@ def _key(i: int) -> bytes:
 
 
 def rich_body(rng: random.Random, n: int = 240) -> bytes:
-    """Records of every encoding the fast path takes and of some it leaves to the general
-    path, with expiries (some already expired), two databases and AUX fields."""
+    """Records of every value type and encoding but streams, hash field expiry and modules
+    (those the compiled path takes and some it leaves to the general path), with expiries
+    (some already expired), two databases and AUX fields."""
     parts = [b"\xfa" + _str(b"redis-ver") + _str(b"7.2.4"), b"\xfe\x00\xfb" + _len(n) + b"\x00"]
     for i in range(n):
         if i == n // 2:
@@ -252,11 +257,11 @@ def rich_body(rng: random.Random, n: int = 240) -> bytes:
             nodes_zl = [ziplist(values), ziplist([b"a", long])][: rng.randint(0, 2)]
             parts.append(b"\x0e" + key + _len(len(nodes_zl)) + b"".join(
                 _blob(z, compress) for z in nodes_zl))  # fmt: skip
-        elif kind == 10:  # linked list and ziplist list: the general path
+        elif kind == 10:  # linked list
             parts.append(b"\x01" + key + _len(len(words)) + b"".join(_str(w) for w in words))
-        elif kind == 11:
+        elif kind == 11:  # ziplist list
             parts.append(b"\x0a" + key + _blob(ziplist(values), compress))
-        elif kind == 12:  # zset with text scores: the general path
+        elif kind == 12:  # zset with text scores: the compiled path leaves it to Python
             members = list(dict.fromkeys(words))
             parts.append(b"\x03" + key + _len(len(members)) + b"".join(
                 _str(m) + b"\x032.5" for m in members))  # fmt: skip
@@ -269,12 +274,13 @@ def rich_body(rng: random.Random, n: int = 240) -> bytes:
     return b"".join(parts)
 
 
-# --- running both paths -------------------------------------------------------------------------
+# --- the general path ---------------------------------------------------------------------------
 
 
-def _outcome(path: Path, *, fast: bool) -> tuple[Any, ...]:
+def _outcome(path: Path) -> tuple[Any, ...]:
+    """What ``iter_all`` (the general path) reads: ``("ok", records, counts, version)`` or
+    ``("error", message)``; any exception but ``FormatError`` fails the test."""
     reader = RdbReader(path, as_of_ms=AS_OF)
-    reader._fast = fast
     try:
         records = list(reader.iter_all())
     except FormatError as exc:
@@ -282,38 +288,34 @@ def _outcome(path: Path, *, fast: bool) -> tuple[Any, ...]:
     return ("ok", records, reader.key_counts(), reader.version)
 
 
-def _same(path: Path) -> tuple[Any, ...]:
-    fast = _outcome(path, fast=True)
-    general = _outcome(path, fast=False)
-    assert fast == general
-    return fast
+def _chunked(path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> tuple[Any, ...]:
+    """:func:`_outcome` with the file read ``chunk`` bytes at a time."""
+    with monkeypatch.context() as patch:
+        patch.setattr(rdb_input, "_CHUNK", chunk)
+        return _outcome(path)
 
 
 @pytest.fixture
 def general_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the records that the general path reads."""
+    """Counts the records that the general path reads, by value type."""
     calls: list[int] = []
-    original = rdb._Parser.key_value
+    original = _Parser.key_value
 
     def counting(self: Any, kind: int, expire: int | None, at: int) -> Any:
         calls.append(kind)
         return original(self, kind, expire, at)
 
-    monkeypatch.setattr(rdb._Parser, "key_value", counting)
+    monkeypatch.setattr(_Parser, "key_value", counting)
     return calls
 
 
-def test_fast_path_reads_what_the_general_path_reads(
-    tmp_path: Path, general_calls: list[int]
-) -> None:
+def test_general_path_reads_every_encoding(tmp_path: Path, general_calls: list[int]) -> None:
     path = tmp_path / "rich.rdb"
     path.write_bytes(_rdb(rich_body(random.Random(5))))
-    result = _outcome(path, fast=True)
-    # the general path read only what the fast path leaves to it: linked and ziplist lists,
-    # zsets with text scores
-    assert set(general_calls) == {1, 3, 10}
-    assert _outcome(path, fast=False) == result
+    result = _outcome(path)
     assert result[0] == "ok", result
+    # every value type the writers above write
+    assert set(general_calls) == {0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 16, 17, 18, 20}
     records = result[1]
     assert {name for name, _ in records} == {"db0", "db3"}
     assert {r.type for _, r in records} == {"string", "list", "set", "zset", "hash"}
@@ -321,23 +323,20 @@ def test_fast_path_reads_what_the_general_path_reads(
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
-def test_fast_path_across_every_chunk_boundary(
+def test_general_path_across_every_chunk_boundary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, chunk: int
 ) -> None:
     path = tmp_path / "rich.rdb"
     path.write_bytes(_rdb(rich_body(random.Random(seed), n=60)))
-    expected = _outcome(path, fast=False)
-    monkeypatch.setattr(rdb, "_CHUNK", chunk)
-    assert _outcome(path, fast=True) == expected
-    monkeypatch.setattr(rdb, "_FAST_AHEAD", 3 * chunk)  # big records go the general way
-    assert _outcome(path, fast=True) == expected
+    expected = _outcome(path)
+    assert expected[0] == "ok", expected
+    assert _chunked(path, monkeypatch, chunk) == expected
 
 
-def test_fast_path_values_larger_than_the_buffer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def big_body() -> bytes:
+    """A set, a string and a list larger than a 4 KiB buffer, then a small key."""
     members = [b"member-%d" % i for i in range(3000)]
-    body = b"\xfe\x00" + b"".join(
+    return b"\xfe\x00" + b"".join(
         [
             b"\x02" + _str(b"big-set") + _len(len(members)) + b"".join(map(_str, members)),
             b"\x00" + _str(b"big-string") + _lzf_str(b"abcdefgh" * 5000),
@@ -345,21 +344,25 @@ def test_fast_path_values_larger_than_the_buffer(
             b"\x00" + _str(b"after") + _str(b"ok"),
         ]
     )
+
+
+def test_general_path_values_larger_than_the_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "big.rdb"
-    path.write_bytes(_rdb(body))
-    monkeypatch.setattr(rdb, "_CHUNK", 4096)
-    ok = _same(path)
+    path.write_bytes(_rdb(big_body()))
+    ok = _outcome(path)
+    assert ok[0] == "ok", ok
     assert ok[2] == {"db0": 4}
-    monkeypatch.setattr(rdb, "_FAST_AHEAD", 8192)  # the set and the list exceed it
-    assert _outcome(path, fast=True) == ok
+    assert _chunked(path, monkeypatch, 4096) == ok
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_fast_path_damage_gives_the_general_paths_error(tmp_path: Path, seed: int) -> None:
-    """Random damage (with and without a matching CRC-64): both paths accept the same
-    records or refuse with the same message."""
+def damaged(seed: int) -> list[bytes]:
+    """Twelve random damages of a generated file (bytes set, deleted, inserted, the file cut),
+    every other one with a matching CRC-64 so that the damage reaches the record parsers."""
     rng = random.Random(seed)
     good = bytearray(_rdb(rich_body(random.Random(seed % 4), n=40))[:-8])
+    out = []
     for attempt in range(12):
         data = bytearray(good)
         for _ in range(rng.randint(1, 4)):
@@ -374,21 +377,32 @@ def test_fast_path_damage_gives_the_general_paths_error(tmp_path: Path, seed: in
         if attempt % 3 == 0:
             data = data[: rng.randrange(9, len(data))]
         crc = crc64(bytes(data)) if attempt % 2 else 0x1234
+        out.append(bytes(data) + struct.pack("<Q", crc))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_general_path_damage_gives_records_or_a_format_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Random damage: the general path reads records or refuses with a ``FormatError``
+    (never another exception), the same whatever the buffer boundaries."""
+    for attempt, data in enumerate(damaged(seed)):
         path = tmp_path / f"damaged-{attempt}.rdb"
-        path.write_bytes(bytes(data) + struct.pack("<Q", crc))
-        _same(path)
+        path.write_bytes(data)
+        assert _chunked(path, monkeypatch, 64) == _outcome(path)
 
 
-def test_fast_path_on_the_genuine_files() -> None:
+def test_general_path_on_the_genuine_files(monkeypatch: pytest.MonkeyPatch) -> None:
     if not SHARED_RDB.is_dir():
         pytest.skip(f"{SHARED_RDB} is absent: genuine sample files come with the shared folder")
     files = sorted(p for p in SHARED_RDB.rglob("*") if p.is_file())
     assert files
     for path in files:
-        _same(path)
+        assert _chunked(path, monkeypatch, 4096) == _outcome(path), path
 
 
-def test_fast_path_drops_expired_keys_and_empty_aggregates(tmp_path: Path) -> None:
+def test_general_path_drops_expired_keys_and_empty_aggregates(tmp_path: Path) -> None:
     body = b"\xfe\x00" + b"".join(
         [
             b"\xfc" + struct.pack("<q", AS_OF - 1) + b"\x00" + _str(b"gone") + _str(b"v"),
@@ -401,55 +415,54 @@ def test_fast_path_drops_expired_keys_and_empty_aggregates(tmp_path: Path) -> No
     )
     path = tmp_path / "drops.rdb"
     path.write_bytes(_rdb(body))
-    result = _same(path)
+    result = _outcome(path)
     assert [r.key for _, r in result[1]] == [b"kept", b"empty-string"]
     assert result[1][0][1].expire_at_ms == AS_OF
     assert result[2] == {"db0": 2}
 
 
-@pytest.mark.parametrize(
-    ("record", "match"),
-    [
-        (b"\x02" + _str(b"s") + _len(2) + _str(b"1") + _int_str(1), "duplicate member"),
-        (b"\x14" + _str(b"s") + _str(listpack([b"7", 7])), "duplicate member"),
-        (b"\x0b" + _str(b"s") + _str(struct.pack("<IIhh", 2, 2, 3, 3)), "corrupt intset"),
-        (b"\x04" + _str(b"h") + _len(2) + (_str(b"f") + _str(b"v")) * 2, "duplicate hash"),
-        (b"\x10" + _str(b"h") + _str(listpack([b"f", 1, b"f", 2])), "duplicate hash"),
-        (b"\x0d" + _str(b"h") + _str(ziplist([b"f", 1, b"g"])), "odd number"),
-        (b"\x11" + _str(b"z") + _str(listpack([b"m", 1, b"m", 2])), "duplicate zset"),
-        (b"\x11" + _str(b"z") + _str(listpack([b"m", b"nan"])), "NaN"),
-        (b"\x11" + _str(b"z") + _str(listpack([b"m", b"1.5x"])), "malformed zset score"),
-        (b"\x11" + _str(b"z") + _str(listpack([b"m"])), "odd number"),
-        (b"\x05" + _str(b"z") + _len(1) + _str(b"m") + struct.pack("<d", float("nan")), "NaN"),
-        (b"\x05" + _str(b"z") + _len(2) + (_str(b"m") + struct.pack("<d", 1.0)) * 2, "duplicate"),
-        (b"\x12" + _str(b"l") + _len(1) + _len(3) + _str(b"x"), "unknown quicklist container"),
-        (
-            b"\x12" + _str(b"l") + _len(1) + _len(2) + _str(b"\x07\x00\x00\x00\x01\x00\xff"),
-            "corrupt quicklist listpack",
-        ),
-        (b"\x00" + _str(b"k") + b"\xc3\x02\x0a\x00a\x20", "LZF"),
-        (b"\x00" + _str(b"k") + b"\xc4", "unknown string encoding"),
-        (b"\x00" + _str(b"k") + b"\x82", "unknown length encoding"),
-    ],
-)
-def test_fast_path_refuses_what_the_general_path_refuses(
-    tmp_path: Path, record: bytes, match: str
-) -> None:
+#: damaged records, each with what the general path's error names
+REFUSED = [
+    (b"\x02" + _str(b"s") + _len(2) + _str(b"1") + _int_str(1), "duplicate member"),
+    (b"\x14" + _str(b"s") + _str(listpack([b"7", 7])), "duplicate member"),
+    (b"\x0b" + _str(b"s") + _str(struct.pack("<IIhh", 2, 2, 3, 3)), "corrupt intset"),
+    (b"\x04" + _str(b"h") + _len(2) + (_str(b"f") + _str(b"v")) * 2, "duplicate hash"),
+    (b"\x10" + _str(b"h") + _str(listpack([b"f", 1, b"f", 2])), "duplicate hash"),
+    (b"\x0d" + _str(b"h") + _str(ziplist([b"f", 1, b"g"])), "odd number"),
+    (b"\x11" + _str(b"z") + _str(listpack([b"m", 1, b"m", 2])), "duplicate zset"),
+    (b"\x11" + _str(b"z") + _str(listpack([b"m", b"nan"])), "NaN"),
+    (b"\x11" + _str(b"z") + _str(listpack([b"m", b"1.5x"])), "malformed zset score"),
+    (b"\x11" + _str(b"z") + _str(listpack([b"m"])), "odd number"),
+    (b"\x05" + _str(b"z") + _len(1) + _str(b"m") + struct.pack("<d", float("nan")), "NaN"),
+    (b"\x05" + _str(b"z") + _len(2) + (_str(b"m") + struct.pack("<d", 1.0)) * 2, "duplicate"),
+    (b"\x12" + _str(b"l") + _len(1) + _len(3) + _str(b"x"), "unknown quicklist container"),
+    (
+        b"\x12" + _str(b"l") + _len(1) + _len(2) + _str(b"\x07\x00\x00\x00\x01\x00\xff"),
+        "corrupt quicklist listpack",
+    ),
+    (b"\x00" + _str(b"k") + b"\xc3\x02\x0a\x00a\x20", "LZF"),
+    (b"\x00" + _str(b"k") + b"\xc4", "unknown string encoding"),
+    (b"\x00" + _str(b"k") + b"\x82", "unknown length encoding"),
+]
+
+
+@pytest.mark.parametrize(("record", "match"), REFUSED)
+def test_general_path_refuses_damaged_records(tmp_path: Path, record: bytes, match: str) -> None:
     path = tmp_path / "bad.rdb"
     path.write_bytes(_rdb(b"\xfe\x00\x00" + _str(b"ok") + _str(b"v") + record))
-    result = _same(path)
+    result = _outcome(path)
     assert result[0] == "error"
     assert match in result[1]
 
 
-def test_fast_path_records_equal_constructed_records(tmp_path: Path) -> None:
+def test_general_path_records_equal_constructed_records(tmp_path: Path) -> None:
     body = b"\xfe\x00\x10" + _str(b"h") + _str(listpack([b"a", 1, b"b", b"x"]))
     path = tmp_path / "h.rdb"
     path.write_bytes(_rdb(body))
     (record,) = list(RdbReader(path).records("db0"))
-    assert record == rdb.RedisRecord(key=b"h", type="hash", value=((b"a", b"1"), (b"b", b"x")))
+    assert record == RedisRecord(key=b"h", type="hash", value=((b"a", b"1"), (b"b", b"x")))
     assert hash(record) == hash(
-        rdb.RedisRecord(key=b"h", type="hash", value=((b"a", b"1"), (b"b", b"x")))
+        RedisRecord(key=b"h", type="hash", value=((b"a", b"1"), (b"b", b"x")))
     )
 
 
@@ -476,36 +489,29 @@ entries = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(entries, st.data())
-def test_listpack_texts_is_parse_listpack_as_text(values: list[bytes | int], data: Any) -> None:
+def test_parse_listpack_reads_what_was_written(values: list[bytes | int], data: Any) -> None:
     blob = listpack(values)
-    assert listpack_texts(blob) == [
-        v if isinstance(v, bytes) else b"%d" % v for v in parse_listpack(blob)
-    ]
-    # damaged: both accept with the same entries, or both refuse with the same message
+    assert parse_listpack(blob) == values
+    # damaged: entries or a ValueError, never another exception (IndexError, struct.error)
     damaged = bytearray(blob)
     for _ in range(data.draw(st.integers(1, 3))):
         at = data.draw(st.integers(0, len(damaged) - 1))
         damaged[at] = data.draw(st.integers(0, 255))
     if data.draw(st.booleans()):
         damaged = damaged[: data.draw(st.integers(0, len(damaged)))]
-    general = _parse_or_error(parse_listpack, bytes(damaged))
-    texts = _parse_or_error(listpack_texts, bytes(damaged))
-    if isinstance(general, tuple):  # an error
-        assert texts == general
-    else:
-        assert texts == [v if isinstance(v, bytes) else b"%d" % v for v in general]
+    result = _parse_or_error(parse_listpack, bytes(damaged))
+    assert isinstance(result, (list, tuple))
 
 
 @pytest.mark.parametrize("tail", [b"\xc5", b"\xc5\x01", b"\xf1\x01", b"\xf2\x01\x02", b"\xf3",
                                   b"\xf4\x01", b"\xe1\x05ab", b"\xf0\x01\x00", b"\x85ab"])  # fmt: skip
-def test_listpack_texts_entries_cut_at_the_end(tail: bytes) -> None:
+def test_parse_listpack_entries_cut_at_the_end(tail: bytes) -> None:
     for blob in (
         struct.pack("<IH", 6 + len(tail), 1) + tail,
         struct.pack("<IH", 7 + len(tail), 1) + tail + b"\xff",
         struct.pack("<IH", 8 + len(tail), 2) + b"\x01\x01" + tail,
     ):
-        assert _parse_or_error(listpack_texts, blob) == _parse_or_error(parse_listpack, blob)
-        assert isinstance(_parse_or_error(listpack_texts, blob), tuple)
+        assert isinstance(_parse_or_error(parse_listpack, blob), tuple)
 
 
 def _reference_lzf(data: bytes, expected: int) -> bytes:

@@ -1,0 +1,427 @@
+"""Each artifact of a backup read out of the vault once, and what else the vault holds.
+
+:meth:`ArtifactReader.check_artifact` streams one artifact: its stored size and lock checked,
+its ciphertext hashed, decrypted with the backup's unwrapped age identity (:meth:`unwrap`)
+by the road out of a vault (:func:`affidavit.services.artifacts.decryption`), its plaintext
+hashed and handed to a content consumer (:mod:`.content`) in the same pass. The reader also
+checks the vault's copy of the signed manifest (:meth:`check_copy`), every entry of the
+backup's folder that no manifest names (:meth:`check_unexpected`) and the storage's locks
+(:meth:`check_lock`), and keeps what the signed result names: the ciphertext digests read and
+the paths checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from affidavit.crypto.age import recipient_of
+from affidavit.crypto.age_process import AgeProcess
+from affidavit.crypto.digest import Sha256Stream
+from affidavit.errors import FormatError, IntegrityError, KeystoreError
+from affidavit.models.checks import CheckCode
+from affidavit.private_temp import open_private
+from affidavit.services.artifacts import decryption
+from affidavit.services.keys import keystore_for, unwrap_identity
+from affidavit.services.verify.manifest_copy import check_manifest_copy, not_a_file
+from affidavit.services.verify.state import CHUNK, Expected, Run, now
+from affidavit.vaults.base import (
+    ArtifactNotFound,
+    ArtifactReplaced,
+    EntryKind,
+    ForeignEntry,
+    RetentionDamaged,
+)
+
+_ENTRY_WORDS = {
+    EntryKind.HIDDEN_FILE: "a hidden file",
+    EntryKind.UNFINISHED_WRITE: "an unfinished write (the temporary file of a put that never "
+    "completed)",
+    EntryKind.ORPHANED_RETENTION: "a retention record without its artifact",
+    EntryKind.SYMLINK: "a symbolic link",
+    EntryKind.FOLDER: "a folder without artifacts",
+    EntryKind.SPECIAL_FILE: "a special file",
+}
+
+
+class PlainReader:
+    """A file-like view of a plaintext chunk iterator that hashes every byte it pulls (unless
+    the decryption process hashes them: ``hashing=False``)."""
+
+    def __init__(self, chunks: Iterator[bytes], *, hashing: bool = True) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+        self._hashing = hashing
+        self.hash = Sha256Stream()
+        self.size = 0
+
+    def _pull(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        if self._hashing:
+            self.hash.update(chunk)
+        self.size += len(chunk)
+        self._buf = memoryview(chunk)
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (fewer only at the end): a framer asking for a batch gets it in
+        one piece, however small the pieces of the decryption are."""
+        if n is None or n < 0:
+            parts = [bytes(self._buf)]
+            self._buf = memoryview(b"")
+            while self._pull():
+                parts.append(bytes(self._buf))
+            self._buf = memoryview(b"")
+            return b"".join(parts)
+        if len(self._buf) >= n:
+            out = bytes(self._buf[:n])
+            self._buf = self._buf[n:]
+            return out
+        parts = [bytes(self._buf)]
+        have = len(parts[0])
+        self._buf = memoryview(b"")
+        while have < n and self._pull():
+            take = self._buf[: n - have]
+            parts.append(bytes(take))
+            have += len(take)
+            self._buf = self._buf[len(take) :]
+        return b"".join(parts)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        """Pull (and hash) whatever the consumer did not read."""
+        self._buf = memoryview(b"")
+        while self._pull():
+            self._buf = memoryview(b"")
+
+
+Consumer = Callable[[PlainReader], Any]
+"""What reads an artifact's plaintext as it decrypts (a fingerprint pass, a spool)."""
+
+
+@dataclass(slots=True)
+class ArtifactReader:
+    """Reads the artifacts of one verification's backup out of its vault."""
+
+    run: Run
+    identity: str | None = None  # the backup's age identity, once unwrapped
+    observed: dict[str, str] = field(default_factory=dict)  # path -> ciphertext sha256 read
+    checked_paths: list[str] = field(default_factory=list)
+    plain_proven: set[str] = field(default_factory=set)  # plaintext SHA-256 = the signed one
+    copy_path: str | None = None  # the vault's copy of the signed manifest
+    copy_sha256: str | None = None  # of the copy's bytes read
+    not_files: set[str] = field(default_factory=set)  # artifact-not-a-file already reported
+
+    # -- the vault's folder ------------------------------------------------------------------
+
+    def check_copy(self) -> None:
+        """The envelope's copy in the vault must be byte-identical to the catalog's, and
+        locked as it was written."""
+        copy = check_manifest_copy(self.run.vault, self.run.backup)
+        self.run.findings.extend(copy.findings)
+        self.copy_path, self.copy_sha256 = copy.path, copy.sha256
+        if copy.path is not None and copy.sha256 is not None:
+            self.checked_paths.append(copy.path)
+            self.check_lock(copy.path)
+        elif copy.path is not None and any(
+            f.code == CheckCode.ARTIFACT_NOT_A_FILE for f in copy.findings
+        ):
+            self.not_files.add(copy.path)
+
+    def check_unexpected(self) -> None:
+        """Everything in the backup's vault folder that no manifest names: files the vault
+        lists, and what it does not list (:meth:`VaultBackend.foreign`: hidden files that are
+        none of the vault's own, unfinished writes, symbolic links, special files, folders
+        without artifacts). A recorded artifact whose path holds something else than a file is
+        ``artifact-not-a-file``, whether or not this run reads it."""
+        run = self.run
+        marker = f"/{run.backup.id}/"
+        paths = {a.path for a in run.backup.artifacts} | {e.path for e in run.signed.artifacts}
+        prefixes = {p[: p.find(marker) + len(marker)] for p in paths if marker in p}
+        known = paths | ({self.copy_path} if self.copy_path else set())
+        for prefix in sorted(prefixes):
+            for path in run.vault.list(prefix):
+                if path not in known:
+                    run.find(
+                        CheckCode.ARTIFACT_UNEXPECTED,
+                        "the vault holds a file this backup never recorded",
+                        path,
+                        kind="file",
+                    )
+            for entry in run.vault.foreign(prefix):
+                self._foreign(entry, known)
+
+    def _foreign(self, entry: ForeignEntry, known: set[str]) -> None:
+        if entry.path in known:
+            if entry.path not in self.not_files:
+                self.not_files.add(entry.path)
+                kind = {EntryKind.SYMLINK: "symbolic link", EntryKind.FOLDER: "folder"}.get(
+                    entry.kind, entry.detail or "special file"
+                )
+                what = f"{entry.kind.value} {entry.detail}".strip()
+                self.run.findings.append(not_a_file(entry.path, kind, what))
+            return
+        if entry.kind is EntryKind.ORPHANED_RETENTION and entry.artifact in known:
+            return  # the record of a recorded artifact: its absence is that artifact's finding
+        words = _ENTRY_WORDS[entry.kind]
+        if entry.kind is EntryKind.SPECIAL_FILE and entry.detail:
+            words = f"a {entry.detail}"
+        self.run.find(
+            CheckCode.ARTIFACT_UNEXPECTED,
+            f"the backup's folder holds {words} that the backup never recorded",
+            entry.path,
+            kind=entry.kind.value,
+            detail=entry.detail,
+            artifact=entry.artifact,
+        )
+
+    def check_lock(self, path: str) -> None:
+        """The storage's lock on ``path`` must still hold as the backup wrote it, until the
+        signed ``retain_until`` (:meth:`VaultBackend.lock_shortfalls`); once that date has
+        passed the lock owes nothing more."""
+        vault = self.run.vault
+        until = self.run.signed.retain_until
+        if until is None or until <= now():
+            return
+        try:
+            shortfalls = vault.lock_shortfalls(path, until)
+        except (ArtifactNotFound, ArtifactReplaced):
+            return  # reported where the artifact is read
+        if shortfalls:
+            self.run.find(
+                CheckCode.ARTIFACT_LOCK_WEAKENED,
+                "the storage no longer locks the artifact as it was written: "
+                + "; ".join(shortfalls),
+                path,
+                shortfalls=list(shortfalls),
+                retain_until=until.isoformat(),
+                lock_mode=vault.lock_mode,
+            )
+
+    # -- the key and the artifacts -----------------------------------------------------------
+
+    def unwrap(self) -> None:
+        """The backup's age identity, unwrapped with the keystore's KEK; a key that cannot be
+        unwrapped (or is not the backup's recipient) is ``key-unwrap-failed``."""
+        backup = self.run.backup
+        try:
+            identity = unwrap_identity(keystore_for(self.run.app.settings), backup)
+            if backup.recipient and recipient_of(identity) != backup.recipient:
+                raise KeystoreError("the unwrapped identity is not the backup's recipient")
+        except (KeystoreError, IntegrityError, FormatError) as exc:
+            self.run.find(
+                CheckCode.KEY_UNWRAP_FAILED,
+                f"the backup's age identity cannot be unwrapped: {exc.message}",
+                backup.id,
+                kek_id=backup.kek_id,
+                kek_version=backup.kek_version,
+            )
+            return
+        self.identity = identity
+
+    def check_artifact(self, art: Expected, consume: Consumer | None) -> Any:
+        """Read one artifact once: size, ciphertext hash, decryption, plaintext hash, and the
+        content consumer; returns what ``consume`` returned when the artifact decrypted."""
+        self.checked_paths.append(art.path)
+        opened = self._open(art)
+        if opened is None:
+            return None
+        fh, size = opened
+        cipher = Sha256Stream()
+        result: Any = None
+        decrypted = False
+        rep = self.run.rep
+        with fh:
+
+            def chunks() -> Iterator[bytes]:
+                while chunk := fh.read(CHUNK):
+                    cipher.update(chunk)
+                    rep.advance(len(chunk))
+                    yield chunk
+
+            source = chunks()
+            plain: PlainReader | None = None
+            child: AgeProcess | None = None
+            if self.identity is not None:
+                child, pieces = decryption(
+                    self.identity, art.size if size is None else size, source
+                )
+                plain = PlainReader(pieces, hashing=child is None)
+                try:
+                    try:
+                        result = consume(plain) if consume is not None else None
+                    except FormatError as exc:
+                        self.content_unreadable(art, exc)
+                        result = None
+                    plain.drain()
+                    decrypted = True
+                except IntegrityError as exc:
+                    self.run.find(
+                        CheckCode.ARTIFACT_UNDECRYPTABLE,
+                        f"the artifact does not decrypt with the backup's identity: {exc.message}",
+                        art.path,
+                    )
+                finally:
+                    _close(pieces)
+            for _ in source:  # hash whatever decryption did not read
+                pass
+        rep.finish()
+        if size is None:
+            self._check_size(art, cipher.length)
+        actual = cipher.hexdigest()
+        self.observed[art.path] = actual
+        if actual != art.sha256:
+            self._hash_mismatch(art, actual)
+        self.plain_proven.discard(art.path)
+        if plain is not None and decrypted and art.plain_sha256 is not None:
+            self._check_plaintext(art, plain, child)
+        return result if decrypted else None
+
+    def reread(self, art: Expected, consume: Consumer) -> Any:
+        """Decrypt an artifact once more for a content pass; only content findings are
+        recorded (the artifact's own were recorded by :meth:`check_artifact`)."""
+        assert self.identity is not None
+        try:
+            fh = self.run.vault.open(art.path)
+        except ArtifactNotFound:
+            return None
+        with fh:
+
+            def chunks() -> Iterator[bytes]:
+                while chunk := fh.read(CHUNK):
+                    yield chunk
+
+            _, pieces = decryption(self.identity, art.size, chunks())
+            plain = PlainReader(pieces, hashing=False)
+            try:
+                result = consume(plain)
+                plain.drain()
+            except FormatError as exc:
+                self.content_unreadable(art, exc)
+                return None
+            except IntegrityError:
+                return None  # reported by check_artifact
+            finally:
+                _close(pieces)
+        return result
+
+    def spool(self, name: str) -> Callable[[PlainReader], Path]:
+        """A consumer that copies the plaintext to a private file."""
+
+        def consume(plain: PlainReader) -> Path:
+            path = self.run.tmp / name
+            with open_private(path) as out:
+                while chunk := plain.read(CHUNK):
+                    out.write(chunk)
+            return path
+
+        return consume
+
+    def _open(self, art: Expected) -> tuple[BinaryIO, int | None] | None:
+        """The artifact opened for reading and its stored size (None: the vault could not
+        say, checked on the bytes read), after its lock and size are checked; None (with its
+        finding) when it is missing or something else stands at its path."""
+        run = self.run
+        size: int | None
+        try:
+            size = run.vault.stat(art.path).size
+        except ArtifactReplaced as exc:
+            self._not_a_file(art.path, exc)
+            return None
+        except ArtifactNotFound:
+            run.find(CheckCode.ARTIFACT_MISSING, "the artifact is not in the vault", art.path)
+            return None
+        except RetentionDamaged:
+            size = None  # check_lock reports it
+        self.check_lock(art.path)
+        if size is not None:
+            self._check_size(art, size)
+        run.rep.task(f"verifying {art.path}", size)
+        try:
+            return run.vault.open(art.path), size
+        except ArtifactReplaced as exc:
+            self._not_a_file(art.path, exc)
+        except ArtifactNotFound:
+            run.find(CheckCode.ARTIFACT_MISSING, "the artifact vanished while verifying", art.path)
+        run.rep.finish()
+        return None
+
+    def _check_size(self, art: Expected, size: int) -> None:
+        if size != art.size:
+            self.run.find(
+                CheckCode.ARTIFACT_SIZE_MISMATCH,
+                f"the artifact has {size} bytes, the manifest says {art.size}",
+                art.path,
+                expected=art.size,
+                actual=size,
+            )
+
+    def _not_a_file(self, path: str, exc: ArtifactReplaced) -> None:
+        if path not in self.not_files:
+            self.not_files.add(path)
+            self.run.findings.append(not_a_file(path, exc.kind, exc.message))
+
+    def content_unreadable(self, art: Expected, exc: FormatError) -> None:
+        """``content-unreadable``: the decrypted ``art`` cannot be parsed."""
+        self.run.find(
+            CheckCode.CONTENT_UNREADABLE,
+            f"the decrypted content cannot be parsed: {exc.message}",
+            art.path,
+        )
+
+    def _check_plaintext(self, art: Expected, plain: PlainReader, child: AgeProcess | None) -> None:
+        actual = plain.hash.hexdigest() if child is None else child.plain_sha256
+        if actual != art.plain_sha256 or (
+            art.plain_size is not None and plain.size != art.plain_size
+        ):
+            self.run.find(
+                CheckCode.ARTIFACT_PLAINTEXT_MISMATCH,
+                "the decrypted artifact differs from what the backup wrote",
+                art.path,
+                expected=art.plain_sha256,
+                actual=actual,
+                expected_size=art.plain_size,
+                actual_size=plain.size,
+            )
+        else:
+            self.plain_proven.add(art.path)
+
+    def _hash_mismatch(self, art: Expected, actual: str) -> None:
+        run = self.run
+        with run.app.read() as uow:
+            owners = [
+                (bid, path)
+                for bid, path in uow.backups.artifacts_with_digest(actual)
+                if bid != run.backup.id
+            ]
+        if owners:
+            other, path = owners[0]
+            run.find(
+                CheckCode.ARTIFACT_FROM_OTHER_BACKUP,
+                f"the artifact is a file of backup {other} swapped in",
+                art.path,
+                other_backup=other,
+                other_path=path,
+                actual=actual,
+            )
+            return
+        run.find(
+            CheckCode.ARTIFACT_HASH_MISMATCH,
+            "the artifact's SHA-256 differs from the manifest",
+            art.path,
+            expected=art.sha256,
+            actual=actual,
+        )
+
+
+def _close(pieces: Iterator[bytes]) -> None:
+    """End a decryption that was not read to its end (a process is stopped and waited for)."""
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        close()

@@ -1,0 +1,191 @@
+"""One verification from its arguments to its recorded result (:func:`verify_backup`).
+
+The checks run in this order, each adding its findings to the one :class:`~.state.Run`:
+the signed manifest and its vault copy; the source's identity (before the live server is
+reached, and fail before reading a GiB); the backup's vault folder; the key; each artifact
+chosen (indexes first, they name keys; then metadata; then data, fingerprinted as it is
+read); the fingerprints; and the live source. An outage (:class:`OperationError`) records
+only ``verification.could_not_run``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+
+from affidavit.errors import InputError, OperationError
+from affidavit.models.backup import ArtifactRole, Backup, BackupStatus
+from affidavit.models.checks import Verification
+from affidavit.models.inventory import Source
+from affidavit.models.predicates import VerificationKind
+from affidavit.models.progress import Reporter, SilentReporter
+from affidavit.private_temp import private_folder, sweep
+from affidavit.services.backends import engine_for, vault_backend
+from affidavit.services.context import App
+from affidavit.services.ledger import _identity
+from affidavit.services.verify.against_source import check_source_identity, compare_with_source
+from affidavit.services.verify.content import ContentCheck, one_pass
+from affidavit.services.verify.reading import ArtifactReader
+from affidavit.services.verify.recording import Outcome, record
+from affidavit.services.verify.sampling import new_seed, select
+from affidavit.services.verify.state import Run, now, read_signed
+from affidavit.vaults.base import VaultBackend
+
+
+def verify_backup(
+    app: App,
+    backup_id: str,
+    *,
+    against_source: bool = False,
+    sample_percent: float | None = None,
+    seed: str | None = None,
+    reporter: Reporter | None = None,
+) -> Verification:
+    """Verify a backup, record the signed result and return it.
+
+    ``sample_percent`` (0 < p <= 100) checks a seeded random subset of the data artifacts;
+    ``seed`` repeats an earlier sample. ``against_source`` also compares each dataset with
+    the live source now. Raises :class:`NotFound` / :class:`InputError` (exit 2) for an
+    unknown or deleted backup or bad arguments, and :class:`OperationError` (exit 3) when
+    the vault or the source cannot be read (recorded only as ``verification.could_not_run``).
+    """
+    rep = reporter or SilentReporter()
+    if sample_percent is not None and not (
+        math.isfinite(sample_percent) and 0 < sample_percent <= 100
+    ):
+        raise InputError(
+            f"--sample {sample_percent:g} is outside 0 < PERCENT <= 100",
+            hint="for example --sample 10 checks a tenth of the data artifacts",
+        )
+    if seed is not None and sample_percent is None:
+        raise InputError("a seed repeats a sample: give --sample PERCENT with it")
+    if seed is not None and not (1 <= len(seed) <= 64 and seed.isprintable()):
+        raise InputError("a seed is 1 to 64 printable characters")
+    with app.read() as uow:
+        backup = uow.backups.get(backup_id)
+        vault = uow.vaults.get(backup.vault)
+        source = None
+        if against_source and backup.source is not None:
+            source = uow.sources.get(backup.source)
+    if backup.status is BackupStatus.DELETED:
+        deleted = backup.deleted_at.isoformat() if backup.deleted_at else "earlier"
+        raise InputError(
+            f"backup {backup_id} was deleted ({deleted}): its artifacts are gone",
+            hint=f"its manifest and fingerprints stay on record: `affidavit backup show "
+            f"{backup_id}`; verify a newer backup",
+        )
+    if against_source and source is None:
+        raise InputError(
+            f"backup {backup_id} has no registered source to compare with",
+            hint="it was ingested without --source",
+        )
+    _identity(app)  # no ledger key: exit 2 before anything is read
+    kind: VerificationKind = "sample" if sample_percent is not None else (
+        "against-source" if against_source else "full"
+    )  # fmt: skip
+    if sample_percent is not None and seed is None:
+        seed = new_seed()
+    sweep()  # plaintext spools of killed commands (affidavit.private_temp)
+    started = now()
+    try:
+        with private_folder("verify") as tmp:  # plaintext: swept if this process is killed
+            outcome = _check(
+                app,
+                backup,
+                vault_backend(vault),
+                source,
+                tmp=tmp,
+                rep=rep,
+                kind=kind,
+                started=started,
+                sample_percent=sample_percent,
+                seed=seed,
+            )
+    except OperationError as exc:
+        with app.change() as change:
+            change.record(
+                "verification.could_not_run",
+                f"backup:{backup_id}",
+                {"kind": kind, "error": exc.message},
+            )
+        raise
+    return record(app, outcome)
+
+
+def _check(
+    app: App,
+    backup: Backup,
+    vault: VaultBackend,
+    source: Source | None,
+    *,
+    tmp: Path,
+    rep: Reporter,
+    kind: VerificationKind,
+    started: datetime,
+    sample_percent: float | None,
+    seed: str | None,
+) -> Outcome:
+    """Run every check of one verification; what it found."""
+    rep.stage(f"checking the signed manifest of {backup.id}")
+    signed, findings = read_signed(app, backup)
+    run = Run(app=app, backup=backup, vault=vault, rep=rep, tmp=tmp, signed=signed)
+    run.findings.extend(findings)
+    reader = ArtifactReader(run)
+    reader.check_copy()
+    engine = None
+    # the source must be the one the signed manifest names (a look-alike server holding
+    # the backup's data is never read); then reach it: fail before reading a GiB
+    if source is not None and check_source_identity(run, source):
+        engine = engine_for(source, timeout=app.settings.connect_timeout)
+        engine.__enter__()
+    try:
+        if engine is not None:
+            engine.describe()
+        reader.check_unexpected()
+        reader.unwrap()
+        artifacts, coverage = select(signed.artifacts, sample_percent, seed)
+        content = ContentCheck(run, reader)
+        fmt = backup.format
+        # a format whose datasets share one artifact (an RDB, an archive) is spooled and
+        # read in one pass; one with a file per dataset is fingerprinted as it decrypts
+        shared = one_pass(fmt)
+        datasets_checked: set[str] = set()
+        for art in artifacts:
+            if art.role == ArtifactRole.INDEX.value and art.dataset:
+                content.stored_index(art)
+            elif art.role == ArtifactRole.DATA.value and shared is False:
+                if content.dataset_file(art) and art.dataset:
+                    datasets_checked.add(art.dataset)
+            elif art.role == ArtifactRole.DATA.value and shared:
+                if content.shared_file(art, fmt):
+                    datasets_checked.update(signed.fingerprints)
+            else:
+                reader.check_artifact(art, None)
+        content.compare_fingerprints()
+        coverage["datasets_checked"] = sorted(datasets_checked)
+        coverage["datasets_total"] = len(signed.fingerprints)
+        against = None
+        if source is not None and engine is not None:
+            against = compare_with_source(run, source, engine, content.indexes)
+            coverage["against_source"] = True
+        elif source is not None:  # source-mismatch: the live server was not read
+            against = {"source": source.name, "compared": False, "datasets": {}}
+            coverage["against_source"] = False
+    finally:
+        if engine is not None:
+            engine.__exit__(None, None, None)
+    return Outcome(
+        backup=backup,
+        kind=kind,
+        started=started,
+        sample_percent=sample_percent,
+        seed=seed,
+        findings=tuple(run.findings),
+        checked=len(reader.checked_paths),
+        observed=reader.observed,
+        copy_path=reader.copy_path,
+        copy_sha256=reader.copy_sha256,
+        coverage=coverage,
+        against=against,
+    )
