@@ -45,7 +45,9 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
 
+# every benchmark against its named reference (restic for verify: installed like system-deps)
 bench: setup
+	@bash scripts/system-deps.sh bench
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

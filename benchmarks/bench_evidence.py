@@ -308,7 +308,7 @@ def _backup(
 
 
 def _verification(change: Change, rng: random.Random, b: _Made, started: datetime) -> None:
-    """One verification, as ``services.verify._record`` writes it."""
+    """One verification, as ``services.verify.recording.record`` writes it."""
     finished = started + timedelta(seconds=rng.uniform(5, 900))
     kind = rng.choice(("full", "sample", "sample", "against-source"))
     verification_id = f"vf-{started:%Y%m%dT%H%M%SZ}-{rng.randbytes(3).hex()}"
@@ -317,7 +317,7 @@ def _verification(change: Change, rng: random.Random, b: _Made, started: datetim
         bad = rng.choice(b.artifacts)
         findings = (
             Finding(
-                code="artifact-digest-mismatch",
+                code="artifact-hash-mismatch",
                 message=f"{bad.path}: the stored bytes do not match the signed SHA-256",
                 subject=bad.path,
                 details={"expected": bad.sha256, "actual": _hex(rng)},
@@ -335,7 +335,9 @@ def _verification(change: Change, rng: random.Random, b: _Made, started: datetim
             "manifest_sha256": b.manifest_sha256, "kind": kind, "ok": ok,
             "started_at": started.isoformat(), "finished_at": finished.isoformat(),
             "sample": None if sample is None else {"percent": sample, "seed": seed},
-            "coverage": coverage, "against_source": kind == "against-source",
+            "coverage": coverage,
+            "against_source": {"source": b.source, "datasets": {}}
+            if kind == "against-source" else None,  # as verify writes it: a summary or null
             "findings": [f.to_json() for f in findings],
             "tool": {"name": "affidavit", "version": __version__},
         },

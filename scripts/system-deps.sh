@@ -2,6 +2,7 @@
 # Install the Debian packages affidavit's demo and tests need (redis-server, redis-tools, age,
 # postgresql), when they are missing.
 # As root: apt-get installs them. Otherwise: say exactly what to run, and fail.
+# `system-deps.sh bench` also installs the benchmarks' named references (restic, for verify).
 # `system-deps.sh sanitizers` also checks what scripts/test-sanitizers.sh needs: gcc with its
 # AddressSanitizer and UndefinedBehaviorSanitizer runtimes (libasan, libubsan; on Debian they
 # come with gcc, through libgcc-N-dev).
@@ -16,6 +17,9 @@ declare -A NEEDED=(
 
 if [ "${1:-}" = sanitizers ]; then
   NEEDED[gcc]=gcc
+fi
+if [ "${1:-}" = bench ]; then
+  NEEDED[restic]=restic
 fi
 
 missing=()
