@@ -63,6 +63,14 @@ class AccessDenied(InputError):
     """The actor may not do this (separation of duties, missing permission)."""
 
 
+class StepUpRequired(AccessDenied):
+    """The operation needs a fresh multi-factor check (a TOTP code within the last few
+    minutes) that the acting identity has not passed: a server answers it with a step-up
+    challenge rather than a plain refusal."""
+
+    default_hint = "confirm a current TOTP code (step-up) and retry within five minutes"
+
+
 # --- an operation could not run (exit 3): nothing half-recorded -----------------------------
 
 
@@ -113,6 +121,24 @@ class CatalogRowDamaged(CatalogError):
         error = cls(f"damaged catalog row: {table} row {row}, column {column} holds {value}")
         error.table, error.row, error.column = table, row, column
         return error
+
+
+class AuthenticationFailed(OperationError):
+    """Credentials were refused: a wrong name, password, TOTP or recovery code, a replayed
+    code, a locked or disabled account, an expired, revoked or unknown session or token.
+
+    Exit 3, not 2: the input was well formed, and the operation could not run because the
+    identity behind it could not be established. Exit 2 also promises "nothing changed", and
+    a refused login does change something on purpose: the failure is counted towards the
+    lockout and recorded in the ledger (``identity.login_failed``); it is fully recorded,
+    never half. The message is the same for every cause, so that it tells a guesser nothing
+    (which part was wrong, whether the name exists); the ledger records the cause for the
+    auditor."""
+
+    default_hint = (
+        "check the name, password and code; after repeated failures an account is locked "
+        "for a while (docs/identities.md)"
+    )
 
 
 class KeystoreError(OperationError):

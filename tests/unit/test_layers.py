@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "affidavit": 0,  # the package's __init__
     "affidavit.__main__": 5,  # `python -m affidavit` is the CLI
     "affidavit.errors": 0,
+    "affidavit.closing": 0,
     "affidavit.constants": 0,
     "affidavit.durable": 0,
     "affidavit.input_files": 0,
@@ -85,6 +86,9 @@ RESTRICTED: dict[str, tuple[str, ...]] = {
     "rich": ("affidavit.cli", "affidavit.server"),
     "fastapi": ("affidavit.server",),
     "jinja2": ("affidavit.evidence.report", "affidavit.server"),
+    "argon2": ("affidavit.crypto",),
+    "pyotp": ("affidavit.crypto",),
+    "qrcode": ("affidavit.cli",),
 }
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from affidavit.catalog.governance import GovernanceRepository
+from affidavit.catalog.identities import IdentityRepository
 from affidavit.catalog.repository import (
     BackupRepository,
     CheckRepository,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 """The newest migration's revision (a test holds it equal to alembic's head): the schema check
 of every command compares the catalog's version with it and loads alembic, which is slow to
 import, only when they differ."""
@@ -247,6 +248,11 @@ class UnitOfWork:
     def governance(self) -> GovernanceRepository:
         """Policy versions, baselines, findings, exceptions."""
         return GovernanceRepository(self.session)
+
+    @cached_property
+    def identities(self) -> IdentityRepository:
+        """Accounts, role grants, tokens, sessions, TOTP credentials, failed logins."""
+        return IdentityRepository(self.session)
 
 
 class Catalog:

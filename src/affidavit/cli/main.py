@@ -40,6 +40,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "run-due": ("schedule_cmd", "run_due"),
 }
 # group name -> module under affidavit.cli whose ``app`` holds the group's commands
+# (``module:attribute`` when a module holds several groups)
 _GROUPS: dict[str, str] = {
     "source": "source_cmd",
     "vault": "vault_cmd",
@@ -55,6 +56,9 @@ _GROUPS: dict[str, str] = {
     "exception": "exception_cmd",
     "baseline": "baseline_cmd",
     "evidence": "evidence_cmd",
+    "user": "identity_cmd:user_app",
+    "role": "identity_cmd:role_app",
+    "token": "identity_cmd:token_app",
 }
 # global options that take a value (the command name is the first word after them)
 _VALUE_OPTIONS = {"--home", "--actor", "--timeout", "--catalog-url"}
@@ -144,8 +148,9 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
         loaded = importlib.import_module(f"affidavit.cli.{module}")
         cli.command(command)(getattr(loaded, function))
     for group in groups:
-        loaded = importlib.import_module(f"affidavit.cli.{_GROUPS[group]}")
-        cli.add_typer(loaded.app, name=group)
+        module, _, attribute = _GROUPS[group].partition(":")
+        loaded = importlib.import_module(f"affidavit.cli.{module}")
+        cli.add_typer(getattr(loaded, attribute or "app"), name=group)
     return cli
 
 

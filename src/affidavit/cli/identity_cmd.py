@@ -1,0 +1,598 @@
+"""``affidavit user|role|token ...``: local accounts, their roles and API tokens.
+
+Who acts. Without a server, the CLI runs as the OS user, whom affidavit does not verify;
+that identity may do exactly one thing here: create the first administrator
+(``affidavit user add NAME`` while no account exists). Everything after that needs an
+authenticated administrator: ``--as NAME`` logs in as that account for the one command (a
+real login: password, then a TOTP or recovery code; failures count towards the lockout and
+are recorded), and logs out at its end. The server (``affidavit serve``) will provide the
+authenticated channel instead; the commands stay the same.
+
+Secrets are prompted for with hidden input, or read from a file of mode 0600
+(``--password-file``, ``--as-password-file``); they are never accepted as arguments. A TOTP
+code may be given as ``--as-code`` (it is valid for seconds and cannot be replayed).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+
+from affidavit.cli.output import plain, print_json, show, table, when
+from affidavit.cli.state import app_for
+from affidavit.errors import InputError
+from affidavit.models.identity import AccountKind, Principal, account_name
+from affidavit.models.ledger import ClientInfo
+from affidavit.models.permissions import ROLE_DESCRIPTIONS, ROLES, Permission, Role
+from affidavit.services import identity, roles
+from affidavit.services.context import App
+from affidavit.services.secrets import make_secret_ref, resolve_secret
+
+_LOCAL_MODE = (
+    "\n\nWithout a server the CLI acts as the OS user, whom affidavit does not verify: that "
+    "identity may only create the first administrator (`user add NAME` while no account "
+    "exists). Everything else needs an authenticated account: --as NAME logs in as it for "
+    "the one command (its password, then a TOTP or recovery code; failures count towards the "
+    "lockout and are recorded) and logs out at the end. See docs/identities.md."
+)
+user_app = typer.Typer(
+    help="Local accounts: people and service accounts." + _LOCAL_MODE, no_args_is_help=True
+)
+role_app = typer.Typer(
+    help="Roles held by accounts (the permission matrix)." + _LOCAL_MODE, no_args_is_help=True
+)
+token_app = typer.Typer(help="API tokens of service accounts." + _LOCAL_MODE, no_args_is_help=True)
+
+_CLIENT = ClientInfo(agent="affidavit-cli")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+AsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as",
+        help="Act as this account: log in with its password and TOTP code for this command.",
+    ),
+]
+AsPasswordFileOpt = Annotated[
+    str | None,
+    typer.Option(help="File (mode 0600) holding the password of the --as account."),
+]
+AsCodeOpt = Annotated[
+    str | None,
+    typer.Option(help="TOTP or recovery code of the --as account (prompted when needed)."),
+]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Account name.")]
+
+
+def _secret_file(path: str) -> str:
+    value = resolve_secret(make_secret_ref(env=None, file=path))
+    assert value is not None
+    return value
+
+
+def _new_password(path: str | None, whose: str) -> str:
+    if path is not None:
+        return _secret_file(path)
+    value: str = typer.prompt(
+        f"New password for {whose}", hide_input=True, confirmation_prompt=True
+    )
+    return value
+
+
+@contextmanager
+def _acting(
+    application: App,
+    as_name: str | None,
+    password_file: str | None,
+    code: str | None,
+) -> Iterator[tuple[Principal, str | None]]:
+    """The principal of this command and the password it logged in with: the local OS user
+    without ``--as``, else a login as that account (ended when the command ends)."""
+    if as_name is None:
+        yield identity.local_principal(application), None
+        return
+    name = account_name(as_name)
+    if password_file is not None:
+        password = _secret_file(password_file)
+    else:
+        password = typer.prompt(f"Password for {name}", hide_input=True)
+        if code is None:
+            code = typer.prompt(
+                f"TOTP code for {name} (or a recovery code; empty if none is enrolled)",
+                default="",
+                show_default=False,
+            )
+    grant = identity.login(application, name, password, code or None, client=_CLIENT)
+    try:
+        yield grant.principal, password
+    finally:
+        identity.logout(application, grant.principal)
+
+
+def _account_row(a: Any) -> list[Any]:
+    state = "disabled" if a.disabled else ("locked" if a.locked(datetime.now(UTC)) else "active")
+    return [
+        plain(a.name),
+        a.kind.value,
+        plain(a.display_name),
+        "yes" if a.totp_enrolled else "no",
+        state,
+        when(a.created_at),
+        plain(a.created_by),
+    ]
+
+
+# -- user --------------------------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    name: NameArg,
+    service: Annotated[
+        bool, typer.Option("--service", help="A service account (API tokens, no password).")
+    ] = False,
+    email: Annotated[str | None, typer.Option(help="E-mail address.")] = None,
+    display_name: Annotated[str | None, typer.Option(help="Full name.")] = None,
+    password_file: Annotated[
+        str | None, typer.Option(help="File (mode 0600) holding the new account's password.")
+    ] = None,
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Add an account. While no account exists, this creates the first administrator as
+    the local OS user (recorded `identity.bootstrapped`); afterwards it needs an
+    administrator: --as ADMIN."""
+    kind = AccountKind.SERVICE if service else AccountKind.HUMAN
+    with app_for(ctx) as application:
+        if as_name is None:
+            if service:
+                raise InputError(
+                    "a service account is added by an administrator",
+                    hint="the first account is a person (the first administrator); then "
+                    "`affidavit user add NAME --service --as ADMIN`",
+                )
+            password = _new_password(password_file, account_name(name))
+            account = identity.bootstrap_admin(
+                application,
+                identity.local_principal(application),
+                name,
+                password,
+                display_name=display_name,
+                email=email,
+            )
+            bootstrapped = True
+        else:
+            bootstrapped = False
+            with _acting(application, as_name, as_password_file, as_code) as (principal, _):
+                new = None if service else _new_password(password_file, account_name(name))
+                account = identity.create_account(
+                    application,
+                    principal,
+                    name,
+                    kind=kind,
+                    password=new,
+                    display_name=display_name,
+                    email=email,
+                )
+    if json_out:
+        print_json({"account": account.to_json(), "bootstrapped": bootstrapped})
+    elif bootstrapped:
+        show(
+            f"Created the first administrator [bold]{plain(account.name)}[/bold]. Next: "
+            f"`affidavit user totp-enroll {plain(account.name)}`."
+        )
+    else:
+        show(f"Added {account.kind.value} account [bold]{plain(account.name)}[/bold] (no role).")
+    return 0
+
+
+@user_app.command("list")
+def user_list(
+    ctx: typer.Context,
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """List accounts (needs account.read: --as NAME)."""
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+    ):
+        accounts = identity.list_accounts(application, principal)
+    if json_out:
+        print_json({"accounts": [a.to_json() for a in accounts]})
+        return 0
+    show(
+        table(
+            "Accounts",
+            ["name", "kind", "display name", "TOTP", "state", "created", "by"],
+            [_account_row(a) for a in accounts],
+        )
+    )
+    return 0
+
+
+@user_app.command("disable")
+def user_disable(
+    ctx: typer.Context,
+    name: NameArg,
+    reason: Annotated[str, typer.Option(help="Why the account is disabled.")],
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Disable an account for good: its sessions end and its tokens stop working."""
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+    ):
+        account = identity.disable_account(application, principal, name, reason=reason)
+    if json_out:
+        print_json({"account": account.to_json()})
+    else:
+        show(f"Disabled {plain(account.name)}.")
+    return 0
+
+
+@user_app.command("unlock")
+def user_unlock(
+    ctx: typer.Context,
+    name: NameArg,
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+) -> int:
+    """Lift a lockout after failed logins."""
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+    ):
+        account = identity.unlock_account(application, principal, name)
+    show(f"Unlocked {plain(account.name)}.")
+    return 0
+
+
+@user_app.command("passwd")
+def user_passwd(
+    ctx: typer.Context,
+    name: NameArg,
+    new_password_file: Annotated[
+        str | None, typer.Option(help="File (mode 0600) holding the new password.")
+    ] = None,
+    as_name: Annotated[
+        str | None,
+        typer.Option("--as", help="Act as this administrator (default: NAME itself)."),
+    ] = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+) -> int:
+    """Change a password: your own (you log in as NAME with the current one), or another
+    account's as an administrator (--as ADMIN, with a fresh TOTP code)."""
+    target = account_name(name)
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name or target, as_password_file, as_code) as (principal, old),
+    ):
+        new = _new_password(new_password_file, target)
+        own = principal.name == target
+        identity.set_password(
+            application,
+            principal,
+            target,
+            new,
+            current_password=old if own else None,
+            client=_CLIENT,
+        )
+    show(f"Password of {plain(target)} changed; its other sessions ended.")
+    return 0
+
+
+def _show_qr(uri: str) -> None:
+    """The URI as a QR code on the terminal, when ``qrcode`` is installed and stdout is one."""
+    if not sys.stdout.isatty():
+        return
+    try:
+        import qrcode  # optional (affidavit[qr]); untyped
+    except ImportError:
+        return
+    code = qrcode.QRCode(border=1)
+    code.add_data(uri)
+    code.print_ascii(out=sys.stdout, invert=True)
+
+
+@user_app.command("totp-enroll")
+def user_totp_enroll(
+    ctx: typer.Context,
+    name: NameArg,
+    begin: Annotated[
+        bool, typer.Option("--begin", help="Only start: print the otpauth URI and stop.")
+    ] = False,
+    code: Annotated[
+        str | None,
+        typer.Option(help="Confirm the enrolment started with --begin with this code."),
+    ] = None,
+    as_password_file: AsPasswordFileOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Enrol a TOTP authenticator for your account NAME (you log in with your password).
+    Prints the otpauth URI (and a QR code on a terminal when `qrcode` is installed), asks for
+    a code to confirm, then prints ten one-time recovery codes: they are shown only now.
+    Scripts run it in two steps: --begin, then --code CODE."""
+    target = account_name(name)
+    with (
+        app_for(ctx) as application,
+        _acting(application, target, as_password_file, "") as (principal, _),
+    ):
+        if code is None:
+            enrolment = identity.begin_totp(application, principal, target)
+            if begin:
+                if json_out:
+                    print_json({"account": target, "uri": enrolment.uri})
+                else:
+                    show(enrolment.uri)
+                return 0
+            show(f"Add this to your authenticator app (secret {enrolment.secret}):")
+            show(enrolment.uri)
+            _show_qr(enrolment.uri)
+            code = str(typer.prompt("Code shown by the authenticator"))
+        elif begin:
+            raise InputError(
+                "give either --begin or --code, not both", hint="--begin first, then --code CODE"
+            )
+        codes = identity.confirm_totp(application, principal, target, code)
+    if json_out:
+        print_json({"account": target, "totp_enrolled": True, "recovery_codes": list(codes)})
+        return 0
+    show(f"TOTP enrolled for {plain(target)}. Recovery codes (each works once; keep them safe):")
+    for recovery in codes:
+        show(f"  {recovery}")
+    return 0
+
+
+@user_app.command("totp-reset")
+def user_totp_reset(
+    ctx: typer.Context,
+    name: NameArg,
+    as_name: Annotated[
+        str | None,
+        typer.Option("--as", help="Act as this administrator (default: NAME itself)."),
+    ] = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+) -> int:
+    """Remove an account's TOTP and recovery codes (a lost or replaced device); needs a
+    fresh TOTP code of whoever acts."""
+    target = account_name(name)
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name or target, as_password_file, as_code) as (principal, _),
+    ):
+        identity.reset_totp(application, principal, target)
+    show(f"TOTP of {plain(target)} removed; enrol a new one with `user totp-enroll`.")
+    return 0
+
+
+# -- role --------------------------------------------------------------------------------------
+
+
+@role_app.command("grant")
+def role_grant(
+    ctx: typer.Context,
+    name: NameArg,
+    role: Annotated[str, typer.Argument(metavar="ROLE", help="admin, operator, approver, ...")],
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Grant a role (an administrator, with a fresh TOTP code; never to oneself; a service
+    account never gets admin, approver or security_officer)."""
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+    ):
+        grant = roles.grant_role(application, principal, name, role)
+    if json_out:
+        print_json({"grant": grant.to_json()})
+    else:
+        show(f"Granted {grant.role.value} to {plain(grant.account)} (ledger seq {grant.seq}).")
+    return 0
+
+
+@role_app.command("revoke")
+def role_revoke(
+    ctx: typer.Context,
+    name: NameArg,
+    role: Annotated[str, typer.Argument(metavar="ROLE")],
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+) -> int:
+    """Revoke a role (an administrator, with a fresh TOTP code)."""
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+    ):
+        roles.revoke_role(application, principal, name, role)
+    show(f"Revoked {plain(role)} from {plain(name)}.")
+    return 0
+
+
+@role_app.command("list")
+def role_list(
+    ctx: typer.Context,
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """The roles (with their permissions) and who holds them."""
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+    ):
+        holdings = roles.list_grants(application, principal)
+    if json_out:
+        print_json(
+            {
+                "roles": {r.value: sorted(p.value for p in ROLES[r]) for r in Role},
+                "accounts": [
+                    {
+                        "account": h.account,
+                        "kind": h.kind.value,
+                        "disabled": h.disabled,
+                        "grants": [g.to_json() for g in h.grants],
+                        "effective": sorted(r.value for r in h.effective),
+                    }
+                    for h in holdings
+                ],
+            }
+        )
+        return 0
+    show(
+        table(
+            "Roles",
+            ["role", "permissions", "for", "held by"],
+            [
+                [
+                    r.value,
+                    len(ROLES[r]),
+                    ROLE_DESCRIPTIONS[r],
+                    ", ".join(plain(h.account) or "" for h in holdings if r in h.effective),
+                ]
+                for r in Role
+            ],
+        )
+    )
+    unconfirmed = [
+        f"{h.account}:{g.role.value}"
+        for h in holdings
+        for g in h.grants
+        if g.role not in h.effective
+    ]
+    if unconfirmed:
+        show(
+            "[yellow]catalog grants the ledger does not confirm (not counted):[/yellow] "
+            + (plain(", ".join(unconfirmed)) or "")
+        )
+    return 0
+
+
+# -- token -------------------------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    account: Annotated[str, typer.Argument(metavar="ACCOUNT", help="A service account.")],
+    scope: Annotated[
+        list[str],
+        typer.Option("--scope", help="A permission the token may use (repeatable)."),
+    ],
+    expires_in: Annotated[
+        float, typer.Option("--expires-in", help="Days until the token expires (at most 90).")
+    ],
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Issue an API token to a service account (an administrator, with a fresh TOTP code).
+    The secret is printed once and never again."""
+    scopes = set()
+    for value in scope:
+        try:
+            scopes.add(Permission(value.strip()))
+        except ValueError:
+            raise InputError(
+                f"{value[:60]!r} is not a permission",
+                hint="docs/identities.md lists them (e.g. backup.run)",
+            ) from None
+    if not 0 < expires_in <= 3650:
+        raise InputError(
+            "--expires-in takes a number of days greater than 0", hint="e.g. --expires-in 30"
+        )
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+    ):
+        issued = identity.create_token(
+            application, principal, account, scopes, timedelta(days=expires_in)
+        )
+    if json_out:
+        print_json({"token": issued.token.to_json(), "secret": issued.secret})
+        return 0
+    show(
+        f"Token {issued.token.id} for {plain(issued.token.account)}, expires "
+        f"{when(issued.token.expires_at)}. Its secret (shown only now):"
+    )
+    show(plain(issued.secret))
+    return 0
+
+
+@token_app.command("list")
+def token_list(
+    ctx: typer.Context,
+    account: Annotated[
+        str | None, typer.Argument(metavar="[ACCOUNT]", help="Only this account's tokens.")
+    ] = None,
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """List API tokens (never their secrets)."""
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+    ):
+        found = identity.list_tokens(application, principal, account)
+    if json_out:
+        print_json({"tokens": [t.to_json() for t in found]})
+        return 0
+    show(
+        table(
+            "API tokens",
+            ["id", "account", "scopes", "expires", "revoked", "last used"],
+            [
+                [
+                    t.id,
+                    plain(t.account),
+                    ", ".join(sorted(p.value for p in t.scopes)),
+                    when(t.expires_at),
+                    when(t.revoked_at),
+                    when(t.last_used_at),
+                ]
+                for t in found
+            ],
+        )
+    )
+    return 0
+
+
+@token_app.command("revoke")
+def token_revoke(
+    ctx: typer.Context,
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="The token's id.")],
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+) -> int:
+    """Revoke an API token."""
+    with (
+        app_for(ctx) as application,
+        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+    ):
+        token = identity.revoke_token(application, principal, token_id)
+    show(f"Token {token.id} of {plain(token.account)} revoked.")
+    return 0

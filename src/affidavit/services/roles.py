@@ -1,0 +1,169 @@
+"""Granting and revoking roles, and reading who holds what.
+
+A grant or revocation needs ``role.grant`` and a fresh MFA check by the acting administrator,
+who can never grant a role to their own account (another administrator must). A service
+account can never be given a human-only role (:data:`~affidavit.models.permissions.
+HUMAN_ONLY_ROLES`: every role that approves anything, and the custody roles), and the last
+enabled administrator keeps ``admin``. Each is one ledger event, ``role.granted`` or
+``role.revoked``, whose seq the grant row keeps: the roles that count are the ones the ledger
+confirms (``services.identity.vouched_roles``).
+
+The multi-party approval of grants (a second administrator approving the request) is the
+next layer up: it will call :func:`grant_role` once the request is approved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from affidavit.errors import AccessDenied, AlreadyExists, InputError
+from affidavit.models.identity import AccountKind, Principal, RoleGrant, account_name
+from affidavit.models.permissions import HUMAN_ONLY_ROLES, Permission, Role
+from affidavit.services.context import App
+from affidavit.services.identity import (
+    authorize,
+    ledger_roles,
+    require_fresh_mfa,
+    vouched_roles,
+)
+
+
+def _role(value: Role | str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise InputError(
+            f"{str(value)[:40]!r} is not a role",
+            hint="roles: " + ", ".join(r.value for r in Role),
+        ) from None
+
+
+def grant_role(
+    app: App,
+    principal: Principal,
+    name: str,
+    role: Role | str,
+    *,
+    now: datetime | None = None,
+) -> RoleGrant:
+    """Give account ``name`` the role ``role`` (``role.grant`` with a fresh MFA check).
+    Refused for one's own account, a disabled account, a role held already, and a
+    human-only role for a service account. Recorded ``role.granted``."""
+    authorize(principal, Permission.ROLE_GRANT)
+    at = now or datetime.now(UTC)
+    require_fresh_mfa(principal, now=at)
+    target_name = account_name(name)
+    wanted = _role(role)
+    if target_name == principal.name:
+        raise AccessDenied(
+            "nobody grants a role to their own account",
+            hint="another administrator must grant it",
+        )
+    with app.change() as change:
+        change.actor = principal.name
+        ids = change.uow.identities
+        target = ids.account(target_name)
+        if target.disabled:
+            raise InputError(
+                f"the account {target_name!r} is disabled", hint="a disabled account gets no role"
+            )
+        if target.kind is AccountKind.SERVICE and wanted in HUMAN_ONLY_ROLES:
+            raise AccessDenied(
+                f"a service account can never hold the role {wanted.value}",
+                hint="automation never approves, administers or holds key custody; "
+                "give it operator, auditor or viewer",
+            )
+        if wanted in ids.roles(target.id):
+            raise AlreadyExists(
+                f"{target_name!r} holds the role {wanted.value} already",
+                hint="`affidavit role list` shows the grants",
+            )
+        event = change.record(
+            "role.granted",
+            f"account:{target_name}",
+            {"account_id": target.id, "role": wanted.value, "auth": principal.method.value},
+        )
+        ids.add_grant(target.id, wanted, at=at, by=principal.name, seq=event.seq)
+    return RoleGrant(
+        account=target_name, role=wanted, granted_at=at, granted_by=principal.name, seq=event.seq
+    )
+
+
+def revoke_role(
+    app: App,
+    principal: Principal,
+    name: str,
+    role: Role | str,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Take the role ``role`` from account ``name`` (``role.grant`` with a fresh MFA check).
+    The last enabled administrator keeps ``admin``. Recorded ``role.revoked``."""
+    authorize(principal, Permission.ROLE_GRANT)
+    at = now or datetime.now(UTC)
+    require_fresh_mfa(principal, now=at)
+    target_name = account_name(name)
+    wanted = _role(role)
+    with app.change() as change:
+        change.actor = principal.name
+        ids = change.uow.identities
+        target = ids.account(target_name)
+        if wanted not in ids.roles(target.id):
+            raise InputError(
+                f"{target_name!r} does not hold the role {wanted.value}",
+                hint="`affidavit role list` shows the grants",
+            )
+        if wanted is Role.ADMIN and ids.holders(Role.ADMIN) == [target.id]:
+            raise AccessDenied(
+                f"{target_name!r} is the last enabled administrator",
+                hint="grant admin to another person first",
+            )
+        change.record(
+            "role.revoked",
+            f"account:{target_name}",
+            {"account_id": target.id, "role": wanted.value, "auth": principal.method.value},
+        )
+        ids.remove_grant(target.id, wanted)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Holding:
+    """What one account holds: the grants whose rows exist, and which of them the ledger
+    confirms (the others count for nothing)."""
+
+    account: str
+    kind: AccountKind
+    disabled: bool
+    grants: tuple[RoleGrant, ...]
+    effective: frozenset[Role]
+
+
+def list_grants(app: App, principal: Principal) -> list[Holding]:
+    """Every account with its grants and effective roles, by name (``account.read``)."""
+    authorize(principal, Permission.ACCOUNT_READ)
+    with app.read() as uow:
+        grants = uow.identities.grants()
+        held = ledger_roles(uow)
+        out = []
+        for account in uow.identities.accounts():
+            own = tuple(g for g in grants if g.account == account.name)
+            out.append(
+                Holding(
+                    account=account.name,
+                    kind=account.kind,
+                    disabled=account.disabled,
+                    grants=own,
+                    effective=vouched_roles(uow, account, held) if own else frozenset(),
+                )
+            )
+        return out
+
+
+def roles_of(app: App, principal: Principal, name: str) -> frozenset[Role]:
+    """The roles account ``name`` holds, as the ledger confirms them (``account.read``, or
+    the account itself)."""
+    target = account_name(name)
+    authorize(principal, Permission.ACCOUNT_READ, self_service_for=target)
+    with app.read() as uow:
+        return vouched_roles(uow, uow.identities.account(target))
