@@ -66,6 +66,12 @@ class Settings(BaseModel):
     rto_seconds: float = Field(
         default=3600, gt=0, le=30 * 86400, description="recovery-time objective of a drill"
     )
+    access_log_retention_days: int = Field(
+        default=400,
+        ge=1,
+        le=36500,
+        description="days an access-log entry keeps its payload (its leaf hash stays)",
+    )
     webhooks: tuple[str, ...] = Field(
         default=(), description="http(s) URLs that receive alerts as JSON POSTs"
     )
@@ -213,5 +219,6 @@ DEFAULT_CONFIG_TEXT = """\
 # drill_every_days = 30           # restore-drill the newest backup of each source this often
 # rto_seconds = 3600              # recovery-time objective a drill must meet
 # webhooks = ["https://alerts.example.com/affidavit"]  # alerts are POSTed here as JSON
+# access_log_retention_days = 400  # `access-log expire` drops older payloads (hashes stay)
 # The local key file's passphrase comes from AFFIDAVIT_PASSPHRASE only, never from this file.
 """

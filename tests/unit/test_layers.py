@@ -85,9 +85,13 @@ RESTRICTED: dict[str, tuple[str, ...]] = {
     "typer": ("affidavit.cli",),
     "rich": ("affidavit.cli", "affidavit.server"),
     "fastapi": ("affidavit.server",),
+    "starlette": ("affidavit.server",),
+    "uvicorn": ("affidavit.server.run",),
+    "httpx": (),  # a test client only
     "jinja2": ("affidavit.evidence.report", "affidavit.server"),
     "argon2": ("affidavit.crypto",),
     "pyotp": ("affidavit.crypto",),
+    "ua_parser": ("affidavit.services.access_log",),
     "qrcode": ("affidavit.cli",),
 }
 

@@ -480,3 +480,38 @@ class LoginFailureRow(Base):
     lockouts: Mapped[int] = mapped_column(Integer)
     last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AccessLogEntryRow(Base):
+    """One access-log entry (``docs/formats/access-log.md``): a leaf of the access log's own
+    Merkle tree, stored as the ledger stores its entries (``nodes`` as in
+    :class:`LedgerEntryRow`). ``entry`` is the RFC 8785 JSON that was hashed, NULL once the
+    entry expired (``expired_at`` then says when); ``leaf_hash`` stays, so the tree still
+    verifies. ``time``, ``identity``, ``action`` (``METHOD route``), ``subject`` and
+    ``outcome`` are copies for querying (``identity`` and ``subject`` are cleared on
+    expiry), never trusted by the verifier."""
+
+    __tablename__ = "access_log_entries"
+
+    seq: Mapped[int] = mapped_column(_ROWID, primary_key=True, autoincrement=False)
+    time: Mapped[str] = mapped_column(String(32), index=True)
+    identity: Mapped[str | None] = mapped_column(Text, index=True)
+    action: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    entry: Mapped[bytes | None] = mapped_column(LargeBinary)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    nodes: Mapped[bytes] = mapped_column(LargeBinary)
+    expired_at: Mapped[str | None] = mapped_column(String(32))
+
+
+class AccessLogCheckpointRow(Base):
+    """A signed checkpoint of the access log (origin ``<ledger origin>/access-log``), one
+    per tree size, as :class:`CheckpointRow` is for the ledger."""
+
+    __tablename__ = "access_log_checkpoints"
+
+    size: Mapped[int] = mapped_column(_ROWID, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[str] = mapped_column(String(32))

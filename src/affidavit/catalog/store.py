@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import sqlite3
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from affidavit.catalog.access_log import AccessLogRepository
 from affidavit.catalog.governance import GovernanceRepository
 from affidavit.catalog.identities import IdentityRepository
 from affidavit.catalog.repository import (
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0008"
 """The newest migration's revision (a test holds it equal to alembic's head): the schema check
 of every command compares the catalog's version with it and loads alembic, which is slow to
 import, only when they differ."""
@@ -194,6 +194,36 @@ class _Transaction:
         self._session = self._conn = self._trans = self._fairy = self._dbapi = None
 
 
+_R = TypeVar("_R")
+
+
+class _repository(Generic[_R]):  # a decorator, named like one
+    """``functools.cached_property`` without its lock, for the repositories of a unit of work.
+
+    Python 3.11's ``cached_property`` holds one lock per *class attribute* while its getter
+    runs, and these getters begin the transaction (on SQLite, ``BEGIN IMMEDIATE``, which waits
+    for the database). Two threads of one process, each in a unit of work of its own (the
+    server's requests), then wait for each other, one on the lock and the other on the
+    database, until the busy timeout. A unit of work belongs to one thread, so nothing needs
+    the lock (Python 3.12 removed it as well)."""
+
+    def __init__(self, getter: Callable[[Any], _R]) -> None:
+        self._getter = getter
+        self._name = getter.__name__
+        self.__doc__ = getter.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _repository[_R]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _R: ...
+    def __get__(self, instance: object | None, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self._getter(instance)
+        instance.__dict__[self._name] = value
+        return value
+
+
 class UnitOfWork:
     """One database transaction with the repositories that work inside it.
 
@@ -212,17 +242,17 @@ class UnitOfWork:
         """The ORM session, joined to this unit of work's transaction."""
         return self._tx.session()
 
-    @cached_property
+    @_repository
     def sources(self) -> SourceRepository:
         """Registered sources."""
         return SourceRepository(self.session)
 
-    @cached_property
+    @_repository
     def datasets(self) -> DatasetRepository:
         """Datasets and their classification."""
         return DatasetRepository(self.session)
 
-    @cached_property
+    @_repository
     def vaults(self) -> VaultRepository:
         """Registered vaults."""
         return VaultRepository(self.session)
@@ -234,22 +264,27 @@ class UnitOfWork:
             self._ledger = LedgerRepository(self._tx.dbapi, qmark=self._tx.qmark)
         return self._ledger
 
-    @cached_property
+    @_repository
     def backups(self) -> BackupRepository:
         """Backups, their artifacts and holds."""
         return BackupRepository(self.session)
 
-    @cached_property
+    @_repository
     def checks(self) -> CheckRepository:
         """Verifications, drills, alerts."""
         return CheckRepository(self.session)
 
-    @cached_property
+    @_repository
     def governance(self) -> GovernanceRepository:
         """Policy versions, baselines, findings, exceptions."""
         return GovernanceRepository(self.session)
 
-    @cached_property
+    @_repository
+    def access_log(self) -> AccessLogRepository:
+        """The access log's storage (statements on the DB-API connection, as the ledger's)."""
+        return AccessLogRepository(self._tx.dbapi, qmark=self._tx.qmark)
+
+    @_repository
     def identities(self) -> IdentityRepository:
         """Accounts, role grants, tokens, sessions, TOTP credentials, failed logins."""
         return IdentityRepository(self.session)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli import client
+from affidavit.cli.output import JsonOpt, print_json, print_list, show, table, when
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.cli.views import backup_json
@@ -16,7 +17,6 @@ from affidavit.services import backup as backups
 
 app = typer.Typer(help="Take, ingest, list and delete backups.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 VaultOpt = Annotated[
     str | None, typer.Option("--vault", help="Vault to store into (default: the only one).")
 ]
@@ -105,35 +105,32 @@ def list_(
     source: Annotated[str | None, typer.Argument(help="Only this source's backups.")] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """The version history of backups, newest first."""
-    with app_for(ctx) as application:
-        found = backups.list_backups(application, source)
-    if json_out:
-        print_json({"backups": [backup_json(b) for b in found]})
-        return 0
-    if not found:
-        show("No backups yet: `affidavit backup run SOURCE`.")
-        return 0
-    show(
-        table(
-            "Backups",
-            ["id", "source", "status", "format", "started", "retain until", "records", "holds"],
-            [
-                [
-                    b.id,
-                    b.source,
-                    b.status,
-                    b.format,
-                    when(b.started_at),
-                    when(b.retain_until),
-                    f"{sum(d.records for d in b.datasets):,}",
-                    sum(1 for h in b.holds if h.active) or None,
-                ]
-                for b in found
-            ],
-        )
+    """The version history of backups, newest first (remote-capable: --server)."""
+    found = client.view(
+        ctx,
+        "/backups",
+        params={"source": source},
+        local=lambda app: {"backups": [backup_json(b) for b in backups.list_backups(app, source)]},
     )
-    return 0
+    return print_list(
+        "Backups",
+        "backups",
+        found["backups"],
+        item_json=dict,
+        columns=["id", "source", "status", "format", "started", "retain until", "records", "holds"],
+        row=lambda b: [
+            b["backup_id"],
+            b["source"],
+            b["status"],
+            b["format"],
+            when(b["started_at"]),
+            when(b["retain_until"]),
+            f"{sum(d['records'] for d in b['datasets']):,}",
+            sum(1 for h in b["holds"] if h["active"]) or None,
+        ],
+        json_out=json_out,
+        empty="No backups yet: `affidavit backup run SOURCE`.",
+    )
 
 
 @app.command("show")
@@ -142,22 +139,26 @@ def show_(
     backup_id: Annotated[str, typer.Argument(metavar="BACKUP", help="Backup id.")],
     json_out: JsonOpt = False,
 ) -> int:
-    """Everything recorded about one backup, including its signed envelope with --json."""
-    with app_for(ctx) as application:
-        found = backups.get_backup(application, backup_id)
+    """Everything recorded about one backup, including its signed envelope with --json
+    (remote-capable: --server)."""
+    data = client.view(
+        ctx,
+        client.route("backups", backup_id),
+        local=lambda app: backup_json(backups.get_backup(app, backup_id), full=True),
+    )
     if json_out:
-        print_json(backup_json(found, full=True))
+        print_json(data)
         return 0
-    data = backup_json(found)
-    rows = [[k, v] for k, v in data.items() if k not in ("datasets", "artifacts", "holds")]
-    show(table(f"Backup {found.id}", ["field", "value"], rows))
+    skip = ("datasets", "artifacts", "holds", "envelope")
+    rows = [[k, v] for k, v in data.items() if k not in skip]
+    show(table(f"Backup {data['backup_id']}", ["field", "value"], rows))
     show(
         table(
             "Artifacts",
             ["path", "role", "size", "sha256 (stored)", "deleted"],
             [
-                [a.path, a.role, f"{a.size:,}", a.sha256[:16], a.deleted or None]
-                for a in found.artifacts
+                [a["path"], a["role"], f"{a['size']:,}", a["sha256"][:16], a["deleted"] or None]
+                for a in data["artifacts"]
             ],
         )
     )
@@ -165,7 +166,7 @@ def show_(
         table(
             "Datasets",
             ["dataset", "records", "fingerprint"],
-            [[d.name, f"{d.records:,}", d.fingerprint] for d in found.datasets],
+            [[d["name"], f"{d['records']:,}", d["fingerprint"]] for d in data["datasets"]],
         )
     )
     return 0

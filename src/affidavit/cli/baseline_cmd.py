@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.governance_views import baseline_json
-from affidavit.cli.output import plain, print_json, show, when
+from affidavit.cli.output import JsonOpt, plain, print_json, print_result, show, when
 from affidavit.cli.state import app_for
 from affidavit.errors import NotFound
 from affidavit.services import baseline as svc
@@ -17,8 +17,6 @@ app = typer.Typer(
     help="The approved configuration of sources and vaults; `policy check` reports drift.",
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 @app.command("approve")
@@ -30,15 +28,13 @@ def approve(
     """Read every source's and vault's security configuration now and approve it."""
     with app_for(ctx) as application:
         b = svc.approve_baseline(application, note=note)
-    if json_out:
-        print_json(baseline_json(b))
-    else:
-        show(
-            f"Baseline {b.id} approved by {plain(b.approved_by)}: {len(b.content['sources'])} "
-            f"source(s), {len(b.content['vaults'])} vault(s), policy version "
-            f"{b.content['policy_version'] or '-'} (sha256 {b.sha256[:16]}...)."
-        )
-    return 0
+    return print_result(
+        baseline_json(b),
+        f"Baseline {b.id} approved by {plain(b.approved_by)}: {len(b.content['sources'])} "
+        f"source(s), {len(b.content['vaults'])} vault(s), policy version "
+        f"{b.content['policy_version'] or '-'} (sha256 {b.sha256[:16]}...).",
+        json_out=json_out,
+    )
 
 
 @app.command("show")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import print_json, show
+from affidavit.cli.output import JsonOpt, print_result
 from affidavit.cli.state import app_for
 from affidavit.cli.views import dataset_json
 from affidavit.models.inventory import parse_classification
@@ -23,14 +23,14 @@ def classify(
     ],
     level: Annotated[str, typer.Argument(help="public|internal|confidential|restricted")],
     reason: Annotated[str, typer.Option(help="Why this level (recorded in the ledger).")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    json_out: JsonOpt = False,
 ) -> int:
     """Give a dataset its own classification (until then it inherits its source's)."""
     parsed = parse_classification(level)
     with app_for(ctx) as application:
         dataset = inv.classify_dataset(application, ref, parsed, reason=reason)
-    if json_out:
-        print_json(dataset_json(dataset))
-    else:
-        show(f"{dataset.source}/{dataset.name} is now [bold]{dataset.classification}[/bold].")
-    return 0
+    return print_result(
+        dataset_json(dataset),
+        f"{dataset.source}/{dataset.name} is now [bold]{dataset.classification}[/bold].",
+        json_out=json_out,
+    )

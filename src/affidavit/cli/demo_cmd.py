@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.inventory_cmd import render_inventory
-from affidavit.cli.output import plain, print_json, show, table
+from affidavit.cli.output import JsonOpt, plain, print_json, show, table
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import state
 from affidavit.cli.views import inventory_json
@@ -20,7 +20,7 @@ from affidavit.services.demo import DemoResult, run_demo
 def demo(
     ctx: typer.Context,
     scale: Annotated[int, typer.Option(min=1, max=100_000, help="Size of the sample.")] = 200,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    json_out: JsonOpt = False,
 ) -> int:
     """Run the story end to end on throwaway servers: start SecantusDB and redis-server on
     127.0.0.1, seed samples, register them and a folder vault, take the inventory. Uses a

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.output import JsonOpt, print_json, print_list, show, table, when
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
+from affidavit.cli.views import drill_json
 from affidavit.models.checks import Drill
 from affidavit.services import drill as drills
 
@@ -17,27 +18,6 @@ app = typer.Typer(
     help="Restore drills: restore into a scratch target, time it against the RTO.",
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-
-
-def drill_json(d: Drill) -> dict[str, Any]:
-    """A drill as ``--json`` prints it."""
-    return {
-        "drill_id": d.id,
-        "backup_id": d.backup_id,
-        "target": d.target,
-        "ok": d.ok,
-        "started_at": d.started_at,
-        "finished_at": d.finished_at,
-        "restore_seconds": round(d.restore_seconds, 6),
-        "total_seconds": round(drills.drill_seconds(d), 6),
-        "rto_seconds": d.rto_seconds,
-        "fingerprint_match": d.fingerprint_match,
-        "phases": d.phases,
-        "probes": list(d.probes),
-        "findings": [f.to_json() for f in d.findings],
-    }
 
 
 @app.command("run")
@@ -132,31 +112,22 @@ def list_(
     """Recorded drills, newest first: time, result, duration and RTO."""
     with app_for(ctx) as application:
         found = drills.list_drills(application, backup_id)
-    if json_out:
-        print_json({"drills": [drill_json(d) for d in found]})
-        return 0
-    if not found:
-        show("No drills yet: `affidavit drill run BACKUP`.")
-        return 0
-    show(
-        table(
-            "Drills",
-            ["id", "backup", "time", "result", "restore s", "total s", "RTO s", "target"],
-            [
-                [
-                    d.id,
-                    d.backup_id,
-                    when(d.started_at),
-                    "passed"
-                    if d.ok
-                    else "FAILED: " + ", ".join(sorted({f.code for f in d.findings})),
-                    f"{d.restore_seconds:.2f}",
-                    f"{drills.drill_seconds(d):.2f}",
-                    f"{d.rto_seconds:g}" if d.rto_seconds is not None else None,
-                    d.target,
-                ]
-                for d in found
-            ],
-        )
+    return print_list(
+        "Drills",
+        "drills",
+        found,
+        item_json=drill_json,
+        columns=["id", "backup", "time", "result", "restore s", "total s", "RTO s", "target"],
+        row=lambda d: [
+            d.id,
+            d.backup_id,
+            when(d.started_at),
+            "passed" if d.ok else "FAILED: " + ", ".join(sorted({f.code for f in d.findings})),
+            f"{d.restore_seconds:.2f}",
+            f"{drills.drill_seconds(d):.2f}",
+            f"{d.rto_seconds:g}" if d.rto_seconds is not None else None,
+            d.target,
+        ],
+        json_out=json_out,
+        empty="No drills yet: `affidavit drill run BACKUP`.",
     )
-    return 0

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import plain, print_json, show, table
+from affidavit.cli.output import JsonOpt, plain, print_json, show, table
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.models.period import Period
@@ -17,8 +17,6 @@ app = typer.Typer(
     help="The auditor's evidence package: build it for a period; verify it offline.",
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 @app.command("build")

@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.governance_views import exception_json
-from affidavit.cli.output import plain, print_json, show, table, when
+from affidavit.cli.output import (
+    JsonOpt,
+    plain,
+    print_list,
+    print_result,
+    when,
+)
 from affidavit.cli.state import app_for
 from affidavit.models.period import parse_moment
 from affidavit.services import findings as svc
@@ -17,7 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 IdArg = Annotated[str, typer.Argument(metavar="EXCEPTION", help="Exception id (X-...).")]
 
 
@@ -38,15 +43,13 @@ def add(
     until = parse_moment(expires, flag="--expires", end_of_day=True)  # a date: through that day
     with app_for(ctx) as application:
         exc = svc.request_exception(application, control, subject, reason=reason, expires=until)
-    if json_out:
-        print_json(exception_json(exc))
-    else:
-        show(
-            f"Exception {exc.id} requested for {plain(exc.control)} on {plain(exc.subject)} until "
-            f"{when(exc.expires_at)}. Another person approves it with "
-            f"`affidavit exception approve {exc.id}`."
-        )
-    return 0
+    return print_result(
+        exception_json(exc),
+        f"Exception {exc.id} requested for {plain(exc.control)} on {plain(exc.subject)} until "
+        f"{when(exc.expires_at)}. Another person approves it with "
+        f"`affidavit exception approve {exc.id}`.",
+        json_out=json_out,
+    )
 
 
 @app.command("approve")
@@ -54,11 +57,11 @@ def approve(ctx: typer.Context, exc_id: IdArg, json_out: JsonOpt = False) -> int
     """Approve an exception someone else requested."""
     with app_for(ctx) as application:
         exc = svc.approve_exception(application, exc_id)
-    if json_out:
-        print_json(exception_json(exc))
-    else:
-        show(f"Exception {exc.id} approved until {when(exc.expires_at)}.")
-    return 0
+    return print_result(
+        exception_json(exc),
+        f"Exception {exc.id} approved until {when(exc.expires_at)}.",
+        json_out=json_out,
+    )
 
 
 @app.command("revoke")
@@ -71,11 +74,7 @@ def revoke(
     """Withdraw an exception before it expires."""
     with app_for(ctx) as application:
         exc = svc.revoke_exception(application, exc_id, reason=reason)
-    if json_out:
-        print_json(exception_json(exc))
-    else:
-        show(f"Exception {exc.id} revoked.")
-    return 0
+    return print_result(exception_json(exc), f"Exception {exc.id} revoked.", json_out=json_out)
 
 
 @app.command("list")
@@ -83,35 +82,30 @@ def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
     """List exceptions."""
     with app_for(ctx) as application:
         found = svc.list_exceptions(application)
-    if json_out:
-        print_json({"exceptions": [exception_json(e) for e in found]})
-        return 0
-    show(
-        table(
-            "Exceptions",
-            [
-                "id",
-                "control",
-                "subject",
-                "status",
-                "requested by",
-                "approved by",
-                "expires",
-                "reason",
-            ],
-            [
-                [
-                    e.id,
-                    plain(e.control),
-                    plain(e.subject),
-                    e.status.value,
-                    plain(e.requested_by),
-                    plain(e.approved_by),
-                    when(e.expires_at),
-                    plain(e.reason),
-                ]
-                for e in found
-            ],
-        )
+    return print_list(
+        "Exceptions",
+        "exceptions",
+        found,
+        item_json=exception_json,
+        columns=[
+            "id",
+            "control",
+            "subject",
+            "status",
+            "requested by",
+            "approved by",
+            "expires",
+            "reason",
+        ],
+        row=lambda e: [
+            e.id,
+            plain(e.control),
+            plain(e.subject),
+            e.status.value,
+            plain(e.requested_by),
+            plain(e.approved_by),
+            when(e.expires_at),
+            plain(e.reason),
+        ],
+        json_out=json_out,
     )
-    return 0

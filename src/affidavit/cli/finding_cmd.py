@@ -6,8 +6,17 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.governance_views import finding_rows
-from affidavit.cli.output import plain, print_json, show, table, when
+from affidavit.cli.governance_views import finding_row
+from affidavit.cli.output import (
+    JsonOpt,
+    plain,
+    print_json,
+    print_list,
+    print_result,
+    show,
+    table,
+    when,
+)
 from affidavit.cli.state import app_for
 from affidavit.models.governance import FindingStatus
 from affidavit.services import findings as svc
@@ -17,7 +26,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 IdArg = Annotated[str, typer.Argument(metavar="FINDING", help="Finding id (F-...).")]
 NoteOpt = Annotated[str, typer.Option(help="What was done, and why (recorded).")]
 
@@ -37,17 +45,15 @@ def list_(
     with app_for(ctx) as application:
         found = svc.list_findings(application, status=wanted)
     found.sort(key=lambda f: (f.severity.rank, f.due_at, f.id))
-    if json_out:
-        print_json({"findings": [f.to_json() for f in found]})
-        return 0
-    show(
-        table(
-            "Findings",
-            ["id", "status", "severity", "control", "subject", "owner", "due", "detail"],
-            finding_rows(found),
-        )
+    return print_list(
+        "Findings",
+        "findings",
+        found,
+        item_json=lambda f: f.to_json(),
+        columns=["id", "status", "severity", "control", "subject", "owner", "due", "detail"],
+        row=finding_row,
+        json_out=json_out,
     )
-    return 0
 
 
 @app.command("show")
@@ -85,11 +91,7 @@ def ack(ctx: typer.Context, finding_id: IdArg, note: NoteOpt, json_out: JsonOpt 
     """Acknowledge an open finding (someone owns the fix)."""
     with app_for(ctx) as application:
         f = svc.acknowledge_finding(application, finding_id, note=note)
-    if json_out:
-        print_json(f.to_json())
-    else:
-        show(f"Finding {f.id} acknowledged.")
-    return 0
+    return print_result(f.to_json(), f"Finding {f.id} acknowledged.", json_out=json_out)
 
 
 @app.command("resolve")
@@ -98,8 +100,4 @@ def resolve(ctx: typer.Context, finding_id: IdArg, note: NoteOpt, json_out: Json
     the control (as a new finding) if it still fails."""
     with app_for(ctx) as application:
         f = svc.resolve_finding(application, finding_id, note=note)
-    if json_out:
-        print_json(f.to_json())
-    else:
-        show(f"Finding {f.id} resolved.")
-    return 0
+    return print_result(f.to_json(), f"Finding {f.id} resolved.", json_out=json_out)

@@ -7,14 +7,12 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import print_json, show, table
+from affidavit.cli.output import JsonOpt, print_json, show, table
 from affidavit.cli.progress import RichReporter, reporting
 from affidavit.cli.state import app_for
 from affidavit.errors import InputError
 from affidavit.models.records import PROFILES, Profile
 from affidavit.services import fingerprint as fps
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 def _profile(text: str) -> Profile:

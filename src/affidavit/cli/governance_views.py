@@ -70,20 +70,17 @@ def result_rows(results: Sequence[_ResultLike], *, show_all: bool) -> list[list[
     ]
 
 
-def finding_rows(findings: Sequence[ControlFinding]) -> list[list[Any]]:
-    """Rows of the findings table."""
+def finding_row(f: ControlFinding) -> list[Any]:
+    """A row of the findings table."""
     return [
-        [
-            f.id,
-            f.status.value,
-            f.severity.value,
-            f.control,
-            plain(f.subject),
-            plain(f.owner),
-            when(f.due_at),
-            plain(f.message),
-        ]
-        for f in findings
+        f.id,
+        f.status.value,
+        f.severity.value,
+        f.control,
+        plain(f.subject),
+        plain(f.owner),
+        when(f.due_at),
+        plain(f.message),
     ]
 
 

@@ -6,51 +6,47 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.output import JsonOpt, print_list, print_result, when
 from affidavit.cli.state import app_for
 from affidavit.cli.views import hold_json
 from affidavit.services import backup as backups
 
 app = typer.Typer(help="Legal holds: backups that must not be deleted.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 BackupArg = Annotated[str, typer.Argument(metavar="BACKUP", help="Backup id.")]
+CaseOpt = Annotated[str, typer.Option("--case", help="Case or matter id.")]
 
 
 @app.command("add")
 def add(
     ctx: typer.Context,
     backup_id: BackupArg,
-    case: Annotated[str, typer.Option("--case", help="Case or matter id.")],
+    case: CaseOpt,
     reason: Annotated[str, typer.Option(help="Why the backup is held.")],
     json_out: JsonOpt = False,
 ) -> int:
     """Place a legal hold on a backup."""
     with app_for(ctx) as application:
         hold = backups.add_hold(application, backup_id, case_id=case, reason=reason)
-    if json_out:
-        print_json(hold_json(hold))
-    else:
-        show(f"Hold {hold.case_id} placed on {hold.backup_id}.")
-    return 0
+    return print_result(
+        hold_json(hold), f"Hold {hold.case_id} placed on {hold.backup_id}.", json_out=json_out
+    )
 
 
 @app.command("release")
 def release(
     ctx: typer.Context,
     backup_id: BackupArg,
-    case: Annotated[str, typer.Option("--case", help="Case or matter id.")],
+    case: CaseOpt,
     reason: Annotated[str, typer.Option(help="Why the hold ends.")],
     json_out: JsonOpt = False,
 ) -> int:
     """Release a legal hold."""
     with app_for(ctx) as application:
         hold = backups.release_hold(application, backup_id, case_id=case, reason=reason)
-    if json_out:
-        print_json(hold_json(hold))
-    else:
-        show(f"Hold {hold.case_id} on {hold.backup_id} released.")
-    return 0
+    return print_result(
+        hold_json(hold), f"Hold {hold.case_id} on {hold.backup_id} released.", json_out=json_out
+    )
 
 
 @app.command("list")
@@ -63,24 +59,19 @@ def list_(
     """List holds (of one backup)."""
     with app_for(ctx) as application:
         holds = backups.list_holds(application, backup_id, active_only=active)
-    if json_out:
-        print_json({"holds": [hold_json(h) for h in holds]})
-        return 0
-    show(
-        table(
-            "Holds",
-            ["backup", "case", "reason", "placed", "by", "released"],
-            [
-                [
-                    h.backup_id,
-                    h.case_id,
-                    h.reason,
-                    when(h.created_at),
-                    h.created_by,
-                    when(h.released_at),
-                ]
-                for h in holds
-            ],
-        )
+    return print_list(
+        "Holds",
+        "holds",
+        holds,
+        item_json=hold_json,
+        columns=["backup", "case", "reason", "placed", "by", "released"],
+        row=lambda h: [
+            h.backup_id,
+            h.case_id,
+            h.reason,
+            when(h.created_at),
+            h.created_by,
+            when(h.released_at),
+        ],
+        json_out=json_out,
     )
-    return 0

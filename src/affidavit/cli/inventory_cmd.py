@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import print_json, show, table
+from affidavit.cli.output import JsonOpt, print_json, show, table
 from affidavit.cli.state import app_for
 from affidavit.cli.views import inventory_json
 from affidavit.services import inventory as inv
@@ -18,7 +18,7 @@ def inventory(
     source: Annotated[
         list[str] | None, typer.Option("--source", help="Only this source (repeatable).")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    json_out: JsonOpt = False,
 ) -> int:
     """Probe every source and vault: reachability, engine version, datasets with record
     counts and classification, vault region and immutability. Exit 3 when a source is

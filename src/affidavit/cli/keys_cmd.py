@@ -6,13 +6,11 @@ from typing import Annotated, Any
 
 import typer
 
-from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.output import JsonOpt, print_json, show, table, when
 from affidavit.cli.state import app_for
 from affidavit.services import keys
 
 app = typer.Typer(help="Key-encryption keys that protect backup keys.", no_args_is_help=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 @app.command("status")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from affidavit.cli.output import error, print_json, show, table
+from affidavit.cli.output import JsonOpt, error, print_json, print_result, show, table
 from affidavit.cli.state import app_for, state
 from affidavit.constants import ExitCode
 from affidavit.services import ledger as svc
@@ -17,8 +17,6 @@ app = typer.Typer(
     help="The tamper-evident ledger: checkpoints, proofs, export and verification.",
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 @app.command("key")
@@ -73,24 +71,12 @@ def proof(
     """Prove that an entry is in a signed checkpoint (RFC 9162 inclusion proof)."""
     with app_for(ctx) as application:
         result = svc.inclusion_proof(application, seq, size=size)
-    data = result.to_json()
-    if json_out:
-        print_json(data)
-        return 0
-    show(
-        table(
-            f"Inclusion of seq {result.seq} in the tree of {result.checkpoint.size}",
-            ["field", "value"],
-            [
-                ["entry", data["entry"]],
-                ["leaf hash", data["leaf_hash"]],
-                ["root", data["root"]],
-                *[[f"proof[{i}]", h] for i, h in enumerate(data["proof"])],
-                ["verified", "yes"],
-            ],
-        )
+    return _print_proof(
+        result.to_json(),
+        f"Inclusion of seq {result.seq} in the tree of {result.checkpoint.size}",
+        {"entry": "entry", "leaf hash": "leaf_hash", "root": "root"},
+        json_out=json_out,
     )
-    return 0
 
 
 @app.command("consistency")
@@ -106,21 +92,26 @@ def consistency(
     with app_for(ctx) as application:
         result = svc.consistency_proof(application, old_size)
     data = result.to_json()
+    return _print_proof(
+        data,
+        f"Consistency of the tree of {data['old_size']} with the tree of {data['new_size']}",
+        {"old root": "old_root", "new root": "new_root"},
+        json_out=json_out,
+    )
+
+
+def _print_proof(
+    data: dict[str, Any], title: str, fields: dict[str, str], *, json_out: bool
+) -> int:
+    """A verified proof: ``data`` as JSON, or a table titled ``title`` of ``fields`` (label ->
+    key in ``data``), each hash of the proof, and that it verified."""
     if json_out:
         print_json(data)
         return 0
-    show(
-        table(
-            f"Consistency of the tree of {data['old_size']} with the tree of {data['new_size']}",
-            ["field", "value"],
-            [
-                ["old root", data["old_root"]],
-                ["new root", data["new_root"]],
-                *[[f"proof[{i}]", h] for i, h in enumerate(data["proof"])],
-                ["verified", "yes"],
-            ],
-        )
-    )
+    rows: list[list[Any]] = [[label, data[k]] for label, k in fields.items()]
+    rows += [[f"proof[{i}]", h] for i, h in enumerate(data["proof"])]
+    rows.append(["verified", "yes"])
+    show(table(title, ["field", "value"], rows))
     return 0
 
 
@@ -133,14 +124,12 @@ def export(
     """Export every entry and checkpoint for an auditor (recorded in the ledger)."""
     with app_for(ctx) as application:
         result = svc.export_ledger(application, out)
-    if json_out:
-        print_json(result.to_json())
-    else:
-        show(
-            f"Exported {result.entries} entries and {result.checkpoints} checkpoints to "
-            f"{result.path} (sha256 {result.sha256})."
-        )
-    return 0
+    return print_result(
+        result.to_json(),
+        f"Exported {result.entries} entries and {result.checkpoints} checkpoints to "
+        f"{result.path} (sha256 {result.sha256}).",
+        json_out=json_out,
+    )
 
 
 @app.command("show")

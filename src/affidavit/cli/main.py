@@ -19,6 +19,7 @@ import typer
 from typer import Abort, Exit
 
 from affidavit import __version__
+from affidavit.cli.client import SERVER_ENV, SERVER_META, refuse_local
 from affidavit.cli.output import error, show
 from affidavit.cli.state import CliState
 from affidavit.constants import ExitCode
@@ -38,6 +39,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("fingerprint_cmd", "diff"),
     "due": ("schedule_cmd", "due"),
     "run-due": ("schedule_cmd", "run_due"),
+    "serve": ("serve_cmd", "serve"),
+    "login": ("session_cmd", "login"),
+    "logout": ("session_cmd", "logout"),
+    "whoami": ("session_cmd", "whoami"),
 }
 # group name -> module under affidavit.cli whose ``app`` holds the group's commands
 # (``module:attribute`` when a module holds several groups)
@@ -59,9 +64,10 @@ _GROUPS: dict[str, str] = {
     "user": "identity_cmd:user_app",
     "role": "identity_cmd:role_app",
     "token": "identity_cmd:token_app",
+    "access-log": "access_log_cmd",
 }
 # global options that take a value (the command name is the first word after them)
-_VALUE_OPTIONS = {"--home", "--actor", "--timeout", "--catalog-url"}
+_VALUE_OPTIONS = {"--home", "--actor", "--timeout", "--catalog-url", "--server"}
 
 
 def _new_app() -> typer.Typer:
@@ -106,6 +112,16 @@ def root(
     catalog_url: Annotated[
         str | None, typer.Option(help="Catalog database URL. Default: SQLite in the home.")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar=SERVER_ENV,
+            help="Client mode: run the command through this affidavit server (after "
+            "`affidavit login URL`); docs/server.md lists the commands that can.",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
@@ -116,16 +132,17 @@ def root(
         home=home,
         overrides={"actor": actor, "connect_timeout": timeout, "catalog_url": catalog_url},
     )
+    ctx.meta[SERVER_META] = server or None
 
 
-def _command_name(args: list[str]) -> str | None:
-    """The command or group ``args`` name, skipping the global options before it; None when
-    there is none (or an option this function does not know comes first)."""
+def _command_at(args: list[str]) -> int | None:
+    """Where the command or group ``args`` name is, skipping the global options before it;
+    None when there is none (or an option this function does not know comes first)."""
     position = 0
     while position < len(args):
         word = args[position]
         if not word.startswith("-"):
-            return word
+            return position
         if word in _VALUE_OPTIONS:
             position += 2
         elif word.split("=", 1)[0] in _VALUE_OPTIONS:
@@ -133,6 +150,38 @@ def _command_name(args: list[str]) -> str | None:
         else:
             return None  # --help, --version, or an unknown option: typer decides
     return None
+
+
+def _command_name(args: list[str]) -> str | None:
+    """The command or group ``args`` name (see :func:`_command_at`)."""
+    position = _command_at(args)
+    return None if position is None else args[position]
+
+
+def _command_path(args: list[str]) -> str | None:
+    """``group command`` (or the command) that ``args`` name, as ``COMMAND_PERMISSIONS``
+    spells it; None when :func:`_command_at` finds none."""
+    position = _command_at(args)
+    if position is None:
+        return None
+    name = args[position]
+    if name in _GROUPS:
+        sub = next((w for w in args[position + 1 :] if not w.startswith("-")), None)
+        return f"{name} {sub}" if sub is not None else name
+    return name
+
+
+def _server_of(args: list[str]) -> str | None:
+    """The ``--server`` among the global options before the command, else
+    ``AFFIDAVIT_SERVER`` (what the root callback will see)."""
+    end = _command_at(args)
+    before = args[: end if end is not None else len(args)]
+    for position, word in enumerate(before):
+        if word == "--server" and position + 1 < len(before):
+            return before[position + 1] or None
+        if word.startswith("--server="):
+            return word.split("=", 1)[1] or None
+    return os.environ.get(SERVER_ENV) or None
 
 
 def build_app(args: list[str] | None = None) -> typer.Typer:
@@ -158,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code; never raises."""
     args = sys.argv[1:] if argv is None else argv
     try:
+        if "--help" not in args:
+            refuse_local(_command_path(args), _server_of(args))
         result = build_app(args)(args=args, prog_name="affidavit", standalone_mode=False)
     except Error as exc:
         error(exc.message, exc.hint or None)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -15,6 +17,13 @@ from rich.table import Table
 # when stdout is not a terminal (a pipe, a CI log), tables get room instead of 80 columns
 console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+#: the ``--json`` option of every command that prints a result
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+_T = TypeVar("_T")
+# C0 and C1 controls but tab and newline, and the bidirectional overrides and isolates
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def print_json(data: Any) -> None:
@@ -27,6 +36,39 @@ def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def print_result(data: Any, message: str, *, json_out: bool) -> int:
+    """The output of a command that did one thing: ``data`` as JSON under ``--json``, else the
+    one-line ``message`` for people; returns the exit code, 0."""
+    if json_out:
+        print_json(data)
+    else:
+        show(message)
+    return 0
+
+
+def print_list(
+    title: str,
+    key: str,
+    items: Sequence[_T],
+    *,
+    item_json: Callable[[_T], Any],
+    columns: Sequence[str],
+    row: Callable[[_T], Sequence[Any]],
+    json_out: bool,
+    empty: str | None = None,
+) -> int:
+    """The output of a command that lists records: ``{key: [item_json(item), ...]}`` under
+    ``--json``; else the line ``empty`` when there are no items and it is given, or a table
+    titled ``title`` with ``columns`` and a ``row`` per item. Returns the exit code, 0."""
+    if json_out:
+        print_json({key: [item_json(item) for item in items]})
+    elif not items and empty is not None:
+        show(empty)
+    else:
+        show(table(title, columns, [row(item) for item in items]))
+    return 0
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
@@ -56,11 +98,18 @@ def _escape(text: str) -> str:
 
 
 def plain(value: object) -> str | None:
-    """A value from a user or a database, shown literally (never read as rich markup);
+    """A value from a user or a database, shown literally (never read as rich markup, and
+    control and bidirectional-override characters shown as escapes such as ``\\x1b``, never
+    sent to the terminal: a login name tried against the server is logged as it came);
     ``None`` stays ``None`` (a dim dash in tables)."""
-    return None if value is None else escape(str(value))
+    if value is None:
+        return None
+    return escape(_UNSAFE.sub(lambda m: m[0].encode("unicode_escape").decode(), str(value)))
 
 
-def when(value: datetime | None) -> str | None:
-    """A timestamp for tables: UTC, to the second."""
+def when(value: datetime | str | None) -> str | None:
+    """A timestamp for tables (a datetime, or its ISO 8601 text as JSON views hold it): UTC,
+    to the second."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else None

@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 
 from affidavit.cli.governance_views import policy_version_json, result_rows
-from affidavit.cli.output import plain, print_json, show, table, when
+from affidavit.cli.output import (
+    JsonOpt,
+    plain,
+    print_json,
+    print_list,
+    print_result,
+    show,
+    table,
+    when,
+)
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.errors import NotFound
@@ -19,7 +28,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 FileArg = Annotated[Path, typer.Argument(metavar="FILE", help="A policy.toml file.")]
 
 
@@ -47,14 +55,12 @@ def propose(ctx: typer.Context, file: FileArg, json_out: JsonOpt = False) -> int
     """Propose a new policy version; it takes effect when another person approves it."""
     with app_for(ctx) as application:
         version = policies.propose_policy(application, file)
-    if json_out:
-        print_json(policy_version_json(version))
-    else:
-        show(
-            f"Proposed policy version {version.version} (sha256 {version.sha256[:16]}...). "
-            f"Another person approves it with `affidavit policy approve {version.version}`."
-        )
-    return 0
+    return print_result(
+        policy_version_json(version),
+        f"Proposed policy version {version.version} (sha256 {version.sha256[:16]}...). "
+        f"Another person approves it with `affidavit policy approve {version.version}`.",
+        json_out=json_out,
+    )
 
 
 @app.command("approve")
@@ -69,14 +75,12 @@ def approve(
     """Approve a proposed version (not your own); it takes effect now."""
     with app_for(ctx) as application:
         approved = policies.approve_policy(application, version)
-    if json_out:
-        print_json(policy_version_json(approved))
-    else:
-        show(
-            f"Policy version {approved.version} approved by {plain(approved.approved_by)} "
-            f"(proposed by {plain(approved.proposed_by)}); it is in effect."
-        )
-    return 0
+    return print_result(
+        policy_version_json(approved),
+        f"Policy version {approved.version} approved by {plain(approved.approved_by)} "
+        f"(proposed by {plain(approved.proposed_by)}); it is in effect.",
+        json_out=json_out,
+    )
 
 
 @app.command("list")
@@ -84,29 +88,24 @@ def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
     """List policy versions with who proposed and approved each."""
     with app_for(ctx) as application:
         versions = policies.policy_versions(application)
-    if json_out:
-        print_json({"versions": [policy_version_json(v) for v in versions]})
-        return 0
     effective = max((v.version for v in versions if v.approved), default=None)
-    show(
-        table(
-            "Policy versions",
-            ["version", "sha256", "proposed", "by", "approved", "by", "in effect"],
-            [
-                [
-                    v.version,
-                    v.sha256[:16],
-                    when(v.proposed_at),
-                    plain(v.proposed_by),
-                    when(v.approved_at),
-                    plain(v.approved_by),
-                    "yes" if v.version == effective else "",
-                ]
-                for v in versions
-            ],
-        )
+    return print_list(
+        "Policy versions",
+        "versions",
+        versions,
+        item_json=policy_version_json,
+        columns=["version", "sha256", "proposed", "by", "approved", "by", "in effect"],
+        row=lambda v: [
+            v.version,
+            v.sha256[:16],
+            when(v.proposed_at),
+            plain(v.proposed_by),
+            when(v.approved_at),
+            plain(v.approved_by),
+            "yes" if v.version == effective else "",
+        ],
+        json_out=json_out,
     )
-    return 0
 
 
 @app.command("show")
@@ -143,27 +142,22 @@ def controls(
 ) -> int:
     """List the controls catalog with framework mappings."""
     chosen = policies.list_controls(framework)
-    if json_out:
-        print_json({"controls": [c.to_json() for c in chosen]})
-        return 0
-    show(
-        table(
-            "Controls",
-            ["id", "title", "severity", "NIST 800-53", "ISO 27001", "SOC 2"],
-            [
-                [
-                    c.id,
-                    c.title,
-                    c.severity.value,
-                    ", ".join(c.maps_to("nist-800-53")),
-                    ", ".join(c.maps_to("iso-27001")),
-                    ", ".join(c.maps_to("soc2")),
-                ]
-                for c in chosen
-            ],
-        )
+    return print_list(
+        "Controls",
+        "controls",
+        chosen,
+        item_json=lambda c: c.to_json(),
+        columns=["id", "title", "severity", "NIST 800-53", "ISO 27001", "SOC 2"],
+        row=lambda c: [
+            c.id,
+            c.title,
+            c.severity.value,
+            ", ".join(c.maps_to("nist-800-53")),
+            ", ".join(c.maps_to("iso-27001")),
+            ", ".join(c.maps_to("soc2")),
+        ],
+        json_out=json_out,
     )
-    return 0
 
 
 @app.command("check")

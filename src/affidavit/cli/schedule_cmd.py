@@ -6,12 +6,10 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.output import JsonOpt, print_json, show, table, when
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.services import schedule
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 def due(

@@ -7,7 +7,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from affidavit.cli.output import error, print_json, show, table, when
+from affidavit.cli import client
+from affidavit.cli.output import (
+    JsonOpt,
+    error,
+    print_json,
+    print_list,
+    print_result,
+    show,
+    table,
+    when,
+)
 from affidavit.cli.state import app_for
 from affidavit.cli.views import dataset_json, description_json, source_json, source_test_json
 from affidavit.models.inventory import Dataset, parse_classification, parse_engine
@@ -15,8 +25,6 @@ from affidavit.services import inventory as inv
 from affidavit.services.secrets import make_secret_ref
 
 app = typer.Typer(help="Register and inspect database sources.", no_args_is_help=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 @app.command("add")
@@ -54,43 +62,39 @@ def add(
             region=region,
             owner=owner,
         )
-    if json_out:
-        print_json(source_json(source))
-    else:
-        show(f"Added source [bold]{source.name}[/bold] ({source.engine}, {source.classification}).")
-    return 0
+    return print_result(
+        source_json(source),
+        f"Added source [bold]{source.name}[/bold] ({source.engine}, {source.classification}).",
+        json_out=json_out,
+    )
 
 
 @app.command("list")
 def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
-    """List the registered sources."""
-    with app_for(ctx) as application:
-        sources = inv.list_sources(application)
-    if json_out:
-        print_json({"sources": [source_json(s) for s in sources]})
-        return 0
-    if not sources:
-        show("No sources yet: `affidavit source add --help`.")
-        return 0
-    show(
-        table(
-            "Sources",
-            ["name", "engine", "uri", "secret", "classification", "region", "owner"],
-            [
-                [
-                    s.name,
-                    s.engine,
-                    s.uri,
-                    s.secret.describe() if s.secret else None,
-                    s.classification,
-                    s.region,
-                    s.owner,
-                ]
-                for s in sources
-            ],
-        )
+    """List the registered sources (remote-capable: --server)."""
+    found = client.view(
+        ctx,
+        "/sources",
+        local=lambda app: {"sources": [source_json(s) for s in inv.list_sources(app)]},
     )
-    return 0
+    return print_list(
+        "Sources",
+        "sources",
+        found["sources"],
+        item_json=dict,
+        columns=["name", "engine", "uri", "secret", "classification", "region", "owner"],
+        row=lambda s: [
+            s["name"],
+            s["engine"],
+            s["uri"],
+            s["secret"],
+            s["classification"],
+            s["region"],
+            s["owner"],
+        ],
+        json_out=json_out,
+        empty="No sources yet: `affidavit source add --help`.",
+    )
 
 
 @app.command("show")
@@ -153,11 +157,7 @@ def remove(
     """Unregister a source (recorded in the ledger with the reason)."""
     with app_for(ctx) as application:
         inv.remove_source(application, name, reason=reason)
-    if json_out:
-        print_json({"removed": name})
-    else:
-        show(f"Removed source {name}.")
-    return 0
+    return print_result({"removed": name}, f"Removed source {name}.", json_out=json_out)
 
 
 def _dataset_table(datasets: list[Dataset]) -> Table:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import print_json, show, table
+from affidavit.cli.output import JsonOpt, print_json, print_list, print_result, show, table
 from affidavit.cli.state import app_for
 from affidavit.cli.views import vault_json
 from affidavit.services import inventory as inv
@@ -14,8 +14,6 @@ from affidavit.services import inventory as inv
 app = typer.Typer(
     help="Register and inspect vaults (where backups are stored).", no_args_is_help=True
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 @app.command("add")
@@ -35,11 +33,11 @@ def add(
         vault = inv.add_vault(
             application, name=name, url=url, region=region, immutable_days=immutable_days
         )
-    if json_out:
-        print_json(vault_json(vault))
-    else:
-        show(f"Added vault [bold]{vault.name}[/bold] ({vault.url}).")
-    return 0
+    return print_result(
+        vault_json(vault),
+        f"Added vault [bold]{vault.name}[/bold] ({vault.url}).",
+        json_out=json_out,
+    )
 
 
 @app.command("list")
@@ -47,20 +45,16 @@ def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
     """List the registered vaults."""
     with app_for(ctx) as application:
         vaults = inv.list_vaults(application)
-    if json_out:
-        print_json({"vaults": [vault_json(v) for v in vaults]})
-        return 0
-    if not vaults:
-        show("No vaults yet: `affidavit vault add --help`.")
-        return 0
-    show(
-        table(
-            "Vaults",
-            ["name", "kind", "url", "region", "immutable days"],
-            [[v.name, v.kind, v.url, v.region, v.immutable_days] for v in vaults],
-        )
+    return print_list(
+        "Vaults",
+        "vaults",
+        vaults,
+        item_json=vault_json,
+        columns=["name", "kind", "url", "region", "immutable days"],
+        row=lambda v: [v.name, v.kind, v.url, v.region, v.immutable_days],
+        json_out=json_out,
+        empty="No vaults yet: `affidavit vault add --help`.",
     )
-    return 0
 
 
 @app.command("show")

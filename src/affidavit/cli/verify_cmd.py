@@ -7,9 +7,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from affidavit.cli.output import print_json, show, table, when
+from affidavit.cli.output import JsonOpt, print_json, print_list, show, table, when
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
+from affidavit.cli.views import verification_json
 from affidavit.models.checks import Verification
 from affidavit.services import verify as verifier
 
@@ -41,8 +42,6 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 @app.command(_DEFAULT)
@@ -104,53 +103,24 @@ def list_(
     """Recorded verifications, newest first: time, result, duration, kind, findings."""
     with app_for(ctx) as application:
         found = verifier.list_verifications(application, backup_id)
-    if json_out:
-        print_json({"verifications": [verification_json(v, brief=True) for v in found]})
-        return 0
-    if not found:
-        show("No verifications yet: `affidavit verify BACKUP`.")
-        return 0
-    show(
-        table(
-            "Verifications",
-            ["id", "backup", "time", "result", "seconds", "kind", "findings"],
-            [
-                [
-                    v.id,
-                    v.backup_id,
-                    when(v.started_at),
-                    "ok" if v.ok else "FAILED",
-                    f"{v.seconds:.1f}",
-                    v.kind,
-                    len(v.findings) or None,
-                ]
-                for v in found
-            ],
-        )
-    )
-    return 0
-
-
-def verification_json(v: Verification, *, brief: bool = False) -> dict[str, Any]:
-    """The JSON form of a verification (``brief`` leaves the findings' details out)."""
-    out: dict[str, Any] = {
-        "id": v.id,
-        "backup_id": v.backup_id,
-        "kind": v.kind,
-        "ok": v.ok,
-        "started_at": v.started_at,
-        "finished_at": v.finished_at,
-        "seconds": round(v.seconds, 3),
-        "sample_percent": v.sample_percent,
-        "sample_seed": v.sample_seed,
-        "coverage": v.coverage,
-        "findings_count": len(v.findings),
-        "findings": [
-            {"code": f.code, "subject": f.subject, "message": f.message} if brief else f.to_json()
-            for f in v.findings
+    return print_list(
+        "Verifications",
+        "verifications",
+        found,
+        item_json=lambda v: verification_json(v, brief=True),
+        columns=["id", "backup", "time", "result", "seconds", "kind", "findings"],
+        row=lambda v: [
+            v.id,
+            v.backup_id,
+            when(v.started_at),
+            "ok" if v.ok else "FAILED",
+            f"{v.seconds:.1f}",
+            v.kind,
+            len(v.findings) or None,
         ],
-    }
-    return out
+        json_out=json_out,
+        empty="No verifications yet: `affidavit verify BACKUP`.",
+    )
 
 
 def _show(v: Verification) -> None:

@@ -1,165 +1,30 @@
-"""JSON views of service results (the stable ``--json`` shapes)."""
+"""JSON views of service results (the stable ``--json`` shapes). They live in
+:mod:`affidavit.services.views`, shared with the REST API, so that both say the same thing."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from affidavit.services.views import (
+    backup_json,
+    dataset_json,
+    description_json,
+    drill_json,
+    hold_json,
+    inventory_json,
+    source_json,
+    source_test_json,
+    vault_json,
+    verification_json,
+)
 
-from affidavit.models.backup import Backup, Hold
-from affidavit.models.inventory import Dataset, ServerDescription, Source, Vault, VaultProbe
-from affidavit.services.inventory import Inventory, SourceTest
-
-
-def source_json(source: Source) -> dict[str, Any]:
-    """A source; never a secret, only its reference."""
-    return {
-        "name": source.name,
-        "engine": source.engine.value,
-        "uri": source.uri,
-        "secret": source.secret.describe() if source.secret else None,
-        "classification": source.classification.value,
-        "region": source.region,
-        "owner": source.owner,
-        "created_at": source.created_at.isoformat(),
-    }
-
-
-def dataset_json(dataset: Dataset) -> dict[str, Any]:
-    """A dataset with its effective classification."""
-    return {
-        "source": dataset.source,
-        "name": dataset.name,
-        "classification": dataset.classification.value,
-        "classification_inherited": dataset.inherited,
-        "classification_reason": dataset.reason,
-        "records": dataset.records,
-        "discovered_at": dataset.discovered_at.isoformat() if dataset.discovered_at else None,
-    }
-
-
-def description_json(desc: ServerDescription | None) -> dict[str, Any] | None:
-    """What the server said about itself."""
-    if desc is None:
-        return None
-    return {
-        "engine": desc.engine.value,
-        "version": desc.version,
-        "tls": desc.tls,
-        "auth_required": desc.auth_required,
-        "settings": dict(desc.settings),
-    }
-
-
-def source_test_json(test: SourceTest) -> dict[str, Any]:
-    """A connection test."""
-    return {
-        "source": test.source.name,
-        "reachable": test.reachable,
-        "exit_code": test.exit_code,
-        "error": test.error,
-        "hint": test.hint,
-        "server": description_json(test.description),
-        "datasets": [{"name": n, "records": c} for n, c in test.datasets],
-    }
-
-
-def vault_json(vault: Vault, probe: VaultProbe | None = None) -> dict[str, Any]:
-    """A vault, with its probe when one was taken."""
-    out: dict[str, Any] = {
-        "name": vault.name,
-        "kind": vault.kind.value,
-        "url": vault.url,
-        "region": vault.region,
-        "immutable_days": vault.immutable_days,
-        "created_at": vault.created_at.isoformat(),
-    }
-    if probe is not None:
-        out["probe"] = {
-            "reachable": probe.reachable,
-            "writable": probe.writable,
-            "immutability": probe.immutability,
-            "detail": probe.detail,
-        }
-    return out
-
-
-def inventory_json(inv: Inventory) -> dict[str, Any]:
-    """The inventory."""
-    return {
-        "taken_at": inv.taken_at.isoformat(),
-        "sources": [
-            {
-                **source_json(s.test.source),
-                "reachable": s.test.reachable,
-                "error": s.test.error,
-                "server": description_json(s.test.description),
-                "datasets": [dataset_json(d) for d in s.datasets],
-            }
-            for s in inv.sources
-        ],
-        "vaults": [vault_json(v.vault, v.probe) for v in inv.vaults],
-    }
-
-
-def backup_json(backup: Backup, *, full: bool = False) -> dict[str, Any]:
-    """A backup: ``backup_id``, ``source``, ``datasets`` and ``artifacts`` at least."""
-    out: dict[str, Any] = {
-        "backup_id": backup.id,
-        "source": backup.source,
-        "vault": backup.vault,
-        "kind": backup.kind,
-        "format": backup.format,
-        "status": backup.status.value,
-        "started_at": backup.started_at.isoformat(),
-        "finished_at": backup.finished_at.isoformat() if backup.finished_at else None,
-        "retain_until": backup.retain_until.isoformat(),
-        "consistency": backup.consistency,
-        "error": backup.error,
-        "datasets": [
-            {
-                "name": d.name,
-                "records": d.records,
-                "fingerprint": d.fingerprint,
-                "classification": d.classification,
-            }
-            for d in backup.datasets
-        ],
-        "artifacts": [
-            {
-                "path": a.path,
-                "role": a.role.value,
-                "size": a.size,
-                "sha256": a.sha256,
-                "plain_size": a.plain_size,
-                "plain_sha256": a.plain_sha256,
-                "deleted": a.deleted,
-            }
-            for a in backup.artifacts
-        ],
-        "holds": [hold_json(h) for h in backup.holds],
-        "encryption": {
-            "format": "age",
-            "recipient": backup.recipient,
-            "kek_id": backup.kek_id,
-            "kek_version": backup.kek_version,
-        },
-        "manifest_sha256": backup.manifest_sha256,
-    }
-    if full:
-        out["envelope"] = json.loads(backup.envelope) if backup.envelope else None
-    return out
-
-
-def hold_json(hold: Hold) -> dict[str, Any]:
-    """A legal hold."""
-    return {
-        "backup_id": hold.backup_id,
-        "case": hold.case_id,
-        "reason": hold.reason,
-        "active": hold.active,
-        "created_at": hold.created_at.isoformat(),
-        "created_by": hold.created_by,
-        "released_at": hold.released_at.isoformat() if hold.released_at else None,
-        "released_by": hold.released_by,
-        "release_reason": hold.release_reason,
-    }
+__all__ = [
+    "backup_json",
+    "dataset_json",
+    "description_json",
+    "drill_json",
+    "hold_json",
+    "inventory_json",
+    "source_json",
+    "source_test_json",
+    "vault_json",
+    "verification_json",
+]

@@ -21,12 +21,12 @@ the engine's name:
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol
 
+from affidavit.closing import Closing
 from affidavit.constants import EngineName
 from affidavit.errors import OperationError
 from affidavit.models.inventory import DatasetCount, ServerDescription
@@ -76,7 +76,7 @@ class QueryProbes(Protocol):
         ...
 
 
-class Engine(ABC):
+class Engine(Closing):
     """A connection to one database server.
 
     Constructing an engine does no I/O; the first call connects. Use it as a context manager
@@ -192,14 +192,3 @@ class Engine(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection; safe to call twice."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -25,9 +25,9 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
+from affidavit.closing import Closing
 from affidavit.crypto.digest import Sha256Stream
 from affidavit.errors import FormatError, InputError
 from affidavit.input_files import open_regular
@@ -125,7 +125,7 @@ def write_export(
     )
 
 
-class ExportReader:
+class ExportReader(Closing):
     """Reads an export file: the header and checkpoints at once, the entries as a stream.
 
     Raises :class:`FormatError` (exit 2) for anything that is not the format: a bad header,
@@ -151,17 +151,6 @@ class ExportReader:
         except BaseException:
             self._fh.close()
             raise
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the file."""

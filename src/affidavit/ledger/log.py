@@ -181,7 +181,6 @@ class LedgerLog:
     ) -> Event:
         """Append one event and return it (with its sequence number and time)."""
         seq = self.size()
-        frontier = self._load_frontier()
         event = Event(
             seq=seq,
             time=utc_text(self._clock()),
@@ -191,7 +190,20 @@ class LedgerLog:
             details=dict(details or {}),
             client=client or ClientInfo(),
         )
-        entry = canonical_entry(event)
+        self.append_entry(
+            canonical_entry(event), time=event.time, actor=actor, action=action, subject=subject
+        )
+        return event
+
+    def append_entry(
+        self, entry: bytes, *, time: str, actor: str, action: str, subject: str, **extra: str
+    ) -> int:
+        """Append canonical entry bytes the caller built for sequence number :meth:`size`
+        (the entries of another log kept the same way: the access log) and return that
+        sequence number. ``time``, ``actor``, ``action``, ``subject`` and any ``extra``
+        columns are handed to the store as the row's query copies."""
+        seq = self.size()
+        frontier = self._load_frontier()
         leaf = merkle.leaf_hash(entry)
         grown = [*frontier, (0, seq, leaf)]
         closed = bytearray()  # levels 1, 2, ...: stored with the entry
@@ -205,17 +217,18 @@ class LedgerLog:
             closed += node[2]
         self._store.append(
             seq=seq,
-            time=event.time,
+            time=time,
             actor=actor,
             action=action,
             subject=subject,
             entry=entry,
             leaf_hash=leaf,
             nodes=bytes(closed),
+            **extra,
         )
         frontier[:] = grown  # only once the store took the row
         self._size = seq + 1
-        return event
+        return seq
 
     def root(self, size: int | None = None) -> bytes:
         """The Merkle root of the first ``size`` entries (default: all)."""

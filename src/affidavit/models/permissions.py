@@ -90,6 +90,7 @@ class Permission(StrEnum):
     ACCOUNT_MANAGE = "account.manage"  # user add|disable|unlock, others' passwords and TOTP
     ROLE_GRANT = "role.grant"  # role grant|revoke
     TOKEN_MANAGE = "token.manage"  # noqa: S105 - token create|revoke
+    ACCESS_LOG_EXPIRE = "access_log.expire"  # access-log expire (drops payloads past retention)
 
 
 class Role(StrEnum):
@@ -186,6 +187,7 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.HOLD_RELEASE,
             P.EXCEPTION_REVOKE,
             P.LEDGER_RECOVER,
+            P.ACCESS_LOG_EXPIRE,
         },
         Role.AUDITOR: _VIEW
         | {
@@ -224,6 +226,10 @@ COMMAND_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
     {
         "init": None,  # on the host that owns the home only (creates it)
         "demo": None,  # a throwaway home of its own
+        "serve": None,  # on the host that owns the home only (serves it; each route has a gate)
+        "login": None,  # the client's own session with a server
+        "logout": None,
+        "whoami": None,
         "inventory": P.INVENTORY_RUN,
         "fingerprint": P.FINGERPRINT_RUN,
         "diff": P.BACKUP_READ,
@@ -293,6 +299,10 @@ COMMAND_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "token create": P.TOKEN_MANAGE,
         "token list": P.ACCOUNT_READ,
         "token revoke": P.TOKEN_MANAGE,
+        "access-log show": P.ACCESS_LOG_READ,
+        "access-log verify": P.ACCESS_LOG_READ,
+        "access-log export": P.ACCESS_LOG_EXPORT,
+        "access-log expire": P.ACCESS_LOG_EXPIRE,
     }
 )
 """The permission each CLI command (``group command``) needs once identities are enforced

@@ -175,11 +175,12 @@ class ScratchServer(ABC):
         return False
 
     def stop(self, *, remove: bool = True) -> None:
-        """Stop the process by PID (SIGTERM, then SIGKILL) and remove its folder."""
+        """Stop the process by PID (:meth:`ask_to_stop`, then SIGKILL to its process group
+        after a timeout) and remove its folder."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+                self.ask_to_stop(proc.pid)
             try:
                 proc.wait(timeout=_STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
@@ -189,6 +190,11 @@ class ScratchServer(ABC):
         self.pid = None
         if remove and self._own_dir:
             _rmtree(self.workdir)
+
+    def ask_to_stop(self, pid: int) -> None:
+        """Send the server process ``pid`` the signal that stops it: SIGTERM to its process
+        group by default."""
+        os.killpg(pid, signal.SIGTERM)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 DEBIAN_BIN = Path("/usr/lib/postgresql")
 SUPERUSER = "affidavit"
 DATABASE = "affidavit"
-_FAST_SHUTDOWN_SECONDS = 10.0
 _INITDB_SECONDS = 120.0
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -127,20 +126,10 @@ class PostgresScratch(ScratchServer):
             raise
         return self
 
-    def stop(self, *, remove: bool = True) -> None:
-        """Fast shutdown (SIGINT to the postmaster: clients are disconnected, nothing is
-        waited for), then SIGKILL to its process group after a timeout; remove the folder."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=_FAST_SHUTDOWN_SECONDS)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=_FAST_SHUTDOWN_SECONDS)
-        super().stop(remove=remove)
+    def ask_to_stop(self, pid: int) -> None:
+        """Fast shutdown: SIGINT to the postmaster (clients are disconnected, nothing is
+        waited for)."""
+        os.kill(pid, signal.SIGINT)
 
     def command(self, port: int) -> list[str]:
         argv = [

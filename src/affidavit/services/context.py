@@ -10,12 +10,21 @@ The ledger identity lives in the home, next to nothing else secret:
   key ``<origin>+<key id>+<base64>`` names the log it vouches for.
 
 Both are created once by ``affidavit init`` (:func:`affidavit.services.ledger.setup_ledger`).
+
+Who acts. A CLI command in local mode acts as the asserted actor of the settings (``--actor``
+or the OS login name). The server opens one :class:`App` per process and runs each request
+inside :meth:`App.acting_as` with the request's authenticated :class:`Principal`: for that
+request (its context; context variables follow it into the worker thread that runs it)
+``App.actor`` is the principal's account name, every event it records names that account,
+says how it was authenticated (``details.auth``) and carries the request's client address
+and agent. Threads that a service starts itself do not inherit it, and none records events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +36,7 @@ from affidavit.crypto.note import NoteSigner, NoteVerifier
 from affidavit.crypto.signing import load_signing_key
 from affidavit.errors import FormatError, KeystoreError
 from affidavit.ledger.log import LedgerLog, LogState, utc_text
+from affidavit.models.identity import Principal
 from affidavit.models.ledger import ClientInfo, Event
 from affidavit.services.signer_memory import Signed, SignerMemory, guard, settle
 
@@ -113,6 +123,9 @@ class Change:
     actor: str
     client: ClientInfo
     identity: LedgerIdentity | None = None
+    # how the acting identity was established (``AuthMethod`` value), added to every event's
+    # details as ``auth`` unless the event says it itself; None: the asserted local actor
+    auth: str | None = None
     events: list[Event] = field(default_factory=list)
     # the log as this process last committed it, with the root it signed (see App.change)
     resume: tuple[LogState, bytes] | None = field(default=None, repr=False)
@@ -153,12 +166,27 @@ class Change:
         return self._log
 
     def record(self, action: str, subject: str, details: Mapping[str, Any] | None = None) -> Event:
-        """Append a ledger event in this transaction."""
+        """Append a ledger event in this transaction (with ``details.auth`` when an
+        authenticated principal acts, see :meth:`App.acting_as`)."""
+        if self.auth is not None and (details is None or "auth" not in details):
+            details = {**(details or {}), "auth": self.auth}
         event = self.log.append(
             actor=self.actor, action=action, subject=subject, details=details, client=self.client
         )
         self.events.append(event)
         return event
+
+
+@dataclass(frozen=True, slots=True)
+class _Acting:
+    """The principal acting through one App in the current context, and its client."""
+
+    app: App
+    principal: Principal
+    client: ClientInfo
+
+
+_ACTING: ContextVar[_Acting | None] = ContextVar("affidavit_acting", default=None)
 
 
 class App:
@@ -177,8 +205,36 @@ class App:
 
     @property
     def actor(self) -> str:
-        """Who is acting."""
-        return self._actor
+        """Who is acting: the principal of :meth:`acting_as` in this context, else the
+        asserted actor of the settings."""
+        acting = self._acting()
+        return acting.principal.name if acting is not None else self._actor
+
+    @property
+    def principal(self) -> Principal | None:
+        """The authenticated principal acting in this context (:meth:`acting_as`), or None
+        (local mode: the asserted actor)."""
+        acting = self._acting()
+        return acting.principal if acting is not None else None
+
+    def _acting(self) -> _Acting | None:
+        acting = _ACTING.get()
+        return acting if acting is not None and acting.app is self else None
+
+    def _client(self) -> ClientInfo:
+        acting = self._acting()
+        return acting.client if acting is not None else self.client
+
+    @contextmanager
+    def acting_as(self, principal: Principal, *, client: ClientInfo | None = None) -> Iterator[App]:
+        """Act as ``principal`` (from ``client``) in the current context until the block ends:
+        :attr:`actor` names it, and every change records its name, ``details.auth`` (how it
+        was authenticated) and the client. One request of the server runs inside one."""
+        token = _ACTING.set(_Acting(self, principal, client or self.client))
+        try:
+            yield self
+        finally:
+            _ACTING.reset(token)
 
     def ledger_identity(self) -> LedgerIdentity | None:
         """The ledger's identity from the home (loaded once), or None before ``init``."""
@@ -226,11 +282,13 @@ class App:
         identity = self.ledger_identity()
         signed: tuple[LogState, bytes, Signed] | None = None
         with self.catalog.unit_of_work() as uow:
+            principal = self.principal
             change = Change(
                 uow=uow,
                 actor=self.actor,
-                client=self.client,
+                client=self._client(),
                 identity=identity,
+                auth=principal.method.value if principal is not None else None,
                 resume=self._ledger_state,
                 memory=self.signer_memory(),
                 fork_from=fork_from,

@@ -58,7 +58,6 @@ from affidavit.crypto.age import decrypt_to
 from affidavit.crypto.digest import Sha256Stream, sha256_hex
 from affidavit.engines.base import Engine
 from affidavit.errors import Error, InputError, IntegrityError, OperationError
-from affidavit.formats.keys import describe_key
 from affidavit.ledger.attestation import DRILL_PREDICATE_TYPE, Statement, Subject
 from affidavit.ledger.manifest_check import ManifestDefect, check_backup_manifest
 from affidavit.models.backup import ArtifactRole, Backup, BackupArtifact, BackupStatus
@@ -83,6 +82,7 @@ from affidavit.services.backends import (
 from affidavit.services.context import App
 from affidavit.services.fingerprint import (
     diff,
+    difference_key,
     fingerprint_datasets,
     fingerprint_records,
     finished,
@@ -579,12 +579,7 @@ def _mismatch(
             keys = [
                 {
                     "change": d.change.value,
-                    "key": describe_key(
-                        header.encoding,
-                        header.fingerprint.profile,
-                        d.key,
-                        truncated=d.key_truncated,
-                    ),
+                    "key": difference_key(header, d),
                 }
                 for d in result.differences
             ]

@@ -26,8 +26,8 @@ from affidavit.crypto.record_digest import RecordHasher
 from affidavit.engines.base import Engine
 from affidavit.errors import FormatError, InputError, NotFound, OperationError, SyncRefused
 from affidavit.fingerprint.accumulator import Accumulator, hash_records
-from affidavit.fingerprint.diff import DiffResult, diff_indexes
-from affidavit.fingerprint.index import IndexReader
+from affidavit.fingerprint.diff import DiffResult, KeyDifference, diff_indexes
+from affidavit.fingerprint.index import IndexHeader, IndexReader
 from affidavit.fingerprint.model import PAIR_SIZE, Fingerprint, record_tag
 from affidavit.formats.base import RecordReader, check_input_path
 from affidavit.formats.codecs import Codec, codec_for
@@ -755,10 +755,20 @@ def diff(left: Path, right: Path, *, limit: int | None) -> tuple[DiffResult, Ind
     return diff_indexes(readers[0], readers[1], limit=limit), readers[0]
 
 
-def diff_report(left: Path, right: Path, *, limit: int | None) -> dict[str, Any]:
-    """:func:`diff` as a JSON-ready report with keys decoded for people."""
+def difference_key(header: IndexHeader, difference: KeyDifference) -> str:
+    """The key of ``difference`` (between indexes with ``header``) as people read it."""
     from affidavit.formats.keys import describe_key
 
+    return describe_key(
+        header.encoding,
+        header.fingerprint.profile,
+        difference.key,
+        truncated=difference.key_truncated,
+    )
+
+
+def diff_report(left: Path, right: Path, *, limit: int | None) -> dict[str, Any]:
+    """:func:`diff` as a JSON-ready report with keys decoded for people."""
     result, reader = diff(left, right, limit=limit)
     header = reader.header
     return {
@@ -770,12 +780,7 @@ def diff_report(left: Path, right: Path, *, limit: int | None) -> dict[str, Any]
         "differences": [
             {
                 "change": d.change.value,
-                "key": describe_key(
-                    header.encoding,
-                    header.fingerprint.profile,
-                    d.key,
-                    truncated=d.key_truncated,
-                ),
+                "key": difference_key(header, d),
                 "key_hash": d.key_hash.hex(),
                 "side": d.side or None,
             }

@@ -53,10 +53,12 @@ this process never retires one, so the same KMS key is safe.)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final
 
 from affidavit.catalog.store import UnitOfWork
@@ -114,6 +116,7 @@ ANONYMOUS: Final = "anonymous"
 _REFUSED = "login refused: wrong name, password or code, or the account is locked or disabled"
 _ROLE_ACTIONS: Final = ("identity.bootstrapped", "role.granted", "role.revoked")
 _TOTP_CONTEXT: Final = b"affidavit totp secret\x00"
+_CSRF_TAG: Final = "affidavit csrf v1\x00"
 
 
 def _now(now: datetime | None) -> datetime:
@@ -201,23 +204,58 @@ def ledger_roles(uow: UnitOfWork) -> dict[tuple[str, Role], bool]:
     return held
 
 
+def ledger_services(uow: UnitOfWork) -> frozenset[str]:
+    """The ids of the accounts the ledger's ``account.created`` events made service accounts
+    (an entry that does not parse is skipped: ``ledger verify`` reports it)."""
+    return frozenset(
+        str(e.details.get("account_id"))
+        for e in read_events(uow.ledger, "account.created")
+        if e.details.get("kind") == AccountKind.SERVICE.value
+    )
+
+
+def is_service(uow: UnitOfWork, account: Account, services: frozenset[str] | None = None) -> bool:
+    """Whether ``account`` is a service account, by its catalog row **or** by the ledger
+    event that created it (``services``: :func:`ledger_services`, read here when not given):
+    a row edited from service to human behind affidavit's back stays a service account."""
+    if account.kind is AccountKind.SERVICE:
+        return True
+    if services is None:
+        services = ledger_services(uow)
+    return account.id in services
+
+
 def vouched_roles(
     uow: UnitOfWork,
     account: Account,
     held: dict[tuple[str, Role], bool] | None = None,
+    services: frozenset[str] | None = None,
 ) -> frozenset[Role]:
     """The roles ``account`` holds: those with a catalog row that the ledger's newest grant
     or revocation event for that account and role confirms (``held``: :func:`ledger_roles`,
-    read here when not given); for a service account never a human-only role."""
+    read here when not given); for a service account (:func:`is_service`) never a
+    human-only role."""
     rows = uow.identities.roles(account.id)
     if not rows:
         return frozenset()
     if held is None:
         held = ledger_roles(uow)
     roles = frozenset(r for r in rows if held.get((account.id, r), False))
-    if account.kind is AccountKind.SERVICE:
+    if is_service(uow, account, services):
         roles -= HUMAN_ONLY_ROLES
     return roles
+
+
+def vouched_holders(uow: UnitOfWork, role: Role) -> list[str]:
+    """The ids of the enabled accounts that hold ``role`` as the ledger confirms it
+    (:func:`vouched_roles`): a grant row inserted behind affidavit's back does not make
+    another administrator, so it cannot let the last real one go."""
+    held, services = ledger_roles(uow), ledger_services(uow)
+    return [
+        account_id
+        for account_id in uow.identities.holders(role)
+        if role in vouched_roles(uow, uow.identities.account_by_id(account_id), held, services)
+    ]
 
 
 def _principal(
@@ -230,15 +268,17 @@ def _principal(
     token_id: str | None = None,
     scopes: frozenset[Permission] | None = None,
 ) -> Principal:
-    roles = vouched_roles(uow, account)
+    services = ledger_services(uow)
+    service = is_service(uow, account, services)
+    roles = vouched_roles(uow, account, services=services)
     permissions = permissions_of(roles)
-    if account.kind is AccountKind.SERVICE:
+    if service:
         permissions -= APPROVING
     if scopes is not None:
         permissions &= scopes
     return Principal(
         name=account.name,
-        kind=account.kind,
+        kind=AccountKind.SERVICE if service else account.kind,
         method=method,
         account_id=account.id,
         roles=roles,
@@ -278,10 +318,19 @@ def identity_keystore(settings: Settings) -> Keystore:
     file ``HOME/keys/identity-kek.json`` (see the module docstring for why not ``kek.json``)."""
     if keys.keystore_kind(settings) is keys.KeystoreKind.KMS:
         return keys.keystore_for(settings)
+    passphrase = settings.passphrase.get_secret_value() if settings.passphrase else None
+    return _file_keystore(settings.home / KEYS_DIRNAME / IDENTITY_KEK_FILENAME, passphrase)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_keystore(path: Path, passphrase: str | None) -> Keystore:
+    """One :class:`FileKeystore` per key file and passphrase for the process: it keeps the
+    key scrypt derived from the passphrase, so that a TOTP check costs microseconds rather
+    than a key derivation (which, run only after a right password, would tell by its time
+    that the password was right)."""
     from affidavit.keystores.file import FileKeystore
 
-    passphrase = settings.passphrase.get_secret_value() if settings.passphrase else None
-    return FileKeystore(settings.home / KEYS_DIRNAME / IDENTITY_KEK_FILENAME, passphrase=passphrase)
+    return FileKeystore(path, passphrase=passphrase)
 
 
 def _wrap_totp(app: App, account_id: str, secret: str) -> WrappedSecret:
@@ -491,7 +540,7 @@ def disable_account(
             raise InputError(
                 f"the account {name!r} is disabled already", hint="`affidavit user list` shows it"
             )
-        if ids.holders(Role.ADMIN) == [account.id]:
+        if vouched_holders(change.uow, Role.ADMIN) == [account.id]:
             raise AccessDenied(
                 f"{name!r} is the last enabled administrator",
                 hint="grant admin to another person first",
@@ -554,6 +603,7 @@ def set_password(
     with app.read() as uow:
         account = uow.identities.account(name)
         stored = uow.identities.password_hash(account.id)
+        throttle = uow.identities.throttle(account.id)
     if account.kind is AccountKind.SERVICE:
         raise InputError("a service account has no password", hint="it uses API tokens")
     _check_password(new_password, name)
@@ -563,6 +613,8 @@ def set_password(
                 "changing your own password needs the current one",
                 hint="log in as the account with its current password",
             )
+        if _locked(throttle, at):  # a session must not guess the password past a lockout
+            raise AuthenticationFailed(_REFUSED)
         if stored is None or not passwords.verify_password(stored, current_password):
             _fail(app, account, "password", client=client, at=at, action="identity.login_failed")
             raise AuthenticationFailed(_REFUSED)
@@ -776,11 +828,13 @@ def login(
         ids = uow.identities
         account = ids.find_account(wanted) if wanted is not None else None
         key = account.id if account is not None else UNKNOWN_ACCOUNT
-        if _locked(ids.throttle(key), at):
-            raise AuthenticationFailed(_REFUSED)  # nothing written while locked
+        locked = _locked(ids.throttle(key), at)
         stored = ids.password_hash(account.id) if account is not None else None
         credential = ids.totp(account.id) if account is not None else None
         recovery = ids.unused_recovery_codes(account.id) if account is not None else []
+    if locked:  # nothing written while locked, after the work of any refusal: a quick
+        passwords.spend_verification(password)  # refusal would tell a name from its lock
+        raise AuthenticationFailed(_REFUSED)
     if stored is None:
         passwords.spend_verification(password)
     password_ok = stored is not None and passwords.verify_password(stored, password)
@@ -1139,6 +1193,28 @@ def authenticate_token(app: App, secret: str, *, now: datetime | None = None) ->
         with app.change() as change:  # no event: a use changes no state
             change.uow.identities.touch_token(token.id, at=at)
     return principal
+
+
+def authenticate(app: App, secret: str, *, now: datetime | None = None) -> Principal:
+    """The principal of a bearer secret of either kind, told apart by its prefix: an API
+    token (``afv_``, :func:`authenticate_token`) or a session secret (``afs_`` or anything
+    else, :func:`authenticate_session`). Raises :class:`AuthenticationFailed`."""
+    if tokens.bearer_id(secret, tokens.TOKEN_PREFIX) is not None:
+        return authenticate_token(app, secret, now=now)
+    return authenticate_session(app, secret, now=now)
+
+
+def csrf_token(session_secret: str) -> str:
+    """The anti-CSRF token of a login session: a digest of its secret under its own domain
+    tag, so it reveals nothing of the secret. A browser page gets it with the login and
+    sends it back in a header on every state-changing request made with the session cookie
+    (which a cross-site request cannot read or forge)."""
+    return tokens.secret_digest(_CSRF_TAG + session_secret)
+
+
+def csrf_matches(session_secret: str, presented: str) -> bool:
+    """Whether ``presented`` is the anti-CSRF token of the session (constant time)."""
+    return tokens.same_digest(csrf_token(session_secret), presented)
 
 
 def revoke_token(

@@ -23,8 +23,11 @@ from affidavit.models.permissions import HUMAN_ONLY_ROLES, Permission, Role
 from affidavit.services.context import App
 from affidavit.services.identity import (
     authorize,
+    is_service,
     ledger_roles,
+    ledger_services,
     require_fresh_mfa,
+    vouched_holders,
     vouched_roles,
 )
 
@@ -68,7 +71,7 @@ def grant_role(
             raise InputError(
                 f"the account {target_name!r} is disabled", hint="a disabled account gets no role"
             )
-        if target.kind is AccountKind.SERVICE and wanted in HUMAN_ONLY_ROLES:
+        if wanted in HUMAN_ONLY_ROLES and is_service(change.uow, target):
             raise AccessDenied(
                 f"a service account can never hold the role {wanted.value}",
                 hint="automation never approves, administers or holds key custody; "
@@ -114,7 +117,7 @@ def revoke_role(
                 f"{target_name!r} does not hold the role {wanted.value}",
                 hint="`affidavit role list` shows the grants",
             )
-        if wanted is Role.ADMIN and ids.holders(Role.ADMIN) == [target.id]:
+        if wanted is Role.ADMIN and vouched_holders(change.uow, Role.ADMIN) == [target.id]:
             raise AccessDenied(
                 f"{target_name!r} is the last enabled administrator",
                 hint="grant admin to another person first",
@@ -144,7 +147,7 @@ def list_grants(app: App, principal: Principal) -> list[Holding]:
     authorize(principal, Permission.ACCOUNT_READ)
     with app.read() as uow:
         grants = uow.identities.grants()
-        held = ledger_roles(uow)
+        held, services = ledger_roles(uow), ledger_services(uow)
         out = []
         for account in uow.identities.accounts():
             own = tuple(g for g in grants if g.account == account.name)
@@ -154,7 +157,7 @@ def list_grants(app: App, principal: Principal) -> list[Holding]:
                     kind=account.kind,
                     disabled=account.disabled,
                     grants=own,
-                    effective=vouched_roles(uow, account, held) if own else frozenset(),
+                    effective=vouched_roles(uow, account, held, services) if own else frozenset(),
                 )
             )
         return out

@@ -99,14 +99,17 @@ class S3Vault(VaultBackend):
     def _region(self) -> str:
         return self.vault.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
-    def _client(self) -> Any:  # boto3 ships no types
+    def _client(
+        self, *, read_timeout: float = _TIMEOUT_SECONDS, max_attempts: int = 2
+    ) -> Any:  # boto3 ships no types
+        """A new client: by default the probe's (short read timeout, two attempts)."""
         return boto3.client(
             "s3",
             region_name=self._region(),
             config=Config(
                 connect_timeout=_TIMEOUT_SECONDS,
-                read_timeout=_TIMEOUT_SECONDS,
-                retries={"max_attempts": 2, "mode": "standard"},
+                read_timeout=read_timeout,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
             ),
         )
 
@@ -115,15 +118,7 @@ class S3Vault(VaultBackend):
         """The client for data operations (longer read timeout than the probe's)."""
         if self._data_client is None:
             try:
-                self._data_client = boto3.client(
-                    "s3",
-                    region_name=self._region(),
-                    config=Config(
-                        connect_timeout=_TIMEOUT_SECONDS,
-                        read_timeout=_DATA_TIMEOUT_SECONDS,
-                        retries={"max_attempts": 3, "mode": "standard"},
-                    ),
-                )
+                self._data_client = self._client(read_timeout=_DATA_TIMEOUT_SECONDS, max_attempts=3)
             except BotoCoreError as exc:
                 raise self._error("connect to", "", exc) from exc
         return self._data_client

@@ -20,7 +20,15 @@ from affidavit.crypto.record_digest import RecordHasher
 from affidavit.errors import FormatError
 from affidavit.formats import bson_codec
 from affidavit.formats.base import MAX_BSON_DOCUMENT_SIZE
-from affidavit.formats.bson_codec.wire import FIXED_SIZE, ID_NAME, INT32, MIN_DOC, NUL, bad
+from affidavit.formats.bson_codec.wire import (
+    FIXED_SIZE,
+    ID_NAME,
+    INT32,
+    MIN_DOC,
+    NUL,
+    bad,
+    string_end,
+)
 
 
 def _value_end(buf: bytes, t: int, pos: int, end: int) -> int:
@@ -29,12 +37,7 @@ def _value_end(buf: bytes, t: int, pos: int, end: int) -> int:
     if size is not None:
         stop = pos + size
     elif t in (0x02, 0x0D, 0x0E):  # string, code, symbol: int32 length + bytes incl. NUL
-        if pos + 4 > end:
-            raise bad("truncated string length", pos)
-        (n,) = INT32.unpack_from(buf, pos)
-        stop = pos + 4 + n
-        if n < 1 or stop > end or buf[stop - 1] != 0:
-            raise bad(f"bad string length {n}", pos)
+        stop = string_end(buf, pos, end)
     elif t in (0x03, 0x04, 0x0F):  # document, array, code-with-scope: int32 total size
         if pos + 4 > end:
             raise bad("truncated length", pos)
@@ -56,7 +59,7 @@ def _value_end(buf: bytes, t: int, pos: int, end: int) -> int:
             raise bad("unterminated regex", pos)
         stop = p2 + 1
     elif t == 0x0C:  # DBPointer: string + 12-byte ObjectId
-        stop = _value_end(buf, 0x02, pos, end) + 12
+        stop = string_end(buf, pos, end) + 12
     else:
         raise bad(f"unknown BSON type 0x{t:02x}", pos - 1)
     if stop > end:

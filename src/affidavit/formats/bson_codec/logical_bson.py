@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import cbor2
@@ -27,33 +27,34 @@ from affidavit.formats.bson_codec.values import (
     MAX_NESTING,
     MAXKEY_VALUE,
     MINKEY_VALUE,
-    ONE_MS,
-    TAG_CODE,
-    TAG_CODE_WITH_SCOPE,
-    TAG_DBPOINTER,
-    TAG_OBJECTID,
-    TAG_REGEX,
-    TAG_SYMBOL,
-    TAG_TIMESTAMP,
-    TAG_UUID,
     binary_value,
     canonical_cbor,
+    code_value,
+    code_with_scope_value,
     datetime_value,
+    dbpointer_value,
     decimal_value,
     logical_record,
+    moment_value,
+    objectid_value,
+    regex_value,
+    symbol_value,
+    timestamp_value,
 )
-from affidavit.formats.bson_codec.wire import DOUBLE, INT32, INT64, MIN_DOC, NUL, TIMESTAMP, bad
-
-_Tag = cbor2.CBORTag
+from affidavit.formats.bson_codec.wire import (
+    DOUBLE,
+    INT32,
+    INT64,
+    MIN_DOC,
+    NUL,
+    TIMESTAMP,
+    bad,
+    string_end,
+)
 
 
 def _string(buf: bytes, pos: int, end: int) -> tuple[str, int]:
-    if pos + 4 > end:
-        raise bad("truncated string length", pos)
-    (n,) = INT32.unpack_from(buf, pos)
-    stop = pos + 4 + n
-    if n < 1 or stop > end or buf[stop - 1] != 0:
-        raise bad(f"bad string length {n}", pos)
+    stop = string_end(buf, pos, end)
     try:
         return buf[pos + 4 : stop - 1].decode("utf-8"), stop
     except UnicodeDecodeError as exc:
@@ -122,7 +123,7 @@ def _bson_document(  # noqa: PLR0915 - one flat type switch: the per-element hot
             pos = vpos + 12
             if pos > end:
                 raise bad("truncated ObjectId", vpos)
-            value = _Tag(TAG_OBJECTID, buf[vpos:pos])
+            value = objectid_value(buf[vpos:pos])
         elif t == 0x12:
             if vpos + 8 > end:
                 raise bad("truncated int64", vpos)
@@ -159,7 +160,7 @@ def _bson_document(  # noqa: PLR0915 - one flat type switch: the per-element hot
             if vpos + 8 > end:
                 raise bad("truncated timestamp", vpos)
             inc, secs = TIMESTAMP.unpack_from(buf, vpos)
-            value = _Tag(TAG_TIMESTAMP, [secs, inc])
+            value = timestamp_value(secs, inc)
             pos = vpos + 8
         elif t == 0x13:
             pos = vpos + 16
@@ -169,13 +170,13 @@ def _bson_document(  # noqa: PLR0915 - one flat type switch: the per-element hot
         elif t == 0x0B:
             pattern, p = _cstring(buf, vpos, end)
             options, pos = _cstring(buf, p, end)
-            value = _Tag(TAG_REGEX, [pattern, options])
+            value = regex_value(pattern, options)
         elif t == 0x0D:
             code, pos = _string(buf, vpos, end)
-            value = _Tag(TAG_CODE, code)
+            value = code_value(code)
         elif t == 0x0E:
             sym, pos = _string(buf, vpos, end)
-            value = _Tag(TAG_SYMBOL, sym)
+            value = symbol_value(sym)
         elif t == 0x0F:
             if vpos + 4 > end:
                 raise bad("truncated code with scope", vpos)
@@ -188,13 +189,13 @@ def _bson_document(  # noqa: PLR0915 - one flat type switch: the per-element hot
             (scope_size,) = INT32.unpack_from(buf, p)
             if p + scope_size != pos:
                 raise bad("code-with-scope length does not match its parts", vpos)
-            value = _Tag(TAG_CODE_WITH_SCOPE, [code, scope])
+            value = code_with_scope_value(code, scope)
         elif t == 0x0C:
             ns, p = _string(buf, vpos, end)
             pos = p + 12
             if pos > end:
                 raise bad("truncated DBPointer", vpos)
-            value = _Tag(TAG_DBPOINTER, [ns, _Tag(TAG_OBJECTID, buf[p:pos])])
+            value = dbpointer_value(ns, buf[p:pos])
         elif t == 0x06:
             value, pos = cbor2.undefined, vpos
         elif t == 0xFF:
@@ -267,12 +268,12 @@ def logical_value(value: Any, _depth: int = 0) -> Any:
         return float(value)
     if isinstance(value, Code):  # before str: Code is a str
         if value.scope is None:
-            return _Tag(TAG_CODE, str(value))
-        return _Tag(TAG_CODE_WITH_SCOPE, [str(value), logical_value(value.scope, _depth + 1)])
+            return code_value(str(value))
+        return code_with_scope_value(str(value), logical_value(value.scope, _depth + 1))
     if isinstance(value, str):
         return str(value)
     if isinstance(value, ObjectId):
-        return _Tag(TAG_OBJECTID, value.binary)
+        return objectid_value(value.binary)
     if isinstance(value, Binary):  # before bytes: Binary is a bytes
         return binary_value(value.subtype, bytes(value))
     if isinstance(value, bytes | bytearray | memoryview):
@@ -280,21 +281,19 @@ def logical_value(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, DatetimeMS):
         return datetime_value(int(value))
     if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        delta = aware - datetime(1970, 1, 1, tzinfo=UTC)
-        return datetime_value(delta // ONE_MS)
+        return moment_value(value)
     if isinstance(value, Decimal128):
         return decimal_value(value)
     if isinstance(value, Regex):
-        return _Tag(TAG_REGEX, [str(value.pattern), _regex_flags(value.flags)])
+        return regex_value(str(value.pattern), _regex_flags(value.flags))
     if isinstance(value, Timestamp):
-        return _Tag(TAG_TIMESTAMP, [value.time, value.inc])
+        return timestamp_value(value.time, value.inc)
     if isinstance(value, MinKey):
         return MINKEY_VALUE
     if isinstance(value, MaxKey):
         return MAXKEY_VALUE
     if isinstance(value, uuid.UUID):
-        return _Tag(TAG_UUID, value.bytes)
+        return binary_value(4, value.bytes)  # a UUID is binary subtype 4
     if isinstance(value, DBRef):
         return logical_value(value.as_doc(), _depth)
     if isinstance(value, Mapping):

@@ -9,7 +9,7 @@ import json
 import math
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import cbor2
@@ -20,22 +20,19 @@ from affidavit.formats.bson_codec.values import (
     MAX_NESTING,
     MAXKEY_VALUE,
     MINKEY_VALUE,
-    ONE_MS,
-    TAG_CODE,
-    TAG_CODE_WITH_SCOPE,
-    TAG_DBPOINTER,
-    TAG_OBJECTID,
-    TAG_REGEX,
-    TAG_SYMBOL,
-    TAG_TIMESTAMP,
-    TAG_UUID,
     binary_value,
+    code_value,
+    code_with_scope_value,
     datetime_value,
+    dbpointer_value,
     decimal_value,
     logical_record,
+    moment_value,
+    objectid_value,
+    regex_value,
+    symbol_value,
+    timestamp_value,
 )
-
-_Tag = cbor2.CBORTag
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -63,10 +60,10 @@ _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-def _ext_oid(value: Any) -> Any:
+def _ext_oid(value: Any) -> bytes:
     if not isinstance(value, str) or not _HEX24.fullmatch(value):
         raise FormatError(f"Extended JSON $oid must be 24 hex digits, got {value!r}")
-    return _Tag(TAG_OBJECTID, bytes.fromhex(value))
+    return bytes.fromhex(value)
 
 
 def _ext_binary(spec: Any) -> Any:
@@ -93,10 +90,7 @@ def _ext_date(spec: Any) -> Any:
             parsed = datetime.fromisoformat(spec.replace("Z", "+00:00"))
         except ValueError as exc:
             raise FormatError(f"Extended JSON $date {spec!r} is not ISO-8601") from exc
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
-        return datetime_value(delta // ONE_MS)
+        return moment_value(parsed)
     if isinstance(spec, int) and not isinstance(spec, bool):  # legacy: bare millis
         return datetime_value(spec)
     raise FormatError(f"Extended JSON $date has an unknown form: {spec!r}")
@@ -128,7 +122,7 @@ def _ext_double(text: Any) -> float:
 def _ext_single(key: str, arg: Any, depth: int) -> Any:
     """The value of a one-key type wrapper, or ``_NOT_WRAPPER``."""
     if key == "$oid":
-        return _ext_oid(arg)
+        return objectid_value(_ext_oid(arg))
     if key == "$numberInt":
         return _ext_int(arg, "$numberInt", _I32_MIN, _I32_MAX)
     if key == "$numberLong":
@@ -144,11 +138,11 @@ def _ext_single(key: str, arg: Any, depth: int) -> Any:
     if key == "$symbol":
         if not isinstance(arg, str):
             raise FormatError("Extended JSON $symbol must be a string")
-        return _Tag(TAG_SYMBOL, arg)
+        return symbol_value(arg)
     if key == "$code":
         if not isinstance(arg, str):
             raise FormatError("Extended JSON $code must be a string")
-        return _Tag(TAG_CODE, arg)
+        return code_value(arg)
     if key == "$timestamp":
         if (
             not isinstance(arg, dict)
@@ -159,7 +153,7 @@ def _ext_single(key: str, arg: Any, depth: int) -> Any:
             )
         ):
             raise FormatError("Extended JSON $timestamp needs unsigned 32-bit t and i")
-        return _Tag(TAG_TIMESTAMP, [arg["t"], arg["i"]])
+        return timestamp_value(arg["t"], arg["i"])
     if key == "$regularExpression":
         if (
             not isinstance(arg, dict)
@@ -167,14 +161,14 @@ def _ext_single(key: str, arg: Any, depth: int) -> Any:
             or not all(isinstance(arg[k], str) for k in ("pattern", "options"))
         ):
             raise FormatError("Extended JSON $regularExpression needs pattern and options")
-        return _Tag(TAG_REGEX, [arg["pattern"], arg["options"]])
+        return regex_value(arg["pattern"], arg["options"])
     if key == "$dbPointer":
         if not isinstance(arg, dict) or set(arg) != {"$ref", "$id"}:
             raise FormatError("Extended JSON $dbPointer needs exactly $ref and $id")
         ns, oid = arg["$ref"], arg["$id"]
         if not isinstance(ns, str) or not isinstance(oid, dict) or set(oid) != {"$oid"}:
             raise FormatError("Extended JSON $dbPointer needs a string $ref and an $oid $id")
-        return _Tag(TAG_DBPOINTER, [ns, _ext_oid(oid["$oid"])])
+        return dbpointer_value(ns, _ext_oid(oid["$oid"]))
     if key == "$minKey":
         if arg != 1:
             raise FormatError("Extended JSON $minKey must be 1")
@@ -189,7 +183,7 @@ def _ext_single(key: str, arg: Any, depth: int) -> Any:
         return cbor2.undefined
     if key == "$uuid":
         try:
-            return _Tag(TAG_UUID, uuid.UUID(arg).bytes)
+            return binary_value(4, uuid.UUID(arg).bytes)  # a UUID is binary subtype 4
         except (ValueError, TypeError, AttributeError) as exc:
             raise FormatError(f"Extended JSON $uuid {arg!r} is invalid") from exc
     return _NOT_WRAPPER
@@ -213,7 +207,7 @@ def _ext_value(value: Any, depth: int) -> Any:
             code, scope = value["$code"], value["$scope"]
             if not isinstance(code, str) or not isinstance(scope, dict):
                 raise FormatError("Extended JSON $code/$scope needs a string and an object")
-            return _Tag(TAG_CODE_WITH_SCOPE, [code, _ext_value(scope, depth + 1)])
+            return code_with_scope_value(code, _ext_value(scope, depth + 1))
         return {k: _ext_value(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         if depth > MAX_NESTING:

@@ -38,7 +38,7 @@ Nesting deeper than :data:`MAX_NESTING` levels raises ``FormatError`` (MongoDB's
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -73,10 +73,56 @@ MAXKEY_VALUE: Final = _Tag(TAG_MAXKEY, None)
 ONE_MS: Final = timedelta(milliseconds=1)
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def datetime_value(ms: int) -> Any:
     """A BSON datetime (milliseconds since the Unix epoch): tag 1001 ``{1: s, -3: ms}``."""
     seconds, millis = divmod(ms, 1000)
     return _Tag(TAG_EXTENDED_TIME, {1: seconds, -3: millis})
+
+
+def moment_value(moment: datetime) -> Any:
+    """A Python datetime as the BSON datetime it stands for (naive means UTC; cut to the
+    millisecond, towards the past)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return datetime_value((aware - _EPOCH) // ONE_MS)
+
+
+def objectid_value(oid: bytes) -> Any:
+    """An ObjectId (its 12 bytes): tag ``TAG_OBJECTID``."""
+    return _Tag(TAG_OBJECTID, oid)
+
+
+def timestamp_value(seconds: int, increment: int) -> Any:
+    """A BSON timestamp: tag ``TAG_TIMESTAMP`` ``[t, i]``."""
+    return _Tag(TAG_TIMESTAMP, [seconds, increment])
+
+
+def regex_value(pattern: str, options: str) -> Any:
+    """A regular expression (options as stored): tag ``TAG_REGEX`` ``[pattern, options]``."""
+    return _Tag(TAG_REGEX, [pattern, options])
+
+
+def code_value(code: str) -> Any:
+    """JavaScript code: tag ``TAG_CODE`` over its text."""
+    return _Tag(TAG_CODE, code)
+
+
+def symbol_value(symbol: str) -> Any:
+    """A symbol: tag ``TAG_SYMBOL`` over its text."""
+    return _Tag(TAG_SYMBOL, symbol)
+
+
+def code_with_scope_value(code: str, scope: Any) -> Any:
+    """Code with scope (the scope's value model): tag ``TAG_CODE_WITH_SCOPE``
+    ``[code, scope]``."""
+    return _Tag(TAG_CODE_WITH_SCOPE, [code, scope])
+
+
+def dbpointer_value(namespace: str, oid: bytes) -> Any:
+    """A DBPointer: tag ``TAG_DBPOINTER`` ``[namespace, tag TAG_OBJECTID oid]``."""
+    return _Tag(TAG_DBPOINTER, [namespace, objectid_value(oid)])
 
 
 def decimal_value(d128: Decimal128) -> Any:

@@ -38,3 +38,15 @@ FIXED_SIZE: Final[dict[int, int]] = {
 def bad(what: str, offset: int) -> FormatError:
     """The error of a malformed document, ``offset`` bytes into it."""
     return FormatError(f"malformed BSON document: {what} at byte {offset} of the document")
+
+
+def string_end(buf: bytes, pos: int, end: int) -> int:
+    """End offset of the BSON string (int32 length, bytes, NUL) at ``pos``, which must end by
+    ``end``; checks its framing only (not that the bytes are UTF-8)."""
+    if pos + 4 > end:
+        raise bad("truncated string length", pos)
+    n: int = INT32.unpack_from(buf, pos)[0]
+    stop = pos + 4 + n
+    if n < 1 or stop > end or buf[stop - 1] != 0:
+        raise bad(f"bad string length {n}", pos)
+    return stop

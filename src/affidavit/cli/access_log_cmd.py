@@ -1,0 +1,180 @@
+"""``affidavit access-log show|verify|export|expire``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from affidavit.cli.output import JsonOpt, error, plain, print_json, print_result, show, table
+from affidavit.cli.state import app_for, state
+from affidavit.constants import ExitCode
+from affidavit.errors import InputError
+from affidavit.services import access_log as svc
+
+app = typer.Typer(
+    help="The access log: who asked for what, from where (its own signed Merkle log).",
+    no_args_is_help=True,
+)
+
+
+@app.command("show")
+def show_(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option(help="Only entries at or after this RFC 3339 time (or date).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only entries before this RFC 3339 time (or date).")
+    ] = None,
+    identity: Annotated[
+        str | None, typer.Option(help="Only entries of this identity (account name).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many: the newest that match.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """List access-log entries in sequence order (expired ones by what is left of them)."""
+    with app_for(ctx) as application:
+        shown = svc.show(application, since=since, until=until, identity=identity, limit=limit)
+    if json_out:
+        print_json({"entries": [item.to_json() for item in shown]})
+        return 0
+    if not shown:
+        show("no access-log entries match")
+        return 0
+    rows = []
+    for item in shown:
+        entry = item.entry
+        if entry is None:
+            what = "[red]not an access entry[/red]" if item.invalid else "[dim]expired[/dim]"
+            rows.append([item.seq, item.time, what, None, None, plain(item.action), None,
+                         plain(item.outcome), None])  # fmt: skip
+            continue
+        device = entry.device
+        client = " ".join(
+            part for part in (entry.client_ip, device.type.value, device.os, device.browser) if part
+        )
+        outcome = entry.outcome.value + (f" {entry.status}" if entry.status is not None else "")
+        rows.append(
+            [
+                entry.seq,
+                entry.time,
+                plain(entry.identity),
+                plain(entry.auth_method),
+                plain(client),
+                plain(entry.action),
+                plain(entry.subject),
+                outcome,
+                f"{entry.latency_us / 1000:.1f}",
+            ]
+        )
+    show(
+        table(
+            "Access log",
+            ["seq", "time", "identity", "auth", "client", "request", "subject", "outcome", "ms"],
+            rows,
+        )
+    )
+    return 0
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Verify this export file instead of the catalog."),
+    ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key",
+            help="Verifier key (vkey) of the ledger, or a file holding it. Default: this home's.",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Recompute every leaf and root, check every checkpoint and its signature, and report
+    every discrepancy. Exit 1 when the access log does not verify."""
+    if file is not None:
+        report = svc.verify_file(file, vkey=public_key, settings=state(ctx).settings)
+    else:
+        with app_for(ctx) as application:
+            report = svc.verify(application, vkey=public_key)
+    if json_out:
+        print_json(report.to_json())
+    elif report.ok:
+        cp = report.checkpoint
+        expired = f" ({report.expired} expired)" if report.expired else ""
+        show(
+            f"[green]ok[/green]: {report.size} entries{expired}, root {report.root.hex()}"
+            + (f", signed as {cp.origin}" if cp else " (nothing recorded yet)")
+        )
+        if report.vkey:
+            show(f"[dim]verified with {report.vkey} ({report.key_source})[/dim]")
+    else:
+        show(
+            table(
+                "Access-log findings",
+                ["code", "seq", "message"],
+                [[f.code.value, f.seq, plain(f.message)] for f in report.findings],
+            )
+        )
+        error(f"the access log does not verify: {len(report.findings)} finding(s)")
+    return 0 if report.ok else int(ExitCode.SUBJECT_FAILED)
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="The JSON Lines file to write (must not exist).")],
+    json_out: JsonOpt = False,
+) -> int:
+    """Export the access log (entries, checkpoints, the verifier key) for an auditor, who
+    checks it with `access-log verify --file F --public-key K` (recorded in the ledger)."""
+    with app_for(ctx) as application:
+        result = svc.export(application, out)
+    return print_result(
+        result.to_json(),
+        f"Exported {result.entries} entries ({result.expired} expired) and "
+        f"{result.checkpoints} checkpoints to {result.path} (sha256 {result.sha256}).",
+        json_out=json_out,
+    )
+
+
+@app.command("expire")
+def expire(
+    ctx: typer.Context,
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(
+            "--older-than-days",
+            help="Drop the payloads of entries older than this. Default: the setting "
+            "access_log_retention_days (400).",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Apply the retention policy: entries past it lose their payload and keep their leaf
+    hash, so the log still verifies (recorded in the ledger as access_log.expired)."""
+    if older_than_days is not None and not 1 <= older_than_days <= 36500:
+        raise InputError(
+            f"--older-than-days {older_than_days} is not between 1 and 36500",
+            hint="give the retention period in whole days, e.g. --older-than-days 400",
+        )
+    period = None if older_than_days is None else timedelta(days=older_than_days)
+    with app_for(ctx) as application:
+        result = svc.expire(application, older_than=period)
+    if result.count == 0:
+        message = f"nothing to expire: no entry with a payload is older than {result.older_than}"
+    else:
+        message = (
+            f"expired {result.count} entries (seq {result.first}..{result.last}, older than "
+            f"{result.older_than}); recorded at ledger seq {result.ledger_seq}"
+        )
+    return print_result(result.to_json(), message, json_out=json_out)

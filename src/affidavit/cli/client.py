@@ -1,0 +1,375 @@
+"""Client mode: the CLI talking to an affidavit server instead of opening a home.
+
+With ``--server URL`` (or ``AFFIDAVIT_SERVER``) a remote-capable command asks the server's
+REST API for the same JSON view it would compute locally (:func:`view`), and prints it the
+same way, with the same ``--json`` output and exit codes; the server's errors come back as
+the same one-line message, hint and exit code. A command that is not remote-capable yet is
+refused in client mode (it would otherwise act locally, as the unverified OS user) rather
+than run against a home the user did not mean.
+
+The session comes from ``affidavit login URL`` and is kept in
+``$XDG_CONFIG_HOME/affidavit/session.json`` (default ``~/.config``), mode 0600 in a 0700
+folder: the server's URL, the account, the session's id and secret. It is never written
+through a symbolic link, never read from a file that others can read, and only ever sent to
+the server it was issued by.
+
+The HTTP client is the standard library's: HTTPS with certificate verification (a private CA:
+``SSL_CERT_FILE``), plain HTTP only to a loopback address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import stat
+import urllib.error
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import typer
+
+from affidavit import __version__
+from affidavit.cli.state import app_for
+from affidavit.constants import ExitCode
+from affidavit.errors import AuthenticationFailed, Error, InputError, OperationError
+from affidavit.services.context import App
+
+SERVER_ENV: Final = "AFFIDAVIT_SERVER"
+SERVER_META: Final = "affidavit.server"  # where the root callback keeps --server (ctx.meta)
+API_PREFIX: Final = "/api/v1"
+SESSION_FILENAME: Final = "session.json"
+REMOTE_COMMANDS: Final = frozenset({"backup list", "backup show", "source list"})
+"""Commands that run through the server in client mode (docs/server.md keeps the list)."""
+CLIENT_COMMANDS: Final = frozenset({"login", "logout", "whoami"})
+"""Commands that manage the client's own session (they talk to a server by nature)."""
+_TIMEOUT: Final = 600.0  # a backup or a verification through the API takes its time
+_MAX_SESSION_FILE: Final = 64 * 1024
+_T = TypeVar("_T")
+
+
+class RemoteError(Error):
+    """An error the server answered with: its message, hint and exit code (and the HTTP
+    status)."""
+
+    def __init__(self, message: str, *, hint: str | None, exit_code: int, status: int) -> None:
+        super().__init__(message, hint=hint or "")
+        self.status = status
+        try:
+            self.exit_code = ExitCode(exit_code)
+        except ValueError:
+            self.exit_code = ExitCode.INTERNAL
+
+
+# -- the server's URL ------------------------------------------------------------------------
+
+
+def server_url(text: str) -> str:
+    """``text`` as a server's base URL (``https://host[:port][/path]``, no trailing slash);
+    raise :class:`InputError` for anything else, and for plain ``http`` to a host other than
+    a loopback address (passwords and session secrets would cross the network in clear)."""
+    parts = urllib.parse.urlsplit(text.strip())
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise InputError(f"{text[:100]!r} is not a server URL", hint="e.g. https://host:8443")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise InputError(
+            "a server URL holds no credentials, query or fragment",
+            hint="e.g. https://host:8443; log in with `affidavit login URL`",
+        )
+    if parts.scheme == "http" and not _loopback(host):
+        raise InputError(
+            f"refusing plain http to {host}: credentials would cross the network in clear",
+            hint="use https:// (the server takes --tls-cert/--tls-key)",
+        )
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- the saved session -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SavedSession:
+    """What ``affidavit login`` keeps."""
+
+    server: str
+    account: str
+    session_id: str
+    expires_at: str
+    secret: str = field(repr=False)
+
+    def to_json(self) -> dict[str, str]:
+        """The file's content."""
+        return {
+            "server": self.server,
+            "account": self.account,
+            "session_id": self.session_id,
+            "expires_at": self.expires_at,
+            "secret": self.secret,
+        }
+
+
+def session_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CONFIG_HOME/affidavit/session.json`` (``~/.config`` when unset or relative, as
+    the XDG base directory specification says)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
+    return root / "affidavit" / SESSION_FILENAME
+
+
+def _refuse_link(path: Path) -> None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise InputError(
+            f"{path} is a symbolic link: affidavit never writes a session through one",
+            hint="remove the link",
+        )
+
+
+def save_session(session: SavedSession, path: Path | None = None) -> Path:
+    """Write ``session`` (mode 0600; its folder 0700), replacing the file whole; refuse a
+    symbolic link in place of the file or its folder."""
+    target = path or session_path()
+    folder = target.parent
+    _refuse_link(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _refuse_link(folder)
+    _refuse_link(target)
+    data = (json.dumps(session.to_json(), indent=2) + "\n").encode()
+    temp = folder / f".{target.name}.{os.getpid()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(temp, flags, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, target)  # replaces a file (never follows a link at the target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OperationError(f"cannot write {target}: {exc.strerror}") from exc
+    return target
+
+
+def load_session(path: Path | None = None) -> SavedSession | None:
+    """The saved session, or None when there is none. Refuses a link, a file that others
+    may read, and one that does not parse."""
+    source = path or session_path()
+    _refuse_link(source)
+    try:
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OperationError(f"cannot read {source}: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{source} is not a regular file", hint="remove it and log in again")
+        if info.st_mode & 0o077:
+            raise InputError(
+                f"{source} may be read by others (mode {stat.S_IMODE(info.st_mode):o})",
+                hint=f"chmod 600 {source}, or log in again",
+            )
+        raw = os.read(fd, _MAX_SESSION_FILE + 1)
+    finally:
+        os.close(fd)
+    try:
+        data = json.loads(raw)
+        return SavedSession(
+            server=str(data["server"]),
+            account=str(data["account"]),
+            session_id=str(data["session_id"]),
+            expires_at=str(data["expires_at"]),
+            secret=str(data["secret"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{source} is not a saved session", hint="remove it and log in again"
+        ) from exc
+
+
+def forget_session(path: Path | None = None) -> bool:
+    """Remove the saved session; whether there was one."""
+    target = path or session_path()
+    try:
+        target.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# -- talking to the server -------------------------------------------------------------------
+
+
+class Client:
+    """A JSON client of one server's API (``/api/v1``), with or without a session."""
+
+    def __init__(self, server: str, *, secret: str | None = None) -> None:
+        self.server = server_url(server)
+        self._secret = secret
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str | None] | None = None,
+    ) -> Any:
+        """Call ``method path`` and return the JSON answer; raise :class:`RemoteError` with
+        the server's message, hint and exit code, or :class:`OperationError` (exit 3) when
+        the server cannot be reached or answers with something else than JSON."""
+        import urllib.request  # (with ssl and http.client: only when a command talks to one)
+
+        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None})
+        url = f"{self.server}{API_PREFIX}{path}" + (f"?{query}" if query else "")
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json", "User-Agent": f"affidavit-cli/{__version__}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if self._secret is not None:
+            headers["Authorization"] = f"Bearer {self._secret}"
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - http(s) only (server_url)
+        try:
+            with _opener().open(request, timeout=_TIMEOUT) as response:
+                return _json(response.read(), self.server)
+        except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                raise OperationError(
+                    f"the server {self.server} answered HTTP {exc.code}, a redirect to "
+                    f"{str(exc.headers.get('Location', ''))[:200]!r}: not followed (the "
+                    "session secret would go with it)",
+                    hint="log in with the URL the server itself answers on",
+                ) from None
+            answer = _json(exc.read(), self.server)
+            if not isinstance(answer, dict) or "error" not in answer:
+                raise OperationError(
+                    f"the server {self.server} answered HTTP {exc.code} without an error"
+                ) from None
+            raise RemoteError(
+                str(answer["error"]),
+                hint=answer.get("hint"),
+                exit_code=int(answer.get("exit_code", ExitCode.INTERNAL)),
+                status=exc.code,
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise OperationError(
+                f"cannot reach the server {self.server}: {reason}",
+                hint="check the URL and that `affidavit serve` runs there",
+            ) from None
+
+    def get(self, path: str, **params: str | None) -> Any:
+        """``GET path?params``."""
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """``POST path`` with a JSON body."""
+        return self.request("POST", path, body=body if body is not None else {})
+
+
+def _opener() -> Any:
+    """A urllib opener that follows no redirect: urllib's would send the ``Authorization``
+    header along to wherever one points (another host, or plain http)."""
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(NoRedirect)
+
+
+def _json(raw: bytes, server: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise OperationError(f"the server {server} did not answer with JSON") from None
+
+
+def configured_server(ctx: typer.Context) -> str | None:
+    """The server of this invocation (``--server`` or ``AFFIDAVIT_SERVER``), if any."""
+    value = ctx.find_root().meta.get(SERVER_META)
+    return str(value) if value else None
+
+
+def session_client(server: str | None = None) -> tuple[Client, SavedSession]:
+    """A client with the saved session, for ``server`` (default: the session's own);
+    refuses to send the session to any other server than the one that issued it."""
+    saved = load_session()
+    if saved is None:
+        raise AuthenticationFailed(
+            "not logged in to a server", hint="log in: `affidavit login URL`"
+        )
+    if server is not None and server_url(server) != saved.server:
+        raise AuthenticationFailed(
+            f"the saved session is for {saved.server}, not {server_url(server)}",
+            hint=f"log in to that server: `affidavit login {server_url(server)}`",
+        )
+    return Client(saved.server, secret=saved.secret), saved
+
+
+def remote(ctx: typer.Context) -> Client | None:
+    """The client of this invocation in client mode, else None (local mode)."""
+    server = configured_server(ctx)
+    if server is None:
+        return None
+    client, _ = session_client(server)
+    return client
+
+
+def route(*parts: str) -> str:
+    """An API path of ``parts``, each one a single percent-encoded segment (a name or id
+    from the command line can hold no ``/``, ``?`` or ``..`` that changes the route)."""
+    return "".join("/" + urllib.parse.quote(part, safe="") for part in parts)
+
+
+def view(
+    ctx: typer.Context,
+    path: str,
+    *,
+    local: Callable[[App], _T],
+    params: Mapping[str, str | None] | None = None,
+) -> Any:
+    """The JSON view of a command: ``GET path`` from the server in client mode, else
+    ``local(app)`` on this host's home. Both are the same ``affidavit.services.views``
+    shapes (the server's routes build them from the same services)."""
+    client = remote(ctx)
+    if client is not None:
+        return client.get(path, **(params or {}))
+    with app_for(ctx) as application:
+        return local(application)
+
+
+def refuse_local(command: str | None, server: str | None) -> None:
+    """In client mode, refuse a command that cannot run through the server yet (it would
+    act on a local home as the unverified OS user instead)."""
+    if server is None or command is None:
+        return
+    if command in REMOTE_COMMANDS or command in CLIENT_COMMANDS:
+        return
+    raise InputError(
+        f"`{command}` does not run through a server yet (client mode: {SERVER_ENV} or "
+        "--server is set)",
+        hint="remote-capable so far: "
+        + ", ".join(sorted(REMOTE_COMMANDS | CLIENT_COMMANDS))
+        + f"; unset {SERVER_ENV} to run it locally on the server's host",
+    )

@@ -1,0 +1,134 @@
+"""The access log's layer: every request, allowed or not, becomes one entry of the access log
+(:mod:`affidavit.services.access_log`) before its answer leaves the server.
+
+A plain ASGI middleware outside everything else, so that requests refused by the hardening
+layer (413, 415) and by a gate (401, 403) are logged as well as the ones that ran. The answer
+is held back (API answers are small JSON) until the entry is recorded: when it cannot be
+recorded (the catalog is unreachable, or the signer refuses because the access log was
+altered behind its back), the client gets a 503 instead of the answer, for serving requests
+that cannot be logged is what an attacker would want (NIST AU-5).
+
+Who asked: the gate puts the authenticated identity on the request's state
+(:data:`IDENTITY_KEY`); the login route puts the name that was tried (a failed login is logged
+under it). The route is the matched route's template (``/api/v1/backups/{backup_id}``), never
+the raw path, and the subject comes from its path parameters (``backup:bk-...``): every read
+of a backup, of a ledger proof or of anything else through the API is an entry naming what
+was read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from starlette.concurrency import run_in_threadpool
+
+from affidavit.constants import ExitCode
+from affidavit.errors import Error
+from affidavit.models.access import AccessEntry
+from affidavit.server.hardening import ASGIApp, Message, Receive, Scope, Send
+from affidavit.services import access_log
+from affidavit.services.context import App
+
+log = logging.getLogger("affidavit.server")
+
+IDENTITY_KEY: Final = "access_identity"
+"""The request-state key under which a gate or the login route leaves ``(identity, method)``."""
+LOGIN_ROUTES: Final = frozenset({"/api/v1/auth/login", "/api/v1/auth/step-up"})
+
+
+def note_identity(state: Any, identity: str, method: str) -> None:
+    """Say who is asking (on ``request.state``), for the request's access-log entry."""
+    setattr(state, IDENTITY_KEY, (identity, method))
+
+
+class AccessLogging:
+    """Wraps the app: see the module docstring."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, clock = datetime.now(UTC), time.perf_counter()
+        held: list[Message] = []
+        status = 500
+
+        async def hold(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            held.append(message)
+
+        try:
+            await self.app(scope, receive, hold)
+        finally:
+            app = _affidavit_app(scope)
+            if app is not None:
+                entry = _entry(scope, started, clock, status)
+                try:
+                    await run_in_threadpool(access_log.record, app, [entry])
+                except Exception as exc:
+                    why = exc.message if isinstance(exc, Error) else type(exc).__name__
+                    log.error("the access log cannot record %s: %s", entry.route, why)
+                    held = _unavailable()
+        for message in held:
+            await send(message)
+
+
+def _affidavit_app(scope: Scope) -> App | None:
+    server = scope.get("app")
+    state = getattr(server, "state", None)
+    app = getattr(state, "affidavit", None)
+    return app if isinstance(app, App) else None
+
+
+def _entry(scope: Scope, started: datetime, clock: float, status: int) -> AccessEntry:
+    route = scope.get("route")
+    templates = getattr(getattr(scope.get("app"), "state", None), "route_templates", {})
+    template = templates.get(id(route)) if route is not None else None
+    state: Mapping[str, Any] = scope.get("state") or {}
+    identity, method = state.get(IDENTITY_KEY) or (None, None)
+    headers = {k.lower(): v for k, v in scope.get("headers", [])}
+    client = scope.get("client")
+    params = scope.get("path_params") or {}
+    return access_log.request_entry(
+        started=started,
+        identity=identity,
+        auth_method=method,
+        client_ip=client[0] if client else None,
+        user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+        method=str(scope.get("method", "")),
+        route=str(template) if template else "(no route)",
+        subject=access_log.subject_from_params(params),
+        outcome=access_log.outcome_for_status(status, login=template in LOGIN_ROUTES),
+        status=status,
+        latency_us=int((time.perf_counter() - clock) * 1e6),
+    )
+
+
+def _unavailable() -> list[Message]:
+    body = json.dumps(
+        {
+            "error": "the access log cannot record this request, so it is not answered",
+            "hint": "check the server's log and `affidavit access-log verify` on the server host",
+            "exit_code": int(ExitCode.CANNOT_RUN),
+        }
+    ).encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        },
+        {"type": "http.response.body", "body": body},
+    ]

@@ -1,0 +1,37 @@
+"""One router per resource; each route declares its gate (``affidavit.server.gates``) and
+calls one service inside ``Caller.acting()``, answering with the CLI's ``--json`` shapes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from affidavit.server.routes import (
+    accounts,
+    auth,
+    backups,
+    drills,
+    health,
+    holds,
+    ledger,
+    policy,
+    sources,
+    tokens,
+    vaults,
+    verifications,
+)
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    auth.router,
+    sources.router,
+    vaults.router,
+    backups.router,
+    verifications.router,
+    drills.router,
+    holds.router,
+    ledger.router,
+    policy.router,
+    accounts.router,
+    tokens.router,
+)
+"""Every router of the API, in the order the routes table lists them."""

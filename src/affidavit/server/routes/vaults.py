@@ -1,0 +1,24 @@
+"""``GET /vaults``: the registered vaults (``vault.read``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from affidavit.models.permissions import Permission
+from affidavit.server.gates import Caller, allow
+from affidavit.server.replies import reply
+from affidavit.services import inventory
+from affidavit.services.views import vault_json
+
+router = APIRouter(tags=["vaults"])
+
+
+@router.get("/vaults")
+def list_vaults(caller: Annotated[Caller, Depends(allow(Permission.VAULT_READ))]) -> Response:
+    """Every registered vault (``vault list --json``)."""
+    with caller.acting() as app:
+        found = inventory.list_vaults(app)
+    return reply({"vaults": [vault_json(v) for v in found]})
