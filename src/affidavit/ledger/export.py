@@ -27,10 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from affidavit.closing import Closing
 from affidavit.crypto.digest import Sha256Stream
-from affidavit.errors import FormatError, InputError
-from affidavit.input_files import open_regular
+from affidavit.ledger.json_lines import JsonLinesReader
 from affidavit.ledger.verify import LedgerRecord, RecordLike
 
 __all__ = [
@@ -125,7 +123,7 @@ def write_export(
     )
 
 
-class ExportReader(Closing):
+class ExportReader(JsonLinesReader):
     """Reads an export file: the header and checkpoints at once, the entries as a stream.
 
     Raises :class:`FormatError` (exit 2) for anything that is not the format: a bad header,
@@ -135,51 +133,18 @@ class ExportReader(Closing):
     blocks, a symbolic link is not followed). Use as a context manager.
     """
 
+    max_line = MAX_LINE
+    read_hint = _READ_HINT
+    damaged_hint = "the export file is damaged or not an affidavit ledger export; export it again"
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self._fh: IO[bytes] = open_regular(path, what="the export file", hint=_READ_HINT)
-        except OSError as exc:
-            raise InputError(
-                f"cannot read the export file {path}: {exc.strerror or exc}", hint=_READ_HINT
-            ) from exc
-        self._line_no = 0
-        self._pending: dict[str, Any] | None = None
+        super().__init__(path)
         try:
             self.header = self._read_header()
             self.checkpoints = self._read_checkpoints()
         except BaseException:
             self._fh.close()
             raise
-
-    def close(self) -> None:
-        """Close the file."""
-        self._fh.close()
-
-    def _error(self, message: str) -> FormatError:
-        return FormatError(
-            f"{self.path}, line {self._line_no}: {message}",
-            hint="the export file is damaged or not an affidavit ledger export; export it again",
-        )
-
-    def _next(self) -> dict[str, Any] | None:
-        raw = self._fh.readline(MAX_LINE + 1)
-        if not raw:
-            return None
-        self._line_no += 1
-        if not raw.endswith(b"\n"):
-            if len(raw) > MAX_LINE:
-                raise self._error("line is too long")
-            raise self._error("the line is cut short (the file is truncated)")
-        try:
-            obj = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise self._error("not a JSON line (the file is damaged or truncated)") from exc
-        except RecursionError as exc:
-            raise self._error("the line is nested too deeply to be an export line") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-            raise self._error("each line must be a JSON object with a 'type'")
-        return obj
 
     def _read_header(self) -> ExportHeader:
         obj = self._next()
