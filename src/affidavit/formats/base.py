@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, Final, Self, cast
 
-from affidavit.errors import FormatError, InputError, NotFound
+from affidavit.errors import FormatError, InputError, NotFound, OperationError
 from affidavit.input_files import describe_mode
 from affidavit.models.records import RecordEncoding, RedisRecord
 
@@ -92,7 +92,7 @@ class RecordReader(ABC):
         """The fused pass (:attr:`fused_pairs`): ``(dataset, pairs, keys)`` batches of
         ``key_hash || record_hash`` pairs of every dataset, records encoded by ``encode``
         and hashed by ``hasher``. The default has none."""
-        raise NotImplementedError(f"the {self.name} reader has no fused pass")
+        raise OperationError(f"the {self.name} reader has no fused pass")
 
     def record_batches(self, dataset: str) -> Iterator[tuple[bytes, list[int]]] | None:
         """:meth:`records` of a BSON format as framed batches ``(buffer, start offsets)``,

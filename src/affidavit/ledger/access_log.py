@@ -594,18 +594,6 @@ class AccessExportReader(JsonLinesReader):
                 raise self._error(f"header field {name!r} is missing or of the wrong type")
         return AccessExportHeader(**{name: obj[name] for name in fields})
 
-    def _read_checkpoints(self) -> list[str]:
-        notes: list[str] = []
-        while (obj := self._next()) is not None:
-            if obj["type"] != "checkpoint":
-                self._pending = obj
-                break
-            note = obj.get("note")
-            if not isinstance(note, str):
-                raise self._error("a checkpoint line needs a 'note' string")
-            notes.append(note)
-        return notes
-
     def records(self) -> Iterator[ExportedRecord]:
         """The entry lines, in file order."""
         obj, self._pending = self._pending, None

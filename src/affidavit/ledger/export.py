@@ -166,18 +166,6 @@ class ExportReader(JsonLinesReader):
             exported_at=obj["exported_at"],
         )
 
-    def _read_checkpoints(self) -> list[str]:
-        notes: list[str] = []
-        while (obj := self._next()) is not None:
-            if obj["type"] != "checkpoint":
-                self._pending = obj
-                break
-            note = obj.get("note")
-            if not isinstance(note, str):
-                raise self._error("a checkpoint line needs a 'note' string")
-            notes.append(note)
-        return notes
-
     def records(self) -> Iterator[LedgerRecord]:
         """Stream the entry lines as :class:`LedgerRecord` values, in file order."""
         obj, self._pending = self._pending, None

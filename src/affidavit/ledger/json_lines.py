@@ -62,3 +62,17 @@ class JsonLinesReader(Closing):
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             raise self._error("each line must be a JSON object with a 'type'")
         return obj
+
+    def _read_checkpoints(self) -> list[str]:
+        """The checkpoint notes that follow the header (the first other line is kept for the
+        entries)."""
+        notes: list[str] = []
+        while (obj := self._next()) is not None:
+            if obj["type"] != "checkpoint":
+                self._pending = obj
+                break
+            note = obj.get("note")
+            if not isinstance(note, str):
+                raise self._error("a checkpoint line needs a 'note' string")
+            notes.append(note)
+        return notes
