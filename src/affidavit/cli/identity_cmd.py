@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
-from affidavit.cli.output import plain, print_json, show, table, when
+from affidavit.cli.output import JsonOpt, plain, print_json, show, table, when
 from affidavit.cli.state import app_for
 from affidavit.errors import InputError
 from affidavit.models.identity import AccountKind, Principal, account_name
@@ -50,7 +50,6 @@ token_app = typer.Typer(help="API tokens of service accounts." + _LOCAL_MODE, no
 
 _CLIENT = ClientInfo(agent="affidavit-cli")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 AsOpt = Annotated[
     str | None,
     typer.Option(
