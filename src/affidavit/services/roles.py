@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from affidavit.catalog.store import UnitOfWork
 from affidavit.errors import AccessDenied, AlreadyExists, InputError
 from affidavit.models.identity import AccountKind, Principal, RoleGrant, account_name
 from affidavit.models.permissions import HUMAN_ONLY_ROLES, Permission, Role
@@ -30,6 +31,7 @@ from affidavit.services.identity import (
     vouched_holders,
     vouched_roles,
 )
+from affidavit.services.policy_vouch import read_events
 
 
 def _role(value: Role | str) -> Role:
@@ -77,6 +79,13 @@ def grant_role(
                 hint="automation never approves, administers or holds key custody; "
                 "give it operator, auditor or viewer",
             )
+        if _made_by(change.uow, principal.name, target_name):
+            raise AccessDenied(
+                f"{principal.name!r} was created or given a role by {target_name!r}, so it "
+                f"cannot grant {target_name!r} a role: one person must not promote themselves "
+                "through a second account",
+                hint="another administrator, not made by this account, must grant it",
+            )
         if wanted in ids.roles(target.id):
             raise AlreadyExists(
                 f"{target_name!r} holds the role {wanted.value} already",
@@ -90,6 +99,18 @@ def grant_role(
         ids.add_grant(target.id, wanted, at=at, by=principal.name, seq=event.seq)
     return RoleGrant(
         account=target_name, role=wanted, granted_at=at, granted_by=principal.name, seq=event.seq
+    )
+
+
+def _made_by(uow: UnitOfWork, grantor: str, grantee: str) -> bool:
+    """Whether the ledger shows ``grantee`` creating the account ``grantor`` or granting it a
+    role: then ``grantor`` may be ``grantee``'s second account, and its grant to ``grantee``
+    would be a self-grant in disguise."""
+    subject = f"account:{grantor}"
+    return any(
+        event.subject == subject and event.actor == grantee
+        for action in ("account.created", "role.granted")
+        for event in read_events(uow.ledger, action)
     )
 
 

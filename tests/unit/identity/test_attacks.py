@@ -501,3 +501,23 @@ def test_a_role_the_ledger_granted_a_service_account_by_mistake_counts_for_nothi
     assert not posing.permissions & APPROVING
     with pytest.raises(AccessDenied):
         idn.authorize(posing, Permission.POLICY_APPROVE)
+
+
+def test_a_second_account_cannot_promote_the_one_that_made_it(world: World) -> None:
+    """alice makes "alice-alt", gives it admin, enrols its TOTP, then tries to have it grant
+    alice approver: one person holding both through a puppet account is refused."""
+    idn.create_account(world.app, world.admin, "alice-alt", password="second passphrase 7", now=AT)
+    roles.grant_role(world.app, world.admin, "alice-alt", Role.ADMIN, now=AT)
+    first = idn.login(world.app, "alice-alt", "second passphrase 7", client=CLIENT, now=AT)
+    enrolment = idn.begin_totp(world.app, first.principal, "alice-alt", now=AT)
+    idn.confirm_totp(world.app, first.principal, "alice-alt", code(enrolment.secret, AT), now=AT)
+    later = AT + timedelta(seconds=60)
+    alt = idn.login(
+        world.app, "alice-alt", "second passphrase 7", code(enrolment.secret, later),
+        client=CLIENT, now=later,
+    ).principal  # fmt: skip
+    size = ledger_size(world.home)
+    with pytest.raises(AccessDenied, match="second account"):
+        roles.grant_role(world.app, alt, "alice", Role.APPROVER, now=later)
+    assert ledger_size(world.home) == size
+    roles.grant_role(world.app, alt, "bob", Role.VIEWER, now=later)  # others: as before
