@@ -3,14 +3,17 @@ affidavit home, the CLI, and the genuine sample files under ../shared."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pytest
@@ -39,15 +42,41 @@ def shared_formats() -> Path:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisScratch]:
-    """A real redis-server on a random loopback port for the whole session."""
-    with RedisScratch() as server:
+    """A real redis-server on a random loopback port for the whole session. It answers
+    ``SYNC`` at once (``replica_sync_delay=0``): Redis' default waits 5 s for more replicas,
+    which every backup would sit through; ``held_redis`` and ``test_redis_rdb_stream`` keep
+    servers that wait (their keep-alive newlines included)."""
+    with RedisScratch(replica_sync_delay=0) as server:
         yield server
+
+
+class ThrowawaySecantus(SecantusScratch):
+    """A test's SecantusDB server, killed (SIGKILL to its process group) when its ``with``
+    block ends: its data is thrown away then, and on SIGTERM SecantusDB waits 2 s for its
+    accept thread before it exits. :meth:`stop` during a test still sends SIGTERM."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+        super().__exit__(exc_type, exc, tb)
+
+
+@pytest.fixture(scope="session")
+def mongo_scratch_class() -> type[SecantusScratch]:
+    """:class:`ThrowawaySecantus`, for a module's own server (see ``moto_scratch_class``)."""
+    return ThrowawaySecantus
 
 
 @pytest.fixture(scope="session")
 def mongo_server() -> Iterator[SecantusScratch]:
     """A real SecantusDB (MongoDB wire protocol) server on a random loopback port."""
-    with SecantusScratch() as server:
+    with ThrowawaySecantus() as server:
         yield server
 
 
@@ -74,15 +103,16 @@ def postgres_url(postgres_server: PostgresScratch) -> Iterator[str]:
 
 @pytest.fixture
 def fresh_redis() -> Iterator[RedisScratch]:
-    """A redis-server of this test's own (for tests that write or kill it)."""
-    with RedisScratch() as server:
+    """A redis-server of this test's own (for tests that write or kill it); it answers
+    ``SYNC`` at once, like ``redis_server``."""
+    with RedisScratch(replica_sync_delay=0) as server:
         yield server
 
 
 @pytest.fixture
 def fresh_mongo() -> Iterator[SecantusScratch]:
     """A SecantusDB server of this test's own."""
-    with SecantusScratch() as server:
+    with ThrowawaySecantus() as server:
         yield server
 
 

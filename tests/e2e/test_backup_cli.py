@@ -61,8 +61,8 @@ def seed(engine: EngineName, uri: str, scale: int = 10) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Any:
-    with SecantusScratch() as mongo, RedisScratch() as redis:
+def servers(mongo_scratch_class: type[SecantusScratch]) -> Any:
+    with mongo_scratch_class() as mongo, RedisScratch(replica_sync_delay=0) as redis:
         yield {
             "mongo": mongo.uri,
             "redis": redis.uri,

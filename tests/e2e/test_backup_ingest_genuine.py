@@ -150,7 +150,9 @@ def redis_load_counts(rdb: Path, workdir: Path) -> dict[str, int] | None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        client = redis.Redis(host="127.0.0.1", port=port)
+        # no retries: the loop polls itself, and redis-py's default retries a refused
+        # connection for ~4 s, long after a server that refuses the file has exited
+        client = redis.Redis(host="127.0.0.1", port=port, retry=None)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, str]]:
-    with SecantusScratch() as mongo, RedisScratch() as red:
+def servers(mongo_scratch_class: type[SecantusScratch]) -> Iterator[dict[str, str]]:
+    with mongo_scratch_class() as mongo, RedisScratch(replica_sync_delay=0) as red:
         for engine, uri in ((EngineName.MONGODB, mongo.uri), (EngineName.REDIS, red.uri)):
             parsed = ConnectionUri.parse(engine, uri)
             with engine_for_uri(engine, parsed, password=None, timeout=5) as e:

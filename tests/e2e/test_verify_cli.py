@@ -36,9 +36,9 @@ def _seed(engine: EngineName, uri: str, scale: int = 10) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Any:
+def servers(mongo_scratch_class: type[SecantusScratch]) -> Any:
     """Seeded servers that no test of this module writes to."""
-    with SecantusScratch() as mongo, RedisScratch() as cache:
+    with mongo_scratch_class() as mongo, RedisScratch(replica_sync_delay=0) as cache:
         _seed(EngineName.MONGODB, mongo.uri)
         _seed(EngineName.REDIS, cache.uri)
         yield {"mongo": mongo.uri, "redis": cache.uri}

@@ -32,7 +32,7 @@ def catalog_dump(home: Path) -> dict[str, list[Any]]:
 
 @pytest.fixture(scope="module")
 def source() -> Any:
-    with RedisScratch() as server:
+    with RedisScratch(replica_sync_delay=0) as server:
         uri = ConnectionUri.parse(EngineName.REDIS, server.uri)
         with engine_for_uri(EngineName.REDIS, uri, password=None, timeout=5) as engine:
             seeded = dict(engine.seed_sample(seed=2, scale=20))

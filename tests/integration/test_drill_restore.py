@@ -39,9 +39,9 @@ def seed(engine: EngineName, uri: str, scale: int = 10) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def seeded() -> Iterator[dict[str, Any]]:
+def seeded(mongo_scratch_class: type[SecantusScratch]) -> Iterator[dict[str, Any]]:
     """One seeded MongoDB and one seeded Redis for the module."""
-    with SecantusScratch() as mongo, RedisScratch() as red:
+    with mongo_scratch_class() as mongo, RedisScratch(replica_sync_delay=0) as red:
         yield {
             "mongo": mongo.uri,
             "redis": red.uri,

@@ -103,7 +103,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     vault = root / "vault"
     settings = load_settings(home=home, environ={}, overrides={"actor": "ops@example.com"})
     initialise(settings)
-    with RedisScratch() as cache:
+    with RedisScratch(replica_sync_delay=0) as cache:
         with engine_for_uri(EngineName.REDIS, ConnectionUri.parse(EngineName.REDIS, cache.uri),
                             password=None, timeout=5) as db:  # fmt: skip
             db.seed_sample(seed=5, scale=5)

@@ -74,7 +74,7 @@ def hook() -> Iterator[Hook]:
 
 @pytest.fixture(scope="module")
 def redis_source() -> Iterator[str]:
-    with RedisScratch() as server:
+    with RedisScratch(replica_sync_delay=0) as server:
         parsed = ConnectionUri.parse(EngineName.REDIS, server.uri)
         with engine_for_uri(EngineName.REDIS, parsed, password=None, timeout=5) as e:
             e.seed_sample(seed=3, scale=5)

@@ -31,8 +31,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def mongo() -> Any:
-    with SecantusScratch() as server:
+def mongo(mongo_scratch_class: type[SecantusScratch]) -> Any:
+    with mongo_scratch_class() as server:
         uri = ConnectionUri.parse(EngineName.MONGODB, server.uri)
         with engine_for_uri(EngineName.MONGODB, uri, password=None, timeout=5) as engine:
             engine.seed_sample(seed=9, scale=8)

@@ -33,8 +33,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def mongo() -> Iterator[str]:
-    with SecantusScratch() as server:
+def mongo(mongo_scratch_class: type[SecantusScratch]) -> Iterator[str]:
+    with mongo_scratch_class() as server:
         uri = ConnectionUri.parse(EngineName.MONGODB, server.uri)
         with engine_for_uri(EngineName.MONGODB, uri, password=None, timeout=5) as engine:
             engine.seed_sample(seed=13, scale=4)
