@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.affidavit-installed
 
 .PHONY: setup system-deps sanitizer-deps demo test test-pure test-sanitize lint bench clean
 
-setup: system-deps $(STAMP)
+NPM_STAMP := node_modules/.affidavit-installed
+
+setup: system-deps $(STAMP) $(NPM_STAMP)
 
 # Debian packages the demo and the tests use (redis-server, ...): installed when missing
 # and running as root, else a clear message saying what to install.
@@ -21,6 +23,13 @@ $(STAMP): pyproject.toml setup.py src/affidavit/formats/rdb/_native.c \
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# the test-only npm packages (oidc-provider, which the OIDC tests run under node), exactly as
+# package-lock.json pins them, into this repository's node_modules: again whenever the
+# lockfile is newer than the last install
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $(NPM_STAMP)
 
 demo: setup
 	$(BIN)/affidavit demo
@@ -51,6 +60,6 @@ bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	rm -f src/affidavit/formats/rdb/_native*.so src/affidavit/formats/bson_codec/_native*.so \
 	      src/affidavit/fingerprint/_native*.so

@@ -25,6 +25,7 @@ from affidavit.constants import (
     HOME_ENV,
 )
 from affidavit.errors import ConfigError
+from affidavit.models.identity import is_loopback_host
 
 
 class Settings(BaseModel):
@@ -75,6 +76,26 @@ class Settings(BaseModel):
     webhooks: tuple[str, ...] = Field(
         default=(), description="http(s) URLs that receive alerts as JSON POSTs"
     )
+    oidc_issuer: str = Field(
+        default="",
+        description="the OpenID provider of single sign-on (its issuer URL); empty: none",
+    )
+    oidc_client_id: str = Field(
+        default="", max_length=255, description="affidavit's client id at the OpenID provider"
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None,
+        description="the client's secret; from AFFIDAVIT_OIDC_CLIENT_SECRET only (none: a "
+        "public client, PKCE alone)",
+    )
+    oidc_redirect_uri: str = Field(
+        default="",
+        description="the callback URL registered at the provider: "
+        "https://HOST:PORT/api/v1/auth/oidc/callback",
+    )
+    oidc_mfa_acr: tuple[str, ...] = Field(
+        default=(), description="acr values by which the provider says it checked MFA"
+    )
 
     @field_validator("webhooks", mode="before")
     @classmethod
@@ -93,6 +114,31 @@ class Settings(BaseModel):
                 raise ValueError(f"{_no_userinfo(url)!r} is not an http(s) URL")
             if any(ord(ch) <= 0x20 for ch in url):
                 raise ValueError("a webhook URL must not contain spaces or control characters")
+        return value
+
+    @field_validator("oidc_mfa_acr", mode="before")
+    @classmethod
+    def _split_acr(cls, value: Any) -> Any:
+        # from the environment: AFFIDAVIT_OIDC_MFA_ACR="urn:a urn:b" (comma or space)
+        if isinstance(value, str):
+            return tuple(part for part in value.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("oidc_issuer", "oidc_redirect_uri")
+    @classmethod
+    def _oidc_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError(f"{_no_userinfo(value)[:200]!r} is not an http(s) URL")
+        if parts.scheme == "http" and not is_loopback_host(host):
+            raise ValueError("must be https (http only to a loopback address)")
+        if parts.username is not None or parts.password is not None or parts.fragment:
+            raise ValueError("must hold no credentials and no fragment")
+        if any(ord(ch) <= 0x20 for ch in value):
+            raise ValueError("must not contain spaces or control characters")
         return value
 
     @field_validator("actor")
@@ -200,6 +246,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
             f"{path} must not hold the passphrase",
             hint="secrets are never stored in files affidavit reads: set AFFIDAVIT_PASSPHRASE",
         )
+    if "oidc_client_secret" in section:
+        raise ConfigError(
+            f"{path} must not hold the OpenID client secret",
+            hint="secrets are never stored in files affidavit reads: set "
+            "AFFIDAVIT_OIDC_CLIENT_SECRET",
+        )
     return dict(section)
 
 
@@ -220,5 +272,11 @@ DEFAULT_CONFIG_TEXT = """\
 # rto_seconds = 3600              # recovery-time objective a drill must meet
 # webhooks = ["https://alerts.example.com/affidavit"]  # alerts are POSTed here as JSON
 # access_log_retention_days = 400  # `access-log expire` drops older payloads (hashes stay)
+# Single sign-on of `affidavit serve` with an OpenID provider (docs/identities.md, "OIDC"):
+# oidc_issuer = "https://login.example.com/realms/main"
+# oidc_client_id = "affidavit"
+# oidc_redirect_uri = "https://affidavit.example.com:8443/api/v1/auth/oidc/callback"
+# oidc_mfa_acr = ["urn:example:mfa"]  # acr values that mean the provider checked MFA
+# The client secret comes from AFFIDAVIT_OIDC_CLIENT_SECRET only (none: a public client).
 # The local key file's passphrase comes from AFFIDAVIT_PASSPHRASE only, never from this file.
 """

@@ -8,6 +8,8 @@ renders it without a traceback. Third-party exceptions are wrapped at the bounda
 
 from __future__ import annotations
 
+from typing import Any
+
 from affidavit.constants import ExitCode
 
 
@@ -24,6 +26,21 @@ class Error(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+# --- not a failure (exit 0): the operation waits for other people's approval ----------------
+
+
+class ApprovalPending(Error):
+    """A gated operation was asked for by an authenticated identity and now waits for other
+    people's approval: nothing else changed, a request was recorded. Not a failure (exit 0):
+    the CLI prints the request, the server answers 202 with it."""
+
+    exit_code = ExitCode.OK
+
+    def __init__(self, message: str, *, hint: str | None = None, request: dict[str, Any]) -> None:
+        super().__init__(message, hint=hint)
+        self.request = request
 
 
 # --- bad input or usage (exit 2): nothing changed -------------------------------------------

@@ -6,6 +6,7 @@ that never repeat a time step."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ from affidavit.models.identity import AccountKind, Principal
 from affidavit.models.ledger import ClientInfo
 from affidavit.models.permissions import ROLES, Role
 from affidavit.services import identity as idn
-from affidavit.services import roles
+from affidavit.services import principals, roles
 from affidavit.services.context import App, open_app
 
 PASSWORD = "correct horse battery 9"
@@ -64,10 +65,11 @@ def serving(
     scheme: str = "http",
     verify: Any = True,
     env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Served]:
     """``affidavit --home HOME serve --port P ARGS`` until the block ends (SIGTERM by PID,
-    then SIGKILL)."""
-    port = free_port()
+    then SIGKILL); ``port``: P (default: a free one)."""
+    port = port or free_port()
     log = home.parent / f"serve-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -201,7 +203,7 @@ def make_world(home: Path) -> World:
             secrets[name] = enrolment.secret
             recovery[name] = list(codes)
 
-        idn.bootstrap_admin(app, idn.local_principal(app), "admin", PASSWORD, now=at)
+        idn.bootstrap_admin(app, principals.local_principal(app), "admin", PASSWORD, now=at)
         enrol("admin")
         later = at + timedelta(seconds=30)
         admin = idn.login(
@@ -222,3 +224,18 @@ def make_world(home: Path) -> World:
     world = World(home=home, secrets=secrets, token=issued.secret, recovery=recovery["admin"])
     world.used["admin"] = totp.time_step(later)
     return world
+
+
+def copy_world(world: World, home: Path) -> World:
+    """The world of a copy of ``world.home`` at ``home``: the same accounts, TOTP secrets,
+    token and recovery codes, made once by :func:`make_world` (its argon2 hashing and logins
+    take seconds) and copied per test; the codes and sessions the copy uses are its own.
+    ``world`` should be one no test uses, so that its codes are all as made."""
+    shutil.copytree(world.home, home)
+    return World(
+        home=home,
+        secrets=dict(world.secrets),
+        token=world.token,
+        recovery=list(world.recovery),
+        used=dict(world.used),
+    )

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ assert STRICT != POLICY
 @pytest.fixture
 def cache() -> Iterator[RedisScratch]:
     """A seeded redis-server of this test's own (tests change its configuration)."""
-    with RedisScratch() as server:
+    with RedisScratch(replica_sync_delay=0) as server:
         uri = ConnectionUri.parse(EngineName.REDIS, server.uri)
         with engine_for_uri(EngineName.REDIS, uri, password=None, timeout=5) as engine:
             engine.seed_sample(seed=5, scale=3)
@@ -119,11 +120,23 @@ def _healthy_home(cli: Any, tmp_path: Path, server: RedisScratch) -> str:
         _ok(cli("dataset", "classify", subject.removeprefix("dataset:"), "internal",
                 "--reason", "cache data"))  # fmt: skip
     _propose_and_approve(cli, tmp_path, POLICY, 1)
+    _accept_local_mode(cli)
     _ok(cli("--actor", "dave", "baseline", "approve", "--note", "as deployed"))
     _ok(cli("ledger", "checkpoint", "--publish", str(tmp_path / "witness")))
     code, out = _check(cli)
     assert code == 0, _failing(out)
     return backup_id
+
+
+def _accept_local_mode(cli: Any) -> None:
+    """These homes act in local mode, which enforces no approval: the policy approvals are
+    reported by access.segregation_of_duties as not authenticated, and the organisation
+    accepts that risk with an exception (issue 15)."""
+    expires = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%d")
+    added = _ok(cli("--actor", "alice", "exception", "add", "access.segregation_of_duties", "*",
+                    "--reason", "one host in local mode: no approval is enforced",
+                    "--expires", expires, "--json"))  # fmt: skip
+    _ok(cli("--actor", "bob", "exception", "approve", json.loads(added.out)["id"]))
 
 
 def _propose_and_approve(cli: Any, tmp_path: Path, text: str, version: int) -> None:

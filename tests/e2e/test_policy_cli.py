@@ -28,9 +28,9 @@ POLICY = (Path(__file__).resolve().parents[1] / "unit" / "policy" / "policy.toml
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, str]]:
+def servers(mongo_scratch_class: type[SecantusScratch]) -> Iterator[dict[str, str]]:
     """A seeded MongoDB and Redis of this module's own (one test changes Redis' config)."""
-    with SecantusScratch() as mongo, RedisScratch() as cache:
+    with mongo_scratch_class() as mongo, RedisScratch(replica_sync_delay=0) as cache:
         for engine, uri in ((EngineName.MONGODB, mongo.uri), (EngineName.REDIS, cache.uri)):
             with engine_for_uri(engine, ConnectionUri.parse(engine, uri), password=None,
                                 timeout=5) as db:  # fmt: skip
@@ -198,6 +198,14 @@ def test_check_findings_trail_exceptions_baseline_and_drift(
     assert cli("exception", "add", "dataset.classified", "*", "--reason", "x",
                "--expires", "2001-01-01").code == 2  # fmt: skip
     _ok(cli("--actor", "bob", "exception", "approve", xid))
+    # local mode enforces no approval: access.segregation_of_duties reports the policy and
+    # exception approvals as not authenticated until the organisation accepts that risk
+    code, out = _check(cli)
+    local = [r for r in out["results"] if r["control"] == "access.segregation_of_duties"]
+    assert local and all("not authenticated (local mode)" in r["message"] for r in local)
+    r = _ok(cli("--actor", "alice", "exception", "add", "access.segregation_of_duties", "*",
+                "--reason", "one host in local mode", "--expires", expires, "--json"))  # fmt: skip
+    _ok(cli("--actor", "bob", "exception", "approve", json.loads(r.out)["id"]))
     code, out = _check(cli)
     statuses = {(r["control"], r["subject"]): r["status"] for r in out["results"]}
     assert statuses[("dataset.classified", "dataset:orders/shop.orders")] == "excepted"

@@ -12,6 +12,7 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,9 @@ POLICY = (Path(__file__).resolve().parents[1] / "unit" / "policy" / "policy.toml
 
 
 @pytest.fixture
-def mongo() -> Iterator[str]:
+def mongo(mongo_scratch_class: type[SecantusScratch]) -> Iterator[str]:
     """A seeded MongoDB of this test's own (some tests write to it)."""
-    with SecantusScratch() as server:
+    with mongo_scratch_class() as server:
         parsed = ConnectionUri.parse(EngineName.MONGODB, server.uri)
         with engine_for_uri(EngineName.MONGODB, parsed, password=None, timeout=5) as db:
             db.seed_sample(seed=13, scale=5)
@@ -83,6 +84,12 @@ def _healthy_home(cli: Any, tmp_path: Path, mongo: str, *, policy: str = POLICY)
     policy_file.write_text(policy, encoding="utf-8")
     _ok(cli("--actor", "alice", "policy", "propose", str(policy_file)))
     _ok(cli("--actor", "bob", "policy", "approve", "1"))
+    # local mode enforces no approval: access.segregation_of_duties reports the approval as not
+    # authenticated, and the organisation accepts that risk with an exception (issue 15)
+    expires = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%d")
+    added = _ok(cli("--actor", "alice", "exception", "add", "access.segregation_of_duties", "*",
+                    "--reason", "one host in local mode", "--expires", expires, "--json"))  # fmt: skip
+    _ok(cli("--actor", "bob", "exception", "approve", json.loads(added.out)["id"]))
     _ok(cli("--actor", "dave", "baseline", "approve", "--note", "as deployed"))
     _ok(cli("ledger", "checkpoint", "--publish", str(tmp_path / "witness")))
     return backup_id

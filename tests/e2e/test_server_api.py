@@ -68,6 +68,14 @@ HARMLESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/api/v1/auth/login"): ("/auth/login", {"name": MISSING, "password": "x" * 12}),
     ("POST", "/api/v1/auth/logout"): ("/auth/logout", None),
     ("POST", "/api/v1/auth/step-up"): ("/auth/step-up", {"code": "not-a-code"}),
+    # single sign-on: not configured in this home (404)
+    ("GET", "/api/v1/auth/oidc/start"): ("/auth/oidc/start", None),
+    ("GET", "/api/v1/auth/oidc/callback"): ("/auth/oidc/callback?state=s&code=c", None),
+    ("POST", "/api/v1/auth/oidc/cli"): ("/auth/oidc/cli", {}),
+    ("POST", "/api/v1/auth/oidc/cli/redeem"): (
+        "/auth/oidc/cli/redeem",
+        {"flow": "f", "flow_secret": "s", "code": "c"},
+    ),
     ("GET", "/api/v1/whoami"): ("/whoami", None),
     ("GET", "/api/v1/sources"): ("/sources", None),
     ("GET", "/api/v1/sources/{name}"): (f"/sources/{MISSING}", None),
@@ -75,6 +83,44 @@ HARMLESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/api/v1/backups"): ("/backups", None),
     ("GET", "/api/v1/backups/{backup_id}"): (f"/backups/{MISSING}", None),
     ("POST", "/api/v1/backups"): ("/backups", {"source": MISSING}),
+    ("DELETE", "/api/v1/backups/{backup_id}"): (f"/backups/{MISSING}", {"reason": "test"}),
+    ("GET", "/api/v1/requests"): ("/requests", None),
+    ("GET", "/api/v1/requests/{request_id}"): (f"/requests/{MISSING}", None),
+    ("POST", "/api/v1/requests/{request_id}/approve"): (f"/requests/{MISSING}/approve", {}),
+    ("POST", "/api/v1/requests/{request_id}/veto"): (
+        f"/requests/{MISSING}/veto",
+        {"reason": "test"},
+    ),
+    ("POST", "/api/v1/requests/{request_id}/cancel"): (f"/requests/{MISSING}/cancel", {}),
+    ("POST", "/api/v1/requests/{request_id}/execute"): (f"/requests/{MISSING}/execute", None),
+    ("GET", "/api/v1/approval-rules"): ("/approval-rules", None),
+    # a real rotation for the security officer (this world has no backup key to re-wrap)
+    ("POST", "/api/v1/keys/rotate"): ("/keys/rotate", None),
+    ("POST", "/api/v1/backups/{backup_id}/identity"): (
+        f"/backups/{MISSING}/identity",
+        {"reason": "test"},
+    ),
+    ("DELETE", "/api/v1/sources/{name}"): (f"/sources/{MISSING}", {"reason": "test"}),
+    ("POST", "/api/v1/accounts/{name}/disable"): (
+        f"/accounts/{MISSING}/disable",
+        {"reason": "test"},
+    ),
+    ("POST", "/api/v1/policy/versions/{version}/approve"): (
+        "/policy/versions/999999/approve",
+        None,
+    ),
+    ("POST", "/api/v1/exceptions/{exception_id}/approve"): (f"/exceptions/{MISSING}/approve", None),
+    # a rule the service refuses (rule changes always keep an approver): 400, nothing changes
+    ("POST", "/api/v1/approval-rules"): (
+        "/approval-rules",
+        {
+            "operation": "approval.rule_change",
+            "approvers": 0,
+            "role": "admin",
+            "approval_window_s": 3600,
+            "execution_window_s": 3600,
+        },
+    ),
     ("POST", "/api/v1/backups/{backup_id}/verify"): (f"/backups/{MISSING}/verify", {}),
     ("GET", "/api/v1/verifications"): ("/verifications", None),
     ("POST", "/api/v1/backups/{backup_id}/drills"): (f"/backups/{MISSING}/drills", {}),

@@ -37,6 +37,7 @@ from server_harness import (
     SERVICE,
     Served,
     World,
+    copy_world,
     make_world,
     serving,
 )
@@ -120,25 +121,36 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, World]]:
+def template(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The world, made once for the module; the servers below each run on a copy of it."""
+    with pytest.MonkeyPatch.context() as patch:
+        for var in list(os.environ):
+            if var.startswith("AFFIDAVIT_"):
+                patch.delenv(var)
+        patch.setenv("AFFIDAVIT_ACTOR", "tester@example.com")
+        return make_world(fresh_home(tmp_path_factory.mktemp("attacks-template")))
+
+
+@pytest.fixture(scope="module")
+def shared(
+    template: World, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Served, World]]:
     """One server and world for the attacks that leave the access log intact."""
     with pytest.MonkeyPatch.context() as patch:
         for var in list(os.environ):
             if var.startswith("AFFIDAVIT_"):
                 patch.delenv(var)
         patch.setenv("AFFIDAVIT_ACTOR", "tester@example.com")
-        home = fresh_home(tmp_path_factory.mktemp("attacks"))
-        world = make_world(home)
-        with serving(home) as served:
+        world = copy_world(template, tmp_path_factory.mktemp("attacks") / "home")
+        with serving(world.home) as served:
             yield served, world
 
 
 @pytest.fixture
-def own(tmp_path: Path, clean_env: None) -> Iterator[tuple[Served, World]]:
+def own(template: World, tmp_path: Path, clean_env: None) -> Iterator[tuple[Served, World]]:
     """A server and world of this test's own (for attacks that break the access log)."""
-    home = fresh_home(tmp_path)
-    world = make_world(home)
-    with serving(home) as served:
+    world = copy_world(template, tmp_path / "home")
+    with serving(world.home) as served:
         yield served, world
 
 
@@ -747,19 +759,21 @@ def test_escape_sequences_in_the_access_log_never_reach_a_terminal(
 
 
 def test_a_login_is_logged_under_the_account_s_own_name(shared: tuple[Served, World]) -> None:
-    """A login as ``  Operator `` is the operator's: logged under ``operator`` (with how it
-    authenticated), so that a search of the access log by name misses no spelling."""
+    """A login as ``  Approver `` is the approver's: logged under ``approver`` (with how it
+    authenticated), so that a search of the access log by name misses no spelling. (The
+    approver: the account that has used the fewest TOTP codes here, so that a fresh code
+    needs no wait for the next time step.)"""
     served, world = shared
     with served.client() as http:
-        answer = http.post("/auth/login", json={"name": "  Operator ", "password": PASSWORD,
-                                                 "totp": world.code("operator")})  # fmt: skip
+        answer = http.post("/auth/login", json={"name": "  Approver ", "password": PASSWORD,
+                                                 "totp": world.code("approver")})  # fmt: skip
         assert answer.status_code == 200, answer.text
-        failed = http.post("/auth/login", json={"name": "OPERATOR", "password": "not it 12345"})
+        failed = http.post("/auth/login", json={"name": "APPROVER", "password": "not it 12345"})
         assert failed.status_code == 401
     logins = [e for e in entries(world.home) if e["route"] == "/api/v1/auth/login"][-2:]
     assert [(e["identity"], e["auth_method"], e["outcome"]) for e in logins] == [
-        ("operator", "password+totp", "allowed"),
-        ("operator", "password", "failed"),
+        ("approver", "password+totp", "allowed"),
+        ("approver", "password", "failed"),
     ]
 
 

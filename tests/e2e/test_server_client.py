@@ -98,7 +98,7 @@ def test_client_mode_prints_what_local_mode_prints(
     assert cli("backup", "list", "--json").out == cli(*server, "backup", "list", "--json").out
     # a command that cannot run through the server yet is refused, never run locally
     before = cli(*server, "backup", "list", "--json").out
-    refused = cli("backup", "run", "cache")
+    refused = cli("inventory")
     assert refused.code == 2
     assert "does not run through a server yet" in refused.err
     assert "backup list" in refused.err

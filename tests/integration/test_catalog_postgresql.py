@@ -415,9 +415,8 @@ def test_a_writer_that_waits_too_long_for_the_ledger_lock_is_told_why(
             uow.ledger.size()
         assert caught.value.hint is not None
         assert "another affidavit process" in caught.value.hint
-        with pytest.raises(CatalogError) as caught, catalog.reader():  # as on SQLite
-            pass
-        assert "could not read the catalog" in caught.value.message
+        with catalog.reader() as uow:  # a reader never waits for the writers' lock
+            assert uow.ledger.size() == 2
     finally:
         blocker.rollback()
         blocker.close()

@@ -90,6 +90,7 @@ RESTRICTED: dict[str, tuple[str, ...]] = {
     "httpx": (),  # a test client only
     "jinja2": ("affidavit.evidence.report", "affidavit.server"),
     "argon2": ("affidavit.crypto",),
+    "joserfc": ("affidavit.crypto",),  # ID tokens of single sign-on (crypto/oidc.py)
     "pyotp": ("affidavit.crypto",),
     "ua_parser": ("affidavit.services.access_log",),
     "qrcode": ("affidavit.cli",),

@@ -140,6 +140,39 @@ class IdentityRepository:
         row.disabled_at, row.disabled_reason = at, reason
         self._s.flush()
 
+    def accounts_by_oidc(self, issuer: str, subject: str) -> builtins.list[Account]:
+        """The accounts linked to the OpenID subject ``(issuer, subject)``: one, or none (more
+        than one only in a catalog edited behind affidavit's back)."""
+        rows = self._s.scalars(
+            select(AccountRow).where(
+                AccountRow.oidc_issuer == issuer, AccountRow.oidc_subject == subject
+            )
+        )
+        return [self._account(row) for row in rows]
+
+    def link_oidc(self, account_id: str, *, issuer: str, subject: str) -> None:
+        """Link the account to the OpenID subject ``(issuer, subject)``; raise
+        :class:`AlreadyExists` when another account holds it. One subject maps to at most one
+        account: the check runs in the caller's write transaction, which every writer takes
+        in turn (``BEGIN IMMEDIATE``; on PostgreSQL the ledger's table lock), so two links of
+        the same subject cannot both pass it."""
+        row = self._row(account_id)
+        holders = self._s.scalars(
+            select(AccountRow.name).where(
+                AccountRow.oidc_issuer == issuer,
+                AccountRow.oidc_subject == subject,
+                AccountRow.id != account_id,
+            )
+        ).all()
+        if holders:
+            raise AlreadyExists(
+                f"the OpenID subject {subject!r} of {issuer} is linked to {holders[0]!r} already",
+                hint=f"one subject maps to one account: if linking {holders[0]!r} was the "
+                "mistake, link it to its own subject first",
+            )
+        row.oidc_issuer, row.oidc_subject = issuer, subject
+        self._s.flush()
+
     def _row(self, account_id: str) -> AccountRow:
         row = self._s.get(AccountRow, account_id)
         if row is None:

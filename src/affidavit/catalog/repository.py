@@ -306,6 +306,22 @@ class LedgerRepository:
         self._newest = () if newest is None else newest
         return (None if last is None else int(last)), newest
 
+    def newest_of(self, actions: Sequence[str]) -> tuple[int, bytes] | None:
+        """The seq and leaf hash of the newest entry whose ``action`` column is one of
+        ``actions`` (None when there is none), in one statement: one index seek per action
+        (``ix_ledger_entries_action_seq``), whatever the size of the ledger."""
+        if not actions:
+            return None
+        newest = " UNION ALL ".join(
+            ["SELECT max(seq) AS m FROM ledger_entries WHERE action = ?"] * len(actions)
+        )
+        rows = self._raw(
+            "SELECT CAST(seq AS BIGINT), CAST(leaf_hash AS BLOB) FROM ledger_entries "  # noqa: S608 - placeholders only
+            f"WHERE seq = (SELECT max(m) FROM ({newest}) AS newest)",
+            actions,
+        )
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
     def append(
         self,
         *,
@@ -572,14 +588,22 @@ class BackupRepository:
 
     def get(self, backup_id: str) -> Backup:
         """The backup with everything recorded about it; raise :class:`NotFound`."""
-        return self._backup(self._row(backup_id))
+        row = self._row(backup_id)
+        (backup,) = self._backups([row], lambda column: column == backup_id)
+        return backup
 
     def list(self, source: str | None = None) -> list[Backup]:
-        """Backups (of ``source``), newest first."""
+        """Backups (of ``source``), newest first, with everything recorded about them: four
+        queries whatever their number (the backups, then all their artifacts, datasets and
+        holds)."""
         stmt = select(BackupRow).order_by(BackupRow.started_at.desc(), BackupRow.id.desc())
-        if source is not None:
-            stmt = stmt.where(BackupRow.source == source)
-        return [self._backup(r) for r in self._s.scalars(stmt)]
+        if source is None:
+            return self._backups(list(self._s.scalars(stmt)), None)
+        stmt = stmt.where(BackupRow.source == source)
+        of_source = select(BackupRow.id).where(BackupRow.source == source)
+        return self._backups(
+            list(self._s.scalars(stmt)), lambda column: column.in_(of_source.scalar_subquery())
+        )
 
     def complete(
         self,
@@ -779,17 +803,40 @@ class BackupRepository:
                 )
             )
 
-    def _backup(self, row: BackupRow) -> Backup:
-        arts = self._s.scalars(
-            select(BackupArtifactRow)
-            .where(BackupArtifactRow.backup_id == row.id)
-            .order_by(BackupArtifactRow.path)
-        )
-        dss = self._s.scalars(
-            select(BackupDatasetRow)
-            .where(BackupDatasetRow.backup_id == row.id)
-            .order_by(BackupDatasetRow.name)
-        )
+    def _backups(
+        self, rows: Sequence[BackupRow], scope: Callable[[Any], Any] | None
+    ) -> builtins.list[Backup]:
+        """``rows`` as backups, their artifacts, datasets and holds read with one query each
+        for all of them: ``scope`` turns a table's ``backup_id`` column into the condition
+        that selects the rows of these backups (None: every row, for a list of all backups).
+        Each backup's artifacts come by path, datasets by name, holds oldest first."""
+        if not rows:
+            return []
+
+        def by_backup(table: Any, *order: Any) -> dict[str, builtins.list[Any]]:
+            stmt = select(table).order_by(table.backup_id, *order)
+            if scope is not None:
+                stmt = stmt.where(scope(table.backup_id))
+            found: dict[str, builtins.list[Any]] = {}
+            for child in self._s.scalars(stmt):
+                found.setdefault(child.backup_id, []).append(child)
+            return found
+
+        arts = by_backup(BackupArtifactRow, BackupArtifactRow.path)
+        dss = by_backup(BackupDatasetRow, BackupDatasetRow.name)
+        holds = by_backup(HoldRow, HoldRow.id)
+        return [
+            self._backup(r, arts.get(r.id, ()), dss.get(r.id, ()), holds.get(r.id, ()))
+            for r in rows
+        ]
+
+    def _backup(
+        self,
+        row: BackupRow,
+        arts: Sequence[BackupArtifactRow],
+        dss: Sequence[BackupDatasetRow],
+        holds: Sequence[HoldRow],
+    ) -> Backup:
         return Backup(
             id=row.id,
             source=row.source,
@@ -832,7 +879,7 @@ class BackupRepository:
                 )
                 for d in dss
             ),
-            holds=tuple(self.holds(row.id)),
+            holds=tuple(_hold(h) for h in holds),
         )
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -96,11 +97,13 @@ class LedgerEntryRow(Base):
     O(log n) row reads and an append writes one row."""
 
     __tablename__ = "ledger_entries"
+    # the newest entry of an action is one index seek (services.principals reads it per request)
+    __table_args__ = (Index("ix_ledger_entries_action_seq", "action", "seq"),)
 
     seq: Mapped[int] = mapped_column(_ROWID, primary_key=True, autoincrement=False)
     time: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(Text)
-    action: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(Text)
     entry: Mapped[bytes] = mapped_column(LargeBinary)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
@@ -129,7 +132,7 @@ class BackupRow(Base):
     vault: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(8))  # run | ingest
     format: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16))  # running | complete | failed | deleted
+    status: Mapped[str] = mapped_column(String(16), index=True)  # running|complete|failed|deleted
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retain_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -203,7 +206,7 @@ class HoldRow(Base):
     __tablename__ = "holds"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"))
+    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"), index=True)
     case_id: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -8,6 +8,11 @@ On PostgreSQL every unit of work first takes ``LOCK TABLE ledger_entries IN SHAR
 EXCLUSIVE MODE`` (held to its commit or rollback; it conflicts with itself, not with plain
 reads), the equivalent of ``BEGIN IMMEDIATE``: units of work of any number of processes and
 hosts take their turn, and each reads the ledger's head after the one before it committed.
+
+A reader takes no such lock: on SQLite it begins a deferred transaction (WAL: one consistent
+snapshot from its first read, never waiting for a writer), on PostgreSQL a ``REPEATABLE READ,
+READ ONLY`` one (one snapshot for all its statements; a write inside it is an error). So
+reads never queue behind writes, and a writer never waits for readers.
 Sessions run in UTC (timestamps come back with a zero offset whatever the server's
 ``TimeZone``) and wait for the lock as long as SQLite waits for a busy database.
 """
@@ -44,11 +49,12 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 """The newest migration's revision (a test holds it equal to alembic's head): the schema check
 of every command compares the catalog's version with it and loads alembic, which is slow to
 import, only when they differ."""
 _BUSY_TIMEOUT_MS = 30_000
+_READ_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
 
 class _Transaction:
@@ -62,6 +68,7 @@ class _Transaction:
     """
 
     __slots__ = (
+        "_begin",
         "_conn",
         "_dbapi",
         "_ended",
@@ -74,6 +81,7 @@ class _Transaction:
         "_spare",
         "_trans",
         "qmark",
+        "read_only",
     )
 
     def __init__(
@@ -83,10 +91,15 @@ class _Transaction:
         *,
         lock: str | None,
         spare: list[PoolProxiedConnection] | None = None,
+        read_only: bool = False,
     ) -> None:
         self._engine = engine
         self._sessions = sessions
-        self._lock = lock  # statement that serialises writers on a server database
+        # the statement that opens it on a server database: the writers' lock, or a read-only
+        # snapshot; on SQLite, how it begins (writers serialised; readers deferred)
+        self._lock = lock
+        self.read_only = read_only
+        self._begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
         self._raw = engine.dialect.name == "sqlite"
         self.qmark = engine.dialect.paramstyle == "qmark"
         # the catalog's connection kept checked out between units of work (SQLite): taking it
@@ -118,7 +131,7 @@ class _Transaction:
                     fairy = self._engine.raw_connection()
                 dbapi: Any = fairy.dbapi_connection
                 try:
-                    dbapi.execute("BEGIN IMMEDIATE")
+                    dbapi.execute(self._begin)
                 except BaseException:
                     fairy.close()
                     raise
@@ -229,13 +242,31 @@ class UnitOfWork:
 
     The repositories are built on first use; the ORM session (``session``) only when an ORM
     repository needs it: the ledger's statements run on the transaction's DB-API connection.
+
+    ``memo`` holds what a service derived from this transaction's reads, for the rest of it;
+    ``catalog_memo`` what it keeps between units of work of the same :class:`Catalog` (one
+    per ``App``; every thread's units of work share it). Neither is ever trusted blindly: a
+    value is kept with the key it was derived under (say, the newest ledger entry it read),
+    and a later unit of work uses it only when it reads the same key in its own transaction.
+    A writer's transaction may change what it read, so only a reader's (:attr:`read_only`)
+    derivations are kept.
     """
 
-    def __init__(self, session: Session | _Transaction) -> None:
+    def __init__(
+        self, session: Session | _Transaction, *, catalog_memo: dict[str, object] | None = None
+    ) -> None:
         self._tx = (
             session if isinstance(session, _Transaction) else _Transaction.of_session(session)
         )
         self._ledger: LedgerRepository | None = None
+        self.memo: dict[str, object] = {}
+        self.catalog_memo: dict[str, object] = catalog_memo if catalog_memo is not None else {}
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this is a reader's transaction (:meth:`Catalog.reader`): one snapshot,
+        nothing written."""
+        return self._tx.read_only
 
     @property
     def session(self) -> Session:
@@ -304,6 +335,9 @@ class Catalog:
         # by close() (or when the catalog is collected)
         self._spare: list[PoolProxiedConnection] = []
         weakref.finalize(self, _release, self._spare)
+        # what services derived from the catalog, kept between units of work under the key
+        # each was derived at (see UnitOfWork)
+        self._memo: dict[str, object] = {}
         self._lock: str | None = None
         if self._engine.dialect.name == "postgresql":
             # one writer at a time appends to the ledger (sequence numbers are dense)
@@ -394,7 +428,7 @@ class Catalog:
         """A write transaction: commits on normal exit, rolls back on any exception."""
         tx = self._transaction("write the catalog")
         try:
-            yield UnitOfWork(tx)
+            yield UnitOfWork(tx, catalog_memo=self._memo)
             tx.commit()
         except (SQLAlchemyError, self._dbapi_error) as exc:
             _rollback_quietly(tx)
@@ -407,10 +441,11 @@ class Catalog:
 
     @contextmanager
     def reader(self) -> Iterator[UnitOfWork]:
-        """A read-only view; never commits."""
-        tx = self._transaction("read the catalog")
+        """A read-only view; never commits, never waits for a writer (see the module
+        docstring)."""
+        tx = self._transaction("read the catalog", read_only=True)
         try:
-            yield UnitOfWork(tx)
+            yield UnitOfWork(tx, catalog_memo=self._memo)
         except (SQLAlchemyError, self._dbapi_error) as exc:
             raise _wrap(exc, "read the catalog") from exc
         finally:
@@ -419,9 +454,14 @@ class Catalog:
             finally:
                 tx.close()
 
-    def _transaction(self, doing: str) -> _Transaction:
-        tx = _Transaction(self._engine, self._sessions, lock=self._lock, spare=self._spare)
-        if self._lock is not None:
+    def _transaction(self, doing: str, *, read_only: bool = False) -> _Transaction:
+        lock = self._lock
+        if lock is not None and read_only:
+            lock = _READ_SNAPSHOT
+        tx = _Transaction(
+            self._engine, self._sessions, lock=lock, spare=self._spare, read_only=read_only
+        )
+        if lock is not None:
             try:
                 tx.session()  # taken up front, as before any read
             except (SQLAlchemyError, self._dbapi_error) as exc:  # unreachable, or a lock timeout

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +12,6 @@ from affidavit.cli.output import JsonOpt, print_json, print_list, show, table, w
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.cli.views import backup_json
-from affidavit.models.backup import Backup
 from affidavit.services import backup as backups
 
 app = typer.Typer(help="Take, ingest, list and delete backups.", no_args_is_help=True)
@@ -39,7 +38,13 @@ def run(
 ) -> int:
     """Take a point-in-time backup: MongoDB in the mongodump layout (snapshot reads), Redis as
     an RDB over the replication protocol; encrypted with age, locked in the vault until its
-    retention date, fingerprinted while it streams, and signed."""
+    retention date, fingerprinted while it streams, and signed. Remote-capable: --server (no
+    progress bar then: the server answers when the backup is recorded)."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        body = {"source": source, "vault": vault, "datasets": dataset, "retain_days": retain_days}
+        _report(remote.post("/backups", {k: v for k, v in body.items() if v is not None}), json_out)
+        return 0
     with app_for(ctx) as application, reporting(json_out) as reporter:
         result = backups.run_backup(
             application,
@@ -49,7 +54,7 @@ def run(
             retain_days=retain_days,
             reporter=reporter,
         )
-    _report(result, json_out)
+    _report(backup_json(result), json_out)
     return 0
 
 
@@ -77,24 +82,25 @@ def ingest(
             retain_days=retain_days,
             reporter=reporter,
         )
-    _report(result, json_out)
+    _report(backup_json(result), json_out)
     return 0
 
 
-def _report(result: Backup, json_out: bool) -> None:
+def _report(result: dict[str, Any], json_out: bool) -> None:
+    """A backup just taken or ingested, from its JSON view (local and remote alike)."""
     if json_out:
-        print_json(backup_json(result))
+        print_json(result)
         return
     show(
-        f"Backup [bold]{result.id}[/bold] {result.status}: "
-        f"{len(result.artifacts)} artifacts in vault {result.vault}, "
-        f"retained until {when(result.retain_until)}."
+        f"Backup [bold]{result['backup_id']}[/bold] {result['status']}: "
+        f"{len(result['artifacts'])} artifacts in vault {result['vault']}, "
+        f"retained until {when(result['retain_until'])}."
     )
     show(
         table(
             None,
             ["dataset", "records", "fingerprint"],
-            [[d.name, f"{d.records:,}", d.fingerprint] for d in result.datasets],
+            [[d["name"], f"{d['records']:,}", d["fingerprint"]] for d in result["datasets"]],
         )
     )
 
@@ -180,17 +186,22 @@ def delete(
     json_out: JsonOpt = False,
 ) -> int:
     """Delete a backup's artifacts. Refused (exit 1) before its retention date or while any
-    legal hold is active; the manifest and fingerprints stay on record."""
-    with app_for(ctx) as application:
-        receipt = backups.delete_backup(application, backup_id, reason=reason)
-    if json_out:
-        print_json(
-            {
-                "backup_id": receipt.backup_id,
-                "removed": receipt.removed,
-                "kept_manifest_sha256": receipt.kept_manifest_sha256,
-            }
-        )
+    legal hold is active; the manifest and fingerprints stay on record. A gated operation:
+    through the server it waits for a security officer's approval (exit 0, the request is
+    printed; `affidavit request execute ID` then deletes). Remote-capable: --server."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        data = remote.delete(client.route("backups", backup_id), {"reason": reason})
     else:
-        show(f"Deleted {len(receipt.removed)} artifacts of {receipt.backup_id}; manifest kept.")
+        with app_for(ctx) as application:
+            receipt = backups.delete_backup(application, backup_id, reason=reason)
+        data = {
+            "backup_id": receipt.backup_id,
+            "removed": receipt.removed,
+            "kept_manifest_sha256": receipt.kept_manifest_sha256,
+        }
+    if json_out:
+        print_json(data)
+    else:
+        show(f"Deleted {len(data['removed'])} artifacts of {data['backup_id']}; manifest kept.")
     return 0

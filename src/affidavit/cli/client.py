@@ -35,14 +35,47 @@ import typer
 from affidavit import __version__
 from affidavit.cli.state import app_for
 from affidavit.constants import ExitCode
-from affidavit.errors import AuthenticationFailed, Error, InputError, OperationError
+from affidavit.errors import (
+    ApprovalPending,
+    AuthenticationFailed,
+    Error,
+    InputError,
+    OperationError,
+)
 from affidavit.services.context import App
 
 SERVER_ENV: Final = "AFFIDAVIT_SERVER"
 SERVER_META: Final = "affidavit.server"  # where the root callback keeps --server (ctx.meta)
 API_PREFIX: Final = "/api/v1"
 SESSION_FILENAME: Final = "session.json"
-REMOTE_COMMANDS: Final = frozenset({"backup list", "backup show", "source list"})
+REMOTE_COMMANDS: Final = frozenset(
+    {
+        "backup list",
+        "backup show",
+        "backup run",
+        "backup delete",
+        "hold add",
+        "hold release",
+        "keys rotate",
+        "keys export-identity",
+        "source list",
+        "source remove",
+        "vault list",
+        "verify list",
+        "drill list",
+        "user disable",
+        "policy approve",
+        "exception approve",
+        "request list",
+        "request show",
+        "request approve",
+        "request veto",
+        "request cancel",
+        "request execute",
+        "request rules",
+        "request rule-set",
+    }
+)
 """Commands that run through the server in client mode (docs/server.md keeps the list)."""
 CLIENT_COMMANDS: Final = frozenset({"login", "logout", "whoami"})
 """Commands that manage the client's own session (they talk to a server by nature)."""
@@ -282,8 +315,26 @@ class Client:
         return self.request("GET", path, params=params)
 
     def post(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        """``POST path`` with a JSON body."""
-        return self.request("POST", path, body=body if body is not None else {})
+        """``POST path`` with a JSON body; a 202 answer of a gated operation that waits for
+        approval raises :class:`ApprovalPending` (printed as in local mode)."""
+        return _done(self.request("POST", path, body=body if body is not None else {}))
+
+    def delete(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """``DELETE path`` with a JSON body (as :meth:`post` for a pending approval)."""
+        return _done(self.request("DELETE", path, body=body if body is not None else {}))
+
+
+def _done(answer: Any) -> Any:
+    """``answer``, unless it says the operation waits for approval (then raise
+    :class:`ApprovalPending` with the server's request)."""
+    if isinstance(answer, dict) and answer.get("state") == "pending":
+        request = answer.get("request")
+        raise ApprovalPending(
+            str(answer.get("message", "the operation waits for approval")),
+            hint=str(answer.get("hint", "")),
+            request=request if isinstance(request, dict) else {},
+        )
+    return answer
 
 
 def _opener() -> Any:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.output import JsonOpt, print_json, print_list, show, table, when
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
@@ -109,24 +110,31 @@ def list_(
     ] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Recorded drills, newest first: time, result, duration and RTO."""
-    with app_for(ctx) as application:
-        found = drills.list_drills(application, backup_id)
+    """Recorded drills, newest first: time, result, duration and RTO (remote-capable:
+    --server)."""
+    found = client.view(
+        ctx,
+        "/drills",
+        local=lambda app: {"drills": [drill_json(d) for d in drills.list_drills(app, backup_id)]},
+        params={"backup": backup_id},
+    )
     return print_list(
         "Drills",
         "drills",
-        found,
-        item_json=drill_json,
+        found["drills"],
+        item_json=dict,
         columns=["id", "backup", "time", "result", "restore s", "total s", "RTO s", "target"],
         row=lambda d: [
-            d.id,
-            d.backup_id,
-            when(d.started_at),
-            "passed" if d.ok else "FAILED: " + ", ".join(sorted({f.code for f in d.findings})),
-            f"{d.restore_seconds:.2f}",
-            f"{drills.drill_seconds(d):.2f}",
-            f"{d.rto_seconds:g}" if d.rto_seconds is not None else None,
-            d.target,
+            d["drill_id"],
+            d["backup_id"],
+            when(d["started_at"]),
+            "passed"
+            if d["ok"]
+            else "FAILED: " + ", ".join(sorted({f["code"] for f in d["findings"]})),
+            f"{d['restore_seconds']:.2f}",
+            f"{d['total_seconds']:.2f}",
+            f"{d['rto_seconds']:g}" if d["rto_seconds"] is not None else None,
+            d["target"],
         ],
         json_out=json_out,
         empty="No drills yet: `affidavit drill run BACKUP`.",

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.governance_views import exception_json
 from affidavit.cli.output import (
     JsonOpt,
@@ -54,12 +55,17 @@ def add(
 
 @app.command("approve")
 def approve(ctx: typer.Context, exc_id: IdArg, json_out: JsonOpt = False) -> int:
-    """Approve an exception someone else requested."""
-    with app_for(ctx) as application:
-        exc = svc.approve_exception(application, exc_id)
+    """Approve an exception someone else requested. A gated operation (docs/approvals.md):
+    through the server a second approver confirms it; remote-capable: --server."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        data = remote.post(f"{client.route('exceptions', exc_id)}/approve")
+    else:
+        with app_for(ctx) as application:
+            data = exception_json(svc.approve_exception(application, exc_id))
     return print_result(
-        exception_json(exc),
-        f"Exception {exc.id} approved until {when(exc.expires_at)}.",
+        data,
+        f"Exception {data['id']} approved until {when(data['expires_at'])}.",
         json_out=json_out,
     )
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from affidavit.cli.output import plain, when
-from affidavit.models.governance import Baseline, ControlFinding, PolicyException, PolicyVersion
+from affidavit.models.governance import Baseline, ControlFinding, PolicyException
 
 
 class _ResultLike(Protocol):
@@ -28,20 +28,6 @@ class _ResultLike(Protocol):
 
     @property
     def severity(self) -> Any: ...
-
-
-def policy_version_json(v: PolicyVersion) -> dict[str, Any]:
-    """A policy version without its text."""
-    return {
-        "version": v.version,
-        "sha256": v.sha256,
-        "proposed_by": v.proposed_by,
-        "proposed_at": v.proposed_at.isoformat(),
-        "proposal_seq": v.proposal_seq,
-        "approved_by": v.approved_by,
-        "approved_at": v.approved_at.isoformat() if v.approved_at else None,
-        "approval_seq": v.approval_seq,
-    }
 
 
 _STATUS_STYLE = {

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.output import JsonOpt, print_list, print_result, when
 from affidavit.cli.state import app_for
 from affidavit.cli.views import hold_json
@@ -25,11 +26,17 @@ def add(
     reason: Annotated[str, typer.Option(help="Why the backup is held.")],
     json_out: JsonOpt = False,
 ) -> int:
-    """Place a legal hold on a backup."""
-    with app_for(ctx) as application:
-        hold = backups.add_hold(application, backup_id, case_id=case, reason=reason)
+    """Place a legal hold on a backup (remote-capable: --server)."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        data = remote.post(
+            client.route("backups", backup_id, "holds"), {"case": case, "reason": reason}
+        )
+    else:
+        with app_for(ctx) as application:
+            data = hold_json(backups.add_hold(application, backup_id, case_id=case, reason=reason))
     return print_result(
-        hold_json(hold), f"Hold {hold.case_id} placed on {hold.backup_id}.", json_out=json_out
+        data, f"Hold {data['case']} placed on {data['backup_id']}.", json_out=json_out
     )
 
 
@@ -41,11 +48,20 @@ def release(
     reason: Annotated[str, typer.Option(help="Why the hold ends.")],
     json_out: JsonOpt = False,
 ) -> int:
-    """Release a legal hold."""
-    with app_for(ctx) as application:
-        hold = backups.release_hold(application, backup_id, case_id=case, reason=reason)
+    """Release a legal hold (a gated operation: through the server, or with identities in
+    use, it waits for a security officer's approval; remote-capable: --server)."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        data = remote.post(
+            f"{client.route('backups', backup_id, 'holds', case)}/release", {"reason": reason}
+        )
+    else:
+        with app_for(ctx) as application:
+            data = hold_json(
+                backups.release_hold(application, backup_id, case_id=case, reason=reason)
+            )
     return print_result(
-        hold_json(hold), f"Hold {hold.case_id} on {hold.backup_id} released.", json_out=json_out
+        data, f"Hold {data['case']} on {data['backup_id']} released.", json_out=json_out
     )
 
 

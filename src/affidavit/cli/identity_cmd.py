@@ -16,22 +16,26 @@ code may be given as ``--as-code`` (it is valid for seconds and cannot be replay
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 
+from affidavit.cli import client
+from affidavit.cli.acting import (
+    CLI_CLIENT,
+    AsCodeOpt,
+    AsOpt,
+    AsPasswordFileOpt,
+    acting,
+    secret_file,
+)
 from affidavit.cli.output import JsonOpt, plain, print_json, show, table, when
 from affidavit.cli.state import app_for
 from affidavit.errors import InputError
-from affidavit.models.identity import AccountKind, Principal, account_name
-from affidavit.models.ledger import ClientInfo
+from affidavit.models.identity import AccountKind, account_name
 from affidavit.models.permissions import ROLE_DESCRIPTIONS, ROLES, Permission, Role
-from affidavit.services import identity, roles
-from affidavit.services.context import App
-from affidavit.services.secrets import make_secret_ref, resolve_secret
+from affidavit.services import identity, principals, roles
 
 _LOCAL_MODE = (
     "\n\nWithout a server the CLI acts as the OS user, whom affidavit does not verify: that "
@@ -48,69 +52,17 @@ role_app = typer.Typer(
 )
 token_app = typer.Typer(help="API tokens of service accounts." + _LOCAL_MODE, no_args_is_help=True)
 
-_CLIENT = ClientInfo(agent="affidavit-cli")
 
-AsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--as",
-        help="Act as this account: log in with its password and TOTP code for this command.",
-    ),
-]
-AsPasswordFileOpt = Annotated[
-    str | None,
-    typer.Option(help="File (mode 0600) holding the password of the --as account."),
-]
-AsCodeOpt = Annotated[
-    str | None,
-    typer.Option(help="TOTP or recovery code of the --as account (prompted when needed)."),
-]
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Account name.")]
-
-
-def _secret_file(path: str) -> str:
-    value = resolve_secret(make_secret_ref(env=None, file=path))
-    assert value is not None
-    return value
 
 
 def _new_password(path: str | None, whose: str) -> str:
     if path is not None:
-        return _secret_file(path)
+        return secret_file(path)
     value: str = typer.prompt(
         f"New password for {whose}", hide_input=True, confirmation_prompt=True
     )
     return value
-
-
-@contextmanager
-def _acting(
-    application: App,
-    as_name: str | None,
-    password_file: str | None,
-    code: str | None,
-) -> Iterator[tuple[Principal, str | None]]:
-    """The principal of this command and the password it logged in with: the local OS user
-    without ``--as``, else a login as that account (ended when the command ends)."""
-    if as_name is None:
-        yield identity.local_principal(application), None
-        return
-    name = account_name(as_name)
-    if password_file is not None:
-        password = _secret_file(password_file)
-    else:
-        password = typer.prompt(f"Password for {name}", hide_input=True)
-        if code is None:
-            code = typer.prompt(
-                f"TOTP code for {name} (or a recovery code; empty if none is enrolled)",
-                default="",
-                show_default=False,
-            )
-    grant = identity.login(application, name, password, code or None, client=_CLIENT)
-    try:
-        yield grant.principal, password
-    finally:
-        identity.logout(application, grant.principal)
 
 
 def _account_row(a: Any) -> list[Any]:
@@ -161,7 +113,7 @@ def user_add(
             password = _new_password(password_file, account_name(name))
             account = identity.bootstrap_admin(
                 application,
-                identity.local_principal(application),
+                principals.local_principal(application),
                 name,
                 password,
                 display_name=display_name,
@@ -170,7 +122,7 @@ def user_add(
             bootstrapped = True
         else:
             bootstrapped = False
-            with _acting(application, as_name, as_password_file, as_code) as (principal, _):
+            with acting(application, as_name, as_password_file, as_code) as (principal, _):
                 new = None if service else _new_password(password_file, account_name(name))
                 account = identity.create_account(
                     application,
@@ -193,6 +145,53 @@ def user_add(
     return 0
 
 
+@user_app.command("break-glass")
+def user_break_glass(
+    ctx: typer.Context,
+    name: NameArg,
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason",
+            help="Who is locked out, why, and who authorised this (at least 20 characters; "
+            "recorded, alerted and reported).",
+        ),
+    ],
+    password_file: Annotated[
+        str | None, typer.Option(help="File (mode 0600) holding the new account's password.")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask for confirmation (scripts).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """Break glass: on the host that owns the home, create a new administrator without
+    anyone's approval, for an organisation locked out of its own server. Loud by design: it
+    is a ledger event, an alert to every webhook, and a finding of the
+    access.segregation_of_duties control (docs/identities.md)."""
+    with app_for(ctx) as application:
+        if not yes:
+            typer.confirm(
+                f"Create the administrator {account_name(name)!r} without approval? This is "
+                "recorded, alerted and reported as break-glass",
+                abort=True,
+            )
+        password = _new_password(password_file, account_name(name))
+        account = identity.break_glass(
+            application, principals.local_principal(application), name, password, reason=reason
+        )
+    if json_out:
+        print_json({"account": account.to_json(), "break_glass": True})
+    else:
+        show(
+            f"[bold red]Break-glass[/bold red]: created the administrator "
+            f"[bold]{plain(account.name)}[/bold]; recorded (identity.break_glass), alerted, and "
+            f"reported by access.segregation_of_duties. Next: `affidavit user totp-enroll "
+            f"{plain(account.name)}`."
+        )
+    return 0
+
+
 @user_app.command("list")
 def user_list(
     ctx: typer.Context,
@@ -204,7 +203,7 @@ def user_list(
     """List accounts (needs account.read: --as NAME)."""
     with (
         app_for(ctx) as application,
-        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+        acting(application, as_name, as_password_file, as_code) as (principal, _),
     ):
         accounts = identity.list_accounts(application, principal)
     if json_out:
@@ -230,16 +229,22 @@ def user_disable(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Disable an account for good: its sessions end and its tokens stop working."""
-    with (
-        app_for(ctx) as application,
-        _acting(application, as_name, as_password_file, as_code) as (principal, _),
-    ):
-        account = identity.disable_account(application, principal, name, reason=reason)
-    if json_out:
-        print_json({"account": account.to_json()})
+    """Disable an account for good: its sessions end and its tokens stop working. A gated
+    operation (docs/approvals.md); remote-capable: --server."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        data = remote.post(f"{client.route('accounts', name)}/disable", {"reason": reason})
     else:
-        show(f"Disabled {plain(account.name)}.")
+        with (
+            app_for(ctx) as application,
+            acting(application, as_name, as_password_file, as_code) as (principal, _),
+        ):
+            account = identity.disable_account(application, principal, name, reason=reason)
+        data = {"account": account.to_json()}
+    if json_out:
+        print_json(data)
+    else:
+        show(f"Disabled {plain(data['account']['name'])}.")
     return 0
 
 
@@ -254,7 +259,7 @@ def user_unlock(
     """Lift a lockout after failed logins."""
     with (
         app_for(ctx) as application,
-        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+        acting(application, as_name, as_password_file, as_code) as (principal, _),
     ):
         account = identity.unlock_account(application, principal, name)
     show(f"Unlocked {plain(account.name)}.")
@@ -280,7 +285,7 @@ def user_passwd(
     target = account_name(name)
     with (
         app_for(ctx) as application,
-        _acting(application, as_name or target, as_password_file, as_code) as (principal, old),
+        acting(application, as_name or target, as_password_file, as_code) as (principal, old),
     ):
         new = _new_password(new_password_file, target)
         own = principal.name == target
@@ -290,7 +295,7 @@ def user_passwd(
             target,
             new,
             current_password=old if own else None,
-            client=_CLIENT,
+            client=CLI_CLIENT,
         )
     show(f"Password of {plain(target)} changed; its other sessions ended.")
     return 0
@@ -330,7 +335,7 @@ def user_totp_enroll(
     target = account_name(name)
     with (
         app_for(ctx) as application,
-        _acting(application, target, as_password_file, "") as (principal, _),
+        acting(application, target, as_password_file, "") as (principal, _),
     ):
         if code is None:
             enrolment = identity.begin_totp(application, principal, target)
@@ -374,10 +379,43 @@ def user_totp_reset(
     target = account_name(name)
     with (
         app_for(ctx) as application,
-        _acting(application, as_name or target, as_password_file, as_code) as (principal, _),
+        acting(application, as_name or target, as_password_file, as_code) as (principal, _),
     ):
         identity.reset_totp(application, principal, target)
     show(f"TOTP of {plain(target)} removed; enrol a new one with `user totp-enroll`.")
+    return 0
+
+
+@user_app.command("link-oidc")
+def user_link_oidc(
+    ctx: typer.Context,
+    name: NameArg,
+    issuer: Annotated[
+        str, typer.Option(help="The OpenID provider's issuer URL, exactly as it states it.")
+    ],
+    subject: Annotated[
+        str, typer.Option(help="The person's subject identifier (`sub`) at that provider.")
+    ],
+    as_name: AsOpt = None,
+    as_password_file: AsPasswordFileOpt = None,
+    as_code: AsCodeOpt = None,
+    json_out: JsonOpt = False,
+) -> int:
+    """Link a person's account to an OpenID provider's subject, for single sign-on (an
+    administrator, with a fresh TOTP code). One subject maps to one account; a subject
+    linked to no account is refused at login (no account is created on the fly)."""
+    with (
+        app_for(ctx) as application,
+        acting(application, as_name, as_password_file, as_code) as (principal, _),
+    ):
+        account = identity.link_oidc(application, principal, name, issuer=issuer, subject=subject)
+    if json_out:
+        print_json({"account": account.to_json()})
+    else:
+        show(
+            f"Linked {plain(account.name)} to subject {plain(account.oidc_subject)} of "
+            f"{plain(account.oidc_issuer)}."
+        )
     return 0
 
 
@@ -398,7 +436,7 @@ def role_grant(
     account never gets admin, approver or security_officer)."""
     with (
         app_for(ctx) as application,
-        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+        acting(application, as_name, as_password_file, as_code) as (principal, _),
     ):
         grant = roles.grant_role(application, principal, name, role)
     if json_out:
@@ -420,7 +458,7 @@ def role_revoke(
     """Revoke a role (an administrator, with a fresh TOTP code)."""
     with (
         app_for(ctx) as application,
-        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+        acting(application, as_name, as_password_file, as_code) as (principal, _),
     ):
         roles.revoke_role(application, principal, name, role)
     show(f"Revoked {plain(role)} from {plain(name)}.")
@@ -438,7 +476,7 @@ def role_list(
     """The roles (with their permissions) and who holds them."""
     with (
         app_for(ctx) as application,
-        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+        acting(application, as_name, as_password_file, as_code) as (principal, _),
     ):
         holdings = roles.list_grants(application, principal)
     if json_out:
@@ -523,7 +561,7 @@ def token_create(
         )
     with (
         app_for(ctx) as application,
-        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+        acting(application, as_name, as_password_file, as_code) as (principal, _),
     ):
         issued = identity.create_token(
             application, principal, account, scopes, timedelta(days=expires_in)
@@ -553,7 +591,7 @@ def token_list(
     """List API tokens (never their secrets)."""
     with (
         app_for(ctx) as application,
-        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+        acting(application, as_name, as_password_file, as_code) as (principal, _),
     ):
         found = identity.list_tokens(application, principal, account)
     if json_out:
@@ -590,7 +628,7 @@ def token_revoke(
     """Revoke an API token."""
     with (
         app_for(ctx) as application,
-        _acting(application, as_name, as_password_file, as_code) as (principal, _),
+        acting(application, as_name, as_password_file, as_code) as (principal, _),
     ):
         token = identity.revoke_token(application, principal, token_id)
     show(f"Token {token.id} of {plain(token.account)} revoked.")

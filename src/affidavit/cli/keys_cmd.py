@@ -6,9 +6,11 @@ from typing import Annotated, Any
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.output import JsonOpt, print_json, show, table, when
 from affidavit.cli.state import app_for
 from affidavit.services import keys
+from affidavit.services.views import rotation_json
 
 app = typer.Typer(help="Key-encryption keys that protect backup keys.", no_args_is_help=True)
 
@@ -58,23 +60,20 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> int:
 @app.command("rotate")
 def rotate(ctx: typer.Context, json_out: JsonOpt = False) -> int:
     """Create a new KEK version and re-wrap every backup key under it (no data is
-    re-encrypted); older versions are retired. Recorded in the ledger."""
-    with app_for(ctx) as application:
-        result = keys.rotate_keys(application)
+    re-encrypted); older versions are retired. Recorded in the ledger. A gated operation
+    (docs/approvals.md); remote-capable: --server."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        result = remote.post("/keys/rotate")
+    else:
+        with app_for(ctx) as application:
+            result = rotation_json(keys.rotate_keys(application))
     if json_out:
-        print_json(
-            {
-                "kek_id": result.kek_id,
-                "old_version": result.old_version,
-                "new_version": result.new_version,
-                "rewrapped": result.rewrapped,
-                "retired": result.retired,
-            }
-        )
+        print_json(result)
     else:
         show(
-            f"Rotated {result.kek_id}: v{result.old_version} -> v{result.new_version}; "
-            f"{result.rewrapped} backup keys re-wrapped; retired {result.retired or 'none'}."
+            f"Rotated {result['kek_id']}: v{result['old_version']} -> v{result['new_version']}; "
+            f"{result['rewrapped']} backup keys re-wrapped; retired {result['retired'] or 'none'}."
         )
     return 0
 
@@ -86,8 +85,14 @@ def export_identity(
     reason: Annotated[str, typer.Option(help="Why the key is disclosed (recorded).")],
 ) -> int:
     """Print the backup's age identity (AGE-SECRET-KEY-...) so that `age -d -i FILE` decrypts
-    its artifacts without affidavit. The disclosure is recorded in the ledger first."""
-    with app_for(ctx) as application:
-        identity = keys.export_identity(application, backup_id, reason=reason)
+    its artifacts without affidavit. The disclosure is recorded in the ledger first. A gated
+    operation (docs/approvals.md); remote-capable: --server."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        answer = remote.post(f"{client.route('backups', backup_id)}/identity", {"reason": reason})
+        identity = str(answer["identity"])
+    else:
+        with app_for(ctx) as application:
+            identity = keys.export_identity(application, backup_id, reason=reason)
     print(identity)  # the one output, for a pipe into a file
     return 0

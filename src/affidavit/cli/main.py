@@ -20,10 +20,10 @@ from typer import Abort, Exit
 
 from affidavit import __version__
 from affidavit.cli.client import SERVER_ENV, SERVER_META, refuse_local
-from affidavit.cli.output import error, show
+from affidavit.cli.output import error, plain, print_json, show
 from affidavit.cli.state import CliState
 from affidavit.constants import ExitCode
-from affidavit.errors import Error
+from affidavit.errors import ApprovalPending, Error
 
 try:  # typer >= 0.29 vendors click
     from typer._click.exceptions import ClickException
@@ -65,6 +65,8 @@ _GROUPS: dict[str, str] = {
     "role": "identity_cmd:role_app",
     "token": "identity_cmd:token_app",
     "access-log": "access_log_cmd",
+    "request": "request_cmd",
+    "access": "access_cmd",
 }
 # global options that take a value (the command name is the first word after them)
 _VALUE_OPTIONS = {"--home", "--actor", "--timeout", "--catalog-url", "--server"}
@@ -210,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         if "--help" not in args:
             refuse_local(_command_path(args), _server_of(args))
         result = build_app(args)(args=args, prog_name="affidavit", standalone_mode=False)
+    except ApprovalPending as pending:  # not a failure: the operation waits for approval
+        if "--json" in args:
+            print_json({"state": "pending", "request": pending.request})
+        else:
+            show(f"{plain(pending.message)}\n[dim]next: {plain(pending.hint)}[/dim]")
+        return int(pending.exit_code)
     except Error as exc:
         error(exc.message, exc.hint or None)
         return int(exc.exit_code)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.governance_views import policy_version_json, result_rows
+from affidavit.cli import client
+from affidavit.cli.governance_views import result_rows
 from affidavit.cli.output import (
     JsonOpt,
     plain,
@@ -22,6 +23,7 @@ from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.errors import NotFound
 from affidavit.services import policy as policies
+from affidavit.services.views import policy_version_json
 
 app = typer.Typer(
     help="Policy as code: versions approved by two people, controls, and the policy check.",
@@ -72,13 +74,18 @@ def approve(
     ],
     json_out: JsonOpt = False,
 ) -> int:
-    """Approve a proposed version (not your own); it takes effect now."""
-    with app_for(ctx) as application:
-        approved = policies.approve_policy(application, version)
+    """Approve a proposed version (not your own); it takes effect now. A gated operation
+    (docs/approvals.md): through the server a second approver confirms it; remote-capable."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        data = remote.post(f"/policy/versions/{version}/approve")
+    else:
+        with app_for(ctx) as application:
+            data = policy_version_json(policies.approve_policy(application, version))
     return print_result(
-        policy_version_json(approved),
-        f"Policy version {approved.version} approved by {plain(approved.approved_by)} "
-        f"(proposed by {plain(approved.proposed_by)}); it is in effect.",
+        data,
+        f"Policy version {data['version']} approved by {plain(data['approved_by'])} "
+        f"(proposed by {plain(data['proposed_by'])}); it is in effect.",
         json_out=json_out,
     )
 

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from affidavit.cli import client
-from affidavit.cli.output import JsonOpt, plain, print_json, show, table
+from affidavit.cli.output import JsonOpt, err_console, plain, print_json, show, table
 from affidavit.cli.state import state
+from affidavit.errors import InputError
 from affidavit.models.identity import AccountKind, AuthMethod, Principal
 from affidavit.services.secrets import make_secret_ref, resolve_secret
 
@@ -36,22 +37,39 @@ def login(
         str | None,
         typer.Option(help="TOTP or recovery code (prompted when not given; empty if none)."),
     ] = None,
+    oidc: Annotated[
+        bool,
+        typer.Option(
+            "--oidc",
+            help="Single sign-on: open the URL shown, log in at the identity provider, then "
+            "type the one-time code the server shows.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> int:
-    """Log in to an affidavit server (password, then a TOTP or recovery code) and keep the
-    session in $XDG_CONFIG_HOME/affidavit/session.json (mode 0600)."""
+    """Log in to an affidavit server (password, then a TOTP or recovery code; or single
+    sign-on with --oidc) and keep the session in $XDG_CONFIG_HOME/affidavit/session.json
+    (mode 0600)."""
     server = client.Client(url)
-    account = name or typer.prompt("Account name", default=state(ctx).settings.effective_actor)
-    password = _password(password_file, account)
-    if code is None:
-        code = typer.prompt(
-            "TOTP code (or a recovery code; empty if none is enrolled)",
-            default="",
-            show_default=False,
+    if oidc:
+        if name is not None or password_file is not None or code is not None:
+            raise InputError(
+                "--oidc logs in at the identity provider: no --name, --password-file or --code",
+                hint="`affidavit login URL --oidc`",
+            )
+        answer = _single_sign_on(server)
+    else:
+        account = name or typer.prompt("Account name", default=state(ctx).settings.effective_actor)
+        password = _password(password_file, account)
+        if code is None:
+            code = typer.prompt(
+                "TOTP code (or a recovery code; empty if none is enrolled)",
+                default="",
+                show_default=False,
+            )
+        answer = server.post(
+            "/auth/login", {"name": account, "password": password, "totp": code or None}
         )
-    answer = server.post(
-        "/auth/login", {"name": account, "password": password, "totp": code or None}
-    )
     session = answer["session"]
     saved = client.SavedSession(
         server=server.server,
@@ -70,6 +88,23 @@ def login(
         f"session ends at {plain(saved.expires_at)} at the latest. Kept in {plain(path)}."
     )
     return 0
+
+
+def _single_sign_on(server: client.Client) -> Any:
+    """The CLI's side of single sign-on (docs/server.md): ask the server for a login, show
+    the identity provider's URL (on stderr: stdout stays for --json), read the one-time code
+    the server shows after the provider's login, and redeem it with the flow's secret (which
+    never leaves this process but to the server)."""
+    begun = server.post("/auth/oidc/cli")
+    err_console.print(
+        "Open this URL in a browser and log in at your identity provider (within 10 minutes):"
+    )
+    err_console.print(plain(str(begun["url"])))
+    entered = str(typer.prompt("One-time code shown after the login", err=True)).strip()
+    return server.post(
+        "/auth/oidc/cli/redeem",
+        {"flow": begun["flow"], "flow_secret": begun["flow_secret"], "code": entered},
+    )
 
 
 def logout(ctx: typer.Context, json_out: JsonOpt = False) -> int:

@@ -154,9 +154,14 @@ def remove(
     reason: Annotated[str, typer.Option(help="Why the source is removed (recorded).")],
     json_out: JsonOpt = False,
 ) -> int:
-    """Unregister a source (recorded in the ledger with the reason)."""
-    with app_for(ctx) as application:
-        inv.remove_source(application, name, reason=reason)
+    """Unregister a source (recorded in the ledger with the reason). A gated operation
+    (docs/approvals.md); remote-capable: --server."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        remote.delete(client.route("sources", name), {"reason": reason})
+    else:
+        with app_for(ctx) as application:
+            inv.remove_source(application, name, reason=reason)
     return print_result({"removed": name}, f"Removed source {name}.", json_out=json_out)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.output import JsonOpt, print_json, print_list, print_result, show, table
 from affidavit.cli.state import app_for
 from affidavit.cli.views import vault_json
@@ -42,16 +43,17 @@ def add(
 
 @app.command("list")
 def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
-    """List the registered vaults."""
-    with app_for(ctx) as application:
-        vaults = inv.list_vaults(application)
+    """List the registered vaults (remote-capable: --server)."""
+    found = client.view(
+        ctx, "/vaults", local=lambda app: {"vaults": [vault_json(v) for v in inv.list_vaults(app)]}
+    )
     return print_list(
         "Vaults",
         "vaults",
-        vaults,
-        item_json=vault_json,
+        found["vaults"],
+        item_json=dict,
         columns=["name", "kind", "url", "region", "immutable days"],
-        row=lambda v: [v.name, v.kind, v.url, v.region, v.immutable_days],
+        row=lambda v: [v["name"], v["kind"], v["url"], v["region"], v["immutable_days"]],
         json_out=json_out,
         empty="No vaults yet: `affidavit vault add --help`.",
     )

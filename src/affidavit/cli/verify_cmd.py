@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from affidavit.cli import client
 from affidavit.cli.output import JsonOpt, print_json, print_list, show, table, when
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
@@ -100,23 +101,33 @@ def list_(
     ] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Recorded verifications, newest first: time, result, duration, kind, findings."""
-    with app_for(ctx) as application:
-        found = verifier.list_verifications(application, backup_id)
+    """Recorded verifications, newest first: time, result, duration, kind, findings
+    (remote-capable: --server)."""
+    found = client.view(
+        ctx,
+        "/verifications",
+        local=lambda app: {
+            "verifications": [
+                verification_json(v, brief=True)
+                for v in verifier.list_verifications(app, backup_id)
+            ]
+        },
+        params={"backup": backup_id},
+    )
     return print_list(
         "Verifications",
         "verifications",
-        found,
-        item_json=lambda v: verification_json(v, brief=True),
+        found["verifications"],
+        item_json=dict,
         columns=["id", "backup", "time", "result", "seconds", "kind", "findings"],
         row=lambda v: [
-            v.id,
-            v.backup_id,
-            when(v.started_at),
-            "ok" if v.ok else "FAILED",
-            f"{v.seconds:.1f}",
-            v.kind,
-            len(v.findings) or None,
+            v["id"],
+            v["backup_id"],
+            when(v["started_at"]),
+            "ok" if v["ok"] else "FAILED",
+            f"{v['seconds']:.1f}",
+            v["kind"],
+            v["findings_count"] or None,
         ],
         json_out=json_out,
         empty="No verifications yet: `affidavit verify BACKUP`.",

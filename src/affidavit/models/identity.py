@@ -10,11 +10,13 @@ a caller (:class:`SessionGrant`, :class:`IssuedToken`, :class:`TotpEnrolment`) k
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from affidavit.errors import InputError
 from affidavit.models.permissions import Permission, Role
@@ -22,6 +24,8 @@ from affidavit.models.permissions import Permission, Role
 _NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 MAX_DISPLAY_NAME: Final = 200
 MAX_EMAIL: Final = 254
+MAX_OIDC_ISSUER: Final = 2000
+MAX_OIDC_SUBJECT: Final = 255  # OpenID Connect Core 1.0 §2: at most 255 ASCII characters
 
 
 class AccountKind(StrEnum):
@@ -41,6 +45,7 @@ class AuthMethod(StrEnum):
     SESSION = "session"  # a session secret from an earlier login
     TOKEN = "token"  # noqa: S105 - an API token of a service account
     LOCAL_OS_USER = "local-os-user"  # local mode: the OS user at the terminal, not verified
+    OIDC = "oidc"  # single sign-on: an OpenID provider's ID token (MFA when it showed one)
 
 
 def account_name(text: str) -> str:
@@ -54,6 +59,55 @@ def account_name(text: str) -> str:
             "or digit)",
         )
     return name
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback address (only this host reaches it)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def oidc_issuer(text: str) -> str:
+    """The OpenID provider's issuer identifier ``text`` stands for (trimmed, otherwise exact:
+    OpenID Connect compares issuers as strings); raises :class:`InputError` unless it is an
+    ``https`` URL (``http`` to a loopback address only) without credentials, query or
+    fragment."""
+    value = text.strip()
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    if (
+        not value
+        or len(value) > MAX_OIDC_ISSUER
+        or parts.scheme not in ("https", "http")
+        or not host
+        or (parts.scheme == "http" and not is_loopback_host(host))
+        or parts.username is not None
+        or parts.password is not None
+        or parts.query
+        or parts.fragment
+        or any(ord(ch) <= 0x20 or ord(ch) >= 0x7F for ch in value)
+    ):
+        raise InputError(
+            f"{text[:100]!r} is not an OpenID provider's issuer URL",
+            hint="the provider's `issuer` exactly, e.g. https://login.example.com/realms/main "
+            "(https; http only to a loopback address)",
+        )
+    return value
+
+
+def oidc_subject(text: str) -> str:
+    """An OpenID provider's subject identifier (``sub``) as given: 1-255 printable ASCII
+    characters without spaces; raises :class:`InputError` otherwise."""
+    if not 0 < len(text) <= MAX_OIDC_SUBJECT or any(not 0x20 < ord(ch) < 0x7F for ch in text):
+        raise InputError(
+            f"{text[:80]!r} is not an OpenID subject identifier",
+            hint="the `sub` claim exactly: 1-255 printable ASCII characters, no spaces",
+        )
+    return text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,6 +290,31 @@ class Principal:
             "mfa_at": self.mfa_at.isoformat() if self.mfa_at else None,
             "session_id": self.session_id,
             "token_id": self.token_id,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OidcIdentity:
+    """Whom an OpenID provider vouched for, from an ID token that passed every check
+    (signature, issuer, audience, expiry, nonce): the provider's issuer and subject, when the
+    person authenticated there, how (``acr``, ``amr``), and whether that counts as MFA."""
+
+    issuer: str
+    subject: str
+    authenticated_at: datetime  # the token's auth_time, else its iat
+    mfa: bool
+    acr: str | None = None
+    amr: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (the ledger's details of an OIDC login)."""
+        return {
+            "issuer": self.issuer,
+            "subject": self.subject,
+            "authenticated_at": self.authenticated_at.isoformat(),
+            "mfa": self.mfa,
+            "acr": self.acr,
+            "amr": list(self.amr),
         }
 
 

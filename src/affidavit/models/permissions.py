@@ -1,7 +1,7 @@
 """The permission matrix, as data: every operation affidavit offers is a :class:`Permission`,
 and a :class:`Role` is a named set of them (:data:`ROLES`). Nobody holds a permission by
 default: an identity holds exactly the union of its granted roles' permissions, and the
-server's one authorization choke point (``services.identity.authorize``) checks it before any
+server's one authorization choke point (``services.principals.authorize``) checks it before any
 service runs.
 
 The roles follow least privilege and separation of duties:
@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 
 class Permission(StrEnum):
@@ -59,6 +59,7 @@ class Permission(StrEnum):
     ACCOUNT_READ = "account.read"  # user list, role list, token list
     ACCESS_LOG_READ = "access_log.read"  # access-log show|verify
     ACCESS_LOG_EXPORT = "access_log.export"  # access-log export
+    REQUEST_READ = "request.read"  # request list|show|rules (approval requests)
     # -- acting ---------------------------------------------------------------------------
     SOURCE_MANAGE = "source.manage"  # source add|remove
     SOURCE_TEST = "source.test"  # source test (connects with the stored credentials)
@@ -91,6 +92,9 @@ class Permission(StrEnum):
     ROLE_GRANT = "role.grant"  # role grant|revoke
     TOKEN_MANAGE = "token.manage"  # noqa: S105 - token create|revoke
     ACCESS_LOG_EXPIRE = "access_log.expire"  # access-log expire (drops payloads past retention)
+    REQUEST_APPROVE = "request.approve"  # request approve|veto (the rule's role decides which)
+    APPROVAL_RULES = "approval.rules"  # request rule-set (itself approved by another admin)
+    ACCESS_REVIEW = "access.review"  # access review start|decide|close (revocations: role.grant)
 
 
 class Role(StrEnum):
@@ -120,13 +124,21 @@ READ_ONLY: Final[frozenset[Permission]] = frozenset(
         P.ACCOUNT_READ,
         P.ACCESS_LOG_READ,
         P.ACCESS_LOG_EXPORT,
+        P.REQUEST_READ,
     }
 )
 """Permissions that change nothing (every other one changes state, connects to a source with
 stored credentials or discloses a secret)."""
 
 APPROVING: Final[frozenset[Permission]] = frozenset(
-    {P.POLICY_APPROVE, P.EXCEPTION_APPROVE, P.BASELINE_APPROVE, P.ROLE_GRANT}
+    {
+        P.POLICY_APPROVE,
+        P.EXCEPTION_APPROVE,
+        P.BASELINE_APPROVE,
+        P.ROLE_GRANT,
+        P.REQUEST_APPROVE,
+        P.APPROVAL_RULES,
+    }
 )
 """Permissions that approve what someone else asked for, or hand out power: never held by a
 service account, never put in an API token's scopes."""
@@ -149,6 +161,10 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.SOURCE_MANAGE,
             P.VAULT_MANAGE,
             P.DATASET_CLASSIFY,
+            P.REQUEST_READ,
+            P.REQUEST_APPROVE,
+            P.APPROVAL_RULES,
+            P.ACCESS_REVIEW,
         },
         Role.OPERATOR: _VIEW
         | {
@@ -169,9 +185,17 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.FINDING_MANAGE,
             P.EXCEPTION_REQUEST,
             P.SCHEDULE_RUN,
+            P.REQUEST_READ,
         },
         Role.APPROVER: _VIEW
-        | {P.LEDGER_READ, P.POLICY_APPROVE, P.EXCEPTION_APPROVE, P.BASELINE_APPROVE},
+        | {
+            P.LEDGER_READ,
+            P.POLICY_APPROVE,
+            P.EXCEPTION_APPROVE,
+            P.BASELINE_APPROVE,
+            P.REQUEST_READ,
+            P.REQUEST_APPROVE,
+        },
         Role.SECURITY_OFFICER: _VIEW
         | {
             P.LEDGER_READ,
@@ -188,6 +212,9 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.EXCEPTION_REVOKE,
             P.LEDGER_RECOVER,
             P.ACCESS_LOG_EXPIRE,
+            P.REQUEST_READ,
+            P.REQUEST_APPROVE,
+            P.ACCESS_REVIEW,
         },
         Role.AUDITOR: _VIEW
         | {
@@ -198,6 +225,7 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.ACCOUNT_READ,
             P.ACCESS_LOG_READ,
             P.ACCESS_LOG_EXPORT,
+            P.REQUEST_READ,
         },
         Role.VIEWER: _VIEW,
     }
@@ -287,12 +315,14 @@ COMMAND_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "evidence build": P.EVIDENCE_BUILD,
         "evidence verify": P.EVIDENCE_VERIFY,
         "user add": P.ACCOUNT_MANAGE,  # the first administrator: the host's OS user, once
+        "user break-glass": None,  # the host's OS user only: the loud, recorded way back in
         "user list": P.ACCOUNT_READ,
         "user disable": P.ACCOUNT_MANAGE,
         "user unlock": P.ACCOUNT_MANAGE,
         "user passwd": P.ACCOUNT_MANAGE,  # or the account itself
         "user totp-enroll": None,  # the account itself only
         "user totp-reset": P.ACCOUNT_MANAGE,  # or the account itself
+        "user link-oidc": P.ACCOUNT_MANAGE,  # with a fresh MFA check
         "role grant": P.ROLE_GRANT,
         "role revoke": P.ROLE_GRANT,
         "role list": P.ACCOUNT_READ,
@@ -303,11 +333,160 @@ COMMAND_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "access-log verify": P.ACCESS_LOG_READ,
         "access-log export": P.ACCESS_LOG_EXPORT,
         "access-log expire": P.ACCESS_LOG_EXPIRE,
+        "request list": P.REQUEST_READ,
+        "request show": P.REQUEST_READ,
+        "request rules": P.REQUEST_READ,
+        "request approve": P.REQUEST_APPROVE,
+        "request veto": P.REQUEST_APPROVE,
+        "request cancel": None,  # the requester only
+        "request execute": None,  # the requester only, who must still hold the operation's
+        "request rule-set": P.APPROVAL_RULES,
+        "access review start": P.ACCESS_REVIEW,
+        "access review show": P.ACCOUNT_READ,
+        "access review decide": P.ACCESS_REVIEW,
+        "access review close": P.ACCESS_REVIEW,  # revocations also need role.grant + MFA
     }
 )
 """The permission each CLI command (``group command``) needs once identities are enforced
 (by the server); None: not a permission (host-only, or the account's own). A test holds its
 keys equal to the CLI's commands, so that a new command cannot arrive without a rule."""
+
+
+ROUTE_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
+    {
+        "GET /api/v1/health": None,  # public
+        "POST /api/v1/auth/login": None,
+        "GET /api/v1/auth/oidc/start": None,
+        "GET /api/v1/auth/oidc/callback": None,
+        "POST /api/v1/auth/oidc/cli": None,
+        "POST /api/v1/auth/oidc/cli/redeem": None,
+        "POST /api/v1/auth/logout": None,  # the caller's own session
+        "POST /api/v1/auth/step-up": None,
+        "GET /api/v1/whoami": None,  # the caller itself
+        "GET /api/v1/requests/{request_id}": None,  # request.read, or the requester
+        "POST /api/v1/requests/{request_id}/cancel": None,  # the requester
+        "POST /api/v1/requests/{request_id}/execute": None,  # the requester: the operation's
+        #                                                     own event says what it did
+        "GET /api/v1/sources": P.SOURCE_READ,
+        "GET /api/v1/sources/{name}": P.SOURCE_READ,
+        "GET /api/v1/vaults": P.VAULT_READ,
+        "GET /api/v1/backups": P.BACKUP_READ,
+        "GET /api/v1/backups/{backup_id}": P.BACKUP_READ,
+        "POST /api/v1/backups": P.BACKUP_RUN,
+        "DELETE /api/v1/backups/{backup_id}": P.BACKUP_DELETE,
+        "POST /api/v1/backups/{backup_id}/verify": P.VERIFY_RUN,
+        "GET /api/v1/verifications": P.BACKUP_READ,
+        "POST /api/v1/backups/{backup_id}/drills": P.DRILL_RUN,
+        "GET /api/v1/drills": P.BACKUP_READ,
+        "POST /api/v1/backups/{backup_id}/holds": P.HOLD_ADD,
+        "POST /api/v1/backups/{backup_id}/holds/{case}/release": P.HOLD_RELEASE,
+        "GET /api/v1/ledger/checkpoint": P.LEDGER_READ,
+        "GET /api/v1/ledger/verify": P.LEDGER_READ,
+        "GET /api/v1/ledger/proof/{seq}": P.LEDGER_READ,
+        "POST /api/v1/policy/check": P.POLICY_CHECK,
+        "GET /api/v1/accounts": P.ACCOUNT_READ,
+        "POST /api/v1/accounts/{name}/roles": P.ROLE_GRANT,
+        "DELETE /api/v1/accounts/{name}/roles/{role}": P.ROLE_GRANT,
+        "POST /api/v1/tokens": P.TOKEN_MANAGE,
+        "GET /api/v1/requests": P.REQUEST_READ,
+        "POST /api/v1/requests/{request_id}/approve": P.REQUEST_APPROVE,
+        "POST /api/v1/requests/{request_id}/veto": P.REQUEST_APPROVE,
+        "GET /api/v1/approval-rules": P.REQUEST_READ,
+        "POST /api/v1/approval-rules": P.APPROVAL_RULES,
+        "POST /api/v1/keys/rotate": P.KEYS_ROTATE,
+        "POST /api/v1/backups/{backup_id}/identity": P.KEYS_EXPORT_IDENTITY,
+        "DELETE /api/v1/sources/{name}": P.SOURCE_MANAGE,
+        "POST /api/v1/accounts/{name}/disable": P.ACCOUNT_MANAGE,
+        "POST /api/v1/policy/versions/{version}/approve": P.POLICY_APPROVE,
+        "POST /api/v1/exceptions/{exception_id}/approve": P.EXCEPTION_APPROVE,
+    }
+)
+"""The permission each API route's gate asks for, by ``METHOD /route/template`` (what an
+access-log entry's ``action`` says): how an access review tells which permissions an account
+used through the server. None for a route whose gate names no permission (public, the
+caller's own session, the requester's own request): what such a request did is a ledger
+event (:data:`EVENT_PERMISSIONS`). A test holds this equal to the gates of
+``affidavit.server``, so that a new route cannot arrive without its entry."""
+
+EVENT_PERMISSIONS: Final[Mapping[str, Permission]] = MappingProxyType(
+    {
+        "source.added": P.SOURCE_MANAGE,
+        "source.removed": P.SOURCE_MANAGE,
+        "vault.added": P.VAULT_MANAGE,
+        "dataset.classified": P.DATASET_CLASSIFY,
+        "inventory.taken": P.INVENTORY_RUN,
+        "backup.started": P.BACKUP_RUN,
+        "backup.deleted": P.BACKUP_DELETE,
+        "hold.added": P.HOLD_ADD,
+        "hold.released": P.HOLD_RELEASE,
+        "verification.completed": P.VERIFY_RUN,
+        "drill.completed": P.DRILL_RUN,
+        "ledger.checkpoint_published": P.LEDGER_CHECKPOINT,
+        "ledger.recovered": P.LEDGER_RECOVER,
+        "ledger.exported": P.LEDGER_EXPORT,
+        "evidence.built": P.EVIDENCE_BUILD,
+        "policy.checked": P.POLICY_CHECK,
+        "policy.proposed": P.POLICY_PROPOSE,
+        "policy.approved": P.POLICY_APPROVE,
+        "finding.acknowledged": P.FINDING_MANAGE,
+        "exception.requested": P.EXCEPTION_REQUEST,
+        "exception.approved": P.EXCEPTION_APPROVE,
+        "exception.revoked": P.EXCEPTION_REVOKE,
+        "baseline.approved": P.BASELINE_APPROVE,
+        "keys.rotated": P.KEYS_ROTATE,
+        "keys.identity_exported": P.KEYS_EXPORT_IDENTITY,
+        "account.created": P.ACCOUNT_MANAGE,
+        "account.disabled": P.ACCOUNT_MANAGE,
+        "account.unlocked": P.ACCOUNT_MANAGE,
+        "account.oidc_linked": P.ACCOUNT_MANAGE,
+        "role.granted": P.ROLE_GRANT,
+        "role.revoked": P.ROLE_GRANT,
+        "token.created": P.TOKEN_MANAGE,
+        "token.revoked": P.TOKEN_MANAGE,
+        "access_log.expired": P.ACCESS_LOG_EXPIRE,
+        "access_log.exported": P.ACCESS_LOG_EXPORT,
+        "request.approved": P.REQUEST_APPROVE,
+        "request.vetoed": P.REQUEST_APPROVE,
+        "approval.rule_changed": P.APPROVAL_RULES,
+        "access_review.started": P.ACCESS_REVIEW,
+        "access_review.decided": P.ACCESS_REVIEW,
+        "access_review.closed": P.ACCESS_REVIEW,
+    }
+)
+"""The permission an authenticated identity exercised when the ledger records one of these
+actions with it as the actor (events the system records on its own behalf, a person's own
+password or TOTP, logins and findings a check resolves are not here; an ingest's
+``backup.started`` is ``backup.ingest``: :func:`event_permission`)."""
+
+
+def event_permission(action: str, details: Mapping[str, Any]) -> Permission | None:
+    """The permission an event of ``action`` with ``details`` exercised (None: none)."""
+    if action == "backup.started" and details.get("kind") == "ingest":
+        return P.BACKUP_INGEST
+    return EVENT_PERMISSIONS.get(action)
+
+
+SEPARATED_DUTIES: Final[tuple[tuple[Permission, Permission, str], ...]] = (
+    (P.BACKUP_RUN, P.BACKUP_DELETE, "makes backups and deletes them"),
+    (P.BACKUP_RUN, P.KEYS_EXPORT_IDENTITY, "makes backups and discloses their keys"),
+    (P.POLICY_PROPOSE, P.POLICY_APPROVE, "proposes policy versions and approves them"),
+    (P.EXCEPTION_REQUEST, P.EXCEPTION_APPROVE, "asks for exceptions and approves them"),
+)
+"""Pairs of duties that no one identity should hold together (separation of duties, NIST
+AC-5): no single role holds both of a pair, and the ``access.least_privilege`` control reports
+an account whose roles together do (``operator`` with ``security_officer`` or ``approver``)."""
+
+
+def conflicting_duties(roles: frozenset[Role] | set[Role]) -> list[str]:
+    """What ``roles`` held together let one identity do that :data:`SEPARATED_DUTIES` keeps
+    apart (``"makes backups and deletes them (backup.run + backup.delete)"``); empty when
+    nothing."""
+    held = permissions_of(roles)
+    return [
+        f"{what} ({first.value} + {second.value})"
+        for first, second, what in SEPARATED_DUTIES
+        if first in held and second in held
+    ]
 
 
 def permissions_of(roles: frozenset[Role] | set[Role]) -> frozenset[Permission]:

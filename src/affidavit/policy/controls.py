@@ -339,6 +339,51 @@ CONTROLS: tuple[Control, ...] = (
         soc2=("CC8.1",),
         dora=("Art. 12(1)",),
     ),
+    _c(
+        "access.reviewed",
+        "Access was reviewed within the period the policy sets",
+        Severity.MEDIUM,
+        "Roles outlive the work they were granted for; a periodic review of who holds what, "
+        "against what they really used, is how privilege creep is found and removed.",
+        ("policy.access_review_max_days",),
+        nist=("AC-2", "AC-2(3)", "AC-6(7)"),
+        iso=("A.5.18", "A.8.2"),
+        soc2=("CC6.2", "CC6.3"),
+    ),
+    _c(
+        "access.least_privilege",
+        "No account keeps an unused role unreviewed or holds duties that must stay apart",
+        Severity.HIGH,
+        "An unused role is power nobody needs; one person holding duties that separation of "
+        "duties keeps apart (making backups and deleting them) can act alone.",
+        (),
+        nist=("AC-6(7)", "AC-5", "AC-2"),
+        iso=("A.5.15", "A.5.18", "A.8.2"),
+        soc2=("CC6.1", "CC6.3"),
+    ),
+    _c(
+        "access.mfa_enforced",
+        "Every person holding a role can pass MFA, and no critical action ran on a password alone",
+        Severity.HIGH,
+        "A stolen password must not be enough to delete backups, disclose keys or hand out "
+        "roles; step-up MFA works only for people who have a second factor.",
+        ("policy.access_review_max_days",),
+        nist=("IA-2(1)", "AU-2"),
+        iso=("A.8.5",),
+        soc2=("CC6.1",),
+    ),
+    _c(
+        "access.segregation_of_duties",
+        "No gated operation ran without a second person's approval",
+        Severity.HIGH,
+        "Multi-party approval is the control; a waived approval, a gated operation done in "
+        "local mode (not authenticated) and a break-glass each bypassed it and must be seen "
+        "and accepted, never silent.",
+        ("policy.access_review_max_days",),
+        nist=("AC-5", "AU-2", "AU-9"),
+        iso=("A.5.3", "A.5.15"),
+        soc2=("CC6.1", "CC6.3"),
+    ),
 )
 
 BY_ID: Mapping[str, Control] = MappingProxyType({c.id: c for c in CONTROLS})

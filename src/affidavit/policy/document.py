@@ -7,6 +7,8 @@ Example::
     name = "Example Corp backup policy"
     owner = "platform-team@example.com"   # default owner of every control
     checkpoint_publish_every_days = 1      # a ledger checkpoint must reach a witness this often
+    access_review_max_days = 90            # an access review is closed this often; the period
+    #                                        the access controls look back over
 
     [owners]                               # owners of single controls (override the default)
     "drill.rto" = "sre-oncall@example.com"
@@ -83,6 +85,7 @@ class _Header(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     owner: str = Field(min_length=1, max_length=254)
     checkpoint_publish_every_days: float = Field(default=1, gt=0, le=366)
+    access_review_max_days: int = Field(default=90, ge=1, le=3660)
 
 
 class _Sla(BaseModel):
@@ -106,6 +109,7 @@ class Policy:
     owner: str
     checkpoint_publish_every_days: float
     owners: Mapping[str, str]
+    access_review_max_days: int = 90
     sla_days: Mapping[Severity, int]
     levels: Mapping[Classification, LevelRequirements]
 
@@ -123,6 +127,7 @@ class Policy:
             "name": self.name,
             "owner": self.owner,
             "checkpoint_publish_every_days": self.checkpoint_publish_every_days,
+            "access_review_max_days": self.access_review_max_days,
             "owners": dict(self.owners),
             "sla_days": {s.value: d for s, d in self.sla_days.items()},
             "levels": {c.value: req.model_dump() for c, req in self.levels.items()},
@@ -191,6 +196,7 @@ def parse_policy(
         name=header.name,
         owner=header.owner,
         checkpoint_publish_every_days=header.checkpoint_publish_every_days,
+        access_review_max_days=header.access_review_max_days,
         owners=owners,
         sla_days={
             Severity.CRITICAL: sla.critical,

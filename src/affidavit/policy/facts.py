@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from affidavit.constants import Classification
+from affidavit.models.access_review import AccessReview
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +166,93 @@ class PolicyFacts:
     problem: str | None = None  # why it cannot be applied: text altered, gone or not a policy
 
 
+LOCAL_MODE_GATED_ACTIONS: frozenset[str] = frozenset(
+    {
+        "backup.deleted",
+        "hold.released",
+        "keys.rotated",
+        "keys.identity_exported",
+        "source.removed",
+        "policy.approved",
+        "exception.approved",
+    }
+)
+"""The events of the gated operations that can also be run in local mode (by the OS user,
+without any approval): done without an authenticated identity they are reported by
+``access.segregation_of_duties`` as not authenticated."""
+
+CRITICAL_ACTIONS: frozenset[str] = LOCAL_MODE_GATED_ACTIONS | frozenset(
+    {
+        "role.granted",
+        "role.revoked",
+        "account.disabled",
+        "approval.rule_changed",
+        "token.created",
+        "request.approved",
+        "request.vetoed",
+        "request.executed",
+        "access_review.decided",
+        "access_review.closed",
+    }
+)
+"""Gated and critical actions: done by an identity that logged in with a password alone
+(``details.auth`` = ``password``) they fail ``access.mfa_enforced``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountFacts:
+    """An account as the ledger tells it: created (or bootstrapped, or made by break-glass),
+    maybe disabled, its roles (the newest grant or revocation event of each), and whether it
+    can pass an MFA check (TOTP enrolled and not reset since, or linked to an OpenID
+    subject)."""
+
+    name: str
+    id: str
+    human: bool
+    disabled: bool
+    roles: frozenset[str]
+    totp: bool
+    oidc: bool
+    seq: int  # the event that created it
+
+    @property
+    def subject(self) -> str:
+        """``account:NAME``."""
+        return f"account:{self.name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessEventFacts:
+    """One ledger event the access controls look at: a waived approval, a gated operation
+    done in local mode or with a password alone, a break-glass."""
+
+    seq: int
+    at: datetime
+    action: str
+    actor: str
+    subject: str
+    auth: str | None  # details.auth; None: local mode (no authenticated identity)
+    note: str = ""  # the waiver, the break-glass reason and OS user
+
+    @property
+    def ref(self) -> str:
+        """``ledger:SEQ``: the subject of its result."""
+        return f"ledger:{self.seq}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessFacts:
+    """Identities, roles, access reviews and the events the access controls report, all from
+    the ledger (services.access_facts)."""
+
+    accounts: tuple[AccountFacts, ...] = ()
+    reviews: tuple[AccessReview, ...] = ()  # oldest first
+    waivers: tuple[AccessEventFacts, ...] = ()  # approval.waived
+    local_gated: tuple[AccessEventFacts, ...] = ()  # LOCAL_MODE_GATED_ACTIONS without auth
+    password_critical: tuple[AccessEventFacts, ...] = ()  # CRITICAL_ACTIONS with auth password
+    break_glass: tuple[AccessEventFacts, ...] = ()  # identity.break_glass
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Facts:
     """Everything the rules look at."""
@@ -191,3 +279,4 @@ class Facts:
     baseline_seq: int | None = None  # the newest baseline.approved
     live: bool = True  # False: sources and vaults were not contacted (offline check)
     abandoned_runs: tuple[AbandonedRunFacts, ...] = ()  # from the ledger's backup.abandoned
+    access: AccessFacts = field(default_factory=AccessFacts)  # identities and reviews

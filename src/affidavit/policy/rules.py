@@ -17,6 +17,7 @@ from typing import Any
 
 from affidavit.constants import Classification
 from affidavit.models.governance import PolicyException, Severity, same_person
+from affidavit.policy import access_rules
 from affidavit.policy.controls import BY_ID, CONTROLS, UNEXCEPTABLE
 from affidavit.policy.document import LevelRequirements, Policy
 from affidavit.policy.facts import BackupFacts, CheckFacts, DatasetFacts, Facts
@@ -843,6 +844,10 @@ _RULES: dict[str, Callable[[_Context], Iterable[ControlResult]]] = {
     "dataset.classified": _dataset_classified,
     "inventory.known_targets": _known_targets,
     "config.baseline": _config_baseline,
+    "access.reviewed": access_rules.access_reviewed,
+    "access.least_privilege": access_rules.least_privilege,
+    "access.mfa_enforced": access_rules.mfa_enforced,
+    "access.segregation_of_duties": access_rules.segregation_of_duties,
 }
 # rules that need no policy parameters
 _POLICY_FREE = frozenset(
@@ -855,6 +860,7 @@ _POLICY_FREE = frozenset(
         "dataset.classified",
         "inventory.known_targets",
         "config.baseline",
+        "access.least_privilege",
     }
 )
 assert set(_RULES) == set(BY_ID), "every control needs exactly one rule"

@@ -38,7 +38,14 @@ log = logging.getLogger("affidavit.server")
 
 IDENTITY_KEY: Final = "access_identity"
 """The request-state key under which a gate or the login route leaves ``(identity, method)``."""
-LOGIN_ROUTES: Final = frozenset({"/api/v1/auth/login", "/api/v1/auth/step-up"})
+LOGIN_ROUTES: Final = frozenset(
+    {
+        "/api/v1/auth/login",
+        "/api/v1/auth/step-up",
+        "/api/v1/auth/oidc/callback",
+        "/api/v1/auth/oidc/cli/redeem",
+    }
+)
 
 
 def note_identity(state: Any, identity: str, method: str) -> None:

@@ -25,7 +25,9 @@ from affidavit.server.gates import Gate
 from affidavit.server.hardening import DEFAULT_MAX_BODY, Hardening
 from affidavit.server.replies import install_handlers
 from affidavit.server.routes import ROUTERS
+from affidavit.server.routes import oidc as oidc_routes
 from affidavit.services.context import open_app
+from affidavit.services.oidc import logins_for
 
 API_PREFIX: Final = "/api/v1"
 OPENAPI_PATH: Final = f"{API_PREFIX}/openapi.json"
@@ -104,6 +106,8 @@ def create_app(
     for router in ROUTERS:
         api.include_router(router, prefix=API_PREFIX)
     check_gates(api.routes)
+    # single sign-on's provider and logins under way (None: no provider configured)
+    setattr(api.state, oidc_routes.STATE_KEY, logins_for(settings))
     # each route's full template (with its router's prefix), for the access log
     api.state.route_templates = {
         id(context.original_route): context.path for context in iter_route_contexts(api.routes)

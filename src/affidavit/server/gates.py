@@ -5,7 +5,7 @@ A gate is one of
 
 - ``allow(PERMISSION)``: an authenticated identity that holds ``PERMISSION`` (the union of
   its roles' permissions, cut down to a token's scopes); ``mfa=True`` also needs a TOTP check
-  within the step-up window (:func:`~affidavit.services.identity.require_fresh_mfa`);
+  within the step-up window (:func:`~affidavit.services.principals.require_fresh_mfa`);
 - ``allow_self()``: any authenticated identity, acting on itself only (``whoami``);
 - ``allow_session()``: a logged-in person's session, acting on itself only (logout, step-up);
 - ``PUBLIC``: nobody needs to be known (login, health).
@@ -42,7 +42,7 @@ from affidavit.models.identity import Principal
 from affidavit.models.ledger import ClientInfo
 from affidavit.models.permissions import Permission
 from affidavit.server.access import note_identity
-from affidavit.services import identity
+from affidavit.services import identity, principals
 from affidavit.services.context import App
 
 SESSION_COOKIE: Final = "__Host-affidavit-session"
@@ -179,9 +179,9 @@ class Gate:
                 hint="log in with a password and a TOTP code",
             )
         if self.permission is not None:
-            identity.authorize(principal, self.permission)
+            principals.authorize(principal, self.permission)
         if self.mfa:
-            identity.require_fresh_mfa(principal)
+            principals.require_fresh_mfa(principal)
         return caller
 
 

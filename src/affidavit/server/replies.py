@@ -32,6 +32,7 @@ from affidavit.constants import ExitCode
 from affidavit.errors import (
     AccessDenied,
     AlreadyExists,
+    ApprovalPending,
     AuthenticationFailed,
     Error,
     InputError,
@@ -106,6 +107,14 @@ async def _on_error(_: Request, exc: Exception) -> Response:
     return error_reply(exc)
 
 
+async def _on_pending(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApprovalPending)
+    return reply(
+        {"state": "pending", "message": exc.message, "hint": exc.hint, "request": exc.request},
+        202,
+    )
+
+
 async def _on_invalid(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     parts = []
@@ -130,5 +139,6 @@ async def _on_http(_: Request, exc: Exception) -> Response:
 def install_handlers(app: FastAPI) -> None:
     """Map errors to replies (anything unforeseen is caught by ``hardening.Hardening``)."""
     app.add_exception_handler(Error, _on_error)
+    app.add_exception_handler(ApprovalPending, _on_pending)
     app.add_exception_handler(RequestValidationError, _on_invalid)
     app.add_exception_handler(HTTPException, _on_http)

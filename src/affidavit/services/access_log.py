@@ -10,8 +10,9 @@ log without the other. Recording an access never appends to the ledger; expiring
 and exporting the log are changes of state and are ledgered (``access_log.expired``,
 ``access_log.exported``).
 
-How the server records requests (the HTTP middleware; one :func:`record` per request, so one
-transaction and one signature per request)::
+How the server records requests (the HTTP middleware; one :func:`record` per request, whose
+answer waits for it; the records of requests that end while another is being written share
+one transaction and one signature)::
 
     started, clock = datetime.now(UTC), time.perf_counter()
     reads: list[AccessEntry] = []            # route handlers add their reads here:
@@ -49,7 +50,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -241,8 +242,10 @@ class _Signer:
 
     identity: LedgerIdentity
     memory: SignerMemory
-    lock: threading.Lock
+    lock: threading.Lock  # held by the one call writing (see record)
     resume: tuple[LogState, bytes] | None = None
+    queue: list[_Call] = field(default_factory=list)  # calls waiting to be written
+    queue_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _SIGNERS: weakref.WeakKeyDictionary[App, _Signer] = weakref.WeakKeyDictionary()
@@ -364,7 +367,14 @@ def _settle(
 
 def record(app: App, entries: Sequence[AccessEntry]) -> RecordResult:
     """Append ``entries`` to the access log in one transaction and sign a checkpoint of the
-    new tree in it (never touching the ledger); return them numbered.
+    new tree in it (never touching the ledger); return them numbered, with the size and root
+    of the tree that checkpoint signs. Returns only once that transaction has committed.
+
+    Calls made while another call of this App is writing wait for it, then go into the log
+    together, in the order they came: one transaction and one checkpoint for all of them
+    (group commit). Each call's entries are consecutive; each call returns (or raises) with
+    that transaction, so no caller returns before its entries are signed and committed, and
+    when the transaction fails every caller in it raises, its entries not written.
 
     The signer first checks that the catalog's access log is the tree it last signed
     (``HOME/keys/access-log.signed``) and that the new tree extends it, else it raises
@@ -373,8 +383,34 @@ def record(app: App, entries: Sequence[AccessEntry]) -> RecordResult:
     signer = _signer(app)
     if not entries:
         return RecordResult(entries=(), size=0, root=merkle.EMPTY_ROOT)
-    recorded: list[AccessEntry] = []
+    mine = _Call(entries=tuple(entries))
+    with signer.queue_lock:
+        signer.queue.append(mine)
     with signer.lock:
+        if mine.outcome is None:  # nobody wrote it meanwhile: write every call waiting
+            with signer.queue_lock:
+                calls, signer.queue = signer.queue, []
+            _write(app, signer, calls)
+    if isinstance(mine.outcome, BaseException):
+        raise mine.outcome
+    assert mine.outcome is not None
+    return mine.outcome
+
+
+@dataclass(slots=True)
+class _Call:
+    """One waiting :func:`record` call: its entries, then what came of them."""
+
+    entries: tuple[AccessEntry, ...]
+    outcome: RecordResult | BaseException | None = None
+
+
+def _write(app: App, signer: _Signer, calls: Sequence[_Call]) -> None:
+    """Append the entries of ``calls`` in one transaction with its checkpoint (the caller
+    holds ``signer.lock``), and give each call its outcome: its entries numbered, or the
+    error that stopped the transaction."""
+    numbered: list[list[AccessEntry]] = [[] for _ in calls]  # each call's, as written
+    try:
         with app.catalog.unit_of_work() as uow:
             repo = uow.access_log
             last_seq, newest = repo.head()
@@ -392,17 +428,18 @@ def record(app: App, entries: Sequence[AccessEntry]) -> RecordResult:
                 else LedgerLog(repo, size=size)
             )
             last = _settle(repo, log, signer, size=size, resumed=resumed)
-            for entry in entries:
-                numbered = replace(entry, seq=log.size())
-                log.append_entry(
-                    numbered.canonical(),
-                    time=numbered.time,
-                    actor=numbered.identity,
-                    action=numbered.action,
-                    subject=numbered.subject or "",
-                    outcome=numbered.outcome.value,
-                )
-                recorded.append(numbered)
+            for call, recorded in zip(calls, numbered, strict=True):
+                for entry in call.entries:
+                    numbered_entry = replace(entry, seq=log.size())
+                    log.append_entry(
+                        numbered_entry.canonical(),
+                        time=numbered_entry.time,
+                        actor=numbered_entry.identity,
+                        action=numbered_entry.action,
+                        subject=numbered_entry.subject or "",
+                        outcome=numbered_entry.outcome.value,
+                    )
+                    recorded.append(numbered_entry)
             state = log.state()
             root = state.root
             if last is not None and not resumed:
@@ -413,7 +450,12 @@ def record(app: App, entries: Sequence[AccessEntry]) -> RecordResult:
             )
         signer.resume = (state, root)
         signer.memory.save(signed)
-    return RecordResult(entries=tuple(recorded), size=state.size, root=root)
+    except BaseException as exc:
+        for call in calls:
+            call.outcome = exc
+        raise
+    for call, recorded in zip(calls, numbered, strict=True):
+        call.outcome = RecordResult(entries=tuple(recorded), size=state.size, root=root)
 
 
 def record_read(

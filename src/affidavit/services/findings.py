@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime, timedelta
 
+from affidavit.catalog.governance import GovernanceRepository
 from affidavit.errors import AccessDenied, AlreadyExists, InputError
+from affidavit.models.approval import GatedOperation
 from affidavit.models.governance import (
     ControlFinding,
     ExceptionStatus,
@@ -23,6 +25,7 @@ from affidavit.policy.controls import UNEXCEPTABLE
 from affidavit.policy.controls import control as known_control
 from affidavit.services.context import App
 from affidavit.services.policy import resolve_finding_in
+from affidavit.services.requests import Authority, gate
 
 MAX_EXCEPTION_DAYS = 366
 _MAX_NOTE = 2000
@@ -141,28 +144,52 @@ def request_exception(
     return exc
 
 
-def approve_exception(app: App, exc_id: str) -> PolicyException:
-    """Approve a requested exception; the approver must not be the requester."""
+def approve_exception(
+    app: App, exc_id: str, *, authority: Authority | None = None
+) -> PolicyException:
+    """Approve a requested exception; the approver must not be the requester. A gated
+    operation (:mod:`affidavit.services.requests`): through the server a second approver
+    confirms it."""
+    with app.read() as uow:  # refused before a request is recorded
+        _approvable(uow.governance, exc_id, app.actor)
+    allowed = gate(
+        app,
+        GatedOperation.EXCEPTION_APPROVE,
+        {"exception_id": exc_id},
+        target=f"exception:{exc_id}",
+        authority=authority,
+    )
     with app.change() as change:
         gov = change.uow.governance
-        exc = gov.exception(exc_id)
-        if exc.status is not ExceptionStatus.REQUESTED:
-            raise InputError(f"exception {exc_id} is {exc.status.value}, not requested")
-        if same_person(exc.requested_by, change.actor):
-            raise AccessDenied(
-                f"{change.actor} requested exception {exc_id} and cannot also approve it",
-                hint="separation of duties: another person approves",
-            )
-        at = _now()
-        if exc.expires_at <= at:
-            raise InputError(f"exception {exc_id} expired on {exc.expires_at:%Y-%m-%d}")
+        exc = _approvable(gov, exc_id, change.actor)
         change.record(
             "exception.approved",
             f"exception:{exc_id}",
-            {"control": exc.control, "subject": exc.subject, "requested_by": exc.requested_by},
+            {
+                "control": exc.control,
+                "subject": exc.subject,
+                "requested_by": exc.requested_by,
+                **allowed.event_details(),
+            },
         )
-        gov.set_exception_status(exc_id, ExceptionStatus.APPROVED, by=change.actor, at=at)
+        gov.set_exception_status(exc_id, ExceptionStatus.APPROVED, by=change.actor, at=_now())
+        allowed.seal(change)
         return gov.exception(exc_id)
+
+
+def _approvable(gov: GovernanceRepository, exc_id: str, actor: str) -> PolicyException:
+    """The requested exception ``actor`` may approve; raises when it may not."""
+    exc = gov.exception(exc_id)
+    if exc.status is not ExceptionStatus.REQUESTED:
+        raise InputError(f"exception {exc_id} is {exc.status.value}, not requested")
+    if same_person(exc.requested_by, actor):
+        raise AccessDenied(
+            f"{actor} requested exception {exc_id} and cannot also approve it",
+            hint="separation of duties: another person approves",
+        )
+    if exc.expires_at <= _now():
+        raise InputError(f"exception {exc_id} expired on {exc.expires_at:%Y-%m-%d}")
+    return exc
 
 
 def revoke_exception(app: App, exc_id: str, *, reason: str) -> PolicyException:

@@ -66,12 +66,13 @@ from affidavit.config import Settings
 from affidavit.crypto import passwords, tokens, totp
 from affidavit.errors import (
     AccessDenied,
+    AlreadyExists,
     AuthenticationFailed,
     InputError,
     NotFound,
-    StepUpRequired,
 )
 from affidavit.keystores.base import Keystore, WrappedSecret
+from affidavit.models.approval import GatedOperation
 from affidavit.models.identity import (
     MAX_DISPLAY_NAME,
     MAX_EMAIL,
@@ -82,28 +83,39 @@ from affidavit.models.identity import (
     AuthMethod,
     IssuedToken,
     LoginThrottle,
+    OidcIdentity,
     Principal,
     Session,
     SessionGrant,
     TotpCredential,
     TotpEnrolment,
     account_name,
+    oidc_issuer,
+    oidc_subject,
 )
 from affidavit.models.ledger import ClientInfo
 from affidavit.models.permissions import (
     APPROVING,
-    HUMAN_ONLY_ROLES,
     Permission,
     Role,
     permissions_of,
 )
 from affidavit.services import keys
+from affidavit.services.alerts import raise_alert
 from affidavit.services.context import KEYS_DIRNAME, App, Change
 from affidavit.services.policy_vouch import read_events
+from affidavit.services.principals import (
+    authorize,
+    is_service,
+    ledger_services,
+    require_fresh_mfa,
+    vouched_holders,
+    vouched_roles,
+)
+from affidavit.services.requests import Authority, gate
 
 IDLE_TIMEOUT: Final = timedelta(minutes=30)
 ABSOLUTE_TIMEOUT: Final = timedelta(hours=12)
-STEP_UP_WINDOW: Final = timedelta(minutes=5)
 LOCKOUT_THRESHOLD: Final = 5
 LOCKOUT_BASE: Final = timedelta(minutes=15)
 LOCKOUT_MAX: Final = timedelta(hours=24)
@@ -114,7 +126,6 @@ ANONYMOUS: Final = "anonymous"
 """The ledger actor of a refused login: the identity was not established."""
 
 _REFUSED = "login refused: wrong name, password or code, or the account is locked or disabled"
-_ROLE_ACTIONS: Final = ("identity.bootstrapped", "role.granted", "role.revoked")
 _TOTP_CONTEXT: Final = b"affidavit totp secret\x00"
 _CSRF_TAG: Final = "affidavit csrf v1\x00"
 
@@ -127,57 +138,6 @@ def _now(now: datetime | None) -> datetime:
     return now
 
 
-# -- principals and the one authorization check ----------------------------------------------
-
-
-def local_principal(app: App) -> Principal:
-    """The local OS user (``--actor`` or the login name) as a principal: not authenticated,
-    no roles, no permissions. Local-mode commands are not authorized by role; whatever
-    reports on them (controls, the server) must call them not authenticated."""
-    return Principal(name=app.actor, kind=AccountKind.HUMAN, method=AuthMethod.LOCAL_OS_USER)
-
-
-def authorize(
-    principal: Principal, permission: Permission, *, self_service_for: str | None = None
-) -> None:
-    """Return when ``principal`` may do ``permission``; raise :class:`AccessDenied` (exit 2)
-    otherwise. ``self_service_for`` names the account an operation acts on when its owner may
-    do it without the permission (their own password): an authenticated principal of that
-    name passes. Nothing else passes: no permission is held by default, and the local OS
-    user holds none."""
-    if principal.holds(permission):
-        return
-    if (
-        self_service_for is not None
-        and principal.authenticated
-        and principal.name == self_service_for
-    ):
-        return
-    if not principal.authenticated:
-        raise AccessDenied(
-            f"{permission.value} needs an authenticated identity; {principal.name!r} is the "
-            "local OS user, whom affidavit does not verify",
-            hint="act as an account that holds it: --as NAME (docs/identities.md)",
-        )
-    raise AccessDenied(
-        f"{principal.name!r} may not {permission.value}: none of its roles grants it",
-        hint="an administrator can grant a role that holds it (docs/identities.md lists them)",
-    )
-
-
-def require_fresh_mfa(principal: Principal, *, now: datetime | None = None) -> None:
-    """Raise :class:`StepUpRequired` unless the principal passed a TOTP check (at login or by
-    :func:`step_up`) within :data:`STEP_UP_WINDOW`."""
-    at = _now(now)
-    mfa = principal.mfa_at
-    if mfa is None or not (at - STEP_UP_WINDOW <= mfa <= at + timedelta(seconds=5)):
-        raise StepUpRequired(
-            f"{principal.name!r} must confirm a current TOTP code first (step-up MFA)",
-            hint="confirm a TOTP code (step-up) and retry within "
-            f"{int(STEP_UP_WINDOW.total_seconds() // 60)} minutes",
-        )
-
-
 def _require_owner(principal: Principal, name: str, what: str) -> None:
     """Only the account's owner, authenticated, may do ``what`` (enrol their TOTP)."""
     if not principal.authenticated or principal.name != name:
@@ -185,77 +145,6 @@ def _require_owner(principal: Principal, name: str, what: str) -> None:
             f"only {name!r} itself, logged in, may {what}",
             hint=f"log in as {name!r} (the CLI does it when it is given no --as)",
         )
-
-
-def ledger_roles(uow: UnitOfWork) -> dict[tuple[str, Role], bool]:
-    """Whether the ledger's newest ``identity.bootstrapped`` / ``role.granted`` /
-    ``role.revoked`` event for each (account id, role) grants it. One query per action;
-    an entry that does not parse is skipped (``ledger verify`` reports it)."""
-    events = [e for action in _ROLE_ACTIONS for e in read_events(uow.ledger, action)]
-    held: dict[tuple[str, Role], bool] = {}
-    for event in sorted(events, key=lambda e: e.seq):
-        account_id = event.details.get("account_id")
-        try:
-            role = Role(str(event.details.get("role")))
-        except ValueError:
-            continue
-        if isinstance(account_id, str):
-            held[(account_id, role)] = event.action != "role.revoked"
-    return held
-
-
-def ledger_services(uow: UnitOfWork) -> frozenset[str]:
-    """The ids of the accounts the ledger's ``account.created`` events made service accounts
-    (an entry that does not parse is skipped: ``ledger verify`` reports it)."""
-    return frozenset(
-        str(e.details.get("account_id"))
-        for e in read_events(uow.ledger, "account.created")
-        if e.details.get("kind") == AccountKind.SERVICE.value
-    )
-
-
-def is_service(uow: UnitOfWork, account: Account, services: frozenset[str] | None = None) -> bool:
-    """Whether ``account`` is a service account, by its catalog row **or** by the ledger
-    event that created it (``services``: :func:`ledger_services`, read here when not given):
-    a row edited from service to human behind affidavit's back stays a service account."""
-    if account.kind is AccountKind.SERVICE:
-        return True
-    if services is None:
-        services = ledger_services(uow)
-    return account.id in services
-
-
-def vouched_roles(
-    uow: UnitOfWork,
-    account: Account,
-    held: dict[tuple[str, Role], bool] | None = None,
-    services: frozenset[str] | None = None,
-) -> frozenset[Role]:
-    """The roles ``account`` holds: those with a catalog row that the ledger's newest grant
-    or revocation event for that account and role confirms (``held``: :func:`ledger_roles`,
-    read here when not given); for a service account (:func:`is_service`) never a
-    human-only role."""
-    rows = uow.identities.roles(account.id)
-    if not rows:
-        return frozenset()
-    if held is None:
-        held = ledger_roles(uow)
-    roles = frozenset(r for r in rows if held.get((account.id, r), False))
-    if is_service(uow, account, services):
-        roles -= HUMAN_ONLY_ROLES
-    return roles
-
-
-def vouched_holders(uow: UnitOfWork, role: Role) -> list[str]:
-    """The ids of the enabled accounts that hold ``role`` as the ledger confirms it
-    (:func:`vouched_roles`): a grant row inserted behind affidavit's back does not make
-    another administrator, so it cannot let the last real one go."""
-    held, services = ledger_roles(uow), ledger_services(uow)
-    return [
-        account_id
-        for account_id in uow.identities.holders(role)
-        if role in vouched_roles(uow, uow.identities.account_by_id(account_id), held, services)
-    ]
 
 
 def _principal(
@@ -456,6 +345,94 @@ def bootstrap_admin(
     return account
 
 
+BREAK_GLASS_MIN_REASON: Final = 20
+
+
+def break_glass(
+    app: App,
+    principal: Principal,
+    name: str,
+    password: str,
+    *,
+    reason: str,
+    now: datetime | None = None,
+) -> Account:
+    """The break-glass path of an organisation locked out of its own server (every
+    administrator lost their second factor, left, or was disabled): on the host that owns the
+    home, the local OS user creates a new person holding ``admin``, without anyone's
+    approval. It is loud, never silent: one transaction records ``identity.break_glass`` (with
+    the OS user and the reason), ``account.created`` and ``role.granted``; then an alert goes
+    to every configured webhook; the ``access.segregation_of_duties`` control reports it for
+    as long as the period covers it. ``principal`` must be the local OS user (a server never
+    calls this for a request)."""
+    at = _now(now)
+    if principal.method is not AuthMethod.LOCAL_OS_USER:
+        raise AccessDenied(
+            "break-glass is done on the host that owns the home, not through a login",
+            hint="run `affidavit user break-glass NAME --reason ...` there",
+        )
+    why = _reason(reason)
+    if len(why) < BREAK_GLASS_MIN_REASON:
+        raise InputError(
+            f"break-glass needs a reason of at least {BREAK_GLASS_MIN_REASON} characters",
+            hint="say who is locked out and why, and who authorised this (it is alerted and "
+            "reported)",
+        )
+    name = account_name(name)
+    _check_password(password, name)
+    hashed = passwords.hash_password(password)
+    account = Account(
+        id=tokens.new_id(),
+        name=name,
+        kind=AccountKind.HUMAN,
+        created_at=at,
+        created_by=principal.name,
+        has_password=True,
+    )
+    with _acting(app, principal.name) as change:
+        ids = change.uow.identities
+        if ids.find_account(name) is not None:
+            raise AlreadyExists(
+                f"an account named {name!r} exists",
+                hint="break-glass creates a new account: choose another name",
+            )
+        ids.add_account(account, password_hash=hashed)
+        glass = _record(
+            change,
+            principal,
+            "identity.break_glass",
+            f"account:{name}",
+            {"account": name, "account_id": account.id, "reason": why, "os_user": app.actor},
+        )
+        _record(
+            change,
+            principal,
+            "account.created",
+            f"account:{name}",
+            {"account_id": account.id, "kind": account.kind.value, "break_glass": glass},
+        )
+        seq = _record(
+            change,
+            principal,
+            "role.granted",
+            f"account:{name}",
+            {
+                "account_id": account.id,
+                "role": Role.ADMIN.value,
+                "approval": {"standing": "break-glass", "event": glass},
+            },
+        )
+        ids.add_grant(account.id, Role.ADMIN, at=at, by=principal.name, seq=seq)
+    raise_alert(
+        app,
+        kind="identity.break_glass",
+        subject=f"account:{name}",
+        summary=f"break-glass: {app.actor} created the administrator {name!r} on the host",
+        details={"reason": why, "os_user": app.actor, "ledger_seq": glass},
+    )
+    return account
+
+
 def create_account(
     app: App,
     principal: Principal,
@@ -524,27 +501,37 @@ def get_account(app: App, principal: Principal, name: str) -> Account:
 
 
 def disable_account(
-    app: App, principal: Principal, name: str, *, reason: str, now: datetime | None = None
+    app: App,
+    principal: Principal,
+    name: str,
+    *,
+    reason: str,
+    authority: Authority | None = None,
+    now: datetime | None = None,
 ) -> Account:
-    """Disable an account for good (``account.manage``): its sessions end, its tokens stop
-    working. The last enabled administrator cannot be disabled. Recorded
-    ``account.disabled``."""
+    """Disable an account for good (``account.manage``; a gated operation, so that one
+    administrator cannot remove the others who would approve what they ask for): its
+    sessions end, its tokens stop working. The last enabled administrator cannot be
+    disabled. Recorded ``account.disabled``."""
     authorize(principal, Permission.ACCOUNT_MANAGE)
     at = _now(now)
     name = account_name(name)
     why = _reason(reason)
+    with app.read() as uow:  # refused before a request is recorded
+        _may_disable(uow, name)
+    allowed = gate(
+        app,
+        GatedOperation.ACCOUNT_DISABLE,
+        {"account": name, "reason": why},
+        target=f"account:{name}",
+        reason=why,
+        principal=principal,
+        authority=authority,
+        now=now,
+    )
     with _acting(app, principal.name) as change:
         ids = change.uow.identities
-        account = ids.account(name)
-        if account.disabled:
-            raise InputError(
-                f"the account {name!r} is disabled already", hint="`affidavit user list` shows it"
-            )
-        if vouched_holders(change.uow, Role.ADMIN) == [account.id]:
-            raise AccessDenied(
-                f"{name!r} is the last enabled administrator",
-                hint="grant admin to another person first",
-            )
+        account = _may_disable(change.uow, name)
         ids.disable_account(account.id, at=at, reason=why)
         ended = ids.end_sessions(account.id, at=at)
         _record(
@@ -552,9 +539,29 @@ def disable_account(
             principal,
             "account.disabled",
             f"account:{name}",
-            {"account_id": account.id, "reason": why, "sessions_ended": ended},
+            {
+                "account_id": account.id,
+                "reason": why,
+                "sessions_ended": ended,
+                **allowed.event_details(),
+            },
         )
+        allowed.seal(change)
         return ids.account(name)
+
+
+def _may_disable(uow: UnitOfWork, name: str) -> Account:
+    account = uow.identities.account(name)
+    if account.disabled:
+        raise InputError(
+            f"the account {name!r} is disabled already", hint="`affidavit user list` shows it"
+        )
+    if vouched_holders(uow, Role.ADMIN) == [account.id]:
+        raise AccessDenied(
+            f"{name!r} is the last enabled administrator",
+            hint="grant admin to another person first",
+        )
+    return account
 
 
 def unlock_account(
@@ -781,9 +788,14 @@ def _fail(
     client: ClientInfo | None,
     at: datetime,
     action: str,
+    key: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Count a failure and record it (one transaction), unless a lockout is in force."""
-    key = account.id if account is not None else UNKNOWN_ACCOUNT
+    """Count a failure and record it (one transaction), unless a lockout is in force.
+    ``key``: the counter, when not the account's (or, with no account, ``*unknown*``);
+    ``extra``: more details of the event."""
+    if key is None:
+        key = account.id if account is not None else UNKNOWN_ACCOUNT
     with _acting(app, ANONYMOUS, client) as change:
         ids = change.uow.identities
         throttle = ids.throttle(key)
@@ -791,7 +803,7 @@ def _fail(
             return  # refused without a record: the lockout bounds what is written
         after = _after_failure(throttle, at)
         ids.put_throttle(after)
-        details: dict[str, Any] = {"reason": reason, "failures": after.failures}
+        details: dict[str, Any] = {**(extra or {}), "reason": reason, "failures": after.failures}
         if after.locked_until is not None:
             details["locked_until"] = after.locked_until.isoformat()
             details["lockout"] = after.lockouts
@@ -1077,6 +1089,200 @@ def step_up(
         reason = "totp-replayed"
     _fail(app, account, reason, client=client, at=at, action="identity.step_up_failed")
     raise AuthenticationFailed(_REFUSED)
+
+
+# -- single sign-on (OpenID Connect) -----------------------------------------------------------
+
+OIDC_UNVERIFIED: Final = "*oidc*"
+"""The throttle key shared by the OIDC refusals made before a provider vouched for anyone (an
+unknown or replayed state, a code the provider refused, an ID token that fails its checks):
+like unknown names at the password login, they add at most :data:`LOCKOUT_THRESHOLD` events
+to the ledger per lockout period, whatever an attacker sends (the access log has every one)."""
+_OIDC_REFUSED = "single sign-on refused: the OpenID identity is not linked to an enabled account"
+
+
+def _oidc_key(issuer: str, subject: str) -> str:
+    """The throttle key of an OpenID subject linked to no account (57 characters)."""
+    return "oidc:" + tokens.secret_digest(f"{issuer}\x00{subject}")[:52]
+
+
+def link_oidc(
+    app: App,
+    principal: Principal,
+    name: str,
+    *,
+    issuer: str,
+    subject: str,
+    now: datetime | None = None,
+) -> Account:
+    """Link a person's account to an OpenID provider's subject ``(issuer, subject)``, so that
+    the person can log in by single sign-on (``account.manage`` and a fresh MFA check). One
+    subject maps to at most one account (the catalog refuses a second, :class:`AlreadyExists`);
+    a service account is never linked (it authenticates with API tokens only); linking again
+    replaces the account's subject. Recorded ``account.oidc_linked`` (with the previous link):
+    a login by that subject counts only while the newest such event of the account names it."""
+    authorize(principal, Permission.ACCOUNT_MANAGE)
+    at = _now(now)
+    require_fresh_mfa(principal, now=at)
+    name = account_name(name)
+    issuer, subject = oidc_issuer(issuer), oidc_subject(subject)
+    with _acting(app, principal.name) as change:
+        ids = change.uow.identities
+        account = ids.account(name)
+        if is_service(change.uow, account):
+            raise InputError(
+                f"{name!r} is a service account: it authenticates with API tokens only",
+                hint="link a person's account",
+            )
+        if account.disabled:
+            raise InputError(
+                f"the account {name!r} is disabled", hint="a disabled account never logs in again"
+            )
+        if (account.oidc_issuer, account.oidc_subject) == (issuer, subject):
+            raise InputError(f"{name!r} is linked to that subject already", hint="nothing to do")
+        ids.link_oidc(account.id, issuer=issuer, subject=subject)
+        previous = None
+        if account.oidc_issuer is not None or account.oidc_subject is not None:
+            previous = {"issuer": account.oidc_issuer, "subject": account.oidc_subject}
+        _record(
+            change,
+            principal,
+            "account.oidc_linked",
+            f"account:{name}",
+            {"account_id": account.id, "issuer": issuer, "subject": subject, "previous": previous},
+        )
+        return ids.account(name)
+
+
+def _oidc_link_vouched(uow: UnitOfWork, account: Account) -> bool:
+    """Whether the ledger's newest ``account.oidc_linked`` event of the account names the
+    subject its catalog row holds (a link written into the catalog behind affidavit's back
+    does not log anyone in)."""
+    newest = None
+    for event in read_events(uow.ledger, "account.oidc_linked"):
+        if event.details.get("account_id") == account.id:
+            newest = event
+    return (
+        newest is not None
+        and newest.details.get("issuer") == account.oidc_issuer
+        and newest.details.get("subject") == account.oidc_subject
+    )
+
+
+def record_oidc_refusal(
+    app: App,
+    reason: str,
+    *,
+    client: ClientInfo | None,
+    details: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Record a single sign-on refused before the provider vouched for anyone (``reason``:
+    ``oidc-state``, ``oidc-binding``, ``oidc-provider-error``, ``oidc-exchange``,
+    ``oidc-token``, ...) as ``identity.login_failed``, counted under :data:`OIDC_UNVERIFIED`."""
+    _fail(
+        app,
+        None,
+        reason,
+        client=client,
+        at=_now(now),
+        action="identity.login_failed",
+        key=OIDC_UNVERIFIED,
+        extra={**(details or {}), "auth": AuthMethod.OIDC.value},
+    )
+
+
+def oidc_account(
+    app: App, who: OidcIdentity, *, client: ClientInfo, now: datetime | None = None
+) -> Account:
+    """The enabled person's account linked to the subject an OpenID provider vouched for.
+    Refused with :class:`AuthenticationFailed` (one message) when no account is linked to it
+    (there is no account created on the fly), when the ledger does not vouch for the link,
+    when the account is disabled or a service account; every refusal is recorded
+    ``identity.login_failed`` with the issuer and subject (an unlinked subject is counted
+    under its own key, the others under the account)."""
+    at = _now(now)
+    with app.read() as uow:
+        found = uow.identities.accounts_by_oidc(who.issuer, who.subject)
+        account = found[0] if len(found) == 1 else None
+        reason = None
+        if account is None:
+            reason = "oidc-unlinked" if not found else "oidc-ambiguous"
+        elif not _oidc_link_vouched(uow, account):
+            reason = "oidc-link-unvouched"
+        elif account.disabled:
+            reason = "disabled"
+        elif is_service(uow, account):
+            reason = "service-account"
+    if reason is None and account is not None:
+        return account
+    extra = {"auth": AuthMethod.OIDC.value, "issuer": who.issuer, "subject": who.subject}
+    key = _oidc_key(who.issuer, who.subject) if account is None else None
+    _fail(
+        app, account, reason or "oidc-unlinked", client=client, at=at,
+        action="identity.login_failed", key=key, extra=extra,
+    )  # fmt: skip
+    raise AuthenticationFailed(
+        f"{_OIDC_REFUSED} (issuer {who.issuer}, subject {who.subject})",
+        hint="an administrator links it: `affidavit user link-oidc NAME --issuer ISSUER "
+        "--subject SUBJECT --as ADMIN` (docs/identities.md)",
+    )
+
+
+def open_oidc_session(
+    app: App, who: OidcIdentity, *, client: ClientInfo, now: datetime | None = None
+) -> SessionGrant:
+    """Log a person in by single sign-on: the account linked to ``who``
+    (:func:`oidc_account`, refusals recorded), a new session with the method ``oidc`` whose
+    MFA check is the provider's authentication time when the provider showed MFA
+    (``who.mfa``), else none. Recorded ``identity.login`` with the issuer and subject. The
+    password lockout does not apply (no password is tried), and a success does not reset
+    the account's failed-password count."""
+    at = _now(now)
+    account = oidc_account(app, who, client=client, now=at)
+    session_id = tokens.new_id()
+    secret = tokens.new_bearer_secret(tokens.SESSION_PREFIX, session_id)
+    mfa_at = min(who.authenticated_at, at) if who.mfa else None
+    session = Session(
+        id=session_id,
+        account=account.name,
+        method=AuthMethod.OIDC,
+        created_at=at,
+        last_seen_at=at,
+        idle_expires_at=at + IDLE_TIMEOUT,
+        absolute_expires_at=at + ABSOLUTE_TIMEOUT,
+        mfa_at=mfa_at,
+        client_address=client.address,
+        client_agent=client.agent,
+    )
+    with _acting(app, account.name, client) as change:
+        ids = change.uow.identities
+        current = ids.account_by_id(account.id)
+        if current.disabled or (current.oidc_issuer, current.oidc_subject) != (
+            who.issuer,
+            who.subject,
+        ):  # disabled or relinked meanwhile
+            raise AuthenticationFailed(_OIDC_REFUSED)
+        ids.add_session(session, account_id=account.id, secret_sha256=tokens.secret_digest(secret))
+        change.record(
+            "identity.login",
+            f"account:{account.name}",
+            {
+                "account_id": account.id,
+                "session": session_id,
+                "mfa": mfa_at is not None,
+                "auth": AuthMethod.OIDC.value,
+                "issuer": who.issuer,
+                "subject": who.subject,
+                "acr": who.acr,
+                "amr": list(who.amr),
+                "authenticated_at": who.authenticated_at.isoformat(),
+            },
+        )
+        principal = _principal(
+            change.uow, account, method=AuthMethod.OIDC, mfa_at=mfa_at, session_id=session_id
+        )
+    return SessionGrant(session=session, secret=secret, principal=principal)
 
 
 # -- API tokens (service accounts) -------------------------------------------------------------

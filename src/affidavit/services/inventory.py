@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from affidavit.constants import Classification, EngineName
 from affidavit.errors import Error, InputError, NotFound
+from affidavit.models.approval import GatedOperation
 from affidavit.models.inventory import (
     Dataset,
     SecretRef,
@@ -23,6 +24,7 @@ from affidavit.models.inventory import (
 from affidavit.models.uri import ConnectionUri
 from affidavit.services.backends import engine_for, vault_backend
 from affidavit.services.context import App
+from affidavit.services.requests import Authority, gate
 
 _MAX_REASON = 2000
 
@@ -84,17 +86,33 @@ def get_source(app: App, name: str) -> tuple[Source, list[Dataset]]:
         return uow.sources.get(name), uow.datasets.list(name)
 
 
-def remove_source(app: App, name: str, *, reason: str) -> None:
-    """Unregister a source and its dataset records (backups, once they exist, stay)."""
+def remove_source(app: App, name: str, *, reason: str, authority: Authority | None = None) -> None:
+    """Unregister a source and its dataset records (backups, once they exist, stay). A gated
+    operation (:mod:`affidavit.services.requests`)."""
     reason = _check_reason(reason)
+    with app.read() as uow:
+        uow.sources.get(name)  # NotFound before a request is recorded
+    allowed = gate(
+        app,
+        GatedOperation.SOURCE_REMOVE,
+        {"name": name, "reason": reason},
+        target=f"source:{name}",
+        reason=reason,
+        authority=authority,
+    )
     with app.change() as change:
         source = change.uow.sources.get(name)
         change.uow.sources.remove(name)
         change.record(
             "source.removed",
             f"source:{source.name}",
-            {"reason": reason, "uri": ConnectionUri.parse(source.engine, source.uri).redacted},
+            {
+                "reason": reason,
+                "uri": ConnectionUri.parse(source.engine, source.uri).redacted,
+                **allowed.event_details(),
+            },
         )
+        allowed.seal(change)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

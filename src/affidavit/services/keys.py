@@ -16,8 +16,10 @@ from enum import StrEnum
 from affidavit.config import Settings
 from affidavit.errors import InputError, KeystoreError
 from affidavit.keystores.base import KekVersion, Keystore, WrappedSecret
+from affidavit.models.approval import GatedOperation
 from affidavit.models.backup import Backup, BackupStatus
 from affidavit.services.context import App
+from affidavit.services.requests import Authority, gate
 
 KEK_FILENAME = "kek.json"
 ROTATION_PERIOD = timedelta(days=90)
@@ -131,11 +133,18 @@ class RotationResult:
     retired: list[int]
 
 
-def rotate_keys(app: App) -> RotationResult:
+def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResult:
     """New KEK version; every backup identity re-wrapped under it (no data re-encrypted);
     the old versions retired once nothing depends on them. One ledger event, committed with
-    the re-wrapped keys."""
+    the re-wrapped keys. A gated operation (:mod:`affidavit.services.requests`)."""
     keystore = keystore_for(app.settings)
+    allowed = gate(
+        app,
+        GatedOperation.KEYS_ROTATE,
+        {},
+        target=f"kek:{keystore.current().kek_id}",
+        authority=authority,
+    )
     old = keystore.current()
     with app.read() as uow:
         backups = [
@@ -164,8 +173,10 @@ def rotate_keys(app: App) -> RotationResult:
                 "new_version": new.version,
                 "rewrapped_backups": sorted(rewrapped),
                 "versions_to_retire": retired,  # those no backup still uses are retired next
+                **allowed.event_details(),
             },
         )
+        allowed.seal(change)
     # only after the re-wrapped keys are committed, and only versions that no backup still
     # uses: a backup that started during the rotation may have wrapped under the old version
     with app.read() as uow:
@@ -186,19 +197,31 @@ def rotate_keys(app: App) -> RotationResult:
     )
 
 
-def export_identity(app: App, backup_id: str, *, reason: str) -> str:
+def export_identity(
+    app: App, backup_id: str, *, reason: str, authority: Authority | None = None
+) -> str:
     """The backup's ``AGE-SECRET-KEY-...`` identity, for decrypting its artifacts with stock
-    ``age``. Disclosing a key is recorded in the ledger (who, when, why) before it is shown."""
+    ``age``. Disclosing a key is recorded in the ledger (who, when, why) before it is shown.
+    A gated operation (:mod:`affidavit.services.requests`)."""
     reason = reason.strip()
     if not reason:
         raise InputError("a reason is required to disclose a key", hint='--reason "why"')
     with app.read() as uow:
         backup = uow.backups.get(backup_id)
+    allowed = gate(
+        app,
+        GatedOperation.KEYS_EXPORT_IDENTITY,
+        {"backup_id": backup.id, "reason": reason},
+        target=f"backup:{backup.id}",
+        reason=reason,
+        authority=authority,
+    )
     identity = unwrap_identity(keystore_for(app.settings), backup)
     with app.change() as change:
         change.record(
             "keys.identity_exported",
             f"backup:{backup.id}",
-            {"reason": reason, "recipient": backup.recipient},
+            {"reason": reason, "recipient": backup.recipient, **allowed.event_details()},
         )
+        allowed.seal(change)
     return identity

@@ -4,7 +4,9 @@ A backup is recorded ``running`` with a lease (:class:`~affidavit.models.backup.
 host, its boot and PID namespace, the process id and the process's start time, and a
 heartbeat that a thread of the run refreshes every :data:`HEARTBEAT_SECONDS` (a catalog write
 without a ledger event: a heartbeat changes no state). Any later command that lists, checks
-or starts backups calls :func:`reclaim_abandoned`, which judges every running backup:
+or starts backups calls :func:`reclaim_abandoned` (reads of backups through
+:func:`read_reclaimed`, which costs one reader when nothing is running), which judges every
+running backup:
 
 - a run of this host, boot and PID namespace is alive exactly while its pid names a process
   that is not a zombie and has the recorded start time (``/proc/PID/stat`` field 22, so a
@@ -32,10 +34,11 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from affidavit.catalog.store import UnitOfWork
 from affidavit.constants import INGESTED_LABEL
@@ -59,6 +62,8 @@ PID namespace, no ``/proc``) counts as dead: thirty missed heartbeats."""
 
 _ABANDONED = "backup.abandoned"
 _PARTIALS_REMOVED = "backup.partials_removed"
+_LEFT_MEMO = "leases.partials_left"
+_T = TypeVar("_T")
 
 
 def _now() -> datetime:
@@ -268,11 +273,13 @@ def reclaim_abandoned(
 ) -> list[Abandonment]:
     """Record every running backup whose run is dead as failed (abandoned), and retry the
     removal of unfinished writes that earlier abandonments could not remove. Cheap when
-    nothing is running: one query (and one for past abandonments)."""
+    nothing is running and nothing is left to retry: one reader, two queries (the running
+    backups, and the newest abandonment event: see :func:`_partials_left`)."""
     sweep()  # private temporary folders (plaintext spools) of dead processes
     when = now or _now()
     with app.read() as uow:
         running = uow.backups.running()
+        left = _partials_left(uow)
     out = []
     local = here if here is not None or not running else this_host()
     dead = []
@@ -292,8 +299,24 @@ def reclaim_abandoned(
                 done = _abandon(app, backup_id, lease, why, when)
                 if done is not None:
                     out.append(done)
-    _retry_partials(app)
+    if left:
+        _retry_partials(app, left)
     return out
+
+
+def read_reclaimed(app: App, read: Callable[[UnitOfWork], _T]) -> _T:
+    """``read(uow)`` once every dead run is recorded abandoned (:func:`reclaim_abandoned`):
+    in one reader when it finds no backup running and no unfinished write left to retry
+    (then there is nothing to reclaim, and the read sees the same snapshot), else after
+    :func:`reclaim_abandoned`, in a reader of its own. Private temporary folders of dead
+    processes are swept first either way."""
+    sweep()
+    with app.read() as uow:
+        if not uow.backups.running() and not _partials_left(uow):
+            return read(uow)
+    reclaim_abandoned(app)
+    with app.read() as uow:
+        return read(uow)
 
 
 def _unfinished_runs(uow: UnitOfWork, backup_ids: set[str]) -> set[str]:
@@ -388,10 +411,32 @@ def _sweep(app: App, backup: Backup) -> tuple[list[str], list[tuple[str, str]]]:
         return [], [(prefix, exc.message)]
 
 
-def _retry_partials(app: App) -> None:
-    with app.read() as uow:
-        pending = {bid: r for bid, r in _records(uow).items() if r.left}
-    for backup_id, record in pending.items():
+@dataclass(frozen=True, slots=True)
+class _Left:
+    """The unfinished writes left of each abandoned run (those with some), as of the newest
+    ``backup.abandoned`` / ``backup.partials_removed`` entry (``mark``: seq and leaf hash)."""
+
+    mark: tuple[int, bytes] | None
+    left: Mapping[str, tuple[str, ...]]
+
+
+def _partials_left(uow: UnitOfWork) -> Mapping[str, tuple[str, ...]]:
+    """The unfinished writes left of each abandoned run that has some (:func:`_records`),
+    by backup id. Only those two actions' events change it, so what a reader found is kept
+    for the catalog with the newest of them, and used again while that is still the newest:
+    one query (an index seek per action) instead of reading every abandonment."""
+    mark = uow.ledger.newest_of((_ABANDONED, _PARTIALS_REMOVED))
+    kept = uow.catalog_memo.get(_LEFT_MEMO)
+    if isinstance(kept, _Left) and kept.mark == mark:
+        return kept.left
+    left = MappingProxyType({bid: r.left for bid, r in _records(uow).items() if r.left})
+    if uow.read_only:
+        uow.catalog_memo[_LEFT_MEMO] = _Left(mark=mark, left=left)
+    return left
+
+
+def _retry_partials(app: App, pending: Mapping[str, tuple[str, ...]]) -> None:
+    for backup_id, was_left in pending.items():
         try:
             with app.read() as uow:
                 backup = uow.backups.get(backup_id)
@@ -399,18 +444,18 @@ def _retry_partials(app: App) -> None:
             continue  # no such backup in the catalog: the ledger's entry stays the report
         removed, refused = _sweep(app, backup)
         left = tuple(p for p, _ in refused)
-        if set(left) == set(record.left) and not removed:
+        if set(left) == set(was_left) and not removed:
             continue
         with app.change() as change:
             latest = _records(change.uow).get(backup_id)
-            if latest is None or set(latest.left) != set(record.left):
+            if latest is None or set(latest.left) != set(was_left):
                 continue  # another command recorded it first
             change.record(
                 _PARTIALS_REMOVED,
                 f"backup:{backup_id}",
                 {
                     "removed": removed,
-                    "gone": sorted(set(record.left) - set(left) - set(removed)),
+                    "gone": sorted(set(was_left) - set(left) - set(removed)),
                     "left": [{"path": p, "error": e} for p, e in refused],
                 },
             )

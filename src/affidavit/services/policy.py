@@ -20,8 +20,10 @@ from typing import Any
 
 import rfc8785
 
+from affidavit.catalog.governance import GovernanceRepository
 from affidavit.crypto.digest import sha256_hex
 from affidavit.errors import AccessDenied, AlreadyExists, InputError
+from affidavit.models.approval import GatedOperation
 from affidavit.models.governance import (
     CheckRun,
     ControlFinding,
@@ -40,6 +42,7 @@ from affidavit.services.approvals import backed_exceptions, policy_standing
 from affidavit.services.context import App, Change
 from affidavit.services.leases import reclaim_abandoned
 from affidavit.services.policy_facts import gather_facts, policy_in_force
+from affidavit.services.requests import Authority, gate
 
 DEFAULT_SLA_DAYS = {Severity.CRITICAL: 1, Severity.HIGH: 7, Severity.MEDIUM: 30, Severity.LOW: 90}
 
@@ -119,37 +122,59 @@ def propose_policy(app: App, path: Path) -> PolicyVersion:
     return proposed
 
 
-def approve_policy(app: App, version: int) -> PolicyVersion:
+def approve_policy(app: App, version: int, *, authority: Authority | None = None) -> PolicyVersion:
     """Approve a proposed version; it takes effect now. The approver must not be the proposer
-    (separation of duties: :class:`AccessDenied`)."""
+    (separation of duties: :class:`AccessDenied`). A gated operation
+    (:mod:`affidavit.services.requests`): through the server a second approver confirms it."""
+    with app.read() as uow:  # refused before a request is recorded
+        _approvable(uow.governance, version, app.actor)
+    allowed = gate(
+        app,
+        GatedOperation.POLICY_APPROVE,
+        {"version": version},
+        target=f"policy:v{version}",
+        authority=authority,
+    )
     with app.change() as change:
         gov = change.uow.governance
-        proposed = gov.policy_version(version)
-        if proposed.approved:
-            raise AlreadyExists(
-                f"policy version {version} was already approved by {proposed.approved_by}"
-            )
-        if same_person(proposed.proposed_by, change.actor):
-            raise AccessDenied(
-                f"{change.actor} proposed policy version {version} and cannot also approve it",
-                hint="separation of duties: another person approves (AFFIDAVIT_ACTOR names who "
-                "is acting)",
-            )
-        effective = gov.effective_policy()
-        if effective is not None and effective.version > version:
-            raise InputError(
-                f"version {effective.version} is already in effect; {version} is older",
-                hint="propose the file again to make it the newest version",
-            )
-        parse_policy(proposed.text, name=f"policy v{version}", controls=CONTROL_IDS)
+        proposed = _approvable(gov, version, change.actor)
         at = _now()
         event = change.record(
             "policy.approved",
             f"policy:v{version}",
-            {"version": version, "sha256": proposed.sha256, "proposed_by": proposed.proposed_by},
+            {
+                "version": version,
+                "sha256": proposed.sha256,
+                "proposed_by": proposed.proposed_by,
+                **allowed.event_details(),
+            },
         )
         gov.approve_policy_version(version, by=change.actor, at=at, seq=event.seq)
+        allowed.seal(change)
         return gov.policy_version(version)
+
+
+def _approvable(gov: GovernanceRepository, version: int, actor: str) -> PolicyVersion:
+    """The proposed version ``actor`` may approve; raises when it may not."""
+    proposed = gov.policy_version(version)
+    if proposed.approved:
+        raise AlreadyExists(
+            f"policy version {version} was already approved by {proposed.approved_by}"
+        )
+    if same_person(proposed.proposed_by, actor):
+        raise AccessDenied(
+            f"{actor} proposed policy version {version} and cannot also approve it",
+            hint="separation of duties: another person approves (AFFIDAVIT_ACTOR names who "
+            "is acting)",
+        )
+    effective = gov.effective_policy()
+    if effective is not None and effective.version > version:
+        raise InputError(
+            f"version {effective.version} is already in effect; {version} is older",
+            hint="propose the file again to make it the newest version",
+        )
+    parse_policy(proposed.text, name=f"policy v{version}", controls=CONTROL_IDS)
+    return proposed
 
 
 def policy_versions(app: App) -> list[PolicyVersion]:

@@ -32,6 +32,7 @@ from affidavit.policy.facts import (
     SourceFacts,
     VaultFacts,
 )
+from affidavit.services.access_facts import gather_access_facts
 from affidavit.services.approvals import PolicyInForce, baseline_standing, policy_standing
 from affidavit.services.backends import engine_for, vault_backend
 from affidavit.services.context import App
@@ -155,6 +156,7 @@ def gather_facts(
         # the rows are copies anyone who can write the catalog can edit: each fact a control
         # uses is taken from the ledger event that vouches for it (services.policy_vouch)
         records = LedgerRecords.read(uow.ledger)
+        access = gather_access_facts(uow)  # identities, roles, reviews: from the ledger too
     completed = {f"backup:{bid}": e.seq for bid, e in records.completed.items()}
     vouched = vouch(
         records,
@@ -235,6 +237,7 @@ def gather_facts(
         baseline_seq=baselines.seq,
         live=live,
         abandoned_runs=abandoned_run_facts(app),  # issue 13: services.leases gathers them
+        access=access,
     )
 
 

@@ -10,8 +10,10 @@ from typing import Any
 
 from affidavit.models.backup import Backup, Hold
 from affidavit.models.checks import Drill, Verification
+from affidavit.models.governance import PolicyVersion
 from affidavit.models.inventory import Dataset, ServerDescription, Source, Vault, VaultProbe
 from affidavit.services.inventory import Inventory, SourceTest
+from affidavit.services.keys import RotationResult
 
 
 def source_json(source: Source) -> dict[str, Any]:
@@ -206,4 +208,29 @@ def drill_json(d: Drill) -> dict[str, Any]:
         "phases": d.phases,
         "probes": list(d.probes),
         "findings": [f.to_json() for f in d.findings],
+    }
+
+
+def policy_version_json(v: PolicyVersion) -> dict[str, Any]:
+    """A policy version without its text."""
+    return {
+        "version": v.version,
+        "sha256": v.sha256,
+        "proposed_by": v.proposed_by,
+        "proposed_at": v.proposed_at.isoformat(),
+        "proposal_seq": v.proposal_seq,
+        "approved_by": v.approved_by,
+        "approved_at": v.approved_at.isoformat() if v.approved_at else None,
+        "approval_seq": v.approval_seq,
+    }
+
+
+def rotation_json(result: RotationResult) -> dict[str, Any]:
+    """What a key rotation did."""
+    return {
+        "kek_id": result.kek_id,
+        "old_version": result.old_version,
+        "new_version": result.new_version,
+        "rewrapped": result.rewrapped,
+        "retired": result.retired,
     }

@@ -123,6 +123,8 @@ def test_a_busy_catalog_is_reported_with_a_hint(
             uow.ledger.size()
         assert caught.value.hint is not None
         assert "another affidavit process" in caught.value.hint
+        with catalog.reader() as uow:  # a reader never waits for a writer (WAL snapshot)
+            assert uow.ledger.size() == 0
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()

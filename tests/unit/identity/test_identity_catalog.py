@@ -21,7 +21,7 @@ from affidavit.models.ledger import ClientInfo
 from affidavit.models.permissions import Permission, Role
 from affidavit.services import identity as idn
 from affidavit.services import ledger as ledger_svc
-from affidavit.services import roles
+from affidavit.services import principals, roles
 from affidavit.services.context import open_app
 from affidavit.services.setup import initialise
 
@@ -65,7 +65,7 @@ def test_0007_adds_the_identity_tables_and_takes_them_away(tmp_path: Path) -> No
     assert result.schema_before == "0006"
     assert _tables(path) >= IDENTITY_TABLES
     with open_app(settings) as app:
-        idn.bootstrap_admin(app, idn.local_principal(app), "root-admin", "a long passphrase")
+        idn.bootstrap_admin(app, principals.local_principal(app), "root-admin", "a long passphrase")
         assert ledger_svc.verify_catalog(app).ok
 
 
@@ -84,7 +84,9 @@ def test_the_identity_flow_on_postgresql(
     t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     client = ClientInfo(agent="pytest")
     with open_app(settings) as app:
-        idn.bootstrap_admin(app, idn.local_principal(app), "alice", "a long passphrase", now=t0)
+        idn.bootstrap_admin(
+            app, principals.local_principal(app), "alice", "a long passphrase", now=t0
+        )
         first = idn.login(app, "alice", "a long passphrase", client=client, now=t0)
         enrolment = idn.begin_totp(app, first.principal, "alice", now=t0)
         idn.confirm_totp(app, first.principal, "alice", totp.code_at(enrolment.secret, t0), now=t0)

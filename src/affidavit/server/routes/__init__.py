@@ -9,11 +9,14 @@ from affidavit.server.routes import (
     accounts,
     auth,
     backups,
+    custody,
     drills,
     health,
     holds,
     ledger,
+    oidc,
     policy,
+    requests,
     sources,
     tokens,
     vaults,
@@ -23,6 +26,7 @@ from affidavit.server.routes import (
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     auth.router,
+    oidc.router,
     sources.router,
     vaults.router,
     backups.router,
@@ -33,5 +37,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     policy.router,
     accounts.router,
     tokens.router,
+    requests.router,
+    custody.router,
 )
 """Every router of the API, in the order the routes table lists them."""

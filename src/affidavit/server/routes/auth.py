@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from affidavit.errors import InputError
-from affidavit.models.identity import Principal, account_name
+from affidavit.models.identity import Principal, SessionGrant, account_name
 from affidavit.server.access import note_identity
 from affidavit.server.gates import (
     PUBLIC,
@@ -27,7 +27,7 @@ from affidavit.server.gates import (
     client_of,
 )
 from affidavit.server.replies import reply
-from affidavit.services import identity
+from affidavit.services import identity, principals
 
 router = APIRouter(tags=["auth"])
 Session = Annotated[Caller, Depends(allow_session())]
@@ -59,7 +59,7 @@ def whoami_json(principal: Principal, now: datetime | None = None) -> dict[str, 
     return {
         **principal.to_json(),
         "mfa_age_seconds": age,
-        "step_up_window_seconds": int(identity.STEP_UP_WINDOW.total_seconds()),
+        "step_up_window_seconds": int(principals.STEP_UP_WINDOW.total_seconds()),
     }
 
 
@@ -81,10 +81,18 @@ def login(request: Request, _: Annotated[None, Depends(PUBLIC)], body: Login) ->
     note_identity(request.state, _tried(body.name), "password")  # a failure is logged so
     grant = identity.login(app, body.name, body.password, body.totp, client=client_of(request))
     note_identity(request.state, grant.principal.name, grant.principal.method.value)
+    return session_reply(grant)
+
+
+def session_reply(grant: SessionGrant, *, with_secret: bool = True) -> Response:
+    """The answer to a login (password or single sign-on): the session secret (unless
+    ``with_secret`` is false: a browser keeps it in the cookie only), the anti-CSRF token,
+    the session and the principal, and the session cookie."""
     session = grant.session
+    body: dict[str, Any] = {"secret": grant.secret} if with_secret else {}
     response = reply(
         {
-            "secret": grant.secret,
+            **body,
             "csrf_token": identity.csrf_token(grant.secret),
             "session": session.to_json(),
             "principal": whoami_json(grant.principal),

@@ -1,5 +1,6 @@
 """``GET /backups`` (``?source=``), ``GET /backups/{backup_id}`` (``backup.read``) and
-``POST /backups`` (``backup.run``): the backups and taking one."""
+``POST /backups`` (``backup.run``): the backups and taking one; ``DELETE /backups/{backup_id}``
+(``backup.delete``, a gated operation: 202 with the approval request when it needs one)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,30 @@ def run_backup(
             retain_days=body.retain_days,
         )
     return reply(backup_json(result), 201)
+
+
+class BackupDelete(BaseModel):
+    """Why a backup is deleted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.delete("/backups/{backup_id}")
+def delete_backup(
+    caller: Annotated[Caller, Depends(allow(Permission.BACKUP_DELETE))],
+    backup_id: str,
+    body: BackupDelete,
+) -> Response:
+    """Delete a backup's artifacts after its retention and with no hold (``backup delete
+    --json``); 202 with the approval request when its rule needs approvers."""
+    with caller.acting() as app:
+        receipt = backups.delete_backup(app, backup_id, reason=body.reason)
+    return reply(
+        {
+            "backup_id": receipt.backup_id,
+            "removed": receipt.removed,
+            "kept_manifest_sha256": receipt.kept_manifest_sha256,
+        }
+    )

@@ -6,35 +6,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from affidavit.catalog.store import UnitOfWork
 from affidavit.constants import INGESTED_LABEL
-from affidavit.errors import InputError, IntegrityError, PolicyViolation
+from affidavit.errors import InputError, IntegrityError, NotFound, PolicyViolation
+from affidavit.models.approval import GatedOperation
 from affidavit.models.backup import Backup, BackupStatus, Hold
 from affidavit.models.inventory import Vault
 from affidavit.services.backends import vault_backend
 from affidavit.services.backup import recording
 from affidavit.services.context import App
-from affidavit.services.leases import reclaim_abandoned
+from affidavit.services.leases import read_reclaimed
 from affidavit.services.ledger import require_verified_ledger
 from affidavit.services.policy_vouch import protection
+from affidavit.services.requests import Authority, gate
 from affidavit.vaults.base import ArtifactLocked, ArtifactNotFound
 
 
 def list_backups(app: App, source: str | None = None) -> list[Backup]:
-    """Backups (of one source), newest first; runs found dead are recorded abandoned first."""
-    with app.read() as uow:
-        if source is not None:
-            uow.sources.get(source) if source != INGESTED_LABEL else None
-    reclaim_abandoned(app)
-    with app.read() as uow:
+    """Backups (of one source), newest first; runs found dead are recorded abandoned first
+    (:func:`~affidavit.services.leases.read_reclaimed`: one reader when nothing runs)."""
+
+    def read(uow: UnitOfWork) -> list[Backup]:
+        if source is not None and source != INGESTED_LABEL:
+            uow.sources.get(source)
         return uow.backups.list(source)
+
+    return read_reclaimed(app, read)
 
 
 def get_backup(app: App, backup_id: str) -> Backup:
     """One backup with its artifacts, datasets and holds (a dead run recorded abandoned
     first)."""
-    reclaim_abandoned(app)
-    with app.read() as uow:
-        return uow.backups.get(backup_id)
+    return read_reclaimed(app, lambda uow: uow.backups.get(backup_id))
 
 
 def add_hold(app: App, backup_id: str, *, case_id: str, reason: str) -> Hold:
@@ -50,15 +53,36 @@ def add_hold(app: App, backup_id: str, *, case_id: str, reason: str) -> Hold:
     return hold
 
 
-def release_hold(app: App, backup_id: str, *, case_id: str, reason: str) -> Hold:
-    """Release a legal hold."""
+def release_hold(
+    app: App, backup_id: str, *, case_id: str, reason: str, authority: Authority | None = None
+) -> Hold:
+    """Release a legal hold (a gated operation: see :mod:`affidavit.services.requests`)."""
     if not reason.strip():
         raise InputError("releasing a hold needs --reason")
+    with app.read() as uow:  # NotFound before a request is recorded
+        if not any(h.case_id == case_id for h in uow.backups.holds(backup_id, active_only=True)):
+            raise NotFound(
+                f"no active hold {case_id!r} on backup {backup_id}",
+                hint="`affidavit hold list` shows the holds",
+            )
+    allowed = gate(
+        app,
+        GatedOperation.HOLD_RELEASE,
+        {"backup_id": backup_id, "case_id": case_id, "reason": reason.strip()},
+        target=f"backup:{backup_id}",
+        reason=reason,
+        authority=authority,
+    )
     with app.change() as change:
         hold = change.uow.backups.release_hold(
             backup_id, case_id, reason=reason.strip(), by=app.actor, at=recording.now()
         )
-        change.record("hold.released", f"backup:{backup_id}", {"case": case_id, "reason": reason})
+        change.record(
+            "hold.released",
+            f"backup:{backup_id}",
+            {"case": case_id, "reason": reason, **allowed.event_details()},
+        )
+        allowed.seal(change)
     return hold
 
 
@@ -111,9 +135,12 @@ def _deletion_refusals(app: App, backup_id: str) -> tuple[Backup, Vault, list[st
     return backup, vault, refusals
 
 
-def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
-    """Delete a backup's artifacts after its retention and with no active hold. The manifest,
-    fingerprints and history stay in the catalog; the receipt goes to the ledger."""
+def delete_backup(
+    app: App, backup_id: str, *, reason: str, authority: Authority | None = None
+) -> DeletionReceipt:
+    """Delete a backup's artifacts after its retention and with no active hold (a gated
+    operation: see :mod:`affidavit.services.requests`). The manifest, fingerprints and
+    history stay in the catalog; the receipt goes to the ledger."""
     if not reason.strip():
         raise InputError("a deletion needs --reason")
     backup, vault, refusals = _deletion_refusals(app, backup_id)
@@ -128,6 +155,14 @@ def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
             f"backup {backup_id} cannot be deleted: {'; '.join(refusals)}",
             hint="deletion waits for the retention date and for every hold to be released",
         )
+    allowed = gate(
+        app,
+        GatedOperation.BACKUP_DELETE,
+        {"backup_id": backup_id, "reason": reason.strip()},
+        target=f"backup:{backup_id}",
+        reason=reason,
+        authority=authority,
+    )
     backend = vault_backend(vault)
     with app.read() as uow:  # a hold placed since the check above still wins
         if uow.backups.holds(backup_id, active_only=True):
@@ -172,8 +207,10 @@ def delete_backup(app: App, backup_id: str, *, reason: str) -> DeletionReceipt:
                     "manifest_sha256": backup.manifest_sha256,
                     "datasets": len(backup.datasets),
                 },
+                **allowed.event_details(),
             },
         )
+        allowed.seal(change)
     return DeletionReceipt(
         backup_id=backup_id, removed=removed, kept_manifest_sha256=backup.manifest_sha256
     )

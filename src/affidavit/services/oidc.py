@@ -1,0 +1,617 @@
+"""Single sign-on with an OpenID provider: OpenID Connect's Authorization Code flow with PKCE
+(S256), for the server (``affidavit serve``), in a browser or from the CLI.
+
+A login begins on the server, which keeps the authorization request's secrets (``state``,
+``nonce``, PKCE verifier) **in its own memory** (:class:`OidcLogins`), for
+:data:`PENDING_TTL` at most and for one answer only: the provider's answer (the callback)
+takes them out, so a replayed answer finds nothing. Why memory and not a table or a cookie:
+the secrets are worth nothing after ten minutes and must be usable once, which a signed cookie
+cannot ensure without server state anyway; a catalog table would need a migration for data
+that must not outlive a login. What it costs: a server restart forgets logins under way (the
+person starts again), and a server run as several processes would need the callback to reach
+the process that began the login (``affidavit serve`` is one process). At most
+:data:`MAX_PENDING` logins wait at once (the oldest is dropped first), so anonymous requests
+cannot grow the memory without bound.
+
+Two ways in:
+
+- **Browser**: ``GET /auth/oidc/start`` redirects to the provider and sets a cookie holding a
+  random *binding* (HttpOnly, ``SameSite=Lax`` so that it comes back with the provider's
+  redirect); the callback opens the session only when that cookie comes back with the state,
+  so an answer begun in someone else's browser cannot log this browser in (login CSRF).
+- **CLI** (``affidavit login URL --oidc``): the CLI asks for a login and gets the provider's
+  URL, a flow id and a *flow secret* only it holds; the person opens the URL, logs in there,
+  and the callback shows a one-time code (:func:`~affidavit.crypto.oidc.new_one_time_code`);
+  the person types it into the CLI, which redeems flow id, flow secret and code for a session
+  secret. The code proves that the person who logged in at the provider is at this CLI; the
+  flow secret, that the code goes to the CLI that began the login. Five wrong codes end the
+  flow.
+
+The provider's answer is checked in this order, each refusal recorded
+(``identity.login_failed``, :func:`affidavit.services.identity.record_oidc_refusal`): the
+state is known and unused (``oidc-state``), the browser binding matches (``oidc-binding``),
+the provider reported no error (``oidc-provider-error``), the ``iss`` parameter, when sent, is
+the issuer (``oidc-issuer``, RFC 9207), the provider exchanges the code for tokens with this
+login's PKCE verifier (``oidc-exchange``), and the ID token passes every check of
+:mod:`affidavit.crypto.oidc` (``oidc-token``, with the problem). Then the subject must be
+linked to an enabled person's account (:func:`affidavit.services.identity.oidc_account`).
+
+MFA. The provider's login counts as MFA when its ``amr`` (RFC 8176) says ``mfa`` or names
+factors of two kinds (something known: ``pwd``, ``pin``, ``kba``; something held: ``otp``,
+``hwk``, ``swk``, ``sms``, ``tel``, ``sc``, ``pop``; something one is: ``fpt``, ``face``,
+``iris``, ``retina``, ``vbm``), or when its ``acr`` is one of the configured ``oidc_mfa_acr``
+values. Then the session's MFA time is the provider's authentication time (``auth_time``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.error
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final, Protocol
+
+from affidavit.config import Settings
+from affidavit.crypto import oidc as jose
+from affidavit.errors import AuthenticationFailed, InputError, OperationError
+from affidavit.models.identity import (
+    OidcIdentity,
+    SessionGrant,
+    is_loopback_host,
+    oidc_issuer,
+)
+from affidavit.models.ledger import ClientInfo
+from affidavit.services import identity
+from affidavit.services.context import App
+
+PENDING_TTL: Final = timedelta(minutes=10)
+MAX_PENDING: Final = 4096
+MAX_CODE_ATTEMPTS: Final = 5
+LEEWAY: Final = timedelta(seconds=60)
+MAX_TOKEN_AGE: Final = timedelta(minutes=10)
+METADATA_TTL: Final = timedelta(hours=1)
+JWKS_REFRESH_EVERY: Final = timedelta(seconds=60)
+HTTP_TIMEOUT: Final = 10.0
+MAX_ANSWER: Final = 1024 * 1024
+SCOPE: Final = "openid"
+
+_FACTORS: Final[Mapping[str, str]] = {
+    **dict.fromkeys(("pwd", "pin", "kba"), "knowledge"),
+    **dict.fromkeys(("otp", "hwk", "swk", "sms", "tel", "sc", "pop"), "possession"),
+    **dict.fromkeys(("fpt", "face", "iris", "retina", "vbm"), "inherence"),
+}
+_STATE_REFUSED = (
+    "single sign-on refused: this answer of the OpenID provider belongs to no login under way "
+    "(unknown, used already, expired, or begun in another browser)"
+)
+
+
+def shows_mfa(amr: tuple[str, ...], acr: str | None, mfa_acr: frozenset[str]) -> bool:
+    """Whether the provider's ``amr``/``acr`` say that it checked more than one factor (see
+    the module docstring)."""
+    if "mfa" in amr or (acr is not None and acr in mfa_acr):
+        return True
+    return len({_FACTORS[a] for a in amr if a in _FACTORS}) >= 2
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OidcConfig:
+    """The server's OpenID provider and its client there (settings ``oidc_*``)."""
+
+    issuer: str
+    client_id: str
+    redirect_uri: str
+    client_secret: str | None = field(default=None, repr=False)  # None: a public client
+    mfa_acr: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OidcConfig | None:
+        """The configuration, or None when no provider is set (``oidc_issuer`` empty); raise
+        :class:`InputError` for one set in part."""
+        if not settings.oidc_issuer:
+            return None
+        if not settings.oidc_client_id or not settings.oidc_redirect_uri:
+            raise InputError(
+                "single sign-on needs oidc_client_id and oidc_redirect_uri with oidc_issuer",
+                hint="set AFFIDAVIT_OIDC_CLIENT_ID and AFFIDAVIT_OIDC_REDIRECT_URI "
+                "(docs/server.md, settings)",
+            )
+        secret = settings.oidc_client_secret
+        return cls(
+            issuer=oidc_issuer(settings.oidc_issuer),
+            client_id=settings.oidc_client_id,
+            redirect_uri=settings.oidc_redirect_uri,
+            client_secret=secret.get_secret_value() if secret is not None else None,
+            mfa_acr=frozenset(settings.oidc_mfa_acr),
+        )
+
+
+# -- talking to the provider -------------------------------------------------------------------
+
+
+class Transport(Protocol):
+    """How the server talks to the provider (HTTP; a test may substitute another)."""
+
+    def get_json(self, url: str) -> Any:
+        """The JSON of ``GET url`` (200 only); :class:`OperationError` otherwise."""
+
+    def post_form(
+        self, url: str, form: Mapping[str, str], *, basic: tuple[str, str] | None
+    ) -> tuple[int, Any]:
+        """``POST url`` with a form body (and HTTP Basic credentials): the status and the
+        JSON answer; :class:`OperationError` when there is no JSON answer."""
+
+
+def check_endpoint(url: object, what: str) -> str:
+    """``url`` when it is an ``https`` URL (``http`` only to a loopback address); raise
+    :class:`OperationError` otherwise (the provider's metadata is unusable)."""
+    parts = urllib.parse.urlsplit(url if isinstance(url, str) else "")
+    host = parts.hostname or ""
+    if (
+        not isinstance(url, str)
+        or parts.scheme not in ("https", "http")
+        or not host
+        or (parts.scheme == "http" and not is_loopback_host(host))
+        or parts.username is not None
+        or parts.fragment
+    ):
+        raise OperationError(
+            f"the OpenID provider's {what} is not an https URL: {str(url)[:200]!r}",
+            hint="check oidc_issuer and the provider's configuration",
+        )
+    return url
+
+
+class UrllibTransport:
+    """HTTP with the standard library: certificates verified (a private CA:
+    ``SSL_CERT_FILE``), no redirect followed, answers of at most :data:`MAX_ANSWER` bytes,
+    :data:`HTTP_TIMEOUT` seconds."""
+
+    def _open(self, request: Any) -> tuple[int, bytes]:
+        import urllib.request
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            with opener.open(request, timeout=HTTP_TIMEOUT) as answer:
+                return int(answer.status), answer.read(MAX_ANSWER + 1)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read(MAX_ANSWER + 1)
+        except (urllib.error.URLError, OSError) as exc:
+            raise OperationError(
+                f"the OpenID provider cannot be reached: {getattr(exc, 'reason', exc)}",
+                hint="check oidc_issuer and that the provider answers from this host",
+            ) from None
+
+    @staticmethod
+    def _json(raw: bytes, url: str) -> Any:
+        if len(raw) > MAX_ANSWER:
+            raise OperationError(f"the OpenID provider's answer from {url} is too large")
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise OperationError(f"the OpenID provider's answer from {url} is not JSON") from None
+
+    def get_json(self, url: str) -> Any:
+        """See :class:`Transport`."""
+        import urllib.request
+
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - http(s) only (check_endpoint)
+        status, raw = self._open(request)
+        if status != 200:
+            raise OperationError(f"the OpenID provider answered HTTP {status} to {url}")
+        return self._json(raw, url)
+
+    def post_form(
+        self, url: str, form: Mapping[str, str], *, basic: tuple[str, str] | None
+    ) -> tuple[int, Any]:
+        """See :class:`Transport`."""
+        import urllib.request
+
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        if basic is not None:  # RFC 6749 §2.3.1: each part form-encoded, then Basic
+            pair = ":".join(urllib.parse.quote_plus(part) for part in basic)
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        body = urllib.parse.urlencode(dict(form)).encode()
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) only (check_endpoint)
+        status, raw = self._open(request)
+        return status, self._json(raw, url)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderMetadata:
+    """What the provider's discovery document says (the parts used here)."""
+
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    fetched_at: datetime
+
+
+# -- logins under way --------------------------------------------------------------------------
+
+
+class FlowKind(StrEnum):
+    """Where a login began."""
+
+    BROWSER = "browser"
+    CLI = "cli"
+
+
+@dataclass(slots=True)
+class _Pending:
+    secrets: jose.AuthorizationSecrets
+    kind: FlowKind
+    created_at: datetime
+    binding: str | None = None  # digest of the browser's binding cookie
+    flow: str | None = None  # the CLI flow
+
+
+@dataclass(slots=True)
+class _CliFlow:
+    secret: str  # digest of the flow secret
+    created_at: datetime
+    code: str | None = None  # digest of the one-time code, once the provider answered
+    who: OidcIdentity | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserStart:
+    """Where to send the browser, and the binding its cookie keeps."""
+
+    url: str
+    binding: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CliStart:
+    """A CLI login: the URL to open, the flow, and the secret only the CLI holds."""
+
+    url: str
+    flow: str
+    flow_secret: str = field(repr=False)
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What the provider's answer became: a browser's session, or a CLI flow's one-time
+    code to show."""
+
+    grant: SessionGrant | None = None
+    code: str | None = field(default=None, repr=False)
+
+
+def _now(now: datetime | None) -> datetime:
+    return datetime.now(UTC) if now is None else now
+
+
+class OidcLogins:
+    """The server's single sign-on: the provider's metadata and keys (cached), and the
+    logins under way (in memory; see the module docstring). Thread-safe: one per server
+    process."""
+
+    def __init__(self, config: OidcConfig, *, transport: Transport | None = None) -> None:
+        self.config = config
+        self._transport: Transport = transport or UrllibTransport()
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._flows: dict[str, _CliFlow] = {}
+        self._metadata: ProviderMetadata | None = None
+        self._jwks: tuple[dict[str, Any], datetime] | None = None
+
+    # -- the provider's metadata and keys ---------------------------------------------------
+
+    def metadata(self, now: datetime | None = None) -> ProviderMetadata:
+        """The provider's discovery document (fetched at most once per
+        :data:`METADATA_TTL`). Refused (:class:`OperationError`) when it names another
+        issuer, an endpoint that is not https, or PKCE without S256."""
+        at = _now(now)
+        cached = self._metadata
+        if cached is not None and at - cached.fetched_at < METADATA_TTL:
+            return cached
+        issuer = self.config.issuer
+        url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        document = self._transport.get_json(check_endpoint(url, "discovery URL"))
+        if not isinstance(document, dict) or document.get("issuer") != issuer:
+            found = document.get("issuer") if isinstance(document, dict) else None
+            raise OperationError(
+                f"the OpenID provider at {url} says its issuer is {str(found)[:200]!r}, "
+                f"not {issuer!r}",
+                hint="set oidc_issuer to the provider's issuer exactly",
+            )
+        methods = document.get("code_challenge_methods_supported")
+        if isinstance(methods, list) and "S256" not in methods:
+            raise OperationError(
+                "the OpenID provider does not offer PKCE with S256",
+                hint="enable PKCE (S256) for affidavit's client at the provider",
+            )
+        metadata = ProviderMetadata(
+            authorization_endpoint=check_endpoint(
+                document.get("authorization_endpoint"), "authorization endpoint"
+            ),
+            token_endpoint=check_endpoint(document.get("token_endpoint"), "token endpoint"),
+            jwks_uri=check_endpoint(document.get("jwks_uri"), "jwks_uri"),
+            fetched_at=at,
+        )
+        self._metadata = metadata
+        return metadata
+
+    def _keys(self, at: datetime, *, refresh: bool = False) -> dict[str, Any]:
+        cached = self._jwks
+        if cached is not None:
+            age = at - cached[1]
+            may_refetch = refresh and age >= JWKS_REFRESH_EVERY
+            if age < METADATA_TTL and not may_refetch:
+                return cached[0]
+        jwks = self._transport.get_json(self.metadata(at).jwks_uri)
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+            raise OperationError("the OpenID provider's JWKS is not a key set")
+        self._jwks = (jwks, at)
+        return jwks
+
+    # -- beginning a login --------------------------------------------------------------------
+
+    def _begin(self, pending: _Pending, at: datetime) -> str:
+        url = self.metadata(at).authorization_endpoint
+        secrets = pending.secrets
+        query = urllib.parse.urlencode(
+            {
+                "response_type": "code",
+                "client_id": self.config.client_id,
+                "redirect_uri": self.config.redirect_uri,
+                "scope": SCOPE,
+                "state": secrets.state,
+                "nonce": secrets.nonce,
+                "code_challenge": secrets.challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+        with self._lock:
+            self._prune(at)
+            self._pending[secrets.state] = pending
+            while len(self._pending) > MAX_PENDING:
+                self._pending.pop(next(iter(self._pending)))
+        return url + ("&" if urllib.parse.urlsplit(url).query else "?") + query
+
+    def _prune(self, at: datetime) -> None:
+        for state in [s for s, p in self._pending.items() if at - p.created_at > PENDING_TTL]:
+            del self._pending[state]
+        for flow in [f for f, c in self._flows.items() if at - c.created_at > PENDING_TTL]:
+            del self._flows[flow]
+
+    def start_browser(self, *, now: datetime | None = None) -> BrowserStart:
+        """A browser's login: the provider's URL, and the binding for its cookie."""
+        at = _now(now)
+        binding = jose.new_flow_secret()
+        pending = _Pending(
+            secrets=jose.new_authorization_secrets(),
+            kind=FlowKind.BROWSER,
+            created_at=at,
+            binding=jose.digest(binding),
+        )
+        return BrowserStart(url=self._begin(pending, at), binding=binding)
+
+    def start_cli(self, *, now: datetime | None = None) -> CliStart:
+        """A CLI's login: the provider's URL for the person, the flow and its secret."""
+        at = _now(now)
+        flow, secret = jose.new_flow_secret(), jose.new_flow_secret()
+        pending = _Pending(
+            secrets=jose.new_authorization_secrets(), kind=FlowKind.CLI, created_at=at, flow=flow
+        )
+        url = self._begin(pending, at)
+        with self._lock:
+            self._flows[flow] = _CliFlow(secret=jose.digest(secret), created_at=at)
+        return CliStart(url=url, flow=flow, flow_secret=secret, expires_at=at + PENDING_TTL)
+
+    # -- the provider's answer ------------------------------------------------------------------
+
+    def _take(self, state: str, at: datetime) -> _Pending | None:
+        with self._lock:
+            self._prune(at)
+            return self._pending.pop(state, None)
+
+    def answer(
+        self,
+        app: App,
+        *,
+        state: str | None,
+        code: str | None,
+        error: str | None,
+        iss: str | None,
+        binding: str | None,
+        client: ClientInfo,
+        now: datetime | None = None,
+    ) -> Answered:
+        """Take the provider's answer (the callback): check it (see the module docstring;
+        every refusal recorded and raised as :class:`AuthenticationFailed`), then open the
+        browser's session, or show the CLI flow's one-time code."""
+        at = _now(now)
+        pending = self._take(state, at) if state else None
+
+        def refuse(reason: str, message: str, **details: Any) -> AuthenticationFailed:
+            identity.record_oidc_refusal(app, reason, client=client, details=details, now=at)
+            return AuthenticationFailed(message, hint="begin the login again")
+
+        if pending is None:
+            raise refuse("oidc-state", _STATE_REFUSED)
+        if pending.kind is FlowKind.BROWSER and (
+            binding is None
+            or pending.binding is None
+            or not jose.same(jose.digest(binding), pending.binding)
+        ):
+            raise refuse("oidc-binding", _STATE_REFUSED)
+        if error:
+            raise refuse(
+                "oidc-provider-error",
+                f"the OpenID provider refused the login: {error[:100]}",
+                error=error[:100],
+            )
+        if iss is not None and iss != self.config.issuer:
+            raise refuse(
+                "oidc-issuer",
+                "single sign-on refused: the answer names another issuer",
+                issuer=iss[:200],
+            )
+        if not code:
+            raise refuse("oidc-exchange", "single sign-on refused: the answer holds no code")
+        try:
+            token = self._exchange(code, pending.secrets.verifier)
+        except AuthenticationFailed as exc:
+            raise refuse("oidc-exchange", exc.message, error=exc.hint) from None
+        try:
+            who = self._verify(token, pending.secrets.nonce, at)
+        except jose.IdTokenRefused as exc:
+            raise refuse("oidc-token", exc.message, problem=exc.problem) from None
+        if pending.kind is FlowKind.BROWSER:
+            return Answered(grant=identity.open_oidc_session(app, who, client=client, now=at))
+        identity.oidc_account(app, who, client=client, now=at)  # refusals recorded there
+        shown = jose.new_one_time_code()
+        with self._lock:
+            flow = self._flows.get(pending.flow or "")
+            if flow is None:  # the flow expired meanwhile
+                raise AuthenticationFailed(_STATE_REFUSED, hint="begin the login again")
+            flow.who, flow.code = who, jose.digest(jose.normalise_one_time_code(shown))
+        return Answered(code=shown)
+
+    def _exchange(self, code: str, verifier: str) -> str:
+        """The ID token the provider gives for ``code`` and this login's PKCE verifier;
+        :class:`AuthenticationFailed` (hint: the provider's error) when it refuses."""
+        config = self.config
+        form = {
+            "grant_type": "authorization_code",
+            "code": code[:2048],
+            "redirect_uri": config.redirect_uri,
+            "code_verifier": verifier,
+        }
+        basic = None
+        if config.client_secret is not None:
+            basic = (config.client_id, config.client_secret)
+        else:
+            form["client_id"] = config.client_id
+        status, answer = self._transport.post_form(
+            self.metadata().token_endpoint, form, basic=basic
+        )
+        token = answer.get("id_token") if isinstance(answer, dict) else None
+        if status != 200 or not isinstance(token, str):
+            error = answer.get("error") if isinstance(answer, dict) else None
+            raise AuthenticationFailed(
+                "single sign-on refused: the OpenID provider did not exchange the code",
+                hint=str(error or f"HTTP {status}")[:100],
+            )
+        return token
+
+    def _verify(self, token: str, nonce: str, at: datetime) -> OidcIdentity:
+        """The identity an ID token vouches for, after every check; a key the cached JWKS
+        lacks makes it fetch the JWKS again (the provider rotated its keys), at most once per
+        :data:`JWKS_REFRESH_EVERY`."""
+        config = self.config
+        jwks = self._keys(at)
+        kid = jose.key_id(token)
+        known = {k.get("kid") for k in jwks.get("keys", []) if isinstance(k, dict)}
+        if kid is not None and kid not in known:
+            jwks = self._keys(at, refresh=True)
+        claims = jose.verify_id_token(
+            token,
+            jwks=jwks,
+            issuer=config.issuer,
+            client_id=config.client_id,
+            nonce=nonce,
+            now=at,
+            leeway=LEEWAY,
+            max_age=MAX_TOKEN_AGE,
+        )
+        return identity_of(claims, config.mfa_acr, at)
+
+    # -- the CLI's redemption ---------------------------------------------------------------------
+
+    def redeem(
+        self,
+        app: App,
+        *,
+        flow: str,
+        flow_secret: str,
+        code: str,
+        client: ClientInfo,
+        now: datetime | None = None,
+    ) -> SessionGrant:
+        """Open the session of a CLI flow whose provider login succeeded: the flow's secret
+        and the one-time code shown to the person must both match (constant time). A wrong
+        code counts; :data:`MAX_CODE_ATTEMPTS` end the flow. Refusals are recorded
+        (``oidc-cli-code``) and raised as :class:`AuthenticationFailed`."""
+        at = _now(now)
+        wanted = jose.digest(jose.normalise_one_time_code(code))
+        with self._lock:
+            self._prune(at)
+            found = self._flows.get(flow)
+            who = None
+            if (
+                found is not None
+                and jose.same(jose.digest(flow_secret), found.secret)
+                and found.code is not None
+            ):
+                if jose.same(wanted, found.code):
+                    who = found.who
+                    del self._flows[flow]
+                else:
+                    found.attempts += 1
+                    if found.attempts >= MAX_CODE_ATTEMPTS:
+                        del self._flows[flow]
+        if who is None:
+            identity.record_oidc_refusal(app, "oidc-cli-code", client=client, now=at)
+            raise AuthenticationFailed(
+                "single sign-on refused: wrong or expired code, or no login under way for it",
+                hint="type the code the server showed after the provider's login; or begin "
+                "again: `affidavit login URL --oidc`",
+            )
+        return identity.open_oidc_session(app, who, client=client, now=at)
+
+
+def identity_of(claims: Mapping[str, Any], mfa_acr: frozenset[str], at: datetime) -> OidcIdentity:
+    """The :class:`OidcIdentity` of a checked ID token's claims: authenticated at its
+    ``auth_time`` (else its ``iat``, never later than ``at``), with MFA as
+    :func:`shows_mfa` says."""
+    when = claims.get("auth_time")
+    if isinstance(when, bool) or not isinstance(when, int | float):
+        when = claims.get("iat")
+    moment = at
+    if isinstance(when, int | float) and not isinstance(when, bool):
+        try:
+            moment = min(datetime.fromtimestamp(float(when), UTC), at)
+        except (OverflowError, OSError, ValueError):
+            moment = at
+    raw_amr = claims.get("amr")
+    amr = tuple(
+        a[:32] for a in (raw_amr if isinstance(raw_amr, list) else []) if isinstance(a, str)
+    )[:20]
+    raw_acr = claims.get("acr")
+    acr = raw_acr[:200] if isinstance(raw_acr, str) else None
+    return OidcIdentity(
+        issuer=str(claims["iss"]),
+        subject=str(claims["sub"]),
+        authenticated_at=moment,
+        mfa=shows_mfa(amr, acr, mfa_acr),
+        acr=acr,
+        amr=amr,
+    )
+
+
+def logins_for(settings: Settings) -> OidcLogins | None:
+    """The server's :class:`OidcLogins`, or None when no provider is configured."""
+    config = OidcConfig.from_settings(settings)
+    return None if config is None else OidcLogins(config)
