@@ -112,7 +112,7 @@ from affidavit.services.principals import (
     vouched_holders,
     vouched_roles,
 )
-from affidavit.services.requests import Authority, gate
+from affidavit.services.requests import Authority, gate, linked_subjects
 
 IDLE_TIMEOUT: Final = timedelta(minutes=30)
 ABSOLUTE_TIMEOUT: Final = timedelta(hours=12)
@@ -1140,7 +1140,16 @@ def link_oidc(
             )
         if (account.oidc_issuer, account.oidc_subject) == (issuer, subject):
             raise InputError(f"{name!r} is linked to that subject already", hint="nothing to do")
-        ids.link_oidc(account.id, issuer=issuer, subject=subject)
+        ids.link_oidc(account.id, issuer=issuer, subject=subject)  # refuses a current link
+        if any(  # and one the ledger ever gave another account
+            other != account.id and (issuer, subject) in subjects
+            for other, subjects in linked_subjects(change.uow).items()
+        ):
+            raise AlreadyExists(
+                "that subject was linked to another account before: a subject stays one "
+                "person's, so that relinking cannot make two people one (or one person two)",
+                hint="link the account to a subject of its own",
+            )
         previous = None
         if account.oidc_issuer is not None or account.oidc_subject is not None:
             previous = {"issuer": account.oidc_issuer, "subject": account.oidc_subject}

@@ -81,6 +81,7 @@ _BACKUP_OPERATIONS: Final = frozenset(
         GatedOperation.KEYS_EXPORT_IDENTITY,
     }
 )
+_REMOVING: Final = frozenset({GatedOperation.ROLE_REVOKE, GatedOperation.ACCOUNT_DISABLE})
 _ACCOUNT_OPERATIONS: Final = frozenset(
     {GatedOperation.ROLE_GRANT, GatedOperation.ROLE_REVOKE, GatedOperation.ACCOUNT_DISABLE}
 )
@@ -205,9 +206,10 @@ def eligible_approvers(
     uow: UnitOfWork, rule: ApprovalRule, requester: Account, excluded: frozenset[str]
 ) -> list[str]:
     """The names of the people who could approve a request of ``requester`` under ``rule``:
-    enabled human accounts holding its role (as the ledger vouches), able to pass an MFA
-    check (TOTP enrolled, or signing in through an identity provider), not the requester or
-    linked to the requester's OIDC subject, not excluded."""
+    enabled human accounts holding its role (as the ledger vouches), not the requester or
+    linked to the requester's OIDC subject, not excluded. Whether they can pass an MFA check
+    right now does not matter (they are asked for one when they approve): otherwise one
+    administrator could reset the others' TOTP and act alone on waivers."""
     held, services = ledger_roles(uow), ledger_services(uow)
     subjects = linked_subjects(uow)
     out = []
@@ -217,7 +219,6 @@ def eligible_approvers(
             or account.name in excluded
             or _same_person(account, requester, subjects)
             or is_service(uow, account, services)
-            or not (account.totp_enrolled or account.oidc_subject is not None)
         ):
             continue
         if rule.role in vouched_roles(uow, account, held, services):
@@ -351,7 +352,10 @@ def gate(
             return _with(base, who, Standing.NOT_REQUIRED, at)
         requester = uow.identities.account_by_id(str(who.account_id))
         excluded = excluded_approvers(uow, operation, params)
-        eligible = eligible_approvers(uow, rule, requester, excluded)
+        # taking power from someone: they may not approve it, but they still count against a
+        # waiver (else one administrator could strip or disable the only other one alone)
+        counted = frozenset() if operation in _REMOVING else excluded
+        eligible = eligible_approvers(uow, rule, requester, counted)
     if len(eligible) < rule.approvers:
         waiver = (
             f"{rule.approvers} approver(s) of role {rule.role.value} needed, "
@@ -504,6 +508,12 @@ def _may_judge(
             "same identity-provider subject)",
             hint=f"a {request.rule.role.value} other than {request.requested_by!r} must",
         )
+    if _credentials_set_by(uow, me, request.requested_by):
+        raise AccessDenied(
+            f"{request.requested_by!r} once set or reset {me.name!r}'s password, TOTP or "
+            f"identity-provider link: {me.name!r} may not {verb} their requests",
+            hint=f"another {request.rule.role.value} must (the credentials may be theirs now)",
+        )
     if me.name in request.excluded:
         raise AccessDenied(
             f"{me.name!r} may not {verb} this {request.operation.value}: it concerns them "
@@ -521,6 +531,25 @@ def _may_judge(
             f"{me.name!r} approved request {request.id} already: each person counts once",
             hint=f"another {request.rule.role.value} must",
         )
+
+
+_CREDENTIAL_ACTIONS: Final = (
+    "account.password_set",
+    "identity.totp_reset",
+    "account.oidc_linked",
+)
+
+
+def _credentials_set_by(uow: UnitOfWork, account: Account, requester: str) -> bool:
+    """Whether the ledger shows ``requester`` setting or resetting ``account``'s password,
+    TOTP or identity-provider link: then the requester may hold those credentials, and an
+    approval under that account could be their own."""
+    subject = f"account:{account.name}"
+    return any(
+        event.subject == subject and event.actor == requester and event.actor != account.name
+        for action in _CREDENTIAL_ACTIONS
+        for event in read_events(uow.ledger, action)
+    )
 
 
 def approve(

@@ -116,17 +116,26 @@ def _enrol(app: App, name: str, at: datetime) -> str:
 def _build(app: App, home: Path) -> dict[str, str]:
     world = make_world(app, home)
     at = T0 + timedelta(seconds=61)
-    grants = (("carol", Role.ADMIN), ("dave", Role.SECURITY_OFFICER), ("erin", Role.OPERATOR),
-              ("erin", Role.SECURITY_OFFICER), ("frank", Role.APPROVER), ("hank", Role.ADMIN))  # fmt: skip
+    idn.create_account(app, world.admin, "ci-bot", kind=AccountKind.SERVICE, now=at)
+    roles.grant_role(app, world.admin, "ci-bot", Role.OPERATOR, now=at)
+    grants = (("dave", Role.SECURITY_OFFICER), ("erin", Role.OPERATOR),
+              ("erin", Role.SECURITY_OFFICER), ("frank", Role.APPROVER), ("carol", Role.ADMIN))  # fmt: skip
     for name in ("carol", "dave", "erin", "frank", "hank"):
         idn.create_account(app, world.admin, name, password=PW, now=at)
     for name, role in grants:  # nobody else could approve yet: recorded waivers
         roles.grant_role(app, world.admin, name, role, now=at)
-    idn.create_account(app, world.admin, "ci-bot", kind=AccountKind.SERVICE, now=at)
-    roles.grant_role(app, world.admin, "ci-bot", Role.OPERATOR, now=at)
     secrets = {"alice": world.secret}
     for name in ("carol", "dave", "erin", "frank"):
         secrets[name] = _enrol(app, name, at)
+    # a second administrator now: hank's grant waits for carol's approval
+    try:
+        roles.grant_role(app, world.admin, "hank", Role.ADMIN, now=at)
+    except ApprovalPending as pending:
+        request_id = str(pending.request["id"])
+    later = at + timedelta(seconds=31)
+    carol = idn.login(app, "carol", PW, code(secrets["carol"], later), client=CLIENT, now=later)
+    requests.approve(app, carol.principal, request_id, now=later)
+    gated.execute(app, world.admin, request_id, now=later)
     inventory.add_source(app, name="shop", engine=EngineName.MONGODB,
                          uri="mongodb://127.0.0.1:9/shop", secret=None,
                          classification=Classification.INTERNAL)  # fmt: skip

@@ -18,6 +18,7 @@ from tests.unit.identity.test_attacks import CLIENT, T0, code, db, events, make_
 
 from affidavit.errors import (
     AccessDenied,
+    AlreadyExists,
     ApprovalPending,
     InputError,
     IntegrityError,
@@ -80,17 +81,17 @@ def _enrol(app: App, name: str, at: object) -> str:
 def _build(app: App, home: Path) -> dict[str, str]:
     world = make_world(app, home)
     at = T0 + timedelta(seconds=61)
-    for name, role in (
-        ("carol", Role.ADMIN),
+    idn.create_account(app, world.admin, "ci-bot", kind=AccountKind.SERVICE, now=at)
+    roles.grant_role(app, world.admin, "ci-bot", Role.OPERATOR, now=at)
+    for name, role in (  # carol last: until then alice is the only administrator
         ("dave", Role.SECURITY_OFFICER),
         ("erin", Role.SECURITY_OFFICER),
         ("gina", Role.SECURITY_OFFICER),
         ("frank", Role.APPROVER),
+        ("carol", Role.ADMIN),  # she may not approve her own grant: waived too
     ):
         idn.create_account(app, world.admin, name, password=PW, now=at)
         roles.grant_role(app, world.admin, name, role, now=at)  # alone: waived
-    idn.create_account(app, world.admin, "ci-bot", kind=AccountKind.SERVICE, now=at)
-    roles.grant_role(app, world.admin, "ci-bot", Role.OPERATOR, now=at)
     secrets = {"alice": world.secret}
     for name in ("carol", "dave", "erin", "gina", "frank"):
         secrets[name] = _enrol(app, name, at)
@@ -525,19 +526,17 @@ def test_no_catalog_edit_makes_an_approval(people: People) -> None:
     assert Role.VIEWER not in roles.roles_of(people.app, alice, "bob")
 
 
-def test_a_subject_link_erased_from_the_catalog_still_makes_one_person(people: People) -> None:
-    """alice and carol were linked to one subject through affidavit (ledgered); clearing
-    carol's link in the catalog behind affidavit's back does not make her a second person."""
+def test_a_subject_once_linked_elsewhere_is_never_linked_again(people: People) -> None:
+    """alice was linked to a subject through affidavit (ledgered); with her link cleared in
+    the catalog behind affidavit's back, carol still cannot be linked to it: the ledger
+    remembers whose it was."""
     alice = people.login("alice")
-    for name in ("alice", "carol"):
-        with db(people.home) as con:  # one subject may map to one account: relink in turn
-            con.execute("UPDATE accounts SET oidc_subject = NULL, oidc_issuer = NULL")
-        idn.link_oidc(
-            people.app, alice, name, issuer="https://idp.example", subject="u-7",
-            now=alice.mfa_at,
-        )  # fmt: skip
+    idn.link_oidc(people.app, alice, "alice", issuer="https://idp.example", subject="u-7",
+                  now=alice.mfa_at)  # fmt: skip
     with db(people.home) as con:
         con.execute("UPDATE accounts SET oidc_subject = NULL, oidc_issuer = NULL")
-    alice = people.login("alice")
-    roles.grant_role(people.app, alice, "bob", Role.VIEWER, now=alice.mfa_at)  # nobody else
-    assert events(people.home, "approval.waived")[-1]["subject"] == "account:bob"
+    size = ledger_size(people.home)
+    with pytest.raises(AlreadyExists, match="linked to another account before"):
+        idn.link_oidc(people.app, alice, "carol", issuer="https://idp.example", subject="u-7",
+                      now=alice.mfa_at)  # fmt: skip
+    assert ledger_size(people.home) == size
