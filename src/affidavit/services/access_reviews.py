@@ -68,6 +68,7 @@ from affidavit.services.principals import (
     require_fresh_mfa,
     vouched_roles,
 )
+from affidavit.services.requests import linked_subjects
 
 DEFAULT_LOOKBACK_DAYS = 90
 _UNAUTHENTICATED = frozenset({"", "none", AuthMethod.LOCAL_OS_USER.value})
@@ -290,10 +291,12 @@ def decide(
             )
         me = change.uow.identities.account_by_id(str(principal.account_id))
         mine = _oidc(me)
+        subjects = linked_subjects(change.uow)  # every link the ledger ever gave either
+        theirs = subjects.get(usage.account_id, set()) | ({usage.oidc} if usage.oidc else set())
         if (
             me.id == usage.account_id
             or me.name == usage.account
-            or (mine is not None and mine == usage.oidc)
+            or bool((subjects.get(me.id, set()) | ({mine} if mine else set())) & theirs)
         ):
             raise AccessDenied(
                 "nobody decides on their own access (nor under a second account linked to the "
