@@ -195,11 +195,7 @@ def delete(
     else:
         with app_for(ctx) as application:
             receipt = backups.delete_backup(application, backup_id, reason=reason)
-        data = {
-            "backup_id": receipt.backup_id,
-            "removed": receipt.removed,
-            "kept_manifest_sha256": receipt.kept_manifest_sha256,
-        }
+        data = receipt.to_json()
     if json_out:
         print_json(data)
     else:

@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Any, Protocol
 
 from affidavit.crypto.digest import Sha256Stream, constant_time_equal
@@ -564,24 +564,10 @@ class AccessExportReader(JsonLinesReader):
     read_hint = _READ_HINT
     damaged_hint = "the file is damaged or not an affidavit access-log export; export it again"
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        try:
-            self.header = self._read_header()
-            self.checkpoints = self._read_checkpoints()
-        except BaseException:
-            self._fh.close()
-            raise
-
-    def _read_header(self) -> AccessExportHeader:
-        obj = self._next()
-        if obj is None:
-            raise self._error("the file is empty")
-        if obj.get("type") != "header" or obj.get("format") != EXPORT_FORMAT:
-            raise self._error(f"the first line must be the {EXPORT_FORMAT!r} header")
-        if obj.get("version") != EXPORT_VERSION:
-            raise self._error(f"unsupported export version {obj.get('version')!r}")
-        fields = {
+    export_format = EXPORT_FORMAT
+    export_version = EXPORT_VERSION
+    header_fields = MappingProxyType(
+        {
             "origin": str,
             "vkey": str,
             "size": int,
@@ -589,25 +575,19 @@ class AccessExportReader(JsonLinesReader):
             "expired": int,
             "exported_at": str,
         }
-        for name, kind in fields.items():
-            if not isinstance(obj.get(name), kind) or isinstance(obj.get(name), bool):
-                raise self._error(f"header field {name!r} is missing or of the wrong type")
-        return AccessExportHeader(**{name: obj[name] for name in fields})
+    )
+
+    @property
+    def header(self) -> AccessExportHeader:
+        """The header line."""
+        return AccessExportHeader(**self.header_values)
 
     def records(self) -> Iterator[ExportedRecord]:
         """The entry lines, in file order."""
-        obj, self._pending = self._pending, None
-        if obj is None:
-            obj = self._next()
-        while obj is not None:
+        for obj in self._entries():
             yield self._record(obj)
-            obj = self._next()
 
     def _record(self, obj: dict[str, Any]) -> ExportedRecord:
-        if obj["type"] == "checkpoint":
-            raise self._error("checkpoint lines must come before the entries")
-        if obj["type"] != "entry":
-            raise self._error(f"unknown line type {obj['type']!r}")
         seq = obj.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise self._error("an entry line needs a non-negative integer 'seq'")

@@ -35,11 +35,7 @@ def _delete(app: App, _: Principal, p: Mapping[str, Any], a: Authority) -> dict[
     receipt = retention.delete_backup(
         app, str(p["backup_id"]), reason=str(p["reason"]), authority=a
     )
-    return {
-        "backup_id": receipt.backup_id,
-        "removed": receipt.removed,
-        "kept_manifest_sha256": receipt.kept_manifest_sha256,
-    }
+    return receipt.to_json()
 
 
 def _release(app: App, _: Principal, p: Mapping[str, Any], a: Authority) -> dict[str, Any]:

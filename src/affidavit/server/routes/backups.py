@@ -89,10 +89,4 @@ def delete_backup(
     --json``); 202 with the approval request when its rule needs approvers."""
     with caller.acting() as app:
         receipt = backups.delete_backup(app, backup_id, reason=body.reason)
-    return reply(
-        {
-            "backup_id": receipt.backup_id,
-            "removed": receipt.removed,
-            "kept_manifest_sha256": receipt.kept_manifest_sha256,
-        }
-    )
+    return reply(receipt.to_json())

@@ -5,6 +5,7 @@ its retention (never while held, and only on a ledger that verifies).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from affidavit.catalog.store import UnitOfWork
 from affidavit.constants import INGESTED_LABEL
@@ -101,6 +102,14 @@ class DeletionReceipt:
     backup_id: str
     removed: list[str]
     kept_manifest_sha256: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"backup_id", "removed", "kept_manifest_sha256"}`` (``backup delete --json``)."""
+        return {
+            "backup_id": self.backup_id,
+            "removed": self.removed,
+            "kept_manifest_sha256": self.kept_manifest_sha256,
+        }
 
 
 def _deletion_refusals(app: App, backup_id: str) -> tuple[Backup, Vault, list[str]]:
