@@ -252,6 +252,8 @@ class ApprovalRequest:
     seq: int  # request.created
     rule: ApprovalRule  # the rule in force when it was created
     excluded: frozenset[str] = frozenset()  # accounts that may not approve it (by name)
+    eligible: frozenset[str] = frozenset()  # who could approve it when it was asked for
+    asked_approvers: int | None = None  # the rule's count, when fewer could approve
     approvals: tuple[Approval, ...] = ()
     veto: Approval | None = None
     cancelled: Approval | None = None
@@ -317,6 +319,8 @@ class ApprovalRequest:
             "approve_by": self.approve_by.isoformat(),
             "execute_by": execute_by.isoformat() if execute_by else None,
             "excluded": sorted(self.excluded),
+            "eligible": sorted(self.eligible),
+            "asked_approvers": self.asked_approvers,
             "approvals": [a.to_json() for a in self.approvals],
             "vetoed": _opt(self.veto),
             "cancelled": _opt(self.cancelled),
@@ -349,6 +353,10 @@ def _created(event: Event) -> ApprovalRequest:
     excluded = d.get("excluded", [])
     if not isinstance(excluded, list):
         raise TypeError("excluded is not a list")
+    eligible = d.get("eligible", [])
+    if not isinstance(eligible, list):
+        raise TypeError("eligible is not a list")
+    asked = d.get("asked_approvers")
     return ApprovalRequest(
         id=event.subject.removeprefix("request:"),
         operation=GatedOperation(str(d["operation"])),
@@ -363,6 +371,8 @@ def _created(event: Event) -> ApprovalRequest:
         seq=event.seq,
         rule=ApprovalRule.from_json(d["rule"]),
         excluded=frozenset(str(x) for x in excluded),
+        eligible=frozenset(str(x) for x in eligible),
+        asked_approvers=asked if isinstance(asked, int) and not isinstance(asked, bool) else None,
     )
 
 
@@ -435,6 +445,8 @@ def _apply(request: ApprovalRequest, event: Event) -> ApprovalRequest:
             return refused(f"{step.name} asked for it")
         if step.name in request.excluded:
             return refused(f"{step.name} may not approve it")
+        if request.eligible and step.name not in request.eligible:
+            return refused(f"{step.name} could not approve it when it was asked for")
         if any(a.account_id == step.account_id for a in request.approvals):
             return refused(f"{step.name} approved it already")
         if event.action == "request.vetoed":

@@ -339,6 +339,12 @@ def close_review(
     if revoking:  # before anything is applied: all of them, or none
         authorize(principal, Permission.ROLE_GRANT)
         require_fresh_mfa(principal, now=at)
+        if any(d.account == principal.name for d in revoking):
+            raise AccessDenied(
+                "nobody closes a review that revokes their own access: they would ask for "
+                "their own revocation (and could withdraw it)",
+                hint="another administrator closes it",
+            )
     require_verified_ledger(app, refusing=f"to close access review {review.id}", nothing="revoked")
     outcomes = [_apply(app, principal, review, grant, at) for grant in review.grants]
     with app.change() as change:

@@ -35,7 +35,7 @@ attempt to act on it records ``request.expired``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
@@ -356,11 +356,8 @@ def gate(
         # waiver (else one administrator could strip or disable the only other one alone)
         counted = frozenset() if operation in _REMOVING else excluded
         eligible = eligible_approvers(uow, rule, requester, counted)
-    if len(eligible) < rule.approvers:
-        waiver = (
-            f"{rule.approvers} approver(s) of role {rule.role.value} needed, "
-            f"{len(eligible)} could approve"
-        )
+    if not eligible:
+        waiver = f"{rule.approvers} approver(s) of role {rule.role.value} needed, 0 could approve"
         return Authority(
             operation=operation,
             target=target,
@@ -370,6 +367,10 @@ def gate(
             waiver=waiver,
             now=now,
         )
+    # a rule asking for more people than could approve asks for all of them (never for
+    # nobody: that would let a rule set too high turn approval off)
+    asked = rule.approvers
+    rule = replace(rule, approvers=min(rule.approvers, len(eligible)))
     request_id = f"rq-{tokens.new_id()}"
     with app.change() as change:
         change.actor = who.name
@@ -390,6 +391,8 @@ def gate(
                 ),
                 "rule": rule.to_json(),
                 "excluded": sorted(excluded),
+                "eligible": sorted(eligible),
+                "asked_approvers": asked if asked != rule.approvers else None,
                 "at": at.isoformat(),
             },
         )
@@ -525,6 +528,12 @@ def _may_judge(
             f"{verb.capitalize()}ing a {request.operation.value} takes the role "
             f"{request.rule.role.value}",
             hint="the rule in force names the role: `affidavit request rules`",
+        )
+    if request.eligible and me.name not in request.eligible:
+        raise AccessDenied(
+            f"{me.name!r} could not approve this request when it was asked for (an account "
+            "made or given the role since may not judge it)",
+            hint=f"one of {', '.join(sorted(request.eligible))} must",
         )
     if any(a.account_id == me.id for a in request.approvals):
         raise AccessDenied(

@@ -61,15 +61,17 @@ def release_hold(
     if not reason.strip():
         raise InputError("releasing a hold needs --reason")
     with app.read() as uow:  # NotFound before a request is recorded
-        if not any(h.case_id == case_id for h in uow.backups.holds(backup_id, active_only=True)):
-            raise NotFound(
-                f"no active hold {case_id!r} on backup {backup_id}",
-                hint="`affidavit hold list` shows the holds",
-            )
+        held = [h for h in uow.backups.holds(backup_id, active_only=True) if h.case_id == case_id]
+    if not held:
+        raise NotFound(
+            f"no active hold {case_id!r} on backup {backup_id}",
+            hint="`affidavit hold list` shows the holds",
+        )
+    hold_id = held[0].id  # an approval releases this hold, not a later one of the same case
     allowed = gate(
         app,
         GatedOperation.HOLD_RELEASE,
-        {"backup_id": backup_id, "case_id": case_id, "reason": reason.strip()},
+        {"backup_id": backup_id, "case_id": case_id, "hold_id": hold_id, "reason": reason.strip()},
         target=f"backup:{backup_id}",
         reason=reason,
         authority=authority,
@@ -78,6 +80,11 @@ def release_hold(
         hold = change.uow.backups.release_hold(
             backup_id, case_id, reason=reason.strip(), by=app.actor, at=recording.now()
         )
+        if hold.id != hold_id:  # another hold of the case came meanwhile: not the approved one
+            raise NotFound(
+                f"the hold {case_id!r} on backup {backup_id} changed while it was released",
+                hint="ask again: `affidavit hold release`",
+            )
         change.record(
             "hold.released",
             f"backup:{backup_id}",
