@@ -280,15 +280,6 @@ class PhaseResult:
         }
 
 
-def _cpu_ticks(pid: int) -> int | None:
-    """User + system clock ticks of a process (None when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])
-
-
 def _children_ticks(parent: int) -> dict[int, int]:
     """Ticks of ``parent`` and of its children (PostgreSQL's backends), by pid."""
     out = {}
@@ -321,7 +312,7 @@ class CpuWatch:
     def __enter__(self) -> CpuWatch:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self._self = usage.ru_utime + usage.ru_stime
-        self._server = _cpu_ticks(self.server_pid) if self.server_pid else None
+        self._server = _children_ticks(self.server_pid) if self.server_pid else None
         self._pg = _children_ticks(self.postgres_pid) if self.postgres_pid else {}
         self._machine = _machine_busy()
         return self
@@ -330,9 +321,9 @@ class CpuWatch:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self.client_s = usage.ru_utime + usage.ru_stime - self._self
         self.server_s = None
-        if self.server_pid and self._server is not None:
-            now = _cpu_ticks(self.server_pid)
-            self.server_s = (now - self._server) / self.hz if now is not None else None
+        if self.server_pid and self._server is not None:  # the server and its workers
+            now = _children_ticks(self.server_pid)
+            self.server_s = sum(t - self._server.get(p, 0) for p, t in now.items()) / self.hz
         self.postgres_s = None
         if self.postgres_pid:
             after = _children_ticks(self.postgres_pid)
@@ -513,12 +504,16 @@ def stub_server() -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def serving(home: Path, env: dict[str, str], log: Path) -> Iterator[tuple[int, int]]:
-    """``affidavit serve`` on a random loopback port until the block ends: (port, pid)."""
+def serving(
+    home: Path, env: dict[str, str], log: Path, workers: int = 1
+) -> Iterator[tuple[int, int]]:
+    """``affidavit serve --workers N`` on a random loopback port until the block ends:
+    (port, pid of the server, the workers' parent when N > 1)."""
     port = free_port()
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "affidavit", "--home", str(home), "serve", "--port", str(port)],
+            [sys.executable, "-m", "affidavit", "--home", str(home), "serve", "--port", str(port),
+             "--workers", str(workers)],
             stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )  # fmt: skip
     try:
@@ -790,6 +785,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
     parser.add_argument("--backups", type=int, default=10, help="backups listed by reads")
     parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="affidavit serve --workers (default: the cores available)",
+    )
+    parser.add_argument(
         "--decompose-seconds", type=float, default=None, help="in-process request (default 20)"
     )
     parser.add_argument("--calibrate-seconds", type=float, default=None, help="default 5")
@@ -856,7 +857,10 @@ def main() -> int:
         say(f"  set-up took {time.perf_counter() - began:.1f} s")
         redis.stop()
         redis = None
-        with serving(world.settings.home, world.env, root / "serve.log") as (port, pid):
+        with serving(world.settings.home, world.env, root / "serve.log", args.server_workers) as (
+            port,
+            pid,
+        ):
             code = totp.code_at(world.operator_totp, datetime.now(UTC))
             body = {"name": "operator", "password": PASSWORD, "totp": code}
             login = call(port, "POST", f"{API}/auth/login", None, body)

@@ -11,13 +11,25 @@ same start time, in the same boot and PID namespace.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProcessState", "boot_id", "pid_namespace", "proc_stat", "process_state"]
+__all__ = [
+    "ProcessState",
+    "boot_id",
+    "die_with_parent",
+    "pid_namespace",
+    "proc_stat",
+    "process_state",
+]
 
 _PROC = Path("/proc")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def proc_stat(pid: int) -> tuple[bytes, int] | None:
@@ -75,3 +87,30 @@ def process_state(pid: int) -> ProcessState | None:
     except PermissionError:
         pass  # it exists, under another user
     return ProcessState(start=None)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGKILL when this process dies
+    (``prctl(PR_SET_PDEATHSIG, SIGKILL)``, Linux), or None where there is no such call.
+
+    The C function is looked up here, in the parent, so the child only calls it. Should the
+    parent die between ``fork`` and the call, the child notices that it was reparented and
+    kills itself. The kernel ties the signal to the parent *thread*: a server must be started
+    by a thread that outlives it (a drill starts and stops its server in the same call)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def preexec() -> None:  # runs in the child, between fork and exec
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return  # refused: the server is then stopped by PID only, as elsewhere
+        if os.getppid() != parent:  # the parent died before the call took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec

@@ -1,5 +1,7 @@
 """OIDC single sign-on end to end: a real OpenID provider (``oidc-provider`` under node) and a
-real ``affidavit serve``, both on loopback ports, started once for the module.
+real ``affidavit serve --workers 2``, both on loopback ports, started once for the module:
+each request opens its own connection, so a login's start, answer and redemption land on
+either worker, and pass only because the logins under way are kept in the catalog.
 
 A browser's login and a CLI's (the one-time code), MFA from the provider's ``amr`` (and none
 without it), and every refusal, each by a test that tampers with one thing and sees it
@@ -82,7 +84,8 @@ def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sso]:
                 "AFFIDAVIT_OIDC_CLIENT_SECRET": CLIENT_SECRET,
                 "AFFIDAVIT_OIDC_REDIRECT_URI": callback,
             }
-            with serving(home, env=env, port=port) as served:
+            # two workers: a login begun in one is answered in either (state in the catalog)
+            with serving(home, "--workers", "2", env=env, port=port) as served:
                 yield Sso(served=served, world=world, idp=idp, callback=callback)
 
 
@@ -490,3 +493,96 @@ def test_linking_is_an_administrators_ledgered_act_one_account_per_subject(
     service = link("ci-bot", "bot-sub-9")
     assert service.returncode == 2, service.stderr
     assert len(events(sso.home, "account.oidc_linked")) == size
+
+
+# -- the logins under way, as the catalog keeps them -------------------------------------------
+
+
+def login_rows(home: Path) -> dict[str, tuple[bytes, str]]:
+    with sqlite3.connect(home / "catalog.sqlite") as db:
+        rows = db.execute("select key, sealed, created_at from oidc_logins")
+        return {key: (bytes(sealed), created) for key, sealed, created in rows}
+
+
+def state_key(state: str) -> str:
+    from affidavit.crypto import oidc as jose
+
+    return "state:" + jose.digest(state)
+
+
+def test_a_catalog_reader_learns_no_verifier_or_nonce(sso: Sso) -> None:
+    url, _ = begin(sso)
+    query = parse_qs(urlsplit(url).query)
+    state, nonce = query["state"][0], query["nonce"][0]
+    rows = login_rows(sso.home)
+    assert state_key(state) in rows  # keyed by the state's digest, never the state
+    for key, (sealed, _) in rows.items():
+        assert state.encode() not in sealed and state not in key
+        assert nonce.encode() not in sealed
+
+
+def test_a_login_planted_or_moved_in_the_catalog_is_refused(sso: Sso) -> None:
+    """A writer of the catalog copies a genuine login's sealed row under the state of a
+    login it made up: the seal is bound to its key, so the answer is refused as unknown."""
+    url, binding = begin(sso)
+    genuine = parse_qs(urlsplit(url).query)["state"][0]
+    back = at_provider(sso, url, "alice")
+    forged_state = "forged-state-" + "x" * 30
+    with sqlite3.connect(sso.home / "catalog.sqlite") as db:
+        db.execute(
+            "insert into oidc_logins (key, kek_id, kek_version, sealed, created_at) "
+            "select ?, kek_id, kek_version, sealed, created_at from oidc_logins where key = ?",
+            (state_key(forged_state), state_key(genuine)),
+        )
+    before = len(failures(sso.home))
+    refused(
+        sso, deliver(sso, with_param(back, "state", forged_state), binding), "oidc-state", before
+    )
+    assert state_key(forged_state) not in login_rows(sso.home)  # taken out, used for nothing
+
+
+def test_an_expired_login_stays_expired_whatever_its_row_says(sso: Sso) -> None:
+    """A login begun eleven minutes ago, its row's time moved to now: the time that counts
+    is the one sealed inside."""
+    from datetime import UTC, datetime, timedelta
+
+    from affidavit.services.oidc import OidcConfig, OidcLogins
+
+    settings = load_settings(home=sso.home)
+    config = OidcConfig(
+        issuer=sso.idp.issuer,
+        client_id="affidavit",
+        redirect_uri=sso.callback,
+        client_secret=CLIENT_SECRET,
+    )
+    with open_app(settings) as app:
+        begun = OidcLogins(config).start_browser(app, now=datetime.now(UTC) - timedelta(minutes=11))
+    state = parse_qs(urlsplit(begun.url).query)["state"][0]
+    with sqlite3.connect(sso.home / "catalog.sqlite") as db:
+        db.execute(
+            "update oidc_logins set created_at = ? where key = ?",
+            (datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), state_key(state)),
+        )
+    back = at_provider(sso, begun.url, "alice")
+    before = len(failures(sso.home))
+    refused(sso, deliver(sso, back, begun.binding), "oidc-state", before)
+
+
+def test_a_cli_flow_swapped_for_another_persons_in_the_catalog_is_refused(sso: Sso) -> None:
+    """Bob's CLI flow is answered for bob; the catalog's row of alice's answered flow is
+    copied over bob's: redeeming bob's flow (bob holds its secret) with alice's code would
+    log bob in as alice. The seal names the flow it belongs to: refused."""
+    from affidavit.crypto import oidc as jose
+
+    mine, _, _ = cli_flow(sso, "bob")
+    theirs, _, their_code = cli_flow(sso, "alice")
+    with sqlite3.connect(sso.home / "catalog.sqlite") as db:
+        db.execute(
+            "update oidc_logins set (kek_id, kek_version, sealed) = "
+            "(select kek_id, kek_version, sealed from oidc_logins where key = ?) where key = ?",
+            ("flow:" + jose.digest(theirs["flow"]), "flow:" + jose.digest(mine["flow"])),
+        )
+    before = len(failures(sso.home))
+    with sso.served.client() as api:
+        body = {"flow": mine["flow"], "flow_secret": mine["flow_secret"], "code": their_code}
+        refused(sso, api.post("/auth/oidc/cli/redeem", json=body), "oidc-cli-code", before)

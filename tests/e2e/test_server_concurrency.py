@@ -1,7 +1,8 @@
 """The server under concurrent requests, on each catalog (the embedded SQLite file and a real
-PostgreSQL server): one App serves every request from uvicorn's thread pool; writes of many
-requests at once each commit with their event and checkpoint, name their own caller, and
-leave a ledger that verifies."""
+PostgreSQL server), served by one process (one App, uvicorn's thread pool) and by two forked
+workers (``serve --workers 2``: two Apps, two connection pools, two signers' caches): writes
+of many requests at once each commit with their event and checkpoint, name their own caller,
+and leave a ledger and an access log that verify."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from affidavit.config import load_settings
 from affidavit.constants import EngineName
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
+from affidavit.services import access_log
 from affidavit.services.backends import engine_for_uri
+from affidavit.services.context import open_app
 from affidavit.services.setup import initialise
 
 pytestmark = pytest.mark.e2e
@@ -41,8 +44,9 @@ def catalog_home(
     return home
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_concurrent_writes_each_name_their_caller(
-    catalog_home: Path, tmp_path: Path, fresh_redis: RedisScratch
+    catalog_home: Path, tmp_path: Path, fresh_redis: RedisScratch, workers: int
 ) -> None:
     home = catalog_home
     uri = ConnectionUri.parse(EngineName.REDIS, fresh_redis.uri)
@@ -55,7 +59,7 @@ def test_concurrent_writes_each_name_their_caller(
                  fresh_redis.uri, "--classification", "internal"]) == 0  # fmt: skip
     assert main([*base, "vault", "add", "v1", "--url", f"file://{tmp_path / 'vault'}"]) == 0
     world = make_world(home)
-    with serving(home) as served, served.client() as http:
+    with serving(home, "--workers", str(workers)) as served, served.client() as http:
         operator = world.session(http, "operator")
         token = {"Authorization": f"Bearer {world.token}"}
         answer = http.post("/backups", json={"source": "cache"}, headers=operator.bearer)
@@ -78,10 +82,16 @@ def test_concurrent_writes_each_name_their_caller(
         verified = http.get("/ledger/verify", params={"full": "true"}, headers=operator.bearer)
         assert verified.status_code == 200, verified.text
         assert verified.json()["ok"] is True, verified.text
+
         shown = http.get(f"/backups/{backup_id}", headers=operator.bearer).json()
         assert len(shown["holds"]) == WRITERS
         by_case = {h["case"]: h["created_by"] for h in shown["holds"]}
         assert by_case == {f"case-{i}": "operator" if i % 2 else SERVICE for i in range(WRITERS)}
+
+    with open_app(load_settings(home=home)) as app:
+        report = access_log.verify(app)
+    assert report.ok, report.to_json()
+    assert report.size > WRITERS * 2  # every request of every worker, in one signed log
 
     if not os.environ.get("AFFIDAVIT_CATALOG_URL"):
         with sqlite3.connect(home / "catalog.sqlite") as db:

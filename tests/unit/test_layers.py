@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "affidavit.input_files": 0,
     "affidavit.private_temp": 0,
     "affidavit.processes": 0,
+    "affidavit.render": 0,  # the chart component and recorded texts (report and web pages)
     "affidavit.models": 1,
     "affidavit.crypto": 1,
     "affidavit.config": 1,
@@ -48,6 +49,8 @@ L5_ALLOWED = (
     "affidavit.errors",
     "affidavit.constants",
     "affidavit.config",
+    "affidavit.processes",  # the server's worker supervisor: workers die with it
+    "affidavit.render",
     "affidavit.cli",
     "affidavit.server",
     "affidavit.scheduler",
@@ -86,7 +89,7 @@ RESTRICTED: dict[str, tuple[str, ...]] = {
     "rich": ("affidavit.cli", "affidavit.server"),
     "fastapi": ("affidavit.server",),
     "starlette": ("affidavit.server",),
-    "uvicorn": ("affidavit.server.run",),
+    "uvicorn": ("affidavit.server.run", "affidavit.server.workers", "affidavit.server.http_limits"),
     "httpx": (),  # a test client only
     "jinja2": ("affidavit.evidence.report", "affidavit.server"),
     "argon2": ("affidavit.crypto",),

@@ -1,6 +1,6 @@
 """``affidavit.private_temp``: private folders named after their owner, removed by a later
 sweep only when the owner is provably dead; spool files without a name; scratch children
-that die with their parent (``scratch.base.die_with_parent``)."""
+that die with their parent (``processes.die_with_parent``)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from affidavit.private_temp import (
     sweep,
     unlinked_spool,
 )
-from affidavit.scratch.base import die_with_parent
+from affidavit.processes import die_with_parent
 
 LINUX = Path("/proc/self/stat").exists() and Path("/proc/sys/kernel/random/boot_id").exists()
 needs_proc = pytest.mark.skipif(not LINUX, reason="owners are judged through /proc")
@@ -246,7 +246,7 @@ def test_a_scratch_child_dies_with_its_parent(tmp_path: Path) -> None:
     assert die_with_parent() is not None
     code = (
         "import subprocess, time\n"
-        "from affidavit.scratch.base import die_with_parent\n"
+        "from affidavit.processes import die_with_parent\n"
         "child = subprocess.Popen(['sleep', '120'], start_new_session=True,\n"
         "                         stdout=subprocess.DEVNULL, preexec_fn=die_with_parent())\n"
         "print(child.pid, flush=True)\n"

@@ -518,3 +518,19 @@ class AccessLogCheckpointRow(Base):
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[str] = mapped_column(String(32))
+
+
+class OidcLoginRow(Base):
+    """A single sign-on login under way (:mod:`affidavit.services.oidc`): ``key`` is
+    ``state:<SHA-256 of the state>`` for an authorization request waiting for the provider's
+    answer, ``flow:<flow id>`` for a CLI login waiting for its one-time code. What it holds
+    is sealed (wrapped by the identity key-encryption key, bound to ``key``): the catalog
+    keeps it between the server's processes but can neither read nor forge it."""
+
+    __tablename__ = "oidc_logins"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(256))
+    kek_version: Mapped[int] = mapped_column(Integer)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

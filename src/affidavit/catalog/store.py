@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from affidavit.catalog.access_log import AccessLogRepository
 from affidavit.catalog.governance import GovernanceRepository
 from affidavit.catalog.identities import IdentityRepository
+from affidavit.catalog.oidc_logins import OidcLoginRepository
 from affidavit.catalog.repository import (
     BackupRepository,
     CheckRepository,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 """The newest migration's revision (a test holds it equal to alembic's head): the schema check
 of every command compares the catalog's version with it and loads alembic, which is slow to
 import, only when they differ."""
@@ -319,6 +320,11 @@ class UnitOfWork:
     def identities(self) -> IdentityRepository:
         """Accounts, role grants, tokens, sessions, TOTP credentials, failed logins."""
         return IdentityRepository(self.session)
+
+    @_repository
+    def oidc_logins(self) -> OidcLoginRepository:
+        """Single sign-on logins under way (sealed by the service)."""
+        return OidcLoginRepository(self.session)
 
 
 class Catalog:

@@ -32,13 +32,28 @@ def serve(
             "on this host); logged loudly.",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Worker processes serving requests (forked; each with its own catalog "
+            "connections). One process uses one core: on PostgreSQL give the cores the "
+            "server may use.",
+        ),
+    ] = 1,
 ) -> int:
     """Serve the REST API (/api/v1) over this home: people and automation authenticate
     (password + TOTP sessions, API tokens) and every request is authorized by role."""
     options = server.ServeOptions(
-        host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, unsafe_no_tls=unsafe_no_tls
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        unsafe_no_tls=unsafe_no_tls,
+        workers=workers,
     )
     options.check()  # refused before anything is opened
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
-    server.serve(state(ctx).settings, options)  # logs an unsafe switch loudly, every start
-    return 0
+    return server.serve(state(ctx).settings, options)  # logs an unsafe switch, every start

@@ -1,61 +1,32 @@
 """A database server process started on a random loopback port and stopped by PID.
 
 A scratch server must not outlive the process that started it, even one killed with SIGKILL:
-on Linux the child is started with ``PR_SET_PDEATHSIG`` = SIGKILL (:func:`die_with_parent`),
-so the kernel kills it when its parent dies; its folder is private (0700), named after its
-owner and records the server's pid and start time, so that a later command's
-:func:`affidavit.private_temp.sweep` removes it (killing the server first, should it still
-run) once the owner is provably dead. Elsewhere the server is stopped by :meth:`stop` only.
+on Linux the child is started with ``PR_SET_PDEATHSIG`` = SIGKILL
+(:func:`affidavit.processes.die_with_parent`), so the kernel kills it when its parent dies;
+its folder is private (0700), named after its owner and records the server's pid and start
+time, so that a later command's :func:`affidavit.private_temp.sweep` removes it (killing the
+server first, should it still run) once the owner is provably dead. Elsewhere the server is
+stopped by :meth:`stop` only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
 from affidavit.errors import OperationError
 from affidavit.private_temp import make_private_folder, open_private, record_process
+from affidavit.processes import die_with_parent
 
 _STOP_GRACE_SECONDS = 10.0
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child receive SIGKILL when this process dies
-    (``prctl(PR_SET_PDEATHSIG, SIGKILL)``, Linux), or None where there is no such call.
-
-    The C function is looked up here, in the parent, so the child only calls it. Should the
-    parent die between ``fork`` and the call, the child notices that it was reparented and
-    kills itself. The kernel ties the signal to the parent *thread*: a server must be started
-    by a thread that outlives it (a drill starts and stops its server in the same call)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-
-    def preexec() -> None:  # runs in the child, between fork and exec
-        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
-            return  # refused: the server is then stopped by PID only, as elsewhere
-        if os.getppid() != parent:  # the parent died before the call took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
 
 
 def free_port() -> int:
@@ -69,10 +40,11 @@ class ScratchServer(ABC):
     """One server process in its own temporary folder.
 
     :meth:`start` picks a free port, launches the process (which dies with this one, see
-    :func:`die_with_parent`) and waits until it accepts connections; :meth:`stop` signals the
-    PID, waits, and removes the folder. Without ``workdir`` the folder is a private one of
-    its own (:func:`~affidavit.private_temp.make_private_folder`); a given ``workdir`` should
-    lie in one (a drill's). Either way the server's pid and start time are recorded in it
+    :func:`affidavit.processes.die_with_parent`) and waits until it accepts connections;
+    :meth:`stop` signals the PID, waits, and removes the folder. Without ``workdir`` the
+    folder is a private one of its own
+    (:func:`~affidavit.private_temp.make_private_folder`); a given ``workdir`` should lie in
+    one (a drill's). Either way the server's pid and start time are recorded in it
     (:func:`~affidavit.private_temp.record_process`).
 
     What drills need to know of a server is declared on its class: :attr:`label` (how a

@@ -16,6 +16,8 @@ from typing import Final
 
 from affidavit.config import Settings
 from affidavit.errors import InputError
+from affidavit.server.http_limits import protocol
+from affidavit.server.workers import MAX_WORKERS, serve_workers
 from affidavit.services.context import open_app
 
 log = logging.getLogger("affidavit.server")
@@ -44,6 +46,7 @@ class ServeOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     unsafe_no_tls: bool = False
+    workers: int = 1
 
     @property
     def tls(self) -> bool:
@@ -62,6 +65,11 @@ class ServeOptions:
                 raise InputError(f"{path} is not a readable file", hint="check the TLS files")
         if not 0 < self.port < 65536:
             raise InputError(f"--port {self.port} is not a TCP port", hint="1..65535")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise InputError(
+                f"--workers {self.workers} is out of range",
+                hint=f"1..{MAX_WORKERS}; the default is the cores available",
+            )
         if self.tls or is_loopback(self.host):
             return []
         if not self.unsafe_no_tls:
@@ -77,9 +85,11 @@ class ServeOptions:
         ]
 
 
-def serve(settings: Settings, options: ServeOptions) -> None:
-    """Run the API until interrupted (SIGINT, SIGTERM). Checks the home's catalog first, so
-    that a missing or outdated home fails here with its own message."""
+def serve(settings: Settings, options: ServeOptions) -> int:
+    """Run the API until interrupted (SIGINT, SIGTERM); the exit status. Checks the home's
+    catalog first, so that a missing or outdated home fails here with its own message. With
+    ``options.workers`` > 1 the app is served from that many forked processes
+    (:mod:`affidavit.server.workers`)."""
     try:
         import uvicorn
 
@@ -100,7 +110,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
             "server keeps it on PostgreSQL (--catalog-url)",
             catalog,
         )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings, tls=options.tls),
         host=options.host,
         port=options.port,
@@ -110,4 +120,11 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         proxy_headers=False,  # the client address is the peer's, never a header's claim
         lifespan="on",
         log_level="info",
+        access_log=False,  # the access log is affidavit's own (server/access.py)
+        http=protocol(),  # httptools with a bound on a request's head
     )
+    if options.workers > 1:
+        return serve_workers(config, options.workers)
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 3

@@ -2,16 +2,15 @@
 (S256), for the server (``affidavit serve``), in a browser or from the CLI.
 
 A login begins on the server, which keeps the authorization request's secrets (``state``,
-``nonce``, PKCE verifier) **in its own memory** (:class:`OidcLogins`), for
-:data:`PENDING_TTL` at most and for one answer only: the provider's answer (the callback)
-takes them out, so a replayed answer finds nothing. Why memory and not a table or a cookie:
-the secrets are worth nothing after ten minutes and must be usable once, which a signed cookie
-cannot ensure without server state anyway; a catalog table would need a migration for data
-that must not outlive a login. What it costs: a server restart forgets logins under way (the
-person starts again), and a server run as several processes would need the callback to reach
-the process that began the login (``affidavit serve`` is one process). At most
-:data:`MAX_PENDING` logins wait at once (the oldest is dropped first), so anonymous requests
-cannot grow the memory without bound.
+``nonce``, PKCE verifier) in the catalog (table ``oidc_logins``), for :data:`PENDING_TTL` at
+most and for one answer only: the provider's answer (the callback) takes them out in a
+writer's transaction, so a replayed answer finds nothing, and the answer may reach any of
+the server's processes (``serve --workers``). Each row is **sealed**: wrapped by the
+identity key-encryption key (the one that wraps TOTP secrets) and bound to its key, with its
+creation time inside. Someone who can read the catalog learns no verifier or nonce; someone
+who can write it cannot plant a login (say, a CLI flow already answered for another
+person's subject) nor extend one's life. At most :data:`MAX_PENDING` logins wait at once
+(the oldest are dropped first), so anonymous requests cannot grow the table without bound.
 
 Two ways in:
 
@@ -47,7 +46,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import urllib.error
 import urllib.parse
 from collections.abc import Mapping
@@ -56,9 +54,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
+from affidavit.catalog.oidc_logins import StoredLogin
 from affidavit.config import Settings
 from affidavit.crypto import oidc as jose
-from affidavit.errors import AuthenticationFailed, InputError, OperationError
+from affidavit.errors import AuthenticationFailed, InputError, KeystoreError, OperationError
+from affidavit.keystores.base import WrappedSecret
 from affidavit.models.identity import (
     OidcIdentity,
     SessionGrant,
@@ -68,6 +68,7 @@ from affidavit.models.identity import (
 from affidavit.models.ledger import ClientInfo
 from affidavit.services import identity
 from affidavit.services.context import App
+from affidavit.services.identity import identity_keystore
 
 PENDING_TTL: Final = timedelta(minutes=10)
 MAX_PENDING: Final = 4096
@@ -78,6 +79,7 @@ METADATA_TTL: Final = timedelta(hours=1)
 JWKS_REFRESH_EVERY: Final = timedelta(seconds=60)
 HTTP_TIMEOUT: Final = 10.0
 MAX_ANSWER: Final = 1024 * 1024
+_SEAL_CONTEXT: Final = b"affidavit oidc login\x00"
 SCOPE: Final = "openid"
 
 _FACTORS: Final[Mapping[str, str]] = {
@@ -254,20 +256,82 @@ class FlowKind(StrEnum):
 
 @dataclass(slots=True)
 class _Pending:
-    secrets: jose.AuthorizationSecrets
+    """An authorization request waiting for the provider's answer (sealed in its row)."""
+
+    nonce: str = field(repr=False)
+    verifier: str = field(repr=False)
     kind: FlowKind
     created_at: datetime
     binding: str | None = None  # digest of the browser's binding cookie
     flow: str | None = None  # the CLI flow
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nonce": self.nonce,
+            "verifier": self.verifier,
+            "kind": self.kind.value,
+            "created_at": self.created_at.isoformat(),
+            "binding": self.binding,
+            "flow": self.flow,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _Pending:
+        return cls(
+            nonce=str(data["nonce"]),
+            verifier=str(data["verifier"]),
+            kind=FlowKind(data["kind"]),
+            created_at=datetime.fromisoformat(str(data["created_at"])),
+            binding=_optional_text(data.get("binding")),
+            flow=_optional_text(data.get("flow")),
+        )
+
 
 @dataclass(slots=True)
 class _CliFlow:
+    """A CLI login: its secret's digest; once the provider answered, the one-time code's
+    digest and whom the provider vouched for; wrong codes typed so far."""
+
     secret: str  # digest of the flow secret
     created_at: datetime
     code: str | None = None  # digest of the one-time code, once the provider answered
     who: OidcIdentity | None = None
     attempts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "secret": self.secret,
+            "created_at": self.created_at.isoformat(),
+            "code": self.code,
+            "who": None if self.who is None else self.who.to_json(),
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _CliFlow:
+        who = data.get("who")
+        return cls(
+            secret=str(data["secret"]),
+            created_at=datetime.fromisoformat(str(data["created_at"])),
+            code=_optional_text(data.get("code")),
+            who=None if not isinstance(who, dict) else _identity_from_json(who),
+            attempts=int(data.get("attempts", 0)),
+        )
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _identity_from_json(data: Mapping[str, Any]) -> OidcIdentity:
+    return OidcIdentity(
+        issuer=str(data["issuer"]),
+        subject=str(data["subject"]),
+        authenticated_at=datetime.fromisoformat(str(data["authenticated_at"])),
+        mfa=bool(data["mfa"]),
+        acr=_optional_text(data.get("acr")),
+        amr=tuple(str(a) for a in data.get("amr", ())),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,15 +367,12 @@ def _now(now: datetime | None) -> datetime:
 
 class OidcLogins:
     """The server's single sign-on: the provider's metadata and keys (cached), and the
-    logins under way (in memory; see the module docstring). Thread-safe: one per server
+    logins under way (in the catalog; see the module docstring). Thread-safe: one per server
     process."""
 
     def __init__(self, config: OidcConfig, *, transport: Transport | None = None) -> None:
         self.config = config
         self._transport: Transport = transport or UrllibTransport()
-        self._lock = threading.Lock()
-        self._pending: dict[str, _Pending] = {}
-        self._flows: dict[str, _CliFlow] = {}
         self._metadata: ProviderMetadata | None = None
         self._jwks: tuple[dict[str, Any], datetime] | None = None
 
@@ -365,11 +426,52 @@ class OidcLogins:
         self._jwks = (jwks, at)
         return jwks
 
+    # -- logins under way, sealed in the catalog ----------------------------------------------
+
+    @staticmethod
+    def _seal(app: App, key: str, content: Mapping[str, Any], at: datetime) -> StoredLogin:
+        wrapped = identity_keystore(app.settings).wrap(
+            json.dumps(content, sort_keys=True).encode(), context=_SEAL_CONTEXT + key.encode()
+        )
+        return StoredLogin(
+            kek_id=wrapped.kek_id, kek_version=wrapped.version, sealed=wrapped.ciphertext,
+            created_at=at,
+        )  # fmt: skip
+
+    @staticmethod
+    def _unseal(app: App, key: str, stored: StoredLogin | None) -> dict[str, Any] | None:
+        """The content of a row, or None when there is none or it does not open (not sealed
+        by this server for this key: written into the catalog by someone else)."""
+        if stored is None:
+            return None
+        wrapped = WrappedSecret(
+            kek_id=stored.kek_id, version=stored.kek_version, ciphertext=stored.sealed
+        )
+        try:
+            content = json.loads(
+                identity_keystore(app.settings).unwrap(
+                    wrapped, context=_SEAL_CONTEXT + key.encode()
+                )
+            )
+        except (KeystoreError, ValueError):
+            return None
+        return content if isinstance(content, dict) else None
+
+    @staticmethod
+    def _live(created_at: datetime, at: datetime) -> bool:
+        return timedelta(0) <= at - created_at <= PENDING_TTL
+
     # -- beginning a login --------------------------------------------------------------------
 
-    def _begin(self, pending: _Pending, at: datetime) -> str:
+    def _begin(
+        self,
+        app: App,
+        secrets: jose.AuthorizationSecrets,
+        pending: _Pending,
+        at: datetime,
+        flow: tuple[str, _CliFlow] | None = None,
+    ) -> str:
         url = self.metadata(at).authorization_endpoint
-        secrets = pending.secrets
         query = urllib.parse.urlencode(
             {
                 "response_type": "code",
@@ -382,49 +484,66 @@ class OidcLogins:
                 "code_challenge_method": "S256",
             }
         )
-        with self._lock:
-            self._prune(at)
-            self._pending[secrets.state] = pending
-            while len(self._pending) > MAX_PENDING:
-                self._pending.pop(next(iter(self._pending)))
+        state_key = _state_key(secrets.state)
+        rows = [(state_key, self._seal(app, state_key, pending.to_json(), at))]
+        if flow is not None:
+            flow_key = _flow_key(flow[0])
+            rows.append((flow_key, self._seal(app, flow_key, flow[1].to_json(), at)))
+        with app.catalog.unit_of_work() as uow:
+            logins = uow.oidc_logins
+            logins.prune(before=at - PENDING_TTL, keep=MAX_PENDING - len(rows))
+            for key, stored in rows:
+                logins.put(key, stored)
         return url + ("&" if urllib.parse.urlsplit(url).query else "?") + query
 
-    def _prune(self, at: datetime) -> None:
-        for state in [s for s, p in self._pending.items() if at - p.created_at > PENDING_TTL]:
-            del self._pending[state]
-        for flow in [f for f, c in self._flows.items() if at - c.created_at > PENDING_TTL]:
-            del self._flows[flow]
-
-    def start_browser(self, *, now: datetime | None = None) -> BrowserStart:
+    def start_browser(self, app: App, *, now: datetime | None = None) -> BrowserStart:
         """A browser's login: the provider's URL, and the binding for its cookie."""
         at = _now(now)
         binding = jose.new_flow_secret()
+        secrets = jose.new_authorization_secrets()
         pending = _Pending(
-            secrets=jose.new_authorization_secrets(),
+            nonce=secrets.nonce,
+            verifier=secrets.verifier,
             kind=FlowKind.BROWSER,
             created_at=at,
             binding=jose.digest(binding),
         )
-        return BrowserStart(url=self._begin(pending, at), binding=binding)
+        return BrowserStart(url=self._begin(app, secrets, pending, at), binding=binding)
 
-    def start_cli(self, *, now: datetime | None = None) -> CliStart:
+    def start_cli(self, app: App, *, now: datetime | None = None) -> CliStart:
         """A CLI's login: the provider's URL for the person, the flow and its secret."""
         at = _now(now)
         flow, secret = jose.new_flow_secret(), jose.new_flow_secret()
+        secrets = jose.new_authorization_secrets()
         pending = _Pending(
-            secrets=jose.new_authorization_secrets(), kind=FlowKind.CLI, created_at=at, flow=flow
+            nonce=secrets.nonce,
+            verifier=secrets.verifier,
+            kind=FlowKind.CLI,
+            created_at=at,
+            flow=flow,
         )
-        url = self._begin(pending, at)
-        with self._lock:
-            self._flows[flow] = _CliFlow(secret=jose.digest(secret), created_at=at)
+        cli = _CliFlow(secret=jose.digest(secret), created_at=at)
+        url = self._begin(app, secrets, pending, at, flow=(flow, cli))
         return CliStart(url=url, flow=flow, flow_secret=secret, expires_at=at + PENDING_TTL)
 
     # -- the provider's answer ------------------------------------------------------------------
 
-    def _take(self, state: str, at: datetime) -> _Pending | None:
-        with self._lock:
-            self._prune(at)
-            return self._pending.pop(state, None)
+    def _take(self, app: App, state: str, at: datetime) -> _Pending | None:
+        """The login of ``state``, taken out of the catalog (used once), when it is live."""
+        key = _state_key(state)
+        with app.catalog.unit_of_work() as uow:
+            stored = uow.oidc_logins.get(key)
+            if stored is None:
+                return None
+            uow.oidc_logins.delete(key)
+        content = self._unseal(app, key, stored)
+        try:
+            pending = None if content is None else _Pending.from_json(content)
+        except (KeyError, TypeError, ValueError):
+            pending = None
+        if pending is None or not self._live(pending.created_at, at):
+            return None
+        return pending
 
     def answer(
         self,
@@ -442,7 +561,7 @@ class OidcLogins:
         every refusal recorded and raised as :class:`AuthenticationFailed`), then open the
         browser's session, or show the CLI flow's one-time code."""
         at = _now(now)
-        pending = self._take(state, at) if state else None
+        pending = self._take(app, state, at) if state else None
 
         def refuse(reason: str, message: str, **details: Any) -> AuthenticationFailed:
             identity.record_oidc_refusal(app, reason, client=client, details=details, now=at)
@@ -471,23 +590,37 @@ class OidcLogins:
         if not code:
             raise refuse("oidc-exchange", "single sign-on refused: the answer holds no code")
         try:
-            token = self._exchange(code, pending.secrets.verifier)
+            token = self._exchange(code, pending.verifier)
         except AuthenticationFailed as exc:
             raise refuse("oidc-exchange", exc.message, error=exc.hint) from None
         try:
-            who = self._verify(token, pending.secrets.nonce, at)
+            who = self._verify(token, pending.nonce, at)
         except jose.IdTokenRefused as exc:
             raise refuse("oidc-token", exc.message, problem=exc.problem) from None
         if pending.kind is FlowKind.BROWSER:
             return Answered(grant=identity.open_oidc_session(app, who, client=client, now=at))
         identity.oidc_account(app, who, client=client, now=at)  # refusals recorded there
         shown = jose.new_one_time_code()
-        with self._lock:
-            flow = self._flows.get(pending.flow or "")
-            if flow is None:  # the flow expired meanwhile
+        key = _flow_key(pending.flow or "")
+        with app.catalog.unit_of_work() as uow:
+            flow = self._flow(app, key, uow.oidc_logins.get(key), at)
+            if flow is None or flow.code is not None:  # expired meanwhile, or answered
                 raise AuthenticationFailed(_STATE_REFUSED, hint="begin the login again")
             flow.who, flow.code = who, jose.digest(jose.normalise_one_time_code(shown))
+            uow.oidc_logins.put(key, self._seal(app, key, flow.to_json(), flow.created_at))
         return Answered(code=shown)
+
+    def _flow(
+        self, app: App, key: str, stored: StoredLogin | None, at: datetime
+    ) -> _CliFlow | None:
+        content = self._unseal(app, key, stored)
+        try:
+            flow = None if content is None else _CliFlow.from_json(content)
+        except (KeyError, TypeError, ValueError):
+            return None
+        if flow is None or not self._live(flow.created_at, at):
+            return None
+        return flow
 
     def _exchange(self, code: str, verifier: str) -> str:
         """The ID token the provider gives for ``code`` and this login's PKCE verifier;
@@ -556,10 +689,11 @@ class OidcLogins:
         (``oidc-cli-code``) and raised as :class:`AuthenticationFailed`."""
         at = _now(now)
         wanted = jose.digest(jose.normalise_one_time_code(code))
-        with self._lock:
-            self._prune(at)
-            found = self._flows.get(flow)
-            who = None
+        key = _flow_key(flow)
+        who = None
+        with app.catalog.unit_of_work() as uow:
+            logins = uow.oidc_logins
+            found = self._flow(app, key, logins.get(key), at)
             if (
                 found is not None
                 and jose.same(jose.digest(flow_secret), found.secret)
@@ -567,11 +701,13 @@ class OidcLogins:
             ):
                 if jose.same(wanted, found.code):
                     who = found.who
-                    del self._flows[flow]
+                    logins.delete(key)
                 else:
                     found.attempts += 1
                     if found.attempts >= MAX_CODE_ATTEMPTS:
-                        del self._flows[flow]
+                        logins.delete(key)
+                    else:
+                        logins.put(key, self._seal(app, key, found.to_json(), found.created_at))
         if who is None:
             identity.record_oidc_refusal(app, "oidc-cli-code", client=client, now=at)
             raise AuthenticationFailed(
@@ -580,6 +716,14 @@ class OidcLogins:
                 "again: `affidavit login URL --oidc`",
             )
         return identity.open_oidc_session(app, who, client=client, now=at)
+
+
+def _state_key(state: str) -> str:
+    return "state:" + jose.digest(state)
+
+
+def _flow_key(flow: str) -> str:
+    return "flow:" + jose.digest(flow)
 
 
 def identity_of(claims: Mapping[str, Any], mfa_acr: frozenset[str], at: datetime) -> OidcIdentity:

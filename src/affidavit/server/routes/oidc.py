@@ -56,7 +56,7 @@ def _logins(request: Request) -> oidc.OidcLogins:
 def start(request: Request, _: Public) -> Response:
     """Begin a browser's login: redirect to the provider (state, nonce and PKCE kept here)."""
     note_identity(request.state, ANONYMOUS, _METHOD)
-    begun = _logins(request).start_browser()
+    begun = _logins(request).start_browser(affidavit_app(request))
     response = RedirectResponse(begun.url, status_code=302)
     response.set_cookie(
         BINDING_COOKIE,
@@ -111,7 +111,7 @@ def callback(
 def cli_start(request: Request, _: Public) -> Response:
     """Begin a CLI's login: the provider's URL for the person, and the flow's secret."""
     note_identity(request.state, ANONYMOUS, _METHOD)
-    begun = _logins(request).start_cli()
+    begun = _logins(request).start_cli(affidavit_app(request))
     return reply(
         {
             "url": begun.url,
