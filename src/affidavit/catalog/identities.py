@@ -14,8 +14,9 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session as OrmSession
@@ -42,6 +43,18 @@ from affidavit.models.identity import (
     TotpCredential,
 )
 from affidavit.models.permissions import Permission, Role
+
+_Held = TypeVar("_Held", Session, ApiToken)
+
+
+@dataclass(frozen=True, slots=True)
+class Bearer(Generic[_Held]):
+    """A session or an API token with what authenticating it needs (one statement)."""
+
+    held: _Held
+    secret_sha256: str
+    account: Account
+    roles: frozenset[Role]  # the account's role rows, before the ledger vouches for them
 
 
 def _scopes(value: Any) -> frozenset[Permission]:
@@ -506,6 +519,60 @@ class IdentityRepository:
                 ended += 1
         self._s.flush()
         return ended
+
+    # -- a bearer's facts, in one statement ------------------------------------------------
+
+    def bearer_session(self, session_id: str) -> Bearer[Session] | None:
+        """What authenticating a session secret needs, read in one statement: the session,
+        its secret's SHA-256, its account (with TOTP and lockout) and the account's role
+        rows; None when there is no such session."""
+        found = self._bearer(LoginSessionRow, session_id)
+        if found is None:
+            return None
+        row, account, roles = found
+        session = Session(
+            id=row.id,
+            account=account.name,
+            method=column(row, "method", AuthMethod),
+            created_at=column(row, "created_at", aware),
+            last_seen_at=column(row, "last_seen_at", aware),
+            idle_expires_at=column(row, "idle_expires_at", aware),
+            absolute_expires_at=column(row, "absolute_expires_at", aware),
+            mfa_at=column(row, "mfa_at", optional(aware)),
+            ended_at=column(row, "ended_at", optional(aware)),
+            client_address=row.client_address,
+            client_agent=row.client_agent,
+        )
+        return Bearer(held=session, secret_sha256=row.secret_sha256, account=account, roles=roles)
+
+    def bearer_token(self, token_id: str) -> Bearer[ApiToken] | None:
+        """:meth:`bearer_session` for an API token."""
+        found = self._bearer(ApiTokenRow, token_id)
+        if found is None:
+            return None
+        row, account, roles = found
+        token = self._token(row, {account.id: account.name})
+        return Bearer(held=token, secret_sha256=row.secret_sha256, account=account, roles=roles)
+
+    def _bearer(
+        self, table: type[LoginSessionRow] | type[ApiTokenRow], key: str
+    ) -> tuple[Any, Account, frozenset[Role]] | None:
+        query = (
+            select(table, AccountRow, TotpCredentialRow.confirmed_at, LoginFailureRow,
+                   RoleGrantRow)
+            .join(AccountRow, AccountRow.id == table.account_id)
+            .outerjoin(TotpCredentialRow, TotpCredentialRow.account_id == AccountRow.id)
+            .outerjoin(LoginFailureRow, LoginFailureRow.key == AccountRow.id)
+            .outerjoin(RoleGrantRow, RoleGrantRow.account_id == AccountRow.id)
+            .where(table.id == key)
+        )  # fmt: skip
+        rows = self._s.execute(query).all()
+        if not rows:
+            return None
+        held, account_row, confirmed, lock, _ = rows[0]
+        account = _account(account_row, totp=confirmed is not None, lock=lock)
+        roles = frozenset(column(r[4], "role", Role) for r in rows if r[4] is not None)
+        return held, account, roles
 
     def _session_row(self, session_id: str) -> LoginSessionRow:
         row = self._s.get(LoginSessionRow, session_id)

@@ -156,10 +156,11 @@ def _principal(
     session_id: str | None = None,
     token_id: str | None = None,
     scopes: frozenset[Permission] | None = None,
+    role_rows: frozenset[Role] | None = None,
 ) -> Principal:
     services = ledger_services(uow)
     service = is_service(uow, account, services)
-    roles = vouched_roles(uow, account, services=services)
+    roles = vouched_roles(uow, account, services=services, rows=role_rows)
     permissions = permissions_of(roles)
     if service:
         permissions -= APPROVING
@@ -1001,17 +1002,21 @@ def authenticate_session(app: App, secret: str, *, now: datetime | None = None) 
     if session_id is None:
         raise refused
     with app.read() as uow:
-        found = uow.identities.session(session_id)
-        if found is None:
+        found = uow.identities.bearer_session(session_id)
+        if found is None or not tokens.same_digest(
+            found.secret_sha256, tokens.secret_digest(secret)
+        ):
             raise refused
-        session, account_id, digest = found
-        if not tokens.same_digest(digest, tokens.secret_digest(secret)):
-            raise refused
-        account = uow.identities.account_by_id(account_id)
+        session, account = found.held, found.account
         if not session.usable(at) or account.disabled:
             raise refused
         principal = _principal(
-            uow, account, method=AuthMethod.SESSION, mfa_at=session.mfa_at, session_id=session.id
+            uow,
+            account,
+            method=AuthMethod.SESSION,
+            mfa_at=session.mfa_at,
+            session_id=session.id,
+            role_rows=found.roles,
         )
     if at - session.last_seen_at >= TOUCH_EVERY:
         with app.change() as change:  # no event: activity changes no state
@@ -1387,13 +1392,12 @@ def authenticate_token(app: App, secret: str, *, now: datetime | None = None) ->
     if token_id is None:
         raise refused
     with app.read() as uow:
-        found = uow.identities.token(token_id)
-        if found is None:
+        found = uow.identities.bearer_token(token_id)
+        if found is None or not tokens.same_digest(
+            found.secret_sha256, tokens.secret_digest(secret)
+        ):
             raise refused
-        token, account_id, digest = found
-        if not tokens.same_digest(digest, tokens.secret_digest(secret)):
-            raise refused
-        account = uow.identities.account_by_id(account_id)
+        token, account = found.held, found.account
         if not token.usable(at) or account.disabled or account.kind is not AccountKind.SERVICE:
             raise refused
         principal = _principal(
@@ -1403,6 +1407,7 @@ def authenticate_token(app: App, secret: str, *, now: datetime | None = None) ->
             mfa_at=None,
             token_id=token.id,
             scopes=token.scopes,
+            role_rows=found.roles,
         )
     if token.last_used_at is None or at - token.last_used_at >= TOUCH_EVERY:
         with app.change() as change:  # no event: a use changes no state

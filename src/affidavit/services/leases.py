@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -304,13 +305,29 @@ def reclaim_abandoned(
     return out
 
 
+READ_SWEEP_EVERY = 10.0
+_read_sweep = {"at": float("-inf")}
+_read_sweep_lock = threading.Lock()
+
+
+def _sweep_for_reads() -> None:
+    now = time.monotonic()
+    with _read_sweep_lock:
+        if now - _read_sweep["at"] < READ_SWEEP_EVERY:
+            return
+        _read_sweep["at"] = now
+    sweep()
+
+
 def read_reclaimed(app: App, read: Callable[[UnitOfWork], _T]) -> _T:
     """``read(uow)`` once every dead run is recorded abandoned (:func:`reclaim_abandoned`):
     in one reader when it finds no backup running and no unfinished write left to retry
     (then there is nothing to reclaim, and the read sees the same snapshot), else after
     :func:`reclaim_abandoned`, in a reader of its own. Private temporary folders of dead
-    processes are swept first either way."""
-    sweep()
+    processes are swept first either way, at most once every :data:`READ_SWEEP_EVERY`
+    seconds in a process (a server reads backups many times a second; reclaiming a dead
+    run and every verification and drill sweep each time)."""
+    _sweep_for_reads()
     with app.read() as uow:
         if not uow.backups.running() and not _partials_left(uow):
             return read(uow)

@@ -178,12 +178,15 @@ def vouched_roles(
     account: Account,
     held: Mapping[tuple[str, Role], bool] | None = None,
     services: frozenset[str] | None = None,
+    *,
+    rows: frozenset[Role] | None = None,
 ) -> frozenset[Role]:
-    """The roles ``account`` holds: those with a catalog row that the ledger's newest grant
-    or revocation event for that account and role confirms (``held``: :func:`ledger_roles`,
-    read here when not given); for a service account (:func:`is_service`) never a
-    human-only role."""
-    rows = uow.identities.roles(account.id)
+    """The roles ``account`` holds: those with a catalog row (``rows``: read here when not
+    given) that the ledger's newest grant or revocation event for that account and role
+    confirms (``held``: :func:`ledger_roles`, read here when not given); for a service
+    account (:func:`is_service`) never a human-only role."""
+    if rows is None:
+        rows = uow.identities.roles(account.id)
     if not rows:
         return frozenset()
     vouched = held if held is not None else _ledger_facts(uow).held

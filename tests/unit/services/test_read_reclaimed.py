@@ -44,6 +44,7 @@ def sweeps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return real()
 
     monkeypatch.setattr(leases, "sweep", counted)
+    monkeypatch.setitem(leases._read_sweep, "at", float("-inf"))  # no sweep yet, this process
     return calls
 
 
@@ -71,6 +72,9 @@ def test_with_nothing_running_a_read_is_one_reader_and_still_sweeps(
     assert [b.id for b in backups.list_backups(app)] == ["bk-done"]
     assert backups.get_backup(app, "bk-done").status is BackupStatus.FAILED
     assert reclaims == []
+    assert len(sweeps) == 1  # reads sweep at most once every READ_SWEEP_EVERY seconds
+    leases._read_sweep["at"] -= leases.READ_SWEEP_EVERY  # ... which have passed
+    assert backups.get_backup(app, "bk-done").status is BackupStatus.FAILED
     assert len(sweeps) == 2
 
 
