@@ -45,6 +45,7 @@ class GatedOperation(StrEnum):
     POLICY_APPROVE = "policy.approve"
     EXCEPTION_APPROVE = "exception.approve"
     RULE_CHANGE = "approval.rule_change"
+    EXPORT_RUN = "export.run"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +72,7 @@ GATES: Final[Mapping[GatedOperation, Gate]] = MappingProxyType(
         GatedOperation.POLICY_APPROVE: Gate(permission=Permission.POLICY_APPROVE, mfa=True),
         GatedOperation.EXCEPTION_APPROVE: Gate(permission=Permission.EXCEPTION_APPROVE, mfa=True),
         GatedOperation.RULE_CHANGE: Gate(permission=Permission.APPROVAL_RULES, mfa=True),
+        GatedOperation.EXPORT_RUN: Gate(permission=Permission.EXPORT_RUN, mfa=True),
     }
 )
 """The permission each gated operation needs, and whether it needs a fresh MFA check."""
@@ -182,6 +184,7 @@ DEFAULT_RULES: Final[Mapping[GatedOperation, ApprovalRule]] = MappingProxyType(
         GatedOperation.POLICY_APPROVE: _rule(GatedOperation.POLICY_APPROVE, Role.APPROVER),
         GatedOperation.EXCEPTION_APPROVE: _rule(GatedOperation.EXCEPTION_APPROVE, Role.APPROVER),
         GatedOperation.RULE_CHANGE: _rule(GatedOperation.RULE_CHANGE, Role.ADMIN),
+        GatedOperation.EXPORT_RUN: _rule(GatedOperation.EXPORT_RUN, Role.APPROVER),
     }
 )
 """The rules in force until an approved ``approval.rule_changed`` event replaces one: every
@@ -211,6 +214,9 @@ REQUEST_ACTIONS: Final = (
     "request.expired",
     "request.executed",
 )
+RULE_CHANGED: Final = "approval.rule_changed"
+"""The event of an executed rule change (its details: the new rule, and the request that
+changed it). :func:`fold` reads it too: it supersedes the requests its operation had open."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,6 +265,7 @@ class ApprovalRequest:
     cancelled: Approval | None = None
     expired_at: datetime | None = None  # when a request.expired event recorded it
     executed: Approval | None = None
+    superseded: int | None = None  # seq of the rule change that replaced its rule while open
     problems: tuple[str, ...] = field(default=())  # events that did not fit (not counted)
 
     @property
@@ -288,7 +295,7 @@ class ApprovalRequest:
             return RequestState.EXECUTED
         if self.veto is not None:
             return RequestState.VETOED
-        if self.cancelled is not None:
+        if self.cancelled is not None or self.superseded is not None:
             return RequestState.CANCELLED
         if self.expired_at is not None:
             return RequestState.EXPIRED
@@ -324,6 +331,7 @@ class ApprovalRequest:
             "approvals": [a.to_json() for a in self.approvals],
             "vetoed": _opt(self.veto),
             "cancelled": _opt(self.cancelled),
+            "superseded_by_rule_change": self.superseded,
             "expired_at": self.expired_at.isoformat() if self.expired_at else None,
             "executed": _opt(self.executed),
             "problems": list(self.problems),
@@ -396,7 +404,8 @@ class Folded:
 
 
 def fold(events: Iterable[Event]) -> Folded:
-    """The requests that ``events`` (any ``request.*`` events, in any order) tell of.
+    """The requests that ``events`` (any ``request.*`` and ``approval.rule_changed`` events,
+    in any order) tell of.
 
     Only what the rules allow counts, whatever the events say: an approval by the requester,
     by an excluded account, by an account that approved already, after the approval window,
@@ -406,6 +415,9 @@ def fold(events: Iterable[Event]) -> Folded:
     requests: dict[str, ApprovalRequest] = {}
     orphans: list[str] = []
     for event in sorted(events, key=lambda e: e.seq):
+        if event.action == RULE_CHANGED:
+            _supersede(requests, event)
+            continue
         request_id = event.subject.removeprefix("request:")
         if event.action == "request.created":
             try:
@@ -422,6 +434,30 @@ def fold(events: Iterable[Event]) -> Folded:
         except ValueError:
             orphans.append(f"{event.action} #{event.seq} has no time")
     return Folded(requests, tuple(orphans))
+
+
+def _supersede(requests: dict[str, ApprovalRequest], event: Event) -> None:
+    """A rule change (``approval.rule_changed``) ends every request of its operation still
+    open (pending, or approved and not executed) when it is recorded, but the one whose
+    execution made it: they were asked for under the rule it replaced, and would otherwise
+    be judged by a rule no longer in force (a tightening must reach requests filed before it;
+    their requesters ask again). A change that does not name its operation supersedes
+    nothing."""
+    try:
+        operation = GatedOperation(str(event.details.get("operation")))
+        at = _time(event)
+    except ValueError:
+        return
+    approval = event.details.get("approval")
+    changer = approval.get("request") if isinstance(approval, Mapping) else None
+    for request_id, request in list(requests.items()):
+        if (
+            request.operation is operation
+            and request_id != changer
+            and request.seq < event.seq
+            and request.state(at) not in FINAL_STATES
+        ):
+            requests[request_id] = replace(request, superseded=event.seq)
 
 
 def _apply(request: ApprovalRequest, event: Event) -> ApprovalRequest:

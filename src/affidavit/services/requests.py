@@ -51,6 +51,7 @@ from affidavit.models.approval import (
     FINAL_STATES,
     GATES,
     REQUEST_ACTIONS,
+    RULE_CHANGED,
     ApprovalRequest,
     ApprovalRule,
     GatedOperation,
@@ -71,7 +72,7 @@ from affidavit.services.principals import (
     vouched_roles,
 )
 
-RULE_ACTION: Final = "approval.rule_changed"
+RULE_ACTION: Final = RULE_CHANGED
 WAIVED_ACTION: Final = "approval.waived"
 MAX_REASON: Final = 500
 _BACKUP_OPERATIONS: Final = frozenset(
@@ -100,8 +101,10 @@ def params_digest(params: Mapping[str, Any]) -> str:
 
 
 def read_requests(uow: UnitOfWork) -> dict[str, ApprovalRequest]:
-    """Every request, as its ledger events tell it (one query per action)."""
-    return fold(e for action in REQUEST_ACTIONS for e in read_events(uow.ledger, action)).requests
+    """Every request, as its ledger events and the rule changes tell it (one query per
+    action; a rule change supersedes the requests its operation had open)."""
+    actions = (*REQUEST_ACTIONS, RULE_CHANGED)
+    return fold(e for action in actions for e in read_events(uow.ledger, action)).requests
 
 
 def rules_in_force(uow: UnitOfWork) -> dict[GatedOperation, ApprovalRule]:
@@ -687,7 +690,8 @@ def rule_change(
         change.record(
             RULE_ACTION,
             f"approval-rule:{rule.operation.value}",
-            {**params, **allowed.event_details()},
+            # "at": the time it takes effect, by which it supersedes the open requests
+            {**params, **allowed.event_details(), "at": _now(now).isoformat()},
         )
         allowed.seal(change)
     return rule

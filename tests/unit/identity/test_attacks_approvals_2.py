@@ -20,7 +20,7 @@ from tests.unit.identity.homes import build_template, copied
 from tests.unit.identity.test_approvals import PW, People, _build, ledger_size
 from tests.unit.identity.test_attacks import CLIENT, T0, code, db
 
-from affidavit.errors import AccessDenied, ApprovalPending, InputError, NotFound
+from affidavit.errors import AccessDenied, ApprovalPending, Error, InputError, NotFound
 from affidavit.models.approval import ApprovalRule, GatedOperation, RequestState
 from affidavit.models.identity import Principal
 from affidavit.models.permissions import Role
@@ -390,16 +390,55 @@ def test_a_stale_release_request_does_not_release_a_new_hold_of_the_same_case(
     assert _active_holds(people, "bk-1") == ["C-1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a pending request keeps the rule in force when it was created: a tightening "
-    "approved meanwhile (hold.release: 2 security officers) does not reach it, so one "
-    "approval still suffices (documented, but a window for pre-filed requests)",
-)
-def test_a_rule_tightened_while_a_request_waits_applies_to_it(people: People) -> None:
+def test_a_rule_tightened_while_a_request_waits_supersedes_it(people: People) -> None:
+    """A request filed under the old rule (hold.release: 1 approver) before a tightening
+    (2 security officers) is approved: it would go through on one approval. The tightening
+    supersedes it (cancelled, naming the rule change): no approval or execution counts; the
+    requester asks again, under the rule now in force."""
     erin = people.login("erin")
     request_id = _ask_hold_release(people, erin)
     _change_rule(people, _rule(GatedOperation.HOLD_RELEASE, 2, Role.SECURITY_OFFICER))
     dave = people.login("dave")
-    requests.approve(people.app, dave, request_id, now=dave.mfa_at)
-    assert _state(people, request_id, dave.mfa_at) is RequestState.PENDING
+    assert _state(people, request_id, dave.mfa_at) is RequestState.CANCELLED
+    shown = requests.get_request(people.app, people.login("alice"), request_id)
+    assert shown.superseded is not None
+    assert shown.to_json(dave.mfa_at)["superseded_by_rule_change"] == shown.superseded
+    with pytest.raises(Error):
+        requests.approve(people.app, dave, request_id, now=dave.mfa_at)
+    erin = people.login("erin")
+    with pytest.raises(Error):
+        gated.execute(people.app, erin, request_id, now=erin.mfa_at)
+    again = _ask_hold_release(people, erin)
+    fresh = requests.get_request(people.app, people.login("alice"), again)
+    assert (fresh.rule.approvers, fresh.rule.role) == (2, Role.SECURITY_OFFICER)
+    assert fresh.state(erin.mfa_at) is RequestState.PENDING
+
+
+def test_a_change_of_the_rule_for_rule_changes_supersedes_the_others_not_itself(
+    people: People,
+) -> None:
+    """carol files a rule change; alice then changes the rule for rule changes (carol
+    approving): alice's own request executes (it made the change), carol's, filed under the
+    replaced rule, is superseded. A change of another operation's rule leaves it alone."""
+    carol = people.login("carol")
+    other = _pending(
+        lambda: requests.rule_change(
+            people.app,
+            carol,
+            _rule(GatedOperation.BACKUP_DELETE, 2, Role.APPROVER),
+            reason="two approvers",
+            now=carol.mfa_at,
+        )
+    )
+    _change_rule(people, _rule(GatedOperation.HOLD_RELEASE, 1, Role.SECURITY_OFFICER))
+    alice = people.login("alice")
+    assert _state(people, other, alice.mfa_at) is RequestState.PENDING  # another operation
+    _change_rule(people, _rule(GatedOperation.RULE_CHANGE, 1, Role.ADMIN))
+    alice = people.login("alice")
+    assert _state(people, other, alice.mfa_at) is RequestState.CANCELLED
+    executed = [
+        r
+        for r in requests.list_requests(people.app, alice)
+        if r.operation is GatedOperation.RULE_CHANGE and r.id != other
+    ]
+    assert executed and all(r.state(alice.mfa_at) is RequestState.EXECUTED for r in executed)
