@@ -279,6 +279,22 @@ class IdentityRepository:
             last_step=column(row, "last_step", optional(_int)),
         )
 
+    def totp_wrapped_by(self, kek_id: str) -> builtins.list[TotpCredential]:
+        """Every TOTP credential wrapped by a version of the key ``kek_id``."""
+        rows = self._s.scalars(
+            select(TotpCredentialRow.account_id).where(TotpCredentialRow.kek_id == kek_id)
+        )
+        found = [self.totp(account_id) for account_id in rows.all()]
+        return [credential for credential in found if credential is not None]
+
+    def rewrap_totp(
+        self, account_id: str, *, wrapped_secret: bytes, kek_id: str, kek_version: int
+    ) -> None:
+        """Replace the wrapped secret of the account's credential (a key rotation)."""
+        row = self._totp_row(account_id)
+        row.wrapped_secret, row.kek_id, row.kek_version = wrapped_secret, kek_id, kek_version
+        self._s.flush()
+
     def put_totp(self, credential: TotpCredential) -> None:
         """Store a (pending) credential, replacing any the account had."""
         self.delete_totp(credential.account_id)

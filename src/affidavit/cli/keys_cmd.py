@@ -73,7 +73,8 @@ def rotate(ctx: typer.Context, json_out: JsonOpt = False) -> int:
     else:
         show(
             f"Rotated {result['kek_id']}: v{result['old_version']} -> v{result['new_version']}; "
-            f"{result['rewrapped']} backup keys re-wrapped; retired {result['retired'] or 'none'}."
+            f"{result['rewrapped']} backup keys and {result.get('rewrapped_totp', 0)} TOTP "
+            f"secrets re-wrapped; retired {result['retired'] or 'none'}."
         )
     return 0
 

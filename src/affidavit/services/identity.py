@@ -54,7 +54,7 @@ this process never retires one, so the same KMS key is safe.)
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -226,6 +226,36 @@ def _file_keystore(path: Path, passphrase: str | None) -> Keystore:
 def _wrap_totp(app: App, account_id: str, secret: str) -> WrappedSecret:
     keystore = identity_keystore(app.settings)
     return keystore.wrap(secret.encode(), context=_TOTP_CONTEXT + account_id.encode())
+
+
+def totp_secrets_to_rewrap(app: App, kek_id: str) -> dict[str, tuple[str, str]]:
+    """For a rotation of the key ``kek_id``: when that key also wraps the TOTP secrets (an
+    AWS KMS keystore wraps both), every TOTP secret it wraps, unwrapped (account id ->
+    (account name, secret)); else nothing. Raises before anything changes when one does not
+    unwrap."""
+    if identity_keystore(app.settings).current().kek_id != kek_id:
+        return {}
+    with app.read() as uow:
+        ids = uow.identities
+        credentials = ids.totp_wrapped_by(kek_id)
+        names = {c.account_id: ids.account_by_id(c.account_id).name for c in credentials}
+    return {c.account_id: (names[c.account_id], _unwrap_totp(app, c)) for c in credentials}
+
+
+def rewrap_totp_secrets(
+    app: App, uow: UnitOfWork, secrets: Mapping[str, tuple[str, str]]
+) -> list[str]:
+    """Wrap ``secrets`` (:func:`totp_secrets_to_rewrap`) under the keystore's current
+    version, in ``uow`` (the rotation's transaction); the names of their accounts."""
+    for account_id, (_, secret) in secrets.items():
+        wrapped = _wrap_totp(app, account_id, secret)
+        uow.identities.rewrap_totp(
+            account_id,
+            wrapped_secret=wrapped.ciphertext,
+            kek_id=wrapped.kek_id,
+            kek_version=wrapped.version,
+        )
+    return sorted(name for name, _ in secrets.values())
 
 
 def _unwrap_totp(app: App, credential: TotpCredential) -> str:

@@ -131,6 +131,7 @@ class RotationResult:
     new_version: int
     rewrapped: int
     retired: list[int]
+    rewrapped_totp: int = 0
 
 
 def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResult:
@@ -152,7 +153,10 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
             for b in uow.backups.list()
             if b.wrapped_identity is not None and b.status is not BackupStatus.DELETED
         ]
+    from affidavit.services import identity  # it imports this module
+
     identities = {b.id: unwrap_identity(keystore, b) for b in backups}  # fail before changing
+    totp_secrets = identity.totp_secrets_to_rewrap(app, old.kek_id)  # the same key (KMS)
     app.check_signer()  # a new KEK version whose event could not be recorded is not made
     new = keystore.rotate()
     rewrapped = {bid: wrap_identity(keystore, bid, ident) for bid, ident in identities.items()}
@@ -161,6 +165,7 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
             change.uow.backups.rewrap(
                 bid, wrapped=wrapped.ciphertext, kek_id=wrapped.kek_id, kek_version=wrapped.version
             )
+        totp_accounts = identity.rewrap_totp_secrets(app, change.uow, totp_secrets)
         retired = []
         for kek in keystore.versions():
             if kek.version != new.version and kek.retired_at is None:
@@ -172,6 +177,7 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
                 "old_version": old.version,
                 "new_version": new.version,
                 "rewrapped_backups": sorted(rewrapped),
+                "rewrapped_totp": totp_accounts,  # accounts whose TOTP secret the key wraps
                 "versions_to_retire": retired,  # those no backup still uses are retired next
                 **allowed.event_details(),
             },
@@ -184,7 +190,7 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
             b.kek_version
             for b in uow.backups.list()
             if b.kek_id == new.kek_id and b.wrapped_identity is not None
-        }
+        } | {c.kek_version for c in uow.identities.totp_wrapped_by(new.kek_id)}
     retired = [version for version in retired if version not in still_used]
     for version in retired:
         keystore.retire(version)
@@ -194,6 +200,7 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
         new_version=new.version,
         rewrapped=len(rewrapped),
         retired=retired,
+        rewrapped_totp=len(totp_accounts),
     )
 
 
