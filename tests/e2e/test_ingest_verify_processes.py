@@ -34,6 +34,7 @@ from affidavit.services import backup as backup_service
 from affidavit.services import fingerprint as fingerprint_service
 from affidavit.services.context import open_app
 from affidavit.services.keys import keystore_for, unwrap_identity
+from affidavit.services.verify import reading
 
 DOCS = 3000
 
@@ -41,6 +42,9 @@ DOCS = 3000
 @pytest.fixture(autouse=True)
 def in_other_processes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setattr(artifacts, "PROCESS_FROM", 0)
+    # verify's sequential road (an artifact without a segment table, or in a vault that
+    # streams), where decryption runs in a child: the segment road is test_verify_segments.py
+    monkeypatch.setattr(reading, "_regular_descriptor", lambda fh: None)
     scratch = tmp_path / "scratch"  # every temporary file and folder of the commands
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))

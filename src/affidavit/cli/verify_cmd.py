@@ -35,7 +35,8 @@ app = typer.Typer(
     cls=DefaultCommandGroup,
     help=(
         "Verify backups: integrity, content, and against the live source.\n\n"
-        "Usage: `affidavit verify BACKUP [--against-source] [--sample PERCENT] [--json]` "
+        "Usage: `affidavit verify BACKUP [--against-source] [--sample PERCENT] "
+        "[--workers N] [--json]` "
         "checks one backup (the same as `affidavit verify run BACKUP ...`); "
         "`affidavit verify list [BACKUP] [--json]` lists recorded verifications.\n\n"
         "Exit codes: 0 the backup verified; 1 findings (listed); 2 bad input; "
@@ -72,6 +73,15 @@ def run(
             "--seed", help="Repeat the sample of an earlier verification (with --sample)."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            help="Segments checked at a time for artifacts with a segment table "
+            "(default: the cores available).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Verify a backup: signed manifest, every artifact's size, SHA-256, decryption and
@@ -84,6 +94,7 @@ def run(
             against_source=against_source,
             sample_percent=sample,
             seed=seed,
+            workers=workers,
             reporter=reporter,
         )
     if json_out:

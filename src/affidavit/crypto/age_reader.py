@@ -113,6 +113,7 @@ __all__ = [
     "DecryptedRange",
     "PayloadKey",
     "Pool",
+    "SegmentRead",
     "Stanza",
     "StreamLayout",
     "X25519Identity",
@@ -623,6 +624,7 @@ def _open_chunks(
     *,
     out: memoryview | None,
     hasher: hashlib._Hash | None,
+    sealed_hasher: hashlib._Hash | None = None,
 ) -> tuple[int, _Fault | None]:
     """Open chunks ``first .. first + count - 1``, reading them from ``fd``, into ``out``
     (contiguous plaintext; None: into a scratch buffer, for hashing only), updating
@@ -637,6 +639,8 @@ def _open_chunks(
         start = layout.chunk_offset(index)
         want = layout.chunk_offset(index + n - 1) + layout.sealed_size(index + n - 1) - start
         got = _pread_full(fd, sealed_buf[:want], start)
+        if sealed_hasher is not None:
+            sealed_hasher.update(sealed_buf[:got])
         for j in range(n):
             at = j * SEALED_CHUNK_SIZE
             size = layout.sealed_size(index + j)
@@ -678,6 +682,21 @@ class DecryptedRange:
     sha256: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SegmentRead:
+    """One segment read for verification (:meth:`AgePayload.read_segment`): the SHA-256 of
+    the ciphertext bytes read (``cipher_size`` of them), and when every chunk opened where
+    it stands, the plaintext (if asked) and its SHA-256; else the :class:`AgeDecryptError`
+    of the first chunk that did not (``plaintext``/``plain_sha256`` then None)."""
+
+    cipher_sha256: str
+    cipher_size: int
+    plaintext: bytearray | None = field(default=None, repr=False)
+    plain_sha256: str | None = None
+    plain_size: int = 0
+    error: AgeDecryptError | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AgePayload:
     """What opens the chunks of one age file: the open file (``fd``, not owned), the payload
@@ -705,6 +724,69 @@ class AgePayload:
         assert done == count
         return bytes(out)
 
+    def read_segment(
+        self, first_chunk: int, count: int, *, from_offset: int, plaintext: bool = True
+    ) -> SegmentRead:
+        """Read the ciphertext from file offset ``from_offset`` (0 or the offset of
+        ``first_chunk``: segment 0 starts with the header) to the end of chunks
+        ``first_chunk .. first_chunk + count - 1`` once: hash every byte of it, open every
+        chunk (tag and final flag, as :meth:`decrypt_range`) and hash the plaintext. The
+        ciphertext is hashed to the range's end even when a chunk fails (the fault is in
+        :attr:`SegmentRead.error`, never raised); a file shorter than the range gives the
+        hash of the bytes it has. ``ValueError`` for chunks outside the file."""
+        layout = self.layout
+        layout.check_range(first_chunk, count)
+        start = layout.chunk_offset(first_chunk)
+        if not 0 <= from_offset <= start:
+            raise ValueError(f"offset {from_offset} is not before chunk {first_chunk}")
+        last = first_chunk + count - 1
+        end = layout.chunk_offset(last) + layout.sealed_size(last)
+        sealed = hashlib.sha256()
+        read = _hash_span(self.fd, sealed, from_offset, start)
+        out = bytearray(layout.plain_span(first_chunk, count)) if plaintext else None
+        plain = hashlib.sha256()
+        _, fault = _open_chunks(
+            ChaCha20Poly1305(self.key.secret),
+            self.fd,
+            layout,
+            first_chunk,
+            count,
+            out=memoryview(out) if out is not None else None,
+            hasher=plain,
+            sealed_hasher=sealed,
+        )
+        if fault is None:
+            return SegmentRead(
+                cipher_sha256=sealed.hexdigest(),
+                cipher_size=end - from_offset,
+                plaintext=out,
+                plain_sha256=plain.hexdigest(),
+                plain_size=layout.plain_span(first_chunk, count),
+            )
+        # _open_chunks hashed whole batches up to the one that failed: hash the rest
+        batch = min(count, _READ_CHUNKS)
+        upto = min(((fault.chunk - first_chunk) // batch + 1) * batch, count)
+        hashed = end if upto == count else layout.chunk_offset(first_chunk + upto)
+        read += min(hashed, layout.file_size) - start
+        read += _hash_span(self.fd, sealed, hashed, end)
+        if out is not None:
+            out[:] = bytes(len(out))  # nothing of a failed segment leaves it
+        return SegmentRead(cipher_sha256=sealed.hexdigest(), cipher_size=read, error=fault.error())
+
+
+def _hash_span(fd: int, hasher: hashlib._Hash, start: int, end: int) -> int:
+    """Hash the file's bytes ``[start, end)`` (fewer at its end); how many there were."""
+    buf = memoryview(bytearray(min(max(end - start, 0), _READ_CHUNKS * SEALED_CHUNK_SIZE)))
+    at = start
+    while at < end:
+        want = min(len(buf), end - at)
+        got = _pread_full(fd, buf[:want], at)
+        hasher.update(buf[:got])
+        at += got
+        if got < want:
+            break  # the file ends here
+    return at - start
+
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
@@ -727,6 +809,7 @@ class AgeFile:
 
     def __init__(self, file: BinaryIO, header: AgeHeader, payload: AgePayload) -> None:
         self._file = file
+        self._owned = True
         self.header = header
         self.payload = payload
 
@@ -747,6 +830,18 @@ class AgeFile:
         except BaseException:
             file.close()
             raise
+
+    @classmethod
+    def from_file(cls, file: BinaryIO, identity: str | X25519Identity) -> AgeFile:
+        """Open an age file already open for reading (a regular file: its descriptor is
+        read with ``pread``; the file stays the caller's to close, :meth:`close` does not).
+        Raises as :meth:`open`."""
+        key = (
+            identity if isinstance(identity, X25519Identity) else X25519Identity.from_str(identity)
+        )
+        opened = cls._read(file, key)
+        opened._owned = False
+        return opened
 
     @classmethod
     def _read(cls, file: BinaryIO, identity: X25519Identity) -> AgeFile:
@@ -840,8 +935,9 @@ class AgeFile:
         return _threaded(self.payload, workers, range_chunks, plaintext, sha256)
 
     def close(self) -> None:
-        """Close the file."""
-        self._file.close()
+        """Close the file (unless it was handed over by :meth:`from_file`)."""
+        if self._owned:
+            self._file.close()
 
     def __enter__(self) -> AgeFile:
         return self

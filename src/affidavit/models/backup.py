@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from affidavit.models.segments import SegmentTable
+
 
 class BackupStatus(StrEnum):
     """Where a backup is in its life."""
@@ -39,6 +41,9 @@ class BackupArtifact:
     plain_sha256: str | None = None
     dataset: str | None = None
     deleted: bool = False
+    segments: SegmentTable | None = None
+    """The segment table written with the artifact (signed in the manifest; catalog rows do
+    not keep it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

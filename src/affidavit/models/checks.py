@@ -33,6 +33,8 @@ class CheckCode(StrEnum):
     CONTENT_UNREADABLE = "content-unreadable"
     FINGERPRINT_MISMATCH = "fingerprint-mismatch"
     INDEX_UNUSABLE = "index-unusable"
+    SEGMENT_MISMATCH = "segment-mismatch"  # segments whose bytes differ from the signed table
+    SEGMENT_TABLE_INVALID = "segment-table-invalid"  # the signed table does not fit the file
     DRIFT = "drift"
     SOURCE_DIFFERS = "source-differs"
     SOURCE_MISMATCH = "source-mismatch"

@@ -34,6 +34,7 @@ from affidavit.models.json_fields import (
     check_time,
     describe,
 )
+from affidavit.models.segments import SegmentTable
 
 __all__ = [
     "BACKUP_KINDS",
@@ -350,7 +351,10 @@ class ManifestEncryption:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ManifestArtifact:
     """One stored artifact: its path in the vault, role, dataset (null for a file holding
-    several), and the size and SHA-256 of the stored ciphertext and of the plaintext."""
+    several), the size and SHA-256 of the stored ciphertext and of the plaintext, and (in
+    backups since the segment tables, issue 18) its :class:`SegmentTable`; the member is
+    absent, not null, in a manifest without one, so older manifests read and write back
+    unchanged."""
 
     path: str
     role: ArtifactRole
@@ -359,6 +363,7 @@ class ManifestArtifact:
     sha256: str
     plain_size: int | None
     plain_sha256: str | None
+    segments: SegmentTable | None = None
 
     def __post_init__(self) -> None:
         check_text(self.path, "path")
@@ -371,19 +376,26 @@ class ManifestArtifact:
             check_integer(self.plain_size, "plain_size")
         if self.plain_sha256 is not None:
             check_sha256(self.plain_sha256, "plain_sha256")
+        if self.segments is not None:
+            _instance(self.segments, SegmentTable, "segments")
+            if self.plain_size is None or self.plain_sha256 is None:
+                raise PredicateError("segments need plain_size and plain_sha256")
 
     @classmethod
     def from_predicate(cls, obj: object, where: str = "artifact") -> ManifestArtifact:
         """Read one object of ``artifacts``; raises :class:`PredicateError`."""
         f = Fields(obj, where)
         names = ("path", "role", "dataset", "size", "sha256", "plain_size", "plain_sha256")
-        artifact = _build(cls, where, **{name: f.raw(name) for name in names})
+        values: dict[str, Any] = {name: f.raw(name) for name in names}
+        if f.has("segments"):
+            values["segments"] = SegmentTable.from_predicate(f.raw("segments"), f.path("segments"))
+        artifact = _build(cls, where, **values)
         f.done()
         return artifact
 
     def to_predicate(self) -> dict[str, Any]:
-        """The JSON object."""
-        return {
+        """The JSON object (``segments`` only when the artifact has a table)."""
+        out: dict[str, Any] = {
             "path": self.path,
             "role": self.role.value,
             "dataset": self.dataset,
@@ -392,6 +404,9 @@ class ManifestArtifact:
             "plain_size": self.plain_size,
             "plain_sha256": self.plain_sha256,
         }
+        if self.segments is not None:
+            out["segments"] = self.segments.to_predicate()
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,10 @@ nowhere else:
   of the vault while the caller does other work) is stored with the vault's ``put_file``,
   which a folder vault takes over without copying.
 
+Every road also builds the artifact's segment table (:mod:`affidavit.services.segment_tables`:
+both sides hashed per segment while they pass, and where each segment's first record starts),
+which the manifest signs and ``verify`` checks segment by segment, in parallel.
+
 Vaults store bytes and never see a key; the crypto package never sees a vault.
 :class:`TeeReader` is the pull-side twin of a sink: a file-like object over a stream that
 hands every byte it reads to a sink, for parsers that read files.
@@ -38,6 +42,8 @@ from affidavit.crypto.age_reader import decrypt_stream
 from affidavit.crypto.digest import Sha256Stream
 from affidavit.errors import Error, OperationError
 from affidavit.models.backup import ArtifactRole, BackupArtifact
+from affidavit.models.segments import SegmentTable
+from affidavit.services.segment_tables import TableBuilder, table_of_files
 from affidavit.vaults.base import StoredArtifact, VaultBackend
 
 CHUNK = 1 << 20
@@ -71,6 +77,7 @@ class ArtifactSink:
         self.role = role
         self.dataset = dataset
         self._hash = Sha256Stream()
+        self._table = TableBuilder(path, role)
         self._buffer = bytearray()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._result: StoredArtifact | None = None
@@ -99,7 +106,9 @@ class ArtifactSink:
     ) -> None:
         try:
             self._result = vault.put(
-                path, encrypt_chunks(self._chunks(), recipient), retain_until=retain_until
+                path,
+                _teed(encrypt_chunks(self._chunks(), recipient), self._table.cipher),
+                retain_until=retain_until,
             )
         except BaseException as exc:
             self._error = exc  # the writing thread raises it at its next write or close
@@ -107,6 +116,7 @@ class ArtifactSink:
     def write(self, data: bytes | memoryview) -> None:
         """Append plaintext."""
         self._hash.update(bytes(data))
+        self._table.plain(data)
         self._buffer += data
         if len(self._buffer) >= CHUNK:
             self._push(bytes(self._buffer))
@@ -136,7 +146,12 @@ class ArtifactSink:
             raise self._wrap(self._error) from self._error
         assert self._result is not None
         return _described(
-            self._result, self.role, self.dataset, self._hash.length, self._hash.hexdigest()
+            self._result,
+            self.role,
+            self.dataset,
+            self._hash.length,
+            self._hash.hexdigest(),
+            self._table.table(),
         )
 
     def _push_done(self) -> None:
@@ -288,7 +303,7 @@ class ArtifactWriter:
         as they are stored."""
         tick = advance or (lambda n: None)
         if staged is not None:
-            return self._store_staged(rel, staged, role=role, dataset=dataset, advance=tick)
+            return self._store_staged(rel, file, staged, role=role, dataset=dataset, advance=tick)
         if worth_a_process(file.stat().st_size):
             return self._store_by_child(rel, file, role=role, dataset=dataset, advance=tick)
         with self.sink(rel, role, dataset) as sink, file.open("rb") as raw:
@@ -307,6 +322,7 @@ class ArtifactWriter:
     def _store_staged(
         self,
         rel: str,
+        file: Path,
         staged: Staged,
         *,
         role: ArtifactRole,
@@ -315,6 +331,7 @@ class ArtifactWriter:
     ) -> BackupArtifact:
         done = staged.encryption
         target = self.target(rel)
+        table = table_of_files(target, role, file, staged.cipher)
         stored = self._stored(
             target,
             lambda: self.vault.put_file(
@@ -323,7 +340,7 @@ class ArtifactWriter:
             ),
         )  # fmt: skip
         advance(done.plain_size)
-        return _described(stored, role, dataset, done.plain_size, done.plain_sha256)
+        return _described(stored, role, dataset, done.plain_size, done.plain_sha256, table)
 
     def _store_by_child(
         self,
@@ -338,11 +355,13 @@ class ArtifactWriter:
         vault hashes and writes the ciphertext; the child hashes the plaintext it encrypts.
         Any failure leaves no process behind."""
         target = self.target(rel)
+        table = TableBuilder(target, role)
         with file.open("rb") as raw:
 
             def chunks() -> Iterator[bytes]:
                 while chunk := raw.read(CHUNK):
                     advance(len(chunk))
+                    table.plain(chunk)
                     yield chunk
 
             child = AgeProcess("encrypt", self.recipient, chunks())
@@ -350,13 +369,17 @@ class ArtifactWriter:
             try:
                 stored = self._stored(
                     target,
-                    lambda: self.vault.put(target, pieces, retain_until=self.retain_until),
+                    lambda: self.vault.put(
+                        target, _teed(pieces, table.cipher), retain_until=self.retain_until
+                    ),
                 )
             finally:
                 pieces.close()  # type: ignore[attr-defined]
         assert child.plain_sha256 is not None
         assert child.plain_size is not None
-        return _described(stored, role, dataset, child.plain_size, child.plain_sha256)
+        return _described(
+            stored, role, dataset, child.plain_size, child.plain_sha256, table.table()
+        )
 
     @staticmethod
     def _stored(path: str, store: Callable[[], StoredArtifact]) -> StoredArtifact:
@@ -376,13 +399,26 @@ def _store_failed(path: str, exc: BaseException) -> OperationError:
     )
 
 
-def _described(
+def _teed(pieces: Iterator[bytes], tee: Callable[[bytes], None]) -> Iterator[bytes]:
+    """``pieces`` as they are, each also handed to ``tee``."""
+    for piece in pieces:
+        tee(piece)
+        yield piece
+
+
+def _described(  # noqa: PLR0917 - one private helper, called positionally in four places
     stored: StoredArtifact,
     role: ArtifactRole,
     dataset: str | None,
     plain_size: int,
     plain_sha256: str,
+    table: SegmentTable | None,
 ) -> BackupArtifact:
+    if table is not None and (
+        table.tiling_issues(size=stored.size, plain_size=plain_size)
+        or sum(s.plain_size for s in table.segments) != plain_size
+    ):
+        table = None  # pragma: no cover - a table is built from the very bytes stored
     return BackupArtifact(
         path=stored.path,
         role=role,
@@ -391,6 +427,7 @@ def _described(
         plain_size=plain_size,
         plain_sha256=plain_sha256,
         dataset=dataset,
+        segments=table,
     )
 
 

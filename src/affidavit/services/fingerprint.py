@@ -16,7 +16,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,31 +269,86 @@ def add_bson_file(
     (:func:`~affidavit.formats.bson_codec.file_ranges.bson_file_ranges`), and no document
     crosses a pipe.
     ``check`` decodes every document in full. A defect raises ``FormatError``, tersely worded
-    (re-read with the reader to word it as the reader does)."""
+    (re-read with the reader to word it as the reader does).
+
+    Without ``check`` and without keys (no index asked for), ``workers`` threads of this
+    process share the ranges instead (:func:`_hash_ranges_threaded`): the compiled framing
+    and hashing release the GIL when they keep no keys, so nothing needs to cross to
+    another process."""
     from affidavit.formats.bson_codec.file_ranges import bson_file_ranges
 
+    keys = acc.keep_keys
+    if workers > 1 and not check and not keys and bson_codec_compiled():
+        ranges = bson_file_ranges(path, target=_THREAD_RANGE)
+        _hash_ranges_threaded(acc, str(path), ranges, workers=workers, rep=rep)
+        return
     jobs = (
-        (_hash_file_range, (str(path), offset, length, check))
+        (_hash_file_range, (str(path), offset, length, check, keys))
         for offset, length in bson_file_ranges(path)
     )
     _hash_all(acc, jobs, workers=workers, rep=rep or SilentReporter())
 
 
+_THREAD_RANGE = 8 << 20
+"""Bytes of documents per range when threads share a file (fewer, larger tasks)."""
+
+
+def bson_codec_compiled() -> bool:
+    """Whether the compiled BSON framing is loaded (it releases the GIL; the pure-Python
+    path does not, so it keeps to processes)."""
+    from affidavit.formats import bson_codec
+
+    return bson_codec._NATIVE is not None
+
+
+def _hash_ranges_threaded(
+    acc: Accumulator,
+    path: str,
+    ranges: Iterable[tuple[int, int]],
+    *,
+    workers: int,
+    rep: Reporter | None,
+) -> None:
+    """The ranges of ``path`` framed and hashed (no keys, no full decode) by ``workers``
+    threads, at most ``2 * workers`` ranges in flight; results added in range order, the
+    first defect in range order raised."""
+    report = rep or SilentReporter()
+    pending: deque[Future[tuple[bytes, list[bytes] | None]]] = deque()
+
+    def add(future: Future[tuple[bytes, list[bytes] | None]]) -> None:
+        pairs, _ = future.result()
+        acc.add_pairs(pairs, None)
+        report.advance(len(pairs) // PAIR_SIZE)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="affidavit-fingerprint") as pool:
+        try:
+            for offset, length in ranges:
+                if len(pending) >= 2 * workers:
+                    add(pending.popleft())
+                pending.append(pool.submit(_hash_file_range, path, offset, length, False, False))
+            while pending:
+                add(pending.popleft())
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def _hash_file_range(
-    path: str, offset: int, length: int, check: bool
+    path: str, offset: int, length: int, check: bool, keys: bool = True
 ) -> tuple[bytes, list[bytes] | None]:
-    """Worker: the exact-profile pairs and keys of the whole documents in ``length`` bytes at
-    ``offset`` of a ``.bson`` file, framed and (with ``check``) decoded in full."""
+    """Worker: the exact-profile pairs and (with ``keys``) keys of the whole documents in
+    ``length`` bytes at ``offset`` of a ``.bson`` file, framed and (with ``check``) decoded in
+    full."""
     from affidavit.formats.bson_codec import check_documents, frame_exact_pairs
 
     with open(path, "rb") as fh:
         buffer = os.pread(fh.fileno(), length, offset)
-    pairs, keys, stop = frame_exact_pairs(buffer, record_tag("exact"), keys=True)
+    pairs, found, stop = frame_exact_pairs(buffer, record_tag("exact"), keys=keys)
     if len(buffer) != length or stop != length:
         raise FormatError(f"{path}: the documents at byte offset {offset} changed or do not frame")
     if check:
         check_documents(buffer, None)
-    return pairs, keys
+    return pairs, found
 
 
 _Job = tuple[Callable[..., tuple[bytes, list[bytes] | None]], tuple[Any, ...]]

@@ -22,6 +22,7 @@ from affidavit.formats.bson_codec import (
     exact_record_checked,
     frame_exact_keys,
 )
+from affidavit.services import fingerprint as fp_service
 from affidavit.services.fingerprint import add_bson_file, fingerprint_bson_stream, hash_exact_batch
 
 
@@ -197,3 +198,54 @@ def test_a_bad_bson_file_read_in_ranges_is_refused(
     path.write_bytes(b"".join(_docs() * 400) + tail)
     with pytest.raises(FormatError):
         add_bson_file(Accumulator("exact"), path, workers=workers, check=True)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_bson_file_shared_by_threads_gives_the_one_worker_fingerprint(
+    tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without keys and full decode, threads share the ranges (issue 18); the fingerprint is
+    byte-identical to one worker's and to the per-record reference."""
+    if not fp_service.bson_codec_compiled():
+        pytest.skip("the compiled module is not built: processes are used")
+    docs = _docs() * 2000  # several ranges of 8 MiB would be many MB: ranges made small
+    path = tmp_path / "c.bson"
+    path.write_bytes(b"".join(docs))
+    monkeypatch.setattr(fp_service, "_THREAD_RANGE", 64 * 1024)
+    used: list[int] = []
+    real = fp_service._hash_ranges_threaded
+
+    def spy(*args: object, **kwargs: object) -> None:
+        used.append(1)
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fp_service, "_hash_ranges_threaded", spy)
+    reference = Accumulator("exact", keep_keys=False)
+    reference.add_records(exact_record(doc) for doc in docs)
+    one = Accumulator("exact", keep_keys=False)
+    add_bson_file(one, path, workers=1, check=False)
+    many = Accumulator("exact", keep_keys=False)
+    add_bson_file(many, path, workers=workers, check=False)
+    assert used == [1]
+    expected = reference.finish()
+    assert one.finish() == expected
+    assert many.finish() == expected
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        pytest.param(struct.pack("<i", 1 << 30) + b"\x00" * 8, id="lying_length_prefix"),
+        pytest.param(_docs()[0][:-3], id="truncated_last_document"),
+        pytest.param(_docs()[0][:-1] + b"\x01", id="last_byte_not_nul"),
+        pytest.param(_no_id(), id="no_id"),
+    ],
+)
+def test_a_bad_bson_file_shared_by_threads_is_refused(
+    tmp_path: Path, tail: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fp_service, "_THREAD_RANGE", 64 * 1024)
+    path = tmp_path / "c.bson"
+    path.write_bytes(b"".join(_docs() * 400) + tail)
+    with pytest.raises(FormatError):
+        add_bson_file(Accumulator("exact", keep_keys=False), path, workers=2, check=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from affidavit.crypto.dsse import pae
 from affidavit.crypto.note import NoteSigner, NoteVerifier
+from affidavit.crypto.segments import geometry
 from affidavit.crypto.signing import SigningKey
 from affidavit.ledger.attestation import (
     BACKUP_PREDICATE_TYPE,
@@ -22,6 +23,7 @@ from affidavit.ledger.attestation import (
     attest,
     verify_attestation,
 )
+from affidavit.models.manifest import BackupManifest
 
 PAGE = Path(__file__).resolve().parents[3] / "docs" / "formats" / "manifest.md"
 
@@ -69,3 +71,32 @@ def test_the_worked_example_recomputes() -> None:
         envelope, {keyid: key.public_key}, predicate_type=BACKUP_PREDICATE_TYPE
     )
     assert dict(again.predicate) == predicate
+
+
+def test_the_worked_examples_segment_table_tiles_its_artifact() -> None:
+    """The example's table reads as a manifest's member, writes back to the same JSON, and
+    lies exactly where the page's geometry puts it at the header size the page states."""
+    text = PAGE.read_text(encoding="utf-8")
+    predicate = json.loads(_block(text, "json"))
+    manifest = BackupManifest.from_predicate(predicate)
+    assert manifest.to_predicate() == predicate
+    header = re.search(r"age header and nonce take `(\d+)`", text)
+    assert header is not None
+    tables = [a for a in manifest.artifacts if a.segments is not None]
+    assert len(tables) == 1 and len(manifest.artifacts) == 2  # both forms side by side
+    (art,) = tables
+    assert art.segments is not None and art.plain_size is not None
+    assert (
+        art.segments.tiling_issues(
+            size=art.size, plain_size=art.plain_size, payload_offset=int(header.group(1))
+        )
+        == []
+    )
+    places = geometry(
+        payload_offset=int(header.group(1)),
+        plain_size=art.plain_size,
+        segment_size=art.segments.segment_size,
+    )
+    assert [(s.offset, s.size, s.plain_offset, s.plain_size) for s in art.segments.segments] == [
+        (p.offset, p.size, p.plain_offset, p.plain_size) for p in places
+    ]

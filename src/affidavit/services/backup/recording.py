@@ -318,6 +318,7 @@ def finish(
                 sha256=a.sha256,
                 plain_size=a.plain_size,
                 plain_sha256=a.plain_sha256,
+                segments=a.segments,
             )
             for a in sorted(run.artifacts, key=lambda a: a.path)
         ),

@@ -19,6 +19,9 @@ another core: :func:`affidavit.services.artifacts.decryption`), the plaintext ha
 data artifacts, re-fingerprinted in the same pass (mongodump ``.bson``: framing-only while the
 plaintext hash proves the rest, see :meth:`.content.ContentCheck.content`) or from a private
 spool (RDB and archive files, whose parsers need a file; :mod:`affidavit.private_temp`).
+An artifact with a signed segment table (issue 18) is instead read segment by segment on
+``workers`` threads (:mod:`.segments`), with the same result and, on any discrepancy, the
+sequential pass as well, so its findings are a sequential run's.
 
 Sampling (``sample_percent``) checks a random subset of the data artifacts chosen by a
 recorded seed (:func:`sample_paths`); the manifest, its signature, its vault copy and every
@@ -43,6 +46,7 @@ The modules, in the order a verification runs them:
 - :mod:`.manifest_copy`: the vault's copy of the signed manifest (drills check it too);
 - :mod:`.sampling`: which artifacts a sample reads, and the pass/fail decision;
 - :mod:`.reading`: each artifact read once out of the vault, and what else its folder holds;
+- :mod:`.segments`: an artifact with a segment table, checked segment by segment in parallel;
 - :mod:`.content`: the content re-fingerprinted and compared with the signed fingerprints;
 - :mod:`.against_source`: the backup compared with its live source;
 - :mod:`.recording`: the signed result recorded, and the recorded ones listed.

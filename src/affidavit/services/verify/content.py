@@ -34,6 +34,7 @@ from affidavit.services.fingerprint import (
     fingerprint_records,
 )
 from affidavit.services.verify.reading import ArtifactReader, PlainReader
+from affidavit.services.verify.segments import SegmentUse
 from affidavit.services.verify.state import Expected, Run
 
 KEYS_SHOWN = 100
@@ -95,7 +96,10 @@ class ContentCheck:
 
     def stored_index(self, art: Expected) -> None:
         """Read a dataset's stored fingerprint index; keep it when it is intact."""
-        spooled = self.reader.check_artifact(art, self.reader.spool(f"stored-{len(self.indexes)}"))
+        name = f"stored-{len(self.indexes)}"
+        spooled = self.reader.check_artifact(
+            art, self.reader.spool(name), SegmentUse(spool=self.run.tmp / name)
+        )
         if spooled is not None and art.dataset and self._index_usable(art, spooled):
             self.indexes[art.dataset] = spooled
 
@@ -111,7 +115,9 @@ class ContentCheck:
     def shared_file(self, art: Expected, fmt: str) -> bool:
         """Read a data artifact that holds every dataset into a private spool and
         fingerprint it in one pass (:meth:`fingerprint_file`); whether it was."""
-        spooled = self.reader.check_artifact(art, self.reader.spool("data"))
+        spooled = self.reader.check_artifact(
+            art, self.reader.spool("data"), SegmentUse(spool=self.run.tmp / "data")
+        )
         if spooled is None:
             return False
         done = False
@@ -189,7 +195,9 @@ class ContentCheck:
         the signed one, a second pass decodes every document in full and writes the computed
         index: its findings (``content-unreadable``, the keys of a ``fingerprint-mismatch``)
         are those of a full check."""
-        got = self.reader.check_artifact(art, self.bson_fingerprint(art, full=False))
+        got = self.reader.check_artifact(
+            art, self.bson_fingerprint(art, full=False), SegmentUse(frame=True)
+        )
         if got is None:
             return None
         text, _ = got

@@ -12,6 +12,9 @@ the paths checked.
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +22,15 @@ from typing import Any, BinaryIO
 
 from affidavit.crypto.age import recipient_of
 from affidavit.crypto.age_process import AgeProcess
+from affidavit.crypto.age_reader import AgeDecryptError, AgeFile
 from affidavit.crypto.digest import Sha256Stream
-from affidavit.errors import FormatError, IntegrityError, KeystoreError
+from affidavit.errors import FormatError, IntegrityError, KeystoreError, OperationError
 from affidavit.models.checks import CheckCode
 from affidavit.private_temp import open_private
 from affidavit.services.artifacts import decryption
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.verify.manifest_copy import check_manifest_copy, not_a_file
+from affidavit.services.verify.segments import SegmentUse, read_segments
 from affidavit.services.verify.state import CHUNK, Expected, Run, now
 from affidavit.vaults.base import (
     ArtifactNotFound,
@@ -225,14 +230,28 @@ class ArtifactReader:
             return
         self.identity = identity
 
-    def check_artifact(self, art: Expected, consume: Consumer | None) -> Any:
+    def check_artifact(
+        self, art: Expected, consume: Consumer | None, use: SegmentUse | None = None
+    ) -> Any:
         """Read one artifact once: size, ciphertext hash, decryption, plaintext hash, and the
-        content consumer; returns what ``consume`` returned when the artifact decrypted."""
+        content consumer; returns what ``consume`` returned when the artifact decrypted.
+
+        An artifact with a signed segment table, in a vault that hands out a regular file,
+        is read segment by segment on :attr:`Run.workers` threads instead (:meth:`_segmented`;
+        ``use`` says what the content check needs of its plaintext, in place of ``consume``:
+        None for an artifact that has a consumer means the sequential pass). When its
+        segments all match, the result is the one ``consume`` would have given; otherwise it
+        is also read by the sequential pass, whose findings are a sequential run's."""
         self.checked_paths.append(art.path)
         opened = self._open(art)
         if opened is None:
             return None
         fh, size = opened
+        if (consume is None or use is not None) and size == art.size:
+            done, segmented = self._segmented(art, fh, use or SegmentUse())
+            if done:
+                fh.close()
+                return segmented
         cipher = Sha256Stream()
         result: Any = None
         decrypted = False
@@ -282,6 +301,72 @@ class ArtifactReader:
         if plain is not None and decrypted and art.plain_sha256 is not None:
             self._check_plaintext(art, plain, child)
         return result if decrypted else None
+
+    def _segmented(self, art: Expected, fh: BinaryIO, use: SegmentUse) -> tuple[bool, Any]:
+        """Check an artifact by its signed segment table (:mod:`.segments`): ``(True,
+        result)`` when every segment matched and the content asked for was produced;
+        ``(False, None)`` when the artifact must (also) be read sequentially: no table, no
+        identity, not a regular file, a header that does not open (the sequential pass words
+        it), or any discrepancy, which is reported here as ``segment-mismatch`` or
+        ``segment-table-invalid`` first."""
+        table = art.segments
+        if table is None or self.identity is None or art.plain_size is None:
+            return False, None
+        if use.frame and table.framing != "bson":
+            return False, None
+        if _regular_descriptor(fh) is None:
+            return False, None  # a stream (S3): sequential, from where it stands
+        try:
+            age = AgeFile.from_file(fh, self.identity)
+        except (AgeDecryptError, KeystoreError, OSError):
+            return False, None
+        fh.seek(0)  # ``pread`` only: the sequential pass, if any, starts at 0 anyway
+        if age.layout.file_size != art.size:
+            return False, None
+        try:
+            got = read_segments(
+                age,
+                table,
+                size=art.size,
+                plain_size=art.plain_size,
+                workers=self.run.workers,
+                use=use,
+                dataset=art.dataset or art.path,
+                advance=self.run.rep.advance,
+                open_spool=open_private,
+            )
+        except OSError as exc:  # the vault's file could not be read: says nothing of the backup
+            fh.close()
+            raise OperationError(
+                f"reading {art.path} from the vault failed: {exc}",
+                hint="check the vault's storage and run the verification again",
+            ) from exc
+        if got.table_issues:
+            self.run.find(
+                CheckCode.SEGMENT_TABLE_INVALID,
+                "the signed segment table does not describe the artifact: "
+                + "; ".join(got.table_issues[:3]),
+                art.path,
+                issues=got.table_issues[:100],
+            )
+        if got.problems:
+            shown = ", ".join(str(p["segment"]) for p in got.problems[:10])
+            self.run.find(
+                CheckCode.SEGMENT_MISMATCH,
+                f"{len(got.problems)} segment(s) differ from the signed table (segments {shown}"
+                f"{', ...' if len(got.problems) > 10 else ''})",
+                art.path,
+                segments=got.problems[:100],
+            )
+        if not got.ok:
+            return False, None
+        self.run.rep.finish()
+        # every byte read, each segment's ciphertext as signed: the file is the signed one
+        self.observed[art.path] = art.sha256
+        self.plain_proven.add(art.path)
+        if use.frame:
+            return True, (got.fingerprint, None)
+        return True, got.spool
 
     def reread(self, art: Expected, consume: Consumer) -> Any:
         """Decrypt an artifact once more for a content pass; only content findings are
@@ -418,6 +503,16 @@ class ArtifactReader:
             expected=art.sha256,
             actual=actual,
         )
+
+
+def _regular_descriptor(fh: BinaryIO) -> int | None:
+    """The descriptor of ``fh`` when it is a regular file (a folder vault's), else None (a
+    stream: S3, or anything else a vault hands out)."""
+    try:
+        fd = fh.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
+        return None
 
 
 def _close(pieces: Iterator[bytes]) -> None:

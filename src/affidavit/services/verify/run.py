@@ -29,6 +29,7 @@ from affidavit.services.verify.content import ContentCheck, one_pass
 from affidavit.services.verify.reading import ArtifactReader
 from affidavit.services.verify.recording import Outcome, record
 from affidavit.services.verify.sampling import new_seed, select
+from affidavit.services.verify.segments import default_workers
 from affidavit.services.verify.state import Run, now, read_signed
 from affidavit.vaults.base import VaultBackend
 
@@ -40,6 +41,7 @@ def verify_backup(
     against_source: bool = False,
     sample_percent: float | None = None,
     seed: str | None = None,
+    workers: int | None = None,
     reporter: Reporter | None = None,
 ) -> Verification:
     """Verify a backup, record the signed result and return it.
@@ -49,6 +51,8 @@ def verify_backup(
     the live source now. Raises :class:`NotFound` / :class:`InputError` (exit 2) for an
     unknown or deleted backup or bad arguments, and :class:`OperationError` (exit 3) when
     the vault or the source cannot be read (recorded only as ``verification.could_not_run``).
+    ``workers`` (default: the cores available) is how many segments of an artifact with a
+    signed segment table are checked at a time (:mod:`.segments`).
     """
     rep = reporter or SilentReporter()
     if sample_percent is not None and not (
@@ -58,6 +62,8 @@ def verify_backup(
             f"--sample {sample_percent:g} is outside 0 < PERCENT <= 100",
             hint="for example --sample 10 checks a tenth of the data artifacts",
         )
+    if workers is not None and not 1 <= workers <= 1024:
+        raise InputError(f"--workers {workers} is outside 1..1024")
     if seed is not None and sample_percent is None:
         raise InputError("a seed repeats a sample: give --sample PERCENT with it")
     if seed is not None and not (1 <= len(seed) <= 64 and seed.isprintable()):
@@ -101,6 +107,7 @@ def verify_backup(
                 started=started,
                 sample_percent=sample_percent,
                 seed=seed,
+                workers=workers or default_workers(),
             )
     except OperationError as exc:
         with app.change() as change:
@@ -125,11 +132,12 @@ def _check(
     started: datetime,
     sample_percent: float | None,
     seed: str | None,
+    workers: int,
 ) -> Outcome:
     """Run every check of one verification; what it found."""
     rep.stage(f"checking the signed manifest of {backup.id}")
     signed, findings = read_signed(app, backup)
-    run = Run(app=app, backup=backup, vault=vault, rep=rep, tmp=tmp, signed=signed)
+    run = Run(app=app, backup=backup, vault=vault, rep=rep, tmp=tmp, signed=signed, workers=workers)
     run.findings.extend(findings)
     reader = ArtifactReader(run)
     reader.check_copy()

@@ -21,6 +21,7 @@ from affidavit.models.backup import ArtifactRole, Backup, BackupArtifact, Backup
 from affidavit.models.checks import CheckCode, Finding
 from affidavit.models.manifest import ManifestArtifact, ManifestSource
 from affidavit.models.progress import Reporter
+from affidavit.models.segments import SegmentTable
 from affidavit.services.context import App
 from affidavit.services.ledger import _identity
 from affidavit.vaults.base import VaultBackend
@@ -45,6 +46,7 @@ class Expected:
     sha256: str
     plain_size: int | None
     plain_sha256: str | None
+    segments: SegmentTable | None = None  # signed segment table (issue 18), if any
 
     @classmethod
     def of(cls, artifact: ManifestArtifact | BackupArtifact) -> Expected:
@@ -57,6 +59,7 @@ class Expected:
             sha256=artifact.sha256,
             plain_size=artifact.plain_size,
             plain_sha256=artifact.plain_sha256,
+            segments=artifact.segments,
         )
 
 
@@ -124,6 +127,7 @@ class Run:
     rep: Reporter
     tmp: Path  # private folder: plaintext spools, stored and computed indexes
     signed: Signed
+    workers: int = 1  # segments of an artifact with a segment table checked at a time
     findings: list[Finding] = field(default_factory=list)
 
     def find(self, code: CheckCode, message: str, subject: str = "", **details: Any) -> None:
