@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages affidavit's demo and tests need (redis-server, redis-tools, age,
-# postgresql, nodejs and npm), when they are missing.
+# postgresql, nodejs and npm, chromium), when they are missing.
 # As root: apt-get installs them. Otherwise: say exactly what to run, and fail.
 # `system-deps.sh bench` also installs the benchmarks' named references (restic, for verify).
 # `system-deps.sh sanitizers` also checks what scripts/test-sanitizers.sh needs: gcc with its
@@ -15,6 +15,7 @@ declare -A NEEDED=(
   [age]=age
   [node]=nodejs  # the OIDC tests' OpenID provider (oidc-provider from npm, `make setup`)
   [npm]=npm
+  [chromium]=chromium  # the web pages' browser tests (Playwright drives /usr/bin/chromium)
 )
 
 if [ "${1:-}" = sanitizers ]; then

@@ -60,6 +60,7 @@ HEADERS = {
     "cache-control": "no-store",
 }
 MISSING = "no-such-thing"
+WEB = "web:"  # a HARMLESS path of a web page: from the server's root, not /api/v1
 
 # one harmless request per route: (path, JSON body); a route without one fails the
 # generated test (add it here, and a rule to the route, when adding a route)
@@ -147,7 +148,178 @@ HARMLESS: dict[tuple[str, str], tuple[str, Any]] = {
         "/tokens",
         {"account": MISSING, "scopes": ["backup.read"], "expires_in_days": 1},
     ),
+    ("GET", "/api/v1/access-reviews"): ("/access-reviews", None),
+    ("GET", "/api/v1/access-reviews/{access_review_id}"): (f"/access-reviews/{MISSING}", None),
+    # a look-back window the service refuses (400): no review is started
+    ("POST", "/api/v1/access-reviews"): ("/access-reviews", {"lookback_days": 0}),
+    ("POST", "/api/v1/access-reviews/{access_review_id}/decisions"): (
+        f"/access-reviews/{MISSING}/decisions",
+        {"account": "viewer", "role": "viewer", "decision": "keep", "justification": "test"},
+    ),
+    ("POST", "/api/v1/access-reviews/{access_review_id}/close"): (
+        f"/access-reviews/{MISSING}/close",
+        None,
+    ),
+    ("GET", "/api/v1/ledger/entries"): ("/ledger/entries?limit=1", None),
+    ("GET", "/api/v1/access-log"): ("/access-log?limit=1", None),
+    ("GET", "/api/v1/access-log/verify"): ("/access-log/verify", None),
+    ("GET", "/api/v1/findings"): ("/findings?status=open", None),
+    ("GET", "/api/v1/findings/{finding_id}"): (f"/findings/{MISSING}", None),
+    ("POST", "/api/v1/findings/{finding_id}/ack"): (f"/findings/{MISSING}/ack", {"note": "t"}),
+    ("POST", "/api/v1/findings/{finding_id}/resolve"): (
+        f"/findings/{MISSING}/resolve",
+        {"note": "test"},
+    ),
+    ("GET", "/api/v1/exceptions"): ("/exceptions", None),
+    # a control that does not exist (400): nothing is requested
+    ("POST", "/api/v1/exceptions"): (
+        "/exceptions",
+        {"control": MISSING, "subject": "*", "reason": "test", "expires": "2999-01-01"},
+    ),
+    ("POST", "/api/v1/exceptions/{exception_id}/revoke"): (
+        f"/exceptions/{MISSING}/revoke",
+        {"reason": "test"},
+    ),
+    ("GET", "/api/v1/policy/versions"): ("/policy/versions", None),
+    ("GET", "/api/v1/policy/versions/{version}"): ("/policy/versions/999999", None),
+    ("GET", "/api/v1/policy/effective"): ("/policy/effective", None),
+    # a file that does not parse (400): nothing is proposed
+    ("POST", "/api/v1/policy/versions"): ("/policy/versions", {"name": "p.toml", "text": "["}),
+    ("GET", "/api/v1/baseline"): ("/baseline", None),
+    # an empty note (400): nothing is read or approved
+    ("POST", "/api/v1/baselines"): ("/baselines", {"note": " "}),
+    ("GET", "/api/v1/schedule/due"): ("/schedule/due?all=true", None),
+    # this world holds no backup: nothing is due, nothing runs
+    ("POST", "/api/v1/schedule/run-due"): ("/schedule/run-due", None),
+    # a password the policy refuses (400): no account is made
+    ("POST", "/api/v1/accounts"): ("/accounts", {"name": MISSING, "password": "x"}),
+    ("GET", "/api/v1/roles"): ("/roles", None),
+    ("GET", "/api/v1/tokens"): ("/tokens", None),
+    ("DELETE", "/api/v1/tokens/{token_id}"): (f"/tokens/{MISSING}", None),
+    # a source that is not registered (404): nothing is probed or recorded
+    ("POST", "/api/v1/inventory"): ("/inventory", {"sources": [MISSING]}),
+    # a framework that does not exist (400): no package is built
+    ("POST", "/api/v1/evidence-packages"): (
+        "/evidence-packages",
+        {"from": "2026-01-01", "to": "2026-01-31", "framework": MISSING},
+    ),
+    ("GET", "/api/v1/evidence-packages/{evidence_package_id}"): (
+        f"/evidence-packages/{MISSING}",
+        None,
+    ),
+    ("GET", "/api/v1/holds"): ("/holds?active=true", None),
+    ("GET", "/api/v1/vaults/{name}"): (f"/vaults/{MISSING}", None),
+    ("GET", "/api/v1/keys/status"): ("/keys/status", None),
+    ("GET", "/api/v1/ledger/key"): ("/ledger/key", None),
+    ("GET", "/api/v1/ledger/consistency"): ("/ledger/consistency?old_size=1", None),
+    # a dataset not named SOURCE/DATASET (400): nothing is classified
+    ("POST", "/api/v1/dataset-classifications"): (
+        "/dataset-classifications",
+        {"dataset": MISSING, "level": "internal", "reason": "test"},
+    ),
 }
+# the web pages (outside /api/v1: WEB marks a path from the server's root; docs/web.md)
+HARMLESS.update(
+    {
+        ("GET", "/static/{name}"): (f"{WEB}/static/app.css", None),
+        ("GET", "/login"): (f"{WEB}/login", None),
+        # no login form token: 400, nobody is logged in
+        ("POST", "/login"): (f"{WEB}/login", None),
+        ("POST", "/logout"): (f"{WEB}/logout", None),
+        ("GET", "/"): (f"{WEB}/", None),
+        ("GET", "/approvals"): (f"{WEB}/approvals", None),
+        ("POST", "/approvals/{request_id}/approve"): (f"{WEB}/approvals/{MISSING}/approve", None),
+        ("POST", "/approvals/{request_id}/veto"): (f"{WEB}/approvals/{MISSING}/veto", None),
+        ("GET", "/sources"): (f"{WEB}/sources", None),
+        ("GET", "/backups"): (f"{WEB}/backups", None),
+        ("GET", "/backups/{backup_id}"): (f"{WEB}/backups/{MISSING}", None),
+        ("GET", "/verifications"): (f"{WEB}/verifications", None),
+        ("GET", "/drills"): (f"{WEB}/drills", None),
+        ("GET", "/findings"): (f"{WEB}/findings", None),
+        ("GET", "/exceptions"): (f"{WEB}/exceptions", None),
+        ("GET", "/ledger"): (f"{WEB}/ledger", None),
+    }
+)
+# the governance calendar (docs/calendar.md)
+HARMLESS.update(
+    {
+        ("GET", "/api/v1/calendar"): ("/calendar?from=2026-01-01&to=2026-01-31", None),
+        ("GET", "/api/v1/calendar.ics"): ("/calendar.ics", None),
+        # a due date that does not parse (400): no deadline is recorded
+        ("POST", "/api/v1/calendar/deadlines"): (
+            "/calendar/deadlines",
+            {"title": "test", "due": "2026-13-01"},
+        ),
+        ("DELETE", "/api/v1/calendar/deadlines/{deadline_id}"): (
+            f"/calendar/deadlines/{MISSING}",
+            None,
+        ),
+    }
+)
+# audit engagements and evidence requests (docs/audit.md): no engagement or request exists
+# here, so every reader gets 404 and nothing is opened (an unknown framework: 400)
+_ENGAGEMENT = f"/audit/engagements/{MISSING}"
+_PBC = f"/audit/requests/{MISSING}"
+HARMLESS.update(
+    {
+        ("GET", "/api/v1/audit/engagements"): ("/audit/engagements", None),
+        ("POST", "/api/v1/audit/engagements"): (
+            "/audit/engagements",
+            {"from": "2026-01-01", "to": "2026-03-31", "framework": MISSING,
+             "auditor": "auditor", "expires": "2999-01-01"},
+        ),  # fmt: skip
+        ("GET", "/api/v1/audit/engagements/{engagement_id}"): (_ENGAGEMENT, None),
+        ("POST", "/api/v1/audit/engagements/{engagement_id}/close"): (f"{_ENGAGEMENT}/close", {}),
+        ("GET", "/api/v1/audit/engagements/{engagement_id}/controls"): (
+            f"{_ENGAGEMENT}/controls",
+            None,
+        ),
+        ("GET", "/api/v1/audit/engagements/{engagement_id}/verifications"): (
+            f"{_ENGAGEMENT}/verifications",
+            None,
+        ),
+        ("GET", "/api/v1/audit/engagements/{engagement_id}/drills"): (
+            f"{_ENGAGEMENT}/drills",
+            None,
+        ),
+        ("GET", "/api/v1/audit/engagements/{engagement_id}/checkpoints"): (
+            f"{_ENGAGEMENT}/checkpoints",
+            None,
+        ),
+        ("GET", "/api/v1/audit/engagements/{engagement_id}/proofs/{seq}"): (
+            f"{_ENGAGEMENT}/proofs/0",
+            None,
+        ),
+        ("GET", "/api/v1/audit/engagements/{engagement_id}/evidence-package"): (
+            f"{_ENGAGEMENT}/evidence-package",
+            None,
+        ),
+        ("GET", "/api/v1/audit/requests"): ("/audit/requests", None),
+        ("POST", "/api/v1/audit/requests"): (
+            "/audit/requests",
+            {"engagement": MISSING, "title": "test", "due": "2999-01-01"},
+        ),
+        ("GET", "/api/v1/audit/requests/{audit_request_id}"): (_PBC, None),
+        ("GET", "/api/v1/audit/requests/{audit_request_id}/files/{file_id}"): (
+            f"{_PBC}/files/{MISSING}",
+            None,
+        ),
+        ("POST", "/api/v1/audit/requests/{audit_request_id}/answers"): (
+            f"{_PBC}/answers",
+            {"note": "test"},
+        ),
+        ("POST", "/api/v1/audit/requests/{audit_request_id}/accept"): (f"{_PBC}/accept", {}),
+        ("POST", "/api/v1/audit/requests/{audit_request_id}/return"): (
+            f"{_PBC}/return",
+            {"reason": "test"},
+        ),
+        ("POST", "/api/v1/audit/requests/{audit_request_id}/close"): (f"{_PBC}/close", {}),
+        ("POST", "/api/v1/audit/requests/{audit_request_id}/messages"): (
+            f"{_PBC}/messages",
+            {"text": "test"},
+        ),
+    }
+)
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -165,6 +337,8 @@ def events(home: Path, action: str) -> list[dict[str, Any]]:
 
 
 def send(http: httpx.Client, method: str, path: str, body: Any, **kw: Any) -> httpx.Response:
+    if path.startswith(WEB):  # a web page: from the server's root
+        path = str(http.base_url.copy_with(raw_path=path.removeprefix(WEB).encode()))
     return (
         http.request(method, path, json=body, **kw)
         if body is not None
@@ -180,6 +354,20 @@ def check_error_shape(response: httpx.Response) -> dict[str, Any]:
     body = response.json()
     assert set(body) >= {"error", "hint", "exit_code"}, body
     return dict(body)
+
+
+def check_refusal(path: str, response: httpx.Response) -> None:
+    """A refusal: an API error's JSON shape, or a web page's error page (HTML, the same
+    security headers, no traceback)."""
+    if not path.startswith(WEB):
+        check_error_shape(response)
+        return
+    assert "Traceback" not in response.text
+    for name, value in HEADERS.items():
+        assert response.headers.get(name) == value, (name, response.headers)
+    assert response.headers["content-type"].startswith("text/html")
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert '<p class="alert" role="alert">' in response.text
 
 
 def fresh_home(root: Path) -> Path:
@@ -351,7 +539,7 @@ def test_every_route_answers_every_role_by_its_rule(shared: tuple[Served, World]
                 ), label
                 assert (answer.status_code == 403) == forbidden, label
                 if answer.status_code == 403 and forbidden:
-                    check_error_shape(answer)
+                    check_refusal(path, answer)
                 seen.append(label)
     world.forget()  # every session was logged out last
     assert len(seen) == len(rules) * len(callers)
@@ -393,6 +581,9 @@ def test_an_auditor_changes_nothing(shared: tuple[Served, World]) -> None:
             path, body = HARMLESS[(rule.method, rule.path)]
             answer = send(http, rule.method, path, body, headers=auditor.bearer)
             assert answer.status_code == 403, (rule, answer.text)
+            if path.startswith(WEB):
+                check_refusal(path, answer)
+                continue
             assert check_error_shape(answer)["exit_code"] == 2
         # and with real subjects too: the auditor may not run a backup of a real source
         answer = http.post("/backups", json={"source": "anything"}, headers=auditor.bearer)

@@ -4,8 +4,11 @@
 comes from the catalog and is untrusted, so a message such as ``<script>`` appears as text.
 The file needs nothing else: the CSS is inline, there is no JavaScript, no font, image or any
 other external resource, and a Content-Security-Policy forbids loading any. The restore-time
-chart is inline SVG whose geometry is computed here, so the same content always renders the
-same bytes.
+chart is inline SVG from the one chart component the dashboard uses too
+(:mod:`affidavit.render.chart`: a log axis, so that 0.1 s against an RTO of 600 s is a visible
+bar), so the same content always renders the same bytes. Recorded messages are shown with
+their backtick spans as code and their "N min ago" said against the check that wrote them
+(:mod:`affidavit.render.text`).
 """
 
 from __future__ import annotations
@@ -18,21 +21,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from affidavit.evidence.content import FORMAT, EvidenceContent
 from affidavit.policy.controls import FRAMEWORKS, NIST
+from affidavit.render.chart import Bar, limit_chart
+from affidavit.render.text import message_html
 
 __all__ = ["render_report"]
 
 STATUSES = ("pass", "fail", "excepted", "not-applicable", "not-evaluated")
-
-# the drill chart, in SVG user units
-_CHART_WIDTH = 720
-_LABEL_WIDTH = 170
-_VALUE_WIDTH = 110
-_BAR_HEIGHT = 18
-_ROW_HEIGHT = 28
-_AXIS_HEIGHT = 30
 
 
 @functools.cache
@@ -48,6 +46,7 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["seconds"] = _seconds
     env.filters["yesno"] = _yesno
+    env.filters["message"] = _message
     return env
 
 
@@ -140,69 +139,21 @@ def _rate(source: str, counts: Counter[str]) -> dict[str, Any]:
 
 
 def _drill_chart(drills: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Horizontal bars: restore seconds per drill, each drill's RTO marked; None without
+    """The restore-time chart (the one chart component the dashboard uses too: a log axis,
+    labels in columns of their own) and each drill's standing against its RTO; None without
     drills."""
     if not drills:
         return None
-    values = [_number(d.get("restore_seconds")) for d in drills]
-    rtos = [_number(d.get("rto_seconds")) for d in drills]
-    largest = max([v for v in (*values, *rtos) if v is not None and v > 0] or [1.0])
-    step = _nice(largest * 1.05 / 4)  # about four grid steps of 1, 2, 2.5 or 5 x 10^k
-    steps = math.ceil(largest * 1.05 / step)
-    top = steps * step
-    plot = _CHART_WIDTH - _LABEL_WIDTH - _VALUE_WIDTH
-    scale = plot / top
-    bars = []
-    for i, (d, value, rto) in enumerate(zip(drills, values, rtos, strict=True)):
-        y = i * _ROW_HEIGHT + 6
-        if value is None:
-            state = "unknown"
-        elif rto is None:
-            state = "no-rto"
-        else:
-            state = "within" if value <= rto else "over"
-        bars.append(
-            {
-                "id": str(d.get("id")),
-                "y": y,
-                "text_y": y + _BAR_HEIGHT - 5,
-                "width": _fmt(max(value or 0.0, 0.0) * scale),
-                "value": f"{value:,.1f} s" if value is not None else "no restore time",
-                "title": f"{d.get('id')}: restore "
-                + (_seconds(value) if value is not None else "time unknown")
-                + (f", RTO {_seconds(rto)}" if rto is not None else ", no RTO"),
-                "rto_x": _fmt(_LABEL_WIDTH + max(rto, 0.0) * scale) if rto is not None else None,
-                "state": state,
-            }
+    bars = [
+        Bar(
+            label=str(d.get("id")),
+            value=_number(d.get("restore_seconds")),
+            limit=_number(d.get("rto_seconds")),
         )
-    height = len(drills) * _ROW_HEIGHT + _AXIS_HEIGHT
-    axis_y = len(drills) * _ROW_HEIGHT + 4
-    ticks = [
-        {"x": _fmt(_LABEL_WIDTH + plot * k / steps), "label": f"{step * k:,.6g} s"}
-        for k in range(steps + 1)
+        for d in drills
     ]
-    return {
-        "width": _CHART_WIDTH,
-        "height": height,
-        "label_width": _LABEL_WIDTH,
-        "plot_width": plot,
-        "bar_height": _BAR_HEIGHT,
-        "row_height": _ROW_HEIGHT,
-        "value_x": _LABEL_WIDTH + plot + 8,
-        "axis_y": axis_y,
-        "bars": bars,
-        "ticks": ticks,
-    }
-
-
-def _nice(value: float) -> float:
-    """The next 1, 2, 2.5 or 5 times a power of ten at or above ``value``."""
-    exponent = math.floor(math.log10(value)) if value > 0 else 0
-    for step in (1, 2, 2.5, 5, 10):
-        candidate = step * 10.0**exponent
-        if candidate >= value:
-            return candidate
-    return 10.0 ** (exponent + 1)
+    svg = limit_chart(bars, title="Restore time per drill against its RTO", chart_id="drills")
+    return {"svg": Markup(svg), "states": [b.state.value for b in bars]}  # noqa: S704 - escaped
 
 
 def _newest_run(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -249,12 +200,14 @@ def _seconds(value: object) -> str:
     return f"{text} ({number / 60:,.1f} min)" if number >= 120 else text
 
 
+def _message(value: object, written_at: object = None) -> Markup:
+    """A recorded message: backtick spans as code, "N min ago" anchored to when it was
+    written (``written_at``), everything else escaped."""
+    return Markup(message_html("" if value is None else str(value), _moment(written_at)))  # noqa: S704
+
+
 def _yesno(value: object) -> str:
     return "—" if value is None else ("yes" if value else "no")
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.2f}"
 
 
 def _first(values: Iterable[Any]) -> Any:

@@ -60,6 +60,8 @@ class Permission(StrEnum):
     ACCESS_LOG_READ = "access_log.read"  # access-log show|verify
     ACCESS_LOG_EXPORT = "access_log.export"  # access-log export
     REQUEST_READ = "request.read"  # request list|show|rules (approval requests)
+    AUDIT_READ = "audit.read"  # audit list|show, audit request list|show (an auditor: the
+    #                            open engagements it is the auditor of, their windows only)
     # -- acting ---------------------------------------------------------------------------
     SOURCE_MANAGE = "source.manage"  # source add|remove
     SOURCE_TEST = "source.test"  # source test (connects with the stored credentials)
@@ -95,6 +97,15 @@ class Permission(StrEnum):
     REQUEST_APPROVE = "request.approve"  # request approve|veto (the rule's role decides which)
     APPROVAL_RULES = "approval.rules"  # request rule-set (itself approved by another admin)
     ACCESS_REVIEW = "access.review"  # access review start|decide|close (revocations: role.grant)
+    RECIPIENT_MANAGE = "recipient.manage"  # recipient add|verify (who exports may go to)
+    EXPORT_PROPOSE = "export.propose"  # export spec add
+    EXPORT_APPROVE = "export.approve"  # export spec approve
+    EXPORT_RUN = "export.run"  # export run (a gated operation: docs/approvals.md)
+    CALENDAR_READ = "calendar.read"  # calendar, calendar show|ics (docs/calendar.md)
+    CALENDAR_MANAGE = "calendar.manage"  # calendar add|remove (regulatory deadlines)
+    PROGRESS_PUBLISH = "progress.publish"  # progress publish (a signed summary, recorded)
+    AUDIT_MANAGE = "audit.manage"  # audit open|close (audit engagements)
+    AUDIT_RESPOND = "audit.respond"  # audit request answer (evidence for an auditor)
 
 
 class Role(StrEnum):
@@ -125,6 +136,8 @@ READ_ONLY: Final[frozenset[Permission]] = frozenset(
         P.ACCESS_LOG_READ,
         P.ACCESS_LOG_EXPORT,
         P.REQUEST_READ,
+        P.CALENDAR_READ,
+        P.AUDIT_READ,
     }
 )
 """Permissions that change nothing (every other one changes state, connects to a source with
@@ -138,13 +151,14 @@ APPROVING: Final[frozenset[Permission]] = frozenset(
         P.ROLE_GRANT,
         P.REQUEST_APPROVE,
         P.APPROVAL_RULES,
+        P.EXPORT_APPROVE,
     }
 )
 """Permissions that approve what someone else asked for, or hand out power: never held by a
 service account, never put in an API token's scopes."""
 
 _VIEW: Final = frozenset(
-    {P.SOURCE_READ, P.VAULT_READ, P.BACKUP_READ, P.POLICY_READ, P.SCHEDULE_READ}
+    {P.SOURCE_READ, P.VAULT_READ, P.BACKUP_READ, P.POLICY_READ, P.SCHEDULE_READ, P.CALENDAR_READ}
 )
 
 ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
@@ -165,6 +179,10 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.REQUEST_APPROVE,
             P.APPROVAL_RULES,
             P.ACCESS_REVIEW,
+            P.RECIPIENT_MANAGE,
+            P.CALENDAR_MANAGE,
+            P.AUDIT_READ,
+            P.AUDIT_MANAGE,
         },
         Role.OPERATOR: _VIEW
         | {
@@ -186,6 +204,11 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.EXCEPTION_REQUEST,
             P.SCHEDULE_RUN,
             P.REQUEST_READ,
+            P.EXPORT_PROPOSE,
+            P.EXPORT_RUN,
+            P.PROGRESS_PUBLISH,
+            P.AUDIT_READ,
+            P.AUDIT_RESPOND,
         },
         Role.APPROVER: _VIEW
         | {
@@ -195,6 +218,7 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.BASELINE_APPROVE,
             P.REQUEST_READ,
             P.REQUEST_APPROVE,
+            P.EXPORT_APPROVE,
         },
         Role.SECURITY_OFFICER: _VIEW
         | {
@@ -215,6 +239,8 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.REQUEST_READ,
             P.REQUEST_APPROVE,
             P.ACCESS_REVIEW,
+            P.AUDIT_READ,
+            P.AUDIT_RESPOND,
         },
         Role.AUDITOR: _VIEW
         | {
@@ -226,6 +252,7 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.ACCESS_LOG_READ,
             P.ACCESS_LOG_EXPORT,
             P.REQUEST_READ,
+            P.AUDIT_READ,
         },
         Role.VIEWER: _VIEW,
     }
@@ -345,6 +372,36 @@ COMMAND_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "access review show": P.ACCOUNT_READ,
         "access review decide": P.ACCESS_REVIEW,
         "access review close": P.ACCESS_REVIEW,  # revocations also need role.grant + MFA
+        "recipient add": P.RECIPIENT_MANAGE,
+        "recipient verify": P.RECIPIENT_MANAGE,
+        "recipient list": P.SOURCE_READ,
+        "export spec add": P.EXPORT_PROPOSE,
+        "export spec approve": P.EXPORT_APPROVE,
+        "export spec list": P.POLICY_READ,
+        "export spec show": P.POLICY_READ,
+        "export run": P.EXPORT_RUN,
+        "export list": P.POLICY_READ,
+        "export verify": None,  # at the destination: needs no home, only the files and keys
+        "calendar show": P.CALENDAR_READ,  # also `affidavit calendar` alone
+        "calendar ics": P.CALENDAR_READ,
+        "calendar add": P.CALENDAR_MANAGE,
+        "calendar remove": P.CALENDAR_MANAGE,
+        "progress publish": P.PROGRESS_PUBLISH,
+        "progress verify": None,  # offline: needs no home, only the file and the public key
+        "audit open": P.AUDIT_MANAGE,
+        "audit close": P.AUDIT_MANAGE,
+        "audit list": P.AUDIT_READ,  # an auditor: its own open engagements
+        "audit show": P.AUDIT_READ,
+        "audit remind": P.SCHEDULE_RUN,  # for cron, like run-due
+        "audit request open": None,  # the engagement's auditor only (an identity check, not
+        #                              a permission: the auditor role changes nothing else)
+        "audit request list": P.AUDIT_READ,
+        "audit request show": P.AUDIT_READ,
+        "audit request answer": P.AUDIT_RESPOND,
+        "audit request accept": None,  # the engagement's auditor only
+        "audit request return": None,  # the engagement's auditor only
+        "audit request close": None,  # the engagement's auditor only
+        "audit request message": None,  # the engagement's auditor, or audit.respond
     }
 )
 """The permission each CLI command (``group command``) needs once identities are enforced
@@ -367,6 +424,24 @@ ROUTE_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "POST /api/v1/requests/{request_id}/cancel": None,  # the requester
         "POST /api/v1/requests/{request_id}/execute": None,  # the requester: the operation's
         #                                                     own event says what it did
+        # the web pages (affidavit.server.web, docs/web.md)
+        "GET /static/{name}": None,  # public: the stylesheet and the icon
+        "GET /login": None,  # public: the login form (with its own anti-CSRF token)
+        "POST /login": None,
+        "POST /logout": None,  # the caller's own session
+        "GET /": P.BACKUP_READ,  # the dashboard
+        "GET /approvals": P.REQUEST_READ,
+        "POST /approvals/{request_id}/approve": P.REQUEST_APPROVE,  # + a fresh TOTP check
+        "POST /approvals/{request_id}/veto": P.REQUEST_APPROVE,
+        "GET /sources": P.SOURCE_READ,
+        "GET /backups": P.BACKUP_READ,
+        "GET /backups/{backup_id}": P.BACKUP_READ,
+        "GET /verifications": P.BACKUP_READ,
+        "GET /drills": P.BACKUP_READ,
+        "GET /findings": P.POLICY_READ,
+        "GET /exceptions": P.POLICY_READ,
+        "GET /ledger": P.LEDGER_READ,
+        # the API
         "GET /api/v1/sources": P.SOURCE_READ,
         "GET /api/v1/sources/{name}": P.SOURCE_READ,
         "GET /api/v1/vaults": P.VAULT_READ,
@@ -399,6 +474,67 @@ ROUTE_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "POST /api/v1/accounts/{name}/disable": P.ACCOUNT_MANAGE,
         "POST /api/v1/policy/versions/{version}/approve": P.POLICY_APPROVE,
         "POST /api/v1/exceptions/{exception_id}/approve": P.EXCEPTION_APPROVE,
+        "GET /api/v1/access-reviews": P.ACCOUNT_READ,
+        "GET /api/v1/access-reviews/{access_review_id}": P.ACCOUNT_READ,
+        "POST /api/v1/access-reviews": P.ACCESS_REVIEW,
+        "POST /api/v1/access-reviews/{access_review_id}/decisions": P.ACCESS_REVIEW,
+        "POST /api/v1/access-reviews/{access_review_id}/close": P.ACCESS_REVIEW,
+        "GET /api/v1/ledger/entries": P.LEDGER_READ,
+        "GET /api/v1/access-log": P.ACCESS_LOG_READ,
+        "GET /api/v1/access-log/verify": P.ACCESS_LOG_READ,
+        "GET /api/v1/findings": P.POLICY_READ,
+        "GET /api/v1/findings/{finding_id}": P.POLICY_READ,
+        "POST /api/v1/findings/{finding_id}/ack": P.FINDING_MANAGE,
+        "POST /api/v1/findings/{finding_id}/resolve": P.FINDING_MANAGE,
+        "GET /api/v1/exceptions": P.POLICY_READ,
+        "POST /api/v1/exceptions": P.EXCEPTION_REQUEST,
+        "POST /api/v1/exceptions/{exception_id}/revoke": P.EXCEPTION_REVOKE,
+        "GET /api/v1/policy/versions": P.POLICY_READ,
+        "GET /api/v1/policy/versions/{version}": P.POLICY_READ,
+        "GET /api/v1/policy/effective": P.POLICY_READ,
+        "POST /api/v1/policy/versions": P.POLICY_PROPOSE,
+        "GET /api/v1/baseline": P.POLICY_READ,
+        "POST /api/v1/baselines": P.BASELINE_APPROVE,
+        "GET /api/v1/schedule/due": P.SCHEDULE_READ,
+        "POST /api/v1/schedule/run-due": P.SCHEDULE_RUN,
+        "POST /api/v1/accounts": P.ACCOUNT_MANAGE,
+        "GET /api/v1/roles": P.ACCOUNT_READ,
+        "GET /api/v1/tokens": P.ACCOUNT_READ,
+        "DELETE /api/v1/tokens/{token_id}": P.TOKEN_MANAGE,
+        "POST /api/v1/inventory": P.INVENTORY_RUN,
+        "POST /api/v1/evidence-packages": P.EVIDENCE_BUILD,
+        "GET /api/v1/evidence-packages/{evidence_package_id}": P.EVIDENCE_VERIFY,
+        "GET /api/v1/calendar": P.CALENDAR_READ,
+        "GET /api/v1/calendar.ics": P.CALENDAR_READ,
+        "POST /api/v1/calendar/deadlines": P.CALENDAR_MANAGE,
+        "DELETE /api/v1/calendar/deadlines/{deadline_id}": P.CALENDAR_MANAGE,
+        "GET /api/v1/holds": P.BACKUP_READ,
+        "GET /api/v1/vaults/{name}": P.VAULT_READ,
+        "GET /api/v1/keys/status": P.KEYS_STATUS,
+        "GET /api/v1/ledger/key": P.LEDGER_READ,
+        "GET /api/v1/ledger/consistency": P.LEDGER_READ,
+        "POST /api/v1/dataset-classifications": P.DATASET_CLASSIFY,
+        # audit engagements and evidence requests (docs/audit.md): what an auditor reads is
+        # scoped by the service to its open engagements and their windows
+        "GET /api/v1/audit/engagements": P.AUDIT_READ,
+        "POST /api/v1/audit/engagements": P.AUDIT_MANAGE,
+        "GET /api/v1/audit/engagements/{engagement_id}": P.AUDIT_READ,
+        "POST /api/v1/audit/engagements/{engagement_id}/close": P.AUDIT_MANAGE,
+        "GET /api/v1/audit/engagements/{engagement_id}/controls": P.AUDIT_READ,
+        "GET /api/v1/audit/engagements/{engagement_id}/verifications": P.AUDIT_READ,
+        "GET /api/v1/audit/engagements/{engagement_id}/drills": P.AUDIT_READ,
+        "GET /api/v1/audit/engagements/{engagement_id}/checkpoints": P.AUDIT_READ,
+        "GET /api/v1/audit/engagements/{engagement_id}/proofs/{seq}": P.AUDIT_READ,
+        "GET /api/v1/audit/engagements/{engagement_id}/evidence-package": P.AUDIT_READ,
+        "GET /api/v1/audit/requests": P.AUDIT_READ,
+        "POST /api/v1/audit/requests": None,  # the engagement's auditor: its own event says
+        "GET /api/v1/audit/requests/{audit_request_id}": P.AUDIT_READ,
+        "GET /api/v1/audit/requests/{audit_request_id}/files/{file_id}": P.AUDIT_READ,
+        "POST /api/v1/audit/requests/{audit_request_id}/answers": P.AUDIT_RESPOND,
+        "POST /api/v1/audit/requests/{audit_request_id}/accept": None,  # the auditor
+        "POST /api/v1/audit/requests/{audit_request_id}/return": None,  # the auditor
+        "POST /api/v1/audit/requests/{audit_request_id}/close": None,  # the auditor
+        "POST /api/v1/audit/requests/{audit_request_id}/messages": None,  # either side
     }
 )
 """The permission each API route's gate asks for, by ``METHOD /route/template`` (what an
@@ -451,6 +587,17 @@ EVENT_PERMISSIONS: Final[Mapping[str, Permission]] = MappingProxyType(
         "access_review.started": P.ACCESS_REVIEW,
         "access_review.decided": P.ACCESS_REVIEW,
         "access_review.closed": P.ACCESS_REVIEW,
+        "recipient.added": P.RECIPIENT_MANAGE,
+        "recipient.verified": P.RECIPIENT_MANAGE,
+        "export.spec_added": P.EXPORT_PROPOSE,
+        "export.spec_approved": P.EXPORT_APPROVE,
+        "export.requested": P.EXPORT_RUN,
+        "calendar.deadline_added": P.CALENDAR_MANAGE,
+        "calendar.deadline_removed": P.CALENDAR_MANAGE,
+        "progress.published": P.PROGRESS_PUBLISH,
+        "audit.opened": P.AUDIT_MANAGE,
+        "audit.closed": P.AUDIT_MANAGE,
+        "audit.request_answered": P.AUDIT_RESPOND,
     }
 )
 """The permission an authenticated identity exercised when the ledger records one of these
@@ -471,6 +618,7 @@ SEPARATED_DUTIES: Final[tuple[tuple[Permission, Permission, str], ...]] = (
     (P.BACKUP_RUN, P.KEYS_EXPORT_IDENTITY, "makes backups and discloses their keys"),
     (P.POLICY_PROPOSE, P.POLICY_APPROVE, "proposes policy versions and approves them"),
     (P.EXCEPTION_REQUEST, P.EXCEPTION_APPROVE, "asks for exceptions and approves them"),
+    (P.EXPORT_PROPOSE, P.EXPORT_APPROVE, "proposes export specs and approves them"),
 )
 """Pairs of duties that no one identity should hold together (separation of duties, NIST
 AC-5): no single role holds both of a pair, and the ``access.least_privilege`` control reports

@@ -44,8 +44,13 @@ LOGIN_ROUTES: Final = frozenset(
         "/api/v1/auth/step-up",
         "/api/v1/auth/oidc/callback",
         "/api/v1/auth/oidc/cli/redeem",
+        "/login",  # the web pages' login form (affidavit.server.web)
     }
 )
+SUBJECT_KINDS: Final = {"/api/v1/ledger/proof/{seq}": "ledger-proof"}
+"""Routes whose first path parameter names a subject of another kind than the parameter's
+name says (a proof's ``seq`` is ``ledger-proof:SEQ``, as :func:`access_log.record_read`
+names a read of a proof)."""
 
 
 def note_identity(state: Any, identity: str, method: str) -> None:
@@ -113,11 +118,18 @@ def _entry(scope: Scope, started: datetime, clock: float, status: int) -> Access
         user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
         method=str(scope.get("method", "")),
         route=str(template) if template else "(no route)",
-        subject=access_log.subject_from_params(params),
+        subject=_subject(template, params),
         outcome=access_log.outcome_for_status(status, login=template in LOGIN_ROUTES),
         status=status,
         latency_us=int((time.perf_counter() - clock) * 1e6),
     )
+
+
+def _subject(template: str | None, params: Mapping[str, Any]) -> str | None:
+    kind = SUBJECT_KINDS.get(template or "")
+    if kind is not None and params:
+        return f"{kind}:{next(iter(params.values()))}"
+    return access_log.subject_from_params(params)
 
 
 def _unavailable() -> list[Message]:

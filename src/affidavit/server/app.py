@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 
 from affidavit import __version__
 from affidavit.config import Settings
+from affidavit.server import web
 from affidavit.server.access import AccessLogging
 from affidavit.server.gates import Gate
 from affidavit.server.hardening import DEFAULT_MAX_BODY, Hardening
@@ -105,6 +106,7 @@ def create_app(
     )
     for router in ROUTERS:
         api.include_router(router, prefix=API_PREFIX)
+    api.include_router(web.router)  # the web pages, outside /api (docs/web.md)
     check_gates(api.routes)
     # single sign-on's provider and logins under way (None: no provider configured)
     setattr(api.state, oidc_routes.STATE_KEY, logins_for(settings))
@@ -113,6 +115,7 @@ def create_app(
         id(context.original_route): context.path for context in iter_route_contexts(api.routes)
     }
     install_handlers(api)
+    web.install(api)  # a page's error is a page; forms' tokens checked like the API's header
     api.add_middleware(Hardening, tls=tls, max_body=max_body)
     api.add_middleware(AccessLogging)  # outermost: refused requests are logged too
     return api

@@ -9,11 +9,15 @@ Headers set on every response (replacing any the app set):
   ``Referrer-Policy: no-referrer``, ``Cross-Origin-Opener-Policy: same-origin``,
   ``Cross-Origin-Resource-Policy: same-origin``;
 - ``Content-Security-Policy: default-src 'none'; frame-ancestors 'none'; base-uri 'none';
-  form-action 'none'`` (the API serves no page, script or style);
+  form-action 'none'`` (the API serves no page, script or style); the web pages (every path
+  outside ``/api/``) get :data:`PAGE_CSP` instead: their own stylesheet and images, forms to
+  this origin, no script and no inline style;
 - ``Cache-Control: no-store`` (answers name people, backups and secrets: never cached).
 
 Bodies: a request with a body must say ``Content-Type: application/json`` (415 otherwise:
-an HTML form on another site cannot post one without a CORS preflight) and may be at most
+an HTML form on another site cannot post one without a CORS preflight; a web page's form
+may be ``application/x-www-form-urlencoded``, and carries the session's anti-CSRF token) and
+may be at most
 ``max_body`` bytes (413, whether announced by ``Content-Length`` or streamed). The whole body
 must arrive within ``body_timeout`` seconds (408: a client that stops mid-body holds nothing
 longer), and a body the client abandoned midway is never handed to a route as if complete
@@ -41,6 +45,15 @@ log = logging.getLogger("affidavit.server")
 DEFAULT_MAX_BODY: Final = 64 * 1024
 DEFAULT_BODY_TIMEOUT: Final = 30.0
 CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+PAGE_CSP: Final = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+"""The web pages' policy (every path outside ``/api/``): their own stylesheet and images
+only, forms posted to this origin only; no script at all, inline or not, and no inline
+style."""
+API_PATHS: Final = "/api/"
+FORM_TYPE: Final = b"application/x-www-form-urlencoded"
 HSTS: Final = "max-age=31536000; includeSubDomains"
 _HEADERS: Final = (
     (b"x-content-type-options", b"nosniff"),
@@ -74,6 +87,10 @@ class Hardening:
         self.max_body = max_body
         self.body_timeout = body_timeout
         self.headers = _HEADERS + (((b"strict-transport-security", HSTS.encode()),) if tls else ())
+        self.page_headers = tuple(
+            (name, PAGE_CSP.encode() if name == b"content-security-policy" else value)
+            for name, value in self.headers
+        )
         self._names = {name for name, _ in self.headers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,17 +98,19 @@ class Hardening:
             await self.app(scope, receive, send)
             return
         started = False
+        page = is_page(str(scope.get("path", "")))
+        headers = self.page_headers if page else self.headers
 
         async def send_hardened(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
                 kept = [(k, v) for k, v in message.get("headers", []) if k not in self._names]
-                message = {**message, "headers": kept + list(self.headers)}
+                message = {**message, "headers": kept + list(headers)}
             await send(message)
 
         try:
-            replay = await self._read_body(scope, receive)
+            replay = await self._read_body(scope, receive, page=page)
             await self.app(scope, replay, send_hardened)
         except _Refused as refused:
             await _send_problem(send_hardened, refused.status, refused.message, refused.hint)
@@ -106,9 +125,10 @@ class Hardening:
                     ExitCode.INTERNAL,
                 )
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
+    async def _read_body(self, scope: Scope, receive: Receive, *, page: bool) -> Receive:
         """Read the whole body (at most ``max_body`` bytes) and return a ``receive`` that
-        hands it to the app; raise :class:`_Refused` for a body too large or not JSON."""
+        hands it to the app; raise :class:`_Refused` for a body too large or not JSON (a web
+        page's form may also be ``application/x-www-form-urlencoded``)."""
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         declared = headers.get(b"content-length")
         if declared is not None:
@@ -148,7 +168,7 @@ class Hardening:
         body = b"".join(chunks)
         if body:
             kind = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-            if kind != b"application/json":
+            if kind != b"application/json" and not (page and kind == FORM_TYPE):
                 raise _Refused(
                     415, "a request body must be JSON", "send Content-Type: application/json"
                 )
@@ -185,3 +205,9 @@ async def _send_problem(
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def is_page(path: str) -> bool:
+    """Whether ``path`` is a web page's (everything outside ``/api/``, affidavit.server.web):
+    it gets :data:`PAGE_CSP` and may carry a form."""
+    return not path.startswith(API_PATHS)

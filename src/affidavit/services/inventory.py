@@ -80,6 +80,12 @@ def list_sources(app: App) -> list[Source]:
         return uow.sources.list()
 
 
+def list_datasets(app: App) -> list[Dataset]:
+    """Every dataset the catalog knows, of every source, by source and name (one query)."""
+    with app.read() as uow:
+        return uow.datasets.list()
+
+
 def get_source(app: App, name: str) -> tuple[Source, list[Dataset]]:
     """A source with the datasets the catalog knows of it."""
     with app.read() as uow:

@@ -138,10 +138,10 @@ def test_the_chart_has_one_bar_per_drill_and_marks_each_rto(content: EvidenceCon
     assert len(page.named("svg")) == 1
     bars = [a for a in page.named("rect") if "bar" in (a.get("class") or "").split()]
     assert len(bars) == len(content.drills) == 3
-    assert [b["class"] for b in bars] == ["bar within", "bar over", "bar no-rto"]
+    assert [b["class"] for b in bars] == ["bar within", "bar over", "bar no-limit"]
     widths = [float(b["width"] or 0) for b in bars]
     assert widths[1] > widths[0] > widths[2] > 0  # proportional to the restore time
-    rto_lines = [a for a in page.named("line") if a.get("class") == "rto"]
+    rto_lines = [a for a in page.named("line") if a.get("class") == "limit"]
     assert len(rto_lines) == 2  # the third drill has no RTO
     assert rto_lines[0]["x1"] == rto_lines[1]["x1"]  # both 900 s
 

@@ -1,0 +1,156 @@
+"""The pages' defences that the API does not need: anti-CSRF tokens in forms, the login
+form's own token, the form body, and where a login may send the browser next.
+
+- **Forms carry the session's anti-CSRF token** (``csrf_token``, the same token the API wants
+  in ``X-Affidavit-CSRF``). :class:`FormTokens` lifts the field of a page's form into that
+  header before the app sees the request, so that the route's gate checks it exactly as it
+  checks an API request made with the cookie: one mechanism, one check, one answer (403)
+  for a form posted without it. A page on another site can make a browser post a form, but
+  it cannot read the token (and the cookie is ``SameSite=Strict`` besides).
+- **The login form** has no session yet: it carries a token derived (as a session's is) from
+  a random pre-session value kept in its own cookie, :data:`LOGIN_COOKIE` (HttpOnly, Secure,
+  ``SameSite=Strict``, ``__Host-``), so that another site cannot log a browser into an account
+  of its choosing (login CSRF). The value is used once: a login, good or bad, replaces it.
+- **Session fixation**: a login never keeps a session id that came from the browser: it opens
+  a new session, replaces the cookie, and ends the session the browser presented before.
+- **Redirects** after a login go to a path of this site only (:func:`local_path`).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from typing import Final
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from affidavit.server.gates import CSRF_HEADER
+from affidavit.server.hardening import FORM_TYPE, ASGIApp, Message, Receive, Scope, Send, is_page
+from affidavit.services import identity
+
+LOGIN_COOKIE: Final = "__Host-affidavit-login"
+LOGIN_TTL_S: Final = 1800
+CSRF_FIELD: Final = "csrf_token"
+MAX_FIELDS: Final = 32
+_HEADER: Final = CSRF_HEADER.lower().encode()
+
+
+class FormTokens:
+    """Wraps the app (inside the hardening layer, which has read the whole body): a page's
+    form POST has its ``csrf_token`` field put in the ``X-Affidavit-CSRF`` header (replacing
+    any), and nothing else changes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or not is_page(str(scope.get("path", "")))
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = [(k.lower(), v) for k, v in scope.get("headers", [])]
+        kind = dict(headers).get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if kind != FORM_TYPE:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away (the hardening layer has answered it)
+            chunks.append(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        token = parse_form(body).get(CSRF_FIELD, "")
+        kept = [(k, v) for k, v in headers if k != _HEADER]
+        if token:
+            kept.append((_HEADER, token.encode("latin-1", "replace")))
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        # the same scope, changed in place: the layers outside (the access log) read the
+        # route and the identity that the app leaves in it
+        scope["headers"] = kept
+        await self.app(scope, replay, send)
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """A URL-encoded form's fields (the first value of each; at most :data:`MAX_FIELDS`)."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)
+    return fields
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """The request's form fields (a dependency); empty for a body that is not a form."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != FORM_TYPE.decode():
+        return {}
+    return parse_form(await request.body())
+
+
+def field(form: Mapping[str, str], name: str, *, limit: int = 500) -> str:
+    """A form field, stripped and cut to ``limit`` characters ("" when absent)."""
+    return form.get(name, "").strip()[:limit]
+
+
+def new_login_value() -> str:
+    """A fresh random pre-session value for :data:`LOGIN_COOKIE` (256 bits from the
+    operating system's CSPRNG)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+
+
+def login_token(value: str) -> str:
+    """The login form's token for the pre-session ``value`` (derived like a session's)."""
+    return identity.csrf_token(value)
+
+
+def login_token_matches(request: Request, presented: str) -> bool:
+    """Whether the login form's token matches the browser's :data:`LOGIN_COOKIE`."""
+    value = request.cookies.get(LOGIN_COOKIE, "")
+    return bool(value and presented) and identity.csrf_matches(value, presented)
+
+
+def set_login_cookie(response: Response, value: str) -> None:
+    """Keep the pre-session ``value`` in the browser for the login form."""
+    response.set_cookie(
+        LOGIN_COOKIE,
+        value,
+        max_age=LOGIN_TTL_S,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def local_path(target: str | None) -> str:
+    """``target`` when it is a path of this site (``/backups?source=x``), else ``/``: never
+    another host (``//evil``, ``/\\evil``, ``https://...``)."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith(("//", "/\\"))
+        or any(ch in target for ch in "\r\n\\")
+        or len(target) > 1000
+    ):
+        return "/"
+    return target
