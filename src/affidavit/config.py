@@ -67,6 +67,15 @@ class Settings(BaseModel):
     rto_seconds: float = Field(
         default=3600, gt=0, le=30 * 86400, description="recovery-time objective of a drill"
     )
+    policy_check_every_days: float = Field(
+        default=1, gt=0, le=366, description="days between policy checks (the calendar's cadence)"
+    )
+    policy_review_every_days: int = Field(
+        default=365, ge=1, le=3660, description="days between reviews of the policy in force"
+    )
+    hold_review_every_days: int = Field(
+        default=180, ge=1, le=3660, description="days between reviews of each active legal hold"
+    )
     access_log_retention_days: int = Field(
         default=400,
         ge=1,
@@ -96,6 +105,56 @@ class Settings(BaseModel):
     oidc_mfa_acr: tuple[str, ...] = Field(
         default=(), description="acr values by which the provider says it checked MFA"
     )
+    # reminders of evidence requests (`affidavit audit remind`, docs/audit.md)
+    audit_remind_days_before: int = Field(
+        default=2, ge=0, le=60, description="days before its due date a request is reminded of"
+    )
+    audit_remind_to: tuple[str, ...] = Field(
+        default=(), description="e-mail addresses that get every reminder (the evidence owners)"
+    )
+    audit_smtp_host: str = Field(default="", description="SMTP server of reminders; empty: none")
+    audit_smtp_port: int = Field(default=587, ge=1, le=65535, description="its port")
+    audit_smtp_starttls: bool = Field(default=True, description="STARTTLS before anything else")
+    audit_smtp_from: str = Field(default="", description="the From address of reminders")
+    audit_smtp_username: str = Field(default="", description="SMTP login; empty: none")
+    audit_smtp_password: SecretStr | None = Field(
+        default=None, description="its password; from AFFIDAVIT_AUDIT_SMTP_PASSWORD only"
+    )
+    audit_webhook_url: str = Field(
+        default="", description="http(s) URL reminders are POSTed to as signed JSON; empty: none"
+    )
+    audit_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA-256 key of the webhook's signature; from "
+        "AFFIDAVIT_AUDIT_WEBHOOK_SECRET only",
+    )
+
+    @field_validator("audit_remind_to", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in value.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("audit_remind_to")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            if "@" not in address or any(ord(ch) <= 0x20 for ch in address):
+                raise ValueError(f"{address[:80]!r} is not an e-mail address")
+        return value
+
+    @field_validator("audit_webhook_url")
+    @classmethod
+    def _audit_webhook(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{_no_userinfo(value)[:200]!r} is not an http(s) URL")
+        if any(ord(ch) <= 0x20 for ch in value):
+            raise ValueError("must not contain spaces or control characters")
+        return value
 
     @field_validator("webhooks", mode="before")
     @classmethod
@@ -246,6 +305,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
             f"{path} must not hold the passphrase",
             hint="secrets are never stored in files affidavit reads: set AFFIDAVIT_PASSPHRASE",
         )
+    for secret in ("audit_smtp_password", "audit_webhook_secret"):
+        if secret in section:
+            raise ConfigError(
+                f"{path} must not hold {secret}",
+                hint="secrets are never stored in files affidavit reads: set "
+                f"AFFIDAVIT_{secret.upper()}",
+            )
     if "oidc_client_secret" in section:
         raise ConfigError(
             f"{path} must not hold the OpenID client secret",
@@ -272,6 +338,10 @@ DEFAULT_CONFIG_TEXT = """\
 # rto_seconds = 3600              # recovery-time objective a drill must meet
 # webhooks = ["https://alerts.example.com/affidavit"]  # alerts are POSTed here as JSON
 # access_log_retention_days = 400  # `access-log expire` drops older payloads (hashes stay)
+# The governance calendar (docs/calendar.md):
+# policy_check_every_days = 1     # `affidavit policy check` is due this often
+# policy_review_every_days = 365  # the policy in force is reviewed this often
+# hold_review_every_days = 180    # each active legal hold is reviewed this often
 # Single sign-on of `affidavit serve` with an OpenID provider (docs/identities.md, "OIDC"):
 # oidc_issuer = "https://login.example.com/realms/main"
 # oidc_client_id = "affidavit"

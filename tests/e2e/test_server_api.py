@@ -265,9 +265,14 @@ HARMLESS.update(
         ("GET", "/api/v1/audit/engagements"): ("/audit/engagements", None),
         ("POST", "/api/v1/audit/engagements"): (
             "/audit/engagements",
-            {"from": "2026-01-01", "to": "2026-03-31", "framework": MISSING,
-             "auditor": "auditor", "expires": "2999-01-01"},
-        ),  # fmt: skip
+            {
+                "from": "2026-01-01",
+                "to": "2026-03-31",
+                "framework": MISSING,
+                "auditor": "auditor",
+                "expires": "2999-01-01",
+            },
+        ),
         ("GET", "/api/v1/audit/engagements/{engagement_id}"): (_ENGAGEMENT, None),
         ("POST", "/api/v1/audit/engagements/{engagement_id}/close"): (f"{_ENGAGEMENT}/close", {}),
         ("GET", "/api/v1/audit/engagements/{engagement_id}/controls"): (

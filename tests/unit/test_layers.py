@@ -97,6 +97,9 @@ RESTRICTED: dict[str, tuple[str, ...]] = {
     "pyotp": ("affidavit.crypto",),
     "ua_parser": ("affidavit.services.access_log",),
     "qrcode": ("affidavit.cli",),
+    "icalendar": ("affidavit.services.calendar_ics",),  # the governance calendar's .ics feed
+    "dask": ("affidavit.services.verify.cluster",),  # verify --cluster
+    "distributed": ("affidavit.services.verify.cluster",),
 }
 
 

@@ -67,6 +67,11 @@ _GROUPS: dict[str, str] = {
     "access-log": "access_log_cmd",
     "request": "request_cmd",
     "access": "access_cmd",
+    "recipient": "recipient_cmd",
+    "export": "export_cmd",
+    "audit": "audit_cmd",
+    "calendar": "calendar_cmd",
+    "progress": "progress_cmd",
 }
 # global options that take a value (the command name is the first word after them)
 _VALUE_OPTIONS = {"--home", "--actor", "--timeout", "--catalog-url", "--server"}
@@ -137,6 +142,10 @@ def root(
     ctx.meta[SERVER_META] = server or None
 
 
+_SUBGROUPS: frozenset[str] = frozenset({"access review", "export spec", "audit request"})
+"""Groups inside a group: their commands are three words."""
+
+
 def _command_at(args: list[str]) -> int | None:
     """Where the command or group ``args`` name is, skipping the global options before it;
     None when there is none (or an option this function does not know comes first)."""
@@ -167,10 +176,15 @@ def _command_path(args: list[str]) -> str | None:
     if position is None:
         return None
     name = args[position]
-    if name in _GROUPS:
-        sub = next((w for w in args[position + 1 :] if not w.startswith("-")), None)
-        return f"{name} {sub}" if sub is not None else name
-    return name
+    if name not in _GROUPS:
+        return name
+    words = (w for w in args[position + 1 :] if not w.startswith("-"))
+    path = name
+    for word in words:  # a group's command, or a sub-group's (``access review start``)
+        path = f"{path} {word}"
+        if path not in _SUBGROUPS:
+            break
+    return path
 
 
 def _server_of(args: list[str]) -> str | None:
