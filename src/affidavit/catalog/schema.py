@@ -534,3 +534,64 @@ class OidcLoginRow(Base):
     kek_version: Mapped[int] = mapped_column(Integer)
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ExportRecipientRow(Base):
+    """A recipient of governed exports (:mod:`affidavit.services.exports`): its age X25519
+    key, the digest of the challenge it must answer (until it does), and its pseudonymisation
+    key, wrapped by the keystore's KEK (bound to ``recipient:<name>``)."""
+
+    __tablename__ = "export_recipients"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    organisation: Mapped[str] = mapped_column(String(200))
+    contact: Mapped[str] = mapped_column(String(200))
+    public_key: Mapped[str] = mapped_column(String(128))
+    dpa: Mapped[str | None] = mapped_column(String(200))
+    added_by: Mapped[str] = mapped_column(String(200))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    challenge_sha256: Mapped[str | None] = mapped_column(String(64))
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verified_seq: Mapped[int | None] = mapped_column(BigInteger)
+    kek_id: Mapped[str] = mapped_column(String(256))
+    kek_version: Mapped[int] = mapped_column(Integer)
+    pseudonym_key: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ExportSpecRow(Base):
+    """One version of an export spec (its TOML text), proposed by one person and approved
+    by another before its first run."""
+
+    __tablename__ = "export_specs"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sha256: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    proposed_by: Mapped[str] = mapped_column(String(200))
+    proposed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    proposal_seq: Mapped[int] = mapped_column(BigInteger)
+    approved_by: Mapped[str | None] = mapped_column(String(200))
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    approval_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ExportRunRow(Base):
+    """One run of an export spec version and, once completed, its signed manifest."""
+
+    __tablename__ = "export_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    spec: Mapped[str] = mapped_column(String(63), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    backup_id: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(63))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_by: Mapped[str] = mapped_column(String(200))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    output_path: Mapped[str | None] = mapped_column(Text)
+    output_sha256: Mapped[str | None] = mapped_column(String(64))
+    records_out: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    envelope: Mapped[str | None] = mapped_column(Text)

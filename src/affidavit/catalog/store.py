@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from affidavit.catalog.access_log import AccessLogRepository
+from affidavit.catalog.exports import ExportRepository
 from affidavit.catalog.governance import GovernanceRepository
 from affidavit.catalog.identities import IdentityRepository
 from affidavit.catalog.oidc_logins import OidcLoginRepository
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0010"
+SCHEMA_HEAD = "0011"
 """The newest migration's revision (a test holds it equal to alembic's head): the schema check
 of every command compares the catalog's version with it and loads alembic, which is slow to
 import, only when they differ."""
@@ -326,6 +327,11 @@ class UnitOfWork:
         """Single sign-on logins under way (sealed by the service)."""
         return OidcLoginRepository(self.session)
 
+    @_repository
+    def exports(self) -> ExportRepository:
+        """Export recipients, spec versions and runs."""
+        return ExportRepository(self.session)
+
 
 class Catalog:
     """The catalog database: inventory, history and the ledger's storage."""
@@ -512,7 +518,10 @@ def _make_engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_begin_immediate)
             return engine
-        engine = create_engine(url, pool_pre_ping=True)
+        # the server runs synchronous routes on up to 40 threads: a pool smaller than its
+        # concurrency opens and closes a connection for most transactions (connect costs
+        # more CPU than the transaction); 10 kept + 20 more per process (a worker each)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         if engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _postgresql_on_connect)
         return engine

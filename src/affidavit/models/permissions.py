@@ -440,6 +440,7 @@ ROUTE_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "GET /drills": P.BACKUP_READ,
         "GET /findings": P.POLICY_READ,
         "GET /exceptions": P.POLICY_READ,
+        "GET /checks/{run_id}": P.POLICY_READ,  # one policy check's results
         "GET /ledger": P.LEDGER_READ,
         # the API
         "GET /api/v1/sources": P.SOURCE_READ,

@@ -384,6 +384,73 @@ CONTROLS: tuple[Control, ...] = (
         iso=("A.5.3", "A.5.15"),
         soc2=("CC6.1", "CC6.3"),
     ),
+    _c(
+        "export.approved",
+        "Every export ran from an approved spec, approved by a second person",
+        Severity.HIGH,
+        "Data leaving the organisation is a disclosure: one person must not be able to "
+        "define and ship an export alone.",
+        (),
+        nist=("AC-21", "AC-5"),
+        iso=("A.5.14",),
+        gdpr=("Art. 44", "Art. 45", "Art. 46"),
+    ),
+    _c(
+        "export.minimised",
+        "Every export left fields behind or transformed them",
+        Severity.MEDIUM,
+        "Data minimisation: only the fields the purpose needs leave, and identifying ones "
+        "are redacted, masked, generalised or pseudonymised.",
+        (),
+        nist=("SI-12", "PT-3"),
+        iso=("A.8.11",),
+        gdpr=("Art. 5(1)(c)", "Art. 25"),
+    ),
+    _c(
+        "export.consent",
+        "Every export names its purpose and legal basis, with consent checked where it is "
+        "the basis",
+        Severity.HIGH,
+        "Processing needs a lawful basis; where it is consent, records of subjects without "
+        "valid consent for the purpose must not leave.",
+        (),
+        nist=("PT-2", "PT-3"),
+        gdpr=("Art. 6", "Art. 7"),
+    ),
+    _c(
+        "export.contract_valid",
+        "Every delivered export met its data contract",
+        Severity.MEDIUM,
+        "A recipient relies on the schema, counts and quality the contract promises; an "
+        "export that breaks it is not shipped.",
+        (),
+        nist=("SI-12",),
+        iso=("A.8.12",),
+        gdpr=("Art. 5(1)(c)",),
+    ),
+    _c(
+        "export.recipient_verified",
+        "Every export went to a recipient that proved possession of its key",
+        Severity.HIGH,
+        "Encryption protects an export only if the key belongs to the intended recipient; "
+        "restricted data also needs a data-processing agreement.",
+        (),
+        nist=("SC-8", "AC-21"),
+        iso=("A.5.14",),
+        gdpr=("Art. 28", "Art. 32(1)(a)"),
+    ),
+    _c(
+        "audit.requests_within_sla",
+        "Every auditor's evidence request was answered by its due date",
+        Severity.MEDIUM,
+        "An auditor's request for evidence that goes unanswered past its due date is a "
+        "communication failure with the assessor and delays the opinion; the SLA clock makes "
+        "it visible.",
+        (),
+        nist=("CA-2", "CA-7"),
+        iso=("A.5.35",),
+        soc2=("CC2.3", "CC4.1"),
+    ),
 )
 
 BY_ID: Mapping[str, Control] = MappingProxyType({c.id: c for c in CONTROLS})

@@ -10,6 +10,7 @@ from typing import Any
 
 from affidavit.constants import Classification
 from affidavit.models.access_review import AccessReview
+from affidavit.models.audit import EvidenceRequest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,6 +255,40 @@ class AccessFacts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExportFacts:
+    """One delivered export, as its ``export.completed`` event tells it (the ``export.*``
+    controls), with the ``recipient.verified`` event that proved the recipient's key."""
+
+    id: str
+    seq: int
+    at: datetime
+    actor: str
+    spec: str
+    version: int
+    approval: str | None  # the run's standing (approved, waived, not-required); None: local
+    request: str | None
+    spec_proposed_by: str | None
+    spec_approved_by: str | None
+    purpose: str
+    legal_basis: str
+    consent_sha256: str | None
+    fields_transformed: int  # allow-listed fields with a transform other than keep
+    fields_dropped: int  # field values left behind (not allow-listed)
+    contract_passed: bool
+    contract_excluded: int  # records excluded under the tolerated threshold
+    recipient: str
+    public_key: str
+    recipient_verified_seq: int | None  # the proof of this key before the export
+    classification: str
+    dpa: str | None
+
+    @property
+    def subject(self) -> str:
+        """``export:ID``."""
+        return f"export:{self.id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Facts:
     """Everything the rules look at."""
 
@@ -280,3 +315,6 @@ class Facts:
     live: bool = True  # False: sources and vaults were not contacted (offline check)
     abandoned_runs: tuple[AbandonedRunFacts, ...] = ()  # from the ledger's backup.abandoned
     access: AccessFacts = field(default_factory=AccessFacts)  # identities and reviews
+    exports: tuple[ExportFacts, ...] = ()  # from the ledger's export.completed (issue 17)
+    # evidence requests of audit engagements, folded from the ledger's audit.* events
+    audit_requests: tuple[EvidenceRequest, ...] = ()

@@ -17,7 +17,7 @@ from typing import Any
 
 from affidavit.constants import Classification
 from affidavit.models.governance import PolicyException, Severity, same_person
-from affidavit.policy import access_rules
+from affidavit.policy import access_rules, audit_rules, export_rules
 from affidavit.policy.controls import BY_ID, CONTROLS, UNEXCEPTABLE
 from affidavit.policy.document import LevelRequirements, Policy
 from affidavit.policy.facts import BackupFacts, CheckFacts, DatasetFacts, Facts
@@ -848,6 +848,12 @@ _RULES: dict[str, Callable[[_Context], Iterable[ControlResult]]] = {
     "access.least_privilege": access_rules.least_privilege,
     "access.mfa_enforced": access_rules.mfa_enforced,
     "access.segregation_of_duties": access_rules.segregation_of_duties,
+    "export.approved": export_rules.approved,
+    "export.minimised": export_rules.minimised,
+    "export.consent": export_rules.consent,
+    "export.contract_valid": export_rules.contract_valid,
+    "export.recipient_verified": export_rules.recipient_verified,
+    "audit.requests_within_sla": audit_rules.requests_within_sla,
 }
 # rules that need no policy parameters
 _POLICY_FREE = frozenset(
@@ -861,6 +867,12 @@ _POLICY_FREE = frozenset(
         "inventory.known_targets",
         "config.baseline",
         "access.least_privilege",
+        "export.approved",
+        "export.minimised",
+        "export.consent",
+        "export.contract_valid",
+        "export.recipient_verified",
+        "audit.requests_within_sla",
     }
 )
 assert set(_RULES) == set(BY_ID), "every control needs exactly one rule"

@@ -25,6 +25,7 @@ from affidavit.models.permissions import Role
 from affidavit.services import findings, identity, inventory, keys, policy, requests, roles
 from affidavit.services.backup import retention
 from affidavit.services.context import App
+from affidavit.services.exports import run as export_runs
 from affidavit.services.requests import Authority
 from affidavit.services.views import hold_json, policy_version_json, rotation_json
 
@@ -95,6 +96,18 @@ def _rule_change(app: App, who: Principal, p: Mapping[str, Any], a: Authority) -
     return rule.to_json()
 
 
+def _export_run(app: App, _: Principal, p: Mapping[str, Any], a: Authority) -> dict[str, Any]:
+    result = export_runs.run_export(
+        app,
+        str(p["spec"]),
+        version=int(p["version"]),
+        backup_id=str(p["backup_id"]),
+        output=str(p["output"]),
+        authority=a,
+    )
+    return result.to_json()
+
+
 RUNNERS: Final[Mapping[GatedOperation, _Runner]] = {
     GatedOperation.BACKUP_DELETE: _delete,
     GatedOperation.HOLD_RELEASE: _release,
@@ -107,6 +120,7 @@ RUNNERS: Final[Mapping[GatedOperation, _Runner]] = {
     GatedOperation.POLICY_APPROVE: _approve_policy,
     GatedOperation.EXCEPTION_APPROVE: _approve_exception,
     GatedOperation.RULE_CHANGE: _rule_change,
+    GatedOperation.EXPORT_RUN: _export_run,
 }
 """How each gated operation is executed (a test holds the keys equal to the operations)."""
 

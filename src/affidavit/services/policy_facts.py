@@ -34,8 +34,10 @@ from affidavit.policy.facts import (
 )
 from affidavit.services.access_facts import gather_access_facts
 from affidavit.services.approvals import PolicyInForce, baseline_standing, policy_standing
+from affidavit.services.audit import read_audit
 from affidavit.services.backends import engine_for, vault_backend
 from affidavit.services.context import App
+from affidavit.services.exports.facts import gather_export_facts
 from affidavit.services.keys import keystore_for
 from affidavit.services.leases import abandoned_run_facts
 from affidavit.services.ledger import verify_catalog
@@ -157,6 +159,8 @@ def gather_facts(
         # uses is taken from the ledger event that vouches for it (services.policy_vouch)
         records = LedgerRecords.read(uow.ledger)
         access = gather_access_facts(uow)  # identities, roles, reviews: from the ledger too
+        exports = gather_export_facts(uow)  # delivered exports: from the ledger
+        audit_requests = tuple(read_audit(uow).requests.values())  # evidence requests
     completed = {f"backup:{bid}": e.seq for bid, e in records.completed.items()}
     vouched = vouch(
         records,
@@ -238,6 +242,8 @@ def gather_facts(
         live=live,
         abandoned_runs=abandoned_run_facts(app),  # issue 13: services.leases gathers them
         access=access,
+        exports=exports,
+        audit_requests=audit_requests,
     )
 
 

@@ -1,0 +1,489 @@
+"""Governed exports: the spec (what may leave, how it is transformed, the contract each
+record must meet, for which purpose, to whom), the recipient, and one run.
+
+A spec is a TOML document (``docs/exports.md``); :func:`parse_spec` turns its text into an
+:class:`ExportSpec` or raises :class:`~affidavit.errors.InputError` naming what is wrong.
+Minimisation is by allow-list: a field not named under ``[fields]`` never leaves. Fields are
+top-level names of the dataset's documents; ``_id`` must be listed (it keys every record of
+the output, its fingerprint and every violation), transformed if need be.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Final
+
+from affidavit.errors import InputError
+
+MAX_SPEC_BYTES: Final = 256 * 1024
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_FIELD = re.compile(r"[^$.\x00][^.\x00]{0,254}")
+_KEY = "_id"
+
+
+class Transform(StrEnum):
+    """What happens to one allowed field on its way out."""
+
+    KEEP = "keep"  # the value as it is
+    REDACT = "redact"  # the field stays, its value becomes null
+    MASK = "mask"  # a string: all but the last ``keep`` characters become ``*``
+    GENERALISE = "generalise"  # a date -> its year; a number -> the range of ``width`` holding it
+    PSEUDONYMISE = "pseudonymise"  # HMAC-SHA-256 with the recipient's key (docs/exports.md)
+
+
+class OutputFormat(StrEnum):
+    """How the output file encodes its records."""
+
+    EXTJSON = "extjson"  # JSON lines, canonical Extended JSON v2 (one document per line)
+    CSV = "csv"  # RFC 4180, a header of the allowed fields, lossless cells (docs/exports.md)
+
+
+class LegalBasis(StrEnum):
+    """GDPR Art. 6(1) legal bases."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+    VITAL_INTERESTS = "vital_interests"
+    PUBLIC_TASK = "public_task"
+    LEGITIMATE_INTERESTS = "legitimate_interests"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldRule:
+    """One allowed field and its transform (``keep``: characters a mask leaves; ``width``:
+    the range size of a generalised number)."""
+
+    name: str
+    transform: Transform
+    keep: int = 4
+    width: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (the manifest predicate's ``fields`` entries)."""
+        out: dict[str, Any] = {"name": self.name, "transform": self.transform.value}
+        if self.transform is Transform.MASK:
+            out["keep"] = self.keep
+        if self.transform is Transform.GENERALISE and self.width is not None:
+            out["width"] = self.width
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FieldRule:
+        """The rule :meth:`to_json` wrote; raises InputError, KeyError, ValueError."""
+        width = data.get("width")
+        return cls(
+            name=str(data["name"]),
+            transform=Transform(str(data["transform"])),
+            keep=_int(data.get("keep", 4), "keep"),
+            width=_int(width, "width") if width is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Contract:
+    """What every output record and the output as a whole must satisfy: a JSON Schema (on the
+    relaxed Extended JSON form of each output record), row-count bounds, per-field null
+    limits, fields whose values must be unique; ``max_violations`` records may fail it before
+    the run refuses to ship (0: none may)."""
+
+    schema: Mapping[str, Any]
+    min_records: int = 0
+    max_records: int | None = None
+    max_nulls: Mapping[str, int] = field(default_factory=dict)
+    unique: tuple[str, ...] = ()
+    max_violations: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (the manifest predicate's ``contract.rules``)."""
+        return {
+            "schema": dict(self.schema),
+            "min_records": self.min_records,
+            "max_records": self.max_records,
+            "max_nulls": dict(sorted(self.max_nulls.items())),
+            "unique": list(self.unique),
+            "max_violations": self.max_violations,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Contract:
+        """The contract :meth:`to_json` wrote (or a spec's ``[contract]`` table)."""
+        schema = data.get("schema", {})
+        if not isinstance(schema, Mapping):
+            raise InputError("contract.schema must be a table (a JSON Schema)")
+        nulls = data.get("max_nulls", {})
+        if not isinstance(nulls, Mapping):
+            raise InputError("contract.max_nulls must be a table of field = count")
+        unique = data.get("unique", [])
+        if not isinstance(unique, list) or not all(isinstance(u, str) for u in unique):
+            raise InputError("contract.unique must be a list of field names")
+        max_records = data.get("max_records")
+        return cls(
+            schema=MappingProxyType(dict(schema)),
+            min_records=_int(data.get("min_records", 0), "contract.min_records"),
+            max_records=(
+                _int(max_records, "contract.max_records") if max_records is not None else None
+            ),
+            max_nulls=MappingProxyType(
+                {str(k): _int(v, f"contract.max_nulls.{k}") for k, v in nulls.items()}
+            ),
+            unique=tuple(unique),
+            max_violations=_int(data.get("max_violations", 0), "contract.max_violations"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpecInput:
+    """Where the records come from: ``dataset`` of ``source`` in the backup ``backup`` (an id,
+    or ``latest``: the newest completed backup of the source holding the dataset)."""
+
+    source: str
+    dataset: str
+    backup: str = "latest"
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"source": self.source, "dataset": self.dataset, "backup": self.backup}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentSource:
+    """Where consent comes from: a JSON-lines file (``docs/exports.md``) and the field of each
+    source document that names its data subject."""
+
+    file: str
+    subject_field: str = "_id"
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"file": self.file, "subject_field": self.subject_field}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportSpec:
+    """A parsed export spec (see the module docstring)."""
+
+    name: str
+    purpose: str
+    legal_basis: LegalBasis
+    recipient: str
+    destination: str
+    format: OutputFormat
+    input: SpecInput
+    fields: tuple[FieldRule, ...]
+    contract: Contract
+    consent: ConsentSource | None = None
+
+    def field_rule(self, name: str) -> FieldRule | None:
+        """The rule of field ``name`` (None: not allowed to leave)."""
+        for rule in self.fields:
+            if rule.name == name:
+                return rule
+        return None
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        """The allow-list."""
+        return frozenset(r.name for r in self.fields)
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{what} must be a whole number >= 0", hint="see docs/exports.md")
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str, *, where: str = "") -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(
+            f"the spec needs {where}{key} (a non-empty string)", hint="see docs/exports.md"
+        )
+    return value.strip()
+
+
+def _field_rule(name: str, raw: Any) -> FieldRule:
+    if not _FIELD.fullmatch(name):
+        raise InputError(
+            f"field {name[:80]!r} is not a top-level field name",
+            hint="name top-level fields only (no dots, not starting with $)",
+        )
+    table: Mapping[str, Any] = {"transform": raw} if isinstance(raw, str) else raw
+    if not isinstance(table, Mapping):
+        raise InputError(f"fields.{name} must be a transform name or a table")
+    unknown = set(table) - {"transform", "keep", "width"}
+    if unknown:
+        raise InputError(f"fields.{name}: unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        transform = Transform(str(table.get("transform", "keep")))
+    except ValueError:
+        raise InputError(
+            f"fields.{name}: unknown transform {table.get('transform')!r}",
+            hint="transforms: " + ", ".join(t.value for t in Transform),
+        ) from None
+    width = table.get("width")
+    rule = FieldRule(
+        name=name,
+        transform=transform,
+        keep=_int(table.get("keep", 4), f"fields.{name}.keep"),
+        width=_int(width, f"fields.{name}.width") if width is not None else None,
+    )
+    if rule.width is not None and (rule.transform is not Transform.GENERALISE or rule.width < 1):
+        raise InputError(f"fields.{name}: width (>= 1) belongs to the generalise transform only")
+    if name == _KEY and transform in (Transform.REDACT, Transform.GENERALISE, Transform.MASK):
+        raise InputError(
+            "_id keys every output record: keep it or pseudonymise it",
+            hint="a redacted, masked or generalised _id would collide",
+        )
+    return rule
+
+
+def parse_spec(text: str, *, name: str = "spec") -> ExportSpec:
+    """Parse and check a spec's TOML text; raises :class:`InputError` (with a hint)."""
+    try:
+        return _parse_spec(text, name=name)
+    except InputError as exc:
+        if exc.hint:
+            raise
+        raise InputError(exc.message, hint="docs/exports.md describes the spec format") from None
+
+
+def _parse_spec(text: str, *, name: str) -> ExportSpec:
+    if len(text.encode("utf-8")) > MAX_SPEC_BYTES:
+        raise InputError(f"{name[:100]} is larger than {MAX_SPEC_BYTES // 1024} KiB")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{name[:100]} is not valid TOML: {exc}") from None
+    unknown = set(data) - {
+        "name",
+        "description",
+        "purpose",
+        "legal_basis",
+        "recipient",
+        "destination",
+        "format",
+        "input",
+        "fields",
+        "contract",
+        "consent",
+    }
+    if unknown:
+        raise InputError(
+            f"{name[:100]}: unknown key(s) {', '.join(sorted(unknown))}",
+            hint="see docs/exports.md for the spec format",
+        )
+    spec_name = _text(data, "name")
+    if not _NAME.fullmatch(spec_name):
+        raise InputError(
+            f"spec name {spec_name[:80]!r} is not valid",
+            hint="lowercase letters, digits, '.', '_' and '-', at most 63 characters",
+        )
+    try:
+        basis = LegalBasis(_text(data, "legal_basis"))
+    except ValueError:
+        raise InputError(
+            f"unknown legal_basis {data.get('legal_basis')!r}",
+            hint="one of: " + ", ".join(b.value for b in LegalBasis),
+        ) from None
+    try:
+        fmt = OutputFormat(str(data.get("format", OutputFormat.EXTJSON.value)))
+    except ValueError:
+        raise InputError(
+            f"unknown format {data.get('format')!r}",
+            hint="this version writes: " + ", ".join(f.value for f in OutputFormat),
+        ) from None
+    raw_input = data.get("input")
+    if not isinstance(raw_input, Mapping):
+        raise InputError("the spec needs an [input] table (source, dataset, backup)")
+    spec_input = SpecInput(
+        source=_text(raw_input, "source", where="input."),
+        dataset=_text(raw_input, "dataset", where="input."),
+        backup=str(raw_input.get("backup", "latest")),
+    )
+    raw_fields = data.get("fields")
+    if not isinstance(raw_fields, Mapping) or not raw_fields:
+        raise InputError(
+            "the spec needs a [fields] table: the fields allowed to leave",
+            hint="everything not listed is dropped; list _id at least",
+        )
+    rules = tuple(_field_rule(str(k), v) for k, v in raw_fields.items())
+    if _KEY not in {r.name for r in rules}:
+        raise InputError(
+            "[fields] must list _id (keep or pseudonymise it)",
+            hint="_id keys every output record, its fingerprint and every violation",
+        )
+    raw_contract = data.get("contract", {})
+    if not isinstance(raw_contract, Mapping):
+        raise InputError("[contract] must be a table")
+    unknown_c = set(raw_contract) - {
+        "schema",
+        "min_records",
+        "max_records",
+        "max_nulls",
+        "unique",
+        "max_violations",
+    }
+    if unknown_c:
+        raise InputError(f"[contract]: unknown key(s) {', '.join(sorted(unknown_c))}")
+    contract = Contract.from_json(raw_contract)
+    allowed = {r.name for r in rules}
+    for what, names in (("max_nulls", contract.max_nulls), ("unique", contract.unique)):
+        stray = sorted(set(names) - allowed)
+        if stray:
+            raise InputError(
+                f"contract.{what} names field(s) that do not leave: {', '.join(stray)}",
+                hint="a contract rule can only be about allowed fields",
+            )
+    consent = _consent(data.get("consent"), basis)
+    return ExportSpec(
+        consent=consent,
+        name=spec_name,
+        purpose=_text(data, "purpose"),
+        legal_basis=basis,
+        recipient=_text(data, "recipient"),
+        destination=_text(data, "destination"),
+        format=fmt,
+        input=spec_input,
+        fields=rules,
+        contract=contract,
+    )
+
+
+def _consent(raw: Any, basis: LegalBasis) -> ConsentSource | None:
+    if raw is None:
+        if basis is LegalBasis.CONSENT:
+            raise InputError(
+                "legal_basis is consent, but the spec has no [consent] table",
+                hint='name the consent file: [consent] file = "/path/consents.jsonl"',
+            )
+        return None
+    if not isinstance(raw, Mapping):
+        raise InputError("[consent] must be a table (file, subject_field)")
+    unknown = set(raw) - {"file", "subject_field"}
+    if unknown:
+        raise InputError(f"[consent]: unknown key(s) {', '.join(sorted(unknown))}")
+    file = _text(raw, "file", where="consent.")
+    if not file.startswith("/"):
+        raise InputError("consent.file must be an absolute path")
+    subject = str(raw.get("subject_field", "_id"))
+    if not _FIELD.fullmatch(subject):
+        raise InputError(f"consent.subject_field {subject[:80]!r} is not a top-level field name")
+    return ConsentSource(file=file, subject_field=subject)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recipient:
+    """Who receives exports: an organisation, a contact, the age X25519 key exports are
+    encrypted to, the data-processing agreement, and whether key possession was proven."""
+
+    name: str
+    organisation: str
+    contact: str
+    public_key: str
+    dpa: str | None
+    added_by: str
+    added_at: datetime
+    challenge_sha256: str | None  # the pending challenge (None once verified)
+    verified_at: datetime | None = None
+    verified_seq: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (never a secret)."""
+        return {
+            "name": self.name,
+            "organisation": self.organisation,
+            "contact": self.contact,
+            "public_key": self.public_key,
+            "dpa": self.dpa,
+            "added_by": self.added_by,
+            "added_at": self.added_at.isoformat(),
+            "verified": self.verified_at is not None,
+            "verified_at": self.verified_at.isoformat() if self.verified_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpecVersion:
+    """One stored version of a spec: its text and digest, who proposed and who approved it."""
+
+    name: str
+    version: int
+    sha256: str
+    text: str
+    proposed_by: str
+    proposed_at: datetime
+    proposal_seq: int
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    approval_seq: int | None = None
+
+    @property
+    def approved(self) -> bool:
+        """Whether a second person approved it."""
+        return self.approved_by is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (without the text)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "proposed_by": self.proposed_by,
+            "proposed_at": self.proposed_at.isoformat(),
+            "approved": self.approved,
+            "approved_by": self.approved_by,
+            "approved_at": self.approved_at.isoformat() if self.approved_at else None,
+        }
+
+
+class ExportStatus(StrEnum):
+    """Where one run stands."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"  # delivered, manifest signed
+    BLOCKED = "blocked"  # the contract failed: nothing delivered
+    FAILED = "failed"  # an error: nothing delivered
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportRun:
+    """One run of a spec version."""
+
+    id: str
+    spec: str
+    version: int
+    backup_id: str
+    recipient: str
+    status: ExportStatus
+    started_at: datetime
+    started_by: str
+    finished_at: datetime | None = None
+    output_path: str | None = None
+    output_sha256: str | None = None
+    records_out: int | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "id": self.id,
+            "spec": self.spec,
+            "version": self.version,
+            "backup_id": self.backup_id,
+            "recipient": self.recipient,
+            "status": self.status.value,
+            "started_at": self.started_at.isoformat(),
+            "started_by": self.started_by,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "output": self.output_path,
+            "output_sha256": self.output_sha256,
+            "records_out": self.records_out,
+            "error": self.error,
+        }

@@ -1,0 +1,707 @@
+"""One export run: a gated operation (``export.run``, docs/approvals.md).
+
+:func:`run_export` plans first and refuses bad input before anything is recorded: the spec
+version must be approved by a second person (as the ledger says), the recipient's key
+possession proven (as the ledger says), the backup complete with a signed manifest that
+verifies, restricted data needs the recipient's DPA reference, and neither the output nor its
+manifest may exist at the destination. Then it passes the gate (an authenticated requester
+gets a request that another person approves) and records ``export.requested``.
+
+The work streams, in one pass and bounded memory: the dataset's artifacts are fetched from
+the vault (ciphertext digests checked against the catalog, the catalog against the signed
+manifest) and decrypted into a private folder; each BSON document becomes canonical Extended
+JSON, is minimised and transformed (:class:`~.records.Minimiser`), checked against the
+contract (:class:`~.records.ContractCheck`: a failing record is excluded and counted), encoded
+as one line, hashed, fingerprinted (``logical`` profile, the codec of Extended JSON) and
+encrypted to the recipient's age key into a hidden file in the destination folder.
+
+Then, in one transaction: the output is linked to its name (never over an existing file), the
+signed export manifest (an in-toto statement with the export predicate, DSSE with the ledger
+key) is written beside it, the run row is closed and ``attestation.created`` and
+``export.completed`` are recorded, with ``request.executed`` for an approved request. A run
+whose contract fails records ``export.blocked`` and delivers nothing (exit 1); a run that
+fails records ``export.failed`` and delivers nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+from affidavit.constants import Classification, EngineName
+from affidavit.crypto.age import decrypt_to, encrypt_chunks
+from affidavit.crypto.digest import Sha256Stream, sha256_hex
+from affidavit.crypto.dsse import Envelope
+from affidavit.crypto.tokens import new_id
+from affidavit.errors import Error, InputError, IntegrityError, InternalError
+from affidavit.fingerprint.accumulator import Accumulator
+from affidavit.formats.codecs import codec_for
+from affidavit.formats.extjson_documents import canonical_document
+from affidavit.ledger.attestation import EXPORT_PREDICATE_TYPE, Statement, Subject
+from affidavit.ledger.manifest_check import check_backup_manifest
+from affidavit.models.approval import GatedOperation
+from affidavit.models.backup import Backup, BackupArtifact, BackupStatus
+from affidavit.models.export import (
+    ExportRun,
+    ExportSpec,
+    ExportStatus,
+    OutputFormat,
+    Recipient,
+    SpecVersion,
+    Transform,
+    parse_spec,
+)
+from affidavit.models.manifest import ManifestDataset
+from affidavit.models.records import RecordEncoding
+from affidavit.private_temp import open_private, private_folder
+from affidavit.services.backends import format_engine, restore_layout, vault_backend
+from affidavit.services.context import App
+from affidavit.services.exports.consent import Consents, load_consents, subject_text
+from affidavit.services.exports.encodings import Encoder
+from affidavit.services.exports.files import refuse_existing, remove_quietly, write_new
+from affidavit.services.exports.recipients import pseudonym_key, vouched_key
+from affidavit.services.exports.records import ContractCheck, Minimiser, encode_line
+from affidavit.services.exports.specs import vouched_approval
+from affidavit.services.keys import keystore_for, unwrap_identity
+from affidavit.services.ledger import attest_and_record
+from affidavit.services.requests import Authority, gate
+
+PREDICATE_VERSION: Final = 1
+MANIFEST_SUFFIX: Final = ".manifest.dsse.json"
+_CHUNK: Final = 256 * 1024
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """Everything a run was checked against before it started."""
+
+    version: SpecVersion
+    spec: ExportSpec
+    spec_approval: dict[str, Any]
+    recipient: Recipient
+    backup: Backup
+    dataset: ManifestDataset
+    backup_manifest_sha256: str
+    output: Path
+    classification: Classification
+    consents: Consents | None = None
+
+    @property
+    def manifest_path(self) -> Path:
+        """Where the signed manifest goes."""
+        return self.output.with_name(self.output.name + MANIFEST_SUFFIX)
+
+    def params(self) -> dict[str, Any]:
+        """The gated operation's parameters (what an approver approves)."""
+        params: dict[str, Any] = {
+            "spec": self.version.name,
+            "version": self.version.version,
+            "spec_sha256": self.version.sha256,
+            "backup_id": self.backup.id,
+            "output": self.output.name,
+        }
+        if self.consents is not None:  # the approval covers this list of consents
+            params["consent_sha256"] = self.consents.sha256
+        return params
+
+
+@dataclass(slots=True)
+class _Tally:
+    records_in: int = 0
+    records_out: int = 0
+    fields_dropped: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportResult:
+    """What a run did: its row, the contract's result, and (when delivered) the statement
+    and the paths of the output and its manifest."""
+
+    run: ExportRun
+    contract: dict[str, Any]
+    delivered: bool
+    output: Path | None = None
+    manifest: Path | None = None
+    predicate: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "ok": self.delivered,
+            "export": self.run.to_json(),
+            "contract": self.contract,
+            "output": str(self.output) if self.output else None,
+            "manifest": str(self.manifest) if self.manifest else None,
+            "predicate": self.predicate,
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _choose_backup(app: App, spec: ExportSpec, backup_id: str | None) -> Backup:
+    wanted = backup_id or (spec.input.backup if spec.input.backup != "latest" else None)
+    with app.read() as uow:
+        if wanted is not None:
+            backup = uow.backups.get(wanted)
+        else:
+            found = [
+                b
+                for b in uow.backups.list(source=spec.input.source)
+                if b.status is BackupStatus.COMPLETE
+                and any(d.name == spec.input.dataset for d in b.datasets)
+            ]
+            if not found:
+                raise InputError(
+                    f"no completed backup of {spec.input.source} holds {spec.input.dataset}",
+                    hint=f"run `affidavit backup run {spec.input.source}` first",
+                )
+            backup = found[0]
+    if backup.status is not BackupStatus.COMPLETE:
+        raise InputError(f"backup {backup.id} is {backup.status.value}, not complete")
+    if backup.source != spec.input.source:
+        raise InputError(
+            f"backup {backup.id} is of {backup.source}, not of the spec's source "
+            f"{spec.input.source}"
+        )
+    return backup
+
+
+def _classification(app: App, source: str, dataset: ManifestDataset) -> Classification:
+    """The higher of the dataset's classification in the signed manifest and in the
+    inventory now (a dataset classified higher since the backup is exported as such)."""
+    levels = list(Classification)
+    found = [Classification(dataset.classification)] if dataset.classification in levels else []
+    with app.read() as uow:
+        current = uow.datasets.get(source, dataset.name)
+    if current is not None:
+        found.append(current.classification)
+    return max(found, key=levels.index) if found else Classification.RESTRICTED
+
+
+def plan_export(
+    app: App,
+    name: str,
+    *,
+    version: int | None = None,
+    backup_id: str | None = None,
+    output: str | None = None,
+) -> Plan:
+    """Check everything a run needs (see the module docstring); records nothing. Raises
+    :class:`InputError` (exit 2) or :class:`IntegrityError` (the backup's signed manifest)."""
+    with app.read() as uow:
+        stored = uow.exports.spec(name, version)
+        if not stored.approved:
+            raise InputError(
+                f"version {stored.version} of export spec {name} is not approved",
+                hint=f"another person runs `affidavit export spec approve {name} {stored.version}`",
+            )
+        approval = vouched_approval(uow, stored)
+        if approval is None:
+            raise InputError(
+                f"the ledger records no approval of version {stored.version} of export spec "
+                f"{name} by a second person",
+                hint="the catalog's approval does not count without its ledger event",
+            )
+        spec = parse_spec(stored.text, name=f"export spec {name} v{stored.version}")
+        recipient = uow.exports.recipient(spec.recipient)
+        if vouched_key(uow, recipient.name) != recipient.public_key:
+            raise InputError(
+                f"recipient {recipient.name} has not proven possession of its key",
+                hint=f"`affidavit recipient verify {recipient.name} --response FILE` with "
+                "the decrypted challenge",
+            )
+        identity = app.ledger_identity()
+    backup = _choose_backup(app, spec, backup_id)
+    if (
+        format_engine(backup.format) is not EngineName.MONGODB
+        or restore_layout(backup.format) is None
+    ):
+        raise InputError(
+            f"backup {backup.id} is a {backup.format} backup: this version exports MongoDB "
+            "documents only",
+            hint="see docs/exports.md, what is not done",
+        )
+    if identity is None:
+        raise InputError("this home has no ledger signing key", hint="run `affidavit init`")
+    checked = check_backup_manifest(backup, {identity.keyid: identity.signer.key.public_key})
+    if not checked.ok or checked.manifest is None or checked.payload_sha256 is None:
+        reason = checked.issues[0].message if checked.issues else "no signed manifest"
+        raise IntegrityError(
+            f"backup {backup.id}'s signed manifest does not hold: {reason}",
+            hint=f"run `affidavit verify run {backup.id}`; nothing was exported",
+        )
+    dataset = next((d for d in checked.manifest.datasets if d.name == spec.input.dataset), None)
+    if dataset is None:
+        raise InputError(f"backup {backup.id} does not hold dataset {spec.input.dataset}")
+    classification = _classification(app, spec.input.source, dataset)
+    if classification is Classification.RESTRICTED and not recipient.dpa:
+        raise InputError(
+            f"{dataset.name} is restricted and recipient {recipient.name} has no "
+            "data-processing agreement reference",
+            hint="add the recipient again with --dpa REF (a recipient is immutable)",
+        )
+    folder = Path(spec.destination)
+    if not folder.is_absolute() or not folder.is_dir():
+        raise InputError(
+            f"the destination {spec.destination} is not an existing folder (absolute path)"
+        )
+    suffix = ".csv.age" if spec.format is OutputFormat.CSV else ".jsonl.age"
+    file_name = output or f"{name}-v{stored.version}-{backup.id}{suffix}"
+    if not _FILE_NAME.fullmatch(file_name) or file_name.endswith(MANIFEST_SUFFIX):
+        raise InputError(
+            f"output name {file_name[:80]!r} is not a plain file name",
+            hint="letters, digits, '.', '_' and '-'; no folders",
+        )
+    consents = (
+        load_consents(Path(spec.consent.file), spec.purpose) if spec.consent is not None else None
+    )
+    plan = Plan(
+        classification=classification,
+        consents=consents,
+        version=stored,
+        spec=spec,
+        spec_approval=approval,
+        recipient=recipient,
+        backup=backup,
+        dataset=dataset,
+        backup_manifest_sha256=checked.payload_sha256,
+        output=folder / file_name,
+    )
+    refuse_existing(plan.output, "the output file")
+    refuse_existing(plan.manifest_path, "the manifest file")
+    return plan
+
+
+def run_export(
+    app: App,
+    name: str,
+    *,
+    version: int | None = None,
+    backup_id: str | None = None,
+    output: str | None = None,
+    reason: str = "",
+    authority: Authority | None = None,
+) -> ExportResult:
+    """Run version ``version`` (default: the newest approved) of export spec ``name`` (see
+    the module docstring)."""
+    plan = plan_export(app, name, version=version, backup_id=backup_id, output=output)
+    allowed = gate(
+        app,
+        GatedOperation.EXPORT_RUN,
+        plan.params(),
+        target=f"export-spec:{name}",
+        reason=reason,
+        authority=authority,
+    )
+    export_id = f"ex-{new_id()}"
+    started = _now()
+    with app.change() as change:
+        run = ExportRun(
+            id=export_id,
+            spec=name,
+            version=plan.version.version,
+            backup_id=plan.backup.id,
+            recipient=plan.recipient.name,
+            status=ExportStatus.RUNNING,
+            started_at=started,
+            started_by=change.actor,
+        )
+        change.uow.exports.add_run(run)
+        change.record(
+            "export.requested",
+            f"export:{export_id}",
+            {
+                **plan.params(),
+                "dataset": plan.dataset.name,
+                "recipient": plan.recipient.name,
+                "public_key": plan.recipient.public_key,
+                "purpose": plan.spec.purpose,
+                "legal_basis": plan.spec.legal_basis.value,
+                **allowed.event_details(),
+            },
+        )
+    partial = plan.output.with_name(f".{plan.output.name}.partial-{export_id}")
+    try:
+        return _work(app, plan, run, allowed, partial)
+    except Error as exc:
+        remove_quietly(partial)
+        _record_failure(app, run, exc)
+        raise
+    except Exception as exc:  # a bug: still no running row without its end
+        remove_quietly(partial)
+        _record_failure(app, run, InternalError(f"internal error: {type(exc).__name__}: {exc}"))
+        raise
+    except BaseException:
+        remove_quietly(partial)
+        raise
+
+
+def _record_failure(app: App, run: ExportRun, exc: Error) -> None:
+    with app.change() as change:
+        change.uow.exports.finish_run(
+            run.id, status=ExportStatus.FAILED, at=_now(), error=exc.message
+        )
+        change.record(
+            "export.failed",
+            f"export:{run.id}",
+            {"spec": run.spec, "version": run.version, "error": exc.message, "hint": exc.hint},
+        )
+
+
+def _fetch(
+    app: App, backup: Backup, artifacts: list[BackupArtifact], work: Path
+) -> dict[str, Path]:
+    """Each artifact's ciphertext copied out of the vault (size and SHA-256 checked against
+    the catalog, which the signed manifest vouched for) and decrypted into ``work``."""
+    with app.read() as uow:
+        vault = uow.vaults.get(backup.vault)
+    backend = vault_backend(vault)
+    identity = unwrap_identity(keystore_for(app.settings), backup)
+    plain: dict[str, Path] = {}
+    for n, artifact in enumerate(artifacts):
+        cipher = work / f"c{n}"
+        digest = Sha256Stream()
+        with backend.open(artifact.path) as src, open_private(cipher) as out:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.length != artifact.size or digest.hexdigest() != artifact.sha256:
+            raise IntegrityError(
+                f"{artifact.path} does not match its signed digest",
+                hint=f"run `affidavit verify run {backup.id}`; nothing was exported",
+            )
+        target = work / f"p{n}"
+        with cipher.open("rb") as fin, open_private(target) as fout:
+            decrypt_to(fin, fout, identity)
+        cipher.unlink()
+        plain[artifact.path] = target
+    return plain
+
+
+def _records(app: App, plan: Plan, work: Path) -> Iterator[bytes]:
+    """The dataset's raw BSON documents, read out of the backup."""
+    layout = restore_layout(plan.backup.format)
+    assert layout is not None  # plan_export checked it
+    view = dataclasses.replace(
+        plan.backup, datasets=tuple(d for d in plan.backup.datasets if d.name == plan.dataset.name)
+    )
+    plain = _fetch(app, plan.backup, layout.artifacts(view), work)
+    for _, records, _ in layout.items(view, plain):
+        for raw in records:
+            if not isinstance(raw, bytes | bytearray | memoryview):
+                raise InputError(f"{plan.dataset.name} does not hold BSON documents")
+            yield bytes(raw)
+
+
+def _work(app: App, plan: Plan, run: ExportRun, allowed: Authority, partial: Path) -> ExportResult:
+    spec = plan.spec
+    needs_key = any(r.transform is Transform.PSEUDONYMISE for r in spec.fields)
+    key = pseudonym_key(app, plan.recipient.name) if needs_key else None
+    minimiser = Minimiser(spec, key=key, context=plan.recipient.name)
+    contract = ContractCheck(spec.contract, spec.allowed)
+    logical = codec_for(RecordEncoding.EXTJSON, "logical")
+    accumulator = Accumulator("logical", keep_keys=False)
+    plain_digest, cipher_digest = Sha256Stream(), Sha256Stream()
+    tally = _Tally()
+    consents, at = plan.consents, run.started_at
+    subject_field = spec.consent.subject_field if spec.consent is not None else "_id"
+
+    encoder = Encoder(spec.format, [r.name for r in spec.fields])
+
+    def lines(work: Path) -> Iterator[bytes]:
+        buffer = bytearray(encoder.header())
+        plain_digest.update(bytes(buffer))
+        for raw in _records(app, plan, work):
+            tally.records_in += 1
+            document = canonical_document(raw)
+            out, dropped, refusals = minimiser.apply(document)  # also notes the fields seen
+            tally.fields_dropped += dropped
+            if consents is not None:
+                refused = consents.judge(subject_text(document.get(subject_field)), at)
+                if refused is not None:
+                    tally.excluded[refused] = tally.excluded.get(refused, 0) + 1
+                    continue
+            if not contract.check(out, refusals):
+                tally.excluded["contract"] = tally.excluded.get("contract", 0) + 1
+                continue
+            accumulator.add(*logical(encode_line(out)))
+            line = encoder.encode(out)
+            plain_digest.update(line)
+            tally.records_out += 1
+            buffer += line
+            if len(buffer) >= _CHUNK:
+                yield bytes(buffer)
+                buffer.clear()
+        if buffer:
+            yield bytes(buffer)
+
+    with private_folder("export") as work:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            _encrypt(lines(work), plan.recipient.public_key, fh, cipher_digest)
+    fingerprint, _ = accumulator.finish()
+    if tally.records_in != plan.dataset.records:
+        raise IntegrityError(
+            f"{plan.dataset.name} held {tally.records_in:,} records, its signed manifest "
+            f"{plan.dataset.records:,}",
+            hint=f"run `affidavit verify run {plan.backup.id}`; nothing was exported",
+        )
+    unseen = sorted(spec.allowed - minimiser.seen)
+    if unseen and tally.records_in:
+        raise InputError(
+            f"the allow-list names field(s) that no record of {plan.dataset.name} holds: "
+            f"{', '.join(unseen)}",
+            hint="fix the field names in the spec and propose it again",
+        )
+    contract.finish(shipped=tally.records_out)
+    if not contract.passed:
+        return _blocked(app, plan, run, contract=contract, tally=tally, partial=partial)
+    return _deliver(
+        app,
+        plan,
+        run,
+        allowed,
+        partial,
+        contract=contract,
+        tally=tally,
+        digests=(plain_digest, cipher_digest),
+        fingerprint=fingerprint.text,
+    )
+
+
+def _encrypt(chunks: Iterator[bytes], recipient: str, fh: BinaryIO, digest: Sha256Stream) -> None:
+    for piece in encrypt_chunks(chunks, recipient):
+        digest.update(piece)
+        fh.write(piece)
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _counts(tally: _Tally) -> dict[str, Any]:
+    return {
+        "in": tally.records_in,
+        "out": tally.records_out,
+        "excluded": dict(sorted(tally.excluded.items())),
+        "fields_dropped": tally.fields_dropped,
+    }
+
+
+def _blocked(
+    app: App, plan: Plan, run: ExportRun, *, contract: ContractCheck, tally: _Tally, partial: Path
+) -> ExportResult:
+    remove_quietly(partial)
+    at = _now()
+    with app.change() as change:
+        change.uow.exports.finish_run(
+            run.id,
+            status=ExportStatus.BLOCKED,
+            at=at,
+            records_out=0,
+            error=f"{contract.violation_count} contract violation(s)",
+        )
+        change.record(
+            "export.blocked",
+            f"export:{run.id}",
+            {
+                "spec": run.spec,
+                "version": run.version,
+                "records": _counts(tally),
+                "contract": contract.to_json(),
+            },
+        )
+        done = next(r for r in change.uow.exports.runs(run.spec) if r.id == run.id)
+    return ExportResult(run=done, contract=contract.to_json(), delivered=False)
+
+
+def _predicate(
+    plan: Plan,
+    run: ExportRun,
+    allowed: Authority,
+    *,
+    contract: ContractCheck,
+    tally: _Tally,
+    digests: tuple[Sha256Stream, Sha256Stream],
+    fingerprint: str,
+    at: datetime,
+) -> dict[str, Any]:
+    plain, cipher = digests
+    spec, recipient = plan.spec, plan.recipient
+    return {
+        "predicate_version": PREDICATE_VERSION,
+        "export_id": run.id,
+        "created_at": at.isoformat(),
+        "spec": {
+            "name": plan.version.name,
+            "version": plan.version.version,
+            "sha256": plan.version.sha256,
+            "proposed_by": plan.spec_approval["proposed_by"],
+            "approved_by": plan.spec_approval["approved_by"],
+            "approval_seq": plan.spec_approval["seq"],
+        },
+        "purpose": spec.purpose,
+        "legal_basis": spec.legal_basis.value,
+        "input": {
+            "source": spec.input.source,
+            "dataset": plan.dataset.name,
+            "classification": plan.classification.value,
+            "backup_id": plan.backup.id,
+            "backup_manifest_sha256": plan.backup_manifest_sha256,
+            "fingerprint": plan.dataset.fingerprint,
+            "records": plan.dataset.records,
+        },
+        "fields": [r.to_json() for r in spec.fields],
+        "consent": (
+            {
+                **plan.consents.to_json(),
+                "subject_field": spec.consent.subject_field,
+                "at": run.started_at.isoformat(),
+            }
+            if plan.consents is not None and spec.consent is not None
+            else None
+        ),
+        "records": _counts(tally),
+        "contract": {"rules": spec.contract.to_json(), "result": contract.to_json()},
+        "output": {
+            "file": plan.output.name,
+            "format": spec.format.value,
+            "encryption": "age-x25519",
+            "sha256": cipher.hexdigest(),
+            "size": cipher.length,
+            "plaintext_sha256": plain.hexdigest(),
+            "plaintext_size": plain.length,
+            "records": tally.records_out,
+            "fingerprint": fingerprint,
+        },
+        "recipient": {
+            "name": recipient.name,
+            "organisation": recipient.organisation,
+            "public_key": recipient.public_key,
+            "dpa": recipient.dpa,
+        },
+        "approvals": {
+            "spec": {
+                "approved_by": plan.spec_approval["approved_by"],
+                "seq": plan.spec_approval["seq"],
+            },
+            "run": allowed.event_details().get("approval", {"standing": "local-os-user"}),
+        },
+    }
+
+
+def _deliver(
+    app: App,
+    plan: Plan,
+    run: ExportRun,
+    allowed: Authority,
+    partial: Path,
+    *,
+    contract: ContractCheck,
+    tally: _Tally,
+    digests: tuple[Sha256Stream, Sha256Stream],
+    fingerprint: str,
+) -> ExportResult:
+    at = _now()
+    predicate = _predicate(
+        plan,
+        run,
+        allowed,
+        contract=contract,
+        tally=tally,
+        digests=digests,
+        fingerprint=fingerprint,
+        at=at,
+    )
+    cipher_sha256 = digests[1].hexdigest()
+    statement = Statement(
+        subjects=(Subject(plan.output.name, cipher_sha256),),
+        predicate_type=EXPORT_PREDICATE_TYPE,
+        predicate=predicate,
+    )
+    delivered: list[Path] = []
+    try:
+        with app.change() as change:
+            envelope: Envelope = attest_and_record(change, statement)
+            text = envelope.to_json()
+            write_new(plan.manifest_path, text.encode("utf-8"), "the manifest file")
+            delivered.append(plan.manifest_path)
+            _link_new(partial, plan.output)
+            delivered.append(plan.output)
+            change.uow.exports.finish_run(
+                run.id,
+                status=ExportStatus.COMPLETED,
+                at=at,
+                output_path=str(plan.output),
+                output_sha256=cipher_sha256,
+                records_out=tally.records_out,
+                envelope=text,
+            )
+            change.record(
+                "export.completed",
+                f"export:{run.id}",
+                {
+                    **plan.params(),
+                    "dataset": plan.dataset.name,
+                    "recipient": plan.recipient.name,
+                    "public_key": plan.recipient.public_key,
+                    "output_sha256": cipher_sha256,
+                    "plaintext_sha256": digests[0].hexdigest(),
+                    "fingerprint": fingerprint,
+                    "records": _counts(tally),
+                    "contract_passed": contract.passed,
+                    "manifest_sha256": statement_sha256(statement),
+                    "purpose": plan.spec.purpose,
+                    "legal_basis": plan.spec.legal_basis.value,
+                    "fields": [r.to_json() for r in plan.spec.fields],
+                    "classification": plan.classification.value,
+                    "dpa": plan.recipient.dpa,
+                    "spec_approval": predicate["spec"],
+                    **allowed.event_details(),
+                },
+            )
+            allowed.seal(change)
+            done = next(r for r in change.uow.exports.runs(run.spec) if r.id == run.id)
+    except BaseException:
+        remove_quietly(*delivered)
+        raise
+    finally:
+        remove_quietly(partial)
+    return ExportResult(
+        run=done,
+        contract=contract.to_json(),
+        delivered=True,
+        output=plan.output,
+        manifest=plan.manifest_path,
+        predicate=predicate,
+    )
+
+
+def statement_sha256(statement: Statement) -> str:
+    """SHA-256 of the statement's canonical bytes (the DSSE payload)."""
+    return sha256_hex(statement.to_json())
+
+
+def _link_new(partial: Path, final: Path) -> None:
+    """Give the finished file its name; never over an existing file."""
+    try:
+        os.link(partial, final)
+    except FileExistsError:
+        raise InputError(
+            f"the output file {final} already exists: nothing was delivered",
+            hint="move it away, or choose another name with --output",
+        ) from None
+
+
+def list_exports(app: App, spec: str | None = None) -> list[ExportRun]:
+    """Every run (of ``spec``), oldest first."""
+    with app.read() as uow:
+        return uow.exports.runs(spec)
