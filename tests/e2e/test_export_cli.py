@@ -988,3 +988,27 @@ def test_csv_tampering_is_caught(cli: Any, delivered_csv: tuple[Setup, Path, Pat
     _reencrypt(s, file, lines)
     result = verify(cli, s, file, manifest)
     assert "not the canonical csv encoding" in result.out
+
+
+def test_a_key_rotation_keeps_the_recipients_pseudonyms(
+    cli: Any, home: Path, tmp_path: Path
+) -> None:
+    """``keys rotate`` re-wraps every recipient's pseudonymisation key under the new KEK
+    version before it retires the old one: the key (and so every pseudonym) is the same
+    after the rotation, and the rotation's event names the recipients re-wrapped."""
+    from affidavit.config import load_settings
+    from affidavit.services.context import open_app
+    from affidavit.services.exports import recipients
+
+    add_recipient(cli, tmp_path)
+    with open_app(load_settings(home=home)) as app:
+        before = recipients.pseudonym_key(app, "acme")
+    rotated = cli("keys", "rotate", "--json")
+    assert rotated.code == 0, rotated.err
+    result = json.loads(rotated.out)
+    assert result["rewrapped_recipients"] == 1
+    assert result["old_version"] in result["retired"]
+    with open_app(load_settings(home=home)) as app:
+        assert recipients.pseudonym_key(app, "acme") == before
+    [event] = events(home, "keys.rotated")
+    assert event["details"]["rewrapped_recipients"] == ["acme"]

@@ -137,6 +137,24 @@ class ExportRepository:
             kek_id=row.kek_id, kek_version=row.kek_version, ciphertext=bytes(row.pseudonym_key)
         )
 
+    def pseudonym_keys_wrapped_by(self, kek_id: str) -> dict[str, WrappedKey]:
+        """Every recipient's pseudonymisation key wrapped by a version of ``kek_id``, by name."""
+        rows = self._s.scalars(
+            select(ExportRecipientRow).where(ExportRecipientRow.kek_id == kek_id)
+        )
+        return {
+            row.name: WrappedKey(
+                kek_id=row.kek_id, kek_version=row.kek_version, ciphertext=bytes(row.pseudonym_key)
+            )
+            for row in rows
+        }
+
+    def rewrap_pseudonym_key(self, name: str, key: WrappedKey) -> None:
+        """Replace the recipient's wrapped pseudonymisation key (a key rotation)."""
+        row = self._recipient_row(name)
+        row.kek_id, row.kek_version, row.pseudonym_key = key.kek_id, key.kek_version, key.ciphertext
+        self._s.flush()
+
     def mark_verified(self, name: str, *, at: datetime, seq: int) -> None:
         """Record that recipient ``name`` proved possession of its key."""
         row = self._recipient_row(name)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from affidavit.config import Settings
 from affidavit.errors import InputError, KeystoreError
@@ -100,6 +101,24 @@ class KeyStatus:
     overdue: bool
     wrapped_per_version: dict[int, int]
 
+    def to_json(self) -> dict[str, Any]:
+        """``keys status --json``."""
+        return {
+            "kek_id": self.kek_id,
+            "current_version": self.current.version,
+            "next_rotation_due": self.next_rotation_due.isoformat(),
+            "overdue": self.overdue,
+            "versions": [
+                {
+                    "version": v.version,
+                    "created_at": v.created_at.isoformat(),
+                    "retired_at": v.retired_at.isoformat() if v.retired_at else None,
+                    "wrapped_backup_keys": self.wrapped_per_version.get(v.version, 0),
+                }
+                for v in self.versions
+            ],
+        }
+
 
 def key_status(app: App) -> KeyStatus:
     """Versions, ages, how many backup keys each wraps, and when rotation is due."""
@@ -132,6 +151,7 @@ class RotationResult:
     rewrapped: int
     retired: list[int]
     rewrapped_totp: int = 0
+    rewrapped_recipients: int = 0
 
 
 def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResult:
@@ -153,10 +173,12 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
             for b in uow.backups.list()
             if b.wrapped_identity is not None and b.status is not BackupStatus.DELETED
         ]
-    from affidavit.services import identity  # it imports this module
+    from affidavit.services import identity  # both import this module
+    from affidavit.services.exports import recipients
 
     identities = {b.id: unwrap_identity(keystore, b) for b in backups}  # fail before changing
     totp_secrets = identity.totp_secrets_to_rewrap(app, old.kek_id)  # the same key (KMS)
+    pseudonym_keys = recipients.pseudonym_keys_to_rewrap(app, old.kek_id)
     app.check_signer()  # a new KEK version whose event could not be recorded is not made
     new = keystore.rotate()
     rewrapped = {bid: wrap_identity(keystore, bid, ident) for bid, ident in identities.items()}
@@ -166,6 +188,7 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
                 bid, wrapped=wrapped.ciphertext, kek_id=wrapped.kek_id, kek_version=wrapped.version
             )
         totp_accounts = identity.rewrap_totp_secrets(app, change.uow, totp_secrets)
+        recipient_names = recipients.rewrap_pseudonym_keys(app, change.uow, pseudonym_keys)
         retired = []
         for kek in keystore.versions():
             if kek.version != new.version and kek.retired_at is None:
@@ -178,6 +201,7 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
                 "new_version": new.version,
                 "rewrapped_backups": sorted(rewrapped),
                 "rewrapped_totp": totp_accounts,  # accounts whose TOTP secret the key wraps
+                "rewrapped_recipients": recipient_names,  # export pseudonymisation keys
                 "versions_to_retire": retired,  # those no backup still uses are retired next
                 **allowed.event_details(),
             },
@@ -191,6 +215,9 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
             for b in uow.backups.list()
             if b.kek_id == new.kek_id and b.wrapped_identity is not None
         } | {c.kek_version for c in uow.identities.totp_wrapped_by(new.kek_id)}
+        still_used |= {
+            k.kek_version for k in uow.exports.pseudonym_keys_wrapped_by(new.kek_id).values()
+        }
     retired = [version for version in retired if version not in still_used]
     for version in retired:
         keystore.retire(version)
@@ -201,6 +228,7 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
         rewrapped=len(rewrapped),
         retired=retired,
         rewrapped_totp=len(totp_accounts),
+        rewrapped_recipients=len(recipient_names),
     )
 
 

@@ -13,6 +13,7 @@ event names its current key: the ledger vouches, not the catalog row.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -179,6 +180,37 @@ def vouched_key(uow: UnitOfWork, name: str) -> str | None:
         if event.subject == f"recipient:{name}" and isinstance(key, str):
             newest = key
     return newest
+
+
+def pseudonym_keys_to_rewrap(app: App, kek_id: str) -> dict[str, bytes]:
+    """For a rotation of the key ``kek_id``: every recipient's pseudonymisation key it
+    wraps, unwrapped (by recipient name). Raises before anything changes when one does not
+    unwrap."""
+    keystore = keystore_for(app.settings)
+    with app.read() as uow:
+        stored = uow.exports.pseudonym_keys_wrapped_by(kek_id)
+    return {
+        name: keystore.unwrap(
+            WrappedSecret(kek_id=key.kek_id, version=key.kek_version, ciphertext=key.ciphertext),
+            context=_context(name),
+        )
+        for name, key in stored.items()
+    }
+
+
+def rewrap_pseudonym_keys(app: App, uow: UnitOfWork, keys: Mapping[str, bytes]) -> list[str]:
+    """Wrap ``keys`` (:func:`pseudonym_keys_to_rewrap`) under the keystore's current version,
+    in ``uow`` (the rotation's transaction); the recipients' names."""
+    keystore = keystore_for(app.settings)
+    for name, key in keys.items():
+        wrapped = keystore.wrap(key, context=_context(name))
+        uow.exports.rewrap_pseudonym_key(
+            name,
+            WrappedKey(
+                kek_id=wrapped.kek_id, kek_version=wrapped.version, ciphertext=wrapped.ciphertext
+            ),
+        )
+    return sorted(keys)
 
 
 def pseudonym_key(app: App, name: str) -> bytes:
