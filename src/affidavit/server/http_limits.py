@@ -4,10 +4,21 @@ with a bound on a request's head.
 llhttp refuses what HTTP forbids in a head (control characters in header values, bad
 framing) but, unlike ``h11``, sets no limit on its size: the request line and headers it
 buffers until they are complete could grow with whatever a client sends. Here every
-connection counts the bytes it received since its current request began; once they pass
+connection counts the bytes of the head it is reading; once they pass
 :data:`MAX_HEAD_BYTES` before the head is complete the connection is answered ``431 Request
 Header Fields Too Large`` and closed, before anything reaches the app. (Bodies are bounded
 by :class:`~affidavit.server.hardening.Hardening`.)
+
+Two counts, so that only a head's bytes count, however the reads fall:
+
+- a head still incomplete: what arrives is fed to the parser in pieces of at most
+  :data:`_PIECE` bytes, and a piece counts when a head is incomplete after it. The next
+  request's head glued to the end of a body counts from the piece it began in (it cannot hide
+  in the read that completes the request before it); a pipelined head is over-counted by at
+  most one piece (the end of the message before it);
+- a head complete: its request target and headers as parsed (plus their separators), so the
+  bytes of a body that came in the same read never count (a request with a 60 KiB body is not
+  refused), nor do small requests pipelined in one write.
 
 When ``httptools`` is not installed, :func:`protocol` answers ``"h11"``: uvicorn's pure-Python
 parser, whose own limit on an incomplete head applies.
@@ -19,6 +30,14 @@ import asyncio
 from typing import Any, Final
 
 MAX_HEAD_BYTES: Final = 64 * 1024
+_PIECE: Final = 4096  # bytes fed to the parser at a time
+_HEAD_LINE: Final = 24  # a request line's bytes beside its target: method, version, CRLFs
+
+
+class _HeadTooLarge(Exception):
+    """Raised in the parser's callback to stop it (it becomes the parser's error)."""
+
+
 _REFUSAL: Final = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
     b"content-type: text/plain; charset=utf-8\r\n"
@@ -40,26 +59,42 @@ def protocol() -> type[asyncio.Protocol] | str:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._head_bytes = 0
-            self._in_head = True
+            self._head_bytes = 0  # bytes counted for the head under way
+            self._in_head = True  # between a message's end and its successor's headers
             self._refused = False
 
         def data_received(self, data: bytes) -> None:
-            if self._refused:
-                return
-            if self._in_head:
-                self._head_bytes += len(data)
-                if self._head_bytes > MAX_HEAD_BYTES:
-                    self._refused = True
-                    if not self.transport.is_closing():
-                        self.transport.write(_REFUSAL)
-                        self.transport.close()
+            for start in range(0, len(data), _PIECE):
+                if self._refused or self.transport.is_closing():
                     return
-            super().data_received(data)
+                piece = data[start : start + _PIECE] if len(data) > _PIECE else data
+                super().data_received(piece)
+                if not self._in_head:  # the head completed in this piece: its body follows
+                    continue
+                # a head is incomplete after this piece: it began before it (every byte of
+                # the piece is head) or in it (after a message that ended in it): counted whole
+                self._head_bytes += len(piece)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._refuse()
+                    return
+
+        def _refuse(self) -> None:
+            self._refused = True
+            if not self.transport.is_closing():
+                self.transport.write(_REFUSAL)
+                self.transport.close()
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            size = _HEAD_LINE + len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > MAX_HEAD_BYTES:  # complete, in the piece that brought it: too large
+                self._refuse()
+                raise _HeadTooLarge  # the parser stops here; nothing reaches the app
             super().on_headers_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._refused:  # the parser's error is our refusal, already answered
+                super().send_400_response(msg)
 
         def on_message_complete(self) -> None:
             super().on_message_complete()

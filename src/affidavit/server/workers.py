@@ -98,14 +98,24 @@ class Supervisor:
     def _fork(self) -> None:
         assert self.sock is not None
         orphan_guard = die_with_parent()  # looked up here, called in the worker
-        pid = os.fork()
+        # SIGINT and SIGTERM wait while the worker still has the supervisor's handler (which
+        # would run there on the copy of the supervisor: the worker would signal its siblings
+        # and outlive the signal meant to stop it); it gets them once its own are in place
+        stopping = (signal.SIGINT, signal.SIGTERM)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
         if pid == 0:  # the worker
             code = 1
             try:
+                for signum in stopping:
+                    signal.signal(signum, signal.SIG_DFL)  # uvicorn installs its own
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 if orphan_guard is not None:  # a supervisor killed by SIGKILL takes it along
                     orphan_guard()
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    signal.signal(signum, signal.SIG_DFL)  # uvicorn installs its own
                 code = _serve(self.config, self.sock)
             except BaseException:  # a worker reports and exits, never returns
                 log.exception("worker %d failed", os.getpid())
@@ -115,6 +125,7 @@ class Supervisor:
                     sys.stderr.flush()
                 os._exit(code)
         self.workers.add(pid)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _watch(self) -> int:
         """Reap workers; restart one that died while not stopping."""

@@ -56,7 +56,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -228,34 +228,58 @@ def _wrap_totp(app: App, account_id: str, secret: str) -> WrappedSecret:
     return keystore.wrap(secret.encode(), context=_TOTP_CONTEXT + account_id.encode())
 
 
-def totp_secrets_to_rewrap(app: App, kek_id: str) -> dict[str, tuple[str, str]]:
+@dataclass(frozen=True, slots=True)
+class TotpToRewrap:
+    """One TOTP secret a rotation re-wraps: its account's name, the secret, and the wrapped
+    bytes it was read from (re-wrapped only if the credential still holds them)."""
+
+    name: str
+    secret: str = field(repr=False)
+    wrapped: bytes = field(repr=False)
+
+
+def totp_secrets_to_rewrap(app: App, kek_id: str) -> dict[str, TotpToRewrap]:
     """For a rotation of the key ``kek_id``: when that key also wraps the TOTP secrets (an
-    AWS KMS keystore wraps both), every TOTP secret it wraps, unwrapped (account id ->
-    (account name, secret)); else nothing. Raises before anything changes when one does not
-    unwrap."""
+    AWS KMS keystore wraps both), every TOTP secret it wraps, unwrapped (by account id); else
+    nothing. Raises before anything changes when one does not unwrap."""
     if identity_keystore(app.settings).current().kek_id != kek_id:
         return {}
     with app.read() as uow:
         ids = uow.identities
         credentials = ids.totp_wrapped_by(kek_id)
         names = {c.account_id: ids.account_by_id(c.account_id).name for c in credentials}
-    return {c.account_id: (names[c.account_id], _unwrap_totp(app, c)) for c in credentials}
+    return {
+        c.account_id: TotpToRewrap(
+            name=names[c.account_id], secret=_unwrap_totp(app, c), wrapped=c.wrapped_secret
+        )
+        for c in credentials
+    }
 
 
 def rewrap_totp_secrets(
-    app: App, uow: UnitOfWork, secrets: Mapping[str, tuple[str, str]]
+    app: App, uow: UnitOfWork, secrets: Mapping[str, TotpToRewrap]
 ) -> list[str]:
     """Wrap ``secrets`` (:func:`totp_secrets_to_rewrap`) under the keystore's current
-    version, in ``uow`` (the rotation's transaction); the names of their accounts."""
-    for account_id, (_, secret) in secrets.items():
-        wrapped = _wrap_totp(app, account_id, secret)
+    version, in ``uow`` (the rotation's transaction); the names of their accounts.
+
+    A credential reset or enrolled again since it was read (another transaction, while the
+    rotation unwrapped and re-wrapped) is left as it is now: writing the secret read earlier
+    over it would bring back the secret the reset removed (a lost device's). It keeps the
+    version it is wrapped by, which the rotation then does not retire."""
+    done = []
+    for account_id, item in secrets.items():
+        held = uow.identities.totp(account_id)
+        if held is None or held.wrapped_secret != item.wrapped:
+            continue
+        wrapped = _wrap_totp(app, account_id, item.secret)
         uow.identities.rewrap_totp(
             account_id,
             wrapped_secret=wrapped.ciphertext,
             kek_id=wrapped.kek_id,
             kek_version=wrapped.version,
         )
-    return sorted(name for name, _ in secrets.values())
+        done.append(item.name)
+    return sorted(done)
 
 
 def _unwrap_totp(app: App, credential: TotpCredential) -> str:

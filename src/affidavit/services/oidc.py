@@ -278,10 +278,10 @@ class _Pending:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> _Pending:
         return cls(
-            nonce=str(data["nonce"]),
-            verifier=str(data["verifier"]),
+            nonce=_text(data["nonce"]),
+            verifier=_text(data["verifier"]),
             kind=FlowKind(data["kind"]),
-            created_at=datetime.fromisoformat(str(data["created_at"])),
+            created_at=_moment(data["created_at"]),
             binding=_optional_text(data.get("binding")),
             flow=_optional_text(data.get("flow")),
         )
@@ -311,23 +311,39 @@ class _CliFlow:
     def from_json(cls, data: Mapping[str, Any]) -> _CliFlow:
         who = data.get("who")
         return cls(
-            secret=str(data["secret"]),
-            created_at=datetime.fromisoformat(str(data["created_at"])),
+            secret=_text(data["secret"]),
+            created_at=_moment(data["created_at"]),
             code=_optional_text(data.get("code")),
             who=None if not isinstance(who, dict) else _identity_from_json(who),
             attempts=int(data.get("attempts", 0)),
         )
 
 
+def _text(value: Any) -> str:
+    """A sealed row's text (TypeError otherwise: the row is refused as unknown)."""
+    if not isinstance(value, str):
+        raise TypeError("not a text")
+    return value
+
+
 def _optional_text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else _text(value)
+
+
+def _moment(value: Any) -> datetime:
+    """A sealed row's time, with its zone (ValueError otherwise: a naive time would fail
+    the comparisons with the clock, as a server error, rather than refuse the row)."""
+    moment = datetime.fromisoformat(_text(value))
+    if moment.tzinfo is None:
+        raise ValueError("a time without a zone")
+    return moment
 
 
 def _identity_from_json(data: Mapping[str, Any]) -> OidcIdentity:
     return OidcIdentity(
-        issuer=str(data["issuer"]),
-        subject=str(data["subject"]),
-        authenticated_at=datetime.fromisoformat(str(data["authenticated_at"])),
+        issuer=_text(data["issuer"]),
+        subject=_text(data["subject"]),
+        authenticated_at=_moment(data["authenticated_at"]),
         mfa=bool(data["mfa"]),
         acr=_optional_text(data.get("acr")),
         amr=tuple(str(a) for a in data.get("amr", ())),

@@ -29,8 +29,9 @@ repairs by *rolling forward*: a newer catalog checkpoint that opens with this ke
 consistent with the memory was signed by the key holder, so it is adopted. A memory that is
 behind can therefore make the signer refuse, never sign something it could not prove.
 
-The memory is overwritten in place (one ``pwrite`` of a few hundred bytes, under ``flock``),
-without ``fsync``: after a power loss it may miss the newest updates (rolled forward as
+The memory is overwritten in place (one ``pwrite`` of a few hundred bytes, under an
+exclusive ``flock``; read under a shared one, so that no process reads a note torn between
+two), without ``fsync``: after a power loss it may miss the newest updates (rolled forward as
 above). A note that no longer opens stops the signer (:class:`KeystoreError`) rather than
 letting it guess.
 """
@@ -109,7 +110,14 @@ class SignerMemory:
         if fd is None:
             return None
         try:
-            raw = os.pread(fd, _MAX_NOTE + 1, 0)
+            # shared with other readers, never with a writer: another process's save writes
+            # in place (``pwrite``, then ``ftruncate`` when shorter), so a read beside it could
+            # see a note torn between two, which would not open
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                raw = os.pread(fd, _MAX_NOTE + 1, 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError as exc:
             raise KeystoreError(f"cannot read {self.path}: {exc.strerror}") from exc
         return self._parse(raw)
