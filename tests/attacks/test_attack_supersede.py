@@ -28,7 +28,7 @@ from tests.unit.identity.test_attacks_approvals_2 import (
     _state,
 )
 
-from affidavit.errors import AccessDenied
+from affidavit.errors import AccessDenied, InputError
 from affidavit.models.approval import RULE_CHANGED, GatedOperation, RequestState, fold
 from affidavit.models.permissions import Role
 from affidavit.services import gated, requests, roles
@@ -65,7 +65,7 @@ def test_an_authority_taken_before_a_rule_change_is_refused_after_it(people: Peo
     requests.approve(people.app, carol, request_id, now=carol.mfa_at)
     alice = people.login("alice")
     _, authority = requests.approved_authority(people.app, alice, request_id, now=alice.mfa_at)
-    _change_rule(people, _rule(GatedOperation.ROLE_GRANT, 1, Role.ADMIN))
+    _change_rule(people, _rule(GatedOperation.ROLE_GRANT, 2, Role.ADMIN))
     alice = people.login("alice")
     size = ledger_size(people.home)
     with pytest.raises(AccessDenied, match="cancelled"):
@@ -128,21 +128,19 @@ def test_a_rule_change_naming_another_request_as_its_maker_spares_only_that_one(
     assert folded[second].superseded is not None
 
 
-def test_two_admins_can_end_anyones_open_requests_by_restating_a_rule(people: People) -> None:
-    """By design (docs/approvals.md, States): a rule change, even one that re-states the
-    rule in force, supersedes every open request of its operation, approved ones included.
-    So an administrator, with a second one approving, can cancel requests that are not
-    theirs (a denial of service bounded by asking again; recorded in the ledger, and the
-    request names the change)."""
+def test_restating_the_rule_in_force_is_refused_and_cancels_nothing(people: People) -> None:
+    """A "change" that repeats the rule in force would change nothing but supersede every
+    open request of its operation (approved ones included): a denial of service needing only
+    the rule-change path. It is refused before it is asked for: nothing recorded, the
+    approved request stays approved and executes."""
     erin = people.login("erin")
     request_id = _ask_hold_release(people, erin)
     dave = people.login("dave")
     requests.approve(people.app, dave, request_id, now=dave.mfa_at)
     assert _state(people, request_id, dave.mfa_at) is RequestState.APPROVED
-    _change_rule(people, _rule(GatedOperation.HOLD_RELEASE, 1, Role.SECURITY_OFFICER))  # same
+    alice = people.login("alice")
+    same = _rule(GatedOperation.HOLD_RELEASE, 1, Role.SECURITY_OFFICER)  # the default
+    with pytest.raises(InputError, match="rule in force"):
+        requests.rule_change(people.app, alice, same, reason="again", now=alice.mfa_at)
     erin = people.login("erin")
-    assert _state(people, request_id, erin.mfa_at) is RequestState.CANCELLED
-    shown = requests.get_request(people.app, people.login("alice"), request_id)
-    assert shown.superseded is not None
-    with pytest.raises(AccessDenied):
-        gated.execute(people.app, erin, request_id, now=erin.mfa_at)
+    assert _state(people, request_id, erin.mfa_at) is RequestState.APPROVED

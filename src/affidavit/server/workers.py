@@ -111,6 +111,10 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
+                # its own process group: a Ctrl-C at the terminal (SIGINT to the foreground
+                # group) reaches the supervisor alone, which stops each worker once (a second
+                # signal would make uvicorn force-exit, cutting requests in flight)
+                os.setpgid(0, 0)
                 for signum in stopping:
                     signal.signal(signum, signal.SIG_DFL)  # uvicorn installs its own
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)

@@ -674,6 +674,14 @@ def rule_change(
     administrator approves it under the rule for rule changes). Recorded
     ``approval.rule_changed``."""
     authorize(principal, Permission.APPROVAL_RULES)
+    if authority is None:
+        with app.read() as uow:
+            in_force = rules_in_force(uow)[rule.operation]
+        if in_force == rule:  # it would change nothing, and supersede every open request
+            raise InputError(
+                f"that is the rule in force for {rule.operation.value} already",
+                hint="`affidavit request rules` shows the rules; change a value, or leave it",
+            )
     params = rule.to_json()
     allowed = gate(
         app,

@@ -430,10 +430,19 @@ def test_a_change_of_the_rule_for_rule_changes_supersedes_the_others_not_itself(
             now=carol.mfa_at,
         )
     )
-    _change_rule(people, _rule(GatedOperation.HOLD_RELEASE, 1, Role.SECURITY_OFFICER))
+    _change_rule(people, _rule(GatedOperation.HOLD_RELEASE, 2, Role.SECURITY_OFFICER))
     alice = people.login("alice")
     assert _state(people, other, alice.mfa_at) is RequestState.PENDING  # another operation
-    _change_rule(people, _rule(GatedOperation.RULE_CHANGE, 1, Role.ADMIN))
+    _change_rule(
+        people,
+        ApprovalRule(
+            operation=GatedOperation.RULE_CHANGE,
+            approvers=1,
+            role=Role.ADMIN,
+            approval_window=2 * DAY,
+            execution_window=DAY,
+        ),
+    )
     alice = people.login("alice")
     assert _state(people, other, alice.mfa_at) is RequestState.CANCELLED
     executed = [
