@@ -36,6 +36,14 @@ CLIENT = ClientInfo(address="127.0.0.1", agent="pytest setup")
 API = "/api/v1"
 
 
+def password_file(folder: Path) -> Path:
+    """A file of mode 0600 holding :data:`PASSWORD` (for ``--password-file``)."""
+    path = folder / "pw"
+    path.write_text(PASSWORD + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

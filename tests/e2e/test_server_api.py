@@ -237,6 +237,7 @@ HARMLESS.update(
         ("GET", "/drills"): (f"{WEB}/drills", None),
         ("GET", "/findings"): (f"{WEB}/findings", None),
         ("GET", "/exceptions"): (f"{WEB}/exceptions", None),
+        ("GET", "/checks/{run_id}"): (f"{WEB}/checks/{MISSING}", None),
         ("GET", "/ledger"): (f"{WEB}/ledger", None),
     }
 )

@@ -1,15 +1,19 @@
 """More remote-capable commands print through the server exactly what they print locally:
 vault, verification and drill lists (tables and ``--json``), with and without a backup
-filter."""
+filter, the scheduled checks, a source, a vault, holds, the keys' status and the ledger's
+key, checkpoint and consistency proofs; and a drill run through
+the server by an operator (an auditor may not; a URI target stays local), the inventory, and
+a dataset classified by an administrator."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from server_harness import PASSWORD, make_world, serving
+from server_harness import make_world, password_file, serving
 
 from affidavit.constants import EngineName
 from affidavit.models.uri import ConnectionUri
@@ -32,11 +36,10 @@ def test_lists_print_the_same_through_the_server(
     backup_id = json.loads(cli("backup", "list", "--json").out)["backups"][0]["backup_id"]
     assert cli("verify", backup_id).code == 0
     assert cli("drill", "run", backup_id).code == 0
+    assert cli("hold", "add", backup_id, "--case", "C-1", "--reason", "audit").code == 0
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     world = make_world(home)
-    password = tmp_path / "pw"
-    password.write_text(PASSWORD + "\n")
-    password.chmod(0o600)
+    password = password_file(tmp_path)
     with serving(home) as served:
         login = cli("login", served.url, "--name", "auditor", "--password-file", str(password),
                     "--code", world.code("auditor"))  # fmt: skip
@@ -51,9 +54,83 @@ def test_lists_print_the_same_through_the_server(
             ("drill", "list"),
             ("drill", "list", "--json"),
             ("drill", "list", backup_id),
+            ("due", "--all"),
+            ("due", "--all", "--json"),
+            ("source", "show", "cache"),
+            ("source", "show", "cache", "--json"),
+            ("ledger", "checkpoint"),
+            ("ledger", "checkpoint", "--json"),
+            ("vault", "show", "v1"),
+            ("vault", "show", "v1", "--json"),
+            ("hold", "list"),
+            ("hold", "list", backup_id, "--active", "--json"),
+            ("keys", "status"),
+            ("keys", "status", "--json"),
+            ("ledger", "key"),
+            ("ledger", "consistency", "--old-size", "2"),
+            ("ledger", "consistency", "--old-size", "2", "--json"),
         ):
             local, through = cli(*args), cli(*server, *args)
             assert local.code == 0, (args, local.err)
             assert (through.code, through.out) == (local.code, local.out), (args, through.err)
         assert json.loads(cli(*server, "verify", "list", "--json").out)["verifications"]
         assert json.loads(cli(*server, "drill", "list", "--json").out)["drills"]
+        assert json.loads(cli(*server, "due", "--all", "--json").out)["items"]
+        # a drill through the server: the auditor may not, an operator may (scratch only)
+        refused = cli(*server, "drill", "run", backup_id)
+        assert refused.code == 2 and "may not drill.run" in refused.err, refused.err
+        refused = cli(*server, "inventory")
+        assert refused.code == 2 and "may not inventory.run" in refused.err, refused.err
+        refused = cli(*server, "dataset", "classify", "cache/db0", "public", "--reason", "x")
+        assert refused.code == 2 and "may not dataset.classify" in refused.err, refused.err
+        assert cli(*server, "ledger", "checkpoint", "--out", "cp.txt").code == 2
+        login = cli("login", served.url, "--name", "operator", "--password-file",
+                    str(password), "--code", world.code("operator"))  # fmt: skip
+        assert login.code == 0, login.err
+        refused = cli(*server, "keys", "status")
+        assert refused.code == 2 and "may not keys.status" in refused.err, refused.err
+        local_only = cli(*server, "drill", "run", backup_id, "--target", fresh_redis.uri)
+        assert local_only.code == 2 and "only locally" in local_only.err, local_only.err
+        drilled = cli(*server, "drill", "run", backup_id, "--rto", "600")
+        assert drilled.code == 0, drilled.err
+        assert drilled.out.startswith("Drill ") and "passed" in drilled.out, drilled.out
+        as_json = json.loads(cli(*server, "drill", "run", backup_id, "--json").out)
+        assert (as_json["ok"], as_json["backup_id"]) == (True, backup_id)
+        with sqlite3.connect(home / "catalog.sqlite") as db:
+            actors = [json.loads(e)["actor"] for (e,) in db.execute(
+                "select entry from ledger_entries where action = 'drill.completed'")]  # fmt: skip
+        assert actors[-2:] == ["operator", "operator"]
+        # the inventory, probed from the server's host, prints as locally; an unreachable
+        # source is exit 3 both ways
+        for args in (("inventory",), ("inventory", "--source", "cache")):
+            local, through = cli(*args), cli(*server, *args)
+            assert (local.code, through.code) == (0, 0), through.err
+            assert through.out == local.out
+        missing = cli(*server, "inventory", "--source", "nowhere")
+        assert missing.code == 2 and "no source named 'nowhere'" in missing.err
+        assert cli("source", "add", "dead", "--engine", "redis", "--uri",
+                   "redis://127.0.0.1:9", "--classification", "internal").code == 0  # fmt: skip
+        local, through = cli("inventory", "--json"), cli(*server, "inventory", "--json")
+        assert (local.code, through.code) == (3, 3), through.err
+        dead = [s for s in json.loads(through.out)["sources"] if s["name"] == "dead"]
+        assert [s["reachable"] for s in dead] == [False]
+        # an administrator classifies a dataset through the server
+        dataset = json.loads(cli("source", "show", "cache", "--json").out)["datasets"][0]["name"]
+        login = cli("login", served.url, "--name", "admin", "--password-file", str(password),
+                    "--code", world.code("admin"))  # fmt: skip
+        assert login.code == 0, login.err
+        for args, text in (
+            (("cache", "public"), "SOURCE/DATASET"),
+            ((f"cache/{dataset}", "secret"), "secret"),
+        ):
+            bad = cli(*server, "dataset", "classify", *args, "--reason", "x")
+            assert bad.code == 2 and text in bad.err, bad.err
+        done = cli(*server, "dataset", "classify", f"cache/{dataset}", "confidential",
+                   "--reason", "holds customer data", "--json")  # fmt: skip
+        assert done.code == 0, done.err
+        assert json.loads(done.out)["classification"] == "confidential"
+        with sqlite3.connect(home / "catalog.sqlite") as db:
+            (entry,) = db.execute(
+                "select entry from ledger_entries where action = 'dataset.classified'"
+            ).fetchone()
+        assert json.loads(entry)["actor"] == "admin"

@@ -5,8 +5,9 @@ used in the look-back window (access log and ledger) and its unused roles and pe
 reviewers decide to keep or revoke each grant; closing the review applies the revocations
 through the approval path (docs/identities.md, "Access reviews").
 
-Every command needs an authenticated identity: locally ``--as NAME`` (a login for the one
-command).
+Every command needs an authenticated identity: through the server in client mode
+(``--server``/``AFFIDAVIT_SERVER``, after ``affidavit login``), or locally ``--as NAME`` (a
+login for the one command).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
-from affidavit.cli.acting import AsCodeOpt, AsOpt, AsPasswordFileOpt, acting
+from affidavit.cli import client
+from affidavit.cli.acting import AsCodeOpt, AsOpt, AsPasswordFileOpt, as_caller
 from affidavit.cli.output import JsonOpt, plain, print_json, show, table, when
-from affidavit.cli.state import app_for
 from affidavit.models.access_review import Verdict
 from affidavit.models.permissions import Role
 from affidavit.services import access_reviews
@@ -27,7 +28,8 @@ app = typer.Typer(help="Access governance: periodic reviews of who holds which r
                   no_args_is_help=True)  # fmt: skip
 review_app = typer.Typer(
     help="Access reviews: roles held, permissions used, unused grants, decisions, "
-    "revocations through the approval path. Locally with --as NAME.",
+    "revocations through the approval path. Through the server (after `affidavit login`) "
+    "or locally with --as NAME.",
     no_args_is_help=True,
 )
 app.add_typer(review_app, name="review")
@@ -99,12 +101,16 @@ def review_start(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Start a review of every account holding a role (recorded with its snapshot)."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (who, _),
-    ):
-        data = access_reviews.start_review(application, who, lookback_days=lookback_days).to_json()
+    """Start a review of every account holding a role (recorded with its snapshot;
+    remote-capable: --server)."""
+    data = client.remote_post(ctx, "/access-reviews", {"lookback_days": lookback_days})
+    if data is None:
+        data = as_caller(
+            ctx,
+            lambda app, who: access_reviews.start_review(
+                app, who, lookback_days=lookback_days
+            ).to_json(),
+        )
     if json_out:
         print_json(data)
         return 0
@@ -125,21 +131,31 @@ def review_show(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """One review with its grants, use and decisions; without ID the list of reviews."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (who, _),
-    ):
-        if review_id is not None:
-            data: dict[str, Any] = access_reviews.get_review(application, who, review_id).to_json()
-        else:
-            found = [r.to_json() for r in access_reviews.list_reviews(application, who)]
+    """One review with its grants, use and decisions; without ID the list of reviews
+    (remote-capable: --server)."""
+    remote = client.remote(ctx)
     if review_id is not None:
+        data = (
+            remote.get(client.route("access-reviews", review_id))
+            if remote is not None
+            else as_caller(
+                ctx,
+                lambda app, who: access_reviews.get_review(app, who, review_id).to_json(),
+            )
+        )
         if json_out:
             print_json(data)
         else:
             _show(data)
         return 0
+    found = (
+        remote.get("/access-reviews")["reviews"]
+        if remote is not None
+        else as_caller(
+            ctx,
+            lambda app, who: [r.to_json() for r in access_reviews.list_reviews(app, who)],
+        )
+    )
     if json_out:
         print_json({"reviews": found})
         return 0
@@ -179,27 +195,21 @@ def review_decide(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Decide to keep or revoke one grant (never one's own)."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (who, _),
-    ):
-        review = access_reviews.decide(
-            application,
-            who,
-            review_id,
-            account=account,
-            role=role,
-            verdict=verdict,
-            justification=justification,
-        )
-    data = review.to_json()
+    """Decide to keep or revoke one grant (never one's own; remote-capable: --server)."""
+    body = {"account": account, "role": role.value, "decision": verdict.value,
+            "justification": justification}  # fmt: skip
+    data = client.remote_post(ctx, f"{client.route('access-reviews', review_id)}/decisions", body)
+    if data is None:
+        data = as_caller(ctx, lambda app, who: (
+            access_reviews.decide(app, who, review_id, account=account, role=role,
+                                  verdict=verdict, justification=justification).to_json()
+        ))  # fmt: skip
     if json_out:
         print_json(data)
         return 0
     show(
         f"Recorded: {verdict.value} {plain(account)} / {role.value} in review "
-        f"{plain(review.id)}; {len(review.undecided)} grant(s) undecided."
+        f"{plain(data['id'])}; {len(data['undecided'])} grant(s) undecided."
     )
     return 0
 
@@ -211,15 +221,17 @@ def review_close(
     as_name: AsOpt = None,
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
+    code: client.StepUpCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Close a review and apply its revocations through the approval path (an administrator
-    with a fresh TOTP check when it revokes anything)."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (who, _),
-    ):
-        data = access_reviews.close_review(application, who, review_id).to_json()
+    with a fresh TOTP check when it revokes anything; remote-capable: --server)."""
+    data = client.remote_post(ctx, f"{client.route('access-reviews', review_id)}/close", {}, code)
+    if data is None:
+        data = as_caller(
+            ctx,
+            lambda app, who: access_reviews.close_review(app, who, review_id).to_json(),
+        )
     if json_out:
         print_json(data)
         return 0

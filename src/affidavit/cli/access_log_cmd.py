@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.output import JsonOpt, error, plain, print_json, print_result, show, table
+from affidavit.cli import client
+from affidavit.cli.log_views import print_log_verification
+from affidavit.cli.output import JsonOpt, plain, print_json, print_result, show, table
 from affidavit.cli.state import app_for, state
-from affidavit.constants import ExitCode
 from affidavit.errors import InputError
 from affidavit.services import access_log as svc
 
@@ -37,39 +38,50 @@ def show_(
     ] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """List access-log entries in sequence order (expired ones by what is left of them)."""
-    with app_for(ctx) as application:
-        shown = svc.show(application, since=since, until=until, identity=identity, limit=limit)
+    """List access-log entries in sequence order (expired ones by what is left of them;
+    remote-capable: --server)."""
+    found = client.view(
+        ctx,
+        "/access-log",
+        params={"since": since, "until": until, "identity": identity,
+                "limit": None if limit is None else str(limit)},
+        local=lambda app: {"entries": [
+            item.to_json()
+            for item in svc.show(app, since=since, until=until, identity=identity, limit=limit)
+        ]},
+    )  # fmt: skip
     if json_out:
-        print_json({"entries": [item.to_json() for item in shown]})
+        print_json(found)
         return 0
-    if not shown:
+    if not found["entries"]:
         show("no access-log entries match")
         return 0
     rows = []
-    for item in shown:
-        entry = item.entry
-        if entry is None:
-            what = "[red]not an access entry[/red]" if item.invalid else "[dim]expired[/dim]"
-            rows.append([item.seq, item.time, what, None, None, plain(item.action), None,
-                         plain(item.outcome), None])  # fmt: skip
+    for entry in found["entries"]:
+        if "route" not in entry:  # expired, or not an access entry: what is left of it
+            what = (
+                "[red]not an access entry[/red]" if entry.get("invalid") else "[dim]expired[/dim]"
+            )
+            rows.append([entry["seq"], entry["time"], what, None, None, plain(entry["action"]),
+                         None, plain(entry["outcome"]), None])  # fmt: skip
             continue
-        device = entry.device
-        client = " ".join(
-            part for part in (entry.client_ip, device.type.value, device.os, device.browser) if part
-        )
-        outcome = entry.outcome.value + (f" {entry.status}" if entry.status is not None else "")
+        device = entry["device"]
+        where = " ".join(
+            part for part in (entry["client_ip"], device["type"], device["os"], device["browser"])
+            if part
+        )  # fmt: skip
+        status = entry["status"]
         rows.append(
             [
-                entry.seq,
-                entry.time,
-                plain(entry.identity),
-                plain(entry.auth_method),
-                plain(client),
-                plain(entry.action),
-                plain(entry.subject),
-                outcome,
-                f"{entry.latency_us / 1000:.1f}",
+                entry["seq"],
+                entry["time"],
+                plain(entry["identity"]),
+                plain(entry["auth_method"]),
+                plain(where),
+                plain(f"{entry['method']} {entry['route']}"),
+                plain(entry["subject"]),
+                entry["outcome"] + (f" {status}" if status is not None else ""),
+                f"{entry['latency_us'] / 1000:.1f}",
             ]
         )
     show(
@@ -99,33 +111,24 @@ def verify(
     json_out: JsonOpt = False,
 ) -> int:
     """Recompute every leaf and root, check every checkpoint and its signature, and report
-    every discrepancy. Exit 1 when the access log does not verify."""
-    if file is not None:
-        report = svc.verify_file(file, vkey=public_key, settings=state(ctx).settings)
+    every discrepancy. Exit 1 when the access log does not verify (remote-capable: --server,
+    with the server's key; --file and --public-key run locally only)."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        client.local_only("access-log verify", file=file, public_key=public_key)
+        data = remote.get("/access-log/verify")
+    elif file is not None:
+        data = svc.verify_file(file, vkey=public_key, settings=state(ctx).settings).to_json()
     else:
         with app_for(ctx) as application:
-            report = svc.verify(application, vkey=public_key)
-    if json_out:
-        print_json(report.to_json())
-    elif report.ok:
-        cp = report.checkpoint
-        expired = f" ({report.expired} expired)" if report.expired else ""
-        show(
-            f"[green]ok[/green]: {report.size} entries{expired}, root {report.root.hex()}"
-            + (f", signed as {cp.origin}" if cp else " (nothing recorded yet)")
-        )
-        if report.vkey:
-            show(f"[dim]verified with {report.vkey} ({report.key_source})[/dim]")
-    else:
-        show(
-            table(
-                "Access-log findings",
-                ["code", "seq", "message"],
-                [[f.code.value, f.seq, plain(f.message)] for f in report.findings],
-            )
-        )
-        error(f"the access log does not verify: {len(report.findings)} finding(s)")
-    return 0 if report.ok else int(ExitCode.SUBJECT_FAILED)
+            data = svc.verify(application, vkey=public_key).to_json()
+    return print_log_verification(
+        data,
+        json_out=json_out,
+        log_name="access log",
+        signed="signed as",
+        unsigned=" (nothing recorded yet)",
+    )
 
 
 @app.command("export")

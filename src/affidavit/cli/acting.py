@@ -11,12 +11,13 @@ never accepted twice).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
+from affidavit.cli.state import app_for
 from affidavit.models.identity import Principal, account_name
 from affidavit.models.ledger import ClientInfo
 from affidavit.services import identity, principals
@@ -24,6 +25,7 @@ from affidavit.services.context import App
 from affidavit.services.secrets import make_secret_ref, resolve_secret
 
 CLI_CLIENT = ClientInfo(agent="affidavit-cli")
+_T = TypeVar("_T")
 
 AsOpt = Annotated[
     str | None,
@@ -76,3 +78,17 @@ def acting(
         yield grant.principal, password
     finally:
         identity.logout(application, grant.principal)
+
+
+def as_caller(ctx: typer.Context, call: Callable[[App, Principal], _T]) -> _T:
+    """``call(app, principal)`` on this host's home, as the account of the command's ``--as``
+    options (``as_name``, ``as_password_file``, ``as_code`` among its parameters), or the
+    local OS user without them: the local half of a command that needs an identity."""
+    given = ctx.params
+    with (
+        app_for(ctx) as application,
+        acting(
+            application, given.get("as_name"), given.get("as_password_file"), given.get("as_code")
+        ) as (who, _),
+    ):
+        return call(application, who)

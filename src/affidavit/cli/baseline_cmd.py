@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from affidavit.cli.governance_views import baseline_json
+from affidavit.cli import client
 from affidavit.cli.output import JsonOpt, plain, print_json, print_result, show, when
 from affidavit.cli.state import app_for
-from affidavit.errors import NotFound
 from affidavit.services import baseline as svc
+from affidavit.services.views import baseline_json
 
 app = typer.Typer(
     help="The approved configuration of sources and vaults; `policy check` reports drift.",
@@ -23,30 +23,35 @@ app = typer.Typer(
 def approve(
     ctx: typer.Context,
     note: Annotated[str, typer.Option(help="Why this configuration is right (recorded).")],
+    code: client.StepUpCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Read every source's and vault's security configuration now and approve it."""
-    with app_for(ctx) as application:
-        b = svc.approve_baseline(application, note=note)
+    """Read every source's and vault's security configuration now and approve it
+    (remote-capable: --server, with a fresh TOTP check)."""
+    data = client.remote_post(ctx, "/baselines", {"note": note}, code)
+    if data is None:
+        with app_for(ctx) as application:
+            data = baseline_json(svc.approve_baseline(application, note=note))
+    content = data["content"]
     return print_result(
-        baseline_json(b),
-        f"Baseline {b.id} approved by {plain(b.approved_by)}: {len(b.content['sources'])} "
-        f"source(s), {len(b.content['vaults'])} vault(s), policy version "
-        f"{b.content['policy_version'] or '-'} (sha256 {b.sha256[:16]}...).",
+        data,
+        f"Baseline {data['id']} approved by {plain(data['approved_by'])}: "
+        f"{len(content['sources'])} source(s), {len(content['vaults'])} vault(s), policy version "
+        f"{content['policy_version'] or '-'} (sha256 {data['sha256'][:16]}...).",
         json_out=json_out,
     )
 
 
 @app.command("show")
 def show_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
-    """Print the baseline in force."""
-    with app_for(ctx) as application:
-        b = svc.latest_baseline(application)
-    if b is None:
-        raise NotFound("no baseline has been approved", hint="`affidavit baseline approve`")
+    """Print the baseline in force (remote-capable: --server)."""
+    data = client.view(
+        ctx, "/baseline", local=lambda app: baseline_json(svc.baseline_in_force(app))
+    )
     if json_out:
-        print_json(baseline_json(b))
+        print_json(data)
     else:
-        show(f"Baseline {b.id}, approved {when(b.approved_at)} by {plain(b.approved_by)}:")
-        typer.echo(json.dumps(b.content, indent=2, sort_keys=True))
+        show(f"Baseline {data['id']}, approved {when(data['approved_at'])} by "
+             f"{plain(data['approved_by'])}:")  # fmt: skip
+        typer.echo(json.dumps(data["content"], indent=2, sort_keys=True))
     return 0

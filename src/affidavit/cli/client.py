@@ -28,7 +28,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import typer
 
@@ -74,14 +74,62 @@ REMOTE_COMMANDS: Final = frozenset(
         "request execute",
         "request rules",
         "request rule-set",
+        "access review start",
+        "access review show",
+        "access review decide",
+        "access review close",
+        "ledger show",
+        "ledger verify",
+        "ledger proof",
+        "access-log show",
+        "access-log verify",
+        "finding list",
+        "finding show",
+        "finding ack",
+        "finding resolve",
+        "exception add",
+        "exception revoke",
+        "exception list",
+        "policy propose",
+        "policy list",
+        "policy show",
+        "policy check",
+        "baseline approve",
+        "baseline show",
+        "due",
+        "run-due",
+        "user add",
+        "user list",
+        "role grant",
+        "role revoke",
+        "role list",
+        "token create",
+        "token list",
+        "token revoke",
+        "drill run",
+        "source show",
+        "ledger checkpoint",
+        "inventory",
+        "evidence build",
+        "hold list",
+        "vault show",
+        "keys status",
+        "ledger key",
+        "ledger consistency",
+        "dataset classify",
     }
 )
 """Commands that run through the server in client mode (docs/server.md keeps the list)."""
 CLIENT_COMMANDS: Final = frozenset({"login", "logout", "whoami"})
 """Commands that manage the client's own session (they talk to a server by nature)."""
+STATELESS_COMMANDS: Final = frozenset({"policy validate", "policy controls", "evidence verify"})
+"""Commands that read and change no home (a file given, or the controls catalog): they run
+on this host in client mode too."""
 _TIMEOUT: Final = 600.0  # a backup or a verification through the API takes its time
 _MAX_SESSION_FILE: Final = 64 * 1024
 _T = TypeVar("_T")
+Param = str | list[str] | None
+"""A query parameter's value: one, several (repeated), or none (left out)."""
 
 
 class RemoteError(Error):
@@ -265,52 +313,94 @@ class Client:
         path: str,
         *,
         body: Mapping[str, Any] | None = None,
-        params: Mapping[str, str | None] | None = None,
+        params: Mapping[str, Param] | None = None,
     ) -> Any:
-        """Call ``method path`` and return the JSON answer; raise :class:`RemoteError` with
+        """Call ``method path?params`` (a list value: the parameter repeated) and return the
+        JSON answer; raise :class:`RemoteError` with
         the server's message, hint and exit code, or :class:`OperationError` (exit 3) when
         the server cannot be reached or answers with something else than JSON."""
+        query = urllib.parse.urlencode(
+            {k: v for k, v in (params or {}).items() if v is not None}, doseq=True
+        )
+        data = json.dumps(body).encode() if body is not None else None
+        with self._open(method, path + (f"?{query}" if query else ""), data=data) as response:
+            try:
+                raw = response.read()
+            except OSError as exc:
+                raise self._unreachable(exc) from None
+        return _json(raw, self.server)
+
+    def _open(self, method: str, path: str, *, data: bytes | None = None) -> Any:
+        """The server's answer to ``method path`` (with a JSON body ``data``), open for
+        reading; an HTTP error raises :meth:`_refused`'s error, no answer an
+        :class:`OperationError`."""
         import urllib.request  # (with ssl and http.client: only when a command talks to one)
 
-        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None})
-        url = f"{self.server}{API_PREFIX}{path}" + (f"?{query}" if query else "")
-        data = json.dumps(body).encode() if body is not None else None
         headers = {"Accept": "application/json", "User-Agent": f"affidavit-cli/{__version__}"}
         if data is not None:
             headers["Content-Type"] = "application/json"
         if self._secret is not None:
             headers["Authorization"] = f"Bearer {self._secret}"
+        url = f"{self.server}{API_PREFIX}{path}"
         request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - http(s) only (server_url)
         try:
-            with _opener().open(request, timeout=_TIMEOUT) as response:
-                return _json(response.read(), self.server)
+            return _opener().open(request, timeout=_TIMEOUT)
         except urllib.error.HTTPError as exc:
-            if 300 <= exc.code < 400:
-                raise OperationError(
-                    f"the server {self.server} answered HTTP {exc.code}, a redirect to "
-                    f"{str(exc.headers.get('Location', ''))[:200]!r}: not followed (the "
-                    "session secret would go with it)",
-                    hint="log in with the URL the server itself answers on",
-                ) from None
-            answer = _json(exc.read(), self.server)
-            if not isinstance(answer, dict) or "error" not in answer:
-                raise OperationError(
-                    f"the server {self.server} answered HTTP {exc.code} without an error"
-                ) from None
-            raise RemoteError(
-                str(answer["error"]),
-                hint=answer.get("hint"),
-                exit_code=int(answer.get("exit_code", ExitCode.INTERNAL)),
-                status=exc.code,
-            ) from None
+            raise self._refused(exc) from None
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise OperationError(
-                f"cannot reach the server {self.server}: {reason}",
-                hint="check the URL and that `affidavit serve` runs there",
-            ) from None
+            raise self._unreachable(exc) from None
 
-    def get(self, path: str, **params: str | None) -> Any:
+    def _refused(self, exc: urllib.error.HTTPError) -> Error:
+        """The error of an HTTP error answer: a redirect (not followed), or the server's
+        message, hint and exit code."""
+        if 300 <= exc.code < 400:
+            return OperationError(
+                f"the server {self.server} answered HTTP {exc.code}, a redirect to "
+                f"{str(exc.headers.get('Location', ''))[:200]!r}: not followed (the "
+                "session secret would go with it)",
+                hint="log in with the URL the server itself answers on",
+            )
+        answer = _json(exc.read(), self.server)
+        if not isinstance(answer, dict) or "error" not in answer:
+            return OperationError(
+                f"the server {self.server} answered HTTP {exc.code} without an error"
+            )
+        return RemoteError(
+            str(answer["error"]),
+            hint=answer.get("hint"),
+            exit_code=int(answer.get("exit_code", ExitCode.INTERNAL)),
+            status=exc.code,
+        )
+
+    def _unreachable(self, exc: BaseException) -> Error:
+        reason = getattr(exc, "reason", exc)
+        return OperationError(
+            f"cannot reach the server {self.server}: {reason}",
+            hint="check the URL and that `affidavit serve` runs there",
+        )
+
+    def download(self, path: str, target: Path) -> None:
+        """``GET path`` (a file, not JSON) into ``target``, created new (mode 0600; never
+        over an existing file or through a link). Errors as :meth:`request`; a file cut short
+        is removed."""
+        response = self._open("GET", path)
+        with response:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            try:
+                fd = os.open(target, flags, 0o600)
+            except FileExistsError:
+                raise InputError(f"{target} already exists", hint="choose another --out") from None
+            except OSError as exc:
+                raise OperationError(f"cannot write {target}: {exc.strerror}") from None
+            try:
+                with os.fdopen(fd, "wb") as sink:
+                    while chunk := response.read(1 << 20):
+                        sink.write(chunk)
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
+
+    def get(self, path: str, **params: Param) -> Any:
         """``GET path?params``."""
         return self.request("GET", path, params=params)
 
@@ -379,12 +469,61 @@ def session_client(server: str | None = None) -> tuple[Client, SavedSession]:
 
 
 def remote(ctx: typer.Context) -> Client | None:
-    """The client of this invocation in client mode, else None (local mode)."""
+    """The client of this invocation in client mode, else None (local mode). Refuses
+    ``--as`` in client mode: through the server one acts as the account logged in."""
     server = configured_server(ctx)
     if server is None:
         return None
+    if ctx.params.get("as_name"):
+        raise InputError(
+            "--as logs in on this host (local mode); through the server you act as the "
+            "account you logged in as",
+            hint="drop --as, or `affidavit login URL --name NAME` first",
+        )
     client, _ = session_client(server)
     return client
+
+
+StepUpCodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--code",
+        help="Client mode: a current TOTP code for the MFA step-up that approvals and "
+        "critical operations need (prompted for when the server asks).",
+    ),
+]
+"""The ``--code`` option of a command whose route needs a fresh MFA check."""
+
+
+def remote_post(
+    ctx: typer.Context,
+    path: str,
+    body: Mapping[str, Any],
+    code: str | None = None,
+    *,
+    method: str = "POST",
+) -> Any | None:
+    """``POST path`` (or ``method``) in client mode, after a step-up when ``code`` is given;
+    else None (the command runs locally). A gated operation waiting for approval raises
+    :class:`ApprovalPending`, as in local mode."""
+    client = remote(ctx)
+    if client is None:
+        return None
+    if code:
+        client.post("/auth/step-up", {"code": code})
+    return _done(client.request(method, path, body=dict(body)))
+
+
+def local_only(command: str, **options: object) -> None:
+    """In client mode, refuse ``options`` that were given (``--file``, ``--public-key``...):
+    they name files on this host, which the server cannot read."""
+    given = [f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None]
+    if given:
+        raise InputError(
+            f"`{command}` takes {', '.join(given)} only locally: the server cannot read this "
+            "host's files",
+            hint=f"unset {SERVER_ENV} (and drop --server) to run it on this host",
+        )
 
 
 def route(*parts: str) -> str:
@@ -398,7 +537,7 @@ def view(
     path: str,
     *,
     local: Callable[[App], _T],
-    params: Mapping[str, str | None] | None = None,
+    params: Mapping[str, Param] | None = None,
 ) -> Any:
     """The JSON view of a command: ``GET path`` from the server in client mode, else
     ``local(app)`` on this host's home. Both are the same ``affidavit.services.views``
@@ -415,12 +554,11 @@ def refuse_local(command: str | None, server: str | None) -> None:
     act on a local home as the unverified OS user instead)."""
     if server is None or command is None:
         return
-    if command in REMOTE_COMMANDS or command in CLIENT_COMMANDS:
+    if command in REMOTE_COMMANDS | CLIENT_COMMANDS | STATELESS_COMMANDS:
         return
     raise InputError(
         f"`{command}` does not run through a server yet (client mode: {SERVER_ENV} or "
         "--server is set)",
-        hint="remote-capable so far: "
-        + ", ".join(sorted(REMOTE_COMMANDS | CLIENT_COMMANDS))
-        + f"; unset {SERVER_ENV} to run it locally on the server's host",
+        hint=f"docs/server.md lists the remote-capable commands; unset {SERVER_ENV} to run "
+        "it locally on the server's host",
     )

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.output import JsonOpt, print_result
 from affidavit.cli.state import app_for
 from affidavit.cli.views import dataset_json
@@ -25,12 +26,16 @@ def classify(
     reason: Annotated[str, typer.Option(help="Why this level (recorded in the ledger).")],
     json_out: JsonOpt = False,
 ) -> int:
-    """Give a dataset its own classification (until then it inherits its source's)."""
+    """Give a dataset its own classification (until then it inherits its source's;
+    remote-capable: --server)."""
     parsed = parse_classification(level)
-    with app_for(ctx) as application:
-        dataset = inv.classify_dataset(application, ref, parsed, reason=reason)
+    body = {"dataset": ref, "level": parsed.value, "reason": reason}
+    data = client.remote_post(ctx, "/dataset-classifications", body)
+    if data is None:
+        with app_for(ctx) as application:
+            data = dataset_json(inv.classify_dataset(application, ref, parsed, reason=reason))
     return print_result(
-        dataset_json(dataset),
-        f"{dataset.source}/{dataset.name} is now [bold]{dataset.classification}[/bold].",
+        data,
+        f"{data['source']}/{data['name']} is now [bold]{data['classification']}[/bold].",
         json_out=json_out,
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +13,6 @@ from affidavit.cli.output import JsonOpt, print_json, print_list, show, table, w
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.cli.views import drill_json
-from affidavit.models.checks import Drill
 from affidavit.services import drill as drills
 
 app = typer.Typer(
@@ -54,50 +54,62 @@ def run(
 ) -> int:
     """Restore BACKUP into a scratch target, re-fingerprint it against the manifest, run the
     probes and time it against the RTO; always tears the scratch down and records a signed
-    result. Exit 1 when the drill fails or exceeds the RTO."""
-    with app_for(ctx) as application, reporting(json_out) as reporter:
-        result = drills.run_drill(
-            application,
-            backup_id,
-            target=target,
-            rto_seconds=rto,
-            probe_file=probe,
-            force=force,
-            reporter=reporter,
-        )
-    if json_out:
-        print_json(drill_json(result))
+    result. Exit 1 when the drill fails or exceeds the RTO. Remote-capable: --server (into a
+    scratch server of the server's host; --target URI, --probe and --force stay local)."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        client.local_only("drill run", target=None if target == drills.SCRATCH else target,
+                          probe=probe, force=force or None)  # fmt: skip
+        body = {} if rto is None else {"rto_seconds": rto}
+        data = remote.post(f"{client.route('backups', backup_id)}/drills", body)
     else:
-        _render(result)
-    return 0 if result.ok else 1
+        with app_for(ctx) as application, reporting(json_out) as reporter:
+            data = drill_json(
+                drills.run_drill(
+                    application,
+                    backup_id,
+                    target=target,
+                    rto_seconds=rto,
+                    probe_file=probe,
+                    force=force,
+                    reporter=reporter,
+                )
+            )
+    if json_out:
+        print_json(data)
+    else:
+        _render(data)
+    return 0 if data["ok"] else 1
 
 
-def _render(d: Drill) -> None:
-    verdict = "[bold green]passed[/bold green]" if d.ok else "[bold red]FAILED[/bold red]"
+def _render(d: Mapping[str, Any]) -> None:
+    """A drill, from its JSON view."""
+    verdict = "[bold green]passed[/bold green]" if d["ok"] else "[bold red]FAILED[/bold red]"
     show(
-        f"Drill {d.id} of {d.backup_id} into {d.target}: {verdict}. Restored in "
-        f"{d.restore_seconds:.2f}s, {drills.drill_seconds(d):.2f}s in all "
-        f"(RTO {d.rto_seconds:g}s); fingerprints "
-        + ("match." if d.fingerprint_match else "[bold red]DIFFER[/bold red].")
+        f"Drill {d['drill_id']} of {d['backup_id']} into {d['target']}: {verdict}. Restored in "
+        f"{d['restore_seconds']:.2f}s, {d['total_seconds']:.2f}s in all "
+        f"(RTO {d['rto_seconds']:g}s); fingerprints "
+        + ("match." if d["fingerprint_match"] else "[bold red]DIFFER[/bold red].")
     )
-    show(table("Phases", ["phase", "seconds"], [[k, f"{v:.3f}"] for k, v in d.phases.items()]))
-    if d.probes:
+    phases = [[k, f"{v:.3f}"] for k, v in d["phases"].items()]
+    show(table("Phases", ["phase", "seconds"], phases))
+    if d["probes"]:
         show(
             table(
                 "Probes",
                 ["probe", "dataset", "kind", "result"],
                 [
                     [p["name"], p["dataset"], p["kind"], "ok" if p["ok"] else "FAILED"]
-                    for p in d.probes
+                    for p in d["probes"]
                 ],
             )
         )
-    if d.findings:
+    if d["findings"]:
         show(
             table(
                 "Findings",
                 ["code", "subject", "message"],
-                [[f.code, f.subject, f.message] for f in d.findings],
+                [[f["code"], f["subject"], f["message"]] for f in d["findings"]],
             )
         )
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from affidavit.cli import client
-from affidavit.cli.governance_views import exception_json
+from affidavit.cli.governance_views import exception_json, exception_row
 from affidavit.cli.output import (
     JsonOpt,
     plain,
@@ -40,15 +40,21 @@ def add(
     ],
     json_out: JsonOpt = False,
 ) -> int:
-    """Request an exception; it applies once another person approves it."""
+    """Request an exception; it applies once another person approves it (remote-capable:
+    --server)."""
     until = parse_moment(expires, flag="--expires", end_of_day=True)  # a date: through that day
-    with app_for(ctx) as application:
-        exc = svc.request_exception(application, control, subject, reason=reason, expires=until)
+    body = {"control": control, "subject": subject, "reason": reason, "expires": until.isoformat()}
+    data = client.remote_post(ctx, "/exceptions", body)
+    if data is None:
+        with app_for(ctx) as application:
+            data = exception_json(
+                svc.request_exception(application, control, subject, reason=reason, expires=until)
+            )
     return print_result(
-        exception_json(exc),
-        f"Exception {exc.id} requested for {plain(exc.control)} on {plain(exc.subject)} until "
-        f"{when(exc.expires_at)}. Another person approves it with "
-        f"`affidavit exception approve {exc.id}`.",
+        data,
+        f"Exception {data['id']} requested for {plain(data['control'])} on "
+        f"{plain(data['subject'])} until {when(data['expires_at'])}. Another person approves it "
+        f"with `affidavit exception approve {data['id']}`.",
         json_out=json_out,
     )
 
@@ -77,22 +83,28 @@ def revoke(
     reason: Annotated[str, typer.Option(help="Why it ends early.")],
     json_out: JsonOpt = False,
 ) -> int:
-    """Withdraw an exception before it expires."""
-    with app_for(ctx) as application:
-        exc = svc.revoke_exception(application, exc_id, reason=reason)
-    return print_result(exception_json(exc), f"Exception {exc.id} revoked.", json_out=json_out)
+    """Withdraw an exception before it expires (remote-capable: --server)."""
+    data = client.remote_post(ctx, f"{client.route('exceptions', exc_id)}/revoke",
+                              {"reason": reason})  # fmt: skip
+    if data is None:
+        with app_for(ctx) as application:
+            data = exception_json(svc.revoke_exception(application, exc_id, reason=reason))
+    return print_result(data, f"Exception {data['id']} revoked.", json_out=json_out)
 
 
 @app.command("list")
 def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
-    """List exceptions."""
-    with app_for(ctx) as application:
-        found = svc.list_exceptions(application)
+    """List exceptions (remote-capable: --server)."""
+    found = client.view(
+        ctx,
+        "/exceptions",
+        local=lambda app: {"exceptions": [exception_json(e) for e in svc.list_exceptions(app)]},
+    )["exceptions"]
     return print_list(
         "Exceptions",
         "exceptions",
         found,
-        item_json=exception_json,
+        item_json=dict,
         columns=[
             "id",
             "control",
@@ -103,15 +115,6 @@ def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
             "expires",
             "reason",
         ],
-        row=lambda e: [
-            e.id,
-            plain(e.control),
-            plain(e.subject),
-            e.status.value,
-            plain(e.requested_by),
-            plain(e.approved_by),
-            when(e.expires_at),
-            plain(e.reason),
-        ],
+        row=exception_row,
         json_out=json_out,
     )

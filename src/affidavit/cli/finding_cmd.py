@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
-from affidavit.cli.governance_views import finding_row
+from affidavit.cli import client
+from affidavit.cli.governance_views import finding_order, finding_row
 from affidavit.cli.output import (
     JsonOpt,
     plain,
@@ -18,7 +20,7 @@ from affidavit.cli.output import (
     when,
 )
 from affidavit.cli.state import app_for
-from affidavit.models.governance import FindingStatus
+from affidavit.models.governance import ControlFinding, FindingStatus
 from affidavit.services import findings as svc
 
 app = typer.Typer(
@@ -40,16 +42,22 @@ def list_(
     show_all: Annotated[bool, typer.Option("--all", help="Include resolved findings.")] = False,
     json_out: JsonOpt = False,
 ) -> int:
-    """List findings, most severe first."""
+    """List findings, most severe first (remote-capable: --server)."""
     wanted = None if show_all else (status or [FindingStatus.OPEN, FindingStatus.ACKNOWLEDGED])
-    with app_for(ctx) as application:
-        found = svc.list_findings(application, status=wanted)
-    found.sort(key=lambda f: (f.severity.rank, f.due_at, f.id))
+    found = client.view(
+        ctx,
+        "/findings",
+        params={"status": [s.value for s in wanted] if wanted else None},
+        local=lambda app: {
+            "findings": [f.to_json() for f in svc.list_findings(app, status=wanted)]
+        },
+    )["findings"]
+    found.sort(key=finding_order)
     return print_list(
         "Findings",
         "findings",
         found,
-        item_json=lambda f: f.to_json(),
+        item_json=dict,
         columns=["id", "status", "severity", "control", "subject", "owner", "due", "detail"],
         row=finding_row,
         json_out=json_out,
@@ -58,46 +66,62 @@ def list_(
 
 @app.command("show")
 def show_(ctx: typer.Context, finding_id: IdArg, json_out: JsonOpt = False) -> int:
-    """One finding with its remediation trail."""
-    with app_for(ctx) as application:
-        f = svc.get_finding(application, finding_id)
+    """One finding with its remediation trail (remote-capable: --server)."""
+    f = client.view(
+        ctx,
+        client.route("findings", finding_id),
+        local=lambda app: svc.get_finding(app, finding_id).to_json(),
+    )
     if json_out:
-        print_json(f.to_json())
+        print_json(f)
         return 0
     details: list[list[str | None]] = [
-        ["control", plain(f.control)],
-        ["subject", plain(f.subject)],
-        ["status", f.status.value],
-        ["severity", f.severity.value],
-        ["owner", plain(f.owner)],
-        ["opened", when(f.opened_at)],
-        ["due", when(f.due_at)],
-        ["message", plain(f.message)],
-        ["evidence", plain(", ".join(f.evidence))],
+        ["control", plain(f["control"])],
+        ["subject", plain(f["subject"])],
+        ["status", f["status"]],
+        ["severity", f["severity"]],
+        ["owner", plain(f["owner"])],
+        ["opened", when(f["opened_at"])],
+        ["due", when(f["due_at"])],
+        ["message", plain(f["message"])],
+        ["evidence", plain(", ".join(f["evidence"]))],
     ]
-    show(table(f"Finding {f.id}", ["", ""], details))
-    show(
-        table(
-            "Trail",
-            ["at", "actor", "status", "note", "ledger seq"],
-            [[when(s.at), plain(s.actor), s.status.value, plain(s.note), s.seq] for s in f.trail],
-        )
-    )
+    show(table(f"Finding {f['id']}", ["", ""], details))
+    trail = [
+        [when(s["at"]), plain(s["actor"]), s["status"], plain(s["note"]), s["seq"]]
+        for s in f["trail"]
+    ]
+    show(table("Trail", ["at", "actor", "status", "note", "ledger seq"], trail))
     return 0
 
 
 @app.command("ack")
 def ack(ctx: typer.Context, finding_id: IdArg, note: NoteOpt, json_out: JsonOpt = False) -> int:
-    """Acknowledge an open finding (someone owns the fix)."""
-    with app_for(ctx) as application:
-        f = svc.acknowledge_finding(application, finding_id, note=note)
-    return print_result(f.to_json(), f"Finding {f.id} acknowledged.", json_out=json_out)
+    """Acknowledge an open finding (someone owns the fix; remote-capable: --server)."""
+    f = _step(ctx, finding_id, "ack", note, svc.acknowledge_finding)
+    return print_result(f, f"Finding {f['id']} acknowledged.", json_out=json_out)
 
 
 @app.command("resolve")
 def resolve(ctx: typer.Context, finding_id: IdArg, note: NoteOpt, json_out: JsonOpt = False) -> int:
     """Resolve a finding, recording the corrective action. The next policy check reopens
-    the control (as a new finding) if it still fails."""
+    the control (as a new finding) if it still fails (remote-capable: --server)."""
+    f = _step(ctx, finding_id, "resolve", note, svc.resolve_finding)
+    return print_result(f, f"Finding {f['id']} resolved.", json_out=json_out)
+
+
+def _step(
+    ctx: typer.Context,
+    finding_id: str,
+    verb: str,
+    note: str,
+    local: Callable[..., ControlFinding],
+) -> dict[str, Any]:
+    """A finding's step (``ack``, ``resolve``) through the server, or ``local(app,
+    finding_id, note=note)`` on this host; the finding's JSON view after it."""
+    answer = client.remote_post(ctx, f"{client.route('findings', finding_id)}/{verb}",
+                                {"note": note})  # fmt: skip
+    if answer is not None:
+        return dict(answer)
     with app_for(ctx) as application:
-        f = svc.resolve_finding(application, finding_id, note=note)
-    return print_result(f.to_json(), f"Finding {f.id} resolved.", json_out=json_out)
+        return local(application, finding_id, note=note).to_json()

@@ -72,22 +72,28 @@ def list_(
     active: Annotated[bool, typer.Option(help="Only active holds.")] = False,
     json_out: JsonOpt = False,
 ) -> int:
-    """List holds (of one backup)."""
-    with app_for(ctx) as application:
-        holds = backups.list_holds(application, backup_id, active_only=active)
+    """List holds (of one backup; remote-capable: --server)."""
+    found = client.view(
+        ctx,
+        "/holds",
+        params={"backup": backup_id, "active": "true" if active else None},
+        local=lambda app: {
+            "holds": [hold_json(h) for h in backups.list_holds(app, backup_id, active_only=active)]
+        },
+    )["holds"]
     return print_list(
         "Holds",
         "holds",
-        holds,
-        item_json=hold_json,
+        found,
+        item_json=dict,
         columns=["backup", "case", "reason", "placed", "by", "released"],
         row=lambda h: [
-            h.backup_id,
-            h.case_id,
-            h.reason,
-            when(h.created_at),
-            h.created_by,
-            when(h.released_at),
+            h["backup_id"],
+            h["case"],
+            h["reason"],
+            when(h["created_at"]),
+            h["created_by"],
+            when(h["released_at"]),
         ],
         json_out=json_out,
     )

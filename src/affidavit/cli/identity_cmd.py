@@ -16,6 +16,7 @@ code may be given as ``--as-code`` (it is valid for seconds and cannot be replay
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from affidavit.cli.acting import (
     AsOpt,
     AsPasswordFileOpt,
     acting,
+    as_caller,
     secret_file,
 )
 from affidavit.cli.output import JsonOpt, plain, print_json, show, table, when
@@ -65,16 +67,18 @@ def _new_password(path: str | None, whose: str) -> str:
     return value
 
 
-def _account_row(a: Any) -> list[Any]:
-    state = "disabled" if a.disabled else ("locked" if a.locked(datetime.now(UTC)) else "active")
+def _account_row(a: Mapping[str, Any]) -> list[Any]:
+    """A row of the accounts table, from an account's JSON view."""
+    locked = a["locked_until"] and datetime.now(UTC) < datetime.fromisoformat(a["locked_until"])
+    state = "disabled" if a["disabled_at"] else ("locked" if locked else "active")
     return [
-        plain(a.name),
-        a.kind.value,
-        plain(a.display_name),
-        "yes" if a.totp_enrolled else "no",
+        plain(a["name"]),
+        a["kind"],
+        plain(a["display_name"]),
+        "yes" if a["totp_enrolled"] else "no",
         state,
-        when(a.created_at),
-        plain(a.created_by),
+        when(a["created_at"]),
+        plain(a["created_by"]),
     ]
 
 
@@ -100,8 +104,15 @@ def user_add(
 ) -> int:
     """Add an account. While no account exists, this creates the first administrator as
     the local OS user (recorded `identity.bootstrapped`); afterwards it needs an
-    administrator: --as ADMIN."""
+    administrator: --as ADMIN, or through the server (remote-capable: --server)."""
     kind = AccountKind.SERVICE if service else AccountKind.HUMAN
+    remote = client.remote(ctx)
+    if remote is not None:  # an administrator through the server (never the bootstrap)
+        new = None if service else _new_password(password_file, account_name(name))
+        body = {"name": name, "service": service, "password": new,
+                "display_name": display_name, "email": email}  # fmt: skip
+        return _added(remote.post("/accounts", {k: v for k, v in body.items() if v is not None}),
+                      json_out)  # fmt: skip
     with app_for(ctx) as application:
         if as_name is None:
             if service:
@@ -133,15 +144,20 @@ def user_add(
                     display_name=display_name,
                     email=email,
                 )
+    return _added({"account": account.to_json(), "bootstrapped": bootstrapped}, json_out)
+
+
+def _added(data: dict[str, Any], json_out: bool) -> int:
+    account = data["account"]
     if json_out:
-        print_json({"account": account.to_json(), "bootstrapped": bootstrapped})
-    elif bootstrapped:
+        print_json(data)
+    elif data["bootstrapped"]:
         show(
-            f"Created the first administrator [bold]{plain(account.name)}[/bold]. Next: "
-            f"`affidavit user totp-enroll {plain(account.name)}`."
+            f"Created the first administrator [bold]{plain(account['name'])}[/bold]. Next: "
+            f"`affidavit user totp-enroll {plain(account['name'])}`."
         )
     else:
-        show(f"Added {account.kind.value} account [bold]{plain(account.name)}[/bold] (no role).")
+        show(f"Added {account['kind']} account [bold]{plain(account['name'])}[/bold] (no role).")
     return 0
 
 
@@ -200,15 +216,19 @@ def user_list(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """List accounts (needs account.read: --as NAME)."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (principal, _),
-    ):
-        accounts = identity.list_accounts(application, principal)
+    """List accounts (needs account.read: --as NAME; remote-capable: --server)."""
+    remote = client.remote(ctx)
+    data = (
+        remote.get("/accounts")
+        if remote is not None
+        else as_caller(ctx, lambda app, who: {
+            "accounts": [a.to_json() for a in identity.list_accounts(app, who)]
+        })
+    )  # fmt: skip
     if json_out:
-        print_json({"accounts": [a.to_json() for a in accounts]})
+        print_json(data)
         return 0
+    accounts = data["accounts"]
     show(
         table(
             "Accounts",
@@ -235,12 +255,9 @@ def user_disable(
     if remote is not None:
         data = remote.post(f"{client.route('accounts', name)}/disable", {"reason": reason})
     else:
-        with (
-            app_for(ctx) as application,
-            acting(application, as_name, as_password_file, as_code) as (principal, _),
-        ):
-            account = identity.disable_account(application, principal, name, reason=reason)
-        data = {"account": account.to_json()}
+        data = as_caller(ctx, lambda app, who: {
+            "account": identity.disable_account(app, who, name, reason=reason).to_json()
+        })  # fmt: skip
     if json_out:
         print_json(data)
     else:
@@ -257,11 +274,7 @@ def user_unlock(
     as_code: AsCodeOpt = None,
 ) -> int:
     """Lift a lockout after failed logins."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (principal, _),
-    ):
-        account = identity.unlock_account(application, principal, name)
+    account = as_caller(ctx, lambda app, who: identity.unlock_account(app, who, name))
     show(f"Unlocked {plain(account.name)}.")
     return 0
 
@@ -404,11 +417,9 @@ def user_link_oidc(
     """Link a person's account to an OpenID provider's subject, for single sign-on (an
     administrator, with a fresh TOTP code). One subject maps to one account; a subject
     linked to no account is refused at login (no account is created on the fly)."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (principal, _),
-    ):
-        account = identity.link_oidc(application, principal, name, issuer=issuer, subject=subject)
+    account = as_caller(ctx, lambda app, who: (
+        identity.link_oidc(app, who, name, issuer=issuer, subject=subject)
+    ))  # fmt: skip
     if json_out:
         print_json({"account": account.to_json()})
     else:
@@ -430,19 +441,22 @@ def role_grant(
     as_name: AsOpt = None,
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
+    code: client.StepUpCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Grant a role (an administrator, with a fresh TOTP code; never to oneself; a service
-    account never gets admin, approver or security_officer)."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (principal, _),
-    ):
-        grant = roles.grant_role(application, principal, name, role)
+    account never gets admin, approver or security_officer). A gated operation; remote-capable:
+    --server."""
+    data = client.remote_post(ctx, f"{client.route('accounts', name)}/roles", {"role": role}, code)
+    if data is None:
+        data = as_caller(ctx, lambda app, who: {
+            "grant": roles.grant_role(app, who, name, role).to_json()
+        })  # fmt: skip
+    grant = data["grant"]
     if json_out:
-        print_json({"grant": grant.to_json()})
+        print_json(data)
     else:
-        show(f"Granted {grant.role.value} to {plain(grant.account)} (ledger seq {grant.seq}).")
+        show(f"Granted {grant['role']} to {plain(grant['account'])} (ledger seq {grant['seq']}).")
     return 0
 
 
@@ -454,13 +468,15 @@ def role_revoke(
     as_name: AsOpt = None,
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
+    code: client.StepUpCodeOpt = None,
 ) -> int:
-    """Revoke a role (an administrator, with a fresh TOTP code)."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (principal, _),
-    ):
-        roles.revoke_role(application, principal, name, role)
+    """Revoke a role (an administrator, with a fresh TOTP code). A gated operation;
+    remote-capable: --server."""
+    done = client.remote_post(
+        ctx, client.route("accounts", name, "roles", role), {}, code, method="DELETE"
+    )
+    if done is None:
+        as_caller(ctx, lambda app, who: roles.revoke_role(app, who, name, role))  # fmt: skip
     show(f"Revoked {plain(role)} from {plain(name)}.")
     return 0
 
@@ -473,29 +489,17 @@ def role_list(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """The roles (with their permissions) and who holds them."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (principal, _),
-    ):
-        holdings = roles.list_grants(application, principal)
+    """The roles (with their permissions) and who holds them (remote-capable: --server)."""
+    remote = client.remote(ctx)
+    data = (
+        remote.get("/roles")
+        if remote is not None
+        else as_caller(ctx, lambda app, who: roles.grants_json(roles.list_grants(app, who)))
+    )  # fmt: skip
     if json_out:
-        print_json(
-            {
-                "roles": {r.value: sorted(p.value for p in ROLES[r]) for r in Role},
-                "accounts": [
-                    {
-                        "account": h.account,
-                        "kind": h.kind.value,
-                        "disabled": h.disabled,
-                        "grants": [g.to_json() for g in h.grants],
-                        "effective": sorted(r.value for r in h.effective),
-                    }
-                    for h in holdings
-                ],
-            }
-        )
+        print_json(data)
         return 0
+    holdings = data["accounts"]
     show(
         table(
             "Roles",
@@ -505,17 +509,19 @@ def role_list(
                     r.value,
                     len(ROLES[r]),
                     ROLE_DESCRIPTIONS[r],
-                    ", ".join(plain(h.account) or "" for h in holdings if r in h.effective),
+                    ", ".join(
+                        plain(h["account"]) or "" for h in holdings if r.value in h["effective"]
+                    ),
                 ]
                 for r in Role
             ],
         )
     )
     unconfirmed = [
-        f"{h.account}:{g.role.value}"
+        f"{h['account']}:{g['role']}"
         for h in holdings
-        for g in h.grants
-        if g.role not in h.effective
+        for g in h["grants"]
+        if g["role"] not in h["effective"]
     ]
     if unconfirmed:
         show(
@@ -542,6 +548,7 @@ def token_create(
     as_name: AsOpt = None,
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
+    code: client.StepUpCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Issue an API token to a service account (an administrator, with a fresh TOTP code).
@@ -559,21 +566,23 @@ def token_create(
         raise InputError(
             "--expires-in takes a number of days greater than 0", hint="e.g. --expires-in 30"
         )
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (principal, _),
-    ):
-        issued = identity.create_token(
-            application, principal, account, scopes, timedelta(days=expires_in)
-        )
+    body = {"account": account, "scopes": sorted(p.value for p in scopes),
+            "expires_in_days": expires_in}  # fmt: skip
+    data = client.remote_post(ctx, "/tokens", body, code)
+    if data is None:
+        issued = as_caller(ctx, lambda app, who: (
+            identity.create_token(app, who, account, scopes, timedelta(days=expires_in))
+        ))  # fmt: skip
+        data = {"token": issued.token.to_json(), "secret": issued.secret}
     if json_out:
-        print_json({"token": issued.token.to_json(), "secret": issued.secret})
+        print_json(data)
         return 0
+    token = data["token"]
     show(
-        f"Token {issued.token.id} for {plain(issued.token.account)}, expires "
-        f"{when(issued.token.expires_at)}. Its secret (shown only now):"
+        f"Token {token['id']} for {plain(token['account'])}, expires "
+        f"{when(token['expires_at'])}. Its secret (shown only now):"
     )
-    show(plain(issued.secret))
+    show(plain(data["secret"]))
     return 0
 
 
@@ -588,14 +597,17 @@ def token_list(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """List API tokens (never their secrets)."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (principal, _),
-    ):
-        found = identity.list_tokens(application, principal, account)
+    """List API tokens (never their secrets; remote-capable: --server)."""
+    remote = client.remote(ctx)
+    data = (
+        remote.get("/tokens", account=account)
+        if remote is not None
+        else as_caller(ctx, lambda app, who: {
+            "tokens": [t.to_json() for t in identity.list_tokens(app, who, account)]
+        })
+    )  # fmt: skip
     if json_out:
-        print_json({"tokens": [t.to_json() for t in found]})
+        print_json(data)
         return 0
     show(
         table(
@@ -603,14 +615,14 @@ def token_list(
             ["id", "account", "scopes", "expires", "revoked", "last used"],
             [
                 [
-                    t.id,
-                    plain(t.account),
-                    ", ".join(sorted(p.value for p in t.scopes)),
-                    when(t.expires_at),
-                    when(t.revoked_at),
-                    when(t.last_used_at),
+                    t["id"],
+                    plain(t["account"]),
+                    ", ".join(t["scopes"]),
+                    when(t["expires_at"]),
+                    when(t["revoked_at"]),
+                    when(t["last_used_at"]),
                 ]
-                for t in found
+                for t in data["tokens"]
             ],
         )
     )
@@ -625,11 +637,12 @@ def token_revoke(
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
 ) -> int:
-    """Revoke an API token."""
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name, as_password_file, as_code) as (principal, _),
-    ):
-        token = identity.revoke_token(application, principal, token_id)
-    show(f"Token {token.id} of {plain(token.account)} revoked.")
+    """Revoke an API token (remote-capable: --server)."""
+    data = client.remote_post(ctx, client.route("tokens", token_id), {}, method="DELETE")
+    if data is None:
+        data = as_caller(ctx, lambda app, who: {
+            "token": identity.revoke_token(app, who, token_id).to_json()
+        })  # fmt: skip
+    token = data["token"]
+    show(f"Token {token['id']} of {plain(token['account'])} revoked.")
     return 0

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.output import JsonOpt, print_json, show, table
 from affidavit.cli.state import app_for
 from affidavit.cli.views import inventory_json
 from affidavit.services import inventory as inv
-from affidavit.services.inventory import Inventory
 
 
 def inventory(
@@ -22,18 +23,20 @@ def inventory(
 ) -> int:
     """Probe every source and vault: reachability, engine version, datasets with record
     counts and classification, vault region and immutability. Exit 3 when a source is
-    unreachable."""
-    with app_for(ctx) as application:
-        result = inv.take_inventory(application, source_names=source)
+    unreachable. Remote-capable: --server (the server's host probes them)."""
+    data = client.remote_post(ctx, "/inventory", {"sources": source} if source else {})
+    if data is None:
+        with app_for(ctx) as application:
+            data = inventory_json(inv.take_inventory(application, source_names=source))
     if json_out:
-        print_json(inventory_json(result))
+        print_json(data)
     else:
-        render_inventory(result)
-    return 3 if result.unreachable else 0
+        render_inventory(data)
+    return 3 if any(not s["reachable"] for s in data["sources"]) else 0
 
 
-def render_inventory(result: Inventory) -> None:
-    """The inventory as three tables."""
+def render_inventory(result: Mapping[str, Any]) -> None:
+    """The inventory as three tables, from its JSON view."""
     show(
         table(
             "Sources",
@@ -49,16 +52,16 @@ def render_inventory(result: Inventory) -> None:
             ],
             [
                 [
-                    s.test.source.name,
-                    s.test.source.engine,
-                    s.test.description.version if s.test.description else None,
-                    "[green]yes[/green]" if s.test.reachable else f"[red]no[/red]: {s.test.error}",
-                    s.test.source.uri,
-                    s.test.source.classification,
-                    s.test.source.region,
-                    s.test.source.owner,
+                    s["name"],
+                    s["engine"],
+                    s["server"]["version"] if s["server"] else None,
+                    "[green]yes[/green]" if s["reachable"] else f"[red]no[/red]: {s['error']}",
+                    s["uri"],
+                    s["classification"],
+                    s["region"],
+                    s["owner"],
                 ]
-                for s in result.sources
+                for s in result["sources"]
             ],
         )
     )
@@ -68,13 +71,13 @@ def render_inventory(result: Inventory) -> None:
             ["source", "dataset", "records", "classification"],
             [
                 [
-                    d.source,
-                    d.name,
-                    f"{d.records:,}" if d.records is not None else None,
-                    f"{d.classification}" + (" (inherited)" if d.inherited else ""),
+                    d["source"],
+                    d["name"],
+                    f"{d['records']:,}" if d["records"] is not None else None,
+                    d["classification"] + (" (inherited)" if d["classification_inherited"] else ""),
                 ]
-                for s in result.sources
-                for d in s.datasets
+                for s in result["sources"]
+                for d in s["datasets"]
             ],
         )
     )
@@ -84,16 +87,16 @@ def render_inventory(result: Inventory) -> None:
             ["vault", "url", "region", "immutable days", "reachable", "protection"],
             [
                 [
-                    v.vault.name,
-                    v.vault.url,
-                    v.vault.region,
-                    v.vault.immutable_days,
+                    v["name"],
+                    v["url"],
+                    v["region"],
+                    v["immutable_days"],
                     "[green]yes[/green]"
-                    if v.probe.reachable
-                    else f"[red]no[/red]: {v.probe.detail}",
-                    v.probe.immutability,
+                    if v["probe"]["reachable"]
+                    else f"[red]no[/red]: {v['probe']['detail']}",
+                    v["probe"]["immutability"],
                 ]
-                for v in result.vaults
+                for v in result["vaults"]
             ],
         )
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -17,32 +17,17 @@ app = typer.Typer(help="Key-encryption keys that protect backup keys.", no_args_
 
 @app.command("status")
 def status(ctx: typer.Context, json_out: JsonOpt = False) -> int:
-    """KEK versions, their ages, how many backup keys each wraps, and when rotation is due."""
-    with app_for(ctx) as application:
-        st = keys.key_status(application)
-    versions: list[dict[str, Any]] = [
-        {
-            "version": v.version,
-            "created_at": v.created_at.isoformat(),
-            "retired_at": v.retired_at.isoformat() if v.retired_at else None,
-            "wrapped_backup_keys": st.wrapped_per_version.get(v.version, 0),
-        }
-        for v in st.versions
-    ]
-    data = {
-        "kek_id": st.kek_id,
-        "current_version": st.current.version,
-        "next_rotation_due": st.next_rotation_due.isoformat(),
-        "overdue": st.overdue,
-        "versions": versions,
-    }
+    """KEK versions, their ages, how many backup keys each wraps, and when rotation is due
+    (remote-capable: --server)."""
+    data = client.view(ctx, "/keys/status", local=lambda app: keys.key_status(app).to_json())
+    versions = data["versions"]
     if json_out:
         print_json(data)
         return 0
-    overdue = " [red](overdue)[/red]" if st.overdue else ""
+    overdue = " [red](overdue)[/red]" if data["overdue"] else ""
     show(
-        f"KEK {st.kek_id}: current version {st.current.version}; "
-        f"next rotation due {when(st.next_rotation_due)}{overdue}"
+        f"KEK {data['kek_id']}: current version {data['current_version']}; "
+        f"next rotation due {when(data['next_rotation_due'])}{overdue}"
     )
     show(
         table(

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from affidavit.cli.output import JsonOpt, error, print_json, print_result, show, table
+from affidavit.cli import client
+from affidavit.cli.log_views import print_log_verification
+from affidavit.cli.output import JsonOpt, print_json, print_result, show, table
 from affidavit.cli.state import app_for, state
-from affidavit.constants import ExitCode
 from affidavit.services import ledger as svc
 
 app = typer.Typer(
@@ -21,8 +22,13 @@ app = typer.Typer(
 
 @app.command("key")
 def key(ctx: typer.Context, json_out: JsonOpt = False) -> int:
-    """Print the verifier key (vkey) that checks this ledger's checkpoints."""
-    vkey = svc.ledger_vkey(state(ctx).settings)
+    """Print the verifier key (vkey) that checks this ledger's checkpoints (remote-capable:
+    --server, the server's)."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        vkey = str(remote.get("/ledger/key")["vkey"])
+    else:
+        vkey = svc.ledger_vkey(state(ctx).settings)
     if json_out:
         print_json({"vkey": vkey})
     else:
@@ -44,17 +50,23 @@ def checkpoint(
     ] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Print a signed checkpoint (C2SP signed note) of the whole ledger."""
-    with app_for(ctx) as application:
-        result = svc.create_checkpoint(application, out=out, publish=publish)
+    """Print a signed checkpoint (C2SP signed note) of the whole ledger (remote-capable:
+    --server; --out and --publish name places on this host and stay local)."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        client.local_only("ledger checkpoint", out=out, publish=publish)
+        data = remote.get("/ledger/checkpoint")
+    else:
+        with app_for(ctx) as application:
+            data = svc.create_checkpoint(application, out=out, publish=publish).to_json()
     if json_out:
-        print_json(result.to_json())
+        print_json(data)
         return 0
-    typer.echo(result.note, nl=False)
-    if result.published:
-        show(f"[dim]published to {result.published}[/dim]")
-    if result.out:
-        show(f"[dim]saved to {result.out}[/dim]")
+    typer.echo(data["note"], nl=False)
+    if data["published"]:
+        show(f"[dim]published to {data['published']}[/dim]")
+    if data["out"]:
+        show(f"[dim]saved to {data['out']}[/dim]")
     return 0
 
 
@@ -68,12 +80,17 @@ def proof(
     ] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Prove that an entry is in a signed checkpoint (RFC 9162 inclusion proof)."""
-    with app_for(ctx) as application:
-        result = svc.inclusion_proof(application, seq, size=size)
+    """Prove that an entry is in a signed checkpoint (RFC 9162 inclusion proof;
+    remote-capable: --server, the read is in the access log as ``ledger-proof:SEQ``)."""
+    data = client.view(
+        ctx,
+        client.route("ledger", "proof", str(seq)),
+        params={"size": None if size is None else str(size)},
+        local=lambda app: svc.inclusion_proof(app, seq, size=size).to_json(),
+    )
     return _print_proof(
-        result.to_json(),
-        f"Inclusion of seq {result.seq} in the tree of {result.checkpoint.size}",
+        data,
+        f"Inclusion of seq {data['seq']} in the tree of {data['tree_size']}",
         {"entry": "entry", "leaf hash": "leaf_hash", "root": "root"},
         json_out=json_out,
     )
@@ -88,10 +105,14 @@ def consistency(
     json_out: JsonOpt = False,
 ) -> int:
     """Prove that the tree of an older size is a prefix of the newest signed checkpoint
-    (RFC 9162 consistency proof): nothing before it was changed or removed."""
-    with app_for(ctx) as application:
-        result = svc.consistency_proof(application, old_size)
-    data = result.to_json()
+    (RFC 9162 consistency proof): nothing before it was changed or removed (remote-capable:
+    --server)."""
+    data = client.view(
+        ctx,
+        "/ledger/consistency",
+        params={"old_size": str(old_size)},
+        local=lambda app: svc.consistency_proof(app, old_size).to_json(),
+    )
     return _print_proof(
         data,
         f"Consistency of the tree of {data['old_size']} with the tree of {data['new_size']}",
@@ -144,20 +165,27 @@ def show_(
     ] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """List ledger entries in sequence order."""
-    with app_for(ctx) as application:
-        entries = svc.show_events(application, since=since, action=action, limit=limit)
+    """List ledger entries in sequence order (remote-capable: --server)."""
+    found = client.view(
+        ctx,
+        "/ledger/entries",
+        params={"since": since, "action": action, "limit": None if limit is None else str(limit)},
+        local=lambda app: {
+            "entries": [
+                e.to_json() for e in svc.show_events(app, since=since, action=action, limit=limit)
+            ]
+        },
+    )
     if json_out:
-        print_json({"entries": [e.to_json() for e in entries]})
+        print_json(found)
         return 0
     rows = []
-    for item in entries:
-        ev = item.event
-        if ev is None:
-            rows.append([item.seq, None, None, "[red]invalid entry[/red]", None, None])
+    for ev in found["entries"]:
+        if ev.get("invalid"):
+            rows.append([ev["seq"], None, None, "[red]invalid entry[/red]", None, None])
             continue
-        details = json.dumps(dict(ev.details), ensure_ascii=False, separators=(",", ":"))
-        rows.append([ev.seq, ev.time, ev.actor, ev.action, ev.subject, details])
+        details = json.dumps(ev["details"], ensure_ascii=False, separators=(",", ":"))
+        rows.append([ev["seq"], ev["time"], ev["actor"], ev["action"], ev["subject"], details])
     show(table("Ledger", ["seq", "time", "actor", "action", "subject", "details"], rows))
     return 0
 
@@ -185,8 +213,13 @@ def verify(
     json_out: JsonOpt = False,
 ) -> int:
     """Recompute every leaf and root, check the signatures, and report every discrepancy.
-    Exit 1 when the ledger does not verify."""
-    if file is not None:
+    Exit 1 when the ledger does not verify (remote-capable: --server, with the server's key;
+    --file, --public-key and --checkpoint name this host's files and run locally only)."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        client.local_only("ledger verify", file=file, public_key=public_key, checkpoint=old)
+        data = remote.get("/ledger/verify", full="true" if full else None)
+    elif file is not None:
         report = svc.verify_export(
             file,
             vkey=public_key,
@@ -194,29 +227,12 @@ def verify(
             old_checkpoint=old,
             full=full,
         )
+        data = report.to_json()
     else:
         with app_for(ctx) as application:
             report = svc.verify_catalog(application, vkey=public_key, old_checkpoint=old, full=full)
-    if json_out:
-        print_json(report.to_json())
-    elif report.ok:
-        cp = report.checkpoint
-        show(
-            f"[green]ok[/green]: {report.size} entries, root {report.root.hex()}"
-            + (f", signed by {cp.origin}" if cp else "")
-        )
-        if report.vkey:
-            show(f"[dim]verified with {report.vkey} ({report.key_source})[/dim]")
-    else:
-        show(
-            table(
-                "Ledger findings",
-                ["code", "seq", "message"],
-                [[f.code.value, f.seq, f.message] for f in report.findings],
-            )
-        )
-        error(f"the ledger does not verify: {len(report.findings)} finding(s)")
-    return 0 if report.ok else int(ExitCode.SUBJECT_FAILED)
+        data = report.to_json()
+    return print_log_verification(data, json_out=json_out, log_name="ledger", signed="signed by")
 
 
 @app.command("recover")

@@ -21,9 +21,8 @@ from affidavit.cli.output import (
 )
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
-from affidavit.errors import NotFound
 from affidavit.services import policy as policies
-from affidavit.services.views import policy_version_json
+from affidavit.services.views import policy_document_json, policy_version_json
 
 app = typer.Typer(
     help="Policy as code: versions approved by two people, controls, and the policy check.",
@@ -54,13 +53,19 @@ def validate(file: FileArg, json_out: JsonOpt = False) -> int:
 
 @app.command("propose")
 def propose(ctx: typer.Context, file: FileArg, json_out: JsonOpt = False) -> int:
-    """Propose a new policy version; it takes effect when another person approves it."""
-    with app_for(ctx) as application:
-        version = policies.propose_policy(application, file)
+    """Propose a new policy version; it takes effect when another person approves it
+    (remote-capable: --server; the file is read here and its text sent)."""
+    text = policies.read_policy_file(file)
+    data = client.remote_post(ctx, "/policy/versions", {"name": file.name, "text": text})
+    if data is None:
+        with app_for(ctx) as application:
+            data = policy_version_json(
+                policies.propose_policy_text(application, text, name=file.name)
+            )
     return print_result(
-        policy_version_json(version),
-        f"Proposed policy version {version.version} (sha256 {version.sha256[:16]}...). "
-        f"Another person approves it with `affidavit policy approve {version.version}`.",
+        data,
+        f"Proposed policy version {data['version']} (sha256 {data['sha256'][:16]}...). "
+        f"Another person approves it with `affidavit policy approve {data['version']}`.",
         json_out=json_out,
     )
 
@@ -92,24 +97,29 @@ def approve(
 
 @app.command("list")
 def list_(ctx: typer.Context, json_out: JsonOpt = False) -> int:
-    """List policy versions with who proposed and approved each."""
-    with app_for(ctx) as application:
-        versions = policies.policy_versions(application)
-    effective = max((v.version for v in versions if v.approved), default=None)
+    """List policy versions with who proposed and approved each (remote-capable: --server)."""
+    versions = client.view(
+        ctx,
+        "/policy/versions",
+        local=lambda app: {
+            "versions": [policy_version_json(v) for v in policies.policy_versions(app)]
+        },
+    )["versions"]
+    effective = max((v["version"] for v in versions if v["approved_at"]), default=None)
     return print_list(
         "Policy versions",
         "versions",
         versions,
-        item_json=policy_version_json,
+        item_json=dict,
         columns=["version", "sha256", "proposed", "by", "approved", "by", "in effect"],
         row=lambda v: [
-            v.version,
-            v.sha256[:16],
-            when(v.proposed_at),
-            plain(v.proposed_by),
-            when(v.approved_at),
-            plain(v.approved_by),
-            "yes" if v.version == effective else "",
+            v["version"],
+            v["sha256"][:16],
+            when(v["proposed_at"]),
+            plain(v["proposed_by"]),
+            when(v["approved_at"]),
+            plain(v["approved_by"]),
+            "yes" if v["version"] == effective else "",
         ],
         json_out=json_out,
     )
@@ -123,20 +133,18 @@ def show_(
     ] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Print a policy version's file as it was proposed."""
-    with app_for(ctx) as application:
-        versions = policies.policy_versions(application)
-    chosen = [v for v in versions if (v.version == version if version is not None else v.approved)]
-    if not chosen:
-        raise NotFound(
-            "no such policy version" if version is not None else "no policy version is in effect",
-            hint="`affidavit policy list` shows the versions",
-        )
-    item = chosen[-1]
+    """Print a policy version's file as it was proposed (remote-capable: --server)."""
+    item = client.view(
+        ctx,
+        "/policy/effective"
+        if version is None
+        else client.route("policy", "versions", str(version)),
+        local=lambda app: policy_document_json(policies.policy_version(app, version)),
+    )
     if json_out:
-        print_json({**policy_version_json(item), "text": item.text})
+        print_json(item)
     else:
-        typer.echo(item.text, nl=not item.text.endswith("\n"))
+        typer.echo(item["text"], nl=not item["text"].endswith("\n"))
     return 0
 
 
@@ -177,24 +185,29 @@ def check(
     show_all: Annotated[bool, typer.Option("--all", help="Also list passing results.")] = False,
     json_out: JsonOpt = False,
 ) -> int:
-    """Evaluate every control; record the results and open, refresh or resolve findings.
+    """Evaluate every control; record the results and open, refresh or resolve findings
+    (remote-capable: --server; no progress bar then).
 
     Exit codes: 0 every control passes (or is excepted); 1 findings (listed); 2 bad input;
     3 the catalog could not be read.
     """
-    with app_for(ctx) as application, reporting(json_out) as reporter:
-        outcome = policies.check_policy(application, live=not offline, reporter=reporter)
+    outcome = client.remote_post(ctx, "/policy/check", {"offline": offline})
+    if outcome is None:
+        with app_for(ctx) as application, reporting(json_out) as reporter:
+            outcome = policies.check_policy(
+                application, live=not offline, reporter=reporter
+            ).to_json()
     if json_out:
-        print_json(outcome.to_json())
-        return 0 if outcome.ok else 1
-    rows = result_rows(outcome.results, show_all=show_all)
+        print_json(outcome)
+        return 0 if outcome["ok"] else 1
+    rows = result_rows(outcome["results"], show_all=show_all)
     show(table("Controls", ["control", "subject", "status", "severity", "owner", "detail"], rows))
-    counts = outcome.to_json()["summary"]
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(outcome["summary"].items()))
+    opened = len(outcome["opened"])
     show(
-        f"Policy check {outcome.run_id} (policy version {outcome.policy_version or '-'}): "
-        f"{summary}. Findings: {len(outcome.opened)} opened, {len(outcome.still_open)} still "
-        f"open, {len(outcome.resolved)} resolved. "
-        + ("All controls pass." if outcome.ok else "`affidavit finding list` shows them.")
+        f"Policy check {outcome['run_id']} (policy version {outcome['policy_version'] or '-'}): "
+        f"{summary}. Findings: {opened} opened, {len(outcome['findings']) - opened} still "
+        f"open, {len(outcome['resolved'])} resolved. "
+        + ("All controls pass." if outcome["ok"] else "`affidavit finding list` shows them.")
     )
-    return 0 if outcome.ok else 1
+    return 0 if outcome["ok"] else 1

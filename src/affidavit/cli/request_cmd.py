@@ -18,9 +18,8 @@ from typing import Annotated, Any
 import typer
 
 from affidavit.cli import client
-from affidavit.cli.acting import AsCodeOpt, AsOpt, AsPasswordFileOpt, acting
+from affidavit.cli.acting import AsCodeOpt, AsOpt, AsPasswordFileOpt, as_caller
 from affidavit.cli.output import JsonOpt, plain, print_json, show, table, when
-from affidavit.cli.state import app_for
 from affidavit.errors import InputError
 from affidavit.models.approval import ApprovalRule, GatedOperation, RequestState
 from affidavit.models.permissions import Role
@@ -34,14 +33,7 @@ app = typer.Typer(
 )
 
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="The request's id (rq-...).")]
-CodeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--code",
-        help="Client mode: a current TOTP code for the MFA step-up that approvals and "
-        "critical operations need (prompted for when the server asks).",
-    ),
-]
+CodeOpt = client.StepUpCodeOpt
 
 
 def _now() -> datetime:
@@ -62,18 +54,6 @@ def _summary(r: Mapping[str, Any]) -> list[Any]:
 
 
 _COLUMNS = ("id", "state", "operation", "target", "asked by", "approvals", "until")
-
-
-def _remote_post(
-    ctx: typer.Context, path: str, body: Mapping[str, Any], code: str | None
-) -> Any | None:
-    """``POST path`` in client mode (after a step-up when ``code`` is given), else None."""
-    remote = client.remote(ctx)
-    if remote is None:
-        return None
-    if code:
-        remote.post("/auth/step-up", {"code": code})
-    return remote.post(path, dict(body))
 
 
 def _show_request(data: Mapping[str, Any], json_out: bool, headline: str) -> int:
@@ -101,12 +81,12 @@ def request_list(
     if remote is not None:
         found = remote.get("/requests", state=state.value if state else None)["requests"]
     else:
-        with (
-            app_for(ctx) as application,
-            acting(application, as_name, as_password_file, as_code) as (who, _),
-        ):
-            now = _now()
-            found = [r.to_json(now) for r in requests.list_requests(application, who, state=state)]
+        found = as_caller(
+            ctx,
+            lambda app, who: [
+                r.to_json(_now()) for r in requests.list_requests(app, who, state=state)
+            ],
+        )
     if json_out:
         print_json({"requests": found})
         return 0
@@ -131,11 +111,10 @@ def request_show(
     if remote is not None:
         data = remote.get(client.route("requests", request_id))
     else:
-        with (
-            app_for(ctx) as application,
-            acting(application, as_name, as_password_file, as_code) as (who, _),
-        ):
-            data = requests.get_request(application, who, request_id).to_json(_now())
+        data = as_caller(
+            ctx,
+            lambda app, who: requests.get_request(app, who, request_id).to_json(_now()),
+        )
     if json_out:
         print_json(data)
         return 0
@@ -172,30 +151,25 @@ def _judge(
     *,
     veto: bool,
     text: str,
-    as_name: str | None,
-    as_password_file: str | None,
-    as_code: str | None,
     code: str | None,
     json_out: bool,
 ) -> int:
     verb = "veto" if veto else "approve"
-    answer = _remote_post(
+    answer = client.remote_post(
         ctx,
         f"{client.route('requests', request_id)}/{verb}",
         {"reason" if veto else "note": text},
         code,
     )
     if answer is None:
-        with (
-            app_for(ctx) as application,
-            acting(application, as_name, as_password_file, as_code) as (who, _),
-        ):
-            judged = (
-                requests.veto(application, who, request_id, reason=text)
+        answer = as_caller(
+            ctx,
+            lambda app, who: (
+                requests.veto(app, who, request_id, reason=text)
                 if veto
-                else requests.approve(application, who, request_id, note=text)
-            )
-            answer = judged.to_json(_now())
+                else requests.approve(app, who, request_id, note=text)
+            ).to_json(_now()),
+        )
     state = answer["state"]
     headline = (
         f"Vetoed request {plain(request_id)}: it can never be executed."
@@ -223,9 +197,6 @@ def request_approve(
         request_id,
         veto=False,
         text=note,
-        as_name=as_name,
-        as_password_file=as_password_file,
-        as_code=as_code,
         code=code,
         json_out=json_out,
     )
@@ -248,9 +219,6 @@ def request_veto(
         request_id,
         veto=True,
         text=reason,
-        as_name=as_name,
-        as_password_file=as_password_file,
-        as_code=as_code,
         code=code,
         json_out=json_out,
     )
@@ -267,15 +235,14 @@ def request_cancel(
     json_out: JsonOpt = False,
 ) -> int:
     """Withdraw your own request."""
-    answer = _remote_post(
+    answer = client.remote_post(
         ctx, f"{client.route('requests', request_id)}/cancel", {"reason": reason}, None
     )
     if answer is None:
-        with (
-            app_for(ctx) as application,
-            acting(application, as_name, as_password_file, as_code) as (who, _),
-        ):
-            answer = requests.cancel(application, who, request_id, reason=reason).to_json(_now())
+        answer = as_caller(
+            ctx,
+            lambda app, who: requests.cancel(app, who, request_id, reason=reason).to_json(_now()),
+        )
     return _show_request(answer, json_out, f"Cancelled request {plain(request_id)}.")
 
 
@@ -290,14 +257,13 @@ def request_execute(
     json_out: JsonOpt = False,
 ) -> int:
     """Execute your own approved request within its execution window."""
-    answer = _remote_post(ctx, f"{client.route('requests', request_id)}/execute", {}, code)
+    answer = client.remote_post(ctx, f"{client.route('requests', request_id)}/execute", {}, code)
     if answer is None:
-        with (
-            app_for(ctx) as application,
-            acting(application, as_name, as_password_file, as_code) as (who, _),
-        ):
-            done = gated.execute(application, who, request_id)
-            answer = {"request": done.request.to_json(_now()), "result": done.result}
+        done = as_caller(
+            ctx,
+            lambda app, who: gated.execute(app, who, request_id),
+        )
+        answer = {"request": done.request.to_json(_now()), "result": done.result}
     if json_out:
         print_json(answer)
         return 0
@@ -324,11 +290,10 @@ def request_rules(
     if remote is not None:
         found = remote.get("/approval-rules")["rules"]
     else:
-        with (
-            app_for(ctx) as application,
-            acting(application, as_name, as_password_file, as_code) as (who, _),
-        ):
-            found = [r.to_json() for r in requests.list_rules(application, who)]
+        found = as_caller(
+            ctx,
+            lambda app, who: [r.to_json() for r in requests.list_rules(app, who)],
+        )
     if json_out:
         print_json({"rules": found})
         return 0
@@ -394,13 +359,12 @@ def request_rule_set(
         approval_window=timedelta(hours=approval_hours),
         execution_window=timedelta(hours=execution_hours),
     )
-    answer = _remote_post(ctx, "/approval-rules", {**rule.to_json(), "reason": reason}, code)
+    answer = client.remote_post(ctx, "/approval-rules", {**rule.to_json(), "reason": reason}, code)
     if answer is None:
-        with (
-            app_for(ctx) as application,
-            acting(application, as_name, as_password_file, as_code) as (who, _),
-        ):
-            answer = requests.rule_change(application, who, rule, reason=reason).to_json()
+        answer = as_caller(
+            ctx,
+            lambda app, who: requests.rule_change(app, who, rule, reason=reason).to_json(),
+        )
     if json_out:
         print_json({"rule": answer, "state": "executed"})
         return 0

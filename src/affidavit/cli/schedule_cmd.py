@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.output import JsonOpt, print_json, show, table, when
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
@@ -20,18 +21,18 @@ def due(
     json_out: JsonOpt = False,
 ) -> int:
     """List the verifications and drills that are due or overdue (cadence settings:
-    verify_sample_every_hours, verify_full_every_days, drill_every_days)."""
-    with app_for(ctx) as application:
-        items = schedule.due(application, include_upcoming=all_)
+    verify_sample_every_hours, verify_full_every_days, drill_every_days; remote-capable:
+    --server)."""
+    data = client.view(
+        ctx,
+        "/schedule/due",
+        params={"all": "true" if all_ else None},
+        local=lambda app: schedule.due_json(schedule.due(app, include_upcoming=all_)),
+    )
     if json_out:
-        print_json(
-            {
-                "due": sum(1 for i in items if i.is_due),
-                "overdue": sum(1 for i in items if i.is_due and i.overdue),
-                "items": [i.to_json() for i in items],
-            }
-        )
+        print_json(data)
         return 0
+    items = data["items"]
     if not items:
         show("Nothing is due.")
         return 0
@@ -41,12 +42,12 @@ def due(
             ["check", "backup", "source", "last done", "due at", "state"],
             [
                 [
-                    i.kind.value,
-                    i.backup_id,
-                    i.source,
-                    when(i.last_done_at) or "never",
-                    when(i.due_at),
-                    ("OVERDUE" if i.overdue else "due") if i.is_due else "scheduled",
+                    i["kind"],
+                    i["backup_id"],
+                    i["source"],
+                    when(i["last_done_at"]) or "never",
+                    when(i["due_at"]),
+                    ("OVERDUE" if i["overdue"] else "due") if i["due"] else "scheduled",
                 ]
                 for i in items
             ],
@@ -57,13 +58,16 @@ def due(
 
 def run_due(ctx: typer.Context, json_out: JsonOpt = False) -> int:
     """Run every due verification and drill (for cron or a systemd timer); alert on failures
-    and on overdue checks that could not run. Exit 1 when anything failed."""
-    with app_for(ctx) as application, reporting(json_out) as reporter:
-        result = schedule.run_due(application, reporter)
+    and on overdue checks that could not run. Exit 1 when anything failed (remote-capable:
+    --server; no progress bar then)."""
+    result = client.remote_post(ctx, "/schedule/run-due", {})
+    if result is None:
+        with app_for(ctx) as application, reporting(json_out) as reporter:
+            result = schedule.run_due(application, reporter).to_json()
     if json_out:
-        print_json(result.to_json())
-        return 0 if result.ok else 1
-    if not result.results:
+        print_json(result)
+        return 0 if result["ok"] else 1
+    if not result["results"]:
         show("Nothing was due.")
         return 0
     show(
@@ -72,15 +76,15 @@ def run_due(ctx: typer.Context, json_out: JsonOpt = False) -> int:
             ["check", "backup", "outcome", "id", "message", "alert"],
             [
                 [
-                    r.item.kind.value,
-                    r.item.backup_id,
-                    r.outcome.value,
-                    r.check_id,
-                    r.message,
-                    r.alert_id,
+                    r["kind"],
+                    r["backup_id"],
+                    r["outcome"],
+                    r["check_id"],
+                    r["message"],
+                    r["alert_id"],
                 ]
-                for r in result.results
+                for r in result["results"]
             ],
         )
     )
-    return 0 if result.ok else 1
+    return 0 if result["ok"] else 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,8 +20,9 @@ from affidavit.cli.output import (
 )
 from affidavit.cli.state import app_for
 from affidavit.cli.views import dataset_json, description_json, source_json, source_test_json
-from affidavit.models.inventory import Dataset, parse_classification, parse_engine
+from affidavit.models.inventory import parse_classification, parse_engine
 from affidavit.services import inventory as inv
+from affidavit.services.context import App
 from affidavit.services.secrets import make_secret_ref
 
 app = typer.Typer(help="Register and inspect database sources.", no_args_is_help=True)
@@ -103,20 +104,19 @@ def show_(
     name: Annotated[str, typer.Argument(help="Source name.")],
     json_out: JsonOpt = False,
 ) -> int:
-    """Show one source and the datasets the catalog knows of it."""
-    with app_for(ctx) as application:
-        source, datasets = inv.get_source(application, name)
+    """Show one source and the datasets the catalog knows of it (remote-capable: --server)."""
+
+    def local(app: App) -> dict[str, Any]:
+        source, datasets = inv.get_source(app, name)
+        return {**source_json(source), "datasets": [dataset_json(d) for d in datasets]}
+
+    data = client.view(ctx, client.route("sources", name), local=local)
     if json_out:
-        print_json({**source_json(source), "datasets": [dataset_json(d) for d in datasets]})
+        print_json(data)
         return 0
-    show(
-        table(
-            f"Source {source.name}",
-            ["field", "value"],
-            [[k, v] for k, v in source_json(source).items()],
-        )
-    )
-    show(_dataset_table(datasets))
+    fields = [[k, v] for k, v in data.items() if k != "datasets"]
+    show(table(f"Source {data['name']}", ["field", "value"], fields))
+    show(_dataset_table(data["datasets"]))
     return 0
 
 
@@ -165,16 +165,17 @@ def remove(
     return print_result({"removed": name}, f"Removed source {name}.", json_out=json_out)
 
 
-def _dataset_table(datasets: list[Dataset]) -> Table:
+def _dataset_table(datasets: list[dict[str, Any]]) -> Table:
+    """The datasets table, from the datasets' JSON views."""
     return table(
         "Datasets",
         ["dataset", "records", "classification", "seen"],
         [
             [
-                d.name,
-                d.records,
-                f"{d.classification}" + (" (inherited)" if d.inherited else ""),
-                when(d.discovered_at),
+                d["name"],
+                d["records"],
+                d["classification"] + (" (inherited)" if d["classification_inherited"] else ""),
+                when(d["discovered_at"]),
             ]
             for d in datasets
         ],

@@ -65,14 +65,15 @@ def show_(
     name: Annotated[str, typer.Argument(help="Vault name.")],
     json_out: JsonOpt = False,
 ) -> int:
-    """Show one vault and probe its storage (reachability, protection)."""
-    with app_for(ctx) as application:
-        vault, probe = inv.get_vault(application, name)
-    data = vault_json(vault, probe)
+    """Show one vault and probe its storage (reachability, protection; remote-capable:
+    --server, probed from the server's host)."""
+    data = client.view(
+        ctx, client.route("vaults", name), local=lambda app: vault_json(*inv.get_vault(app, name))
+    )
     if json_out:
         print_json(data)
         return 0
     rows = [[k, v] for k, v in data.items() if k != "probe"]
     rows += [[f"probe.{k}", v] for k, v in data["probe"].items()]
-    show(table(f"Vault {vault.name}", ["field", "value"], rows))
+    show(table(f"Vault {data['name']}", ["field", "value"], rows))
     return 0

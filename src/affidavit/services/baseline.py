@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import rfc8785
 
 from affidavit.crypto.digest import sha256_hex
-from affidavit.errors import InputError, IntegrityError, OperationError
+from affidavit.errors import InputError, IntegrityError, NotFound, OperationError
 from affidavit.models.governance import Baseline
 from affidavit.services.approvals import baseline_standing, policy_standing
 from affidavit.services.context import App
@@ -69,3 +69,11 @@ def latest_baseline(app: App) -> Baseline | None:
             "approve the configuration again with `affidavit baseline approve`",
         )
     return standing.baseline
+
+
+def baseline_in_force(app: App) -> Baseline:
+    """:func:`latest_baseline`, raising :class:`NotFound` when none has been approved."""
+    found = latest_baseline(app)
+    if found is None:
+        raise NotFound("no baseline has been approved", hint="`affidavit baseline approve`")
+    return found

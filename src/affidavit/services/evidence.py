@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,9 +25,10 @@ import rfc8785
 
 from affidavit import __version__
 from affidavit.catalog.store import UnitOfWork
-from affidavit.crypto.digest import sha256_hex
+from affidavit.crypto import tokens
+from affidavit.crypto.digest import Sha256Stream, sha256_hex
 from affidavit.crypto.dsse import sign_envelope
-from affidavit.errors import AlreadyExists, InputError, IntegrityError
+from affidavit.errors import AlreadyExists, InputError, IntegrityError, NotFound
 from affidavit.evidence.content import EvidenceContent
 from affidavit.evidence.package import (
     CHECKPOINT,
@@ -195,6 +197,61 @@ def build_evidence(
         drills=len(content.drills), findings=len(content.findings),
         checkpoint_size=checkpoint.size, seq=event.seq, warnings=tuple(warnings),
     )  # fmt: skip
+
+
+PACKAGES_FOLDER = "evidence"
+"""Where the home keeps the packages built for clients of the server (``HOME/evidence``)."""
+_PACKAGE_ID = re.compile(r"ev-[0-9a-f]{16}")
+
+
+def build_evidence_package(
+    app: App,
+    *,
+    period: Period,
+    framework: str | None = None,
+    reporter: Reporter | None = None,
+) -> tuple[str, EvidenceBuild]:
+    """Build a package for ``period`` in the home's evidence folder under a new id
+    (``ev-...``), for a client of the server to download (:func:`evidence_package`)."""
+    folder = app.settings.home / PACKAGES_FOLDER
+    folder.mkdir(mode=0o700, exist_ok=True)
+    package_id = f"ev-{tokens.new_id()}"
+    built = build_evidence(
+        app,
+        period=period,
+        out=folder / f"{package_id}.tar.gz",
+        framework=framework,
+        reporter=reporter,
+    )
+    return package_id, built
+
+
+def evidence_package(app: App, package_id: str) -> Path:
+    """The file of the package ``package_id`` that :func:`build_evidence_package` built;
+    :class:`NotFound` for any other id (never a path outside the evidence folder)."""
+    path = app.settings.home / PACKAGES_FOLDER / f"{package_id}.tar.gz"
+    if not _PACKAGE_ID.fullmatch(package_id) or not path.is_file():
+        raise NotFound(
+            f"no evidence package {package_id[:40]!r}",
+            hint="`affidavit evidence build` through the server names the one it built",
+        )
+    return path
+
+
+def check_package_file(path: Path, sha256: str) -> None:
+    """Raise :class:`IntegrityError`, and remove the file, when the package at ``path`` (one
+    a client downloaded) is not the one whose SHA-256 ``sha256`` the ledger recorded."""
+    stream = Sha256Stream()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            stream.update(chunk)
+    if stream.hexdigest() != sha256:
+        path.unlink(missing_ok=True)
+        raise IntegrityError(
+            f"the package received has SHA-256 {stream.hexdigest()}, not the {sha256} that was "
+            "built and recorded: it changed on the way, and was removed",
+            hint="build it again; if it happens again, check what lies between you and the server",
+        )
 
 
 def verify_evidence(path: Path, public_key: str) -> EvidenceReport:

@@ -22,7 +22,7 @@ import rfc8785
 
 from affidavit.catalog.governance import GovernanceRepository
 from affidavit.crypto.digest import sha256_hex
-from affidavit.errors import AccessDenied, AlreadyExists, InputError
+from affidavit.errors import AccessDenied, AlreadyExists, InputError, NotFound
 from affidavit.models.approval import GatedOperation
 from affidavit.models.governance import (
     CheckRun,
@@ -93,9 +93,17 @@ def validate_policy(path: Path) -> Policy:
 
 
 def propose_policy(app: App, path: Path) -> PolicyVersion:
-    """Record a new policy version as proposed (``policy.proposed``)."""
-    text = read_policy_file(path)
-    parse_policy(text, name=path.name, controls=CONTROL_IDS)
+    """Record a new policy version as proposed (``policy.proposed``) from a policy file."""
+    return propose_policy_text(app, read_policy_file(path), name=path.name)
+
+
+def propose_policy_text(app: App, text: str, *, name: str) -> PolicyVersion:
+    """Record a new policy version as proposed (``policy.proposed``) from a policy file's
+    ``text`` (``name``: the file's, in error messages; through the API the client reads the
+    file and sends its text)."""
+    if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
+        raise InputError(f"{name[:100]} is larger than {MAX_POLICY_BYTES // 1024} KiB")
+    parse_policy(text, name=name, controls=CONTROL_IDS)
     digest = sha256_hex(text.encode("utf-8"))
     with app.change() as change:
         gov = change.uow.governance
@@ -181,6 +189,22 @@ def policy_versions(app: App) -> list[PolicyVersion]:
     """Every version, oldest first."""
     with app.read() as uow:
         return uow.governance.policy_versions()
+
+
+def policy_version(app: App, version: int | None = None) -> PolicyVersion:
+    """Version ``version`` with its text, or (None) the newest approved one; raise
+    :class:`NotFound` when there is no such version."""
+    chosen = [
+        v
+        for v in policy_versions(app)
+        if (v.version == version if version is not None else v.approved)
+    ]
+    if not chosen:
+        raise NotFound(
+            "no such policy version" if version is not None else "no policy version is in effect",
+            hint="`affidavit policy list` shows the versions",
+        )
+    return chosen[-1]
 
 
 def effective_policy(app: App) -> tuple[PolicyVersion, Policy] | None:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from affidavit.catalog.store import UnitOfWork
 from affidavit.errors import AccessDenied, AlreadyExists, InputError
 from affidavit.models.approval import GatedOperation
 from affidavit.models.identity import Account, AccountKind, Principal, RoleGrant, account_name
-from affidavit.models.permissions import HUMAN_ONLY_ROLES, Permission, Role
+from affidavit.models.permissions import HUMAN_ONLY_ROLES, ROLES, Permission, Role
 from affidavit.services.context import App
 from affidavit.services.policy_vouch import read_events
 from affidavit.services.principals import (
@@ -214,6 +215,24 @@ class Holding:
     disabled: bool
     grants: tuple[RoleGrant, ...]
     effective: frozenset[Role]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready: the grants, and the roles the ledger confirms (``effective``)."""
+        return {
+            "account": self.account,
+            "kind": self.kind.value,
+            "disabled": self.disabled,
+            "grants": [g.to_json() for g in self.grants],
+            "effective": sorted(r.value for r in self.effective),
+        }
+
+
+def grants_json(holdings: list[Holding]) -> dict[str, Any]:
+    """``role list --json``: every role with its permissions, and who holds what."""
+    return {
+        "roles": {r.value: sorted(p.value for p in ROLES[r]) for r in Role},
+        "accounts": [h.to_json() for h in holdings],
+    }
 
 
 def list_grants(app: App, principal: Principal) -> list[Holding]:

@@ -98,6 +98,15 @@ class DueItem:
         }
 
 
+def due_json(items: list[DueItem]) -> dict[str, Any]:
+    """``due --json``: how many checks are due and overdue, and every item."""
+    return {
+        "due": sum(1 for i in items if i.is_due),
+        "overdue": sum(1 for i in items if i.is_due and i.overdue),
+        "items": [i.to_json() for i in items],
+    }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Signed:
     """A complete backup as its ledger events record it."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from affidavit.models.backup import Backup, Hold
 from affidavit.models.checks import Drill, Verification
-from affidavit.models.governance import PolicyVersion
+from affidavit.models.governance import Baseline, PolicyVersion
 from affidavit.models.inventory import Dataset, ServerDescription, Source, Vault, VaultProbe
 from affidavit.services.inventory import Inventory, SourceTest
 from affidavit.services.keys import RotationResult
@@ -225,6 +225,23 @@ def policy_version_json(v: PolicyVersion) -> dict[str, Any]:
     }
 
 
+def policy_document_json(v: PolicyVersion) -> dict[str, Any]:
+    """A policy version with its text (``policy show --json``)."""
+    return {**policy_version_json(v), "text": v.text}
+
+
+def baseline_json(b: Baseline) -> dict[str, Any]:
+    """A baseline with its content (``baseline show --json``)."""
+    return {
+        "id": b.id,
+        "approved_by": b.approved_by,
+        "approved_at": b.approved_at.isoformat(),
+        "sha256": b.sha256,
+        "seq": b.seq,
+        "content": b.content,
+    }
+
+
 def rotation_json(result: RotationResult) -> dict[str, Any]:
     """What a key rotation did."""
     return {
@@ -232,5 +249,7 @@ def rotation_json(result: RotationResult) -> dict[str, Any]:
         "old_version": result.old_version,
         "new_version": result.new_version,
         "rewrapped": result.rewrapped,
+        "rewrapped_totp": result.rewrapped_totp,
+        "rewrapped_recipients": result.rewrapped_recipients,
         "retired": result.retired,
     }

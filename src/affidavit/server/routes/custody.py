@@ -1,4 +1,5 @@
-"""Gated operations of custody and governance that other routers do not hold:
+"""``GET /keys/status`` (``keys.status``), and the gated operations of custody and governance
+that other routers do not hold:
 ``POST /keys/rotate`` (``keys.rotate`` + MFA), ``POST /backups/{backup_id}/identity``
 (``keys.export_identity`` + MFA: the backup's age identity, in this answer only),
 ``DELETE /sources/{name}`` (``source.manage``), ``POST /accounts/{name}/disable``
@@ -32,6 +33,16 @@ class Reason(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     reason: str = Field(min_length=1, max_length=500)
+
+
+@router.get("/keys/status")
+def key_status(
+    caller: Annotated[Caller, Depends(allow(Permission.KEYS_STATUS))],
+) -> Response:
+    """KEK versions and when rotation is due (``keys status --json``)."""
+    with caller.acting() as app:
+        status = keys.key_status(app)
+    return reply(status.to_json())
 
 
 @router.post("/keys/rotate")

@@ -1,11 +1,12 @@
-"""``POST /backups/{backup_id}/holds`` (``hold.add``) and
-``POST /backups/{backup_id}/holds/{case}/release`` (``hold.release`` with a fresh MFA check)."""
+"""``POST /backups/{backup_id}/holds`` (``hold.add``),
+``POST /backups/{backup_id}/holds/{case}/release`` (``hold.release`` with a fresh MFA check)
+and ``GET /holds`` (``backup.read``)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
@@ -59,3 +60,15 @@ def release_hold(
     with caller.acting() as app:
         hold = backups.release_hold(app, backup_id, case_id=case, reason=body.reason)
     return reply(hold_json(hold))
+
+
+@router.get("/holds")
+def list_holds(
+    caller: Annotated[Caller, Depends(allow(Permission.BACKUP_READ))],
+    backup: Annotated[str | None, Query(max_length=200)] = None,
+    active: bool = False,
+) -> Response:
+    """Holds (of one backup; only the active ones), oldest first (``hold list --json``)."""
+    with caller.acting() as app:
+        found = backups.list_holds(app, backup, active_only=active)
+    return reply({"holds": [hold_json(h) for h in found]})

@@ -1,5 +1,7 @@
-"""``GET /ledger/checkpoint``, ``GET /ledger/verify``, ``GET /ledger/proof/{seq}``
-(``ledger.read``): the ledger's signed state and proofs. Reading a checkpoint writes
+"""``GET /ledger/checkpoint``, ``GET /ledger/verify``, ``GET /ledger/proof/{seq}``,
+``GET /ledger/entries``, ``GET /ledger/consistency``, ``GET /ledger/key`` (``ledger.read``):
+the ledger's signed state, proofs, entries and verifier key (a proof's read is in the access
+log as ``ledger-proof:SEQ``). Reading a checkpoint writes
 nothing; saving or publishing one (``ledger checkpoint --out|--publish``, ``ledger.checkpoint``)
 names places on the server's host and stays with its CLI."""
 
@@ -47,3 +49,33 @@ def proof(
     with caller.acting() as app:
         result = ledger.inclusion_proof(app, seq, size=size)
     return reply(result.to_json())
+
+
+@router.get("/ledger/entries")
+def entries(
+    caller: Reader,
+    since: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """Entries in sequence order, filtered by time and action (``ledger show --json``)."""
+    with caller.acting() as app:
+        found = ledger.show_events(app, since=since, action=action, limit=limit)
+    return reply({"entries": [e.to_json() for e in found]})
+
+
+@router.get("/ledger/consistency")
+def consistency(caller: Reader, old_size: Annotated[int, Query(ge=1)]) -> Response:
+    """An RFC 9162 consistency proof of the tree of ``old_size`` with the newest signed
+    checkpoint (``ledger consistency --json``)."""
+    with caller.acting() as app:
+        result = ledger.consistency_proof(app, old_size)
+    return reply(result.to_json())
+
+
+@router.get("/ledger/key")
+def key(caller: Reader) -> Response:
+    """The verifier key of the server's ledger (``ledger key --json``)."""
+    with caller.acting() as app:
+        vkey = ledger.ledger_vkey(app.settings)
+    return reply({"vkey": vkey})

@@ -1,12 +1,13 @@
 """``POST /tokens`` (``token.manage`` with a fresh MFA check): issue an API token to a
-service account; its secret is in this answer only."""
+service account; its secret is in this answer only. ``GET /tokens`` (``account.read``): the
+tokens, never their secrets; ``DELETE /tokens/{token_id}`` (``token.manage``): revoke one."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
@@ -54,3 +55,24 @@ def create_token(
             app, caller.principal, body.account, scopes, timedelta(days=body.expires_in_days)
         )
     return reply({"token": issued.token.to_json(), "secret": issued.secret}, 201)
+
+
+@router.get("/tokens")
+def list_tokens(
+    caller: Annotated[Caller, Depends(allow(Permission.ACCOUNT_READ))],
+    account: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """The tokens, of one account or all (``token list --json``)."""
+    with caller.acting() as app:
+        found = identity.list_tokens(app, caller.principal, account)
+    return reply({"tokens": [t.to_json() for t in found]})
+
+
+@router.delete("/tokens/{token_id}")
+def revoke_token(
+    caller: Annotated[Caller, Depends(allow(Permission.TOKEN_MANAGE))], token_id: str
+) -> Response:
+    """Revoke a token (``token revoke --json``)."""
+    with caller.acting() as app:
+        token = identity.revoke_token(app, caller.principal, token_id)
+    return reply({"token": token.to_json()})

@@ -1,4 +1,5 @@
-"""``GET /vaults``: the registered vaults (``vault.read``)."""
+"""``GET /vaults`` and ``GET /vaults/{name}`` (``vault.read``): the registered vaults, and one
+with a fresh probe of its storage from the server's host."""
 
 from __future__ import annotations
 
@@ -22,3 +23,13 @@ def list_vaults(caller: Annotated[Caller, Depends(allow(Permission.VAULT_READ))]
     with caller.acting() as app:
         found = inventory.list_vaults(app)
     return reply({"vaults": [vault_json(v) for v in found]})
+
+
+@router.get("/vaults/{name}")
+def show_vault(
+    caller: Annotated[Caller, Depends(allow(Permission.VAULT_READ))], name: str
+) -> Response:
+    """One vault and its probe (``vault show --json``)."""
+    with caller.acting() as app:
+        vault, probe = inventory.get_vault(app, name)
+    return reply(vault_json(vault, probe))

@@ -1,0 +1,53 @@
+"""docs/server.md keeps the API's routes and the remote-capable commands of the code: every
+route of a resource its routes table lists has its row (method, route and the permission its
+gate asks for; a resource documented on its feature's page instead is left to that page), and
+every remote-capable command is named."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from affidavit.cli.client import REMOTE_COMMANDS
+from affidavit.models.permissions import ROUTE_PERMISSIONS
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "server.md").read_text(encoding="utf-8")
+PREFIX = "/api/v1"
+
+
+def _shape(route: str) -> str:
+    """A route with its parameters unnamed (the table says ``{id}`` for ``{backup_id}``)."""
+    return re.sub(r"\{[^}]*\}", "{}", route)
+
+
+def test_every_api_route_has_its_row() -> None:
+    rows = {
+        (m.group(1), _shape(m.group(2).split("?")[0])): m.group(3)
+        for m in re.finditer(r"^\| (GET|POST|DELETE) \| `([^`]+)` \| ([^|]+)\|", DOC, re.M)
+    }
+    resources = {route.split("/")[1] for _, route in rows}
+    missing, wrong = [], []
+    for action, permission in ROUTE_PERMISSIONS.items():
+        method, _, route = action.partition(" ")
+        if not route.startswith(PREFIX + "/") or route.split("/")[3] not in resources:
+            continue  # the web pages (docs/web.md), or a resource its own page documents
+        gate = rows.get((method, _shape(route.removeprefix(PREFIX))))
+        if gate is None:
+            missing.append(action)
+        elif permission is not None and f"`{permission.value}`" not in gate:
+            wrong.append(f"{action}: {gate.strip()}")
+    assert missing == [] and wrong == []
+
+
+def test_every_remote_capable_command_is_named() -> None:
+    """In the list of "The CLI as a client" (``group a|b`` names ``group a`` and ``group b``),
+    and nothing there that is not remote-capable."""
+    listed = DOC[
+        DOC.index("So far (`cli/client.py:") : DOC.index("and `login`, `logout`, `whoami`")
+    ]
+    named = set()
+    for group in re.findall(r"`([a-z|-]+(?: [a-z|-]+)*)`", listed):
+        *head, tail = group.split(" ")
+        named |= {" ".join([*head, leaf]) for leaf in tail.split("|")}
+    assert sorted(REMOTE_COMMANDS - named) == []
+    assert sorted(named - REMOTE_COMMANDS) == []
