@@ -348,5 +348,11 @@ DEFAULT_CONFIG_TEXT = """\
 # oidc_redirect_uri = "https://affidavit.example.com:8443/api/v1/auth/oidc/callback"
 # oidc_mfa_acr = ["urn:example:mfa"]  # acr values that mean the provider checked MFA
 # The client secret comes from AFFIDAVIT_OIDC_CLIENT_SECRET only (none: a public client).
+# Reminders of auditors' evidence requests, `affidavit audit remind` (docs/audit.md):
+# audit_remind_days_before = 2
+# audit_remind_to = ["evidence-owners@example.com"]
+# audit_smtp_host = "smtp.example.com"   # audit_smtp_port = 587, audit_smtp_starttls = true
+# audit_smtp_from = "affidavit@example.com"
+# audit_webhook_url = "https://hooks.example.com/affidavit"  # key: AFFIDAVIT_AUDIT_WEBHOOK_SECRET
 # The local key file's passphrase comes from AFFIDAVIT_PASSPHRASE only, never from this file.
 """

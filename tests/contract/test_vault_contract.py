@@ -380,6 +380,31 @@ def test_path_traversal_is_refused(case: Case, path: str) -> None:
     assert case.leftovers() == []
 
 
+def test_read_range_gives_exactly_the_bytes_asked_for(case: Case) -> None:
+    """A cluster worker reads one segment of an artifact (``verify --cluster``)."""
+    data = pattern(7, 3 * MIB + 11)
+    case.vault.put("src/b1/ranged", [data], retain_until=None)
+    for offset, size in [
+        (0, 0),
+        (0, 1),
+        (0, 65_536 + 16),
+        (1, 100),
+        (MIB - 5, MIB + 10),
+        (len(data) - 3, 3),
+        (len(data) - 3, 100),  # runs past the end: the bytes it has
+        (len(data), 10),  # at the end: none
+        (len(data) + 10, 10),  # past it: none
+        (0, len(data) + 1),
+    ]:
+        assert case.vault.read_range("src/b1/ranged", offset, size) == data[offset : offset + size]
+    with pytest.raises(ArtifactNotFound):
+        case.vault.read_range("src/b1/absent", 0, 10)
+    with pytest.raises(ArtifactNotFound):
+        case.vault.read_range("src/b1/absent", 0, 0)
+    with pytest.raises(ValueError, match="no range"):
+        case.vault.read_range("src/b1/ranged", -1, 10)
+
+
 def test_missing_artifacts_are_not_found(case: Case) -> None:
     case.vault.put("src/b1/present", [b"x"], retain_until=None)
     for call in (case.vault.open, case.vault.stat, case.vault.delete):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +15,7 @@ from affidavit.cli.state import app_for
 from affidavit.cli.views import verification_json
 from affidavit.models.checks import Verification
 from affidavit.services import verify as verifier
+from affidavit.services.verify.cluster import ClusterTls
 
 _DEFAULT = "run"
 _HELP = ("--help", "-h")
@@ -36,7 +38,7 @@ app = typer.Typer(
     help=(
         "Verify backups: integrity, content, and against the live source.\n\n"
         "Usage: `affidavit verify BACKUP [--against-source] [--sample PERCENT] "
-        "[--workers N] [--json]` "
+        "[--workers N | --cluster tls://SCHEDULER:8786] [--json]` "
         "checks one backup (the same as `affidavit verify run BACKUP ...`); "
         "`affidavit verify list [BACKUP] [--json]` lists recorded verifications.\n\n"
         "Exit codes: 0 the backup verified; 1 findings (listed); 2 bad input; "
@@ -82,6 +84,28 @@ def run(
             "(default: the cores available).",
         ),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            metavar="URL",
+            help="Check the segments on a Dask cluster: tls://SCHEDULER:PORT (the backup's "
+            "payload key travels to its workers; tcp:// only to a scheduler on loopback). "
+            "The workers must see the vault (docs/scale.md).",
+        ),
+    ] = None,
+    cluster_ca: Annotated[
+        Path | None,
+        typer.Option("--cluster-ca", metavar="FILE", help="The CA of the cluster's TLS."),
+    ] = None,
+    cluster_cert: Annotated[
+        Path | None,
+        typer.Option("--cluster-cert", metavar="FILE", help="This client's TLS certificate."),
+    ] = None,
+    cluster_key: Annotated[
+        Path | None,
+        typer.Option("--cluster-key", metavar="FILE", help="This client's TLS key."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Verify a backup: signed manifest, every artifact's size, SHA-256, decryption and
@@ -95,6 +119,8 @@ def run(
             sample_percent=sample,
             seed=seed,
             workers=workers,
+            cluster=cluster,
+            cluster_tls=ClusterTls(ca_file=cluster_ca, cert=cluster_cert, key=cluster_key),
             reporter=reporter,
         )
     if json_out:

@@ -173,7 +173,8 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
             for b in uow.backups.list()
             if b.wrapped_identity is not None and b.status is not BackupStatus.DELETED
         ]
-    from affidavit.services import identity  # both import this module
+    # these import this module: read here, at the rotation
+    from affidavit.services import audit_files, identity
     from affidavit.services.exports import recipients
 
     identities = {b.id: unwrap_identity(keystore, b) for b in backups}  # fail before changing
@@ -218,6 +219,7 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
         still_used |= {
             k.kek_version for k in uow.exports.pseudonym_keys_wrapped_by(new.kek_id).values()
         }
+        still_used |= audit_files.kek_versions_in_use(uow, new.kek_id)  # in the ledger: kept
     retired = [version for version in retired if version not in still_used]
     for version in retired:
         keystore.retire(version)

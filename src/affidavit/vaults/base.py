@@ -215,6 +215,24 @@ class VaultBackend(ABC):
     def open(self, path: str) -> BinaryIO:
         """A readable binary stream of the artifact. Raises ``ArtifactNotFound``."""
 
+    def read_range(self, path: str, offset: int, size: int) -> bytes:
+        """The artifact's bytes ``[offset, offset + size)``: fewer at its end, none past it,
+        read without the rest where the storage can (``pread``, an S3 ranged GET): a cluster
+        worker reads one segment of an artifact this way. Raises ``ArtifactNotFound``, and
+        ``ValueError`` for a negative ``offset`` or ``size``. The default reads through
+        :meth:`open` and skips what comes before ``offset``."""
+        if offset < 0 or size < 0:
+            raise ValueError(f"no range at offset {offset} of size {size}")
+        with self.open(path) as stream:
+            skip = offset
+            while skip > 0 and (block := stream.read(min(skip, _COPY_CHUNK))):
+                skip -= len(block)
+            parts, want = [], size
+            while want > 0 and (block := stream.read(min(want, _COPY_CHUNK))):
+                parts.append(block)
+                want -= len(block)
+        return b"".join(parts)
+
     @abstractmethod
     def stat(self, path: str) -> ArtifactInfo:
         """Size and lock state of the artifact. Raises ``ArtifactNotFound``."""

@@ -365,6 +365,31 @@ class S3Vault(VaultBackend):
             raise self._error("read", path, exc) from exc
         return io.BufferedReader(_ObjectStream(self, path, reply["Body"]), buffer_size=1 << 20)
 
+    def read_range(self, path: str, offset: int, size: int) -> bytes:
+        """One ranged GET (``Range: bytes=offset-end``): only those bytes travel."""
+        check_artifact_path(path)
+        if offset < 0 or size < 0:
+            raise ValueError(f"no range at offset {offset} of size {size}")
+        if size == 0:
+            self._head(path)  # ArtifactNotFound all the same
+            return b""
+        try:
+            reply = self._s3.get_object(
+                Bucket=self.bucket, Key=self._key(path), Range=f"bytes={offset}-{offset + size - 1}"
+            )
+            with contextlib.closing(reply["Body"]) as body:
+                data: bytes = body.read()
+        except ClientError as exc:
+            code = _code(exc)
+            if code in _NOT_FOUND_CODES:
+                raise self._not_found(path) from exc
+            if code in ("InvalidRange", "416"):
+                return b""  # the range starts at or past the end
+            raise self._error("read", path, exc) from exc
+        except (BotoCoreError, OSError) as exc:
+            raise self._error("read", path, exc) from exc
+        return data[:size]
+
     def stat(self, path: str) -> ArtifactInfo:
         check_artifact_path(path)
         head = self._head(path)

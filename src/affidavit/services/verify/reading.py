@@ -12,6 +12,7 @@ the paths checked.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
@@ -22,15 +23,15 @@ from typing import Any, BinaryIO
 
 from affidavit.crypto.age import recipient_of
 from affidavit.crypto.age_process import AgeProcess
-from affidavit.crypto.age_reader import AgeDecryptError, AgeFile
+from affidavit.crypto.age_reader import MAX_HEADER, AgeDecryptError, AgeFile
 from affidavit.crypto.digest import Sha256Stream
-from affidavit.errors import FormatError, IntegrityError, KeystoreError, OperationError
+from affidavit.errors import FormatError, IntegrityError, KeystoreError, OperationError, VaultError
 from affidavit.models.checks import CheckCode
 from affidavit.private_temp import open_private
 from affidavit.services.artifacts import decryption
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.verify.manifest_copy import check_manifest_copy, not_a_file
-from affidavit.services.verify.segments import SegmentUse, read_segments
+from affidavit.services.verify.segments import RangedFile, Remote, SegmentUse, read_segments
 from affidavit.services.verify.state import CHUNK, Expected, Run, now
 from affidavit.vaults.base import (
     ArtifactNotFound,
@@ -314,13 +315,31 @@ class ArtifactReader:
             return False, None
         if use.frame and table.framing != "bson":
             return False, None
+        # on a cluster (verify --cluster) when nothing must be spooled here: its workers
+        # open the same vault and read only their segments
+        remote = None
+        if self.run.cluster is not None and use.spool is None:
+            remote = Remote(vault=self.run.vault.vault, path=art.path, run=self.run.cluster)
+        header: BinaryIO = fh
         if _regular_descriptor(fh) is None:
-            return False, None  # a stream (S3): sequential, from where it stands
+            if remote is None:
+                return False, None  # a stream (S3): sequential, from where it stands
+            # the workers take ranges of it; here only the header is needed (ranged read)
+            with RangedFile(self.run.vault, art.path, art.size) as ranged:
+                try:
+                    ranged.fetch(0, MAX_HEADER + 1 + 16)
+                except (VaultError, OSError):
+                    return False, None  # the sequential pass words it
+                header = ranged.as_file()
         try:
-            age = AgeFile.from_file(fh, self.identity)
+            with contextlib.ExitStack() as stack:
+                if header is not fh:
+                    stack.enter_context(header)
+                age = AgeFile.from_file(header, self.identity)
         except (AgeDecryptError, KeystoreError, OSError):
             return False, None
-        fh.seek(0)  # ``pread`` only: the sequential pass, if any, starts at 0 anyway
+        if header is fh:
+            fh.seek(0)  # ``pread`` only: the sequential pass, if any, starts at 0 anyway
         if age.layout.file_size != art.size:
             return False, None
         try:
@@ -334,12 +353,18 @@ class ArtifactReader:
                 dataset=art.dataset or art.path,
                 advance=self.run.rep.advance,
                 open_spool=open_private,
+                remote=remote,
             )
         except OSError as exc:  # the vault's file could not be read: says nothing of the backup
             fh.close()
             raise OperationError(
                 f"reading {art.path} from the vault failed: {exc}",
-                hint="check the vault's storage and run the verification again",
+                hint="check the vault's storage and run the verification again"
+                + (
+                    "; a cluster's workers must see the vault's folder at the same path"
+                    if remote is not None
+                    else ""
+                ),
             ) from exc
         if got.table_issues:
             self.run.find(

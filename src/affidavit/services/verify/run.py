@@ -17,7 +17,7 @@ from pathlib import Path
 from affidavit.errors import InputError, OperationError
 from affidavit.models.backup import ArtifactRole, Backup, BackupStatus
 from affidavit.models.checks import Verification
-from affidavit.models.inventory import Source
+from affidavit.models.inventory import Source, Vault
 from affidavit.models.predicates import VerificationKind
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.private_temp import private_folder, sweep
@@ -25,6 +25,7 @@ from affidavit.services.backends import engine_for, vault_backend
 from affidavit.services.context import App
 from affidavit.services.ledger import _identity
 from affidavit.services.verify.against_source import check_source_identity, compare_with_source
+from affidavit.services.verify.cluster import Cluster, ClusterTls, check_cluster_url
 from affidavit.services.verify.content import ContentCheck, one_pass
 from affidavit.services.verify.reading import ArtifactReader
 from affidavit.services.verify.recording import Outcome, record
@@ -42,6 +43,8 @@ def verify_backup(
     sample_percent: float | None = None,
     seed: str | None = None,
     workers: int | None = None,
+    cluster: str | None = None,
+    cluster_tls: ClusterTls | None = None,
     reporter: Reporter | None = None,
 ) -> Verification:
     """Verify a backup, record the signed result and return it.
@@ -52,7 +55,10 @@ def verify_backup(
     unknown or deleted backup or bad arguments, and :class:`OperationError` (exit 3) when
     the vault or the source cannot be read (recorded only as ``verification.could_not_run``).
     ``workers`` (default: the cores available) is how many segments of an artifact with a
-    signed segment table are checked at a time (:mod:`.segments`).
+    signed segment table are checked at a time (:mod:`.segments`). ``cluster``
+    (``tls://HOST:PORT``, or ``tcp://`` on loopback; ``cluster_tls``: the client's TLS files)
+    sends those segments to a Dask cluster instead (:mod:`.cluster`): a scheduler that does
+    not answer is :class:`OperationError` before anything is read or recorded.
     """
     rep = reporter or SilentReporter()
     if sample_percent is not None and not (
@@ -68,6 +74,8 @@ def verify_backup(
         raise InputError("a seed repeats a sample: give --sample PERCENT with it")
     if seed is not None and not (1 <= len(seed) <= 64 and seed.isprintable()):
         raise InputError("a seed is 1 to 64 printable characters")
+    if cluster is not None:
+        check_cluster_url(cluster)
     with app.read() as uow:
         backup = uow.backups.get(backup_id)
         vault = uow.vaults.get(backup.vault)
@@ -92,6 +100,42 @@ def verify_backup(
     )  # fmt: skip
     if sample_percent is not None and seed is None:
         seed = new_seed()
+    remote = None
+    if cluster is not None:  # no answer: exit 3 before anything is read or recorded
+        remote = Cluster(cluster, tls=cluster_tls, timeout=app.settings.connect_timeout).connect()
+    try:
+        return _verify(
+            app,
+            backup,
+            vault,
+            source,
+            kind=kind,
+            rep=rep,
+            sample_percent=sample_percent,
+            seed=seed,
+            workers=workers or default_workers(),
+            cluster=remote,
+        )
+    finally:
+        if remote is not None:
+            remote.close()
+
+
+def _verify(
+    app: App,
+    backup: Backup,
+    vault: Vault,
+    source: Source | None,
+    *,
+    kind: VerificationKind,
+    rep: Reporter,
+    sample_percent: float | None,
+    seed: str | None,
+    workers: int,
+    cluster: Cluster | None,
+) -> Verification:
+    """Run the checks in a private folder and record the outcome; an outage records only
+    ``verification.could_not_run``."""
     sweep()  # plaintext spools of killed commands (affidavit.private_temp)
     started = now()
     try:
@@ -107,13 +151,14 @@ def verify_backup(
                 started=started,
                 sample_percent=sample_percent,
                 seed=seed,
-                workers=workers or default_workers(),
+                workers=workers,
+                cluster=cluster,
             )
     except OperationError as exc:
         with app.change() as change:
             change.record(
                 "verification.could_not_run",
-                f"backup:{backup_id}",
+                f"backup:{backup.id}",
                 {"kind": kind, "error": exc.message},
             )
         raise
@@ -133,11 +178,21 @@ def _check(
     sample_percent: float | None,
     seed: str | None,
     workers: int,
+    cluster: Cluster | None = None,
 ) -> Outcome:
     """Run every check of one verification; what it found."""
     rep.stage(f"checking the signed manifest of {backup.id}")
     signed, findings = read_signed(app, backup)
-    run = Run(app=app, backup=backup, vault=vault, rep=rep, tmp=tmp, signed=signed, workers=workers)
+    run = Run(
+        app=app,
+        backup=backup,
+        vault=vault,
+        rep=rep,
+        tmp=tmp,
+        signed=signed,
+        workers=workers,
+        cluster=cluster.run if cluster is not None else None,
+    )
     run.findings.extend(findings)
     reader = ArtifactReader(run)
     reader.check_copy()

@@ -10,7 +10,7 @@ values from and adds its findings to.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from affidavit.models.progress import Reporter
 from affidavit.models.segments import SegmentTable
 from affidavit.services.context import App
 from affidavit.services.ledger import _identity
+from affidavit.services.verify.segments import SegmentJob, SegmentPart
 from affidavit.vaults.base import VaultBackend
 
 CHUNK = 1 << 20
@@ -128,6 +129,8 @@ class Run:
     tmp: Path  # private folder: plaintext spools, stored and computed indexes
     signed: Signed
     workers: int = 1  # segments of an artifact with a segment table checked at a time
+    # where segments run instead of local threads (``verify --cluster``): jobs in, parts out
+    cluster: Callable[[Sequence[SegmentJob]], Iterator[SegmentPart]] | None = None
     findings: list[Finding] = field(default_factory=list)
 
     def find(self, code: CheckCode, message: str, subject: str = "", **details: Any) -> None:
