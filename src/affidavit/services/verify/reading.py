@@ -16,6 +16,7 @@ import contextlib
 import io
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from affidavit.vaults.base import (
     RetentionDamaged,
 )
 
+_WHOLE_PIECE = 4 << 20  # bytes per pread of the whole-file digest
 _ENTRY_WORDS = {
     EntryKind.HIDDEN_FILE: "a hidden file",
     EntryKind.UNFINISHED_WRITE: "an unfinished write (the temporary file of a put that never "
@@ -342,6 +344,12 @@ class ArtifactReader:
             fh.seek(0)  # ``pread`` only: the sequential pass, if any, starts at 0 anyway
         if age.layout.file_size != art.size:
             return False, None
+        # the whole-file SHA-256 is signed too (for sha256sum users): hashed here on a thread
+        # of its own beside the segments (hashlib releases the GIL; the file is read a second
+        # time, mostly from the page cache), so that the verdict is the sequential pass's
+        # even when the table and the digest disagree. A stream (S3) has no descriptor: there
+        # the digest is vouched by the signed table alone (docs/verification.md).
+        whole = _WholeFileDigest.start(_regular_descriptor(fh), art.size)
         try:
             got = read_segments(
                 age,
@@ -366,6 +374,8 @@ class ArtifactReader:
                     else ""
                 ),
             ) from exc
+        finally:
+            digest = whole.result() if whole is not None else None
         if got.table_issues:
             self.run.find(
                 CheckCode.SEGMENT_TABLE_INVALID,
@@ -385,8 +395,11 @@ class ArtifactReader:
             )
         if not got.ok:
             return False, None
+        if whole is not None and digest != art.sha256:
+            return False, None  # the sequential pass words it (artifact-hash-mismatch)
         self.run.rep.finish()
-        # every byte read, each segment's ciphertext as signed: the file is the signed one
+        # every byte read, each segment's ciphertext as signed (and, from a file, the whole
+        # file's digest recomputed): the file is the signed one
         self.observed[art.path] = art.sha256
         self.plain_proven.add(art.path)
         if use.frame:
@@ -528,6 +541,42 @@ class ArtifactReader:
             expected=art.sha256,
             actual=actual,
         )
+
+
+class _WholeFileDigest:
+    """The SHA-256 of a file read with ``pread`` on a thread of its own."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd, self._size = fd, size
+        self._digest: str | None = None
+        self._thread = threading.Thread(target=self._run, name="whole-file-sha256", daemon=True)
+
+    @classmethod
+    def start(cls, fd: int | None, size: int) -> _WholeFileDigest | None:
+        """Begin hashing ``size`` bytes of ``fd`` (None: no descriptor, nothing to hash)."""
+        if fd is None:
+            return None
+        started = cls(fd, size)
+        started._thread.start()
+        return started
+
+    def _run(self) -> None:
+        stream, offset = Sha256Stream(), 0
+        try:
+            while offset < self._size:
+                piece = os.pread(self._fd, min(_WHOLE_PIECE, self._size - offset), offset)
+                if not piece:
+                    return  # shorter than signed: no digest, so no match
+                stream.update(piece)
+                offset += len(piece)
+        except OSError:
+            return
+        self._digest = stream.hexdigest()
+
+    def result(self) -> str | None:
+        """The hex digest (None: the file could not be read to its signed size)."""
+        self._thread.join()
+        return self._digest
 
 
 def _regular_descriptor(fh: BinaryIO) -> int | None:

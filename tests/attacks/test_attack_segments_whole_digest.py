@@ -1,17 +1,12 @@
-"""REPORT ONLY (target 7: segment tables; another engineer owns these files). Not collected
-by the suite (the file name does not start with ``test_``); run it by name:
+"""Segment tables against the whole-file digest (target 7 of the attack pass).
 
-    .venv/bin/pytest -p no:cacheprovider tests/attacks/pending/attack_segments_whole_digest.py
+1. A manifest whose segment table describes the file in the vault while its whole-file
+SHA-256 (the artifact's ``sha256`` and the statement's subject) names another file: the
+sequential run finds ``artifact-hash-mismatch`` (exit 1), and so must ``verify --workers 2``.
+It did not (it took the segments' word); now the whole-file digest is recomputed on a thread
+beside the segments (``services/verify/reading.py: _WholeFileDigest``).
 
-1. FAILS (a finding): a manifest whose segment table describes the file in the vault while
-its whole-file SHA-256
-(the artifact's ``sha256`` and the statement's subject) names another file: the sequential run
-finds ``artifact-hash-mismatch`` (exit 1); ``verify --workers 2`` takes the segments' word
-("every byte read, each segment's ciphertext as signed: the file is the signed one",
-``services/verify/reading.py: _segmented``) and must reach the same verdict: it answers
-exit 0 with no finding.
-
-2. PASSES (the defence holds): a first record moved to another genuine document start.
+2. A first record moved to another genuine document start is caught by the chain check.
 """
 
 from __future__ import annotations
