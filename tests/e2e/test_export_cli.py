@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -1012,3 +1013,50 @@ def test_a_key_rotation_keeps_the_recipients_pseudonyms(
         assert recipients.pseudonym_key(app, "acme") == before
     [event] = events(home, "keys.rotated")
     assert event["details"]["rewrapped_recipients"] == ["acme"]
+
+
+KILLED_RUN = """
+import os, sys
+from pathlib import Path
+from affidavit.config import load_settings
+from affidavit.services.context import open_app
+from affidavit.services.exports import run
+
+def die(app, plan, export, allowed, partial):
+    partial.write_bytes(b"age-encryption.org/v1 partial")  # as far as it got
+    os.kill(os.getpid(), 9)  # killed outright: no clean-up runs
+
+run._work = die
+with open_app(load_settings(home=Path(sys.argv[1]))) as app:
+    run.run_export(app, "customers-to-acme")
+"""
+
+
+def test_a_killed_export_is_recorded_abandoned_and_leaves_no_partial(
+    cli: Any, home: Path, tmp_path: Path, mongo: str
+) -> None:
+    """A run killed (SIGKILL) after it began writing: the next ``export list`` finds its
+    process dead, records ``export.abandoned`` (the row failed, with why) and removes the
+    hidden partial output; the destination holds nothing of it."""
+    import subprocess
+    import sys
+
+    s = prepare(cli, home, tmp_path, mongo)
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(home)], capture_output=True, timeout=300,
+        check=False, env={**os.environ, "AFFIDAVIT_ACTOR": "tester@example.com"},
+    )  # fmt: skip
+    assert done.returncode == -9, done.stderr.decode()
+    [partial] = list(s.dest.glob(".*.partial-*"))
+    listed = _json(cli("export", "list", "--json"))["exports"]
+    [row] = [r for r in listed if r["spec"] == "customers-to-acme"]
+    assert row["status"] == "failed"
+    assert row["error"].startswith("abandoned: process ")
+    assert not partial.exists()
+    assert list(s.dest.iterdir()) == []
+    [event] = events(home, "export.abandoned")
+    assert event["details"]["partial_removed"] is True
+    assert event["subject"] == f"export:{row['id']}"
+    again = _json(cli("export", "list", "--json"))["exports"]  # reclaimed once
+    assert len(events(home, "export.abandoned")) == 1
+    assert again == listed

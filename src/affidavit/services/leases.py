@@ -115,6 +115,44 @@ def new_lease(backup_id: str, at: datetime) -> Lease:
     )
 
 
+def lease_json(lease: Lease) -> dict[str, Any]:
+    """A lease as an event's details keep it (for runs whose lease lives in the ledger)."""
+    return {
+        "host": lease.host,
+        "boot_id": lease.boot_id,
+        "pid_namespace": lease.pid_namespace,
+        "pid": lease.pid,
+        "process_start": lease.process_start,
+        "started_at": lease.started_at.isoformat(),
+    }
+
+
+def lease_from_json(key: str, data: object) -> Lease | None:
+    """The lease :func:`lease_json` wrote (``key``: the run it is for), or None when ``data``
+    is not one (then the run is judged by its age alone)."""
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        started = datetime.fromisoformat(str(data["started_at"]))
+        pid, start = data["pid"], data.get("process_start")
+        if not isinstance(pid, int) or isinstance(pid, bool) or started.tzinfo is None:
+            return None
+        if start is not None and (not isinstance(start, int) or isinstance(start, bool)):
+            return None
+        return Lease(
+            backup_id=key,
+            host=str(data["host"]),
+            boot_id=None if data.get("boot_id") is None else str(data["boot_id"]),
+            pid_namespace=None if data.get("pid_namespace") is None else str(data["pid_namespace"]),
+            pid=pid,
+            process_start=start,
+            started_at=started,
+            heartbeat_at=started,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 # -- judging a lease ----------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -69,7 +69,15 @@ from affidavit.services.exports.recipients import pseudonym_key, vouched_key
 from affidavit.services.exports.records import ContractCheck, Minimiser, encode_line
 from affidavit.services.exports.specs import vouched_approval
 from affidavit.services.keys import keystore_for, unwrap_identity
+from affidavit.services.leases import (
+    dead_because,
+    lease_from_json,
+    lease_json,
+    new_lease,
+    this_host,
+)
 from affidavit.services.ledger import attest_and_record
+from affidavit.services.policy_vouch import read_events
 from affidavit.services.requests import Authority, gate
 
 PREDICATE_VERSION: Final = 1
@@ -282,6 +290,62 @@ def plan_export(
     return plan
 
 
+EXPORT_TIMEOUT: Final = timedelta(hours=24)
+"""How long a run whose process cannot be looked up (another host, another PID namespace)
+counts as alive: exports keep no heartbeat."""
+
+
+def reclaim_abandoned_exports(app: App, *, now: datetime | None = None) -> list[str]:
+    """Record every running export whose process is dead (SIGKILL, OOM, a lost host) as
+    failed (``export.abandoned``, with why), and remove its hidden partial output (an
+    encrypted file named ``.NAME.partial-ID`` beside where the output would have gone, as its
+    signed ``export.requested`` event names it); the ids reclaimed. Run by ``export run`` and
+    ``export list``; cheap when nothing runs (one query)."""
+    at = now or _now()
+    with app.read() as uow:
+        running = [r for r in uow.exports.runs() if r.status is ExportStatus.RUNNING]
+        if not running:
+            return []
+        requested = {
+            e.subject.removeprefix("export:"): e
+            for e in read_events(uow.ledger, "export.requested")
+        }
+    here = this_host()
+    reclaimed = []
+    for run in running:
+        event = requested.get(run.id)
+        details = event.details if event is not None else {}
+        why = dead_because(
+            lease_from_json(run.id, details.get("lease")),
+            started_at=run.started_at,
+            now=at,
+            here=here,
+            timeout=EXPORT_TIMEOUT,
+        )
+        if why is None:
+            continue
+        partial = details.get("partial")
+        removed = False
+        if isinstance(partial, str) and Path(partial).name.endswith(f".partial-{run.id}"):
+            path = Path(partial)
+            if path.name.startswith(".") and path.is_file():
+                remove_quietly(path)
+                removed = not path.exists()
+        with app.change() as change:
+            current = {r.id: r for r in change.uow.exports.runs(run.spec)}.get(run.id)
+            if current is None or current.status is not ExportStatus.RUNNING:
+                continue  # another command was first
+            error = f"abandoned: {why}"
+            change.uow.exports.finish_run(run.id, status=ExportStatus.FAILED, at=at, error=error)
+            change.record(
+                "export.abandoned",
+                f"export:{run.id}",
+                {"spec": run.spec, "version": run.version, "why": why, "partial_removed": removed},
+            )
+        reclaimed.append(run.id)
+    return reclaimed
+
+
 def run_export(
     app: App,
     name: str,
@@ -294,6 +358,7 @@ def run_export(
 ) -> ExportResult:
     """Run version ``version`` (default: the newest approved) of export spec ``name`` (see
     the module docstring)."""
+    reclaim_abandoned_exports(app)
     plan = plan_export(app, name, version=version, backup_id=backup_id, output=output)
     allowed = gate(
         app,
@@ -305,6 +370,8 @@ def run_export(
     )
     export_id = f"ex-{new_id()}"
     started = _now()
+    partial = plan.output.with_name(f".{plan.output.name}.partial-{export_id}")
+    lease = new_lease(export_id, started)  # who runs it: a later command judges it dead or not
     with app.change() as change:
         run = ExportRun(
             id=export_id,
@@ -327,10 +394,11 @@ def run_export(
                 "public_key": plan.recipient.public_key,
                 "purpose": plan.spec.purpose,
                 "legal_basis": plan.spec.legal_basis.value,
+                "partial": str(partial),
+                "lease": lease_json(lease),
                 **allowed.event_details(),
             },
         )
-    partial = plan.output.with_name(f".{plan.output.name}.partial-{export_id}")
     try:
         return _work(app, plan, run, allowed, partial)
     except Error as exc:
@@ -702,6 +770,7 @@ def _link_new(partial: Path, final: Path) -> None:
 
 
 def list_exports(app: App, spec: str | None = None) -> list[ExportRun]:
-    """Every run (of ``spec``), oldest first."""
+    """Every run (of ``spec``), oldest first (dead runs recorded abandoned first)."""
+    reclaim_abandoned_exports(app)
     with app.read() as uow:
         return uow.exports.runs(spec)
