@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.affidavit-installed
 
-.PHONY: setup system-deps sanitizer-deps demo test test-pure test-sanitize lint bench clean
+.PHONY: setup system-deps sanitizer-deps demo demo-serve test test-pure test-sanitize lint bench clean
 
 NPM_STAMP := node_modules/.affidavit-installed
 
@@ -33,6 +33,10 @@ $(NPM_STAMP): package.json package-lock.json
 
 demo: setup
 	$(BIN)/affidavit demo
+
+# the demo, then the server on its home with demo-only accounts (Ctrl-C stops it)
+demo-serve: setup
+	$(BIN)/affidavit demo --serve
 
 test: setup
 	$(BIN)/python -m pytest

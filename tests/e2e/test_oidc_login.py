@@ -28,8 +28,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
-from oidc_harness import SUBJECTS, Provider, oidc_provider
+from oidc_harness import PROVIDER_PASSWORD, SUBJECTS, Provider, oidc_provider
 from server_harness import PASSWORD, Served, World, free_port, make_world, serving
+from web_harness import Watched, chromium, missing_tools
 
 from affidavit.config import load_settings
 from affidavit.models.identity import LoginThrottle
@@ -235,6 +236,82 @@ def test_a_login_without_mfa_at_the_provider_has_no_mfa(sso: Sso) -> None:
         )
     assert token.status_code == 403, token.text  # token.manage needs a fresh MFA check
     assert token.json()["step_up_required"] is True
+
+
+BROWSER = {
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-Dest": "document",
+    "Sec-Fetch-Site": "cross-site",
+}
+
+
+def test_a_browser_navigating_to_the_callback_goes_on_to_the_dashboard(sso: Sso) -> None:
+    """A browser (fetch metadata ``navigate``) gets a page that refreshes to the dashboard
+    with the session cookie set, not the JSON an API client gets: the same session, the
+    secret in the cookie only; the cookie opens the dashboard; a replay is still refused."""
+    url, binding = begin(sso)
+    back = at_provider(sso, url, "alice")
+    headers = {"Cookie": f"{BINDING_COOKIE}={binding}", **BROWSER}
+    with sso.served.client() as api:
+        answer = api.get(back, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        assert '<meta http-equiv="refresh" content="0; url=/">' in answer.text
+        assert 'href="/"' in answer.text and "security_officer" in answer.text
+        secret = cookie_of(answer, SESSION_COOKIE)
+        assert secret and secret.startswith("afs_") and secret not in answer.text
+        assert cookie_of(answer, BINDING_COOKIE) in ("", '""', None)  # the binding is cleared
+        assert last_callback_logged(sso, 200, "allowed")["identity"] == "security_officer"
+        cookie = {"Cookie": f"{SESSION_COOKIE}={secret}"}
+        assert api.get("/whoami", headers=cookie).json()["name"] == "security_officer"
+        replayed = api.get(back, headers=headers)
+        assert replayed.status_code == 401 and cookie_of(replayed, SESSION_COOKIE) is None
+    with httpx.Client(base_url=sso.served.url, timeout=60) as site:
+        page = site.get("/", headers={**cookie, "Accept": "text/html"})
+        assert page.status_code == 200, page.text
+        assert "<h1>Dashboard</h1>" in page.text
+
+
+@pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))
+def test_single_sign_on_in_chromium_lands_on_the_dashboard(sso: Sso) -> None:
+    """Debian's Chromium: the login page's button, the provider's form, and the dashboard,
+    logged in (the session cookie came with the callback's page; its refresh, a navigation
+    this site starts, carries it to ``/``)."""
+    with chromium() as browser:
+        tab = Watched(browser, sso.served.url)
+        try:
+            tab.goto("/login")
+            with tab.page.expect_navigation():
+                tab.page.click("text=Sign in with your identity provider")
+            assert tab.page.url.startswith(sso.idp.issuer + "/interaction/"), tab.page.url
+            tab.page.fill("input[name=login]", "alice")
+            tab.page.fill("input[name=password]", PROVIDER_PASSWORD)
+            tab.page.click("form button")
+            tab.page.wait_for_url(sso.served.url + "/", timeout=30_000)
+            tab.page.wait_for_load_state("load")
+            assert tab.page.title() == "Dashboard · affidavit", tab.page.content()[:2000]
+            assert "security_officer" in tab.page.inner_text("header .who")
+            assert tab.cookie(SESSION_COOKIE)
+        finally:
+            tab.close()
+
+
+def test_an_api_client_still_gets_json_and_the_cli_its_code(sso: Sso) -> None:
+    """Without navigation metadata the browser flow answers JSON as before (the tests above);
+    a CLI flow's callback shows its one-time code even to a navigating browser."""
+    answer = sign_on(sso, "alice")
+    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.json()["principal"]["name"] == "security_officer"
+    with sso.served.client() as api:
+        flow = api.post("/auth/oidc/cli").json()
+    with httpx.Client(timeout=30) as browser:
+        back = sso.idp.authorize(browser, flow["url"], "alice", sso.callback)
+    with sso.served.client() as api:
+        page = api.get(back, headers=BROWSER)
+    assert page.status_code == 200, page.text
+    assert re.search(r'<code id="code">[^<]+</code>', page.text)
+    assert cookie_of(page, SESSION_COOKIE) is None
 
 
 # -- refusals ----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from server_harness import CLIENT, PASSWORD, Served, World, make_world, serving
 from sqlalchemy import event
 from web_harness import Watched, chromium, missing_tools, screenshot
 
+from affidavit.catalog import overview as catalog_overview
 from affidavit.config import load_settings
 from affidavit.constants import Classification, EngineName
 from affidavit.crypto import totp
@@ -38,8 +39,10 @@ from affidavit.models.permissions import Role
 from affidavit.scratch.secantus_server import SecantusScratch
 from affidavit.server.app import create_app
 from affidavit.server.gates import SESSION_COOKIE
-from affidavit.services import access_log, roles
+from affidavit.server.web import dashboard
+from affidavit.services import access_log, adherence, overview, roles
 from affidavit.services import backup as backup_service
+from affidavit.services import drill as drill_service
 from affidavit.services import identity as idn
 from affidavit.services import inventory as inv
 from affidavit.services import verify as verify_service
@@ -209,6 +212,163 @@ def test_login_with_totp_and_the_dashboard_equals_the_api(
         assert tab.csp_violations() == []
     finally:
         tab.close()
+
+
+def test_control_adherence_is_the_days_last_check_and_links_to_its_results(
+    site: tuple[Served, World], browser: Any, shots: Path
+) -> None:
+    """A policy check run through the API is today's column of the adherence grid: each
+    control's cell shows the worst state of its subjects in that check (said by a letter
+    too), and links to that check's results of the control, which list them all."""
+    served, world = site
+    with _api(served, world, "operator") as (http, bearer):
+        ran = http.post("/policy/check", json={"offline": True}, headers=bearer)
+        assert ran.status_code == 200, ran.text
+        check = ran.json()
+    order = ("fail", "excepted", "pass", "not-applicable", "not-evaluated")
+    worst: dict[str, str] = {}
+    per: dict[str, int] = {}
+    for r in check["results"]:
+        control, state = r["control"], r["status"]
+        per[control] = per.get(control, 0) + 1
+        if control not in worst or order.index(state) < order.index(worst[control]):
+            worst[control] = state
+    assert "fail" in worst.values() and "pass" in worst.values()
+    tab = Watched(browser, served.url)
+    try:
+        tab.login(world, "operator")
+        grid = tab.page.locator("#adherence svg.grid")
+        assert grid.count() == 1
+        today = tab.page.locator(f'#adherence a.cell-link[href^="/checks/{check["run_id"]}?"]')
+        assert today.count() == len(worst)
+        for control, state in worst.items():
+            cell = tab.page.locator(
+                f'#adherence a.cell-link[href="/checks/{check["run_id"]}?control={control}"]'
+            )
+            assert cell.count() == 1, control
+            assert cell.get_attribute("class") == f"cell-link {state}", control
+            tip = cell.locator("title").text_content() or ""
+            assert tip.startswith(f"{control} on ") and f": {state} (" in tip
+            if state in ("fail", "excepted"):
+                assert cell.locator("text").text_content() == state[0].upper()
+        screenshot(tab.page, shots, "06-dashboard-adherence")
+        failing = next(c for c, s in worst.items() if s == "fail")
+        with tab.page.expect_navigation():
+            tab.page.locator(
+                f'#adherence a.cell-link[href="/checks/{check["run_id"]}?control={failing}"]'
+            ).click()
+        assert f"/checks/{check['run_id']}?control=" in tab.page.url
+        rows = tab.page.locator("#results tbody tr")
+        assert rows.count() == per[failing]
+        assert "the event's digest is that of these results" in tab.page.inner_text("#vouched")
+        assert tab.axe() == []
+        assert tab.csp_violations() == []
+        screenshot(tab.page, shots, "07-check")
+    finally:
+        tab.close()
+
+
+def test_a_legal_hold_placed_from_the_backup_page(
+    site: tuple[Served, World], browser: Any, shots: Path
+) -> None:
+    """The operator places a hold with the backup page's form: the hold is listed, the API
+    shows it, the ledger records it as the operator's; a viewer is offered no form and a
+    hand-made POST from the viewer's session is refused (403), nothing held."""
+    served, world = site
+    with open_app(load_settings(home=world.home)) as app:
+        backup_id = next(
+            b.id for b in backup_service.list_backups(app) if b.status.value == "complete"
+        )
+    before = len(_events(world.home, "hold.added"))
+    tab = Watched(browser, served.url)
+    try:
+        tab.login(world, "operator", next_path=f"/backups/{backup_id}")
+        tab.page.fill("#hold-case", "CASE-<b>42</b>")
+        tab.page.fill("#hold-reason", "litigation hold: keep until the case closes")
+        with tab.page.expect_navigation():
+            tab.page.click("#hold-form button[type=submit]")
+        assert tab.page.url.endswith(f"/backups/{backup_id}?done=hold#holds"), tab.page.url
+        assert tab.page.locator("#hold-done").count() == 1
+        assert tab.page.get_by_text("CASE-<b>42</b>", exact=True).count() == 1  # as text
+        assert tab.axe() == []
+        assert tab.csp_violations() == []
+        screenshot(tab.page, shots, "08-backup-hold")
+    finally:
+        tab.close()
+    added = _events(world.home, "hold.added")[before:]
+    assert [(e["actor"], e["subject"]) for e in added] == [("operator", f"backup:{backup_id}")]
+    with _api(served, world, "operator") as (http, bearer):
+        shown = http.get(f"/backups/{backup_id}", headers=bearer).json()
+    assert "CASE-<b>42</b>" in json.dumps(shown)
+    viewer = Watched(browser, served.url)
+    try:
+        viewer.login(world, "viewer", next_path=f"/backups/{backup_id}")
+        assert viewer.page.locator("#hold-form").count() == 0
+        token = viewer.page.locator("header form[action='/logout'] input[name=csrf_token]")
+        answer = _post_form(
+            viewer,
+            f"/backups/{backup_id}/holds",
+            {"csrf_token": token.get_attribute("value") or "", "case": "X", "reason": "y"},
+        )
+        assert answer.status == 403
+    finally:
+        viewer.close()
+    assert len(_events(world.home, "hold.added")) == before + 1
+
+
+def test_a_backup_run_started_from_the_sources_page(
+    site: tuple[Served, World], browser: Any, shots: Path
+) -> None:
+    """The operator backs the lab's MongoDB source up from the sources page: the browser
+    lands on the new backup, complete, which the API lists and the ledger records as the
+    operator's; a source whose server is gone answers the error page (503) and records no
+    complete backup; a viewer is offered no button and a hand-made POST is refused."""
+    served, world = site
+    with _api(served, world, "operator") as (http, bearer):
+        before = {b["backup_id"] for b in http.get("/backups", headers=bearer).json()["backups"]}
+    tab = Watched(browser, served.url)
+    try:
+        tab.login(world, "operator", next_path="/sources")
+        with tab.page.expect_navigation():
+            tab.page.click("button[aria-label='Back up lab-db now']")
+        tab.page.wait_for_load_state("load")
+        match = re.search(r"/backups/([^/?#]+)\?done=run$", tab.page.url)
+        assert match is not None, tab.page.url
+        made = match.group(1)
+        assert made not in before
+        assert tab.page.locator("#run-done").count() == 1
+        assert tab.axe() == [] and tab.csp_violations() == []
+        screenshot(tab.page, shots, "09-backup-run")
+        tab.goto("/sources")
+        with tab.page.expect_navigation() as gone:
+            tab.page.click("button[aria-label='Back up orders-db now']")
+        assert gone.value.status == 503, tab.page.content()[:2000]
+        assert tab.page.locator("form.backup-run").count() == 0  # the error page, not a list
+    finally:
+        tab.close()
+    with _api(served, world, "operator") as (http, bearer):
+        after = http.get("/backups", headers=bearer).json()["backups"]
+    new = [b for b in after if b["backup_id"] not in before]
+    assert [
+        (b["backup_id"], b["source"], b["status"]) for b in new if b["status"] == "complete"
+    ] == [(made, "lab-db", "complete")]
+    completed = [
+        e for e in _events(world.home, "backup.completed") if e["subject"] == f"backup:{made}"
+    ]
+    assert [e["actor"] for e in completed] == ["operator"]
+    viewer = Watched(browser, served.url)
+    try:
+        viewer.login(world, "viewer", next_path="/sources")
+        assert viewer.page.locator("form.backup-run").count() == 0
+        token = viewer.page.locator("header form[action='/logout'] input[name=csrf_token]")
+        answer = _post_form(
+            viewer, "/sources/lab-db/backups", {"csrf_token": token.get_attribute("value") or ""}
+        )
+        assert answer.status == 403
+    finally:
+        viewer.close()
+    with _api(served, world, "operator") as (http, bearer):
+        assert len(http.get("/backups", headers=bearer).json()["backups"]) == len(after)
 
 
 def test_a_login_opens_a_new_session_and_logout_ends_it(
@@ -417,7 +577,9 @@ def test_every_page_is_accessible_logged_and_within_its_policy(
         tab.login(world, "security_officer")
         with open_app(load_settings(home=world.home)) as app:
             backup_id = backup_service.list_backups(app)[0].id
-        for i, path in enumerate((*PAGES, f"/backups/{backup_id}", "/no-such-page")):
+            run_id = adherence.control_adherence(app, days=1).cells.popitem()[1].run_id
+        check = f"/checks/{run_id}"
+        for i, path in enumerate((*PAGES, f"/backups/{backup_id}", check, "/no-such-page")):
             response = tab.goto(path)
             assert response is not None
             assert response.status == (404 if path == "/no-such-page" else 200), path
@@ -428,7 +590,13 @@ def test_every_page_is_accessible_logged_and_within_its_policy(
             violations = tab.axe()
             assert violations == [], (path, json.dumps(violations, indent=1)[:3000])
             assert _broken_ids(tab) == [], path
-            name = "backup" if path.startswith("/backups/") else path.strip("/") or "dashboard"
+            name = (
+                "backup"
+                if path.startswith("/backups/")
+                else "check"
+                if path == check
+                else path.strip("/") or "dashboard"
+            )
             screenshot(tab.page, shots, f"1{i:x}-{name}")
         assert tab.csp_violations() == []
         with open_app(load_settings(home=world.home)) as app:
@@ -437,7 +605,8 @@ def test_every_page_is_accessible_logged_and_within_its_policy(
                 for e in access_log.show(app, identity="security_officer")
                 if e.action is not None
             }
-        for route in (*(f"GET {p}" for p in PAGES), "GET /backups/{backup_id}"):
+        routes = (*(f"GET {p}" for p in PAGES), "GET /backups/{backup_id}", "GET /checks/{run_id}")
+        for route in routes:
             assert route in seen, (route, sorted(seen))
     finally:
         tab.close()
@@ -498,9 +667,14 @@ def _ledger_size(home: Path) -> int:
         return int(db.execute("select count(*) from ledger_entries").fetchone()[0])
 
 
-def test_the_dashboard_reads_a_bounded_number_of_queries(site: tuple[Served, World]) -> None:
+def test_the_dashboard_reads_a_bounded_number_of_queries(
+    site: tuple[Served, World], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No N+1: the dashboard's SQL statements do not grow with the records it shows (two
-    more verifications, a drill list as long as before)."""
+    more verifications, a drill list as long as before); while no backup, verification or
+    drill is recorded, the overview and the due list are not read again."""
+    monkeypatch.setattr(overview, "_memo", {})
+    monkeypatch.setattr(overview, "_due_memo", {})
     _, world = site
     statements: list[str] = []
     with TestClient(create_app(load_settings(home=world.home))) as client:
@@ -519,6 +693,7 @@ def test_the_dashboard_reads_a_bounded_number_of_queries(site: tuple[Served, Wor
             return len(statements)
 
         before = count()
+        unchanged = count()
         with open_app(load_settings(home=world.home)) as app:
             complete = [b for b in backup_service.list_backups(app) if b.status.value == "complete"]
             for b in complete[:2]:
@@ -526,6 +701,52 @@ def test_the_dashboard_reads_a_bounded_number_of_queries(site: tuple[Served, Wor
         after = count()
     assert 0 < before <= 40, before
     assert after == before, (before, after)
+    assert unchanged < before, (unchanged, before)  # remembered: one indexed query instead
+
+
+@pytest.mark.parametrize("pages", [None, (1, 1)])
+def test_the_dashboards_aggregates_equal_the_full_lists(
+    site: tuple[Served, World], monkeypatch: pytest.MonkeyPatch, pages: tuple[int, int] | None
+) -> None:
+    """The dashboard reads aggregates (``services.overview``); over the demo's home they
+    give the figures the full lists give (success rates; each dataset's newest complete
+    backup, verification and drill; the newest drills), also when the newest checks are
+    read one at a time and the rest comes from the aggregate (``pages``)."""
+    monkeypatch.setattr(overview, "_memo", {})  # read, not remembered
+    if pages is not None:
+        monkeypatch.setattr(catalog_overview, "PAGES", pages)
+    _, world = site
+    now = datetime.now(UTC)
+    with open_app(load_settings(home=world.home)) as app:
+        seen = overview.backup_overview(app, since=now - timedelta(days=90))
+        found = backup_service.list_backups(app)
+        checks = verify_service.list_verifications(app)
+        drills = drill_service.list_drills(app)
+        datasets = inv.list_datasets(app)
+    assert dashboard.overview_rates(seen, now) == dashboard.success_rates(found, now)
+    full = dashboard.dataset_standings(
+        datasets, backups=found, verifications=checks, drills=drills, policy=None, now=now
+    )
+    light = dashboard.overview_standings(datasets, seen, policy=None, now=now)
+
+    def shown(standings: list[dashboard.DatasetStanding]) -> list[tuple[Any, ...]]:
+        return [
+            (
+                s.source,
+                s.name,
+                s.classification,
+                s.newest_backup and (s.newest_backup.id, s.newest_backup.finished_at),
+                s.verification and (s.verification.id, s.verification.ok),
+                s.drill and (s.drill.id, s.drill.ok),
+            )
+            for s in standings
+        ]
+
+    assert shown(light) == shown(full)
+    assert any(s.verification for s in light) and any(s.drill for s in light)
+    assert [b.label for b in dashboard.restore_bars(seen.newest_drills)] == [
+        b.label for b in dashboard.restore_bars(drills)
+    ]
 
 
 def test_the_evidence_report_is_legible_in_a_browser(

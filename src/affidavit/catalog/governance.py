@@ -303,6 +303,21 @@ class GovernanceRepository:
             query = query.where(CheckRunRow.at < until)
         return [_check_run(row) for row in self._session.scalars(query)]
 
+    def check_runs_by_id(self, ids: Sequence[str]) -> builtins.list[CheckRun]:
+        """The policy checks of ``ids`` that exist (one query), oldest first."""
+        if not ids:
+            return []
+        query = select(CheckRunRow).where(CheckRunRow.id.in_(list(ids))).order_by(CheckRunRow.at)
+        return [_check_run(row) for row in self._session.scalars(query)]
+
+    def check_run_texts(self, ids: Sequence[str]) -> dict[str, str]:
+        """The stored results (JSON text, as stored) of the policy checks of ``ids`` that
+        exist, by id (one query; nothing parsed)."""
+        if not ids:
+            return {}
+        query = select(CheckRunRow.id, CheckRunRow.results).where(CheckRunRow.id.in_(list(ids)))
+        return {str(i): str(text) for i, text in self._session.execute(query)}
+
 
 def _policy(row: PolicyVersionRow) -> PolicyVersion:
     return PolicyVersion(

@@ -1,5 +1,7 @@
 """The one chart component: horizontal bars of a duration against its limit (a restore time
-against its RTO), as self-contained SVG markup for the evidence report and the dashboard.
+against its RTO), as self-contained SVG markup for the evidence report and the dashboard; and
+(:func:`grid_chart`) a grid of states, a row per id and a column per day, for control
+adherence over time, drawn with the same fonts, label columns and escaping.
 
 Legible at any ratio of value to limit:
 
@@ -33,8 +35,11 @@ __all__ = [
     "Bar",
     "BarState",
     "ChartGeometry",
+    "GridCell",
+    "GridRow",
     "duration_label",
     "geometry",
+    "grid_chart",
     "limit_chart",
 ]
 
@@ -371,3 +376,157 @@ def limit_chart(
     )
     out.append("</svg>")
     return "\n".join(out)
+
+
+# -- a grid of states: rows by columns (control adherence per day) ------------------------------
+
+GRID_COLOURS: Final = {
+    "pass": "#1a7f37",
+    "fail": "#cf222e",
+    "excepted": "#9a6700",
+    "not-applicable": "#8c959f",
+    "not-evaluated": "#8c959f",
+}
+GRID_MARKS: Final = {"fail": "F", "excepted": "E"}
+"""The states said by a letter in the cell too (not by colour alone)."""
+_CELL: Final = 18
+_CELL_GAP: Final = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GridCell:
+    """One cell: a state (a key of :data:`GRID_COLOURS`), its tooltip, and the path of the
+    records behind it."""
+
+    state: str
+    tip: str
+    href: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GridRow:
+    """One row: its id, one cell per column (None: nothing recorded), and a summary in words
+    shown on the right."""
+
+    label: str
+    cells: tuple[GridCell | None, ...]
+    summary: str
+    href: str | None = None
+
+
+def grid_chart(
+    rows: Sequence[GridRow],
+    columns: Sequence[str],
+    *,
+    title: str,
+    chart_id: str = "grid",
+    every: int = 7,
+) -> str:
+    """The SVG markup of a grid: a row per id, a column per ``columns`` label (a label is
+    drawn under every ``every``-th column, counted from the last, so the newest is always
+    labelled), each cell coloured by state, lettered when it failed or was excepted, with its
+    tooltip and link; empty for no rows."""
+    if not rows:
+        return ""
+    labels = [_shorten(r.label) for r in rows]
+    label_w = max(text_width(t, mono=True) for t in labels) + _GAP
+    step = _CELL + _CELL_GAP
+    plot_w = len(columns) * step
+    summary_x = label_w + plot_w + _GAP
+    summary_w = max(text_width(r.summary) for r in rows) + _GAP
+    width = summary_x + summary_w
+    axis_y = _TOP + len(rows) * step
+    legend_y = axis_y + _AXIS + 12
+    legend = [
+        ("pass", "pass"),
+        ("fail", "F fail"),
+        ("excepted", "E excepted"),
+        ("not-applicable", "not applicable / evaluated"),
+    ]
+    legend_w = sum(14 + text_width(words) + 16 for _, words in legend) + 90
+    width = max(width, legend_w)
+    height = legend_y + 8
+    font = f'font-family="system-ui, sans-serif" font-size="{FONT_SIZE}" fill="{_TEXT}"'
+    tid = escape(chart_id)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart grid" role="group" '
+        f'aria-labelledby="{tid}-title" width="{_n(width)}" height="{_n(height)}" '
+        f'viewBox="0 0 {_n(width)} {_n(height)}">',
+        f'<title id="{tid}-title">{escape(title)}</title>',
+    ]
+    last = len(columns) - 1
+    for i, column in enumerate(columns):
+        if (last - i) % every:
+            continue
+        x = label_w + i * step + _CELL / 2
+        half = text_width(column) / 2
+        x = min(max(x, label_w + half), label_w + plot_w - half)
+        out.append(
+            f'<text x="{_n(x)}" y="{_n(axis_y + 14)}" text-anchor="middle" {font}>'
+            f"{escape(column)}</text>"
+        )
+    for r, (row, label) in enumerate(zip(rows, labels, strict=True)):
+        out.extend(_grid_row(row, label, y=_TOP + r * step, label_w=label_w, summary_x=summary_x))
+    x = 0.0
+    for state, words in legend:
+        out.append(
+            f'<rect x="{_n(x)}" y="{_n(legend_y - 9)}" width="10" height="10" '
+            f'fill="{GRID_COLOURS[state]}"/>'
+        )
+        out.append(f'<text x="{_n(x + 14)}" y="{_n(legend_y)}" {font}>{escape(words)}</text>')
+        x += 14 + text_width(words) + 16
+    out.append(
+        f'<rect x="{_n(x)}" y="{_n(legend_y - 9)}" width="10" height="10" fill="none" '
+        f'stroke="{_GRID}"/>'
+    )
+    out.append(f'<text x="{_n(x + 14)}" y="{_n(legend_y)}" {font}>no check</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _grid_row(row: GridRow, label: str, *, y: float, label_w: float, summary_x: float) -> list[str]:
+    """The markup of one row of :func:`grid_chart`."""
+    font = f'font-family="system-ui, sans-serif" font-size="{FONT_SIZE}" fill="{_TEXT}"'
+    mono = (
+        f'font-family="ui-monospace, SFMono-Regular, Menlo, Consolas, monospace" '
+        f'font-size="{FONT_SIZE}" fill="{_TEXT}"'
+    )
+    out: list[str] = []
+    step = _CELL + _CELL_GAP
+    text_y = y + _CELL - 5
+    name = (
+        f'<text x="{_n(label_w - _GAP / 2)}" y="{_n(text_y)}" text-anchor="end" {mono}>'
+        f"<title>{escape(row.label)}</title>{escape(label)}</text>"
+    )
+    if row.href is not None:
+        name = f'<a href="{escape(row.href)}" class="grid-row">{name}</a>'
+    out.append(name)
+    for c, cell in enumerate(row.cells):
+        x = label_w + c * step
+        if cell is None:
+            out.append(
+                f'<rect class="cell none" x="{_n(x + 0.5)}" y="{_n(y + 0.5)}" '
+                f'width="{_CELL - 1}" height="{_CELL - 1}" fill="none" stroke="{_GRID}"/>'
+            )
+            continue
+        colour = GRID_COLOURS.get(cell.state, GRID_COLOURS["not-evaluated"])
+        state = escape(cell.state)
+        parts = [
+            f"<title>{escape(cell.tip)}</title>",
+            f'<rect class="cell {state}" x="{_n(x)}" y="{_n(y)}" width="{_CELL}" '
+            f'height="{_CELL}" fill="{colour}"/>',
+        ]
+        mark = GRID_MARKS.get(cell.state)
+        if mark is not None:
+            parts.append(
+                f'<text x="{_n(x + _CELL / 2)}" y="{_n(text_y)}" text-anchor="middle" '
+                f'font-family="system-ui, sans-serif" font-size="{FONT_SIZE}" '
+                f'font-weight="bold" fill="#ffffff">{mark}</text>'
+            )
+        body = "".join(parts)
+        if cell.href is not None:
+            out.append(f'<a href="{escape(cell.href)}" class="cell-link {state}">{body}</a>')
+        else:
+            out.append(f'<g class="cell-link {state}">{body}</g>')
+    out.append(f'<text x="{_n(summary_x)}" y="{_n(text_y)}" {font}>{escape(row.summary)}</text>')
+    return out

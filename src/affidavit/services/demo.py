@@ -9,6 +9,10 @@ ledger that recorded all of it, and then certify: a policy proposed by one perso
 by another, a published checkpoint, an approved configuration baseline, a policy check whose
 findings persist (one acknowledged, one excepted by a second person), and a signed evidence
 package built for the day and verified offline with nothing but the ledger's public key.
+
+With ``--serve`` (:func:`seed_demo_people`), the home then gets four demo-only people (an
+administrator, an operator, an approver and an auditor), each with a random password and an
+enrolled TOTP secret, for the server the CLI starts over it.
 """
 
 from __future__ import annotations
@@ -18,15 +22,20 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 from affidavit.config import Settings
 from affidavit.constants import Classification, EngineName
+from affidavit.crypto import totp
+from affidavit.crypto.tokens import new_recovery_codes
 from affidavit.errors import InputError
 from affidavit.evidence.verify import EvidenceReport
 from affidavit.ledger.verify import VerifyReport
 from affidavit.models.backup import Backup
 from affidavit.models.checks import Drill, Verification
+from affidavit.models.ledger import ClientInfo
 from affidavit.models.period import Period
+from affidavit.models.permissions import Role
 from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
@@ -36,9 +45,12 @@ from affidavit.services import baseline as baseline_service
 from affidavit.services import drill as drill_service
 from affidavit.services import findings as findings_service
 from affidavit.services import fingerprint as fps
+from affidavit.services import identity as identity_service
 from affidavit.services import inventory as inv
 from affidavit.services import ledger as ledger_service
 from affidavit.services import policy as policy_service
+from affidavit.services import principals
+from affidavit.services import roles as roles_service
 from affidavit.services import verify as verify_service
 from affidavit.services.backends import engine_for_uri
 from affidavit.services.context import App, open_app
@@ -310,3 +322,87 @@ def _certify(settings: Settings, rep: Reporter) -> _Certification:
     return _Certification(
         check=check, evidence=built, verified=verified, report_html=report_html, vkey=vkey
     )
+
+
+# -- the demo's people (``affidavit demo --serve``) -------------------------------------------
+
+DEMO_PEOPLE: Final = (
+    ("admin", Role.ADMIN),
+    ("operator", Role.OPERATOR),
+    ("approver", Role.APPROVER),
+    ("auditor", Role.AUDITOR),
+)
+_SEEDING: Final = ClientInfo(address="127.0.0.1", agent="affidavit demo")
+_SEED_AGE: Final = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoPerson:
+    """One of the demo's accounts and its demo-only credentials (printed by the demo: never
+    use them anywhere else)."""
+
+    name: str
+    role: Role
+    password: str
+    totp_secret: str
+    otpauth_uri: str
+
+    def code(self, at: datetime | None = None) -> str:
+        """The TOTP code of the moment ``at`` (now by default)."""
+        return totp.code_at(self.totp_secret, at or datetime.now(UTC))
+
+
+def _demo_password() -> str:
+    """A random demo-only password: 16 base32 characters (80 bits), grouped by four."""
+    return new_recovery_codes(1)[0]
+
+
+def seed_demo_people(settings: Settings, *, now: datetime | None = None) -> list[DemoPerson]:
+    """Create :data:`DEMO_PEOPLE` in the demo's home through the identity and role services,
+    as a person would: the administrator bootstrapped by the local operator, the others
+    created and granted their role by that administrator, each enrolling TOTP. Every step is
+    a ledger event. It all happens ten minutes before ``now`` (the TOTP time steps used here
+    are older than any the server will see, so no code is refused as replayed)."""
+    at = (now or datetime.now(UTC)) - _SEED_AGE
+    passwords = {name: _demo_password() for name, _ in DEMO_PEOPLE}
+    people: list[DemoPerson] = []
+    with open_app(settings) as app:
+
+        def enrol(name: str, role: Role, when: datetime) -> str:
+            first = identity_service.login(app, name, passwords[name], client=_SEEDING, now=when)
+            enrolment = identity_service.begin_totp(app, first.principal, name, now=when)
+            identity_service.confirm_totp(
+                app, first.principal, name, totp.code_at(enrolment.secret, when), now=when
+            )
+            identity_service.logout(app, first.principal, now=when)
+            people.append(
+                DemoPerson(
+                    name=name,
+                    role=role,
+                    password=passwords[name],
+                    totp_secret=enrolment.secret,
+                    otpauth_uri=enrolment.uri,
+                )
+            )
+            return enrolment.secret
+
+        (admin_name, _), *others = DEMO_PEOPLE
+        identity_service.bootstrap_admin(
+            app, principals.local_principal(app), admin_name, passwords[admin_name], now=at
+        )
+        secret = enrol(admin_name, Role.ADMIN, at)
+        later = at + timedelta(seconds=totp.STEP_SECONDS)
+        admin = identity_service.login(
+            app,
+            admin_name,
+            passwords[admin_name],
+            totp.code_at(secret, later),
+            client=_SEEDING,
+            now=later,
+        ).principal
+        for name, role in others:
+            identity_service.create_account(app, admin, name, password=passwords[name], now=later)
+            roles_service.grant_role(app, admin, name, role, now=later)
+            enrol(name, role, later)
+        identity_service.logout(app, admin, now=later)
+    return people

@@ -4,8 +4,10 @@
   :data:`BINDING_COOKIE` (HttpOnly, Secure, ``SameSite=Lax``: it must come back with the
   provider's redirect, a cross-site navigation) that ties the answer to this browser;
 - ``GET /auth/oidc/callback``: the provider's answer; for a browser's login, the session (the
-  same cookie and anti-CSRF token as a password login; the secret stays in the cookie), for a
-  CLI's, a page with the one-time code to type into the CLI;
+  same cookie and anti-CSRF token as a password login; the secret stays in the cookie): as
+  JSON to an API client, as a page that goes on to the dashboard when a browser navigates
+  (``Sec-Fetch-Mode: navigate``); for a CLI's, a page with the one-time code to type into
+  the CLI;
 - ``POST /auth/oidc/cli``: a CLI's login: the provider's URL to open, the flow and its secret;
 - ``POST /auth/oidc/cli/redeem``: ``{flow, flow_secret, code}`` → the session, as a password
   login answers.
@@ -94,6 +96,8 @@ def callback(
         principal = answered.grant.principal
         note_identity(request.state, principal.name, principal.method.value)
         response = session_reply(answered.grant, with_secret=False)
+        if _navigating(request):  # a person's browser: on to the dashboard
+            response = _continue_page(response, principal.name)
         response.delete_cookie(BINDING_COOKIE, path="/", secure=True, httponly=True)
         return response
     shown = html.escape(answered.code or "")
@@ -105,6 +109,34 @@ def callback(
         "did not start one just now, close this page and give the code to nobody.</p></html>"
     )
     return Response(page, media_type="text/html; charset=utf-8")
+
+
+def _navigating(request: Request) -> bool:
+    """Whether a browser loads the callback as a page (fetch metadata; an ``Accept`` that
+    asks for HTML from a browser without it), rather than an API client reading JSON."""
+    if request.headers.get("sec-fetch-mode") == "navigate":
+        return True
+    return request.headers.get("accept", "").startswith("text/html")
+
+
+def _continue_page(answered: Response, name: str) -> Response:
+    """A page that sends the browser on to the dashboard, with ``answered``'s cookies.
+
+    Not a 303: the provider's redirect made this a cross-site navigation, and a browser
+    sends no ``SameSite=Strict`` cookie on a redirect of that chain (Chromium does not), so
+    the dashboard would see no session. A refresh from this page is a new navigation that
+    this site starts, which carries the cookie (tested in Chromium)."""
+    page = (
+        "<!doctype html><html lang=en><meta charset=utf-8>"
+        '<meta http-equiv="refresh" content="0; url=/"><title>affidavit: logged in</title>'
+        f"<p>Logged in as {html.escape(name)}. "
+        '<a href="/">Continue to the dashboard</a>.</p></html>'
+    )
+    response = Response(page, media_type="text/html; charset=utf-8")
+    for key, value in answered.raw_headers:
+        if key == b"set-cookie":
+            response.raw_headers.append((key, value))
+    return response
 
 
 @router.post("/auth/oidc/cli")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode
 
@@ -25,10 +25,15 @@ from affidavit.models.backup import Backup, BackupStatus
 from affidavit.models.checks import Drill, Verification
 from affidavit.models.governance import ControlFinding, FindingStatus
 from affidavit.models.inventory import Dataset
-from affidavit.render.chart import Bar
+from affidavit.models.overview import CheckBrief
+from affidavit.render.chart import Bar, GridCell, GridRow
+from affidavit.services.adherence import ORDER as ADHERENCE_ORDER
+from affidavit.services.adherence import Adherence
+from affidavit.services.overview import Overview
 
 WINDOWS: Final = (7, 30, 90)
 CHART_DRILLS: Final = 20
+DUE_SHOWN: Final = 50  # the due checks listed (overdue first); the rest are counted
 OPEN: Final = frozenset({FindingStatus.OPEN, FindingStatus.ACKNOWLEDGED})
 NO_SOURCE: Final = INGESTED_LABEL  # the label of a backup ingested without a source
 
@@ -107,11 +112,19 @@ class DatasetStanding:
     source: str
     name: str
     classification: str
-    newest_backup: Backup | None
+    newest_backup: Backup | BackupRef | None
     rpo_hours: float | None
     rpo_state: str  # within | over | never | unknown (no policy in force)
-    verification: Verification | None
-    drill: Drill | None
+    verification: Verification | CheckBrief | None
+    drill: Drill | CheckBrief | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackupRef:
+    """A backup as a standing names it: its id and when it finished."""
+
+    id: str
+    finished_at: datetime | None
 
 
 def dataset_standings(
@@ -188,7 +201,7 @@ def _rpo_hours(policy: Policy | None, classification: str) -> float | None:
     return None
 
 
-def restore_bars(drills: Sequence[Drill], limit: int = CHART_DRILLS) -> list[Bar]:
+def restore_bars(drills: Sequence[Drill | CheckBrief], limit: int = CHART_DRILLS) -> list[Bar]:
     """The newest ``limit`` drills as chart bars (restore time against the RTO), newest
     first, each linking to its backup's drills."""
     newest = sorted(drills, key=lambda d: d.finished_at, reverse=True)[:limit]
@@ -250,3 +263,121 @@ def finding_summary(
         ],
         soonest=sorted(open_, key=lambda f: f.due_at)[:shown],
     )
+
+
+# -- the same figures from the catalog's aggregates (the dashboard page) -----------------------
+
+
+def overview_rates(
+    overview: Overview, now: datetime, windows: Sequence[int] = WINDOWS
+) -> list[list[Rate]]:
+    """:func:`success_rates` from :class:`Overview` (``overview.recent`` must hold the
+    backups started in the longest window)."""
+    table = []
+    for source in sorted({s or NO_SOURCE for s in overview.sources}):
+        mine = [b for b in overview.recent if (b.source or NO_SOURCE) == source]
+        row = []
+        for days in windows:
+            since = now - timedelta(days=days)
+            inside = [b for b in mine if b.started_at >= since]
+            complete = sum(b.status is BackupStatus.COMPLETE for b in inside)
+            failed = sum(b.status is BackupStatus.FAILED for b in inside)
+            row.append(
+                Rate(
+                    source=source,
+                    days=days,
+                    complete=complete,
+                    failed=failed,
+                    other=len(inside) - complete - failed,
+                    href=link("/backups", source=source, days=days),
+                )
+            )
+        table.append(row)
+    return table
+
+
+def overview_standings(
+    datasets: Sequence[Dataset], overview: Overview, *, policy: Policy | None, now: datetime
+) -> list[DatasetStanding]:
+    """:func:`dataset_standings` from :class:`Overview`: every dataset the catalog knows and
+    every dataset a backup holds that it does not, by source and name."""
+    held = {(h.source or NO_SOURCE, h.name): h for h in overview.held}
+    known: dict[tuple[str, str], str] = {
+        (d.source, d.name): d.classification.value for d in datasets
+    }
+    for key, one in held.items():
+        known.setdefault(key, one.classification)
+    out = []
+    for (source, name), classification in sorted(known.items()):
+        h = held.get((source, name))
+        lookup = (None if source == NO_SOURCE else source, name)
+        newest = (
+            BackupRef(id=h.newest_backup_id, finished_at=h.newest_finished_at)
+            if h is not None and h.newest_backup_id is not None
+            else None
+        )
+        rpo = _rpo_hours(policy, classification)
+        if rpo is None:
+            state = "unknown"
+        elif newest is None or newest.finished_at is None:
+            state = "never"
+        else:
+            state = "within" if now - newest.finished_at <= timedelta(hours=rpo) else "over"
+        out.append(
+            DatasetStanding(
+                source=source,
+                name=name,
+                classification=classification,
+                newest_backup=newest,
+                rpo_hours=rpo,
+                rpo_state=state,
+                verification=overview.verifications.get(lookup),
+                drill=overview.drills.get(lookup),
+            )
+        )
+    return out
+
+
+# -- control adherence over time --------------------------------------------------------------
+
+ADHERENCE_DAYS: Final = 30
+
+
+def day_label(day: date) -> str:
+    """``Dec 5``: a column of the adherence grid."""
+    return f"{day:%b} {day.day}"
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{counts[s]} {s}" for s in ADHERENCE_ORDER if counts.get(s))
+
+
+def adherence_rows(adherence: Adherence) -> list[GridRow]:
+    """A grid row per control: a cell per day (the day's vouched check: its state, the
+    subjects per state, linking to that check's results for the control) and the days per
+    state in words."""
+    rows = []
+    for control, _title in adherence.controls:
+        cells: list[GridCell | None] = []
+        for day in adherence.days:
+            cell = adherence.cells.get((control, day))
+            if cell is None:
+                cells.append(None)
+                continue
+            cells.append(
+                GridCell(
+                    state=cell.state,
+                    tip=f"{control} on {day.isoformat()}: {cell.state} "
+                    f"({_counts_text(cell.counts)}; check {cell.run_id})",
+                    href=link(f"/checks/{cell.run_id}", control=control),
+                )
+            )
+        totals = adherence.totals(control)
+        rows.append(
+            GridRow(
+                label=control,
+                cells=tuple(cells),
+                summary=f"days: {_counts_text(totals)}" if totals else "no check",
+            )
+        )
+    return rows

@@ -6,11 +6,14 @@ and answers with a redirect (post/redirect/get) or the page with what went wrong
 - ``GET|POST /login``: public (the login form carries its own token);
 - ``POST /logout``: a logged-in person's own session;
 - ``GET /`` (the dashboard), ``/backups``, ``/backups/{backup_id}``, ``/verifications``,
-  ``/drills``: ``backup.read``;
+  ``/drills``: ``backup.read``; ``POST /backups/{backup_id}/holds`` (the legal hold form):
+  ``hold.add``;
 - ``GET /approvals``: ``request.read``; ``POST /approvals/{request_id}/approve|veto``:
   ``request.approve``, and the form's TOTP code (a fresh MFA check, which the service
   requires);
-- ``GET /sources``: ``source.read``; ``/findings``, ``/exceptions``: ``policy.read``;
+- ``GET /sources``: ``source.read``; ``POST /sources/{name}/backups`` (back up now):
+  ``backup.run``; ``/findings``, ``/exceptions``, ``/checks/{run_id}``
+  (one policy check's results, where the adherence grid's cells lead): ``policy.read``;
   ``/ledger``: ``ledger.read``;
 - ``GET /static/{name}``: public (the stylesheet and the icon).
 """
@@ -22,8 +25,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Annotated, Final
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from affidavit.errors import AuthenticationFailed, Error, InputError, NotFound, StepUpRequired
@@ -33,7 +37,7 @@ from affidavit.models.governance import FindingStatus
 from affidavit.models.identity import SessionGrant, account_name
 from affidavit.models.inventory import Dataset
 from affidavit.models.permissions import Permission
-from affidavit.render.chart import limit_chart
+from affidavit.render.chart import grid_chart, limit_chart
 from affidavit.server.access import note_identity
 from affidavit.server.gates import (
     PUBLIC,
@@ -57,18 +61,19 @@ from affidavit.server.web.security import (
     new_login_value,
     set_login_cookie,
 )
-from affidavit.services import backup as backups
 from affidavit.services import (
+    adherence,
     drill,
     findings,
     identity,
     inventory,
     ledger,
+    overview,
     policy,
     requests,
-    schedule,
     verify,
 )
+from affidavit.services import backup as backups
 from affidavit.services.principals import require_fresh_mfa
 
 router = APIRouter(include_in_schema=False)
@@ -233,31 +238,32 @@ def dashboard_page(caller: BackupReader) -> Response:
     who = caller.principal
     now = _now()
     with caller.acting() as app:
-        found = backups.list_backups(app)
-        checks = verify.list_verifications(app)
-        drills = drill.list_drills(app)
+        seen = overview.backup_overview(
+            app, since=now - timedelta(days=max(dashboard.WINDOWS)), drills=dashboard.CHART_DRILLS
+        )
         datasets = inventory.list_datasets(app) if who.holds(Permission.SOURCE_READ) else []
         reads_policy = who.holds(Permission.POLICY_READ)
         in_force = policy.effective_policy(app) if reads_policy else None
         open_findings = (
             findings.list_findings(app, status=sorted(dashboard.OPEN)) if reads_policy else None
         )
-        due = schedule.due(app) if who.holds(Permission.SCHEDULE_READ) else None
-    bars = dashboard.restore_bars(drills)
+        due = list(overview.due_checks(app)) if who.holds(Permission.SCHEDULE_READ) else None
+        adhered = (
+            adherence.control_adherence(app, days=dashboard.ADHERENCE_DAYS, now=now)
+            if reads_policy
+            else None
+        )
+    bars = dashboard.restore_bars(seen.newest_drills)
+    overdue = [d for d in due or [] if d.overdue]
     return render(
         "dashboard.html.j2",
         caller=caller,
         title="Dashboard",
         active="/",
         windows=dashboard.WINDOWS,
-        rates=dashboard.success_rates(found, now),
-        standings=dashboard.dataset_standings(
-            datasets,
-            backups=found,
-            verifications=checks,
-            drills=drills,
-            policy=in_force[1] if in_force else None,
-            now=now,
+        rates=dashboard.overview_rates(seen, now),
+        standings=dashboard.overview_standings(
+            datasets, seen, policy=in_force[1] if in_force else None, now=now
         ),
         policy_version=in_force[0].version if in_force else None,
         reads_policy=reads_policy,
@@ -272,7 +278,17 @@ def dashboard_page(caller: BackupReader) -> Response:
         if open_findings is not None
         else None,
         due=due,
-        overdue=[d for d in due or [] if d.overdue],
+        overdue=overdue,
+        due_shown=(overdue + [d for d in due or [] if not d.overdue])[: dashboard.DUE_SHOWN],
+        adherence=adhered,
+        adherence_chart=grid_chart(
+            dashboard.adherence_rows(adhered),
+            [dashboard.day_label(d) for d in adhered.days],
+            title=f"Control adherence, the last {len(adhered.days)} days (UTC)",
+            chart_id="adherence",
+        )
+        if adhered is not None
+        else "",
     )
 
 
@@ -382,7 +398,21 @@ def sources_page(caller: Annotated[Caller, Depends(allow(Permission.SOURCE_READ)
         active="/sources",
         sources=found,
         datasets=by_source,
+        may_back_up=caller.principal.holds(Permission.BACKUP_RUN),
     )
+
+
+@router.post("/sources/{name}/backups")
+def run_backup(
+    caller: Annotated[Caller, Depends(allow(Permission.BACKUP_RUN))], name: str, form: Form
+) -> Response:
+    """Back a source up now from the sources page (its default vault and retention): the
+    service the API's ``POST /api/v1/backups`` calls; answers when the backup is recorded,
+    with its page. A source that cannot be reached is the error page (503)."""
+    del form  # only its anti-CSRF token, checked before this runs
+    with caller.acting() as app:
+        made = backups.run_backup(app, name)
+    return RedirectResponse(f"/backups/{quote(made.id, safe='')}?done=run", status_code=303)
 
 
 @router.get("/backups")
@@ -417,7 +447,11 @@ def backups_page(
 
 
 @router.get("/backups/{backup_id}")
-def backup_page(caller: BackupReader, backup_id: str) -> Response:
+def backup_page(
+    caller: BackupReader,
+    backup_id: str,
+    done: Annotated[str | None, Query(pattern="^(hold|run)$")] = None,
+) -> Response:
     """One backup: datasets, artifacts, holds, its signed attestation, its checks, and the
     inclusion proof of its completion event (with ``ledger.read``)."""
     with caller.acting() as app:
@@ -444,6 +478,25 @@ def backup_page(caller: BackupReader, backup_id: str) -> Response:
         drills=drills,
         envelope=envelope,
         proof=proof,
+        may_hold=caller.principal.holds(Permission.HOLD_ADD),
+        done=done,
+    )
+
+
+@router.post("/backups/{backup_id}/holds")
+def add_hold(
+    caller: Annotated[Caller, Depends(allow(Permission.HOLD_ADD))],
+    backup_id: str,
+    form: Form,
+) -> Response:
+    """Place a legal hold from the backup's page (case and reason): the service the API's
+    ``POST /api/v1/backups/{backup_id}/holds`` calls; back to the page."""
+    case = field(form, "case", limit=128)
+    reason = field(form, "reason", limit=2000)
+    with caller.acting() as app:
+        backups.add_hold(app, backup_id, case_id=case, reason=reason)
+    return RedirectResponse(
+        f"/backups/{quote(backup_id, safe='')}?done=hold#holds", status_code=303
     )
 
 
@@ -540,6 +593,41 @@ def findings_page(
         severity=severity or "",
         owner=owner or "",
         statuses=[UNRESOLVED, *(s.value for s in FindingStatus)],
+    )
+
+
+@router.get("/checks/{run_id}")
+def check_page(
+    caller: PolicyReader,
+    run_id: Annotated[str, Path(max_length=64)],
+    control: Text = None,
+    state: Annotated[str | None, Query(pattern="^[a-z-]{0,20}$")] = None,
+) -> Response:
+    """One policy check: when, by whom, under which policy version, its ledger event and
+    whether the event vouches for the stored results; the results (of one control, in one
+    state), worst first."""
+    with caller.acting() as app:
+        found = adherence.check_results(app, run_id)
+    results = [
+        r
+        for r in found.run.results
+        if (not control or r.get("control") == control) and (not state or r.get("status") == state)
+    ]
+    order = {s: i for i, s in enumerate(adherence.ORDER)}
+    results.sort(key=lambda r: (order.get(str(r.get("status")), 99), str(r.get("subject"))))
+    return render(
+        "check.html.j2",
+        caller=caller,
+        title=f"Policy check {found.run.id}",
+        active="/",
+        check=found,
+        results=results[:LIST_LIMIT],
+        total=len(results),
+        limit=LIST_LIMIT,
+        control=control or "",
+        state=state or "",
+        states=list(adherence.ORDER),
+        controls=sorted({str(r.get("control")) for r in found.run.results}),
     )
 
 
