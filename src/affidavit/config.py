@@ -105,6 +105,13 @@ class Settings(BaseModel):
     oidc_mfa_acr: tuple[str, ...] = Field(
         default=(), description="acr values by which the provider says it checked MFA"
     )
+    oidc_starts_per_minute: int = Field(
+        default=30,
+        ge=0,
+        le=1_000_000,
+        description="single sign-on logins one client address may begin per minute and "
+        "server process (0: no limit; behind a proxy every client has the proxy's address)",
+    )
     # reminders of evidence requests (`affidavit audit remind`, docs/audit.md)
     audit_remind_days_before: int = Field(
         default=2, ge=0, le=60, description="days before its due date a request is reminded of"

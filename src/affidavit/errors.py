@@ -140,6 +140,13 @@ class CatalogRowDamaged(CatalogError):
         return error
 
 
+class TooManyRequests(OperationError):
+    """An anonymous caller asked for too much too fast (single sign-on starts from one
+    address): nothing was done; the API answers 429. Exit 3: try again later."""
+
+    default_hint = "wait a minute and try again"
+
+
 class AuthenticationFailed(OperationError):
     """Credentials were refused: a wrong name, password, TOTP or recovery code, a replayed
     code, a locked or disabled account, an expired, revoked or unknown session or token.

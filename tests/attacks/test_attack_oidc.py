@@ -10,6 +10,7 @@ at most :data:`MAX_PENDING` wait)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -158,3 +159,39 @@ def test_an_anonymous_flood_of_starts_evicts_a_login_under_way(sso: Sso) -> None
     # the flood's rows are swept by age like any other (ten minutes); clear them here
     with open_app(load_settings(home=sso.home)) as app, app.catalog.unit_of_work() as uow:
         uow.oidc_logins.prune(before=datetime.now(UTC) + timedelta(days=1), keep=0)
+
+
+def test_starts_from_one_address_are_limited_per_minute(sso: Sso) -> None:
+    """``oidc_starts_per_minute`` starts from one client address, then 429 (exit 3,
+    nothing stored) until the minute has passed; another address is not held back."""
+    import dataclasses
+
+    from affidavit.errors import TooManyRequests
+
+    logins = OidcLogins(dataclasses.replace(_logins(sso).config, starts_per_minute=3))
+    at = datetime.now(UTC)
+    with open_app(load_settings(home=sso.home)) as app:
+        for n in range(3):
+            logins.start_browser(app, client_address="198.51.100.7", now=at + timedelta(seconds=n))
+        rows = len(login_rows(sso.home))
+        with pytest.raises(TooManyRequests) as refused_start:
+            logins.start_cli(app, client_address="198.51.100.7", now=at + timedelta(seconds=5))
+        assert refused_start.value.exit_code == 3
+        assert len(login_rows(sso.home)) == rows  # nothing stored for the refused one
+        logins.start_browser(app, client_address="203.0.113.9", now=at + timedelta(seconds=6))
+        logins.start_browser(app, client_address="198.51.100.7", now=at + timedelta(seconds=61))
+        unlimited = OidcLogins(dataclasses.replace(logins.config, starts_per_minute=0))
+        for _ in range(5):
+            unlimited.start_browser(app, client_address="198.51.100.7", now=at)
+
+
+def test_a_refused_start_is_a_429_with_exit_code_3(sso: Sso) -> None:
+    """What the API answers for a refused start (the module's server runs with the limit
+    raised, for the other tests): 429, exit code 3, a hint."""
+    from affidavit.errors import TooManyRequests
+    from affidavit.server.replies import error_reply
+
+    reply = error_reply(TooManyRequests("too many single sign-on logins begun"))
+    assert reply.status_code == 429
+    body = json.loads(bytes(reply.body))
+    assert body["exit_code"] == 3 and body["hint"]

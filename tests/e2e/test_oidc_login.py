@@ -84,6 +84,8 @@ def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sso]:
                 "AFFIDAVIT_OIDC_CLIENT_ID": "affidavit",
                 "AFFIDAVIT_OIDC_CLIENT_SECRET": CLIENT_SECRET,
                 "AFFIDAVIT_OIDC_REDIRECT_URI": callback,
+                # the tests begin many logins from 127.0.0.1 (the limit: test_attack_oidc.py)
+                "AFFIDAVIT_OIDC_STARTS_PER_MINUTE": "100000",
             }
             # two workers: a login begun in one is answered in either (state in the catalog)
             with serving(home, "--workers", "2", env=env, port=port) as served:

@@ -38,7 +38,7 @@ from server_harness import (
 from affidavit.config import load_settings
 from affidavit.constants import EngineName
 from affidavit.models.identity import AccountKind
-from affidavit.models.permissions import ROLES, Permission, Role
+from affidavit.models.permissions import READ_ONLY, ROLES, Permission, Role
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.server.app import UngatedRoute, check_gates, create_app, route_rules
@@ -231,8 +231,12 @@ HARMLESS.update(
         ("POST", "/approvals/{request_id}/approve"): (f"{WEB}/approvals/{MISSING}/approve", None),
         ("POST", "/approvals/{request_id}/veto"): (f"{WEB}/approvals/{MISSING}/veto", None),
         ("GET", "/sources"): (f"{WEB}/sources", None),
+        # no such source (404): nothing is backed up
+        ("POST", "/sources/{name}/backups"): (f"{WEB}/sources/{MISSING}/backups", None),
         ("GET", "/backups"): (f"{WEB}/backups", None),
         ("GET", "/backups/{backup_id}"): (f"{WEB}/backups/{MISSING}", None),
+        # no case, no reason (400), and no such backup: nothing is held
+        ("POST", "/backups/{backup_id}/holds"): (f"{WEB}/backups/{MISSING}/holds", None),
         ("GET", "/verifications"): (f"{WEB}/verifications", None),
         ("GET", "/drills"): (f"{WEB}/drills", None),
         ("GET", "/findings"): (f"{WEB}/findings", None),
@@ -255,6 +259,77 @@ HARMLESS.update(
             f"/calendar/deadlines/{MISSING}",
             None,
         ),
+    }
+)
+# the remaining commands through the server (issue 15): nothing is registered or changed
+HARMLESS.update(
+    {
+        # a URI that carries a password (400): no source is registered
+        ("POST", "/api/v1/sources"): (
+            "/sources",
+            {
+                "name": MISSING,
+                "engine": "redis",
+                "uri": "redis://user:pw@127.0.0.1:9",
+                "classification": "internal",
+            },
+        ),
+        ("POST", "/api/v1/sources/{name}/test"): (f"/sources/{MISSING}/test", None),
+        # a URL of no vault kind (400): no vault is registered
+        ("POST", "/api/v1/vaults"): ("/vaults", {"name": MISSING, "url": "ftp://nowhere/x"}),
+        # another account than the caller's own (400): no credential changes
+        ("POST", "/api/v1/me/password"): (
+            "/me/password",
+            {"account": MISSING, "current_password": "x", "password": "y" * 16},
+        ),
+        ("POST", "/api/v1/me/totp"): ("/me/totp", {"account": MISSING}),
+        ("POST", "/api/v1/me/totp/confirm"): (
+            "/me/totp/confirm",
+            {"account": MISSING, "code": "000000"},
+        ),
+        ("DELETE", "/api/v1/me/totp"): ("/me/totp", {"account": MISSING}),
+        ("POST", "/api/v1/accounts/{name}/password"): (
+            f"/accounts/{MISSING}/password",
+            {"password": "y" * 16},
+        ),
+        ("DELETE", "/api/v1/accounts/{name}/totp"): (f"/accounts/{MISSING}/totp", None),
+        ("POST", "/api/v1/accounts/{name}/unlock"): (f"/accounts/{MISSING}/unlock", None),
+        ("POST", "/api/v1/accounts/{name}/oidc"): (
+            f"/accounts/{MISSING}/oidc",
+            {"issuer": "https://idp.example", "subject": "s-1"},
+        ),
+        # a real export for those who may (a file in the home, recorded): reads only
+        ("POST", "/api/v1/ledger/exports"): ("/ledger/exports", None),
+        ("GET", "/api/v1/ledger/exports/{ledger_export_id}"): (f"/ledger/exports/{MISSING}", None),
+        ("POST", "/api/v1/access-log/exports"): ("/access-log/exports", None),
+        ("GET", "/api/v1/access-log/exports/{access_log_export_id}"): (
+            f"/access-log/exports/{MISSING}",
+            None,
+        ),
+        # nothing is a century old: nothing expires, nothing is recorded
+        ("POST", "/api/v1/access-log/expire"): ("/access-log/expire", {"older_than_days": 36500}),
+        # a folder (on the server's host: 400): nothing is signed or published
+        ("POST", "/api/v1/progress"): ("/progress", {"destination": "/tmp"}),
+        # exports: nobody and nothing of that name (404), or a key that is none (400)
+        ("GET", "/api/v1/recipients"): ("/recipients", None),
+        ("POST", "/api/v1/recipients"): (
+            "/recipients",
+            {"name": "r-1", "org": "Org", "contact": "c@example.com", "public_key": "age1nope"},
+        ),
+        ("POST", "/api/v1/recipients/{name}/verify"): (
+            f"/recipients/{MISSING}/verify",
+            {"response": "x"},
+        ),
+        ("GET", "/api/v1/export-specs"): ("/export-specs", None),
+        ("GET", "/api/v1/export-specs/{name}"): (f"/export-specs/{MISSING}", None),
+        # a text that does not parse (400): nothing is proposed
+        ("POST", "/api/v1/export-specs"): ("/export-specs", {"name": "s.toml", "text": "["}),
+        ("POST", "/api/v1/export-specs/{name}/versions/{version}/approve"): (
+            f"/export-specs/{MISSING}/versions/1/approve",
+            None,
+        ),
+        ("GET", "/api/v1/exports"): ("/exports", None),
+        ("POST", "/api/v1/exports"): ("/exports", {"spec": MISSING}),
     }
 )
 # audit engagements and evidence requests (docs/audit.md): no engagement or request exists
@@ -577,7 +652,11 @@ def test_an_auditor_changes_nothing(shared: tuple[Served, World]) -> None:
     rules = [
         r
         for r in route_rules(create_app(load_settings(home=world.home)))
-        if r.method in MUTATING and r.gate.kind is GateKind.PERMISSION
+        if r.method in MUTATING
+        and r.gate.kind is GateKind.PERMISSION
+        # an export (ledger.export, access_log.export) is a POST that writes a file for the
+        # auditor and records that it did: a read-only permission, an auditor's to use
+        and r.gate.permission not in READ_ONLY
     ]
     assert len(rules) >= 9
     with served.client() as http:

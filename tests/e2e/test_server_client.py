@@ -98,9 +98,9 @@ def test_client_mode_prints_what_local_mode_prints(
     assert cli("backup", "list", "--json").out == cli(*server, "backup", "list", "--json").out
     # a command that cannot run through the server yet is refused, never run locally
     before = cli(*server, "backup", "list", "--json").out
-    refused = cli("source", "test", "anything")
+    refused = cli("diff", "a", "b")
     assert refused.code == 2
-    assert "`source test` does not run through a server yet" in refused.err
+    assert "`diff` does not run through a server yet" in refused.err
     assert "docs/server.md lists the remote-capable commands" in refused.err
     monkeypatch.delenv("AFFIDAVIT_SERVER")
     assert cli(*server, "backup", "list", "--json").out == before

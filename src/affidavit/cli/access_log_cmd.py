@@ -138,13 +138,17 @@ def export(
     json_out: JsonOpt = False,
 ) -> int:
     """Export the access log (entries, checkpoints, the verifier key) for an auditor, who
-    checks it with `access-log verify --file F --public-key K` (recorded in the ledger)."""
-    with app_for(ctx) as application:
-        result = svc.export(application, out)
+    checks it with `access-log verify --file F --public-key K` (recorded in the ledger).
+    Remote-capable: --server (the server writes it; it is downloaded to --out and its SHA-256
+    checked against the one recorded)."""
+    data = client.remote_export(ctx, "/access-log/exports", out)
+    if data is None:
+        with app_for(ctx) as application:
+            data = svc.export(application, out).to_json()
     return print_result(
-        result.to_json(),
-        f"Exported {result.entries} entries ({result.expired} expired) and "
-        f"{result.checkpoints} checkpoints to {result.path} (sha256 {result.sha256}).",
+        data,
+        f"Exported {data['entries']} entries ({data['expired']} expired) and "
+        f"{data['checkpoints']} checkpoints to {data['path']} (sha256 {data['sha256']}).",
         json_out=json_out,
     )
 
@@ -164,20 +168,23 @@ def expire(
     json_out: JsonOpt = False,
 ) -> int:
     """Apply the retention policy: entries past it lose their payload and keep their leaf
-    hash, so the log still verifies (recorded in the ledger as access_log.expired)."""
+    hash, so the log still verifies (recorded in the ledger as access_log.expired).
+    Remote-capable: --server."""
     if older_than_days is not None and not 1 <= older_than_days <= 36500:
         raise InputError(
             f"--older-than-days {older_than_days} is not between 1 and 36500",
             hint="give the retention period in whole days, e.g. --older-than-days 400",
         )
     period = None if older_than_days is None else timedelta(days=older_than_days)
-    with app_for(ctx) as application:
-        result = svc.expire(application, older_than=period)
-    if result.count == 0:
-        message = f"nothing to expire: no entry with a payload is older than {result.older_than}"
+    data = client.remote_post(ctx, "/access-log/expire", {"older_than_days": older_than_days})
+    if data is None:
+        with app_for(ctx) as application:
+            data = svc.expire(application, older_than=period).to_json()
+    if data["count"] == 0:
+        message = f"nothing to expire: no entry with a payload is older than {data['older_than']}"
     else:
         message = (
-            f"expired {result.count} entries (seq {result.first}..{result.last}, older than "
-            f"{result.older_than}); recorded at ledger seq {result.ledger_seq}"
+            f"expired {data['count']} entries (seq {data['first']}..{data['last']}, older than "
+            f"{data['older_than']}); recorded at ledger seq {data['ledger_seq']}"
         )
-    return print_result(result.to_json(), message, json_out=json_out)
+    return print_result(data, message, json_out=json_out)

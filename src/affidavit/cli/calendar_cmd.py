@@ -1,7 +1,8 @@
 """``affidavit calendar [show] [--from --to] [--json]``, ``calendar ics [--out FILE]``,
 ``calendar add TITLE --due DATE [--every P1Y]`` and ``calendar remove ID``: the governance
-calendar (docs/calendar.md). Local mode only: through a server, ``GET /api/v1/calendar``,
-``/calendar.ics`` and ``/calendar/deadlines``."""
+calendar (docs/calendar.md). Remote-capable (--server): ``GET /api/v1/calendar``,
+``/calendar.ics`` and ``/calendar/deadlines``; ``calendar ics --out`` writes the feed on this
+host."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from affidavit.cli import client
 from affidavit.cli.acting import AsCodeOpt, AsOpt, AsPasswordFileOpt, as_caller
 from affidavit.cli.output import JsonOpt, plain, print_json, print_result, show
 from affidavit.cli.state import app_for
@@ -100,10 +102,15 @@ def show_calendar(
     end: ToOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Everything that recurs or falls due in the window, grouped by month."""
+    """Everything that recurs or falls due in the window, grouped by month
+    (remote-capable: --server)."""
     low, high = svc.window(start, end)
-    with app_for(ctx) as application:
-        data = svc.build_calendar(application, start=low, end=high).to_json()
+    data = client.view(
+        ctx,
+        "/calendar",
+        params={"from": start, "to": end},
+        local=lambda application: svc.build_calendar(application, start=low, end=high).to_json(),
+    )
     return _render(data, json_out)
 
 
@@ -119,10 +126,15 @@ def ics(
     start: FromOpt = None,
     end: ToOpt = None,
 ) -> int:
-    """The calendar as an iCalendar (RFC 5545) feed for calendar clients."""
+    """The calendar as an iCalendar (RFC 5545) feed for calendar clients (remote-capable:
+    --server; --out is written on this host)."""
     low, high = svc.window(start, end)
-    with app_for(ctx) as application:
-        data = render_ics(svc.build_calendar(application, start=low, end=high))
+    remote = client.remote(ctx)
+    if remote is not None:
+        data = remote.fetch("/calendar.ics", params={"from": start, "to": end})
+    else:
+        with app_for(ctx) as application:
+            data = render_ics(svc.build_calendar(application, start=low, end=high))
     if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -151,17 +163,21 @@ def add(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Enter a regulatory deadline (administrators; recorded in the ledger only)."""
-    deadline = as_caller(
-        ctx,
-        lambda application, who: svc.add_deadline(
-            application, who, title=title, due=due, every=every, detail=detail, owner=owner
-        ),
-    )
-    every_text = f", every {deadline.every.text}" if deadline.every else ""
+    """Enter a regulatory deadline (administrators; recorded in the ledger only;
+    remote-capable: --server)."""
+    body = {"title": title, "due": due, "every": every, "detail": detail, "owner": owner}
+    data = client.remote_post(ctx, "/calendar/deadlines", body)
+    if data is None:
+        data = as_caller(
+            ctx,
+            lambda application, who: svc.add_deadline(
+                application, who, title=title, due=due, every=every, detail=detail, owner=owner
+            ).to_json(),
+        )
+    every_text = f", every {data['every']}" if data["every"] else ""
     return print_result(
-        deadline.to_json(),
-        f"Deadline {deadline.id} added: {plain(deadline.title)} on {deadline.due}{every_text}.",
+        data,
+        f"Deadline {data['id']} added: {plain(data['title'])} on {data['due']}{every_text}.",
         json_out=json_out,
     )
 
@@ -176,9 +192,15 @@ def remove(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Remove a regulatory deadline (administrators; recorded in the ledger)."""
-    deadline = as_caller(
-        ctx,
-        lambda application, who: svc.remove_deadline(application, who, deadline_id, reason=reason),
-    )
-    return print_result(deadline.to_json(), f"Deadline {deadline.id} removed.", json_out=json_out)
+    """Remove a regulatory deadline (administrators; recorded in the ledger; remote-capable:
+    --server)."""
+    path = client.route("calendar", "deadlines", deadline_id)
+    data = client.remote_post(ctx, path, {"reason": reason}, method="DELETE")
+    if data is None:
+        data = as_caller(
+            ctx,
+            lambda application, who: svc.remove_deadline(
+                application, who, deadline_id, reason=reason
+            ).to_json(),
+        )
+    return print_result(data, f"Deadline {data['id']} removed.", json_out=json_out)

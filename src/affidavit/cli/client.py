@@ -117,14 +117,50 @@ REMOTE_COMMANDS: Final = frozenset(
         "ledger key",
         "ledger consistency",
         "dataset classify",
+        "source add",
+        "source test",
+        "vault add",
+        "user passwd",
+        "user totp-enroll",
+        "user totp-reset",
+        "user unlock",
+        "user link-oidc",
+        "ledger export",
+        "access-log export",
+        "access-log expire",
+        "calendar show",
+        "calendar ics",
+        "calendar add",
+        "calendar remove",
+        "progress publish",
+        "recipient add",
+        "recipient verify",
+        "recipient list",
+        "export spec add",
+        "export spec approve",
+        "export spec list",
+        "export spec show",
+        "export run",
+        "export list",
     }
 )
 """Commands that run through the server in client mode (docs/server.md keeps the list)."""
 CLIENT_COMMANDS: Final = frozenset({"login", "logout", "whoami"})
 """Commands that manage the client's own session (they talk to a server by nature)."""
-STATELESS_COMMANDS: Final = frozenset({"policy validate", "policy controls", "evidence verify"})
+STATELESS_COMMANDS: Final = frozenset(
+    {"policy validate", "policy controls", "evidence verify", "progress verify", "export verify"}
+)
 """Commands that read and change no home (a file given, or the controls catalog): they run
 on this host in client mode too."""
+HOST_ONLY_COMMANDS: Final = {
+    "init": "it creates a home",
+    "serve": "it serves the home",
+    "demo": "it makes a throwaway home of its own",
+    "ledger recover": "it repairs the home's own files",
+    "user break-glass": "the host's way back in, as its OS user",
+}
+"""Commands that only make sense on the host that owns the home, and why: refused in client
+mode for good."""
 _TIMEOUT: Final = 600.0  # a backup or a verification through the API takes its time
 _MAX_SESSION_FILE: Final = 64 * 1024
 _T = TypeVar("_T")
@@ -400,6 +436,18 @@ class Client:
                 target.unlink(missing_ok=True)
                 raise
 
+    def fetch(self, path: str, *, params: Mapping[str, Param] | None = None) -> bytes:
+        """``GET path?params``: the answer's bytes as they are (a feed, not JSON); errors
+        as :meth:`request`."""
+        query = urllib.parse.urlencode(
+            {k: v for k, v in (params or {}).items() if v is not None}, doseq=True
+        )
+        with self._open("GET", path + (f"?{query}" if query else "")) as response:
+            try:
+                return bytes(response.read())
+            except OSError as exc:
+                raise self._unreachable(exc) from None
+
     def get(self, path: str, **params: Param) -> Any:
         """``GET path?params``."""
         return self.request("GET", path, params=params)
@@ -484,6 +532,18 @@ def remote(ctx: typer.Context) -> Client | None:
     return client
 
 
+def remote_session(ctx: typer.Context) -> tuple[Client, str] | None:
+    """As :func:`remote`, with the name of the account logged in (for the commands that act
+    on one's own credentials or, as an administrator, on someone else's)."""
+    server = configured_server(ctx)
+    if server is None:
+        return None
+    client = remote(ctx)
+    assert client is not None
+    _, saved = session_client(server)
+    return client, saved.account
+
+
 StepUpCodeOpt = Annotated[
     str | None,
     typer.Option(
@@ -512,6 +572,36 @@ def remote_post(
     if code:
         client.post("/auth/step-up", {"code": code})
     return _done(client.request(method, path, body=dict(body)))
+
+
+def new_target(out: Path) -> Path:
+    """``out`` as the absolute path of a file to be downloaded: refused (before anything is
+    asked of the server) when it exists or its folder does not."""
+    target = out.expanduser().absolute()
+    if os.path.lexists(target) or not target.parent.is_dir():
+        raise InputError(
+            f"{target} already exists" if os.path.lexists(target)
+            else f"the folder {target.parent} does not exist",
+            hint="choose another --out; nothing changed",
+        )  # fmt: skip
+    return target
+
+
+def remote_export(ctx: typer.Context, path: str, out: Path) -> dict[str, Any] | None:
+    """In client mode: ``POST path`` has the server write and record an export, whose file
+    (``GET path/ID``) is downloaded into ``out`` (created new, mode 0600) and checked against
+    the SHA-256 recorded (a mismatch removes it: exit 1); the export's summary with ``out``
+    as its path, as given (as in local mode). None in local mode."""
+    from affidavit.services.server_files import check_downloaded
+
+    session = remote(ctx)
+    if session is None:
+        return None
+    target = new_target(out)
+    written = dict(session.post(path))
+    session.download(f"{path}{route(str(written.pop('export')))}", target)
+    check_downloaded(target, str(written["sha256"]))
+    return {**written, "path": str(out)}
 
 
 def local_only(command: str, **options: object) -> None:
@@ -549,13 +639,35 @@ def view(
         return local(application)
 
 
+GROUP_DEFAULTS: Final = {"calendar": ("calendar show", frozenset({"show", "ics", "add", "remove"}))}
+"""Groups that run a command of theirs when given none (``affidavit calendar --from D``
+is ``calendar show --from D``), and their commands' names."""
+
+
+def _as_default(command: str) -> str:
+    """``command`` as the command it runs: a group's default when what follows the group's
+    name is none of its commands (nothing, or an option's value)."""
+    group, _, rest = command.partition(" ")
+    default = GROUP_DEFAULTS.get(group)
+    if default is not None and rest not in default[1]:
+        return default[0]
+    return command
+
+
 def refuse_local(command: str | None, server: str | None) -> None:
     """In client mode, refuse a command that cannot run through the server yet (it would
     act on a local home as the unverified OS user instead)."""
     if server is None or command is None:
         return
+    command = _as_default(command)
     if command in REMOTE_COMMANDS | CLIENT_COMMANDS | STATELESS_COMMANDS:
         return
+    if command in HOST_ONLY_COMMANDS:
+        raise InputError(
+            f"`{command}` runs on the server's host only ({HOST_ONLY_COMMANDS[command]}), "
+            f"never through a server (client mode: {SERVER_ENV} or --server is set)",
+            hint=f"run it on the server's host with {SERVER_ENV} unset",
+        )
     raise InputError(
         f"`{command}` does not run through a server yet (client mode: {SERVER_ENV} or "
         "--server is set)",

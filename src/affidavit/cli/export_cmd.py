@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.acting import AsCodeOpt, AsOpt, AsPasswordFileOpt, as_caller
 from affidavit.cli.output import (
     JsonOpt,
@@ -46,14 +47,20 @@ def spec_add(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="An export spec (TOML).")],
     json_out: JsonOpt = False,
 ) -> int:
-    """Propose a new version of an export spec; another person approves it before it runs."""
-    with app_for(ctx) as application:
-        version = specs.add_spec(application, file)
+    """Propose a new version of an export spec; another person approves it before it runs
+    (remote-capable: --server; the file is read here and its text sent)."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        text = specs.read_spec_file(file)
+        data = remote.post("/export-specs", {"name": file.name, "text": text})
+    else:
+        with app_for(ctx) as application:
+            data = specs.add_spec(application, file).to_json()
     return print_result(
-        version.to_json(),
-        f"Proposed version {version.version} of export spec {version.name} (sha256 "
-        f"{version.sha256[:16]}...). Another person approves it with `affidavit export spec "
-        f"approve {version.name} {version.version}`.",
+        data,
+        f"Proposed version {data['version']} of export spec {data['name']} (sha256 "
+        f"{data['sha256'][:16]}...). Another person approves it with `affidavit export spec "
+        f"approve {data['name']} {data['version']}`.",
         json_out=json_out,
     )
 
@@ -63,35 +70,43 @@ def spec_approve(
     ctx: typer.Context,
     name: SpecName,
     version: Annotated[int, typer.Argument(metavar="VERSION", min=1, max=2**31 - 1)],
+    code: client.StepUpCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Approve a proposed version (not its proposer)."""
-    with app_for(ctx) as application:
-        approved = specs.approve_spec(application, name, version)
+    """Approve a proposed version (not its proposer). Remote-capable (--server: an approval,
+    with a fresh MFA check; --code steps up)."""
+    path = f"{client.route('export-specs', name, 'versions', str(version))}/approve"
+    data = client.remote_post(ctx, path, {}, code)
+    if data is None:
+        with app_for(ctx) as application:
+            data = specs.approve_spec(application, name, version).to_json()
     return print_result(
-        approved.to_json(),
-        f"Approved version {approved.version} of export spec {approved.name}.",
+        data,
+        f"Approved version {data['version']} of export spec {data['name']}.",
         json_out=json_out,
     )
 
 
 @spec_app.command("list")
 def spec_list(ctx: typer.Context, json_out: JsonOpt = False) -> int:
-    """Every version of every spec."""
-    with app_for(ctx) as application:
-        found = specs.list_specs(application)
+    """Every version of every spec (remote-capable: --server)."""
+    found = client.view(
+        ctx,
+        "/export-specs",
+        local=lambda app: {"specs": [v.to_json() for v in specs.list_specs(app)]},
+    )["specs"]
     return print_list(
         "Export specs",
         "specs",
         found,
-        item_json=lambda v: v.to_json(),
+        item_json=dict,
         columns=["spec", "version", "sha256", "proposed by", "approved by"],
         row=lambda v: [
-            plain(v.name),
-            v.version,
-            v.sha256[:16],
-            plain(v.proposed_by),
-            plain(v.approved_by),
+            plain(v["name"]),
+            v["version"],
+            v["sha256"][:16],
+            plain(v["proposed_by"]),
+            plain(v["approved_by"]),
         ],
         json_out=json_out,
         empty="No export specs yet: `affidavit export spec add FILE`.",
@@ -107,13 +122,22 @@ def spec_show(
     ] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """One spec version with its text."""
-    with app_for(ctx) as application:
+    """One spec version with its text (remote-capable: --server)."""
+
+    def local(application: App) -> dict[str, Any]:
         found = specs.spec_version(application, name, version)
+        return {**found.to_json(), "text": found.text}
+
+    data = client.view(
+        ctx,
+        client.route("export-specs", name),
+        params={"version": None if version is None else str(version)},
+        local=local,
+    )
     if json_out:
-        print_json({**found.to_json(), "text": found.text})
+        print_json(data)
     else:
-        show(plain(found.text))
+        show(plain(data["text"]))
     return 0
 
 
@@ -134,36 +158,43 @@ def run(
     as_name: AsOpt = None,
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
+    code: client.StepUpCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Run an approved spec: read, check the contract, minimise, encrypt to the recipient,
     deliver, sign the manifest. A gated operation (docs/approvals.md): with --as, a request
     another person approves (`affidavit request execute ID` then runs it). Exit 1 when the
-    contract blocks the export (nothing delivered)."""
+    contract blocks the export (nothing delivered). Remote-capable (--server: delivered
+    where the spec says, from the server's host; a request waiting for approval is printed,
+    exit 0)."""
 
-    def call(application: App, who: Principal) -> runs.ExportResult:
+    def call(application: App, who: Principal) -> dict[str, Any]:
         with application.acting_as(who) if who.authenticated else nullcontext(application):
             return runs.run_export(
                 application, name, version=version, backup_id=backup, output=output, reason=reason
-            )
+            ).to_json()
 
-    result = as_caller(ctx, call)
-    data = result.to_json()
+    body = {"spec": name, "version": version, "backup": backup, "output": output,
+            "reason": reason}  # fmt: skip
+    data = client.remote_post(ctx, "/exports", body, code)
+    if data is None:
+        data = as_caller(ctx, call)
     if json_out:
         print_json(data)
-        return 0 if result.delivered else 1
-    contract = result.contract
-    if result.delivered:
-        records = (result.predicate or {}).get("records", {})
+        return 0 if data["ok"] else 1
+    contract = data["contract"]
+    if data["ok"]:
+        records = (data["predicate"] or {}).get("records", {})
         show(
-            f"Delivered {plain(str(result.output))} ({records.get('out')} of "
+            f"Delivered {plain(str(data['output']))} ({records.get('out')} of "
             f"{records.get('in')} records; excluded {records.get('excluded')}) with its signed "
-            f"manifest {plain(str(result.manifest))}."
+            f"manifest {plain(str(data['manifest']))}."
         )
         return 0
     show(
         table(
-            f"Export {result.run.id} blocked: {contract['violations']} contract violation(s)",
+            f"Export {data['export']['id']} blocked: {contract['violations']} contract "
+            "violation(s)",
             ["record", "rule", "problem"],
             [[plain(v["key"]), v["rule"], plain(v["message"])] for v in contract["listed"]],
         )
@@ -177,23 +208,27 @@ def list_(
     spec: Annotated[str | None, typer.Option(help="Only this spec's runs.")] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Every export run."""
-    with app_for(ctx) as application:
-        found = runs.list_exports(application, spec)
+    """Every export run (remote-capable: --server)."""
+    found = client.view(
+        ctx,
+        "/exports",
+        params={"spec": spec},
+        local=lambda app: {"exports": [r.to_json() for r in runs.list_exports(app, spec)]},
+    )["exports"]
     return print_list(
         "Exports",
         "exports",
         found,
-        item_json=lambda r: r.to_json(),
+        item_json=dict,
         columns=["id", "spec", "version", "status", "records", "started", "output"],
         row=lambda r: [
-            r.id,
-            plain(r.spec),
-            r.version,
-            r.status.value,
-            r.records_out,
-            when(r.started_at),
-            plain(r.output_path),
+            r["id"],
+            plain(r["spec"]),
+            r["version"],
+            r["status"],
+            r["records_out"],
+            when(r["started_at"]),
+            plain(r["output"]),
         ],
         json_out=json_out,
         empty="No exports yet.",

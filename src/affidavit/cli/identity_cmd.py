@@ -16,7 +16,8 @@ code may be given as ``--as-code`` (it is valid for seconds and cannot be replay
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -35,7 +36,7 @@ from affidavit.cli.acting import (
 from affidavit.cli.output import JsonOpt, plain, print_json, show, table, when
 from affidavit.cli.state import app_for
 from affidavit.errors import InputError
-from affidavit.models.identity import AccountKind, account_name
+from affidavit.models.identity import AccountKind, TotpEnrolment, account_name
 from affidavit.models.permissions import ROLE_DESCRIPTIONS, ROLES, Permission, Role
 from affidavit.services import identity, principals, roles
 
@@ -272,10 +273,18 @@ def user_unlock(
     as_name: AsOpt = None,
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
+    json_out: JsonOpt = False,
 ) -> int:
-    """Lift a lockout after failed logins."""
-    account = as_caller(ctx, lambda app, who: identity.unlock_account(app, who, name))
-    show(f"Unlocked {plain(account.name)}.")
+    """Lift a lockout after failed logins (remote-capable: --server)."""
+    data = client.remote_post(ctx, f"{client.route('accounts', name)}/unlock", {})
+    if data is None:
+        data = as_caller(ctx, lambda app, who: {
+            "account": identity.unlock_account(app, who, name).to_json()
+        })  # fmt: skip
+    if json_out:
+        print_json(data)
+    else:
+        show(f"Unlocked {plain(data['account']['name'])}.")
     return 0
 
 
@@ -292,10 +301,31 @@ def user_passwd(
     ] = None,
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
+    code: client.StepUpCodeOpt = None,
 ) -> int:
     """Change a password: your own (you log in as NAME with the current one), or another
-    account's as an administrator (--as ADMIN, with a fresh TOTP code)."""
+    account's as an administrator (--as ADMIN, with a fresh TOTP code). Remote-capable
+    (--server): your own with the current password (--as-password-file, or prompted), or
+    another's as the administrator logged in (--code for the step-up)."""
     target = account_name(name)
+    remote = client.remote_session(ctx)
+    if remote is not None:
+        session, me = remote
+        new = _new_password(new_password_file, target)
+        if me == target:
+            current = (
+                secret_file(as_password_file)
+                if as_password_file is not None
+                else str(typer.prompt(f"Current password for {target}", hide_input=True))
+            )
+            body = {"account": target, "current_password": current, "password": new}
+            session.post("/me/password", body)
+        else:
+            if code:
+                session.post("/auth/step-up", {"code": code})
+            session.post(f"{client.route('accounts', target)}/password", {"password": new})
+        show(f"Password of {plain(target)} changed; its other sessions ended.")
+        return 0
     with (
         app_for(ctx) as application,
         acting(application, as_name or target, as_password_file, as_code) as (principal, old),
@@ -327,6 +357,15 @@ def _show_qr(uri: str) -> None:
     code.print_ascii(out=sys.stdout, invert=True)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Enrolment:
+    """The two steps of a TOTP enrolment, through the server or on this host: begin (the
+    account, ``uri`` and ``secret``), then confirm with a code (the recovery codes)."""
+
+    begin: Callable[[], dict[str, str]]
+    confirm: Callable[[str], list[str]]
+
+
 @user_app.command("totp-enroll")
 def user_totp_enroll(
     ctx: typer.Context,
@@ -344,31 +383,61 @@ def user_totp_enroll(
     """Enrol a TOTP authenticator for your account NAME (you log in with your password).
     Prints the otpauth URI (and a QR code on a terminal when `qrcode` is installed), asks for
     a code to confirm, then prints ten one-time recovery codes: they are shown only now.
-    Scripts run it in two steps: --begin, then --code CODE."""
+    Scripts run it in two steps: --begin, then --code CODE. Remote-capable (--server): for
+    the account logged in, which must be NAME."""
     target = account_name(name)
+    if code is not None and begin:
+        raise InputError(
+            "give either --begin or --code, not both", hint="--begin first, then --code CODE"
+        )
+    remote = client.remote(ctx)
+    if remote is not None:
+        session = remote
+
+        def begin_remote() -> dict[str, str]:
+            return dict(session.post("/me/totp", {"account": target}))
+
+        def confirm_remote(given: str) -> list[str]:
+            confirmed = session.post("/me/totp/confirm", {"account": target, "code": given})
+            return list(confirmed["recovery_codes"])
+
+        steps = _Enrolment(begin=begin_remote, confirm=confirm_remote)
+        return _enrol(steps, target, begin=begin, code=code, json_out=json_out)
     with (
         app_for(ctx) as application,
         acting(application, target, as_password_file, "") as (principal, _),
     ):
-        if code is None:
-            enrolment = identity.begin_totp(application, principal, target)
-            if begin:
-                if json_out:
-                    print_json({"account": target, "uri": enrolment.uri})
-                else:
-                    show(enrolment.uri)
-                return 0
-            show(f"Add this to your authenticator app (secret {enrolment.secret}):")
-            show(enrolment.uri)
-            _show_qr(enrolment.uri)
-            code = str(typer.prompt("Code shown by the authenticator"))
-        elif begin:
-            raise InputError(
-                "give either --begin or --code, not both", hint="--begin first, then --code CODE"
-            )
-        codes = identity.confirm_totp(application, principal, target, code)
+        steps = _Enrolment(
+            begin=lambda: _begun(identity.begin_totp(application, principal, target)),
+            confirm=lambda given: list(
+                identity.confirm_totp(application, principal, target, given)
+            ),
+        )
+        return _enrol(steps, target, begin=begin, code=code, json_out=json_out)
+
+
+def _begun(enrolment: TotpEnrolment) -> dict[str, str]:
+    return {"account": enrolment.account, "uri": enrolment.uri, "secret": enrolment.secret}
+
+
+def _enrol(steps: _Enrolment, target: str, *, begin: bool, code: str | None,
+           json_out: bool) -> int:  # fmt: skip
+    """Run an enrolment's steps and print as ``user totp-enroll`` does."""
+    if code is None:
+        started = steps.begin()
+        if begin:
+            if json_out:
+                print_json({"account": target, "uri": started["uri"]})
+            else:
+                show(started["uri"])
+            return 0
+        show(f"Add this to your authenticator app (secret {started['secret']}):")
+        show(started["uri"])
+        _show_qr(started["uri"])
+        code = str(typer.prompt("Code shown by the authenticator"))
+    codes = steps.confirm(code)
     if json_out:
-        print_json({"account": target, "totp_enrolled": True, "recovery_codes": list(codes)})
+        print_json({"account": target, "totp_enrolled": True, "recovery_codes": codes})
         return 0
     show(f"TOTP enrolled for {plain(target)}. Recovery codes (each works once; keep them safe):")
     for recovery in codes:
@@ -386,15 +455,27 @@ def user_totp_reset(
     ] = None,
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
+    code: client.StepUpCodeOpt = None,
 ) -> int:
     """Remove an account's TOTP and recovery codes (a lost or replaced device); needs a
-    fresh TOTP code of whoever acts."""
+    fresh TOTP code of whoever acts. Remote-capable (--server): your own, or another's as
+    the administrator logged in (--code for the step-up)."""
     target = account_name(name)
-    with (
-        app_for(ctx) as application,
-        acting(application, as_name or target, as_password_file, as_code) as (principal, _),
-    ):
-        identity.reset_totp(application, principal, target)
+    remote = client.remote_session(ctx)
+    if remote is not None:
+        session, me = remote
+        if code:
+            session.post("/auth/step-up", {"code": code})
+        if me == target:
+            session.delete("/me/totp", {"account": target})
+        else:
+            session.delete(f"{client.route('accounts', target)}/totp")
+    else:
+        with (
+            app_for(ctx) as application,
+            acting(application, as_name or target, as_password_file, as_code) as (principal, _),
+        ):
+            identity.reset_totp(application, principal, target)
     show(f"TOTP of {plain(target)} removed; enrol a new one with `user totp-enroll`.")
     return 0
 
@@ -412,20 +493,26 @@ def user_link_oidc(
     as_name: AsOpt = None,
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
+    code: client.StepUpCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Link a person's account to an OpenID provider's subject, for single sign-on (an
     administrator, with a fresh TOTP code). One subject maps to one account; a subject
-    linked to no account is refused at login (no account is created on the fly)."""
-    account = as_caller(ctx, lambda app, who: (
-        identity.link_oidc(app, who, name, issuer=issuer, subject=subject)
-    ))  # fmt: skip
+    linked to no account is refused at login (no account is created on the fly).
+    Remote-capable: --server (--code for the step-up)."""
+    body = {"issuer": issuer, "subject": subject}
+    data = client.remote_post(ctx, f"{client.route('accounts', name)}/oidc", body, code)
+    if data is None:
+        data = as_caller(ctx, lambda app, who: {"account": (
+            identity.link_oidc(app, who, name, issuer=issuer, subject=subject).to_json()
+        )})  # fmt: skip
     if json_out:
-        print_json({"account": account.to_json()})
+        print_json(data)
     else:
+        account = data["account"]
         show(
-            f"Linked {plain(account.name)} to subject {plain(account.oidc_subject)} of "
-            f"{plain(account.oidc_issuer)}."
+            f"Linked {plain(account['name'])} to subject {plain(account['oidc_subject'])} of "
+            f"{plain(account['oidc_issuer'])}."
         )
     return 0
 

@@ -142,13 +142,17 @@ def export(
     out: Annotated[Path, typer.Option(help="The JSON Lines file to write (must not exist).")],
     json_out: JsonOpt = False,
 ) -> int:
-    """Export every entry and checkpoint for an auditor (recorded in the ledger)."""
-    with app_for(ctx) as application:
-        result = svc.export_ledger(application, out)
+    """Export every entry and checkpoint for an auditor (recorded in the ledger).
+    Remote-capable: --server (the server writes it; it is downloaded to --out and its SHA-256
+    checked against the one recorded)."""
+    data = client.remote_export(ctx, "/ledger/exports", out)
+    if data is None:
+        with app_for(ctx) as application:
+            data = svc.export_ledger(application, out).to_json()
     return print_result(
-        result.to_json(),
-        f"Exported {result.entries} entries and {result.checkpoints} checkpoints to "
-        f"{result.path} (sha256 {result.sha256}).",
+        data,
+        f"Exported {data['entries']} entries and {data['checkpoints']} checkpoints to "
+        f"{data['path']} (sha256 {data['sha256']}).",
         json_out=json_out,
     )
 

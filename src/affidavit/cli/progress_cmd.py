@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.acting import AsCodeOpt, AsOpt, AsPasswordFileOpt, as_caller
 from affidavit.cli.output import JsonOpt, print_result
+from affidavit.errors import InputError
 from affidavit.services import published_progress as svc
 
 app = typer.Typer(
@@ -33,13 +35,26 @@ def publish(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Sign the progress summary with the ledger key and publish it (recorded)."""
-    published = as_caller(
-        ctx, lambda application, who: svc.publish_progress(application, who, out, days=days)
-    )
+    """Sign the progress summary with the ledger key and publish it (recorded).
+    Remote-capable: --server, to s3://BUCKET/PREFIX (the server publishes it from its host)."""
+    if client.configured_server(ctx) is not None and not out.startswith("s3://"):
+        raise InputError(
+            f"`progress publish --out {out}` names a folder on this host: through the server, "
+            "progress is published to s3://BUCKET/PREFIX only",
+            hint=f"give --out s3://BUCKET/PREFIX, or unset {client.SERVER_ENV} and publish "
+            "on the server's host",
+        )
+    data = client.remote_post(ctx, "/progress", {"destination": out, "days": days})
+    if data is None:
+        data = as_caller(
+            ctx,
+            lambda application, who: svc.publish_progress(
+                application, who, out, days=days
+            ).to_json(),
+        )
     return print_result(
-        published.to_json(),
-        f"Published {published.files[0]}: {svc.summary_text(published.summary)}.",
+        data,
+        f"Published {data['files'][0]}: {svc.summary_text(data['summary'])}.",
         json_out=json_out,
     )
 

@@ -19,7 +19,7 @@ from affidavit.cli.output import (
     when,
 )
 from affidavit.cli.state import app_for
-from affidavit.cli.views import dataset_json, description_json, source_json, source_test_json
+from affidavit.cli.views import dataset_json, source_json, source_test_json
 from affidavit.models.inventory import parse_classification, parse_engine
 from affidavit.services import inventory as inv
 from affidavit.services.context import App
@@ -48,24 +48,40 @@ def add(
     json_out: JsonOpt = False,
 ) -> int:
     """Register a source. Passwords never go in the URI: reference them with
-    --secret-env or --secret-file; they are read only when affidavit connects."""
+    --secret-env or --secret-file; they are read only when affidavit connects
+    (remote-capable: --server, where they name a variable of the server's process or a file
+    on the server's host by its absolute path)."""
     eng = parse_engine(engine)
     level = parse_classification(classification)
-    secret = make_secret_ref(env=secret_env, file=secret_file)
-    with app_for(ctx) as application:
-        source = inv.add_source(
-            application,
-            name=name,
-            engine=eng,
-            uri=uri,
-            secret=secret,
-            classification=level,
-            region=region,
-            owner=owner,
-        )
+    body = {
+        "name": name,
+        "engine": eng.value,
+        "uri": uri,
+        "classification": level.value,
+        "secret_env": secret_env,
+        "secret_file": secret_file,
+        "region": region,
+        "owner": owner,
+    }
+    data = client.remote_post(ctx, "/sources", body)
+    if data is None:
+        secret = make_secret_ref(env=secret_env, file=secret_file)
+        with app_for(ctx) as application:
+            data = source_json(
+                inv.add_source(
+                    application,
+                    name=name,
+                    engine=eng,
+                    uri=uri,
+                    secret=secret,
+                    classification=level,
+                    region=region,
+                    owner=owner,
+                )
+            )
     return print_result(
-        source_json(source),
-        f"Added source [bold]{source.name}[/bold] ({source.engine}, {source.classification}).",
+        data,
+        f"Added source [bold]{data['name']}[/bold] ({data['engine']}, {data['classification']}).",
         json_out=json_out,
     )
 
@@ -127,23 +143,27 @@ def check_connection(
     json_out: JsonOpt = False,
 ) -> int:
     """Connect to a source, describe its server and count its datasets (records nothing).
-    Exit 3 when it cannot be reached."""
-    with app_for(ctx) as application:
-        result = inv.test_source(application, name)
+    Exit 3 when it cannot be reached (remote-capable: --server, connecting from the server's
+    host)."""
+    result = client.remote_post(ctx, client.route("sources", name, "test"), {})
+    if result is None:
+        with app_for(ctx) as application:
+            result = source_test_json(inv.test_source(application, name))
     if json_out:
-        print_json(source_test_json(result))
-    elif result.reachable:
-        desc = description_json(result.description) or {}
+        print_json(result)
+    elif result["reachable"]:
+        desc = result["server"] or {}
         show(
-            f"[green]reachable[/green]: {result.source.name} runs {result.source.engine} "
+            f"[green]reachable[/green]: {result['source']} runs {desc.get('engine')} "
             f"{desc.get('version')} (tls={desc.get('tls')}, auth={desc.get('auth_required')})"
         )
-        show(table(None, ["dataset", "records"], result.datasets))
-    if not result.reachable:
+        show(table(None, ["dataset", "records"], [[d["name"], d["records"]]
+                                                  for d in result["datasets"]]))  # fmt: skip
+    if not result["reachable"]:
         if not json_out:
-            what = "is unreachable" if result.exit_code == 3 else "cannot be tested"
-            error(f"{result.source.name} {what}: {result.error}", result.hint)
-        return result.exit_code
+            what = "is unreachable" if result["exit_code"] == 3 else "cannot be tested"
+            error(f"{result['source']} {what}: {result['error']}", result["hint"])
+        return int(result["exit_code"])
     return 0
 
 

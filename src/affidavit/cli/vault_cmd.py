@@ -29,14 +29,20 @@ def add(
     ] = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Register a vault."""
-    with app_for(ctx) as application:
-        vault = inv.add_vault(
-            application, name=name, url=url, region=region, immutable_days=immutable_days
-        )
+    """Register a vault (remote-capable: --server; a file:// URL then names a folder on the
+    server's host)."""
+    body = {"name": name, "url": url, "region": region, "immutable_days": immutable_days}
+    data = client.remote_post(ctx, "/vaults", body)
+    if data is None:
+        with app_for(ctx) as application:
+            data = vault_json(
+                inv.add_vault(
+                    application, name=name, url=url, region=region, immutable_days=immutable_days
+                )
+            )
     return print_result(
-        vault_json(vault),
-        f"Added vault [bold]{vault.name}[/bold] ({vault.url}).",
+        data,
+        f"Added vault [bold]{data['name']}[/bold] ({data['url']}).",
         json_out=json_out,
     )
 

@@ -434,8 +434,10 @@ ROUTE_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "POST /approvals/{request_id}/approve": P.REQUEST_APPROVE,  # + a fresh TOTP check
         "POST /approvals/{request_id}/veto": P.REQUEST_APPROVE,
         "GET /sources": P.SOURCE_READ,
+        "POST /sources/{name}/backups": P.BACKUP_RUN,  # the sources page's "back up now"
         "GET /backups": P.BACKUP_READ,
         "GET /backups/{backup_id}": P.BACKUP_READ,
+        "POST /backups/{backup_id}/holds": P.HOLD_ADD,  # the legal hold form
         "GET /verifications": P.BACKUP_READ,
         "GET /drills": P.BACKUP_READ,
         "GET /findings": P.POLICY_READ,
@@ -515,6 +517,33 @@ ROUTE_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "GET /api/v1/ledger/key": P.LEDGER_READ,
         "GET /api/v1/ledger/consistency": P.LEDGER_READ,
         "POST /api/v1/dataset-classifications": P.DATASET_CLASSIFY,
+        # the remaining commands through the server (issue 15)
+        "POST /api/v1/sources": P.SOURCE_MANAGE,
+        "POST /api/v1/sources/{name}/test": P.SOURCE_TEST,
+        "POST /api/v1/vaults": P.VAULT_MANAGE,
+        "POST /api/v1/me/password": None,  # the caller's own (a person's session), with the
+        "POST /api/v1/me/totp": None,  # current password or a fresh MFA check as the
+        "POST /api/v1/me/totp/confirm": None,  # service asks; its own event says what it did
+        "DELETE /api/v1/me/totp": None,
+        "POST /api/v1/accounts/{name}/password": P.ACCOUNT_MANAGE,  # + a fresh MFA check
+        "DELETE /api/v1/accounts/{name}/totp": P.ACCOUNT_MANAGE,  # + a fresh MFA check
+        "POST /api/v1/accounts/{name}/unlock": P.ACCOUNT_MANAGE,
+        "POST /api/v1/accounts/{name}/oidc": P.ACCOUNT_MANAGE,  # + a fresh MFA check
+        "POST /api/v1/ledger/exports": P.LEDGER_EXPORT,
+        "GET /api/v1/ledger/exports/{ledger_export_id}": P.LEDGER_EXPORT,
+        "POST /api/v1/access-log/exports": P.ACCESS_LOG_EXPORT,
+        "GET /api/v1/access-log/exports/{access_log_export_id}": P.ACCESS_LOG_EXPORT,
+        "POST /api/v1/access-log/expire": P.ACCESS_LOG_EXPIRE,
+        "POST /api/v1/progress": P.PROGRESS_PUBLISH,
+        "GET /api/v1/recipients": P.SOURCE_READ,
+        "POST /api/v1/recipients": P.RECIPIENT_MANAGE,
+        "POST /api/v1/recipients/{name}/verify": P.RECIPIENT_MANAGE,
+        "GET /api/v1/export-specs": P.POLICY_READ,
+        "GET /api/v1/export-specs/{name}": P.POLICY_READ,
+        "POST /api/v1/export-specs": P.EXPORT_PROPOSE,
+        "POST /api/v1/export-specs/{name}/versions/{version}/approve": P.EXPORT_APPROVE,  # + MFA
+        "GET /api/v1/exports": P.POLICY_READ,
+        "POST /api/v1/exports": P.EXPORT_RUN,  # a gated operation (docs/approvals.md)
         # audit engagements and evidence requests (docs/audit.md): what an auditor reads is
         # scoped by the service to its open engagements and their windows
         "GET /api/v1/audit/engagements": P.AUDIT_READ,

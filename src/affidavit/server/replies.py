@@ -10,6 +10,7 @@
 | ``InputError`` (others) | 400 | 2 |
 | a body or query that does not validate | 422 | 2 |
 | ``AuthenticationFailed`` | 401 (``WWW-Authenticate: Bearer``) | 3 |
+| ``TooManyRequests`` | 429 | 3 |
 | ``OperationError`` (others: a source, vault, catalog or key that cannot be used) | 503 | 3 |
 | ``SubjectFailed`` (a proof or record that does not verify) | 409 | 1 |
 | anything else | 500 (``internal error``; the detail goes to the server log only) | 4 |
@@ -40,6 +41,7 @@ from affidavit.errors import (
     OperationError,
     StepUpRequired,
     SubjectFailed,
+    TooManyRequests,
 )
 
 log = logging.getLogger("affidavit.server")
@@ -82,6 +84,7 @@ def status_of(exc: Error) -> int:
         (AlreadyExists, 409),
         (InputError, 400),
         (AuthenticationFailed, 401),
+        (TooManyRequests, 429),
         (OperationError, 503),
         (SubjectFailed, 409),
     ):

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import urllib.error
 import urllib.parse
 from collections.abc import Mapping
@@ -57,7 +58,13 @@ from typing import Any, Final, Protocol
 from affidavit.catalog.oidc_logins import StoredLogin
 from affidavit.config import Settings
 from affidavit.crypto import oidc as jose
-from affidavit.errors import AuthenticationFailed, InputError, KeystoreError, OperationError
+from affidavit.errors import (
+    AuthenticationFailed,
+    InputError,
+    KeystoreError,
+    OperationError,
+    TooManyRequests,
+)
 from affidavit.keystores.base import WrappedSecret
 from affidavit.models.identity import (
     OidcIdentity,
@@ -73,6 +80,11 @@ from affidavit.services.identity import identity_keystore
 PENDING_TTL: Final = timedelta(minutes=10)
 MAX_PENDING: Final = 4096
 MAX_CODE_ATTEMPTS: Final = 5
+START_WINDOW: Final = timedelta(minutes=1)
+"""The window of ``oidc_starts_per_minute``: logins one client address may begin per
+minute, per server process. Each start stores a sealed row (with an AWS KMS key, a KMS
+call), and at most :data:`MAX_PENDING` wait, so an anonymous flood from one address could
+otherwise push other people's logins out."""
 LEEWAY: Final = timedelta(seconds=60)
 MAX_TOKEN_AGE: Final = timedelta(minutes=10)
 METADATA_TTL: Final = timedelta(hours=1)
@@ -113,6 +125,7 @@ class OidcConfig:
     redirect_uri: str
     client_secret: str | None = field(default=None, repr=False)  # None: a public client
     mfa_acr: frozenset[str] = frozenset()
+    starts_per_minute: int = 30  # per client address and process; 0: no limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OidcConfig | None:
@@ -133,6 +146,7 @@ class OidcConfig:
             redirect_uri=settings.oidc_redirect_uri,
             client_secret=secret.get_secret_value() if secret is not None else None,
             mfa_acr=frozenset(settings.oidc_mfa_acr),
+            starts_per_minute=settings.oidc_starts_per_minute,
         )
 
 
@@ -391,6 +405,28 @@ class OidcLogins:
         self._transport: Transport = transport or UrllibTransport()
         self._metadata: ProviderMetadata | None = None
         self._jwks: tuple[dict[str, Any], datetime] | None = None
+        self._starts: dict[str, list[datetime]] = {}  # client address -> its recent starts
+        self._starts_lock = threading.Lock()
+
+    def _admit(self, address: str | None, at: datetime) -> None:
+        """Count a start from ``address``; raise :class:`TooManyRequests` past
+        ``starts_per_minute`` in :data:`START_WINDOW`."""
+        limit = self.config.starts_per_minute
+        if address is None or limit <= 0:
+            return
+        with self._starts_lock:
+            if len(self._starts) > MAX_PENDING:  # forget addresses whose window has passed
+                self._starts = {
+                    a: t for a, t in self._starts.items() if t and at - t[-1] < START_WINDOW
+                }
+            recent = [t for t in self._starts.get(address, []) if at - t < START_WINDOW]
+            if len(recent) >= limit:
+                self._starts[address] = recent
+                raise TooManyRequests(
+                    "too many single sign-on logins begun from this address",
+                    hint="wait a minute, then begin the login again",
+                )
+            self._starts[address] = [*recent, at]
 
     # -- the provider's metadata and keys ---------------------------------------------------
 
@@ -512,9 +548,13 @@ class OidcLogins:
                 logins.put(key, stored)
         return url + ("&" if urllib.parse.urlsplit(url).query else "?") + query
 
-    def start_browser(self, app: App, *, now: datetime | None = None) -> BrowserStart:
-        """A browser's login: the provider's URL, and the binding for its cookie."""
+    def start_browser(
+        self, app: App, *, client_address: str | None = None, now: datetime | None = None
+    ) -> BrowserStart:
+        """A browser's login: the provider's URL, and the binding for its cookie (at most
+        ``starts_per_minute`` a minute from one ``client_address``)."""
         at = _now(now)
+        self._admit(client_address, at)
         binding = jose.new_flow_secret()
         secrets = jose.new_authorization_secrets()
         pending = _Pending(
@@ -526,9 +566,13 @@ class OidcLogins:
         )
         return BrowserStart(url=self._begin(app, secrets, pending, at), binding=binding)
 
-    def start_cli(self, app: App, *, now: datetime | None = None) -> CliStart:
-        """A CLI's login: the provider's URL for the person, the flow and its secret."""
+    def start_cli(
+        self, app: App, *, client_address: str | None = None, now: datetime | None = None
+    ) -> CliStart:
+        """A CLI's login: the provider's URL for the person, the flow and its secret (limited
+        as :meth:`start_browser`)."""
         at = _now(now)
+        self._admit(client_address, at)
         flow, secret = jose.new_flow_secret(), jose.new_flow_secret()
         secrets = jose.new_authorization_secrets()
         pending = _Pending(

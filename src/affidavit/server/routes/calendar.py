@@ -70,9 +70,18 @@ def add_deadline(caller: Manager, body: DeadlineIn) -> Response:
     return reply(deadline.to_json(), 201)
 
 
+class Removal(BaseModel):
+    """Why a deadline is removed (optional: met, withdrawn ...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str = Field(default="", max_length=4000)
+
+
 @router.delete("/calendar/deadlines/{deadline_id}")
-def remove_deadline(caller: Manager, deadline_id: str) -> Response:
+def remove_deadline(caller: Manager, deadline_id: str, body: Removal | None = None) -> Response:
     """Remove a regulatory deadline (``calendar remove ID --json``)."""
+    reason = (body or Removal()).reason
     with caller.acting() as app:
-        deadline = svc.remove_deadline(app, caller.principal, deadline_id)
+        deadline = svc.remove_deadline(app, caller.principal, deadline_id, reason=reason)
     return reply(deadline.to_json())

@@ -58,7 +58,9 @@ def _logins(request: Request) -> oidc.OidcLogins:
 def start(request: Request, _: Public) -> Response:
     """Begin a browser's login: redirect to the provider (state, nonce and PKCE kept here)."""
     note_identity(request.state, ANONYMOUS, _METHOD)
-    begun = _logins(request).start_browser(affidavit_app(request))
+    begun = _logins(request).start_browser(
+        affidavit_app(request), client_address=client_of(request).address
+    )
     response = RedirectResponse(begun.url, status_code=302)
     response.set_cookie(
         BINDING_COOKIE,
@@ -143,7 +145,9 @@ def _continue_page(answered: Response, name: str) -> Response:
 def cli_start(request: Request, _: Public) -> Response:
     """Begin a CLI's login: the provider's URL for the person, and the flow's secret."""
     note_identity(request.state, ANONYMOUS, _METHOD)
-    begun = _logins(request).start_cli(affidavit_app(request))
+    begun = _logins(request).start_cli(
+        affidavit_app(request), client_address=client_of(request).address
+    )
     return reply(
         {
             "url": begun.url,

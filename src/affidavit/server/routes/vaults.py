@@ -1,11 +1,13 @@
 """``GET /vaults`` and ``GET /vaults/{name}`` (``vault.read``): the registered vaults, and one
-with a fresh probe of its storage from the server's host."""
+with a fresh probe of its storage from the server's host; ``POST /vaults`` (``vault.manage``):
+register one (a ``file://`` URL names a folder on the server's host)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from affidavit.models.permissions import Permission
@@ -33,3 +35,30 @@ def show_vault(
     with caller.acting() as app:
         vault, probe = inventory.get_vault(app, name)
     return reply(vault_json(vault, probe))
+
+
+class NewVault(BaseModel):
+    """What ``vault add`` takes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    url: str = Field(min_length=1, max_length=4000)
+    region: str | None = Field(default=None, max_length=200)
+    immutable_days: int | None = None
+
+
+@router.post("/vaults", status_code=201)
+def add_vault(
+    caller: Annotated[Caller, Depends(allow(Permission.VAULT_MANAGE))], body: NewVault
+) -> Response:
+    """Register a vault (``vault add --json``)."""
+    with caller.acting() as app:
+        vault = inventory.add_vault(
+            app,
+            name=body.name,
+            url=body.url,
+            region=body.region,
+            immutable_days=body.immutable_days,
+        )
+    return reply(vault_json(vault), 201)

@@ -1,0 +1,60 @@
+"""Files the server writes for a client to download: a ledger export, an access-log export.
+
+Through the API an export cannot be written where the client asked (a path on the client's
+host): the server writes it in its home (``HOME/exports/ID.jsonl``, the folder 0700) under a
+new id, records it as the service does (with the file's SHA-256), and answers with the id;
+the client then downloads the file and checks its SHA-256 against the one recorded
+(:func:`check_downloaded`). An id names only a file of its own kind in that folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Final
+
+from affidavit.crypto import tokens
+from affidavit.crypto.digest import Sha256Stream
+from affidavit.errors import IntegrityError, NotFound
+
+FOLDER: Final = "exports"
+KINDS: Final = {"ledger": "lx", "access-log": "ax"}
+"""What is exported, and the prefix of its files' ids."""
+_ID: Final = re.compile(r"(lx|ax)-[0-9a-f]{16}")
+
+
+def new_file(home: Path, kind: str) -> tuple[str, Path]:
+    """A new id of ``kind`` (a key of :data:`KINDS`) and the path its file is written to (not
+    yet existing)."""
+    folder = home / FOLDER
+    folder.mkdir(mode=0o700, exist_ok=True)
+    file_id = f"{KINDS[kind]}-{tokens.new_id()}"
+    return file_id, folder / f"{file_id}.jsonl"
+
+
+def served_file(home: Path, kind: str, file_id: str) -> Path:
+    """The file of ``file_id``, written by :func:`new_file` for ``kind``; :class:`NotFound`
+    for any other id (never a path outside the folder, never another kind's file)."""
+    path = home / FOLDER / f"{file_id}.jsonl"
+    if not _ID.fullmatch(file_id) or not file_id.startswith(KINDS[kind]) or not path.is_file():
+        raise NotFound(
+            f"no {kind} export {file_id[:40]!r}",
+            hint=f"`affidavit {kind} export --out FILE` through the server names the one it wrote",
+        )
+    return path
+
+
+def check_downloaded(path: Path, sha256: str) -> None:
+    """Raise :class:`IntegrityError`, and remove the file, when the file at ``path`` (one a
+    client downloaded) is not the one whose SHA-256 ``sha256`` the ledger recorded."""
+    stream = Sha256Stream()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            stream.update(chunk)
+    if stream.hexdigest() != sha256:
+        path.unlink(missing_ok=True)
+        raise IntegrityError(
+            f"the file received has SHA-256 {stream.hexdigest()}, not the {sha256} that was "
+            "written and recorded: it changed on the way, and was removed",
+            hint="export it again; if it happens again, check what lies between you and the server",
+        )
