@@ -118,10 +118,14 @@ def site(
         demo = run_demo(load_settings(home=home), scale=20)
         shutil.copy2(demo.report_html, home.parent / "report.html")  # the evidence report
         _hostile_source(home, mongo_server)
-        world = make_world(home)
-        _admin2(world)
-        with serving(home) as served:
-            yield served, world
+        try:
+            world = make_world(home)
+            _admin2(world)
+            with serving(home) as served:
+                yield served, world
+        finally:  # the MongoDB server is the session's: leave it as found
+            with pymongo.MongoClient(mongo_server.uri, serverSelectionTimeoutMS=10_000) as c:
+                c.drop_database("webtest")
 
 
 @pytest.fixture(scope="module")
