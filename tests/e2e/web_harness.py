@@ -13,6 +13,8 @@ from typing import Any, Final
 
 from server_harness import PASSWORD, World
 
+from affidavit.server.gates import SESSION_COOKIE
+
 CHROMIUM: Final = Path("/usr/bin/chromium")
 CHROMIUM_ARGS: Final = [
     "--headless",
@@ -57,6 +59,9 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+_SESSIONS: dict[tuple[str, str], list[Any]] = {}  # (server, account) -> its session cookies
+
+
 class Watched:
     """A browser context's page, with what the page said on its console (CSP violations
     show there) and any dialog it tried to open (an injected ``alert``)."""
@@ -84,6 +89,22 @@ class Watched:
         return response
 
     def login(self, world: World, name: str, *, next_path: str = "/") -> None:
+        """Log in as ``name``: with the session cookies of this account's earlier form login
+        in this module when they still open ``next_path`` (a TOTP code is good for one login
+        per 30 s step: logging the same person in again and again would wait for steps),
+        else through the form with a TOTP code computed now."""
+        key = (self.base, name)
+        kept = _SESSIONS.get(key)
+        if kept is not None:
+            self.context.add_cookies(kept)
+            self.goto(next_path)
+            if "/login" not in self.page.url:
+                return
+            self.context.clear_cookies()
+        self.form_login(world, name, next_path=next_path)
+        _SESSIONS[key] = [c for c in self.context.cookies() if c["name"] == SESSION_COOKIE]
+
+    def form_login(self, world: World, name: str, *, next_path: str = "/") -> None:
         """Log in through the form with a TOTP code computed now."""
         self.goto(f"/login?next={next_path}")
         self.page.fill("#name", name)
