@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from server_harness import free_port, serving
+from test_server_workers import children, wait_for  # the /proc helpers
 
 from affidavit.config import load_settings
 from affidavit.errors import KeystoreError
@@ -62,29 +62,6 @@ def serving_processes(home: Path) -> set[int]:
         if state != "Z" and str(home).encode() in argv and b"serve" in argv:
             found.add(int(entry.name))
     return found
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry.name))
-    return found
-
-
-def wait_for(what: Callable[[], bool], seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if what():
-            return True
-        time.sleep(0.02)
-    return what()
 
 
 def port_free(port: int) -> bool:

@@ -49,14 +49,6 @@ RESTART_WINDOW: Final = 60.0  # seconds
 STOP_GRACE: Final = 30.0  # seconds a worker gets to finish its requests under way
 
 
-def default_workers() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - Linux has sched_getaffinity
-        return max(1, os.cpu_count() or 1)
-
-
 @dataclass(slots=True)
 class Supervisor:
     """The parent of the workers: their PIDs, recent restarts, and whether it is stopping."""
