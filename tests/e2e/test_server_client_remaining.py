@@ -153,7 +153,7 @@ def test_sources_and_vaults_through_the_server(
     setup.refused("source", "add", "x", *add, "--secret-file", "pw.txt",
                   text="absolute path")  # fmt: skip
     setup.refused("source", "add", "x", *add, "--secret-file", str(home / "keys" / "x"),
-                  text="inside the server's home")  # fmt: skip
+                  text="inside affidavit's home")  # fmt: skip
     setup.refused("source", "add", "x", *add, "--secret-env", "A", "--secret-file", "/f",
                   text="not both")  # fmt: skip
     setup.refused("vault", "add", "x", "--url", "ftp://nowhere/x", text="ftp")

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from affidavit.config import Settings
 from affidavit.constants import EngineName
 from affidavit.errors import InputError, IntegrityError, OperationError
 from affidavit.models.backup import ArtifactRole, Backup, BackupArtifact
 from affidavit.models.inventory import Source, Vault, VaultKind
 from affidavit.models.records import RedisRecord
 from affidavit.models.uri import ConnectionUri
-from affidavit.services.secrets import resolve_secret
+from affidavit.services.secrets import resolve_source_secret
 
 if TYPE_CHECKING:
     from affidavit.engines.base import Engine
@@ -83,12 +84,12 @@ def engine_for_uri(
     return engine_class(engine)(uri, password=password, timeout=timeout)
 
 
-def engine_for(source: Source, *, timeout: float) -> Engine:
-    """An unconnected engine for a registered source, its secret resolved now."""
+def engine_for(source: Source, settings: Settings) -> Engine:
+    """An unconnected engine for a registered source, its secret resolved now (never one of
+    affidavit's own: :func:`~affidavit.services.secrets.resolve_source_secret`)."""
     uri = ConnectionUri.parse(source.engine, source.uri)
-    return engine_for_uri(
-        source.engine, uri, password=resolve_secret(source.secret), timeout=timeout
-    )
+    password = resolve_source_secret(source.secret, home=settings.home)
+    return engine_for_uri(source.engine, uri, password=password, timeout=settings.connect_timeout)
 
 
 def vault_backend(vault: Vault) -> VaultBackend:

@@ -738,7 +738,7 @@ def fingerprint_source(
         source = uow.sources.get(source_name)
     rep = reporter or SilentReporter()
     results = []
-    with engine_for(source, timeout=app.settings.connect_timeout) as engine:
+    with engine_for(source, app.settings) as engine:
         names = [wanted] if wanted else engine.list_datasets()
         if prefers_snapshot(engine, names):  # NotFound before anything else
             snapshot = snapshot_fingerprints(

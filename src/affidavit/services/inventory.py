@@ -143,7 +143,7 @@ def test_source(app: App, name: str) -> SourceTest:
 
 def _probe_source(app: App, source: Source) -> SourceTest:
     try:
-        with engine_for(source, timeout=app.settings.connect_timeout) as engine:
+        with engine_for(source, app.settings) as engine:
             description = engine.describe()
             counts = [(c.name, c.records) for c in engine.count_all()]
     except Error as exc:
@@ -183,7 +183,7 @@ def classify_dataset(app: App, ref: str, level: Classification, *, reason: str) 
         source = uow.sources.get(source_name)
         known = uow.datasets.get(source_name, dataset) is not None
     if not known:
-        with engine_for(source, timeout=app.settings.connect_timeout) as engine:
+        with engine_for(source, app.settings) as engine:
             engine.count_records(dataset)  # raises NotFound for an unknown dataset
     with app.change() as change:
         previous = change.uow.datasets.classify(source_name, dataset, level, reason)

@@ -56,7 +56,7 @@ def _rank(c: Classification) -> int:
 
 def source_config(app: App, source: Source) -> dict[str, Any]:
     """The security-relevant configuration of a live source (raises :class:`Error`)."""
-    with engine_for(source, timeout=app.settings.connect_timeout) as engine:
+    with engine_for(source, app.settings) as engine:
         description = engine.describe()
     settings = {k: v for k, v in sorted(description.settings.items()) if k not in VOLATILE_SETTINGS}
     return {

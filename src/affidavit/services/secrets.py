@@ -35,7 +35,50 @@ def make_secret_ref(*, env: str | None, file: str | None) -> SecretRef | None:
     return None
 
 
-def resolve_secret(ref: SecretRef | None, environ: Mapping[str, str] | None = None) -> str | None:
+OWN_ENV_PREFIX = "AFFIDAVIT_"
+_SYSTEM_TREES = (Path("/proc"), Path("/sys"))  # files that describe processes, not secrets
+
+
+def own_secret_problem(ref: SecretRef, home: Path) -> str | None:
+    """Why ``ref`` would hand one of affidavit's own secrets (or a process's) to a source,
+    or None: a variable ``AFFIDAVIT_*``; a file that resolves into the home (its keys and
+    settings) or into ``/proc`` or ``/sys`` (``/proc/self/environ`` is the whole
+    environment)."""
+    if ref.kind is SecretKind.ENV:
+        if ref.locator.upper().startswith(OWN_ENV_PREFIX):
+            return f"the variable {ref.locator} is one of affidavit's own settings"
+        return None
+    return _inside_own(Path(ref.locator).resolve(), home)
+
+
+def _inside_own(target: Path, home: Path) -> str | None:
+    for tree, what in (
+        (home.resolve(), "affidavit's home, which holds its own keys"),
+        *((t, "a system tree that describes processes") for t in _SYSTEM_TREES),
+    ):
+        if target == tree or tree in target.parents:
+            return f"{target} lies inside {what}"
+    return None  # fmt: skip
+
+
+def resolve_source_secret(ref: SecretRef | None, *, home: Path) -> str | None:
+    """A source's secret, read now, never one of affidavit's own (:func:`own_secret_problem`):
+    checked when it is read, not only when the source was added, and again on the file
+    actually opened, so a link repointed since then is refused too."""
+    if ref is None:
+        return None
+    problem = own_secret_problem(ref, home)
+    if problem is not None:
+        raise InputError(
+            f"this source's secret is refused: {problem}",
+            hint="keep a source's password in its own variable or a file outside the home",
+        )
+    return resolve_secret(ref, home=home)
+
+
+def resolve_secret(
+    ref: SecretRef | None, environ: Mapping[str, str] | None = None, *, home: Path | None = None
+) -> str | None:
     """The secret's value, read now; raise :class:`InputError` naming the reference (never the
     value) when it cannot be read. A secret file may be a symbolic link (mounted secrets are),
     but what it leads to must be a regular file (a named pipe never blocks), private to its
@@ -57,6 +100,14 @@ def resolve_secret(ref: SecretRef | None, environ: Mapping[str, str] | None = No
         # a link is followed (mounted secrets, e.g. Kubernetes', are links to the file);
         # what it leads to must be a regular file only its owner can read
         with open_regular(path.resolve(strict=True), what="the secret file", hint=hint) as fh:
+            if home is not None:  # the file opened, whatever links led to it meanwhile
+                opened = Path(os.path.realpath(f"/proc/self/fd/{fh.fileno()}"))
+                problem = _inside_own(opened, home)
+                if problem is not None:
+                    raise InputError(
+                        f"this source's secret is refused: {problem}",
+                        hint="keep a source's password in a file outside the home",
+                    )
             info = os.fstat(fh.fileno())
             if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise InputError(

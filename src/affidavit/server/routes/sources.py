@@ -26,7 +26,7 @@ from affidavit.server.gates import Caller, allow
 from affidavit.server.replies import reply
 from affidavit.services import inventory
 from affidavit.services.context import App
-from affidavit.services.secrets import make_secret_ref
+from affidavit.services.secrets import make_secret_ref, own_secret_problem
 from affidavit.services.views import dataset_json, source_json, source_test_json
 
 router = APIRouter(tags=["sources"])
@@ -109,19 +109,12 @@ def server_secret_ref(app: App, *, env: str | None, file: str | None) -> SecretR
             hint="e.g. --secret-file /run/secrets/orders-db (readable by the server only)",
         )
     ref = make_secret_ref(env=env, file=file)
-    if env is not None and env.upper().startswith("AFFIDAVIT_"):
+    problem = None if ref is None else own_secret_problem(ref, app.settings.home)
+    if problem is not None:
         raise InputError(
-            f"--secret-env {env} names one of affidavit's own settings, not a source's password",
-            hint="give the source's password its own variable in the server's environment",
+            f"a source's secret may not be one of the server's own: {problem}",
+            hint="give the source's password its own variable or a file outside the home",
         )
-    if file is not None:
-        home = app.settings.home.resolve()
-        target = Path(file).resolve()
-        if target == home or home in target.parents:
-            raise InputError(
-                f"--secret-file {file} lies inside the server's home, which holds its own keys",
-                hint="keep a source's password in a file of its own outside the home",
-            )
     return ref
 
 

@@ -45,7 +45,7 @@ def run_backup(
     vault = resolve_vault(app, vault_name)
     fmt = engine_class(source.engine).backup_format
     with (
-        engine_for(source, timeout=app.settings.connect_timeout) as engine,
+        engine_for(source, app.settings) as engine,
         contextlib.ExitStack() as transfer,
     ):
         description = engine.describe()  # fails (exit 3) before anything is recorded

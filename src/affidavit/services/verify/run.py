@@ -200,7 +200,7 @@ def _check(
     # the source must be the one the signed manifest names (a look-alike server holding
     # the backup's data is never read); then reach it: fail before reading a GiB
     if source is not None and check_source_identity(run, source):
-        engine = engine_for(source, timeout=app.settings.connect_timeout)
+        engine = engine_for(source, app.settings)
         engine.__enter__()
     try:
         if engine is not None:
