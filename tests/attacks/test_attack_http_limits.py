@@ -13,6 +13,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from server_harness import Served, serving
@@ -27,12 +28,16 @@ HEALTH = b"GET /api/v1/health HTTP/1.1\r\nhost: x\r\n"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("limits") / "home"
+
+
+@pytest.fixture(scope="module")
+def served(home: Path) -> Iterator[Served]:
     saved = {k: v for k, v in os.environ.items() if k.startswith("AFFIDAVIT_")}
     for var in saved:
         del os.environ[var]
     try:
-        home = tmp_path_factory.mktemp("limits") / "home"
         initialise(load_settings(home=home))
         with serving(home) as server:
             yield server
@@ -190,3 +195,48 @@ def test_a_chunked_body_is_bounded_by_the_body_limit_not_the_head(served: Served
             pass
         answer = read_all(sock)
     assert statuses(answer) == [413], answer[:300]
+
+
+def _refusals(home: Path) -> list[dict[str, object]]:
+    from affidavit.server.access import PARSER_REFUSAL_ROUTE
+    from affidavit.services import access_log
+    from affidavit.services.context import open_app
+
+    with open_app(load_settings(home=home)) as app:
+        entries = [e.to_json() for e in access_log.show(app)]
+        return [e for e in entries if e.get("route") == PARSER_REFUSAL_ROUTE]
+
+
+def _wait_for_refusals(home: Path, count: int) -> list[dict[str, object]]:
+    """The refusals in the access log, once ``count`` are there (they are recorded after the
+    connection closes, on a worker thread), or what is there after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        got = _refusals(home)
+        if len(got) >= count or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def test_parser_refusals_are_in_the_access_log(served: Served, home: Path) -> None:
+    """A head over the bound (431) and bytes that are not HTTP (400) never reach the app, but
+    both are logged: denied, anonymous, with the client's address and its user agent."""
+    before = len(_refusals(home))
+    with connect(served) as sock:
+        sock.sendall(padded_get(MAX_HEAD_BYTES + 1024).replace(b"host: x", b"user-agent: big"))
+        assert statuses(read_all(sock)) == [431]
+    with connect(served) as sock:
+        sock.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+        assert statuses(read_all(sock)) == [400]
+    got = _wait_for_refusals(home, before + 2)[before:]
+    assert sorted(e["status"] for e in got) == [400, 431]
+    for entry in got:
+        assert entry["outcome"] == "denied"
+        assert entry["identity"] == "anonymous"
+        assert entry["client_ip"] == "127.0.0.1"
+    assert {e["status"]: e["user_agent"] for e in got}[431] == "big"
+    from affidavit.services import access_log
+    from affidavit.services.context import open_app
+
+    with open_app(load_settings(home=home)) as app:
+        assert access_log.verify(app).ok

@@ -18,6 +18,7 @@ was read.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -29,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from affidavit.constants import ExitCode
 from affidavit.errors import Error
-from affidavit.models.access import AccessEntry
+from affidavit.models.access import AccessEntry, Outcome
 from affidavit.server.hardening import ASGIApp, Message, Receive, Scope, Send
 from affidavit.services import access_log
 from affidavit.services.context import App
@@ -47,6 +48,8 @@ LOGIN_ROUTES: Final = frozenset(
         "/login",  # the web pages' login form (affidavit.server.web)
     }
 )
+PARSER_REFUSAL_ROUTE: Final = "(refused by the HTTP parser)"
+"""The route of an access-log entry for a request the HTTP parser refused (400, 431)."""
 SUBJECT_KINDS: Final = {"/api/v1/ledger/proof/{seq}": "ledger-proof"}
 """Routes whose first path parameter names a subject of another kind than the parameter's
 name says (a proof's ``seq`` is ``ledger-proof:SEQ``, as :func:`access_log.record_read`
@@ -56,6 +59,41 @@ names a read of a proof)."""
 def note_identity(state: Any, identity: str, method: str) -> None:
     """Say who is asking (on ``request.state``), for the request's access-log entry."""
     setattr(state, IDENTITY_KEY, (identity, method))
+
+
+def record_refusal(
+    server: object, *, client_ip: str | None, status: int, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Log a request that the HTTP parser refused before it became a request for the app
+    (a head over the size bound: 431; bytes that are not HTTP: 400): one entry with the route
+    ``(refused by the HTTP parser)``. Called on the event loop by the connection's protocol
+    (:mod:`affidavit.server.http_limits`) once the refusal is written; the entry is recorded
+    on a worker thread, and a failure to record it is in the server's log (the connection is
+    already closed: nothing was served)."""
+    app = _affidavit_app({"app": server})
+    if app is None:  # the lifespan has not opened the home yet (or has closed it)
+        return
+    agent = next((v for k, v in headers if k.lower() == b"user-agent"), b"")
+    entry = access_log.request_entry(
+        started=datetime.now(UTC),
+        identity=None,
+        auth_method=None,
+        client_ip=client_ip,
+        user_agent=agent.decode("latin-1"),
+        method="",
+        route=PARSER_REFUSAL_ROUTE,
+        outcome=Outcome.DENIED,
+        status=status,
+    )
+
+    def recorded(done: asyncio.Future[Any]) -> None:
+        failure = done.exception()
+        if failure is not None:
+            why = failure.message if isinstance(failure, Error) else type(failure).__name__
+            log.error("the access log cannot record a refused request: %s", why)
+
+    loop = asyncio.get_running_loop()
+    loop.run_in_executor(None, access_log.record, app, [entry]).add_done_callback(recorded)
 
 
 class AccessLogging:

@@ -7,7 +7,9 @@ buffers until they are complete could grow with whatever a client sends. Here ev
 connection counts the bytes of the head it is reading; once they pass
 :data:`MAX_HEAD_BYTES` before the head is complete the connection is answered ``431 Request
 Header Fields Too Large`` and closed, before anything reaches the app. (Bodies are bounded
-by :class:`~affidavit.server.hardening.Hardening`.)
+by :class:`~affidavit.server.hardening.Hardening`.) Both refusals, this one and the parser's
+own ``400`` for bytes that are not HTTP, are in the access log
+(:func:`affidavit.server.access.record_refusal`).
 
 Two counts, so that only a head's bytes count, however the reads fall:
 
@@ -83,6 +85,18 @@ def protocol() -> type[asyncio.Protocol] | str:
             if not self.transport.is_closing():
                 self.transport.write(_REFUSAL)
                 self.transport.close()
+                self._log_refusal(431)
+
+        def _log_refusal(self, status: int) -> None:
+            from affidavit.server.access import record_refusal
+
+            client = getattr(self, "client", None)
+            record_refusal(
+                self.app,
+                client_ip=client[0] if client else None,
+                status=status,
+                headers=list(getattr(self, "headers", [])),
+            )
 
         def on_headers_complete(self) -> None:
             self._in_head = False
@@ -95,6 +109,7 @@ def protocol() -> type[asyncio.Protocol] | str:
         def send_400_response(self, msg: str) -> None:
             if not self._refused:  # the parser's error is our refusal, already answered
                 super().send_400_response(msg)
+                self._log_refusal(400)
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
