@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -501,6 +501,13 @@ def _script() -> ScriptDirectory:
     return ScriptDirectory.from_config(cfg)
 
 
+POOL_KEPT: Final = 16
+"""Connections a server-catalog engine keeps open; also the most synchronous calls a server
+process runs at once (its thread limiter), so that requests never open connections."""
+POOL_OVERFLOW: Final = 8
+"""Connections opened beyond :data:`POOL_KEPT` when more threads need one (closed again)."""
+
+
 def _make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
@@ -518,10 +525,13 @@ def _make_engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_begin_immediate)
             return engine
-        # the server runs synchronous routes on up to 40 threads: a pool smaller than its
-        # concurrency opens and closes a connection for most transactions (connect costs
-        # more CPU than the transaction); 10 kept + 20 more per process (a worker each)
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # the server runs synchronous work on at most POOL_KEPT threads per process
+        # (affidavit.server.app): the pool keeps that many connections, so no transaction
+        # opens one (connecting costs more CPU than the transaction; an overflow connection
+        # is closed again when returned); the overflow serves other threads
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_size=POOL_KEPT, max_overflow=POOL_OVERFLOW
+        )
         if engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _postgresql_on_connect)
         return engine

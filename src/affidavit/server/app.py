@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
+from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
@@ -27,7 +28,7 @@ from affidavit.server.hardening import DEFAULT_MAX_BODY, Hardening
 from affidavit.server.replies import install_handlers
 from affidavit.server.routes import ROUTERS
 from affidavit.server.routes import oidc as oidc_routes
-from affidavit.services.context import open_app
+from affidavit.services.context import SYNC_THREADS, open_app
 from affidavit.services.oidc import logins_for
 
 API_PREFIX: Final = "/api/v1"
@@ -90,6 +91,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        # synchronous routes, gates and access-log entries run on at most as many threads
+        # as the catalog keeps connections: more threads than that only open connections
+        # and contend for the GIL (requests beyond it wait their turn on the event loop)
+        to_thread.current_default_thread_limiter().total_tokens = SYNC_THREADS
         with open_app(settings) as app:
             api.state.affidavit = app
             yield
@@ -116,6 +121,8 @@ def create_app(
     }
     install_handlers(api)
     web.install(api)  # a page's error is a page; forms' tokens checked like the API's header
-    api.add_middleware(Hardening, tls=tls, max_body=max_body)
+    api.add_middleware(
+        Hardening, tls=tls, max_body=max_body, max_upload=settings.max_upload_bytes
+    )
     api.add_middleware(AccessLogging)  # outermost: refused requests are logged too
     return api

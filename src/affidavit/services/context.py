@@ -28,9 +28,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from affidavit.catalog.store import Catalog, UnitOfWork
+from affidavit.catalog.store import POOL_KEPT, Catalog, UnitOfWork
 from affidavit.config import Settings
 from affidavit.crypto.note import NoteSigner, NoteVerifier
 from affidavit.crypto.signing import load_signing_key
@@ -44,6 +44,10 @@ KEYS_DIRNAME = "keys"
 LEDGER_KEY_FILENAME = "ledger.key"
 LEDGER_ORIGIN_FILENAME = "ledger.origin"
 _MAX_ORIGIN = 255
+
+SYNC_THREADS: Final = POOL_KEPT
+"""The most synchronous calls (services) a server process should run at once: as many as a
+server catalog keeps connections (``catalog.store.POOL_KEPT``)."""
 
 
 def ledger_key_path(home: Path) -> Path:
