@@ -50,6 +50,7 @@ from affidavit.models.ledger import Event
 from affidavit.models.period import Period
 from affidavit.models.progress import Reporter
 from affidavit.policy.controls import check_framework
+from affidavit.services import server_files
 from affidavit.services.context import App, LedgerIdentity
 from affidavit.services.ledger import current_checkpoint, parse_vkey, require_verified_ledger
 from affidavit.services.policy import list_controls
@@ -212,9 +213,11 @@ def build_evidence_package(
     reporter: Reporter | None = None,
 ) -> tuple[str, EvidenceBuild]:
     """Build a package for ``period`` in the home's evidence folder under a new id
-    (``ev-...``), for a client of the server to download (:func:`evidence_package`)."""
+    (``ev-...``), for a client of the server to download (:func:`evidence_package`) within
+    ``server_files.KEEP``; packages built longer ago are removed first."""
     folder = app.settings.home / PACKAGES_FOLDER
     folder.mkdir(mode=0o700, exist_ok=True)
+    server_files.sweep(folder, _PACKAGE_ID, ".tar.gz")  # kept server_files.KEEP, then gone
     package_id = f"ev-{tokens.new_id()}"
     built = build_evidence(
         app,
@@ -234,6 +237,12 @@ def evidence_package(app: App, package_id: str) -> Path:
         raise NotFound(
             f"no evidence package {package_id[:40]!r}",
             hint="`affidavit evidence build` through the server names the one it built",
+        )
+    if server_files.expired(path):
+        raise NotFound(
+            f"the evidence package {package_id} was built more than "
+            f"{server_files.KEEP_TEXT} ago and is gone",
+            hint="build it again: `affidavit evidence build`",
         )
     return path
 

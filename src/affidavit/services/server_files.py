@@ -5,11 +5,20 @@ host): the server writes it in its home (``HOME/exports/ID.jsonl``, the folder 0
 new id, records it as the service does (with the file's SHA-256), and answers with the id;
 the client then downloads the file and checks its SHA-256 against the one recorded
 (:func:`check_downloaded`). An id names only a file of its own kind in that folder.
+
+Such files are kept :data:`KEEP` (24 hours) for the client to fetch, then they are gone: each
+new file first removes the ones older than that in its folder (:func:`sweep`), and an older
+one is not served even before it is removed (404: export or build it again). The same holds
+for evidence packages built through the server (``HOME/evidence``,
+:mod:`affidavit.services.evidence`). What a file held stays provable: the ledger recorded its
+SHA-256 when it was written.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
@@ -21,6 +30,38 @@ FOLDER: Final = "exports"
 KINDS: Final = {"ledger": "lx", "access-log": "ax"}
 """What is exported, and the prefix of its files' ids."""
 _ID: Final = re.compile(r"(lx|ax)-[0-9a-f]{16}")
+KEEP: Final = timedelta(hours=24)
+"""How long a file written for a client to download is kept."""
+KEEP_TEXT: Final = "24 hours"
+
+
+def expired(path: Path, *, now: float | None = None) -> bool:
+    """Whether the file at ``path`` was written more than :data:`KEEP` ago (or is gone)."""
+    try:
+        written = path.stat().st_mtime
+    except OSError:
+        return True
+    return (time.time() if now is None else now) - written > KEEP.total_seconds()
+
+
+def sweep(folder: Path, pattern: re.Pattern[str], suffix: str) -> int:
+    """Remove the files of ``folder`` named ``ID`` + ``suffix`` (``ID`` matching
+    ``pattern``) written more than :data:`KEEP` ago; the number removed. Anything else in
+    the folder is left alone."""
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        return 0
+    for path in entries:
+        name = path.name
+        if not name.endswith(suffix) or not pattern.fullmatch(name.removesuffix(suffix)):
+            continue
+        if path.is_file() and not path.is_symlink() and expired(path, now=now):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def new_file(home: Path, kind: str) -> tuple[str, Path]:
@@ -28,6 +69,7 @@ def new_file(home: Path, kind: str) -> tuple[str, Path]:
     yet existing)."""
     folder = home / FOLDER
     folder.mkdir(mode=0o700, exist_ok=True)
+    sweep(folder, _ID, ".jsonl")
     file_id = f"{KINDS[kind]}-{tokens.new_id()}"
     return file_id, folder / f"{file_id}.jsonl"
 
@@ -40,6 +82,11 @@ def served_file(home: Path, kind: str, file_id: str) -> Path:
         raise NotFound(
             f"no {kind} export {file_id[:40]!r}",
             hint=f"`affidavit {kind} export --out FILE` through the server names the one it wrote",
+        )
+    if expired(path):
+        raise NotFound(
+            f"the {kind} export {file_id} was written more than {KEEP_TEXT} ago and is gone",
+            hint=f"export it again: `affidavit {kind} export --out FILE`",
         )
     return path
 
