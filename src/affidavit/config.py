@@ -112,6 +112,13 @@ class Settings(BaseModel):
         description="single sign-on logins one client address may begin per minute and "
         "server process (0: no limit; behind a proxy every client has the proxy's address)",
     )
+    max_upload_bytes: int = Field(
+        default=8 * 1024**3,
+        ge=1,
+        le=1 << 50,
+        description="the largest file `affidavit serve` takes in one upload (POST "
+        "/api/v1/uploads: backup ingest, fingerprint FILE through the server)",
+    )
     # reminders of evidence requests (`affidavit audit remind`, docs/audit.md)
     audit_remind_days_before: int = Field(
         default=2, ge=0, le=60, description="days before its due date a request is reminded of"
@@ -136,6 +143,12 @@ class Settings(BaseModel):
         "AFFIDAVIT_AUDIT_WEBHOOK_SECRET only",
     )
 
+    openlineage_url: str = Field(
+        default="",
+        description="OpenLineage endpoint `affidavit lineage emit` POSTs run events to "
+        "(docs/lineage.md); empty: none",
+    )
+
     @field_validator("audit_remind_to", mode="before")
     @classmethod
     def _split_addresses(cls, value: Any) -> Any:
@@ -151,7 +164,7 @@ class Settings(BaseModel):
                 raise ValueError(f"{address[:80]!r} is not an e-mail address")
         return value
 
-    @field_validator("audit_webhook_url")
+    @field_validator("audit_webhook_url", "openlineage_url")
     @classmethod
     def _audit_webhook(cls, value: str) -> str:
         if not value:
@@ -361,5 +374,6 @@ DEFAULT_CONFIG_TEXT = """\
 # audit_smtp_host = "smtp.example.com"   # audit_smtp_port = 587, audit_smtp_starttls = true
 # audit_smtp_from = "affidavit@example.com"
 # audit_webhook_url = "https://hooks.example.com/affidavit"  # key: AFFIDAVIT_AUDIT_WEBHOOK_SECRET
+# openlineage_url = "http://marquez.example.com:5000/api/v1/lineage"  # `affidavit lineage emit`
 # The local key file's passphrase comes from AFFIDAVIT_PASSPHRASE only, never from this file.
 """

@@ -69,6 +69,7 @@ _GROUPS: dict[str, str] = {
     "access": "access_cmd",
     "recipient": "recipient_cmd",
     "export": "export_cmd",
+    "lineage": "lineage_cmd",
     "audit": "audit_cmd",
     "calendar": "calendar_cmd",
     "progress": "progress_cmd",
