@@ -243,6 +243,49 @@ HARMLESS.update(
         ("GET", "/exceptions"): (f"{WEB}/exceptions", None),
         ("GET", "/checks/{run_id}"): (f"{WEB}/checks/{MISSING}", None),
         ("GET", "/ledger"): (f"{WEB}/ledger", None),
+        ("GET", "/calendar"): (f"{WEB}/calendar?month=2026-01", None),
+        # the audit pages: no such engagement or request (404), or a form without its
+        # fields (400): nothing is raised, answered, stored or decided
+        ("GET", "/audit"): (f"{WEB}/audit", None),
+        ("GET", "/audit/requests"): (f"{WEB}/audit/requests", None),
+        **{
+            ("GET", f"/audit/engagements/{{engagement_id}}{view}"): (
+                f"{WEB}/audit/engagements/{MISSING}{view}",
+                None,
+            )
+            for view in (
+                "",
+                "/controls",
+                "/verifications",
+                "/drills",
+                "/attestations",
+                "/checkpoints",
+                "/proofs",
+                "/evidence-package",
+            )
+        },
+        ("POST", "/audit/engagements/{engagement_id}/requests"): (
+            f"{WEB}/audit/engagements/{MISSING}/requests",
+            None,
+        ),
+        ("GET", "/audit/requests/{audit_request_id}"): (f"{WEB}/audit/requests/{MISSING}", None),
+        ("GET", "/audit/requests/{audit_request_id}/files/{file_id}"): (
+            f"{WEB}/audit/requests/{MISSING}/files/{MISSING}",
+            None,
+        ),
+        **{
+            ("POST", f"/audit/requests/{{audit_request_id}}/{step}"): (
+                f"{WEB}/audit/requests/{MISSING}/{step}",
+                None,
+            )
+            for step in ("answers", "accept", "return", "close", "messages")
+        },
+        # a file form without its file (400): nothing is stored
+        ("POST", "/audit/requests/{audit_request_id}/upload"): (
+            f"{WEB}/audit/requests/{MISSING}/upload",
+            b'--harmless\r\nContent-Disposition: form-data; name="note"\r\n\r\nx\r\n'
+            b"--harmless--\r\n",
+        ),
     }
 )
 # the governance calendar (docs/calendar.md)
@@ -399,6 +442,14 @@ HARMLESS.update(
             f"{_PBC}/messages",
             {"text": "test"},
         ),
+        # uploads and the commands that use them (a JSON body is no upload: 415 for anyone)
+        ("POST", "/api/v1/uploads"): ("/uploads", {}),
+        ("POST", "/api/v1/backups/ingests"): (
+            "/backups/ingests",
+            {"upload": "up-0000000000000000", "name": "dump.rdb", "format": "rdb"},
+        ),
+        ("POST", "/api/v1/fingerprints"): ("/fingerprints", {"target": MISSING}),
+        ("POST", "/api/v1/audit/reminders"): ("/audit/reminders", {}),
     }
 )
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -420,6 +471,12 @@ def events(home: Path, action: str) -> list[dict[str, Any]]:
 def send(http: httpx.Client, method: str, path: str, body: Any, **kw: Any) -> httpx.Response:
     if path.startswith(WEB):  # a web page: from the server's root
         path = str(http.base_url.copy_with(raw_path=path.removeprefix(WEB).encode()))
+    if isinstance(body, bytes):  # a web page's file form
+        headers = {
+            **kw.pop("headers", {}),
+            "Content-Type": "multipart/form-data; boundary=harmless",
+        }
+        return http.request(method, path, content=body, headers=headers, **kw)
     return (
         http.request(method, path, json=body, **kw)
         if body is not None

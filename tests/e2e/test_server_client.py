@@ -98,10 +98,10 @@ def test_client_mode_prints_what_local_mode_prints(
     assert cli("backup", "list", "--json").out == cli(*server, "backup", "list", "--json").out
     # a command that cannot run through the server yet is refused, never run locally
     before = cli(*server, "backup", "list", "--json").out
-    refused = cli("diff", "a", "b")
+    refused = cli("ledger", "recover")
     assert refused.code == 2
-    assert "`diff` does not run through a server yet" in refused.err
-    assert "docs/server.md lists the remote-capable commands" in refused.err
+    assert "`ledger recover` runs on the server's host only" in refused.err
+    assert "run it on the server's host" in refused.err
     monkeypatch.delenv("AFFIDAVIT_SERVER")
     assert cli(*server, "backup", "list", "--json").out == before
     # the session goes only to the server that issued it

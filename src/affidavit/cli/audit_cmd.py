@@ -3,19 +3,22 @@ engagements scoped to one auditor and one window, and the evidence requests (PBC
 in them (docs/audit.md).
 
 The commands act as an authenticated account: ``--as NAME`` on the server's host (a login for
-the one command); through the server the same services answer the API's ``/audit`` routes.
-``audit remind`` is meant for cron, like ``run-due``.
+the one command); through the server (``--server``, after ``affidavit login``) as the account
+logged in, the same services answering the API's ``/audit`` routes with the same output,
+``--json`` and exit codes. ``audit request answer --file`` uploads each file first
+(``POST /api/v1/uploads``). ``audit remind`` is meant for cron, like ``run-due``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.acting import AsCodeOpt, AsOpt, AsPasswordFileOpt, as_caller
 from affidavit.cli.output import JsonOpt, plain, print_json, show, table, when
 from affidavit.models.audit import RequestState, state_of_request
@@ -39,6 +42,21 @@ RequestArg = Annotated[str, typer.Argument(metavar="ID", help="The request's id 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _here_or_there(
+    ctx: typer.Context, there: Callable[[client.Client], Any], here: Callable[[Any, Any], Any]
+) -> Any:
+    """``there(client)`` through the server in client mode, else ``here(app, principal)`` on
+    this host as the ``--as`` account (:func:`as_caller`)."""
+    remote = client.remote(ctx)
+    return there(remote) if remote is not None else as_caller(ctx, here)
+
+
+def _remote_get(ctx: typer.Context, path: str, **params: client.Param) -> Any | None:
+    """``GET path?params`` through the server in client mode; None locally."""
+    remote = client.remote(ctx)
+    return None if remote is None else remote.get(path, **params)
 
 
 def _engagement_rows(e: Mapping[str, Any]) -> list[Any]:
@@ -125,10 +143,14 @@ def audit_open(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Open an audit engagement for an auditor account (audit.manage)."""
+    """Open an audit engagement for an auditor account (audit.manage; remote-capable:
+    --server)."""
     now = _now()
-    data = as_caller(
+    body = {"from": start, "to": end, "framework": framework, "auditor": auditor,
+            "expires": expires, "reason": reason}  # fmt: skip
+    data = _here_or_there(
         ctx,
+        lambda c: c.post("/audit/engagements", body),
         lambda a, who: audit.open_engagement(
             a, who, start=start, end=end, framework=framework, auditor=auditor,
             expires=expires, reason=reason, now=now,
@@ -147,10 +169,16 @@ def audit_list(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """The engagements you may see, newest first (an auditor: its own open ones)."""
+    """The engagements you may see, newest first (an auditor: its own open ones;
+    remote-capable: --server)."""
     now = _now()
-    found = as_caller(
-        ctx, lambda a, who: [e.to_json(now) for e in audit.list_engagements(a, who, now=now)]
+    remote = _remote_get(ctx, "/audit/engagements")
+    found = (
+        remote["engagements"]
+        if remote is not None
+        else as_caller(
+            ctx, lambda a, who: [e.to_json(now) for e in audit.list_engagements(a, who, now=now)]
+        )
     )
     if json_out:
         print_json({"engagements": found})
@@ -171,7 +199,7 @@ def audit_show(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """One engagement and its evidence requests."""
+    """One engagement and its evidence requests (remote-capable: --server)."""
     now = _now()
 
     def view(a: Any, who: Any) -> dict[str, Any]:
@@ -179,7 +207,9 @@ def audit_show(
         requests = audit.list_requests(a, who, engagement=found.id, now=now)
         return {**found.to_json(now), "requests": [r.to_json(now) for r in requests]}
 
-    data = as_caller(ctx, view)
+    data = _here_or_there(
+        ctx, lambda c: c.get(client.route("audit", "engagements", engagement_id)), view
+    )
     if json_out:
         print_json(data)
         return 0
@@ -200,10 +230,13 @@ def audit_close(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Close an engagement now: its auditor's access ends (audit.manage)."""
+    """Close an engagement now: its auditor's access ends (audit.manage; remote-capable:
+    --server)."""
     now = _now()
-    data = as_caller(
+    path = client.route("audit", "engagements", engagement_id, "close")
+    data = _here_or_there(
         ctx,
+        lambda c: c.post(path, {"reason": reason}),
         lambda a, who: audit.close_engagement(a, who, engagement_id, reason=reason,
                                               now=now).to_json(now),
     )  # fmt: skip
@@ -219,9 +252,14 @@ def audit_remind(
     json_out: JsonOpt = False,
 ) -> int:
     """Send the reminders that are due (before the due date, and overdue) by e-mail and
-    webhook; each is recorded once, so a rerun sends nothing twice. For cron."""
+    webhook; each is recorded once, so a rerun sends nothing twice. For cron (remote-capable:
+    --server, schedule.run)."""
     now = _now()
-    data = as_caller(ctx, lambda a, who: audit_notify.remind(a, who, now=now).to_json())
+    data = _here_or_there(
+        ctx,
+        lambda c: c.post("/audit/reminders", {}),
+        lambda a, who: audit_notify.remind(a, who, now=now).to_json(),
+    )
     if json_out:
         print_json(data)
         return 1 if data["failed"] else 0
@@ -253,10 +291,13 @@ def request_open(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Raise an evidence request (the engagement's auditor)."""
+    """Raise an evidence request (the engagement's auditor; remote-capable: --server)."""
     now = _now()
-    data = as_caller(
+    body = {"engagement": engagement_id, "title": title, "detail": detail, "due": due,
+            "items": item or []}  # fmt: skip
+    data = _here_or_there(
         ctx,
+        lambda c: c.post("/audit/requests", body),
         lambda a, who: audit.open_request(
             a, who, engagement_id, title=title, detail=detail, due=due, items=item or [],
             now=now,
@@ -277,10 +318,12 @@ def request_list(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """The evidence requests you may see, by due date."""
+    """The evidence requests you may see, by due date (remote-capable: --server)."""
     now = _now()
     wanted: RequestState | None = state_of_request(state) if state else None
-    found = as_caller(
+    remote = _remote_get(ctx, "/audit/requests", engagement=engagement,
+                         state=wanted.value if wanted else None)  # fmt: skip
+    found = remote["requests"] if remote is not None else as_caller(
         ctx,
         lambda a, who: [r.to_json(now) for r in audit.list_requests(
             a, who, engagement=engagement, state=wanted, now=now)],
@@ -304,10 +347,13 @@ def request_show(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """One evidence request with its thread."""
+    """One evidence request with its thread (remote-capable: --server)."""
     now = _now()
-    data = as_caller(ctx, lambda a, who: audit.get_request(a, who, request_id, now=now)
-                     .to_json(now))  # fmt: skip
+    data = _here_or_there(
+        ctx,
+        lambda c: c.get(client.route("audit", "requests", request_id)),
+        lambda a, who: audit.get_request(a, who, request_id, now=now).to_json(now),
+    )
     return _print_request(data, json_out, "")
 
 
@@ -341,7 +387,9 @@ def request_answer(
     as_code: AsCodeOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
-    """Answer an evidence request with artifacts and files (audit.respond)."""
+    """Answer an evidence request with artifacts and files (audit.respond). Remote-capable:
+    --server, where each --file is checked here, then uploaded (POST /api/v1/uploads) and
+    stored by the server as it stores a local file."""
     now = _now()
     handed = (
         [("attestation", x) for x in attestation or []]
@@ -349,6 +397,17 @@ def request_answer(
         + [("drill", x) for x in drill or []]
         + [("evidence-package", x) for x in package or []]
     )
+    remote = client.remote(ctx)
+    if remote is not None:
+        files = []
+        for path in file or []:
+            name, _, _ = audit_files.read_upload(path)  # refused here, before any upload
+            files.append({"upload": remote.upload(path), "name": name})
+        body = {"artifacts": [{"kind": k, "ref": r} for k, r in handed], "files": files,
+                "vault": vault, "note": note, "submit": not partial}  # fmt: skip
+        data = remote.post(client.route("audit", "requests", request_id, "answers"), body)
+        return _print_request(data, json_out, f"Evidence request {plain(request_id)} is now "
+                              f"{data['state']}.")  # fmt: skip
     data = as_caller(
         ctx,
         lambda a, who: audit_files.answer_with_files(
@@ -364,6 +423,14 @@ def _auditor_step(ctx: typer.Context, request_id: str, verb: str, text: str,
                   json_out: bool) -> int:  # fmt: skip
     now = _now()
     steps = {"accept": audit.accept, "close": audit.close_request}
+    remote = client.remote(ctx)
+    if remote is not None:
+        route = {"accept": "accept", "close": "close", "return": "return", "message": "messages"}
+        field = {"return": "reason", "message": "text"}.get(verb, "note")
+        data = remote.post(client.route("audit", "requests", request_id, route[verb]),
+                           {field: text})  # fmt: skip
+        return _print_request(data, json_out, f"Evidence request {plain(request_id)} is "
+                              f"{data['state']}.")  # fmt: skip
 
     def run(a: Any, who: Any) -> dict[str, Any]:
         if verb == "return":

@@ -12,6 +12,7 @@ from affidavit.cli.output import JsonOpt, print_json, print_list, show, table, w
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
 from affidavit.cli.views import backup_json
+from affidavit.errors import InputError
 from affidavit.services import backup as backups
 
 app = typer.Typer(help="Take, ingest, list and delete backups.", no_args_is_help=True)
@@ -71,7 +72,26 @@ def ingest(
     json_out: JsonOpt = False,
 ) -> int:
     """Register a backup another tool made (mongodump, redis-cli --rdb, BGSAVE): check it,
-    copy it into a vault (encrypted, locked) and fingerprint it."""
+    copy it into a vault (encrypted, locked) and fingerprint it. Remote-capable: --server
+    uploads the file (a mongodump --archive or an RDB; a progress bar for a large one) and
+    the server ingests it into its vault; a mongodump folder is ingested on the server's
+    host only."""
+    remote = client.remote(ctx)
+    if remote is not None:
+        if path.is_dir() or fmt == "mongodump":
+            raise InputError(
+                "through the server, backup ingest takes one file (a mongodump --archive or "
+                "an RDB), not a mongodump folder",
+                hint="make one file of it (mongodump --archive=FILE --format "
+                "mongodump-archive), or ingest the folder on the server's host",
+            )
+        with reporting(json_out) as reporter:
+            upload = remote.upload(path, reporter=reporter)
+        body = {"upload": upload, "name": path.name, "format": fmt, "source": source,
+                "vault": vault, "retain_days": retain_days}  # fmt: skip
+        done = remote.post("/backups/ingests", {k: v for k, v in body.items() if v is not None})
+        _report(done, json_out)
+        return 0
     with app_for(ctx) as application, reporting(json_out) as reporter:
         result = backups.ingest_backup(
             application,

@@ -19,6 +19,7 @@ The HTTP client is the standard library's: HTTPS with certificate verification (
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -42,6 +43,7 @@ from affidavit.errors import (
     InputError,
     OperationError,
 )
+from affidavit.models.progress import Reporter
 from affidavit.services.context import App
 
 SERVER_ENV: Final = "AFFIDAVIT_SERVER"
@@ -142,16 +144,39 @@ REMOTE_COMMANDS: Final = frozenset(
         "export spec show",
         "export run",
         "export list",
+        "audit open",
+        "audit list",
+        "audit show",
+        "audit close",
+        "audit remind",
+        "audit request open",
+        "audit request list",
+        "audit request show",
+        "audit request answer",
+        "audit request accept",
+        "audit request return",
+        "audit request close",
+        "audit request message",
+        "verify run",
+        "fingerprint",
+        "backup ingest",
     }
 )
 """Commands that run through the server in client mode (docs/server.md keeps the list)."""
 CLIENT_COMMANDS: Final = frozenset({"login", "logout", "whoami"})
 """Commands that manage the client's own session (they talk to a server by nature)."""
 STATELESS_COMMANDS: Final = frozenset(
-    {"policy validate", "policy controls", "evidence verify", "progress verify", "export verify"}
+    {
+        "policy validate",
+        "policy controls",
+        "evidence verify",
+        "progress verify",
+        "export verify",
+        "diff",
+    }
 )
 """Commands that read and change no home (a file given, or the controls catalog): they run
-on this host in client mode too."""
+on this host in client mode too (``diff`` compares two index files of this host)."""
 HOST_ONLY_COMMANDS: Final = {
     "init": "it creates a home",
     "serve": "it serves the home",
@@ -161,8 +186,9 @@ HOST_ONLY_COMMANDS: Final = {
 }
 """Commands that only make sense on the host that owns the home, and why: refused in client
 mode for good."""
-_TIMEOUT: Final = 600.0  # a backup or a verification through the API takes its time
+_TIMEOUT: Final = 3600.0  # a backup or a verification through the API takes its time
 _MAX_SESSION_FILE: Final = 64 * 1024
+_PROGRESS_FROM: Final = 8 * 1024 * 1024  # files at least this large get a progress bar
 _T = TypeVar("_T")
 Param = str | list[str] | None
 """A query parameter's value: one, several (repeated), or none (left out)."""
@@ -389,24 +415,108 @@ class Client:
     def _refused(self, exc: urllib.error.HTTPError) -> Error:
         """The error of an HTTP error answer: a redirect (not followed), or the server's
         message, hint and exit code."""
-        if 300 <= exc.code < 400:
+        location = str(exc.headers.get("Location", ""))
+        return self._error_of(exc.code, location, exc.read() if exc.code >= 400 else b"")
+
+    def _error_of(self, status: int, location: str, raw: bytes) -> Error:
+        if 300 <= status < 400:
             return OperationError(
-                f"the server {self.server} answered HTTP {exc.code}, a redirect to "
-                f"{str(exc.headers.get('Location', ''))[:200]!r}: not followed (the "
-                "session secret would go with it)",
+                f"the server {self.server} answered HTTP {status}, a redirect to "
+                f"{location[:200]!r}: not followed (the session secret would go with it)",
                 hint="log in with the URL the server itself answers on",
             )
-        answer = _json(exc.read(), self.server)
+        answer = _json(raw, self.server)
         if not isinstance(answer, dict) or "error" not in answer:
             return OperationError(
-                f"the server {self.server} answered HTTP {exc.code} without an error"
+                f"the server {self.server} answered HTTP {status} without an error"
             )
         return RemoteError(
             str(answer["error"]),
             hint=answer.get("hint"),
             exit_code=int(answer.get("exit_code", ExitCode.INTERNAL)),
-            status=exc.code,
+            status=status,
         )
+
+    def upload(self, path: Path, *, reporter: Reporter | None = None) -> str:
+        """Stream the regular file at ``path`` to ``POST /uploads`` (the standard library's
+        ``http.client``, a piece at a time: never the whole file in memory) with its length
+        and SHA-256 (read first), and return the upload's id for the command's JSON body.
+        ``reporter``: a progress bar for a large file. Errors as :meth:`request`; a file
+        that changes meanwhile is refused by the server (its SHA-256 no longer matches)."""
+        from affidavit.services.uploads import open_to_upload, sha256_of
+
+        with open_to_upload(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            bar = reporter if reporter is not None and size >= _PROGRESS_FROM else None
+            if bar is not None:
+                bar.task(f"reading {path.name}", size)
+            digest = sha256_of(fh, size, on_chunk=bar.advance if bar is not None else None)
+            fh.seek(0)
+            if bar is not None:
+                bar.task(f"uploading {path.name}", size)
+            status, location, raw = self._post_file(fh, size, digest, bar)
+        if bar is not None:
+            bar.finish()
+        if status >= 300:
+            raise self._error_of(status, location, raw)
+        answer = _json(raw, self.server)
+        if not isinstance(answer, dict) or not isinstance(answer.get("upload"), str):
+            raise OperationError(f"the server {self.server} did not answer with an upload")
+        if answer.get("sha256") != digest or answer.get("size") != size:
+            raise OperationError(
+                f"the server {self.server} kept another file than the one sent",
+                hint="upload it again; if it happens again, check what lies between you and "
+                "the server",
+            )
+        return str(answer["upload"])
+
+    def _post_file(
+        self, fh: Any, size: int, digest: str, bar: Reporter | None
+    ) -> tuple[int, str, bytes]:
+        """``POST /uploads`` with the next ``size`` bytes of ``fh``: the answer's status,
+        ``Location`` and body. A refusal the server sends before the whole body (its
+        connection closed under the sending) is read and returned as any answer."""
+        import http.client
+        import ssl
+
+        parts = urllib.parse.urlsplit(self.server)
+        connection = (
+            http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=_TIMEOUT,
+                                        context=ssl.create_default_context())
+            if parts.scheme == "https"
+            else http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=_TIMEOUT)
+        )  # fmt: skip
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": f"affidavit-cli/{__version__}",
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+            "X-Content-SHA256": digest,
+        }
+        if self._secret is not None:
+            headers["Authorization"] = f"Bearer {self._secret}"
+        try:
+            connection.putrequest("POST", f"{parts.path}{API_PREFIX}/uploads")
+            for name, value in headers.items():
+                connection.putheader(name, value)
+            connection.endheaders()
+            left = size
+            with contextlib.suppress(OSError):  # refused early: the answer says why
+                while left > 0:
+                    chunk = fh.read(min(left, 1 << 20))
+                    if not chunk:
+                        raise InputError("the file shrank while it was uploaded",
+                                         hint="upload a file at rest")  # fmt: skip
+                    connection.send(chunk)
+                    left -= len(chunk)
+                    if bar is not None:
+                        bar.advance(len(chunk))
+            response = connection.getresponse()
+            return response.status, response.getheader("Location") or "", response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            connection.close()
 
     def _unreachable(self, exc: BaseException) -> Error:
         reason = getattr(exc, "reason", exc)
@@ -639,7 +749,10 @@ def view(
         return local(application)
 
 
-GROUP_DEFAULTS: Final = {"calendar": ("calendar show", frozenset({"show", "ics", "add", "remove"}))}
+GROUP_DEFAULTS: Final = {
+    "calendar": ("calendar show", frozenset({"show", "ics", "add", "remove"})),
+    "verify": ("verify run", frozenset({"run", "list"})),
+}
 """Groups that run a command of theirs when given none (``affidavit calendar --from D``
 is ``calendar show --from D``), and their commands' names."""
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from affidavit.cli import client
 from affidavit.cli.output import JsonOpt, print_json, show, table
 from affidavit.cli.progress import RichReporter, reporting
 from affidavit.cli.state import app_for
 from affidavit.errors import InputError
 from affidavit.models.records import PROFILES, Profile
 from affidavit.services import fingerprint as fps
+from affidavit.services.fingerprint_report import fingerprints_json
 
 
 def _profile(text: str) -> Profile:
@@ -51,8 +54,33 @@ def fingerprint(
 ) -> int:
     """Compute the content fingerprint of every dataset in TARGET: independent of record order
     and (with --profile logical) of storage format. With --out, also write the index that
-    `affidavit diff` compares key by key."""
+    `affidavit diff` compares key by key.
+
+    Remote-capable (--server): a registered SOURCE[/DATASET] is fingerprinted by the server
+    (it connects); a FILE of this host is uploaded (POST /api/v1/uploads) and fingerprinted
+    there; a folder (a mongodump layout) is refused (fingerprint it locally, or dump with
+    --archive). --out and --workers are local only."""
     prof = _profile(profile)
+    remote = client.remote(ctx)
+    if remote is not None:
+        client.local_only("fingerprint", out=out, workers=None if workers == 1 else workers)
+        body: dict[str, Any] = {"dataset": dataset, "profile": prof, "format": fmt,
+                                "check_bson": check_bson}  # fmt: skip
+        path = Path(target)
+        if path.is_dir():
+            raise InputError(
+                f"{target} is a folder: through the server only a file is uploaded",
+                hint="fingerprint the folder locally (unset AFFIDAVIT_SERVER), or make one "
+                "file of it (mongodump --archive)",
+            )
+        if os.path.lexists(path):
+            with reporting(json_out) as reporter:
+                body |= {"upload": remote.upload(path, reporter=reporter), "name": path.name}
+        else:
+            body["target"] = target
+        data = remote.post("/fingerprints", {k: v for k, v in body.items() if v is not None})
+        _print(target, data["datasets"], json_out)
+        return 0
 
     def run(reporter: RichReporter | None) -> list[fps.DatasetFingerprint]:
         return fps.fingerprint_target(
@@ -69,43 +97,25 @@ def fingerprint(
 
     with reporting(json_out) as reporter:
         results = run(reporter)
+    _print(target, fingerprints_json(target, results)["datasets"], json_out)
+    return 0
+
+
+def _print(target: str, datasets: list[dict[str, Any]], json_out: bool) -> None:
+    """The fingerprints of ``target`` from their JSON view (local and remote alike)."""
     if json_out:
-        print_json(
-            {
-                "target": target,
-                "datasets": [
-                    {
-                        "name": r.name,
-                        "records": r.fingerprint.count,
-                        "profile": r.fingerprint.profile,
-                        "fingerprint": r.fingerprint.text,
-                        "root": r.fingerprint.root.hex(),
-                        "bucket_bits": r.fingerprint.bucket_bits,
-                        "duplicate_keys": r.duplicates,
-                        "index": str(r.index) if r.index else None,
-                    }
-                    for r in results
-                ],
-            }
-        )
-        return 0
+        print_json({"target": target, "datasets": datasets})
+        return
     show(
         table(
             f"Fingerprints of {target}",
             ["dataset", "records", "profile", "fingerprint", "duplicate keys"],
             [
-                [
-                    r.name,
-                    f"{r.fingerprint.count:,}",
-                    r.fingerprint.profile,
-                    r.fingerprint.root.hex(),
-                    r.duplicates,
-                ]
-                for r in results
+                [d["name"], f"{d['records']:,}", d["profile"], d["root"], d["duplicate_keys"]]
+                for d in datasets
             ],
         )
     )
-    return 0
 
 
 def diff(

@@ -22,6 +22,16 @@ may be at most
 must arrive within ``body_timeout`` seconds (408: a client that stops mid-body holds nothing
 longer), and a body the client abandoned midway is never handed to a route as if complete
 (400).
+
+Streamed bodies (:func:`streamed_route`): the upload route (``POST /api/v1/uploads``,
+``application/octet-stream``, at most ``max_upload`` bytes: the ``max_upload_bytes`` setting)
+and the web pages' file forms (``POST /audit/requests/ID/upload``, ``multipart/form-data``, at
+most :data:`affidavit.services.audit_files.MAX_FILE_BYTES` + 64 KiB) are not buffered here:
+they must announce their ``Content-Length`` (411 without one, 413 above the cap, both before a
+byte of the body is read; no ``Transfer-Encoding``), and the route reads them through a
+``receive`` that never hands over more bytes than announced, and turns a body that stops
+short, stalls for ``body_timeout`` seconds between two pieces or runs past its length into a
+disconnect (the route keeps nothing of it), with the reason in :func:`body_problem`.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
@@ -55,6 +66,16 @@ style."""
 API_PATHS: Final = "/api/"
 FORM_TYPE: Final = b"application/x-www-form-urlencoded"
 HSTS: Final = "max-age=31536000; includeSubDomains"
+UPLOAD_PATH: Final = "/api/v1/uploads"
+OCTET_TYPE: Final = b"application/octet-stream"
+MULTIPART_TYPE: Final = b"multipart/form-data"
+DEFAULT_MAX_UPLOAD: Final = 8 * 1024**3
+"""The cap of an upload when none is given (the ``max_upload_bytes`` setting's default)."""
+PAGE_UPLOAD: Final = re.compile(r"/audit/requests/[^/]+/upload")
+"""The web pages' file forms (an answer's file to an evidence request)."""
+PAGE_UPLOAD_SLACK: Final = 64 * 1024
+"""What a multipart form may hold beside its file (boundaries, headers, other fields)."""
+BODY_PROBLEM: Final = "affidavit.body_problem"
 _HEADERS: Final = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -82,9 +103,11 @@ class Hardening:
         tls: bool,
         max_body: int = DEFAULT_MAX_BODY,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        max_upload: int = DEFAULT_MAX_UPLOAD,
     ) -> None:
         self.app = app
         self.max_body = max_body
+        self.max_upload = max_upload
         self.body_timeout = body_timeout
         self.headers = _HEADERS + (((b"strict-transport-security", HSTS.encode()),) if tls else ())
         self.page_headers = tuple(
@@ -110,7 +133,11 @@ class Hardening:
             await send(message)
 
         try:
-            replay = await self._read_body(scope, receive, page=page)
+            streamed = streamed_route(scope, self.max_upload)
+            if streamed is not None:
+                replay = self._stream_body(scope, receive, *streamed)
+            else:
+                replay = await self._read_body(scope, receive, page=page)
             await self.app(scope, replay, send_hardened)
         except _Refused as refused:
             await _send_problem(send_hardened, refused.status, refused.message, refused.hint)
@@ -183,6 +210,61 @@ class Hardening:
 
         return replay
 
+    def _stream_body(self, scope: Scope, receive: Receive, cap: int, kind: bytes) -> Receive:
+        """A ``receive`` for a streamed body (see the module docstring); raise
+        :class:`_Refused` before a byte is read for a body without a length (411), longer
+        than ``cap`` (413) or not of ``kind`` (415)."""
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        if b"transfer-encoding" in headers:
+            raise _Refused(411, "an upload is sent with a Content-Length, not in chunks",
+                           "send Content-Length: SIZE and the body")  # fmt: skip
+        declared = headers.get(b"content-length")
+        if declared is None:
+            raise _Refused(411, "an upload must announce its Content-Length",
+                           "send Content-Length: SIZE and the body")  # fmt: skip
+        if not declared.isdigit() or len(declared) > 20:
+            raise _Refused(400, "Content-Length is not a number", "send a valid length")
+        length = int(declared)
+        if length > cap:
+            raise _Refused(413, f"the upload exceeds {cap} bytes",
+                           "a server's cap is its max_upload_bytes setting")  # fmt: skip
+        given = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if given != kind:
+            raise _Refused(415, f"this upload's body must be {kind.decode()}",
+                           f"send Content-Type: {kind.decode()}")  # fmt: skip
+        state = scope.setdefault("state", {})
+        remaining = length
+        ended = False
+        timeout = self.body_timeout
+
+        def refuse(message: str) -> Message:
+            nonlocal ended
+            ended = True
+            state.setdefault(BODY_PROBLEM, message)
+            return {"type": "http.disconnect"}
+
+        async def bounded() -> Message:
+            nonlocal remaining, ended
+            if ended:
+                return await receive()  # the app waits for the client to go away
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await receive()
+            except TimeoutError:
+                return refuse(f"the upload stalled: no byte for {timeout:g} seconds")
+            if message["type"] != "http.request":
+                return refuse("the upload was cut short (the client went away)")
+            remaining -= len(message.get("body", b""))
+            if remaining < 0:
+                return refuse("the upload holds more bytes than its Content-Length announced")
+            if not message.get("more_body", False):
+                ended = True
+                if remaining > 0:
+                    return refuse("the upload was cut short of its Content-Length")
+            return message
+
+        return bounded
+
     def _too_large(self) -> tuple[str, str]:
         return (
             f"the request body exceeds {self.max_body} bytes",
@@ -205,6 +287,28 @@ async def _send_problem(
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def streamed_route(scope: Scope, max_upload: int) -> tuple[int, bytes] | None:
+    """The cap and content type of a request whose body is streamed to its route (the
+    module docstring), or None for one whose body is read here whole."""
+    if scope.get("method") != "POST":
+        return None
+    path = str(scope.get("path", ""))
+    if path == UPLOAD_PATH:
+        return max_upload, OCTET_TYPE
+    if PAGE_UPLOAD.fullmatch(path):
+        from affidavit.services.audit_files import MAX_FILE_BYTES
+
+        return MAX_FILE_BYTES + PAGE_UPLOAD_SLACK, MULTIPART_TYPE
+    return None
+
+
+def body_problem(scope: Scope) -> str | None:
+    """Why a streamed body ended as a disconnect (stalled, cut short, longer than
+    announced), when that was the reason."""
+    problem = (scope.get("state") or {}).get(BODY_PROBLEM)
+    return str(problem) if problem is not None else None
 
 
 def is_page(path: str) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from affidavit.constants import Classification, EngineName
+from affidavit.constants import Classification, EngineName, ExitCode
 from affidavit.errors import Error, InputError, NotFound
 from affidavit.models.approval import GatedOperation
 from affidavit.models.inventory import (
@@ -153,6 +153,18 @@ def _probe_source(app: App, source: Source) -> SourceTest:
             exit_code=int(exc.exit_code),
             error=exc.message,
             hint=exc.hint or None,
+            description=None,
+        )
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        # the far end answered, but not as the engine's server does (a port of another
+        # service, a proxy that answers garbage): unreachable as this engine, not a crash
+        return SourceTest(
+            source=source,
+            reachable=False,
+            exit_code=int(ExitCode.CANNOT_RUN),
+            error=f"{source.uri} does not answer as a "
+            f"{source.engine.value} server ({type(exc).__name__}: {str(exc)[:120]})",
+            hint="check that the URI names the database's own port and the right engine",
             description=None,
         )
     return SourceTest(

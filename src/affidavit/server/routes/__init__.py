@@ -20,6 +20,7 @@ from affidavit.server.routes import (
     evidence,
     exports,
     findings,
+    fingerprints,
     health,
     holds,
     inventory,
@@ -32,6 +33,7 @@ from affidavit.server.routes import (
     schedule,
     sources,
     tokens,
+    uploads,
     vaults,
     verifications,
 )
@@ -65,5 +67,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     log_exports.router,
     progress.router,
     exports.router,
+    uploads.router,
+    fingerprints.router,
 )
 """Every router of the API, in the order the routes table lists them."""

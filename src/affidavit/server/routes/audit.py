@@ -4,10 +4,12 @@ Engagements: ``GET /audit/engagements[/{id}]`` and the engagement's views (``/co
 ``/verifications``, ``/drills``, ``/checkpoints``, ``/proofs/{seq}``, ``/evidence-package``)
 need ``audit.read``, and the service scopes an auditor to the open engagements it is the
 auditor of and to their windows (anything else: 404); ``POST /audit/engagements`` and
-``.../close`` need ``audit.manage``.
+``.../close`` need ``audit.manage``; ``POST /audit/reminders`` sends the reminders that are
+due (``schedule.run``, like ``run-due``).
 
 Evidence requests: ``GET /audit/requests[/{id}]`` and a file's download (``audit.read``,
-scoped); ``POST .../answers`` (``audit.respond``); raising a request and accepting, returning
+scoped); ``POST .../answers`` (``audit.respond``; its files are uploads of the caller's,
+``POST /uploads``); raising a request and accepting, returning
 or closing one are the engagement's auditor's (the service checks the identity: the auditor
 role itself changes nothing, so these routes name no permission), messages either side's.
 
@@ -17,6 +19,7 @@ Every request is an access-log entry naming the engagement or request it read
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -28,7 +31,8 @@ from affidavit.models.audit import state_of_request
 from affidavit.models.permissions import Permission
 from affidavit.server.gates import Caller, allow, allow_self
 from affidavit.server.replies import reply
-from affidavit.services import audit, audit_files
+from affidavit.server.routes.uploads import owner_of
+from affidavit.services import audit, audit_files, audit_notify, uploads
 
 router = APIRouter(tags=["audit"])
 Reader = Annotated[Caller, Depends(allow(Permission.AUDIT_READ))]
@@ -79,13 +83,25 @@ class Handed(BaseModel):
     ref: str = Field(min_length=1, max_length=200)
 
 
+class UploadedFile(BaseModel):
+    """A file of an answer: an upload of the caller's (``POST /uploads``) and its name
+    (whose extension must fit its content, as for a local file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    upload: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+
+
 class Answer(BaseModel):
-    """An answer: artifacts affidavit holds and a note (files are uploaded with the CLI on
-    the server's host: a request body is small JSON)."""
+    """An answer: artifacts affidavit holds, files uploaded first (a request body is small
+    JSON: the files travel through ``POST /uploads``), the vault that keeps them, a note."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     artifacts: list[Handed] = Field(default_factory=list, max_length=50)
+    files: list[UploadedFile] = Field(default_factory=list, max_length=20)
+    vault: str | None = Field(default=None, min_length=1, max_length=200)
     note: str = Field(default="", max_length=4000)
     submit: bool = True
 
@@ -205,6 +221,16 @@ def evidence_package(caller: Reader, engagement_id: str) -> Response:
     )
 
 
+@router.post("/audit/reminders")
+def remind(caller: Annotated[Caller, Depends(allow(Permission.SCHEDULE_RUN))]) -> Response:
+    """Send the reminders that are due (``audit remind --json``; for cron, like
+    ``run-due``): each is recorded once, so a rerun sends nothing twice."""
+    now = _now()
+    with caller.acting() as app:
+        result = audit_notify.remind(app, caller.principal, now=now)
+    return reply(result.to_json())
+
+
 # -- evidence requests -------------------------------------------------------------------------
 
 
@@ -260,11 +286,20 @@ def download_file(caller: Reader, audit_request_id: str, file_id: str) -> Respon
 
 @router.post("/audit/requests/{audit_request_id}/answers")
 def answer(caller: Responder, audit_request_id: str, body: Answer) -> Response:
-    """Answer a request with artifacts affidavit holds (``audit request answer --json``)."""
+    """Answer a request with artifacts affidavit holds and files the caller uploaded
+    (``audit request answer --json``): each upload is used up, whatever the outcome, and
+    stored as the local command stores a file (checked by content, encrypted, recorded)."""
     now = _now()
-    with caller.acting() as app:
-        done = audit.answer(
-            app, caller.principal, audit_request_id,
+    owner = owner_of(caller.principal)
+    with caller.acting() as app, ExitStack() as stack:
+        paths = [
+            stack.enter_context(
+                uploads.claimed(app.settings.home, f.upload, owner, name=f.name, now=now)
+            )
+            for f in body.files
+        ]
+        done = audit_files.answer_with_files(
+            app, caller.principal, audit_request_id, files=paths, vault=body.vault,
             artifacts=[(a.kind, a.ref) for a in body.artifacts], text=body.note,
             submit=body.submit, now=now,
         )  # fmt: skip

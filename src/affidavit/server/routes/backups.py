@@ -1,6 +1,8 @@
 """``GET /backups`` (``?source=``), ``GET /backups/{backup_id}`` (``backup.read``) and
 ``POST /backups`` (``backup.run``): the backups and taking one; ``DELETE /backups/{backup_id}``
-(``backup.delete``, a gated operation: 202 with the approval request when it needs one)."""
+(``backup.delete``, a gated operation: 202 with the approval request when it needs one);
+``POST /backups/ingests`` (``backup.ingest``): ingest a backup file uploaded first
+(``POST /uploads``)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from starlette.responses import Response
 from affidavit.models.permissions import Permission
 from affidavit.server.gates import Caller, allow
 from affidavit.server.replies import reply
+from affidavit.server.routes.uploads import owner_of
 from affidavit.services import backup as backups
+from affidavit.services import uploads
 from affidavit.services.views import backup_json
 
 router = APIRouter(tags=["backups"])
@@ -90,3 +94,42 @@ def delete_backup(
     with caller.acting() as app:
         receipt = backups.delete_backup(app, backup_id, reason=body.reason)
     return reply(receipt.to_json())
+
+
+class BackupIngest(BaseModel):
+    """What ``backup ingest`` takes through the server: the upload that holds the backup
+    file (``POST /uploads``), the name it had (as the local command sees it) and the
+    options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    upload: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    format: str = Field(min_length=1, max_length=32)
+    source: str | None = Field(default=None, min_length=1, max_length=200)
+    vault: str | None = Field(default=None, min_length=1, max_length=200)
+    retain_days: int | None = Field(default=None, ge=1, le=36500)
+
+
+@router.post("/backups/ingests", status_code=201)
+def ingest_backup(
+    caller: Annotated[Caller, Depends(allow(Permission.BACKUP_INGEST))], body: BackupIngest
+) -> Response:
+    """Ingest a backup file uploaded by the caller (``backup ingest --json``): the upload is
+    used up, whatever the outcome, and its file removed once the backup is recorded (or
+    refused)."""
+    with (
+        caller.acting() as app,
+        uploads.claimed(
+            app.settings.home, body.upload, owner_of(caller.principal), name=body.name
+        ) as path,
+    ):
+        result = backups.ingest_backup(
+            app,
+            path,
+            fmt=body.format,
+            source_name=body.source,
+            vault_name=body.vault,
+            retain_days=body.retain_days,
+        )
+    return reply(backup_json(result), 201)
