@@ -81,16 +81,23 @@ def test_only_an_administrator_manages_deadlines(served: tuple[Served, World]) -
         assert event["actor"] == "admin" and event["details"]["auth"] != "local-os-user"
         assert event["subject"] == f"deadline:{deadline['id']}"
         assert event["details"]["every"] == "P1Y"
-        # every role reads it, as JSON and as a feed
+        # every role but the auditor's reads it, as JSON and as a feed (an auditor reads
+        # through its audit engagements only: the calendar names every engagement)
         for name in PEOPLE:
             login = world.session(http, name)
+            if name == "auditor":
+                for path in ("/calendar", "/calendar.ics"):
+                    refused = http.get(path, headers=login.bearer)
+                    assert refused.status_code == 403, refused.text
+                    assert "calendar.read" in refused.json()["error"]
+                continue
             seen = http.get("/calendar", params={"from": "2027-01-01", "to": "2027-01-31"},
                             headers=login.bearer)  # fmt: skip
             assert seen.status_code == 200, seen.text
             [item] = [i for i in seen.json()["items"] if i["kind"] == "deadline"]
             assert item["title"] == DEADLINE["title"] and item["recurrence"] == "P1Y"
             assert item["link"] == f"ledger:{event['seq']}"
-        feed = http.get("/calendar.ics", headers=world.session(http, "auditor").bearer)
+        feed = http.get("/calendar.ics", headers=world.session(http, "viewer").bearer)
         assert feed.status_code == 200
         assert feed.headers["content-type"].startswith("text/calendar")
         parsed = icalendar.Calendar.from_ical(feed.content)

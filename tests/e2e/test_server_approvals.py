@@ -95,9 +95,11 @@ def test_a_hold_release_waits_for_a_second_officer_and_nothing_gets_around_it(
         path = f"/requests/{rid}"
         assert http.get(f"/backups/{backup_id}", headers=officer).json()["holds"][0]["active"]
 
-        listed = http.get("/requests", headers=_bearer(world, http, "auditor"))
+        listed = http.get("/requests", headers=_bearer(world, http, "approver"))
         assert [r["id"] for r in listed.json()["requests"]] == [rid]
         assert http.get("/requests", headers=_bearer(world, http, "viewer")).status_code == 403
+        # an auditor reads through its audit engagements only
+        assert http.get("/requests", headers=_bearer(world, http, "auditor")).status_code == 403
 
         token = {"Authorization": f"Bearer {world.token}"}
         for who, headers, status in (

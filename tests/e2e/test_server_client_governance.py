@@ -125,15 +125,17 @@ def test_access_reviews_through_the_server(setup: Setup) -> None:
     setup.refused("access", "review", "close", rid, text="may not role.grant")
     assert _events(home, "access_review.closed") == []
 
-    # an auditor reads reviews (account.read) exactly as locally, and changes nothing
-    setup.login("auditor")
+    # the security officer reads reviews (account.read) exactly as locally
     for args in (
         ("access", "review", "show"),
         ("access", "review", "show", "--json"),
         ("access", "review", "show", rid),
         ("access", "review", "show", rid, "--json"),
     ):
-        setup.same(*args, as_name="auditor")
+        setup.same(*args, as_name="security_officer")
+    # an auditor reads through its audit engagements only: no review, and changes nothing
+    setup.login("auditor")
+    setup.refused("access", "review", "show", rid, text="may not account.read")
     setup.refused("access", "review", "start", text="may not access.review")
     setup.refused("access", "review", "decide", rid, "operator", "operator", "keep",
                   "--justification", "x", text="may not access.review")  # fmt: skip
@@ -158,13 +160,19 @@ def test_access_reviews_through_the_server(setup: Setup) -> None:
     assert outcomes[("viewer", "viewer")]["outcome"] in ("revoked", "pending")
     assert _events(home, "access_review.closed")[-1]["actor"] == "admin"
     setup.refused("access", "review", "close", rid, text="was closed")
-    setup.same("access", "review", "show", rid, "--json", as_name="auditor")
+    setup.same("access", "review", "show", rid, "--json", as_name="admin")
 
 
 def test_ledger_and_access_log_through_the_server(setup: Setup) -> None:
     home = setup.world.home
     before = datetime.now(UTC) - timedelta(seconds=1)
+    # an auditor reads through its audit engagements only: not the whole ledger or log
     setup.login("auditor")
+    setup.refused("ledger", "show", "--limit", "1", text="may not ledger.read")
+    setup.refused("ledger", "proof", "--seq", "3", text="may not ledger.read")
+    setup.refused("access-log", "show", text="may not access_log.read")
+    assert _denied(home, "auditor", "GET", "/api/v1/ledger/proof/{seq}")
+    setup.login("security_officer")
     for args in (
         ("ledger", "show", "--action", "role.granted"),
         ("ledger", "show", "--action", "role.granted", "--json"),
@@ -177,9 +185,10 @@ def test_ledger_and_access_log_through_the_server(setup: Setup) -> None:
     ):
         setup.same(*args)
     # reads of a proof are in the access log as reads of that proof, by the account
-    proofs = [e for e in _access(home) if e.get("route") == "/api/v1/ledger/proof/{seq}"]
+    proofs = [e for e in _access(home) if e.get("route") == "/api/v1/ledger/proof/{seq}"
+              and e.get("outcome") == "allowed"]  # fmt: skip
     assert [(e["identity"], e["subject"], e["outcome"]) for e in proofs] == [
-        ("auditor", "ledger-proof:3", "allowed")
+        ("security_officer", "ledger-proof:3", "allowed")
     ] * 2
 
     # verification: the same verdict and exit code with the server's key
@@ -222,7 +231,7 @@ def test_ledger_and_access_log_through_the_server(setup: Setup) -> None:
 def test_a_tampered_ledger_fails_its_verification_through_the_server(setup: Setup) -> None:
     """Exit 1 and the findings, as locally, when an entry was edited in the catalog."""
     home = setup.world.home
-    setup.login("auditor")
+    setup.login("security_officer")
     with sqlite3.connect(home / "catalog.sqlite") as db:
         db.execute(
             "update ledger_entries set entry = replace(entry, ?, ?) where seq = (select min(seq) "
@@ -397,7 +406,10 @@ def test_accounts_roles_and_tokens_through_the_server(setup: Setup, tmp_path: Pa
     weak = tmp_path / "weak"
     weak.write_text("short\n")
     weak.chmod(0o600)
-    setup.login("auditor")  # account.read: reads exactly as locally, manages nothing
+    # an auditor reads through its audit engagements only: not the accounts
+    setup.login("auditor")
+    setup.refused("user", "list", text="may not account.read")
+    setup.login("security_officer")  # account.read: reads exactly as locally, manages nothing
     for args in (
         ("user", "list"),
         ("user", "list", "--json"),
@@ -406,7 +418,7 @@ def test_accounts_roles_and_tokens_through_the_server(setup: Setup, tmp_path: Pa
         ("token", "list"),
         ("token", "list", "ci-bot", "--json"),
     ):
-        setup.same(*args, as_name="auditor")
+        setup.same(*args, as_name="security_officer")
     size = len(_events(home, "account.created"))
     setup.refused("user", "add", "dora", "--password-file", str(setup.password),
                   text="may not account.manage")  # fmt: skip
@@ -416,7 +428,7 @@ def test_accounts_roles_and_tokens_through_the_server(setup: Setup, tmp_path: Pa
                   text="may not token.manage")  # fmt: skip
     setup.refused("token", "revoke", "tok-x", text="may not token.manage")
     assert len(_events(home, "account.created")) == size
-    assert _events(home, "role.granted")[-1]["actor"] != "auditor"
+    assert _events(home, "role.granted")[-1]["actor"] != "security_officer"
     for method, route in (
         ("POST", "/api/v1/accounts"),
         ("POST", "/api/v1/accounts/{name}/roles"),
@@ -424,7 +436,7 @@ def test_accounts_roles_and_tokens_through_the_server(setup: Setup, tmp_path: Pa
         ("POST", "/api/v1/tokens"),
         ("DELETE", "/api/v1/tokens/{token_id}"),
     ):
-        assert _denied(home, "auditor", method, route), route
+        assert _denied(home, "security_officer", method, route), route
 
     setup.login("admin")
     setup.refused("user", "add", "dora", "--password-file", str(weak), text="password")
@@ -471,9 +483,9 @@ def test_accounts_roles_and_tokens_through_the_server(setup: Setup, tmp_path: Pa
     assert gone.out.strip() == f"Token {token['token']['id']} of eve-bot revoked."
     setup.refused("token", "revoke", token["token"]["id"], text="revoked already")
     assert _events(home, "token.revoked")[-1]["actor"] == "admin"
-    setup.login("auditor")
-    setup.same("token", "list", "eve-bot", "--json", as_name="auditor")
-    setup.same("role", "list", as_name="auditor")
+    setup.login("security_officer")
+    setup.same("token", "list", "eve-bot", "--json", as_name="security_officer")
+    setup.same("role", "list", as_name="security_officer")
 
 
 def test_an_evidence_package_built_through_the_server(setup: Setup, tmp_path: Path) -> None:
@@ -514,13 +526,15 @@ def test_an_evidence_package_built_through_the_server(setup: Setup, tmp_path: Pa
     checked = cli(*setup.remote, "evidence", "verify", str(out), "--public-key", vkey, "--json")
     assert checked.code in (0, 1) and "files" in json.loads(checked.out)["summary"]
 
-    # who may fetch a package: whoever may verify one (an auditor), not a viewer
+    # who may fetch a package: whoever may verify one (an operator), not a viewer, nor an
+    # auditor (who downloads its engagement's own package: docs/audit.md)
     with setup.served.client() as http:
-        auditor = setup.world.session(http, "auditor").bearer
-        fetched = http.get(f"/evidence-packages/{package}", headers=auditor)
+        reader = setup.world.session(http, "operator").bearer
+        fetched = http.get(f"/evidence-packages/{package}", headers=reader)
         assert fetched.status_code == 200 and fetched.content == out.read_bytes()
         for hostile in ("ev-..%2F..%2Fcatalog.sqlite", "ev-0000000000000000", "catalog"):
-            assert http.get(f"/evidence-packages/{hostile}", headers=auditor).status_code == 404
-        viewer = setup.world.session(http, "viewer").bearer
-        assert http.get(f"/evidence-packages/{package}", headers=viewer).status_code == 403
+            assert http.get(f"/evidence-packages/{hostile}", headers=reader).status_code == 404
+        for name in ("viewer", "auditor"):
+            refused = setup.world.session(http, name).bearer
+            assert http.get(f"/evidence-packages/{package}", headers=refused).status_code == 403
     assert _denied(home, "viewer", "GET", "/api/v1/evidence-packages/{evidence_package_id}")

@@ -2,8 +2,9 @@
 vault, verification and drill lists (tables and ``--json``), with and without a backup
 filter, the scheduled checks, a source, a vault, holds, the keys' status and the ledger's
 key, checkpoint and consistency proofs; and a drill run through
-the server by an operator (an auditor may not; a URI target stays local), the inventory, and
-a dataset classified by an administrator."""
+the server by an operator (a security officer may not; a URI target stays local), the
+inventory, and a dataset classified by an administrator; an auditor, who reads through its
+audit engagements only, is refused those lists."""
 
 from __future__ import annotations
 
@@ -41,10 +42,19 @@ def test_lists_print_the_same_through_the_server(
     world = make_world(home)
     password = password_file(tmp_path)
     with serving(home) as served:
+        server = ("--server", served.url)
+        # an auditor reads through its engagements only: no list of the whole catalog
         login = cli("login", served.url, "--name", "auditor", "--password-file", str(password),
                     "--code", world.code("auditor"))  # fmt: skip
         assert login.code == 0, login.err
-        server = ("--server", served.url)
+        for args, permission in ((("verify", "list"), "backup.read"),
+                                 (("ledger", "key"), "ledger.read"),
+                                 (("keys", "status"), "keys.status")):  # fmt: skip
+            refused = cli(*server, *args)
+            assert refused.code == 2 and f"may not {permission}" in refused.err, refused.err
+        login = cli("login", served.url, "--name", "security_officer", "--password-file",
+                    str(password), "--code", world.code("security_officer"))  # fmt: skip
+        assert login.code == 0, login.err
         for args in (
             ("vault", "list"),
             ("vault", "list", "--json"),
@@ -76,7 +86,8 @@ def test_lists_print_the_same_through_the_server(
         assert json.loads(cli(*server, "verify", "list", "--json").out)["verifications"]
         assert json.loads(cli(*server, "drill", "list", "--json").out)["drills"]
         assert json.loads(cli(*server, "due", "--all", "--json").out)["items"]
-        # a drill through the server: the auditor may not, an operator may (scratch only)
+        # a drill through the server: a security officer may not, an operator may (scratch
+        # only)
         refused = cli(*server, "drill", "run", backup_id)
         assert refused.code == 2 and "may not drill.run" in refused.err, refused.err
         refused = cli(*server, "inventory")

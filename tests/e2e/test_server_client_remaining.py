@@ -375,13 +375,12 @@ def test_log_exports_and_expiry_through_the_server(
         setup = Setup(cli=cli, served=served, world=world, password=password, tmp=tmp_path)
         out = tmp_path / "exports"
         out.mkdir()
-        # a viewer may export nothing and expire nothing; an auditor may not expire
-        for name, refusals in (
-            ("viewer", (("ledger", "export", "--out", str(out / "v1")), "ledger.export",
-                         ("access-log", "export", "--out", str(out / "v2")), "access_log.export",
-                         ("access-log", "expire"), "access_log.expire")),
-            ("auditor", (("access-log", "expire"), "access_log.expire")),
-        ):  # fmt: skip
+        # a viewer may export nothing and expire nothing; nor may an auditor, who reads
+        # through its audit engagements only
+        for name in ("viewer", "auditor"):
+            refusals = (("ledger", "export", "--out", str(out / f"{name}1")), "ledger.export",
+                        ("access-log", "export", "--out", str(out / f"{name}2")),
+                        "access_log.export", ("access-log", "expire"), "access_log.expire")  # fmt: skip
             setup.login(name)
             pairs = zip(refusals[::2], refusals[1::2], strict=True)
             for args, permission in pairs:
@@ -389,18 +388,21 @@ def test_log_exports_and_expiry_through_the_server(
         assert _denied(home, "viewer", "POST", "/api/v1/ledger/exports")
         assert _denied(home, "viewer", "POST", "/api/v1/access-log/exports")
         assert _denied(home, "auditor", "POST", "/api/v1/access-log/expire")
+        assert _denied(home, "auditor", "POST", "/api/v1/ledger/exports")
+        assert _denied(home, "auditor", "POST", "/api/v1/access-log/exports")
         assert list(out.iterdir()) == []
         for action in ("ledger.exported", "access_log.exported", "access_log.expired"):
             assert _events(home, action) == [], action
 
-        # the auditor's exports: downloaded new (0600), checked, verifiable offline
+        # a security officer's exports: downloaded new (0600), checked, verifiable offline
+        setup.login("security_officer")
         target = out / "ledger.jsonl"
         done = setup.through("ledger", "export", "--out", str(target))
         assert done.code == 0, done.err
         data = target.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         (event,) = _events(home, "ledger.exported")
-        assert (event["actor"], event["details"]["sha256"]) == ("auditor", digest)
+        assert (event["actor"], event["details"]["sha256"]) == ("security_officer", digest)
         entries = len(data.splitlines()) - 1 - event["details"]["checkpoints"]
         assert " ".join(done.out.split()) == (  # (rich wraps long lines)
             f"Exported {event['details']['entries']} entries and "
@@ -447,8 +449,7 @@ def test_log_exports_and_expiry_through_the_server(
                       home_dir=None)  # fmt: skip
         assert offline.code == 0, offline.err
 
-        # a security officer applies the retention policy through the server
-        setup.login("security_officer")
+        # the security officer applies the retention policy through the server
         setup.refused("access-log", "expire", "--older-than-days", "0", text="between 1 and")
         expired = setup.through("access-log", "expire", "--older-than-days", "400")
         assert expired.code == 0, expired.err

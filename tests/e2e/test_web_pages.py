@@ -66,6 +66,9 @@ PAGES = (
     "/findings",
     "/exceptions",
     "/ledger",
+    "/calendar",
+    "/audit",
+    "/audit/requests",
 )
 
 
@@ -601,7 +604,7 @@ def test_every_page_is_accessible_logged_and_within_its_policy(
                 if path.startswith("/backups/")
                 else "check"
                 if path == check
-                else path.strip("/") or "dashboard"
+                else path.strip("/").replace("/", "-") or "dashboard"
             )
             screenshot(tab.page, shots, f"1{i:x}-{name}")
         assert tab.csp_violations() == []

@@ -22,9 +22,15 @@ role                          what it is for
                               destructive and disclosing steps (backup deletion, hold release,
                               exception revocation, ledger recovery and export) and the access
                               log. Runs no backup, so it never deletes what it made.
-``auditor``                   reads everything an audit needs (the ledger and its export, the
-                              access log, accounts and roles, evidence verification); changes
-                              nothing.
+``auditor``                   reads what its audit engagements cover, and nothing else: the
+                              open, unexpired engagements an administrator opened for it, and
+                              in each only its window (controls and results, verification and
+                              drill records, attestations, checkpoints, inclusion proofs, the
+                              evidence package, its evidence requests). No global read: access
+                              ends by itself when the engagement expires or is closed. Raises,
+                              accepts, returns and closes its own evidence requests (an
+                              identity check in ``services.audit``, not a permission); changes
+                              nothing else.
 ``viewer``                    reads the inventory, backups and policy state; changes nothing.
 ============================  ==================================================================
 
@@ -242,18 +248,10 @@ ROLES: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
             P.AUDIT_READ,
             P.AUDIT_RESPOND,
         },
-        Role.AUDITOR: _VIEW
-        | {
-            P.LEDGER_READ,
-            P.LEDGER_EXPORT,
-            P.EVIDENCE_VERIFY,
-            P.KEYS_STATUS,
-            P.ACCOUNT_READ,
-            P.ACCESS_LOG_READ,
-            P.ACCESS_LOG_EXPORT,
-            P.REQUEST_READ,
-            P.AUDIT_READ,
-        },
+        # an auditor reads through its engagements only (services.audit scopes them to the
+        # open engagements it is the auditor of, and to their windows): no global read, so no
+        # backup, record, event or log entry outside a window reaches it by another route
+        Role.AUDITOR: frozenset({P.AUDIT_READ}),
         Role.VIEWER: _VIEW,
     }
 )
@@ -271,7 +269,7 @@ ROLE_DESCRIPTIONS: Final[Mapping[Role, str]] = MappingProxyType(
         Role.OPERATOR: "runs backups, verifications, drills, checks; deletes and approves nothing",
         Role.APPROVER: "approves policy versions, exceptions and baselines; runs nothing",
         Role.SECURITY_OFFICER: "keys, deletion, hold release, ledger recovery, access log",
-        Role.AUDITOR: "reads everything an audit needs; changes nothing",
+        Role.AUDITOR: "reads its open audit engagements' windows only; changes nothing else",
         Role.VIEWER: "reads inventory, backups and policy state; changes nothing",
     }
 )
@@ -382,6 +380,10 @@ COMMAND_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "export run": P.EXPORT_RUN,
         "export list": P.POLICY_READ,
         "export verify": None,  # at the destination: needs no home, only the files and keys
+        "lineage show": P.LEDGER_READ,  # lineage is derived from the ledger (docs/lineage.md)
+        "lineage verify": P.LEDGER_READ,
+        "lineage export": P.LEDGER_EXPORT,
+        "lineage emit": P.LEDGER_EXPORT,  # sends the events to the OpenLineage endpoint
         "calendar show": P.CALENDAR_READ,  # also `affidavit calendar` alone
         "calendar ics": P.CALENDAR_READ,
         "calendar add": P.CALENDAR_MANAGE,
@@ -444,6 +446,28 @@ ROUTE_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "GET /exceptions": P.POLICY_READ,
         "GET /checks/{run_id}": P.POLICY_READ,  # one policy check's results
         "GET /ledger": P.LEDGER_READ,
+        "GET /calendar": P.CALENDAR_READ,  # the month view
+        # the audit pages: what an auditor reads is scoped by the service to its open
+        # engagements and their windows, as through the API
+        "GET /audit": P.AUDIT_READ,
+        "GET /audit/engagements/{engagement_id}": P.AUDIT_READ,
+        "GET /audit/engagements/{engagement_id}/controls": P.AUDIT_READ,
+        "GET /audit/engagements/{engagement_id}/verifications": P.AUDIT_READ,
+        "GET /audit/engagements/{engagement_id}/drills": P.AUDIT_READ,
+        "GET /audit/engagements/{engagement_id}/attestations": P.AUDIT_READ,
+        "GET /audit/engagements/{engagement_id}/checkpoints": P.AUDIT_READ,
+        "GET /audit/engagements/{engagement_id}/proofs": P.AUDIT_READ,
+        "GET /audit/engagements/{engagement_id}/evidence-package": P.AUDIT_READ,
+        "POST /audit/engagements/{engagement_id}/requests": None,  # the engagement's auditor
+        "GET /audit/requests": P.AUDIT_READ,
+        "GET /audit/requests/{audit_request_id}": P.AUDIT_READ,
+        "GET /audit/requests/{audit_request_id}/files/{file_id}": P.AUDIT_READ,
+        "POST /audit/requests/{audit_request_id}/answers": P.AUDIT_RESPOND,
+        "POST /audit/requests/{audit_request_id}/upload": P.AUDIT_RESPOND,  # multipart
+        "POST /audit/requests/{audit_request_id}/accept": None,  # the auditor
+        "POST /audit/requests/{audit_request_id}/return": None,  # the auditor
+        "POST /audit/requests/{audit_request_id}/close": None,  # the auditor
+        "POST /audit/requests/{audit_request_id}/messages": None,  # either side
         # the API
         "GET /api/v1/sources": P.SOURCE_READ,
         "GET /api/v1/sources/{name}": P.SOURCE_READ,
@@ -565,6 +589,18 @@ ROUTE_PERMISSIONS: Final[Mapping[str, Permission | None]] = MappingProxyType(
         "POST /api/v1/audit/requests/{audit_request_id}/return": None,  # the auditor
         "POST /api/v1/audit/requests/{audit_request_id}/close": None,  # the auditor
         "POST /api/v1/audit/requests/{audit_request_id}/messages": None,  # either side
+        # uploads and the commands that use them (docs/server.md, "Uploads")
+        "POST /api/v1/audit/reminders": P.SCHEDULE_RUN,  # audit remind (for cron)
+        "POST /api/v1/uploads": None,  # any of backup.ingest, audit.respond, fingerprint.run
+        #                                 (the route checks); the command using it is an event
+        "POST /api/v1/backups/ingests": P.BACKUP_INGEST,
+        "POST /api/v1/fingerprints": P.FINGERPRINT_RUN,
+        # lineage (docs/lineage.md): derived from the ledger, read and exported like it
+        "GET /api/v1/lineage": P.LEDGER_READ,
+        "POST /api/v1/lineage/verify": P.LEDGER_READ,  # reads and re-hashes; changes nothing
+        "POST /api/v1/lineage/exports": P.LEDGER_EXPORT,
+        "GET /api/v1/lineage/exports/{lineage_export_id}": P.LEDGER_EXPORT,
+        "POST /api/v1/lineage/emit": P.LEDGER_EXPORT,  # to the server's openlineage_url only
     }
 )
 """The permission each API route's gate asks for, by ``METHOD /route/template`` (what an

@@ -121,8 +121,6 @@ def create_app(
     }
     install_handlers(api)
     web.install(api)  # a page's error is a page; forms' tokens checked like the API's header
-    api.add_middleware(
-        Hardening, tls=tls, max_body=max_body, max_upload=settings.max_upload_bytes
-    )
+    api.add_middleware(Hardening, tls=tls, max_body=max_body, max_upload=settings.max_upload_bytes)
     api.add_middleware(AccessLogging)  # outermost: refused requests are logged too
     return api

@@ -371,6 +371,27 @@ def engagement_records(
     return {"engagement": view.engagement.id, kind: records}
 
 
+def engagement_attestations(
+    app: App, principal: Principal, engagement_id: str, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """The attestations signed in the engagement's window: each ``attestation.created``
+    event's seq (its inclusion proof: :func:`engagement_proof`), time, predicate type,
+    subjects and digests (``audit.read``, scoped)."""
+    view = _view(app, principal, engagement_id, now)
+    with app.read() as uow:
+        events = read_events(uow.ledger, "attestation.created")
+    found = []
+    for event in events:
+        try:
+            at = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if view.engagement.covers(at):
+            found.append({"seq": event.seq, "time": at.isoformat(), "subject": event.subject,
+                          "actor": event.actor, **dict(event.details)})  # fmt: skip
+    return {"engagement": view.engagement.id, "attestations": found}
+
+
 def _event_in_window(uow: UnitOfWork, engagement: Engagement, seq: int) -> Event | None:
     rows = list(uow.ledger.entries(seq, seq + 1)) if seq >= 0 else []
     if not rows:

@@ -41,7 +41,14 @@ def test_nobody_holds_anything_by_default() -> None:
 def test_auditor_and_viewer_change_nothing() -> None:
     for role in (Role.AUDITOR, Role.VIEWER):
         assert ROLES[role] <= READ_ONLY, ROLES[role] - READ_ONLY
-    assert ROLES[Role.VIEWER] <= ROLES[Role.AUDITOR]
+
+
+def test_the_auditor_reads_through_its_engagements_only() -> None:
+    """No global read: everything an auditor sees comes through ``audit.read``, which the
+    audit service scopes to its open engagements and their windows (docs/audit.md)."""
+    assert ROLES[Role.AUDITOR] == frozenset({P.AUDIT_READ})
+    everyone_elses = permissions_of({r for r in Role if r is not Role.AUDITOR})
+    assert P.AUDIT_READ in everyone_elses  # the others who read engagements see them all
 
 
 def test_every_permission_is_held_by_some_role() -> None:

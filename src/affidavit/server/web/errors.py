@@ -17,9 +17,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from affidavit.errors import ApprovalPending, AuthenticationFailed, Error
+from affidavit.models.identity import Principal
+from affidavit.server.gates import SESSION_COOKIE, affidavit_app
 from affidavit.server.hardening import is_page
 from affidavit.server.replies import status_of
 from affidavit.server.web.pages import render
+from affidavit.services import identity
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
@@ -35,16 +38,31 @@ _TITLES = {
 }
 
 
-def error_page(status: int, message: str, hint: str | None = None) -> Response:
-    """An error as a page (no navigation: the caller may be unknown)."""
+def error_page(
+    status: int, message: str, hint: str | None = None, *, principal: Principal | None = None
+) -> Response:
+    """An error as a page: with the navigation of ``principal`` (the browser's session, when
+    it has a valid one), else none (the caller may be unknown)."""
     return render(
         "error.html.j2",
+        principal=principal,
         status=status,
         title=_TITLES.get(status, "Error"),
         message=message,
         hint=hint,
         code=status,
     )
+
+
+def _session_principal(request: Request) -> Principal | None:
+    """Who the browser's valid session is (None: no valid session, or it cannot be told)."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    if not secret:
+        return None
+    try:
+        return identity.authenticate_session(affidavit_app(request), secret)
+    except Error:
+        return None
 
 
 def _login_redirect(request: Request) -> Response:
@@ -69,7 +87,8 @@ async def _page_error(request: Request, exc: Exception) -> Response:
         status = status_of(exc)
         if status == 500:
             return error_page(500, "internal error", "the server's log has the details")
-        return error_page(status, exc.message, exc.hint or None)
+        who = _session_principal(request) if status in (403, 404, 409) else None
+        return error_page(status, exc.message, exc.hint or None, principal=who)
     if isinstance(exc, RequestValidationError):
         return error_page(400, "the page's parameters are not valid", "check the address")
     if isinstance(exc, HTTPException):

@@ -46,6 +46,9 @@ NAV: Final = (
     NavItem("/findings", "Findings", Permission.POLICY_READ),
     NavItem("/exceptions", "Exceptions", Permission.POLICY_READ),
     NavItem("/ledger", "Ledger", Permission.LEDGER_READ),
+    NavItem("/calendar", "Calendar", Permission.CALENDAR_READ),
+    NavItem("/audit", "Audit", Permission.AUDIT_READ),
+    NavItem("/audit/requests", "Evidence requests", Permission.AUDIT_READ),
 )
 
 

@@ -15,7 +15,10 @@ and answers with a redirect (post/redirect/get) or the page with what went wrong
   ``backup.run``; ``/findings``, ``/exceptions``, ``/checks/{run_id}``
   (one policy check's results, where the adherence grid's cells lead): ``policy.read``;
   ``/ledger``: ``ledger.read``;
-- ``GET /static/{name}``: public (the stylesheet and the icon).
+- ``GET /static/{name}``: public (the stylesheet and the icon);
+- the audit pages (``/audit...``: :mod:`.audit_pages`, ``audit.read`` scoped to the viewer's
+  engagements, the auditor's own steps, ``audit.respond``) and the calendar's month view
+  (``GET /calendar``: :mod:`.calendar_page`, ``calendar.read``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from affidavit.errors import AuthenticationFailed, Error, InputError, NotFound, 
 from affidavit.models.approval import RequestState
 from affidavit.models.backup import BackupStatus
 from affidavit.models.governance import FindingStatus
-from affidavit.models.identity import SessionGrant, account_name
+from affidavit.models.identity import Principal, SessionGrant, account_name
 from affidavit.models.inventory import Dataset
 from affidavit.models.permissions import Permission
 from affidavit.render.chart import grid_chart, limit_chart
@@ -49,8 +52,8 @@ from affidavit.server.gates import (
     client_of,
 )
 from affidavit.server.routes.oidc import STATE_KEY
-from affidavit.server.web import dashboard
-from affidavit.server.web.pages import render
+from affidavit.server.web import audit_pages, calendar_page, dashboard
+from affidavit.server.web.pages import NAV, render
 from affidavit.server.web.security import (
     LOGIN_COOKIE,
     field,
@@ -139,13 +142,13 @@ def _login_form(
     return response
 
 
-def _current(request: Request) -> str | None:
-    """The name of the browser's valid session, if it has one."""
+def _current(request: Request) -> Principal | None:
+    """Who the browser's valid session is, if it has one."""
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
         return None
     try:
-        return identity.authenticate_session(affidavit_app(request), secret).name
+        return identity.authenticate_session(affidavit_app(request), secret)
     except Error:
         return None
 
@@ -156,8 +159,9 @@ def login_page(
 ) -> Response:
     """The login form (a browser with a valid session goes on to ``next``)."""
     target = local_path(next)
-    if _current(request) is not None:
-        return RedirectResponse(target, status_code=303)
+    who = _current(request)
+    if who is not None:
+        return RedirectResponse(landing(who, target), status_code=303)
     return _login_form(request, next_path=target)
 
 
@@ -179,6 +183,15 @@ def _set_session_cookie(response: Response, grant: SessionGrant) -> None:
         httponly=True,
         samesite="strict",
     )
+
+
+def landing(principal: Principal, target: str) -> str:
+    """Where a login goes: ``target``, except that the dashboard (``/``, the default) of a
+    person who may not read it is the first page the navigation offers them (an auditor's
+    engagements)."""
+    if target != "/" or principal.holds(Permission.BACKUP_READ):
+        return target
+    return next((n.path for n in NAV if principal.holds(n.permission)), target)
 
 
 @router.post("/login")
@@ -212,7 +225,7 @@ def login_submit(request: Request, _: Public, form: Form) -> Response:
     if presented:  # session fixation: the session the browser brought ends here
         with contextlib.suppress(Error):  # not a valid session: nothing to end
             identity.logout(app, identity.authenticate_session(app, presented))
-    response = RedirectResponse(target, status_code=303)
+    response = RedirectResponse(landing(grant.principal, target), status_code=303)
     _set_session_cookie(response, grant)
     response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response
@@ -667,3 +680,8 @@ def ledger_page(
         action=action or "",
         since=since or "",
     )
+
+
+# the audit pages and the calendar's month view: routers of their own, served with these
+router.include_router(audit_pages.router)
+router.include_router(calendar_page.router)

@@ -5,8 +5,10 @@ form's own token, the form body, and where a login may send the browser next.
   in ``X-Affidavit-CSRF``). :class:`FormTokens` lifts the field of a page's form into that
   header before the app sees the request, so that the route's gate checks it exactly as it
   checks an API request made with the cookie: one mechanism, one check, one answer (403)
-  for a form posted without it. A page on another site can make a browser post a form, but
-  it cannot read the token (and the cookie is ``SameSite=Strict`` besides).
+  for a form posted without it (the upload form is ``multipart/form-data``: its
+  ``csrf_token`` field is read by :func:`multipart_field`). A page on another site can make
+  a browser post a form, but it cannot read the token (and the cookie is ``SameSite=Strict``
+  besides).
 - **The login form** has no session yet: it carries a token derived (as a session's is) from
   a random pre-session value kept in its own cookie, :data:`LOGIN_COOKIE` (HttpOnly, Secure,
   ``SameSite=Strict``, ``__Host-``), so that another site cannot log a browser into an account
@@ -20,20 +22,31 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from affidavit.server.gates import CSRF_HEADER
-from affidavit.server.hardening import FORM_TYPE, ASGIApp, Message, Receive, Scope, Send, is_page
+from affidavit.server.hardening import (
+    FORM_TYPE,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    body_problem,
+    is_page,
+)
 from affidavit.services import identity
 
 LOGIN_COOKIE: Final = "__Host-affidavit-login"
 LOGIN_TTL_S: Final = 1800
 CSRF_FIELD: Final = "csrf_token"
+MULTIPART_TYPE: Final = b"multipart/form-data"
 MAX_FIELDS: Final = 32
 _HEADER: Final = CSRF_HEADER.lower().encode()
 
@@ -55,8 +68,9 @@ class FormTokens:
             await self.app(scope, receive, send)
             return
         headers = [(k.lower(), v) for k, v in scope.get("headers", [])]
-        kind = dict(headers).get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-        if kind != FORM_TYPE:
+        content_type = dict(headers).get(b"content-type", b"")
+        kind = content_type.split(b";", 1)[0].strip().lower()
+        if kind not in (FORM_TYPE, MULTIPART_TYPE):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -64,11 +78,18 @@ class FormTokens:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                return  # the client went away (the hardening layer has answered it)
+                problem = body_problem(scope)  # a streamed upload that ended badly
+                if problem is not None:
+                    await PlainTextResponse(problem, status_code=400)(scope, receive, send)
+                return  # else the client went away (the hardening layer has answered it)
             chunks.append(message.get("body", b""))
             more = bool(message.get("more_body", False))
         body = b"".join(chunks)
-        token = parse_form(body).get(CSRF_FIELD, "")
+        token = (
+            parse_form(body).get(CSRF_FIELD, "")
+            if kind == FORM_TYPE
+            else multipart_field(body, content_type, CSRF_FIELD)
+        )
         kept = [(k, v) for k, v in headers if k != _HEADER]
         if token:
             kept.append((_HEADER, token.encode("latin-1", "replace")))
@@ -97,6 +118,38 @@ def parse_form(body: bytes) -> dict[str, str]:
     for name, value in pairs:
         fields.setdefault(name, value)
     return fields
+
+
+_BOUNDARY: Final = re.compile(rb'boundary="?([0-9A-Za-z\'()+_,./:=? -]{1,70})"?')
+_PART_NAME: Final = re.compile(rb'^content-disposition:\s*form-data;\s*name="([^"]*)"\s*$', re.I)
+
+
+def multipart_field(body: bytes, content_type: bytes, name: str) -> str:
+    """The value of the plain field ``name`` of a ``multipart/form-data`` body (the upload
+    form's ``csrf_token``: a short text field before the file); "" when there is none or the
+    body is not what the page's form sends (the gate then refuses the request). Only a part
+    whose headers are exactly one ``Content-Disposition: form-data; name="..."`` counts: a
+    file part never does."""
+    found = _BOUNDARY.search(content_type)
+    if found is None:
+        return ""
+    delimiter = b"--" + found.group(1).rstrip(b" ")
+    for part in body.split(delimiter)[1 : MAX_FIELDS + 1]:
+        head, sep, value = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        if not sep or len(lines) != 1:
+            continue
+        matched = _PART_NAME.match(lines[0])
+        if matched is None or matched.group(1).decode("latin-1") != name:
+            continue
+        text = value.removesuffix(b"\r\n")
+        if len(text) > 200:
+            return ""
+        try:
+            return text.decode("ascii")
+        except UnicodeDecodeError:
+            return ""
+    return ""
 
 
 async def form_of(request: Request) -> dict[str, str]:
