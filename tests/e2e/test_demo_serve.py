@@ -120,6 +120,20 @@ def test_demo_serve_logs_in_with_the_printed_credentials(tmp_path: Path) -> None
             code = totp.code_at(admin["totp_secret"], datetime.now(UTC))
             assert _login(http, admin, code).status_code == 200
             assert _login(http, admin, code).status_code == 401
+            # the auditor's printed secret opens its engagement: the demo's backups in it
+            auditor = people["auditor"]
+            answer = _login(http, auditor, totp.code_at(auditor["totp_secret"], datetime.now(UTC)))
+            assert answer.status_code == 200, answer.text
+            seen = {"Authorization": f"Bearer {answer.json()['secret']}"}
+            engagements = http.get("/api/v1/audit/engagements", headers=seen)
+            assert engagements.status_code == 200, engagements.text
+            (engagement,) = engagements.json()["engagements"]
+            found = http.get(
+                f"/api/v1/audit/engagements/{engagement['id']}/verifications", headers=seen
+            )
+            assert found.status_code == 200, found.text
+            assert found.json()["verifications"], found.text
+            assert http.get("/api/v1/backups", headers=seen).status_code == 403
             # without a session the dashboard sends a browser to the login form
             anonymous = http.get("/", headers={"Accept": "text/html"})
             assert anonymous.status_code in (303, 307) and "/login" in anonymous.headers["location"]

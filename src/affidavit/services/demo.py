@@ -40,6 +40,7 @@ from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.uri import ConnectionUri
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.scratch.secantus_server import SecantusScratch
+from affidavit.services import audit as audit_service
 from affidavit.services import backup as backup_service
 from affidavit.services import baseline as baseline_service
 from affidavit.services import drill as drill_service
@@ -334,6 +335,8 @@ DEMO_PEOPLE: Final = (
 )
 _SEEDING: Final = ClientInfo(address="127.0.0.1", agent="affidavit demo")
 _SEED_AGE: Final = timedelta(minutes=10)
+DEMO_ENGAGEMENT: Final = timedelta(days=30)
+"""The demo auditor's engagement: the 30 days before the demo (and its day), open 30 days."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -404,5 +407,18 @@ def seed_demo_people(settings: Settings, *, now: datetime | None = None) -> list
             identity_service.create_account(app, admin, name, password=passwords[name], now=later)
             roles_service.grant_role(app, admin, name, role, now=later)
             enrol(name, role, later)
+        # the auditor's engagement: the demo's month, so that its portal shows the demo's
+        # backups, verifications and drills (an auditor sees nothing outside an engagement)
+        audit_service.open_engagement(
+            app,
+            admin,
+            start=(later - DEMO_ENGAGEMENT).date().isoformat(),
+            end=(later + timedelta(days=1)).date().isoformat(),
+            framework="soc2",
+            auditor="auditor",
+            expires=(later + DEMO_ENGAGEMENT).date().isoformat(),
+            reason="the demo's engagement",
+            now=later,
+        )
         identity_service.logout(app, admin, now=later)
     return people
