@@ -11,6 +11,7 @@ Every command runs through the server in client mode (``--server``/``AFFIDAVIT_S
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -24,6 +25,7 @@ from affidavit.errors import InputError
 from affidavit.models.approval import ApprovalRule, GatedOperation, RequestState
 from affidavit.models.permissions import Role
 from affidavit.services import gated, requests
+from affidavit.services.exports import preview as export_preview
 
 app = typer.Typer(
     help="Multi-party approval: requests for gated operations, their approval, veto and "
@@ -113,7 +115,9 @@ def request_show(
     else:
         data = as_caller(
             ctx,
-            lambda app, who: requests.get_request(app, who, request_id).to_json(_now()),
+            lambda app, who: export_preview.request_view(
+                app, who, requests.get_request(app, who, request_id), _now()
+            ),
         )
     if json_out:
         print_json(data)
@@ -122,7 +126,10 @@ def request_show(
         ["state", data["state"]],
         ["operation", plain(data["operation"])],
         ["target", plain(data["target"])],
-        ["parameters", plain(", ".join(f"{k}={v}" for k, v in data["params"].items()))],
+        [
+            "parameters",
+            plain(", ".join(f"{k}={v}" for k, v in data["params"].items() if k != "preview")),
+        ],
         ["reason", plain(data["reason"]) or None],
         ["asked by", f"{plain(data['requested_by'])} at {when(data['created_at'])}"],
         [
@@ -141,6 +148,13 @@ def request_show(
             rows.append([key, f"{plain(step['name'])} at {when(step['at'])} {plain(step['note'])}"])
     for problem in data["problems"]:
         rows.append(["not counted", plain(problem)])
+    preview = data.get("preview")
+    if preview:  # an export run: what the approver sees of its output
+        rows.append(["counts", plain(json.dumps(preview["counts"], sort_keys=True))])
+        for record in preview["sample"] or []:
+            rows.append(["sample", plain(json.dumps(record, ensure_ascii=False))])
+        if preview["sample_withheld"]:
+            rows.append(["sample", f"withheld: {plain(preview['sample_withheld'])}"])
     show(table(f"Request {plain(data['id'])}", ("", ""), rows))
     return 0
 

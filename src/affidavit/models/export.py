@@ -37,11 +37,19 @@ class Transform(StrEnum):
     PSEUDONYMISE = "pseudonymise"  # HMAC-SHA-256 with the recipient's key (docs/exports.md)
 
 
+class PseudonymAlgorithm(StrEnum):
+    """How ``pseudonymise`` makes its token (docs/exports.md)."""
+
+    HMAC_SHA256 = "hmac-sha256"  # one-way: HMAC-SHA-256 with the recipient's key
+    AES_SIV = "aes-siv"  # deterministic encryption (RFC 5297): the key holder can reverse it
+
+
 class OutputFormat(StrEnum):
     """How the output file encodes its records."""
 
     EXTJSON = "extjson"  # JSON lines, canonical Extended JSON v2 (one document per line)
     CSV = "csv"  # RFC 4180, a header of the allowed fields, lossless cells (docs/exports.md)
+    PARQUET = "parquet"  # Apache Parquet, one string column per allowed field (the CSV cells)
 
 
 class LegalBasis(StrEnum):
@@ -64,6 +72,7 @@ class FieldRule:
     transform: Transform
     keep: int = 4
     width: int | None = None
+    algorithm: PseudonymAlgorithm = PseudonymAlgorithm.HMAC_SHA256  # pseudonymise only
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready (the manifest predicate's ``fields`` entries)."""
@@ -72,6 +81,8 @@ class FieldRule:
             out["keep"] = self.keep
         if self.transform is Transform.GENERALISE and self.width is not None:
             out["width"] = self.width
+        if self.algorithm is not PseudonymAlgorithm.HMAC_SHA256:
+            out["algorithm"] = self.algorithm.value
         return out
 
     @classmethod
@@ -83,6 +94,7 @@ class FieldRule:
             transform=Transform(str(data["transform"])),
             keep=_int(data.get("keep", 4), "keep"),
             width=_int(width, "width") if width is not None else None,
+            algorithm=PseudonymAlgorithm(str(data.get("algorithm", "hmac-sha256"))),
         )
 
 
@@ -166,6 +178,58 @@ class ConsentSource:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Slo:
+    """A spec's service-level objective for each run (None: no limit): the least throughput
+    in records read per second, the longest duration (the run's latency, start to
+    delivery) and the largest error rate (records failing the contract per record read)."""
+
+    min_docs_per_s: float | None = None
+    max_duration_s: float | None = None
+    max_error_rate: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (the limits declared)."""
+        out: dict[str, Any] = {}
+        for key in ("min_docs_per_s", "max_duration_s", "max_error_rate"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    def missed(self, *, docs_per_s: float, duration_s: float, error_rate: float) -> list[str]:
+        """What a run with these figures missed (empty: it met the objective)."""
+        out = []
+        if self.min_docs_per_s is not None and docs_per_s < self.min_docs_per_s:
+            out.append(f"throughput {docs_per_s:,.0f} docs/s < {self.min_docs_per_s:,.0f}")
+        if self.max_duration_s is not None and duration_s > self.max_duration_s:
+            out.append(f"duration {duration_s:,.1f} s > {self.max_duration_s:,.1f}")
+        if self.max_error_rate is not None and error_rate > self.max_error_rate:
+            out.append(f"error rate {error_rate:.4f} > {self.max_error_rate}")
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Slo:
+        """The ``[slo]`` table; raises :class:`InputError`."""
+        if not isinstance(raw, Mapping):
+            raise InputError("[slo] must be a table (min_docs_per_s, max_duration_s, ...)")
+        keys = {"min_docs_per_s", "max_duration_s", "max_error_rate"}
+        unknown = set(raw) - keys
+        if unknown:
+            raise InputError(f"[slo]: unknown key(s) {', '.join(sorted(unknown))}")
+        values: dict[str, float] = {}
+        for key in sorted(keys & set(raw)):
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise InputError(f"slo.{key} must be a number >= 0", hint="see docs/exports.md")
+            if key == "max_error_rate" and value > 1:
+                raise InputError("slo.max_error_rate is a fraction between 0 and 1")
+            values[key] = float(value)
+        if not values:
+            raise InputError("[slo] declares no objective", hint="see docs/exports.md")
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExportSpec:
     """A parsed export spec (see the module docstring)."""
 
@@ -179,6 +243,7 @@ class ExportSpec:
     fields: tuple[FieldRule, ...]
     contract: Contract
     consent: ConsentSource | None = None
+    slo: Slo | None = None
 
     def field_rule(self, name: str) -> FieldRule | None:
         """The rule of field ``name`` (None: not allowed to leave)."""
@@ -217,7 +282,7 @@ def _field_rule(name: str, raw: Any) -> FieldRule:
     table: Mapping[str, Any] = {"transform": raw} if isinstance(raw, str) else raw
     if not isinstance(table, Mapping):
         raise InputError(f"fields.{name} must be a transform name or a table")
-    unknown = set(table) - {"transform", "keep", "width"}
+    unknown = set(table) - {"transform", "keep", "width", "algorithm"}
     if unknown:
         raise InputError(f"fields.{name}: unknown key(s) {', '.join(sorted(unknown))}")
     try:
@@ -228,11 +293,21 @@ def _field_rule(name: str, raw: Any) -> FieldRule:
             hint="transforms: " + ", ".join(t.value for t in Transform),
         ) from None
     width = table.get("width")
+    try:
+        algorithm = PseudonymAlgorithm(str(table.get("algorithm", "hmac-sha256")))
+    except ValueError:
+        raise InputError(
+            f"fields.{name}: unknown algorithm {table.get('algorithm')!r}",
+            hint="algorithms: " + ", ".join(a.value for a in PseudonymAlgorithm),
+        ) from None
+    if "algorithm" in table and transform is not Transform.PSEUDONYMISE:
+        raise InputError(f"fields.{name}: algorithm belongs to the pseudonymise transform only")
     rule = FieldRule(
         name=name,
         transform=transform,
         keep=_int(table.get("keep", 4), f"fields.{name}.keep"),
         width=_int(width, f"fields.{name}.width") if width is not None else None,
+        algorithm=algorithm,
     )
     if rule.width is not None and (rule.transform is not Transform.GENERALISE or rule.width < 1):
         raise InputError(f"fields.{name}: width (>= 1) belongs to the generalise transform only")
@@ -273,6 +348,7 @@ def _parse_spec(text: str, *, name: str) -> ExportSpec:
         "fields",
         "contract",
         "consent",
+        "slo",
     }
     if unknown:
         raise InputError(
@@ -343,6 +419,7 @@ def _parse_spec(text: str, *, name: str) -> ExportSpec:
             )
     consent = _consent(data.get("consent"), basis)
     return ExportSpec(
+        slo=Slo.from_json(data["slo"]) if "slo" in data else None,
         consent=consent,
         name=spec_name,
         purpose=_text(data, "purpose"),

@@ -440,6 +440,19 @@ CONTROLS: tuple[Control, ...] = (
         gdpr=("Art. 28", "Art. 32(1)(a)"),
     ),
     _c(
+        "export.slo",
+        "Every export met the service-level objective its spec declares",
+        Severity.LOW,
+        "Throughput, latency and error rate are recorded for every run; a run that missed "
+        "its spec's objective (too slow, too long, too many records failing the contract) is "
+        "a signal that the export or its source is degrading.",
+        (),
+        nist=("SI-12", "CP-2"),
+        iso=("A.8.16",),
+        soc2=("A1.1",),
+        gdpr=("Art. 32(1)(d)",),
+    ),
+    _c(
         "audit.requests_within_sla",
         "Every auditor's evidence request was answered by its due date",
         Severity.MEDIUM,

@@ -1,8 +1,8 @@
 """The rules of the export controls (``export.*``, issue 17) over
 :class:`~affidavit.policy.facts.ExportFacts`: every delivered export was approved by a second
-person, minimised, lawful (consent where consent is the legal basis), met its contract and
-went to a recipient that proved possession of its key. Registered with the other rules in
-:mod:`affidavit.policy.rules`; each yields every failing export."""
+person, minimised, lawful (consent where consent is the legal basis), met its contract, went
+to a recipient that proved possession of its key, and met its spec's SLO. Registered with the
+other rules in :mod:`affidavit.policy.rules`; each yields every failing export."""
 
 from __future__ import annotations
 
@@ -117,3 +117,23 @@ def recipient_verified(ctx: Context) -> Iterator[ControlResult]:
                 f"{e.recipient} proved its key (ledger:{e.recipient_verified_seq})",
                 evidence=[f"ledger:{e.seq}", f"ledger:{e.recipient_verified_seq}"],
             )
+
+
+def slo(ctx: Context) -> Iterator[ControlResult]:
+    """Every export whose spec declares an SLO met it (throughput, duration, error rate, as
+    its ``export.completed`` event recorded them); a spec without an SLO passes, named."""
+    cid = "export.slo"
+    for e in ctx.facts.exports:
+        if e.slo_missed is None:
+            yield ctx.ok(
+                cid, e.subject, f"no SLO declared ({e.performance})", evidence=[f"ledger:{e.seq}"]
+            )
+        elif e.slo_missed:
+            yield ctx.fail(
+                cid,
+                e.subject,
+                "missed its SLO: " + "; ".join(e.slo_missed),
+                evidence=[f"ledger:{e.seq}"],
+            )
+        else:
+            yield ctx.ok(cid, e.subject, f"SLO met ({e.performance})", evidence=[f"ledger:{e.seq}"])

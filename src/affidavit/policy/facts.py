@@ -281,6 +281,8 @@ class ExportFacts:
     recipient_verified_seq: int | None  # the proof of this key before the export
     classification: str
     dpa: str | None
+    slo_missed: tuple[str, ...] | None = None  # export.slo: None when no SLO was declared
+    performance: str = ""  # the run's figures, for people (export.slo)
 
     @property
     def subject(self) -> str:

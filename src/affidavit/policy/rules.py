@@ -853,6 +853,7 @@ _RULES: dict[str, Callable[[_Context], Iterable[ControlResult]]] = {
     "export.consent": export_rules.consent,
     "export.contract_valid": export_rules.contract_valid,
     "export.recipient_verified": export_rules.recipient_verified,
+    "export.slo": export_rules.slo,
     "audit.requests_within_sla": audit_rules.requests_within_sla,
 }
 # rules that need no policy parameters
@@ -872,6 +873,7 @@ _POLICY_FREE = frozenset(
         "export.consent",
         "export.contract_valid",
         "export.recipient_verified",
+        "export.slo",
         "audit.requests_within_sla",
     }
 )

@@ -52,6 +52,7 @@ from affidavit.models.progress import Reporter
 from affidavit.policy.controls import check_framework
 from affidavit.services import server_files
 from affidavit.services.context import App, LedgerIdentity
+from affidavit.services.exports.evidence import ExportEvidence, gather_export_evidence
 from affidavit.services.ledger import current_checkpoint, parse_vkey, require_verified_ledger
 from affidavit.services.policy import list_controls
 from affidavit.services.policy_vouch import ACTIONS as VOUCHED_ACTIONS
@@ -303,6 +304,7 @@ class _Gathered:
     ledger: LedgerRecords  # the backups' lifecycle and holds as the ledger records them
     size: int
     disagreeing: list[str] = field(default_factory=list)  # backups whose rows say otherwise
+    exports: ExportEvidence = field(default_factory=ExportEvidence)  # the period's exports
 
     def envelope_files(self) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
@@ -341,6 +343,7 @@ class _Gathered:
             seqs.update(s for s in (p["proposal_seq"], p["approval_seq"]) if s is not None)
         seqs.update(r["seq"] for r in self.check_runs if r["seq"] is not None)
         seqs.update(k["seq"] for k in self.key_rotations)
+        seqs.update(self.exports.seqs)
         return sorted(s for s in seqs if 0 <= s < self.size)
 
     def content(
@@ -488,6 +491,7 @@ def _gather(uow: UnitOfWork, period: Period, size: int) -> _Gathered:
         ledger=records,
         size=size,
         disagreeing=[b.id for b in backups if _row_disagrees(b, records)],
+        exports=gather_export_evidence(uow, period_events, scan.attestation_seq),
     )
 
 
@@ -732,6 +736,7 @@ def _files(
     from affidavit.evidence.report import render_report
 
     files = dict(gathered.envelope_files())
+    files.update(gathered.exports.files)
     files[CHECKPOINT] = note.encode("utf-8")
     files[EVENTS] = b"".join(line + b"\n" for line in lines)
     for name, path in RECORDS.items():

@@ -1,4 +1,4 @@
-"""The ``export.*`` controls over export facts: a healthy export passes all five; each way an
+"""The ``export.*`` controls over export facts: a healthy export passes all six; each way an
 export can go wrong fails its control, for that export only, and is named."""
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ GOOD = ExportFacts(
     recipient_verified_seq=12,
     classification="restricted",
     dpa="DPA-1",
+    slo_missed=(),
+    performance="docs_per_s 50000.0, duration_s 2.0, error_rate 0.0",
 )
 
 
@@ -43,7 +45,7 @@ def results(*exports: ExportFacts) -> dict[tuple[str, str], ControlResult]:
 
 def test_a_governed_export_passes_every_export_control() -> None:
     found = results(GOOD)
-    assert len(found) == 5
+    assert len(found) == 6
     assert {r.status for r in found.values()} == {Status.PASS}
     assert "rq-1" in found["export.approved", "export:ex-1"].message
 
@@ -71,6 +73,7 @@ def test_each_failure_fails_its_own_control_for_its_own_export() -> None:
             replace(GOOD, id="r1", recipient_verified_seq=None),
             replace(GOOD, id="r2", dpa=None),
         ],
+        "export.slo": [replace(GOOD, id="s1", slo_missed=("throughput 10 docs/s < 100",))],
     }
     everything = [e for group in bad.values() for e in group]
     found = results(GOOD, *everything)
@@ -81,6 +84,12 @@ def test_each_failure_fails_its_own_control_for_its_own_export() -> None:
     assert "waived" in found["export.approved", "export:a2"].message
     assert "no consent list" in found["export.consent", "export:c1"].message
     assert "DPA" in found["export.recipient_verified", "export:r2"].message
+    assert "throughput 10 docs/s" in found["export.slo", "export:s1"].message
+    assert "SLO met" in found["export.slo", "export:ex-1"].message
+    # no SLO declared: passes, saying so
+    undeclared = results(replace(GOOD, slo_missed=None))
+    assert undeclared["export.slo", "export:ex-1"].status is Status.PASS
+    assert "no SLO declared" in undeclared["export.slo", "export:ex-1"].message
     # another legal basis needs no consent list
     other = results(replace(GOOD, legal_basis="contract", consent_sha256=None))
     assert other["export.consent", "export:ex-1"].status is Status.PASS

@@ -22,6 +22,7 @@ from affidavit.models.permissions import Permission, Role
 from affidavit.server.gates import Caller, allow, allow_self
 from affidavit.server.replies import reply
 from affidavit.services import gated, requests
+from affidavit.services.exports import preview as export_preview
 
 router = APIRouter(tags=["approvals"])
 Reader = Annotated[Caller, Depends(allow(Permission.REQUEST_READ))]
@@ -84,7 +85,8 @@ def show_request(caller: Requester, request_id: str) -> Response:
     """One request (``request show --json``): ``request.read``, or its requester."""
     with caller.acting() as app:
         found = requests.get_request(app, caller.principal, request_id)
-    return reply(found.to_json(_now()))
+        data = export_preview.request_view(app, caller.principal, found, _now())
+    return reply(data)
 
 
 @router.post("/requests/{request_id}/approve")

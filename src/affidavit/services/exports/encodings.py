@@ -13,8 +13,14 @@ order, then one row per record, each cell lossless:
   its compact canonical Extended JSON text.
 
 Reading a cell back is the inverse: empty -> missing; JSON -> that value; otherwise the
-string. Both writers are canonical: the verifier writes every record it read again and
-requires the same bytes.
+string.
+
+``parquet``: Apache Parquet (:mod:`affidavit.formats.parquet_records`, fixed writer options),
+one string column per allow-listed field in spec order, each cell the CSV cell of the field,
+null for a missing field.
+
+Every writer is canonical: the verifier writes every record it read again and requires the
+same bytes (for Parquet, with the pyarrow version the footer names).
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from affidavit.errors import FormatError
 from affidavit.models.export import OutputFormat
 from affidavit.services.exports.records import decode_line, encode_line
+
+if TYPE_CHECKING:
+    from affidavit.formats.parquet_records import ParquetRows
 
 _MAX_LINE: Final = 16 * 1024 * 1024
 Record = tuple[int, dict[str, Any] | FormatError]  # (line or row number, record or problem)
@@ -73,22 +82,47 @@ def _csv_row(cells: Sequence[str]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+SUFFIXES: Final = {
+    OutputFormat.EXTJSON: ".jsonl.age",
+    OutputFormat.CSV: ".csv.age",
+    OutputFormat.PARQUET: ".parquet.age",
+}
+"""The default name suffix of an output file, by format."""
+
+
+def parquet_cells(document: Mapping[str, Any], fields: Sequence[str]) -> list[str | None]:
+    """A record's Parquet row: the CSV cell of each field, null for a missing one."""
+    return [csv_cell(document, name) if name in document else None for name in fields]
+
+
 class Encoder:
-    """Writes the records of one output."""
+    """Writes the records of one output (one encoder per output: a Parquet encoder holds
+    the rows of its current row group)."""
 
     def __init__(self, fmt: OutputFormat, fields: Sequence[str]) -> None:
         self.format = fmt
         self.fields = tuple(fields)
+        self._parquet: ParquetRows | None = None
+        if fmt is OutputFormat.PARQUET:  # pyarrow loads when a Parquet output is written
+            from affidavit.formats.parquet_records import ParquetRows
+
+            self._parquet = ParquetRows(self.fields)
 
     def header(self) -> bytes:
         """What comes before the first record."""
         return _csv_row(self.fields) if self.format is OutputFormat.CSV else b""
 
     def encode(self, document: Mapping[str, Any]) -> bytes:
-        """One record."""
+        """One record (for Parquet: the bytes that became final, often none)."""
+        if self._parquet is not None:
+            return self._parquet.add(parquet_cells(document, self.fields))
         if self.format is OutputFormat.CSV:
             return _csv_row([csv_cell(document, name) for name in self.fields])
         return encode_line(document)
+
+    def finish(self) -> bytes:
+        """What comes after the last record (Parquet: the last row group and the footer)."""
+        return self._parquet.finish() if self._parquet is not None else b""
 
 
 def read_records(path: Path, fmt: OutputFormat, fields: Sequence[str]) -> Iterator[Record]:
@@ -97,6 +131,9 @@ def read_records(path: Path, fmt: OutputFormat, fields: Sequence[str]) -> Iterat
     ``fields``."""
     if fmt is OutputFormat.CSV:
         yield from _csv_records(path, tuple(fields))
+        return
+    if fmt is OutputFormat.PARQUET:
+        yield from _parquet_records(path, tuple(fields))
         return
     with path.open("rb") as fh:
         for number, line in enumerate(iter(lambda: fh.readline(_MAX_LINE), b""), start=1):
@@ -136,3 +173,19 @@ def _csv_records(path: Path, fields: tuple[str, ...]) -> Iterator[Record]:
         yield 0, FormatError("the file is not valid UTF-8")
     except csv.Error as exc:
         yield 0, FormatError(f"not CSV: {exc}")
+
+
+def _parquet_records(path: Path, fields: tuple[str, ...]) -> Iterator[Record]:
+    from affidavit.formats.parquet_records import read_rows
+
+    try:
+        for number, row in read_rows(path, fields):
+            document: dict[str, Any] = {}
+            for name, cell in zip(fields, row, strict=True):
+                if cell is not None:
+                    present, value = csv_value(cell)
+                    if present:
+                        document[name] = value
+            yield number, document
+    except FormatError as exc:
+        yield 0, exc

@@ -75,7 +75,24 @@ def _facts(event: Event, proofs: list[Event]) -> ExportFacts:
         recipient_verified_seq=max(proof) if proof else None,
         classification=str(d.get("classification", "")),
         dpa=_str(d.get("dpa")),
+        **_performance(_map(d.get("performance"))),
     )
+
+
+def _performance(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``export.slo`` reads of a run's recorded figures."""
+    missed = figures.get("slo_missed")
+    shown = ", ".join(
+        f"{k} {figures[k]}" for k in ("docs_per_s", "duration_s", "error_rate") if k in figures
+    )
+    return {
+        "slo_missed": (
+            tuple(str(m) for m in missed)
+            if isinstance(missed, list) and isinstance(figures.get("slo"), Mapping)
+            else None
+        ),
+        "performance": shown,
+    }
 
 
 def gather_export_facts(uow: UnitOfWork) -> tuple[ExportFacts, ...]:

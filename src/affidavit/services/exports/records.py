@@ -14,7 +14,11 @@ Transforms (``docs/exports.md`` is normative):
   ``width`` w, becomes the string ``"lo..hi"`` of the half-open range ``[lo, lo + w)`` that
   holds it, ``lo`` a multiple of w;
 - ``pseudonymise``: the string ``HMAC-SHA-256(recipient key, recipient || field || RFC 8785
-  bytes of the canonical value)`` in hex (:func:`affidavit.crypto.pseudonyms.pseudonym`).
+  bytes of the canonical value)`` in hex (:func:`affidavit.crypto.pseudonyms.pseudonym`), or
+  with ``algorithm = "aes-siv"`` the AES-SIV encryption of those bytes under a key derived
+  from the recipient key, with the recipient and the field as associated data, in hex
+  (:class:`affidavit.crypto.pseudonym_siv.SivPseudonyms`: deterministic, reversible by the
+  key's holder).
 
 ``null`` stays ``null`` under every transform. A value a transform cannot take (a number to
 mask, a string to generalise) is a violation of the record, named with its key.
@@ -22,9 +26,11 @@ mask, a string to generalise) is a violation of the record, named with its key.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -35,10 +41,17 @@ import rfc8785
 from jsonschema.exceptions import SchemaError
 
 from affidavit.crypto.digest import sha256
-from affidavit.crypto.pseudonyms import pseudonym
+from affidavit.crypto.pseudonym_hmac import field_pseudonymiser
+from affidavit.crypto.pseudonym_siv import SivPseudonyms
 from affidavit.errors import FormatError, InputError
-from affidavit.formats.extjson_documents import relaxed_document
-from affidavit.models.export import Contract, ExportSpec, FieldRule, Transform
+from affidavit.formats.bson_codec.extjson_fast import canonical_value, relaxed_value
+from affidavit.models.export import (
+    Contract,
+    ExportSpec,
+    FieldRule,
+    PseudonymAlgorithm,
+    Transform,
+)
 
 MAX_LISTED_VIOLATIONS: Final = 100
 """Violations named one by one in events and manifests (all are counted)."""
@@ -92,56 +105,112 @@ def _year(value: Any) -> int | None:
     return None
 
 
+Step = Callable[[Any], Any]
+"""One field's transform, planned once per spec: canonical value in, output value out (raises
+:class:`TransformRefused`)."""
+
+
+def _canonical_text(value: Any) -> bytes:
+    """RFC 8785 bytes of a canonical value (a plain ASCII string without quotes or
+    backslashes directly: the same bytes, without the general serialiser)."""
+    if (
+        type(value) is str
+        and value.isascii()
+        and value.isprintable()
+        and '"' not in value
+        and "\\" not in value
+    ):
+        return b'"' + value.encode("ascii") + b'"'
+    return rfc8785.dumps(value)
+
+
 class Minimiser:
     """Applies a spec's allow-list and transforms to canonical Extended JSON documents, with
-    the recipient's pseudonymisation key (``context``: the recipient's name)."""
+    the recipient's pseudonymisation key (``context``: the recipient's name). The transforms
+    are planned once (one closure per field); :meth:`apply_decoded` takes a decoded BSON
+    document and converts only the allowed fields to Extended JSON."""
 
     def __init__(self, spec: ExportSpec, *, key: bytes | None, context: str) -> None:
         self._rules = spec.fields
-        self._by_name = {r.name: r for r in spec.fields}
         self._key = key
         self._context = context
         self.seen: set[str] = set()  # allowed fields met in at least one record
         if key is None and any(r.transform is Transform.PSEUDONYMISE for r in spec.fields):
             raise InputError("pseudonymisation needs the recipient's key")
+        self._siv: SivPseudonyms | None = None
+        self._steps: dict[str, Step | None] = {r.name: self._plan(r) for r in spec.fields}
 
     def apply(self, document: Mapping[str, Any]) -> tuple[dict[str, Any], int, list[str]]:
         """The minimised document (allowed fields in the document's order, transformed), how
         many fields were dropped, and what each transform that refused its value said (such
         a field is left out of the document)."""
+        return self._apply(document, None)
+
+    def apply_decoded(self, document: Mapping[str, Any]) -> tuple[dict[str, Any], int, list[str]]:
+        """:meth:`apply` of the canonical form of a decoded BSON document (only the allowed
+        fields are converted)."""
+        return self._apply(document, canonical_value)
+
+    def _apply(
+        self, document: Mapping[str, Any], convert: Step | None
+    ) -> tuple[dict[str, Any], int, list[str]]:
         out: dict[str, Any] = {}
         dropped = 0
         refusals: list[str] = []
+        steps = self._steps
         for name, value in document.items():
-            rule = self._by_name.get(name)
-            if rule is None:
+            if name not in steps:
                 dropped += 1
                 continue
             self.seen.add(name)
+            given = value if convert is None else convert(value)
+            step = steps[name]
+            if step is None or given is None:
+                out[name] = given
+                continue
             try:
-                out[name] = self._transform(rule, value)
+                out[name] = step(given)
             except TransformRefused as exc:
                 refusals.append(str(exc))
         return out, dropped, refusals
 
-    def _transform(self, rule: FieldRule, value: Any) -> Any:
-        if value is None or rule.transform is Transform.KEEP:
-            return value
-        if rule.transform is Transform.REDACT:
+    def _plan(self, rule: FieldRule) -> Step | None:
+        """The field's transform as one closure (None: the value as it is)."""
+        name = rule.name
+        if rule.transform is Transform.KEEP:
             return None
+        if rule.transform is Transform.REDACT:
+            return lambda value: None
         if rule.transform is Transform.MASK:
-            if not isinstance(value, str):
-                raise TransformRefused(f"{rule.name}: mask takes a string")
-            shown = value[-rule.keep :] if 0 < rule.keep < len(value) else ""
-            return "*" * (len(value) - len(shown)) + shown
+            keep = rule.keep
+
+            def mask(value: Any) -> Any:
+                if not isinstance(value, str):
+                    raise TransformRefused(f"{name}: mask takes a string")
+                shown = value[-keep:] if 0 < keep < len(value) else ""
+                return "*" * (len(value) - len(shown)) + shown
+
+            return mask
         if rule.transform is Transform.GENERALISE:
-            return self._generalise(rule, value)
-        assert self._key is not None  # checked in __init__
-        try:
-            canonical = rfc8785.dumps(value)
-        except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
-            raise TransformRefused(f"{rule.name}: cannot pseudonymise: {exc}") from exc
-        return pseudonym(self._key, self._context, rule.name, canonical)
+            return lambda value: self._generalise(rule, value)
+        key, context = self._key, self._context
+        assert key is not None  # checked in __init__
+        token: Callable[[bytes], str]
+        if rule.algorithm is PseudonymAlgorithm.AES_SIV:
+            if self._siv is None:
+                self._siv = SivPseudonyms(key)
+            token = functools.partial(self._siv.token, context, name)
+        else:
+            token = field_pseudonymiser(key, context, name)  # pseudonym(), keyed once
+
+        def pseudonymise(value: Any) -> Any:
+            try:
+                canonical = _canonical_text(value)
+            except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
+                raise TransformRefused(f"{name}: cannot pseudonymise: {exc}") from exc
+            return token(canonical)
+
+        return pseudonymise
 
     @staticmethod
     def _generalise(rule: FieldRule, value: Any) -> Any:
@@ -169,10 +238,148 @@ def check_schema(contract: Contract) -> None:
         ) from None
 
 
+_ANNOTATIONS: Final = frozenset(
+    {"title", "description", "$comment", "examples", "default", "$schema", "format"}
+)
+_TYPES: Final[dict[str, Callable[[Any], bool]]] = {
+    "string": lambda v: type(v) is str,
+    "integer": lambda v: type(v) is int,  # a float equal to an integer: the general path
+    "number": lambda v: type(v) is int or type(v) is float,
+    "boolean": lambda v: type(v) is bool,
+    "null": lambda v: v is None,
+    "object": lambda v: type(v) is dict,
+    "array": lambda v: type(v) is list,
+}
+_BOUNDS: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "minimum": lambda v, b: v >= b,
+    "maximum": lambda v, b: v <= b,
+    "exclusiveMinimum": lambda v, b: v > b,
+    "exclusiveMaximum": lambda v, b: v < b,
+}
+Check = Callable[[Any], bool]
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is int or type(value) is float
+
+
+def _keyword(kw: str, arg: Any, schema: Mapping[str, Any]) -> Check | None:
+    """One keyword of the checkable subset as a check, or None (not in the subset)."""
+    if kw == "type":
+        names = [arg] if isinstance(arg, str) else arg
+        if not isinstance(names, list) or not all(n in _TYPES for n in names):
+            return None
+        tests = [_TYPES[n] for n in names]
+        return tests[0] if len(tests) == 1 else lambda v: any(t(v) for t in tests)
+    if kw in ("enum", "const"):
+        options = list(arg) if kw == "enum" and isinstance(arg, list) else [arg]
+        if not all(o is None or type(o) in (str, int, bool) for o in options):
+            return None
+        kinds = {(type(o), o) for o in options}
+        return lambda v: (v is None or type(v) in (str, int, bool)) and (type(v), v) in kinds
+    if kw == "required":
+        if not isinstance(arg, list) or not all(isinstance(n, str) for n in arg):
+            return None
+        names_required = frozenset(arg)
+        return lambda v: type(v) is not dict or names_required.issubset(v)
+    if kw == "properties":
+        if not isinstance(arg, Mapping):
+            return None
+        subs = {}
+        for name, sub in arg.items():
+            compiled = compile_schema(sub)
+            if compiled is None:
+                return None
+            subs[name] = compiled
+        pairs = tuple(subs.items())
+
+        def properties(v: Any) -> bool:
+            if type(v) is dict:
+                for n, c in pairs:
+                    if n in v and not c(v[n]):
+                        return False
+            return True
+
+        return properties
+    if kw == "additionalProperties":
+        if arg is not False or "patternProperties" in schema:
+            return None
+        known = frozenset(schema.get("properties", {}))
+        return lambda v: type(v) is not dict or known.issuperset(v)
+    if kw in _BOUNDS:
+        if not _is_number(arg):
+            return None
+        test, bound = _BOUNDS[kw], arg
+        return lambda v: not _is_number(v) or test(v, bound)
+    if kw in ("minLength", "maxLength"):
+        if type(arg) is not int:
+            return None
+        size = arg
+        if kw == "minLength":
+            return lambda v: type(v) is not str or len(v) >= size
+        return lambda v: type(v) is not str or len(v) <= size
+    if kw == "pattern":
+        if not isinstance(arg, str):
+            return None
+        try:
+            rx = re.compile(arg)
+        except re.error:
+            return None
+        return lambda v: type(v) is not str or rx.search(v) is not None
+    return None
+
+
+def compile_schema(schema: Any) -> Check | None:
+    """A fast check of the JSON Schema's checkable subset (``type``, ``enum``, ``const``,
+    ``required``, ``properties``, ``additionalProperties: false``, numeric bounds, string
+    lengths, ``pattern``; annotations ignored), or None when the schema uses anything else.
+    It is one-sided: True means jsonschema finds no error; False means "ask jsonschema",
+    which decides (so the outcome is always jsonschema's)."""
+    if schema is True:
+        return lambda v: True
+    if not isinstance(schema, Mapping):
+        return None
+    checks: list[Check] = []
+    for kw, arg in schema.items():
+        if kw in _ANNOTATIONS:
+            continue
+        check = _keyword(kw, arg, schema)
+        if check is None:
+            return None
+        checks.append(check)
+    if len(checks) == 1:
+        return checks[0]
+    every = tuple(checks)
+
+    def all_of(v: Any) -> bool:
+        for c in every:  # noqa: SIM110 - a loop: no generator per record
+            if not c(v):
+                return False
+        return True
+
+    return all_of
+
+
+_SORTED: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def _unique_bytes(value: Any) -> bytes:
+    """An injective encoding of a value, for the uniqueness rule (equal values, equal bytes,
+    as their RFC 8785 forms are)."""
+    if type(value) is str:
+        return b"s" + value.encode("utf-8", "surrogatepass")
+    if type(value) is dict and all(type(v) is str for v in value.values()):
+        return b"d" + _SORTED.encode(value).encode("utf-8", "surrogatepass")
+    return b"j" + rfc8785.dumps(value)
+
+
 @dataclass
 class ContractCheck:
     """Checks each output record against the contract and, at the end, the output as a
-    whole; collects every violation (the first :data:`MAX_LISTED_VIOLATIONS` named)."""
+    whole; collects every violation (the first :data:`MAX_LISTED_VIOLATIONS` named). The
+    JSON Schema is compiled once: its checkable subset as a fast check
+    (:func:`compile_schema`), jsonschema's validator for every record the fast check does not
+    pass."""
 
     contract: Contract
     allowed: frozenset[str]
@@ -184,11 +391,13 @@ class ContractCheck:
     _nulls: dict[str, int] = field(default_factory=dict)
     _seen: dict[str, set[bytes]] = field(default_factory=dict)
     _validator: Any = None
+    _fast: Check | None = None
 
     def __post_init__(self) -> None:
         check_schema(self.contract)
         cls = jsonschema.validators.validator_for(dict(self.contract.schema))
         self._validator = cls(dict(self.contract.schema))
+        self._fast = compile_schema(dict(self.contract.schema))
         self._seen = {name: set() for name in self.contract.unique}
 
     def _add(self, violation: Violation) -> None:
@@ -203,33 +412,31 @@ class ContractCheck:
         """Check one output record (canonical Extended JSON) and count what its transforms
         refused; whether it passed (a record that did not is not shipped)."""
         self.count += 1
-        key = key_text(document)
-        problems = [Violation(key, "transform", message) for message in refusals]
-        stray = sorted(set(document) - self.allowed)
-        if stray:
-            problems.append(
-                Violation(key, "allow-list", f"field(s) outside the allow-list: {stray}")
-            )
+        problems = [("transform", message) for message in refusals]
+        if not self.allowed.issuperset(document):
+            stray = sorted(set(document) - self.allowed)
+            problems.append(("allow-list", f"field(s) outside the allow-list: {stray}"))
         try:
-            relaxed = relaxed_document(document)
+            relaxed: dict[str, Any] | None = relaxed_value(dict(document))
         except FormatError as exc:
-            problems.append(Violation(key, "encoding", exc.message))
+            problems.append(("encoding", exc.message))
             relaxed = None
-        if relaxed is not None:
+        if relaxed is not None and not (self._fast is not None and self._fast(relaxed)):
             for error in sorted(
                 self._validator.iter_errors(relaxed), key=lambda e: list(e.absolute_path)
             ):
                 where = "/".join(str(p) for p in error.absolute_path) or "(record)"
-                problems.append(Violation(key, "schema", f"{where}: {error.message}"))
+                problems.append(("schema", f"{where}: {error.message}"))
         digests = {
-            name: sha256(rfc8785.dumps(document[name])) for name in self._seen if name in document
+            name: sha256(_unique_bytes(document[name])) for name in self._seen if name in document
         }
         for name, digest in digests.items():
             if digest in self._seen[name]:
-                problems.append(Violation(key, "unique", f"{name}: duplicate value"))
-        for problem in problems:
-            self._add(problem)
+                problems.append(("unique", f"{name}: duplicate value"))
         if problems:  # not shipped: its values count for neither uniqueness nor nulls
+            key = key_text(document)
+            for rule, message in problems:
+                self._add(Violation(key, rule, message))
             self.failed_records += 1
             return False
         for name, digest in digests.items():
@@ -277,12 +484,12 @@ class ContractCheck:
         }
 
 
+_LINE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_line(document: Mapping[str, Any]) -> bytes:
     """One output line: the canonical Extended JSON object, compact, UTF-8, then ``\\n``."""
-    return (
-        json.dumps(dict(document), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        + "\n"
-    ).encode("utf-8")
+    return (_LINE.encode(dict(document)) + "\n").encode("utf-8")
 
 
 def decode_line(line: bytes, number: int) -> dict[str, Any]:

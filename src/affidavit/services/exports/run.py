@@ -4,71 +4,76 @@
 version must be approved by a second person (as the ledger says), the recipient's key
 possession proven (as the ledger says), the backup complete with a signed manifest that
 verifies, restricted data needs the recipient's DPA reference, and neither the output nor its
-manifest may exist at the destination. Then it passes the gate (an authenticated requester
-gets a request that another person approves) and records ``export.requested``.
+manifest may exist at the destination (a folder, or an S3 bucket: :mod:`.destinations`).
+For an authenticated requester a dry pass computes what the approver sees (:mod:`.preview`:
+counts, and a sample sealed in the home); then the run passes the gate (an authenticated
+requester gets a request that another person approves) and records ``export.requested``.
 
-The work streams, in one pass and bounded memory: the dataset's artifacts are fetched from
-the vault (ciphertext digests checked against the catalog, the catalog against the signed
-manifest) and decrypted into a private folder; each BSON document becomes canonical Extended
-JSON, is minimised and transformed (:class:`~.records.Minimiser`), checked against the
-contract (:class:`~.records.ContractCheck`: a failing record is excluded and counted), encoded
-as one line, hashed, fingerprinted (``logical`` profile, the codec of Extended JSON) and
-encrypted to the recipient's age key into a hidden file in the destination folder.
+The work streams, in one pass and bounded memory (:class:`~.passes.RecordPass`): the
+dataset's artifacts are fetched from the vault and decrypted into a private folder; each BSON
+document is decoded once, minimised and transformed, checked against the contract (a failing
+record is excluded and counted), encoded (JSON lines, CSV or Parquet), hashed, fingerprinted
+(``logical`` profile) and encrypted to the recipient's age key into a hidden file. An
+approved run must reach the counts its approver was shown.
 
-Then, in one transaction: the output is linked to its name (never over an existing file), the
-signed export manifest (an in-toto statement with the export predicate, DSSE with the ledger
-key) is written beside it, the run row is closed and ``attestation.created`` and
-``export.completed`` are recorded, with ``request.executed`` for an approved request. A run
-whose contract fails records ``export.blocked`` and delivers nothing (exit 1); a run that
-fails records ``export.failed`` and delivers nothing.
+Then, in one transaction: the output is delivered (linked to its name beside a folder, never
+over an existing file; uploaded, then its manifest, to S3), the signed export manifest (an
+in-toto statement with the export predicate, DSSE with the ledger key) written beside it, the
+run row closed and ``attestation.created`` and ``export.completed`` recorded with the run's
+figures against its spec's SLO, and ``request.executed`` for an approved request. A run whose
+contract fails records ``export.blocked`` and delivers nothing (exit 1); a run that fails
+records ``export.failed`` and delivers nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from affidavit.constants import Classification, EngineName
-from affidavit.crypto.age import decrypt_to, encrypt_chunks
+from affidavit.crypto.age import encrypt_chunks
 from affidavit.crypto.digest import Sha256Stream, sha256_hex
 from affidavit.crypto.dsse import Envelope
 from affidavit.crypto.tokens import new_id
 from affidavit.errors import Error, InputError, IntegrityError, InternalError
 from affidavit.fingerprint.accumulator import Accumulator
-from affidavit.formats.codecs import codec_for
-from affidavit.formats.extjson_documents import canonical_document
+from affidavit.formats.bson_codec.extjson_fast import logical_record_of
 from affidavit.ledger.attestation import EXPORT_PREDICATE_TYPE, Statement, Subject
 from affidavit.ledger.manifest_check import check_backup_manifest
 from affidavit.models.approval import GatedOperation
-from affidavit.models.backup import Backup, BackupArtifact, BackupStatus
+from affidavit.models.backup import Backup, BackupStatus
 from affidavit.models.export import (
     ExportRun,
     ExportSpec,
     ExportStatus,
     OutputFormat,
-    Recipient,
-    SpecVersion,
-    Transform,
     parse_spec,
 )
 from affidavit.models.manifest import ManifestDataset
-from affidavit.models.records import RecordEncoding
-from affidavit.private_temp import open_private, private_folder
-from affidavit.services.backends import format_engine, restore_layout, vault_backend
+from affidavit.private_temp import private_folder
+from affidavit.services.backends import format_engine, restore_layout
 from affidavit.services.context import App
-from affidavit.services.exports.consent import Consents, load_consents, subject_text
-from affidavit.services.exports.encodings import Encoder
+from affidavit.services.exports.consent import load_consents
+from affidavit.services.exports.destinations import (
+    is_s3,
+    refuse_existing_object,
+    remove_objects,
+    s3_backend,
+    upload,
+)
+from affidavit.services.exports.encodings import SUFFIXES, Encoder
 from affidavit.services.exports.files import refuse_existing, remove_quietly, write_new
-from affidavit.services.exports.recipients import pseudonym_key, vouched_key
-from affidavit.services.exports.records import ContractCheck, Minimiser, encode_line
+from affidavit.services.exports.passes import MANIFEST_SUFFIX, Plan, RecordPass, Tally, counts
+from affidavit.services.exports.preview import Preview, make_preview, preview_counts
+from affidavit.services.exports.recipients import vouched_key
+from affidavit.services.exports.records import ContractCheck, encode_line
 from affidavit.services.exports.specs import vouched_approval
-from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.leases import (
     dead_because,
     lease_from_json,
@@ -81,51 +86,11 @@ from affidavit.services.policy_vouch import read_events
 from affidavit.services.requests import Authority, gate
 
 PREDICATE_VERSION: Final = 1
-MANIFEST_SUFFIX: Final = ".manifest.dsse.json"
+SPOOL_DIR: Final = "export-spool"
+"""Where, in the home, the encrypted output of a run to an S3 destination waits for its
+upload (the hidden partial file, as beside a folder destination)."""
 _CHUNK: Final = 256 * 1024
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Plan:
-    """Everything a run was checked against before it started."""
-
-    version: SpecVersion
-    spec: ExportSpec
-    spec_approval: dict[str, Any]
-    recipient: Recipient
-    backup: Backup
-    dataset: ManifestDataset
-    backup_manifest_sha256: str
-    output: Path
-    classification: Classification
-    consents: Consents | None = None
-
-    @property
-    def manifest_path(self) -> Path:
-        """Where the signed manifest goes."""
-        return self.output.with_name(self.output.name + MANIFEST_SUFFIX)
-
-    def params(self) -> dict[str, Any]:
-        """The gated operation's parameters (what an approver approves)."""
-        params: dict[str, Any] = {
-            "spec": self.version.name,
-            "version": self.version.version,
-            "spec_sha256": self.version.sha256,
-            "backup_id": self.backup.id,
-            "output": self.output.name,
-        }
-        if self.consents is not None:  # the approval covers this list of consents
-            params["consent_sha256"] = self.consents.sha256
-        return params
-
-
-@dataclass(slots=True)
-class _Tally:
-    records_in: int = 0
-    records_out: int = 0
-    fields_dropped: int = 0
-    excluded: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +104,8 @@ class ExportResult:
     output: Path | None = None
     manifest: Path | None = None
     predicate: dict[str, Any] | None = None
+    location: str | None = None  # an S3 destination's output URL (``output`` is then None)
+    manifest_location: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -146,8 +113,8 @@ class ExportResult:
             "ok": self.delivered,
             "export": self.run.to_json(),
             "contract": self.contract,
-            "output": str(self.output) if self.output else None,
-            "manifest": str(self.manifest) if self.manifest else None,
+            "output": str(self.output) if self.output else self.location,
+            "manifest": str(self.manifest) if self.manifest else self.manifest_location,
             "predicate": self.predicate,
         }
 
@@ -258,12 +225,19 @@ def plan_export(
             "data-processing agreement reference",
             hint="add the recipient again with --dpa REF (a recipient is immutable)",
         )
-    folder = Path(spec.destination)
-    if not folder.is_absolute() or not folder.is_dir():
-        raise InputError(
-            f"the destination {spec.destination} is not an existing folder (absolute path)"
-        )
-    suffix = ".csv.age" if spec.format is OutputFormat.CSV else ".jsonl.age"
+    s3 = spec.destination if is_s3(spec.destination) else None
+    if s3 is not None:
+        backend = s3_backend(s3)
+        folder = Path(app.settings.home) / SPOOL_DIR  # the encrypted output until it uploads
+        folder.mkdir(mode=0o700, exist_ok=True)
+    else:
+        folder = Path(spec.destination)
+        if not folder.is_absolute() or not folder.is_dir():
+            raise InputError(
+                f"the destination {spec.destination} is not an existing folder (absolute path) "
+                "nor s3://BUCKET/PREFIX"
+            )
+    suffix = SUFFIXES[spec.format]
     file_name = output or f"{name}-v{stored.version}-{backup.id}{suffix}"
     if not _FILE_NAME.fullmatch(file_name) or file_name.endswith(MANIFEST_SUFFIX):
         raise InputError(
@@ -284,9 +258,14 @@ def plan_export(
         dataset=dataset,
         backup_manifest_sha256=checked.payload_sha256,
         output=folder / file_name,
+        s3=s3,
     )
-    refuse_existing(plan.output, "the output file")
-    refuse_existing(plan.manifest_path, "the manifest file")
+    if s3 is not None:
+        refuse_existing_object(backend, s3, file_name, "the output file")
+        refuse_existing_object(backend, s3, plan.manifest_path.name, "the manifest file")
+    else:
+        refuse_existing(plan.output, "the output file")
+        refuse_existing(plan.manifest_path, "the manifest file")
     return plan
 
 
@@ -360,16 +339,25 @@ def run_export(
     the module docstring)."""
     reclaim_abandoned_exports(app)
     plan = plan_export(app, name, version=version, backup_id=backup_id, output=output)
+    params = plan.params()
+    approved: Preview | None = None
+    if authority is not None:  # the approved preview: the run must reach its counts
+        approved = Preview.from_json(authority.params.get("preview"))
+        if approved is not None:
+            params["preview"] = approved.to_json()
+    elif app.principal is not None and app.principal.authenticated:
+        # the gate may file a request: its approver sees the counts and a sealed sample
+        params["preview"] = make_preview(app, plan, at=_now()).to_json()
     allowed = gate(
         app,
         GatedOperation.EXPORT_RUN,
-        plan.params(),
+        params,
         target=f"export-spec:{name}",
         reason=reason,
         authority=authority,
     )
     export_id = f"ex-{new_id()}"
-    started = _now()
+    started, clock = _now(), time.monotonic()
     partial = plan.output.with_name(f".{plan.output.name}.partial-{export_id}")
     lease = new_lease(export_id, started)  # who runs it: a later command judges it dead or not
     with app.change() as change:
@@ -400,7 +388,7 @@ def run_export(
             },
         )
     try:
-        return _work(app, plan, run, allowed, partial)
+        return _work(app, plan, run, allowed, partial, approved=approved, clock=clock)
     except Error as exc:
         remove_quietly(partial)
         _record_failure(app, run, exc)
@@ -426,91 +414,41 @@ def _record_failure(app: App, run: ExportRun, exc: Error) -> None:
         )
 
 
-def _fetch(
-    app: App, backup: Backup, artifacts: list[BackupArtifact], work: Path
-) -> dict[str, Path]:
-    """Each artifact's ciphertext copied out of the vault (size and SHA-256 checked against
-    the catalog, which the signed manifest vouched for) and decrypted into ``work``."""
-    with app.read() as uow:
-        vault = uow.vaults.get(backup.vault)
-    backend = vault_backend(vault)
-    identity = unwrap_identity(keystore_for(app.settings), backup)
-    plain: dict[str, Path] = {}
-    for n, artifact in enumerate(artifacts):
-        cipher = work / f"c{n}"
-        digest = Sha256Stream()
-        with backend.open(artifact.path) as src, open_private(cipher) as out:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.length != artifact.size or digest.hexdigest() != artifact.sha256:
-            raise IntegrityError(
-                f"{artifact.path} does not match its signed digest",
-                hint=f"run `affidavit verify run {backup.id}`; nothing was exported",
-            )
-        target = work / f"p{n}"
-        with cipher.open("rb") as fin, open_private(target) as fout:
-            decrypt_to(fin, fout, identity)
-        cipher.unlink()
-        plain[artifact.path] = target
-    return plain
-
-
-def _records(app: App, plan: Plan, work: Path) -> Iterator[bytes]:
-    """The dataset's raw BSON documents, read out of the backup."""
-    layout = restore_layout(plan.backup.format)
-    assert layout is not None  # plan_export checked it
-    view = dataclasses.replace(
-        plan.backup, datasets=tuple(d for d in plan.backup.datasets if d.name == plan.dataset.name)
-    )
-    plain = _fetch(app, plan.backup, layout.artifacts(view), work)
-    for _, records, _ in layout.items(view, plain):
-        for raw in records:
-            if not isinstance(raw, bytes | bytearray | memoryview):
-                raise InputError(f"{plan.dataset.name} does not hold BSON documents")
-            yield bytes(raw)
-
-
-def _work(app: App, plan: Plan, run: ExportRun, allowed: Authority, partial: Path) -> ExportResult:
+def _work(
+    app: App,
+    plan: Plan,
+    run: ExportRun,
+    allowed: Authority,
+    partial: Path,
+    *,
+    approved: Preview | None = None,
+    clock: float,
+) -> ExportResult:
     spec = plan.spec
-    needs_key = any(r.transform is Transform.PSEUDONYMISE for r in spec.fields)
-    key = pseudonym_key(app, plan.recipient.name) if needs_key else None
-    minimiser = Minimiser(spec, key=key, context=plan.recipient.name)
-    contract = ContractCheck(spec.contract, spec.allowed)
-    logical = codec_for(RecordEncoding.EXTJSON, "logical")
+    records = RecordPass(app, plan, at=run.started_at)
     accumulator = Accumulator("logical", keep_keys=False)
     plain_digest, cipher_digest = Sha256Stream(), Sha256Stream()
-    tally = _Tally()
-    consents, at = plan.consents, run.started_at
-    subject_field = spec.consent.subject_field if spec.consent is not None else "_id"
-
     encoder = Encoder(spec.format, [r.name for r in spec.fields])
+    jsonl = spec.format is OutputFormat.EXTJSON
+    plain_keys = not any(r.name.startswith("$") for r in spec.fields)  # output keys: these
+    pending: list[tuple[bytes, bytes]] = []  # logical records, added in batches
 
     def lines(work: Path) -> Iterator[bytes]:
         buffer = bytearray(encoder.header())
-        plain_digest.update(bytes(buffer))
-        for raw in _records(app, plan, work):
-            tally.records_in += 1
-            document = canonical_document(raw)
-            out, dropped, refusals = minimiser.apply(document)  # also notes the fields seen
-            tally.fields_dropped += dropped
-            if consents is not None:
-                refused = consents.judge(subject_text(document.get(subject_field)), at)
-                if refused is not None:
-                    tally.excluded[refused] = tally.excluded.get(refused, 0) + 1
-                    continue
-            if not contract.check(out, refusals):
-                tally.excluded["contract"] = tally.excluded.get("contract", 0) + 1
-                continue
-            accumulator.add(*logical(encode_line(out)))
-            line = encoder.encode(out)
-            plain_digest.update(line)
-            tally.records_out += 1
-            buffer += line
+        for out in records.shipped(work):
+            pending.append(logical_record_of(out, plain_keys=plain_keys))
+            buffer += encode_line(out) if jsonl else encoder.encode(out)
             if len(buffer) >= _CHUNK:
+                accumulator.add_records(pending)
+                pending.clear()
+                plain_digest.update(bytes(buffer))
                 yield bytes(buffer)
                 buffer.clear()
+        accumulator.add_records(pending)
+        pending.clear()
+        buffer += encoder.finish()
         if buffer:
+            plain_digest.update(bytes(buffer))
             yield bytes(buffer)
 
     with private_folder("export") as work:
@@ -518,22 +456,15 @@ def _work(app: App, plan: Plan, run: ExportRun, allowed: Authority, partial: Pat
         with os.fdopen(fd, "wb") as fh:
             _encrypt(lines(work), plan.recipient.public_key, fh, cipher_digest)
     fingerprint, _ = accumulator.finish()
-    if tally.records_in != plan.dataset.records:
-        raise IntegrityError(
-            f"{plan.dataset.name} held {tally.records_in:,} records, its signed manifest "
-            f"{plan.dataset.records:,}",
-            hint=f"run `affidavit verify run {plan.backup.id}`; nothing was exported",
-        )
-    unseen = sorted(spec.allowed - minimiser.seen)
-    if unseen and tally.records_in:
-        raise InputError(
-            f"the allow-list names field(s) that no record of {plan.dataset.name} holds: "
-            f"{', '.join(unseen)}",
-            hint="fix the field names in the spec and propose it again",
-        )
-    contract.finish(shipped=tally.records_out)
+    records.finish()
+    contract, tally = records.contract, records.tally
+    if approved is not None:
+        approved.require_same(preview_counts(records))
     if not contract.passed:
-        return _blocked(app, plan, run, contract=contract, tally=tally, partial=partial)
+        figures = performance(spec, tally, contract, clock)
+        return _blocked(
+            app, plan, run, contract=contract, tally=tally, partial=partial, figures=figures
+        )
     return _deliver(
         app,
         plan,
@@ -544,7 +475,32 @@ def _work(app: App, plan: Plan, run: ExportRun, allowed: Authority, partial: Pat
         tally=tally,
         digests=(plain_digest, cipher_digest),
         fingerprint=fingerprint.text,
+        clock=clock,
     )
+
+
+def performance(
+    spec: ExportSpec, tally: Tally, contract: ContractCheck, clock: float
+) -> dict[str, Any]:
+    """A run's figures against its spec's SLO, for its ledger event: ``duration_s`` (its
+    latency, from ``export.requested`` on; ``clock`` is ``time.monotonic()`` then),
+    ``docs_per_s`` (records read per second), ``error_rate`` (records failing the contract
+    per record read) and, when the spec declares an SLO, ``slo`` (the limits) and
+    ``slo_missed`` (what the run missed; empty when it met them)."""
+    duration = max(time.monotonic() - clock, 1e-6)
+    n = tally.records_in
+    figures: dict[str, Any] = {
+        "duration_s": round(duration, 3),
+        "docs_per_s": round(n / duration, 1),
+        "error_rate": round(contract.failed_records / n, 6) if n else 0.0,
+        "records_in": n,
+    }
+    if spec.slo is not None:
+        figures["slo"] = spec.slo.to_json()
+        figures["slo_missed"] = spec.slo.missed(
+            docs_per_s=n / duration, duration_s=duration, error_rate=figures["error_rate"]
+        )
+    return figures
 
 
 def _encrypt(chunks: Iterator[bytes], recipient: str, fh: BinaryIO, digest: Sha256Stream) -> None:
@@ -555,17 +511,15 @@ def _encrypt(chunks: Iterator[bytes], recipient: str, fh: BinaryIO, digest: Sha2
     os.fsync(fh.fileno())
 
 
-def _counts(tally: _Tally) -> dict[str, Any]:
-    return {
-        "in": tally.records_in,
-        "out": tally.records_out,
-        "excluded": dict(sorted(tally.excluded.items())),
-        "fields_dropped": tally.fields_dropped,
-    }
-
-
 def _blocked(
-    app: App, plan: Plan, run: ExportRun, *, contract: ContractCheck, tally: _Tally, partial: Path
+    app: App,
+    plan: Plan,
+    run: ExportRun,
+    *,
+    contract: ContractCheck,
+    tally: Tally,
+    partial: Path,
+    figures: dict[str, Any],
 ) -> ExportResult:
     remove_quietly(partial)
     at = _now()
@@ -583,8 +537,9 @@ def _blocked(
             {
                 "spec": run.spec,
                 "version": run.version,
-                "records": _counts(tally),
+                "records": counts(tally),
                 "contract": contract.to_json(),
+                "performance": figures,
             },
         )
         done = next(r for r in change.uow.exports.runs(run.spec) if r.id == run.id)
@@ -597,7 +552,7 @@ def _predicate(
     allowed: Authority,
     *,
     contract: ContractCheck,
-    tally: _Tally,
+    tally: Tally,
     digests: tuple[Sha256Stream, Sha256Stream],
     fingerprint: str,
     at: datetime,
@@ -637,7 +592,7 @@ def _predicate(
             if plan.consents is not None and spec.consent is not None
             else None
         ),
-        "records": _counts(tally),
+        "records": counts(tally),
         "contract": {"rules": spec.contract.to_json(), "result": contract.to_json()},
         "output": {
             "file": plan.output.name,
@@ -674,9 +629,10 @@ def _deliver(
     partial: Path,
     *,
     contract: ContractCheck,
-    tally: _Tally,
+    tally: Tally,
     digests: tuple[Sha256Stream, Sha256Stream],
     fingerprint: str,
+    clock: float,
 ) -> ExportResult:
     at = _now()
     predicate = _predicate(
@@ -696,19 +652,30 @@ def _deliver(
         predicate=predicate,
     )
     delivered: list[Path] = []
+    uploaded: list[str] = []
+    backend = s3_backend(plan.s3) if plan.s3 is not None else None
     try:
         with app.change() as change:
             envelope: Envelope = attest_and_record(change, statement)
             text = envelope.to_json()
-            write_new(plan.manifest_path, text.encode("utf-8"), "the manifest file")
-            delivered.append(plan.manifest_path)
-            _link_new(partial, plan.output)
-            delivered.append(plan.output)
+            if backend is not None:  # the output first, then its manifest
+                uploaded = upload(
+                    backend,
+                    partial=partial,
+                    name=plan.output.name,
+                    manifest_name=plan.manifest_path.name,
+                    manifest=text.encode("utf-8"),
+                )
+            else:
+                write_new(plan.manifest_path, text.encode("utf-8"), "the manifest file")
+                delivered.append(plan.manifest_path)
+                _link_new(partial, plan.output)
+                delivered.append(plan.output)
             change.uow.exports.finish_run(
                 run.id,
                 status=ExportStatus.COMPLETED,
                 at=at,
-                output_path=str(plan.output),
+                output_path=plan.location,
                 output_sha256=cipher_sha256,
                 records_out=tally.records_out,
                 envelope=text,
@@ -724,7 +691,7 @@ def _deliver(
                     "output_sha256": cipher_sha256,
                     "plaintext_sha256": digests[0].hexdigest(),
                     "fingerprint": fingerprint,
-                    "records": _counts(tally),
+                    "records": counts(tally),
                     "contract_passed": contract.passed,
                     "manifest_sha256": statement_sha256(statement),
                     "purpose": plan.spec.purpose,
@@ -733,6 +700,7 @@ def _deliver(
                     "classification": plan.classification.value,
                     "dpa": plan.recipient.dpa,
                     "spec_approval": predicate["spec"],
+                    "performance": performance(plan.spec, tally, contract, clock),
                     **allowed.event_details(),
                 },
             )
@@ -740,9 +708,20 @@ def _deliver(
             done = next(r for r in change.uow.exports.runs(run.spec) if r.id == run.id)
     except BaseException:
         remove_quietly(*delivered)
+        if backend is not None:
+            remove_objects(backend, uploaded)
         raise
     finally:
         remove_quietly(partial)
+    if plan.s3 is not None:
+        return ExportResult(
+            run=done,
+            contract=contract.to_json(),
+            delivered=True,
+            predicate=predicate,
+            location=plan.location,
+            manifest_location=f"{plan.s3.rstrip('/')}/{plan.manifest_path.name}",
+        )
     return ExportResult(
         run=done,
         contract=contract.to_json(),

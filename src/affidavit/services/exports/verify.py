@@ -255,6 +255,12 @@ def _check_records(  # noqa: PLR0917 - the record pass of _check_content
                 result.add("encoding", f"record {number}: {exc.message}")
             continue
         check.check(record)
+    if not problems:
+        try:
+            again.update(encoder.finish())
+        except Exception as exc:
+            problems += 1
+            result.add("encoding", f"the records cannot be written again: {exc}")
     if not problems and again.hexdigest() != plaintext_sha256:
         result.add("encoding", f"the file is not the canonical {fmt.value} encoding of its records")
     fingerprint, _ = accumulator.finish()

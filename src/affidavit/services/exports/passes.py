@@ -1,0 +1,201 @@
+"""One pass over the records of an export's input, shared by the run and by the preview an
+approver sees: the dataset's artifacts are fetched from the vault (ciphertext digests checked
+against the catalog, which the signed manifest vouched for) and decrypted into a private
+folder; each BSON document is decoded once, minimised and transformed
+(:class:`~.records.Minimiser`, only the allowed fields converted to Extended JSON), judged
+against the consents and checked against the contract (:class:`~.records.ContractCheck`).
+:meth:`RecordPass.shipped` yields the records that ship, :attr:`RecordPass.tally` counts the
+rest."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from affidavit.constants import Classification
+from affidavit.crypto.age import decrypt_to
+from affidavit.crypto.digest import Sha256Stream
+from affidavit.errors import InputError, IntegrityError
+from affidavit.formats.bson_codec.extjson_fast import canonical_value, decode_document
+from affidavit.models.backup import Backup, BackupArtifact
+from affidavit.models.export import ExportSpec, Recipient, SpecVersion, Transform
+from affidavit.models.manifest import ManifestDataset
+from affidavit.private_temp import open_private
+from affidavit.services.backends import restore_layout, vault_backend
+from affidavit.services.context import App
+from affidavit.services.exports.consent import Consents, subject_text
+from affidavit.services.exports.recipients import pseudonym_key
+from affidavit.services.exports.records import ContractCheck, Minimiser
+from affidavit.services.keys import keystore_for, unwrap_identity
+
+MANIFEST_SUFFIX: Final = ".manifest.dsse.json"
+_CHUNK: Final = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """Everything a run was checked against before it started."""
+
+    version: SpecVersion
+    spec: ExportSpec
+    spec_approval: dict[str, Any]
+    recipient: Recipient
+    backup: Backup
+    dataset: ManifestDataset
+    backup_manifest_sha256: str
+    output: Path
+    classification: Classification
+    consents: Consents | None = None
+    s3: str | None = None  # an S3 destination (``output`` is then in the local spool)
+
+    @property
+    def location(self) -> str:
+        """Where the output is delivered (a path, or an ``s3://`` URL)."""
+        if self.s3 is not None:
+            return f"{self.s3.rstrip('/')}/{self.output.name}"
+        return str(self.output)
+
+    @property
+    def manifest_path(self) -> Path:
+        """Where the signed manifest goes."""
+        return self.output.with_name(self.output.name + MANIFEST_SUFFIX)
+
+    def params(self) -> dict[str, Any]:
+        """The gated operation's parameters (what an approver approves)."""
+        params: dict[str, Any] = {
+            "spec": self.version.name,
+            "version": self.version.version,
+            "spec_sha256": self.version.sha256,
+            "backup_id": self.backup.id,
+            "output": self.output.name,
+        }
+        if self.consents is not None:  # the approval covers this list of consents
+            params["consent_sha256"] = self.consents.sha256
+        return params
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a pass counted."""
+
+    records_in: int = 0
+    records_out: int = 0
+    fields_dropped: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+
+
+def counts(tally: Tally) -> dict[str, Any]:
+    """The counts of a pass, JSON-ready (events, manifests, previews)."""
+    return {
+        "in": tally.records_in,
+        "out": tally.records_out,
+        "excluded": dict(sorted(tally.excluded.items())),
+        "fields_dropped": tally.fields_dropped,
+    }
+
+
+def _fetch(
+    app: App, backup: Backup, artifacts: list[BackupArtifact], work: Path
+) -> dict[str, Path]:
+    """Each artifact's ciphertext copied out of the vault (size and SHA-256 checked against
+    the catalog, which the signed manifest vouched for) and decrypted into ``work``."""
+    with app.read() as uow:
+        vault = uow.vaults.get(backup.vault)
+    backend = vault_backend(vault)
+    identity = unwrap_identity(keystore_for(app.settings), backup)
+    plain: dict[str, Path] = {}
+    for n, artifact in enumerate(artifacts):
+        cipher = work / f"c{n}"
+        digest = Sha256Stream()
+        with backend.open(artifact.path) as src, open_private(cipher) as out:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.length != artifact.size or digest.hexdigest() != artifact.sha256:
+            raise IntegrityError(
+                f"{artifact.path} does not match its signed digest",
+                hint=f"run `affidavit verify run {backup.id}`; nothing was exported",
+            )
+        target = work / f"p{n}"
+        with cipher.open("rb") as fin, open_private(target) as fout:
+            decrypt_to(fin, fout, identity)
+        cipher.unlink()
+        plain[artifact.path] = target
+    return plain
+
+
+def _records(app: App, plan: Plan, work: Path) -> Iterator[bytes]:
+    """The dataset's raw BSON documents, read out of the backup."""
+    layout = restore_layout(plan.backup.format)
+    assert layout is not None  # plan_export checked it
+    view = dataclasses.replace(
+        plan.backup, datasets=tuple(d for d in plan.backup.datasets if d.name == plan.dataset.name)
+    )
+    plain = _fetch(app, plan.backup, layout.artifacts(view), work)
+    for _, records, _ in layout.items(view, plain):
+        for raw in records:
+            if not isinstance(raw, bytes | bytearray | memoryview):
+                raise InputError(f"{plan.dataset.name} does not hold BSON documents")
+            yield bytes(raw)
+
+
+class RecordPass:
+    """One pass over ``plan``'s records with consent judged at ``at`` (see the module
+    docstring); :meth:`finish` runs the checks of the whole pass."""
+
+    def __init__(self, app: App, plan: Plan, *, at: datetime) -> None:
+        spec = plan.spec
+        needs_key = any(r.transform is Transform.PSEUDONYMISE for r in spec.fields)
+        key = pseudonym_key(app, plan.recipient.name) if needs_key else None
+        self.app, self.plan, self.at = app, plan, at
+        self.minimiser = Minimiser(spec, key=key, context=plan.recipient.name)
+        self.contract = ContractCheck(spec.contract, spec.allowed)
+        self.tally = Tally()
+
+    def shipped(self, work: Path) -> Iterator[dict[str, Any]]:
+        """The records that ship (canonical Extended JSON, minimised and transformed)."""
+        plan, tally, minimiser, contract = self.plan, self.tally, self.minimiser, self.contract
+        consents, at = plan.consents, self.at
+        consent = plan.spec.consent
+        subject_field = consent.subject_field if consent is not None else "_id"
+        excluded = tally.excluded
+        for raw in _records(self.app, plan, work):
+            tally.records_in += 1
+            document = decode_document(raw)
+            out, dropped, refusals = minimiser.apply_decoded(document)  # notes fields seen
+            tally.fields_dropped += dropped
+            if consents is not None:
+                subject = canonical_value(document.get(subject_field))
+                refused = consents.judge(subject_text(subject), at)
+                if refused is not None:
+                    excluded[refused] = excluded.get(refused, 0) + 1
+                    continue
+            if not contract.check(out, refusals):
+                excluded["contract"] = excluded.get("contract", 0) + 1
+                continue
+            tally.records_out += 1
+            yield out
+
+    def finish(self) -> None:
+        """The checks after the last record: the count the signed manifest gives, every
+        allowed field met, the contract's whole-output rules. Raises :class:`IntegrityError`
+        or :class:`InputError`."""
+        plan, tally = self.plan, self.tally
+        if tally.records_in != plan.dataset.records:
+            raise IntegrityError(
+                f"{plan.dataset.name} held {tally.records_in:,} records, its signed manifest "
+                f"{plan.dataset.records:,}",
+                hint=f"run `affidavit verify run {plan.backup.id}`; nothing was exported",
+            )
+        unseen = sorted(plan.spec.allowed - self.minimiser.seen)
+        if unseen and tally.records_in:
+            raise InputError(
+                f"the allow-list names field(s) that no record of {plan.dataset.name} holds: "
+                f"{', '.join(unseen)}",
+                hint="fix the field names in the spec and propose it again",
+            )
+        self.contract.finish(shipped=tally.records_out)
