@@ -452,6 +452,21 @@ HARMLESS.update(
         ("POST", "/api/v1/audit/reminders"): ("/audit/reminders", {}),
     }
 )
+# lineage (docs/lineage.md): a subject nobody names (404); a real verification and export
+# (they read the ledger; the export is a file in the home); no openlineage_url set here, so
+# emit sends nothing (400)
+HARMLESS.update(
+    {
+        ("GET", "/api/v1/lineage"): (f"/lineage?subject={MISSING}", None),
+        ("POST", "/api/v1/lineage/verify"): ("/lineage/verify", None),
+        ("POST", "/api/v1/lineage/exports"): ("/lineage/exports", {"since": -1}),
+        ("GET", "/api/v1/lineage/exports/{lineage_export_id}"): (
+            f"/lineage/exports/{MISSING}",
+            None,
+        ),
+        ("POST", "/api/v1/lineage/emit"): ("/lineage/emit", {}),
+    }
+)
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 

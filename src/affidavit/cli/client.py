@@ -160,6 +160,10 @@ REMOTE_COMMANDS: Final = frozenset(
         "verify run",
         "fingerprint",
         "backup ingest",
+        "lineage show",
+        "lineage verify",
+        "lineage export",
+        "lineage emit",
     }
 )
 """Commands that run through the server in client mode (docs/server.md keeps the list)."""

@@ -55,6 +55,7 @@ from affidavit.vaults.base import ArtifactNotFound, VaultBackend
 
 __all__ = [
     "EmitResult",
+    "EventsWritten",
     "Lineage",
     "derive",
     "emit",
@@ -732,19 +733,31 @@ def event_lines(app: App, *, since: int = -1) -> Iterator[str]:
         yield json.dumps(event, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def write_events(app: App, out: Path, *, since: int = -1) -> int:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventsWritten:
+    """What ``lineage export --out`` wrote: how many events, and the file's SHA-256 (which a
+    client that downloads the server's file checks)."""
+
+    events: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"events": self.events, "sha256": self.sha256}
+
+
+def write_events(app: App, out: Path, *, since: int = -1) -> EventsWritten:
     """Write the event lines to the new file ``out`` (never replaced: exit 2 when it
-    exists); the number written."""
+    exists); how many, and the bytes' SHA-256."""
     lines = list(event_lines(app, since=since))
+    data = "".join(f"{line}\n" for line in lines).encode()
     try:
-        write_atomic(
-            out, "".join(f"{line}\n" for line in lines).encode(), mode=0o644, exclusive=True
-        )
+        write_atomic(out, data, mode=0o644, exclusive=True)
     except FileExistsError as exc:
         raise InputError(f"{out} exists", hint="name a new file; nothing was written") from exc
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    return len(lines)
+    return EventsWritten(events=len(lines), sha256=sha256_hex(data))
 
 
 # -- verify -----------------------------------------------------------------------------------

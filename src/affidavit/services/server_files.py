@@ -1,4 +1,5 @@
-"""Files the server writes for a client to download: a ledger export, an access-log export.
+"""Files the server writes for a client to download: a ledger export, an access-log export,
+a lineage export (OpenLineage events).
 
 Through the API an export cannot be written where the client asked (a path on the client's
 host): the server writes it in its home (``HOME/exports/ID.jsonl``, the folder 0700) under a
@@ -27,9 +28,9 @@ from affidavit.crypto.digest import Sha256Stream
 from affidavit.errors import IntegrityError, NotFound
 
 FOLDER: Final = "exports"
-KINDS: Final = {"ledger": "lx", "access-log": "ax"}
+KINDS: Final = {"ledger": "lx", "access-log": "ax", "lineage": "ox"}
 """What is exported, and the prefix of its files' ids."""
-_ID: Final = re.compile(r"(lx|ax)-[0-9a-f]{16}")
+_ID: Final = re.compile(r"(lx|ax|ox)-[0-9a-f]{16}")
 KEEP: Final = timedelta(hours=24)
 """How long a file written for a client to download is kept."""
 KEEP_TEXT: Final = "24 hours"

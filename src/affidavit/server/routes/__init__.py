@@ -25,6 +25,7 @@ from affidavit.server.routes import (
     holds,
     inventory,
     ledger,
+    lineage,
     log_exports,
     oidc,
     policy,
@@ -69,5 +70,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     exports.router,
     uploads.router,
     fingerprints.router,
+    lineage.router,
 )
 """Every router of the API, in the order the routes table lists them."""
