@@ -3,8 +3,10 @@
 1. A manifest whose segment table describes the file in the vault while its whole-file
 SHA-256 (the artifact's ``sha256`` and the statement's subject) names another file: the
 sequential run finds ``artifact-hash-mismatch`` (exit 1), and so must ``verify --workers 2``.
-It did not (it took the segments' word); now the whole-file digest is recomputed on a thread
-beside the segments (``services/verify/reading.py: _WholeFileDigest``).
+It did not (it took the segments' word); now the whole-file digest is recomputed from the
+very bytes the segment workers read, in file order (``crypto/segments.py: OrderedDigest``;
+with ``--cluster`` on a folder vault, on a thread beside the segments:
+``services/verify/reading.py: _WholeFileDigest``).
 
 2. A first record moved to another genuine document start is caught by the chain check.
 """

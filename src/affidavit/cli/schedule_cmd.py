@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -56,14 +57,49 @@ def due(
     return 0
 
 
-def run_due(ctx: typer.Context, json_out: JsonOpt = False) -> int:
+def run_due(
+    ctx: typer.Context,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            metavar="URL",
+            help="Check the segments of the due verifications on a Dask cluster, as "
+            "`verify --cluster` does: tls://SCHEDULER:PORT (tcp:// only on loopback).",
+        ),
+    ] = None,
+    cluster_ca: Annotated[
+        Path | None,
+        typer.Option("--cluster-ca", metavar="FILE", help="The CA of the cluster's TLS."),
+    ] = None,
+    cluster_cert: Annotated[
+        Path | None,
+        typer.Option("--cluster-cert", metavar="FILE", help="This client's TLS certificate."),
+    ] = None,
+    cluster_key: Annotated[
+        Path | None,
+        typer.Option("--cluster-key", metavar="FILE", help="This client's TLS key."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> int:
     """Run every due verification and drill (for cron or a systemd timer); alert on failures
     and on overdue checks that could not run. Exit 1 when anything failed (remote-capable:
-    --server; no progress bar then)."""
+    --server; no progress bar then). --cluster and its TLS files are local only; a
+    scheduler that does not answer is exit 3 before anything runs."""
+    if client.remote(ctx) is not None:
+        client.local_only(
+            "run-due", cluster=cluster, cluster_ca=cluster_ca, cluster_cert=cluster_cert,
+            cluster_key=cluster_key,
+        )  # fmt: skip
     result = client.remote_post(ctx, "/schedule/run-due", {})
     if result is None:
+        from affidavit.services.verify.cluster import ClusterTls
+
+        tls = ClusterTls(ca_file=cluster_ca, cert=cluster_cert, key=cluster_key)
         with app_for(ctx) as application, reporting(json_out) as reporter:
-            result = schedule.run_due(application, reporter).to_json()
+            result = schedule.run_due(
+                application, reporter, cluster=cluster, cluster_tls=tls
+            ).to_json()
     if json_out:
         print_json(result)
         return 0 if result["ok"] else 1

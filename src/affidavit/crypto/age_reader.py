@@ -113,6 +113,7 @@ __all__ = [
     "DecryptedRange",
     "PayloadKey",
     "Pool",
+    "SegmentBuffers",
     "SegmentRead",
     "Stanza",
     "StreamLayout",
@@ -641,32 +642,73 @@ def _open_chunks(
         got = _pread_full(fd, sealed_buf[:want], start)
         if sealed_hasher is not None:
             sealed_hasher.update(sealed_buf[:got])
-        for j in range(n):
-            at = j * SEALED_CHUNK_SIZE
-            size = layout.sealed_size(index + j)
-            if at + size > got:
-                missing = start + got
-                return index + j - first, _Fault(
-                    index + j,
-                    missing,
-                    f"the file ended at offset {missing}, inside chunk {index + j}: it was "
-                    "truncated or changed while it was read",
-                )
-            plain = size - _TAG if size >= _TAG else 0
-            if scratch is None:
-                assert out is not None
-                target = out[written : written + plain]
-            else:
-                target = scratch[j * CHUNK_SIZE : j * CHUNK_SIZE + plain]
-            valid, fault = _open_chunk(aead, layout, index + j, sealed_buf[at : at + size], target)
-            if valid:
-                written += plain
-                if hasher is not None:
-                    hasher.update(target)
-            if fault is not None:
-                return index + j - first + (1 if valid else 0), fault
+        if scratch is None:
+            assert out is not None
+            target = out[written:]
+        else:
+            target = scratch
+        opened, written_now, fault = _open_sealed_chunks(
+            aead,
+            layout,
+            index,
+            n,
+            sealed=sealed_buf[:got],
+            start=start,
+            out=target,
+            hasher=hasher,
+            packed=scratch is None,
+        )
+        written += written_now
+        if fault is not None:
+            return index + opened - first, fault
         index += n
     return count, None
+
+
+def _open_sealed_chunks(
+    aead: ChaCha20Poly1305,
+    layout: StreamLayout,
+    first: int,
+    count: int,
+    *,
+    sealed: memoryview,
+    start: int,
+    out: memoryview,
+    hasher: hashlib._Hash | None = None,
+    packed: bool = True,
+) -> tuple[int, int, _Fault | None]:
+    """Open chunks ``first .. first + count - 1`` whose ciphertext, read from file offset
+    ``start``, is in ``sealed`` (fewer bytes than the chunks need: the file ended), into
+    ``out`` (one after the other; ``packed=False``: each at ``j * CHUNK_SIZE``, a scratch
+    buffer), updating ``hasher`` with each chunk's plaintext. Returns how many chunks hold
+    authentic plaintext, the plaintext bytes written and the fault that stopped it."""
+    written = 0
+    for j in range(count):
+        at = j * SEALED_CHUNK_SIZE
+        size = layout.sealed_size(first + j)
+        if at + size > len(sealed):
+            missing = start + len(sealed)
+            return (
+                j,
+                written,
+                _Fault(
+                    first + j,
+                    missing,
+                    f"the file ended at offset {missing}, inside chunk {first + j}: it was "
+                    "truncated or changed while it was read",
+                ),
+            )
+        plain = size - _TAG if size >= _TAG else 0
+        place = written if packed else j * CHUNK_SIZE
+        target = out[place : place + plain]
+        valid, fault = _open_chunk(aead, layout, first + j, sealed[at : at + size], target)
+        if valid:
+            written += plain
+            if hasher is not None:
+                hasher.update(target)
+        if fault is not None:
+            return j + (1 if valid else 0), written, fault
+    return count, written, None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -691,10 +733,40 @@ class SegmentRead:
 
     cipher_sha256: str
     cipher_size: int
-    plaintext: bytearray | None = field(default=None, repr=False)
+    plaintext: bytearray | memoryview | None = field(default=None, repr=False)
     plain_sha256: str | None = None
     plain_size: int = 0
     error: AgeDecryptError | None = None
+    ciphertext: memoryview | None = field(default=None, repr=False)
+    """With :class:`SegmentBuffers`: the ciphertext bytes read (``cipher_size`` of them,
+    from ``from_offset``), valid until the next read into the same buffers."""
+
+
+@dataclass(slots=True)
+class SegmentBuffers:
+    """The memory a worker reuses from segment to segment (:meth:`AgePayload.read_segment`):
+    a segment's ciphertext, read with one ``pread``, and its plaintext. Allocating (and
+    zeroing) a 64 MiB ``bytearray`` per segment cost more than the segment's decryption,
+    with the GIL held (docs/performance.md, issue 18): these are anonymous memory maps,
+    zero-filled by the kernel page by page where they are first written (by ``pread`` and
+    the cipher, without the GIL), and returned to the system when dropped. The views a
+    :class:`SegmentRead` hands out are valid until the next read into the same buffers."""
+
+    sealed: mmap.mmap | None = None
+    plain: mmap.mmap | None = None
+
+    def views(self, sealed: int, plain: int) -> tuple[memoryview, memoryview]:
+        """Views of ``sealed`` and ``plain`` bytes (the buffers grow when too small)."""
+        if self.sealed is None or len(self.sealed) < sealed:
+            self.sealed = _anonymous(sealed)
+        if self.plain is None or len(self.plain) < plain:
+            self.plain = _anonymous(plain)
+        return memoryview(self.sealed)[:sealed], memoryview(self.plain)[:plain]
+
+
+def _anonymous(size: int) -> mmap.mmap:
+    """Private anonymous memory of ``size`` bytes (at least one page: ``mmap`` refuses 0)."""
+    return mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -725,7 +797,13 @@ class AgePayload:
         return bytes(out)
 
     def read_segment(
-        self, first_chunk: int, count: int, *, from_offset: int, plaintext: bool = True
+        self,
+        first_chunk: int,
+        count: int,
+        *,
+        from_offset: int,
+        plaintext: bool = True,
+        buffers: SegmentBuffers | None = None,
     ) -> SegmentRead:
         """Read the ciphertext from file offset ``from_offset`` (0 or the offset of
         ``first_chunk``: segment 0 starts with the header) to the end of chunks
@@ -733,7 +811,12 @@ class AgePayload:
         chunk (tag and final flag, as :meth:`decrypt_range`) and hash the plaintext. The
         ciphertext is hashed to the range's end even when a chunk fails (the fault is in
         :attr:`SegmentRead.error`, never raised); a file shorter than the range gives the
-        hash of the bytes it has. ``ValueError`` for chunks outside the file."""
+        hash of the bytes it has. ``ValueError`` for chunks outside the file.
+
+        With ``buffers``, the whole range is read into them with one ``pread``, hashed in
+        one call, opened chunk by chunk from memory and its plaintext hashed in one call:
+        the plaintext (always kept) and the ciphertext (:attr:`SegmentRead.ciphertext`)
+        are views of ``buffers``, the digests are the same."""
         layout = self.layout
         layout.check_range(first_chunk, count)
         start = layout.chunk_offset(first_chunk)
@@ -741,6 +824,8 @@ class AgePayload:
             raise ValueError(f"offset {from_offset} is not before chunk {first_chunk}")
         last = first_chunk + count - 1
         end = layout.chunk_offset(last) + layout.sealed_size(last)
+        if buffers is not None:
+            return self._read_buffered(first_chunk, count, from_offset, end, buffers)
         sealed = hashlib.sha256()
         read = _hash_span(self.fd, sealed, from_offset, start)
         out = bytearray(layout.plain_span(first_chunk, count)) if plaintext else None
@@ -772,6 +857,43 @@ class AgePayload:
         if out is not None:
             out[:] = bytes(len(out))  # nothing of a failed segment leaves it
         return SegmentRead(cipher_sha256=sealed.hexdigest(), cipher_size=read, error=fault.error())
+
+    def _read_buffered(
+        self, first_chunk: int, count: int, from_offset: int, end: int, buffers: SegmentBuffers
+    ) -> SegmentRead:
+        """:meth:`read_segment` into ``buffers`` (reused memory, large calls that release
+        the GIL: one ``pread``, one SHA-256 per side)."""
+        layout = self.layout
+        plain_size = layout.plain_span(first_chunk, count)
+        sealed, out = buffers.views(end - from_offset, plain_size)
+        got = _pread_full(self.fd, sealed, from_offset)
+        cipher = hashlib.sha256(sealed[:got]).hexdigest()
+        skip = layout.chunk_offset(first_chunk) - from_offset  # the header, in segment 0
+        _, _, fault = _open_sealed_chunks(
+            ChaCha20Poly1305(self.key.secret),
+            layout,
+            first_chunk,
+            count,
+            sealed=sealed[skip:got] if got > skip else sealed[:0],
+            start=from_offset + skip,
+            out=out,
+        )
+        if fault is not None:
+            out[:] = bytes(len(out))  # nothing of a failed segment leaves it
+            return SegmentRead(
+                cipher_sha256=cipher,
+                cipher_size=got,
+                error=fault.error(),
+                ciphertext=sealed[:got],
+            )
+        return SegmentRead(
+            cipher_sha256=cipher,
+            cipher_size=got,
+            plaintext=out,
+            plain_sha256=hashlib.sha256(out).hexdigest(),
+            plain_size=plain_size,
+            ciphertext=sealed[:got],
+        )
 
 
 def _hash_span(fd: int, hasher: hashlib._Hash, start: int, end: int) -> int:

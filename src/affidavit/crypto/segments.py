@@ -22,6 +22,7 @@ the caller's (a format's framing).
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,6 +31,7 @@ from affidavit.crypto.age_reader import CHUNK_SIZE, MAX_HEADER, SEALED_CHUNK_SIZ
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",
     "TAG_SIZE",
+    "OrderedDigest",
     "SegmentHasher",
     "SegmentPlace",
     "SegmentSides",
@@ -263,3 +265,60 @@ class SegmentHasher:
             SegmentSides(place=place, sha256=c, plain_sha256=p)
             for place, (_, c), (_, p) in zip(places, cipher.digests, plain.digests, strict=True)
         ]
+
+
+class OrderedDigest:
+    """The SHA-256 of a whole file assembled from its segments' ciphertext in file order,
+    whatever order the segments are read in: the thread that read segment ``k`` hands the
+    very bytes it read (and decrypted) to :meth:`feed`, which hashes them once segments
+    ``0 .. k - 1`` have been hashed. So the whole-file digest costs no second read and covers
+    exactly the bytes that were opened. A segment that could not be read whole
+    (:meth:`feed` with None), or a :meth:`close` before the last segment, leaves no digest.
+
+    Thread-safe; segment ``k`` must be fed by a task started after those of ``0 .. k - 1``
+    (a FIFO pool), or the feeder of ``k`` waits for ever: :meth:`close` releases it."""
+
+    def __init__(self, segments: int) -> None:
+        self._segments = segments
+        self._hash = hashlib.sha256()
+        self._length = 0
+        self._turn = 0  # the next segment to hash
+        self._broken = False
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def feed(self, k: int, data: memoryview | bytes | None, *, wait: bool = True) -> bool:
+        """Hash segment ``k``'s ciphertext ``data`` (None: it could not be read whole) once
+        it is ``k``'s turn. ``wait=False``: only if it is ``k``'s turn now. True when ``k``
+        was taken (hashed, or the digest is already lost)."""
+        with self._cond:
+            if not wait and self._turn != k and not self._closed:
+                return False
+            while self._turn != k and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return True
+        # alone here until the turn moves on: the hash runs without the lock (and the GIL)
+        if data is None:
+            self._broken = True
+        elif not self._broken:
+            self._hash.update(data)
+            self._length += len(data)
+        with self._cond:
+            self._turn = k + 1
+            self._cond.notify_all()
+        return True
+
+    def close(self) -> None:
+        """Stop: wake every waiting feeder; no digest unless every segment was fed."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def result(self, size: int) -> str | None:
+        """The hex digest when every segment was fed whole and ``size`` bytes in all."""
+        with self._cond:
+            done = self._turn == self._segments and not self._broken
+        if not done or self._length != size:
+            return None
+        return self._hash.hexdigest()

@@ -40,6 +40,7 @@ from affidavit.native import load_native
 from affidavit.private_temp import PrivateFolder, open_private
 
 DEFAULT_BUFFER_RECORDS = 1 << 16  # pairs per sorted run (4 MiB of pairs plus their keys)
+SORTED_IN_MEMORY = 64 << 20  # bytes of pairs :meth:`Accumulator.add_sorted` keeps unspilled
 SEGMENT_BITS = 8  # runs are cut into (up to) 256 segments by the top bits of the key hash
 
 _NATIVE: ModuleType | None = load_native("affidavit.fingerprint._native")
@@ -131,6 +132,7 @@ class Accumulator:
         self._runs: list[_Run] = []
         self._tmpdirs: list[PrivateFolder] = []  # owner-named, swept when the owner died
         self.count = 0
+        self._in_memory = 0  # bytes of sorted runs add_sorted kept in memory
         # a segment must be a union of whole buckets
         self._segment_bits = min(SEGMENT_BITS, bucket_bits)
 
@@ -167,6 +169,45 @@ class Accumulator:
         self.count += n
         if self._buffered >= self._buffer_records:
             self._spill()
+
+    def add_sorted(self, run: SortedPairs) -> None:
+        """Add pairs that :func:`sort_pairs` sorted (on another thread: the sort is most of
+        what :meth:`add_pairs` costs, and numpy runs it without the GIL) as one run, spilled
+        like any other; only for an accumulator that keeps no keys. The fingerprint is the
+        one :meth:`add_pairs` gives for the same pairs."""
+        if self.keep_keys:
+            raise ValueError("this accumulator keeps keys: give them with the pairs")
+        if run.segment_bits != self._segment_bits or len(run.bounds) != (1 << run.segment_bits) + 1:
+            raise ValueError("the pairs were cut into other segments than this accumulator's")
+        run.check()
+        n = len(run.pairs)
+        if n == 0:
+            return
+        self.count += n
+        if self._in_memory + n * PAIR_SIZE <= SORTED_IN_MEMORY:  # bounded: then spilled
+            self._in_memory += n * PAIR_SIZE
+            self._runs.append(
+                _Run(
+                    bounds=run.bounds,
+                    key_bounds=np.zeros_like(run.bounds),
+                    has_keys=False,
+                    pairs=run.pairs,
+                    keys=b"",
+                    key_lengths=_NO_LENGTHS,
+                )
+            )
+            return
+        path = self._run_dir() / f"run-{len(self._runs):05d}.run"
+        with open_private(path) as fh:
+            fh.write(run.pairs.data)
+        self._runs.append(
+            _Run(
+                bounds=run.bounds,
+                key_bounds=np.zeros_like(run.bounds),
+                has_keys=False,
+                path=path,
+            )
+        )
 
     def merge(self, other: Accumulator) -> None:
         """Take over ``other``'s records (a disjoint partition of the same dataset)."""
@@ -335,6 +376,56 @@ class Accumulator:
             tmp.cleanup()
         self._tmpdirs = []
         self._runs = []
+        self._in_memory = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SortedPairs:
+    """Pairs sorted and cut into the accumulator's segments away from it
+    (:func:`sort_pairs`), for :meth:`Accumulator.add_sorted`."""
+
+    pairs: npt.NDArray[np.bytes_]
+    bounds: npt.NDArray[np.int64]
+    segment_bits: int
+
+    def check(self) -> None:
+        """Raise ``ValueError`` unless the pairs are 64-byte values in ascending order and
+        the bounds are where their segments start (what the fold relies on; a run may come
+        from another process, a cluster's worker)."""
+        pairs, bounds = self.pairs, self.bounds
+        if not isinstance(pairs, np.ndarray) or pairs.dtype != np.dtype("S64") or pairs.ndim != 1:
+            raise ValueError("sorted pairs are a one-dimensional array of 64-byte values")
+        if not isinstance(bounds, np.ndarray) or bounds.dtype != np.int64 or bounds.ndim != 1:
+            raise ValueError("segment bounds are a one-dimensional array of int64")
+        if len(pairs) > 1:
+            heads = np.ascontiguousarray(pairs).view(">u8")[:: PAIR_SIZE // 8]
+            if bool(np.any(heads[1:] < heads[:-1])):
+                raise ValueError("the pairs are not sorted")
+            tied = np.flatnonzero(heads[1:] == heads[:-1])
+            if len(tied) and bool(np.any(pairs[tied + 1] < pairs[tied])):
+                raise ValueError("the pairs are not sorted")
+        expected = np.searchsorted(
+            _top_bits(pairs, self.segment_bits),
+            np.arange((1 << self.segment_bits) + 1),
+            side="left",
+        )
+        if len(bounds) != len(expected) or bool(np.any(bounds != expected)):
+            raise ValueError("the segment bounds do not match the pairs")
+
+
+def sort_pairs(pairs: bytes, *, bucket_bits: int = DEFAULT_BUCKET_BITS) -> SortedPairs:
+    """Sort concatenated 64-byte pairs as an accumulator's run is sorted, and find its
+    segment bounds: the part of :meth:`Accumulator.add_pairs` that may run on any thread
+    (a verification's segment workers, issue 18)."""
+    if len(pairs) % PAIR_SIZE:
+        raise ValueError("pairs is not a whole number of pairs")
+    bits = min(SEGMENT_BITS, bucket_bits)
+    raw = np.frombuffer(pairs, dtype="S64")
+    sorted_pairs = _take_pairs(raw, _argsort_pairs(raw, presorted=False)) if len(raw) else raw
+    bounds: npt.NDArray[np.int64] = np.searchsorted(
+        _top_bits(sorted_pairs, bits), np.arange((1 << bits) + 1), side="left"
+    ).astype(np.int64)
+    return SortedPairs(pairs=sorted_pairs, bounds=bounds, segment_bits=bits)
 
 
 def _top_bits(pairs: npt.NDArray[np.bytes_], bits: int) -> npt.NDArray[np.uint32]:

@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 
 from affidavit import __version__
 from affidavit.constants import EngineName
-from affidavit.crypto.age import decrypt_to
+from affidavit.crypto.age_reader import AgeFile
 from affidavit.crypto.digest import Sha256Stream, sha256_hex
 from affidavit.engines.base import Engine
 from affidavit.errors import Error, InputError, IntegrityError, OperationError
@@ -99,6 +99,7 @@ from affidavit.services.probes import (
     run_query_probes,
 )
 from affidavit.services.verify import check_manifest_copy
+from affidavit.services.verify.segments import default_workers
 from affidavit.vaults.base import VaultBackend
 
 SCRATCH = "scratch"
@@ -263,9 +264,15 @@ def _fetch(vault: VaultBackend, artifact: BackupArtifact, dest: Path) -> None:
 
 
 def _decrypt(src: Path, dest: Path, identity: str) -> None:
+    """Decrypt the fetched age file ``src`` into ``dest`` with the parallel age reader
+    (:class:`~affidavit.crypto.age_reader.AgeFile`: ranges of chunks opened on every core,
+    written in order; about twice pyrage's speed on 2 cores, docs/performance.md). Raises
+    :class:`IntegrityError` when it does not decrypt (``dest`` then holds no more than the
+    authentic chunks before the failure, and the drill fails)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with src.open("rb") as fin, open_private(dest) as fout:
-        decrypt_to(fin, fout, identity)
+    with AgeFile.open(src, identity) as age, open_private(dest) as fout:
+        for piece in age.plaintext(workers=default_workers()):
+            fout.write(piece)
 
 
 def run_drill(

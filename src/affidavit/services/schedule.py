@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from affidavit.config import Settings
 from affidavit.errors import Error, InternalError, OperationError
@@ -52,6 +52,9 @@ from affidavit.services.policy_vouch import (
     signed_source,
     signed_time,
 )
+
+if TYPE_CHECKING:  # imported when a cluster is asked for (the verify module may be absent)
+    from affidavit.services.verify.cluster import Cluster, ClusterTls
 
 #: a due check not run within this time after its due time is overdue
 OVERDUE_GRACE = timedelta(hours=1)
@@ -296,8 +299,11 @@ def _verify_function() -> Callable[..., Verification]:
     return verify_backup
 
 
-def _run_one(app: App, item: DueItem, rep: Reporter) -> tuple[bool, str, tuple[str, ...], str]:
-    """Run one check: (ok, check id, finding codes, summary)."""
+def _run_one(
+    app: App, item: DueItem, rep: Reporter, cluster: Cluster | None = None
+) -> tuple[bool, str, tuple[str, ...], str]:
+    """Run one check: (ok, check id, finding codes, summary); a verification's segments on
+    ``cluster`` when given (drills run here)."""
     if item.kind is CheckKind.DRILL:
         rep.stage(f"drill of {item.backup_id}")
         result = drills.run_drill(app, item.backup_id, reporter=rep)
@@ -316,6 +322,7 @@ def _run_one(app: App, item: DueItem, rep: Reporter) -> tuple[bool, str, tuple[s
         item.backup_id,
         against_source=False,
         sample_percent=app.settings.verify_sample_percent if sample else None,
+        connected=cluster,
         reporter=rep,
     )
     codes = tuple(sorted({f.code for f in verification.findings}))
@@ -343,16 +350,39 @@ def _single_run(home: Path) -> Iterator[None]:
 
 
 def run_due(
-    app: App, reporter: Reporter | None = None, *, post: Poster = post_json
+    app: App,
+    reporter: Reporter | None = None,
+    *,
+    post: Poster = post_json,
+    cluster: str | None = None,
+    cluster_tls: ClusterTls | None = None,
 ) -> RunDueResult:
     """Run every due check; raise an alert for each one that fails and for each overdue one
-    that could not run. Never stops at the first problem. Only one run per home at a time."""
+    that could not run. Never stops at the first problem. Only one run per home at a time.
+
+    ``cluster`` (``tls://HOST:PORT``, or ``tcp://`` on loopback; ``cluster_tls``: the
+    client's TLS files) sends the segments of every due verification to that Dask cluster,
+    as ``verify --cluster`` does, over one connection opened first: a bad address is
+    :class:`~affidavit.errors.InputError` and a scheduler that does not answer (or has no
+    workers) :class:`OperationError`, both before anything is run or recorded."""
+    if cluster is None:
+        with _single_run(app.settings.home):
+            reclaim_abandoned(app)  # a backup killed since the last run is recorded abandoned
+            return _run_due(app, reporter, post=post)
+    from affidavit.services.verify.cluster import Cluster as Remote
+    from affidavit.services.verify.cluster import check_cluster_url
+
+    check_cluster_url(cluster)
     with _single_run(app.settings.home):
-        reclaim_abandoned(app)  # a backup killed since the last run is recorded abandoned
-        return _run_due(app, reporter, post=post)
+        remote = Remote(cluster, tls=cluster_tls, timeout=app.settings.connect_timeout)
+        with remote:  # connects: exit 3 before anything is recorded
+            reclaim_abandoned(app)
+            return _run_due(app, reporter, post=post, cluster=remote)
 
 
-def _run_due(app: App, reporter: Reporter | None, *, post: Poster) -> RunDueResult:
+def _run_due(
+    app: App, reporter: Reporter | None, *, post: Poster, cluster: Cluster | None = None
+) -> RunDueResult:
     rep = reporter or SilentReporter()
     started = _now()
     results: list[ItemResult] = []
@@ -361,7 +391,7 @@ def _run_due(app: App, reporter: Reporter | None, *, post: Poster) -> RunDueResu
         subject = f"backup:{item.backup_id}"
         try:
             try:
-                ok, check_id, codes, summary = _run_one(app, item, rep)
+                ok, check_id, codes, summary = _run_one(app, item, rep, cluster)
             except Error:
                 raise
             except Exception as unexpected:  # one broken check must not stop the others

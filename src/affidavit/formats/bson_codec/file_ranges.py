@@ -9,6 +9,7 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Final
 
 from affidavit.errors import FormatError
@@ -30,7 +31,9 @@ def bson_file_ranges(path: Path, target: int = 1 << 20) -> Iterator[tuple[int, i
 
     The walk runs in the compiled module of ``bson_codec`` (GIL released) when it is built,
     else here; both give the same ranges, then the same error after the ranges closed
-    before the defect."""
+    before the defect. The compiled walk goes window by window (:data:`_WINDOW`), so the
+    first ranges are handed out while the rest of the file is still to be walked: whoever
+    hashes them starts at once instead of after a walk of the whole file."""
     native = bson_codec._NATIVE  # read at each call (tests switch it off)
     with path.open("rb") as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -40,14 +43,7 @@ def bson_file_ranges(path: Path, target: int = 1 << 20) -> Iterator[tuple[int, i
             if native is not None:
                 # a target beyond the file closes no range early; one <= 5 closes every one
                 clamped = max(1, min(target, size + 1))
-                found, status, bad = native.ranges(
-                    mapped, clamped, MIN_BSON_DOCUMENT_SIZE, MAX_BSON_DOCUMENT_SIZE
-                )
-                yield from found
-                if status == native.RANGES_MALFORMED:
-                    raise FormatError(f"{path}: malformed document at byte offset {bad}")
-                if status == native.RANGES_TRUNCATED:
-                    raise FormatError(f"{path}: truncated document at byte offset {bad}")
+                yield from _native_walk(native, mapped, size, clamped, path)
                 return
             unpack = _LENGTH.unpack_from
             start = pos = 0
@@ -63,3 +59,43 @@ def bson_file_ranges(path: Path, target: int = 1 << 20) -> Iterator[tuple[int, i
                     start = pos
             if pos > start:
                 yield start, pos - start
+
+
+_WINDOW: Final = 64 << 20
+"""Bytes of the file the compiled walk takes at a time (at least twice the target)."""
+
+
+def _native_walk(
+    native: ModuleType, mapped: mmap.mmap, size: int, target: int, path: Path
+) -> Iterator[tuple[int, int]]:
+    """The compiled walk, window by window, giving exactly the ranges (and the error) of one
+    walk over the whole file: a window keeps only the ranges that closed at ``target``
+    bytes, and the next window starts where the last of them ends (a range start of the
+    whole walk too); what a window's end cut (a document, a length prefix) is walked again
+    by the next one. Only the last window's end is the file's."""
+    pos, window = 0, max(_WINDOW, 2 * target)
+    while pos < size:
+        end = min(size, pos + window)
+        view = memoryview(mapped)[pos:end]
+        try:
+            found, status, bad = native.ranges(
+                view, target, MIN_BSON_DOCUMENT_SIZE, MAX_BSON_DOCUMENT_SIZE
+            )
+        finally:
+            view.release()
+        if end == size:
+            yield from ((pos + offset, length) for offset, length in found)
+            if status == native.RANGES_MALFORMED:
+                raise FormatError(f"{path}: malformed document at byte offset {pos + bad}")
+            if status == native.RANGES_TRUNCATED:
+                raise FormatError(f"{path}: truncated document at byte offset {pos + bad}")
+            return
+        closed = [(pos + offset, length) for offset, length in found if length >= target]
+        yield from closed
+        if status == native.RANGES_MALFORMED and bad + 4 <= end - pos:
+            # a whole length prefix out of bounds: a defect wherever the window ends
+            raise FormatError(f"{path}: malformed document at byte offset {pos + bad}")
+        if closed:
+            pos = closed[-1][0] + closed[-1][1]
+        else:  # no range closed in this window (a document longer than it): a wider one
+            window *= 2

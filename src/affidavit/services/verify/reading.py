@@ -32,7 +32,13 @@ from affidavit.private_temp import open_private
 from affidavit.services.artifacts import decryption
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.verify.manifest_copy import check_manifest_copy, not_a_file
-from affidavit.services.verify.segments import RangedFile, Remote, SegmentUse, read_segments
+from affidavit.services.verify.segments import (
+    BufferPool,
+    RangedFile,
+    Remote,
+    SegmentUse,
+    read_segments,
+)
 from affidavit.services.verify.state import CHUNK, Expected, Run, now
 from affidavit.vaults.base import (
     ArtifactNotFound,
@@ -125,6 +131,7 @@ class ArtifactReader:
     copy_path: str | None = None  # the vault's copy of the signed manifest
     copy_sha256: str | None = None  # of the copy's bytes read
     not_files: set[str] = field(default_factory=set)  # artifact-not-a-file already reported
+    buffers: BufferPool = field(default_factory=BufferPool)  # segment memory, reused
 
     # -- the vault's folder ------------------------------------------------------------------
 
@@ -344,12 +351,15 @@ class ArtifactReader:
             fh.seek(0)  # ``pread`` only: the sequential pass, if any, starts at 0 anyway
         if age.layout.file_size != art.size:
             return False, None
-        # the whole-file SHA-256 is signed too (for sha256sum users): hashed here on a thread
-        # of its own beside the segments (hashlib releases the GIL; the file is read a second
-        # time, mostly from the page cache), so that the verdict is the sequential pass's
-        # even when the table and the digest disagree. A stream (S3) has no descriptor: there
-        # the digest is vouched by the signed table alone (docs/verification.md).
-        whole = _WholeFileDigest.start(_regular_descriptor(fh), art.size)
+        # the whole-file SHA-256 is signed too (for sha256sum users) and recomputed, so that
+        # the verdict is the sequential pass's even when the table and the digest disagree:
+        # on local threads from the very ciphertext the segments read, in file order (no
+        # second read); with a cluster's workers reading a folder vault's file, here on a
+        # thread of its own. A stream (S3) on a cluster has no descriptor here: there the
+        # digest is vouched by the signed table alone (docs/verification.md).
+        fd = _regular_descriptor(fh)
+        local = remote is None or use.spool is not None
+        whole = None if local else _WholeFileDigest.start(fd, art.size)
         try:
             got = read_segments(
                 age,
@@ -362,6 +372,8 @@ class ArtifactReader:
                 advance=self.run.rep.advance,
                 open_spool=open_private,
                 remote=remote,
+                whole_digest=local and fd is not None,
+                buffers=self.buffers,
             )
         except OSError as exc:  # the vault's file could not be read: says nothing of the backup
             fh.close()
@@ -376,6 +388,10 @@ class ArtifactReader:
             ) from exc
         finally:
             digest = whole.result() if whole is not None else None
+        if local and fd is not None:
+            whole_checked, digest = True, got.whole_sha256
+        else:
+            whole_checked = whole is not None
         if got.table_issues:
             self.run.find(
                 CheckCode.SEGMENT_TABLE_INVALID,
@@ -395,7 +411,7 @@ class ArtifactReader:
             )
         if not got.ok:
             return False, None
-        if whole is not None and digest != art.sha256:
+        if whole_checked and digest != art.sha256:
             return False, None  # the sequential pass words it (artifact-hash-mismatch)
         self.run.rep.finish()
         # every byte read, each segment's ciphertext as signed (and, from a file, the whole

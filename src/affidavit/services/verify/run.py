@@ -45,6 +45,7 @@ def verify_backup(
     workers: int | None = None,
     cluster: str | None = None,
     cluster_tls: ClusterTls | None = None,
+    connected: Cluster | None = None,
     reporter: Reporter | None = None,
 ) -> Verification:
     """Verify a backup, record the signed result and return it.
@@ -59,6 +60,8 @@ def verify_backup(
     (``tls://HOST:PORT``, or ``tcp://`` on loopback; ``cluster_tls``: the client's TLS files)
     sends those segments to a Dask cluster instead (:mod:`.cluster`): a scheduler that does
     not answer is :class:`OperationError` before anything is read or recorded.
+    ``connected``: a cluster connection already open (``run-due --cluster`` shares one
+    among its verifications), used instead of ``cluster`` and left open.
     """
     rep = reporter or SilentReporter()
     if sample_percent is not None and not (
@@ -101,7 +104,7 @@ def verify_backup(
     if sample_percent is not None and seed is None:
         seed = new_seed()
     remote = None
-    if cluster is not None:  # no answer: exit 3 before anything is read or recorded
+    if cluster is not None and connected is None:  # no answer: exit 3, nothing read or recorded
         remote = Cluster(cluster, tls=cluster_tls, timeout=app.settings.connect_timeout).connect()
     try:
         return _verify(
@@ -114,7 +117,7 @@ def verify_backup(
             sample_percent=sample_percent,
             seed=seed,
             workers=workers or default_workers(),
-            cluster=remote,
+            cluster=connected or remote,
         )
     finally:
         if remote is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,11 +44,13 @@ from affidavit.crypto.age_reader import (
     AgeFile,
     AgePayload,
     PayloadKey,
+    SegmentBuffers,
+    SegmentRead,
     StreamLayout,
 )
-from affidavit.crypto.segments import SegmentPlace, geometry
+from affidavit.crypto.segments import OrderedDigest, SegmentPlace, geometry
 from affidavit.errors import Error, FormatError
-from affidavit.fingerprint.accumulator import Accumulator
+from affidavit.fingerprint.accumulator import Accumulator, SortedPairs, sort_pairs
 from affidavit.fingerprint.model import record_tag
 from affidavit.formats.base import MAX_BSON_DOCUMENT_SIZE, MIN_BSON_DOCUMENT_SIZE
 from affidavit.formats.bson_codec import frame_exact_pairs
@@ -58,6 +61,7 @@ from affidavit.services.backends import vault_backend
 from affidavit.vaults.base import VaultBackend
 
 __all__ = [
+    "BufferPool",
     "RangedFile",
     "Remote",
     "SegmentJob",
@@ -66,6 +70,7 @@ __all__ = [
     "Segmented",
     "check_segment",
     "default_workers",
+    "frame_pairs",
     "read_segments",
     "segment_part",
 ]
@@ -106,6 +111,7 @@ class SegmentPart:
     stop: int | None = None  # where the documents of this segment end (a document start)
     frame_error: str | None = None
     read_error: str | None = None
+    sorted: SortedPairs | None = field(default=None, repr=False)  # local: ``pairs``, sorted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,19 +151,90 @@ def segment_part(
     frame: bool,
     spool: BinaryIO | None = None,
     fetch: Callable[[int, int], None] | None = None,
+    buffers: SegmentBuffers | None = None,
+    whole: tuple[OrderedDigest, int] | None = None,
 ) -> SegmentPart:
     """Read, open, hash (and spool, frame) one segment of the age file ``payload`` opens:
     the one task of a segment, on a local thread or a cluster's worker. ``fetch(start,
     end)``, when given, is called before the file's bytes ``[start, end)`` are read (a
-    worker's ranged copy of an artifact, :class:`RangedFile`). Raises the ``OSError`` of
-    reading the file."""
+    worker's ranged copy of an artifact, :class:`RangedFile`). ``buffers``: the thread's
+    reused memory (local threads). ``whole``: the artifact's :class:`OrderedDigest` and
+    this segment's index; the ciphertext read is fed to it (as soon as it is this
+    segment's turn, at the latest before returning), so the whole-file digest covers the
+    very bytes opened here. Raises the ``OSError`` of reading the file."""
+    if whole is None:
+        return _segment_part(
+            payload,
+            place,
+            row,
+            frame=frame,
+            spool=spool,
+            fetch=fetch,
+            buffers=buffers,
+            whole=None,
+        )
+    digest, k = whole
+    fed: list[bool] = []
+    try:
+        return _segment_part(
+            payload,
+            place,
+            row,
+            frame=frame,
+            spool=spool,
+            fetch=fetch,
+            buffers=buffers,
+            whole=(digest, k, fed),
+        )
+    finally:
+        if not fed:
+            digest.feed(k, None)  # never read whole: no digest (the turn moves on)
+
+
+def _segment_part(
+    payload: AgePayload,
+    place: SegmentPlace,
+    row: Segment,
+    *,
+    frame: bool,
+    spool: BinaryIO | None,
+    fetch: Callable[[int, int], None] | None,
+    buffers: SegmentBuffers | None,
+    whole: tuple[OrderedDigest, int, list[bool]] | None,
+) -> SegmentPart:
     layout = payload.layout
     if fetch is not None:
         last = place.first_chunk + place.chunks - 1
         fetch(place.offset, layout.chunk_offset(last) + layout.sealed_size(last))
     read = payload.read_segment(
-        place.first_chunk, place.chunks, from_offset=place.offset, plaintext=True
+        place.first_chunk, place.chunks, from_offset=place.offset, plaintext=True, buffers=buffers
     )
+
+    def feed(wait: bool) -> None:
+        if whole is None or whole[2]:
+            return
+        digest, k, fed = whole
+        whole_read = read.ciphertext is not None and read.cipher_size == place.size
+        if digest.feed(k, read.ciphertext if whole_read else None, wait=wait):
+            fed.append(True)
+
+    feed(False)  # at once if its turn has come; else after the framing
+    try:
+        return _use_segment(payload, row, place, read, frame=frame, spool=spool, fetch=fetch)
+    finally:
+        feed(True)
+
+
+def _use_segment(
+    payload: AgePayload,
+    row: Segment,
+    place: SegmentPlace,
+    read: SegmentRead,
+    *,
+    frame: bool,
+    spool: BinaryIO | None,
+    fetch: Callable[[int, int], None] | None,
+) -> SegmentPart:
     # what the caller keeps: the digests, not the plaintext (memory: one segment per worker)
     part = SegmentPart(
         cipher_sha256=read.cipher_sha256,
@@ -192,12 +269,25 @@ def check_segment(job: SegmentJob) -> SegmentPart:
         if job.vault.kind is VaultKind.FILE:
             with backend.open(job.path) as fh:
                 payload = AgePayload(fh.fileno(), PayloadKey(job.key), layout)
-                return segment_part(payload, job.place, job.row, frame=job.frame)
+                return _sorted(segment_part(payload, job.place, job.row, frame=job.frame))
         with RangedFile(backend, job.path, job.file_size) as ranged:
             payload = AgePayload(ranged.fileno(), PayloadKey(job.key), layout)
-            return segment_part(payload, job.place, job.row, frame=job.frame, fetch=ranged.fetch)
+            return _sorted(
+                segment_part(payload, job.place, job.row, frame=job.frame, fetch=ranged.fetch)
+            )
     except (Error, OSError, ValueError) as exc:
         return SegmentPart(read_error=f"reading {job.path} on a cluster worker failed: {exc}")
+
+
+def _sorted(part: SegmentPart) -> SegmentPart:
+    """The part with its record pairs sorted as the client's accumulator files them
+    (:func:`~affidavit.fingerprint.accumulator.sort_pairs`): the sort runs where the segment
+    was read, on a local thread or a cluster's worker, not in the client's merge (which
+    checks the order, :meth:`~affidavit.fingerprint.accumulator.SortedPairs.check`)."""
+    if part.pairs and part.frame_error is None:
+        part.sorted = sort_pairs(part.pairs)
+        part.pairs = b""
+    return part
 
 
 @functools.lru_cache(maxsize=8)
@@ -265,6 +355,7 @@ class Segmented:
     frame_errors: list[str] = field(default_factory=list)
     fingerprint: str | None = None
     spool: Path | None = None
+    whole_sha256: str | None = None  # with ``whole_digest``: the file's, from the same reads
 
     @property
     def ok(self) -> bool:
@@ -284,6 +375,8 @@ def read_segments(
     advance: Callable[[int], None],
     open_spool: Callable[[Path], BinaryIO] | None = None,
     remote: Remote | None = None,
+    whole_digest: bool = False,
+    buffers: BufferPool | None = None,
 ) -> Segmented:
     """Check every segment of the open age file ``age`` (``size`` ciphertext and
     ``plain_size`` plaintext bytes as signed) against ``table``, ``workers`` segments at a
@@ -293,7 +386,13 @@ def read_segments(
     With ``remote`` (and no spool asked for: a spool is a local file), the segments run
     where ``remote`` sends them (:func:`check_segment`, the same :func:`segment_part` on
     the worker) and their parts are merged here exactly as local threads' are. Raises
-    ``OSError`` when the vault's file could not be read, here or on a worker."""
+    ``OSError`` when the vault's file could not be read, here or on a worker.
+
+    ``whole_digest`` (local threads only): also the SHA-256 of the whole file
+    (:attr:`Segmented.whole_sha256`), from the ciphertext the segments read, in file order
+    (:class:`~affidavit.crypto.segments.OrderedDigest`): no second read of the file.
+    ``buffers``: the segment memory to reuse (a verification's, over its artifacts; else
+    this call's own)."""
     result = Segmented()
     layout = age.layout
     result.table_issues = table.tiling_issues(
@@ -303,14 +402,18 @@ def read_segments(
         return result
     spool = open_spool(use.spool) if use.spool is not None and open_spool else None
     run = _SegmentRun(
-        age, table, plain_size=plain_size, frame=use.frame and table.framing == "bson", spool=spool
+        age,
+        table,
+        plain_size=plain_size,
+        frame=use.frame and table.framing == "bson",
+        spool=spool,
+        buffers=buffers or BufferPool(),
     )
+    local = remote is None or spool is not None
+    if whole_digest and local:
+        run.whole = OrderedDigest(len(run.places))
     try:
-        parts = (
-            run.remote_parts(remote)
-            if remote is not None and spool is None
-            else _threaded(run, workers)
-        )
+        parts = run.remote_parts(remote) if not local and remote else _threaded(run, workers)
         for k, part in enumerate(parts):
             if part.read_error is not None:
                 raise OSError(part.read_error)
@@ -323,6 +426,8 @@ def read_segments(
         if spool is not None and result.ok:
             spool.flush()
             result.spool = use.spool
+        if run.whole is not None:
+            result.whole_sha256 = run.whole.result(size)
     finally:
         run.close()
     return result
@@ -338,6 +443,29 @@ def _threaded(run: _SegmentRun, workers: int) -> Iterator[SegmentPart]:
         finally:
             for future in futures:
                 future.cancel()
+            if run.whole is not None:
+                run.whole.close()  # a task waiting for a turn that will not come returns
+
+
+class BufferPool:
+    """Segment memory (:class:`~affidavit.crypto.age_reader.SegmentBuffers`) shared by the
+    worker threads of one verification, artifact after artifact: a task takes a set, and
+    gives it back when its segment is done (its whole-file digest fed). At most one set per
+    task running at once (``workers``); freed with the pool, when the verification ends."""
+
+    def __init__(self) -> None:
+        self._free: list[SegmentBuffers] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> SegmentBuffers:
+        """A free set (a new, empty one when none is free)."""
+        with self._lock:
+            return self._free.pop() if self._free else SegmentBuffers()
+
+    def give(self, buffers: SegmentBuffers) -> None:
+        """Return a set taken with :meth:`take`."""
+        with self._lock:
+            self._free.append(buffers)
 
 
 class _SegmentRun:
@@ -352,8 +480,10 @@ class _SegmentRun:
         plain_size: int,
         frame: bool,
         spool: BinaryIO | None,
+        buffers: BufferPool,
     ) -> None:
         self.age = age
+        self.buffers = buffers
         self.table = table
         self.plain_size = plain_size
         self.places = geometry(
@@ -365,19 +495,27 @@ class _SegmentRun:
         self.spool = spool
         self.acc = Accumulator("exact", keep_keys=False) if frame else None
         self.expect = 0  # the next document start, as the segments merged so far say
+        self.whole: OrderedDigest | None = None  # the whole file's digest, in order
 
     def task(self, k: int) -> SegmentPart:
         """Read, open, hash (and spool, frame) segment ``k``; on a worker thread."""
-        part = segment_part(
-            self.age.payload,
-            self.places[k],
-            self.table.segments[k],
-            frame=self.frame,
-            spool=self.spool,
-        )
+        buffers = self.buffers.take()
+        try:
+            part = segment_part(
+                self.age.payload,
+                self.places[k],
+                self.table.segments[k],
+                frame=self.frame,
+                spool=self.spool,
+                buffers=buffers,
+                whole=(self.whole, k) if self.whole is not None else None,
+            )
+        finally:
+            self.buffers.give(buffers)  # the segment is done with them (its digest fed)
         if part.frame_error is not None:
             part.frame_error = f"segment {k}: {part.frame_error}"
-        return part
+            return part
+        return _sorted(part)  # the sort of the accumulator's run, here (numpy, no GIL)
 
     def remote_parts(self, remote: Remote) -> Iterator[SegmentPart]:
         """The parts of every segment, in order, computed where ``remote`` sends them."""
@@ -424,8 +562,14 @@ class _SegmentRun:
             result.frame_errors.append(part.frame_error)
             return
         assert part.stop is not None
-        if part.pairs:
-            self.acc.add_pairs(part.pairs, None)
+        try:
+            if part.sorted is not None:
+                self.acc.add_sorted(part.sorted)
+            elif part.pairs:
+                self.acc.add_pairs(part.pairs, None)
+        except ValueError as exc:  # pairs from a worker that are not what they claim
+            result.frame_errors.append(f"segment {k}: {exc}")
+            return
         self.expect = part.stop
 
     def finish(self, result: Segmented, dataset: str) -> None:
@@ -461,17 +605,29 @@ def _judge(result: Segmented, k: int, row: Segment, part: SegmentPart) -> None:
         result.problems.append(problem)
 
 
-def _pwrite_all(fd: int, data: bytearray, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytearray | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
 
 
+def frame_pairs(view: memoryview) -> tuple[bytes, int]:
+    """The exact record pairs of the whole documents at the start of ``view`` and where they
+    end (:func:`~affidavit.formats.bson_codec.frame_exact_pairs`, no copy). A document the
+    compiled framing leaves to the Python reader, which reads ``bytes`` (a defect it words),
+    is read again from a copy."""
+    try:
+        pairs, _, stop = frame_exact_pairs(cast(bytes, view), _TAG, keys=False)
+    except (AttributeError, TypeError):  # the Python reader needs bytes (``find``)
+        pairs, _, stop = frame_exact_pairs(bytes(view), _TAG, keys=False)
+    return pairs, stop
+
+
 def _frame(
     payload: AgePayload,
     row: Segment,
-    plain: bytearray,
+    plain: bytearray | memoryview,
     fetch: Callable[[int, int], None] | None = None,
 ) -> tuple[bytes, int]:
     """The record pairs of the documents that start in this segment, and where the last of
@@ -481,7 +637,7 @@ def _frame(
     assert row.first_record is not None
     begin = row.first_record - row.plain_offset
     view = memoryview(plain)[begin:]
-    pairs, _, stop = frame_exact_pairs(cast(bytes, view), _TAG, keys=False)  # any buffer
+    pairs, stop = frame_pairs(view)
     pos = row.first_record + stop
     end = row.plain_offset + row.plain_size
     if pos >= end:
@@ -508,7 +664,7 @@ def _frame(
         doc += payload.decrypt_range(next_chunk, count)
         next_chunk += count
     assert length is not None
-    more, _, done = frame_exact_pairs(cast(bytes, memoryview(doc)[:length]), _TAG, keys=False)
+    more, done = frame_pairs(memoryview(doc)[:length])
     if done != length:
         raise FormatError(f"malformed document at byte offset {pos}")
     return pairs + more, pos + length
