@@ -23,8 +23,9 @@ import httpx
 import pytest
 from server_harness import PASSWORD, Served, World, make_world, password_file, serving
 
-from affidavit.cli.client import Client
+from affidavit.cli.client import Client, refuse_local
 from affidavit.config import load_settings
+from affidavit.errors import InputError
 from affidavit.models.access import Outcome
 from affidavit.scratch.redis_server import RedisScratch
 from affidavit.services import access_log
@@ -726,6 +727,7 @@ def test_host_only_commands_stay_refused_in_client_mode(cli: Any, home: Path) ->
         assert f"`{command}` runs on the server's host only" in result.err, result.err
         assert "Traceback" not in result.err
     assert len(_events(home, "ledger.recovered")) == size
-    # a command not remote-capable yet says so
-    later = cli("--server", "http://127.0.0.1:9", "diff", "a", "b")
-    assert later.code == 2 and "does not run through a server yet" in later.err
+    # a command that no set names (none today: test_every_command_is_known_to_client_mode)
+    # is refused, never run locally
+    with pytest.raises(InputError, match="does not run through a server yet"):
+        refuse_local("made up", "http://127.0.0.1:9")
