@@ -38,8 +38,13 @@ demo: setup
 demo-serve: setup
 	$(BIN)/affidavit demo --serve
 
+# the suite on TEST_WORKERS processes (pytest-xdist; a test file's tests stay in one process,
+# with its module's servers): most of its time is spent waiting on servers and TOTP steps,
+# which overlaps well even on 2 cores. TEST_WORKERS=0 runs it in this process alone.
+TEST_WORKERS ?= 3
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # the format, fingerprint and verify tests on the pure-Python twins (AFFIDAVIT_PURE_PYTHON=1)
 test-pure: setup
