@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from affidavit.cli import client
+from affidavit.cli.cluster_options import ClusterCaOpt, ClusterCertOpt, ClusterKeyOpt
 from affidavit.cli.output import JsonOpt, print_json, show, table, when
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
@@ -68,18 +68,9 @@ def run_due(
             "`verify --cluster` does: tls://SCHEDULER:PORT (tcp:// only on loopback).",
         ),
     ] = None,
-    cluster_ca: Annotated[
-        Path | None,
-        typer.Option("--cluster-ca", metavar="FILE", help="The CA of the cluster's TLS."),
-    ] = None,
-    cluster_cert: Annotated[
-        Path | None,
-        typer.Option("--cluster-cert", metavar="FILE", help="This client's TLS certificate."),
-    ] = None,
-    cluster_key: Annotated[
-        Path | None,
-        typer.Option("--cluster-key", metavar="FILE", help="This client's TLS key."),
-    ] = None,
+    cluster_ca: ClusterCaOpt = None,
+    cluster_cert: ClusterCertOpt = None,
+    cluster_key: ClusterKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Run every due verification and drill (for cron or a systemd timer); alert on failures

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from affidavit.cli import client
+from affidavit.cli.cluster_options import ClusterCaOpt, ClusterCertOpt, ClusterKeyOpt
 from affidavit.cli.output import JsonOpt, print_json, print_list, show, table, when
 from affidavit.cli.progress import reporting
 from affidavit.cli.state import app_for
@@ -96,18 +96,9 @@ def run(
             "The workers must see the vault (docs/scale.md).",
         ),
     ] = None,
-    cluster_ca: Annotated[
-        Path | None,
-        typer.Option("--cluster-ca", metavar="FILE", help="The CA of the cluster's TLS."),
-    ] = None,
-    cluster_cert: Annotated[
-        Path | None,
-        typer.Option("--cluster-cert", metavar="FILE", help="This client's TLS certificate."),
-    ] = None,
-    cluster_key: Annotated[
-        Path | None,
-        typer.Option("--cluster-key", metavar="FILE", help="This client's TLS key."),
-    ] = None,
+    cluster_ca: ClusterCaOpt = None,
+    cluster_cert: ClusterCertOpt = None,
+    cluster_key: ClusterKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Verify a backup: signed manifest, every artifact's size, SHA-256, decryption and
