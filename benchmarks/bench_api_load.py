@@ -377,10 +377,14 @@ async def run_phase(
     seconds: float,
     timeout: float,
     postgres: PostgresScratch | None = None,
+    rate: float | None = None,
 ) -> tuple[dict[str, RouteStats], float, float, list[dict[str, int]]]:
     """``clients`` connections, each with one request in flight until ``seconds`` have passed;
     return the stats by route, the elapsed time (until the last answer), the mean number of
-    requests in flight and the pg_stat_activity samples."""
+    requests in flight and the pg_stat_activity samples. With ``rate``, each client sends on
+    a schedule of ``rate`` requests a second (open loop, wrk2-style) instead of at once, and a
+    latency counts from the moment its request was due, so that a server falling behind the
+    schedule is charged for the wait (no coordinated omission)."""
     connections: list[Connection | None] = [await Connection.open(port) for _ in range(clients)]
     stats: dict[str, RouteStats] = {}
     inflight = 0
@@ -393,12 +397,20 @@ async def run_phase(
     async def client(index: int) -> None:
         nonlocal inflight
         iteration = 0
+        offset = index / (clients * rate) if rate else 0.0  # spread the clients' schedules
         while time.perf_counter() < deadline:
+            due = start + offset + iteration / rate if rate else None
+            if due is not None:
+                if due >= deadline:
+                    break
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
             label, data, expected = plan(index, iteration)
             iteration += 1
             route = stats.setdefault(label, RouteStats())
             inflight += 1
             began = time.perf_counter_ns()
+            if due is not None:  # charged from when it was due
+                began -= int(max(0.0, time.perf_counter() - due) * 1e9)
             try:
                 conn = connections[index]
                 if conn is None:
@@ -452,12 +464,19 @@ def measure(
     timeout: float,
     server_pid: int | None = None,
     postgres: PostgresScratch | None = None,
+    rate: float | None = None,
 ) -> PhaseResult:
     """One phase with the CPU of every side measured."""
     with CpuWatch(server_pid, postgres.pid if postgres else None) as cpu:
         routes, elapsed, level, samples = asyncio.run(
             run_phase(
-                port, plan, clients=clients, seconds=seconds, timeout=timeout, postgres=postgres
+                port,
+                plan,
+                clients=clients,
+                seconds=seconds,
+                timeout=timeout,
+                postgres=postgres,
+                rate=rate,
             )
         )
     # the sampler's own backend is a PostgreSQL process too: its queries (1 Hz) count in it
@@ -795,6 +814,12 @@ def main() -> int:
     )
     parser.add_argument("--calibrate-seconds", type=float, default=None, help="default 5")
     parser.add_argument("--timeout", type=float, default=60.0, help="per request, seconds")
+    parser.add_argument(
+        "--paced",
+        default="2,4,6",
+        help="also read at these rates per client (requests/s, comma-separated; open loop, "
+        "latency from when each request was due): p99 below saturation; '' for none",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where the temp folder goes")
     parser.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     args = parser.parse_args()
@@ -878,6 +903,13 @@ def main() -> int:
                 postgres=postgres,
             )
             reads = phase(read_plan(port, secrets, world.backup_ids[0]))
+            paced: dict[str, PhaseResult] = {}
+            for rate in [float(r) for r in args.paced.split(",") if r.strip()]:
+                say(
+                    f"  phase 1b: reads paced at {rate:g}/s per client "
+                    f"({rate * args.clients:g}/s offered, {seconds:g} s) ..."
+                )
+                paced[f"{rate:g}"] = phase(read_plan(port, secrets, world.backup_ids[0]), rate=rate)
             say(f"  phase 2/3: writes ({seconds:g} s) ...")
             writes = phase(hold_plan(port, secrets, world.hold_target, "api"))
         logged = (root / "serve.log").read_text(errors="replace").splitlines()
@@ -894,6 +926,10 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     report["reads"] = reads.to_json()
+    report["paced_reads"] = {
+        rate: {"offered_per_second": float(rate) * args.clients, **result.to_json()}
+        for rate, result in paced.items()
+    }
     report["writes"] = writes.to_json()
     report["in_process"] = inproc
     report["in_process_whole_request"] = inproc_full
@@ -918,6 +954,14 @@ def main() -> int:
         print(json.dumps(report, indent=2))
     else:
         print_phase("reads", report["reads"])
+        for rate, result in report["paced_reads"].items():
+            t = result["total"]
+            print(
+                f"\nreads paced at {rate}/s per client ({result['offered_per_second']:g}/s "
+                f"offered by {args.clients} clients): {t['per_second']:,.1f} req/s served, "
+                f"p50 {_ms(t['p50_ms'])} / p90 {_ms(t['p90_ms'])} / p99 {_ms(t['p99_ms'])} / "
+                f"max {_ms(t['max_ms'])} ms, errors {t['errors']} (latency from when due)"
+            )
         print_phase("writes (each request appends one ledger event)", report["writes"])
         a = report["ledger_appends"]
         print(
