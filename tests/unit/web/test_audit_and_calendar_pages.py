@@ -121,3 +121,14 @@ def test_an_item_leads_only_where_its_viewer_may_go() -> None:
     assert link_of(backup, viewer) == "/backups/bk-1"
     assert link_of(deadline, viewer) is None  # no ledger.read
     assert link_of(backup, _who(Role.AUDITOR)) is None
+
+
+def test_a_login_lands_where_the_person_may_look() -> None:
+    """The password form and single sign-on (its continue page) share one rule: the
+    dashboard, except for a person who may not read it (an auditor: its engagements)."""
+    from affidavit.server.web.pages import landing
+
+    assert landing(_who(Role.OPERATOR)) == "/"
+    assert landing(_who(Role.AUDITOR)) == "/audit"
+    assert landing(_who(Role.AUDITOR), "/audit/requests") == "/audit/requests"
+    assert landing(_who(Role.OPERATOR), "/backups") == "/backups"

@@ -99,7 +99,9 @@ def callback(
         note_identity(request.state, principal.name, principal.method.value)
         response = session_reply(answered.grant, with_secret=False)
         if _navigating(request):  # a person's browser: on to the dashboard
-            response = _continue_page(response, principal.name)
+            from affidavit.server.web.pages import landing  # the web package imports this one
+
+            response = _continue_page(response, principal.name, landing(principal))
         response.delete_cookie(BINDING_COOKIE, path="/", secure=True, httponly=True)
         return response
     shown = html.escape(answered.code or "")
@@ -121,8 +123,9 @@ def _navigating(request: Request) -> bool:
     return request.headers.get("accept", "").startswith("text/html")
 
 
-def _continue_page(answered: Response, name: str) -> Response:
-    """A page that sends the browser on to the dashboard, with ``answered``'s cookies.
+def _continue_page(answered: Response, name: str, target: str) -> Response:
+    """A page that sends the browser on to ``target`` (the dashboard, or an auditor's
+    engagements: :func:`~affidavit.server.web.pages.landing`), with ``answered``'s cookies.
 
     Not a 303: the provider's redirect made this a cross-site navigation, and a browser
     sends no ``SameSite=Strict`` cookie on a redirect of that chain (Chromium does not), so
@@ -130,9 +133,10 @@ def _continue_page(answered: Response, name: str) -> Response:
     this site starts, which carries the cookie (tested in Chromium)."""
     page = (
         "<!doctype html><html lang=en><meta charset=utf-8>"
-        '<meta http-equiv="refresh" content="0; url=/"><title>affidavit: logged in</title>'
+        f'<meta http-equiv="refresh" content="0; url={html.escape(target)}">'
+        "<title>affidavit: logged in</title>"
         f"<p>Logged in as {html.escape(name)}. "
-        '<a href="/">Continue to the dashboard</a>.</p></html>'
+        f'<a href="{html.escape(target)}">Continue</a>.</p></html>'
     )
     response = Response(page, media_type="text/html; charset=utf-8")
     for key, value in answered.raw_headers:

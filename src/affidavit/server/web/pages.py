@@ -159,3 +159,12 @@ def render(
         )
     )
     return HTMLResponse(body, status_code=status, media_type=HTML_TYPE)
+
+
+def landing(principal: Principal, target: str = "/") -> str:
+    """Where a login goes: ``target``, except that the dashboard (``/``, the default) of a
+    person who may not read it is the first page the navigation offers them (an auditor's
+    engagements)."""
+    if target != "/" or principal.holds(Permission.BACKUP_READ):
+        return target
+    return next((n.path for n in NAV if principal.holds(n.permission)), target)

@@ -53,7 +53,7 @@ from affidavit.server.gates import (
 )
 from affidavit.server.routes.oidc import STATE_KEY
 from affidavit.server.web import audit_pages, calendar_page, dashboard
-from affidavit.server.web.pages import NAV, render
+from affidavit.server.web.pages import landing, render
 from affidavit.server.web.security import (
     LOGIN_COOKIE,
     field,
@@ -183,15 +183,6 @@ def _set_session_cookie(response: Response, grant: SessionGrant) -> None:
         httponly=True,
         samesite="strict",
     )
-
-
-def landing(principal: Principal, target: str) -> str:
-    """Where a login goes: ``target``, except that the dashboard (``/``, the default) of a
-    person who may not read it is the first page the navigation offers them (an auditor's
-    engagements)."""
-    if target != "/" or principal.holds(Permission.BACKUP_READ):
-        return target
-    return next((n.path for n in NAV if principal.holds(n.permission)), target)
 
 
 @router.post("/login")
