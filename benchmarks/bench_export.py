@@ -10,8 +10,10 @@ and ``json.dumps`` per document (``default=str`` for ObjectId and datetime), one
 
 The figure is the ratio of throughputs in documents per second (issue 17's goal: >= 0.5),
 and the ratio of CPU seconds (user + system; less sensitive to a shared machine's load),
-with each command's peak RSS (memory must not grow with N: compare ``--docs`` runs) and the
-1-minute load average around each command (the machine may be shared).
+with each command's peak RSS (memory must not grow with N, with or without the ``unique``
+rule, whose digests spill to disk past 65,536 records: compare ``--docs`` runs, and
+``--no-unique``) and the 1-minute load average around each command (the machine may be
+shared).
 
 Run: ``.venv/bin/python benchmarks/bench_export.py [--docs N] [--rounds R] [--quick]
 [--dir DIR] [--keep] [--no-unique]`` (``--quick``: 20,000 documents, a smoke run).

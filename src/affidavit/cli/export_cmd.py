@@ -149,7 +149,11 @@ def run(
         int | None, typer.Option(help="The spec version (default: the newest approved).")
     ] = None,
     backup: Annotated[
-        str | None, typer.Option(help="The backup to read (default: the spec's input.backup).")
+        str | None,
+        typer.Option(
+            help="The backup to read (default: the spec's input.backup; a spec with "
+            'input.from = "live" reads its source and takes none).'
+        ),
     ] = None,
     output: Annotated[
         str | None, typer.Option(help="The output file's name in the destination folder.")

@@ -55,8 +55,9 @@ class DatasetSnapshot(Protocol):
         """What the backup can claim about its point in time (JSON-ready)."""
         ...
 
-    def iter_raw(self, dataset: str) -> Iterator[bytes]:
-        """The dataset's records, raw, at the snapshot."""
+    def iter_raw(self, dataset: str, query: Mapping[str, Any] | None = None) -> Iterator[bytes]:
+        """The dataset's records, raw, at the snapshot (only those matching ``query``, a
+        filter the server applies, when given)."""
         ...
 
     def metadata_json(self, dataset: str) -> bytes:

@@ -458,14 +458,14 @@ class MongoSnapshot:
             out["note"] = "no snapshot reads: collections were read one after another"
         return out
 
-    def iter_raw(self, dataset: str) -> Iterator[bytes]:
-        """The collection's documents as raw BSON, at the snapshot."""
+    def iter_raw(self, dataset: str, query: Mapping[str, Any] | None = None) -> Iterator[bytes]:
+        """The collection's documents as raw BSON, at the snapshot (matching ``query``)."""
         db, coll = split_dataset(dataset)
         raw = self._engine.client[db].get_collection(
             coll, codec_options=CodecOptions(document_class=RawBSONDocument)
         )
         try:
-            with raw.find({}, batch_size=2000, session=self._session) as cursor:
+            with raw.find(dict(query or {}), batch_size=2000, session=self._session) as cursor:
                 for doc in cursor:
                     assert isinstance(doc, RawBSONDocument)
                     yield bytes(doc.raw)

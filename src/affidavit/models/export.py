@@ -4,8 +4,10 @@ record must meet, for which purpose, to whom), the recipient, and one run.
 A spec is a TOML document (``docs/exports.md``); :func:`parse_spec` turns its text into an
 :class:`ExportSpec` or raises :class:`~affidavit.errors.InputError` naming what is wrong.
 Minimisation is by allow-list: a field not named under ``[fields]`` never leaves. Fields are
-top-level names of the dataset's documents; ``_id`` must be listed (it keys every record of
-the output, its fingerprint and every violation), transformed if need be.
+names of the dataset's documents, top-level (``email``) or dotted paths into nested documents
+and arrays of documents (``address.city``, ``orders.sku``: docs/exports.md, "Nested
+fields"); ``_id`` must be listed (it keys every record of the output, its fingerprint and
+every violation), transformed if need be.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from affidavit.errors import InputError
+from affidavit.models.export_filter import QueryFilter
 
 MAX_SPEC_BYTES: Final = 256 * 1024
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _FIELD = re.compile(r"[^$.\x00][^.\x00]{0,254}")
+MAX_PATH_DEPTH: Final = 8
+"""Segments of a dotted field path, at most."""
 _KEY = "_id"
 
 
@@ -153,15 +158,26 @@ class Contract:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpecInput:
     """Where the records come from: ``dataset`` of ``source`` in the backup ``backup`` (an id,
-    or ``latest``: the newest completed backup of the source holding the dataset)."""
+    or ``latest``: the newest completed backup of the source holding the dataset), or, with
+    ``live``, read from the registered source itself (``from = "live"``); only the records
+    ``filter`` matches, when given."""
 
     source: str
     dataset: str
     backup: str = "latest"
+    live: bool = False
+    filter: QueryFilter | None = None  # only the records it matches (models/export_filter.py)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"source": self.source, "dataset": self.dataset, "backup": self.backup}
+        out: dict[str, Any] = {"source": self.source, "dataset": self.dataset}
+        if self.live:
+            out["from"] = "live"
+        else:
+            out["backup"] = self.backup
+        if self.filter is not None:
+            out["filter"] = self.filter.to_json()
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -274,17 +290,26 @@ def _text(data: Mapping[str, Any], key: str, *, where: str = "") -> str:
 
 
 def _field_rule(name: str, raw: Any) -> FieldRule:
-    if not _FIELD.fullmatch(name):
+    parts = name.split(".")
+    if len(parts) > MAX_PATH_DEPTH or not all(_FIELD.fullmatch(p) for p in parts):
         raise InputError(
-            f"field {name[:80]!r} is not a top-level field name",
-            hint="name top-level fields only (no dots, not starting with $)",
+            f"field {name[:80]!r} is not a field name nor a dotted path",
+            hint=f"name fields (email) or paths into documents (address.city): no segment "
+            f"empty or starting with $, at most {MAX_PATH_DEPTH} segments",
+        )
+    if len(parts) > 1 and parts[0] == _KEY:
+        raise InputError(
+            f"field {name[:80]!r}: _id is listed whole", hint="list _id itself, not inside it"
         )
     table: Mapping[str, Any] = {"transform": raw} if isinstance(raw, str) else raw
     if not isinstance(table, Mapping):
         raise InputError(f"fields.{name} must be a transform name or a table")
     unknown = set(table) - {"transform", "keep", "width", "algorithm"}
     if unknown:
-        raise InputError(f"fields.{name}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise InputError(
+            f"fields.{name}: unknown key(s) {', '.join(sorted(unknown))}",
+            hint=f'a path into {name} is a quoted key: "{name}.{sorted(unknown)[0]}" = "keep"',
+        )
     try:
         transform = Transform(str(table.get("transform", "keep")))
     except ValueError:
@@ -317,6 +342,86 @@ def _field_rule(name: str, raw: Any) -> FieldRule:
             hint="a redacted, masked or generalised _id would collide",
         )
     return rule
+
+
+def _spec_input(raw_input: Any) -> SpecInput:
+    if not isinstance(raw_input, Mapping):
+        raise InputError("the spec needs an [input] table (source, dataset, backup)")
+    unknown_i = set(raw_input) - {"source", "dataset", "backup", "from", "filter"}
+    if unknown_i:
+        raise InputError(f"[input]: unknown key(s) {', '.join(sorted(unknown_i))}")
+    read_from = raw_input.get("from", "backup")
+    if read_from not in ("backup", "live"):
+        raise InputError(
+            f'input.from must be "backup" or "live", not {str(read_from)[:40]!r}',
+            hint="live reads the registered source itself; backup (the default) a backup of it",
+        )
+    if read_from == "live" and "backup" in raw_input:
+        raise InputError(
+            'input.backup names a backup, but input.from is "live"',
+            hint="leave input.backup out to read the live source",
+        )
+    return SpecInput(
+        source=_text(raw_input, "source", where="input."),
+        dataset=_text(raw_input, "dataset", where="input."),
+        backup=str(raw_input.get("backup", "latest")),
+        live=read_from == "live",
+        filter=QueryFilter.parse(raw_input["filter"]) if "filter" in raw_input else None,
+    )
+
+
+def _rules(raw: Mapping[str, Any], fmt: OutputFormat) -> tuple[FieldRule, ...]:
+    rules = tuple(_field_rule(str(k), v) for k, v in raw.items())
+    _check_paths(rules, fmt)
+    return rules
+
+
+def _check_paths(rules: tuple[FieldRule, ...], fmt: OutputFormat) -> None:
+    """A path listed with one of its parents (the parent already leaves whole) is refused;
+    nested paths leave as JSON lines only."""
+    names = sorted(r.name for r in rules)
+    for name in names:
+        parts = name.split(".")
+        for n in range(1, len(parts)):
+            parent = ".".join(parts[:n])
+            if parent in names:
+                raise InputError(
+                    f"fields: {name[:80]!r} is inside {parent[:80]!r}, which is listed whole",
+                    hint=f"list either {parent} (all of it) or the paths inside it",
+                )
+    nested = [n for n in names if "." in n]
+    if nested and fmt is not OutputFormat.EXTJSON:
+        raise InputError(
+            f"nested field {nested[0][:80]!r}: a {fmt.value} output has one column per "
+            "top-level field",
+            hint='nested fields leave as JSON lines (format = "extjson")',
+        )
+
+
+def _check_against_schema(rules: tuple[FieldRule, ...], contract: Contract) -> None:
+    """A listed path the contract's schema says cannot exist (a parent with
+    ``additionalProperties = false`` whose ``properties`` do not name it) is refused."""
+    for rule in rules:
+        schema: Any = contract.schema
+        walked: list[str] = []
+        for part in rule.name.split("."):
+            if not isinstance(schema, Mapping):
+                break
+            if schema.get("type") == "array" or "items" in schema:
+                schema = schema.get("items")
+                if not isinstance(schema, Mapping):
+                    break
+            props = schema.get("properties")
+            props = props if isinstance(props, Mapping) else {}
+            if part not in props and schema.get("additionalProperties") is False:
+                where = ".".join(walked) or "the record"
+                raise InputError(
+                    f"fields: {rule.name[:80]!r} cannot exist: the contract's schema allows "
+                    f"no {part[:40]!r} in {where}",
+                    hint="fix the path, or add it to the schema's properties",
+                )
+            walked.append(part)
+            schema = props.get(part)
 
 
 def parse_spec(text: str, *, name: str = "spec") -> ExportSpec:
@@ -375,21 +480,14 @@ def _parse_spec(text: str, *, name: str) -> ExportSpec:
             f"unknown format {data.get('format')!r}",
             hint="this version writes: " + ", ".join(f.value for f in OutputFormat),
         ) from None
-    raw_input = data.get("input")
-    if not isinstance(raw_input, Mapping):
-        raise InputError("the spec needs an [input] table (source, dataset, backup)")
-    spec_input = SpecInput(
-        source=_text(raw_input, "source", where="input."),
-        dataset=_text(raw_input, "dataset", where="input."),
-        backup=str(raw_input.get("backup", "latest")),
-    )
+    spec_input = _spec_input(data.get("input"))
     raw_fields = data.get("fields")
     if not isinstance(raw_fields, Mapping) or not raw_fields:
         raise InputError(
             "the spec needs a [fields] table: the fields allowed to leave",
             hint="everything not listed is dropped; list _id at least",
         )
-    rules = tuple(_field_rule(str(k), v) for k, v in raw_fields.items())
+    rules = _rules(raw_fields, fmt)
     if _KEY not in {r.name for r in rules}:
         raise InputError(
             "[fields] must list _id (keep or pseudonymise it)",
@@ -409,6 +507,7 @@ def _parse_spec(text: str, *, name: str) -> ExportSpec:
     if unknown_c:
         raise InputError(f"[contract]: unknown key(s) {', '.join(sorted(unknown_c))}")
     contract = Contract.from_json(raw_contract)
+    _check_against_schema(rules, contract)
     allowed = {r.name for r in rules}
     for what, names in (("max_nulls", contract.max_nulls), ("unique", contract.unique)):
         stray = sorted(set(names) - allowed)

@@ -43,8 +43,8 @@ def spec(fields: str = "", contract: str = "", **replace: str) -> Any:
     ("fields", "contract", "words"),
     [
         ('x = "scramble"', "", "unknown transform"),
-        ('"a.b" = "keep"', "", "not a top-level field"),
-        ('"$where" = "keep"', "", "not a top-level field"),
+        ('"a..b" = "keep"', "", "not a field name nor a dotted path"),  # a.b: nested
+        ('"$where" = "keep"', "", "not a field name nor a dotted path"),
         ('x = { transform = "keep", width = 10 }', "", "belongs to the generalise"),
         ('x = { transform = "mask", keep = -1 }', "", "whole number"),
         ('x = { transform = "mask", colour = 1 }', "", "unknown key"),

@@ -1,7 +1,9 @@
 """One pass over the records of an export's input, shared by the run and by the preview an
-approver sees: the dataset's artifacts are fetched from the vault (ciphertext digests checked
-against the catalog, which the signed manifest vouched for) and decrypted into a private
-folder; each BSON document is decoded once, minimised and transformed
+approver sees: the dataset's artifacts are fetched from the vault (ciphertext digests
+checked against the catalog, which the signed manifest vouched for) and decrypted into a
+private folder (or, for a live source, read from the server: :mod:`.sources`); each BSON
+document is decoded once, judged by the spec's filter
+(:mod:`affidavit.models.export_filter`), minimised and transformed
 (:class:`~.records.Minimiser`, only the allowed fields converted to Extended JSON), judged
 against the consents and checked against the contract (:class:`~.records.ContractCheck`).
 :meth:`RecordPass.shipped` yields the records that ship, :attr:`RecordPass.tally` counts the
@@ -29,7 +31,8 @@ from affidavit.services.backends import restore_layout, vault_backend
 from affidavit.services.context import App
 from affidavit.services.exports.consent import Consents, subject_text
 from affidavit.services.exports.recipients import pseudonym_key
-from affidavit.services.exports.records import ContractCheck, Minimiser
+from affidavit.services.exports.records import ContractCheck, Minimiser, key_text
+from affidavit.services.exports.sources import LiveInput, LiveRead
 from affidavit.services.keys import keystore_for, unwrap_identity
 
 MANIFEST_SUFFIX: Final = ".manifest.dsse.json"
@@ -44,13 +47,24 @@ class Plan:
     spec: ExportSpec
     spec_approval: dict[str, Any]
     recipient: Recipient
-    backup: Backup
-    dataset: ManifestDataset
-    backup_manifest_sha256: str
     output: Path
     classification: Classification
+    backup: Backup | None = None  # the backup read (None: the live source)
+    dataset: ManifestDataset | None = None  # the dataset in its signed manifest
+    backup_manifest_sha256: str | None = None
+    live: LiveInput | None = None  # the live source read (``from = "live"``)
     consents: Consents | None = None
     s3: str | None = None  # an S3 destination (``output`` is then in the local spool)
+
+    @property
+    def dataset_name(self) -> str:
+        """The dataset read."""
+        return self.live.dataset if self.live is not None else self.spec.input.dataset
+
+    @property
+    def input_ref(self) -> str:
+        """The backup read, or ``live``."""
+        return self.backup.id if self.backup is not None else "live"
 
     @property
     def location(self) -> str:
@@ -70,9 +84,11 @@ class Plan:
             "spec": self.version.name,
             "version": self.version.version,
             "spec_sha256": self.version.sha256,
-            "backup_id": self.backup.id,
+            "backup_id": self.input_ref,
             "output": self.output.name,
         }
+        if self.live is not None:
+            params["input"] = {"from": "live", "source": self.live.source.name}
         if self.consents is not None:  # the approval covers this list of consents
             params["consent_sha256"] = self.consents.sha256
         return params
@@ -130,6 +146,8 @@ def _fetch(
 
 def _records(app: App, plan: Plan, work: Path) -> Iterator[bytes]:
     """The dataset's raw BSON documents, read out of the backup."""
+    assert plan.backup is not None
+    assert plan.dataset is not None
     layout = restore_layout(plan.backup.format)
     assert layout is not None  # plan_export checked it
     view = dataclasses.replace(
@@ -155,6 +173,9 @@ class RecordPass:
         self.minimiser = Minimiser(spec, key=key, context=plan.recipient.name)
         self.contract = ContractCheck(spec.contract, spec.allowed)
         self.tally = Tally()
+        self.live: LiveRead | None = None  # a live input's read
+        if plan.live is not None:
+            self.live = LiveRead(app=app, live=plan.live, query=spec.input.filter)
 
     def shipped(self, work: Path) -> Iterator[dict[str, Any]]:
         """The records that ship (canonical Extended JSON, minimised and transformed)."""
@@ -163,9 +184,25 @@ class RecordPass:
         consent = plan.spec.consent
         subject_field = consent.subject_field if consent is not None else "_id"
         excluded = tally.excluded
-        for raw in _records(self.app, plan, work):
+        query = plan.spec.input.filter
+        live = self.live
+        raws = live.raw_records() if live is not None else _records(self.app, plan, work)
+        for raw in raws:
             tally.records_in += 1
             document = decode_document(raw)
+            if query is not None and not query.match(
+                {k: canonical_value(document[k]) for k in query.fields if k in document}
+            ):
+                if live is not None:  # the server's filter and ours must agree
+                    key = key_text({"_id": canonical_value(document.get("_id"))})
+                    raise IntegrityError(
+                        f"{live.live.uri} returned a record of {live.live.dataset} that the "
+                        f"filter does not match ({key[:100]})",
+                        hint="the server's query semantics differ from docs/exports.md "
+                        "(a collation?); nothing was exported",
+                    )
+                excluded["filter"] = excluded.get("filter", 0) + 1
+                continue
             out, dropped, refusals = minimiser.apply_decoded(document)  # notes fields seen
             tally.fields_dropped += dropped
             if consents is not None:
@@ -185,16 +222,24 @@ class RecordPass:
         allowed field met, the contract's whole-output rules. Raises :class:`IntegrityError`
         or :class:`InputError`."""
         plan, tally = self.plan, self.tally
-        if tally.records_in != plan.dataset.records:
+        minimised = tally.records_in - tally.excluded.get("filter", 0)  # past the filter
+        if self.live is not None:
+            if self.live.filtered_out:
+                tally.excluded["filter"] = self.live.filtered_out
+        elif (
+            plan.dataset is not None
+            and plan.backup is not None
+            and (tally.records_in != plan.dataset.records)
+        ):
             raise IntegrityError(
                 f"{plan.dataset.name} held {tally.records_in:,} records, its signed manifest "
                 f"{plan.dataset.records:,}",
                 hint=f"run `affidavit verify run {plan.backup.id}`; nothing was exported",
             )
         unseen = sorted(plan.spec.allowed - self.minimiser.seen)
-        if unseen and tally.records_in:
+        if unseen and minimised:
             raise InputError(
-                f"the allow-list names field(s) that no record of {plan.dataset.name} holds: "
+                f"the allow-list names field(s) that no record of {plan.dataset_name} holds: "
                 f"{', '.join(unseen)}",
                 hint="fix the field names in the spec and propose it again",
             )

@@ -30,7 +30,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -52,6 +52,7 @@ from affidavit.models.export import (
     PseudonymAlgorithm,
     Transform,
 )
+from affidavit.services.exports.unique import DigestSet
 
 MAX_LISTED_VIOLATIONS: Final = 100
 """Violations named one by one in events and manifests (all are counted)."""
@@ -105,6 +106,65 @@ def _year(value: Any) -> int | None:
     return None
 
 
+_MISSING: Final = object()
+"""No value (a path that leads nowhere, a document with no allowed leaf)."""
+PathTree = dict[str, "PathTree | str"]
+"""Allowed paths as a tree: a field name to its subtree, or to the full path of an allowed
+leaf."""
+
+
+def path_tree(names: Iterable[str]) -> PathTree:
+    """The tree of allowed paths (``a.b`` and ``a.c`` -> ``{"a": {"b": "a.b", "c": "a.c"}}``)."""
+    tree: PathTree = {}
+    for name in names:
+        node = tree
+        parts = name.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            assert isinstance(child, dict)  # the spec refuses a path inside a listed one
+            node = child
+        node[parts[-1]] = name
+    return tree
+
+
+def _is_document(value: Any, convert: Step | None) -> bool:
+    """A nested document: a decoded one (``convert`` given), or a canonical Extended JSON
+    object that is not a type wrapper (``$numberInt``, ``$date``...)."""
+    if type(value) is not dict:
+        return False
+    return convert is not None or not any(k.startswith("$") for k in value)
+
+
+def value_at(document: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted ``path`` through nested documents (not through arrays), or
+    ``_MISSING``."""
+    value: Any = document
+    for part in path.split("."):
+        if type(value) is not dict or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def stray_paths(document: Mapping[str, Any], tree: PathTree, prefix: str = "") -> list[str]:
+    """The paths of ``document`` outside the allowed ``tree`` (arrays of documents looked
+    into element by element)."""
+    out: list[str] = []
+    for key, value in document.items():
+        here = f"{prefix}{key}"
+        node = tree.get(key)
+        if node is None:
+            out.append(here)
+        elif type(node) is dict:
+            items = value if type(value) is list else [value]
+            for item in items:
+                if _is_document(item, None):
+                    out.extend(stray_paths(item, node, here + "."))
+                else:
+                    out.append(here)
+    return sorted(set(out))
+
+
 Step = Callable[[Any], Any]
 """One field's transform, planned once per spec: canonical value in, output value out (raises
 :class:`TransformRefused`)."""
@@ -139,6 +199,8 @@ class Minimiser:
             raise InputError("pseudonymisation needs the recipient's key")
         self._siv: SivPseudonyms | None = None
         self._steps: dict[str, Step | None] = {r.name: self._plan(r) for r in spec.fields}
+        self._tree = path_tree(r.name for r in spec.fields)
+        self._nested = any("." in r.name for r in spec.fields)
 
     def apply(self, document: Mapping[str, Any]) -> tuple[dict[str, Any], int, list[str]]:
         """The minimised document (allowed fields in the document's order, transformed), how
@@ -154,6 +216,10 @@ class Minimiser:
     def _apply(
         self, document: Mapping[str, Any], convert: Step | None
     ) -> tuple[dict[str, Any], int, list[str]]:
+        if self._nested:
+            refused: list[str] = []
+            kept, lost = self._prune(document, self._tree, convert, refused)
+            return (kept if type(kept) is dict else {}), lost, refused
         out: dict[str, Any] = {}
         dropped = 0
         refusals: list[str] = []
@@ -173,6 +239,48 @@ class Minimiser:
             except TransformRefused as exc:
                 refusals.append(str(exc))
         return out, dropped, refusals
+
+    def _prune(
+        self, value: Any, node: PathTree, convert: Step | None, refusals: list[str]
+    ) -> tuple[Any, int]:
+        """``value`` with only the allowed leaves under ``node`` (their transforms applied)
+        and the documents holding them, and how many fields or elements were left behind;
+        ``_MISSING`` when nothing allowed is in it (docs/exports.md, "Nested fields")."""
+        if _is_document(value, convert):
+            out: dict[str, Any] = {}
+            dropped = 0
+            for key, item in value.items():
+                child = node.get(key)
+                if child is None:
+                    dropped += 1
+                elif type(child) is str:
+                    self.seen.add(child)
+                    given = item if convert is None else convert(item)
+                    step = self._steps[child]
+                    if step is None or given is None:
+                        out[key] = given
+                        continue
+                    try:
+                        out[key] = step(given)
+                    except TransformRefused as exc:
+                        refusals.append(str(exc))
+                else:
+                    assert isinstance(child, dict)
+                    kept, lost = self._prune(item, child, convert, refusals)
+                    dropped += lost
+                    if kept is not _MISSING:
+                        out[key] = kept
+            return (out if out else _MISSING), dropped
+        if type(value) is list:
+            elements: list[Any] = []
+            dropped = 0
+            for item in value:
+                kept, lost = self._prune(item, node, convert, refusals)
+                dropped += lost
+                if kept is not _MISSING:
+                    elements.append(kept)
+            return (elements if elements else _MISSING), dropped
+        return _MISSING, 1
 
     def _plan(self, rule: FieldRule) -> Step | None:
         """The field's transform as one closure (None: the value as it is)."""
@@ -389,16 +497,19 @@ class ContractCheck:
     violation_count: int = 0
     whole_failures: int = 0  # violations of the output as a whole (never tolerated)
     _nulls: dict[str, int] = field(default_factory=dict)
-    _seen: dict[str, set[bytes]] = field(default_factory=dict)
+    _seen: dict[str, DigestSet] = field(default_factory=dict)  # bounded memory (unique.py)
     _validator: Any = None
     _fast: Check | None = None
+    _tree: PathTree | None = None  # the allow-list as a tree, when it has nested paths
 
     def __post_init__(self) -> None:
+        if any("." in name for name in self.allowed):
+            self._tree = path_tree(self.allowed)
         check_schema(self.contract)
         cls = jsonschema.validators.validator_for(dict(self.contract.schema))
         self._validator = cls(dict(self.contract.schema))
         self._fast = compile_schema(dict(self.contract.schema))
-        self._seen = {name: set() for name in self.contract.unique}
+        self._seen = {name: DigestSet() for name in self.contract.unique}
 
     def _add(self, violation: Violation) -> None:
         self.violation_count += 1
@@ -413,7 +524,11 @@ class ContractCheck:
         refused; whether it passed (a record that did not is not shipped)."""
         self.count += 1
         problems = [("transform", message) for message in refusals]
-        if not self.allowed.issuperset(document):
+        if self._tree is not None:
+            stray = stray_paths(document, self._tree)
+            if stray:
+                problems.append(("allow-list", f"field(s) outside the allow-list: {stray}"))
+        elif not self.allowed.issuperset(document):
             stray = sorted(set(document) - self.allowed)
             problems.append(("allow-list", f"field(s) outside the allow-list: {stray}"))
         try:
@@ -427,9 +542,11 @@ class ContractCheck:
             ):
                 where = "/".join(str(p) for p in error.absolute_path) or "(record)"
                 problems.append(("schema", f"{where}: {error.message}"))
-        digests = {
-            name: sha256(_unique_bytes(document[name])) for name in self._seen if name in document
-        }
+        digests = {}
+        for name in self._seen:
+            value = value_at(document, name) if "." in name else document.get(name, _MISSING)
+            if value is not _MISSING:
+                digests[name] = sha256(_unique_bytes(value))
         for name, digest in digests.items():
             if digest in self._seen[name]:
                 problems.append(("unique", f"{name}: duplicate value"))
@@ -442,13 +559,16 @@ class ContractCheck:
         for name, digest in digests.items():
             self._seen[name].add(digest)
         for name in self.contract.max_nulls:
-            if document.get(name) is None:
+            value = value_at(document, name) if "." in name else document.get(name)
+            if value is None or value is _MISSING:
                 self._nulls[name] = self._nulls.get(name, 0) + 1
         return True
 
     def finish(self, *, shipped: int) -> None:
         """The checks of the output as a whole (``shipped``: its record count; nulls per
-        field)."""
+        field); the uniqueness digests are forgotten (their spill files removed)."""
+        for seen in self._seen.values():
+            seen.close()
         c = self.contract
         if shipped < c.min_records:
             self._add(

@@ -3,11 +3,13 @@
 :func:`run_export` plans first and refuses bad input before anything is recorded: the spec
 version must be approved by a second person (as the ledger says), the recipient's key
 possession proven (as the ledger says), the backup complete with a signed manifest that
-verifies, restricted data needs the recipient's DPA reference, and neither the output nor its
-manifest may exist at the destination (a folder, or an S3 bucket: :mod:`.destinations`).
-For an authenticated requester a dry pass computes what the approver sees (:mod:`.preview`:
-counts, and a sample sealed in the home); then the run passes the gate (an authenticated
-requester gets a request that another person approves) and records ``export.requested``.
+verifies (or, for a spec reading its live source, the source reachable and holding the
+dataset: :mod:`.sources`), restricted data needs the recipient's DPA reference, and neither
+the output nor its manifest may exist at the destination (a folder, or an S3 bucket:
+:mod:`.destinations`). For an authenticated requester a dry pass computes what the approver
+sees (:mod:`.preview`: counts, and a sample sealed in the home); then the run passes the
+gate (an authenticated requester gets a request that another person approves) and records
+``export.requested``.
 
 The work streams, in one pass and bounded memory (:class:`~.passes.RecordPass`): the
 dataset's artifacts are fetched from the vault and decrypted into a private folder; each BSON
@@ -53,6 +55,8 @@ from affidavit.models.export import (
     ExportSpec,
     ExportStatus,
     OutputFormat,
+    Recipient,
+    SpecVersion,
     parse_spec,
 )
 from affidavit.models.manifest import ManifestDataset
@@ -73,6 +77,7 @@ from affidavit.services.exports.passes import MANIFEST_SUFFIX, Plan, RecordPass,
 from affidavit.services.exports.preview import Preview, make_preview, preview_counts
 from affidavit.services.exports.recipients import vouched_key
 from affidavit.services.exports.records import ContractCheck, encode_line
+from affidavit.services.exports.sources import LiveInput, LiveRead, check_live
 from affidavit.services.exports.specs import vouched_approval
 from affidavit.services.leases import (
     dead_because,
@@ -86,6 +91,8 @@ from affidavit.services.policy_vouch import read_events
 from affidavit.services.requests import Authority, gate
 
 PREDICATE_VERSION: Final = 1
+LIVE: Final = "live"
+"""The input of a run that reads the live source (its row's and its events' ``backup_id``)."""
 SPOOL_DIR: Final = "export-spool"
 """Where, in the home, the encrypted output of a run to an S3 destination waits for its
 upload (the hidden partial file, as beside a folder destination)."""
@@ -196,6 +203,25 @@ def plan_export(
                 "the decrypted challenge",
             )
         identity = app.ledger_identity()
+    if identity is None:
+        raise InputError("this home has no ledger signing key", hint="run `affidavit init`")
+    if spec.input.live:
+        if backup_id not in (None, LIVE):  # an approved request's parameters say "live"
+            raise InputError(
+                f"export spec {name} reads its live source: --backup does not apply",
+                hint='a spec with input.from = "backup" exports a backup',
+            )
+        live = check_live(app, spec.input.source, spec.input.dataset)
+        return _finish_plan(
+            app,
+            stored=stored,
+            spec=spec,
+            approval=approval,
+            recipient=recipient,
+            output=output,
+            classification=_live_classification(app, live),
+            live=live,
+        )
     backup = _choose_backup(app, spec, backup_id)
     if (
         format_engine(backup.format) is not EngineName.MONGODB
@@ -206,8 +232,6 @@ def plan_export(
             "documents only",
             hint="see docs/exports.md, what is not done",
         )
-    if identity is None:
-        raise InputError("this home has no ledger signing key", hint="run `affidavit init`")
     checked = check_backup_manifest(backup, {identity.keyid: identity.signer.key.public_key})
     if not checked.ok or checked.manifest is None or checked.payload_sha256 is None:
         reason = checked.issues[0].message if checked.issues else "no signed manifest"
@@ -218,10 +242,48 @@ def plan_export(
     dataset = next((d for d in checked.manifest.datasets if d.name == spec.input.dataset), None)
     if dataset is None:
         raise InputError(f"backup {backup.id} does not hold dataset {spec.input.dataset}")
-    classification = _classification(app, spec.input.source, dataset)
+    return _finish_plan(
+        app,
+        stored=stored,
+        spec=spec,
+        approval=approval,
+        recipient=recipient,
+        output=output,
+        classification=_classification(app, spec.input.source, dataset),
+        backup=backup,
+        dataset=dataset,
+        backup_manifest_sha256=checked.payload_sha256,
+    )
+
+
+def _live_classification(app: App, live: LiveInput) -> Classification:
+    """A live dataset's classification in the inventory now (the source's when the
+    inventory has not met the dataset)."""
+    with app.read() as uow:
+        current = uow.datasets.get(live.source.name, live.dataset)
+    return current.classification if current is not None else live.source.classification
+
+
+def _finish_plan(
+    app: App,
+    *,
+    stored: SpecVersion,
+    spec: ExportSpec,
+    approval: dict[str, Any],
+    recipient: Recipient,
+    output: str | None,
+    classification: Classification,
+    backup: Backup | None = None,
+    dataset: ManifestDataset | None = None,
+    backup_manifest_sha256: str | None = None,
+    live: LiveInput | None = None,
+) -> Plan:
+    """The checks common to backup and live input: the DPA of restricted data, the
+    destination, the output's name, the consents; the plan."""
+    name = stored.name
     if classification is Classification.RESTRICTED and not recipient.dpa:
         raise InputError(
-            f"{dataset.name} is restricted and recipient {recipient.name} has no "
+            f"{spec.input.dataset} is restricted and recipient {recipient.name} has no "
             "data-processing agreement reference",
             hint="add the recipient again with --dpa REF (a recipient is immutable)",
         )
@@ -238,7 +300,8 @@ def plan_export(
                 "nor s3://BUCKET/PREFIX"
             )
     suffix = SUFFIXES[spec.format]
-    file_name = output or f"{name}-v{stored.version}-{backup.id}{suffix}"
+    ref = backup.id if backup is not None else LIVE
+    file_name = output or f"{name}-v{stored.version}-{ref}{suffix}"
     if not _FILE_NAME.fullmatch(file_name) or file_name.endswith(MANIFEST_SUFFIX):
         raise InputError(
             f"output name {file_name[:80]!r} is not a plain file name",
@@ -256,7 +319,8 @@ def plan_export(
         recipient=recipient,
         backup=backup,
         dataset=dataset,
-        backup_manifest_sha256=checked.payload_sha256,
+        backup_manifest_sha256=backup_manifest_sha256,
+        live=live,
         output=folder / file_name,
         s3=s3,
     )
@@ -365,7 +429,7 @@ def run_export(
             id=export_id,
             spec=name,
             version=plan.version.version,
-            backup_id=plan.backup.id,
+            backup_id=plan.input_ref,
             recipient=plan.recipient.name,
             status=ExportStatus.RUNNING,
             started_at=started,
@@ -377,7 +441,7 @@ def run_export(
             f"export:{export_id}",
             {
                 **plan.params(),
-                "dataset": plan.dataset.name,
+                "dataset": plan.dataset_name,
                 "recipient": plan.recipient.name,
                 "public_key": plan.recipient.public_key,
                 "purpose": plan.spec.purpose,
@@ -476,6 +540,7 @@ def _work(
         digests=(plain_digest, cipher_digest),
         fingerprint=fingerprint.text,
         clock=clock,
+        live=records.live,
     )
 
 
@@ -546,11 +611,38 @@ def _blocked(
     return ExportResult(run=done, contract=contract.to_json(), delivered=False)
 
 
+def _input(plan: Plan, live: LiveRead | None) -> dict[str, Any]:
+    """The manifest's ``input``: the backup (its signed manifest's digest, the dataset's
+    fingerprint and count there), or the live read (the source's URI without credentials,
+    when, at which consistency point, the logical fingerprint and count of what was read);
+    and the filter, when the spec has one."""
+    spec = plan.spec
+    out: dict[str, Any]
+    if live is not None:
+        out = {**live.to_json(), "classification": plan.classification.value}
+    else:
+        assert plan.backup is not None
+        assert plan.dataset is not None
+        out = {
+            "source": spec.input.source,
+            "dataset": plan.dataset.name,
+            "classification": plan.classification.value,
+            "backup_id": plan.backup.id,
+            "backup_manifest_sha256": plan.backup_manifest_sha256,
+            "fingerprint": plan.dataset.fingerprint,
+            "records": plan.dataset.records,
+        }
+    if spec.input.filter is not None:
+        out["filter"] = spec.input.filter.to_json()
+    return out
+
+
 def _predicate(
     plan: Plan,
     run: ExportRun,
     allowed: Authority,
     *,
+    live: LiveRead | None = None,
     contract: ContractCheck,
     tally: Tally,
     digests: tuple[Sha256Stream, Sha256Stream],
@@ -573,15 +665,7 @@ def _predicate(
         },
         "purpose": spec.purpose,
         "legal_basis": spec.legal_basis.value,
-        "input": {
-            "source": spec.input.source,
-            "dataset": plan.dataset.name,
-            "classification": plan.classification.value,
-            "backup_id": plan.backup.id,
-            "backup_manifest_sha256": plan.backup_manifest_sha256,
-            "fingerprint": plan.dataset.fingerprint,
-            "records": plan.dataset.records,
-        },
+        "input": _input(plan, live),
         "fields": [r.to_json() for r in spec.fields],
         "consent": (
             {
@@ -633,12 +717,14 @@ def _deliver(
     digests: tuple[Sha256Stream, Sha256Stream],
     fingerprint: str,
     clock: float,
+    live: LiveRead | None = None,
 ) -> ExportResult:
     at = _now()
     predicate = _predicate(
         plan,
         run,
         allowed,
+        live=live,
         contract=contract,
         tally=tally,
         digests=digests,
@@ -685,7 +771,7 @@ def _deliver(
                 f"export:{run.id}",
                 {
                     **plan.params(),
-                    "dataset": plan.dataset.name,
+                    "dataset": plan.dataset_name,
                     "recipient": plan.recipient.name,
                     "public_key": plan.recipient.public_key,
                     "output_sha256": cipher_sha256,
@@ -701,6 +787,11 @@ def _deliver(
                     "dpa": plan.recipient.dpa,
                     "spec_approval": predicate["spec"],
                     "performance": performance(plan.spec, tally, contract, clock),
+                    **(
+                        {"input": predicate["input"]}
+                        if live is not None or plan.spec.input.filter is not None
+                        else {}
+                    ),
                     **allowed.event_details(),
                 },
             )
