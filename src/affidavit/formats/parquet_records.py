@@ -126,7 +126,8 @@ def read_rows(path: Path, fields: Sequence[str]) -> Iterator[tuple[int, list[str
         names = list(schema.names)
         if names != list(fields) or any(t != pa.string() for t in schema.types):
             raise FormatError(
-                f"the Parquet columns are {names[:20]}, not the allow-list as strings"
+                f"the Parquet columns are {_one_line(repr(names[:20]))}, not the allow-list "
+                "as strings"
             )
         number = 0
         for batch in parquet.iter_batches(batch_size=_BATCH):
@@ -135,4 +136,11 @@ def read_rows(path: Path, fields: Sequence[str]) -> Iterator[tuple[int, list[str
                 number += 1
                 yield number, list(row)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise FormatError(f"not a readable Parquet file: {exc}") from None
+        raise FormatError(f"not a readable Parquet file: {_one_line(str(exc))}") from None
+
+
+def _one_line(text: str) -> str:
+    """pyarrow's message as one printable line of at most 300 characters (it may quote the
+    file's own bytes: a crafted file must not write control characters to a terminal)."""
+    shown = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return shown[:300] or "unreadable"

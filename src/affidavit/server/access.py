@@ -49,7 +49,8 @@ LOGIN_ROUTES: Final = frozenset(
     }
 )
 PARSER_REFUSAL_ROUTE: Final = "(refused by the HTTP parser)"
-"""The route of an access-log entry for a request the HTTP parser refused (400, 431)."""
+"""The route of an access-log entry for a request the HTTP parser refused (400, 431; 408: a
+head that did not arrive in time)."""
 SUBJECT_KINDS: Final = {"/api/v1/ledger/proof/{seq}": "ledger-proof"}
 """Routes whose first path parameter names a subject of another kind than the parameter's
 name says (a proof's ``seq`` is ``ledger-proof:SEQ``, as :func:`access_log.record_read`
@@ -65,7 +66,8 @@ def record_refusal(
     server: object, *, client_ip: str | None, status: int, headers: list[tuple[bytes, bytes]]
 ) -> None:
     """Log a request that the HTTP parser refused before it became a request for the app
-    (a head over the size bound: 431; bytes that are not HTTP: 400): one entry with the route
+    (a head over the size bound: 431; bytes that are not HTTP: 400; a head not complete in
+    time: 408): one entry with the route
     ``(refused by the HTTP parser)``. Called on the event loop by the connection's protocol
     (:mod:`affidavit.server.http_limits`) once the refusal is written; the entry is recorded
     on a worker thread, and a failure to record it is in the server's log (the connection is

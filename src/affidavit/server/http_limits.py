@@ -7,8 +7,12 @@ buffers until they are complete could grow with whatever a client sends. Here ev
 connection counts the bytes of the head it is reading; once they pass
 :data:`MAX_HEAD_BYTES` before the head is complete the connection is answered ``431 Request
 Header Fields Too Large`` and closed, before anything reaches the app. (Bodies are bounded
-by :class:`~affidavit.server.hardening.Hardening`.) Both refusals, this one and the parser's
-own ``400`` for bytes that are not HTTP, are in the access log
+by :class:`~affidavit.server.hardening.Hardening`.) A head must also arrive within
+:data:`MAX_HEAD_SECONDS` of the connection (or of the end of the previous response): llhttp
+and uvicorn set no such limit, and a client sending a head a byte at a time (or nothing)
+held its connection, and a file descriptor, for ever; a late head is answered ``408`` and
+the connection closed (one that sent nothing is closed quietly). The refusals, these and
+the parser's own ``400`` for bytes that are not HTTP, are in the access log
 (:func:`affidavit.server.access.record_refusal`).
 
 Two counts, so that only a head's bytes count, however the reads fall:
@@ -32,6 +36,9 @@ import asyncio
 from typing import Any, Final
 
 MAX_HEAD_BYTES: Final = 64 * 1024
+MAX_HEAD_SECONDS: Final = 20.0
+"""How long a request's head may take to arrive, from the connection (or the end of the
+previous response) to its blank line."""
 _PIECE: Final = 4096  # bytes fed to the parser at a time
 _HEAD_LINE: Final = 24  # a request line's bytes beside its target: method, version, CRLFs
 
@@ -40,6 +47,13 @@ class _HeadTooLarge(Exception):
     """Raised in the parser's callback to stop it (it becomes the parser's error)."""
 
 
+_TIMEOUT: Final = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 43\r\n"
+    b"connection: close\r\n\r\n"
+    b"the request's head did not arrive in time\r\n"
+)
 _REFUSAL: Final = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
     b"content-type: text/plain; charset=utf-8\r\n"
@@ -64,6 +78,44 @@ def protocol() -> type[asyncio.Protocol] | str:
             self._head_bytes = 0  # bytes counted for the head under way
             self._in_head = True  # between a message's end and its successor's headers
             self._refused = False
+            self._head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_timer()
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_head_timer()  # the next head, if any, has its own time
+
+        def _arm_head_timer(self) -> None:
+            self._disarm_head_timer()
+            self._head_timer = self.loop.call_later(MAX_HEAD_SECONDS, self._head_overdue)
+
+        def _disarm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_overdue(self) -> None:
+            """No complete head within :data:`MAX_HEAD_SECONDS`: a connection that sent
+            nothing is closed; one that sent part of a head is answered 408 (logged)."""
+            self._head_timer = None
+            busy = self.cycle is not None and not self.cycle.response_complete
+            if self._refused or not self._in_head or busy or self.transport.is_closing():
+                return
+            self._refused = True
+            if self._head_bytes:
+                self.transport.write(_TIMEOUT)
+                self.transport.close()
+                self._log_refusal(408)
+            else:
+                self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             for start in range(0, len(data), _PIECE):
@@ -100,6 +152,7 @@ def protocol() -> type[asyncio.Protocol] | str:
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            self._disarm_head_timer()
             size = _HEAD_LINE + len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
             if size > MAX_HEAD_BYTES:  # complete, in the piece that brought it: too large
                 self._refuse()

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from affidavit import __version__
@@ -92,8 +92,22 @@ def alert_payload(
 Poster = Callable[[str, bytes, float], int]
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib would turn the POST into a GET of wherever the answer
+    points (the server's own network included) and report that GET's 200 as delivered."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx is then raised as an HTTPError: not delivered
+
+
+WEBHOOK_OPENER: Final = urllib.request.build_opener(_NoRedirect)
+"""What every outgoing webhook or OpenLineage POST goes through: redirects are never followed."""
+
+
 def post_json(url: str, body: bytes, timeout: float) -> int:
-    """POST ``body`` to ``url``; return the HTTP status (raises on network errors)."""
+    """POST ``body`` to ``url``; return the HTTP status (raises on network errors, and
+    :class:`urllib.error.HTTPError` for an answer that is not 2xx, a redirect included:
+    a webhook or OpenLineage endpoint is called at its own URL only)."""
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked (http/https only)
         url,
         data=body,
@@ -103,7 +117,7 @@ def post_json(url: str, body: bytes, timeout: float) -> int:
             "User-Agent": f"affidavit/{__version__}",
         },
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+    with WEBHOOK_OPENER.open(request, timeout=timeout) as response:
         status: int = response.status
         return status
 

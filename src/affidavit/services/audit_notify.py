@@ -40,6 +40,7 @@ from affidavit.models.audit import (
 )
 from affidavit.models.identity import Principal
 from affidavit.models.permissions import Permission
+from affidavit.services.alerts import WEBHOOK_OPENER
 from affidavit.services.audit import read_audit
 from affidavit.services.context import App
 from affidavit.services.principals import authorize
@@ -172,7 +173,7 @@ def post_webhook(settings: Settings, payload: dict[str, Any]) -> None:
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT) as answer:  # noqa: S310
+        with WEBHOOK_OPENER.open(request, timeout=_TIMEOUT) as answer:  # never a redirect
             status = int(answer.status)
     except urllib.error.HTTPError as exc:
         status = exc.code

@@ -13,9 +13,11 @@ each edge against the verified ledger and the stored bytes.
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -89,6 +91,7 @@ _ACTIONS = (
 _KEEP = "keep"
 _MANIFEST_COPY = "manifest.dsse.json"
 _STATE_FILE = "lineage-emitted.json"
+_EMIT_LOCK = "lineage-emit.lock"
 _POST_TIMEOUT = 10.0
 _CHUNK = 1 << 20
 
@@ -1004,7 +1007,8 @@ def emit(app: App, *, url: str | None = None, since: int | None = None) -> EmitR
     endpoint ``url`` (default: the ``openlineage_url`` setting), one event a request, in
     ledger order. A seq is marked sent once all of its events were accepted (HTTP 2xx); an
     endpoint that refuses or cannot be reached raises :class:`OperationError` (exit 3) with
-    what was sent before it still marked."""
+    what was sent before it still marked; so does an emit while another one is under way
+    for the home (:func:`_single_emit`)."""
     endpoint = url if url is not None else app.settings.openlineage_url
     if not endpoint:
         raise InputError(
@@ -1023,6 +1027,27 @@ def emit(app: App, *, url: str | None = None, since: int | None = None) -> EmitR
             hint="for example http://127.0.0.1:5000/api/v1/lineage",
         )
     shown = redact_webhook(endpoint)
+    with _single_emit(app):
+        return _emit(app, endpoint, shown, since)
+
+
+@contextmanager
+def _single_emit(app: App) -> Iterator[None]:
+    """One ``lineage emit`` per home at a time (CLI or server, any worker): two would send
+    the same events twice, and the server's emits, each waiting on the endpoint, would take
+    its worker threads from every other request (one that stalls holds one)."""
+    with (app.settings.home / _EMIT_LOCK).open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OperationError(
+                "another `affidavit lineage emit` is sending this home's events",
+                hint="it sends what is new; run it again once it has finished",
+            ) from None
+        yield  # closing the file releases the lock
+
+
+def _emit(app: App, endpoint: str, shown: str, since: int | None) -> EmitResult:
     start = since if since is not None else _sent_through(app, endpoint)
     events = derive(app).openlineage(start)
     sent, through = 0, start

@@ -6,7 +6,8 @@ form's own token, the form body, and where a login may send the browser next.
   header before the app sees the request, so that the route's gate checks it exactly as it
   checks an API request made with the cookie: one mechanism, one check, one answer (403)
   for a form posted without it (the upload form is ``multipart/form-data``: its
-  ``csrf_token`` field is read by :func:`multipart_field`). A page on another site can make
+  ``csrf_token`` field, before the file, is read by :func:`multipart_field`, and the file is
+  not read before the gate has let the caller in). A page on another site can make
   a browser post a form, but it cannot read the token (and the cookie is ``SameSite=Strict``
   besides).
 - **The login form** has no session yet: it carries a token derived (as a session's is) from
@@ -48,13 +49,18 @@ LOGIN_TTL_S: Final = 1800
 CSRF_FIELD: Final = "csrf_token"
 MULTIPART_TYPE: Final = b"multipart/form-data"
 MAX_FIELDS: Final = 32
+MULTIPART_HEAD: Final = 64 * 1024
+"""How much of a file form :class:`FormTokens` reads, at most, looking for its token."""
 _HEADER: Final = CSRF_HEADER.lower().encode()
 
 
 class FormTokens:
-    """Wraps the app (inside the hardening layer, which has read the whole body): a page's
-    form POST has its ``csrf_token`` field put in the ``X-Affidavit-CSRF`` header (replacing
-    any), and nothing else changes."""
+    """Wraps the app (inside the hardening layer, which has read the whole body of a
+    URL-encoded form): a page's form POST has its ``csrf_token`` field put in the
+    ``X-Affidavit-CSRF`` header (replacing any), and nothing else changes. Of a file form
+    (``multipart/form-data``, streamed by the hardening layer) only the head is read here, up
+    to its token (at most :data:`MULTIPART_HEAD` bytes); the rest is left to the route, which
+    reads it after its gate has let the caller in."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -75,6 +81,8 @@ class FormTokens:
             return
         chunks: list[bytes] = []
         more = True
+        token = ""
+        read = 0
         while more:
             message = await receive()
             if message["type"] != "http.request":
@@ -83,13 +91,18 @@ class FormTokens:
                     await PlainTextResponse(problem, status_code=400)(scope, receive, send)
                 return  # else the client went away (the hardening layer has answered it)
             chunks.append(message.get("body", b""))
+            read += len(chunks[-1])
             more = bool(message.get("more_body", False))
+            if kind == MULTIPART_TYPE:
+                # only the head of a file form is read here (its token comes before the
+                # file): the rest streams to the route, after its gate, so that a caller
+                # without a session never has a file's bytes held in memory
+                token = multipart_field(b"".join(chunks), content_type, CSRF_FIELD, whole=not more)
+                if token or read > MULTIPART_HEAD:
+                    break
         body = b"".join(chunks)
-        token = (
-            parse_form(body).get(CSRF_FIELD, "")
-            if kind == FORM_TYPE
-            else multipart_field(body, content_type, CSRF_FIELD)
-        )
+        if kind == FORM_TYPE:
+            token = parse_form(body).get(CSRF_FIELD, "")
         kept = [(k, v) for k, v in headers if k != _HEADER]
         if token:
             kept.append((_HEADER, token.encode("latin-1", "replace")))
@@ -99,7 +112,7 @@ class FormTokens:
             nonlocal delivered
             if not delivered:
                 delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": more}
             return await receive()
 
         # the same scope, changed in place: the layers outside (the access log) read the
@@ -124,17 +137,22 @@ _BOUNDARY: Final = re.compile(rb'boundary="?([0-9A-Za-z\'()+_,./:=? -]{1,70})"?'
 _PART_NAME: Final = re.compile(rb'^content-disposition:\s*form-data;\s*name="([^"]*)"\s*$', re.I)
 
 
-def multipart_field(body: bytes, content_type: bytes, name: str) -> str:
+def multipart_field(body: bytes, content_type: bytes, name: str, *, whole: bool = True) -> str:
     """The value of the plain field ``name`` of a ``multipart/form-data`` body (the upload
     form's ``csrf_token``: a short text field before the file); "" when there is none or the
     body is not what the page's form sends (the gate then refuses the request). Only a part
     whose headers are exactly one ``Content-Disposition: form-data; name="..."`` counts: a
-    file part never does."""
+    file part never does. ``whole=False``: ``body`` is the head of a body still arriving,
+    and a part counts only once the delimiter after it has arrived (never a value cut
+    short)."""
     found = _BOUNDARY.search(content_type)
     if found is None:
         return ""
     delimiter = b"--" + found.group(1).rstrip(b" ")
-    for part in body.split(delimiter)[1 : MAX_FIELDS + 1]:
+    parts = body.split(delimiter)
+    if not whole:
+        parts = parts[:-1]  # the last one may be cut short
+    for part in parts[1 : MAX_FIELDS + 1]:
         head, sep, value = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         if not sep or len(lines) != 1:
