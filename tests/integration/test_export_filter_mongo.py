@@ -102,10 +102,13 @@ def collection(mongo_server: SecantusScratch) -> Iterator[Any]:
     coll = client["filters"]["people"]
     coll.drop()
     coll.insert_many(_documents(600))
-    yield coll.with_options(
-        codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
-    )
-    client.close()
+    try:
+        yield coll.with_options(
+            codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
+        )
+    finally:  # the session's server is shared: leave it as found (other tests list databases)
+        client.drop_database("filters")
+        client.close()
 
 
 def _python_ids(coll: Any, flt: QueryFilter) -> set[Any]:
