@@ -57,6 +57,20 @@ name says (a proof's ``seq`` is ``ledger-proof:SEQ``, as :func:`access_log.recor
 names a read of a proof)."""
 
 
+RELEASE_KEY: Final = "release_share"
+"""The request-state key under which a gate leaves the callable that gives back the
+identity's share it took (``server/gates.py``); :func:`release_share` calls it."""
+
+
+def release_share(scope: Scope) -> None:
+    """Give back the identity's share the request's gate took, if it took one (once; on the
+    event loop, where the gate took it)."""
+    state = scope.get("state")
+    release = state.pop(RELEASE_KEY, None) if isinstance(state, dict) else None
+    if release is not None:
+        release()
+
+
 def note_identity(state: Any, identity: str, method: str) -> None:
     """Say who is asking (on ``request.state``), for the request's access-log entry."""
     setattr(state, IDENTITY_KEY, (identity, method))
@@ -121,6 +135,7 @@ class AccessLogging:
         try:
             await self.app(scope, receive, hold)
         finally:
+            release_share(scope)  # the answer is ready: the identity's next request may run
             app = _affidavit_app(scope)
             if app is not None:
                 entry = _entry(scope, started, clock, status)

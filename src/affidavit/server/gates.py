@@ -29,21 +29,23 @@ authenticated account and how it was authenticated.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from affidavit.errors import AccessDenied, AuthenticationFailed
 from affidavit.models.identity import Principal
 from affidavit.models.ledger import ClientInfo
 from affidavit.models.permissions import Permission
-from affidavit.server.access import note_identity
+from affidavit.server.access import RELEASE_KEY, note_identity
 from affidavit.services import identity, principals
-from affidavit.services.context import App
+from affidavit.services.context import SYNC_THREADS, App
 
 SESSION_COOKIE: Final = "__Host-affidavit-session"
 """The session cookie (``__Host-``: Secure, path ``/``, no domain: the browser keeps it to this
@@ -167,9 +169,15 @@ class Gate:
             GateKind.SESSION: "a logged-in person (own session)",
         }[self.kind]
 
-    def __call__(self, request: Request) -> Caller | None:
+    async def __call__(self, request: Request) -> Caller | None:
         if self.kind is GateKind.PUBLIC:
             return None
+        caller = await run_in_threadpool(self._check, request)
+        await _take_share(request, caller.principal)
+        return caller
+
+    def _check(self, request: Request) -> Caller:
+        """Authenticate and apply the rule (on a worker thread: it reads the catalog)."""
         caller = authenticate(request)
         principal = caller.principal
         note_identity(request.state, principal.name, principal.method.value)
@@ -183,6 +191,29 @@ class Gate:
         if self.mfa:
             principals.require_fresh_mfa(principal)
         return caller
+
+
+IDENTITY_SHARE: Final = SYNC_THREADS // 2
+"""How many of one identity's requests a server process serves at once (half its threads):
+the rest wait on the event loop, holding no thread, so that one identity's slow requests (a
+source that never answers, long backups) cannot take every worker thread from the others."""
+SHARES_KEY: Final = "identity_shares"
+"""Where the app's state keeps each identity's share (a semaphore per account)."""
+
+
+async def _take_share(request: Request, principal: Principal) -> None:
+    """Wait for one of the principal's :data:`IDENTITY_SHARE` places in this process, and
+    leave on the request's state how to give it back (the access-log layer calls it once the
+    answer is ready: :func:`affidavit.server.access.release_share`)."""
+    shares: dict[str, asyncio.Semaphore] = getattr(request.app.state, SHARES_KEY, None) or {}
+    if not hasattr(request.app.state, SHARES_KEY):
+        setattr(request.app.state, SHARES_KEY, shares)
+    key = principal.account_id or principal.name
+    share = shares.get(key)
+    if share is None:
+        share = shares[key] = asyncio.Semaphore(IDENTITY_SHARE)
+    await share.acquire()
+    setattr(request.state, RELEASE_KEY, share.release)
 
 
 PUBLIC: Final = Gate(GateKind.PUBLIC)
