@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, Final
 
 from affidavit.catalog.store import UnitOfWork
@@ -58,7 +59,7 @@ def gather_export_evidence(
             "version": event.details.get("version"),
             "backup_id": event.details.get("backup_id"),
             "recipient": event.details.get("recipient"),
-            "output": run.output_path if run is not None else None,
+            "output": _shown_output(run.output_path) if run is not None else None,
             "output_sha256": event.details.get("output_sha256"),
             "records": event.details.get("records"),
             "manifest_sha256": event.details.get("manifest_sha256"),
@@ -81,3 +82,12 @@ def gather_export_evidence(
         json.dumps(records, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     ).encode("utf-8")
     return out
+
+
+def _shown_output(output: str | None) -> str | None:
+    """Where an export went, as a package shows it: an object's ``s3://`` URI as it is, a
+    file by its name only (the folder is a path on the server's host, nothing an auditor
+    needs; the output's SHA-256 identifies the file)."""
+    if output is None or output.startswith("s3://"):
+        return output
+    return PurePosixPath(output).name
