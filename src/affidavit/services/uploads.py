@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,7 @@ from typing import Any, BinaryIO, Final
 
 from affidavit.crypto import tokens
 from affidavit.crypto.digest import Sha256Stream, constant_time_equal
-from affidavit.errors import Error, InputError, NotFound, OperationError
+from affidavit.errors import Error, InputError, NotFound, OperationError, TooManyRequests
 from affidavit.input_files import open_regular
 from affidavit.private_temp import open_private, private_folder
 from affidavit.private_temp import sweep as sweep_private
@@ -45,6 +46,11 @@ from affidavit.private_temp import sweep as sweep_private
 FOLDER: Final = "uploads"
 TTL: Final = timedelta(hours=1)
 """How long an upload waits to be used (and how long an incoming file may sit idle)."""
+MAX_WAITING: Final = 8
+"""Uploads one identity may have waiting to be used at once (more are refused: 429)."""
+FREE_RESERVE: Final = 1 << 30
+"""Bytes the uploads' filesystem keeps free after an upload (1 GiB): one that would leave
+less is refused before a byte is written."""
 _ID: Final = re.compile(r"up-[0-9a-f]{16}")
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 _INCOMING: Final = ".incoming-"
@@ -105,6 +111,7 @@ class Receiver:
         self, home: Path, owner: str, *, size: int, sha256: str, now: datetime | None = None
     ) -> None:
         self._folder = folder(home)
+        _room_for(self._folder, owner, size, now or datetime.now(UTC))
         self.id = f"up-{tokens.new_id()}"
         self.owner = owner
         self.size = size
@@ -175,6 +182,32 @@ class Receiver:
             self._sink.close()
             self._sink = None
         self._path.unlink(missing_ok=True)
+
+
+def _room_for(base: Path, owner: str, size: int, now: datetime) -> None:
+    """Refuse an upload that could fill the server's disk: an owner already has
+    :data:`MAX_WAITING` uploads waiting to be used (:class:`TooManyRequests`, 429), or the
+    filesystem would keep less than :data:`FREE_RESERVE` bytes after it
+    (:class:`OperationError`)."""
+    waiting = 0
+    for meta in base.glob("up-*.json"):
+        found = _load(base, meta.name.removesuffix(".json"))
+        if found is not None and found.owner == owner and found.expires_at > now:
+            waiting += 1
+    if waiting >= MAX_WAITING:
+        raise TooManyRequests(
+            f"{waiting} uploads of yours are waiting to be used: no more until one is used "
+            "or expires",
+            hint=f"use them (or wait: an upload expires {int(TTL.total_seconds() // 60)} "
+            "minutes after it was made)",
+        )
+    free = shutil.disk_usage(base).free
+    if free - size < FREE_RESERVE:
+        raise OperationError(
+            f"the server has {free} bytes free where uploads are kept: not enough for "
+            f"{size} more and its reserve of {FREE_RESERVE}",
+            hint="ask the server's administrator for space; nothing was kept",
+        )
 
 
 def _remove(base: Path, upload_id: str) -> None:

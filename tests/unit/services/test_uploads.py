@@ -154,3 +154,33 @@ def test_the_sweep_removes_what_is_expired_or_abandoned(tmp_path: Path) -> None:
     removed = uploads.sweep(tmp_path, now=NOW)
     assert sorted(removed) == sorted([old.id, "up-0123456789abcdef"])
     assert _files(tmp_path) == sorted([f"{kept.id}.data", f"{kept.id}.json", busy.name])
+
+
+def test_an_owner_may_keep_only_so_many_uploads_waiting(tmp_path: Path) -> None:
+    """Uploads waiting to be used count against their owner (not another's); one used or
+    expired makes room again. Refused before a byte is written."""
+    from affidavit.errors import TooManyRequests
+
+    made = [_upload(tmp_path, b"payload %d" % n) for n in range(uploads.MAX_WAITING)]
+    before = _files(tmp_path)
+    with pytest.raises(TooManyRequests, match="waiting"):
+        _upload(tmp_path, b"one more")
+    assert _files(tmp_path) == before  # no incoming file was even opened
+    _upload(tmp_path, b"another owner's", owner="acc-2")  # others are not held back
+    with uploads.claimed(tmp_path, made[0].id, "acc-1", name="x.bin", now=NOW) as path:
+        assert path.read_bytes() == b"payload 0"
+    _upload(tmp_path, b"room again")  # the one used made room
+
+
+def test_an_upload_that_would_fill_the_disk_is_refused_before_a_byte(tmp_path: Path) -> None:
+    import shutil
+
+    from affidavit.errors import OperationError
+
+    free = shutil.disk_usage(tmp_path).free
+    with pytest.raises(OperationError, match="bytes free"):
+        uploads.Receiver(
+            tmp_path, "acc-1", size=free - uploads.FREE_RESERVE + (1 << 20),
+            sha256="0" * 64, now=NOW,
+        )  # fmt: skip
+    assert not any(p.name.startswith(".incoming-") for p in (tmp_path / "uploads").iterdir())
