@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import BinaryIO
 
 __all__ = [
     "SHA256_SIZE",
@@ -15,6 +16,7 @@ __all__ = [
     "constant_time_equal",
     "sha256",
     "sha256_hex",
+    "sha256_readable",
 ]
 
 SHA256_SIZE = 32
@@ -76,3 +78,12 @@ class Sha256Stream:
         clone._hash = self._hash.copy()
         clone._length = self._length
         return clone
+
+
+def sha256_readable(fh: BinaryIO, *, chunk: int = 1 << 20) -> Sha256Stream:
+    """The SHA-256 (and length) of everything ``fh`` yields from where it stands, read in
+    pieces of ``chunk`` bytes (a file, a vault object)."""
+    stream = Sha256Stream()
+    while piece := fh.read(chunk):
+        stream.update(piece)
+    return stream

@@ -26,7 +26,7 @@ import rfc8785
 from affidavit import __version__
 from affidavit.catalog.store import UnitOfWork
 from affidavit.crypto import tokens
-from affidavit.crypto.digest import Sha256Stream, sha256_hex
+from affidavit.crypto.digest import sha256_hex, sha256_readable
 from affidavit.crypto.dsse import sign_envelope
 from affidavit.errors import AlreadyExists, InputError, IntegrityError, NotFound
 from affidavit.evidence.content import EvidenceContent
@@ -251,10 +251,8 @@ def evidence_package(app: App, package_id: str) -> Path:
 def check_package_file(path: Path, sha256: str) -> None:
     """Raise :class:`IntegrityError`, and remove the file, when the package at ``path`` (one
     a client downloaded) is not the one whose SHA-256 ``sha256`` the ledger recorded."""
-    stream = Sha256Stream()
     with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            stream.update(chunk)
+        stream = sha256_readable(fh)
     if stream.hexdigest() != sha256:
         path.unlink(missing_ok=True)
         raise IntegrityError(

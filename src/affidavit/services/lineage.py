@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from affidavit import __version__
-from affidavit.crypto.digest import Sha256Stream, sha256_hex
+from affidavit.crypto.digest import sha256_hex, sha256_readable
 from affidavit.durable import write_atomic
 from affidavit.errors import FormatError, InputError, NotFound, OperationError, VaultError
 from affidavit.ledger import merkle
@@ -875,22 +875,17 @@ def _check_artifacts(
 
 
 def _hash_stream(backend: VaultBackend, path: str) -> tuple[str, int]:
-    digest = Sha256Stream()
     try:
         with backend.open(path) as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
+            digest = sha256_readable(fh, chunk=_CHUNK)
     except OSError as exc:
         raise VaultError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return digest.hexdigest(), digest.length
 
 
 def _hash_file(path: Path) -> str:
-    digest = Sha256Stream()
     with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_readable(fh, chunk=_CHUNK).hexdigest()
 
 
 def _check_event_file(lineage: Lineage, path: Path, findings: list[LineageFinding]) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from affidavit.crypto import tokens
-from affidavit.crypto.digest import Sha256Stream
+from affidavit.crypto.digest import sha256_readable
 from affidavit.errors import IntegrityError, NotFound
 
 FOLDER: Final = "exports"
@@ -95,10 +95,8 @@ def served_file(home: Path, kind: str, file_id: str) -> Path:
 def check_downloaded(path: Path, sha256: str) -> None:
     """Raise :class:`IntegrityError`, and remove the file, when the file at ``path`` (one a
     client downloaded) is not the one whose SHA-256 ``sha256`` the ledger recorded."""
-    stream = Sha256Stream()
     with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            stream.update(chunk)
+        stream = sha256_readable(fh)
     if stream.hexdigest() != sha256:
         path.unlink(missing_ok=True)
         raise IntegrityError(

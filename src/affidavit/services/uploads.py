@@ -220,11 +220,11 @@ def _load(base: Path, upload_id: str) -> Upload | None:
         fd = os.open(base / f"{upload_id}.json", os.O_RDONLY | _NOFOLLOW)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as fh:
-        raw = fh.read(64 * 1024)
     try:
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read(64 * 1024)
         data = json.loads(raw)
-        return Upload(
+        upload = Upload(
             id=str(data["upload"]),
             owner=str(data["owner"]),
             size=int(data["size"]),
@@ -232,8 +232,11 @@ def _load(base: Path, upload_id: str) -> Upload | None:
             created_at=datetime.fromisoformat(data["created_at"]),
             expires_at=datetime.fromisoformat(data["expires_at"]),
         )
-    except (ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # a folder, bytes not of this server
         return None
+    if upload.created_at.tzinfo is None or upload.expires_at.tzinfo is None:
+        return None  # a naive time cannot be compared with the clock's
+    return upload
 
 
 def _not_found(upload_id: str) -> NotFound:
