@@ -82,12 +82,19 @@ def test_a_manifest_edited_in_the_catalog_stays_out(
         )
     assert cli("policy", "check", "--offline").code in (0, 1)
     package = tmp_path / "evidence.tar.gz"
-    _build(cli, package)
+    built = _build(cli, package)
+    assert any("export-manifest-missing" in w for w in built["warnings"])
     (record,) = json.loads(read_evidence_file(package, "records/exports.json"))
     assert record["manifest"] is None
     assert "not the one the ledger recorded" in record["manifest_problem"]
+    # the package does not prove this export: evidence verify says so, it does not pass it
     checked = cli("evidence", "verify", str(package), "--public-key", s.vkey, "--json")
-    assert checked.code == 0, checked.out
+    assert checked.code == 1, checked.out
+    found = json.loads(checked.out)["findings"]
+    assert [f["code"] for f in found if f["code"] == "export-manifest-missing"] == [
+        "export-manifest-missing"
+    ]
+    assert all(f["subject"] != "manifest.sig" for f in found)
 
 
 def test_a_period_without_exports_has_no_export_files(

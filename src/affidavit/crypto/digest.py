@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterator
 from typing import BinaryIO
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "constant_time_equal",
     "sha256",
     "sha256_hex",
+    "sha256_pieces",
     "sha256_readable",
 ]
 
@@ -80,10 +82,20 @@ class Sha256Stream:
         return clone
 
 
+def sha256_pieces(fh: BinaryIO, stream: Sha256Stream, *, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Yield everything ``fh`` holds from where it stands, in pieces of ``chunk`` bytes,
+    feeding each piece into ``stream`` before it is yielded: hashing what is being copied
+    (uploaded, written elsewhere) in the same read. ``stream`` is complete once the
+    iterator is exhausted."""
+    while piece := fh.read(chunk):
+        stream.update(piece)
+        yield piece
+
+
 def sha256_readable(fh: BinaryIO, *, chunk: int = 1 << 20) -> Sha256Stream:
     """The SHA-256 (and length) of everything ``fh`` yields from where it stands, read in
     pieces of ``chunk`` bytes (a file, a vault object)."""
     stream = Sha256Stream()
-    while piece := fh.read(chunk):
-        stream.update(piece)
+    for _ in sha256_pieces(fh, stream, chunk=chunk):
+        pass
     return stream

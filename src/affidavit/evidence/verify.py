@@ -21,9 +21,15 @@ It checks, collecting every problem rather than stopping at the first:
    cites its ``backup.deleted``, and its holds are exactly the ``hold.added`` /
    ``hold.released`` events cited on it (``affidavit-evidence/2``; a package of the first
    format is held to that format's rules, which do not cover deletion and holds);
-8. completeness: every cited event that a record stands for has its record, every
-   attestation backs exactly one record, and the package holds control results;
-9. the OSCAL document and the report are present and well-formed.
+8. exports (``records/exports.json``): each record's ``export.completed`` says what it says,
+   its manifest (``exports/<id>.manifest.dsse.json``) is in the package, verifies under the
+   key and is the one its cited ``attestation.created`` recorded, and the signed predicate
+   agrees with the record and the event; a record without its manifest is a finding, and so
+   is a passing ``export.*`` control for an export that does not hold up here;
+9. completeness: every cited event that a record stands for has its record (an
+   ``export.completed`` included), every attestation backs exactly one record, every export
+   manifest is a record's, and the package holds control results;
+10. the OSCAL document and the report are present and well-formed.
 
 Record files are written by the catalog, which an attacker may control without holding the
 key: every value is treated as hostile JSON. A malformed record is reported
@@ -62,6 +68,7 @@ from affidavit.ledger import merkle
 from affidavit.ledger.attestation import (
     BACKUP_PREDICATE_TYPE,
     DRILL_PREDICATE_TYPE,
+    EXPORT_PREDICATE_TYPE,
     VERIFICATION_PREDICATE_TYPE,
     Statement,
     verify_attestation,
@@ -86,6 +93,9 @@ RECORDS = {
     "results": "records/control-results.json",
     "controls": "records/controls.json",
 }
+EXPORT_RECORDS = "records/exports.json"
+"""The period's exports (only in a package whose period has one)."""
+EXPORT_MANIFESTS = "exports/"
 RECORD_ACTIONS = frozenset(
     {
         "backup.completed",
@@ -104,6 +114,7 @@ RECORD_ACTIONS = frozenset(
         "backup.deleted",
         "hold.added",
         "hold.released",
+        "export.completed",
     }
 )
 """Ledger actions that stand for a record: each cited one must be referenced by a record."""
@@ -177,6 +188,7 @@ def verify_package(package: ReadPackage, verifier: NoteVerifier) -> EvidenceRepo
     # an unreadable manifest is already a failure: its records are held to the newest rules
     refs = _Refs(events, attestations, report, legacy=manifest.get("format") == FORMAT_1)
     _cross_references(refs, records)
+    _check_exports(refs, files, keys, records.get("results"))
     _completeness(refs, files)
     _renderings(files, report)
     report.summary.update(
@@ -1006,6 +1018,248 @@ def _check_policy(refs: _Refs, p: dict[str, Any], where: str) -> None:
         approver = approval.actor
     if same_person(proposer, approver):
         refs.mismatch(where, f"approved by its proposer {_SHOW.repr(approver)}")
+
+
+# -- exports ----------------------------------------------------------------------------------
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _check_exports(
+    refs: _Refs,
+    files: Mapping[str, bytes],
+    keys: Mapping[str, VerifyingKey],
+    results: list[dict[str, Any]] | None,
+) -> None:
+    """Each line of ``records/exports.json`` against its signed export manifest and the
+    ledger events it cites (:func:`_check_export`); every file under ``exports/`` is the
+    manifest of one record; and a passing ``export.*`` control result is for an export whose
+    record and manifest hold up (:func:`_check_export_controls`)."""
+    manifests = {p for p in files if p.startswith(EXPORT_MANIFESTS)}
+    raw = files.get(EXPORT_RECORDS)
+    records: list[dict[str, Any]] = []
+    if raw is not None:
+        try:
+            value = _loads(raw)
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ValueError("not a list of objects")
+            records = value
+        except ValueError as exc:
+            refs.report.add("record-malformed", f"{exc}", EXPORT_RECORDS)
+    refs.report.summary["exports"] = len(records)
+    cited: set[str] = set()
+    held: dict[str, _ExportCheck] = {}  # export id -> what its record proved
+    for record in records:
+        where, before = f"{EXPORT_RECORDS}#?", len(refs.report.findings)
+        check = _ExportCheck()
+        try:
+            where = f"{EXPORT_RECORDS}#{_label(record.get('id'))}"
+            if _label(record.get("id")) in held:
+                refs.report.add("record-duplicate", "appears more than once", where)
+                continue
+            held[_label(record.get("id"))] = check
+            _check_export(refs, record, where, files=files, keys=keys, check=check)
+        except _BROKEN as exc:
+            refs.report.add("record-malformed", f"the record is malformed: {_describe(exc)}", where)
+        if check.manifest_path is not None:
+            cited.add(check.manifest_path)
+        check.sound = len(refs.report.findings) == before and check.predicate is not None
+    for path in sorted(manifests - cited):
+        refs.report.add(
+            "export-manifest-unreferenced", "no export record cites this export manifest", path
+        )
+    _check_export_controls(refs, results, held)
+
+
+@dataclass(slots=True)
+class _ExportCheck:
+    """What checking one export record established."""
+
+    manifest_path: str | None = None  # the package file it cites, when present
+    predicate: Mapping[str, Any] | None = None  # its manifest's, when the signature verified
+    sound: bool = False  # no finding at all on the record, its manifest and its events
+
+
+def _check_export(
+    refs: _Refs,
+    r: dict[str, Any],
+    where: str,
+    *,
+    files: Mapping[str, bytes],
+    keys: Mapping[str, VerifyingKey],
+    check: _ExportCheck,
+) -> None:
+    """One export record: its ``export.completed`` says what the record says; its manifest
+    is in the package, verifies under the key, is the one its cited ``attestation.created``
+    recorded, and its predicate agrees with the record and the event."""
+    export_id = r.get("id")
+    if not isinstance(export_id, str) or not export_id:
+        raise _Malformed("the export id is not a string")
+    completed = refs.event(r.get("completed_seq"), "export.completed", f"export:{export_id}", where)
+    if completed is not None:
+        source = f"export.completed (seq {completed.seq})"
+        for key in ("spec", "version", "backup_id", "recipient", "output_sha256", "records",
+                    "manifest_sha256"):  # fmt: skip
+            refs.same(where, key, r.get(key), completed.details.get(key), source)
+    path, problem = r.get("manifest"), r.get("manifest_problem")
+    if path is None or problem is not None:
+        why = _SHOW.repr(problem) if problem is not None else "the record names none"
+        refs.report.add(
+            "export-manifest-missing",
+            f"the export's signed manifest is not in the package ({why}): nothing here proves "
+            "what was exported",
+            where,
+        )
+        return
+    expected = f"{EXPORT_MANIFESTS}{export_id}.manifest.dsse.json"
+    if path != expected:
+        refs.mismatch(where, f"the manifest is {_SHOW.repr(path)}, not {expected}")
+        return
+    data = files.get(path)
+    if data is None:
+        refs.report.add("reference-missing", f"its manifest {path} is not in the package", where)
+        return
+    check.manifest_path = path
+    try:
+        envelope = Envelope.from_json(data)
+        statement = verify_attestation(envelope, keys, predicate_type=EXPORT_PREDICATE_TYPE)
+    except (Error, RecursionError) as exc:
+        refs.report.add(
+            "attestation-invalid", f"the export manifest does not verify: {_describe(exc)}", path
+        )
+        return
+    payload_sha256 = sha256_hex(envelope.payload)
+    attested = refs.event(
+        r.get("attestation_seq"), "attestation.created", f"attestation:{payload_sha256}", where
+    )
+    if attested is not None:
+        source = f"attestation.created (seq {attested.seq})"
+        d = attested.details
+        refs.same(where, "the manifest file's SHA-256", sha256_hex(data),
+                  d.get("envelope_sha256"), source)  # fmt: skip
+        refs.same(where, "the predicate type", EXPORT_PREDICATE_TYPE, d.get("predicate_type"),
+                  source)  # fmt: skip
+        refs.same(where, "the subjects", [s.to_dict() for s in statement.subjects],
+                  d.get("subjects"), source)  # fmt: skip
+    check.predicate = statement.predicate
+    _check_export_predicate(
+        refs,
+        r,
+        where,
+        statement=statement,
+        payload_sha256=payload_sha256,
+        completed=completed,
+        path=path,
+    )
+
+
+def _check_export_predicate(
+    refs: _Refs,
+    r: dict[str, Any],
+    where: str,
+    *,
+    statement: Statement,
+    payload_sha256: str,
+    completed: Event | None,
+    path: str,
+) -> None:
+    """The signed predicate agrees with the record and with ``export.completed``."""
+    p = statement.predicate
+    spec, output = _mapping(p.get("spec")), _mapping(p.get("output"))
+    recipient, approvals = _mapping(p.get("recipient")), _mapping(p.get("approvals"))
+    source = f"its manifest {path}"
+    shown_input = _mapping(p.get("input"))
+    input_ref = "live" if shown_input.get("from") == "live" else shown_input.get("backup_id")
+    for what, value, signed in (
+        ("the export id", r.get("id"), p.get("export_id")),
+        ("the spec", r.get("spec"), spec.get("name")),
+        ("the spec version", r.get("version"), spec.get("version")),
+        ("the input", r.get("backup_id"), input_ref),
+        ("the records (in, out, excluded)", r.get("records"), p.get("records")),
+        ("the output SHA-256", r.get("output_sha256"), output.get("sha256")),
+        ("the recipient", r.get("recipient"), recipient.get("name")),
+        ("the manifest digest", r.get("manifest_sha256"), payload_sha256),
+    ):
+        refs.same(where, what, value, signed, source)
+    subjects = [(s.name, s.sha256) for s in statement.subjects]
+    if subjects != [(output.get("file"), output.get("sha256"))]:
+        refs.mismatch(where, f"{source} signs {_SHOW.repr(subjects)}, not its output file")
+    if same_person(spec.get("proposed_by"), spec.get("approved_by")):
+        refs.mismatch(where, f"{source}: the spec was approved by its proposer")
+    if completed is None:
+        return
+    d, event = completed.details, f"export.completed (seq {completed.seq})"
+    spec_approval = {"approved_by": spec.get("approved_by"), "seq": spec.get("approval_seq")}
+    for what, signed, recorded in (
+        ("the spec digest", spec.get("sha256"), d.get("spec_sha256")),
+        ("the spec and its approval", dict(spec), d.get("spec_approval")),
+        ("the spec approval", approvals.get("spec"), spec_approval),
+        ("the run's approval", approvals.get("run"),
+         d.get("approval", {"standing": "local-os-user"})),
+        ("the records (in, out, excluded)", p.get("records"), d.get("records")),
+        ("the output SHA-256", output.get("sha256"), d.get("output_sha256")),
+        ("the output fingerprint", output.get("fingerprint"), d.get("fingerprint")),
+        ("the plaintext SHA-256", output.get("plaintext_sha256"), d.get("plaintext_sha256")),
+        ("the recipient key", recipient.get("public_key"), d.get("public_key")),
+        ("the purpose", p.get("purpose"), d.get("purpose")),
+        ("the legal basis", p.get("legal_basis"), d.get("legal_basis")),
+    ):  # fmt: skip
+        if not _equal(signed, recorded):
+            refs.mismatch(
+                where,
+                f"{what} is {_SHOW.repr(signed)} in {source} but {_SHOW.repr(recorded)} in {event}",
+            )
+
+
+_RUN_APPROVED = frozenset({"approved", "not-required"})
+
+
+def _check_export_controls(
+    refs: _Refs, results: list[dict[str, Any]] | None, held: Mapping[str, _ExportCheck]
+) -> None:
+    """A passing ``export.*`` result is for an export this package backs: its record is
+    here and holds up (manifest present and verified, events cited and agreeing); a passing
+    ``export.approved`` needs a run approved through the multi-party path in the signed
+    manifest."""
+    if not results:
+        return
+    cited = {e.subject for e in refs.events.values() if e.action == "export.completed"}
+    for result in results:
+        control, subject = result.get("control"), result.get("subject")
+        if not isinstance(control, str) or not control.startswith("export."):
+            continue
+        if result.get("status") != "pass" or not isinstance(subject, str):
+            continue
+        where = f"{RECORDS['results']}#{_label(control)}:{_label(subject)}"
+        check = held.get(subject.removeprefix("export:"))
+        if check is None:
+            if subject in cited:
+                refs.report.add(
+                    "export-control-inconsistent",
+                    f"{control} passed for {subject}, which has no export record here",
+                    where,
+                )
+            continue
+        if not check.sound or check.predicate is None:
+            refs.report.add(
+                "export-control-inconsistent",
+                f"{control} passed for {subject}, whose export record or signed manifest does "
+                "not hold up in this package",
+                where,
+            )
+            continue
+        p = check.predicate
+        if control == "export.approved":
+            run = _mapping(_mapping(p.get("approvals")).get("run"))
+            if run.get("standing") not in _RUN_APPROVED:
+                refs.report.add(
+                    "export-control-inconsistent",
+                    f"{control} passed, but the signed manifest says the run's approval was "
+                    f"{_SHOW.repr(run.get('standing'))}",
+                    where,
+                )
 
 
 # -- control results --------------------------------------------------------------------------

@@ -193,6 +193,12 @@ def build_evidence(
             "say another status, deletion or holds than the ledger: the package states the "
             "ledger's; `affidavit policy check` names each row (ledger.integrity)"
         )
+    if gathered.exports.left_out:
+        warnings.append(
+            f"the signed manifest of export(s) {', '.join(gathered.exports.left_out[:5])} is "
+            "left out (the catalog's copy is not the one the ledger recorded): the package "
+            "will not verify (export-manifest-missing)"
+        )
     return EvidenceBuild(
         path=out, sha256=digest, period=period, framework=framework, files=len(files) + 2,
         events=len(lines), backups=len(content.backups), verifications=len(content.verifications),

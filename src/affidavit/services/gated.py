@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Final
 
 from affidavit.models.approval import ApprovalRequest, ApprovalRule, GatedOperation
@@ -26,6 +27,7 @@ from affidavit.services import findings, identity, inventory, keys, policy, requ
 from affidavit.services.backup import retention
 from affidavit.services.context import App
 from affidavit.services.exports import run as export_runs
+from affidavit.services.exports.samples import sweep_samples
 from affidavit.services.requests import Authority
 from affidavit.services.views import hold_json, policy_version_json, rotation_json
 
@@ -142,5 +144,6 @@ def execute(
     with app.acting_as(principal):
         result = RUNNERS[request.operation](app, principal, request.params, authority)
     with app.read() as uow:
-        done = requests.read_requests(uow)[request.id]
-    return Executed(request=done, result=result)
+        every = requests.read_requests(uow)
+    sweep_samples(Path(app.settings.home), every.values(), now=now)  # its sample, if any
+    return Executed(request=every[request.id], result=result)

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Final
 
 import rfc8785
@@ -61,6 +62,7 @@ from affidavit.models.approval import (
 from affidavit.models.identity import Account, AccountKind, AuthMethod, Principal
 from affidavit.models.permissions import Permission
 from affidavit.services.context import App, Change
+from affidavit.services.exports.samples import sweep_samples
 from affidavit.services.ledger import require_verified_ledger
 from affidavit.services.policy_vouch import read_events
 from affidavit.services.principals import (
@@ -487,9 +489,18 @@ def _judge(
                 },
             )
             request = _load(change, request_id)
+    sweep_decided(app, at)
     if expired is not None:
         _expire(app, principal, expired, at)
     return request
+
+
+def sweep_decided(app: App, at: datetime) -> None:
+    """Remove the sealed export samples that no open request needs any more (a decision
+    may have ended one: :mod:`affidavit.services.exports.samples`)."""
+    with app.read() as uow:
+        every = read_requests(uow)
+    sweep_samples(Path(app.settings.home), every.values(), now=at)
 
 
 def _may_judge(
@@ -607,7 +618,9 @@ def cancel(
             f"request:{request.id}",
             {"account_id": principal.account_id, "note": text, "at": at.isoformat()},
         )
-        return _load(change, request_id)
+        cancelled = _load(change, request_id)
+    sweep_decided(app, at)
+    return cancelled
 
 
 def _require_requester(principal: Principal, request: ApprovalRequest, verb: str) -> None:

@@ -12,12 +12,12 @@ the output object is deleted again: a failure leaves no object.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from affidavit.errors import Error, InputError
+from affidavit.crypto.digest import Sha256Stream, constant_time_equal, sha256_pieces
+from affidavit.errors import Error, InputError, IntegrityError
 from affidavit.models.inventory import Vault, VaultKind, VaultName
 from affidavit.services.backends import vault_backend
 from affidavit.vaults.base import ArtifactNotFound, VaultBackend
@@ -64,21 +64,36 @@ def refuse_existing_object(backend: VaultBackend, destination: str, name: str, w
     )
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            yield chunk
-
-
 def upload(
-    backend: VaultBackend, *, partial: Path, name: str, manifest_name: str, manifest: bytes
+    backend: VaultBackend,
+    *,
+    partial: Path,
+    name: str,
+    manifest_name: str,
+    manifest: bytes,
+    sha256: str | None = None,
 ) -> list[str]:
     """Upload the output (from ``partial``), then its manifest; the names uploaded, in
-    order. On a failure, what was uploaded is deleted again and the error raised."""
+    order. On a failure, what was uploaded is deleted again and the error raised.
+
+    The output is hashed as it is uploaded (:func:`~affidavit.crypto.digest.sha256_pieces`,
+    one read): given ``sha256`` (the output's digest as its manifest signs it), an upload of
+    other bytes (the partial file replaced meanwhile) is deleted again and refused with
+    :class:`IntegrityError` before the manifest goes up."""
     done: list[str] = []
     try:
-        backend.put(name, _chunks(partial), retain_until=None)
+        digest = Sha256Stream()
+        with partial.open("rb") as fh:
+            backend.put(name, sha256_pieces(fh, digest, chunk=_CHUNK), retain_until=None)
         done.append(name)
+        if sha256 is not None and not constant_time_equal(
+            digest.hexdigest().encode("ascii"), sha256.encode("ascii", "replace")
+        ):
+            raise IntegrityError(
+                f"the output uploaded as {name} is not the file its manifest signs (SHA-256 "
+                f"{digest.hexdigest()[:16]}..., signed {sha256[:16]}...): nothing was delivered",
+                hint="run the export again; the encrypted output changed before its upload",
+            )
         backend.put(manifest_name, [manifest], retain_until=None)
         done.append(manifest_name)
     except BaseException:

@@ -6,7 +6,8 @@ included only when its SHA-256 is the one the ledger's ``attestation.created`` e
 recorded) and a line in ``records/exports.json`` naming the run, its output and the ledger
 events that prove it (``completed_seq``, ``attestation_seq``), which the package cites with
 inclusion proofs. A manifest whose catalog copy does not match the ledger is left out and
-its record says so (``manifest``: null, ``manifest_problem``).
+its record says so (``manifest``: null, ``manifest_problem``); ``evidence verify`` then fails
+the package (``export-manifest-missing``), and the build warns.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ExportEvidence:
 
     files: dict[str, bytes] = field(default_factory=dict)
     seqs: list[int] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # exports whose manifest stayed out
 
 
 def gather_export_evidence(
@@ -72,6 +74,7 @@ def gather_export_evidence(
             out.files[path] = data
             out.seqs.append(seq)
         else:
+            out.left_out.append(export_id)
             record["manifest_problem"] = (
                 "the catalog holds no manifest for it"
                 if data is None

@@ -19,6 +19,10 @@ decrypt and hash to the digest the request carries, or it is not shown.
 The run that executes the approved request counts again and must reach the approved counts
 (:meth:`Preview.require_same`): otherwise the data changed since the approval, and the run
 fails without delivering anything.
+
+A sample does not outlive its request: :func:`~.samples.sweep_samples` removes every sample
+no open request names (run here before each new sample is sealed, and after every decision
+and execution of a request); a request that ended shows its sample as no longer kept.
 """
 
 from __future__ import annotations
@@ -37,16 +41,17 @@ from affidavit.crypto.age import decrypt_chunks, encrypt_chunks, new_identity
 from affidavit.crypto.digest import constant_time_equal, sha256_hex
 from affidavit.errors import Error, IntegrityError
 from affidavit.keystores.base import WrappedSecret
-from affidavit.models.approval import ApprovalRequest, GatedOperation
+from affidavit.models.approval import FINAL_STATES, ApprovalRequest, GatedOperation
 from affidavit.models.identity import Principal
 from affidavit.private_temp import private_folder
 from affidavit.services.context import App
 from affidavit.services.exports.passes import Plan, RecordPass, counts
+from affidavit.services.exports.samples import samples_folder, sweep_samples
 from affidavit.services.identity import identity_keystore
+from affidavit.services.requests import read_requests
 
 SAMPLE_RECORDS: Final = 5
 """Records of the minimised output an approver sees."""
-PREVIEW_DIR: Final = "export-previews"
 _CONTEXT: Final = b"affidavit-export-preview:"
 _SHA256_HEX: Final = frozenset("0123456789abcdef")
 
@@ -106,7 +111,15 @@ def _brief(found: dict[str, Any]) -> str:
 
 
 def _folder(app: App) -> Path:
-    return Path(app.settings.home) / PREVIEW_DIR
+    return samples_folder(Path(app.settings.home))
+
+
+def sweep(app: App, *, now: datetime | None = None) -> list[str]:
+    """Remove the sealed samples no open request needs (:func:`~.samples.sweep_samples`);
+    the digests removed."""
+    with app.read() as uow:
+        every = read_requests(uow)
+    return sweep_samples(Path(app.settings.home), every.values(), now=now)
 
 
 def make_preview(app: App, plan: Plan, *, at: datetime) -> Preview:
@@ -121,6 +134,7 @@ def make_preview(app: App, plan: Plan, *, at: datetime) -> Preview:
     records.finish()
     text = json.dumps(sample, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     digest = sha256_hex(text)
+    sweep(app)  # the samples of requests that ended go before a new one comes
     _seal(app, digest, text)
     return Preview(counts=preview_counts(records), sample_sha256=digest, sample_records=len(sample))
 
@@ -195,9 +209,12 @@ def may_see_sample(principal: Principal, request: ApprovalRequest) -> bool:
     )
 
 
-def shown(app: App, principal: Principal, request: ApprovalRequest) -> dict[str, Any] | None:
+def shown(
+    app: App, principal: Principal, request: ApprovalRequest, now: datetime | None = None
+) -> dict[str, Any] | None:
     """What ``principal`` sees of an export run request's preview: None for another
-    operation or a request without one; else the counts, and the sample or why not."""
+    operation or a request without one; else the counts, and the sample or why not (a
+    request that ended at ``now``, default: not judged, keeps no sample)."""
     if request.operation is not GatedOperation.EXPORT_RUN:
         return None
     preview = Preview.from_json(request.params.get("preview"))
@@ -206,6 +223,12 @@ def shown(app: App, principal: Principal, request: ApprovalRequest) -> dict[str,
     out: dict[str, Any] = {**preview.to_json(), "sample": None, "sample_withheld": None}
     if not may_see_sample(principal, request):
         out["sample_withheld"] = "only the requester and the people who may judge it see it"
+        return out
+    state = request.state(now) if now is not None else None
+    if state is not None and state in FINAL_STATES:
+        out["sample_withheld"] = (
+            f"no longer kept: the request is {state.value} (the ledger keeps the sample's SHA-256)"
+        )
         return out
     try:
         out["sample"] = open_sample(app, preview.sample_sha256)
@@ -220,7 +243,7 @@ def request_view(
     """A request as ``request show`` and ``GET /requests/{id}`` give it, with the preview
     of an export run as ``principal`` may see it (:func:`shown`)."""
     data = request.to_json(now)
-    preview = shown(app, principal, request)
+    preview = shown(app, principal, request, now)
     if preview is not None:
         data["preview"] = preview
     return data
