@@ -550,10 +550,20 @@ class _Deriver:
         backup = self.backups.get(_text(d.get("backup_id")) or "")
         dataset = _text(d.get("dataset"))
         inputs = tuple(self._data_artifacts(backup, dataset)) if backup is not None else ()
+        live = self._live_source(d)
+        if live is not None:  # a live input: the source's dataset itself (naming, docs)
+            inputs = (DatasetRef(namespace=live, name=dataset or "?", kind="source"),)
         partial, output = _text(d.get("partial")), _text(d.get("output")) or "?"
         where = str(PurePosixPath(partial).parent / output) if partial else output
         out = DatasetRef(namespace=DESTINATION_NAMESPACE, name=where, kind="destination")
         return f"export.{_text(d.get('spec')) or '?'}", inputs, out
+
+    def _live_source(self, details: Mapping[str, Any]) -> str | None:
+        """The namespace of a live export input's source (None: the input is a backup)."""
+        given = details.get("input")
+        if not isinstance(given, Mapping) or given.get("from") != "live":
+            return None
+        return source_namespace(self.sources.get(_text(given.get("source")) or "", (None, None))[1])
 
     def _on_export_requested(self, entry: _Entry) -> None:
         self.requested[entry.event.subject] = entry.event
@@ -569,6 +579,7 @@ class _Deriver:
         backup = self.backups.get(_text(d.get("backup_id")) or "")
         dataset = _text(d.get("dataset")) or "?"
         source_ns = self._source_ns(backup) if backup is not None else "?"
+        source_ns = self._live_source(requested.details) or source_ns
         sha = _text(d.get("output_sha256")) or ""
         records = d.get("records")
         facets: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""Consent for an export: a JSON-lines file with one consent per line::
+"""Consent for an export: a JSON-lines file with one consent per line (or the same entries
+read from a registered source: :func:`load_consents_for`, below)::
 
     {"subject": "person7@example.com", "purpose": "churn analysis",
      "valid_from": "2026-01-01T00:00:00Z", "valid_to": "2027-01-01T00:00:00Z"}
@@ -10,36 +11,70 @@ is valid at the run's time is excluded, counted by reason: ``no_consent`` (none 
 purpose) or ``consent_not_valid`` (not yet valid, or expired). A line that is not such an
 object is bad input, named by its line number: the run is refused before anything is
 recorded.
+
+The same entries may live in a registered source (``[consent] source``), read at one
+consistency point:
+
+- a MongoDB collection (``dataset = "db.collection"``): one consent per document with the
+  same fields (and its ``_id``); ``valid_from``/``valid_to`` an ISO-8601 string or a BSON
+  date; read in one snapshot session (as a live export input is); a malformed document is
+  named by its ``_id``;
+- Redis keys (``key_pattern``, in ``dataset``, ``db0`` by default): one hash per consent with
+  the fields ``subject``, ``purpose``, ``valid_from`` and optionally ``valid_to`` (UTF-8
+  strings); read from one RDB snapshot of the server (as a live Redis export input is); a key
+  that is not such a hash is named.
+
+What the manifest and the ledger record of it: the source, its URI without credentials, the
+dataset (and pattern), the read's time and consistency point, the exact (Redis) or logical
+(MongoDB) fingerprint of what was read, the number of entries and ``sha256``: the SHA-256 of
+the entries in a canonical form (RFC 8785-style JSON lines sorted by ``_id``/key), which the
+approval of a run covers as it covers a file's SHA-256.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from affidavit.constants import EngineName
 from affidavit.crypto.digest import Sha256Stream
-from affidavit.errors import InputError
+from affidavit.errors import EngineError, InputError, NotFound
+from affidavit.fingerprint.accumulator import Accumulator
+from affidavit.formats.bson_codec.extjson_fast import canonical_value, decode_document
+from affidavit.formats.codecs import codec_for
 from affidavit.input_files import open_regular
+from affidavit.models.export import ConsentSource
+from affidavit.models.inventory import Source
+from affidavit.models.records import RecordEncoding, RedisRecord
+from affidavit.models.uri import ConnectionUri
+from affidavit.private_temp import private_folder
+from affidavit.services.backends import engine_for
+from affidavit.services.context import App
+from affidavit.services.fingerprint import spool_snapshot
 
 NO_CONSENT: Final = "no_consent"
 NOT_VALID: Final = "consent_not_valid"
 _MAX_LINE: Final = 64 * 1024
+_REDIS_DB: Final = re.compile(r"db[0-9]{1,5}")
 _KEYS: Final = frozenset({"subject", "purpose", "valid_from", "valid_to"})
 
 
 @dataclass(slots=True)
 class Consents:
-    """The consents of one file for one purpose, by subject, and the file's SHA-256."""
+    """The consents of one list for one purpose, by subject, and the list's SHA-256; for a
+    list read from a source, ``origin`` says what was read (:func:`load_consents_for`)."""
 
-    path: Path
+    path: Path | None
     purpose: str
     sha256: str = ""
     lines: int = 0
     by_subject: dict[str, list[tuple[datetime, datetime | None]]] = field(default_factory=dict)
+    origin: dict[str, Any] | None = None
 
     def judge(self, subject: str | None, at: datetime) -> str | None:
         """None when ``subject`` holds a consent valid at ``at``; else the reason."""
@@ -50,8 +85,17 @@ class Consents:
             return None
         return NOT_VALID
 
+    def add(self, subject: str, purpose: str, start: datetime, end: datetime | None) -> None:
+        """One well-formed entry (kept when it is for this list's purpose)."""
+        self.lines += 1
+        if purpose == self.purpose:
+            self.by_subject.setdefault(subject, []).append((start, end))
+
     def to_json(self) -> dict[str, Any]:
         """JSON-ready (the manifest predicate's ``consent``)."""
+        if self.origin is not None:
+            return {**self.origin, "sha256": self.sha256, "entries": self.lines}
+        assert self.path is not None
         return {"file": self.path.name, "sha256": self.sha256, "lines": self.lines}
 
 
@@ -70,6 +114,8 @@ def subject_text(value: Any) -> str | None:
 
 
 def _moment(value: Any, name: str) -> datetime:
+    if isinstance(value, datetime):  # a BSON date (UTC)
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if not isinstance(value, str):
         raise ValueError(f"{name} must be an ISO-8601 date-time string")
     try:
@@ -88,7 +134,15 @@ def _parse(raw: bytes) -> tuple[str, str, datetime, datetime | None]:
         raise ValueError("not a JSON object") from None
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
-    unknown = set(value) - _KEYS
+    return _entry(value, _KEYS)
+
+
+def _entry(
+    value: Mapping[str, Any], keys: frozenset[str]
+) -> tuple[str, str, datetime, datetime | None]:
+    """One consent's members checked: ``(subject, purpose, valid_from, valid_to)``; raises
+    ValueError naming what is wrong."""
+    unknown = set(value) - keys
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
     subject = value.get("subject")
@@ -134,8 +188,190 @@ def load_consents(path: Path, purpose: str) -> Consents:
                     hint='each line: {"subject": ..., "purpose": ..., "valid_from": ..., '
                     '"valid_to": ...} (docs/exports.md)',
                 ) from None
-            consents.lines += 1
-            if for_purpose == purpose:
-                consents.by_subject.setdefault(subject, []).append((start, end))
+            consents.add(subject, for_purpose, start, end)
     consents.sha256 = digest.hexdigest()
     return consents
+
+
+def load_consents_for(app: App, consent: ConsentSource | None, purpose: str) -> Consents | None:
+    """The consents a spec names (None: it names none): its file, or its registered source
+    read at one consistency point (see the module docstring). Raises :class:`InputError`
+    (exit 2) naming a malformed entry, :class:`EngineError` (exit 3) for a source that
+    cannot be read."""
+    if consent is None:
+        return None
+    if consent.file is not None:
+        return load_consents(Path(consent.file), purpose)
+    assert consent.source is not None
+    assert consent.dataset is not None
+    with app.read() as uow:
+        source = uow.sources.get(consent.source)  # NotFound: not registered
+    check_consent_engine(consent, source.engine)
+    uri = ConnectionUri.parse(source.engine, source.uri).redacted
+    consents = Consents(path=None, purpose=purpose)
+    entries: list[tuple[str, list[Any]]] = []
+    origin: dict[str, Any] = {
+        "source": source.name,
+        "engine": source.engine.value,
+        "uri": uri,
+        "dataset": consent.dataset,
+        "read_at": datetime.now(UTC).isoformat(),
+    }
+    if consent.key_pattern is not None:
+        origin["key_pattern"] = consent.key_pattern.text
+        origin.update(
+            _read_redis(app, source, consent=consent, uri=uri, consents=consents, entries=entries)
+        )
+    else:
+        origin.update(
+            _read_mongo(
+                app, source, dataset=consent.dataset, uri=uri, consents=consents, entries=entries
+            )
+        )
+    digest = Sha256Stream()
+    for _, line in sorted(entries, key=lambda e: e[0].encode("utf-8", "surrogateescape")):
+        digest.update(json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode())
+        digest.update(b"\n")
+    consents.sha256 = digest.hexdigest()
+    consents.origin = origin
+    return consents
+
+
+def check_consent_engine(consent: ConsentSource, engine: EngineName) -> None:
+    """A consent source fits its engine: a key pattern reads Redis, a collection MongoDB.
+    Raises :class:`InputError` (exit 2)."""
+    if consent.key_pattern is not None and engine is not EngineName.REDIS:
+        raise InputError(
+            f"consent.key_pattern selects Redis keys, but source {consent.source} is a "
+            f"{engine.value} source",
+            hint='a MongoDB consent list is a collection: consent.dataset = "db.collection"',
+        )
+    if consent.key_pattern is None and engine is not EngineName.MONGODB:
+        raise InputError(
+            f"consent.dataset names a MongoDB collection, but source {consent.source} is a "
+            f"{engine.value} source",
+            hint='Redis consents are hashes: consent.key_pattern = "consent:*"',
+        )
+
+
+def _bad(where: str, what: str, exc: ValueError) -> InputError:
+    return InputError(
+        f"the consent source {where} {what}: {exc}",
+        hint="each entry: subject, purpose, valid_from, valid_to (docs/exports.md, consent)",
+    )
+
+
+def _read_mongo(
+    app: App,
+    source: Source,
+    *,
+    dataset: str,
+    uri: str,
+    consents: Consents,
+    entries: list[tuple[str, list[Any]]],
+) -> dict[str, Any]:
+    codec = codec_for(RecordEncoding.BSON, "logical")
+    accumulator = Accumulator("logical", keep_keys=False)
+    with engine_for(source, app.settings) as engine:
+        try:
+            engine.count_records(dataset)
+        except NotFound:
+            raise InputError(
+                f"the consent source {source.name} ({uri}) has no dataset {dataset}",
+                hint="`affidavit inventory` lists the datasets; MongoDB datasets are db.collection",
+            ) from None
+        with engine.dataset_snapshot() as snapshot:
+            for raw in snapshot.iter_raw(dataset, None):
+                accumulator.add_records([codec(raw)])
+                document = decode_document(raw)
+                ident = json.dumps(canonical_value(document.get("_id")), sort_keys=True)
+                try:
+                    subject, purpose, start, end = _entry(document, _KEYS | {"_id"})
+                except ValueError as exc:
+                    raise _bad(f"{source.name} ({dataset})", f"_id {ident[:100]}", exc) from None
+                consents.add(subject, purpose, start, end)
+                entries.append((ident, _line(ident, subject, purpose, start, end)))
+            consistency = dict(snapshot.consistency)
+    fingerprint, _ = accumulator.finish()
+    return {"consistency": consistency, "fingerprint": fingerprint.text}
+
+
+def _read_redis(
+    app: App,
+    source: Source,
+    *,
+    consent: ConsentSource,
+    uri: str,
+    consents: Consents,
+    entries: list[tuple[str, list[Any]]],
+) -> dict[str, Any]:
+    assert consent.key_pattern is not None
+    assert consent.dataset is not None
+    if not _REDIS_DB.fullmatch(consent.dataset):
+        raise InputError(
+            f"consent.dataset of Redis source {source.name} is {consent.dataset[:40]!r}, not a "
+            "database",
+            hint="a Redis dataset is db0, db1, ... (the logical database)",
+        )
+    match = consent.key_pattern.matcher()
+    encode = codec_for(RecordEncoding.REDIS, "exact")
+    accumulator = Accumulator("exact", keep_keys=False)
+    where = f"{source.name} ({consent.dataset}, {consent.key_pattern.text})"
+    with private_folder("consent-redis") as work:
+        with engine_for(source, app.settings) as engine:
+            as_of = datetime.now(UTC)
+            reader = spool_snapshot(engine, work / "consent.rdb")
+        if reader is None:
+            raise EngineError(
+                f"Redis at {uri} refused SYNC: its consents cannot be read at one point in time",
+                hint="grant the user SYNC (+sync), or export the consents to a file",
+            )
+        for name, record in reader.iter_all():
+            if name != consent.dataset or not isinstance(record, RedisRecord):
+                continue
+            if not match(record.key):
+                continue
+            accumulator.add_records([encode(record)])
+            ident = record.key.decode("utf-8", "backslashreplace")
+            try:
+                value = _hash_entry(record)
+                subject, purpose, start, end = _entry(value, _KEYS)
+            except ValueError as exc:
+                raise _bad(where, f"key {ident[:100]!r}", exc) from None
+            consents.add(subject, purpose, start, end)
+            entries.append((ident, _line(ident, subject, purpose, start, end)))
+    fingerprint, _ = accumulator.finish()
+    return {
+        "consistency": {
+            "mode": "rdb-snapshot",
+            "method": "SYNC (an RDB over the replication protocol)",
+            "as_of_ms": int(as_of.timestamp() * 1000),
+        },
+        "fingerprint": fingerprint.text,
+    }
+
+
+def _hash_entry(record: RedisRecord) -> dict[str, Any]:
+    """A Redis consent: a hash of UTF-8 fields and values (ValueError otherwise)."""
+    if record.type != "hash":
+        raise ValueError(f"is a {record.type}, not a hash")
+    out: dict[str, Any] = {}
+    for name, value in record.value:  # type: ignore[attr-defined]
+        try:
+            out[bytes(name).decode("utf-8")] = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("a field or value is not UTF-8") from None
+    return out
+
+
+def _line(
+    ident: str, subject: str, purpose: str, start: datetime, end: datetime | None
+) -> list[Any]:
+    """One entry in the canonical form the list's SHA-256 is computed over."""
+    return [
+        ident,
+        subject,
+        purpose,
+        start.astimezone(UTC).isoformat(),
+        end.astimezone(UTC).isoformat() if end is not None else None,
+    ]

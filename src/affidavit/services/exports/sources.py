@@ -9,7 +9,8 @@ otherwise the operation times before and after, as a backup records them), with 
 filter applied by the server. While the records stream, their ``logical`` fingerprint (the
 records as read, before minimisation) is computed, so the manifest says exactly what was read.
 
-Only MongoDB sources are read live in this version (a Redis key pattern is not done)."""
+MongoDB sources are read here; a Redis source (one record per key, a key pattern) by
+:mod:`.redis_input`, whose read is this one's subclass."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from affidavit.constants import EngineName
 from affidavit.errors import EngineError, InputError, NotFound
 from affidavit.fingerprint.accumulator import Accumulator
 from affidavit.formats.codecs import codec_for
+from affidavit.models.export import SpecInput
 from affidavit.models.export_filter import QueryFilter
 from affidavit.models.inventory import Source
 from affidavit.models.records import RecordEncoding
@@ -46,16 +48,31 @@ class LiveInput:
         return ConnectionUri.parse(self.source.engine, self.source.uri).redacted
 
 
+def check_input_engine(spec_input: SpecInput, engine: EngineName, *, source: str) -> None:
+    """A spec's input selector fits its source's engine: a query ``filter`` reads MongoDB
+    documents, a ``key_pattern`` Redis keys. Raises :class:`InputError` (exit 2)."""
+    if spec_input.key_pattern is not None and engine is not EngineName.REDIS:
+        raise InputError(
+            f"input.key_pattern selects Redis keys, but source {source} is a {engine.value} source",
+            hint="a MongoDB input is narrowed by input.filter (docs/exports.md)",
+        )
+    if spec_input.filter is not None and engine is not EngineName.MONGODB:
+        raise InputError(
+            f"input.filter is a MongoDB query, but source {source} is a {engine.value} source",
+            hint='a Redis input is narrowed by input.key_pattern = "customer:*" (docs/exports.md)',
+        )
+
+
 def check_live(app: App, source_name: str, dataset: str) -> LiveInput:
     """The live input of a spec, checked before anything is recorded: the source is
-    registered, of an engine this version reads live, reachable, and holds the dataset.
-    Raises :class:`InputError` (exit 2) or :class:`EngineError` (exit 3)."""
+    registered, of an engine this version reads live (MongoDB, Redis), reachable, and holds
+    the dataset. Raises :class:`InputError` (exit 2) or :class:`EngineError` (exit 3)."""
     with app.read() as uow:
         source = uow.sources.get(source_name)  # NotFound: not registered
-    if source.engine is not EngineName.MONGODB:
+    if source.engine not in (EngineName.MONGODB, EngineName.REDIS):
         raise InputError(
             f"source {source.name} is a {source.engine.value} source: this version reads "
-            "MongoDB sources live only",
+            "MongoDB and Redis sources live only",
             hint='export a backup of it instead (input.from = "backup"); see docs/exports.md',
         )
     live = LiveInput(source=source, dataset=dataset)
@@ -63,9 +80,14 @@ def check_live(app: App, source_name: str, dataset: str) -> LiveInput:
         try:
             engine.count_records(dataset)
         except NotFound:
+            names = (
+                "Redis datasets are db0, db1, ..."
+                if source.engine is EngineName.REDIS
+                else "MongoDB datasets are db.collection"
+            )
             raise InputError(
                 f"source {source.name} ({live.uri}) has no dataset {dataset}",
-                hint="`affidavit inventory` lists the datasets; MongoDB datasets are db.collection",
+                hint=f"`affidavit inventory` lists the datasets; {names}",
             ) from None
     return live
 
