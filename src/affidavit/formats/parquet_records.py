@@ -21,7 +21,14 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from affidavit.errors import FormatError
 
-__all__ = ["ROWS_PER_GROUP", "WRITER_OPTIONS", "ParquetRows", "read_rows", "writer_version"]
+__all__ = [
+    "ROWS_PER_GROUP",
+    "WRITER_OPTIONS",
+    "ParquetRows",
+    "column_names",
+    "read_rows",
+    "writer_version",
+]
 
 ROWS_PER_GROUP: Final = 8192
 WRITER_OPTIONS: Final[dict[str, Any]] = {
@@ -114,6 +121,15 @@ class ParquetRows:
         self._flush()
         self._writer.close()
         return self._sink.take()
+
+
+def column_names(path: Path) -> list[str]:
+    """The column names of a Parquet file; raises :class:`FormatError` for a file that is not
+    a readable Parquet file."""
+    try:
+        return [str(name) for name in pq.ParquetFile(path).schema_arrow.names]
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise FormatError(f"not a readable Parquet file: {_one_line(str(exc))}") from None
 
 
 def read_rows(path: Path, fields: Sequence[str]) -> Iterator[tuple[int, list[str | None]]]:

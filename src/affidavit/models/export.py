@@ -17,12 +17,18 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
+import rfc8785
+
+from affidavit.crypto.digest import sha256_hex
 from affidavit.errors import InputError
 from affidavit.models.export_filter import QueryFilter
+from affidavit.models.key_pattern import KeyPattern
+from affidavit.models.odcs import OdcsContract, parse_odcs
 
 MAX_SPEC_BYTES: Final = 256 * 1024
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -107,8 +113,12 @@ class FieldRule:
 class Contract:
     """What every output record and the output as a whole must satisfy: a JSON Schema (on the
     relaxed Extended JSON form of each output record), row-count bounds, per-field null
-    limits, fields whose values must be unique; ``max_violations`` records may fail it before
-    the run refuses to ship (0: none may)."""
+    limits (a count, or ``max_null_percent``: a percentage of the records shipped, given as
+    ``(decimal text, inclusive)``), fields whose values must be unique; ``max_violations``
+    records may fail it before the run refuses to ship (0: none may). ``source`` says what
+    it was written as: ``{"kind": "json-schema", "sha256"}`` (the RFC 8785 JSON of the
+    schema) or ``{"kind": "odcs", "api_version", "id", "version", "sha256"}`` (of the ODCS
+    document's text), docs/exports.md "Contracts"."""
 
     schema: Mapping[str, Any]
     min_records: int = 0
@@ -116,10 +126,17 @@ class Contract:
     max_nulls: Mapping[str, int] = field(default_factory=dict)
     unique: tuple[str, ...] = ()
     max_violations: int = 0
+    max_null_percent: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """``json-schema`` or ``odcs``."""
+        return self.source.get("kind", "json-schema")
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready (the manifest predicate's ``contract.rules``)."""
-        return {
+        out: dict[str, Any] = {
             "schema": dict(self.schema),
             "min_records": self.min_records,
             "max_records": self.max_records,
@@ -127,10 +144,19 @@ class Contract:
             "unique": list(self.unique),
             "max_violations": self.max_violations,
         }
+        if self.max_null_percent:
+            out["max_null_percent"] = {
+                name: {"percent": percent, "inclusive": inclusive}
+                for name, (percent, inclusive) in sorted(self.max_null_percent.items())
+            }
+        if self.source:
+            out["source"] = dict(self.source)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Contract:
-        """The contract :meth:`to_json` wrote (or a spec's ``[contract]`` table)."""
+        """The contract :meth:`to_json` wrote (or a spec's ``[contract]`` table holding a
+        JSON Schema; an ODCS contract is :func:`contract_from_odcs`)."""
         schema = data.get("schema", {})
         if not isinstance(schema, Mapping):
             raise InputError("contract.schema must be a table (a JSON Schema)")
@@ -141,6 +167,11 @@ class Contract:
         if not isinstance(unique, list) or not all(isinstance(u, str) for u in unique):
             raise InputError("contract.unique must be a list of field names")
         max_records = data.get("max_records")
+        source = data.get("source")
+        if source is None:
+            source = {"kind": "json-schema", "sha256": _schema_digest(schema)}
+        if not isinstance(source, Mapping) or not all(isinstance(v, str) for v in source.values()):
+            raise InputError("contract.source must be a table of strings")
         return cls(
             schema=MappingProxyType(dict(schema)),
             min_records=_int(data.get("min_records", 0), "contract.min_records"),
@@ -152,7 +183,67 @@ class Contract:
             ),
             unique=tuple(unique),
             max_violations=_int(data.get("max_violations", 0), "contract.max_violations"),
+            max_null_percent=MappingProxyType(_percents(data.get("max_null_percent", {}))),
+            source=MappingProxyType({str(k): str(v) for k, v in source.items()}),
         )
+
+
+def _schema_digest(schema: Mapping[str, Any]) -> str:
+    """SHA-256 of the RFC 8785 JSON of a JSON Schema."""
+    try:
+        return sha256_hex(rfc8785.dumps(dict(schema)))
+    except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
+        raise InputError(f"contract.schema cannot be written as canonical JSON: {exc}") from None
+
+
+def _percents(raw: Any) -> dict[str, tuple[str, bool]]:
+    """``max_null_percent`` as :meth:`Contract.to_json` wrote it."""
+    if not isinstance(raw, Mapping):
+        raise InputError("contract.max_null_percent must be a table")
+    out: dict[str, tuple[str, bool]] = {}
+    for name, limit in raw.items():
+        if (
+            not isinstance(limit, Mapping)
+            or not isinstance(limit.get("percent"), str)
+            or not isinstance(limit.get("inclusive"), bool)
+        ):
+            raise InputError(f"contract.max_null_percent.{name} must be {{percent, inclusive}}")
+        try:
+            Decimal(limit["percent"])
+        except InvalidOperation:
+            raise InputError(f"contract.max_null_percent.{name}: not a number") from None
+        out[str(name)] = (limit["percent"], limit["inclusive"])
+    return out
+
+
+def contract_from_odcs(text: Any, *, max_violations: Any = 0) -> tuple[Contract, OdcsContract]:
+    """The contract an ODCS document (its YAML or JSON text) translates to
+    (:mod:`affidavit.models.odcs`), and the translation; raises :class:`InputError`."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(
+            "contract.odcs must hold the ODCS document's text",
+            hint="a TOML multi-line literal string holding YAML or JSON (docs/exports.md)",
+        )
+    odcs = parse_odcs(text)
+    contract = Contract(
+        schema=MappingProxyType(odcs.schema),
+        min_records=odcs.min_records,
+        max_records=odcs.max_records,
+        max_nulls=MappingProxyType(dict(odcs.max_nulls)),
+        unique=odcs.unique,
+        max_violations=_int(max_violations, "contract.max_violations"),
+        max_null_percent=MappingProxyType(dict(odcs.max_null_percent)),
+        source=MappingProxyType(
+            {
+                "kind": "odcs",
+                "api_version": odcs.api_version,
+                "id": odcs.id,
+                "version": odcs.version,
+                "sha256": odcs.sha256,
+            }
+        ),
+    )
+    return contract, odcs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,13 +251,16 @@ class SpecInput:
     """Where the records come from: ``dataset`` of ``source`` in the backup ``backup`` (an id,
     or ``latest``: the newest completed backup of the source holding the dataset), or, with
     ``live``, read from the registered source itself (``from = "live"``); only the records
-    ``filter`` matches, when given."""
+    ``filter`` matches (a MongoDB input), or the keys ``key_pattern`` matches (a Redis input:
+    one record per key, docs/exports.md "A Redis input"), when given. Which engine the source
+    is, the spec does not say: ``export spec add`` checks the filter against it."""
 
     source: str
     dataset: str
     backup: str = "latest"
     live: bool = False
     filter: QueryFilter | None = None  # only the records it matches (models/export_filter.py)
+    key_pattern: KeyPattern | None = None  # only the Redis keys it matches (models/key_pattern.py)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -177,20 +271,36 @@ class SpecInput:
             out["backup"] = self.backup
         if self.filter is not None:
             out["filter"] = self.filter.to_json()
+        if self.key_pattern is not None:
+            out["key_pattern"] = self.key_pattern.text
         return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConsentSource:
-    """Where consent comes from: a JSON-lines file (``docs/exports.md``) and the field of each
-    source document that names its data subject."""
+    """Where consent comes from (``docs/exports.md``, consent), exactly one of: a JSON-lines
+    ``file``; a MongoDB collection ``dataset`` of the registered ``source`` (one consent per
+    document); the Redis keys of ``source`` matching ``key_pattern`` in ``dataset`` (``db0``
+    by default; one hash per consent). ``subject_field`` is the field of each exported record
+    that names its data subject."""
 
-    file: str
+    file: str | None = None
+    source: str | None = None
+    dataset: str | None = None
+    key_pattern: KeyPattern | None = None
     subject_field: str = "_id"
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"file": self.file, "subject_field": self.subject_field}
+        out: dict[str, Any] = {"subject_field": self.subject_field}
+        if self.file is not None:
+            out["file"] = self.file
+        if self.source is not None:
+            out["source"] = self.source
+            out["dataset"] = self.dataset
+        if self.key_pattern is not None:
+            out["key_pattern"] = self.key_pattern.text
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -347,7 +457,7 @@ def _field_rule(name: str, raw: Any) -> FieldRule:
 def _spec_input(raw_input: Any) -> SpecInput:
     if not isinstance(raw_input, Mapping):
         raise InputError("the spec needs an [input] table (source, dataset, backup)")
-    unknown_i = set(raw_input) - {"source", "dataset", "backup", "from", "filter"}
+    unknown_i = set(raw_input) - {"source", "dataset", "backup", "from", "filter", "key_pattern"}
     if unknown_i:
         raise InputError(f"[input]: unknown key(s) {', '.join(sorted(unknown_i))}")
     read_from = raw_input.get("from", "backup")
@@ -367,18 +477,24 @@ def _spec_input(raw_input: Any) -> SpecInput:
         backup=str(raw_input.get("backup", "latest")),
         live=read_from == "live",
         filter=QueryFilter.parse(raw_input["filter"]) if "filter" in raw_input else None,
+        key_pattern=(
+            KeyPattern.parse(raw_input["key_pattern"], what="input.key_pattern")
+            if "key_pattern" in raw_input
+            else None
+        ),
     )
 
 
-def _rules(raw: Mapping[str, Any], fmt: OutputFormat) -> tuple[FieldRule, ...]:
+def _rules(raw: Mapping[str, Any]) -> tuple[FieldRule, ...]:
     rules = tuple(_field_rule(str(k), v) for k, v in raw.items())
-    _check_paths(rules, fmt)
+    _check_paths(rules)
     return rules
 
 
-def _check_paths(rules: tuple[FieldRule, ...], fmt: OutputFormat) -> None:
-    """A path listed with one of its parents (the parent already leaves whole) is refused;
-    nested paths leave as JSON lines only."""
+def _check_paths(rules: tuple[FieldRule, ...]) -> None:
+    """A path listed with one of its parents (the parent already leaves whole) is refused
+    (every format carries nested paths: JSON lines nested, CSV and Parquet as a column per
+    path)."""
     names = sorted(r.name for r in rules)
     for name in names:
         parts = name.split(".")
@@ -389,13 +505,32 @@ def _check_paths(rules: tuple[FieldRule, ...], fmt: OutputFormat) -> None:
                     f"fields: {name[:80]!r} is inside {parent[:80]!r}, which is listed whole",
                     hint=f"list either {parent} (all of it) or the paths inside it",
                 )
-    nested = [n for n in names if "." in n]
-    if nested and fmt is not OutputFormat.EXTJSON:
+
+
+def _contract(raw: Mapping[str, Any], rules: tuple[FieldRule, ...]) -> Contract:
+    """The ``[contract]`` table: a JSON Schema with its rules, or an ODCS document
+    (``odcs``, with at most ``max_violations`` beside it) whose every property is a field
+    that leaves, a parent of one or inside one."""
+    if "odcs" not in raw:
+        return Contract.from_json(raw)
+    beside = sorted(set(raw) - {"odcs", "max_violations"})
+    if beside:
         raise InputError(
-            f"nested field {nested[0][:80]!r}: a {fmt.value} output has one column per "
-            "top-level field",
-            hint='nested fields leave as JSON lines (format = "extjson")',
+            f"contract.{beside[0]} beside contract.odcs: the ODCS document holds the contract",
+            hint="write the rule in the ODCS document (quality rules), or drop contract.odcs",
         )
+    contract, odcs = contract_from_odcs(raw["odcs"], max_violations=raw.get("max_violations", 0))
+    allowed = [r.name for r in rules]
+    for path in odcs.paths:
+        if not any(
+            path == name or path.startswith(name + ".") or name.startswith(path + ".")
+            for name in allowed
+        ):
+            raise InputError(
+                f"ODCS property {path[:80]!r} is not a field that leaves (not in [fields])",
+                hint="describe only allowed fields in the ODCS document, or allow the field",
+            )
+    return contract
 
 
 def _check_against_schema(rules: tuple[FieldRule, ...], contract: Contract) -> None:
@@ -481,13 +616,18 @@ def _parse_spec(text: str, *, name: str) -> ExportSpec:
             hint="this version writes: " + ", ".join(f.value for f in OutputFormat),
         ) from None
     spec_input = _spec_input(data.get("input"))
+    if spec_input.filter is not None and spec_input.key_pattern is not None:
+        raise InputError(
+            "[input] has both a filter (a MongoDB input) and a key_pattern (a Redis input)",
+            hint="a MongoDB input takes filter, a Redis input key_pattern",
+        )
     raw_fields = data.get("fields")
     if not isinstance(raw_fields, Mapping) or not raw_fields:
         raise InputError(
             "the spec needs a [fields] table: the fields allowed to leave",
             hint="everything not listed is dropped; list _id at least",
         )
-    rules = _rules(raw_fields, fmt)
+    rules = _rules(raw_fields)
     if _KEY not in {r.name for r in rules}:
         raise InputError(
             "[fields] must list _id (keep or pseudonymise it)",
@@ -503,10 +643,11 @@ def _parse_spec(text: str, *, name: str) -> ExportSpec:
         "max_nulls",
         "unique",
         "max_violations",
+        "odcs",
     }
     if unknown_c:
         raise InputError(f"[contract]: unknown key(s) {', '.join(sorted(unknown_c))}")
-    contract = Contract.from_json(raw_contract)
+    contract = _contract(raw_contract, rules)
     _check_against_schema(rules, contract)
     allowed = {r.name for r in rules}
     for what, names in (("max_nulls", contract.max_nulls), ("unique", contract.unique)):
@@ -542,16 +683,40 @@ def _consent(raw: Any, basis: LegalBasis) -> ConsentSource | None:
         return None
     if not isinstance(raw, Mapping):
         raise InputError("[consent] must be a table (file, subject_field)")
-    unknown = set(raw) - {"file", "subject_field"}
+    unknown = set(raw) - {"file", "source", "dataset", "key_pattern", "subject_field"}
     if unknown:
         raise InputError(f"[consent]: unknown key(s) {', '.join(sorted(unknown))}")
-    file = _text(raw, "file", where="consent.")
-    if not file.startswith("/"):
-        raise InputError("consent.file must be an absolute path")
     subject = str(raw.get("subject_field", "_id"))
     if not _FIELD.fullmatch(subject):
         raise InputError(f"consent.subject_field {subject[:80]!r} is not a top-level field name")
-    return ConsentSource(file=file, subject_field=subject)
+    one_of = (
+        "consent.file, or consent.source with consent.dataset (a MongoDB collection) or "
+        "consent.key_pattern (Redis keys)"
+    )
+    if "file" in raw:
+        if "source" in raw or "dataset" in raw or "key_pattern" in raw:
+            raise InputError("[consent] names a file and a source", hint=f"name one: {one_of}")
+        file = _text(raw, "file", where="consent.")
+        if not file.startswith("/"):
+            raise InputError("consent.file must be an absolute path")
+        return ConsentSource(file=file, subject_field=subject)
+    if "source" not in raw:
+        raise InputError("[consent] names no consent list", hint=f"name {one_of}")
+    source = _text(raw, "source", where="consent.")
+    if "key_pattern" in raw:
+        dataset = _text(raw, "dataset", where="consent.") if "dataset" in raw else "db0"
+        pattern = KeyPattern.parse(raw["key_pattern"], what="consent.key_pattern")
+        return ConsentSource(
+            source=source, dataset=dataset, key_pattern=pattern, subject_field=subject
+        )
+    if "dataset" not in raw:
+        raise InputError(
+            "consent.source needs consent.dataset (a MongoDB db.collection) or "
+            "consent.key_pattern (Redis keys)",
+            hint="see docs/exports.md, consent",
+        )
+    dataset = _text(raw, "dataset", where="consent.")
+    return ConsentSource(source=source, dataset=dataset, subject_field=subject)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

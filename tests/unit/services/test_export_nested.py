@@ -150,8 +150,6 @@ def test_unique_and_max_nulls_take_dotted_paths() -> None:
         ('"a..b" = "keep"', "", "", "not a field name nor a dotted path"),
         ('"a.$b" = "keep"', "", "", "not a field name nor a dotted path"),
         ('"a.b.c.d.e.f.g.h.i" = "keep"', "", "", "at most 8"),
-        ('"address.city" = "keep"', "", 'format = "csv"', "one column per top-level field"),
-        ('"address.city" = "keep"', "", 'format = "parquet"', "one column per top-level field"),
         ('address.city = "keep"', "", "", '"address.city" = "keep"'),  # unquoted: a table
         (
             '"address.town" = "keep"',

@@ -19,6 +19,12 @@ string.
 one string column per allow-listed field in spec order, each cell the CSV cell of the field,
 null for a missing field.
 
+A nested allowed path (``address.city``) is a column of its own in both, named by the
+dotted path; its cell is the value at that path, followed through documents (a record whose
+path crosses an array cannot be written as columns: :class:`~affidavit.errors.InputError`).
+Reading rebuilds the nested documents from the columns, in column order; the records'
+logical fingerprint does not depend on member order, so it is the JSON lines' one.
+
 Every writer is canonical: the verifier writes every record it read again and requires the
 same bytes (for Parquet, with the pyarrow version the footer names).
 """
@@ -32,7 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from affidavit.errors import FormatError
+from affidavit.errors import FormatError, InputError
 from affidavit.models.export import OutputFormat
 from affidavit.services.exports.records import decode_line, encode_line
 
@@ -58,14 +64,83 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def csv_cell(document: Mapping[str, Any], name: str) -> str:
-    """The cell of field ``name`` (see the module docstring)."""
-    if name not in document:
-        return ""
-    value = document[name]
+_MISSING: Final = object()
+
+
+class StrayColumns(FormatError):
+    """A CSV header or Parquet schema that is not the allow-list: ``stray`` names the
+    columns outside it."""
+
+    def __init__(self, message: str, *, stray: Sequence[str]) -> None:
+        super().__init__(message)
+        self.stray = tuple(stray)
+
+
+def leaf(document: Mapping[str, Any], name: str) -> Any:
+    """The value of field ``name`` (a dotted path through documents), or ``_MISSING``;
+    raises :class:`InputError` for a path through an array (it has no one cell)."""
+    if "." not in name:
+        return document.get(name, _MISSING)
+    value: Any = document
+    parts = name.split(".")
+    for depth, part in enumerate(parts):
+        if type(value) is list:
+            where = ".".join(parts[:depth])
+            raise InputError(
+                f"field {name[:80]!r}: {where[:80]} is an array, which a column cannot hold",
+                hint='arrays of documents leave as JSON lines (format = "extjson"), or list '
+                "the array whole",
+            )
+        if type(value) is not dict or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _cell_of(value: Any) -> str:
     if isinstance(value, str):
         return _compact(value) if value == "" or _json(value)[0] else value
     return _compact(value)
+
+
+def csv_cell(document: Mapping[str, Any], name: str) -> str:
+    """The cell of field ``name`` (see the module docstring)."""
+    value = leaf(document, name)
+    return "" if value is _MISSING else _cell_of(value)
+
+
+def _place(document: dict[str, Any], name: str, value: Any) -> None:
+    """Set the dotted path ``name`` of ``document`` (the columns are an allow-list, which
+    never holds a path and one of its parents, so every parent is a document)."""
+    parts = name.split(".")
+    node = document
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if type(child) is not dict:
+            raise FormatError(f"column {name[:80]!r} lies inside the value of {part[:40]!r}")
+        node = child
+    node[parts[-1]] = value
+
+
+def _document(fields: Sequence[str], cells: Sequence[str | None]) -> dict[str, Any]:
+    """The record a row of cells (None or empty: missing) stands for."""
+    document: dict[str, Any] = {}
+    for name, cell in zip(fields, cells, strict=True):
+        if cell is None:
+            continue
+        present, value = csv_value(cell)
+        if present:
+            _place(document, name, value)
+    return document
+
+
+def _header_problem(header: Sequence[str], fields: tuple[str, ...], what: str) -> StrayColumns:
+    stray = [name[:80] for name in header if name not in fields]
+    shown = [name[:80] for name in header[:20]]
+    message = f"the {what} is {shown}, not the allow-list {list(fields)}"
+    if stray:
+        message += f": column(s) outside the allow-list: {stray[:20]}"
+    return StrayColumns(message, stray=stray)
 
 
 def csv_value(cell: str) -> tuple[bool, Any]:
@@ -92,7 +167,11 @@ SUFFIXES: Final = {
 
 def parquet_cells(document: Mapping[str, Any], fields: Sequence[str]) -> list[str | None]:
     """A record's Parquet row: the CSV cell of each field, null for a missing one."""
-    return [csv_cell(document, name) if name in document else None for name in fields]
+    out: list[str | None] = []
+    for name in fields:
+        value = leaf(document, name)
+        out.append(None if value is _MISSING else _cell_of(value))
+    return out
 
 
 class Encoder:
@@ -148,9 +227,11 @@ def _csv_records(path: Path, fields: tuple[str, ...]) -> Iterator[Record]:
         with path.open(encoding="utf-8", newline="") as fh:
             reader = csv.reader(fh, strict=True)
             header = next(reader, None)
-            if header is None or tuple(header) != fields:
-                shown = header if header is None else header[:20]
-                yield 1, FormatError(f"the header is {shown}, not the allow-list {list(fields)}")
+            if header is None:
+                yield 1, FormatError(f"the file has no header, not the allow-list {list(fields)}")
+                return
+            if tuple(header) != fields:
+                yield 1, _header_problem(header, fields, "header")
                 return
             for row in reader:
                 number = reader.line_num
@@ -163,12 +244,10 @@ def _csv_records(path: Path, fields: tuple[str, ...]) -> Iterator[Record]:
                         ),
                     )
                     continue
-                document: dict[str, Any] = {}
-                for name, cell in zip(fields, row, strict=True):
-                    present, value = csv_value(cell)
-                    if present:
-                        document[name] = value
-                yield number, document
+                try:
+                    yield number, _document(fields, row)
+                except FormatError as exc:
+                    yield number, exc
     except UnicodeDecodeError:
         yield 0, FormatError("the file is not valid UTF-8")
     except csv.Error as exc:
@@ -176,16 +255,17 @@ def _csv_records(path: Path, fields: tuple[str, ...]) -> Iterator[Record]:
 
 
 def _parquet_records(path: Path, fields: tuple[str, ...]) -> Iterator[Record]:
-    from affidavit.formats.parquet_records import read_rows
+    from affidavit.formats.parquet_records import column_names, read_rows
 
     try:
+        names = column_names(path)
+        if tuple(names) != fields:
+            yield 0, _header_problem(names, fields, "Parquet file's column list")
+            return
         for number, row in read_rows(path, fields):
-            document: dict[str, Any] = {}
-            for name, cell in zip(fields, row, strict=True):
-                if cell is not None:
-                    present, value = csv_value(cell)
-                    if present:
-                        document[name] = value
-            yield number, document
+            try:
+                yield number, _document(fields, row)
+            except FormatError as exc:
+                yield number, exc
     except FormatError as exc:
         yield 0, exc

@@ -14,8 +14,10 @@ from affidavit.errors import AccessDenied, AlreadyExists
 from affidavit.models.export import MAX_SPEC_BYTES, ExportSpec, SpecVersion, parse_spec
 from affidavit.models.governance import same_person
 from affidavit.services.context import App
+from affidavit.services.exports.consent import check_consent_engine
 from affidavit.services.exports.files import read_text
 from affidavit.services.exports.records import check_schema
+from affidavit.services.exports.sources import check_input_engine
 from affidavit.services.policy_vouch import read_events
 
 ADDED_ACTION = "export.spec_added"
@@ -41,7 +43,11 @@ def add_spec(app: App, path: Path) -> SpecVersion:
     digest = sha256_hex(text.encode("utf-8"))
     with app.change() as change:
         exports = change.uow.exports
-        change.uow.sources.get(spec.input.source)  # NotFound: the source is not registered
+        source = change.uow.sources.get(spec.input.source)  # NotFound: not registered
+        check_input_engine(spec.input, source.engine, source=source.name)
+        if spec.consent is not None and spec.consent.source is not None:
+            consent_source = change.uow.sources.get(spec.consent.source)
+            check_consent_engine(spec.consent, consent_source.engine)
         for existing in exports.specs():
             if existing.name == spec.name and existing.sha256 == digest:
                 raise AlreadyExists(
@@ -63,6 +69,7 @@ def add_spec(app: App, path: Path) -> SpecVersion:
                 "legal_basis": spec.legal_basis.value,
                 "input": spec.input.to_json(),
                 "fields": [r.to_json() for r in spec.fields],
+                "contract": dict(spec.contract.source),  # kind and digest (json-schema, odcs)
             },
         )
         proposed = SpecVersion(

@@ -13,9 +13,14 @@ the rest: nothing signed can be read):
 4. the file's SHA-256 and size are the signed ones (``output-digest``);
 5. it decrypts with the identity (``decrypt``: re-encrypted to someone else, altered or
    truncated);
-6. every line is valid UTF-8 and the canonical encoding of one JSON object (``encoding``);
-7. every record holds only allow-listed fields and meets the signed contract: JSON Schema,
-   uniqueness, null limits, row counts (``allow-list``, ``schema``, ``unique``, ...);
+6. every line is valid UTF-8 and the canonical encoding of one JSON object; a CSV header or
+   the Parquet columns are the allow-list (a nested path a column of its own), and the
+   records written again give the same bytes (``encoding``; a column outside the allow-list
+   is named under ``allow-list`` too);
+7. every record (its nested documents rebuilt from the columns of a CSV or Parquet file)
+   holds only allow-listed fields and meets the signed contract, as the run compiled it
+   from a JSON Schema or an ODCS document: JSON Schema, uniqueness, null limits (counts or
+   percentages), row counts (``allow-list``, ``schema``, ``unique``, ...);
 8. the plaintext SHA-256, the record count and the logical fingerprint of the records are
    the signed ones (``plaintext-digest``, ``record-count``, ``fingerprint``).
 """
@@ -40,7 +45,7 @@ from affidavit.ledger.attestation import EXPORT_PREDICATE_TYPE, Statement, verif
 from affidavit.models.export import Contract, FieldRule, OutputFormat
 from affidavit.models.records import RecordEncoding
 from affidavit.private_temp import open_private, private_folder
-from affidavit.services.exports.encodings import Encoder, read_records
+from affidavit.services.exports.encodings import Encoder, StrayColumns, read_records
 from affidavit.services.exports.files import read_text
 from affidavit.services.exports.records import MAX_LISTED_VIOLATIONS, ContractCheck, encode_line
 
@@ -244,6 +249,8 @@ def _check_records(  # noqa: PLR0917 - the record pass of _check_content
             problems += 1
             if problems <= MAX_LISTED_VIOLATIONS:
                 result.add("encoding", record.message)
+            if isinstance(record, StrayColumns) and record.stray:
+                result.add("allow-list", f"column(s) outside the allow-list: {record.stray[:20]}")
             continue
         count += 1
         again.update(encoder.encode(record))

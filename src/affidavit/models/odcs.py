@@ -1,0 +1,674 @@
+"""Open Data Contract Standard (ODCS v3.0.x) documents as export contracts.
+
+A spec may hold its contract as an ODCS document (YAML or JSON, inline in the spec's TOML:
+``[contract] odcs = '''...'''``, docs/exports.md "ODCS contracts"). :func:`parse_odcs`
+checks the document's structure (the members ODCS v3.0.x defines, nothing else) and
+translates what affidavit can check into the internal contract: a JSON Schema on the relaxed
+Extended JSON form of each output record, row-count bounds, null limits (rows or percent)
+and uniqueness. Everything it cannot check (``type: sql`` or ``custom`` quality rules, an
+unknown library rule or logical type, a comparison it cannot express) is refused with an
+:class:`~affidavit.errors.InputError` naming the rule: a contract is never silently weaker
+than the document it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+import jsonschema
+import yaml  # type: ignore[import-untyped]
+
+from affidavit.crypto.digest import sha256_hex
+from affidavit.errors import InputError
+
+MAX_ODCS_BYTES: Final = 128 * 1024
+API_VERSIONS: Final = ("v3.0.0", "v3.0.1", "v3.0.2")
+"""The ODCS versions read (``apiVersion``)."""
+METRICS: Final = ("rowCount", "nullValues", "duplicateValues", "invalidValues")
+"""The library quality rules translated (``metric``, or ``rule`` as v3.0 names it)."""
+_ALIASES: Final = {"duplicateCount": "duplicateValues", "nullCount": "nullValues"}
+_COMPARISONS: Final = (
+    "mustBe",
+    "mustBeGreaterThan",
+    "mustBeGreaterOrEqualTo",
+    "mustBeLessThan",
+    "mustBeLessOrEqualTo",
+    "mustBeBetween",
+)
+_LARGEST: Final = 2**53 - 1  # the manifest's canonical JSON holds integers up to this
+_NAME: Final = re.compile(r"[^$.\x00][^.\x00]{0,254}")
+_HINT: Final = "docs/exports.md, ODCS contracts, lists what is translated"
+_INT_FORMATS: Final = {
+    f"{sign}{bits}": (
+        (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if sign == "i" else (0, 2**bits - 1)
+    )
+    for sign in ("i", "u")
+    for bits in (8, 16, 32, 64)
+}
+
+
+def _obj(props: Mapping[str, Any], *, required: Sequence[str] = ()) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": dict(props),
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+_STR: Final = {"type": "string"}
+_BOOL: Final = {"type": "boolean"}
+_INT: Final = {"type": "integer"}
+_LIST: Final = {"type": "array"}
+_DICT: Final = {"type": "object"}
+_ELEMENT: Final = {
+    "name": _STR,
+    "physicalType": _STR,
+    "description": _STR,
+    "businessName": _STR,
+    "authoritativeDefinitions": _LIST,
+    "tags": {"type": "array", "items": _STR},
+    "customProperties": _LIST,
+}
+_QUALITY: Final = {
+    "type": "array",
+    "items": _obj(
+        {
+            "authoritativeDefinitions": _LIST,
+            "businessImpact": _STR,
+            "customProperties": _LIST,
+            "description": _STR,
+            "dimension": _STR,
+            "method": _STR,
+            "name": _STR,
+            "schedule": _STR,
+            "scheduler": _STR,
+            "severity": _STR,
+            "tags": {"type": "array", "items": _STR},
+            "type": {"enum": ["text", "library", "sql", "custom"]},
+            "unit": _STR,
+            "rule": _STR,
+            "metric": _STR,
+            "arguments": _DICT,
+            "mustBe": {},
+            "mustNotBe": {},
+            "mustBeGreaterThan": {"type": "number"},
+            "mustBeGreaterOrEqualTo": {"type": "number"},
+            "mustBeLessThan": {"type": "number"},
+            "mustBeLessOrEqualTo": {"type": "number"},
+            "mustBeBetween": {
+                "type": "array",
+                "items": {"type": "number"},
+                "minItems": 2,
+                "maxItems": 2,
+            },
+            "mustNotBeBetween": {"type": "array", "items": {"type": "number"}},
+            "query": _STR,
+            "engine": _STR,
+            "implementation": {"type": ["string", "object"]},
+        }
+    ),
+}
+_PROPERTY_MEMBERS: Final = {
+    **_ELEMENT,
+    "primaryKey": _BOOL,
+    "primaryKeyPosition": _INT,
+    "logicalType": _STR,
+    "logicalTypeOptions": _DICT,
+    "required": _BOOL,
+    "unique": _BOOL,
+    "partitioned": _BOOL,
+    "partitionKeyPosition": _INT,
+    "classification": _STR,
+    "encryptedName": _STR,
+    "transformSourceObjects": {"type": "array", "items": _STR},
+    "transformLogic": _STR,
+    "transformDescription": _STR,
+    "examples": _LIST,
+    "criticalDataElement": _BOOL,
+    "quality": _QUALITY,
+    "properties": {"type": "array", "items": {"$ref": "#/$defs/property"}},
+    "items": {"$ref": "#/$defs/item"},
+}
+STRUCTURE: Final = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$defs": {
+        "property": _obj(_PROPERTY_MEMBERS, required=["name"]),
+        "item": _obj(_PROPERTY_MEMBERS),
+    },
+    **_obj(
+        {
+            "version": _STR,
+            "kind": {"const": "DataContract"},
+            "apiVersion": {"enum": list(API_VERSIONS)},
+            "id": _STR,
+            "name": _STR,
+            "tenant": _STR,
+            "tags": {"type": "array", "items": _STR},
+            "status": _STR,
+            "servers": {"type": "array", "items": _DICT},
+            "dataProduct": _STR,
+            "description": _DICT,
+            "domain": _STR,
+            "schema": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        **_ELEMENT,
+                        "logicalType": {"const": "object"},
+                        "physicalName": _STR,
+                        "dataGranularityDescription": _STR,
+                        "properties": {"type": "array", "items": {"$ref": "#/$defs/property"}},
+                        "quality": _QUALITY,
+                    },
+                    required=["name"],
+                ),
+            },
+            "support": _LIST,
+            "price": _DICT,
+            "team": _LIST,
+            "roles": _LIST,
+            "slaDefaultElement": _STR,
+            "slaProperties": _LIST,
+            "authoritativeDefinitions": _LIST,
+            "customProperties": _LIST,
+            "contractCreatedTs": _STR,
+        },
+        required=["version", "apiVersion", "kind", "id", "status"],
+    ),
+}
+"""The structure of an ODCS v3.0.x document as affidavit reads it: the members of the
+official schema (bitol-io/open-data-contract-standard, ``schema/odcs-json-schema-v3.0.2.json``),
+closed at every level it translates (a member it does not know is refused, never ignored),
+and open where the content is descriptive only (servers, team, support...)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OdcsContract:
+    """What an ODCS document says, translated: the JSON Schema of a record, row bounds,
+    null limits (``max_null_percent``: ``(percent, inclusive)``), unique fields, and the
+    dotted paths of every property it describes."""
+
+    api_version: str
+    id: str
+    version: str
+    sha256: str  # of the document's text (UTF-8)
+    schema: dict[str, Any]
+    min_records: int = 0
+    max_records: int | None = None
+    max_nulls: dict[str, int] = field(default_factory=dict)
+    max_null_percent: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    unique: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+
+class _NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """``yaml.safe_load`` without aliases (no "billion laughs") and with timestamps as the
+    strings they are written as."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise InputError(
+                "the ODCS document uses a YAML alias (*name)",
+                hint="write the aliased part out in full",
+            )
+        return super().compose_node(parent, index)
+
+
+_NoAliasLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp",
+    lambda loader, node: loader.construct_scalar(node),
+)
+
+
+def load_document(text: str) -> Any:
+    """The data of an ODCS document's YAML (or JSON) text; raises :class:`InputError`."""
+    if len(text.encode("utf-8")) > MAX_ODCS_BYTES:
+        raise InputError(f"the ODCS document is larger than {MAX_ODCS_BYTES // 1024} KiB")
+    try:
+        if text.lstrip().startswith("{"):
+            return json.loads(text)
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a safe loader
+    except RecursionError:
+        raise InputError(
+            "the ODCS document nests too deeply", hint="an ODCS document is a few levels deep"
+        ) from None
+    except (ValueError, yaml.YAMLError) as exc:
+        shown = " ".join(str(exc).split())[:200]
+        raise InputError(
+            f"the ODCS document is not valid YAML or JSON: {shown}",
+            hint="contract.odcs holds the document's text (a TOML multi-line string)",
+        ) from None
+
+
+def parse_odcs(text: str) -> OdcsContract:
+    """Check and translate an ODCS v3.0.x document (see the module docstring); raises
+    :class:`InputError` naming what is wrong or cannot be checked, with a hint."""
+    data = load_document(text)
+    if not isinstance(data, dict):
+        raise InputError("the ODCS document is not a mapping", hint=_HINT)
+    validator = jsonschema.Draft202012Validator(STRUCTURE)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        where = "/".join(str(p) for p in error.absolute_path) or "(document)"
+        raise InputError(
+            f"the ODCS document is not ODCS v3.0.x at {_line(where, 120)}: "
+            f"{_line(error.message, 200)}",
+            hint="ODCS v3.0.x members only (apiVersion " + ", ".join(API_VERSIONS) + ")",
+        )
+    objects = data.get("schema") or []
+    if len(objects) != 1:
+        raise InputError(
+            f"the ODCS document describes {len(objects)} schema objects; an export has one",
+            hint="keep the one object that describes the exported records",
+        )
+    builder = _Builder()
+    obj = objects[0]
+    schema = builder.object_schema(obj.get("properties", []), prefix="")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    for number, rule in enumerate(obj.get("quality", []), start=1):
+        builder.quality(rule, path=None, where=f"quality rule {number} of {obj['name']!r}")
+    return OdcsContract(
+        api_version=str(data["apiVersion"]),
+        id=str(data["id"]),
+        version=str(data["version"]),
+        sha256=sha256_hex(text.encode("utf-8")),
+        schema=schema,
+        min_records=builder.min_records,
+        max_records=builder.max_records,
+        max_nulls=builder.max_nulls,
+        max_null_percent=builder.max_null_percent,
+        unique=tuple(builder.unique),
+        paths=tuple(builder.paths),
+    )
+
+
+def _bounds(
+    rule: Mapping[str, Any], where: str
+) -> tuple[Decimal | None, bool, Decimal | None, bool]:
+    """``(low, low inclusive, high, high inclusive)`` of the rule's one comparison."""
+    given = [k for k in _COMPARISONS if k in rule]
+    for refused in ("mustNotBe", "mustNotBeBetween"):
+        if refused in rule:
+            raise InputError(f"{where}: {refused} cannot be checked by affidavit", hint=_HINT)
+    if len(given) != 1:
+        raise InputError(f"{where}: needs exactly one of {', '.join(_COMPARISONS)}", hint=_HINT)
+    (kind,) = given
+    raw = rule[kind]
+    values = raw if kind == "mustBeBetween" else [raw]
+    numbers: list[Decimal] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"{where}: {kind} must be a number", hint=_HINT)
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            raise InputError(f"{where}: {kind} must be a number", hint=_HINT) from None
+        if not number.is_finite() or number < 0 or number > _LARGEST:
+            raise InputError(
+                f"{where}: {kind} must be a number >= 0 (at most 2^53 - 1)", hint=_HINT
+            )
+        numbers.append(number)
+    if kind == "mustBe":
+        return numbers[0], True, numbers[0], True
+    if kind == "mustBeBetween":
+        if numbers[0] > numbers[1]:
+            raise InputError(f"{where}: mustBeBetween takes the smaller number first")
+        return numbers[0], True, numbers[1], True
+    if kind == "mustBeGreaterThan":
+        return numbers[0], False, None, True
+    if kind == "mustBeGreaterOrEqualTo":
+        return numbers[0], True, None, True
+    if kind == "mustBeLessThan":
+        return None, True, numbers[0], False
+    return None, True, numbers[0], True
+
+
+def _count_bounds(
+    low: Decimal | None, low_in: bool, high: Decimal | None, high_in: bool
+) -> tuple[int, int | None]:
+    """Whole-count bounds ``[lo, hi]`` of a comparison on a count."""
+    lo = 0
+    if low is not None:
+        lo = math.ceil(low) if low_in else math.floor(low) + 1
+    hi = None
+    if high is not None:
+        hi = math.floor(high) if high_in else math.ceil(high) - 1
+    return lo, hi
+
+
+class _Builder:
+    """Walks the properties and quality rules, building the JSON Schema and the rules."""
+
+    def __init__(self) -> None:
+        self.min_records = 0
+        self.max_records: int | None = None
+        self.max_nulls: dict[str, int] = {}
+        self.max_null_percent: dict[str, tuple[str, bool]] = {}
+        self.unique: list[str] = []
+        self.paths: list[str] = []
+        self.invalid: dict[str, dict[str, Any]] = {}  # invalidValues: enum, pattern by path
+
+    def object_schema(
+        self, properties: Sequence[Mapping[str, Any]], *, prefix: str
+    ) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        required: list[str] = []
+        for prop in properties:
+            name = str(prop["name"])
+            path = prefix + name
+            if not _NAME.fullmatch(name):
+                raise InputError(
+                    f"ODCS property {path[:80]!r}: a name without '.' that does not start with '$'",
+                    hint="nested fields are properties of an object property",
+                )
+            if name in props:
+                raise InputError(f"ODCS property {path[:80]!r} is described twice")
+            self.paths.append(path)
+            props[name] = self.property_schema(prop, path=path, in_array=False)
+            if prop.get("required") or prop.get("primaryKey"):
+                required.append(name)
+            if prop.get("unique") or prop.get("primaryKey"):
+                self._unique(path)
+            for number, rule in enumerate(prop.get("quality", []), start=1):
+                self.quality(
+                    rule, path=path, where=f"quality rule {number} of property {path[:80]!r}"
+                )
+            narrowed = self.invalid.pop(path, {})
+            if "enum" in narrowed and name in required:  # null is refused by its type
+                narrowed["enum"] = [v for v in narrowed["enum"] if v is not None]
+            props[name].update(narrowed)
+        out: dict[str, Any] = {"type": "object", "properties": props}
+        if required:
+            out["required"] = required
+        return out
+
+    def _unique(self, path: str) -> None:
+        if path not in self.unique:
+            self.unique.append(path)
+
+    def property_schema(
+        self, prop: Mapping[str, Any], *, path: str, in_array: bool
+    ) -> dict[str, Any]:
+        """The JSON Schema of one property (null allowed unless it is required)."""
+        if in_array and (prop.get("unique") or prop.get("primaryKey") or prop.get("quality")):
+            raise InputError(
+                f"ODCS property {path[:80]!r} is inside an array: unique, primaryKey and "
+                "quality rules need a field outside arrays",
+                hint=_HINT,
+            )
+        kind = prop.get("logicalType")
+        options = dict(prop.get("logicalTypeOptions") or {})
+        schema = self._typed(kind, options, prop, path=path)
+        if prop.get("required") or prop.get("primaryKey"):
+            return schema
+        if isinstance(schema.get("type"), str):
+            schema["type"] = [schema["type"], "null"]
+            if "enum" in schema:
+                schema["enum"] = [*schema["enum"], None]
+            return schema
+        if not schema:
+            return schema
+        return {"anyOf": [{"type": "null"}, schema]}
+
+    def _typed(
+        self, kind: Any, options: dict[str, Any], prop: Mapping[str, Any], *, path: str
+    ) -> dict[str, Any]:
+        where = f"ODCS property {path[:80]!r}"
+        allowed: dict[str | None, tuple[str, ...]] = {
+            None: (),
+            "string": ("minLength", "maxLength", "pattern", "format"),
+            "integer": (
+                "minimum",
+                "maximum",
+                "exclusiveMinimum",
+                "exclusiveMaximum",
+                "multipleOf",
+                "format",
+            ),
+            "number": (
+                "minimum",
+                "maximum",
+                "exclusiveMinimum",
+                "exclusiveMaximum",
+                "multipleOf",
+                "format",
+            ),
+            "boolean": (),
+            "date": ("format",),
+            "object": ("minProperties", "maxProperties", "required"),
+            "array": ("minItems", "maxItems", "uniqueItems"),
+        }
+        if kind not in allowed:
+            raise InputError(
+                f"{where}: logicalType {str(kind)[:40]!r} cannot be checked",
+                hint="logical types: string, integer, number, boolean, date, object, array",
+            )
+        stray = sorted(set(options) - set(allowed[kind]))
+        if stray:
+            raise InputError(
+                f"{where}: logicalTypeOptions {', '.join(stray)[:80]} cannot be checked for "
+                f"logicalType {kind}",
+                hint=_HINT,
+            )
+        if kind is None:
+            if "properties" in prop or "items" in prop:
+                raise InputError(f"{where}: properties or items need a logicalType")
+            return {}
+        if kind == "object":
+            schema = self.object_schema(prop.get("properties", []), prefix=path + ".")
+            if "required" in options:
+                schema["required"] = sorted({*schema.get("required", []), *options["required"]})
+            for key in ("minProperties", "maxProperties"):
+                if key in options:
+                    schema[key] = _whole(options[key], f"{where}: {key}")
+            return schema
+        if "properties" in prop:
+            raise InputError(f"{where}: properties belong to logicalType object")
+        if kind == "array":
+            schema = {"type": "array"}
+            item = prop.get("items")
+            if item is not None:
+                schema["items"] = self.property_schema(item, path=path, in_array=True)
+            for key in ("minItems", "maxItems"):
+                if key in options:
+                    schema[key] = _whole(options[key], f"{where}: {key}")
+            if options.get("uniqueItems") is True:
+                schema["uniqueItems"] = True
+            return schema
+        if "items" in prop:
+            raise InputError(f"{where}: items belong to logicalType array")
+        if kind == "date":  # a BSON date: {"$date": ...} in relaxed Extended JSON
+            return {
+                "type": "object",
+                "required": ["$date"],
+                "properties": {"$date": {}},
+                "additionalProperties": False,
+            }
+        if kind == "boolean":
+            return {"type": "boolean"}
+        if kind == "string":
+            schema = {"type": "string"}
+            for key in ("minLength", "maxLength"):
+                if key in options:
+                    schema[key] = _whole(options[key], f"{where}: {key}")
+            if "pattern" in options:
+                pattern = options["pattern"]
+                try:
+                    re.compile(str(pattern))
+                except re.error as exc:
+                    raise InputError(
+                        f"{where}: pattern is not a regular expression: {exc}"
+                    ) from None
+                schema["pattern"] = str(pattern)
+            if "format" in options:
+                schema["format"] = str(options["format"])  # an annotation, not asserted
+            return schema
+        return self._numeric(kind, options, where=where)
+
+    @staticmethod
+    def _numeric(kind: str, options: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": kind}
+        for key in ("minimum", "maximum", "multipleOf"):
+            if key in options:
+                value = options[key]
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not math.isfinite(value)
+                    or abs(value) > _LARGEST
+                ):
+                    raise InputError(f"{where}: {key} must be a finite number within ±(2^53 - 1)")
+                schema[key] = value
+        for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if options.get(flag) is True:
+                if bound not in schema:
+                    raise InputError(f"{where}: {flag} needs {bound}")
+                schema[flag] = schema.pop(bound)
+        fmt = options.get("format")
+        if fmt is not None and kind == "integer":
+            if fmt not in _INT_FORMATS:
+                raise InputError(
+                    f"{where}: integer format {str(fmt)[:20]!r} cannot be checked",
+                    hint="formats: " + ", ".join(_INT_FORMATS),
+                )
+            lo, hi = _INT_FORMATS[fmt]  # i64/u64 bounds lie beyond what JCS holds: left out
+            if lo >= -_LARGEST:
+                schema["minimum"] = max(lo, schema.get("minimum", lo))
+            if hi <= _LARGEST:
+                schema["maximum"] = min(hi, schema.get("maximum", hi))
+        elif fmt is not None and fmt not in ("f32", "f64"):
+            raise InputError(f"{where}: number format {str(fmt)[:20]!r} cannot be checked")
+        return schema
+
+    def quality(self, rule: Mapping[str, Any], *, path: str | None, where: str) -> None:
+        """Translate one quality rule (``path``: its property; None: the object's)."""
+        kind = rule.get("type", "library")
+        if kind == "text":
+            return  # words for people: nothing to check
+        if kind != "library":
+            raise InputError(
+                f"{where}: a {kind} rule cannot be checked by affidavit",
+                hint="affidavit checks the library rules " + ", ".join(METRICS),
+            )
+        raw = rule.get("metric", rule.get("rule"))
+        metric = _ALIASES.get(str(raw), str(raw))
+        if metric not in METRICS:
+            raise InputError(
+                f"{where}: unknown quality rule {str(raw)[:40]!r}",
+                hint="affidavit checks the library rules " + ", ".join(METRICS),
+            )
+        unit = rule.get("unit", "rows")
+        if unit not in ("rows", "percent"):
+            raise InputError(f"{where}: unit {str(unit)[:20]!r}: rows or percent", hint=_HINT)
+        low, low_in, high, high_in = _bounds(rule, where)
+        args = rule.get("arguments") or {}
+        if metric == "rowCount":
+            self._row_count(rule, path=path, unit=unit, where=where)
+            return
+        if path is None:
+            raise InputError(f"{where}: {metric} is a rule of a property", hint=_HINT)
+        if low is not None and low > 0:
+            raise InputError(
+                f"{where}: a lower bound on {metric} cannot be checked", hint="state an upper bound"
+            )
+        if metric == "nullValues":
+            if args:
+                raise InputError(f"{where}: nullValues takes no arguments")
+            self._nulls(path, unit=unit, high=high, high_in=high_in, where=where)
+            return
+        if unit == "rows":
+            zero = high is not None and _count_bounds(low, low_in, high, high_in)[1] == 0
+        else:
+            zero = high is not None and high == 0 and high_in
+        if not zero:
+            raise InputError(
+                f"{where}: {metric} must be 0 (mustBe: 0 or mustBeLessThan: 1)",
+                hint="failing records are refused one by one; contract.max_violations says "
+                "how many may fail before the run is blocked",
+            )
+        if metric == "duplicateValues":
+            if args:
+                raise InputError(f"{where}: duplicateValues takes no arguments here")
+            self._unique(path)
+            return
+        self._invalid(args, path=path, where=where)
+
+    def _row_count(
+        self, rule: Mapping[str, Any], *, path: str | None, unit: str, where: str
+    ) -> None:
+        """rowCount: bounds on the number of records (several rules: all of them)."""
+        if path is not None or unit != "rows":
+            raise InputError(
+                f"{where}: rowCount is a rule of the schema object, in rows", hint=_HINT
+            )
+        if rule.get("arguments"):
+            raise InputError(f"{where}: rowCount takes no arguments")
+        lo, hi = _count_bounds(*_bounds(rule, where))
+        self.min_records = max(self.min_records, lo)
+        if hi is not None:
+            self.max_records = hi if self.max_records is None else min(self.max_records, hi)
+        if self.max_records is not None and self.max_records < self.min_records:
+            raise InputError(f"{where}: no number of records meets the rowCount rules")
+
+    def _nulls(
+        self, path: str, *, unit: str, high: Decimal | None, high_in: bool, where: str
+    ) -> None:
+        """nullValues: at most so many null or missing values (rows, or percent of the
+        records shipped)."""
+        if high is None:
+            return  # no upper bound: nothing to check
+        if high == 0 and not high_in:
+            raise InputError(f"{where}: fewer than 0 nulls cannot be met")
+        if unit == "percent":
+            if high > 100:
+                raise InputError(f"{where}: a percentage above 100")
+            self.max_null_percent[path] = (str(high), high_in)
+            return
+        _, hi = _count_bounds(None, True, high, high_in)
+        assert hi is not None
+        self.max_nulls[path] = min(hi, self.max_nulls.get(path, hi))
+
+    def _invalid(self, args: Mapping[str, Any], *, path: str, where: str) -> None:
+        """invalidValues: ``validValues`` (a list) or ``pattern`` narrow the property."""
+        unknown = set(args) - {"validValues", "pattern"}
+        if unknown:
+            raise InputError(
+                f"{where}: invalidValues argument(s) {', '.join(sorted(unknown))[:80]} cannot "
+                "be checked",
+                hint="invalidValues takes validValues (a list) or pattern",
+            )
+        extra: dict[str, Any] = {}
+        if "validValues" in args:
+            values = args["validValues"]
+            if not isinstance(values, list) or not all(
+                v is None or isinstance(v, str | int | bool) for v in values
+            ):
+                raise InputError(f"{where}: validValues must be a list of strings or integers")
+            extra["enum"] = [*values, None]
+        if "pattern" in args:
+            try:
+                re.compile(str(args["pattern"]))
+            except re.error as exc:
+                raise InputError(f"{where}: pattern is not a regular expression: {exc}") from None
+            extra["pattern"] = str(args["pattern"])
+        self.invalid[path] = {**self.invalid.get(path, {}), **extra}
+
+
+def _whole(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _LARGEST:
+        raise InputError(f"{what} must be a whole number >= 0 (at most 2^53 - 1)")
+    return value
+
+
+def _line(text: str, limit: int) -> str:
+    """``text`` as one printable line of at most ``limit`` characters (it may quote the
+    document's own text)."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())[:limit]
