@@ -2,7 +2,8 @@
 Standard document is added, approved and run; the manifest names the contract's kind and
 digest; `export verify` re-checks every record against the same contract at the
 destination; each quality rule breached blocks the run unless the spec tolerates the failing
-records; documents that cannot be checked are refused at `spec add`, with nothing recorded.
+records; documents that cannot be checked, or that the official ODCS JSON Schema refuses, are
+refused at `spec add`, with nothing recorded. ODCS v3.0.2, v3.1.0 and v3.2.0 documents.
 Real SecantusDB, real backups, real age encryption."""
 
 from __future__ import annotations
@@ -237,16 +238,166 @@ def test_bad_odcs_documents_are_refused_at_spec_add(
     bad = tmp_path / "bad.toml"
     cases = {
         "schema: [unclosed\n  - {": "not valid YAML or JSON",
-        ODCS.replace("metric: rowCount", "metric: freshness"): "unknown quality rule 'freshness'",
+        ODCS.replace("metric: rowCount", "metric: freshness"): (
+            "at $.schema[0].quality[0].metric: 'freshness' is not one of"
+        ),
         ODCS.replace("- name: notes", "- name: name"): "'name' is not a field that leaves",
         ODCS.replace(
             "      - metric: rowCount\n        mustBeGreaterOrEqualTo: 1\n",
-            "      - type: sql\n        query: SELECT COUNT(*) FROM customers\n",
+            "      - type: sql\n        query: SELECT COUNT(*) FROM customers\n"
+            "        mustBeGreaterThan: 0\n",
         ): "a sql rule cannot be checked",
-        ODCS.replace("status: active\n", "status: active\nowner: me\n"): "not ODCS v3.0.x",
+        ODCS.replace(
+            "      - metric: rowCount\n        mustBeGreaterOrEqualTo: 1\n",
+            "      - type: sql\n        query: SELECT COUNT(*) FROM customers\n",
+        ): "at $.schema[0].quality[0]: needs one of mustBe, mustNotBe, mustBeGreaterThan",
+        ODCS.replace("status: active\n", "status: active\nowner: me\n"): (
+            "breaks the ODCS JSON Schema at $: Additional properties are not allowed ('owner'"
+        ),
+        ODCS.replace("id: customers-to-acme-contract\n", ""): "at $: 'id' is a required",
+        ODCS.replace("version: 2.1.0", "version: 2"): "at $.version: 2 is not of type",
+        ODCS.replace("v3.0.2", "v3.3.0"): "at $.apiVersion: 'v3.3.0' is not one of",
+        ODCS.replace("status: active\n", ""): "no status, which ODCS v3.0.2 requires",
+        V31.replace("status: active\n", ""): "no status, which ODCS v3.1.0 requires",
+        V32.replace("kind: DataContract\n", ""): "at $: 'kind' is a required",
+        ODCS.replace("v3.0.2", "v2.2.2"): "ODCS v2 is not read",
+        V31.replace("logicalType: timestamp", "logicalType: time"): "'time' cannot be checked",
     }
     for odcs, words in cases.items():
         bad.write_text(spec(odcs).format(dest=tmp_path))
         _refused(cli("export", "spec", "add", str(bad)), words)
     assert _ledger_size(home) == before
     assert _json(cli("export", "spec", "list", "--json"))["specs"] == []
+
+
+V31 = """\
+apiVersion: v3.1.0
+kind: DataContract
+id: customers-to-acme-v31
+version: 3.1.0
+status: active
+contractCreatedTs: 2026-03-01T09:30:00+01:00
+team:
+  name: data-platform
+  members:
+    - {username: olga, role: owner}
+schema:
+  - name: customers
+    id: customers
+    logicalType: object
+    quality:
+      - id: some_rows
+        metric: rowCount
+        mustBeGreaterThan: 0
+    properties:
+      - name: _id
+        id: customer_key
+        logicalType: string
+        primaryKey: true
+        logicalTypeOptions: {pattern: "^[0-9a-f]{64}$"}
+      - name: email
+        logicalType: string
+        required: true
+        logicalTypeOptions: {pattern: "com$"}
+      - name: age
+        logicalType: string
+      - name: country
+        logicalType: string
+        required: true
+        quality:
+          - metric: invalidValues
+            arguments: {validValues: [FR, DE, NL]}
+            mustBe: 0
+            dimension: conformity
+      - name: notes
+        quality:
+          - metric: nullValues
+            mustBeLessOrEqualTo: 100
+            unit: percent
+      - name: birth
+        logicalType: timestamp
+        required: true
+"""
+
+V32 = """\
+apiVersion: v3.2.0
+kind: DataContract
+id: customers-to-acme-v32
+version: 4.0.0
+context: the customers a churn model is trained on
+schema:
+  - name: customers
+    logicalType: object
+    quality:
+      - metric: rowCount
+        mustBeBetween: [1, 100]
+    properties:
+      - name: _id
+        logicalType: string
+        primaryKey: true
+        semanticType: dimension
+      - name: email
+        logicalType: string
+        required: true
+        synonyms: [{synonym: mail}]
+      - name: age
+        logicalType: string
+      - name: country
+        logicalType: string
+        required: true
+        enum: [{value: FR, label: France}, {value: DE}, {value: NL}]
+      - name: notes
+        deprecated: true
+"""
+
+
+def _with_birth(text: str) -> str:
+    return text.replace('notes = "redact"\n', 'notes = "redact"\nbirth = "keep"\n')
+
+
+def test_a_v310_contract_export_is_delivered_and_verified(
+    cli: Any, home: Path, tmp_path: Path, mongo: str
+) -> None:
+    s = prepare(cli, home, tmp_path, mongo, spec=_with_birth(spec(V31)))
+    out = run_export(cli)
+    predicate = out["predicate"]
+    assert predicate["records"]["out"] == 40
+    rules = predicate["contract"]["rules"]
+    assert rules["source"]["api_version"] == "v3.1.0"
+    assert rules["source"]["id"] == "customers-to-acme-v31"
+    assert rules["min_records"] == 1
+    assert rules["schema"]["properties"]["birth"]["required"] == ["$date"]  # a BSON date
+    file, manifest = Path(out["output"]), Path(out["manifest"])
+    checked = verify(cli, s, file, manifest)
+    assert checked.code == 0, checked.out
+    # a timestamp turned into text at the destination is named by the signed contract
+    lines = _plain(s, file)
+    record = json.loads(lines[7])
+    record["birth"] = "1967-05-17"
+    lines[7] = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    _reencrypt(s, file, lines)
+    result = verify(cli, s, file, manifest)
+    assert "schema" in _checks(result)
+    messages = [d["message"] for d in json.loads(result.out)["discrepancies"]]
+    assert any("birth" in m and "1967-05-17" in m for m in messages), messages
+
+
+def test_a_v320_contract_export_is_delivered_verified_and_its_enum_enforced(
+    cli: Any, home: Path, tmp_path: Path, mongo: str
+) -> None:
+    s = prepare(cli, home, tmp_path, mongo, spec=spec(V32))
+    out = run_export(cli)
+    rules = out["predicate"]["contract"]["rules"]
+    assert rules["source"]["api_version"] == "v3.2.0"
+    assert rules["schema"]["properties"]["country"]["enum"] == ["FR", "DE", "NL"]
+    assert (rules["min_records"], rules["max_records"]) == (1, 100)
+    checked = verify(cli, s, Path(out["output"]), Path(out["manifest"]))
+    assert checked.code == 0, checked.out
+    # a narrower enum in a new version of the spec: the NL records fail and block the run
+    narrower = V32.replace(", {value: NL}", "")
+    s.spec_file.write_text(spec(narrower).format(dest=s.dest))
+    _json(cli("--actor", "olga", "export", "spec", "add", str(s.spec_file), "--json"))
+    _json(cli("--actor", "paul", "export", "spec", "approve", "customers-to-acme", "2", "--json"))
+    blocked = run_export(cli, code=1)
+    assert blocked["contract"]["failed_records"] == 13  # every third of 40 is NL
+    assert any("'NL' is not one of" in v["message"] for v in blocked["contract"]["listed"])

@@ -1,24 +1,30 @@
-"""Open Data Contract Standard (ODCS v3.0.x) documents as export contracts.
+"""Open Data Contract Standard (ODCS v3.0.x, v3.1.0, v3.2.0) documents as export contracts.
 
 A spec may hold its contract as an ODCS document (YAML or JSON, inline in the spec's TOML:
 ``[contract] odcs = '''...'''``, docs/exports.md "ODCS contracts"). :func:`parse_odcs`
-checks the document's structure (the members ODCS v3.0.x defines, nothing else) and
-translates what affidavit can check into the internal contract: a JSON Schema on the relaxed
-Extended JSON form of each output record, row-count bounds, null limits (rows or percent)
-and uniqueness. Everything it cannot check (``type: sql`` or ``custom`` quality rules, an
-unknown library rule or logical type, a comparison it cannot express) is refused with an
-:class:`~affidavit.errors.InputError` naming the rule: a contract is never silently weaker
-than the document it came from.
+checks the document against the **official** ODCS JSON Schema (``schema.json`` of the
+pinned ``open-data-contract-standard`` package, draft 2019-09, with its formats asserted),
+then what that schema cannot say (the members each ``apiVersion`` defines, what affidavit
+understands), and translates what affidavit can check into the internal contract: a JSON
+Schema on the relaxed Extended JSON form of each output record, row-count bounds, null limits
+(rows or percent) and uniqueness. Everything it cannot check (``type: sql`` or ``custom``
+quality rules, an unknown library rule or logical type, a comparison it cannot express, a
+relationship) is refused with an :class:`~affidavit.errors.InputError` naming the rule: a
+contract is never silently weaker than the document it came from.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
+import functools
 import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from importlib import resources
 from typing import Any, Final
 
 import jsonschema
@@ -28,8 +34,11 @@ from affidavit.crypto.digest import sha256_hex
 from affidavit.errors import InputError
 
 MAX_ODCS_BYTES: Final = 128 * 1024
-API_VERSIONS: Final = ("v3.0.0", "v3.0.1", "v3.0.2")
-"""The ODCS versions read (``apiVersion``)."""
+API_VERSIONS: Final = ("v3.0.0", "v3.0.1", "v3.0.2", "v3.1.0", "v3.2.0")
+"""The ODCS versions read (``apiVersion``); the official schema also lists v2.2.x, refused."""
+SCHEMA_PACKAGE: Final = "open_data_contract_standard"
+"""The package holding the official ODCS JSON Schema (``schema.json``), pinned exactly in
+pyproject.toml: its schema decides which documents are ODCS."""
 METRICS: Final = ("rowCount", "nullValues", "duplicateValues", "invalidValues")
 """The library quality rules translated (``metric``, or ``rule`` as v3.0 names it)."""
 _ALIASES: Final = {"duplicateCount": "duplicateValues", "nullCount": "nullValues"}
@@ -52,141 +61,72 @@ _INT_FORMATS: Final = {
     for bits in (8, 16, 32, 64)
 }
 
-
-def _obj(props: Mapping[str, Any], *, required: Sequence[str] = ()) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": dict(props),
-        "required": list(required),
-        "additionalProperties": False,
+# What the official schema cannot say. It is one schema for every apiVersion (the union of
+# v3.0.0 ... v3.2.0), so a member, a logical type or a required member of one version only
+# is checked here, after it, from the versions' own schemas (bitol-io/open-data-contract-
+# standard, schema/odcs-json-schema-v3.0.2.json and -v3.1.0.json).
+_ELEMENT: Final = frozenset(
+    {
+        "name",
+        "physicalType",
+        "description",
+        "businessName",
+        "authoritativeDefinitions",
+        "tags",
+        "customProperties",
+        "id",  # v3.1.0
+        "deprecated",  # v3.2.0
+        "synonyms",  # v3.2.0
     }
-
-
-_STR: Final = {"type": "string"}
-_BOOL: Final = {"type": "boolean"}
-_INT: Final = {"type": "integer"}
-_LIST: Final = {"type": "array"}
-_DICT: Final = {"type": "object"}
-_ELEMENT: Final = {
-    "name": _STR,
-    "physicalType": _STR,
-    "description": _STR,
-    "businessName": _STR,
-    "authoritativeDefinitions": _LIST,
-    "tags": {"type": "array", "items": _STR},
-    "customProperties": _LIST,
+)
+_OBJECT_MEMBERS: Final = _ELEMENT | {
+    "logicalType",
+    "physicalName",
+    "dataGranularityDescription",
+    "properties",
+    "quality",
+    "context",  # v3.2.0
 }
-_QUALITY: Final = {
-    "type": "array",
-    "items": _obj(
-        {
-            "authoritativeDefinitions": _LIST,
-            "businessImpact": _STR,
-            "customProperties": _LIST,
-            "description": _STR,
-            "dimension": _STR,
-            "method": _STR,
-            "name": _STR,
-            "schedule": _STR,
-            "scheduler": _STR,
-            "severity": _STR,
-            "tags": {"type": "array", "items": _STR},
-            "type": {"enum": ["text", "library", "sql", "custom"]},
-            "unit": _STR,
-            "rule": _STR,
-            "metric": _STR,
-            "arguments": _DICT,
-            "mustBe": {},
-            "mustNotBe": {},
-            "mustBeGreaterThan": {"type": "number"},
-            "mustBeGreaterOrEqualTo": {"type": "number"},
-            "mustBeLessThan": {"type": "number"},
-            "mustBeLessOrEqualTo": {"type": "number"},
-            "mustBeBetween": {
-                "type": "array",
-                "items": {"type": "number"},
-                "minItems": 2,
-                "maxItems": 2,
-            },
-            "mustNotBeBetween": {"type": "array", "items": {"type": "number"}},
-            "query": _STR,
-            "engine": _STR,
-            "implementation": {"type": ["string", "object"]},
-        }
+"""The members of a schema object affidavit understands (translated or descriptive only)."""
+_PROPERTY_MEMBERS: Final = _ELEMENT | {
+    "primaryKey",
+    "primaryKeyPosition",
+    "logicalType",
+    "logicalTypeOptions",
+    "physicalName",
+    "required",
+    "unique",
+    "partitioned",
+    "partitionKeyPosition",
+    "classification",
+    "encryptedName",
+    "transformSourceObjects",
+    "transformLogic",
+    "transformDescription",
+    "examples",
+    "criticalDataElement",
+    "quality",
+    "properties",
+    "items",
+    "semanticType",  # v3.2.0
+    "enum",  # v3.2.0
+}
+"""The members of a property affidavit understands; the official schema also allows
+``relationships`` (v3.1.0: foreign keys into other objects, which one export cannot check)
+and ``map`` (v3.2.0), refused."""
+_SINCE: Final = {
+    "v3.1.0": frozenset({"id", "relationships", "timestamp", "time"}),
+    "v3.2.0": frozenset(
+        {"deprecated", "synonyms", "context", "enum", "semanticType", "map", "vector"}
     ),
 }
-_PROPERTY_MEMBERS: Final = {
-    **_ELEMENT,
-    "primaryKey": _BOOL,
-    "primaryKeyPosition": _INT,
-    "logicalType": _STR,
-    "logicalTypeOptions": _DICT,
-    "required": _BOOL,
-    "unique": _BOOL,
-    "partitioned": _BOOL,
-    "partitionKeyPosition": _INT,
-    "classification": _STR,
-    "encryptedName": _STR,
-    "transformSourceObjects": {"type": "array", "items": _STR},
-    "transformLogic": _STR,
-    "transformDescription": _STR,
-    "examples": _LIST,
-    "criticalDataElement": _BOOL,
-    "quality": _QUALITY,
-    "properties": {"type": "array", "items": {"$ref": "#/$defs/property"}},
-    "items": {"$ref": "#/$defs/item"},
-}
-STRUCTURE: Final = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$defs": {
-        "property": _obj(_PROPERTY_MEMBERS, required=["name"]),
-        "item": _obj(_PROPERTY_MEMBERS),
-    },
-    **_obj(
-        {
-            "version": _STR,
-            "kind": {"const": "DataContract"},
-            "apiVersion": {"enum": list(API_VERSIONS)},
-            "id": _STR,
-            "name": _STR,
-            "tenant": _STR,
-            "tags": {"type": "array", "items": _STR},
-            "status": _STR,
-            "servers": {"type": "array", "items": _DICT},
-            "dataProduct": _STR,
-            "description": _DICT,
-            "domain": _STR,
-            "schema": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        **_ELEMENT,
-                        "logicalType": {"const": "object"},
-                        "physicalName": _STR,
-                        "dataGranularityDescription": _STR,
-                        "properties": {"type": "array", "items": {"$ref": "#/$defs/property"}},
-                        "quality": _QUALITY,
-                    },
-                    required=["name"],
-                ),
-            },
-            "support": _LIST,
-            "price": _DICT,
-            "team": _LIST,
-            "roles": _LIST,
-            "slaDefaultElement": _STR,
-            "slaProperties": _LIST,
-            "authoritativeDefinitions": _LIST,
-            "customProperties": _LIST,
-            "contractCreatedTs": _STR,
-        },
-        required=["version", "apiVersion", "kind", "id", "status"],
-    ),
-}
-"""The structure of an ODCS v3.0.x document as affidavit reads it: the members of the
-official schema (bitol-io/open-data-contract-standard, ``schema/odcs-json-schema-v3.0.2.json``),
-closed at every level it translates (a member it does not know is refused, never ignored),
-and open where the content is descriptive only (servers, team, support...)."""
+"""Members (and logical types) by the ODCS version that introduced them."""
+_STATUS_REQUIRED: Final = ("v3.0.0", "v3.0.1", "v3.0.2", "v3.1.0")
+"""The versions whose own schema requires ``status`` (v3.2.0 no longer does)."""
+_RFC3339: Final = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
+)
+_URI: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s\x00-\x1f\x7f]*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,21 +187,188 @@ def load_document(text: str) -> Any:
         ) from None
 
 
+def _date_time(instance: object) -> bool:
+    """RFC 3339 ``date-time`` (as JSON Schema defines the format), with the standard library
+    only: the verdict is the same on every machine."""
+    if not isinstance(instance, str):
+        return True
+    match = _RFC3339.fullmatch(instance)
+    if match is None:
+        return False
+    day, hour, minute, second = match.group(1, 2, 3, 4)
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        return False
+    return int(hour) < 24 and int(minute) < 60 and int(second) <= 60  # 60: a leap second
+
+
+def _date(instance: object) -> bool:
+    if not isinstance(instance, str):
+        return True
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", instance):
+        return False
+    try:
+        dt.date.fromisoformat(instance)
+    except ValueError:
+        return False
+    return True
+
+
+def _uri(instance: object) -> bool:
+    return not isinstance(instance, str) or _URI.fullmatch(instance) is not None
+
+
+def _guard_logical_types(schema: dict[str, Any]) -> None:
+    """Apply the upstream fix of bitol-io/open-data-contract-standard#322 (pull requests 324
+    and 328, merged after the 3.2.0 package was cut) to ``schema``: the ``logicalType: map``
+    and ``vector`` conditionals of ``SchemaBaseProperty`` apply only when ``logicalType`` is
+    present. Unfixed, every property without a ``logicalType`` must carry a ``map`` block,
+    which refuses valid v3.0.x, v3.1.0 and v3.2.0 documents. The rule itself is unchanged;
+    raises :class:`RuntimeError` when the schema is not the one this fix was written for."""
+    branches = schema["$defs"]["SchemaBaseProperty"]["allOf"]
+    guarded = 0
+    for branch in branches:
+        condition = branch.get("if")
+        if condition in (
+            {"properties": {"logicalType": {"const": "map"}}},
+            {"properties": {"logicalType": {"const": "vector"}}},
+        ):
+            condition["required"] = ["logicalType"]
+            guarded += 1
+    if guarded != 2:
+        raise RuntimeError("the ODCS JSON Schema is not open-data-contract-standard 3.2.0's")
+
+
+@functools.cache
+def official_validator() -> Any:
+    """A Draft 2019-09 validator of the official ODCS JSON Schema (``schema.json`` of the
+    ``open-data-contract-standard`` package), asserting the formats it uses (``date-time``,
+    ``date``, ``uri``) with checks of the standard library, so that no optional package
+    decides what is accepted."""
+    text = resources.files(SCHEMA_PACKAGE).joinpath("schema.json").read_text(encoding="utf-8")
+    schema = json.loads(text)
+    _guard_logical_types(schema)
+    checker = jsonschema.FormatChecker(formats=())
+    checker.checks("date-time")(_date_time)
+    checker.checks("date")(_date)
+    checker.checks("uri")(_uri)
+    return jsonschema.Draft201909Validator(schema, format_checker=checker)
+
+
+def _path_key(error: Any) -> list[tuple[int, str]]:
+    return [(0, f"{p:012d}") if isinstance(p, int) else (1, str(p)) for p in error.absolute_path]
+
+
+def check_official(data: Any) -> None:
+    """Raise :class:`InputError` naming the JSON path of the first place (in document order)
+    where ``data`` breaks the official ODCS JSON Schema."""
+    errors = sorted(official_validator().iter_errors(data), key=_path_key)
+    if not errors:
+        return
+    first = errors[0]
+    if first.validator == "unevaluatedProperties":  # often the echo of a failed branch:
+        where = list(first.absolute_path)  # name the cause found inside it, when there is one
+        causes = [
+            e
+            for e in errors
+            if e.validator != "unevaluatedProperties"
+            and list(e.absolute_path)[: len(where)] == where
+        ]
+        first = causes[0] if causes else first
+    error = jsonschema.exceptions.best_match([first])  # into oneOf/anyOf: the closest
+    raise InputError(
+        f"the ODCS document breaks the ODCS JSON Schema at {_line(error.json_path, 120)}: "
+        f"{_line(_message(error), 200)}",
+        hint="ODCS v3.0.0 to v3.2.0 as the official schema has it (open-data-contract-standard "
+        "3.2.0); docs/exports.md, ODCS contracts",
+    )
+
+
+def _message(error: Any) -> str:
+    """The error's message, without the instance a ``oneOf``/``anyOf`` error quotes whole."""
+    if error.validator not in ("oneOf", "anyOf"):
+        return str(error.message)
+    context = list(error.context or [])
+    if context and all(c.validator == "required" and not c.relative_path for c in context):
+        names = [n for c in context for n in c.validator_value if n not in c.instance]
+        return "needs one of " + ", ".join(dict.fromkeys(names))
+    if not context:  # oneOf: more than one form fits
+        return "fits more than one of the forms oneOf allows (exactly one must fit)"
+    return f"matches none of the forms {error.validator} allows: {context[0].message}"
+
+
+def _from_v30(data: dict[str, Any]) -> dict[str, Any]:
+    """A v3.0.x document in the words of the official (v3.2.0) schema, which reads every
+    v3.0.x document but two: a library rule named by ``rule`` (v3.0's name; now ``metric``,
+    ``rule`` deprecated) gets its ``metric`` (``duplicateCount`` -> ``duplicateValues``,
+    ``nullCount`` -> ``nullValues``), and a numeric ``exclusiveMinimum``/``exclusiveMaximum``
+    flag (``true``: ``minimum``/``maximum`` is exclusive) becomes the exclusive bound it
+    names. Nothing else changes; a flag without its bound is left to be refused."""
+    data = copy.deepcopy(data)
+
+    def rules(element: Any) -> None:
+        if not isinstance(element, dict):
+            return
+        for rule in element.get("quality") or []:
+            if (
+                isinstance(rule, dict)
+                and isinstance(rule.get("rule"), str)
+                and "metric" not in rule
+                and rule.get("type", "library") == "library"
+            ):
+                rule["metric"] = _ALIASES.get(rule["rule"], rule["rule"])
+
+    def walk(prop: Any) -> None:
+        if not isinstance(prop, dict):
+            return
+        rules(prop)
+        options = prop.get("logicalTypeOptions")
+        if prop.get("logicalType") in ("integer", "number") and isinstance(options, dict):
+            for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+                if options.get(flag) is True and bound in options:
+                    options[flag] = options.pop(bound)
+                elif options.get(flag) is False:
+                    del options[flag]
+        for child in prop.get("properties") or []:
+            walk(child)
+        walk(prop.get("items"))
+
+    for obj in data.get("schema") or []:
+        if isinstance(obj, dict):
+            rules(obj)
+            for prop in obj.get("properties") or []:
+                walk(prop)
+    return data
+
+
 def parse_odcs(text: str) -> OdcsContract:
-    """Check and translate an ODCS v3.0.x document (see the module docstring); raises
-    :class:`InputError` naming what is wrong or cannot be checked, with a hint."""
+    """Check and translate an ODCS v3.0.x, v3.1.0 or v3.2.0 document (see the module
+    docstring); raises :class:`InputError` naming what is wrong or cannot be checked, with a
+    hint."""
     data = load_document(text)
     if not isinstance(data, dict):
         raise InputError("the ODCS document is not a mapping", hint=_HINT)
-    validator = jsonschema.Draft202012Validator(STRUCTURE)
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        error = errors[0]
-        where = "/".join(str(p) for p in error.absolute_path) or "(document)"
+    api = data.get("apiVersion")
+    if isinstance(api, str) and api.startswith("v2."):
         raise InputError(
-            f"the ODCS document is not ODCS v3.0.x at {_line(where, 120)}: "
-            f"{_line(error.message, 200)}",
-            hint="ODCS v3.0.x members only (apiVersion " + ", ".join(API_VERSIONS) + ")",
+            f"the ODCS document is ODCS {_line(api, 20)}: ODCS v2 is not read",
+            hint="rewrite it as ODCS v3 (apiVersion " + ", ".join(API_VERSIONS) + "; the "
+            "standard's v2-to-v3 migration guide)",
+        )
+    if isinstance(api, str) and api.startswith("v3.0."):
+        data = _from_v30(data)
+    check_official(data)
+    api = str(data["apiVersion"])
+    if api not in API_VERSIONS:  # the official schema lists no other v3 (pinned)
+        raise InputError(
+            f"the ODCS document's apiVersion {_line(api, 20)} is not read",
+            hint="apiVersion " + ", ".join(API_VERSIONS),
+        )
+    if api in _STATUS_REQUIRED and "status" not in data:
+        raise InputError(
+            f"the ODCS document has no status, which ODCS {api} requires",
+            hint="add status (proposed, draft, active, deprecated, retired), or write v3.2.0",
         )
     objects = data.get("schema") or []
     if len(objects) != 1:
@@ -269,14 +376,17 @@ def parse_odcs(text: str) -> OdcsContract:
             f"the ODCS document describes {len(objects)} schema objects; an export has one",
             hint="keep the one object that describes the exported records",
         )
-    builder = _Builder()
+    builder = _Builder(api)
+    if "context" in data:
+        builder.since("context", where="the ODCS document")
     obj = objects[0]
+    builder.members(obj, _OBJECT_MEMBERS, where=f"ODCS schema object {str(obj['name'])[:80]!r}")
     schema = builder.object_schema(obj.get("properties", []), prefix="")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     for number, rule in enumerate(obj.get("quality", []), start=1):
         builder.quality(rule, path=None, where=f"quality rule {number} of {obj['name']!r}")
     return OdcsContract(
-        api_version=str(data["apiVersion"]),
+        api_version=api,
         id=str(data["id"]),
         version=str(data["version"]),
         sha256=sha256_hex(text.encode("utf-8")),
@@ -347,7 +457,8 @@ def _count_bounds(
 class _Builder:
     """Walks the properties and quality rules, building the JSON Schema and the rules."""
 
-    def __init__(self) -> None:
+    def __init__(self, api_version: str) -> None:
+        self.api_version = api_version
         self.min_records = 0
         self.max_records: int | None = None
         self.max_nulls: dict[str, int] = {}
@@ -355,6 +466,32 @@ class _Builder:
         self.unique: list[str] = []
         self.paths: list[str] = []
         self.invalid: dict[str, dict[str, Any]] = {}  # invalidValues: enum, pattern by path
+
+    def since(self, name: str, *, where: str) -> None:
+        """Refuse ``name`` (a member or logical type) when the document's ODCS version
+        predates it: the official schema, one for every version, lets it through."""
+        for version, names in _SINCE.items():
+            if name in names and API_VERSIONS.index(self.api_version) < API_VERSIONS.index(version):
+                raise InputError(
+                    f"{where}: {name} is ODCS {version}, the document says {self.api_version}",
+                    hint=f"write apiVersion: {version}, or leave {name} out",
+                )
+
+    def members(self, element: Mapping[str, Any], allowed: frozenset[str], *, where: str) -> None:
+        """Refuse a member affidavit does not understand (it could carry meaning a check
+        would silently drop) and one the document's ODCS version does not define."""
+        for key in element:
+            if key == "relationships":
+                raise InputError(
+                    f"{where}: relationships (foreign keys into other data) cannot be checked "
+                    "by affidavit",
+                    hint="an export holds one dataset: leave the relationships out",
+                )
+            if key not in allowed:
+                raise InputError(
+                    f"{where}: {_line(str(key), 40)} cannot be checked by affidavit", hint=_HINT
+                )
+            self.since(key, where=where)
 
     def object_schema(
         self, properties: Sequence[Mapping[str, Any]], *, prefix: str
@@ -372,6 +509,12 @@ class _Builder:
             if name in props:
                 raise InputError(f"ODCS property {path[:80]!r} is described twice")
             self.paths.append(path)
+            if "physicalName" in prop and prop["physicalName"] != name:
+                raise InputError(
+                    f"ODCS property {path[:80]!r}: physicalName differs from name",
+                    hint="records are checked by their field names: name the field as it is "
+                    "stored (name), and leave physicalName out",
+                )
             props[name] = self.property_schema(prop, path=path, in_array=False)
             if prop.get("required") or prop.get("primaryKey"):
                 required.append(name)
@@ -382,6 +525,12 @@ class _Builder:
                     rule, path=path, where=f"quality rule {number} of property {path[:80]!r}"
                 )
             narrowed = self.invalid.pop(path, {})
+            if "enum" in narrowed and "enum" in prop:
+                raise InputError(
+                    f"ODCS property {path[:80]!r}: enum beside an invalidValues rule with "
+                    "validValues",
+                    hint="keep one list of the values allowed",
+                )
             if "enum" in narrowed and name in required:  # null is refused by its type
                 narrowed["enum"] = [v for v in narrowed["enum"] if v is not None]
             props[name].update(narrowed)
@@ -398,6 +547,8 @@ class _Builder:
         self, prop: Mapping[str, Any], *, path: str, in_array: bool
     ) -> dict[str, Any]:
         """The JSON Schema of one property (null allowed unless it is required)."""
+        where = f"ODCS property {path[:80]!r}"
+        self.members(prop, _PROPERTY_MEMBERS, where=where)
         if in_array and (prop.get("unique") or prop.get("primaryKey") or prop.get("quality")):
             raise InputError(
                 f"ODCS property {path[:80]!r} is inside an array: unique, primaryKey and "
@@ -407,6 +558,8 @@ class _Builder:
         kind = prop.get("logicalType")
         options = dict(prop.get("logicalTypeOptions") or {})
         schema = self._typed(kind, options, prop, path=path)
+        if "enum" in prop:
+            schema["enum"] = _enum(prop["enum"], where=where)
         if prop.get("required") or prop.get("primaryKey"):
             return schema
         if isinstance(schema.get("type"), str):
@@ -422,6 +575,8 @@ class _Builder:
         self, kind: Any, options: dict[str, Any], prop: Mapping[str, Any], *, path: str
     ) -> dict[str, Any]:
         where = f"ODCS property {path[:80]!r}"
+        if isinstance(kind, str):
+            self.since(kind, where=where)
         allowed: dict[str | None, tuple[str, ...]] = {
             None: (),
             "string": ("minLength", "maxLength", "pattern", "format"),
@@ -443,13 +598,14 @@ class _Builder:
             ),
             "boolean": (),
             "date": ("format",),
+            "timestamp": ("format",),
             "object": ("minProperties", "maxProperties", "required"),
             "array": ("minItems", "maxItems", "uniqueItems"),
         }
         if kind not in allowed:
             raise InputError(
                 f"{where}: logicalType {str(kind)[:40]!r} cannot be checked",
-                hint="logical types: string, integer, number, boolean, date, object, array",
+                hint="logical types: " + ", ".join(str(k) for k in allowed if k),
             )
         stray = sorted(set(options) - set(allowed[kind]))
         if stray:
@@ -485,7 +641,7 @@ class _Builder:
             return schema
         if "items" in prop:
             raise InputError(f"{where}: items belong to logicalType array")
-        if kind == "date":  # a BSON date: {"$date": ...} in relaxed Extended JSON
+        if kind in ("date", "timestamp"):  # a BSON date: {"$date": ...} in relaxed EJSON
             return {
                 "type": "object",
                 "required": ["$date"],
@@ -516,7 +672,7 @@ class _Builder:
     @staticmethod
     def _numeric(kind: str, options: Mapping[str, Any], *, where: str) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": kind}
-        for key in ("minimum", "maximum", "multipleOf"):
+        for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"):
             if key in options:
                 value = options[key]
                 if (
@@ -527,11 +683,6 @@ class _Builder:
                 ):
                     raise InputError(f"{where}: {key} must be a finite number within ±(2^53 - 1)")
                 schema[key] = value
-        for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-            if options.get(flag) is True:
-                if bound not in schema:
-                    raise InputError(f"{where}: {flag} needs {bound}")
-                schema[flag] = schema.pop(bound)
         fmt = options.get("format")
         if fmt is not None and kind == "integer":
             if fmt not in _INT_FORMATS:
@@ -550,6 +701,7 @@ class _Builder:
 
     def quality(self, rule: Mapping[str, Any], *, path: str | None, where: str) -> None:
         """Translate one quality rule (``path``: its property; None: the object's)."""
+        self.members(rule, frozenset(rule), where=where)  # only the ODCS version's members
         kind = rule.get("type", "library")
         if kind == "text":
             return  # words for people: nothing to check
@@ -560,9 +712,14 @@ class _Builder:
             )
         raw = rule.get("metric", rule.get("rule"))
         metric = _ALIASES.get(str(raw), str(raw))
+        if "rule" in rule and _ALIASES.get(str(rule["rule"]), str(rule["rule"])) != metric:
+            raise InputError(
+                f"{where}: rule {str(rule['rule'])[:40]!r} and metric {str(raw)[:40]!r} differ",
+                hint="rule is v3.0's name of metric: keep metric",
+            )
         if metric not in METRICS:
             raise InputError(
-                f"{where}: unknown quality rule {str(raw)[:40]!r}",
+                f"{where}: the quality rule {str(raw)[:40]!r} cannot be checked by affidavit",
                 hint="affidavit checks the library rules " + ", ".join(METRICS),
             )
         unit = rule.get("unit", "rows")
@@ -660,6 +817,22 @@ class _Builder:
                 raise InputError(f"{where}: pattern is not a regular expression: {exc}") from None
             extra["pattern"] = str(args["pattern"])
         self.invalid[path] = {**self.invalid.get(path, {}), **extra}
+
+
+def _enum(values: Sequence[Any], *, where: str) -> list[Any]:
+    """The values of a property's ``enum`` (v3.2.0: ``[{"value": ...}, ...]``, the official
+    schema checked their form), as the manifest's canonical JSON can hold them."""
+    out: list[Any] = []
+    for item in values:
+        value = item["value"]
+        if isinstance(value, float) and (not math.isfinite(value) or abs(value) > _LARGEST):
+            raise InputError(
+                f"{where}: enum value {value} is not a finite number within ±(2^53 - 1)"
+            )
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _LARGEST:
+            raise InputError(f"{where}: enum value {value} is beyond ±(2^53 - 1)")
+        out.append(value)
+    return out
 
 
 def _whole(value: Any, what: str) -> int:
