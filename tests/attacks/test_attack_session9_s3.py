@@ -10,6 +10,7 @@ against a real moto S3 server (session 9):
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -65,5 +66,6 @@ def test_an_object_raced_in_after_the_check_is_never_replaced(
             name="out.age",
             manifest_name="out.age.manifest.dsse.json",
             manifest=b"{}",
+            sha256=hashlib.sha256(partial.read_bytes()).hexdigest(),  # what it signs
         )
     assert _objects(bucket) == {f"acme/{raced}": b"the other writer's"}

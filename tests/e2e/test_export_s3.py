@@ -5,6 +5,7 @@ delivered verifies at the destination. Real SecantusDB, real backups, real moto 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,7 @@ def test_a_failed_upload_leaves_no_object(s3_env: str, bucket: Any, tmp_path: Pa
             name="out.age",
             manifest_name="out.age.manifest.dsse.json",
             manifest=b"{}",
+            sha256=hashlib.sha256(partial.read_bytes()).hexdigest(),  # what it signs
         )
     assert _keys(bucket) == ["p/out.age.manifest.dsse.json"]  # the output was removed again
     assert bucket.get_object(Bucket=BUCKET, Key="p/out.age.manifest.dsse.json")["Body"].read() == (
@@ -124,6 +126,7 @@ def test_a_failed_upload_leaves_no_object(s3_env: str, bucket: Any, tmp_path: Pa
             name="out.age",
             manifest_name="out.age.manifest.dsse.json",
             manifest=b"{}",
+            sha256=hashlib.sha256(partial.read_bytes()).hexdigest(),  # what it signs
         )
 
 

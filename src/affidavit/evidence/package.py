@@ -282,9 +282,11 @@ def read_package(path: Path) -> ReadPackage:
     try:
         raw = open_regular(path, what="the evidence package", hint=_PACKAGE_HINT)
     except FileNotFoundError:
-        raise FormatError(f"{path} does not exist") from None
+        raise FormatError(f"{path} does not exist", hint=_PACKAGE_HINT) from None
     except OSError as exc:
-        raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise FormatError(
+            f"cannot read {path}: {exc.strerror or exc}", hint=_PACKAGE_HINT
+        ) from None
     with raw:
         try:
             magic = raw.read(2)

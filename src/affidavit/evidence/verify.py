@@ -21,11 +21,12 @@ It checks, collecting every problem rather than stopping at the first:
    cites its ``backup.deleted``, and its holds are exactly the ``hold.added`` /
    ``hold.released`` events cited on it (``affidavit-evidence/2``; a package of the first
    format is held to that format's rules, which do not cover deletion and holds);
-8. exports (``records/exports.json``): each record's ``export.completed`` says what it says,
-   its manifest (``exports/<id>.manifest.dsse.json``) is in the package, verifies under the
-   key and is the one its cited ``attestation.created`` recorded, and the signed predicate
-   agrees with the record and the event; a record without its manifest is a finding, and so
-   is a passing ``export.*`` control for an export that does not hold up here;
+8. exports (``records/exports.json``): each record's ``export.completed`` says what it says
+   (the output's file name included) and lies in the package's period; its manifest
+   (``exports/<id>.manifest.dsse.json``) is in the package, verifies under the key and is
+   the one its cited ``attestation.created`` recorded, and the signed predicate agrees with
+   the record and the event; a record without its manifest is a finding, and so is a
+   passing ``export.*`` control for an export that does not hold up here;
 9. completeness: every cited event that a record stands for has its record (an
    ``export.completed`` included), every attestation backs exactly one record, every export
    manifest is a record's, and the package holds control results;
@@ -188,7 +189,7 @@ def verify_package(package: ReadPackage, verifier: NoteVerifier) -> EvidenceRepo
     # an unreadable manifest is already a failure: its records are held to the newest rules
     refs = _Refs(events, attestations, report, legacy=manifest.get("format") == FORMAT_1)
     _cross_references(refs, records)
-    _check_exports(refs, files, keys, records.get("results"))
+    _check_exports(refs, files, keys, records.get("results"), period=manifest.get("period"))
     _completeness(refs, files)
     _renderings(files, report)
     report.summary.update(
@@ -1027,16 +1028,39 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _file_name(output: Any) -> Any:
+    """The file name a record's ``output`` shows (a file's name, or an ``s3://`` URL's last
+    part); anything else as is. The folder or bucket is signed nowhere: only the name is."""
+    if isinstance(output, str) and output and not output.endswith("/"):
+        return output.rsplit("/", 1)[-1]
+    return output
+
+
+def _window(period: Any) -> tuple[datetime, datetime] | None:
+    """The package's period ``[from, to)`` as instants (None when the manifest has none
+    that reads: the manifest's own checks report that)."""
+    if not isinstance(period, dict):
+        return None
+    start, end = _moment(period.get("from")), _moment(period.get("to"))
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        return start, end
+    return None
+
+
 def _check_exports(
     refs: _Refs,
     files: Mapping[str, bytes],
     keys: Mapping[str, VerifyingKey],
     results: list[dict[str, Any]] | None,
+    *,
+    period: Any = None,
 ) -> None:
     """Each line of ``records/exports.json`` against its signed export manifest and the
-    ledger events it cites (:func:`_check_export`); every file under ``exports/`` is the
+    ledger events it cites (:func:`_check_export`), its ``export.completed`` inside the
+    package's ``period`` (the signed manifest's); every file under ``exports/`` is the
     manifest of one record; and a passing ``export.*`` control result is for an export whose
     record and manifest hold up (:func:`_check_export_controls`)."""
+    window = _window(period)
     manifests = {p for p in files if p.startswith(EXPORT_MANIFESTS)}
     raw = files.get(EXPORT_RECORDS)
     records: list[dict[str, Any]] = []
@@ -1060,7 +1084,7 @@ def _check_exports(
                 refs.report.add("record-duplicate", "appears more than once", where)
                 continue
             held[_label(record.get("id"))] = check
-            _check_export(refs, record, where, files=files, keys=keys, check=check)
+            _check_export(refs, record, where, files=files, keys=keys, check=check, window=window)
         except _BROKEN as exc:
             refs.report.add("record-malformed", f"the record is malformed: {_describe(exc)}", where)
         if check.manifest_path is not None:
@@ -1090,10 +1114,12 @@ def _check_export(
     files: Mapping[str, bytes],
     keys: Mapping[str, VerifyingKey],
     check: _ExportCheck,
+    window: tuple[datetime, datetime] | None = None,
 ) -> None:
-    """One export record: its ``export.completed`` says what the record says; its manifest
-    is in the package, verifies under the key, is the one its cited ``attestation.created``
-    recorded, and its predicate agrees with the record and the event."""
+    """One export record: its ``export.completed`` says what the record says and lies in
+    the package's period; its manifest is in the package, verifies under the key, is the one
+    its cited ``attestation.created`` recorded, and its predicate agrees with the record and
+    the event."""
     export_id = r.get("id")
     if not isinstance(export_id, str) or not export_id:
         raise _Malformed("the export id is not a string")
@@ -1103,6 +1129,15 @@ def _check_export(
         for key in ("spec", "version", "backup_id", "recipient", "output_sha256", "records",
                     "manifest_sha256"):  # fmt: skip
             refs.same(where, key, r.get(key), completed.details.get(key), source)
+        refs.same(where, "the output's name", _file_name(r.get("output")),
+                  completed.details.get("output"), source)  # fmt: skip
+        at = _moment(completed.time)
+        if window is not None and not (isinstance(at, datetime) and window[0] <= at < window[1]):
+            refs.mismatch(
+                where,
+                f"{source} was recorded at {_SHOW.repr(completed.time)}, outside the package's "
+                f"period ({window[0].isoformat()} to {window[1].isoformat()})",
+            )
     path, problem = r.get("manifest"), r.get("manifest_problem")
     if path is None or problem is not None:
         why = _SHOW.repr(problem) if problem is not None else "the record names none"
@@ -1179,6 +1214,7 @@ def _check_export_predicate(
         ("the input", r.get("backup_id"), input_ref),
         ("the records (in, out, excluded)", r.get("records"), p.get("records")),
         ("the output SHA-256", r.get("output_sha256"), output.get("sha256")),
+        ("the output's name", _file_name(r.get("output")), output.get("file")),
         ("the recipient", r.get("recipient"), recipient.get("name")),
         ("the manifest digest", r.get("manifest_sha256"), payload_sha256),
     ):

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Final
 
 from affidavit.crypto.digest import Sha256Stream, constant_time_equal, sha256_pieces
+from affidavit.crypto.dsse import Envelope
 from affidavit.errors import Error, InputError, IntegrityError
+from affidavit.ledger.attestation import Statement
 from affidavit.models.inventory import Vault, VaultKind, VaultName
 from affidavit.services.backends import vault_backend
 from affidavit.vaults.base import ArtifactNotFound, VaultBackend
@@ -77,21 +79,24 @@ def upload(
     order. On a failure, what was uploaded is deleted again and the error raised.
 
     The output is hashed as it is uploaded (:func:`~affidavit.crypto.digest.sha256_pieces`,
-    one read): given ``sha256`` (the output's digest as its manifest signs it), an upload of
-    other bytes (the partial file replaced meanwhile) is deleted again and refused with
-    :class:`IntegrityError` before the manifest goes up."""
+    one read) and must have the digest its manifest signs for ``name`` (``sha256``, when
+    given, must be that digest too): an upload of other bytes (the partial file replaced
+    meanwhile) is deleted again and refused with :class:`IntegrityError` before the manifest
+    goes up. A manifest that signs no digest for ``name`` is refused before anything is
+    uploaded."""
+    expected = _signed_digest(manifest, name, sha256)
     done: list[str] = []
     try:
         digest = Sha256Stream()
         with partial.open("rb") as fh:
             backend.put(name, sha256_pieces(fh, digest, chunk=_CHUNK), retain_until=None)
         done.append(name)
-        if sha256 is not None and not constant_time_equal(
-            digest.hexdigest().encode("ascii"), sha256.encode("ascii", "replace")
+        if not constant_time_equal(
+            digest.hexdigest().encode("ascii"), expected.encode("ascii", "replace")
         ):
             raise IntegrityError(
                 f"the output uploaded as {name} is not the file its manifest signs (SHA-256 "
-                f"{digest.hexdigest()[:16]}..., signed {sha256[:16]}...): nothing was delivered",
+                f"{digest.hexdigest()[:16]}..., signed {expected[:16]}...): nothing was delivered",
                 hint="run the export again; the encrypted output changed before its upload",
             )
         backend.put(manifest_name, [manifest], retain_until=None)
@@ -109,3 +114,25 @@ def remove_objects(backend: VaultBackend, names: list[str]) -> None:
             backend.delete(name)
         except Error:
             continue
+
+
+def _signed_digest(manifest: bytes, name: str, sha256: str | None) -> str:
+    """The SHA-256 the manifest (a DSSE envelope of an in-toto statement) signs for the
+    output ``name``; ``sha256`` alone when the caller gives it and the manifest is no
+    statement (:class:`IntegrityError` when the two disagree, or when neither names one)."""
+    signed: set[str] = set()
+    try:
+        statement = Statement.from_json(Envelope.from_json(manifest).payload)
+        signed = {s.sha256 for s in statement.subjects if s.name == name}
+    except Error:
+        pass
+    if sha256 is not None:
+        signed.add(sha256)
+    if len(signed) != 1:
+        raise IntegrityError(
+            f"the manifest of {name} signs "
+            + ("no digest for it" if not signed else "another digest than the one given")
+            + ": nothing was uploaded",
+            hint="run the export again; its manifest is not the statement of this output",
+        )
+    return signed.pop()

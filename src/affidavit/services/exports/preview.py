@@ -28,8 +28,10 @@ and execution of a request); a request that ended shows its sample as no longer 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +41,8 @@ import rfc8785
 
 from affidavit.crypto.age import decrypt_chunks, encrypt_chunks, new_identity
 from affidavit.crypto.digest import constant_time_equal, sha256_hex
-from affidavit.errors import Error, IntegrityError
+from affidavit.errors import Error, IntegrityError, VaultError
+from affidavit.input_files import open_regular
 from affidavit.keystores.base import WrappedSecret
 from affidavit.models.approval import FINAL_STATES, ApprovalRequest, GatedOperation
 from affidavit.models.identity import Principal
@@ -52,6 +55,9 @@ from affidavit.services.requests import read_requests
 
 SAMPLE_RECORDS: Final = 5
 """Records of the minimised output an approver sees."""
+MAX_SEALED_BYTES: Final = 256 * 1024 * 1024
+"""The most a sealed sample file is read: five documents of MongoDB's 16 MiB limit, as
+Extended JSON, age-encrypted and base64-encoded, stay well below it."""
 _CONTEXT: Final = b"affidavit-export-preview:"
 _SHA256_HEX: Final = frozenset("0123456789abcdef")
 
@@ -152,14 +158,48 @@ def _seal(app: App, digest: str, text: bytes) -> None:
         "wrapped_identity": base64.b64encode(wrapped.ciphertext).decode("ascii"),
         "sealed": base64.b64encode(sealed).decode("ascii"),
     }
-    folder = _folder(app)
-    folder.mkdir(mode=0o700, exist_ok=True)
+    folder = _samples_folder(app)
     path = folder / f"{digest}.json"
-    partial = folder / f".{digest}.{os.getpid()}.partial"
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(body, fh)
-    os.replace(partial, path)  # the same digest, the same sample: replacing is harmless
+    # a fresh, unpredictable name, created here (never a planted file or symbolic link)
+    partial = folder / f".{digest}.{os.getpid()}-{os.urandom(8).hex()}.partial"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(partial, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(body, fh)
+            os.replace(partial, path)  # the same digest, the same sample: replacing is harmless
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
+    except OSError as exc:
+        raise VaultError(
+            f"cannot seal the preview sample in {folder}: {exc.strerror or exc}",
+            hint="check the home's export-previews folder; nothing was requested",
+        ) from exc
+
+
+def _samples_folder(app: App) -> Path:
+    """The samples folder, created private; refused when it is not a folder of the home's
+    own (a symbolic link: samples written through it would be out of every sweep's reach)."""
+    folder = _folder(app)
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        mode = os.lstat(folder).st_mode
+    except OSError as exc:
+        raise VaultError(
+            f"cannot create the preview samples folder {folder}: {exc.strerror or exc}",
+            hint="check the home's permissions; nothing was requested",
+        ) from exc
+    if not stat.S_ISDIR(mode):
+        raise VaultError(
+            f"the preview samples folder {folder} is a symbolic link or not a folder: a "
+            "sample (personal data) is never written through it",
+            hint=f"remove what stands at {folder} (the next request creates the folder); "
+            "nothing was requested",
+        )
+    return folder
 
 
 def open_sample(app: App, digest: str) -> list[dict[str, Any]]:
@@ -169,7 +209,13 @@ def open_sample(app: App, digest: str) -> list[dict[str, Any]]:
         raise IntegrityError("the request names no valid sample digest")
     path = _folder(app) / f"{digest}.json"
     try:
-        body = json.loads(path.read_text(encoding="utf-8"))
+        # a regular file only (never a planted pipe, link or device), and never more than
+        # a sealed sample can be
+        with open_regular(path, what="the sealed sample") as fh:
+            raw = fh.read(MAX_SEALED_BYTES + 1)
+        if len(raw) > MAX_SEALED_BYTES:
+            raise ValueError(f"larger than {MAX_SEALED_BYTES} bytes")
+        body = json.loads(raw.decode("utf-8"))
         wrapped = WrappedSecret(
             kek_id=str(body["kek_id"]),
             version=int(body["version"]),

@@ -18,7 +18,14 @@ Two writers could race a sweep: a dry pass seals its sample a moment before its 
 recorded. So a sample that no request names is kept for :data:`GRACE` after it was written,
 and a sample named only by requests that ended is removed only when it was written before
 the newest of them was created (a later write is the sample of a new request, being
-recorded, that happens to show the same records).
+recorded, that happens to show the same records). A file's time is not believed when it
+lies more than :data:`GRACE` in the future, or beyond what a date can hold (a clock that
+ran ahead, a touched file): such a sample counts as written long ago, so that no time on a
+file keeps personal data for ever; an open request's sample is kept whatever its time.
+
+The sweep never raises: it runs inside the user's operations (an export run, a decision,
+an execution) after their change is recorded, and a sweep that failed must not fail them
+or keep them from their next step; what it could not remove, the next sweep tries again.
 
 This module imports nothing of the services but the request model, so the request service
 itself can call it.
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,7 +49,7 @@ PREVIEW_DIR: Final = "export-previews"
 GRACE: Final = timedelta(hours=1)
 """How long a sample that no request names (yet) is kept after it was written."""
 _SAMPLE: Final = re.compile(r"([0-9a-f]{64})\.json")
-_PARTIAL: Final = re.compile(r"\.([0-9a-f]{64})\.[0-9]+\.partial")
+_PARTIAL: Final = re.compile(r"\.([0-9a-f]{64})\.[0-9]+(?:-[0-9a-f]{16})?\.partial")
 
 
 def samples_folder(home: Path) -> Path:
@@ -87,14 +95,14 @@ def sweep_samples(
     removed. ``requests`` are every request (:func:`~affidavit.services.requests.
     read_requests`). Never raises for what it finds in the folder."""
     folder = samples_folder(home)
-    if not folder.is_dir() or folder.is_symlink():
-        return []
     moment = now or datetime.now(UTC)
-    named = _named(requests, moment)
     removed: list[str] = []
     try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return []  # none yet, or not a folder of the home's (a symbolic link): not ours
+        named = _named(requests, moment)
         entries = list(os.scandir(folder))
-    except OSError:
+    except (OSError, ValueError, TypeError, AttributeError):
         return []
     for entry in entries:
         sample = _SAMPLE.fullmatch(entry.name)
@@ -104,17 +112,30 @@ def sweep_samples(
         try:
             if not entry.is_file(follow_symlinks=False):
                 continue
-            written = datetime.fromtimestamp(entry.stat(follow_symlinks=False).st_mtime, UTC)
-        except OSError:
-            continue
-        if sample is None:  # a writer's partial file: it died between its write and rename
-            if moment - written > GRACE:
-                _unlink(entry.path)
-            continue
-        digest = sample.group(1)
-        if _expired(named.get(digest), written, moment) and _unlink(entry.path):
-            removed.append(digest)
+            written = _written(entry.stat(follow_symlinks=False).st_mtime, moment)
+            if sample is None:  # a writer's partial file: it died between write and rename
+                if moment - written > GRACE:
+                    _unlink(entry.path)
+                continue
+            digest = sample.group(1)
+            if _expired(named.get(digest), written, moment) and _unlink(entry.path):
+                removed.append(digest)
+        except (OSError, ValueError, TypeError, OverflowError):
+            continue  # this entry cannot be judged: left for the next sweep
     return removed
+
+
+_LONG_AGO: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _written(mtime: float, now: datetime) -> datetime:
+    """When a file was written, as far as its time can be believed: a time beyond what a
+    date holds, or more than :data:`GRACE` ahead of ``now``, reads as long ago."""
+    try:
+        written = datetime.fromtimestamp(mtime, UTC)
+    except (ValueError, OverflowError, OSError):
+        return _LONG_AGO
+    return _LONG_AGO if written > now + GRACE else written
 
 
 def _expired(named: _Named | None, written: datetime, now: datetime) -> bool:
