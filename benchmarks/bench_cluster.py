@@ -20,8 +20,13 @@ empty tasks measure the scheduler's own round trip per task. CPU seconds of this
 the 1-minute load average around each run are reported: on a shared 2-core machine they say
 how much of the wall time was waiting for a core.
 
+``--mode deep`` (the default, as the figures in docs/performance.md were taken) times every
+run with ``--deep``; ``--mode fast`` runs one untimed deep verification first, so that every
+timed run is fast (no whole-file or plaintext digest, on threads or workers alike:
+docs/verification.md).
+
 Run: ``.venv/bin/python benchmarks/bench_cluster.py [--size MB] [--segment-mib M] [--rounds R]
-[--noop N] [--dir DIR] [--quick]``
+[--noop N] [--dir DIR] [--mode deep|fast] [--quick]``
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--noop", type=int, default=1000, help="empty tasks timed")
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--mode", choices=("deep", "fast"), default="deep")
     parser.add_argument("--quick", action="store_true", help="16 MB, 1 MiB segments, 1 round")
     args = parser.parse_args()
     if args.quick:
@@ -118,14 +124,18 @@ def main() -> int:
             before_load = os.getloadavg()[0]
             before_cpu = _cpu()
             start = time.perf_counter()
-            result = command("verify", backup_id, "--json", *flags)
+            mode = ("--deep",) if args.mode == "deep" else ()
+            result = command("verify", backup_id, "--json", *flags, *mode)
             seconds = time.perf_counter() - start
             assert result["ok"] is True, result["findings"]
+            assert result["mode"] == args.mode, result["mode"]
             times.setdefault(name, []).append(seconds)
             cpu.setdefault(name, []).append(_cpu() - before_cpu)
             loads.setdefault(name, []).append([round(before_load, 2), round(os.getloadavg()[0], 2)])
 
         address = local.scheduler_address
+        if args.mode == "fast":  # one deep run vouches the fast ones
+            command("verify", backup_id, "--json", "--deep")
         for _ in range(max(1, args.rounds)):
             timed("local_1", "--workers", "1")
             timed("local_2", "--workers", "2")
@@ -147,6 +157,7 @@ def main() -> int:
             "documents": n,
             "segment_bytes": args.segment_mib << 20,
             "segments": segments,
+            "mode": args.mode,
             "rounds": max(1, args.rounds),
             "runs": {
                 k: {

@@ -12,9 +12,18 @@ rounds (median reported). The figure is the ratio of throughputs over the same p
 the 1-minute load average before and after each command are reported too: on a shared
 machine they say how much of the wall time was waiting for a core.
 
+Modes (issue 18, session 10): a verification of an artifact with a segment table runs
+**deep** (whole-file and plaintext SHA-256s too) unless the ledger vouches a passed deep
+verification of the same signed manifest, then **fast**. Each round times ``verify --deep``
+and then a plain ``verify`` (fast: vouched by the deep run before it) for each W, and
+restic, interleaved; both ratios against restic are printed. ``--modes deep,fast`` (default)
+picks them. The same two are also timed **in process** (``verify_backup`` called in a
+process that has already imported and opened everything: the command's start-up left out),
+with that call's own CPU time.
+
 Run: ``.venv/bin/python benchmarks/bench_verify.py [--records N | --size MB] [--workers 1,2]
-[--rounds R] [--quick] [--dir DIR] [--pure-python]`` (``--pure-python``: affidavit without its
-compiled fast paths, to compare).
+[--modes deep,fast] [--rounds R] [--quick] [--dir DIR] [--pure-python] [--no-in-process]``
+(``--pure-python``: affidavit without its compiled fast paths, to compare).
 
 The source tree is byte-compiled first (``compileall``, what an install does): with
 ``PYTHONDONTWRITEBYTECODE`` set, as on the shared development machine, every module edited
@@ -59,6 +68,40 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
+_IN_PROCESS = """
+import json, resource, sys, time
+from affidavit.config import load_settings
+from affidavit.services.context import open_app
+from affidavit.services.verify import verify_backup
+backup_id, workers, deep = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "deep"
+with open_app(load_settings()) as app:
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    result = verify_backup(app, backup_id, workers=workers, deep=deep)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+print(json.dumps({"ok": result.ok, "mode": result.mode, "seconds": seconds, "cpu": cpu}))
+"""
+
+
+def in_process(backup_id: str, workers: int, mode: str, env: dict[str, str]) -> dict[str, float]:
+    """One ``verify_backup`` timed inside a process that has imported and opened everything."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _IN_PROCESS, backup_id, str(workers), mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"in-process verify failed: {proc.stderr.strip()[-400:]}")
+    found: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not found["ok"] or found["mode"] != mode:
+        raise SystemExit(f"in-process verify: {found}")
+    return found
+
+
 def compile_tree() -> None:
     """Byte-compile affidavit's sources (as ``pip install`` does), so that no timed command
     compiles a module that changed since its last run."""
@@ -74,6 +117,8 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--size", type=int, default=None, help="MB of documents (sets N)")
     parser.add_argument("--workers", default="1,2", help="verify --workers values, e.g. 1,2")
+    parser.add_argument("--modes", default="deep,fast", help="deep, fast or both (deep,fast)")
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process timings")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--quick", action="store_true", help="20,000 records: a smoke run")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp)")
@@ -87,6 +132,9 @@ def main() -> int:
     if args.size is not None and not args.quick:
         n = max(1, args.size * 1_000_000 // 999)  # make_bson's documents: ~999 bytes each
     workers = [int(w) for w in args.workers.split(",")]
+    modes = [m for m in args.modes.split(",") if m]
+    if not set(modes) <= {"deep", "fast"} or not modes:
+        raise SystemExit("--modes is deep, fast or deep,fast")
     compile_tree()
     work = Path(tempfile.mkdtemp(prefix="bench-verify-", dir=args.dir))
     try:
@@ -132,13 +180,29 @@ def main() -> int:
             loads.setdefault(name, []).append([round(before, 2), round(os.getloadavg()[0], 2)])
             return out
 
+        # a first deep verification (untimed) vouches the fast ones of every round
+        first = json.loads(run([*AFFIDAVIT, "verify", backup_id, "--deep", "--json"], env)[1])
+        assert first["ok"] is True, first["findings"]
+        assert first["mode"] == "deep", first["mode"]
+        in_proc: dict[str, list[dict[str, float]]] = {}
         for _ in range(max(1, args.rounds)):
             for w in workers:
-                cmd = [*AFFIDAVIT, "verify", backup_id, "--workers", str(w), "--json"]
-                result = json.loads(timed(f"verify_workers_{w}", cmd, env))
-                assert result["ok"] is True, result["findings"]
-                stored = result["coverage"]["data_bytes_total"]
+                for mode in modes:
+                    cmd = [*AFFIDAVIT, "verify", backup_id, "--workers", str(w), "--json"]
+                    if mode == "deep":
+                        cmd.append("--deep")
+                    result = json.loads(timed(f"verify_{mode}_workers_{w}", cmd, env))
+                    assert result["ok"] is True, result["findings"]
+                    assert result["mode"] == mode, result["mode"]
+                    stored = result["coverage"]["data_bytes_total"]
             timed("restic_check_read_data", ["restic", "check", "--read-data"], renv)
+            if not args.no_in_process:
+                for w in workers:
+                    for mode in modes:
+                        load = round(os.getloadavg()[0], 2)
+                        got = in_process(backup_id, w, mode, env)
+                        got["load"] = load
+                        in_proc.setdefault(f"in_process_{mode}_workers_{w}", []).append(got)
 
         mb = size / 1e6
         median = {name: statistics.median(ts) for name, ts in times.items()}
@@ -163,7 +227,20 @@ def main() -> int:
             "restic_backup_seconds": round(backup_restic_s, 2),
             "rounds": max(1, args.rounds),
             "contenders": contenders,
-            "ratio_workers_2": contenders.get("verify_workers_2", {}).get("ratio_vs_restic"),
+            "ratio_workers_2": {
+                mode: contenders.get(f"verify_{mode}_workers_2", {}).get("ratio_vs_restic")
+                for mode in modes
+            },
+            "in_process": {
+                name: {
+                    "seconds_median": round(statistics.median(r["seconds"] for r in runs), 3),
+                    "seconds_all": [round(r["seconds"], 3) for r in runs],
+                    "cpu_seconds_median": round(statistics.median(r["cpu"] for r in runs), 3),
+                    "load_average_1min_before": [r["load"] for r in runs],
+                    "mb_s": round(mb / statistics.median(r["seconds"] for r in runs), 1),
+                }
+                for name, runs in in_proc.items()
+            },
             "goal": ">= 1.2 with --workers 2 (issue 18)",
             "compiled_fast_paths": not args.pure_python,
             "cpus": os.cpu_count(),

@@ -137,7 +137,23 @@ def test_run_due_on_a_cluster_equals_a_local_run_due(
         {"results": [r for r in here["results"] if r["kind"] == "verify-full"]}
     )
     assert _verification(home, on_cluster["check_id"]) == _verification(home, alone["check_id"])
+    # continuous verification: the first is deep (on the cluster), the next ones fast
+    assert (_mode(home, on_cluster["check_id"]), _mode(home, alone["check_id"])) == (
+        "deep",
+        "fast",
+    )
+    assert (on_cluster["message"], alone["message"]) == ("verified (deep)", "verified (fast)")
     assert cli("ledger", "verify").code == 0
+
+
+def _mode(home: Path, check_id: str) -> str:
+    """The mode a recorded verification ran in, as its catalog row records it."""
+    with sqlite3.connect(home / "catalog.sqlite") as db:
+        (coverage,) = db.execute(
+            "select coverage from verifications where id = ?", (check_id,)
+        ).fetchone()
+    mode: str = json.loads(coverage)["mode"]
+    return mode
 
 
 def test_a_bit_flip_found_by_run_due_on_a_cluster_as_by_verify(

@@ -125,6 +125,11 @@ def _verify(cli: Any, backup_id: str, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 _VOLATILE = {"id", "verification_id", "started_at", "finished_at", "seconds"}
+_MODE = {"mode", "vouched_by"}  # which mode ran: deep the first time, fast once vouched
+
+
+def _checked(coverage: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in coverage.items() if k not in _MODE}
 
 
 def _result(home: Path, out: dict[str, Any]) -> dict[str, Any]:
@@ -138,8 +143,12 @@ def _result(home: Path, out: dict[str, Any]) -> dict[str, Any]:
     predicate = {
         k: v for k, v in statement["predicate"].items() if k not in _VOLATILE and "_at" not in k
     }
+    predicate["coverage"] = _checked(predicate["coverage"])
+    reported = {k: v for k, v in out.items() if k not in _VOLATILE | _MODE}
+    if "coverage" in reported:  # run-due reports only the id and the outcome
+        reported["coverage"] = _checked(reported["coverage"])
     return {
-        "reported": {k: v for k, v in out.items() if k not in _VOLATILE},
+        "reported": reported,
         "subjects": statement["subject"],
         "predicate": predicate,
     }
@@ -178,6 +187,12 @@ def test_cluster_runs_equal_the_local_run(
         code, out = _verify(cli, backup_id, "--cluster", _address(local))
     assert code == 0, out["findings"]
     assert _result(home, out) == expected
+    # the local run was deep and proved the tables: the cluster's run is fast, vouched by it
+    assert (alone["mode"], out["mode"]) == ("deep", "fast") and out["vouched_by"] is not None
+    with get_task_stream(client) as deep:
+        code, forced = _verify(cli, backup_id, "--cluster", _address(local), "--deep")
+    assert code == 0 and forced["mode"] == "deep" and _result(home, forced) == expected
+    assert len(_segment_tasks(deep)) == len(_segment_tasks(two))
     tasks = _segment_tasks(two)
     assert len(tasks) >= 20  # the data artifact's segments and the metadata's, on the cluster
 

@@ -99,11 +99,24 @@ def run(
     cluster_ca: ClusterCaOpt = None,
     cluster_cert: ClusterCertOpt = None,
     cluster_key: ClusterKeyOpt = None,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Also recompute the whole-file and plaintext SHA-256s of artifacts with a "
+            "segment table, even when the ledger vouches a deep verification of the same "
+            "signed manifest (which makes later runs fast; docs/verification.md).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> int:
     """Verify a backup: signed manifest, every artifact's size, SHA-256, decryption and
     plaintext SHA-256, and its content re-fingerprinted against the manifest. Every finding is
-    reported, and the result is signed and recorded in the ledger.
+    reported, and the result is signed and recorded in the ledger. Once the ledger records a
+    passed deep verification of the same signed manifest, artifacts with a segment table are
+    verified fast (every segment's SHA-256, every chunk decrypted and authenticated, the
+    content re-fingerprinted; the whole-file and plaintext digests were proven then); --deep
+    recomputes them too.
 
     Remote-capable (--server): the server runs it against its vault and answers when the
     result is recorded; no progress is shown meanwhile (a large backup takes its time: the
@@ -114,7 +127,12 @@ def run(
             "verify", workers=workers, cluster=cluster, cluster_ca=cluster_ca,
             cluster_cert=cluster_cert, cluster_key=cluster_key,
         )  # fmt: skip
-        body = {"against_source": against_source, "sample_percent": sample, "seed": seed}
+        body = {
+            "against_source": against_source,
+            "sample_percent": sample,
+            "seed": seed,
+            "deep": deep or None,
+        }
         data = remote.post(
             client.route("backups", backup_id, "verify"),
             {k: v for k, v in body.items() if v is not None},
@@ -135,6 +153,7 @@ def run(
             cluster=cluster,
             cluster_tls=ClusterTls(ca_file=cluster_ca, cert=cluster_cert, key=cluster_key),
             reporter=reporter,
+            deep=deep,
         )
     data = verification_json(result)
     if json_out:
@@ -191,9 +210,12 @@ def _show(v: dict[str, Any]) -> None:
     checked = coverage.get("artifacts_checked", 0)
     total = coverage.get("artifacts_total", 0)
     verdict = "[bold green]verified[/bold green]" if v["ok"] else "[bold red]FAILED[/bold red]"
+    mode = v.get("mode", "deep")
+    if v.get("vouched_by") is not None:
+        mode = f"fast after the deep verification at ledger seq {v['vouched_by']}"
     show(
-        f"Backup [bold]{v['backup_id']}[/bold] {verdict} ({v['kind']}, {checked} of {total} "
-        f"artifacts, {v['seconds']:.1f}s); recorded as {v['id']}."
+        f"Backup [bold]{v['backup_id']}[/bold] {verdict} ({v['kind']}, {mode}, {checked} of "
+        f"{total} artifacts, {v['seconds']:.1f}s); recorded as {v['id']}."
     )
     if v["sample_seed"]:
         show(f"Sample seed {v['sample_seed']} ({v['sample_percent']:g}%): repeat with --seed.")

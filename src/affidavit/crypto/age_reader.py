@@ -804,6 +804,7 @@ class AgePayload:
         from_offset: int,
         plaintext: bool = True,
         buffers: SegmentBuffers | None = None,
+        plain_digest: bool = True,
     ) -> SegmentRead:
         """Read the ciphertext from file offset ``from_offset`` (0 or the offset of
         ``first_chunk``: segment 0 starts with the header) to the end of chunks
@@ -816,7 +817,11 @@ class AgePayload:
         With ``buffers``, the whole range is read into them with one ``pread``, hashed in
         one call, opened chunk by chunk from memory and its plaintext hashed in one call:
         the plaintext (always kept) and the ciphertext (:attr:`SegmentRead.ciphertext`)
-        are views of ``buffers``, the digests are the same."""
+        are views of ``buffers``, the digests are the same.
+
+        ``plain_digest=False``: the plaintext is not hashed (:attr:`SegmentRead.plain_sha256`
+        stays None; every chunk is still opened and authenticated): a fast verification,
+        whose plaintext a deep one already proved (docs/verification.md)."""
         layout = self.layout
         layout.check_range(first_chunk, count)
         start = layout.chunk_offset(first_chunk)
@@ -825,11 +830,13 @@ class AgePayload:
         last = first_chunk + count - 1
         end = layout.chunk_offset(last) + layout.sealed_size(last)
         if buffers is not None:
-            return self._read_buffered(first_chunk, count, from_offset, end, buffers)
+            return self._read_buffered(
+                first_chunk, count, from_offset, end, buffers, plain_digest=plain_digest
+            )
         sealed = hashlib.sha256()
         read = _hash_span(self.fd, sealed, from_offset, start)
         out = bytearray(layout.plain_span(first_chunk, count)) if plaintext else None
-        plain = hashlib.sha256()
+        plain = hashlib.sha256() if plain_digest else None
         _, fault = _open_chunks(
             ChaCha20Poly1305(self.key.secret),
             self.fd,
@@ -845,7 +852,7 @@ class AgePayload:
                 cipher_sha256=sealed.hexdigest(),
                 cipher_size=end - from_offset,
                 plaintext=out,
-                plain_sha256=plain.hexdigest(),
+                plain_sha256=plain.hexdigest() if plain is not None else None,
                 plain_size=layout.plain_span(first_chunk, count),
             )
         # _open_chunks hashed whole batches up to the one that failed: hash the rest
@@ -859,7 +866,14 @@ class AgePayload:
         return SegmentRead(cipher_sha256=sealed.hexdigest(), cipher_size=read, error=fault.error())
 
     def _read_buffered(
-        self, first_chunk: int, count: int, from_offset: int, end: int, buffers: SegmentBuffers
+        self,
+        first_chunk: int,
+        count: int,
+        from_offset: int,
+        end: int,
+        buffers: SegmentBuffers,
+        *,
+        plain_digest: bool,
     ) -> SegmentRead:
         """:meth:`read_segment` into ``buffers`` (reused memory, large calls that release
         the GIL: one ``pread``, one SHA-256 per side)."""
@@ -890,7 +904,7 @@ class AgePayload:
             cipher_sha256=cipher,
             cipher_size=got,
             plaintext=out,
-            plain_sha256=hashlib.sha256(out).hexdigest(),
+            plain_sha256=hashlib.sha256(out).hexdigest() if plain_digest else None,
             plain_size=plain_size,
             ciphertext=sealed[:got],
         )

@@ -107,6 +107,19 @@ class Verification:
         """How long it took."""
         return (self.finished_at - self.started_at).total_seconds()
 
+    @property
+    def mode(self) -> str:
+        """``deep`` or ``fast`` (docs/verification.md), as its coverage records it;
+        verifications recorded before the mode existed were deep."""
+        mode = (self.coverage or {}).get("mode")
+        return mode if mode in ("deep", "fast") else "deep"
+
+    @property
+    def vouched_by(self) -> int | None:
+        """A fast verification's vouching deep verification (its ledger seq)."""
+        seq = (self.coverage or {}).get("vouched_by")
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Drill:

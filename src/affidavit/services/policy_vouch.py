@@ -35,6 +35,7 @@ from affidavit.constants import INGESTED_LABEL, Classification
 from affidavit.crypto.digest import sha256_hex
 from affidavit.errors import FormatError
 from affidavit.ledger.attestation import Statement
+from affidavit.ledger.entries import parse_entry as parse_entry  # noqa: PLC0414 (re-export)
 from affidavit.models.backup import Backup, Hold
 from affidavit.models.checks import Drill, Verification
 from affidavit.models.ledger import Event
@@ -195,27 +196,6 @@ def signed_source(started: Event) -> str | None:
     """The source ``backup.started`` names (None: an ingest that named none)."""
     label = _str(started.details.get("source"))
     return None if label in (None, INGESTED_LABEL) else label
-
-
-def parse_entry(entry: bytes) -> Event | None:
-    """The event an entry holds, or None. Unlike :meth:`Event.from_canonical` this does not
-    re-encode the entry to prove it canonical (two thirds of the time): an entry the signed
-    checkpoints cover is byte for byte what affidavit wrote, and ``ledger verify``, which
-    ``ledger.integrity`` runs in the same check, proves that coverage."""
-    try:
-        obj = json.loads(entry)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # 100,000 nested '['
-        return None
-    if not isinstance(obj, dict):
-        return None
-    seq, details = obj.get("seq"), obj.get("details")
-    fields = [obj.get(k) for k in ("time", "actor", "action", "subject")]
-    if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(details, dict):
-        return None
-    if not all(isinstance(f, str) for f in fields):
-        return None
-    time, actor, action, subject = (str(f) for f in fields)
-    return Event(seq=seq, time=time, actor=actor, action=action, subject=subject, details=details)
 
 
 def _time(text: Any) -> datetime | None:

@@ -327,7 +327,9 @@ def _run_one(
     )
     codes = tuple(sorted({f.code for f in verification.findings}))
     ok = bool(verification.ok)
-    summary = "verified" if ok else f"verification failed: {', '.join(codes)}"
+    summary = (
+        f"verified ({verification.mode})" if ok else f"verification failed: {', '.join(codes)}"
+    )
     return ok, verification.id, codes, summary
 
 

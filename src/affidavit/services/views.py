@@ -6,14 +6,16 @@ say the same thing the same way. Never a secret: a source's secret is shown by r
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from affidavit.models.backup import Backup, Hold
 from affidavit.models.checks import Drill, Verification
-from affidavit.models.governance import Baseline, PolicyVersion
 from affidavit.models.inventory import Dataset, ServerDescription, Source, Vault, VaultProbe
-from affidavit.services.inventory import Inventory, SourceTest
-from affidavit.services.keys import RotationResult
+
+if TYPE_CHECKING:  # (annotations only: importing them would load the catalog for every view)
+    from affidavit.models.governance import Baseline, PolicyVersion
+    from affidavit.services.inventory import Inventory, SourceTest
+    from affidavit.services.keys import RotationResult
 
 
 def source_json(source: Source) -> dict[str, Any]:
@@ -184,6 +186,8 @@ def verification_json(v: Verification, *, brief: bool = False) -> dict[str, Any]
         "sample_percent": v.sample_percent,
         "sample_seed": v.sample_seed,
         "coverage": v.coverage,
+        "mode": v.mode,
+        "vouched_by": v.vouched_by,
         "findings_count": len(v.findings),
         "findings": [
             {"code": f.code, "subject": f.subject, "message": f.message} if brief else f.to_json()

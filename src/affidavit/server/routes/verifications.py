@@ -26,6 +26,7 @@ class VerifyRun(BaseModel):
     against_source: bool = False
     sample_percent: float | None = Field(default=None, gt=0, le=100)
     seed: str | None = Field(default=None, min_length=1, max_length=200)
+    deep: bool = False
 
 
 @router.post("/backups/{backup_id}/verify")
@@ -44,6 +45,7 @@ def verify_backup(
             against_source=options.against_source,
             sample_percent=options.sample_percent,
             seed=options.seed,
+            deep=options.deep,
         )
     return reply(verification_json(result))
 

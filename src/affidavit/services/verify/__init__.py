@@ -46,6 +46,9 @@ The modules, in the order a verification runs them:
 - :mod:`.manifest_copy`: the vault's copy of the signed manifest (drills check it too);
 - :mod:`.sampling`: which artifacts a sample reads, and the pass/fail decision;
 - :mod:`.reading`: each artifact read once out of the vault, and what else its folder holds;
+- :mod:`.vouch`: whether the ledger vouches a deep verification of the same signed manifest
+  (then artifacts with a segment table are checked *fast*: no whole-file and no plaintext
+  digest; docs/verification.md);
 - :mod:`.segments`: an artifact with a segment table, checked segment by segment in parallel;
 - :mod:`.content`: the content re-fingerprinted and compared with the signed fingerprints;
 - :mod:`.against_source`: the backup compared with its live source;

@@ -36,6 +36,7 @@ from affidavit.services.verify.segments import (
     BufferPool,
     RangedFile,
     Remote,
+    Segmented,
     SegmentUse,
     read_segments,
 )
@@ -128,6 +129,9 @@ class ArtifactReader:
     observed: dict[str, str] = field(default_factory=dict)  # path -> ciphertext sha256 read
     checked_paths: list[str] = field(default_factory=list)
     plain_proven: set[str] = field(default_factory=set)  # plaintext SHA-256 = the signed one
+    # artifacts whose signed segment table this (deep) run proved self-consistent: every
+    # segment as signed, the whole-file and every plaintext digest recomputed and equal
+    proven: set[str] = field(default_factory=set)
     copy_path: str | None = None  # the vault's copy of the signed manifest
     copy_sha256: str | None = None  # of the copy's bytes read
     not_files: set[str] = field(default_factory=set)  # artifact-not-a-file already reported
@@ -356,8 +360,11 @@ class ArtifactReader:
         # on local threads from the very ciphertext the segments read, in file order (no
         # second read); with a cluster's workers reading a folder vault's file, here on a
         # thread of its own. A stream (S3) on a cluster has no descriptor here: there the
-        # digest is vouched by the signed table alone (docs/verification.md).
-        fd = _regular_descriptor(fh)
+        # digest is vouched by the signed table alone (docs/verification.md). A fast run
+        # (the ledger vouches a deep one of this manifest) computes neither that digest nor
+        # the plaintext ones: the deep run proved them for the bytes the table describes.
+        deep = self.run.deep
+        fd = _regular_descriptor(fh) if deep else None
         local = remote is None or use.spool is not None
         whole = None if local else _WholeFileDigest.start(fd, art.size)
         try:
@@ -374,6 +381,7 @@ class ArtifactReader:
                 remote=remote,
                 whole_digest=local and fd is not None,
                 buffers=self.buffers,
+                deep=deep,
             )
         except OSError as exc:  # the vault's file could not be read: says nothing of the backup
             fh.close()
@@ -392,6 +400,24 @@ class ArtifactReader:
             whole_checked, digest = True, got.whole_sha256
         else:
             whole_checked = whole is not None
+        self._segment_findings(art, got)
+        if not got.ok:
+            return False, None
+        if whole_checked and digest != art.sha256:
+            return False, None  # the sequential pass words it (artifact-hash-mismatch)
+        self.run.rep.finish()
+        # every byte read, each segment's ciphertext as signed (and, from a file, the whole
+        # file's digest recomputed): the file is the signed one
+        self.observed[art.path] = art.sha256
+        self.plain_proven.add(art.path)  # fast: as the vouching deep run proved it
+        if deep and whole_checked:
+            self.proven.add(art.path)
+        if use.frame:
+            return True, (got.fingerprint, None)
+        return True, got.spool
+
+    def _segment_findings(self, art: Expected, got: Segmented) -> None:
+        """``segment-table-invalid`` and ``segment-mismatch``, as the segments showed."""
         if got.table_issues:
             self.run.find(
                 CheckCode.SEGMENT_TABLE_INVALID,
@@ -409,18 +435,6 @@ class ArtifactReader:
                 art.path,
                 segments=got.problems[:100],
             )
-        if not got.ok:
-            return False, None
-        if whole_checked and digest != art.sha256:
-            return False, None  # the sequential pass words it (artifact-hash-mismatch)
-        self.run.rep.finish()
-        # every byte read, each segment's ciphertext as signed (and, from a file, the whole
-        # file's digest recomputed): the file is the signed one
-        self.observed[art.path] = art.sha256
-        self.plain_proven.add(art.path)
-        if use.frame:
-            return True, (got.fingerprint, None)
-        return True, got.spool
 
     def reread(self, art: Expected, consume: Consumer) -> Any:
         """Decrypt an artifact once more for a content pass; only content findings are

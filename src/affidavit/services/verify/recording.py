@@ -30,6 +30,7 @@ from affidavit.services.context import App
 from affidavit.services.ledger import attest_and_record
 from affidavit.services.verify.sampling import decide
 from affidavit.services.verify.state import now
+from affidavit.services.verify.vouch import DEEP, FAST
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +49,14 @@ class Outcome:
     copy_sha256: str | None
     coverage: dict[str, Any]
     against: dict[str, Any] | None  # the comparison with the live source
+    vouched_by: int | None = None  # fast: the seq of the deep verification that vouches
+    manifest_sha256: str | None = None  # the signed statement's, when it verified
+    tables_proven: bool = False  # deep, and every segment table proven self-consistent
+
+    @property
+    def mode(self) -> str:
+        """``deep`` or ``fast`` (docs/verification.md)."""
+        return DEEP if self.vouched_by is None else FAST
 
 
 def record(app: App, outcome: Outcome) -> Verification:
@@ -57,6 +66,9 @@ def record(app: App, outcome: Outcome) -> Verification:
     ok = decide(findings, checked=outcome.checked)
     finished = now()
     verification_id = _new_id(outcome.started)
+    # which mode ran is part of what was checked: signed (the predicate's coverage), in the
+    # catalog row (its coverage) and in the ledger event (which vouches later fast runs)
+    coverage = {**outcome.coverage, "mode": outcome.mode, "vouched_by": outcome.vouched_by}
     predicate = VerificationPredicate(
         verification_id=verification_id,
         backup_id=backup.id,
@@ -68,7 +80,7 @@ def record(app: App, outcome: Outcome) -> Verification:
         sample=None
         if outcome.sample_percent is None or outcome.seed is None
         else VerificationSample(percent=outcome.sample_percent, seed=outcome.seed),
-        coverage=outcome.coverage,
+        coverage=coverage,
         against_source=outcome.against,
         findings=findings,
         tool=ToolInfo(name="affidavit", version=__version__),
@@ -90,7 +102,7 @@ def record(app: App, outcome: Outcome) -> Verification:
             findings=findings,
             sample_percent=outcome.sample_percent,
             sample_seed=outcome.seed,
-            coverage=outcome.coverage,
+            coverage=coverage,
             envelope=envelope.to_json(),
         )
         change.uow.checks.add_verification(verification)
@@ -105,6 +117,10 @@ def record(app: App, outcome: Outcome) -> Verification:
                 "sample_seed": outcome.seed,
                 "artifacts_checked": outcome.coverage.get("artifacts_checked"),
                 "payload_sha256": sha256_hex(envelope.payload),
+                "mode": outcome.mode,
+                "vouched_by": outcome.vouched_by,
+                "manifest_sha256": outcome.manifest_sha256,
+                "tables_proven": outcome.tables_proven and ok,
             },
         )
     return verification

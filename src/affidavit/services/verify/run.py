@@ -32,6 +32,7 @@ from affidavit.services.verify.recording import Outcome, record
 from affidavit.services.verify.sampling import new_seed, select
 from affidavit.services.verify.segments import default_workers
 from affidavit.services.verify.state import Run, now, read_signed
+from affidavit.services.verify.vouch import deep_vouch
 from affidavit.vaults.base import VaultBackend
 
 
@@ -47,6 +48,7 @@ def verify_backup(
     cluster_tls: ClusterTls | None = None,
     connected: Cluster | None = None,
     reporter: Reporter | None = None,
+    deep: bool = False,
 ) -> Verification:
     """Verify a backup, record the signed result and return it.
 
@@ -62,6 +64,10 @@ def verify_backup(
     not answer is :class:`OperationError` before anything is read or recorded.
     ``connected``: a cluster connection already open (``run-due --cluster`` shares one
     among its verifications), used instead of ``cluster`` and left open.
+
+    An artifact with a segment table is verified **deep** (whole-file and plaintext digests
+    too) unless the ledger vouches a passed deep verification of the same signed manifest
+    (:func:`.vouch.deep_vouch`); then **fast** (docs/verification.md). ``deep`` forces deep.
     """
     rep = reporter or SilentReporter()
     if sample_percent is not None and not (
@@ -118,6 +124,7 @@ def verify_backup(
             seed=seed,
             workers=workers or default_workers(),
             cluster=connected or remote,
+            deep=deep,
         )
     finally:
         if remote is not None:
@@ -136,6 +143,7 @@ def _verify(
     seed: str | None,
     workers: int,
     cluster: Cluster | None,
+    deep: bool,
 ) -> Verification:
     """Run the checks in a private folder and record the outcome; an outage records only
     ``verification.could_not_run``."""
@@ -156,6 +164,7 @@ def _verify(
                 seed=seed,
                 workers=workers,
                 cluster=cluster,
+                deep=deep,
             )
     except OperationError as exc:
         with app.change() as change:
@@ -182,6 +191,7 @@ def _check(
     seed: str | None,
     workers: int,
     cluster: Cluster | None = None,
+    deep: bool = True,
 ) -> Outcome:
     """Run every check of one verification; what it found."""
     rep.stage(f"checking the signed manifest of {backup.id}")
@@ -197,6 +207,9 @@ def _check(
         cluster=cluster.run if cluster is not None else None,
     )
     run.findings.extend(findings)
+    tabled = {a.path for a in signed.artifacts if a.segments is not None}
+    if not deep and tabled:  # fast when the ledger vouches a deep pass of this manifest
+        run.vouched_by = deep_vouch(app, backup.id, signed.manifest_sha256)
     reader = ArtifactReader(run)
     reader.check_copy()
     engine = None
@@ -254,4 +267,8 @@ def _check(
         copy_sha256=reader.copy_sha256,
         coverage=coverage,
         against=against,
+        vouched_by=run.vouched_by,
+        manifest_sha256=signed.manifest_sha256,
+        # a deep run of every artifact with a table, each proven on its segment path
+        tables_proven=run.deep and kind != "sample" and bool(tabled) and tabled <= reader.proven,
     )

@@ -130,6 +130,7 @@ class SegmentJob:
     place: SegmentPlace
     row: Segment
     frame: bool
+    plain_digest: bool = True  # False: a fast verification (no plaintext SHA-256)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,6 +154,7 @@ def segment_part(
     fetch: Callable[[int, int], None] | None = None,
     buffers: SegmentBuffers | None = None,
     whole: tuple[OrderedDigest, int] | None = None,
+    plain_digest: bool = True,
 ) -> SegmentPart:
     """Read, open, hash (and spool, frame) one segment of the age file ``payload`` opens:
     the one task of a segment, on a local thread or a cluster's worker. ``fetch(start,
@@ -161,7 +163,9 @@ def segment_part(
     reused memory (local threads). ``whole``: the artifact's :class:`OrderedDigest` and
     this segment's index; the ciphertext read is fed to it (as soon as it is this
     segment's turn, at the latest before returning), so the whole-file digest covers the
-    very bytes opened here. Raises the ``OSError`` of reading the file."""
+    very bytes opened here. ``plain_digest=False`` (a fast verification): every chunk is
+    opened and authenticated, the plaintext is not hashed and not compared with the row's
+    (:attr:`SegmentPart.plain_sha256` None). Raises the ``OSError`` of reading the file."""
     if whole is None:
         return _segment_part(
             payload,
@@ -172,6 +176,7 @@ def segment_part(
             fetch=fetch,
             buffers=buffers,
             whole=None,
+            plain_digest=plain_digest,
         )
     digest, k = whole
     fed: list[bool] = []
@@ -185,6 +190,7 @@ def segment_part(
             fetch=fetch,
             buffers=buffers,
             whole=(digest, k, fed),
+            plain_digest=plain_digest,
         )
     finally:
         if not fed:
@@ -201,13 +207,19 @@ def _segment_part(
     fetch: Callable[[int, int], None] | None,
     buffers: SegmentBuffers | None,
     whole: tuple[OrderedDigest, int, list[bool]] | None,
+    plain_digest: bool,
 ) -> SegmentPart:
     layout = payload.layout
     if fetch is not None:
         last = place.first_chunk + place.chunks - 1
         fetch(place.offset, layout.chunk_offset(last) + layout.sealed_size(last))
     read = payload.read_segment(
-        place.first_chunk, place.chunks, from_offset=place.offset, plaintext=True, buffers=buffers
+        place.first_chunk,
+        place.chunks,
+        from_offset=place.offset,
+        plaintext=True,
+        buffers=buffers,
+        plain_digest=plain_digest,
     )
 
     def feed(wait: bool) -> None:
@@ -244,7 +256,9 @@ def _use_segment(
     plain = read.plaintext
     if read.error is not None or plain is None:
         return part
-    if read.cipher_sha256 != row.sha256 or read.plain_sha256 != row.plain_sha256:
+    if read.cipher_sha256 != row.sha256:
+        return part
+    if read.plain_sha256 is not None and read.plain_sha256 != row.plain_sha256:
         return part
     if spool is not None:
         _pwrite_all(spool.fileno(), plain, place.plain_offset)
@@ -261,22 +275,43 @@ def check_segment(job: SegmentJob) -> SegmentPart:
     in the vault and read only its segment, with ``pread`` from a folder vault's file or
     with ranged reads (:meth:`~affidavit.vaults.base.VaultBackend.read_range`: an S3
     ranged GET) into a private sparse memory file, and check it as a local thread does
-    (:func:`segment_part`). A file the vault cannot hand out, or that cannot be read, is
+    (:func:`segment_part`), in segment memory the worker's threads reuse from task to task
+    (:data:`_WORKER_BUFFERS`). A file the vault cannot hand out, or that cannot be read, is
     :attr:`SegmentPart.read_error`, never raised (the client words it)."""
+    buffers = _WORKER_BUFFERS.take()
     try:
         backend = _worker_vault(job.vault)
         layout = StreamLayout.of(payload_offset=job.payload_offset, file_size=job.file_size)
         if job.vault.kind is VaultKind.FILE:
             with backend.open(job.path) as fh:
                 payload = AgePayload(fh.fileno(), PayloadKey(job.key), layout)
-                return _sorted(segment_part(payload, job.place, job.row, frame=job.frame))
+                return _sorted(
+                    segment_part(
+                        payload,
+                        job.place,
+                        job.row,
+                        frame=job.frame,
+                        buffers=buffers,
+                        plain_digest=job.plain_digest,
+                    )
+                )
         with RangedFile(backend, job.path, job.file_size) as ranged:
             payload = AgePayload(ranged.fileno(), PayloadKey(job.key), layout)
             return _sorted(
-                segment_part(payload, job.place, job.row, frame=job.frame, fetch=ranged.fetch)
+                segment_part(
+                    payload,
+                    job.place,
+                    job.row,
+                    frame=job.frame,
+                    fetch=ranged.fetch,
+                    buffers=buffers,
+                    plain_digest=job.plain_digest,
+                )
             )
     except (Error, OSError, ValueError) as exc:
         return SegmentPart(read_error=f"reading {job.path} on a cluster worker failed: {exc}")
+    finally:
+        _WORKER_BUFFERS.give(buffers)  # the part holds digests and pairs, no view of them
 
 
 def _sorted(part: SegmentPart) -> SegmentPart:
@@ -377,6 +412,7 @@ def read_segments(
     remote: Remote | None = None,
     whole_digest: bool = False,
     buffers: BufferPool | None = None,
+    deep: bool = True,
 ) -> Segmented:
     """Check every segment of the open age file ``age`` (``size`` ciphertext and
     ``plain_size`` plaintext bytes as signed) against ``table``, ``workers`` segments at a
@@ -392,7 +428,9 @@ def read_segments(
     (:attr:`Segmented.whole_sha256`), from the ciphertext the segments read, in file order
     (:class:`~affidavit.crypto.segments.OrderedDigest`): no second read of the file.
     ``buffers``: the segment memory to reuse (a verification's, over its artifacts; else
-    this call's own)."""
+    this call's own). ``deep=False`` (a fast verification, docs/verification.md): no
+    plaintext SHA-256 per segment, here or on a worker; every byte is still read, hashed on
+    the ciphertext side, opened and authenticated, and framed as asked."""
     result = Segmented()
     layout = age.layout
     result.table_issues = table.tiling_issues(
@@ -408,6 +446,7 @@ def read_segments(
         frame=use.frame and table.framing == "bson",
         spool=spool,
         buffers=buffers or BufferPool(),
+        deep=deep,
     )
     local = remote is None or spool is not None
     if whole_digest and local:
@@ -418,7 +457,7 @@ def read_segments(
             if part.read_error is not None:
                 raise OSError(part.read_error)
             advance(table.segments[k].size)
-            _judge(result, k, table.segments[k], part)
+            _judge(result, k, table.segments[k], part, deep=deep)
             if result.ok:
                 run.merge(result, k, part)
         if result.ok:
@@ -467,6 +506,46 @@ class BufferPool:
         with self._lock:
             self._free.append(buffers)
 
+    def clear(self) -> None:
+        """Drop the free sets (their memory goes back to the system)."""
+        with self._lock:
+            self._free.clear()
+
+
+class _IdleBufferPool:
+    """A :class:`BufferPool` for a cluster worker process, whose threads run segment after
+    segment of many verifications: reused while tasks come (a fresh 64 MiB plaintext buffer
+    per segment cost a fast run ~35 % more CPU per segment: docs/performance.md), and given
+    back to the system once no task has used it for :attr:`IDLE` seconds, so an idle worker
+    keeps none."""
+
+    IDLE = 30.0
+
+    def __init__(self) -> None:
+        self._pool = BufferPool()
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def take(self) -> SegmentBuffers:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        return self._pool.take()
+
+    def give(self, buffers: SegmentBuffers) -> None:
+        self._pool.give(buffers)
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self.IDLE, self._pool.clear)
+            self._timer.daemon = True
+            self._timer.start()
+
+
+_WORKER_BUFFERS = _IdleBufferPool()
+"""The segment memory of :func:`check_segment` in this process (a cluster worker)."""
+
 
 class _SegmentRun:
     """The segments of one artifact: the task each runs on a worker thread, and the merge
@@ -481,8 +560,10 @@ class _SegmentRun:
         frame: bool,
         spool: BinaryIO | None,
         buffers: BufferPool,
+        deep: bool = True,
     ) -> None:
         self.age = age
+        self.deep = deep
         self.buffers = buffers
         self.table = table
         self.plain_size = plain_size
@@ -509,6 +590,7 @@ class _SegmentRun:
                 spool=self.spool,
                 buffers=buffers,
                 whole=(self.whole, k) if self.whole is not None else None,
+                plain_digest=self.deep,
             )
         finally:
             self.buffers.give(buffers)  # the segment is done with them (its digest fed)
@@ -531,6 +613,7 @@ class _SegmentRun:
                 place=place,
                 row=self.table.segments[k],
                 frame=self.frame,
+                plain_digest=self.deep,
             )
             for k, place in enumerate(self.places)
         ]
@@ -592,14 +675,15 @@ class _SegmentRun:
             self.spool.close()
 
 
-def _judge(result: Segmented, k: int, row: Segment, part: SegmentPart) -> None:
-    """Compare one segment with its row of the table."""
+def _judge(result: Segmented, k: int, row: Segment, part: SegmentPart, *, deep: bool) -> None:
+    """Compare one segment with its row of the table (``deep``: its plaintext digest too;
+    a fast run computed none)."""
     problem: dict[str, Any] = {"segment": k, "offset": row.offset, "size": row.size}
     if part.cipher_sha256 != row.sha256:
         problem.update(expected=row.sha256, actual=part.cipher_sha256)
     if part.error is not None:
         problem["undecryptable"] = part.error
-    elif part.plain_sha256 != row.plain_sha256 and part.cipher_sha256 == row.sha256:
+    elif deep and part.plain_sha256 != row.plain_sha256 and part.cipher_sha256 == row.sha256:
         problem.update(expected_plain=row.plain_sha256, actual_plain=part.plain_sha256)
     if len(problem) > 3:
         result.problems.append(problem)

@@ -72,6 +72,9 @@ class Signed:
     fingerprints: Mapping[str, str]  # dataset name -> signed fingerprint text
     retain_until: datetime | None  # what every artifact's lock must hold until
     source: ManifestSource | None  # the source the signed manifest names (None: unsigned)
+    # the SHA-256 of the signed statement, when it verified with no defect (what a deep
+    # verification's proof of self-consistency is keyed by: docs/verification.md)
+    manifest_sha256: str | None = None
 
 
 def read_signed(app: App, backup: Backup) -> tuple[Signed, list[Finding]]:
@@ -98,6 +101,7 @@ def read_signed(app: App, backup: Backup) -> tuple[Signed, list[Finding]]:
             fingerprints=manifest.fingerprints,
             retain_until=manifest.retain_until,
             source=manifest.source,
+            manifest_sha256=checked.payload_sha256 if not findings else None,
         )
     else:  # unsigned: the catalog rows, already reported as untrustworthy
         rows = [a for a in backup.artifacts if a.role is not ArtifactRole.MANIFEST]
@@ -132,6 +136,15 @@ class Run:
     # where segments run instead of local threads (``verify --cluster``): jobs in, parts out
     cluster: Callable[[Sequence[SegmentJob]], Iterator[SegmentPart]] | None = None
     findings: list[Finding] = field(default_factory=list)
+    # deep (the whole-file and plaintext digests of segmented artifacts computed) unless the
+    # ledger vouches a passed deep verification of the same signed manifest: its seq
+    # (:mod:`.vouch`; docs/verification.md, "Fast verification after a deep one")
+    vouched_by: int | None = None
+
+    @property
+    def deep(self) -> bool:
+        """Whether this run proves the segment tables' self-consistency itself."""
+        return self.vouched_by is None
 
     def find(self, code: CheckCode, message: str, subject: str = "", **details: Any) -> None:
         """Add a finding."""
