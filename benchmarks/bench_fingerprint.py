@@ -8,11 +8,14 @@
    ``redis-cli --rdb`` of the same database in the same run.
 
 Run: ``.venv/bin/python benchmarks/bench_fingerprint.py [--records N] [--quick] [--rounds R]
-[--profiles exact,logical] [--dir DIR] [--skip-redis]``. The file contenders run ``--rounds``
-times, interleaved (median reported, with the 1-minute load average before and after each
-command: the machine may be shared), and the report gives the scaling of 2 workers over 1
-(issue 18's goal for exact: >= 1.6x). The source tree is byte-compiled first (as an install
-is), so that no timed command compiles a module that changed since its last run.
+[--profiles exact,logical] [--dir DIR] [--skip-redis] [--before SRC]``. The file contenders
+run ``--rounds`` times, interleaved (median reported, with the 1-minute load average before
+and after each command: the machine may be shared), and the report gives the scaling of 2
+workers over 1 (issue 18's goal for exact: >= 1.6x), and the CPU time (user + system) of
+each command beside its wall time. ``--before SRC`` also times another source tree (put first on
+``PYTHONPATH``), alternated with this one in every round, for a before/after on the same
+machine. The source trees are byte-compiled first (as an install is), so that no timed
+command compiles a module that changed since its last run.
 """
 
 from __future__ import annotations
@@ -61,14 +64,18 @@ _WRAPPER = (
     "p = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
     "t = time.perf_counter() - t;"
     "sys.stderr.write(p.stderr);"
-    "print(t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024);"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN);"
+    "print(t, u.ru_maxrss * 1024, u.ru_utime, u.ru_stime);"
     "print(p.stdout, end='');"
     "sys.exit(p.returncode)"
 )
 
 
+CPU: dict[str, float] = {}  # user + system seconds of the last timed command
+
+
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Seconds, peak RSS of the command (bytes), its stdout."""
+    """Seconds, peak RSS of the command (bytes), its stdout; its CPU time in ``CPU["last"]``."""
     proc = subprocess.run(
         [sys.executable, "-c", _WRAPPER, *argv],
         capture_output=True,
@@ -79,48 +86,70 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, in
     if proc.returncode != 0:
         raise SystemExit(f"{argv[:4]} failed: {proc.stderr.strip()[:400]}")
     first, _, rest = proc.stdout.partition("\n")
-    seconds, rss = first.split()
+    seconds, rss, user, system = first.split()
+    CPU["last"] = float(user) + float(system)
     return float(seconds), int(rss), rest
 
 
 def bench_file(
-    n: int, work: Path, *, rounds: int = 1, profiles: tuple[str, ...] = ("exact", "logical")
+    n: int,
+    work: Path,
+    *,
+    rounds: int = 1,
+    profiles: tuple[str, ...] = ("exact", "logical"),
+    trees: dict[str, Path | None] | None = None,
 ) -> list[dict[str, object]]:
+    """``trees``: name -> a source tree put first on ``PYTHONPATH`` (None: this one), each
+    contender run once per tree per round, alternated."""
+    trees = trees or {"": None}
     path = work / "bench.coll.bson"
     size = make_bson(path, n)
     rows: list[dict[str, object]] = []
     shas: list[float] = []
     openssls: list[float] = []
-    times: dict[tuple[str, int], list[float]] = {}
-    rss_of: dict[tuple[str, int], int] = {}
-    loads: dict[tuple[str, int], list[list[float]]] = {}
+    openssl_cpu: list[float] = []
+    times: dict[tuple[str, str, int], list[float]] = {}
+    cpus: dict[tuple[str, str, int], list[float]] = {}
+    rss_of: dict[tuple[str, str, int], int] = {}
+    loads: dict[tuple[str, str, int], list[list[float]]] = {}
+    outputs: set[str] = set()
     for _ in range(max(1, rounds)):
         shas.append(timed(["sha256sum", str(path)])[0])
         if shutil.which("openssl"):
             openssls.append(timed(["openssl", "dgst", "-sha256", str(path)])[0])
+            openssl_cpu.append(CPU["last"])
         for profile in profiles:
             for workers in (1, 2):
-                before = os.getloadavg()[0]
-                secs, rss, out = timed(
-                    [
-                        *AFFIDAVIT,
-                        "fingerprint",
-                        str(path),
-                        "--format",
-                        "bson",
-                        "--profile",
-                        profile,
-                        "--workers",
-                        str(workers),
-                        "--json",
-                    ]
-                )
-                records = json.loads(out)["datasets"][0]["records"]
-                assert records == n, records
-                key = (profile, workers)
-                times.setdefault(key, []).append(secs)
-                rss_of[key] = max(rss_of.get(key, 0), rss)
-                loads.setdefault(key, []).append([round(before, 2), round(os.getloadavg()[0], 2)])
+                for tree, src in trees.items():
+                    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
+                    before = os.getloadavg()[0]
+                    secs, rss, out = timed(
+                        [
+                            *AFFIDAVIT,
+                            "fingerprint",
+                            str(path),
+                            "--format",
+                            "bson",
+                            "--profile",
+                            profile,
+                            "--workers",
+                            str(workers),
+                            "--json",
+                        ],
+                        env,
+                    )
+                    records = json.loads(out)["datasets"][0]["records"]
+                    assert records == n, records
+                    outputs.add(json.dumps(json.loads(out)["datasets"][0]["fingerprint"]) + profile)
+                    key = (tree, profile, workers)
+                    times.setdefault(key, []).append(secs)
+                    cpus.setdefault(key, []).append(CPU["last"])
+                    rss_of[key] = max(rss_of.get(key, 0), rss)
+                    loads.setdefault(key, []).append(
+                        [round(before, 2), round(os.getloadavg()[0], 2)]
+                    )
+    if len(outputs) != len(profiles):
+        raise SystemExit("the fingerprints differ between worker counts or trees")
     sha = min(shas)
     rows.append({"what": "sha256sum (reference, best)", "seconds": sha, "MB/s": size / sha / 1e6})
     openssl = min(openssls) if openssls else None
@@ -129,25 +158,29 @@ def bench_file(
             {
                 "what": "openssl dgst -sha256 (reference, best; SHA-NI when the CPU has it)",
                 "seconds": openssl,
+                "seconds all": ", ".join(f"{t:.2f}" for t in openssls),
+                "CPU s (median)": statistics.median(openssl_cpu),
                 "MB/s": size / openssl / 1e6,
             }
         )
-    for (profile, workers), secs_all in times.items():
+    for (tree, profile, workers), secs_all in times.items():
         secs = statistics.median(secs_all)
         row: dict[str, object] = {
-            "what": f"fingerprint {profile}, {workers} worker(s)",
+            "what": f"{tree + ': ' if tree else ''}fingerprint {profile}, {workers} worker(s)",
             "seconds": secs,
             "seconds all": ", ".join(f"{t:.2f}" for t in secs_all),
+            "CPU s (median)": statistics.median(cpus[(tree, profile, workers)]),
+            "CPU s all": ", ".join(f"{t:.2f}" for t in cpus[(tree, profile, workers)]),
             "MB/s": size / secs / 1e6,
             "ratio vs sha256sum": sha / secs,
             "ratio vs openssl dgst (goal exact >= 0.5)": openssl / secs if openssl else "-",
-            "peak RSS MB": rss_of[(profile, workers)] / 1e6,
+            "peak RSS MB": rss_of[(tree, profile, workers)] / 1e6,
             "budget MB (100 + 48 B/record)": 100 + 48 * n / 1e6,
-            "load 1 min before/after": loads[(profile, workers)],
+            "load 1 min before/after": loads[(tree, profile, workers)],
         }
-        if workers == 2 and (profile, 1) in times:
+        if workers == 2 and (tree, profile, 1) in times:
             row["scaling 2 vs 1 worker (goal exact >= 1.6)"] = (
-                statistics.median(times[(profile, 1)]) / secs
+                statistics.median(times[(tree, profile, 1)]) / secs
             )
         rows.append(row)
     return rows
@@ -188,18 +221,33 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--profiles", default="exact,logical", help="e.g. exact")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="also time this source tree (a folder holding the affidavit package, first on "
+        "PYTHONPATH), alternated with this one: e.g. `git archive HEAD src | tar -x -C DIR`",
+    )
     args = parser.parse_args()
     if args.quick:
         args.records = args.redis_keys = 20_000
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(REPO / "src" / "affidavit")],
-        check=False,
-        capture_output=True,
-    )
+    trees: dict[str, Path | None] = {"": None}
+    if args.before is not None:
+        trees = {"before": args.before.resolve(), "after": None}
+    for src in {REPO / "src", *(t for t in trees.values() if t is not None)}:
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(src / "affidavit")],
+            check=False,
+            capture_output=True,
+        )
     work = Path(tempfile.mkdtemp(prefix="affidavit-bench-fp-", dir=args.dir))
     try:
         rows = bench_file(
-            args.records, work, rounds=args.rounds, profiles=tuple(args.profiles.split(","))
+            args.records,
+            work,
+            rounds=args.rounds,
+            profiles=tuple(args.profiles.split(",")),
+            trees=trees,
         )
         if not args.skip_redis:
             rows += bench_redis(args.redis_keys, work)

@@ -25,7 +25,6 @@ from affidavit.constants import (
     HOME_ENV,
 )
 from affidavit.errors import ConfigError
-from affidavit.models.identity import is_loopback_host
 
 
 class Settings(BaseModel):
@@ -212,6 +211,8 @@ class Settings(BaseModel):
         host = parts.hostname or ""
         if parts.scheme not in ("http", "https") or not host:
             raise ValueError(f"{_no_userinfo(value)[:200]!r} is not an http(s) URL")
+        from affidavit.models.identity import is_loopback_host  # (heavy: only when set)
+
         if parts.scheme == "http" and not is_loopback_host(host):
             raise ValueError("must be https (http only to a loopback address)")
         if parts.username is not None or parts.password is not None or parts.fragment:

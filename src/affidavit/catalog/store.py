@@ -30,11 +30,6 @@ from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from affidavit.catalog.access_log import AccessLogRepository
-from affidavit.catalog.exports import ExportRepository
-from affidavit.catalog.governance import GovernanceRepository
-from affidavit.catalog.identities import IdentityRepository
-from affidavit.catalog.oidc_logins import OidcLoginRepository
 from affidavit.catalog.repository import (
     BackupRepository,
     CheckRepository,
@@ -46,9 +41,15 @@ from affidavit.catalog.repository import (
 from affidavit.catalog.rows import guard_loading
 from affidavit.errors import CatalogError, CatalogVersionError, InputError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the repositories a command may not use load on first use (start-up)
     from alembic.script import ScriptDirectory
     from sqlalchemy.pool import PoolProxiedConnection
+
+    from affidavit.catalog.access_log import AccessLogRepository
+    from affidavit.catalog.exports import ExportRepository
+    from affidavit.catalog.governance import GovernanceRepository
+    from affidavit.catalog.identities import IdentityRepository
+    from affidavit.catalog.oidc_logins import OidcLoginRepository
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SCHEMA_HEAD = "0011"
@@ -310,26 +311,36 @@ class UnitOfWork:
     @_repository
     def governance(self) -> GovernanceRepository:
         """Policy versions, baselines, findings, exceptions."""
+        from affidavit.catalog.governance import GovernanceRepository
+
         return GovernanceRepository(self.session)
 
     @_repository
     def access_log(self) -> AccessLogRepository:
         """The access log's storage (statements on the DB-API connection, as the ledger's)."""
+        from affidavit.catalog.access_log import AccessLogRepository
+
         return AccessLogRepository(self._tx.dbapi, qmark=self._tx.qmark)
 
     @_repository
     def identities(self) -> IdentityRepository:
         """Accounts, role grants, tokens, sessions, TOTP credentials, failed logins."""
+        from affidavit.catalog.identities import IdentityRepository
+
         return IdentityRepository(self.session)
 
     @_repository
     def oidc_logins(self) -> OidcLoginRepository:
         """Single sign-on logins under way (sealed by the service)."""
+        from affidavit.catalog.oidc_logins import OidcLoginRepository
+
         return OidcLoginRepository(self.session)
 
     @_repository
     def exports(self) -> ExportRepository:
         """Export recipients, spec versions and runs."""
+        from affidavit.catalog.exports import ExportRepository
+
         return ExportRepository(self.session)
 
 

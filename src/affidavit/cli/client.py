@@ -29,7 +29,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import typer
 
@@ -44,7 +44,9 @@ from affidavit.errors import (
     OperationError,
 )
 from affidavit.models.progress import Reporter
-from affidavit.services.context import App
+
+if TYPE_CHECKING:
+    from affidavit.services.context import App
 
 SERVER_ENV: Final = "AFFIDAVIT_SERVER"
 SERVER_META: Final = "affidavit.server"  # where the root callback keeps --server (ctx.meta)

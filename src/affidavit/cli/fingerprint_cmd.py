@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,8 +14,10 @@ from affidavit.cli.progress import RichReporter, reporting
 from affidavit.cli.state import app_for
 from affidavit.errors import InputError
 from affidavit.models.records import PROFILES, Profile
-from affidavit.services import fingerprint as fps
-from affidavit.services.fingerprint_report import fingerprints_json
+
+if TYPE_CHECKING:  # the fingerprint pass (numpy, the codecs) loads when a command runs, not
+    # for --help or a usage error
+    from affidavit.services import fingerprint as fps
 
 
 def _profile(text: str) -> Profile:
@@ -82,6 +84,9 @@ def fingerprint(
         _print(target, data["datasets"], json_out)
         return 0
 
+    from affidavit.services import fingerprint as fps
+    from affidavit.services.fingerprint_report import fingerprints_json
+
     def run(reporter: RichReporter | None) -> list[fps.DatasetFingerprint]:
         return fps.fingerprint_target(
             lambda: app_for(ctx),
@@ -126,6 +131,8 @@ def diff(
 ) -> int:
     """Compare two fingerprint indexes without the data: keys missing from B, extra in B, and
     changed. Exit 1 when they differ."""
+    from affidavit.services import fingerprint as fps
+
     result = fps.diff_report(index_a, index_b, limit=limit)
     if json_out:
         print_json(result)

@@ -1,4 +1,7 @@
-"""Rendering: rich tables for people, JSON for machines, one-line errors with hints."""
+"""Rendering: rich tables for people, JSON for machines, one-line errors with hints.
+
+``rich`` is imported when something is first shown to people (:data:`console` and
+:data:`err_console` are made on first use): a ``--json`` run never needs it."""
 
 from __future__ import annotations
 
@@ -7,16 +10,42 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-# when stdout is not a terminal (a pipe, a CI log), tables get room instead of 80 columns
-console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    console: Console
+    err_console: Console
+
+_CONSOLES: dict[str, Console] = {}
+
+
+def _console(name: str) -> Console:
+    """``console`` (stdout) or ``err_console`` (stderr), made once."""
+    made = _CONSOLES.get(name)
+    if made is None:
+        from rich.console import Console
+
+        if name == "console":  # not a terminal (a pipe, a CI log): tables get 160 columns
+            made = Console(
+                highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160
+            )
+        else:
+            made = Console(stderr=True, highlight=False, soft_wrap=True)
+        made = _CONSOLES.setdefault(name, made)
+    return made
+
+
+def __getattr__(name: str) -> Any:
+    """The consoles, made on first use (PEP 562)."""
+    if name in ("console", "err_console"):
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: the ``--json`` option of every command that prints a result
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -73,6 +102,8 @@ def print_list(
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     """A readable table; ``None`` cells show as a dim dash."""
+    from rich.table import Table
+
     tbl = Table(title=title, title_justify="left", header_style="bold", expand=False)
     for col in columns:
         tbl.add_column(col, overflow="fold")
@@ -83,14 +114,15 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
 
 def show(*renderables: Any) -> None:
     """Print to stdout."""
-    console.print(*renderables)
+    _console("console").print(*renderables)
 
 
 def error(message: str, hint: str | None = None) -> None:
     """``error: ...`` and ``hint: ...`` on stderr, one line each, no traceback."""
-    err_console.print(f"[bold red]error:[/bold red] {_escape(message)}")
+    err = _console("err_console")
+    err.print(f"[bold red]error:[/bold red] {_escape(message)}")
     if hint:
-        err_console.print(f"[yellow]hint:[/yellow] {_escape(hint)}")
+        err.print(f"[yellow]hint:[/yellow] {_escape(hint)}")
 
 
 def _escape(text: str) -> str:
@@ -104,6 +136,8 @@ def plain(value: object) -> str | None:
     ``None`` stays ``None`` (a dim dash in tables)."""
     if value is None:
         return None
+    from rich.markup import escape
+
     return escape(_UNSAFE.sub(lambda m: m[0].encode("unicode_escape").decode(), str(value)))
 
 

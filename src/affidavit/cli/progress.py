@@ -5,19 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from affidavit.cli import output
 
-from affidavit.cli.output import err_console
+if TYPE_CHECKING:  # rich loads when a reporter is made (never under --json)
+    from rich.progress import TaskID
 
 
 class RichReporter:
@@ -28,14 +21,24 @@ class RichReporter:
     """
 
     def __init__(self) -> None:
-        self._live = err_console.is_terminal
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._console = output.err_console
+        self._live = self._console.is_terminal
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=err_console,
+            console=self._console,
             transient=False,
         )
         self._task: TaskID | None = None
@@ -43,7 +46,7 @@ class RichReporter:
     def stage(self, description: str) -> None:
         """Show a finished-step line for the previous stage and a spinner for this one."""
         if not self._live:
-            err_console.print(f"- {description}", highlight=False)
+            self._console.print(f"- {description}", highlight=False)
             return
         self.finish()
         self._task = self._progress.add_task(description, total=1)
@@ -51,7 +54,7 @@ class RichReporter:
     def task(self, description: str, total: int | None) -> None:
         """Start a bar."""
         if not self._live:
-            err_console.print(f"- {description}", highlight=False)
+            self._console.print(f"- {description}", highlight=False)
             return
         self.finish()
         self._task = self._progress.add_task(description, total=total)

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from affidavit.config import Settings
 from affidavit.constants import EngineName
 from affidavit.errors import InputError, IntegrityError, OperationError
-from affidavit.models.backup import ArtifactRole, Backup, BackupArtifact
 from affidavit.models.inventory import Source, Vault, VaultKind
 from affidavit.models.records import RedisRecord
 from affidavit.models.uri import ConnectionUri
 from affidavit.services.secrets import resolve_source_secret
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (config and models.backup are heavy for `fingerprint FILE`'s start-up)
+    from affidavit.config import Settings
     from affidavit.engines.base import Engine
     from affidavit.formats.base import RecordReader
+    from affidavit.models.backup import Backup, BackupArtifact
     from affidavit.scratch.base import ScratchServer
     from affidavit.vaults.base import VaultBackend
 
@@ -172,6 +172,8 @@ class RestoreLayout:
         """The artifacts a restore of ``backup`` reads: its one data artifact, or every
         dataset's data artifact and the metadata artifacts of the same stems. Raises
         ``InputError`` for a backup without its one data artifact."""
+        from affidavit.models.backup import ArtifactRole
+
         live = [a for a in backup.artifacts if not a.deleted]
         if not self.per_dataset:
             data = [a for a in live if a.role is ArtifactRole.DATA]
@@ -194,6 +196,8 @@ class RestoreLayout:
         """Every dataset of ``backup``'s manifest as its decrypted artifacts (``plain``: vault
         path -> decrypted file) hold it: the one data file read at once, or each dataset's
         data file with its metadata file. Raises ``IntegrityError`` for a missing one."""
+        from affidavit.models.backup import ArtifactRole
+
         names = [d.name for d in backup.datasets]
         decrypted = [a for a in backup.artifacts if a.path in plain]
         data = [a for a in decrypted if a.role is ArtifactRole.DATA]

@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from affidavit.catalog.store import POOL_KEPT, Catalog, UnitOfWork
 from affidavit.config import Settings
@@ -36,9 +36,11 @@ from affidavit.crypto.note import NoteSigner, NoteVerifier
 from affidavit.crypto.signing import load_signing_key
 from affidavit.errors import FormatError, KeystoreError
 from affidavit.ledger.log import LedgerLog, LogState, utc_text
-from affidavit.models.identity import Principal
 from affidavit.models.ledger import ClientInfo, Event
 from affidavit.services.signer_memory import Signed, SignerMemory, guard, settle
+
+if TYPE_CHECKING:  # (annotations only; the CLI's start-up does not need the identity models)
+    from affidavit.models.identity import Principal
 
 KEYS_DIRNAME = "keys"
 LEDGER_KEY_FILENAME = "ledger.key"

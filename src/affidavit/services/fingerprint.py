@@ -17,11 +17,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from affidavit.crypto.record_digest import RecordHasher
 from affidavit.engines.base import Engine
@@ -41,7 +40,11 @@ from affidavit.models.progress import Reporter, SilentReporter
 from affidavit.models.records import Profile, RecordEncoding
 from affidavit.private_temp import open_private, private_folder
 from affidavit.services.backends import engine_for, reader_class, reader_classes
-from affidavit.services.context import App
+
+if TYPE_CHECKING:  # a file's fingerprint needs no catalog (tests/unit/test_startup_imports.py)
+    from concurrent.futures import ProcessPoolExecutor
+
+    from affidavit.services.context import App
 
 _BATCH_RECORDS = 2048
 _BATCH_BYTES = 4 << 20
@@ -209,6 +212,9 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A process pool whose workers are always ended with it: on any error (a malformed
     record, Ctrl-C) the queued batches are cancelled and the workers waited for, and a worker
     that died turns into an ``OperationError`` (exit 3: the run says nothing about the data)."""
+    from concurrent.futures import ProcessPoolExecutor  # (multiprocessing: only when used)
+    from concurrent.futures.process import BrokenProcessPool
+
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts)
     try:
         yield pool
@@ -356,14 +362,28 @@ def _add_sorted(acc: Accumulator, report: Reporter, run: SortedPairs) -> None:
 _RANGE_BUFFER = threading.local()
 
 
+def _frame_view(view: memoryview) -> tuple[bytes, int]:
+    """The exact record pairs (no keys) of the whole documents at the start of ``view`` and
+    where they end, without a copy; a document the compiled framing leaves to the Python
+    reader, which reads ``bytes`` (a defect it words), is read again from a copy. The same as
+    ``services.verify.segments.frame_pairs``, kept here so that fingerprinting a file does not
+    import the verification package (and with it the catalog)."""
+    from affidavit.formats.bson_codec import frame_exact_pairs
+
+    tag = record_tag("exact")
+    try:
+        pairs, _, stop = frame_exact_pairs(cast(bytes, view), tag, keys=False)
+    except (AttributeError, TypeError):  # the Python reader needs bytes (``find``)
+        pairs, _, stop = frame_exact_pairs(bytes(view), tag, keys=False)
+    return pairs, stop
+
+
 def _hash_file_range_sorted(
     fd: int, path: str, offset: int, length: int, bucket_bits: int
 ) -> SortedPairs:
     """Thread worker: the sorted exact-profile pairs of the whole documents in ``length``
     bytes at ``offset`` of the open ``.bson`` file ``fd``, read into this thread's reused
     buffer (no allocation per range)."""
-    from affidavit.services.verify.segments import frame_pairs
-
     buffer: bytearray | None = getattr(_RANGE_BUFFER, "buffer", None)
     if buffer is None or len(buffer) < length:
         buffer = _RANGE_BUFFER.buffer = bytearray(length + (1 << 20))  # grows to the largest
@@ -374,7 +394,7 @@ def _hash_file_range_sorted(
         if n <= 0:
             break
         got += n
-    pairs, stop = frame_pairs(view[:got])
+    pairs, stop = _frame_view(view[:got])
     if got != length or stop != length:
         raise FormatError(f"{path}: the documents at byte offset {offset} changed or do not frame")
     return sort_pairs(pairs, bucket_bits=bucket_bits)

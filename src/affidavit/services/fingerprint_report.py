@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from affidavit.services.fingerprint import DatasetFingerprint
+if TYPE_CHECKING:
+    from affidavit.services.fingerprint import DatasetFingerprint
 
 
 def fingerprints_json(target: str, results: Iterable[DatasetFingerprint]) -> dict[str, Any]:

@@ -12,15 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from affidavit.config import Settings
 from affidavit.errors import InputError, KeystoreError
 from affidavit.keystores.base import KekVersion, Keystore, WrappedSecret
-from affidavit.models.approval import GatedOperation
 from affidavit.models.backup import Backup, BackupStatus
 from affidavit.services.context import App
-from affidavit.services.requests import Authority, gate
+
+if TYPE_CHECKING:  # the approval gate loads where a gated operation runs (start-up of verify)
+    from affidavit.services.requests import Authority
 
 KEK_FILENAME = "kek.json"
 ROTATION_PERIOD = timedelta(days=90)
@@ -158,6 +159,9 @@ def rotate_keys(app: App, *, authority: Authority | None = None) -> RotationResu
     """New KEK version; every backup identity re-wrapped under it (no data re-encrypted);
     the old versions retired once nothing depends on them. One ledger event, committed with
     the re-wrapped keys. A gated operation (:mod:`affidavit.services.requests`)."""
+    from affidavit.models.approval import GatedOperation
+    from affidavit.services.requests import gate
+
     keystore = keystore_for(app.settings)
     allowed = gate(
         app,
@@ -245,6 +249,9 @@ def export_identity(
         raise InputError("a reason is required to disclose a key", hint='--reason "why"')
     with app.read() as uow:
         backup = uow.backups.get(backup_id)
+    from affidavit.models.approval import GatedOperation
+    from affidavit.services.requests import gate
+
     allowed = gate(
         app,
         GatedOperation.KEYS_EXPORT_IDENTITY,
