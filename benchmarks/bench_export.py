@@ -9,19 +9,26 @@ plain pymongo-style decode of the same ``.bson`` file to JSON lines: ``bson.deco
 and ``json.dumps`` per document (``default=str`` for ObjectId and datetime), one line each.
 
 The figure is the ratio of throughputs in documents per second (issue 17's goal: >= 0.5),
-and the ratio of CPU seconds (user + system; less sensitive to a shared machine's load),
-with each command's peak RSS (memory must not grow with N, with or without the ``unique``
-rule, whose digests spill to disk past 65,536 records: compare ``--docs`` runs, and
-``--no-unique``) and the 1-minute load average around each command (the machine may be
-shared).
+and the ratio of CPU seconds (user + system, of every process of the command; less
+sensitive to a shared machine's load), with each command's peak RSS (of its largest
+process) and the peak of its process tree's summed PSS (its worker processes too). Memory
+must not grow with N, with or without the ``unique`` rule, whose digests spill to disk past
+65,536 records: compare ``--docs`` runs, and ``--no-unique``. The 1-minute load average
+around each command is reported (the machine may be shared).
+
+``--workers N`` (repeatable) runs ``export run --workers N``, one contender each (default:
+the command's default, the cores). ``--live`` exports the same documents from a live
+SecantusDB server instead of a backup (time, CPU and memory of the export; no reference).
 
 Run: ``.venv/bin/python benchmarks/bench_export.py [--docs N] [--rounds R] [--quick]
-[--dir DIR] [--keep] [--no-unique]`` (``--quick``: 20,000 documents, a smoke run).
+[--dir DIR] [--keep] [--no-unique] [--workers N ...] [--live]`` (``--quick``: 20,000
+documents, a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -30,10 +37,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import bson
+import psutil
 import pyrage
 from pyrage import x25519
 
@@ -137,19 +146,46 @@ _WRAPPER = (
 )
 
 
+PEAK_TREE: list[int] = []
+"""The peak of the summed PSS of each timed command's process tree (its worker processes
+too), sampled every 50 ms, in the order the commands ran."""
+
+
+def _tree_rss(pid: int) -> int:
+    """The summed PSS (proportional set size: a page shared by k processes, as the pages
+    of forked workers are, counts 1/k in each) of the processes below ``pid`` (the
+    wrapper's command and its workers): the memory the command holds."""
+    try:
+        tree = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in tree:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_full_info().pss
+    return total
+
+
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int, float, str]:
-    """Seconds, peak RSS (bytes) and CPU seconds (user + system) of the command, its
-    stdout."""
-    proc = subprocess.run(
+    """Seconds, peak RSS (bytes, of its largest process) and CPU seconds (user + system, of
+    all its processes) of the command, its stdout; the peak RSS of its whole process tree
+    is appended to :data:`PEAK_TREE`."""
+    proc = subprocess.Popen(
         [sys.executable, "-c", _WRAPPER, *argv],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
-        check=False,
     )
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss(proc.pid))
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate()
+    PEAK_TREE.append(peak)
     if proc.returncode != 0:
-        raise SystemExit(f"{argv[:4]} failed: {proc.stderr.strip()[-600:]}")
-    first, _, rest = proc.stdout.partition("\n")
+        raise SystemExit(f"{argv[:4]} failed: {stderr.strip()[-600:]}")
+    first, _, rest = stdout.partition("\n")
     seconds, rss, cpu = first.split()
     return float(seconds), int(rss), float(cpu), rest
 
@@ -162,6 +198,102 @@ def run(argv: list[str], env: dict[str, str]) -> str:
     return proc.stdout
 
 
+def setup_home(work: Path, env: dict[str, str], spec: str, *, source: list[str]) -> None:
+    """A home with a folder vault, the source ``shop`` (``source``: ``--uri URI``), the
+    recipient (key proven) and the approved spec."""
+    run([*AFFIDAVIT, "init"], env)
+    run([*AFFIDAVIT, "vault", "add", "v1", "--url", f"file://{work / 'vault'}"], env)
+    add = [*AFFIDAVIT, "source", "add", "shop", "--engine", "mongodb", *source]
+    run([*add, "--classification", "confidential"], env)
+    identity = x25519.Identity.generate()
+    challenge = work / "challenge.age"
+    recipient = [*AFFIDAVIT, "recipient", "add", "acme", "--org", "Acme"]
+    recipient += ["--contact", "dpo@acme.test", "--public-key", str(identity.to_public())]
+    run([*recipient, "--challenge-out", str(challenge), "--dpa", "DPA-1"], env)
+    response = work / "response.txt"
+    response.write_bytes(pyrage.decrypt(challenge.read_bytes(), [identity]))
+    run([*AFFIDAVIT, "recipient", "verify", "acme", "--response", str(response)], env)
+    spec_file = work / "spec.toml"
+    spec_file.write_text(spec)
+    run([*AFFIDAVIT, "--actor", "olga", "export", "spec", "add", str(spec_file)], env)
+    run([*AFFIDAVIT, "--actor", "paul", "export", "spec", "approve", "bench", "1"], env)
+
+
+def live(args: argparse.Namespace, n: int, work: Path) -> int:
+    """``--live``: the same documents in a SecantusDB server, exported from the live source
+    (its cursor feeds the same workers); time, CPU and peak RSS of the export only."""
+    from pymongo import MongoClient
+
+    from affidavit.scratch.secantus_server import SecantusScratch
+
+    bson_file = work / "customers.bson"
+    make_customers(bson_file, n)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFFIDAVIT_")}
+    env["AFFIDAVIT_HOME"] = str(work / "home")
+    env["AFFIDAVIT_ACTOR"] = "bench@example.com"
+    with SecantusScratch() as server:
+        client: MongoClient[dict[str, object]] = MongoClient(server.uri)
+        collection = client["shop"]["customers"]
+        started = time.perf_counter()
+        with bson_file.open("rb") as fh:
+            batch: list[dict[str, object]] = []
+            for doc in bson.decode_file_iter(fh):
+                batch.append(doc)
+                if len(batch) >= 5000:
+                    collection.insert_many(batch, ordered=False)
+                    batch.clear()
+            if batch:
+                collection.insert_many(batch, ordered=False)
+        loaded = time.perf_counter() - started
+        client.close()
+        bson_file.unlink()
+        dest = work / "outbox"
+        dest.mkdir()
+        spec = SPEC.format(dest=dest).replace(
+            'dataset = "shop.customers"\n', 'dataset = "shop.customers"\nfrom = "live"\n'
+        )
+        if args.no_unique:
+            spec = spec.replace('unique = ["_id"]\n', "")
+        uri = server.uri
+        setup_home(work, env, spec, source=["--uri", uri])
+        contenders = {}
+        for w in args.workers or [None]:
+            name = "live_export_run" + (f"_workers_{w}" if w is not None else "")
+            before = os.getloadavg()[0]
+            cmd = [*AFFIDAVIT, "export", "run", "bench", "--output", f"{name}.jsonl.age"]
+            cmd += ["--json", *(["--workers", str(w)] if w is not None else [])]
+            seconds, peak, used, out = timed(cmd, env)
+            result = json.loads(out)
+            assert result["ok"] is True, result
+            assert result["export"]["records_out"] == n, result["export"]
+            Path(result["output"]).unlink()
+            contenders[name] = {
+                "seconds": round(seconds, 2),
+                "docs_per_s": round(n / seconds),
+                "cpu_seconds": round(used, 2),
+                "peak_rss_mb": round(peak / 1e6, 1),
+                "peak_pss_process_tree_mb": round(PEAK_TREE[-1] / 1e6, 1),
+                "load_average_1min_before_after": [
+                    round(before, 2),
+                    round(os.getloadavg()[0], 2),
+                ],
+            }
+    print(
+        json.dumps(
+            {
+                "documents": n,
+                "input": "live SecantusDB",
+                "load_seconds": round(loaded, 1),
+                "contenders": contenders,
+                "unique_rule": not args.no_unique,
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=1_000_000)
@@ -172,9 +304,27 @@ def main() -> int:
     parser.add_argument(
         "--no-unique", action="store_true", help="a contract without the unique rule (memory)"
     )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="export from a live SecantusDB instead of a backup (memory; no reference)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        action="append",
+        default=None,
+        help="`export run --workers N` (repeatable: one contender each; default: the cores)",
+    )
     args = parser.parse_args()
     n = 20_000 if args.quick else args.docs
     work = Path(tempfile.mkdtemp(prefix="bench-export-", dir=args.dir))
+    if args.live:
+        try:
+            return live(args, n, work)
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
     try:
         dump = work / "dump"
         (dump / "shop").mkdir(parents=True)
@@ -214,6 +364,7 @@ def main() -> int:
         times: dict[str, list[float]] = {}
         cpu: dict[str, list[float]] = {}
         rss: dict[str, list[int]] = {}
+        tree: dict[str, list[int]] = {}
         loads: dict[str, list[list[float]]] = {}
         out_records = 0
         for r in range(max(1, args.rounds)):
@@ -227,26 +378,30 @@ def main() -> int:
             times.setdefault("reference_decode_json", []).append(seconds)
             cpu.setdefault("reference_decode_json", []).append(used)
             rss.setdefault("reference_decode_json", []).append(peak)
+            tree.setdefault("reference_decode_json", []).append(PEAK_TREE[-1])
             loads.setdefault("reference_decode_json", []).append(
                 [round(before, 2), round(os.getloadavg()[0], 2)]
             )
-            before = os.getloadavg()[0]
-            cmd = [*AFFIDAVIT, "export", "run", "bench", "--backup", backup_id]
-            cmd += ["--output", f"bench-{r}.jsonl.age", "--json"]
-            seconds, peak, used, out = timed(cmd, env)
-            result = json.loads(out)
-            assert result["ok"] is True, result
-            out_records = result["export"]["records_out"]
-            times.setdefault("affidavit_export_run", []).append(seconds)
-            cpu.setdefault("affidavit_export_run", []).append(used)
-            rss.setdefault("affidavit_export_run", []).append(peak)
-            loads.setdefault("affidavit_export_run", []).append(
-                [round(before, 2), round(os.getloadavg()[0], 2)]
-            )
+            for w in args.workers or [None]:
+                name = "affidavit_export_run" + (f"_workers_{w}" if w is not None else "")
+                before = os.getloadavg()[0]
+                cmd = [*AFFIDAVIT, "export", "run", "bench", "--backup", backup_id]
+                cmd += ["--output", f"bench-{r}-{w}.jsonl.age", "--json"]
+                cmd += ["--workers", str(w)] if w is not None else []
+                seconds, peak, used, out = timed(cmd, env)
+                result = json.loads(out)
+                assert result["ok"] is True, result
+                out_records = result["export"]["records_out"]
+                times.setdefault(name, []).append(seconds)
+                cpu.setdefault(name, []).append(used)
+                rss.setdefault(name, []).append(peak)
+                tree.setdefault(name, []).append(PEAK_TREE[-1])
+                loads.setdefault(name, []).append([round(before, 2), round(os.getloadavg()[0], 2)])
+                Path(result["output"]).unlink()
         median = {name: statistics.median(ts) for name, ts in times.items()}
-        ratio = median["reference_decode_json"] / median["affidavit_export_run"]
         cpu_median = {name: statistics.median(cs) for name, cs in cpu.items()}
-        ratio_cpu = cpu_median["reference_decode_json"] / cpu_median["affidavit_export_run"]
+        ref, ref_cpu = median["reference_decode_json"], cpu_median["reference_decode_json"]
+        exports = [name for name in times if name != "reference_decode_json"]
         report = {
             "documents": n,
             "bson_bytes": size,
@@ -258,12 +413,13 @@ def main() -> int:
                     "docs_per_s": round(n / median[name]),
                     "cpu_seconds_median": round(cpu_median[name], 2),
                     "peak_rss_mb": round(max(rss[name]) / 1e6, 1),
+                    "peak_pss_process_tree_mb": round(max(tree[name]) / 1e6, 1),
                     "load_average_1min_before_after": loads[name],
                 }
                 for name in times
             },
-            "ratio_vs_reference": round(ratio, 3),
-            "ratio_cpu_seconds": round(ratio_cpu, 3),
+            "ratio_vs_reference": {name: round(ref / median[name], 3) for name in exports},
+            "ratio_cpu_seconds": {name: round(ref_cpu / cpu_median[name], 3) for name in exports},
             "unique_rule": not args.no_unique,
             "goal": ">= 0.5 (issue 17)",
             "cpus": os.cpu_count(),

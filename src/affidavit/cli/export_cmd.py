@@ -159,6 +159,15 @@ def run(
         str | None, typer.Option(help="The output file's name in the destination folder.")
     ] = None,
     reason: Annotated[str, typer.Option(help="Why (shown to the approver).")] = "",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes for the record path (default: the cores; 1: in this process). "
+            "The output is the same bytes whatever the number.",
+        ),
+    ] = None,
     as_name: AsOpt = None,
     as_password_file: AsPasswordFileOpt = None,
     as_code: AsCodeOpt = None,
@@ -175,11 +184,19 @@ def run(
     def call(application: App, who: Principal) -> dict[str, Any]:
         with application.acting_as(who) if who.authenticated else nullcontext(application):
             return runs.run_export(
-                application, name, version=version, backup_id=backup, output=output, reason=reason
+                application,
+                name,
+                version=version,
+                backup_id=backup,
+                output=output,
+                reason=reason,
+                workers=workers,
             ).to_json()
 
-    body = {"spec": name, "version": version, "backup": backup, "output": output,
-            "reason": reason}  # fmt: skip
+    body: dict[str, Any] = {"spec": name, "version": version, "backup": backup,
+                            "output": output, "reason": reason}  # fmt: skip
+    if workers is not None:
+        body["workers"] = workers
     data = client.remote_post(ctx, "/exports", body, code)
     if data is None:
         data = as_caller(ctx, call)

@@ -84,6 +84,7 @@ class ExportRun(BaseModel):
     backup: str | None = Field(default=None, max_length=200)
     output: str | None = Field(default=None, max_length=255)
     reason: str = Field(default="", max_length=4000)
+    workers: int | None = Field(default=None, ge=1, le=64)
 
 
 @router.get("/recipients")
@@ -201,5 +202,6 @@ def run_export(
             backup_id=body.backup,
             output=body.output,
             reason=body.reason,
+            workers=body.workers,
         )
     return reply(result.to_json())

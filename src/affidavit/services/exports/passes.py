@@ -12,7 +12,7 @@ rest."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from affidavit.crypto.age import decrypt_to
 from affidavit.crypto.digest import Sha256Stream
 from affidavit.errors import InputError, IntegrityError
 from affidavit.formats.bson_codec.extjson_fast import canonical_value, decode_document
-from affidavit.models.backup import Backup, BackupArtifact
+from affidavit.models.backup import ArtifactRole, Backup, BackupArtifact
 from affidavit.models.export import ExportSpec, Recipient, SpecVersion, Transform
 from affidavit.models.manifest import ManifestDataset
 from affidavit.private_temp import open_private
@@ -32,7 +32,9 @@ from affidavit.services.context import App
 from affidavit.services.exports.consent import Consents, subject_text
 from affidavit.services.exports.recipients import pseudonym_key
 from affidavit.services.exports.records import ContractCheck, Minimiser, key_text
+from affidavit.services.exports.redis_input import redis_read
 from affidavit.services.exports.sources import LiveInput, LiveRead
+from affidavit.services.exports.streamed import streamed_batches
 from affidavit.services.keys import keystore_for, unwrap_identity
 
 MANIFEST_SUFFIX: Final = ".manifest.dsse.json"
@@ -161,6 +163,46 @@ def _records(app: App, plan: Plan, work: Path) -> Iterator[bytes]:
             yield bytes(raw)
 
 
+_BSON_FILES: Final = (".bson.age", ".bson.gz.age")
+"""The vault names of a data artifact that is one dataset's BSON file (a mongodump's)."""
+
+
+def _record_batches(app: App, plan: Plan, work: Path, size: int) -> Iterator[bytes]:
+    """:func:`_records` as batches of about ``size`` bytes of whole documents, for worker
+    processes: cut straight out of the decrypted file, framing checked as
+    :func:`_records` checks it, when the dataset's data artifact is one BSON file (no Python
+    object per document in this process), decrypted as it is read (:mod:`.streamed`: no
+    ciphertext copy, no plaintext file); else :func:`_records` joined."""
+    assert plan.backup is not None
+    assert plan.dataset is not None
+    layout = restore_layout(plan.backup.format)
+    assert layout is not None  # plan_export checked it
+    view = dataclasses.replace(
+        plan.backup, datasets=tuple(d for d in plan.backup.datasets if d.name == plan.dataset.name)
+    )
+    artifacts = layout.artifacts(view)
+    data = [a for a in artifacts if a.role is ArtifactRole.DATA]
+    if layout.per_dataset and len(data) == 1 and data[0].path.endswith(_BSON_FILES):
+        yield from streamed_batches(app, plan.backup, data[0], size)
+        return
+    yield from join_batches(_records(app, plan, work), size)
+
+
+def join_batches(raws: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Raw documents joined into batches of about ``size`` bytes."""
+    batch: list[bytes] = []
+    held = 0
+    for raw in raws:
+        batch.append(raw)
+        held += len(raw)
+        if held >= size:
+            yield b"".join(batch)
+            batch.clear()
+            held = 0
+    if batch:
+        yield b"".join(batch)
+
+
 class RecordPass:
     """One pass over ``plan``'s records with consent judged at ``at`` (see the module
     docstring); :meth:`finish` runs the checks of the whole pass."""
@@ -173,9 +215,23 @@ class RecordPass:
         self.minimiser = Minimiser(spec, key=key, context=plan.recipient.name)
         self.contract = ContractCheck(spec.contract, spec.allowed)
         self.tally = Tally()
-        self.live: LiveRead | None = None  # a live input's read
-        if plan.live is not None:
+        # a live input's read, or a Redis input's (live or backup: .redis_input)
+        self.live: LiveRead | None = redis_read(app, plan, fetch=_fetch)
+        if self.live is None and plan.live is not None:
             self.live = LiveRead(app=app, live=plan.live, query=spec.input.filter)
+
+    def raws(self, work: Path) -> Iterator[bytes]:
+        """The input's raw BSON documents, in order (the live read, or the backup's
+        artifacts fetched and decrypted into ``work``)."""
+        if self.live is not None:
+            return self.live.raw_records()
+        return _records(self.app, self.plan, work)
+
+    def raw_batches(self, work: Path, size: int) -> Iterator[bytes]:
+        """:meth:`raws` in batches of about ``size`` bytes of whole documents."""
+        if self.live is not None:
+            return join_batches(self.live.raw_records(), size)
+        return _record_batches(self.app, self.plan, work, size)
 
     def shipped(self, work: Path) -> Iterator[dict[str, Any]]:
         """The records that ship (canonical Extended JSON, minimised and transformed)."""
@@ -186,8 +242,7 @@ class RecordPass:
         excluded = tally.excluded
         query = plan.spec.input.filter
         live = self.live
-        raws = live.raw_records() if live is not None else _records(self.app, plan, work)
-        for raw in raws:
+        for raw in self.raws(work):
             tally.records_in += 1
             document = decode_document(raw)
             if query is not None and not query.match(

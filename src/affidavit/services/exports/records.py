@@ -522,7 +522,18 @@ class ContractCheck:
     def check(self, document: Mapping[str, Any], refusals: Sequence[str] = ()) -> bool:
         """Check one output record (canonical Extended JSON) and count what its transforms
         refused; whether it passed (a record that did not is not shipped)."""
-        self.count += 1
+        problems, digests = self.inspect(document, refusals)
+        if not self.settle(problems, digests, lambda: key_text(document)):
+            return False
+        self.count_nulls(self.null_fields(document))
+        return True
+
+    def inspect(
+        self, document: Mapping[str, Any], refusals: Sequence[str] = ()
+    ) -> tuple[list[tuple[str, str]], dict[str, bytes]]:
+        """The per-record half of :meth:`check`, which needs no state of the pass (a worker
+        process runs it): the record's problems as ``(rule, message)`` and the digests of its
+        ``unique`` fields."""
         problems = [("transform", message) for message in refusals]
         if self._tree is not None:
             stray = stray_paths(document, self._tree)
@@ -547,22 +558,47 @@ class ContractCheck:
             value = value_at(document, name) if "." in name else document.get(name, _MISSING)
             if value is not _MISSING:
                 digests[name] = sha256(_unique_bytes(value))
+        return problems, digests
+
+    def null_fields(self, document: Mapping[str, Any]) -> tuple[str, ...]:
+        """The ``max_nulls`` fields that are null or missing in ``document``."""
+        out = []
+        for name in self.contract.max_nulls.keys() | self.contract.max_null_percent.keys():
+            value = value_at(document, name) if "." in name else document.get(name)
+            if value is None or value is _MISSING:
+                out.append(name)
+        return tuple(out)
+
+    def settle(
+        self,
+        problems: list[tuple[str, str]],
+        digests: Mapping[str, bytes],
+        key: str | Callable[[], str],
+    ) -> bool:
+        """The half of :meth:`check` that needs the pass's state, for the records in their
+        input order: the ``unique`` rule against the digests of the records before, then the
+        record counted and its violations collected (``key``: the record's key text, or a
+        function giving it, asked for when it failed); whether it passed (then its digests
+        are remembered)."""
+        self.count += 1
         for name, digest in digests.items():
             if digest in self._seen[name]:
                 problems.append(("unique", f"{name}: duplicate value"))
         if problems:  # not shipped: its values count for neither uniqueness nor nulls
-            key = key_text(document)
+            text = key if isinstance(key, str) else key()
             for rule, message in problems:
-                self._add(Violation(key, rule, message))
+                self._add(Violation(text, rule, message))
             self.failed_records += 1
             return False
         for name, digest in digests.items():
             self._seen[name].add(digest)
-        for name in self.contract.max_nulls:
-            value = value_at(document, name) if "." in name else document.get(name)
-            if value is None or value is _MISSING:
-                self._nulls[name] = self._nulls.get(name, 0) + 1
         return True
+
+    def count_nulls(self, names: Iterable[str]) -> None:
+        """Count a shipped record's null or missing ``max_nulls`` fields
+        (:meth:`null_fields`)."""
+        for name in names:
+            self._nulls[name] = self._nulls.get(name, 0) + 1
 
     def finish(self, *, shipped: int) -> None:
         """The checks of the output as a whole (``shipped``: its record count; nulls per
@@ -584,6 +620,18 @@ class ContractCheck:
                 self._add(
                     Violation(
                         None, "max_nulls", f"{name}: {nulls} null or missing, at most {limit}"
+                    )
+                )
+        for name, (percent, inclusive) in sorted(c.max_null_percent.items()):
+            nulls = self._nulls.get(name, 0)  # nulls / shipped against percent / 100, exactly
+            share, bound = Decimal(nulls) * 100, Decimal(percent) * shipped
+            if share > bound or (not inclusive and share == bound and nulls):
+                self._add(
+                    Violation(
+                        None,
+                        "max_nulls",
+                        f"{name}: {nulls} null or missing of {shipped}, "
+                        f"{'at most' if inclusive else 'under'} {percent}%",
                     )
                 )
 

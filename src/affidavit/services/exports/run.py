@@ -63,7 +63,7 @@ from affidavit.models.manifest import ManifestDataset
 from affidavit.private_temp import private_folder
 from affidavit.services.backends import format_engine, restore_layout
 from affidavit.services.context import App
-from affidavit.services.exports.consent import load_consents
+from affidavit.services.exports.consent import load_consents_for
 from affidavit.services.exports.destinations import (
     is_s3,
     refuse_existing_object,
@@ -73,11 +73,17 @@ from affidavit.services.exports.destinations import (
 )
 from affidavit.services.exports.encodings import SUFFIXES, Encoder
 from affidavit.services.exports.files import refuse_existing, remove_quietly, write_new
+from affidavit.services.exports.parallel import MAX_WORKERS, default_workers, parallel_pass
 from affidavit.services.exports.passes import MANIFEST_SUFFIX, Plan, RecordPass, Tally, counts
 from affidavit.services.exports.preview import Preview, make_preview, preview_counts
 from affidavit.services.exports.recipients import vouched_key
 from affidavit.services.exports.records import ContractCheck, encode_line
-from affidavit.services.exports.sources import LiveInput, LiveRead, check_live
+from affidavit.services.exports.sources import (
+    LiveInput,
+    LiveRead,
+    check_input_engine,
+    check_live,
+)
 from affidavit.services.exports.specs import vouched_approval
 from affidavit.services.leases import (
     dead_because,
@@ -212,6 +218,7 @@ def plan_export(
                 hint='a spec with input.from = "backup" exports a backup',
             )
         live = check_live(app, spec.input.source, spec.input.dataset)
+        check_input_engine(spec.input, live.source.engine, source=live.source.name)
         return _finish_plan(
             app,
             stored=stored,
@@ -223,15 +230,17 @@ def plan_export(
             live=live,
         )
     backup = _choose_backup(app, spec, backup_id)
+    engine = format_engine(backup.format)
     if (
-        format_engine(backup.format) is not EngineName.MONGODB
+        engine not in (EngineName.MONGODB, EngineName.REDIS)
         or restore_layout(backup.format) is None
     ):
         raise InputError(
             f"backup {backup.id} is a {backup.format} backup: this version exports MongoDB "
-            "documents only",
+            "documents and Redis keys (RDB) only",
             hint="see docs/exports.md, what is not done",
         )
+    check_input_engine(spec.input, engine, source=spec.input.source)
     checked = check_backup_manifest(backup, {identity.keyid: identity.signer.key.public_key})
     if not checked.ok or checked.manifest is None or checked.payload_sha256 is None:
         reason = checked.issues[0].message if checked.issues else "no signed manifest"
@@ -307,9 +316,7 @@ def _finish_plan(
             f"output name {file_name[:80]!r} is not a plain file name",
             hint="letters, digits, '.', '_' and '-'; no folders",
         )
-    consents = (
-        load_consents(Path(spec.consent.file), spec.purpose) if spec.consent is not None else None
-    )
+    consents = load_consents_for(app, spec.consent, spec.purpose)
     plan = Plan(
         classification=classification,
         consents=consents,
@@ -398,9 +405,16 @@ def run_export(
     output: str | None = None,
     reason: str = "",
     authority: Authority | None = None,
+    workers: int | None = None,
 ) -> ExportResult:
     """Run version ``version`` (default: the newest approved) of export spec ``name`` (see
-    the module docstring)."""
+    the module docstring) with the record path on ``workers`` processes (default: the cores
+    this process may use; 1: in this process; :mod:`.parallel`)."""
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise InputError(
+            f"--workers {workers}: give 1 to {MAX_WORKERS}",
+            hint="1 runs the record path in this process",
+        )
     reclaim_abandoned_exports(app)
     plan = plan_export(app, name, version=version, backup_id=backup_id, output=output)
     params = plan.params()
@@ -452,7 +466,16 @@ def run_export(
             },
         )
     try:
-        return _work(app, plan, run, allowed, partial, approved=approved, clock=clock)
+        return _work(
+            app,
+            plan,
+            run,
+            allowed,
+            partial,
+            approved=approved,
+            clock=clock,
+            workers=workers if workers is not None else default_workers(),
+        )
     except Error as exc:
         remove_quietly(partial)
         _record_failure(app, run, exc)
@@ -487,6 +510,7 @@ def _work(
     *,
     approved: Preview | None = None,
     clock: float,
+    workers: int = 1,
 ) -> ExportResult:
     spec = plan.spec
     records = RecordPass(app, plan, at=run.started_at)
@@ -499,7 +523,18 @@ def _work(
 
     def lines(work: Path) -> Iterator[bytes]:
         buffer = bytearray(encoder.header())
-        for out in records.shipped(work):
+        if workers > 1:  # the same bytes, the record path on other processes
+            for data, pairs in parallel_pass(
+                records, work, encoder=encoder, plain_keys=plain_keys, workers=workers
+            ):
+                accumulator.add_pairs(pairs, None)
+                buffer += data
+                if len(buffer) >= _CHUNK:
+                    chunk = bytes(buffer)
+                    plain_digest.update(chunk)
+                    yield chunk
+                    buffer.clear()
+        for out in records.shipped(work) if workers == 1 else ():
             pending.append(logical_record_of(out, plain_keys=plain_keys))
             buffer += encode_line(out) if jsonl else encoder.encode(out)
             if len(buffer) >= _CHUNK:
