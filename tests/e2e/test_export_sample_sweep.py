@@ -177,3 +177,21 @@ def test_a_sample_sealed_again_for_a_new_request_survives_the_old_ones_end(
     export_preview._seal(app, digest, b"[]")  # the sweep judges names and times only
     assert export_preview.sweep(app) == []  # written after the vetoed request: not its own
     assert _sealed(home, digest).is_file()
+
+
+def test_run_due_sweeps_the_sample_of_a_request_that_expired_unattended(
+    app: App, cli: Any, home: Path, tmp_path: Path, mongo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody judges the request and nobody asks for another export: the scheduler's
+    ``run-due`` still removes the expired request's sample (time injected, not slept)."""
+    from affidavit.services import schedule
+
+    prepare(cli, home, tmp_path, mongo)
+    people = _people(app, {})
+    _, digest = _ask(app, people["olga"])
+    schedule.run_due(app)  # the request is open: its sample stays
+    assert _sealed(home, digest).is_file()
+    later = datetime.now(UTC) + timedelta(days=2)
+    monkeypatch.setattr(schedule, "_now", lambda: later)
+    schedule.run_due(app)
+    assert not _sealed(home, digest).exists()

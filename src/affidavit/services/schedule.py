@@ -370,6 +370,7 @@ def run_due(
     if cluster is None:
         with _single_run(app.settings.home):
             reclaim_abandoned(app)  # a backup killed since the last run is recorded abandoned
+            _sweep_samples(app)
             return _run_due(app, reporter, post=post)
     from affidavit.services.verify.cluster import Cluster as Remote
     from affidavit.services.verify.cluster import check_cluster_url
@@ -379,7 +380,20 @@ def run_due(
         remote = Remote(cluster, tls=cluster_tls, timeout=app.settings.connect_timeout)
         with remote:  # connects: exit 3 before anything is recorded
             reclaim_abandoned(app)
+            _sweep_samples(app)
             return _run_due(app, reporter, post=post, cluster=remote)
+
+
+def _sweep_samples(app: App) -> None:
+    """Remove the sealed export samples whose request ended, also when nobody acted on it
+    (it expired): ``run-due`` is what a scheduler runs, so an expired request's personal data
+    does not wait for the next export request or decision (docs/exports.md). Never raises."""
+    from affidavit.services.requests import sweep_decided
+
+    try:
+        sweep_decided(app, _now())
+    except Error:  # the catalog could not be read: the checks below say so; sweep next run
+        return
 
 
 def _run_due(
