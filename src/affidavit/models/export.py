@@ -28,7 +28,7 @@ from affidavit.crypto.digest import sha256_hex
 from affidavit.errors import InputError
 from affidavit.models.export_filter import QueryFilter
 from affidavit.models.key_pattern import KeyPattern
-from affidavit.models.odcs import OdcsContract, parse_odcs
+from affidavit.models.odcs import CountedRule, OdcsContract, parse_odcs
 
 MAX_SPEC_BYTES: Final = 256 * 1024
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -128,6 +128,7 @@ class Contract:
     max_violations: int = 0
     max_null_percent: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
     source: Mapping[str, str] = field(default_factory=dict)
+    counted: tuple[CountedRule, ...] = ()  # ODCS duplicate/invalid limits above zero
 
     @property
     def kind(self) -> str:
@@ -151,6 +152,8 @@ class Contract:
             }
         if self.source:
             out["source"] = dict(self.source)
+        if self.counted:
+            out["counted"] = [rule.to_json() for rule in self.counted]
         return out
 
     @classmethod
@@ -185,7 +188,15 @@ class Contract:
             max_violations=_int(data.get("max_violations", 0), "contract.max_violations"),
             max_null_percent=MappingProxyType(_percents(data.get("max_null_percent", {}))),
             source=MappingProxyType({str(k): str(v) for k, v in source.items()}),
+            counted=_counted_rules(data.get("counted", [])),
         )
+
+
+def _counted_rules(raw: Any) -> tuple[CountedRule, ...]:
+    """``counted`` as :meth:`Contract.to_json` wrote it."""
+    if not isinstance(raw, list):
+        raise InputError("contract.counted must be a list of rules")
+    return tuple(CountedRule.from_json(rule) for rule in raw)
 
 
 def _schema_digest(schema: Mapping[str, Any]) -> str:
@@ -233,6 +244,7 @@ def contract_from_odcs(text: Any, *, max_violations: Any = 0) -> tuple[Contract,
         unique=odcs.unique,
         max_violations=_int(max_violations, "contract.max_violations"),
         max_null_percent=MappingProxyType(dict(odcs.max_null_percent)),
+        counted=odcs.counted,
         source=MappingProxyType(
             {
                 "kind": "odcs",
@@ -281,8 +293,8 @@ class ConsentSource:
     """Where consent comes from (``docs/exports.md``, consent), exactly one of: a JSON-lines
     ``file``; a MongoDB collection ``dataset`` of the registered ``source`` (one consent per
     document); the Redis keys of ``source`` matching ``key_pattern`` in ``dataset`` (``db0``
-    by default; one hash per consent). ``subject_field`` is the field of each exported record
-    that names its data subject."""
+    by default; one hash per consent). ``subject_field`` is the field (or dotted path through
+    sub-documents) of each input record that names its data subject."""
 
     file: str | None = None
     source: str | None = None
@@ -658,6 +670,8 @@ def _parse_spec(text: str, *, name: str) -> ExportSpec:
                 hint="a contract rule can only be about allowed fields",
             )
     consent = _consent(data.get("consent"), basis)
+    if consent is not None and spec_input.key_pattern is not None:
+        _check_redis_subject(consent.subject_field)
     return ExportSpec(
         slo=Slo.from_json(data["slo"]) if "slo" in data else None,
         consent=consent,
@@ -671,6 +685,19 @@ def _parse_spec(text: str, *, name: str) -> ExportSpec:
         fields=rules,
         contract=contract,
     )
+
+
+def _check_redis_subject(path: str) -> None:
+    """A Redis input's records have a known shape (``redis-key/1``): a nested subject can only
+    be a hash's field (``value.NAME``); any other path crosses a string or an array of every
+    record, so it is refused now rather than excluding every record."""
+    parts = path.split(".")
+    if len(parts) > 1 and (parts[0] != "value" or len(parts) != 2):
+        raise InputError(
+            f"consent.subject_field {path[:80]!r} never names a subject of a Redis record",
+            hint='a Redis record is {"_id", "type", "value", "expire_at_ms"}: name _id (the '
+            "key) or a hash field, value.NAME (docs/exports.md, consent)",
+        )
 
 
 def _consent(raw: Any, basis: LegalBasis) -> ConsentSource | None:
@@ -687,8 +714,13 @@ def _consent(raw: Any, basis: LegalBasis) -> ConsentSource | None:
     if unknown:
         raise InputError(f"[consent]: unknown key(s) {', '.join(sorted(unknown))}")
     subject = str(raw.get("subject_field", "_id"))
-    if not _FIELD.fullmatch(subject):
-        raise InputError(f"consent.subject_field {subject[:80]!r} is not a top-level field name")
+    parts = subject.split(".")
+    if len(parts) > MAX_PATH_DEPTH or not all(_FIELD.fullmatch(p) for p in parts):
+        raise InputError(
+            f"consent.subject_field {subject[:80]!r} is not a field name nor a dotted path",
+            hint=f"name a field (email) or a path into documents (value.customer_id): no "
+            f"segment empty or starting with $, at most {MAX_PATH_DEPTH} segments",
+        )
     one_of = (
         "consent.file, or consent.source with consent.dataset (a MongoDB collection) or "
         "consent.key_pattern (Redis keys)"

@@ -34,6 +34,17 @@ from affidavit.crypto.digest import sha256_hex
 from affidavit.errors import InputError
 
 MAX_ODCS_BYTES: Final = 128 * 1024
+MAX_PROPERTY_DEPTH: Final = 8
+"""Properties nested in properties (``properties`` or ``items``), at most: a field that
+leaves is a path of at most 8 segments (``models.export.MAX_PATH_DEPTH``), and the official
+schema's validator takes about three times longer per level (12 levels: minutes)."""
+NESTING_BUDGET: Final = 20_000
+"""The sum over a document's properties of 3 ** (the property's depth), at most: the
+official schema's validator takes about 0.2 ms per unit (a property at depth 8 about 1.4 s,
+so 40 of them a minute), so a document is refused above about 4 s of it. A flat document
+of 128 KiB (about 3,000 properties) costs about 9,000."""
+MAX_NESTING: Final = 64
+"""Mappings and lists nested in the document, at most (a usual document: about 20)."""
 API_VERSIONS: Final = ("v3.0.0", "v3.0.1", "v3.0.2", "v3.1.0", "v3.2.0")
 """The ODCS versions read (``apiVersion``); the official schema also lists v2.2.x, refused."""
 SCHEMA_PACKAGE: Final = "open_data_contract_standard"
@@ -130,6 +141,109 @@ _URI: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s\x00-\x1f\x7f]*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CountedRule:
+    """A ``duplicateValues`` or ``invalidValues`` rule whose limit is not zero: the records
+    shipped with a duplicate (a value an earlier shipped record holds) or an invalid value
+    (not null, and outside ``valid``: a JSON Schema ``enum`` and/or ``pattern`` on the relaxed
+    value) at ``path`` are counted, and the count (``unit`` rows, or percent of the records
+    shipped) must lie within the bounds (decimal text; None: unbounded on that side). Null or
+    missing values count for neither (``nullValues`` limits them). docs/exports.md, "ODCS
+    contracts"."""
+
+    metric: str  # duplicateValues | invalidValues
+    path: str
+    unit: str  # rows | percent
+    low: str | None = None
+    low_inclusive: bool = True
+    high: str | None = None
+    high_inclusive: bool = True
+    valid: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The rule named for people: ``duplicateValues(email)``."""
+        return f"{self.metric}({self.path})"
+
+    def limit_text(self) -> str:
+        """The bounds in words: ``at most 2 rows``, ``under 5%``, ``exactly 3 rows``."""
+        unit = "%" if self.unit == "percent" else " rows"
+        if self.low is not None and self.high is not None and self.low == self.high:
+            return f"exactly {self.high}{unit}"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'at least' if self.low_inclusive else 'over'} {self.low}{unit}")
+        if self.high is not None:
+            parts.append(f"{'at most' if self.high_inclusive else 'under'} {self.high}{unit}")
+        return " and ".join(parts) or "any number"
+
+    def within(self, count: int, shipped: int) -> bool:
+        """Whether ``count`` of ``shipped`` records meets the bounds (percent: exactly, as
+        ``count * 100`` against ``limit * shipped``; no records, nothing over a limit)."""
+        share = Decimal(count) * (100 if self.unit == "percent" else 1)
+        scale = shipped if self.unit == "percent" else 1
+        if self.high is not None:
+            bound = Decimal(self.high) * scale
+            if share > bound or (not self.high_inclusive and share == bound and count):
+                return False
+        if self.low is not None:
+            bound = Decimal(self.low) * scale
+            if share < bound or (not self.low_inclusive and share == bound):
+                return False
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (the manifest's ``contract.rules.counted``)."""
+        out: dict[str, Any] = {
+            "metric": self.metric,
+            "path": self.path,
+            "unit": self.unit,
+            "low": self.low,
+            "low_inclusive": self.low_inclusive,
+            "high": self.high,
+            "high_inclusive": self.high_inclusive,
+        }
+        if self.valid:
+            out["valid"] = dict(self.valid)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> CountedRule:
+        """The rule :meth:`to_json` wrote; raises :class:`InputError`."""
+        if not isinstance(data, Mapping):
+            raise InputError("contract.counted: each rule must be a table")
+        metric, path, unit = data.get("metric"), data.get("path"), data.get("unit")
+        low, high = data.get("low"), data.get("high")
+        valid = data.get("valid", {})
+        if (
+            metric not in ("duplicateValues", "invalidValues")
+            or not isinstance(path, str)
+            or unit not in ("rows", "percent")
+            or not all(b is None or isinstance(b, str) for b in (low, high))
+            or not isinstance(data.get("low_inclusive", True), bool)
+            or not isinstance(data.get("high_inclusive", True), bool)
+            or not isinstance(valid, Mapping)
+            or set(valid) - {"enum", "pattern"}
+        ):
+            raise InputError(f"contract.counted: a malformed rule {str(dict(data))[:120]}")
+        for bound in (low, high):
+            try:
+                if bound is not None and not Decimal(bound).is_finite():
+                    raise InvalidOperation
+            except InvalidOperation:
+                raise InputError(f"contract.counted: {str(bound)[:40]!r} is not a number") from None
+        return cls(
+            metric=metric,
+            path=path,
+            unit=unit,
+            low=low,
+            low_inclusive=bool(data.get("low_inclusive", True)),
+            high=high,
+            high_inclusive=bool(data.get("high_inclusive", True)),
+            valid=dict(valid),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OdcsContract:
     """What an ODCS document says, translated: the JSON Schema of a record, row bounds,
     null limits (``max_null_percent``: ``(percent, inclusive)``), unique fields, and the
@@ -146,11 +260,50 @@ class OdcsContract:
     max_null_percent: dict[str, tuple[str, bool]] = field(default_factory=dict)
     unique: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
+    counted: tuple[CountedRule, ...] = ()
+
+
+def _duplicate(key: object) -> InputError:
+    return InputError(
+        f"the ODCS document gives the member {_line(str(key), 40)!r} twice in one mapping",
+        hint="write each member once: YAML and JSON readers keep the last one silently, so the "
+        "document would not mean what its first one reads as",
+    )
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a member given twice (``json`` keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _duplicate(key)
+        out[key] = value
+    return out
 
 
 class _NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]
-    """``yaml.safe_load`` without aliases (no "billion laughs") and with timestamps as the
-    strings they are written as."""
+    """``yaml.safe_load`` without aliases (no "billion laughs"), without merge keys (``<<``)
+    and without a member given twice in one mapping (PyYAML keeps the last silently), with
+    timestamps as the strings they are written as."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in getattr(node, "value", []):
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise InputError(
+                    "the ODCS document uses a YAML merge key (<<)",
+                    hint="write the merged members out in full",
+                )
+            if isinstance(key_node, yaml.ScalarNode):
+                key = self.construct_object(key_node)
+                try:
+                    duplicate = key in seen
+                except TypeError:
+                    continue  # unhashable: the constructor below refuses it
+                if duplicate:
+                    raise _duplicate(key)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -173,8 +326,9 @@ def load_document(text: str) -> Any:
         raise InputError(f"the ODCS document is larger than {MAX_ODCS_BYTES // 1024} KiB")
     try:
         if text.lstrip().startswith("{"):
-            return json.loads(text)
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a safe loader
+            data = json.loads(text, object_pairs_hook=_pairs)
+        else:
+            data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a safe loader
     except RecursionError:
         raise InputError(
             "the ODCS document nests too deeply", hint="an ODCS document is a few levels deep"
@@ -185,6 +339,56 @@ def load_document(text: str) -> Any:
             f"the ODCS document is not valid YAML or JSON: {shown}",
             hint="contract.odcs holds the document's text (a TOML multi-line string)",
         ) from None
+    _check_nesting(data)
+    return data
+
+
+def _check_nesting(data: Any) -> None:
+    """Refuse a document nested deeper than :data:`MAX_NESTING` (a stack, not recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise InputError(
+                f"the ODCS document nests more than {MAX_NESTING} levels deep",
+                hint="an ODCS document is a few levels deep",
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _check_property_depth(data: Mapping[str, Any]) -> None:
+    """Refuse properties nested deeper than :data:`MAX_PROPERTY_DEPTH` before the official
+    schema sees them (its validator's time grows about threefold per level)."""
+    stack: list[tuple[Any, int]] = []
+    for obj in data.get("schema") or []:
+        if isinstance(obj, dict) and isinstance(obj.get("properties"), list):
+            stack.extend((p, 1) for p in obj["properties"])
+    cost = 0
+    while stack:
+        prop, depth = stack.pop()
+        if not isinstance(prop, dict):
+            continue
+        if depth > MAX_PROPERTY_DEPTH:
+            raise InputError(
+                f"the ODCS document nests properties more than {MAX_PROPERTY_DEPTH} levels deep",
+                hint=f"a field that leaves is a path of at most {MAX_PROPERTY_DEPTH} segments",
+            )
+        cost += 3**depth
+        if cost > NESTING_BUDGET:
+            raise InputError(
+                "the ODCS document nests too many properties too deeply to be checked in "
+                "reasonable time",
+                hint="fewer properties deep inside objects and arrays (docs/exports.md, ODCS "
+                "contracts)",
+            )
+        children = prop.get("properties")
+        if isinstance(children, list):
+            stack.extend((c, depth + 1) for c in children)
+        if "items" in prop:
+            stack.append((prop["items"], depth + 1))
 
 
 def _date_time(instance: object) -> bool:
@@ -356,6 +560,7 @@ def parse_odcs(text: str) -> OdcsContract:
             hint="rewrite it as ODCS v3 (apiVersion " + ", ".join(API_VERSIONS) + "; the "
             "standard's v2-to-v3 migration guide)",
         )
+    _check_property_depth(data)
     if isinstance(api, str) and api.startswith("v3.0."):
         data = _from_v30(data)
     check_official(data)
@@ -382,6 +587,14 @@ def parse_odcs(text: str) -> OdcsContract:
     obj = objects[0]
     builder.members(obj, _OBJECT_MEMBERS, where=f"ODCS schema object {str(obj['name'])[:80]!r}")
     schema = builder.object_schema(obj.get("properties", []), prefix="")
+    if len(builder.primary_key) > 1:  # ODCS: one key of several columns (primaryKeyPosition)
+        shown = ", ".join(builder.primary_key[:5])[:120]
+        raise InputError(
+            f"the ODCS document's primary key has several properties ({shown}): a composite "
+            "key cannot be checked by affidavit",
+            hint="unique values are checked field by field: mark one property primaryKey (or "
+            "unique), or leave the composite key out",
+        )
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     for number, rule in enumerate(obj.get("quality", []), start=1):
         builder.quality(rule, path=None, where=f"quality rule {number} of {obj['name']!r}")
@@ -397,6 +610,7 @@ def parse_odcs(text: str) -> OdcsContract:
         max_null_percent=builder.max_null_percent,
         unique=tuple(builder.unique),
         paths=tuple(builder.paths),
+        counted=tuple(builder.counted),
     )
 
 
@@ -464,8 +678,10 @@ class _Builder:
         self.max_nulls: dict[str, int] = {}
         self.max_null_percent: dict[str, tuple[str, bool]] = {}
         self.unique: list[str] = []
+        self.primary_key: list[str] = []  # the paths with primaryKey: true
         self.paths: list[str] = []
         self.invalid: dict[str, dict[str, Any]] = {}  # invalidValues: enum, pattern by path
+        self.counted: list[CountedRule] = []  # duplicateValues, invalidValues above zero
 
     def since(self, name: str, *, where: str) -> None:
         """Refuse ``name`` (a member or logical type) when the document's ODCS version
@@ -518,6 +734,8 @@ class _Builder:
             props[name] = self.property_schema(prop, path=path, in_array=False)
             if prop.get("required") or prop.get("primaryKey"):
                 required.append(name)
+            if prop.get("primaryKey"):
+                self.primary_key.append(path)
             if prop.get("unique") or prop.get("primaryKey"):
                 self._unique(path)
             for number, rule in enumerate(prop.get("quality", []), start=1):
@@ -558,6 +776,7 @@ class _Builder:
         kind = prop.get("logicalType")
         options = dict(prop.get("logicalTypeOptions") or {})
         schema = self._typed(kind, options, prop, path=path)
+        _satisfiable(schema, where=where)
         if "enum" in prop:
             schema["enum"] = _enum(prop["enum"], where=where)
         if prop.get("required") or prop.get("primaryKey"):
@@ -704,6 +923,13 @@ class _Builder:
         self.members(rule, frozenset(rule), where=where)  # only the ODCS version's members
         kind = rule.get("type", "library")
         if kind == "text":
+            checks = sorted(k for k in rule if k in {"metric", "rule", "arguments", *_COMPARISONS})
+            if checks:  # it reads as a check, which a text rule is not
+                raise InputError(
+                    f"{where}: a text rule with {', '.join(checks)}: text rules are words for "
+                    "people, so this would not be checked",
+                    hint="drop type: text to make it a library rule, or drop the check",
+                )
             return  # words for people: nothing to check
         if kind != "library":
             raise InputError(
@@ -732,11 +958,12 @@ class _Builder:
             return
         if path is None:
             raise InputError(f"{where}: {metric} is a rule of a property", hint=_HINT)
-        if low is not None and low > 0:
-            raise InputError(
-                f"{where}: a lower bound on {metric} cannot be checked", hint="state an upper bound"
-            )
         if metric == "nullValues":
+            if low is not None and low > 0:
+                raise InputError(
+                    f"{where}: a lower bound on {metric} cannot be checked",
+                    hint="state an upper bound",
+                )
             if args:
                 raise InputError(f"{where}: nullValues takes no arguments")
             self._nulls(path, unit=unit, high=high, high_in=high_in, where=where)
@@ -745,12 +972,14 @@ class _Builder:
             zero = high is not None and _count_bounds(low, low_in, high, high_in)[1] == 0
         else:
             zero = high is not None and high == 0 and high_in
+        if low is not None and low == 0 and low_in:
+            low = None  # a count is never below 0
+        if zero and low is not None:
+            raise InputError(f"{where}: no count of {metric} meets these bounds")
         if not zero:
-            raise InputError(
-                f"{where}: {metric} must be 0 (mustBe: 0 or mustBeLessThan: 1)",
-                hint="failing records are refused one by one; contract.max_violations says "
-                "how many may fail before the run is blocked",
-            )
+            bounds = (low, low_in, high, high_in)
+            self._counted(metric, args, path=path, unit=unit, where=where, bounds=bounds)
+            return
         if metric == "duplicateValues":
             if args:
                 raise InputError(f"{where}: duplicateValues takes no arguments here")
@@ -793,8 +1022,55 @@ class _Builder:
         assert hi is not None
         self.max_nulls[path] = min(hi, self.max_nulls.get(path, hi))
 
+    def _counted(
+        self,
+        metric: str,
+        args: Mapping[str, Any],
+        *,
+        path: str,
+        unit: str,
+        where: str,
+        bounds: tuple[Decimal | None, bool, Decimal | None, bool],
+    ) -> None:
+        """duplicateValues / invalidValues with a limit above zero: counted over the records
+        shipped (:class:`CountedRule`), not refused one by one."""
+        low, low_in, high, high_in = bounds
+        if high is not None and high == 0 and not high_in:
+            raise InputError(f"{where}: fewer than 0 {metric} cannot be met")
+        if unit == "percent" and any(b is not None and b > 100 for b in (low, high)):
+            raise InputError(f"{where}: a percentage above 100")
+        valid: dict[str, Any] = {}
+        if metric == "duplicateValues":
+            if args:
+                raise InputError(f"{where}: duplicateValues takes no arguments here")
+        else:
+            valid = self._narrowing(args, where=where)
+            if not valid:
+                raise InputError(
+                    f"{where}: invalidValues needs validValues or pattern to count by",
+                    hint="invalidValues takes validValues (a list) or pattern",
+                )
+        self.counted.append(
+            CountedRule(
+                metric=metric,
+                path=path,
+                unit=unit,
+                low=str(low) if low is not None else None,
+                low_inclusive=low_in,
+                high=str(high) if high is not None else None,
+                high_inclusive=high_in,
+                valid=valid,
+            )
+        )
+
     def _invalid(self, args: Mapping[str, Any], *, path: str, where: str) -> None:
         """invalidValues: ``validValues`` (a list) or ``pattern`` narrow the property."""
+        extra = self._narrowing(args, where=where)
+        self.invalid[path] = {**self.invalid.get(path, {}), **extra}
+
+    @staticmethod
+    def _narrowing(args: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+        """The JSON Schema ``enum`` (with null) and ``pattern`` of invalidValues' arguments."""
         unknown = set(args) - {"validValues", "pattern"}
         if unknown:
             raise InputError(
@@ -816,7 +1092,7 @@ class _Builder:
             except re.error as exc:
                 raise InputError(f"{where}: pattern is not a regular expression: {exc}") from None
             extra["pattern"] = str(args["pattern"])
-        self.invalid[path] = {**self.invalid.get(path, {}), **extra}
+        return extra
 
 
 def _enum(values: Sequence[Any], *, where: str) -> list[Any]:
@@ -833,6 +1109,43 @@ def _enum(values: Sequence[Any], *, where: str) -> list[Any]:
             raise InputError(f"{where}: enum value {value} is beyond ±(2^53 - 1)")
         out.append(value)
     return out
+
+
+def _ordered(schema: Mapping[str, Any], low: str, high: str, *, where: str) -> None:
+    """Refuse ``low`` above ``high``: no value would meet the contract the document reads as
+    a limit, so every record would fail."""
+    if low in schema and high in schema and schema[low] > schema[high]:
+        raise InputError(
+            f"{where}: {low} {schema[low]} is above {high} {schema[high]}: no value meets it",
+            hint=f"{low} is the smaller bound",
+        )
+
+
+def _satisfiable(schema: Mapping[str, Any], *, where: str) -> None:
+    """Refuse bounds of one property's schema that no value meets: a length, item or
+    member count range upside down, or numeric bounds (with those of an integer ``format``)
+    that leave no number."""
+    for low, high in (
+        ("minLength", "maxLength"),
+        ("minItems", "maxItems"),
+        ("minProperties", "maxProperties"),
+    ):
+        _ordered(schema, low, high, where=where)
+    lows = [
+        (schema[k], k == "exclusiveMinimum") for k in ("minimum", "exclusiveMinimum") if k in schema
+    ]
+    highs = [
+        (schema[k], k == "exclusiveMaximum") for k in ("maximum", "exclusiveMaximum") if k in schema
+    ]
+    for low, low_open in lows:
+        for high, high_open in highs:
+            if low > high or (low == high and (low_open or high_open)):
+                raise InputError(
+                    f"{where}: the bounds {low} and {high} (with its format's range) leave no "
+                    "number",
+                    hint="minimum (exclusiveMinimum) is the smaller bound; an integer format "
+                    "narrows the range to its own",
+                )
 
 
 def _whole(value: Any, what: str) -> int:

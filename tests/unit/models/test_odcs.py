@@ -224,9 +224,9 @@ def _doc(old: str, new: str) -> str:
         (
             _doc(
                 "rule: duplicateCount\n            mustBe: 0",
-                "rule: duplicateCount\n            mustBeLessThan: 3",
+                "rule: duplicateCount\n            mustBeLessThan: 0",
             ),
-            "duplicateValues must be 0",
+            "fewer than 0 duplicateValues cannot be met",
         ),
         (
             _doc("mustBeBetween: [2, 1000]", "mustBeBetween: [2, 1000]\n        unit: percent"),

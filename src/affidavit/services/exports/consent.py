@@ -4,13 +4,15 @@ read from a registered source: :func:`load_consents_for`, below)::
     {"subject": "person7@example.com", "purpose": "churn analysis",
      "valid_from": "2026-01-01T00:00:00Z", "valid_to": "2027-01-01T00:00:00Z"}
 
-``subject`` is a string or an integer (compared with the text of the source document's
-subject field: a string as it is, an integer or ObjectId as its digits); ``valid_to`` may be
-null or absent (no end). A record whose subject holds no consent for the spec's purpose that
-is valid at the run's time is excluded, counted by reason: ``no_consent`` (none for this
-purpose) or ``consent_not_valid`` (not yet valid, or expired). A line that is not such an
-object is bad input, named by its line number: the run is refused before anything is
-recorded.
+``subject`` is a string or an integer (compared with the text of the input record's value
+at ``subject_field``, a field or a dotted path through sub-documents, :func:`subject_of`: a
+string as it is, an integer as its digits, an ObjectId as its hex digits); ``valid_to`` may be
+null or absent (no end). A record is excluded, counted by reason, when it names no subject
+(``consent_subject_missing``: the path missing, null, an array or a sub-document), or its
+subject holds no consent for the spec's purpose that is valid at the run's time:
+``no_consent`` (none for this purpose) or ``consent_not_valid`` (not yet valid, or expired).
+A line that is not such an object is bad input, named by its line number: the run is refused
+before anything is recorded.
 
 The same entries may live in a registered source (``[consent] source``), read at one
 consistency point:
@@ -55,10 +57,12 @@ from affidavit.models.uri import ConnectionUri
 from affidavit.private_temp import private_folder
 from affidavit.services.backends import engine_for
 from affidavit.services.context import App
+from affidavit.services.exports.records import MISSING, value_at
 from affidavit.services.fingerprint import spool_snapshot
 
 NO_CONSENT: Final = "no_consent"
 NOT_VALID: Final = "consent_not_valid"
+SUBJECT_MISSING: Final = "consent_subject_missing"
 _MAX_LINE: Final = 64 * 1024
 _REDIS_DB: Final = re.compile(r"db[0-9]{1,5}")
 _KEYS: Final = frozenset({"subject", "purpose", "valid_from", "valid_to"})
@@ -84,6 +88,14 @@ class Consents:
         if any(start <= at and (end is None or at < end) for start, end in windows):
             return None
         return NOT_VALID
+
+    def judge_record(self, document: Mapping[str, Any], path: str, at: datetime) -> str | None:
+        """:meth:`judge` for an input record (decoded, before minimisation) whose subject is
+        at ``path`` (:func:`subject_of`); :data:`SUBJECT_MISSING` when it names none."""
+        subject = subject_of(document, path)
+        if subject is None:
+            return SUBJECT_MISSING
+        return self.judge(subject, at)
 
     def add(self, subject: str, purpose: str, start: datetime, end: datetime | None) -> None:
         """One well-formed entry (kept when it is for this list's purpose)."""
@@ -111,6 +123,18 @@ def subject_text(value: Any) -> str | None:
         if tag in ("$numberInt", "$numberLong", "$oid") and isinstance(inner, str):
             return inner
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def subject_of(document: Mapping[str, Any], path: str) -> str | None:
+    """The subject text of a decoded input record: the value at ``path`` (a field, or a
+    dotted path through sub-documents, by the allow-list's rules: :func:`.records.value_at`),
+    as :func:`subject_text` gives it; None when the path is missing, crosses an array or a
+    non-document, or holds null, an array or a sub-document (no subject). One rule for a
+    top-level field and a nested one."""
+    value = value_at(document, path) if "." in path else document.get(path, MISSING)
+    if value is MISSING or value is None or type(value) is list or type(value) is dict:
+        return None
+    return subject_text(canonical_value(value))
 
 
 def _moment(value: Any, name: str) -> datetime:

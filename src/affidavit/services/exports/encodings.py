@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -58,6 +59,17 @@ def _json(text: str) -> tuple[bool, Any]:
         return True, json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return False, None
+
+
+class _BeyondDouble(Exception):  # not a ValueError: json.loads lets it through
+    """A JSON number that overflows a double (``1e400``): no writer writes one."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BeyondDouble(text)
+    return value
 
 
 def _compact(value: Any) -> str:
@@ -147,8 +159,24 @@ def csv_value(cell: str) -> tuple[bool, Any]:
     """``(present, value)`` of a cell (see the module docstring)."""
     if cell == "":
         return False, None
-    parsed, value = _json(cell)
-    return (True, value) if parsed else (True, cell)
+    try:
+        value = json.loads(cell, parse_constant=_no_constant, parse_float=_finite)
+    except _BeyondDouble:  # raised as the number is scanned: "1e999abc" is a string
+        if not _json(cell)[0]:
+            return True, cell
+        raise FormatError(
+            f"a cell holds {cell[:40]!r}, a number beyond a double, which no export writes"
+        ) from None
+    except (ValueError, RecursionError):
+        return True, cell
+    if "\\u" in cell:  # an escape may stand for a lone surrogate, which UTF-8 cannot hold
+        try:
+            _compact(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise FormatError(
+                f"a cell holds {cell[:40]!r}, a lone surrogate, which no export writes"
+            ) from None
+    return True, value
 
 
 def _csv_row(cells: Sequence[str]) -> bytes:
@@ -216,10 +244,24 @@ def read_records(path: Path, fmt: OutputFormat, fields: Sequence[str]) -> Iterat
         return
     with path.open("rb") as fh:
         for number, line in enumerate(iter(lambda: fh.readline(_MAX_LINE), b""), start=1):
-            try:
-                yield number, decode_line(line, number)
-            except FormatError as exc:
-                yield number, exc
+            yield number, _line_record(line, number)
+
+
+def _line_record(line: bytes, number: int) -> dict[str, Any] | FormatError:
+    """One JSON line's record, or what is wrong with it (a number beyond a double parses,
+    to infinity, and a ``\\ud800`` escape to a lone surrogate, but neither can be written
+    again: ``decode_line`` raises ValueError for them)."""
+    try:
+        return decode_line(line, number)
+    except FormatError as exc:
+        return exc
+    except ValueError:
+        return FormatError(
+            f"line {number} is not in the canonical encoding of the output (a number beyond "
+            "a double, or a lone surrogate)"
+        )
+    except RecursionError:
+        return FormatError(f"line {number} nests too deeply to be read")
 
 
 def _csv_records(path: Path, fields: tuple[str, ...]) -> Iterator[Record]:

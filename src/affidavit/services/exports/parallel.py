@@ -43,7 +43,6 @@ from affidavit.formats.bson_codec.extjson_fast import (
 )
 from affidavit.models.export import OutputFormat
 from affidavit.models.export_filter import QueryFilter
-from affidavit.services.exports.consent import subject_text
 from affidavit.services.exports.encodings import Encoder
 from affidavit.services.exports.passes import RecordPass
 from affidavit.services.exports.records import encode_line, key_text
@@ -146,7 +145,7 @@ def _process(stage: _Stage, blob: bytes) -> BatchResult:
     subject_field = consent.subject_field if consent is not None else "_id"
     query, live = plan.spec.input.filter, records.live
     fmt, encode, plain_keys = stage.encoder.format, stage.encoder.encode, stage.plain_keys
-    unique = list(contract.contract.unique)
+    unique = contract.digest_names  # the ``unique`` fields and the counted duplicate rules
     minimiser.seen.clear()
     result = BatchResult()
     excluded, failures, ends, documents = (
@@ -168,8 +167,7 @@ def _process(stage: _Stage, blob: bytes) -> BatchResult:
         out, dropped, refusals = minimiser.apply_decoded(document)
         dropped_total += dropped
         if consents is not None:
-            subject = canonical_value(document.get(subject_field))
-            refused = consents.judge(subject_text(subject), at)
+            refused = consents.judge_record(document, subject_field, at)
             if refused is not None:
                 excluded[refused] = excluded.get(refused, 0) + 1
                 continue

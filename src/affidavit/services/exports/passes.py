@@ -29,7 +29,7 @@ from affidavit.models.manifest import ManifestDataset
 from affidavit.private_temp import open_private
 from affidavit.services.backends import restore_layout, vault_backend
 from affidavit.services.context import App
-from affidavit.services.exports.consent import Consents, subject_text
+from affidavit.services.exports.consent import Consents
 from affidavit.services.exports.recipients import pseudonym_key
 from affidavit.services.exports.records import ContractCheck, Minimiser, key_text
 from affidavit.services.exports.redis_input import redis_read
@@ -261,8 +261,7 @@ class RecordPass:
             out, dropped, refusals = minimiser.apply_decoded(document)  # notes fields seen
             tally.fields_dropped += dropped
             if consents is not None:
-                subject = canonical_value(document.get(subject_field))
-                refused = consents.judge(subject_text(subject), at)
+                refused = consents.judge_record(document, subject_field, at)
                 if refused is not None:
                     excluded[refused] = excluded.get(refused, 0) + 1
                     continue

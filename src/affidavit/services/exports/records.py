@@ -108,6 +108,8 @@ def _year(value: Any) -> int | None:
 
 _MISSING: Final = object()
 """No value (a path that leads nowhere, a document with no allowed leaf)."""
+MISSING: Final = _MISSING
+"""The same, for other modules (:func:`value_at`'s answer for a path that leads nowhere)."""
 PathTree = dict[str, "PathTree | str"]
 """Allowed paths as a tree: a field name to its subtree, or to the full path of an allowed
 leaf."""
@@ -501,6 +503,12 @@ class ContractCheck:
     _validator: Any = None
     _fast: Check | None = None
     _tree: PathTree | None = None  # the allow-list as a tree, when it has nested paths
+    # counted rules (ODCS duplicate/invalid limits above zero), by key "\0<index>": the
+    # duplicates' digests; the invalid values' checks (their counts go with the nulls')
+    _dups: dict[str, DigestSet] = field(default_factory=dict)
+    _dup_counts: dict[str, int] = field(default_factory=dict)
+    _invalid: list[tuple[str, str, Any, Check | None]] = field(default_factory=list)
+    _counted: list[dict[str, Any]] = field(default_factory=list)  # results, after finish
 
     def __post_init__(self) -> None:
         if any("." in name for name in self.allowed):
@@ -510,6 +518,21 @@ class ContractCheck:
         self._validator = cls(dict(self.contract.schema))
         self._fast = compile_schema(dict(self.contract.schema))
         self._seen = {name: DigestSet() for name in self.contract.unique}
+        for index, rule in enumerate(self.contract.counted):
+            key = f"\0{index}"
+            if rule.metric == "duplicateValues":
+                self._dups[key] = DigestSet()
+                self._dup_counts[key] = 0
+            else:
+                valid = dict(rule.valid)
+                validator = jsonschema.Draft202012Validator(valid)
+                self._invalid.append((key, rule.path, validator, compile_schema(valid)))
+
+    @property
+    def digest_names(self) -> list[str]:
+        """The names :meth:`inspect`'s digests may hold: the ``unique`` fields, then the keys
+        of the counted duplicate rules."""
+        return [*self._seen, *self._dups]
 
     def _add(self, violation: Violation) -> None:
         self.violation_count += 1
@@ -558,6 +581,13 @@ class ContractCheck:
             value = value_at(document, name) if "." in name else document.get(name, _MISSING)
             if value is not _MISSING:
                 digests[name] = sha256(_unique_bytes(value))
+        if self._dups:
+            for index, rule in enumerate(self.contract.counted):
+                key = f"\0{index}"
+                if key in self._dups:
+                    value = value_at(document, rule.path)
+                    if value is not _MISSING and value is not None:
+                        digests[key] = sha256(_unique_bytes(value))
         return problems, digests
 
     def null_fields(self, document: Mapping[str, Any]) -> tuple[str, ...]:
@@ -567,6 +597,17 @@ class ContractCheck:
             value = value_at(document, name) if "." in name else document.get(name)
             if value is None or value is _MISSING:
                 out.append(name)
+        for key, path, validator, fast in self._invalid:  # counted like nulls, when shipped
+            value = value_at(document, path)
+            if value is _MISSING or value is None:
+                continue
+            try:
+                relaxed = relaxed_value({"v": value})["v"]
+            except FormatError:
+                out.append(key)
+                continue
+            if not (fast is not None and fast(relaxed)) and not validator.is_valid(relaxed):
+                out.append(key)
         return tuple(out)
 
     def settle(
@@ -582,7 +623,8 @@ class ContractCheck:
         are remembered)."""
         self.count += 1
         for name, digest in digests.items():
-            if digest in self._seen[name]:
+            seen = self._seen.get(name)
+            if seen is not None and digest in seen:
                 problems.append(("unique", f"{name}: duplicate value"))
         if problems:  # not shipped: its values count for neither uniqueness nor nulls
             text = key if isinstance(key, str) else key()
@@ -591,7 +633,15 @@ class ContractCheck:
             self.failed_records += 1
             return False
         for name, digest in digests.items():
-            self._seen[name].add(digest)
+            seen = self._seen.get(name)
+            if seen is not None:
+                seen.add(digest)
+                continue
+            dups = self._dups[name]  # a counted duplicate rule: counted, not refused
+            if digest in dups:
+                self._dup_counts[name] += 1
+            else:
+                dups.add(digest)
         return True
 
     def count_nulls(self, names: Iterable[str]) -> None:
@@ -603,9 +653,35 @@ class ContractCheck:
     def finish(self, *, shipped: int) -> None:
         """The checks of the output as a whole (``shipped``: its record count; nulls per
         field); the uniqueness digests are forgotten (their spill files removed)."""
-        for seen in self._seen.values():
+        for seen in [*self._seen.values(), *self._dups.values()]:
             seen.close()
         c = self.contract
+        self._counted = []
+        for index, rule in enumerate(c.counted):
+            key = f"\0{index}"
+            count = self._dup_counts.get(key, self._nulls.get(key, 0))
+            within = rule.within(count, shipped)
+            self._counted.append(
+                {
+                    "rule": rule.name,
+                    "metric": rule.metric,
+                    "field": rule.path,
+                    "limit": rule.limit_text(),
+                    "count": count,
+                    "records": shipped,
+                    "passed": within,
+                }
+            )
+            if not within:
+                what = "a duplicate" if rule.metric == "duplicateValues" else "an invalid"
+                self._add(
+                    Violation(
+                        None,
+                        rule.metric,
+                        f"{rule.path}: {count} record(s) with {what} value of {shipped}, "
+                        f"{rule.limit_text()}",
+                    )
+                )
         if shipped < c.min_records:
             self._add(
                 Violation(None, "min_records", f"{shipped} record(s), at least {c.min_records}")
@@ -649,7 +725,13 @@ class ContractCheck:
             "failed_records": self.failed_records,
             "violations": self.violation_count,
             "listed": [v.to_json() for v in self.violations],
+            **({"counted": list(self._counted)} if self.contract.counted else {}),
         }
+
+    @property
+    def counted(self) -> list[dict[str, Any]]:
+        """The counted rules' results (after :meth:`finish`): rule, limit, count, passed."""
+        return list(self._counted)
 
 
 _LINE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -27,7 +27,7 @@ the rest: nothing signed can be read):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -154,6 +154,7 @@ def verify_export(
         output = _section(predicate, "output")
         recipient = _section(predicate, "recipient")
         contract = Contract.from_json(_section(predicate, "contract").get("rules", {}))
+        signed_counts = _signed_counts(_section(predicate, "contract"), contract)
         rules = predicate.get("fields")
         if not isinstance(rules, list):
             raise FormatError("the export predicate has no fields list")
@@ -172,8 +173,28 @@ def verify_export(
             f"this identity's key {own_key[:16]}... is not the recipient's "
             f"{str(recipient.get('public_key'))[:16]}...",
         )
-    _check_content(result, file, identity=identity, output=output, contract=contract, fields=fields)
+    _check_content(
+        result,
+        file,
+        identity=identity,
+        output=output,
+        contract=contract,
+        fields=fields,
+        signed_counts=signed_counts,
+    )
     return result
+
+
+def _signed_counts(section: Mapping[str, Any], contract: Contract) -> list[Any]:
+    """The counts the manifest signed for the contract's counted rules (ODCS duplicate and
+    invalid limits), one per rule; raises FormatError when they are not there."""
+    if not contract.counted:
+        return []
+    result = section.get("result")
+    counted = result.get("counted") if isinstance(result, Mapping) else None
+    if not isinstance(counted, list) or len(counted) != len(contract.counted):
+        raise FormatError("the contract result does not give a count per counted rule")
+    return [c.get("count") if isinstance(c, Mapping) else None for c in counted]
 
 
 def _cipher_chunks(file: Path, digest: Sha256Stream) -> Iterator[bytes]:
@@ -195,6 +216,7 @@ def _check_content(
     output: Mapping[str, Any],
     contract: Contract,
     fields: list[str],
+    signed_counts: Sequence[Any] = (),
 ) -> None:
     cipher, plain = Sha256Stream(), Sha256Stream()
     result.checks += ["output-digest", "decrypt"]
@@ -225,7 +247,9 @@ def _check_content(
         except ValueError:
             result.add("encoding", f"unknown output format {output.get('format')!r}")
             return
-        _check_records(result, spooled, fmt, output, contract, fields, plain.hexdigest())
+        _check_records(
+            result, spooled, fmt, output, contract, fields, plain.hexdigest(), signed_counts
+        )
 
 
 def _check_records(  # noqa: PLR0917 - the record pass of _check_content
@@ -236,6 +260,7 @@ def _check_records(  # noqa: PLR0917 - the record pass of _check_content
     contract: Contract,
     fields: list[str],
     plaintext_sha256: str,
+    signed_counts: Sequence[Any],
 ) -> None:
     check = ContractCheck(contract, frozenset(fields))
     logical = codec_for(RecordEncoding.EXTJSON, "logical")
@@ -278,6 +303,13 @@ def _check_records(  # noqa: PLR0917 - the record pass of _check_content
         result.add(violation.rule, where + violation.message)
     if check.violation_count > len(check.violations):
         result.add("contract", f"{check.violation_count - len(check.violations)} more violation(s)")
+    for counted, signed in zip(check.counted, signed_counts, strict=False):  # same rules, order
+        if counted["count"] != signed:
+            result.add(
+                counted["metric"],
+                f"{counted['rule']}: {counted['count']} in the records, the manifest signed "
+                f"{signed}",
+            )
     result.checks += ["plaintext-digest", "record-count", "fingerprint"]
     if plaintext_sha256 != output.get("plaintext_sha256"):
         result.add("plaintext-digest", "the decrypted records are not the signed ones (SHA-256)")
