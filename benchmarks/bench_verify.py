@@ -22,8 +22,10 @@ process that has already imported and opened everything: the command's start-up 
 with that call's own CPU time.
 
 Run: ``.venv/bin/python benchmarks/bench_verify.py [--records N | --size MB] [--workers 1,2]
-[--modes deep,fast] [--rounds R] [--quick] [--dir DIR] [--pure-python] [--no-in-process]``
-(``--pure-python``: affidavit without its compiled fast paths, to compare).
+[--modes deep,fast] [--rounds R] [--quick] [--dir DIR] [--pure-python] [--no-in-process]
+[--before SRC]`` (``--pure-python``: affidavit without its compiled fast paths, to compare;
+``--before SRC``: also time another tree's ``src`` folder, e.g. ``git archive HEAD src``
+unpacked with the built ``.so`` files copied in, in the same rounds as ``before_...``).
 
 The source tree is byte-compiled first (``compileall``, what an install does): with
 ``PYTHONDONTWRITEBYTECODE`` set, as on the shared development machine, every module edited
@@ -125,6 +127,9 @@ def main() -> int:
     parser.add_argument(
         "--pure-python", action="store_true", help="AFFIDAVIT_PURE_PYTHON=1: no compiled paths"
     )
+    parser.add_argument(
+        "--before", type=Path, default=None, help="another tree's src folder, timed too"
+    )
     args = parser.parse_args()
     if shutil.which("restic") is None:
         raise SystemExit("restic is not installed: apt-get install -y restic")
@@ -163,6 +168,14 @@ def main() -> int:
             "RESTIC_PASSWORD_FILE": str(password),
             "RESTIC_CACHE_DIR": str(work / "rcache"),
         }
+        trees = [("", env)]
+        if args.before is not None:
+            subprocess.run(
+                [sys.executable, "-m", "compileall", "-q", str(args.before)],
+                check=False,
+                capture_output=True,
+            )
+            trees.append(("before_", {**env, "PYTHONPATH": str(args.before.resolve())}))
         run(["restic", "init"], renv)
         backup_restic_s, _ = run(["restic", "backup", "--quiet", str(dump)], renv)
         restic_bytes = sum(p.stat().st_size for p in (work / "restic").rglob("*") if p.is_file())
@@ -187,22 +200,25 @@ def main() -> int:
         in_proc: dict[str, list[dict[str, float]]] = {}
         for _ in range(max(1, args.rounds)):
             for w in workers:
-                for mode in modes:
-                    cmd = [*AFFIDAVIT, "verify", backup_id, "--workers", str(w), "--json"]
-                    if mode == "deep":
-                        cmd.append("--deep")
-                    result = json.loads(timed(f"verify_{mode}_workers_{w}", cmd, env))
-                    assert result["ok"] is True, result["findings"]
-                    assert result["mode"] == mode, result["mode"]
-                    stored = result["coverage"]["data_bytes_total"]
+                for tree, tenv in trees:
+                    for mode in modes:
+                        cmd = [*AFFIDAVIT, "verify", backup_id, "--workers", str(w), "--json"]
+                        if mode == "deep":
+                            cmd.append("--deep")
+                        result = json.loads(timed(f"{tree}verify_{mode}_workers_{w}", cmd, tenv))
+                        assert result["ok"] is True, result["findings"]
+                        assert result["mode"] == mode, result["mode"]
+                        stored = result["coverage"]["data_bytes_total"]
             timed("restic_check_read_data", ["restic", "check", "--read-data"], renv)
             if not args.no_in_process:
                 for w in workers:
-                    for mode in modes:
-                        load = round(os.getloadavg()[0], 2)
-                        got = in_process(backup_id, w, mode, env)
-                        got["load"] = load
-                        in_proc.setdefault(f"in_process_{mode}_workers_{w}", []).append(got)
+                    for tree, tenv in trees:
+                        for mode in modes:
+                            load = round(os.getloadavg()[0], 2)
+                            got = in_process(backup_id, w, mode, tenv)
+                            got["load"] = load
+                            key = f"{tree}in_process_{mode}_workers_{w}"
+                            in_proc.setdefault(key, []).append(got)
 
         mb = size / 1e6
         median = {name: statistics.median(ts) for name, ts in times.items()}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -286,6 +287,43 @@ class OrderedDigest:
         self._broken = False
         self._closed = False
         self._cond = threading.Condition()
+        # segments handed over ahead of their turn (:meth:`deposit`): their bytes and what
+        # gives their memory back once they are hashed
+        self._pending: dict[int, tuple[memoryview | bytes | None, Callable[[], None]]] = {}
+
+    def deposit(self, k: int, data: memoryview | bytes | None, release: Callable[[], None]) -> None:
+        """Hand segment ``k``'s ciphertext over **without waiting** for its turn: hashed at
+        once when it is ``k``'s turn (and then every segment deposited after it whose turn
+        comes, by this thread), else kept until then and hashed by the thread that feeds
+        the segment before it. ``release()`` is called once ``data`` is hashed (or the digest
+        closed): ``data``'s memory must stay untouched until then. The memory held is that
+        of the segments deposited ahead of their turn: the caller bounds how many run."""
+        with self._cond:
+            if self._closed:
+                late = True
+            elif self._turn != k:
+                self._pending[k] = (data, release)
+                return
+            else:
+                late = False
+        if late:
+            release()
+            return
+        while True:
+            if data is None:
+                self._broken = True
+            elif not self._broken:
+                self._hash.update(data)
+                self._length += len(data)
+            release()
+            with self._cond:
+                self._turn = k + 1
+                nxt = self._pending.pop(self._turn, None) if not self._closed else None
+                if nxt is None:
+                    self._cond.notify_all()
+                    return
+            k = k + 1
+            data, release = nxt
 
     def feed(self, k: int, data: memoryview | bytes | None, *, wait: bool = True) -> bool:
         """Hash segment ``k``'s ciphertext ``data`` (None: it could not be read whole) once
@@ -306,14 +344,22 @@ class OrderedDigest:
             self._length += len(data)
         with self._cond:
             self._turn = k + 1
+            nxt = self._pending.pop(self._turn, None) if not self._closed else None
             self._cond.notify_all()
+        if nxt is not None:  # deposited while this one was hashed: its turn has come
+            self.deposit(k + 1, *nxt)
         return True
 
     def close(self) -> None:
-        """Stop: wake every waiting feeder; no digest unless every segment was fed."""
+        """Stop: wake every waiting feeder, release every deposited segment; no digest
+        unless every segment was fed."""
         with self._cond:
             self._closed = True
+            pending = list(self._pending.values())
+            self._pending.clear()
             self._cond.notify_all()
+        for _, release in pending:
+            release()
 
     def result(self, size: int) -> str | None:
         """The hex digest when every segment was fed whole and ``size`` bytes in all."""

@@ -28,12 +28,15 @@ from affidavit.crypto.age_reader import MAX_HEADER, AgeDecryptError, AgeFile
 from affidavit.crypto.digest import Sha256Stream
 from affidavit.errors import FormatError, IntegrityError, KeystoreError, OperationError, VaultError
 from affidavit.models.checks import CheckCode
+from affidavit.models.inventory import VaultKind
 from affidavit.private_temp import open_private
 from affidavit.services.artifacts import decryption
 from affidavit.services.keys import keystore_for, unwrap_identity
 from affidavit.services.verify.manifest_copy import check_manifest_copy, not_a_file
 from affidavit.services.verify.segments import (
+    Ahead,
     BufferPool,
+    Pipeline,
     RangedFile,
     Remote,
     Segmented,
@@ -136,6 +139,8 @@ class ArtifactReader:
     copy_sha256: str | None = None  # of the copy's bytes read
     not_files: set[str] = field(default_factory=set)  # artifact-not-a-file already reported
     buffers: BufferPool = field(default_factory=BufferPool)  # segment memory, reused
+    pipeline: Pipeline | None = None  # the segments of the artifacts to come, under way
+    ahead_order: dict[str, int] = field(default_factory=dict)  # path -> its place in it
 
     # -- the vault's folder ------------------------------------------------------------------
 
@@ -243,6 +248,67 @@ class ArtifactReader:
             )
             return
         self.identity = identity
+
+    # -- the segments of every artifact, on one pool --------------------------------------
+
+    def start_pipeline(self, planned: list[tuple[Expected, SegmentUse | None]]) -> None:
+        """Start checking the segments of ``planned`` (the artifacts in the order this run
+        will check them, each with what its content check will ask of it: None, the
+        sequential pass) on one :class:`Pipeline` of :attr:`Run.workers` threads, so that
+        an artifact's segments start while the one before is merged and finished. Only a
+        folder vault's files on local threads (a cluster, a stream: as before); an artifact
+        the pipeline does not take, or whose file is not the one :meth:`check_artifact`
+        opens, is read as before."""
+        run = self.run
+        local_file = run.vault.vault.kind is VaultKind.FILE
+        if run.cluster is not None or self.identity is None or not local_file:
+            return
+        chosen = [(a, u) for a, u in planned if u is not None and a.segments is not None]
+        if not chosen:
+            return
+        identity = self.identity
+
+        def prepare(
+            n: int,
+        ) -> tuple[str, BinaryIO, AgeFile, Any, int, SegmentUse, Path | None] | None:
+            art, use = chosen[n]
+            table = art.segments
+            if table is None or art.plain_size is None:
+                return None
+            if use.frame and table.framing != "bson":
+                return None
+            fh = run.vault.open(art.path)
+            try:
+                if _regular_descriptor(fh) is None:
+                    fh.close()
+                    return None
+                age = AgeFile.from_file(fh, identity)
+                if age.layout.file_size != art.size:
+                    fh.close()
+                    return None
+            except BaseException:
+                fh.close()
+                raise
+            spool = run.tmp / f"ahead-{n}" if use.spool is not None else None
+            return art.path, fh, age, table, art.plain_size, use, spool
+
+        self.ahead_order = {a.path: n for n, (a, _) in enumerate(chosen)}
+        self.pipeline = Pipeline(
+            len(chosen), prepare, workers=run.workers, buffers=self.buffers, deep=run.deep
+        )
+
+    def stop_pipeline(self) -> None:
+        """Drop what the pipeline holds that was not claimed; stop its threads."""
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None
+
+    def _claim(self, art: Expected, fh: BinaryIO, use: SegmentUse) -> Ahead | None:
+        n = self.ahead_order.get(art.path)
+        fd = _regular_descriptor(fh)
+        if self.pipeline is None or n is None or fd is None:
+            return None
+        return self.pipeline.claim(n, use, fd)
 
     def check_artifact(
         self, art: Expected, consume: Consumer | None, use: SegmentUse | None = None
@@ -367,6 +433,7 @@ class ArtifactReader:
         fd = _regular_descriptor(fh) if deep else None
         local = remote is None or use.spool is not None
         whole = None if local else _WholeFileDigest.start(fd, art.size)
+        ahead = self._claim(art, fh, use) if remote is None else None
         try:
             got = read_segments(
                 age,
@@ -382,6 +449,7 @@ class ArtifactReader:
                 whole_digest=local and fd is not None,
                 buffers=self.buffers,
                 deep=deep,
+                ahead=ahead,
             )
         except OSError as exc:  # the vault's file could not be read: says nothing of the backup
             fh.close()

@@ -30,8 +30,8 @@ from affidavit.services.verify.content import ContentCheck, one_pass
 from affidavit.services.verify.reading import ArtifactReader
 from affidavit.services.verify.recording import Outcome, record
 from affidavit.services.verify.sampling import new_seed, select
-from affidavit.services.verify.segments import default_workers
-from affidavit.services.verify.state import Run, now, read_signed
+from affidavit.services.verify.segments import SegmentUse, default_workers
+from affidavit.services.verify.state import Expected, Run, now, read_signed
 from affidavit.services.verify.vouch import deep_vouch
 from affidavit.vaults.base import VaultBackend
 
@@ -230,6 +230,9 @@ def _check(
         # read in one pass; one with a file per dataset is fingerprinted as it decrypts
         shared = one_pass(fmt)
         datasets_checked: set[str] = set()
+        # every artifact's segments on one pool, in this order: the next one's start while
+        # the one before is merged and finished (issue 18)
+        reader.start_pipeline([(art, _segment_use(art, shared, tmp)) for art in artifacts])
         for art in artifacts:
             if art.role == ArtifactRole.INDEX.value and art.dataset:
                 content.stored_index(art)
@@ -252,6 +255,7 @@ def _check(
             against = {"source": source.name, "compared": False, "datasets": {}}
             coverage["against_source"] = False
     finally:
+        reader.stop_pipeline()
         if engine is not None:
             engine.__exit__(None, None, None)
     return Outcome(
@@ -272,3 +276,15 @@ def _check(
         # a deep run of every artifact with a table, each proven on its segment path
         tables_proven=run.deep and kind != "sample" and bool(tabled) and tabled <= reader.proven,
     )
+
+
+def _segment_use(art: Expected, shared: bool | None, tmp: Path) -> SegmentUse | None:
+    """What the loop of :func:`_check` will ask of ``art``'s segments (its content check's
+    :class:`SegmentUse`; the spool's path is the pipeline's own until it is claimed)."""
+    if art.role == ArtifactRole.INDEX.value and art.dataset:
+        return SegmentUse(spool=tmp / "stored")
+    if art.role == ArtifactRole.DATA.value and shared is False:
+        return SegmentUse(frame=True)
+    if art.role == ArtifactRole.DATA.value and shared:
+        return SegmentUse(spool=tmp / "data")
+    return SegmentUse()

@@ -22,6 +22,14 @@ and signed row) is what travels, :func:`check_segment` opens the artifact where 
 runs (``pread`` of a folder vault's file; an S3 object's ranges into a :class:`RangedFile`),
 and a :class:`SegmentPart` of digests and record pairs comes back to the same merge.
 
+A verification's artifacts share one pool (:class:`Pipeline`, issue 18): a feeder thread
+opens them in the order the verification checks them and submits their segments in file
+order, so the next artifact's segments run while the one before is merged and finished; the
+caller takes each with :meth:`Pipeline.claim` (only from the very file it opened itself) and
+merges it here as its own threads' parts. There a deep segment hands its ciphertext to the
+whole-file digest without waiting for its turn (:meth:`OrderedDigest.deposit`, which gives
+its buffers back once hashed), at most ``2 x workers`` buffer sets taken at once.
+
 Nothing here words the artifact's own findings: :func:`read_segments` returns what it found
 (:class:`Segmented`), and the reader (:mod:`.reading`) decides; any discrepancy sends the
 artifact through the sequential pass too, so its findings are exactly a sequential run's.
@@ -33,7 +41,7 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -57,11 +65,14 @@ from affidavit.formats.bson_codec import frame_exact_pairs
 from affidavit.models.inventory import Vault, VaultKind
 from affidavit.models.records import RecordEncoding
 from affidavit.models.segments import Segment, SegmentTable
+from affidavit.private_temp import open_private as open_private_spool
 from affidavit.services.backends import vault_backend
 from affidavit.vaults.base import VaultBackend
 
 __all__ = [
+    "Ahead",
     "BufferPool",
+    "Pipeline",
     "RangedFile",
     "Remote",
     "SegmentJob",
@@ -155,6 +166,7 @@ def segment_part(
     buffers: SegmentBuffers | None = None,
     whole: tuple[OrderedDigest, int] | None = None,
     plain_digest: bool = True,
+    release: Handover | None = None,
 ) -> SegmentPart:
     """Read, open, hash (and spool, frame) one segment of the age file ``payload`` opens:
     the one task of a segment, on a local thread or a cluster's worker. ``fetch(start,
@@ -165,7 +177,13 @@ def segment_part(
     segment's turn, at the latest before returning), so the whole-file digest covers the
     very bytes opened here. ``plain_digest=False`` (a fast verification): every chunk is
     opened and authenticated, the plaintext is not hashed and not compared with the row's
-    (:attr:`SegmentPart.plain_sha256` None). Raises the ``OSError`` of reading the file."""
+    (:attr:`SegmentPart.plain_sha256` None). Raises the ``OSError`` of reading the file.
+
+    ``release`` (with ``whole`` and ``buffers``): the segment's ciphertext is handed to the
+    digest without waiting for its turn (:meth:`OrderedDigest.deposit`), which calls
+    ``release()`` once it is hashed: then, and only then, may ``buffers`` be reused.
+    :attr:`Handover.handed` tells (also after an exception) whether they were handed over;
+    if not, the caller gives them back itself."""
     if whole is None:
         return _segment_part(
             payload,
@@ -191,9 +209,12 @@ def segment_part(
             buffers=buffers,
             whole=(digest, k, fed),
             plain_digest=plain_digest,
+            release=release,
         )
     finally:
-        if not fed:
+        if not fed and release is not None:
+            digest.deposit(k, None, _nothing)  # never read whole: no digest (turn moves on)
+        elif not fed:
             digest.feed(k, None)  # never read whole: no digest (the turn moves on)
 
 
@@ -208,6 +229,7 @@ def _segment_part(
     buffers: SegmentBuffers | None,
     whole: tuple[OrderedDigest, int, list[bool]] | None,
     plain_digest: bool,
+    release: Handover | None = None,
 ) -> SegmentPart:
     layout = payload.layout
     if fetch is not None:
@@ -227,7 +249,12 @@ def _segment_part(
             return
         digest, k, fed = whole
         whole_read = read.ciphertext is not None and read.cipher_size == place.size
-        if digest.feed(k, read.ciphertext if whole_read else None, wait=wait):
+        data = read.ciphertext if whole_read else None
+        if wait and release is not None:  # no waiting: the digest releases the buffers
+            release.handed = True
+            fed.append(True)
+            digest.deposit(k, data, release)
+        elif digest.feed(k, data, wait=wait):
             fed.append(True)
 
     feed(False)  # at once if its turn has come; else after the framing
@@ -312,6 +339,24 @@ def check_segment(job: SegmentJob) -> SegmentPart:
         return SegmentPart(read_error=f"reading {job.path} on a cluster worker failed: {exc}")
     finally:
         _WORKER_BUFFERS.give(buffers)  # the part holds digests and pairs, no view of them
+
+
+def _nothing() -> None:
+    """No memory to give back."""
+
+
+class Handover:
+    """Gives a task's segment memory back to its :class:`BufferPool` when called (by the
+    :class:`OrderedDigest` that hashed the ciphertext in it); ``handed``: the task handed
+    the memory to the digest and must not give it back itself."""
+
+    __slots__ = ("buffers", "handed", "pool")
+
+    def __init__(self, pool: BufferPool, buffers: SegmentBuffers) -> None:
+        self.pool, self.buffers, self.handed = pool, buffers, False
+
+    def __call__(self) -> None:
+        self.pool.give(self.buffers)
 
 
 def _sorted(part: SegmentPart) -> SegmentPart:
@@ -413,6 +458,7 @@ def read_segments(
     whole_digest: bool = False,
     buffers: BufferPool | None = None,
     deep: bool = True,
+    ahead: Ahead | None = None,
 ) -> Segmented:
     """Check every segment of the open age file ``age`` (``size`` ciphertext and
     ``plain_size`` plaintext bytes as signed) against ``table``, ``workers`` segments at a
@@ -430,7 +476,13 @@ def read_segments(
     ``buffers``: the segment memory to reuse (a verification's, over its artifacts; else
     this call's own). ``deep=False`` (a fast verification, docs/verification.md): no
     plaintext SHA-256 per segment, here or on a worker; every byte is still read, hashed on
-    the ciphertext side, opened and authenticated, and framed as asked."""
+    the ciphertext side, opened and authenticated, and framed as asked.
+
+    ``ahead``: the same segments already under way on a verification's :class:`Pipeline`
+    (started while the artifacts before this one were checked, from the same file); their
+    parts are merged here exactly as this call's own threads' would be."""
+    if ahead is not None:
+        return _merge_ahead(ahead, table, size=size, dataset=dataset, advance=advance, deep=deep)
     result = Segmented()
     layout = age.layout
     result.table_issues = table.tiling_issues(
@@ -472,6 +524,40 @@ def read_segments(
     return result
 
 
+def _merge_ahead(
+    ahead: Ahead,
+    table: SegmentTable,
+    *,
+    size: int,
+    dataset: str,
+    advance: Callable[[int], None],
+    deep: bool,
+) -> Segmented:
+    """:func:`read_segments` over the parts of a :class:`Pipeline`'s artifact."""
+    result = Segmented()
+    run = ahead.run
+    try:
+        for k, part in enumerate(ahead.parts()):
+            if part.read_error is not None:
+                raise OSError(part.read_error)
+            advance(table.segments[k].size)
+            _judge(result, k, table.segments[k], part, deep=deep)
+            if result.ok:
+                run.merge(result, k, part)
+        if result.ok:
+            run.finish(result, dataset)
+        if run.spool is not None:
+            run.spool.flush()
+            ahead.place_spool()
+            if result.ok:
+                result.spool = ahead.use.spool
+        if run.whole is not None:
+            result.whole_sha256 = run.whole.result(size)
+    finally:
+        ahead.close()
+    return result
+
+
 def _threaded(run: _SegmentRun, workers: int) -> Iterator[SegmentPart]:
     """The parts of every segment, in order, computed on ``workers`` local threads."""
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="affidavit-segment") as pool:
@@ -484,6 +570,270 @@ def _threaded(run: _SegmentRun, workers: int) -> Iterator[SegmentPart]:
                 future.cancel()
             if run.whole is not None:
                 run.whole.close()  # a task waiting for a turn that will not come returns
+
+
+class Ahead:
+    """One artifact's segments under way on a :class:`Pipeline`: its file (opened by the
+    pipeline), its :class:`_SegmentRun` and the futures of the segments submitted so far,
+    in segment order. The caller takes it with :meth:`Pipeline.claim`."""
+
+    def __init__(
+        self,
+        path: str,
+        fh: BinaryIO,
+        *,
+        run: _SegmentRun,
+        use: SegmentUse,
+        spool: Path | None,
+        permits: threading.Semaphore,
+        slots: threading.Semaphore,
+    ) -> None:
+        self.path = path
+        self.fh = fh
+        self.run = run
+        self.use = use  # what the caller asks for (its spool's path)
+        self.spool = spool  # the pipeline's own spool file, renamed to ``use.spool``
+        self._permits = permits
+        self._slots = slots
+        self._futures: list[Future[SegmentPart]] = []
+        self._cond = threading.Condition()
+        self._stopped = False  # no more segments will be submitted
+        self._taken = 0  # parts the caller consumed (their permits given back)
+
+    def submit(self, pool: ThreadPoolExecutor) -> bool:
+        """Submit the next segment (its permit and buffer slot held); False once stopped."""
+        with self._cond:
+            if self._stopped:
+                self._permits.release()
+                self._slots.release()
+                return False
+            k = len(self._futures)
+            self._futures.append(pool.submit(self.run.task, k))
+            if len(self._futures) == len(self.run.places):
+                self._stopped = True
+            self._cond.notify_all()
+            return True
+
+    def stop(self) -> None:
+        """No more segments (the pipeline failed or is closing)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def parts(self) -> Iterator[SegmentPart]:
+        """The parts of every segment, in order, as they come in."""
+        for k in range(len(self.run.places)):
+            with self._cond:
+                while len(self._futures) <= k and not self._stopped:
+                    self._cond.wait()
+                if len(self._futures) <= k:
+                    raise OSError(f"the segments of {self.path} were not all read")
+                future = self._futures[k]
+            part = future.result()
+            with self._cond:
+                self._taken += 1
+            self._permits.release()
+            yield part
+
+    def place_spool(self) -> None:
+        """Move the pipeline's spool to the path the caller asked for."""
+        if self.spool is not None and self.use.spool is not None:
+            os.replace(self.spool, self.use.spool)
+            self.spool = None
+
+    def close(self) -> None:
+        """Cancel what did not run, wait for what runs, give back the permits of the parts
+        never consumed, close the file, the spool and the run."""
+        self.stop()
+        with self._cond:
+            futures = list(self._futures)
+        for future in futures:
+            if future.cancel():  # never ran: never took (nor gave back) its buffers
+                self._slots.release()
+        if self.run.whole is not None:
+            self.run.whole.close()  # a task waiting for a turn that will not come returns
+        wait(futures)
+        with self._cond:
+            unconsumed = len(self._futures) - self._taken
+            self._taken = len(self._futures)
+        for _ in range(unconsumed):
+            self._permits.release()
+        self.run.close()
+        self.fh.close()
+        if self.spool is not None:
+            self.spool.unlink(missing_ok=True)
+            self.spool = None
+
+
+Prepare = Callable[
+    [int], "tuple[str, BinaryIO, AgeFile, SegmentTable, int, SegmentUse, Path | None] | None"
+]
+"""Open the ``n``-th artifact of a pipeline for its segments: its path, file, age header,
+table, plaintext size, what the caller will ask for and the pipeline's spool path (None:
+that artifact is not checked ahead, the caller reads it as before)."""
+
+
+class Pipeline:
+    """One pool of ``workers`` threads for the segments of every artifact of a verification
+    (issue 18): a feeder thread opens the artifacts in the order the caller will check
+    them (:data:`Prepare`) and submits their segments in file order, so that the next
+    artifact's segments start while the caller merges and finishes the one before, and no
+    core idles at an artifact's tail. At most ``2 x workers`` parts are submitted and not
+    yet consumed (memory: a running task holds one segment's buffers, a finished part only
+    digests and record pairs). The caller takes an artifact with :meth:`claim` (the
+    artifacts before it that it did not take are dropped); what it does not claim it reads
+    itself, as without a pipeline."""
+
+    def __init__(
+        self,
+        count: int,
+        prepare: Prepare,
+        *,
+        workers: int,
+        buffers: BufferPool,
+        deep: bool,
+    ) -> None:
+        self._count = count
+        self._prepare = prepare
+        self._deep = deep
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="affidavit-segment")
+        # parts submitted and not yet merged (digests and record pairs: a few MB each)
+        self._permits = threading.Semaphore(8 * max(1, workers))
+        # segment buffers taken and not yet given back (a running task's, or a segment's
+        # handed to its whole-file digest ahead of its turn): taken here, in segment order,
+        # so the segment whose turn it is always has its own
+        self._slots = threading.Semaphore(2 * max(1, workers))
+        self._buffers = _SlottedBuffers(buffers, self._slots)
+        self._lock = threading.Condition()
+        self._ahead: dict[int, Ahead | None] = {}  # n -> its artifact (None: not ahead)
+        self._closed = False
+        self._floor = 0  # the caller has claimed this far
+        self._feeder = threading.Thread(target=self._feed, name="affidavit-pipeline", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        for n in range(self._count):
+            if self._is_closed():
+                break
+            try:
+                ahead = self._publish(n, self._open(n))
+            except Exception:  # the caller reads it itself, and words what is wrong
+                ahead = self._publish(n, None)
+            if ahead is None:
+                continue
+            for _ in ahead.run.places:
+                self._permits.acquire()
+                self._slots.acquire()
+                if not ahead.submit(self._pool):
+                    break
+        with self._lock:
+            for n in range(self._count):
+                self._ahead.setdefault(n, None)
+            self._lock.notify_all()
+
+    def _is_closed(self) -> bool:
+        with self._lock:
+            return self._closed
+
+    def _publish(self, n: int, ahead: Ahead | None) -> Ahead | None:
+        """Make the ``n``-th artifact claimable (None: it is not ahead); it is dropped at
+        once when the caller has gone past it or the pipeline is closing."""
+        with self._lock:
+            gone = self._closed or n < self._floor
+            self._ahead[n] = None if gone else ahead
+            self._lock.notify_all()
+        if ahead is not None and gone:
+            ahead.close()
+            return None
+        return ahead
+
+    def _open(self, n: int) -> Ahead | None:
+        prepared = self._prepare(n)
+        if prepared is None:
+            return None
+        path, fh, age, table, plain_size, use, spool_path = prepared
+        try:
+            if table.tiling_issues(
+                size=age.layout.file_size,
+                plain_size=plain_size,
+                payload_offset=age.layout.payload_offset,
+            ):
+                fh.close()
+                return None
+            spool = open_private_spool(spool_path) if spool_path is not None else None
+            run = _SegmentRun(
+                age,
+                table,
+                plain_size=plain_size,
+                frame=use.frame and table.framing == "bson",
+                spool=spool,
+                buffers=self._buffers,
+                deep=self._deep,
+            )
+        except BaseException:
+            fh.close()
+            raise
+        if self._deep:
+            run.whole = OrderedDigest(len(run.places))
+            run.deposit = True  # at most 2 x workers parts under way: so many buffers
+        return Ahead(
+            path,
+            fh,
+            run=run,
+            use=use,
+            spool=spool_path,
+            permits=self._permits,
+            slots=self._slots,
+        )
+
+    def claim(self, n: int, use: SegmentUse, fd: int) -> Ahead | None:
+        """The ``n``-th artifact's segments under way, when they were started for ``use``
+        from the very file ``fd`` is open on (same device and inode); else None (and
+        nothing of it is kept). Drops the artifacts before ``n`` left unclaimed."""
+        while True:
+            with self._lock:
+                self._floor = max(self._floor, n)
+                dropped = [a for m, a in self._ahead.items() if m < n and a is not None]
+                for m in [m for m in self._ahead if m < n]:
+                    self._ahead[m] = None
+                ready = n in self._ahead or self._closed
+                if ready:
+                    ahead = self._ahead.get(n)
+                    self._ahead[n] = None
+            for other in dropped:  # their permits back: the feeder may wait for them
+                other.close()
+            if ready:
+                break
+            with self._lock:
+                if n not in self._ahead and not self._closed:
+                    self._lock.wait(0.05)
+        if ahead is None:
+            return None
+        mine, theirs = os.fstat(fd), os.fstat(ahead.fh.fileno())
+        same = (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+        if not same or use.frame != ahead.use.frame or (use.spool is None) != (ahead.spool is None):
+            ahead.close()
+            return None
+        ahead.use = use
+        return ahead
+
+    def close(self) -> None:
+        """Stop the feeder, drop what was not claimed, stop the threads."""
+        with self._lock:
+            self._closed = True
+            left = [a for a in self._ahead.values() if a is not None]
+            self._ahead = dict.fromkeys(self._ahead)
+            self._lock.notify_all()
+        for ahead in left:
+            ahead.close()
+        # the feeder may wait for a permit: the closes above gave them back
+        self._feeder.join()
+        with self._lock:
+            left = [a for a in self._ahead.values() if a is not None]
+            self._ahead = {}
+        for ahead in left:
+            ahead.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class BufferPool:
@@ -510,6 +860,22 @@ class BufferPool:
         """Drop the free sets (their memory goes back to the system)."""
         with self._lock:
             self._free.clear()
+
+
+class _SlottedBuffers(BufferPool):
+    """A :class:`BufferPool` whose every set given back frees a slot of the
+    :class:`Pipeline` that took it."""
+
+    def __init__(self, pool: BufferPool, slots: threading.Semaphore) -> None:
+        super().__init__()
+        self._pool, self._slots = pool, slots
+
+    def take(self) -> SegmentBuffers:
+        return self._pool.take()
+
+    def give(self, buffers: SegmentBuffers) -> None:
+        self._pool.give(buffers)
+        self._slots.release()
 
 
 class _IdleBufferPool:
@@ -577,10 +943,17 @@ class _SegmentRun:
         self.acc = Accumulator("exact", keep_keys=False) if frame else None
         self.expect = 0  # the next document start, as the segments merged so far say
         self.whole: OrderedDigest | None = None  # the whole file's digest, in order
+        # a task hands its ciphertext to ``whole`` without waiting for its turn (the
+        # digest gives its buffers back): only where the tasks under way are bounded
+        # (:class:`Pipeline`), since each one waiting for its turn keeps its buffers
+        self.deposit = False
 
     def task(self, k: int) -> SegmentPart:
         """Read, open, hash (and spool, frame) segment ``k``; on a worker thread."""
         buffers = self.buffers.take()
+        release = None
+        if self.deposit and self.whole is not None:
+            release = Handover(self.buffers, buffers)
         try:
             part = segment_part(
                 self.age.payload,
@@ -591,9 +964,11 @@ class _SegmentRun:
                 buffers=buffers,
                 whole=(self.whole, k) if self.whole is not None else None,
                 plain_digest=self.deep,
+                release=release,
             )
         finally:
-            self.buffers.give(buffers)  # the segment is done with them (its digest fed)
+            if release is None or not release.handed:
+                self.buffers.give(buffers)  # the segment is done with them (its digest fed)
         if part.frame_error is not None:
             part.frame_error = f"segment {k}: {part.frame_error}"
             return part
