@@ -288,10 +288,17 @@ class Accumulator:
     # -- output -----------------------------------------------------------------------------
 
     def finish(
-        self, index_path: Path | None = None, *, dataset: str = "", encoding: str = ""
+        self,
+        index_path: Path | None = None,
+        *,
+        dataset: str = "",
+        encoding: str = "",
+        threads: int = 1,
     ) -> tuple[Fingerprint, int]:
         """Compute the fingerprint (and write the index file when asked: only an accumulator
-        that keeps keys can). Returns the fingerprint and the number of duplicate keys seen."""
+        that keeps keys can). Returns the fingerprint and the number of duplicate keys seen.
+        ``threads`` > 1 folds the key-hash segments on that many threads when no index is
+        written (the merge sorts and bucket hashes release the GIL; the result is the same)."""
         if index_path is not None and not self.keep_keys:
             raise ValueError("an accumulator that keeps no keys cannot write an index")
         writer = IndexWriter(index_path) if index_path is not None else None
@@ -299,7 +306,7 @@ class Accumulator:
             last = self._sorted_run()  # the last run stays in memory
             if last is not None:
                 self._runs.append(last)
-            fingerprint, duplicates = self._fold(writer)
+            fingerprint, duplicates = self._fold(writer, threads if writer is None else 1)
             if writer is not None:
                 writer.seal(
                     IndexHeader(
@@ -317,14 +324,42 @@ class Accumulator:
             self.close()
         return fingerprint, duplicates
 
-    def _fold(self, writer: IndexWriter | None) -> tuple[Fingerprint, int]:
+    def _fold(self, writer: IndexWriter | None, threads: int) -> tuple[Fingerprint, int]:
+        """The fingerprint of every run's pairs, segment by segment (and the index, in key
+        order, when ``writer``). Without an index, ``threads`` > 1 shares the segments: a
+        key's pairs all fall in one segment (its top bits), so segments fold independently,
+        each into its own buckets' leaves."""
         bits = self.bucket_bits
         empty_leaf = merkle.leaf_hash(bucket_hash(b""))
         leaves = [empty_leaf] * (1 << bits)
-        duplicates = 0
-        count = 0
+        segments = range(1 << self._segment_bits)
+        if threads <= 1 or writer is not None:
+            count, duplicates = self._fold_segments(segments, leaves, writer)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            step = max(1, len(segments) // (threads * 4))
+            slices = [segments[k : k + step] for k in range(0, len(segments), step)]
+            with ThreadPoolExecutor(threads, thread_name_prefix="affidavit-fold") as pool:
+                folded = list(pool.map(lambda part: self._fold_segments(part, leaves), slices))
+            count = sum(c for c, _ in folded)
+            duplicates = sum(d for _, d in folded)
+        if count != self.count:
+            raise RuntimeError(f"fingerprint lost records: {count} of {self.count}")
+        root = merkle.root(leaves)
+        fingerprint = Fingerprint(profile=self.profile, bucket_bits=bits, count=count, root=root)
+        return fingerprint, duplicates
+
+    def _fold_segments(
+        self, segments: range, leaves: list[bytes], writer: IndexWriter | None = None
+    ) -> tuple[int, int]:
+        """Fold ``segments`` into ``leaves`` (only their own buckets' entries are written) and,
+        with ``writer``, their keys into the index; the pairs counted and the duplicate keys
+        seen."""
+        bits = self.bucket_bits
+        count = duplicates = 0
         want_keys = writer is not None
-        for segment in range(1 << self._segment_bits):
+        for segment in segments:
             parts = [
                 run.segment(segment, with_keys=want_keys)
                 for run in self._runs
@@ -364,11 +399,7 @@ class Accumulator:
                     offsets, lengths = offsets[order], lengths[order]
                 blob = b"".join([b for _, b, _ in parts])
                 writer.add_packed(raw, blob, offsets, lengths)
-        if count != self.count:
-            raise RuntimeError(f"fingerprint lost records: {count} of {self.count}")
-        root = merkle.root(leaves)
-        fingerprint = Fingerprint(profile=self.profile, bucket_bits=bits, count=count, root=root)
-        return fingerprint, duplicates
+        return count, duplicates
 
     def close(self) -> None:
         """Remove temporary run files."""

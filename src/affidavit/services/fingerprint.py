@@ -594,14 +594,18 @@ def finished(
     *,
     index_for: Callable[[str], Path | None],
     encoding: RecordEncoding,
+    threads: int = 1,
 ) -> list[DatasetFingerprint]:
     """Finish (and close) every accumulator of :func:`fingerprint_datasets`, each with its
-    index file where ``index_for`` names one, in the accumulators' order."""
+    index file where ``index_for`` names one, in the accumulators' order (``threads``: how
+    many threads fold one without an index)."""
     results = []
     for name, acc in accumulators.items():
         index = index_for(name)
         try:
-            fingerprint, duplicates = acc.finish(index, dataset=name, encoding=encoding.value)
+            fingerprint, duplicates = acc.finish(
+                index, dataset=name, encoding=encoding.value, threads=threads
+            )
         finally:
             acc.close()
         results.append(
@@ -762,7 +766,10 @@ def fingerprint_path(
             rep.finish()
     many = len(names) > 1
     return finished(
-        accumulators, index_for=lambda name: _index_path(out, name, many), encoding=reader.encoding
+        accumulators,
+        index_for=lambda name: _index_path(out, name, many),
+        encoding=reader.encoding,
+        threads=resolve_workers(workers),
     )
 
 

@@ -245,3 +245,25 @@ def test_native_packing_refuses_what_it_cannot_take() -> None:
     with pytest.raises(ValueError, match="prefix_max"):
         NATIVE.packed_entries(pair, b"abc", one, lengths, 0x8000)
     assert NATIVE.packed_entries(pair, b"abc", one, lengths, 2) == pair + b"\x80\x02ab"
+
+
+@pytest.mark.parametrize("buffer_records", [1 << 20, 4096])  # one run in memory; spilled runs
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_a_fold_on_threads_is_the_fold_on_one(buffer_records: int, threads: int) -> None:
+    """``finish(threads=N)`` shares the key-hash segments among threads: the fingerprint and
+    the duplicate count are those of one thread (duplicates included, several runs merged,
+    buckets spread over every segment and empty ones)."""
+    rng = np.random.default_rng(11)
+    n = 30_000
+    raw = rng.bytes(64 * n)
+    pairs = [raw[64 * i : 64 * (i + 1)] for i in range(n)]
+    pairs += pairs[:500]  # duplicate keys (and identical pairs)
+    results = []
+    for t in (1, threads):
+        acc = Accumulator("exact", bucket_bits=12, buffer_records=buffer_records, keep_keys=False)
+        for k in range(0, len(pairs), 2_000):
+            acc.add_pairs(b"".join(pairs[k : k + 2_000]), None)
+        results.append(acc.finish(threads=t))
+    assert results[0] == results[1]
+    assert results[0][1] == 500
+    assert results[0][0].count == n + 500
