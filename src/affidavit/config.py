@@ -303,8 +303,9 @@ def _where_from(
 ) -> str:
     if overrides.get(name) is not None:
         return "command-line flag"
-    if _ENV_NAMES.get(name) in env:
-        return f"environment {_ENV_NAMES[name]}"
+    var = _ENV_NAMES.get(name)  # None: not a setting (os.environ refuses None as a key)
+    if var is not None and var in env:
+        return f"environment {var}"
     return str(config_file)
 
 

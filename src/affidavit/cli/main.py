@@ -9,27 +9,36 @@ complete."""
 
 from __future__ import annotations
 
-import gc
-import importlib
-import os
 import sys
-from pathlib import Path
-from typing import Annotated, NoReturn
 
-import typer
-from typer import Abort, Exit
+try:  # a Ctrl-C while these load (~40 ms) ends the command as one during it does
+    import gc
+    import importlib
+    import os
+    from pathlib import Path
+    from typing import Annotated, NoReturn
 
-from affidavit import __version__
-from affidavit.cli.client import SERVER_ENV, SERVER_META, refuse_local
-from affidavit.cli.output import error, plain, print_json, show
-from affidavit.cli.state import CliState
-from affidavit.constants import ExitCode
-from affidavit.errors import ApprovalPending, Error
+    import typer
+    from typer import Abort, Exit
 
-try:  # typer >= 0.29 vendors click
-    from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover - older typer depends on click
-    from click.exceptions import ClickException  # type: ignore[assignment]
+    from affidavit import __version__
+    from affidavit.cli.client import SERVER_ENV, SERVER_META, refuse_local
+    from affidavit.cli.output import error, plain, print_json, show
+    from affidavit.cli.state import CliState
+    from affidavit.constants import ExitCode
+    from affidavit.errors import ApprovalPending, Error
+
+    try:  # typer >= 0.29 vendors click
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover - older typer depends on click
+        from click.exceptions import ClickException  # type: ignore[assignment]
+except KeyboardInterrupt:
+    sys.stderr.write("error: interrupted\n")
+    raise SystemExit(130) from None
+
+INTERRUPTED = 130
+"""The exit code of a command stopped by Ctrl-C (typer turns the ``KeyboardInterrupt`` of a
+command into it)."""
 
 # command name -> (module under affidavit.cli, function), in the order help lists them
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -257,12 +266,9 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
     except ClickException as exc:  # usage errors: unknown option, bad value, missing argument
         exc.show()
         return int(ExitCode.BAD_INPUT)
-    except Abort:
+    except (Abort, KeyboardInterrupt):
         error("interrupted")
-        return 130
-    except KeyboardInterrupt:
-        error("interrupted")
-        return 130
+        return INTERRUPTED
     except Exception as exc:  # a bug: say so plainly, keep the traceback for debugging
         if os.environ.get("AFFIDAVIT_DEBUG"):
             raise
@@ -272,7 +278,10 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
             "and report it",
         )
         return int(ExitCode.INTERNAL)
-    return int(result) if isinstance(result, int) else 0
+    code = int(result) if isinstance(result, int) else 0
+    if code == INTERRUPTED:  # typer's word for a Ctrl-C in the command: say it, as above
+        error("interrupted")
+    return code
 
 
 def run() -> NoReturn:

@@ -118,7 +118,19 @@ def show(*renderables: Any) -> None:
 
 
 def error(message: str, hint: str | None = None) -> None:
-    """``error: ...`` and ``hint: ...`` on stderr, one line each, no traceback."""
+    """``error: ...`` and ``hint: ...`` on stderr, one line each, no traceback. In colour
+    on a terminal; elsewhere (a pipe, a log, ``--json`` scripts) plain text written here,
+    without loading rich for it (and so without its emoji codes or tab expansion)."""
+    if not _is_terminal(sys.stderr):
+        lines = [f"error: {_one_line(message)}"]
+        if hint:
+            lines.append(f"hint: {_one_line(hint)}")
+        try:
+            sys.stderr.write("\n".join(lines) + "\n")
+            sys.stderr.flush()
+        except (AttributeError, OSError, ValueError):  # stderr closed (None) or gone
+            pass
+        return
     err = _console("err_console")
     err.print(f"[bold red]error:[/bold red] {_escape(message)}")
     if hint:
@@ -127,6 +139,19 @@ def error(message: str, hint: str | None = None) -> None:
 
 def _escape(text: str) -> str:
     return text.replace("[", r"\[").replace("\n", " ")
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, its control and bidirectional characters shown as escapes."""
+    flat = text.replace("\r\n", " ").replace("\n", " ")
+    return _UNSAFE.sub(lambda m: m[0].encode("unicode_escape").decode(), flat)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def plain(value: object) -> str | None:

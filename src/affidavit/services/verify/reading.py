@@ -296,6 +296,7 @@ class ArtifactReader:
         self.pipeline = Pipeline(
             len(chosen), prepare, workers=run.workers, buffers=self.buffers, deep=run.deep
         )
+        self.pipeline.start()  # held first: closed by stop_pipeline even if Ctrl-C lands here
 
     def stop_pipeline(self) -> None:
         """Drop what the pipeline holds that was not claimed; stop its threads."""
@@ -469,7 +470,7 @@ class ArtifactReader:
         else:
             whole_checked = whole is not None
         self._segment_findings(art, got)
-        if not got.ok:
+        if not got.ok or _resized(fh, art.size):  # grown or cut while read: sequentially
             return False, None
         if whole_checked and digest != art.sha256:
             return False, None  # the sequential pass words it (artifact-hash-mismatch)
@@ -675,6 +676,13 @@ class _WholeFileDigest:
         """The hex digest (None: the file could not be read to its signed size)."""
         self._thread.join()
         return self._digest
+
+
+def _resized(fh: BinaryIO, size: int) -> bool:
+    """Whether the regular file ``fh`` no longer has ``size`` bytes (its segments read only
+    the signed ranges: bytes appended meanwhile would go unseen)."""
+    fd = _regular_descriptor(fh)
+    return fd is not None and os.fstat(fd).st_size != size
 
 
 def _regular_descriptor(fh: BinaryIO) -> int | None:

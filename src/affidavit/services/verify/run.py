@@ -78,7 +78,10 @@ def verify_backup(
             hint="for example --sample 10 checks a tenth of the data artifacts",
         )
     if workers is not None and not 1 <= workers <= 1024:
-        raise InputError(f"--workers {workers} is outside 1..1024")
+        raise InputError(
+            f"--workers {workers} is outside 1..1024",
+            hint="leave it out for one per core this process may run on",
+        )
     if seed is not None and sample_percent is None:
         raise InputError("a seed repeats a sample: give --sample PERCENT with it")
     if seed is not None and not (1 <= len(seed) <= 64 and seed.isprintable()):

@@ -37,6 +37,7 @@ artifact through the sequential pass too, so its findings are exactly a sequenti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -709,9 +710,25 @@ class Pipeline:
         self._closed = False
         self._floor = 0  # the caller has claimed this far
         self._feeder = threading.Thread(target=self._feed, name="affidavit-pipeline", daemon=True)
+
+    def start(self) -> None:
+        """Start the feeder. Apart from the constructor, so that the caller holds the
+        pipeline (and closes it) even when a Ctrl-C lands while the thread starts."""
         self._feeder.start()
 
     def _feed(self) -> None:
+        try:
+            # a pool shut down under it (closed, Ctrl-C, exit): what was not submitted is
+            # read by the caller itself, as if not ahead
+            with contextlib.suppress(RuntimeError):
+                self._submit_all()
+        finally:
+            with self._lock:
+                for n in range(self._count):
+                    self._ahead.setdefault(n, None)
+                self._lock.notify_all()
+
+    def _submit_all(self) -> None:
         for n in range(self._count):
             if self._is_closed():
                 break
@@ -722,14 +739,29 @@ class Pipeline:
             if ahead is None:
                 continue
             for _ in ahead.run.places:
-                self._permits.acquire()
-                self._slots.acquire()
-                if not ahead.submit(self._pool):
+                if not self._take(self._permits):
+                    ahead.stop()
                     break
-        with self._lock:
-            for n in range(self._count):
-                self._ahead.setdefault(n, None)
-            self._lock.notify_all()
+                if not self._take(self._slots):
+                    self._permits.release()
+                    ahead.stop()
+                    break
+                try:
+                    submitted = ahead.submit(self._pool)
+                except RuntimeError:  # the pool was shut down (the caller is gone)
+                    self._permits.release()
+                    self._slots.release()
+                    ahead.stop()
+                    raise
+                if not submitted:
+                    break
+
+    def _take(self, semaphore: threading.Semaphore) -> bool:
+        """Acquire ``semaphore`` unless the pipeline closes first (False)."""
+        while not semaphore.acquire(timeout=0.1):
+            if self._is_closed():
+                return False
+        return True
 
     def _is_closed(self) -> bool:
         with self._lock:
@@ -826,8 +858,10 @@ class Pipeline:
             self._lock.notify_all()
         for ahead in left:
             ahead.close()
-        # the feeder may wait for a permit: the closes above gave them back
-        self._feeder.join()
+        # the feeder may wait for a permit: the closes above gave them back (and it stops
+        # waiting once closed); one that was never started has nothing to join
+        if self._feeder.is_alive():
+            self._feeder.join()
         with self._lock:
             left = [a for a in self._ahead.values() if a is not None]
             self._ahead = {}
