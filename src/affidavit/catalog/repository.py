@@ -423,14 +423,24 @@ class LedgerRepository:
             cursor.close()
 
     def find(
-        self, *, action: str | None = None, since: str | None = None, limit: int | None = None
+        self,
+        *,
+        action: str | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+        subject: str | None = None,
     ) -> list[StoredEntry]:
-        """Entries filtered by action and by time (RFC 3339 strings compare in order)."""
+        """Entries filtered by action, subject and time (RFC 3339 strings compare in order).
+        The subject filter reads the row's column: a caller that trusts what it finds still
+        checks the entry itself."""
         where: list[str] = []
         params: list[Any] = []
         if action is not None:
             where.append("action = ?")
             params.append(action)
+        if subject is not None:
+            where.append("subject = ?")
+            params.append(subject)
         if since is not None:
             where.append("time >= ?")
             params.append(since)

@@ -52,7 +52,9 @@ def deep_vouch(app: App, backup_id: str, manifest_sha256: str | None) -> int | N
         if signed is None or signed.size == 0:
             return None
         with app.read() as uow:
-            stored = uow.ledger.find(action=ACTION)
+            # only this backup's rows (the column is the catalog's word: a row whose
+            # subject was edited is at worst not found, and then the run is deep)
+            stored = uow.ledger.find(action=ACTION, subject=f"backup:{backup_id}")
             log = LedgerLog(uow.ledger)
             subject = json.dumps(f"backup:{backup_id}").encode()
             for entry in reversed(stored):
