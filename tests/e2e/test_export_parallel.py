@@ -276,6 +276,30 @@ def test_workers_out_of_range_are_bad_input(
     assert events(home, "export.requested") == []
 
 
+def test_a_server_forks_no_export_workers(
+    app: App, cli: Any, home: Path, tmp_path: Path, mongo: str
+) -> None:
+    """``affidavit serve`` is threaded: its App may not fork export workers (a worker forked
+    while another thread holds a lock could wait on it for ever). The server's App says so,
+    an explicit ``--workers 2`` through it is bad input with nothing recorded, and the
+    default is one process."""
+    from fastapi.testclient import TestClient
+
+    from affidavit.server.app import create_app
+
+    with TestClient(create_app(app.settings)) as client:
+        served = client.app.state.affidavit  # type: ignore[attr-defined]
+        assert served.no_fork is not None and "one process" in served.no_fork
+    prepare(cli, home, tmp_path, mongo, spec=_spec())
+    app.no_fork = "a server runs an export's records in one process"
+    try:
+        with pytest.raises(InputError, match="--workers 2: a server runs"):
+            run_export_service(app, "customers-to-acme", workers=2)
+    finally:
+        app.no_fork = None
+    assert events(home, "export.requested") == []
+
+
 # -- the artifact read as it is decrypted (streamed.py): its checks, got around -----------------
 
 

@@ -96,6 +96,8 @@ def create_app(
         # and contend for the GIL (requests beyond it wait their turn on the event loop)
         to_thread.current_default_thread_limiter().total_tokens = SYNC_THREADS
         with open_app(settings) as app:
+            # a threaded server must not fork export workers (services/exports/parallel.py)
+            app.no_fork = "a server runs an export's records in one process"
             api.state.affidavit = app
             yield
 

@@ -208,6 +208,10 @@ class App:
         # the ledger's size and frontier as the last change of this App committed them, with
         # the root its checkpoint signed: re-checked against the catalog by every change
         self._ledger_state: tuple[LogState, bytes] | None = None
+        # why this App's process must not fork worker processes (None: it may). A server sets
+        # it: forking a process whose other threads may hold a lock (OpenSSL's, logging's, the
+        # catalog pool's) can leave the child blocked on it for ever
+        self.no_fork: str | None = None
 
     @property
     def actor(self) -> str:

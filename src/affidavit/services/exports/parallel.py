@@ -18,17 +18,33 @@ pass's.
 At most ``2 * workers + 1`` batches are in flight, so memory does not depend on the
 dataset's size. A worker that dies (killed, out of memory) breaks the pool: the pass raises
 :class:`~affidavit.errors.OperationError` (exit 3) and the run fails as any run does (nothing
-delivered, the partial output removed, ``export.failed`` recorded).
+delivered, the partial output removed, ``export.failed`` recorded). So does a worker found
+stopped (SIGSTOP, a debugger, a frozen cgroup) for :data:`STALL_SECONDS` while the parent
+waits on it. Every pass kills its workers when it ends (they have nothing left to do), so a
+stopped one cannot hold the pool's shutdown. The workers ignore SIGINT (the parent handles
+Ctrl-C), ask the kernel to kill them when their parent dies (``PR_SET_PDEATHSIG``: a parent
+killed with SIGKILL leaves no worker running with the key in memory) and write to standard
+streams of their own (never the parent's buffers, inherited through the fork). When a
+worker stops the pass on a record and the input is a backup, the parent reads the rest of
+it first, so that a ciphertext that is not the signed one is reported as the serial pass
+reports it (its digest).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import io
 import itertools
 import multiprocessing
 import os
+import signal
+import sys
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +67,15 @@ from affidavit.services.exports.sources import LiveRead
 BATCH_BYTES: Final = 1024 * 1024
 """The raw BSON bytes of one batch (a worker's unit of work)."""
 MAX_WORKERS: Final = 64
+STALL_SECONDS: float = 30.0
+"""How long a worker may be seen stopped (state ``T``) while the parent waits on a result
+before the run fails (the tests lower it)."""
+_POLL: Final = 0.25
+"""How often (seconds) the parent, waiting on a result, looks at its workers' states."""
+_PR_SET_PDEATHSIG: Final = 1
+_INHERITED: list[object] = []
+"""A worker's inherited standard streams, kept referenced: collected, they would flush the
+parent's pending output a second time."""
 
 
 def default_workers() -> int:
@@ -101,6 +126,102 @@ _STAGES: dict[int, _Stage] = {}
 """The passes under way in this process, by token: a pass's stage is set in the parent just
 before its workers are forked (so they inherit it), and removed when the pass ends."""
 _TOKENS = itertools.count(1)
+
+
+def _worker_start(parent: int) -> None:
+    """A worker's settings, before its first batch (``parent``: the parent's pid, read
+    before the fork)."""
+    # the kernel kills this worker when the thread that forked it ends (the pass runs in
+    # that thread to its end): a parent killed with SIGKILL leaves no worker behind
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the line above: stop now
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # fresh standard streams: the inherited objects hold what the parent had not flushed
+    # yet, which multiprocessing would flush again at the worker's exit
+    _INHERITED.extend((sys.stdout, sys.stderr))
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        with contextlib.suppress(OSError, ValueError):
+            raw = io.FileIO(fd, "w", closefd=False)
+            setattr(sys, name, io.TextIOWrapper(raw, encoding="utf-8", errors="replace"))
+
+
+def _stopped(pool: ProcessPoolExecutor) -> list[int]:
+    """The pool's workers the kernel reports stopped (state ``T`` in ``/proc/<pid>/stat``)."""
+    out = []
+    for pid in list((getattr(pool, "_processes", None) or {}).keys()):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+        if state in (b"T", b"t"):
+            out.append(pid)
+    return out
+
+
+def _wait(pool: ProcessPoolExecutor, future: Future[BatchResult]) -> BatchResult:
+    """``future``'s result; raises :class:`OperationError` if a worker is seen stopped for
+    :data:`STALL_SECONDS` meanwhile (the timer restarts when this process was suspended)."""
+    since: float | None = None
+    last = time.monotonic()
+    while True:
+        try:
+            return future.result(timeout=_POLL)
+        except FutureTimeout:
+            pass
+        now = time.monotonic()
+        if now - last > 2 * _POLL + 1.0:  # this process was suspended (Ctrl-Z): start again
+            since = None
+        last = now
+        stopped = _stopped(pool)
+        if not stopped:
+            since = None
+            continue
+        if since is None:
+            since = now
+        elif now - since >= STALL_SECONDS:
+            pids = ", ".join(str(pid) for pid in stopped)
+            raise OperationError(
+                f"an export worker process is stopped (pid {pids}, for "
+                f"{STALL_SECONDS:g} s): nothing was delivered",
+                hint="find what stopped it (a debugger, SIGSTOP, a frozen cgroup) and run "
+                "the export again (--workers 1 runs it in one process)",
+            )
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers (SIGKILL ends a stopped one too) and wait for them."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.kill()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(10)
+    # CPython internal (3.11): the parent holds the write end of the pool's result pipe
+    # too; a worker killed half-way through sending a result leaves the pool's management
+    # thread waiting for the rest, for ever, unless the last writer closes and it reads EOF
+    queue = getattr(pool, "_result_queue", None)
+    writer = getattr(queue, "_writer", None)
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+def _drain(blobs: Iterator[bytes]) -> None:
+    """Read the rest of a backup's input (its digest is checked at the end): a ciphertext
+    that is not the signed one raises its :class:`IntegrityError` (as the serial pass
+    reports it); any other error of the stream leaves the worker's standing."""
+    try:
+        for _ in blobs:
+            pass
+    except IntegrityError:
+        raise
+    except Error:
+        pass
 
 
 def _run_batch(token: int, blob: bytes) -> BatchResult:
@@ -271,7 +392,15 @@ def parallel_pass(
     For Parquet the output bytes are what ``encoder`` made final."""
     token = next(_TOKENS)
     _STAGES[token] = _Stage(records=records, encoder=encoder, plain_keys=plain_keys)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    for stream in (sys.stdout, sys.stderr):  # nothing pending is inherited by the workers
+        with contextlib.suppress(Exception):
+            stream.flush()
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_worker_start,
+        initargs=(os.getpid(),),
+    )
     try:
         pending: deque[Future[BatchResult]] = deque()
         blobs = records.raw_batches(work, BATCH_BYTES)
@@ -285,8 +414,11 @@ def parallel_pass(
                     pending.append(pool.submit(_run_batch, token, blob))
             if not pending:
                 break
-            result = pending.popleft().result()
+            result = _wait(pool, pending.popleft())
             if result.error is not None:
+                if records.live is None:  # a backup: its digest speaks first
+                    _kill_workers(pool)
+                    _drain(blobs)
                 _raise(result.error)
             yield _settle(result, records, encoder)
     except BrokenProcessPool:  # from submit() or result(): a worker died
@@ -296,4 +428,5 @@ def parallel_pass(
         ) from None
     finally:
         _STAGES.pop(token, None)
+        _kill_workers(pool)  # success or failure: they have nothing left to do
         pool.shutdown(wait=True, cancel_futures=True)

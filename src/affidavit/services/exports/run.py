@@ -43,7 +43,13 @@ from affidavit.crypto.age import encrypt_chunks
 from affidavit.crypto.digest import Sha256Stream, sha256_hex
 from affidavit.crypto.dsse import Envelope
 from affidavit.crypto.tokens import new_id
-from affidavit.errors import Error, InputError, IntegrityError, InternalError
+from affidavit.errors import (
+    Error,
+    InputError,
+    IntegrityError,
+    InternalError,
+    OperationError,
+)
 from affidavit.fingerprint.accumulator import Accumulator
 from affidavit.formats.bson_codec.extjson_fast import logical_record_of
 from affidavit.ledger.attestation import EXPORT_PREDICATE_TYPE, Statement, Subject
@@ -415,6 +421,13 @@ def run_export(
             f"--workers {workers}: give 1 to {MAX_WORKERS}",
             hint="1 runs the record path in this process",
         )
+    refused = app.no_fork
+    if workers is not None and workers > 1 and refused is not None:
+        raise InputError(
+            f"--workers {workers}: {refused}",
+            hint="leave --workers out (one process), or run `affidavit export run` on a host "
+            "without --server",
+        )
     reclaim_abandoned_exports(app)
     plan = plan_export(app, name, version=version, backup_id=backup_id, output=output)
     params = plan.params()
@@ -474,7 +487,7 @@ def run_export(
             partial,
             approved=approved,
             clock=clock,
-            workers=workers if workers is not None else default_workers(),
+            workers=workers if workers is not None else 1 if refused else default_workers(),
         )
     except Error as exc:
         remove_quietly(partial)
@@ -484,9 +497,27 @@ def run_export(
         remove_quietly(partial)
         _record_failure(app, run, InternalError(f"internal error: {type(exc).__name__}: {exc}"))
         raise
+    except KeyboardInterrupt:  # Ctrl-C: a failure like any other (docs/exports.md)
+        remove_quietly(partial)
+        _record_interrupted(app, run)
+        raise
     except BaseException:
         remove_quietly(partial)
         raise
+
+
+def _record_interrupted(app: App, run: ExportRun) -> None:
+    """Record ``export.failed`` for a run that Ctrl-C stopped, unless it ended already (the
+    interrupt came after its delivery was committed). Best effort: a run left ``running``
+    is reclaimed by a later command (``export.abandoned``)."""
+    exc = OperationError("interrupted (Ctrl-C): nothing was delivered", hint="run it again")
+    try:
+        with app.read() as uow:
+            mine = [r for r in uow.exports.runs(run.spec) if r.id == run.id]
+        if mine and mine[0].status is ExportStatus.RUNNING:
+            _record_failure(app, run, exc)
+    except Error:  # pragma: no cover - the catalog is unreachable: left to the reclaim
+        pass
 
 
 def _record_failure(app: App, run: ExportRun, exc: Error) -> None:

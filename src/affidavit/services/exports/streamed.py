@@ -12,7 +12,8 @@ vouched for) when the stream ends: records are then already on their way to the 
 but nothing of the run leaves before the end of the pass, and a mismatch fails the run
 before anything is delivered. A ciphertext that does not decrypt and does not match its
 digest is reported as the serial pass reports it (the digest), after the rest of it is
-hashed.
+hashed; so is one that decrypts (re-encrypted with the backup's own key) to what does not
+frame as BSON (not the framing error: the serial pass checks the digest first).
 """
 
 from __future__ import annotations
@@ -106,10 +107,18 @@ def streamed_batches(
         framer = BsonFramer(stream, source=artifact.path)
         while (batch := framer.next_batch(size)) is not None:
             yield batch[0]
-    except IntegrityError:
-        for _ in source:  # hash the rest: a ciphertext that is not the signed one says so
-            pass
-        check()
+    except Exception:
+        # A ciphertext that does not decrypt, or decrypts (a forgery with the backup's own
+        # key) to what is not BSON: hash the rest, and a ciphertext that is not the signed
+        # one says so, as the serial pass (which checks the digest first) says it.
+        drained = True
+        try:
+            for _ in source:
+                pass
+        except Exception:  # the vault failed too: the first error stands
+            drained = False
+        if drained:
+            check()
         raise
     finally:
         if isinstance(pieces, Generator):  # the age reader's: stop it
