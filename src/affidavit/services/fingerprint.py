@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from affidavit.crypto.record_digest import RecordHasher
 from affidavit.engines.base import Engine
@@ -364,18 +364,10 @@ _RANGE_BUFFER = threading.local()
 
 def _frame_view(view: memoryview) -> tuple[bytes, int]:
     """The exact record pairs (no keys) of the whole documents at the start of ``view`` and
-    where they end, without a copy; a document the compiled framing leaves to the Python
-    reader, which reads ``bytes`` (a defect it words), is read again from a copy. The same as
-    ``services.verify.segments.frame_pairs``, kept here so that fingerprinting a file does not
-    import the verification package (and with it the catalog)."""
-    from affidavit.formats.bson_codec import frame_exact_pairs
+    where they end (:func:`~affidavit.formats.bson_codec.frame_exact_view`)."""
+    from affidavit.formats.bson_codec import frame_exact_view
 
-    tag = record_tag("exact")
-    try:
-        pairs, _, stop = frame_exact_pairs(cast(bytes, view), tag, keys=False)
-    except (AttributeError, TypeError):  # the Python reader needs bytes (``find``)
-        pairs, _, stop = frame_exact_pairs(bytes(view), tag, keys=False)
-    return pairs, stop
+    return frame_exact_view(view, record_tag("exact"))
 
 
 def _hash_file_range_sorted(

@@ -29,6 +29,7 @@ from affidavit.formats.bson_codec.exact import (
     exact_record,
     frame_exact_keys,
     frame_exact_pairs,
+    frame_exact_view,
 )
 from affidavit.formats.bson_codec.logical_bson import (
     logical_encode,
@@ -49,6 +50,7 @@ __all__ = [
     "exact_record_checked",
     "frame_exact_keys",
     "frame_exact_pairs",
+    "frame_exact_view",
     "logical_encode",
     "logical_record_from_bson",
     "logical_record_from_extjson",

@@ -14,7 +14,7 @@ benchmarks switch it off by setting it to None).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 from affidavit.crypto.record_digest import RecordHasher
 from affidavit.errors import FormatError
@@ -231,3 +231,15 @@ def exact_pairs_framed(
     if stop != len(buffer) or len(pairs) != 64 * len(starts) or keys is None:
         return None
     return pairs, keys
+
+
+def frame_exact_view(view: memoryview, tag: bytes) -> tuple[bytes, int]:
+    """:func:`frame_exact_pairs` without keys over a view (a segment's or a range's reused
+    buffer), without a copy: ``(pairs, stop)``. A document the compiled framing leaves to
+    the Python reader, which reads ``bytes`` (a defect it words), is read again from a
+    copy."""
+    try:
+        pairs, _, stop = frame_exact_pairs(cast(bytes, view), tag, keys=False)
+    except (AttributeError, TypeError):  # the Python reader needs bytes (``find``)
+        pairs, _, stop = frame_exact_pairs(bytes(view), tag, keys=False)
+    return pairs, stop

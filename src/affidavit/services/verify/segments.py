@@ -41,11 +41,11 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from affidavit.crypto.age_reader import (
     CHUNK_SIZE,
@@ -62,7 +62,7 @@ from affidavit.errors import Error, FormatError
 from affidavit.fingerprint.accumulator import Accumulator, SortedPairs, sort_pairs
 from affidavit.fingerprint.model import record_tag
 from affidavit.formats.base import MAX_BSON_DOCUMENT_SIZE, MIN_BSON_DOCUMENT_SIZE
-from affidavit.formats.bson_codec import frame_exact_pairs
+from affidavit.formats.bson_codec import frame_exact_view
 from affidavit.models.inventory import Vault, VaultKind
 from affidavit.models.records import RecordEncoding
 from affidavit.models.segments import Segment, SegmentTable
@@ -506,15 +506,7 @@ def read_segments(
         run.whole = OrderedDigest(len(run.places))
     try:
         parts = run.remote_parts(remote) if not local and remote else _threaded(run, workers)
-        for k, part in enumerate(parts):
-            if part.read_error is not None:
-                raise OSError(part.read_error)
-            advance(table.segments[k].size)
-            _judge(result, k, table.segments[k], part, deep=deep)
-            if result.ok:
-                run.merge(result, k, part)
-        if result.ok:
-            run.finish(result, dataset)
+        _merge_parts(result, run, parts, table, dataset=dataset, advance=advance, deep=deep)
         if spool is not None and result.ok:
             spool.flush()
             result.spool = use.spool
@@ -523,6 +515,29 @@ def read_segments(
     finally:
         run.close()
     return result
+
+
+def _merge_parts(
+    result: Segmented,
+    run: _SegmentRun,
+    parts: Iterable[SegmentPart],
+    table: SegmentTable,
+    *,
+    dataset: str,
+    advance: Callable[[int], None],
+    deep: bool,
+) -> None:
+    """Judge each segment's part in segment order, merge the good ones into ``result``, and
+    finish the artifact when every segment was as signed (a read error raises ``OSError``)."""
+    for k, part in enumerate(parts):
+        if part.read_error is not None:
+            raise OSError(part.read_error)
+        advance(table.segments[k].size)
+        _judge(result, k, table.segments[k], part, deep=deep)
+        if result.ok:
+            run.merge(result, k, part)
+    if result.ok:
+        run.finish(result, dataset)
 
 
 def _merge_ahead(
@@ -538,15 +553,7 @@ def _merge_ahead(
     result = Segmented()
     run = ahead.run
     try:
-        for k, part in enumerate(ahead.parts()):
-            if part.read_error is not None:
-                raise OSError(part.read_error)
-            advance(table.segments[k].size)
-            _judge(result, k, table.segments[k], part, deep=deep)
-            if result.ok:
-                run.merge(result, k, part)
-        if result.ok:
-            run.finish(result, dataset)
+        _merge_parts(result, run, ahead.parts(), table, dataset=dataset, advance=advance, deep=deep)
         if run.spool is not None:
             run.spool.flush()
             ahead.place_spool()
@@ -1107,14 +1114,8 @@ def _pwrite_all(fd: int, data: bytearray | memoryview, offset: int) -> None:
 
 def frame_pairs(view: memoryview) -> tuple[bytes, int]:
     """The exact record pairs of the whole documents at the start of ``view`` and where they
-    end (:func:`~affidavit.formats.bson_codec.frame_exact_pairs`, no copy). A document the
-    compiled framing leaves to the Python reader, which reads ``bytes`` (a defect it words),
-    is read again from a copy."""
-    try:
-        pairs, _, stop = frame_exact_pairs(cast(bytes, view), _TAG, keys=False)
-    except (AttributeError, TypeError):  # the Python reader needs bytes (``find``)
-        pairs, _, stop = frame_exact_pairs(bytes(view), _TAG, keys=False)
-    return pairs, stop
+    end (:func:`~affidavit.formats.bson_codec.frame_exact_view`, no copy)."""
+    return frame_exact_view(view, _TAG)
 
 
 def _frame(
