@@ -247,11 +247,11 @@ def test_a_home_on_an_older_schema_is_still_refused(tmp_path: Path, home: Path) 
     ],
 )
 def test_the_fingerprints_framing_helper_is_the_verifications(docs: bytes) -> None:
-    """``services.fingerprint`` frames a file's ranges with its own copy of
+    """``services.fingerprint_threads`` frames a file's ranges with its own copy of
     ``services.verify.segments.frame_pairs`` (so that it does not load the verification
     package): the same pairs and end, or the same error, from a view of a larger buffer."""
     from affidavit.errors import FormatError
-    from affidavit.services.fingerprint import _frame_view
+    from affidavit.services.fingerprint_threads import _frame as _frame_view
     from affidavit.services.verify.segments import frame_pairs
 
     buffer = bytearray(docs + b"\x00" * 64)

@@ -42,6 +42,7 @@ from affidavit.private_temp import PrivateFolder, open_private
 DEFAULT_BUFFER_RECORDS = 1 << 16  # pairs per sorted run (4 MiB of pairs plus their keys)
 SORTED_IN_MEMORY = 64 << 20  # bytes of pairs :meth:`Accumulator.add_sorted` keeps unspilled
 SEGMENT_BITS = 8  # runs are cut into (up to) 256 segments by the top bits of the key hash
+FOLD_CHUNK = 1 << 15  # pairs the fold without keys merges at a time (8 MiB)
 
 _NATIVE: ModuleType | None = load_native("affidavit.fingerprint._native")
 """The compiled key packing (``_native.take_keys``), or None: the Python path packs the same."""
@@ -91,6 +92,15 @@ class _Run:
             )
             keys = _read_at(fh, total * (PAIR_SIZE + 4) + klo, khi - klo)
         return pairs, keys, lengths
+
+    def pairs_between(self, first: int, last: int) -> npt.NDArray[np.bytes_]:
+        """The sorted pairs of segments ``first`` to ``last - 1`` (one slice or one read)."""
+        lo, hi = int(self.bounds[first]), int(self.bounds[last])
+        if self.path is None:
+            assert self.pairs is not None
+            return self.pairs[lo:hi]
+        with self.path.open("rb", buffering=0) as fh:
+            return np.frombuffer(_read_at(fh, lo * PAIR_SIZE, (hi - lo) * PAIR_SIZE), dtype="S64")
 
 
 _NO_LENGTHS: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
@@ -326,22 +336,24 @@ class Accumulator:
 
     def _fold(self, writer: IndexWriter | None, threads: int) -> tuple[Fingerprint, int]:
         """The fingerprint of every run's pairs, segment by segment (and the index, in key
-        order, when ``writer``). Without an index, ``threads`` > 1 shares the segments: a
-        key's pairs all fall in one segment (its top bits), so segments fold independently,
-        each into its own buckets' leaves."""
+        order, when ``writer``). Without an index, segments are folded in chunks of several
+        (:meth:`_chunks`), and ``threads`` > 1 shares the chunks: a key's pairs all fall in
+        one segment (its top bits), so segments fold independently, each into its own
+        buckets' leaves."""
         bits = self.bucket_bits
         empty_leaf = merkle.leaf_hash(bucket_hash(b""))
         leaves = [empty_leaf] * (1 << bits)
-        segments = range(1 << self._segment_bits)
-        if threads <= 1 or writer is not None:
-            count, duplicates = self._fold_segments(segments, leaves, writer)
+        if writer is not None:
+            count, duplicates = self._fold_segments(range(1 << self._segment_bits), leaves, writer)
         else:
-            from concurrent.futures import ThreadPoolExecutor
+            chunks = self._chunks()
+            if threads <= 1 or len(chunks) <= 1:
+                folded = [self._fold_chunk(first, last, leaves) for first, last in chunks]
+            else:
+                from concurrent.futures import ThreadPoolExecutor
 
-            step = max(1, len(segments) // (threads * 4))
-            slices = [segments[k : k + step] for k in range(0, len(segments), step)]
-            with ThreadPoolExecutor(threads, thread_name_prefix="affidavit-fold") as pool:
-                folded = list(pool.map(lambda part: self._fold_segments(part, leaves), slices))
+                with ThreadPoolExecutor(threads, thread_name_prefix="affidavit-fold") as pool:
+                    folded = list(pool.map(lambda c: self._fold_chunk(c[0], c[1], leaves), chunks))
             count = sum(c for c, _ in folded)
             duplicates = sum(d for _, d in folded)
         if count != self.count:
@@ -350,13 +362,48 @@ class Accumulator:
         fingerprint = Fingerprint(profile=self.profile, bucket_bits=bits, count=count, root=root)
         return fingerprint, duplicates
 
+    def _chunks(self) -> list[tuple[int, int]]:
+        """Consecutive segments grouped into chunks ``(first, last)`` of at most
+        :data:`FOLD_CHUNK` pairs (a segment alone may hold more): the fold without keys takes
+        a chunk at a time, one slice of each run, instead of a slice per run and segment."""
+        segments = 1 << self._segment_bits
+        if not self._runs:
+            return []
+        per_run = np.stack([np.diff(run.bounds) for run in self._runs])
+        sizes = per_run.sum(axis=0)
+        chunks: list[tuple[int, int]] = []
+        first, held = 0, 0
+        for segment, size in enumerate(sizes.tolist()):
+            if held and held + size > FOLD_CHUNK:
+                chunks.append((first, segment))
+                first, held = segment, 0
+            held += size
+        chunks.append((first, segments))
+        return chunks
+
+    def _fold_chunk(self, first: int, last: int, leaves: list[bytes]) -> tuple[int, int]:
+        """Fold segments ``first`` to ``last - 1`` (no keys) into ``leaves``: every run's
+        pairs of those segments merged in one sort."""
+        parts = [
+            run.pairs_between(first, last)
+            for run in self._runs
+            if run.bounds[last] > run.bounds[first]
+        ]
+        if not parts:
+            return 0, 0
+        if len(parts) > 1:
+            pairs = np.concatenate(parts)
+            pairs = _take_pairs(pairs, _argsort_pairs(pairs, presorted=True))
+        else:
+            pairs = parts[0]
+        return _fold_sorted(pairs, pairs.tobytes(), leaves, self.bucket_bits)
+
     def _fold_segments(
         self, segments: range, leaves: list[bytes], writer: IndexWriter | None = None
     ) -> tuple[int, int]:
         """Fold ``segments`` into ``leaves`` (only their own buckets' entries are written) and,
         with ``writer``, their keys into the index; the pairs counted and the duplicate keys
         seen."""
-        bits = self.bucket_bits
         count = duplicates = 0
         want_keys = writer is not None
         for segment in segments:
@@ -374,19 +421,10 @@ class Accumulator:
                 pairs = _take_pairs(pairs, order)
             else:
                 pairs = parts[0][0]
-            count += len(pairs)
             raw = pairs.tobytes()
-            key_hashes = np.frombuffer(raw, dtype="S32")[::2]
-            duplicates += int(np.count_nonzero(key_hashes[1:] == key_hashes[:-1]))
-            buckets = _top_bits(pairs, bits)
-            first, last = int(buckets[0]), int(buckets[-1])
-            bounds = np.searchsorted(buckets, np.arange(first, last + 2), side="left")
-            for offset, bucket in enumerate(range(first, last + 1)):
-                lo, hi = int(bounds[offset]), int(bounds[offset + 1])
-                if hi > lo:
-                    leaves[bucket] = merkle.leaf_hash(
-                        bucket_hash(raw[lo * PAIR_SIZE : hi * PAIR_SIZE])
-                    )
+            counted, dups = _fold_sorted(pairs, raw, leaves, self.bucket_bits)
+            count += counted
+            duplicates += dups
             if writer is not None:
                 lengths = (
                     np.concatenate([ls for _, _, ls in parts])
@@ -408,6 +446,23 @@ class Accumulator:
         self._tmpdirs = []
         self._runs = []
         self._in_memory = 0
+
+
+def _fold_sorted(
+    pairs: npt.NDArray[np.bytes_], raw: bytes, leaves: list[bytes], bits: int
+) -> tuple[int, int]:
+    """Write the leaf of every bucket ``pairs`` (sorted, whole buckets; ``raw`` their bytes)
+    fall in; the pairs counted and the duplicate keys among them."""
+    key_hashes = np.frombuffer(raw, dtype="S32")[::2]
+    duplicates = int(np.count_nonzero(key_hashes[1:] == key_hashes[:-1]))
+    buckets = _top_bits(pairs, bits)
+    first, last = int(buckets[0]), int(buckets[-1])
+    bounds = np.searchsorted(buckets, np.arange(first, last + 2), side="left").tolist()
+    for offset, bucket in enumerate(range(first, last + 1)):
+        lo, hi = bounds[offset], bounds[offset + 1]
+        if hi > lo:
+            leaves[bucket] = merkle.leaf_hash(bucket_hash(raw[lo * PAIR_SIZE : hi * PAIR_SIZE]))
+    return len(pairs), duplicates
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -27,9 +26,7 @@ from affidavit.engines.base import Engine
 from affidavit.errors import FormatError, InputError, NotFound, OperationError, SyncRefused
 from affidavit.fingerprint.accumulator import (
     Accumulator,
-    SortedPairs,
     hash_records,
-    sort_pairs,
 )
 from affidavit.fingerprint.diff import DiffResult, KeyDifference, diff_indexes
 from affidavit.fingerprint.index import IndexHeader, IndexReader
@@ -284,15 +281,17 @@ def add_bson_file(
     (re-read with the reader to word it as the reader does).
 
     Without ``check`` and without keys (no index asked for), ``workers`` threads of this
-    process share the ranges instead (:func:`_hash_ranges_threaded`; one worker: this
+    process split the file by bytes instead, with no walk first
+    (:func:`~affidavit.services.fingerprint_threads.hash_file_threaded`; one worker: this
     thread alone, the same steps): the compiled framing and hashing release the GIL when
     they keep no keys, so nothing needs to cross to another process."""
     from affidavit.formats.bson_codec.file_ranges import bson_file_ranges
 
     keys = acc.keep_keys
     if not check and not keys and bson_codec_compiled():
-        ranges = bson_file_ranges(path, target=_THREAD_RANGE)
-        _hash_ranges_threaded(acc, str(path), ranges, workers=workers, rep=rep)
+        from affidavit.services.fingerprint_threads import hash_file_threaded
+
+        hash_file_threaded(acc, path, workers=workers, rep=rep)
         return
     jobs = (
         (_hash_file_range, (str(path), offset, length, check, keys))
@@ -301,95 +300,12 @@ def add_bson_file(
     _hash_all(acc, jobs, workers=workers, rep=rep or SilentReporter())
 
 
-_THREAD_RANGE = 8 << 20
-"""Bytes of documents per range when threads share a file (fewer, larger tasks)."""
-
-
 def bson_codec_compiled() -> bool:
     """Whether the compiled BSON framing is loaded (it releases the GIL; the pure-Python
     path does not, so it keeps to processes)."""
     from affidavit.formats import bson_codec
 
     return bson_codec._NATIVE is not None
-
-
-def _hash_ranges_threaded(
-    acc: Accumulator,
-    path: str,
-    ranges: Iterable[tuple[int, int]],
-    *,
-    workers: int,
-    rep: Reporter | None,
-) -> None:
-    """The ranges of ``path`` framed and hashed (no keys, no full decode) by ``workers``
-    threads, at most ``2 * workers`` ranges in flight; results added in range order, the
-    first defect in range order raised. Each range's pairs are sorted where they were
-    hashed (:func:`~affidavit.fingerprint.accumulator.sort_pairs`) and read into the
-    thread's reused buffer, so this thread only walks the file (window by window, while
-    the workers hash: ``ranges`` is consumed lazily) and files the sorted runs. One worker:
-    the same steps, all in this thread."""
-    report = rep or SilentReporter()
-    bits = acc.bucket_bits
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if workers <= 1:
-            for offset, length in ranges:
-                _add_sorted(acc, report, _hash_file_range_sorted(fd, path, offset, length, bits))
-            return
-        pending: deque[Future[SortedPairs]] = deque()
-        with ThreadPoolExecutor(workers, thread_name_prefix="affidavit-fingerprint") as pool:
-            try:
-                for offset, length in ranges:
-                    if len(pending) >= 2 * workers:
-                        _add_sorted(acc, report, pending.popleft().result())
-                    pending.append(
-                        pool.submit(_hash_file_range_sorted, fd, path, offset, length, bits)
-                    )
-                while pending:
-                    _add_sorted(acc, report, pending.popleft().result())
-            finally:
-                for future in pending:
-                    future.cancel()
-    finally:
-        os.close(fd)
-
-
-def _add_sorted(acc: Accumulator, report: Reporter, run: SortedPairs) -> None:
-    acc.add_sorted(run)
-    report.advance(len(run.pairs))
-
-
-_RANGE_BUFFER = threading.local()
-
-
-def _frame_view(view: memoryview) -> tuple[bytes, int]:
-    """The exact record pairs (no keys) of the whole documents at the start of ``view`` and
-    where they end (:func:`~affidavit.formats.bson_codec.frame_exact_view`)."""
-    from affidavit.formats.bson_codec import frame_exact_view
-
-    return frame_exact_view(view, record_tag("exact"))
-
-
-def _hash_file_range_sorted(
-    fd: int, path: str, offset: int, length: int, bucket_bits: int
-) -> SortedPairs:
-    """Thread worker: the sorted exact-profile pairs of the whole documents in ``length``
-    bytes at ``offset`` of the open ``.bson`` file ``fd``, read into this thread's reused
-    buffer (no allocation per range)."""
-    buffer: bytearray | None = getattr(_RANGE_BUFFER, "buffer", None)
-    if buffer is None or len(buffer) < length:
-        buffer = _RANGE_BUFFER.buffer = bytearray(length + (1 << 20))  # grows to the largest
-    view = memoryview(buffer)[:length]
-    got = 0
-    while got < length:
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n <= 0:
-            break
-        got += n
-    pairs, stop = _frame_view(view[:got])
-    if got != length or stop != length:
-        raise FormatError(f"{path}: the documents at byte offset {offset} changed or do not frame")
-    return sort_pairs(pairs, bucket_bits=bucket_bits)
 
 
 def _hash_file_range(

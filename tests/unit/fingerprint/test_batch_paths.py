@@ -23,6 +23,7 @@ from affidavit.formats.bson_codec import (
     frame_exact_keys,
 )
 from affidavit.services import fingerprint as fp_service
+from affidavit.services import fingerprint_threads as fp_threads
 from affidavit.services.fingerprint import add_bson_file, fingerprint_bson_stream, hash_exact_batch
 
 
@@ -212,15 +213,15 @@ def test_a_bson_file_shared_by_threads_gives_the_one_worker_fingerprint(
     docs = _docs() * 2000  # several ranges of 8 MiB would be many MB: ranges made small
     path = tmp_path / "c.bson"
     path.write_bytes(b"".join(docs))
-    monkeypatch.setattr(fp_service, "_THREAD_RANGE", 64 * 1024)
+    monkeypatch.setattr(fp_threads, "RANGE", 64 * 1024)
     used: list[int] = []
-    real = fp_service._hash_ranges_threaded
+    real = fp_threads.hash_file_threaded
 
     def spy(*args: object, **kwargs: object) -> None:
         used.append(1)
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fp_service, "_hash_ranges_threaded", spy)
+    monkeypatch.setattr(fp_threads, "hash_file_threaded", spy)
     reference = Accumulator("exact", keep_keys=False)
     reference.add_records(exact_record(doc) for doc in docs)
     one = Accumulator("exact", keep_keys=False)
@@ -245,7 +246,7 @@ def test_a_bson_file_shared_by_threads_gives_the_one_worker_fingerprint(
 def test_a_bad_bson_file_shared_by_threads_is_refused(
     tmp_path: Path, tail: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fp_service, "_THREAD_RANGE", 64 * 1024)
+    monkeypatch.setattr(fp_threads, "RANGE", 64 * 1024)
     path = tmp_path / "c.bson"
     path.write_bytes(b"".join(_docs() * 400) + tail)
     with pytest.raises(FormatError):

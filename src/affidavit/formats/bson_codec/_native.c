@@ -50,6 +50,10 @@
  * ranges() is file_ranges.bson_file_ranges' walk over the length prefixes of a mapped file,
  * with the GIL released: the same ranges, and the same defect (malformed or truncated, at
  * the same offset) for the caller to word.
+ *
+ * resync() guesses where documents start again at a byte offset of a file (a few documents
+ * in a row that look whole), for readers that split a file by bytes and confirm each guess
+ * by framing up to it from a known start (services.fingerprint's threaded ranges).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -751,10 +755,89 @@ done:
     return result;
 }
 
+/* ---- resync(): where documents start again, for readers that split a file by bytes ------- */
+
+/* Element type bytes a BSON document may begin with (MongoDB's, deprecated ones included). */
+static int
+plausible_type(uint8_t t)
+{
+    return (t >= 0x01 && t <= 0x13) || t == 0x7F || t == 0xFF;
+}
+
+/* The first offset p >= at of buf at which `chain` documents in a row look whole: an int32
+ * length in min_doc..max_doc, the last byte NUL, the first byte after the length a type (or
+ * the document empty). After at least one whole document, a document the buffer cuts off
+ * (or fewer than 4 bytes left) ends the chain as "not refuted"; the first one must be whole
+ * (a length in range that merely runs past the buffer is too common to count). The caller
+ * confirms every guess by framing up to it from a known start. -1 when there is none. Pure guess-work, never a check: nothing here decides what a file holds. */
+static Py_ssize_t
+resync_at(const uint8_t *in, size_t end, size_t at, int chain, int64_t min_doc, int64_t max_doc)
+{
+    for (size_t p = at; p + 4 <= end; p++) {
+        size_t q = p;
+        int good = 1, whole = 0;
+        for (int i = 0; i < chain && q + 4 <= end; i++) {
+            int64_t length = (int64_t)le_i32(in + q);
+            if (length < min_doc || length > max_doc) {
+                good = 0;
+                break;
+            }
+            if ((uint64_t)length > end - q) {
+                good = whole > 0; /* cut off by the buffer: not refuted after a whole one */
+                break;
+            }
+            whole++;
+            if (in[q + length - 1] != 0 || (length > 5 && !plausible_type(in[q + 4]))) {
+                good = 0;
+                break;
+            }
+            q += (size_t)length;
+        }
+        if (good)
+            return (Py_ssize_t)p;
+    }
+    return -1;
+}
+
+PyDoc_STRVAR(resync_doc,
+"resync(buf, at, chain, min_doc, max_doc) -> int\n\n"
+"The first offset >= `at` of buf where `chain` consecutive documents look whole (int32\n"
+"length in min_doc..max_doc, last byte NUL, a type byte first; the first one whole, a later\n"
+"one cut off by the end of buf does not refute the guess), or -1. A guess for readers that\n"
+"split a file by bytes: they confirm it by framing up to it from a known document start.\n"
+"Never raises for the content of buf.");
+
+static PyObject *
+resync(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t at;
+    int chain;
+    long long min_doc, max_doc;
+    if (!PyArg_ParseTuple(args, "y*niLL:resync", &view, &at, &chain, &min_doc, &max_doc))
+        return NULL;
+    PyObject *result = NULL;
+    if (at < 0 || at > view.len || chain < 1 || min_doc < 5 || max_doc < min_doc ||
+        max_doc > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError,
+                        "resync: need 0 <= at <= len(buf), chain >= 1, 5 <= min_doc <= max_doc");
+        goto done;
+    }
+    Py_ssize_t found;
+    Py_BEGIN_ALLOW_THREADS
+    found = resync_at(view.buf, (size_t)view.len, (size_t)at, chain, min_doc, max_doc);
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t(found);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"frame", frame, METH_VARARGS, frame_doc},
     {"validate", validate, METH_VARARGS, validate_doc},
     {"ranges", ranges, METH_VARARGS, ranges_doc},
+    {"resync", resync, METH_VARARGS, resync_doc},
     {"hash_backend", sha256_backend, METH_VARARGS, SHA256_BACKEND_DOC},
     {NULL, NULL, 0, NULL},
 };

@@ -43,5 +43,9 @@ def ranges(
     """``(ranges, status, bad)``: ``(offset, length)`` ranges of whole documents of about
     ``target`` bytes, a ``RANGES_*`` status and the offset of the defect."""
 
+def resync(buf: Buffer, at: int, chain: int, min_doc: int, max_doc: int, /) -> int:
+    """The first offset ``>= at`` where ``chain`` documents in a row look whole (a document
+    cut off by the end of ``buf`` does not refute it), or -1: a guess to confirm."""
+
 def hash_backend(hashlib_only: bool = ..., /) -> Literal["openssl", "hashlib"]:
     """Which SHA-256 the module uses; ``hashlib_only`` switches it (tests compare both)."""

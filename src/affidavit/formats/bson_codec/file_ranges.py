@@ -7,7 +7,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Final
@@ -21,13 +21,16 @@ __all__ = ["bson_file_ranges"]
 _LENGTH: Final = struct.Struct("<i")
 
 
-def bson_file_ranges(path: Path, target: int = 1 << 20) -> Iterator[tuple[int, int]]:
+def bson_file_ranges(
+    path: Path, target: int = 1 << 20, *, start: int = 0
+) -> Generator[tuple[int, int], None, None]:
     """Byte ranges ``(offset, length)`` of about ``target`` bytes of whole documents that,
     back to back, make up an uncompressed ``.bson`` file, found by walking the documents'
     length prefixes only (each plausible and within the file; the file is mapped, not read).
     Whoever reads a range frames and checks its documents. A defect raises ``FormatError``
     naming the offset, tersely worded (:func:`affidavit.formats.mongodump.iter_bson_file` words it
-    precisely).
+    precisely). ``start``, a document boundary the caller knows, is where the walk begins
+    (the ranges then make up the rest of the file).
 
     The walk runs in the compiled module of ``bson_codec`` (GIL released) when it is built,
     else here; both give the same ranges, then the same error after the ranges closed
@@ -37,16 +40,16 @@ def bson_file_ranges(path: Path, target: int = 1 << 20) -> Iterator[tuple[int, i
     native = bson_codec._NATIVE  # read at each call (tests switch it off)
     with path.open("rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        if not size:
+        if start >= size:
             return
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             if native is not None:
                 # a target beyond the file closes no range early; one <= 5 closes every one
                 clamped = max(1, min(target, size + 1))
-                yield from _native_walk(native, mapped, size, clamped, path)
+                yield from _native_walk(native, mapped, size, clamped, path, start=start)
                 return
             unpack = _LENGTH.unpack_from
-            start = pos = 0
+            pos = start
             while pos < size:
                 length = unpack(mapped, pos)[0] if pos + 4 <= size else 0
                 if length < MIN_BSON_DOCUMENT_SIZE or length > MAX_BSON_DOCUMENT_SIZE:
@@ -68,14 +71,14 @@ _WINDOW: Final = 64 << 20
 
 
 def _native_walk(
-    native: ModuleType, mapped: mmap.mmap, size: int, target: int, path: Path
+    native: ModuleType, mapped: mmap.mmap, size: int, target: int, path: Path, *, start: int
 ) -> Iterator[tuple[int, int]]:
     """The compiled walk, window by window, giving exactly the ranges (and the error) of one
     walk over the whole file: a window keeps only the ranges that closed at ``target``
     bytes, and the next window starts where the last of them ends (a range start of the
     whole walk too); what a window's end cut (a document, a length prefix) is walked again
     by the next one. Only the last window's end is the file's."""
-    pos, window = 0, max(_WINDOW, 2 * target)
+    pos, window = start, max(_WINDOW, 2 * target)
     while pos < size:
         end = min(size, pos + window)
         view = memoryview(mapped)[pos:end]
