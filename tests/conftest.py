@@ -31,6 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+@pytest.fixture
+def first_run_deep(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup's first verification runs deep (``verify_first_run = "deep"``), not fast on
+    its writer's proof of the segment tables: for tests of the deep run and what it vouches.
+    (After ``home``, which clears the caller's AFFIDAVIT_* variables.)"""
+    monkeypatch.setenv("AFFIDAVIT_VERIFY_FIRST_RUN", "deep")
+
+
 @pytest.fixture(scope="session")
 def shared_formats() -> Path:
     """``../shared/formats`` (genuine backup files); skips when absent."""

@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -59,6 +59,12 @@ class Settings(BaseModel):
     )
     verify_full_every_days: float = Field(
         default=7, gt=0, le=3650, description="days between full verifications of a backup"
+    )
+    verify_first_run: Literal["fast", "deep"] = Field(
+        default="fast",
+        description="fast: a backup whose writer proved its segment tables is verified fast "
+        "from the first run; deep: every backup's first verification re-derives its "
+        "whole-file and plaintext digests (docs/verification.md)",
     )
     drill_every_days: float = Field(
         default=30, gt=0, le=3650, description="days between restore drills of each source"
@@ -356,6 +362,7 @@ DEFAULT_CONFIG_TEXT = """\
 # verify_sample_every_hours = 24  # sample-verify every backup this often
 # verify_sample_percent = 10      # how much of a backup a sample verification reads
 # verify_full_every_days = 7      # fully verify every backup this often
+# verify_first_run = "fast"       # "deep": re-derive every digest in a backup's first verify
 # drill_every_days = 30           # restore-drill the newest backup of each source this often
 # rto_seconds = 3600              # recovery-time objective a drill must meet
 # webhooks = ["https://alerts.example.com/affidavit"]  # alerts are POSTed here as JSON

@@ -47,7 +47,10 @@ from affidavit.services.verify.vouch import deep_vouch
 
 __all__ = ["ingested", "small_segments"]  # fixtures, used by name
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.usefixtures("first_run_deep"),
+]  # the deep run is their subject
 
 _AFFIDAVIT = str(Path(sys.executable).with_name("affidavit"))
 

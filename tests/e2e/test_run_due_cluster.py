@@ -33,7 +33,11 @@ from affidavit.services import schedule, segment_tables
 distributed = pytest.importorskip("distributed")
 from distributed import Client, LocalCluster, get_task_stream  # noqa: E402
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("first_run_deep"),
+]  # the deep run is their subject
 
 
 @pytest.fixture(autouse=True)

@@ -55,7 +55,11 @@ from distributed import Client, LocalCluster, get_task_stream  # noqa: E402
 from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
 from distributed.security import Security  # noqa: E402
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("first_run_deep"),
+]  # the deep run is their subject
 
 SEGMENT = 128 * 1024
 _TASK = "affidavit-segment-"
@@ -125,7 +129,7 @@ def _verify(cli: Any, backup_id: str, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 _VOLATILE = {"id", "verification_id", "started_at", "finished_at", "seconds"}
-_MODE = {"mode", "vouched_by"}  # which mode ran: deep the first time, fast once vouched
+_MODE = {"mode", "vouched_by", "vouched_by_action"}  # which mode ran, and why
 
 
 def _checked(coverage: dict[str, Any]) -> dict[str, Any]:

@@ -24,12 +24,23 @@ from affidavit.services import segment_tables
 from affidavit.services.verify import segments as segments_module
 from affidavit.vaults.file import FileVault
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.usefixtures("first_run_deep"),
+]  # the deep run is their subject
 
 SEGMENT = 128 * 1024
 COLLECTIONS = ("alpha", "beta", "gamma")
 # what differs from run to run whatever was read
-_VARYING = {"id", "seconds", "started_at", "finished_at", "recorded_at", "vouched_by"}
+_VARYING = {
+    "id",
+    "seconds",
+    "started_at",
+    "finished_at",
+    "recorded_at",
+    "vouched_by",
+    "vouched_by_action",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +95,9 @@ def _verify(cli: Any, backup_id: str, *args: str) -> tuple[int, dict[str, Any]]:
 def _same(out: dict[str, Any]) -> dict[str, Any]:
     """What a run found and checked (its coverage without the deep run that vouched it)."""
     same = {k: v for k, v in out.items() if k not in _VARYING}
-    same["coverage"] = {k: v for k, v in out["coverage"].items() if k != "vouched_by"}
+    same["coverage"] = {
+        k: v for k, v in out["coverage"].items() if k not in {"vouched_by", "vouched_by_action"}
+    }
     return same
 
 

@@ -112,11 +112,12 @@ def run(
 ) -> int:
     """Verify a backup: signed manifest, every artifact's size, SHA-256, decryption and
     plaintext SHA-256, and its content re-fingerprinted against the manifest. Every finding is
-    reported, and the result is signed and recorded in the ledger. Once the ledger records a
-    passed deep verification of the same signed manifest, artifacts with a segment table are
-    verified fast (every segment's SHA-256, every chunk decrypted and authenticated, the
-    content re-fingerprinted; the whole-file and plaintext digests were proven then); --deep
-    recomputes them too.
+    reported, and the result is signed and recorded in the ledger. Artifacts with a segment
+    table are verified fast (every segment's SHA-256, every chunk decrypted and
+    authenticated, the content re-fingerprinted) when the ledger records that the backup's
+    writer proved its tables against the whole-file digests, or a passed deep verification of
+    the same signed manifest; --deep recomputes the whole-file and plaintext digests too
+    (setting verify_first_run = "deep": the first verification of each backup is deep).
 
     Remote-capable (--server): the server runs it against its vault and answers when the
     result is recorded; no progress is shown meanwhile (a large backup takes its time: the
@@ -211,7 +212,9 @@ def _show(v: dict[str, Any]) -> None:
     total = coverage.get("artifacts_total", 0)
     verdict = "[bold green]verified[/bold green]" if v["ok"] else "[bold red]FAILED[/bold red]"
     mode = v.get("mode", "deep")
-    if v.get("vouched_by") is not None:
+    if v.get("vouched_by") is not None and v.get("vouched_by_action") == "backup.completed":
+        mode = f"fast: tables proven when written, ledger seq {v['vouched_by']}"
+    elif v.get("vouched_by") is not None:
         mode = f"fast after the deep verification at ledger seq {v['vouched_by']}"
     show(
         f"Backup [bold]{v['backup_id']}[/bold] {verdict} ({v['kind']}, {mode}, {checked} of "

@@ -56,10 +56,10 @@ class Sha256Stream:
         self._hash = hashlib.sha256(data)
         self._length = len(data)
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         """Feed more bytes into the hash."""
         self._hash.update(data)
-        self._length += len(data)
+        self._length += data.nbytes if isinstance(data, memoryview) else len(data)
 
     @property
     def length(self) -> int:

@@ -116,9 +116,17 @@ class Verification:
 
     @property
     def vouched_by(self) -> int | None:
-        """A fast verification's vouching deep verification (its ledger seq)."""
+        """A fast verification's vouching ledger entry (its seq): a deep verification, or
+        the backup's completion whose writer proved the segment tables."""
         seq = (self.coverage or {}).get("vouched_by")
         return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+    @property
+    def vouched_by_action(self) -> str | None:
+        """The vouching entry's action (``verification.completed`` or ``backup.completed``;
+        None in verifications recorded before it was: then a deep verification)."""
+        action = (self.coverage or {}).get("vouched_by_action")
+        return action if isinstance(action, str) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

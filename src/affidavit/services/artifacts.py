@@ -39,7 +39,6 @@ from typing import BinaryIO, Self
 from affidavit.crypto.age import encrypt_chunks
 from affidavit.crypto.age_process import AgeProcess, FileEncryption, encrypt_file
 from affidavit.crypto.age_reader import decrypt_stream
-from affidavit.crypto.digest import Sha256Stream
 from affidavit.errors import Error, OperationError
 from affidavit.models.backup import ArtifactRole, BackupArtifact
 from affidavit.models.segments import SegmentTable
@@ -76,8 +75,7 @@ class ArtifactSink:
         self.path = path
         self.role = role
         self.dataset = dataset
-        self._hash = Sha256Stream()
-        self._table = TableBuilder(path, role)
+        self._table = TableBuilder(path, role)  # hashes the plaintext whole, too
         self._buffer = bytearray()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._result: StoredArtifact | None = None
@@ -115,7 +113,6 @@ class ArtifactSink:
 
     def write(self, data: bytes | memoryview) -> None:
         """Append plaintext."""
-        self._hash.update(bytes(data))
         self._table.plain(data)
         self._buffer += data
         if len(self._buffer) >= CHUNK:
@@ -145,13 +142,14 @@ class ArtifactSink:
         if self._error is not None:
             raise self._wrap(self._error) from self._error
         assert self._result is not None
+        plain = self._table.plain_whole
         return _described(
             self._result,
             self.role,
             self.dataset,
-            self._hash.length,
-            self._hash.hexdigest(),
-            self._table.table(),
+            plain.length,
+            plain.hexdigest(),
+            self._table.table(cipher_sha256=self._result.sha256, plain_sha256=plain.hexdigest()),
         )
 
     def _push_done(self) -> None:
@@ -331,7 +329,10 @@ class ArtifactWriter:
     ) -> BackupArtifact:
         done = staged.encryption
         target = self.target(rel)
-        table = table_of_files(target, role, file, staged.cipher)
+        table = table_of_files(
+            target, role, file, staged.cipher,
+            cipher_sha256=done.cipher_sha256, plain_sha256=done.plain_sha256,
+        )  # fmt: skip
         stored = self._stored(
             target,
             lambda: self.vault.put_file(
@@ -377,9 +378,8 @@ class ArtifactWriter:
                 pieces.close()  # type: ignore[attr-defined]
         assert child.plain_sha256 is not None
         assert child.plain_size is not None
-        return _described(
-            stored, role, dataset, child.plain_size, child.plain_sha256, table.table()
-        )
+        proven = table.table(cipher_sha256=stored.sha256, plain_sha256=child.plain_sha256)
+        return _described(stored, role, dataset, child.plain_size, child.plain_sha256, proven)
 
     @staticmethod
     def _stored(path: str, store: Callable[[], StoredArtifact]) -> StoredArtifact:

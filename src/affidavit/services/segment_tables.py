@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Final
 
+from affidavit.crypto.digest import Sha256Stream
 from affidavit.crypto.segments import DEFAULT_SEGMENT_SIZE, SegmentHasher
 from affidavit.formats import bson_codec
 from affidavit.formats.base import MAX_BSON_DOCUMENT_SIZE, MIN_BSON_DOCUMENT_SIZE
@@ -116,39 +117,67 @@ class BsonStarts:
 
 class TableBuilder:
     """The segment table of one artifact being written: :meth:`plain` and :meth:`cipher`
-    take each side in order (one thread each at most), :meth:`table` gives the table."""
+    take each side in order (one thread each at most), :meth:`table` gives the table.
+
+    Each side is also hashed whole, from the very bytes its segments are hashed from, and
+    :meth:`table` gives a table only when those whole-file digests are the artifact's (the
+    ones the manifest signs, computed where the bytes were encrypted and stored): a signed
+    table is then *proven at write* to agree with the whole-file digests, which is what a
+    deep verification would otherwise prove again (docs/verification.md, "Tables proven
+    when written"). The cost is one more SHA-256 pass over each side, on the writing
+    threads."""
 
     def __init__(self, path: str, role: ArtifactRole, segment_size: int | None = None) -> None:
         self.segment_size = segment_size or SEGMENT_SIZE
         self.hasher = SegmentHasher(self.segment_size)
         framing = framing_for(path, role)
         self.starts = BsonStarts(self.segment_size) if framing == "bson" else None
+        self.plain_whole = Sha256Stream()
+        self.cipher_whole = Sha256Stream()
 
     def plain(self, data: bytes | bytearray | memoryview) -> None:
         """The next plaintext bytes."""
         self.hasher.plain(data)
+        self.plain_whole.update(data)
         if self.starts is not None:
             self.starts.feed(data)
 
     def cipher(self, data: bytes | bytearray | memoryview) -> None:
         """The next ciphertext bytes."""
         self.hasher.cipher(data)
+        self.cipher_whole.update(data)
 
-    def table(self) -> SegmentTable | None:
-        """The table, or None when the ciphertext is not an age file of this plaintext
-        (then the artifact is recorded without one, and verified by its whole-file hashes);
-        a ``.bson`` whose documents cannot be walked gets a table without framing."""
+    def table(self, *, cipher_sha256: str, plain_sha256: str) -> SegmentTable | None:
+        """The table, or None when the ciphertext is not an age file of this plaintext, or
+        when either side's whole-file digest differs from the artifact's (``cipher_sha256``,
+        ``plain_sha256``: a file that changed between two reads, bytes lost on the way):
+        then the artifact is recorded without one, and verified by its whole-file hashes. A
+        ``.bson`` whose documents cannot be walked gets a table without framing."""
         try:
             sides = self.hasher.finish()
         except ValueError:
+            return None
+        if (self.cipher_whole.hexdigest(), self.plain_whole.hexdigest()) != (
+            cipher_sha256,
+            plain_sha256,
+        ):
             return None
         firsts = self.starts.first_records(len(sides)) if self.starts is not None else None
         return SegmentTable.of(sides, segment_size=self.segment_size, first_records=firsts)
 
 
-def table_of_files(path: str, role: ArtifactRole, plain: Path, cipher: Path) -> SegmentTable | None:
+def table_of_files(
+    path: str,
+    role: ArtifactRole,
+    plain: Path,
+    cipher: Path,
+    *,
+    cipher_sha256: str,
+    plain_sha256: str,
+) -> SegmentTable | None:
     """The table of an artifact written in full to local files (its plaintext and its
-    ciphertext): both read once, side by side in two threads (SHA-256 releases the GIL)."""
+    ciphertext): both read once, side by side in two threads (SHA-256 releases the GIL),
+    and given only when the files still have the digests the encryption computed."""
     builder = TableBuilder(path, role)
     errors: list[BaseException] = []
 
@@ -170,4 +199,4 @@ def table_of_files(path: str, role: ArtifactRole, plain: Path, cipher: Path) -> 
         thread.join()
     if errors:
         raise errors[0]
-    return builder.table()
+    return builder.table(cipher_sha256=cipher_sha256, plain_sha256=plain_sha256)

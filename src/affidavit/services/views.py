@@ -188,6 +188,7 @@ def verification_json(v: Verification, *, brief: bool = False) -> dict[str, Any]
         "coverage": v.coverage,
         "mode": v.mode,
         "vouched_by": v.vouched_by,
+        "vouched_by_action": v.vouched_by_action,
         "findings_count": len(v.findings),
         "findings": [
             {"code": f.code, "subject": f.subject, "message": f.message} if brief else f.to_json()

@@ -141,7 +141,7 @@ def test_first_records_are_where_documents_start(
     cipher = b"".join(encrypt_chunks([plain], RECIPIENT))
     builder = TableBuilder("src/b/dump/shop/c.bson.age", ArtifactRole.DATA, SEGMENT)
     _feed(builder, plain, cipher, n + 7)
-    table = builder.table()
+    table = builder.table(cipher_sha256=sha256_hex(cipher), plain_sha256=sha256_hex(plain))
     assert table is not None and table.framing == "bson"
     starts, at = [], 0
     while at < len(plain):
@@ -157,7 +157,7 @@ def test_a_stream_that_is_not_bson_gets_no_framing() -> None:
     cipher = b"".join(encrypt_chunks([plain], RECIPIENT))
     builder = TableBuilder("a/b.bson.age", ArtifactRole.DATA, SEGMENT)
     _feed(builder, plain, cipher, 3)
-    table = builder.table()
+    table = builder.table(cipher_sha256=sha256_hex(cipher), plain_sha256=sha256_hex(plain))
     assert table is not None and table.framing is None
     assert framing_for("a/b.bson.gz.age", ArtifactRole.DATA) is None
     assert framing_for("a/b.bson.age", ArtifactRole.INDEX) is None

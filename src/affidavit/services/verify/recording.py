@@ -49,7 +49,8 @@ class Outcome:
     copy_sha256: str | None
     coverage: dict[str, Any]
     against: dict[str, Any] | None  # the comparison with the live source
-    vouched_by: int | None = None  # fast: the seq of the deep verification that vouches
+    vouched_by: int | None = None  # fast: the seq of the ledger entry that vouches
+    vouched_by_action: str | None = None  # its action: a deep verification or the backup's
     manifest_sha256: str | None = None  # the signed statement's, when it verified
     tables_proven: bool = False  # deep, and every segment table proven self-consistent
 
@@ -68,7 +69,12 @@ def record(app: App, outcome: Outcome) -> Verification:
     verification_id = _new_id(outcome.started)
     # which mode ran is part of what was checked: signed (the predicate's coverage), in the
     # catalog row (its coverage) and in the ledger event (which vouches later fast runs)
-    coverage = {**outcome.coverage, "mode": outcome.mode, "vouched_by": outcome.vouched_by}
+    coverage = {
+        **outcome.coverage,
+        "mode": outcome.mode,
+        "vouched_by": outcome.vouched_by,
+        "vouched_by_action": outcome.vouched_by_action,
+    }
     predicate = VerificationPredicate(
         verification_id=verification_id,
         backup_id=backup.id,
@@ -119,6 +125,7 @@ def record(app: App, outcome: Outcome) -> Verification:
                 "payload_sha256": sha256_hex(envelope.payload),
                 "mode": outcome.mode,
                 "vouched_by": outcome.vouched_by,
+                "vouched_by_action": outcome.vouched_by_action,
                 "manifest_sha256": outcome.manifest_sha256,
                 "tables_proven": outcome.tables_proven and ok,
             },

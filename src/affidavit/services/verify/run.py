@@ -32,7 +32,7 @@ from affidavit.services.verify.recording import Outcome, record
 from affidavit.services.verify.sampling import new_seed, select
 from affidavit.services.verify.segments import SegmentUse, default_workers
 from affidavit.services.verify.state import Expected, Run, now, read_signed
-from affidavit.services.verify.vouch import deep_vouch
+from affidavit.services.verify.vouch import find_vouch
 from affidavit.vaults.base import VaultBackend
 
 
@@ -211,8 +211,8 @@ def _check(
     )
     run.findings.extend(findings)
     tabled = {a.path for a in signed.artifacts if a.segments is not None}
-    if not deep and tabled:  # fast when the ledger vouches a deep pass of this manifest
-        run.vouched_by = deep_vouch(app, backup.id, signed.manifest_sha256)
+    if not deep and tabled:  # fast when the ledger vouches this manifest's tables
+        _vouch(run, signed.manifest_sha256)
     reader = ArtifactReader(run)
     reader.check_copy()
     engine = None
@@ -275,10 +275,20 @@ def _check(
         coverage=coverage,
         against=against,
         vouched_by=run.vouched_by,
+        vouched_by_action=run.vouched_by_action,
         manifest_sha256=signed.manifest_sha256,
         # a deep run of every artifact with a table, each proven on its segment path
         tables_proven=run.deep and kind != "sample" and bool(tabled) and tabled <= reader.proven,
     )
+
+
+def _vouch(run: Run, manifest_sha256: str | None) -> None:
+    """Make ``run`` fast when the ledger vouches the tables of its signed manifest: the
+    backup's writer proved them (unless ``verify_first_run = "deep"``), or a deep run did."""
+    written = run.app.settings.verify_first_run == "fast"
+    vouch = find_vouch(run.app, run.backup.id, manifest_sha256, written=written)
+    if vouch is not None:
+        run.vouched_by, run.vouched_by_action = vouch.seq, vouch.action
 
 
 def _segment_use(art: Expected, shared: bool | None, tmp: Path) -> SegmentUse | None:

@@ -140,6 +140,7 @@ class Run:
     # ledger vouches a passed deep verification of the same signed manifest: its seq
     # (:mod:`.vouch`; docs/verification.md, "Fast verification after a deep one")
     vouched_by: int | None = None
+    vouched_by_action: str | None = None  # the vouching entry's: a deep run, or the writer
 
     @property
     def deep(self) -> bool:
