@@ -18,6 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import bson
 import pyrage
 import pytest
 from test_attack_segments_whole_digest import _resign_digest
@@ -204,20 +205,42 @@ def test_a_builder_whose_whole_digests_differ_gives_no_table() -> None:
     assert builder.table(cipher_sha256=right[0], plain_sha256=right[1]) is not None
 
 
-def test_a_file_changed_after_its_encryption_gets_no_table(tmp_path: Path) -> None:
-    """The staged road reads the plaintext again for the table: a file changed in between
-    no longer has the digest the encryption computed, so no table is signed (the artifact
-    is verified by its whole-file digests)."""
+def test_the_encrypting_childs_table_is_the_one_the_files_give(tmp_path: Path) -> None:
+    """The staged road: the child that encrypts hashes both sides per segment from the very
+    bytes it hashes whole; its rows equal a table built independently from the two files,
+    and their whole-file digests are the child's."""
+    docs = b"".join(bson.encode({"_id": i, "s": "q" * (i * 37 % 3000)}) for i in range(3000))
     plain = tmp_path / "c.bson"
-    plain.write_bytes(b"\x05\x00\x00\x00\x00" * 40_000)
+    plain.write_bytes(docs)
     cipher = tmp_path / "c.bson.age"
-    recipient = str(pyrage.x25519.Identity.generate().to_public())
     cipher.touch()
-    done = encrypt_file(recipient, plain, cipher)
-    kwargs = {"cipher_sha256": done.cipher_sha256, "plain_sha256": done.plain_sha256}
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    size = 1 << 18
+    side = segment_tables.PlainSide(plain, size)  # as stage_file: beside the child
+    done = encrypt_file(recipient, plain, cipher, segment_size=size)
+    assert done.cipher_segments is not None and len(done.cipher_segments) > 3
     path, role = "db/c.bson.age", ArtifactRole.DATA
-    assert segment_tables.table_of_files(path, role, plain, cipher, **kwargs) is not None
+    table = segment_tables.table_of_staged(path, role, done, side)
+    builder = segment_tables.TableBuilder(path, role, size)
+    builder.plain(plain.read_bytes())
+    builder.cipher(cipher.read_bytes())
+    independent = builder.table(cipher_sha256=done.cipher_sha256, plain_sha256=done.plain_sha256)
+    assert table is not None and table == independent
+    assert table.framing == "bson"
+    assert done.cipher_sha256 == hashlib.sha256(cipher.read_bytes()).hexdigest()
+
+
+def test_a_staged_file_changed_after_its_encryption_gets_no_table(tmp_path: Path) -> None:
+    plain = tmp_path / "c.bson"
+    plain.write_bytes(bson.encode({"_id": 1, "s": "x" * 5000}) * 100)
+    cipher = tmp_path / "c.bson.age"
+    cipher.touch()
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    done = encrypt_file(recipient, plain, cipher, segment_size=1 << 16)
     raw = bytearray(plain.read_bytes())
-    raw[1000] ^= 0x01
+    raw[-3] ^= 0x01  # the file the plaintext side reads is not the one encrypted
     plain.write_bytes(bytes(raw))
-    assert segment_tables.table_of_files(path, role, plain, cipher, **kwargs) is None
+    path, role = "db/c.bson.age", ArtifactRole.DATA
+    side = segment_tables.PlainSide(plain, 1 << 16)
+    assert segment_tables.table_of_staged(path, role, done, side) is None
+    assert encrypt_file(recipient, plain, cipher).cipher_segments is None  # none asked for

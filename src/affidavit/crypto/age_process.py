@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Literal
 
+from affidavit.crypto.segments import SegmentHasher
 from affidavit.errors import IntegrityError, KeystoreError, OperationError
 
 __all__ = [
@@ -228,21 +229,34 @@ class AgeProcess:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileEncryption:
-    """What :func:`encrypt_file` wrote, as its child hashed it while reading and writing."""
+    """What :func:`encrypt_file` wrote, as its child hashed it while reading and writing;
+    ``cipher_segments``, when asked for, each ciphertext segment's ``(size, SHA-256)``
+    hashed from the very bytes the whole-file digest was, and ``payload_offset`` (None:
+    asked for none, or no age header came out)."""
 
     plain_size: int
     plain_sha256: str
     cipher_size: int
     cipher_sha256: str
+    payload_offset: int | None = None
+    cipher_segments: tuple[tuple[int, str], ...] | None = None
 
 
 def encrypt_file(
-    recipient: str, source: Path, target: Path, *, stop: threading.Event | None = None
+    recipient: str,
+    source: Path,
+    target: Path,
+    *,
+    stop: threading.Event | None = None,
+    segment_size: int | None = None,
 ) -> FileEncryption:
     """Encrypt the file ``source`` to ``recipient`` into ``target`` (an existing file: it is
     overwritten) in a child process that reads and writes both files itself, so that no byte
     crosses a pipe. The child hashes the plaintext it reads and the ciphertext it writes, and
-    fsyncs ``target`` (starting its writeback as it goes) before it reports.
+    fsyncs ``target`` (starting its writeback as it goes) before it reports. With
+    ``segment_size`` it also hashes the ciphertext per segment
+    (:class:`~affidavit.crypto.segments.SegmentHasher`), from the same bytes as its
+    whole-file digest (the plaintext side is the caller's: it can read the file meanwhile).
 
     Raises :class:`~affidavit.errors.KeystoreError` for a malformed recipient and
     :class:`~affidavit.errors.OperationError` when a file cannot be read or written or the
@@ -250,7 +264,7 @@ def encrypt_file(
     here, ``KeyboardInterrupt`` included) ends the child: :class:`EncryptionStopped` is raised
     for ``stop``. The child is always waited for."""
     proc = subprocess.Popen(
-        _command("encrypt-file", str(source), str(target)),
+        _command("encrypt-file", str(source), str(target), str(segment_size or 0)),
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -287,11 +301,14 @@ def encrypt_file(
     if code == 0:
         try:
             report = json.loads(lines[-1])
+            payload_offset, cipher_segments = _cipher_segments(report.get("segments"))
             return FileEncryption(
                 plain_size=int(report["plain_size"]),
                 plain_sha256=str(report["plain_sha256"]),
                 cipher_size=int(report["cipher_size"]),
                 cipher_sha256=str(report["cipher_sha256"]),
+                payload_offset=payload_offset,
+                cipher_segments=cipher_segments,
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise OperationError(f"the age encryption process misreported: {exc}") from exc
@@ -300,6 +317,14 @@ def encrypt_file(
         f"encrypting {source} failed ({detail})",
         hint="check that the file is readable and the vault has room; run again",
     )
+
+
+def _cipher_segments(report: Any) -> tuple[int | None, tuple[tuple[int, str], ...] | None]:
+    """The child's ``{"payload_offset", "digests": [[size, sha256], ...]}``, or Nones."""
+    if report is None:
+        return None, None
+    rows = tuple((int(size), str(digest)) for size, digest in report["digests"])
+    return int(report["payload_offset"]), rows
 
 
 class EncryptionStopped(Exception):
@@ -392,8 +417,9 @@ class _HashingWriter:
         self._inner.flush()
 
 
-def _child_encrypt_file(source: str, target: str) -> int:
-    """``encrypt-file SOURCE TARGET``: the recipient on stdin; the report on stderr."""
+def _child_encrypt_file(source: str, target: str, segment_size: int = 0) -> int:
+    """``encrypt-file SOURCE TARGET [SEGMENT_SIZE]``: the recipient on stdin; the report on
+    stderr (with the ciphertext's segments when ``segment_size`` is not 0)."""
     import signal
 
     import pyrage
@@ -407,13 +433,14 @@ def _child_encrypt_file(source: str, target: str) -> int:
         sys.stderr.write("malformed key\n")
         return EXIT_BAD_KEY
     plain, cipher = hashlib.sha256(), hashlib.sha256()
+    segments = SegmentHasher(segment_size) if segment_size else None
     try:
         with (
             open(source, "rb", buffering=_READ) as raw,
             open(target, "wb", buffering=_READ) as out,
         ):
             reader = _HashingReader(raw, plain)
-            writer = _WritebackWriter(out, cipher)
+            writer = _WritebackWriter(out, cipher, segments)
             pyrage.encrypt_io(reader, writer, [recipient])
             writer.flush()
             os.fsync(out.fileno())
@@ -425,25 +452,41 @@ def _child_encrypt_file(source: str, target: str) -> int:
         "plain_size": reader.size,
         "cipher_sha256": cipher.hexdigest(),
         "cipher_size": writer.size,
+        "segments": _cipher_part(segments),
     }
     sys.stderr.write(json.dumps(report) + "\n")
     return 0
 
 
+def _cipher_part(segments: SegmentHasher | None) -> dict[str, object] | None:
+    """The ciphertext's segments for the report (None: none asked for, or no age header)."""
+    if segments is None:
+        return None
+    try:
+        payload_offset, digests = segments.cipher_part()
+    except ValueError:
+        return None
+    return {"payload_offset": payload_offset, "digests": digests}
+
+
 class _WritebackWriter:
-    """The ciphertext's file, hashed as it is written; after every :data:`_WRITEBACK` bytes
-    the kernel is asked to start writing them to disk (``POSIX_FADV_DONTNEED`` starts the
+    """The ciphertext's file, hashed as it is written (whole, and per segment with a
+    ``segments`` hasher: the very same bytes); after every :data:`_WRITEBACK` bytes the
+    kernel is asked to start writing them to disk (``POSIX_FADV_DONTNEED`` starts the
     writeback of a range's dirty pages on Linux), so that the final ``fsync`` waits for the
     last few megabytes instead of the whole file."""
 
-    def __init__(self, out: BinaryIO, hasher: Any) -> None:
+    def __init__(self, out: BinaryIO, hasher: Any, segments: SegmentHasher | None = None) -> None:
         self._out = out
         self._hasher = hasher
+        self._segments = segments
         self._started = 0
         self.size = 0
 
     def write(self, data: bytes) -> int:
         self._hasher.update(data)
+        if self._segments is not None:
+            self._segments.cipher(data)
         self._out.write(data)
         self.size += len(data)
         if self.size - self._started >= _WRITEBACK:
@@ -507,12 +550,13 @@ def _child(mode: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "encrypt-file":
-        raise SystemExit(_child_encrypt_file(sys.argv[2], sys.argv[3]))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "encrypt-file":
+        size = int(sys.argv[4]) if len(sys.argv) == 5 else 0
+        raise SystemExit(_child_encrypt_file(sys.argv[2], sys.argv[3], size))
     if len(sys.argv) != 2 or sys.argv[1] not in ("encrypt", "decrypt"):
         sys.stderr.write(
             "usage: python -m affidavit.crypto.age_process encrypt|decrypt|"
-            "encrypt-file SOURCE TARGET\n"
+            "encrypt-file SOURCE TARGET [SEGMENT_SIZE]\n"
         )
         raise SystemExit(2)
     raise SystemExit(_child(sys.argv[1]))

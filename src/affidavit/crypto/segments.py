@@ -37,6 +37,7 @@ __all__ = [
     "SegmentPlace",
     "SegmentSides",
     "geometry",
+    "joined_sides",
     "tiling_issues",
 ]
 
@@ -247,25 +248,54 @@ class SegmentHasher:
     def finish(self) -> list[SegmentSides]:
         """The segments, once both sides are complete. Raises ``ValueError`` when the
         ciphertext is not an age file of this plaintext (sizes that disagree)."""
+        payload_offset, cipher = self.cipher_part()
+        plain_size, plain = self.plain_part()
+        return joined_sides(
+            payload_offset=payload_offset,
+            plain_size=plain_size,
+            segment_size=self.segment_size,
+            cipher=cipher,
+            plain=plain,
+        )
+
+    def cipher_part(self) -> tuple[int, list[tuple[int, str]]]:
+        """Once the ciphertext is complete (fed alone, when another process hashes the
+        plaintext): the payload's offset and each segment's ``(size, SHA-256)``."""
         if self.payload_offset is None:
             raise ValueError("the ciphertext ended inside its age header")
-        plain, cipher = self._plain, self._cipher
+        if self._cipher._filled:
+            self._cipher.cut()
+        return self.payload_offset, self._cipher.digests
+
+    def plain_part(self) -> tuple[int, list[tuple[int, str]]]:
+        """Once the plaintext is complete: its size and each segment's ``(size, SHA-256)``."""
+        plain = self._plain
         if plain._filled or not plain.digests:  # the last, partial (or the empty) segment
             plain.cut()
-        if cipher._filled:
-            cipher.cut()
-        places = geometry(
-            payload_offset=self.payload_offset,
-            plain_size=plain.position,
-            segment_size=self.segment_size,
-        )
-        sizes = [p.size for p in places], [p.plain_size for p in places]
-        if sizes != ([s for s, _ in cipher.digests], [s for s, _ in plain.digests]):
-            raise ValueError("the ciphertext's segments do not match the plaintext's")
-        return [
-            SegmentSides(place=place, sha256=c, plain_sha256=p)
-            for place, (_, c), (_, p) in zip(places, cipher.digests, plain.digests, strict=True)
-        ]
+        return plain.position, plain.digests
+
+
+def joined_sides(
+    *,
+    payload_offset: int,
+    plain_size: int,
+    segment_size: int,
+    cipher: list[tuple[int, str]],
+    plain: list[tuple[int, str]],
+) -> list[SegmentSides]:
+    """The segments of an age file from both sides' per-segment ``(size, SHA-256)``
+    (:meth:`SegmentHasher.cipher_part`, :meth:`SegmentHasher.plain_part`, hashed in one
+    process or two). Raises ``ValueError`` when the sizes are not this age layout's."""
+    places = geometry(
+        payload_offset=payload_offset, plain_size=plain_size, segment_size=segment_size
+    )
+    sizes = [p.size for p in places], [p.plain_size for p in places]
+    if sizes != ([n for n, _ in cipher], [n for n, _ in plain]):
+        raise ValueError("the ciphertext's segments do not match the plaintext's")
+    return [
+        SegmentSides(place=place, sha256=c, plain_sha256=p)
+        for place, (_, c), (_, p) in zip(places, cipher, plain, strict=True)
+    ]
 
 
 class OrderedDigest:

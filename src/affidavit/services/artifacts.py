@@ -42,7 +42,8 @@ from affidavit.crypto.age_reader import decrypt_stream
 from affidavit.errors import Error, OperationError
 from affidavit.models.backup import ArtifactRole, BackupArtifact
 from affidavit.models.segments import SegmentTable
-from affidavit.services.segment_tables import TableBuilder, table_of_files
+from affidavit.services import segment_tables
+from affidavit.services.segment_tables import PlainSide, TableBuilder, table_of_staged
 from affidavit.vaults.base import StoredArtifact, VaultBackend
 
 CHUNK = 1 << 20
@@ -227,23 +228,27 @@ class Staged:
 
     cipher: Path
     encryption: FileEncryption
+    plain: PlainSide | None  # the table's plaintext side, hashed meanwhile
 
 
 def stage_file(
     vault: VaultBackend, recipient: str, file: Path, *, stop: threading.Event | None = None
 ) -> Staged:
     """Encrypt ``file`` to ``recipient`` into a new staging file of ``vault``, in a child
-    process that reads, encrypts, hashes both sides and writes the staging file itself (see
-    :func:`~affidavit.crypto.age_process.encrypt_file`). Setting ``stop`` ends the child. On
-    any failure the staging file is removed and the error raised; the caller removes a
-    returned one that it does not store."""
+    process that reads, encrypts, hashes both sides (the ciphertext per segment too) and
+    writes the staging file itself (see :func:`~affidavit.crypto.age_process.encrypt_file`);
+    meanwhile a thread here hashes the plaintext's segments (:class:`PlainSide`). Setting
+    ``stop`` ends the child. On any failure the staging file is removed and the error
+    raised; the caller removes a returned one that it does not store."""
     cipher = vault.spool()
+    plain = PlainSide(file, segment_tables.SEGMENT_SIZE)  # beside the child, on this side
     try:
-        done = encrypt_file(recipient, file, cipher, stop=stop)
+        done = encrypt_file(recipient, file, cipher, stop=stop, segment_size=plain.segment_size)
     except BaseException:
+        plain.stop()
         cipher.unlink(missing_ok=True)
         raise
-    return Staged(cipher=cipher, encryption=done)
+    return Staged(cipher=cipher, encryption=done, plain=plain)
 
 
 class ArtifactWriter:
@@ -301,7 +306,7 @@ class ArtifactWriter:
         as they are stored."""
         tick = advance or (lambda n: None)
         if staged is not None:
-            return self._store_staged(rel, file, staged, role=role, dataset=dataset, advance=tick)
+            return self._store_staged(rel, staged, role=role, dataset=dataset, advance=tick)
         if worth_a_process(file.stat().st_size):
             return self._store_by_child(rel, file, role=role, dataset=dataset, advance=tick)
         with self.sink(rel, role, dataset) as sink, file.open("rb") as raw:
@@ -320,7 +325,6 @@ class ArtifactWriter:
     def _store_staged(
         self,
         rel: str,
-        file: Path,
         staged: Staged,
         *,
         role: ArtifactRole,
@@ -329,10 +333,7 @@ class ArtifactWriter:
     ) -> BackupArtifact:
         done = staged.encryption
         target = self.target(rel)
-        table = table_of_files(
-            target, role, file, staged.cipher,
-            cipher_sha256=done.cipher_sha256, plain_sha256=done.plain_sha256,
-        )  # fmt: skip
+        table = table_of_staged(target, role, done, staged.plain)
         stored = self._stored(
             target,
             lambda: self.vault.put_file(

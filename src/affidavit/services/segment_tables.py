@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from affidavit.crypto.digest import Sha256Stream
-from affidavit.crypto.segments import DEFAULT_SEGMENT_SIZE, SegmentHasher
+from affidavit.crypto.segments import DEFAULT_SEGMENT_SIZE, SegmentHasher, joined_sides
 from affidavit.formats import bson_codec
 from affidavit.formats.base import MAX_BSON_DOCUMENT_SIZE, MIN_BSON_DOCUMENT_SIZE
 from affidavit.models.backup import ArtifactRole
 from affidavit.models.segments import Framing, SegmentTable
 
-__all__ = ["BsonStarts", "TableBuilder", "framing_for", "table_of_files"]
+if TYPE_CHECKING:
+    from affidavit.crypto.age_process import FileEncryption
+
+__all__ = ["BsonStarts", "PlainSide", "TableBuilder", "framing_for", "table_of_staged"]
 
 SEGMENT_SIZE: int = DEFAULT_SEGMENT_SIZE
 """Plaintext bytes per segment of the artifacts written now (tests make it small)."""
-_READ: Final = 1 << 20
+_READ: Final = 4 << 20
 
 
 def framing_for(path: str, role: ArtifactRole) -> Framing | None:
@@ -166,37 +169,70 @@ class TableBuilder:
         return SegmentTable.of(sides, segment_size=self.segment_size, first_records=firsts)
 
 
-def table_of_files(
-    path: str,
-    role: ArtifactRole,
-    plain: Path,
-    cipher: Path,
-    *,
-    cipher_sha256: str,
-    plain_sha256: str,
-) -> SegmentTable | None:
-    """The table of an artifact written in full to local files (its plaintext and its
-    ciphertext): both read once, side by side in two threads (SHA-256 releases the GIL),
-    and given only when the files still have the digests the encryption computed."""
-    builder = TableBuilder(path, role)
-    errors: list[BaseException] = []
+class PlainSide:
+    """The plaintext side of a staged file's table (:func:`table_of_staged`), hashed on a
+    thread of its own while a child encrypts the same file and hashes the ciphertext side:
+    each segment's SHA-256, the whole file's (which must be the child's: the same bytes),
+    and for a ``.bson`` file where documents start. :meth:`stop` ends the read early."""
 
-    def read_cipher() -> None:
+    def __init__(self, file: Path, segment_size: int) -> None:
+        self.file = file
+        self.segment_size = segment_size
+        self.hasher = SegmentHasher(segment_size)
+        self.whole = Sha256Stream()
+        self.starts = BsonStarts(segment_size) if file.name.endswith(".bson") else None
+        self.failed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="affidavit-plain-side", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
         try:
-            with cipher.open("rb") as fh:
-                while chunk := fh.read(_READ):
-                    builder.cipher(chunk)
-        except BaseException as exc:
-            errors.append(exc)
+            with self.file.open("rb", buffering=0) as fh:
+                while not self._stop.is_set() and (chunk := fh.read(_READ)):
+                    self.hasher.plain(chunk)
+                    self.whole.update(chunk)
+                    if self.starts is not None:
+                        self.starts.feed(chunk)
+        except OSError:
+            self.failed = True
 
-    thread = threading.Thread(target=read_cipher, name="affidavit-segment-cipher", daemon=True)
-    thread.start()
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def wait(self) -> PlainSide | None:
+        """Once read to the end: this side, or None when the read failed or was stopped."""
+        self._thread.join()
+        return None if self.failed or self._stop.is_set() else self
+
+
+def table_of_staged(
+    path: str, role: ArtifactRole, done: FileEncryption, plain: PlainSide | None
+) -> SegmentTable | None:
+    """The table of an artifact encrypted ahead by a child
+    (:func:`~affidavit.crypto.age_process.encrypt_file`): the ciphertext side as the child
+    hashed it per segment, from the very bytes it hashed whole, and the plaintext side read
+    meanwhile (:class:`PlainSide`), given only when its whole digest is the one the child
+    computed of what it encrypted (the same bytes: a file changed in between gets no
+    table). So the table agrees with the signed whole-file digests by construction."""
+    side = plain.wait() if plain is not None else None
+    if side is None or done.cipher_segments is None or done.payload_offset is None:
+        return None
+    if (side.whole.length, side.whole.hexdigest()) != (done.plain_size, done.plain_sha256):
+        return None
+    plain_size, plain_digests = side.hasher.plain_part()
     try:
-        with plain.open("rb") as fh:
-            while chunk := fh.read(4 * _READ):
-                builder.plain(chunk)
-    finally:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return builder.table(cipher_sha256=cipher_sha256, plain_sha256=plain_sha256)
+        sides = joined_sides(
+            payload_offset=done.payload_offset,
+            plain_size=plain_size,
+            segment_size=side.segment_size,
+            cipher=list(done.cipher_segments),
+            plain=plain_digests,
+        )
+    except ValueError:
+        return None
+    firsts = None
+    if framing_for(path, role) == "bson" and side.starts is not None:
+        firsts = side.starts.first_records(len(sides))
+    return SegmentTable.of(sides, segment_size=side.segment_size, first_records=firsts)
