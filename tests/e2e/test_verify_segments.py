@@ -237,7 +237,7 @@ def test_a_backup_without_tables_verifies_as_before(
     """A manifest signed before segment tables (none written here) is read sequentially, by
     its whole-file digests, and tampering is found as it always was."""
     monkeypatch.setattr(segment_tables.TableBuilder, "table", lambda self, **_: None)
-    monkeypatch.setattr(segment_tables, "table_of_files", lambda *args, **_: None)
+    monkeypatch.setattr(segment_tables, "table_of_staged", lambda *args, **_: None)
     vault = tmp_path / "vault"
     assert cli("vault", "add", "v1", "--url", f"file://{vault}").code == 0
     folder = tmp_path / "dump" / "shop"
