@@ -25,10 +25,10 @@ from test_attack_segments_whole_digest import _resign_digest
 from test_verify_segments import (
     _codes,
     _data,
-    _documents,
     _manifest,
     _verify,
     _writable,
+    ingest_customers,
     ingested,
     small_segments,
 )
@@ -115,14 +115,8 @@ def test_a_completion_entry_without_the_proof_vouches_nothing(
     monkeypatch.setattr(Change, "record", record_without_proof)
     vault = tmp_path / "vault"
     assert cli("vault", "add", "v1", "--url", f"file://{vault}").code == 0
-    folder = tmp_path / "dump" / "shop"
-    folder.mkdir(parents=True)
-    (folder / "customers.bson").write_bytes(_documents())
-    (folder / "customers.metadata.json").write_text(json.dumps({"options": {}, "indexes": []}))
-    r = cli("backup", "ingest", str(tmp_path / "dump"), "--format", "mongodump", "--json")
-    assert r.code == 0, r.err
+    backup_id = ingest_customers(cli, tmp_path)
     monkeypatch.setattr(Change, "record", plain_record)
-    backup_id = json.loads(r.out)["backup_id"]
     assert "tables_proven" not in _completion(home, backup_id)[1]["details"]
     assert _found(home, backup_id) is None
     code, first = _verify(cli, backup_id)

@@ -74,6 +74,19 @@ def ingested(cli: Any, tmp_path: Path) -> dict[str, Any]:
     return out
 
 
+def ingest_customers(cli: Any, tmp_path: Path) -> str:
+    """One ``customers`` collection (:func:`_documents`) ingested from a mongodump folder
+    into the vault already added: the backup's id."""
+    folder = tmp_path / "dump" / "shop"
+    folder.mkdir(parents=True)
+    (folder / "customers.bson").write_bytes(_documents())
+    (folder / "customers.metadata.json").write_text(json.dumps({"options": {}, "indexes": []}))
+    r = cli("backup", "ingest", str(tmp_path / "dump"), "--format", "mongodump", "--json")
+    assert r.code == 0, r.err
+    backup_id: str = json.loads(r.out)["backup_id"]
+    return backup_id
+
+
 def _manifest(home: Path, backup_id: str) -> BackupManifest:
     with sqlite3.connect(home / "catalog.sqlite") as db:
         (raw,) = db.execute("select manifest from backups where id = ?", (backup_id,)).fetchone()
@@ -240,13 +253,7 @@ def test_a_backup_without_tables_verifies_as_before(
     monkeypatch.setattr(segment_tables, "table_of_staged", lambda *args, **_: None)
     vault = tmp_path / "vault"
     assert cli("vault", "add", "v1", "--url", f"file://{vault}").code == 0
-    folder = tmp_path / "dump" / "shop"
-    folder.mkdir(parents=True)
-    (folder / "customers.bson").write_bytes(_documents())
-    (folder / "customers.metadata.json").write_text(json.dumps({"options": {}, "indexes": []}))
-    r = cli("backup", "ingest", str(tmp_path / "dump"), "--format", "mongodump", "--json")
-    assert r.code == 0, r.err
-    backup_id = json.loads(r.out)["backup_id"]
+    backup_id = ingest_customers(cli, tmp_path)
     manifest = _manifest(home, backup_id)
     assert all(a.segments is None for a in manifest.artifacts)
     with sqlite3.connect(home / "catalog.sqlite") as db:
