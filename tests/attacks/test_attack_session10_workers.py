@@ -148,12 +148,23 @@ def test_a_stopped_worker_does_not_hang_the_run(
         assert db.execute("SELECT status FROM export_runs").fetchall() == [("failed",)]
 
 
+# Ctrl-C as a terminal delivers it: the command starts with SIGINT at its default. A
+# disposition of SIG_IGN is inherited across exec (a test runner's process may hold one, and
+# then the signal would be lost, not the run's doing), so it is reset just before the exec.
+_SIGINT_DEFAULT = (
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+)
+
+
 def _spawn(home: Path, err: Path, *args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFFIDAVIT_")}
     env["AFFIDAVIT_ACTOR"] = "tester@example.com"
     with err.open("w") as fh:  # a file, not a pipe: a worker left behind cannot hold it
         return subprocess.Popen(
-            [AFFIDAVIT, "--home", str(home), *args],
+            [*_SIGINT_DEFAULT, AFFIDAVIT, "--home", str(home), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=fh,
