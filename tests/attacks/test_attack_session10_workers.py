@@ -148,13 +148,15 @@ def test_a_stopped_worker_does_not_hang_the_run(
         assert db.execute("SELECT status FROM export_runs").fetchall() == [("failed",)]
 
 
-# Ctrl-C as a terminal delivers it: the command starts with SIGINT at its default. A
-# disposition of SIG_IGN is inherited across exec (a test runner's process may hold one, and
-# then the signal would be lost, not the run's doing), so it is reset just before the exec.
+# Ctrl-C as a terminal delivers it: the command starts with SIGINT at its default and not
+# blocked. A disposition of SIG_IGN and a blocked mask are both inherited across exec (a test
+# runner's process or thread may hold either, and then the signal would be lost, not the
+# run's doing), so both are reset just before the exec.
 _SIGINT_DEFAULT = (
     sys.executable,
     "-c",
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
     "os.execv(sys.argv[1], sys.argv[1:])",
 )
 
