@@ -10,6 +10,8 @@ verifier starts framing that segment's documents.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -188,7 +190,13 @@ class PlainSide:
 
     def _run(self) -> None:
         try:
-            with self.file.open("rb", buffering=0) as fh:
+            # not blocking on a FIFO swapped in for the file (its open would wait for a
+            # writer, and :meth:`stop` for ever): anything but a regular file fails the side
+            fd = os.open(self.file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            with open(fd, "rb", buffering=0) as fh:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(f"{self.file} is not a regular file")
+                os.set_blocking(fd, True)
                 while not self._stop.is_set() and (chunk := fh.read(_READ)):
                     self.hasher.plain(chunk)
                     self.whole.update(chunk)

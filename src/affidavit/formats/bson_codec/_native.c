@@ -769,21 +769,32 @@ plausible_type(uint8_t t)
  * the document empty). After at least one whole document, a document the buffer cuts off
  * (or fewer than 4 bytes left) ends the chain as "not refuted"; the first one must be whole
  * (a length in range that merely runs past the buffer is too common to count). The caller
- * confirms every guess by framing up to it from a known start. -1 when there is none. Pure guess-work, never a check: nothing here decides what a file holds. */
+ * confirms every guess by framing up to it from a known start. -1 when there is none (and
+ * *resume says where a scan with more bytes must start again). Pure guess-work, never a
+ * check: nothing here decides what a file holds. */
 static Py_ssize_t
-resync_at(const uint8_t *in, size_t end, size_t at, int chain, int64_t min_doc, int64_t max_doc)
+resync_at(const uint8_t *in, size_t end, size_t at, int chain, int64_t min_doc, int64_t max_doc,
+          size_t *resume)
 {
+    /* *resume: where a later scan of the same bytes with more after them must start again:
+     * the first offset refused only because its first document ran past the buffer (or
+     * the first with fewer than 4 bytes left); every offset before it is refused for good */
+    *resume = end >= 3 && end - 3 > at ? end - 3 : at;
     for (size_t p = at; p + 4 <= end; p++) {
         size_t q = p;
         int good = 1, whole = 0;
         for (int i = 0; i < chain && q + 4 <= end; i++) {
             int64_t length = (int64_t)le_i32(in + q);
-            if (length < min_doc || length > max_doc) {
+            /* one unsigned compare, not two: on random bytes `length < min_doc` is a coin
+             * toss the branch predictor loses half the time (3.6 -> 0.5 ns a byte) */
+            if ((uint64_t)(length - min_doc) > (uint64_t)(max_doc - min_doc)) {
                 good = 0;
                 break;
             }
             if ((uint64_t)length > end - q) {
                 good = whole > 0; /* cut off by the buffer: not refuted after a whole one */
+                if (!good && p < *resume)
+                    *resume = p;
                 break;
             }
             whole++;
@@ -803,8 +814,10 @@ PyDoc_STRVAR(resync_doc,
 "resync(buf, at, chain, min_doc, max_doc) -> int\n\n"
 "The first offset >= `at` of buf where `chain` consecutive documents look whole (int32\n"
 "length in min_doc..max_doc, last byte NUL, a type byte first; the first one whole, a later\n"
-"one cut off by the end of buf does not refute the guess), or -1. A guess for readers that\n"
-"split a file by bytes: they confirm it by framing up to it from a known document start.\n"
+"one cut off by the end of buf does not refute the guess), or, when there is none,\n"
+"-1 - r: r is where a scan of the same bytes with more after them must start again (every\n"
+"offset before r is refuted whatever follows buf). A guess for readers that split a file\n"
+"by bytes: they confirm it by framing up to it from a known document start.\n"
 "Never raises for the content of buf.");
 
 static PyObject *
@@ -824,10 +837,11 @@ resync(PyObject *module, PyObject *args)
         goto done;
     }
     Py_ssize_t found;
+    size_t resume;
     Py_BEGIN_ALLOW_THREADS
-    found = resync_at(view.buf, (size_t)view.len, (size_t)at, chain, min_doc, max_doc);
+    found = resync_at(view.buf, (size_t)view.len, (size_t)at, chain, min_doc, max_doc, &resume);
     Py_END_ALLOW_THREADS
-    result = PyLong_FromSsize_t(found);
+    result = PyLong_FromSsize_t(found >= 0 ? found : -1 - (Py_ssize_t)resume);
 done:
     PyBuffer_Release(&view);
     return result;

@@ -35,20 +35,25 @@ class Spooler:
         self._files = [(file, seen) for file, seen in files if worth_a_process(seen[0])]
         self._vault = vault
         self._stop = threading.Event()
+        self._ended = threading.Event()  # the spooling thread ended (see join)
         self._thread: threading.Thread | None = None
         self._staged: list[Path] = []
         self.spooled: dict[Path, Staged] = {}
 
     def start(self) -> None:
         if self._files:
-            self._thread = threading.Thread(target=self._run, name="affidavit-spool", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="affidavit-spool", daemon=True)
+            thread.start()  # (then joined: a thread that did not start never ends its run)
+            self._thread = thread
 
     def _run(self) -> None:
-        for file, seen in self._files:
-            spooled = self.spool_now(file, seen)
-            if spooled is not None:
-                self.spooled[file] = spooled
+        try:
+            for file, seen in self._files:
+                spooled = self.spool_now(file, seen)
+                if spooled is not None:
+                    self.spooled[file] = spooled
+        finally:
+            self._ended.set()
 
     def spool_now(self, file: Path, seen: tuple[int, int] | None = None) -> Staged | None:
         """Encrypt ``file`` into a spool file, in the calling thread (the spooler's own for
@@ -76,6 +81,9 @@ class Spooler:
     def join(self) -> None:
         """Wait for the spooling to end."""
         if self._thread is not None:
+            # on an Event: a Ctrl-C that interrupts Thread.join leaves Python 3.11 taking the
+            # thread for stopped, and the join of the discard after it returned at once
+            self._ended.wait()
             self._thread.join()
             self._thread = None
 
