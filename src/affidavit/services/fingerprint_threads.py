@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,57 +175,151 @@ def _walk_range(path: Path, fd: int, start: int, nominal_end: int, bucket_bits: 
     return _Range(-1, offset, offset + length, sort_pairs(pairs, bucket_bits=bucket_bits))
 
 
+def _hash_walked(fd: int, offset: int, length: int, bucket_bits: int) -> _Range:
+    """Thread worker of the walk's ranges: ``length`` bytes of whole documents at
+    ``offset``, read, framed, hashed and sorted (``run`` None when they do not frame)."""
+    view = _buffer(length)[:length]
+    got = _read(fd, view, offset)
+    try:
+        pairs, stop = _frame(view[:got])
+    except FormatError:
+        return _Range(-1, offset, offset + length, None)
+    if got != length or stop != length:
+        return _Range(-1, offset, offset + length, None)
+    return _Range(-1, offset, offset + length, sort_pairs(pairs, bucket_bits=bucket_bits))
+
+
+GIVE_UP: Final = 2
+"""Ranges read again by the walk after which, when they are half of the ranges so far, the
+guessing stops and the rest of the file is cut by the walk instead (documents of several
+MiB, or payloads full of documents: the guesses keep failing there, and each failure is
+read again on the caller's thread)."""
+
+
+class _Split:
+    """The state of one file's split: the counted ranges end at :attr:`done`."""
+
+    def __init__(self, acc: Accumulator, path: Path, fd: int, size: int, report: Reporter) -> None:
+        self.acc, self.path, self.fd, self.size, self.report = acc, path, fd, size, report
+        self.bits = acc.bucket_bits
+        self.done = 0  # a document boundary
+        self.seen = self.missed = 0
+
+    def add(self, result: _Range) -> None:
+        assert result.run is not None
+        self.acc.add_sorted(result.run)
+        self.report.advance(len(result.run.pairs))
+        self.done = result.end
+
+    def take(self, result: _Range) -> bool:
+        """Count a guessed range, reading it again by the walk when it does not line up;
+        whether guessing should go on."""
+        self.seen += 1
+        if result.run is not None and result.start == self.done:
+            self.add(result)
+            return True
+        nominal_end = (result.index + 1) * RANGE
+        if self.done >= min(self.size, nominal_end):
+            return True  # the previous range ran past this one's end: nothing starts here
+        self.missed += 1
+        self.add(_walk_range(self.path, self.fd, self.done, nominal_end, self.bits))
+        return not (self.missed >= GIVE_UP and 2 * self.missed >= self.seen)
+
+    def take_walked(self, result: _Range) -> None:
+        if result.run is None or result.start != self.done:  # worded by the one walk
+            self.add(_walk_range(self.path, self.fd, self.done, result.end, self.bits))
+        else:
+            self.add(result)
+
+    def walked_ranges(self) -> Iterator[tuple[int, int]]:
+        from affidavit.formats.bson_codec.file_ranges import bson_file_ranges
+
+        return bson_file_ranges(self.path, target=RANGE, start=self.done)
+
+
 def hash_file_threaded(
     acc: Accumulator, path: Path, *, workers: int, rep: Reporter | None = None
 ) -> None:
     """Add every document of ``path`` to ``acc`` (exact profile, no keys), the file split by
     bytes among ``workers`` threads (one: this thread alone, the same steps); at most ``2 *
-    workers`` ranges in flight, added in order. A defect raises ``FormatError`` worded as
-    the length-prefix walk words it."""
-    report = rep or SilentReporter()
-    bits = acc.bucket_bits
+    workers`` ranges in flight, added in order. Where the guesses keep failing
+    (:data:`GIVE_UP`), the rest is cut by the length-prefix walk and shared the same way. A
+    defect raises ``FormatError`` worded as the length-prefix walk words it."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         size = os.fstat(fd).st_size
+        split = _Split(acc, path, fd, size, rep or SilentReporter())
+        # long documents: the walk touches a page per document (next to nothing), while a
+        # guess has to read a whole document past a range's end to see one
+        guess = not _documents_are_long(fd, size)
         count = -(-size // RANGE)
-        done = 0  # where the counted ranges end: a document boundary
-
-        def take(result: _Range) -> None:
-            nonlocal done
-            if result.run is None or result.start != done:
-                if done >= min(size, (result.index + 1) * RANGE):
-                    return  # the previous range ran past this one's end: nothing starts here
-                result = _walk_range(path, fd, done, (result.index + 1) * RANGE, bits)
-            assert result.run is not None
-            acc.add_sorted(result.run)
-            report.advance(len(result.run.pairs))
-            done = result.end
-
         if workers <= 1 or count <= 1:
-            for index in range(count):
-                take(_hash_range(fd, index, size, bits))
+            index = 0
+            while guess and index < count:
+                if not split.take(_hash_range(fd, index, size, split.bits)):
+                    break
+                index += 1
+            if split.done < size:
+                for offset, length in split.walked_ranges():
+                    split.take_walked(_hash_walked(fd, offset, length, split.bits))
         else:
-            _run_threads(fd, count, size, bits=bits, workers=workers, take=take)
-        if done != size:  # the last range ends at the end of the file, or a walk raised
+            _run_threads(split, count if guess else 0, workers=workers)
+        if split.done != size:  # the last range ends at the end of the file, or a walk raised
             raise FormatError(
-                f"{path}: the documents at byte offset {done} changed or do not frame"
+                f"{path}: the documents at byte offset {split.done} changed or do not frame"
             )
     finally:
         os.close(fd)
 
 
-def _run_threads(
-    fd: int, count: int, size: int, *, bits: int, workers: int, take: Callable[[_Range], None]
-) -> None:
+LONG_DOCUMENT: Final = 64 << 10
+"""Mean length of a file's first documents from which it is cut by the walk from the start."""
+
+
+def _documents_are_long(fd: int, size: int) -> bool:
+    """Whether the first documents of the file (those starting in its first MiB, at most
+    16) average :data:`LONG_DOCUMENT` bytes or more (a defect there: no, the threads word
+    it)."""
+    head = os.pread(fd, 4, 0)
+    if size < 16 * LONG_DOCUMENT or len(head) < 4:
+        return False
+    pos = seen = 0
+    while pos < min(size, 1 << 20) and seen < 16:
+        prefix = os.pread(fd, 4, pos)
+        length = int.from_bytes(prefix, "little", signed=True) if len(prefix) == 4 else 0
+        if not MIN_BSON_DOCUMENT_SIZE <= length <= MAX_BSON_DOCUMENT_SIZE:
+            return False
+        pos += length
+        seen += 1
+    return pos >= seen * LONG_DOCUMENT
+
+
+def _run_threads(split: _Split, count: int, *, workers: int) -> None:
+    fd, size, bits = split.fd, split.size, split.bits
     pending: deque[Future[_Range]] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="affidavit-fingerprint") as pool:
         try:
+            guessing = True
             for index in range(count):
                 if len(pending) >= 2 * workers:
-                    take(pending.popleft().result())
+                    guessing = split.take(pending.popleft().result())
+                    if not guessing:
+                        break
                 pending.append(pool.submit(_hash_range, fd, index, size, bits))
-            while pending:
-                take(pending.popleft().result())
+            while guessing and pending:
+                guessing = split.take(pending.popleft().result())
+            for future in pending:  # guessed past where the walk takes over
+                future.cancel()
+            pending.clear()
+            if split.done >= size:  # every range guessed and counted
+                return
+            walked: deque[Future[_Range]] = pending
+            for offset, length in split.walked_ranges():
+                if len(walked) >= 2 * workers:
+                    split.take_walked(walked.popleft().result())
+                walked.append(pool.submit(_hash_walked, fd, offset, length, bits))
+            while walked:
+                split.take_walked(walked.popleft().result())
         finally:
             for future in pending:
                 future.cancel()

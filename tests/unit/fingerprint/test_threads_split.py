@@ -198,3 +198,57 @@ def test_an_empty_file_and_one_document(tmp_path: Path, walks: list[int]) -> Non
     doc = bson.encode({"_id": 1})
     path.write_bytes(doc)
     assert _threaded(path, 2) == _reference([doc])
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_where_guesses_keep_failing_the_walk_takes_over(
+    tmp_path: Path, workers: int, walks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Documents longer than a range: the guesses fail, and after GIVE_UP such ranges the
+    rest of the file is cut by the walk and shared among the threads (same fingerprint, and
+    a defect there is the walk's error)."""
+    walked: list[int] = []
+    real = fp_threads._hash_walked
+
+    def spy(*args: object) -> object:
+        walked.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fp_threads, "_hash_walked", spy)
+    docs = [bson.encode({"_id": i, "big": "b" * 9000}) for i in range(40)]
+    path = tmp_path / "c.bson"
+    path.write_bytes(b"".join(docs))
+    assert _threaded(path, workers) == _reference(docs)
+    assert len(walks) >= fp_threads.GIVE_UP and walked  # gave up guessing, then walked
+    docs[30] = struct.pack("<i", 1 << 30) + docs[30][4:]
+    path.write_bytes(b"".join(docs))
+    expected = _walk_error(path)
+    with pytest.raises(FormatError) as raised:
+        _threaded(path, workers)
+    assert str(raised.value) == expected
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_file_of_long_documents_is_cut_by_the_walk_from_the_start(
+    tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Documents averaging 64 KiB or more: the walk touches a page per document, so no
+    range is guessed (a guess would read a whole document past each range's end)."""
+    guessed: list[int] = []
+    real = fp_threads._hash_range
+
+    def spy(*args: object) -> object:
+        guessed.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fp_threads, "_hash_range", spy)
+    monkeypatch.setattr(fp_threads, "RANGE", 256 * 1024)
+    docs = [bson.encode({"_id": i, "blob": bson.Binary(bytes([i]) * 70_000)}) for i in range(40)]
+    path = tmp_path / "c.bson"
+    path.write_bytes(b"".join(docs))
+    assert _threaded(path, workers) == _reference(docs)
+    assert guessed == []
+    short = [bson.encode({"_id": i, "s": "x" * 100}) for i in range(20_000)]
+    path.write_bytes(b"".join(short))
+    assert _threaded(path, workers) == _reference(short)
+    assert guessed  # short documents: guessed
