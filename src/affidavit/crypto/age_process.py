@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -64,6 +65,7 @@ EXIT_UNDECRYPTABLE: Final = 3
 EXIT_BAD_KEY: Final = 4
 _EXIT_INPUT_CUT: Final = 5
 _EXIT_IO: Final = 6
+_PR_SET_PDEATHSIG: Final = 1
 _WRITEBACK: Final = 8 << 20
 """``encrypt-file`` writes the ciphertext in pieces of this size and starts their writeback."""
 _READ: Final = 1 << 20
@@ -264,7 +266,9 @@ def encrypt_file(
     here, ``KeyboardInterrupt`` included) ends the child: :class:`EncryptionStopped` is raised
     for ``stop``. The child is always waited for."""
     proc = subprocess.Popen(
-        _command("encrypt-file", str(source), str(target), str(segment_size or 0)),
+        _command(
+            "encrypt-file", str(source), str(target), str(segment_size or 0), str(os.getpid())
+        ),
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -417,11 +421,24 @@ class _HashingWriter:
         self._inner.flush()
 
 
-def _child_encrypt_file(source: str, target: str, segment_size: int = 0) -> int:
-    """``encrypt-file SOURCE TARGET [SEGMENT_SIZE]``: the recipient on stdin; the report on
-    stderr (with the ciphertext's segments when ``segment_size`` is not 0)."""
-    import signal
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this child when the thread that started it ends (Linux
+    ``PR_SET_PDEATHSIG``; :func:`encrypt_file` waits for its child in that thread), so that a
+    parent killed with SIGKILL leaves no encryption running and writing; and end now when
+    ``parent`` already died. Elsewhere: nothing (the stale-spool sweep removes the file)."""
+    import ctypes
 
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent and os.getppid() != parent:
+        os._exit(_EXIT_IO)
+
+
+def _child_encrypt_file(source: str, target: str, segment_size: int = 0, parent: int = 0) -> int:
+    """``encrypt-file SOURCE TARGET [SEGMENT_SIZE [PARENT_PID]]``: the recipient on stdin; the
+    report on stderr (with the ciphertext's segments when ``segment_size`` is not 0)."""
+    _die_with(parent)  # first: the parent may be killed while this child still starts
     import pyrage
     from pyrage import x25519
 
@@ -504,8 +521,6 @@ class _WritebackWriter:
 
 
 def _child(mode: str) -> int:
-    import signal
-
     import pyrage
     from pyrage import x25519
 
@@ -550,13 +565,14 @@ def _child(mode: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) in (4, 5) and sys.argv[1] == "encrypt-file":
-        size = int(sys.argv[4]) if len(sys.argv) == 5 else 0
-        raise SystemExit(_child_encrypt_file(sys.argv[2], sys.argv[3], size))
+    if len(sys.argv) in (4, 5, 6) and sys.argv[1] == "encrypt-file":
+        size = int(sys.argv[4]) if len(sys.argv) >= 5 else 0
+        parent = int(sys.argv[5]) if len(sys.argv) == 6 else 0
+        raise SystemExit(_child_encrypt_file(sys.argv[2], sys.argv[3], size, parent))
     if len(sys.argv) != 2 or sys.argv[1] not in ("encrypt", "decrypt"):
         sys.stderr.write(
             "usage: python -m affidavit.crypto.age_process encrypt|decrypt|"
-            "encrypt-file SOURCE TARGET [SEGMENT_SIZE]\n"
+            "encrypt-file SOURCE TARGET [SEGMENT_SIZE [PARENT_PID]]\n"
         )
         raise SystemExit(2)
     raise SystemExit(_child(sys.argv[1]))
