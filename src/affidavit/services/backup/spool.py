@@ -74,7 +74,7 @@ class Spooler:
                 raise changed(file)
         except Exception:  # dropped (see above)
             if staged is not None:
-                staged.cipher.unlink(missing_ok=True)
+                _drop(staged)
             return None
         return staged
 
@@ -93,11 +93,22 @@ class Spooler:
         self.join()
 
     def discard(self) -> None:
-        """Stop, and remove every spool file that was not taken over."""
+        """Stop, and remove every spool file that was not taken over (and stop the reads of
+        their tables' plaintext sides)."""
         self.abort()
+        for staged in self.spooled.values():
+            if staged.plain is not None:
+                staged.plain.stop()
         for cipher in self._staged:
             with contextlib.suppress(OSError):
                 cipher.unlink(missing_ok=True)
+
+
+def _drop(staged: Staged) -> None:
+    """A spool not taken: its plaintext side's read stopped, its file removed."""
+    if staged.plain is not None:
+        staged.plain.stop()
+    staged.cipher.unlink(missing_ok=True)
 
 
 def stat_key(file: Path) -> tuple[int, int]:
