@@ -69,6 +69,11 @@ class AlreadyExists(InputError):
 class FormatError(InputError):
     """A file is not in the format it claims to be (truncated, hostile, wrong magic)."""
 
+    default_hint = (
+        "the file is damaged or not in the format it was read as: check --format, or copy "
+        "it again from its source"
+    )
+
 
 class CatalogVersionError(InputError):
     """The catalog was written by a newer (or unknown) schema version."""

@@ -489,4 +489,6 @@ def test_the_command_with_two_workers_on_a_bad_file_is_one_line_exit_2(
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
+    hints = [line for line in done.stderr.splitlines() if line.startswith("hint:")]
+    assert len(hints) == 1, done.stderr  # and what to do about it
     assert done.stdout.strip() == "" or "fingerprint" not in done.stdout.lower()
