@@ -48,21 +48,25 @@ def _refused(path: Path, mode: int, what: str, hint: str) -> InputError:
     return InputError(f"{name} is {describe_mode(mode)}, not a regular file", hint=hint)
 
 
-def open_regular(path: Path, *, what: str = "", hint: str = _DEFAULT_HINT) -> BinaryIO:
+def open_regular(
+    path: Path, *, what: str = "", hint: str = _DEFAULT_HINT, follow: bool = False
+) -> BinaryIO:
     """``path`` opened for binary reading, when it is a regular file itself.
 
     Raises :class:`InputError` (exit 2) naming ``what`` (e.g. ``"the export file"``), the
     path and what it is instead (``"... is a named pipe (FIFO), not a regular file"``), with
     ``hint``, for a symbolic link, folder, pipe, socket or device; none of these is opened
     (except one swapped in between the check and the open, which is closed again unread).
-    Any other failure (``FileNotFoundError``, ``PermissionError``, ...) is the ``OSError``
-    itself, for the caller to word.
+    ``follow``: a symbolic link is followed to the regular file it leads to (for a file that
+    another reader opens by the same name, following it). Any other failure
+    (``FileNotFoundError``, ``PermissionError``, ...) is the ``OSError`` itself, for the
+    caller to word.
     """
-    mode = os.lstat(path).st_mode
+    mode = (os.stat if follow else os.lstat)(path).st_mode
     if not stat.S_ISREG(mode):
         raise _refused(path, mode, what, hint)
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | (0 if follow else _NOFOLLOW) | _NONBLOCK | _CLOEXEC)
     except OSError as exc:
         swapped = {errno.ELOOP: stat.S_IFLNK, errno.ENXIO: stat.S_IFSOCK}.get(exc.errno or 0)
         if swapped is not None:  # a link or socket put there since the lstat

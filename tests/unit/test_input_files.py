@@ -76,6 +76,27 @@ def test_a_link_is_not_followed_even_to_a_regular_file(tmp_path: Path) -> None:
     assert error.message == f"the secret file {link} is a symbolic link, not a regular file"
 
 
+def test_follow_takes_a_link_to_a_regular_file_and_nothing_else(tmp_path: Path) -> None:
+    """``follow=True`` (a file another reader opens by name, following links): a link to a
+    regular file opens; a link to a FIFO or a folder is still refused, without blocking."""
+    target = tmp_path / "data"
+    target.write_bytes(b"abc")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with open_regular(link, follow=True) as fh:
+        assert os.get_blocking(fh.fileno()) and fh.read() == b"abc"
+    pipe = tmp_path / "p"
+    os.mkfifo(pipe)
+    to_pipe = tmp_path / "to-pipe"
+    to_pipe.symlink_to(pipe)
+    with pytest.raises(InputError, match="named pipe"):
+        open_regular(to_pipe, follow=True)
+    to_folder = tmp_path / "to-folder"
+    to_folder.symlink_to(tmp_path)
+    with pytest.raises(InputError, match="a folder"):
+        open_regular(to_folder, follow=True)
+
+
 def test_a_folder_socket_and_device_are_refused(tmp_path: Path, unix_socket: Path) -> None:
     assert refusal(tmp_path).message == f"{tmp_path} is a folder, not a regular file"
     assert refusal(unix_socket).message == f"{unix_socket} is a socket, not a regular file"

@@ -143,15 +143,10 @@ class ArtifactSink:
         if self._error is not None:
             raise self._wrap(self._error) from self._error
         assert self._result is not None
-        plain = self._table.plain_whole
-        return _described(
-            self._result,
-            self.role,
-            self.dataset,
-            plain.length,
-            plain.hexdigest(),
-            self._table.table(cipher_sha256=self._result.sha256, plain_sha256=plain.hexdigest()),
-        )
+        plain = self._table.plain_whole  # the sink's plaintext digest is the table's own
+        digest = plain.hexdigest()
+        table = self._table.table(cipher_sha256=self._result.sha256, plain_sha256=digest)
+        return _described(self._result, self.role, self.dataset, plain.length, digest, table)
 
     def _push_done(self) -> None:
         while self._thread.is_alive():

@@ -167,22 +167,25 @@ def _walk_range(path: Path, fd: int, start: int, nominal_end: int, bucket_bits: 
     if found is None:  # the file ends before ``start``: it shrank
         raise FormatError(f"{path}: the documents at byte offset {start} changed or do not frame")
     offset, length = found
-    view = _buffer(length)[:length]
-    got = _read(fd, view, offset)
-    pairs, stop = _frame(view[:got])
-    if got != length or stop != length:
+    result = _hash_walked(fd, offset, length, bucket_bits, words=True)
+    if result.run is None:
         raise FormatError(f"{path}: the documents at byte offset {offset} changed or do not frame")
-    return _Range(-1, offset, offset + length, sort_pairs(pairs, bucket_bits=bucket_bits))
+    return result
 
 
-def _hash_walked(fd: int, offset: int, length: int, bucket_bits: int) -> _Range:
+def _hash_walked(
+    fd: int, offset: int, length: int, bucket_bits: int, *, words: bool = False
+) -> _Range:
     """Thread worker of the walk's ranges: ``length`` bytes of whole documents at
-    ``offset``, read, framed, hashed and sorted (``run`` None when they do not frame)."""
+    ``offset``, read, framed, hashed and sorted (``run`` None when they do not frame; with
+    ``words``, a defect the framing words is raised as it words it)."""
     view = _buffer(length)[:length]
     got = _read(fd, view, offset)
     try:
         pairs, stop = _frame(view[:got])
     except FormatError:
+        if words:
+            raise
         return _Range(-1, offset, offset + length, None)
     if got != length or stop != length:
         return _Range(-1, offset, offset + length, None)
@@ -280,8 +283,7 @@ def _documents_are_long(fd: int, size: int) -> bool:
     """Whether the first documents of the file (those starting in its first MiB, at most
     16) average :data:`LONG_DOCUMENT` bytes or more (a defect there: no, the threads word
     it)."""
-    head = os.pread(fd, 4, 0)
-    if size < 16 * LONG_DOCUMENT or len(head) < 4:
+    if size < 16 * LONG_DOCUMENT:
         return False
     pos = seen = 0
     while pos < min(size, 1 << 20) and seen < 16:

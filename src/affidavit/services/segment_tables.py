@@ -10,16 +10,16 @@ verifier starts framing that segment's documents.
 
 from __future__ import annotations
 
-import os
-import stat
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from affidavit.crypto.digest import Sha256Stream
 from affidavit.crypto.segments import DEFAULT_SEGMENT_SIZE, SegmentHasher, joined_sides
+from affidavit.errors import InputError
 from affidavit.formats import bson_codec
 from affidavit.formats.base import MAX_BSON_DOCUMENT_SIZE, MIN_BSON_DOCUMENT_SIZE
+from affidavit.input_files import open_regular
 from affidavit.models.backup import ArtifactRole
 from affidavit.models.segments import Framing, SegmentTable
 
@@ -190,19 +190,16 @@ class PlainSide:
 
     def _run(self) -> None:
         try:
-            # not blocking on a FIFO swapped in for the file (its open would wait for a
-            # writer, and :meth:`stop` for ever): anything but a regular file fails the side
-            fd = os.open(self.file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-            with open(fd, "rb", buffering=0) as fh:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise OSError(f"{self.file} is not a regular file")
-                os.set_blocking(fd, True)
+            # never blocking on a FIFO swapped in for the file (its open would wait for a
+            # writer, and :meth:`stop` for ever): anything but a regular file fails the side;
+            # a link is followed, as the encrypting child follows it
+            with open_regular(self.file, follow=True) as fh:
                 while not self._stop.is_set() and (chunk := fh.read(_READ)):
                     self.hasher.plain(chunk)
                     self.whole.update(chunk)
                     if self.starts is not None:
                         self.starts.feed(chunk)
-        except OSError:
+        except (OSError, InputError):
             self.failed = True
 
     def stop(self) -> None:
